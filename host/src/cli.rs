@@ -1,0 +1,163 @@
+//! What each command does; `main` only parses arguments and calls [`run`].
+
+use crate::config::{Cli, Command, ConnectionsCommand, KeysCommand, ServeArgs, StoreArgs};
+use crate::egress::AddressPolicy;
+use crate::http::AppState;
+use crate::registry::{self, Registry};
+use crate::runtime::{Runtime, RuntimeLimits};
+use crate::upstream::HttpUpstream;
+use crate::vault::api_keys::{Environment, Scope};
+use crate::vault::connections::NewConnection;
+use crate::vault::{KeySource, Vault};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Run a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Keys(KeysCommand::Create {
+            environment,
+            scope,
+            store,
+        }) => {
+            let vault = open_vault(&store)?;
+            let created = vault.create_api_key(environment.parse()?, &Scope::parse(&scope)?)?;
+            println!("{}", created.key);
+            eprintln!(
+                "created {} key {}… with scope {} (shown once; store it now)",
+                created.record.environment, created.record.prefix, created.record.scope
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Revoke { prefix, store }) => {
+            let vault = open_vault(&store)?;
+            if !vault.revoke_api_key(&prefix)? {
+                anyhow::bail!("no active key with prefix {prefix}");
+            }
+            eprintln!("revoked {prefix}");
+            Ok(())
+        }
+        Command::Connections(ConnectionsCommand::Add {
+            integration,
+            secret,
+            identity,
+            identity_type,
+            base_url,
+            environment,
+            store,
+        }) => {
+            let vault = open_vault(&store)?;
+            let base_url = base_url
+                .map(|u| url::Url::parse(&u).with_context(|| format!("--base-url {u} is not a URL")))
+                .transpose()?;
+            let record = vault.add_connection(&NewConnection {
+                platform: integration,
+                environment: environment.parse()?,
+                identity,
+                identity_type,
+                base_url,
+                secret,
+            })?;
+            println!("{}", record.key);
+            Ok(())
+        }
+    }
+}
+
+fn open_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
+    std::fs::create_dir_all(&store.data_dir)
+        .with_context(|| format!("creating data directory {}", store.data_dir.display()))?;
+    let key_source = match &store.master_key {
+        Some(key) => KeySource::Explicit(key.clone()),
+        None => KeySource::File(store.data_dir.join("master.key")),
+    };
+    Vault::open(&store.data_dir.join("sluice.db"), &key_source)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let vault = open_vault(&args.store)?;
+    if vault.count_api_keys()? == 0 {
+        let created = vault.create_api_key(Environment::Test, &Scope::All)?;
+        println!(
+            "No API keys yet; created a test key (shown once):\n\n    {}\n",
+            created.key
+        );
+    }
+    let address_policy = if args.allow_private_upstreams {
+        tracing::warn!("--allow-private-upstreams: connectors may reach loopback and private networks");
+        AddressPolicy::AllowPrivate
+    } else {
+        AddressPolicy::PublicOnly
+    };
+    let limits = RuntimeLimits {
+        memory_bytes: args.memory_limit_mib << 20,
+        invocation_timeout: Duration::from_millis(args.timeout_ms),
+        max_instances: args.max_instances,
+        address_policy,
+        ..RuntimeLimits::default()
+    };
+    let upstream = Arc::new(HttpUpstream::new(address_policy)?);
+    let runtime = Arc::new(Runtime::new(limits, upstream)?);
+    let registry = Arc::new(Registry::default());
+    let failures = registry::load_directory(&runtime, &registry, &args.plugins).await?;
+    let loaded = registry.snapshot();
+    tracing::info!(
+        loaded = loaded.len(),
+        failed = failures.len(),
+        plugins = %args.plugins.display(),
+        "connectors loaded"
+    );
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| format!("http://{local}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let app = AppState {
+        runtime,
+        registry,
+        vault,
+        public_url,
+    };
+    // Machine-readable readiness line: tests and scripts wait for it.
+    println!("sluice listening on http://{local}");
+    tracing::info!(address = %local, connectors = ?loaded.keys().collect::<Vec<_>>(), "listening");
+    crate::serve(listener, app, shutdown_signal()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}

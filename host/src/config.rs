@@ -1,0 +1,120 @@
+//! Command-line interface. Every flag can also be set through an environment variable.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Sluice: an API gateway that runs third-party connectors as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage connections (stored credentials).
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
+}
+
+/// Where the gateway keeps its state.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory holding the SQLite database and, unless SLUICE_MASTER_KEY is set, the master key file.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
+    pub data_dir: PathBuf,
+    /// Master key for secrets at rest (64 hex characters). Defaults to `<data-dir>/master.key`.
+    #[arg(long, env = "SLUICE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+}
+
+/// `sluice serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of connector components (`*.wasm`).
+    #[arg(long, env = "SLUICE_PLUGINS", default_value = "connectors")]
+    pub plugins: PathBuf,
+    /// Let connectors reach loopback and private-network upstreams (off by default: SSRF guard).
+    #[arg(long, env = "SLUICE_ALLOW_PRIVATE_UPSTREAMS")]
+    pub allow_private_upstreams: bool,
+    /// Public base URL of this gateway, used in `action_url`s. Defaults to `http://<listen>`.
+    #[arg(long, env = "SLUICE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Memory limit of one connector instance, in MiB.
+    #[arg(long, env = "SLUICE_MEMORY_LIMIT_MIB", default_value_t = 64)]
+    pub memory_limit_mib: usize,
+    /// Wall-clock limit of one connector invocation, in milliseconds (upstream calls included).
+    #[arg(long, env = "SLUICE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub timeout_ms: u64,
+    /// Maximum concurrent connector instances.
+    #[arg(long, env = "SLUICE_MAX_INSTANCES", default_value_t = 256)]
+    pub max_instances: u32,
+    /// State location.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `sluice keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print it once.
+    Create {
+        /// Environment of the key: test or live.
+        #[arg(long = "env", default_value = "test")]
+        environment: String,
+        /// `*` or a comma-separated list of integrations.
+        #[arg(long, default_value = "*")]
+        scope: String,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke the key with this visible prefix (e.g. `sk_test_3f9a`).
+    Revoke {
+        /// The key's prefix as shown at creation.
+        prefix: String,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `sluice connections …`.
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Store a credential for an integration and print the connection key.
+    Add {
+        /// Integration (connector id), e.g. `github`.
+        integration: String,
+        /// The secret: token, API key, or `user:password` for basic auth.
+        #[arg(long, env = "SLUICE_CONNECTION_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Owner of the connection (user, team, …).
+        #[arg(long)]
+        identity: Option<String>,
+        /// Kind of identity: user, team, organization or project.
+        #[arg(long)]
+        identity_type: Option<String>,
+        /// Upstream base URL replacing the connector's default (e.g. GitHub Enterprise).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Environment: test or live.
+        #[arg(long = "env", default_value = "test")]
+        environment: String,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}

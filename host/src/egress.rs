@@ -1,0 +1,397 @@
+//! Outbound policy: which origins a connector may reach and which addresses may be dialled.
+//!
+//! Pure functions only — nothing here opens a socket — so every rule is unit-tested,
+//! including the private and metadata ranges that end-to-end tests must never aim at.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use url::{Host, Url};
+
+/// One allowed origin pattern: `https://api.github.com`, `https://*.example.com`,
+/// `http://127.0.0.1:8080`. A missing port means the scheme's default port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    scheme: String,
+    host: HostMatch,
+    port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    /// Exactly this host (lower-cased; IP literals in canonical form).
+    Exact(String),
+    /// Any strict subdomain of this domain (`*.example.com` does not match `example.com`).
+    SubdomainsOf(String),
+}
+
+/// Why a host pattern could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid allowed host `{pattern}`: {reason}")]
+pub struct PatternError {
+    pattern: String,
+    reason: &'static str,
+}
+
+impl HostPattern {
+    /// Parse `scheme://host[:port]`; the host may start with `*.`. Paths are not allowed.
+    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
+        let fail = |reason| PatternError {
+            pattern: pattern.to_owned(),
+            reason,
+        };
+        let (scheme, rest) = pattern.split_once("://").ok_or_else(|| fail("missing scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(fail("scheme must be http or https"));
+        }
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') || rest.contains('?') || rest.contains('#') || rest.contains('@') {
+            return Err(fail("only scheme, host and port are allowed"));
+        }
+        let (wildcard, rest) = match rest.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, rest),
+        };
+        // Let the URL parser canonicalise the host and port exactly as it will for requests.
+        let url = Url::parse(&format!("{scheme}://{rest}/")).map_err(|_| fail("not a valid host"))?;
+        let host = url.host().ok_or_else(|| fail("missing host"))?;
+        if wildcard && !matches!(host, Host::Domain(_)) {
+            return Err(fail("wildcards apply to domain names only"));
+        }
+        let host = host_key(&host);
+        let port = url.port_or_known_default().ok_or_else(|| fail("missing port"))?;
+        Ok(Self {
+            scheme,
+            host: if wildcard {
+                HostMatch::SubdomainsOf(host)
+            } else {
+                HostMatch::Exact(host)
+            },
+            port,
+        })
+    }
+
+    /// The pattern for exactly the origin of `url`.
+    pub fn origin_of(url: &Url) -> Option<Self> {
+        Some(Self {
+            scheme: url.scheme().to_owned(),
+            host: HostMatch::Exact(host_key(&url.host()?)),
+            port: url.port_or_known_default()?,
+        })
+    }
+
+    /// Whether `url` falls under this pattern.
+    pub fn matches(&self, url: &Url) -> bool {
+        let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
+            return false;
+        };
+        if url.scheme() != self.scheme || port != self.port {
+            return false;
+        }
+        let host = host_key(&host);
+        match &self.host {
+            HostMatch::Exact(allowed) => host == *allowed,
+            HostMatch::SubdomainsOf(domain) => host
+                .strip_suffix(domain.as_str())
+                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.')),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = match &self.host {
+            HostMatch::Exact(host) => host.clone(),
+            HostMatch::SubdomainsOf(domain) => format!("*.{domain}"),
+        };
+        write!(f, "{}://{}:{}", self.scheme, host, self.port)
+    }
+}
+
+/// Canonical text of a host: lower-case domain without a trailing dot, or the IP's display form.
+fn host_key(host: &Host<&str>) -> String {
+    match host {
+        Host::Domain(domain) => domain.trim_end_matches('.').to_ascii_lowercase(),
+        Host::Ipv4(ip) => ip.to_string(),
+        Host::Ipv6(ip) => format!("[{ip}]"),
+    }
+}
+
+/// Whether any pattern in `allowlist` admits `url`. An empty allowlist admits nothing.
+pub fn is_allowed(allowlist: &[HostPattern], url: &Url) -> bool {
+    allowlist.iter().any(|pattern| pattern.matches(url))
+}
+
+/// The IP literal in `url`'s host, if it is one. The URL parser has already turned decimal,
+/// octal and hex IPv4 spellings (`2130706433`, `0x7f000001`, `0177.0.0.1`) into addresses.
+pub fn ip_literal(url: &Url) -> Option<IpAddr> {
+    match url.host()? {
+        Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        Host::Domain(_) => None,
+    }
+}
+
+/// Which destination addresses the gateway may connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressPolicy {
+    /// Only globally routable unicast addresses (the production default).
+    PublicOnly,
+    /// Also loopback and private ranges: the operator's explicit opt-in, e.g. for
+    /// self-hosted upstreams on a private network, and for tests against loopback.
+    AllowPrivate,
+}
+
+impl AddressPolicy {
+    /// Whether the gateway may connect to `ip` under this policy.
+    pub fn permits(self, ip: IpAddr) -> bool {
+        match classify(ip) {
+            AddressClass::Public => true,
+            AddressClass::Private => self == Self::AllowPrivate,
+            AddressClass::Forbidden => false,
+        }
+    }
+}
+
+/// The classes of destination address that matter for SSRF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressClass {
+    /// Globally routable unicast.
+    Public,
+    /// Loopback, RFC 1918, unique-local, CGNAT, link-local (but not metadata): reachable
+    /// only with the operator's opt-in.
+    Private,
+    /// Never dialled: unspecified, broadcast, multicast, documentation and reserved ranges,
+    /// and the cloud metadata addresses.
+    Forbidden,
+}
+
+/// Classify `ip`, looking through IPv4-mapped and IPv4-compatible IPv6 forms.
+pub fn classify(ip: IpAddr) -> AddressClass {
+    match ip {
+        IpAddr::V4(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some(v4) => classify_v4(v4),
+            None => classify_v6(v6),
+        },
+    }
+}
+
+fn classify_v4(ip: Ipv4Addr) -> AddressClass {
+    let [a, b, c, _] = ip.octets();
+    if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(169, 254, 170, 2) {
+        // Cloud metadata (AWS, GCP, Azure; ECS task metadata): credentials live there.
+        return AddressClass::Forbidden;
+    }
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || a == 0 || a >= 240 {
+        return AddressClass::Forbidden;
+    }
+    // Documentation (TEST-NET-1/2/3), benchmarking, IETF protocol assignments.
+    if (a, b, c) == (192, 0, 2)
+        || (a, b, c) == (198, 51, 100)
+        || (a, b, c) == (203, 0, 113)
+        || (a == 198 && (b == 18 || b == 19))
+        || (a, b, c) == (192, 0, 0)
+    {
+        return AddressClass::Forbidden;
+    }
+    let cgnat = a == 100 && (64..128).contains(&b);
+    if ip.is_loopback() || ip.is_private() || ip.is_link_local() || cgnat {
+        return AddressClass::Private;
+    }
+    AddressClass::Public
+}
+
+fn classify_v6(ip: Ipv6Addr) -> AddressClass {
+    let first = ip.segments()[0];
+    if ip.is_unspecified() || ip.is_multicast() {
+        return AddressClass::Forbidden;
+    }
+    // AWS's IPv6 metadata endpoint fd00:ec2::254.
+    if ip == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x254) {
+        return AddressClass::Forbidden;
+    }
+    // Documentation 2001:db8::/32, discard 100::/64, and other reserved space outside 2000::/3.
+    if (first == 0x2001 && ip.segments()[1] == 0x0db8) || first == 0x0100 {
+        return AddressClass::Forbidden;
+    }
+    let unique_local = (first & 0xfe00) == 0xfc00;
+    let link_local = (first & 0xffc0) == 0xfe80;
+    if ip.is_loopback() || unique_local || link_local {
+        return AddressClass::Private;
+    }
+    if (first & 0xe000) != 0x2000 {
+        // Not global unicast (2000::/3).
+        return AddressClass::Forbidden;
+    }
+    AddressClass::Public
+}
+
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`)
+/// or NAT64 (`64:ff9b::a.b.c.d`) IPv6 address.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = ip.segments();
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if s[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
+        return Some(tail);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(tail);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).expect("test URL parses")
+    }
+
+    fn pattern(s: &str) -> HostPattern {
+        HostPattern::parse(s).expect("test pattern parses")
+    }
+
+    #[test]
+    fn exact_origin_matches_scheme_host_and_default_port() {
+        let p = pattern("https://api.github.com");
+        assert!(p.matches(&url("https://api.github.com/repos/a/b")));
+        assert!(p.matches(&url("https://API.GitHub.com:443/x")));
+        assert!(p.matches(&url("https://api.github.com./x")));
+        assert!(!p.matches(&url("http://api.github.com/x")), "scheme must match");
+        assert!(
+            !p.matches(&url("https://api.github.com:8443/x")),
+            "port must match"
+        );
+        assert!(!p.matches(&url("https://api.github.com.evil.io/x")));
+        assert!(!p.matches(&url("https://evilapi.github.com/x")));
+    }
+
+    #[test]
+    fn userinfo_does_not_fool_the_host_match() {
+        let p = pattern("https://api.github.com");
+        assert!(!p.matches(&url("https://api.github.com@evil.io/x")));
+        assert!(p.matches(&url("https://evil.io@api.github.com/x")));
+    }
+
+    #[test]
+    fn wildcard_matches_strict_subdomains_only() {
+        let p = pattern("https://*.example.com");
+        assert!(p.matches(&url("https://a.example.com/")));
+        assert!(p.matches(&url("https://a.b.example.com/")));
+        assert!(!p.matches(&url("https://example.com/")));
+        assert!(!p.matches(&url("https://badexample.com/")));
+        assert!(!p.matches(&url("https://example.com.evil.io/")));
+    }
+
+    #[test]
+    fn explicit_port_and_ip_literals() {
+        let p = pattern("http://127.0.0.1:8080");
+        assert!(p.matches(&url("http://127.0.0.1:8080/x")));
+        assert!(!p.matches(&url("http://127.0.0.1:8081/x")));
+        assert!(
+            p.matches(&url("http://2130706433:8080/x")),
+            "decimal spelling is the same host"
+        );
+        let v6 = pattern("http://[::1]:9000");
+        assert!(v6.matches(&url("http://[0:0:0:0:0:0:0:1]:9000/")));
+    }
+
+    #[test]
+    fn bad_patterns_are_rejected() {
+        for bad in [
+            "api.github.com",
+            "ftp://x.com",
+            "https://x.com/path",
+            "https://*.1.2.3.4",
+            "https://",
+            "https://user@x.com",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn empty_allowlist_allows_nothing() {
+        assert!(!is_allowed(&[], &url("https://api.github.com/")));
+    }
+
+    #[test]
+    fn ip_spellings_are_normalised_by_the_parser() {
+        for spelling in [
+            "http://127.0.0.1/",
+            "http://127.1/",
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0177.0.0.1/",
+        ] {
+            assert_eq!(
+                ip_literal(&url(spelling)),
+                Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                "{spelling}"
+            );
+        }
+        assert_eq!(
+            ip_literal(&url("http://localhost/")),
+            None,
+            "names are resolved, not parsed"
+        );
+    }
+
+    #[test]
+    fn address_classes() {
+        let cases: &[(&str, AddressClass)] = &[
+            ("8.8.8.8", AddressClass::Public),
+            ("140.82.112.3", AddressClass::Public),
+            ("2606:4700::1111", AddressClass::Public),
+            ("127.0.0.1", AddressClass::Private),
+            ("127.255.0.9", AddressClass::Private),
+            ("10.1.2.3", AddressClass::Private),
+            ("172.16.0.1", AddressClass::Private),
+            ("172.31.255.255", AddressClass::Private),
+            ("192.168.1.1", AddressClass::Private),
+            ("100.64.0.1", AddressClass::Private),
+            ("169.254.1.1", AddressClass::Private),
+            ("::1", AddressClass::Private),
+            ("fd12::1", AddressClass::Private),
+            ("fe80::1", AddressClass::Private),
+            ("::ffff:127.0.0.1", AddressClass::Private),
+            ("::ffff:10.0.0.1", AddressClass::Private),
+            ("::127.0.0.1", AddressClass::Private),
+            ("64:ff9b::10.0.0.1", AddressClass::Private),
+            ("169.254.169.254", AddressClass::Forbidden),
+            ("::ffff:169.254.169.254", AddressClass::Forbidden),
+            ("fd00:ec2::254", AddressClass::Forbidden),
+            ("0.0.0.0", AddressClass::Forbidden),
+            ("::", AddressClass::Forbidden),
+            ("255.255.255.255", AddressClass::Forbidden),
+            ("224.0.0.1", AddressClass::Forbidden),
+            ("ff02::1", AddressClass::Forbidden),
+            ("192.0.2.1", AddressClass::Forbidden),
+            ("2001:db8::1", AddressClass::Forbidden),
+            ("240.0.0.1", AddressClass::Forbidden),
+            ("172.32.0.1", AddressClass::Public),
+            ("100.128.0.1", AddressClass::Public),
+        ];
+        for (ip, expected) in cases {
+            let parsed: IpAddr = ip.parse().expect("test IP parses");
+            assert_eq!(classify(parsed), *expected, "{ip}");
+        }
+    }
+
+    #[test]
+    fn policy_gates_private_addresses_on_opt_in() {
+        let loopback: IpAddr = "127.0.0.1".parse().expect("ip");
+        let metadata: IpAddr = "169.254.169.254".parse().expect("ip");
+        assert!(!AddressPolicy::PublicOnly.permits(loopback));
+        assert!(AddressPolicy::AllowPrivate.permits(loopback));
+        assert!(
+            !AddressPolicy::AllowPrivate.permits(metadata),
+            "metadata is never reachable"
+        );
+        assert!(AddressPolicy::PublicOnly.permits("1.1.1.1".parse().expect("ip")));
+    }
+}

@@ -1,0 +1,286 @@
+//! The HTTP edge's error type: every failure becomes a stable code, a status and a message.
+//!
+//! Bodies look like `{"error": code, "message": …, "action_url"?: …}`. 5xx messages are fixed
+//! texts; the details go to the log under the request's transaction key, never to the caller.
+
+use crate::runtime::InvokeError;
+use crate::runtime::bindings::{ConnectorError, HttpError};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Longest connector-supplied message passed on to a caller.
+const MAX_CONNECTOR_MESSAGE: usize = 500;
+
+/// Everything that can go wrong on the caller-facing API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request or params.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or unknown API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The key was revoked.
+    #[error("this API key has been revoked")]
+    ApiKeyRevoked,
+    /// The key is past its expiry.
+    #[error("this API key has expired")]
+    ApiKeyExpired,
+    /// The key may not call this integration.
+    #[error("this API key may not call `{0}`")]
+    ScopeNotAllowed(String),
+    /// The caller has no connection for this integration.
+    #[error("no {integration} connection: connect an account first")]
+    IntegrationNotConnected {
+        /// Integration id.
+        integration: String,
+        /// Where the user can connect.
+        action_url: String,
+    },
+    /// Unknown route, integration or endpoint.
+    #[error("{0}")]
+    NotFound(String),
+    /// Wrong method on a known route.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// The request body is larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The connector ran past its deadline.
+    #[error("the connector did not finish in time")]
+    ConnectorTimeout,
+    /// The connector exceeded its memory budget.
+    #[error("the connector exceeded its memory limit")]
+    ConnectorMemoryLimit,
+    /// The connector crashed.
+    #[error("the connector crashed while handling this request")]
+    ConnectorTrap,
+    /// The connector reported a failure.
+    #[error("{0}")]
+    ConnectorError(String),
+    /// The connector tried to reach something policy forbids.
+    #[error("{0}")]
+    EgressDenied(String),
+    /// The upstream could not be reached.
+    #[error("{0}")]
+    UpstreamUnreachable(String),
+    /// The upstream did not answer in time.
+    #[error("{0}")]
+    UpstreamTimeout(String),
+    /// The upstream answer or connector request exceeded a size limit.
+    #[error("{0}")]
+    UpstreamTooLarge(String),
+    /// No instance slot is free.
+    #[error("the gateway is at capacity; retry shortly")]
+    AtCapacity,
+    /// A bug or an infrastructure failure; details are logged, not returned.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action_url: Option<&'a str>,
+}
+
+impl ApiError {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::ApiKeyRevoked => "api_key_revoked",
+            Self::ApiKeyExpired => "api_key_expired",
+            Self::ScopeNotAllowed(_) => "scope_not_allowed",
+            Self::IntegrationNotConnected { .. } => "integration_not_connected",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::ConnectorTimeout => "connector_timeout",
+            Self::ConnectorMemoryLimit => "connector_memory_limit",
+            Self::ConnectorTrap => "connector_trap",
+            Self::ConnectorError(_) => "connector_error",
+            Self::EgressDenied(_) => "egress_denied",
+            Self::UpstreamUnreachable(_) => "upstream_unreachable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::UpstreamTooLarge(_) => "payload_too_large",
+            Self::AtCapacity => "at_capacity",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) | Self::ApiKeyRevoked | Self::ApiKeyExpired => StatusCode::UNAUTHORIZED,
+            Self::ScopeNotAllowed(_) | Self::IntegrationNotConnected { .. } | Self::EgressDenied(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ConnectorTimeout | Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::ConnectorMemoryLimit
+            | Self::ConnectorTrap
+            | Self::ConnectorError(_)
+            | Self::UpstreamUnreachable(_)
+            | Self::UpstreamTooLarge(_) => StatusCode::BAD_GATEWAY,
+            Self::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(error) = &self {
+            // The transaction key is on the response; the request span carries it into this line.
+            tracing::error!(error = %format!("{error:#}"), "internal error");
+        }
+        let action_url = match &self {
+            Self::IntegrationNotConnected { action_url, .. } => Some(action_url.as_str()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+            action_url,
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Internal(error)
+    }
+}
+
+/// Connector-supplied text is passed on, but bounded.
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_CONNECTOR_MESSAGE {
+        return message;
+    }
+    let mut cut = MAX_CONNECTOR_MESSAGE;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &message[..cut])
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(error: InvokeError) -> Self {
+        match error {
+            InvokeError::Timeout => Self::ConnectorTimeout,
+            InvokeError::MemoryLimit => Self::ConnectorMemoryLimit,
+            InvokeError::Busy => Self::AtCapacity,
+            InvokeError::Trap(detail) => {
+                tracing::warn!(%detail, "connector trapped");
+                Self::ConnectorTrap
+            }
+            InvokeError::Connector(error) => error.into(),
+        }
+    }
+}
+
+impl From<ConnectorError> for ApiError {
+    fn from(error: ConnectorError) -> Self {
+        match error {
+            ConnectorError::BadParams(m) => Self::BadRequest(bounded(m)),
+            ConnectorError::UnknownEndpoint(m) => Self::NotFound(bounded(m)),
+            ConnectorError::Http(e) => e.into(),
+            ConnectorError::Upstream(m) => {
+                Self::ConnectorError(bounded(format!("unexpected upstream answer: {m}")))
+            }
+            ConnectorError::Other(m) => Self::ConnectorError(bounded(m)),
+        }
+    }
+}
+
+impl From<HttpError> for ApiError {
+    fn from(error: HttpError) -> Self {
+        match error {
+            HttpError::Denied(m) => Self::EgressDenied(bounded(m)),
+            HttpError::Timeout(m) => Self::UpstreamTimeout(bounded(m)),
+            HttpError::TooLarge(m) => Self::UpstreamTooLarge(bounded(m)),
+            HttpError::Invalid(m) => Self::ConnectorError(bounded(format!("invalid upstream request: {m}"))),
+            HttpError::Transport(m) => Self::UpstreamUnreachable(bounded(m)),
+            HttpError::Other(m) => Self::ConnectorError(bounded(m)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connector_errors_map_to_documented_codes() {
+        let cases: Vec<(ApiError, &str, u16)> = vec![
+            (ConnectorError::BadParams("x".into()).into(), "bad_request", 400),
+            (
+                ConnectorError::UnknownEndpoint("x".into()).into(),
+                "not_found",
+                404,
+            ),
+            (
+                ConnectorError::Http(HttpError::Denied("x".into())).into(),
+                "egress_denied",
+                403,
+            ),
+            (
+                ConnectorError::Http(HttpError::Timeout("x".into())).into(),
+                "upstream_timeout",
+                504,
+            ),
+            (
+                ConnectorError::Http(HttpError::TooLarge("x".into())).into(),
+                "payload_too_large",
+                502,
+            ),
+            (
+                ConnectorError::Http(HttpError::Transport("x".into())).into(),
+                "upstream_unreachable",
+                502,
+            ),
+            (
+                ConnectorError::Http(HttpError::Invalid("x".into())).into(),
+                "connector_error",
+                502,
+            ),
+            (ConnectorError::Other("x".into()).into(), "connector_error", 502),
+            (InvokeError::Timeout.into(), "connector_timeout", 504),
+            (InvokeError::MemoryLimit.into(), "connector_memory_limit", 502),
+            (
+                InvokeError::Trap("secret detail".into()).into(),
+                "connector_trap",
+                502,
+            ),
+            (InvokeError::Busy.into(), "at_capacity", 503),
+        ];
+        for (error, code, status) in cases {
+            assert_eq!(error.code(), code);
+            assert_eq!(error.status().as_u16(), status, "{code}");
+        }
+    }
+
+    #[test]
+    fn trap_and_internal_messages_hide_details() {
+        let trap: ApiError = InvokeError::Trap("wasm backtrace at 0x1234".into()).into();
+        assert!(!trap.to_string().contains("0x1234"));
+        let internal = ApiError::Internal(anyhow::anyhow!("database at /secret/path is locked"));
+        assert_eq!(internal.to_string(), "internal error");
+    }
+
+    #[test]
+    fn long_connector_messages_are_bounded() {
+        let error: ApiError = ConnectorError::Other("x".repeat(10_000)).into();
+        assert!(error.to_string().len() < MAX_CONNECTOR_MESSAGE + 10);
+    }
+}

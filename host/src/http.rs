@@ -1,0 +1,75 @@
+//! The caller-facing HTTP API: one router, one module per route group.
+//!
+//! - [`execute`] — `POST /v1/{integration}/{endpoint}`.
+//! - [`health`] — `/healthz` and `GET /v1/plugins`.
+//! - [`extract`] — body and API-key extraction that fails with [`ApiError`]s.
+
+mod execute;
+pub mod extract;
+mod health;
+
+use crate::error::ApiError;
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+use crate::vault::Vault;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// Largest request body accepted on any route.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The WebAssembly runtime.
+    pub runtime: Arc<Runtime>,
+    /// Loaded connectors.
+    pub registry: Arc<Registry>,
+    /// Keys and connections.
+    pub vault: Vault,
+    /// Public base URL of this gateway, for `action_url`s.
+    pub public_url: String,
+}
+
+/// The transaction key of the current request, also sent as `x-transaction-key`.
+#[derive(Debug, Clone)]
+pub struct TransactionKey(pub String);
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(execute::router())
+        .merge(health::router())
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(transaction))
+        .with_state(state)
+}
+
+/// Give every request a transaction key, put it on the response and log the outcome.
+async fn transaction(mut request: Request, next: Next) -> Response {
+    let key = format!("txn_{}", crate::vault::crypto::random_hex(12));
+    request.extensions_mut().insert(TransactionKey(key.clone()));
+    let span =
+        tracing::info_span!("request", tx = %key, method = %request.method(), path = %request.uri().path());
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if let Ok(value) = HeaderValue::from_str(&key) {
+        response.headers_mut().insert("x-transaction-key", value);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request done"
+        );
+    });
+    response
+}

@@ -1,0 +1,76 @@
+//! Extractors that fail with the API's own error shape instead of axum's plain-text rejections.
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::vault::api_keys::ApiKey;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// A JSON request body; malformed or oversized bodies become `bad_request` / `payload_too_large`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(format!(
+                    "request body is larger than {} bytes",
+                    super::MAX_BODY_BYTES
+                ))
+            } else {
+                ApiError::BadRequest("could not read the request body".into())
+            }
+        })?;
+        if bytes.is_empty() {
+            return Err(ApiError::BadRequest(
+                "request body is empty; send a JSON object".into(),
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))
+    }
+}
+
+/// The caller's API key, checked against the vault: active and not expired.
+#[derive(Debug)]
+pub struct Caller(pub ApiKey);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("missing API key: send `Authorization: Bearer sk_…`".into())
+            })?;
+        let presented = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|k| k.starts_with("sk_test_") || k.starts_with("sk_live_"))
+            .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?
+            .to_owned();
+        let key = app
+            .vault
+            .run(move |vault| vault.find_api_key(&presented))
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
+        if key.revoked_at.is_some() {
+            return Err(ApiError::ApiKeyRevoked);
+        }
+        if key.expires_at.is_some_and(|at| at <= crate::vault::now()) {
+            return Err(ApiError::ApiKeyExpired);
+        }
+        Ok(Self(key))
+    }
+}

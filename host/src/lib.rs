@@ -1,0 +1,40 @@
+//! # Sluice
+//!
+//! A self-hosted API gateway that runs third-party API connectors as sandboxed WebAssembly
+//! components. A caller sends `POST /v1/{integration}/{endpoint}`; the host picks the caller's
+//! connection, runs the connector in a fresh sandbox, lets it send upstream requests through a
+//! host capability that injects the credential, and returns `{"status", "data"}`.
+//!
+//! # Layout
+//! - [`config`] — the command line (every flag also an environment variable).
+//! - [`http`] — the router and one module per route group; [`error`] — the API's error shape.
+//! - [`runtime`] — wasmtime engine, bindings, per-request stores, limits, the `http` capability.
+//! - [`registry`] — loaded connectors, swapped atomically.
+//! - [`egress`] — allowlist and address policy (pure); [`upstream`] — the HTTP transport.
+//! - [`vault`] — SQLite store: API keys and connections, secrets encrypted at rest.
+//! - [`cli`] — what each command does.
+
+pub mod cli;
+pub mod config;
+pub mod egress;
+pub mod error;
+pub mod http;
+pub mod registry;
+pub mod runtime;
+pub mod upstream;
+pub mod vault;
+
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Serve `app` on `listener` until `shutdown` resolves, then drain in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: http::AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, http::router(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,456 @@
+//! The WebAssembly runtime: one engine, connectors compiled once at load, and a fresh,
+//! limited Store for every request.
+//!
+//! - [`bindings`] — the generated types for the WIT contract.
+//! - [`manifest`] — validation of what `describe()` returns.
+//! - [`capability`] — the `http` and `log` imports the host gives each instance.
+//! - [`limits`] — the per-request memory budget.
+
+pub mod bindings;
+mod capability;
+pub mod limits;
+pub mod manifest;
+
+use crate::egress::{AddressPolicy, HostPattern};
+use crate::upstream::Upstream;
+use bindings::{ConnectorError, ConnectorWorldPre, Output};
+use limits::MemoryBudget;
+use manifest::{AuthScheme, Manifest};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use url::Url;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits applied to every connector invocation.
+#[derive(Debug, Clone)]
+pub struct RuntimeLimits {
+    /// Total linear memory of one instance.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one invocation, host calls included.
+    pub invocation_timeout: Duration,
+    /// Budget of `describe()` at load.
+    pub describe_timeout: Duration,
+    /// Upstream requests one invocation may send.
+    pub max_upstream_requests: u32,
+    /// Time allowed for one upstream exchange.
+    pub upstream_timeout: Duration,
+    /// Largest request body a connector may send.
+    pub max_request_body: usize,
+    /// Largest upstream response body handed to a connector.
+    pub max_response_body: usize,
+    /// Longest URL a connector may ask for.
+    pub max_url_bytes: usize,
+    /// Most headers on one upstream request.
+    pub max_request_headers: usize,
+    /// Largest total size of the headers of one upstream request.
+    pub max_header_bytes: usize,
+    /// Log lines kept per invocation; later ones are dropped.
+    pub max_log_lines: u32,
+    /// Longest log line kept; longer ones are truncated.
+    pub max_log_line_bytes: usize,
+    /// Concurrent instances; also sizes the pooling allocator.
+    pub max_instances: u32,
+    /// How long a request may wait for a free instance slot.
+    pub instance_wait: Duration,
+    /// Which addresses upstream requests may reach.
+    pub address_policy: AddressPolicy,
+}
+
+impl Default for RuntimeLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            invocation_timeout: Duration::from_secs(30),
+            describe_timeout: Duration::from_secs(5),
+            max_upstream_requests: 16,
+            upstream_timeout: Duration::from_secs(20),
+            max_request_body: 8 << 20,
+            max_response_body: 16 << 20,
+            max_url_bytes: 8 << 10,
+            max_request_headers: 64,
+            max_header_bytes: 32 << 10,
+            max_log_lines: 100,
+            max_log_line_bytes: 2 << 10,
+            max_instances: 256,
+            instance_wait: Duration::from_secs(2),
+            address_policy: AddressPolicy::PublicOnly,
+        }
+    }
+}
+
+/// The credential the host injects into requests to the connection's origin.
+#[derive(Clone)]
+pub struct Credential {
+    secret: Arc<str>,
+}
+
+impl Credential {
+    /// Wrap a decrypted secret.
+    pub fn new(secret: impl Into<Arc<str>>) -> Self {
+        Self {
+            secret: secret.into(),
+        }
+    }
+
+    pub(crate) fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
+/// Per-request facts the host supplies to an invocation.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// The gateway's transaction key, for log attribution.
+    pub transaction_key: String,
+    /// The connection's credential, if the connector needs one.
+    pub credential: Option<Credential>,
+    /// The connection's base URL, replacing the connector's default origin.
+    pub base_url_override: Option<Url>,
+}
+
+/// Where one invocation may send requests and where its credential goes.
+#[derive(Debug, Clone)]
+pub(crate) struct EgressPlan {
+    /// Paths starting with `/` are appended to this (no trailing slash).
+    pub base_url: String,
+    /// Origins the invocation may reach.
+    pub allowlist: Vec<HostPattern>,
+    /// The only origin that receives the credential.
+    pub credential_origin: Option<HostPattern>,
+}
+
+impl EgressPlan {
+    fn new(manifest: &Manifest, base_url_override: Option<&Url>) -> Self {
+        let default_origin = HostPattern::origin_of(&manifest.base_url);
+        let (base_url, allowlist) = match base_url_override {
+            None => (manifest.base_url.clone(), manifest.allowed_hosts.clone()),
+            Some(custom) => {
+                // The connection's base URL takes the place of the default origin; other
+                // declared origins stay as they are.
+                let mut allowlist: Vec<HostPattern> = manifest
+                    .allowed_hosts
+                    .iter()
+                    .filter(|p| Some(*p) != default_origin.as_ref())
+                    .cloned()
+                    .collect();
+                allowlist.extend(HostPattern::origin_of(custom));
+                (custom.clone(), allowlist)
+            }
+        };
+        let credential_origin = HostPattern::origin_of(&base_url);
+        Self {
+            base_url: base_url.as_str().trim_end_matches('/').to_owned(),
+            allowlist,
+            credential_origin,
+        }
+    }
+}
+
+/// A compiled connector with its validated manifest, ready to be instantiated per request.
+pub struct LoadedConnector {
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// Hex SHA-256 of the component bytes.
+    pub content_hash: String,
+    pre: ConnectorWorldPre<GuestState>,
+    default_plan: Arc<EgressPlan>,
+}
+
+impl fmt::Debug for LoadedConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedConnector")
+            .field("id", &self.manifest.id)
+            .field("version", &self.manifest.version)
+            .field("content_hash", &self.content_hash)
+            .finish()
+    }
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a valid component for this host (bad bytes, wrong contract, missing exports).
+    #[error("not a loadable connector component: {0}")]
+    Component(String),
+    /// `describe()` trapped, timed out or returned an invalid manifest.
+    #[error("describe() failed: {0}")]
+    Describe(String),
+    /// The manifest was refused.
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+}
+
+/// Why an invocation produced no output.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The connector returned one of its typed errors.
+    #[error("connector error: {0:?}")]
+    Connector(ConnectorError),
+    /// The invocation ran past its deadline.
+    #[error("the connector ran past its deadline")]
+    Timeout,
+    /// The invocation exhausted its memory budget.
+    #[error("the connector exceeded its memory limit")]
+    MemoryLimit,
+    /// The connector trapped (panic, unreachable, stack overflow, …).
+    #[error("the connector trapped: {0}")]
+    Trap(String),
+    /// No instance slot became free in time.
+    #[error("no connector instance slot is free")]
+    Busy,
+}
+
+/// The state of one request's Store: deny-all WASI plus the host capabilities.
+pub struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    budget: MemoryBudget,
+    call: capability::CallState,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The engine, the linker and the shared services every instance uses.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    limits: Arc<RuntimeLimits>,
+    upstream: Arc<dyn Upstream>,
+    instance_slots: Arc<Semaphore>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime").field("limits", &self.limits).finish()
+    }
+}
+
+impl Runtime {
+    /// Build the engine (pooling allocator, epoch interruption) and the linker.
+    pub fn new(limits: RuntimeLimits, upstream: Arc<dyn Upstream>) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(&limits)).map_err(wasmtime_to_anyhow)?;
+        spawn_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        // std for wasm32-wasip2 imports wasi:cli, wasi:io and friends even when unused; the
+        // WasiCtx behind them grants nothing (no preopens, env, args, sockets or stdio).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_to_anyhow)?;
+        bindings::ConnectorWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(wasmtime_to_anyhow)?;
+        let slots = limits.max_instances as usize;
+        Ok(Self {
+            engine,
+            linker,
+            limits: Arc::new(limits),
+            upstream,
+            instance_slots: Arc::new(Semaphore::new(slots)),
+        })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &RuntimeLimits {
+        &self.limits
+    }
+
+    /// Compile `bytes` (off the async executor), pre-instantiate it, and read its manifest.
+    pub async fn load(&self, bytes: Vec<u8>) -> Result<LoadedConnector, LoadError> {
+        let content_hash = crate::vault::crypto::sha256_hex(&bytes);
+        let engine = self.engine.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Component(format!("compilation task failed: {e}")))?
+            .map_err(|e| LoadError::Component(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Component(format!("{e:#}")))?;
+        let pre = ConnectorWorldPre::new(instance_pre).map_err(|e| LoadError::Component(format!("{e:#}")))?;
+        let manifest = self.describe(&pre).await?;
+        let default_plan = Arc::new(EgressPlan::new(&manifest, None));
+        Ok(LoadedConnector {
+            manifest,
+            content_hash,
+            pre,
+            default_plan,
+        })
+    }
+
+    async fn describe(&self, pre: &ConnectorWorldPre<GuestState>) -> Result<Manifest, LoadError> {
+        // describe() runs with no egress at all: an empty plan allows nothing.
+        let plan = Arc::new(EgressPlan {
+            base_url: String::new(),
+            allowlist: Vec::new(),
+            credential_origin: None,
+        });
+        let mut store = self.new_store(
+            plan,
+            CallContext::default(),
+            "<loading>",
+            None,
+            self.limits.describe_timeout,
+        );
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance
+                .sluice_connector_connector()
+                .call_describe(&mut store)
+                .await
+        };
+        let wit = match tokio::time::timeout(self.limits.describe_timeout, run).await {
+            Ok(Ok(manifest)) => manifest,
+            Ok(Err(e)) => return Err(LoadError::Describe(format!("{e:#}"))),
+            Err(_) => return Err(LoadError::Describe("timed out".into())),
+        };
+        Ok(Manifest::from_wit(wit)?)
+    }
+
+    /// Run `endpoint` of `connector` in a fresh instance.
+    pub async fn invoke(
+        &self,
+        connector: &LoadedConnector,
+        endpoint: &str,
+        params_json: &str,
+        context: CallContext,
+    ) -> Result<Output, InvokeError> {
+        let _slot = tokio::time::timeout(self.limits.instance_wait, self.instance_slots.acquire())
+            .await
+            .map_err(|_| InvokeError::Busy)?
+            .map_err(|_| InvokeError::Busy)?;
+        let plan = match &context.base_url_override {
+            None => connector.default_plan.clone(),
+            Some(custom) => Arc::new(EgressPlan::new(&connector.manifest, Some(custom))),
+        };
+        let timeout = self.limits.invocation_timeout;
+        let manifest = &connector.manifest;
+        let mut store = self.new_store(plan, context, &manifest.id, Some(manifest.auth.clone()), timeout);
+        let run = async {
+            let instance = connector.pre.instantiate_async(&mut store).await?;
+            instance
+                .sluice_connector_connector()
+                .call_invoke(&mut store, endpoint, params_json)
+                .await
+        };
+        let outcome = tokio::time::timeout(timeout, run).await;
+        match outcome {
+            Err(_) => Err(InvokeError::Timeout),
+            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Ok(Err(error))) => Err(InvokeError::Connector(error)),
+            Ok(Err(trap)) => Err(classify_trap(&trap, store.data().budget.exhausted())),
+        }
+    }
+
+    fn new_store(
+        &self,
+        plan: Arc<EgressPlan>,
+        context: CallContext,
+        connector_id: &str,
+        auth: Option<AuthScheme>,
+        deadline: Duration,
+    ) -> Store<GuestState> {
+        let state = GuestState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            budget: MemoryBudget::new(self.limits.memory_bytes),
+            call: capability::CallState::new(
+                connector_id,
+                context,
+                plan,
+                self.upstream.clone(),
+                self.limits.clone(),
+                auth,
+            ),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.budget);
+        let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+}
+
+/// Decide what a trap means for the caller.
+fn classify_trap(error: &wasmtime::Error, memory_exhausted: bool) -> InvokeError {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>()
+        && *trap == wasmtime::Trap::Interrupt
+    {
+        return InvokeError::Timeout;
+    }
+    if memory_exhausted {
+        return InvokeError::MemoryLimit;
+    }
+    InvokeError::Trap(format!("{error:#}"))
+}
+
+fn engine_config(limits: &RuntimeLimits) -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    // Guest recursion must trap well before it could exhaust the fiber's native stack.
+    config.max_wasm_stack(512 << 10);
+    config.async_stack_size(2 << 20);
+    config.concurrency_support(false);
+    let slots = limits.max_instances;
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        // Non-Rust toolchains bring several core modules and memories per component.
+        .total_core_instances(slots * 8)
+        .total_memories(slots * 4)
+        .total_tables(slots * 8)
+        .total_stacks(slots)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(64)
+        .max_tables_per_component(64)
+        .max_memory_size(limits.memory_bytes)
+        // Keep some memory resident between requests: resetting pages is what per-request
+        // instances spend their time on.
+        .linear_memory_keep_resident(64 << 10)
+        .table_keep_resident(16 << 10);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// Advance the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("sluice-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "could not start the epoch ticker; deadlines rely on wall-clock timeouts");
+    }
+}
+
+/// `wasmtime::Error` is its own type in wasmtime 48; carry its message into anyhow.
+pub(crate) fn wasmtime_to_anyhow(error: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{error:#}")
+}
+
+/// Whether `manifest` requires a stored connection.
+pub fn needs_connection(manifest: &Manifest) -> bool {
+    manifest.auth != AuthScheme::None
+}

@@ -1,0 +1,402 @@
+//! The capabilities each instance imports: `http` (the only way out) and `log`.
+//!
+//! Everything a guest hands over is hostile input: sizes are checked before anything is
+//! copied or allocated further, policy is decided here in the host, and the credential is
+//! added only on its own origin and scrubbed from whatever comes back.
+
+use super::bindings::sluice::connector::{http as wit_http, log as wit_log};
+use super::bindings::{Header, HttpError, Level, Request, Response};
+use super::manifest::AuthScheme;
+use super::{CallContext, EgressPlan, GuestState, RuntimeLimits};
+use crate::egress;
+use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use std::sync::Arc;
+use url::Url;
+
+/// What is replaced for every credential value found in data handed back to the guest.
+const REDACTED: &str = "[REDACTED]";
+
+/// Per-invocation state of the capabilities.
+pub(crate) struct CallState {
+    connector_id: Arc<str>,
+    context: CallContext,
+    plan: Arc<EgressPlan>,
+    upstream: Arc<dyn Upstream>,
+    limits: Arc<RuntimeLimits>,
+    auth: Option<AuthScheme>,
+    requests_sent: u32,
+    log_lines: u32,
+}
+
+impl CallState {
+    pub(crate) fn new(
+        connector_id: &str,
+        context: CallContext,
+        plan: Arc<EgressPlan>,
+        upstream: Arc<dyn Upstream>,
+        limits: Arc<RuntimeLimits>,
+        auth: Option<AuthScheme>,
+    ) -> Self {
+        Self {
+            connector_id: connector_id.into(),
+            context,
+            plan,
+            upstream,
+            limits,
+            auth,
+            requests_sent: 0,
+            log_lines: 0,
+        }
+    }
+}
+
+/// Headers the host owns: credentials, routing, framing and hop-by-hop.
+fn is_forbidden_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "host"
+            | "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "content-length"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+    ) || name.as_str().starts_with("proxy-")
+}
+
+fn invalid(message: impl Into<String>) -> HttpError {
+    HttpError::Invalid(message.into())
+}
+
+fn denied(message: impl Into<String>) -> HttpError {
+    HttpError::Denied(message.into())
+}
+
+impl CallState {
+    /// Turn the guest's request into a vetted upstream request, or say why not.
+    fn vet(&self, request: Request) -> Result<UpstreamRequest, HttpError> {
+        let limits = &self.limits;
+        if request.url.len() > limits.max_url_bytes {
+            return Err(HttpError::TooLarge(format!(
+                "URL longer than {} bytes",
+                limits.max_url_bytes
+            )));
+        }
+        if request.headers.len() > limits.max_request_headers {
+            return Err(HttpError::TooLarge(format!(
+                "more than {} request headers",
+                limits.max_request_headers
+            )));
+        }
+        let header_bytes: usize = request.headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+        if header_bytes > limits.max_header_bytes {
+            return Err(HttpError::TooLarge(format!(
+                "request headers larger than {} bytes",
+                limits.max_header_bytes
+            )));
+        }
+        if request
+            .body
+            .as_ref()
+            .is_some_and(|b| b.len() > limits.max_request_body)
+        {
+            return Err(HttpError::TooLarge(format!(
+                "request body larger than {} bytes",
+                limits.max_request_body
+            )));
+        }
+        let method = Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| invalid(format!("`{}` is not an HTTP method", request.method)))?;
+        if method == Method::CONNECT || method == Method::TRACE {
+            return Err(denied(format!("method {method} is not allowed")));
+        }
+
+        let mut url = self.resolve_url(&request.url)?;
+        if !egress::is_allowed(&self.plan.allowlist, &url) {
+            return Err(denied(format!(
+                "{} is not among this connector's allowed hosts",
+                origin_text(&url)
+            )));
+        }
+        if let Some(ip) = egress::ip_literal(&url)
+            && !self.limits.address_policy.permits(ip)
+        {
+            return Err(denied(format!("address {ip} is not reachable from the gateway")));
+        }
+
+        let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
+        for Header { name, value } in request.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(format!("`{name}` is not a valid header name")))?;
+            if is_forbidden_header(&name) || self.is_credential_header(&name) {
+                return Err(denied(format!("header `{name}` is set by the gateway")));
+            }
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| invalid(format!("header `{name}` has an invalid value")))?;
+            headers.append(name, value);
+        }
+
+        self.inject_credential(&mut url, &mut headers)?;
+        Ok(UpstreamRequest {
+            method,
+            url,
+            headers,
+            body: request.body.map(Bytes::from),
+            timeout: self.limits.upstream_timeout,
+            max_response_bytes: self.limits.max_response_body,
+        })
+    }
+
+    /// A path is appended to the plan's base URL; anything else must be an absolute URL.
+    fn resolve_url(&self, raw: &str) -> Result<Url, HttpError> {
+        let parsed = if raw.starts_with('/') && !raw.starts_with("//") {
+            if self.plan.base_url.is_empty() {
+                return Err(denied("no upstream is reachable here"));
+            }
+            Url::parse(&format!("{}{raw}", self.plan.base_url))
+        } else {
+            Url::parse(raw)
+        }
+        .map_err(|e| invalid(format!("invalid URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(denied(format!("scheme `{}` is not allowed", parsed.scheme())));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(denied("credentials in URLs are not allowed"));
+        }
+        Ok(parsed)
+    }
+
+    fn is_credential_header(&self, name: &HeaderName) -> bool {
+        matches!(&self.auth, Some(AuthScheme::Header(own)) if own == name)
+    }
+
+    /// Add the credential, but only for the credential's own origin.
+    fn inject_credential(&self, url: &mut Url, headers: &mut HeaderMap) -> Result<(), HttpError> {
+        let (Some(credential), Some(auth), Some(origin)) =
+            (&self.context.credential, &self.auth, &self.plan.credential_origin)
+        else {
+            return Ok(());
+        };
+        if !origin.matches(url) {
+            return Ok(());
+        }
+        let secret = credential.secret();
+        let sensitive = |value: String| {
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| HttpError::Other("stored credential is not a valid header value".into()))?;
+            value.set_sensitive(true);
+            Ok::<_, HttpError>(value)
+        };
+        match auth {
+            AuthScheme::None => {}
+            AuthScheme::Bearer | AuthScheme::OAuth2(_) => {
+                headers.insert(
+                    http::header::AUTHORIZATION,
+                    sensitive(format!("Bearer {secret}"))?,
+                );
+            }
+            AuthScheme::Basic => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(secret);
+                headers.insert(
+                    http::header::AUTHORIZATION,
+                    sensitive(format!("Basic {encoded}"))?,
+                );
+            }
+            AuthScheme::Header(name) => {
+                headers.insert(name.clone(), sensitive(secret.to_owned())?);
+            }
+            AuthScheme::Query(param) => {
+                // Drop any guest-supplied value first so the credential cannot be shadowed.
+                let kept: Vec<(String, String)> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k != param.as_str())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                url.query_pairs_mut()
+                    .clear()
+                    .extend_pairs(kept)
+                    .append_pair(param, secret);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every form in which the credential might come back.
+    fn secret_forms(&self) -> Vec<String> {
+        let Some(credential) = &self.context.credential else {
+            return Vec::new();
+        };
+        let secret = credential.secret();
+        // Very short values would redact unrelated text and protect nothing.
+        if secret.len() < 6 {
+            return Vec::new();
+        }
+        let mut forms = vec![secret.to_owned()];
+        if matches!(self.auth, Some(AuthScheme::Basic)) {
+            forms.push(base64::engine::general_purpose::STANDARD.encode(secret));
+            if let Some((_, password)) = secret.split_once(':')
+                && password.len() >= 6
+            {
+                forms.push(password.to_owned());
+            }
+        }
+        forms
+    }
+}
+
+/// Replace every occurrence of each of `secrets` in `data`.
+pub(crate) fn scrub(data: &[u8], secrets: &[String]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for secret in secrets {
+        let current = out.as_deref().unwrap_or(data);
+        let finder = memchr::memmem::Finder::new(secret.as_bytes());
+        if finder.find(current).is_none() {
+            continue;
+        }
+        let mut replaced = Vec::with_capacity(current.len());
+        let mut last = 0;
+        for start in finder.find_iter(current) {
+            replaced.extend_from_slice(&current[last..start]);
+            replaced.extend_from_slice(REDACTED.as_bytes());
+            last = start + secret.len();
+        }
+        replaced.extend_from_slice(&current[last..]);
+        out = Some(replaced);
+    }
+    out
+}
+
+fn origin_text(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn upstream_error(error: UpstreamError) -> HttpError {
+    match error {
+        UpstreamError::Denied(m) => HttpError::Denied(m),
+        e @ UpstreamError::Timeout(_) => HttpError::Timeout(e.to_string()),
+        e @ UpstreamError::TooLarge(_) => HttpError::TooLarge(e.to_string()),
+        UpstreamError::Transport(m) => HttpError::Transport(m),
+    }
+}
+
+impl wit_http::Host for GuestState {
+    async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
+        let call = &mut self.call;
+        if call.requests_sent >= call.limits.max_upstream_requests {
+            return Ok(Err(HttpError::TooLarge(format!(
+                "more than {} upstream requests in one call",
+                call.limits.max_upstream_requests
+            ))));
+        }
+        call.requests_sent += 1;
+        let vetted = match call.vet(request) {
+            Ok(vetted) => vetted,
+            Err(error) => {
+                tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, ?error, "upstream request refused");
+                return Ok(Err(error));
+            }
+        };
+        tracing::debug!(connector = %call.connector_id, tx = %call.context.transaction_key, method = %vetted.method, host = ?vetted.url.host_str(), "upstream request");
+        let response = match call.upstream.send(vetted).await {
+            Ok(response) => response,
+            Err(error) => return Ok(Err(upstream_error(error))),
+        };
+        let secrets = call.secret_forms();
+        let mut headers = Vec::with_capacity(response.headers.len());
+        for (name, value) in &response.headers {
+            let value = match scrub(value.as_bytes(), &secrets) {
+                Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
+                None => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            };
+            headers.push(Header {
+                name: name.as_str().to_owned(),
+                value,
+            });
+        }
+        let body = scrub(&response.body, &secrets).unwrap_or_else(|| response.body.to_vec());
+        Ok(Ok(Response {
+            status: response.status,
+            headers,
+            body,
+        }))
+    }
+}
+
+impl wit_log::Host for GuestState {
+    async fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let call = &mut self.call;
+        call.log_lines += 1;
+        if call.log_lines > call.limits.max_log_lines {
+            if call.log_lines == call.limits.max_log_lines + 1 {
+                tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, "connector log budget exhausted; further lines dropped");
+            }
+            return Ok(());
+        }
+        let mut message = match scrub(message.as_bytes(), &call.secret_forms()) {
+            Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
+            None => message,
+        };
+        if message.len() > call.limits.max_log_line_bytes {
+            let mut cut = call.limits.max_log_line_bytes;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…[truncated]");
+        }
+        let (connector, tx) = (&*call.connector_id, call.context.transaction_key.as_str());
+        match level {
+            Level::Trace => tracing::trace!(target: "connector", connector, tx, "{message}"),
+            Level::Debug => tracing::debug!(target: "connector", connector, tx, "{message}"),
+            Level::Info => tracing::info!(target: "connector", connector, tx, "{message}"),
+            Level::Warn => tracing::warn!(target: "connector", connector, tx, "{message}"),
+            Level::Error => tracing::error!(target: "connector", connector, tx, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl super::bindings::sluice::connector::types::Host for GuestState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_replaces_every_occurrence_of_every_form() {
+        let secrets = vec!["ghp_secret123".to_owned(), "c2VjcmV0".to_owned()];
+        let data = b"token ghp_secret123 and ghp_secret123, b64 c2VjcmV0.";
+        let scrubbed = scrub(data, &secrets).expect("something to scrub");
+        assert_eq!(
+            String::from_utf8(scrubbed).expect("utf8"),
+            "token [REDACTED] and [REDACTED], b64 [REDACTED]."
+        );
+        assert!(scrub(b"nothing here", &secrets).is_none());
+    }
+
+    #[test]
+    fn forbidden_headers_cover_credentials_and_framing() {
+        for name in [
+            "authorization",
+            "cookie",
+            "host",
+            "content-length",
+            "proxy-foo",
+            "transfer-encoding",
+        ] {
+            assert!(is_forbidden_header(&HeaderName::from_static(name)), "{name}");
+        }
+        assert!(!is_forbidden_header(&HeaderName::from_static("accept")));
+    }
+}

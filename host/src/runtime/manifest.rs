@@ -1,0 +1,209 @@
+//! The host's validated view of a connector's `describe()` answer.
+
+use super::bindings::{AuthScheme as WitAuth, WitManifest};
+use crate::egress::HostPattern;
+use std::collections::HashMap;
+use url::Url;
+
+/// How the host authenticates upstream requests for a connector's connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// No credential; the connector can be called without a connection.
+    None,
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// The secret in this (lower-case) header.
+    Header(http::HeaderName),
+    /// The secret in this query parameter.
+    Query(String),
+    /// `Authorization: Basic base64(<secret>)`, the secret being `user:password`.
+    Basic,
+    /// OAuth 2.0; the access token is sent as a bearer token.
+    OAuth2(OAuth2Config),
+}
+
+/// OAuth 2.0 endpoints and defaults declared by the connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2Config {
+    /// The provider's authorization endpoint.
+    pub authorize_url: String,
+    /// The provider's token endpoint.
+    pub token_url: String,
+    /// Scopes requested by default.
+    pub scopes: Vec<String>,
+    /// Extra authorize-URL parameters.
+    pub authorize_params: Vec<(String, String)>,
+}
+
+impl AuthScheme {
+    /// Whether calls need a stored connection (credential) at all.
+    pub fn needs_connection(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+}
+
+/// One action, with its params schema parsed once at load.
+#[derive(Debug, Clone)]
+pub struct EndpointInfo {
+    /// Machine name used in URLs.
+    pub name: String,
+    /// Human title.
+    pub title: String,
+    /// Upstream HTTP method.
+    pub method: String,
+    /// Upstream path template.
+    pub path: String,
+    /// Description.
+    pub description: String,
+    /// JSON Schema of `params`.
+    pub params_schema: serde_json::Value,
+    /// Examples: (title, params).
+    pub examples: Vec<(String, serde_json::Value)>,
+}
+
+/// A connector's manifest after validation.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Identifier used in URLs.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The connector's own version.
+    pub version: String,
+    /// Description.
+    pub description: String,
+    /// Catalog category.
+    pub category: String,
+    /// Default upstream base URL (no trailing slash).
+    pub base_url: Url,
+    /// Declared origins.
+    pub allowed_hosts: Vec<HostPattern>,
+    /// Auth scheme.
+    pub auth: AuthScheme,
+    /// Endpoints in declaration order.
+    pub endpoints: Vec<EndpointInfo>,
+    endpoint_index: HashMap<String, usize>,
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// A field has a value the host cannot use.
+    #[error("manifest field `{field}` is invalid: {reason}")]
+    Invalid {
+        /// Which field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
+    ManifestError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Identifiers appear in URLs and metrics labels: keep them boring.
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl Manifest {
+    /// Validate what a connector's `describe()` returned.
+    pub fn from_wit(wit: WitManifest) -> Result<Self, ManifestError> {
+        if !is_identifier(&wit.id) {
+            return Err(invalid("id", "must be 1-64 of a-z, 0-9, `_` and `-`"));
+        }
+        if wit.version.trim().is_empty() {
+            return Err(invalid("version", "must not be empty"));
+        }
+        let base_url = Url::parse(&wit.base_url).map_err(|e| invalid("base-url", e.to_string()))?;
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.host().is_none() {
+            return Err(invalid("base-url", "must be an http(s) URL with a host"));
+        }
+        let allowed_hosts = wit
+            .allowed_hosts
+            .iter()
+            .map(|h| HostPattern::parse(h).map_err(|e| invalid("allowed-hosts", e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !crate::egress::is_allowed(&allowed_hosts, &base_url) {
+            return Err(invalid("allowed-hosts", "must include the base URL's origin"));
+        }
+        let auth = match wit.auth {
+            WitAuth::None => AuthScheme::None,
+            WitAuth::Bearer => AuthScheme::Bearer,
+            WitAuth::Header(name) => AuthScheme::Header(
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| invalid("auth", format!("`{name}` is not a header name")))?,
+            ),
+            WitAuth::Query(name) if !name.is_empty() => AuthScheme::Query(name),
+            WitAuth::Query(_) => return Err(invalid("auth", "query parameter name is empty")),
+            WitAuth::Basic => AuthScheme::Basic,
+            WitAuth::Oauth2(o) => AuthScheme::OAuth2(OAuth2Config {
+                authorize_url: o.authorize_url,
+                token_url: o.token_url,
+                scopes: o.scopes,
+                authorize_params: o.authorize_params,
+            }),
+        };
+        let mut endpoints = Vec::with_capacity(wit.endpoints.len());
+        let mut endpoint_index = HashMap::new();
+        for endpoint in wit.endpoints {
+            let field = format!("endpoints.{}", endpoint.name);
+            if !is_identifier(&endpoint.name) {
+                return Err(invalid(field, "name must be 1-64 of a-z, 0-9, `_` and `-`"));
+            }
+            let params_schema: serde_json::Value = serde_json::from_str(&endpoint.params_schema)
+                .map_err(|e| invalid(&field, format!("params-schema is not JSON: {e}")))?;
+            if !params_schema.is_object() {
+                return Err(invalid(&field, "params-schema must be a JSON object"));
+            }
+            let examples = endpoint
+                .examples
+                .into_iter()
+                .map(|e| {
+                    serde_json::from_str(&e.params_json)
+                        .map(|params| (e.title, params))
+                        .map_err(|err| invalid(&field, format!("example is not JSON: {err}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if endpoint_index
+                .insert(endpoint.name.clone(), endpoints.len())
+                .is_some()
+            {
+                return Err(invalid(field, "declared twice"));
+            }
+            endpoints.push(EndpointInfo {
+                name: endpoint.name,
+                title: endpoint.title,
+                method: endpoint.method,
+                path: endpoint.path,
+                description: endpoint.description,
+                params_schema,
+                examples,
+            });
+        }
+        Ok(Self {
+            id: wit.id,
+            name: wit.name,
+            version: wit.version,
+            description: wit.description,
+            category: wit.category,
+            base_url,
+            allowed_hosts,
+            auth,
+            endpoints,
+            endpoint_index,
+        })
+    }
+
+    /// The endpoint called `name`.
+    pub fn endpoint(&self, name: &str) -> Option<&EndpointInfo> {
+        self.endpoint_index.get(name).map(|&i| &self.endpoints[i])
+    }
+}

@@ -1,0 +1,206 @@
+//! Secrets at rest: XChaCha20-Poly1305 with a random nonce per record and associated data
+//! binding each ciphertext to its row and column, under a master key kept outside the database.
+
+use anyhow::{Context, bail};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// The 32-byte master key and its public identifier.
+#[derive(Clone)]
+pub struct MasterKey {
+    cipher: XChaCha20Poly1305,
+    id: String,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sealed secret: nonce and ciphertext (tag included).
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// 24 random bytes.
+    pub nonce: Vec<u8>,
+    /// Ciphertext with the Poly1305 tag.
+    pub ciphertext: Vec<u8>,
+}
+
+impl MasterKey {
+    /// A key from 32 raw bytes.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"sluice master key id\0");
+        hasher.update(bytes);
+        let id = hex::encode(&hasher.finalize()[..8]);
+        Self {
+            cipher: XChaCha20Poly1305::new(bytes.into()),
+            id,
+        }
+    }
+
+    /// Parse a key written as 64 hex characters.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let bytes = hex::decode(text.trim()).context("the master key must be 64 hex characters")?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the master key must be 32 bytes (64 hex characters)"))?;
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Self::from_bytes(&bytes)
+    }
+
+    /// Public identifier stored beside ciphertexts (not secret: derived by hashing).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Encrypt `plaintext`, bound to `context` (e.g. `connections/<key>/secret`).
+    pub fn seal(&self, plaintext: &[u8], context: &str) -> anyhow::Result<Sealed> {
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("encryption failed"))?;
+        Ok(Sealed {
+            nonce: nonce.to_vec(),
+            ciphertext,
+        })
+    }
+
+    /// Decrypt a sealed secret; fails if it was moved to another row or column, or tampered with.
+    pub fn open(&self, sealed: &Sealed, context: &str) -> anyhow::Result<Vec<u8>> {
+        if sealed.nonce.len() != 24 {
+            bail!("stored nonce has the wrong length");
+        }
+        self.cipher
+            .decrypt(
+                XNonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: context.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("a stored secret failed authentication (wrong key or tampered row)"))
+    }
+}
+
+/// Read the master key file, or create it (mode 0600) with a fresh key when `may_create`.
+pub fn load_or_create_key_file(path: &Path, may_create: bool) -> anyhow::Result<Option<MasterKey>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => MasterKey::parse(&text)
+            .with_context(|| format!("reading master key file {}", path.display()))
+            .map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => {
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            write_private_file(path, hex::encode(bytes).as_bytes())
+                .with_context(|| format!("creating master key file {}", path.display()))?;
+            Ok(Some(MasterKey::from_bytes(&bytes)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading master key file {}", path.display())),
+    }
+}
+
+/// Create `path` readable by its owner only, failing if it already exists.
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Lower-case hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// SHA-256 of an API key: what is stored and looked up instead of the key.
+pub fn api_key_hash(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// `n` random bytes as lower-case hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secret_opens_only_in_its_own_context() -> anyhow::Result<()> {
+        let key = MasterKey::generate();
+        let sealed = key.seal(b"ghp_topsecret", "connections/a/secret")?;
+        assert_eq!(key.open(&sealed, "connections/a/secret")?, b"ghp_topsecret");
+        assert!(
+            key.open(&sealed, "connections/b/secret").is_err(),
+            "moved to another row"
+        );
+        assert!(
+            MasterKey::generate()
+                .open(&sealed, "connections/a/secret")
+                .is_err(),
+            "wrong key"
+        );
+        let mut tampered = sealed.clone();
+        tampered.ciphertext[0] ^= 1;
+        assert!(key.open(&tampered, "connections/a/secret").is_err(), "tampered");
+        Ok(())
+    }
+
+    #[test]
+    fn nonces_are_fresh_per_record() -> anyhow::Result<()> {
+        let key = MasterKey::generate();
+        let a = key.seal(b"same", "ctx")?;
+        let b = key.seal(b"same", "ctx")?;
+        assert_ne!(a.nonce, b.nonce);
+        assert_ne!(a.ciphertext, b.ciphertext);
+        Ok(())
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_read_back() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("master.key");
+        assert!(load_or_create_key_file(&path, false)?.is_none());
+        let created = load_or_create_key_file(&path, true)?.expect("created");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+        }
+        let read = load_or_create_key_file(&path, false)?.expect("read");
+        assert_eq!(created.id(), read.id());
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! GitHub REST API connector: repositories, issues and comments.
+//!
+//! Authenticates with a bearer token (a personal access token or an app installation token)
+//! injected by the gateway. Connections can point at GitHub Enterprise Server by setting their
+//! base URL to `https://HOST/api/v3`.
+
+use serde::Deserialize;
+use sluice_sdk::http::{self, RequestBuilder, segment};
+use sluice_sdk::{Auth, Connector, Endpoint, Error, Manifest, Output, Params, Value, export_connector, json};
+
+struct GitHub;
+
+/// `owner` and `repo` name a repository in every endpoint.
+#[derive(Deserialize)]
+struct RepoRef {
+    owner: String,
+    repo: String,
+}
+
+impl RepoRef {
+    fn path(&self) -> String {
+        format!("/repos/{}/{}", segment(&self.owner), segment(&self.repo))
+    }
+}
+
+#[derive(Deserialize)]
+struct ListIssues {
+    #[serde(flatten)]
+    repo: RepoRef,
+    state: Option<String>,
+    labels: Option<String>,
+    per_page: Option<u32>,
+    page: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct IssueRef {
+    #[serde(flatten)]
+    repo: RepoRef,
+    issue_number: u64,
+}
+
+#[derive(Deserialize)]
+struct CreateIssue {
+    #[serde(flatten)]
+    repo: RepoRef,
+    title: String,
+    body: Option<String>,
+    labels: Option<Vec<String>>,
+    assignees: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct CreateComment {
+    #[serde(flatten)]
+    issue: IssueRef,
+    body: String,
+}
+
+/// GitHub wants a versioned media type on every call.
+fn github(request: RequestBuilder) -> RequestBuilder {
+    request
+        .header("accept", "application/vnd.github+json")
+        .header("x-github-api-version", "2022-11-28")
+}
+
+/// Drops `None` fields so GitHub does not see explicit nulls.
+fn without_nulls(mut value: Value) -> Value {
+    if let Value::Object(map) = &mut value {
+        map.retain(|_, v| !v.is_null());
+    }
+    value
+}
+
+impl Connector for GitHub {
+    fn describe() -> Manifest {
+        let repo_props = json!({
+            "owner": {"type": "string", "minLength": 1, "description": "Account or organization that owns the repository"},
+            "repo": {"type": "string", "minLength": 1, "description": "Repository name without the owner"}
+        });
+        let with_repo = |extra: Value, required: &[&str]| {
+            let mut properties = repo_props.clone();
+            if let (Value::Object(base), Value::Object(extra)) = (&mut properties, extra) {
+                base.extend(extra);
+            }
+            let mut all_required = vec!["owner", "repo"];
+            all_required.extend_from_slice(required);
+            json!({"type": "object", "required": all_required, "properties": properties, "additionalProperties": false})
+        };
+        let issue_number =
+            json!({"issue_number": {"type": "integer", "minimum": 1, "description": "The issue number"}});
+
+        Manifest::new("github", "GitHub", env!("CARGO_PKG_VERSION"))
+            .description("GitHub REST API: repositories, issues and comments")
+            .category("developer-tools")
+            .base_url("https://api.github.com")
+            .auth(Auth::Bearer)
+            .endpoint(
+                Endpoint::new("get_repo", "GET", "/repos/{owner}/{repo}")
+                    .title("Get a repository")
+                    .description("Returns a repository's metadata: description, visibility, default branch, counts.")
+                    .params_schema(with_repo(json!({}), &[]))
+                    .example("The Rust compiler", json!({"owner": "rust-lang", "repo": "rust"})),
+            )
+            .endpoint(
+                Endpoint::new("list_issues", "GET", "/repos/{owner}/{repo}/issues")
+                    .title("List repository issues")
+                    .description("Lists issues (and pull requests) in a repository, newest first.")
+                    .params_schema(with_repo(
+                        json!({
+                            "state": {"type": "string", "enum": ["open", "closed", "all"], "default": "open"},
+                            "labels": {"type": "string", "description": "Comma-separated label names"},
+                            "per_page": {"type": "integer", "minimum": 1, "maximum": 100, "default": 30},
+                            "page": {"type": "integer", "minimum": 1, "default": 1}
+                        }),
+                        &[],
+                    ))
+                    .example("Open bugs", json!({"owner": "acme", "repo": "webapp", "labels": "bug"})),
+            )
+            .endpoint(
+                Endpoint::new("get_issue", "GET", "/repos/{owner}/{repo}/issues/{issue_number}")
+                    .title("Get an issue")
+                    .description("Returns one issue with its title, body, state, labels and assignees.")
+                    .params_schema(with_repo(issue_number.clone(), &["issue_number"]))
+                    .example("Issue 7", json!({"owner": "acme", "repo": "webapp", "issue_number": 7})),
+            )
+            .endpoint(
+                Endpoint::new("create_issue", "POST", "/repos/{owner}/{repo}/issues")
+                    .title("Create an issue")
+                    .description("Opens a new issue. Requires push access to set labels or assignees.")
+                    .params_schema(with_repo(
+                        json!({
+                            "title": {"type": "string", "minLength": 1},
+                            "body": {"type": "string"},
+                            "labels": {"type": "array", "items": {"type": "string"}},
+                            "assignees": {"type": "array", "items": {"type": "string"}}
+                        }),
+                        &["title"],
+                    ))
+                    .example(
+                        "A bug report",
+                        json!({"owner": "acme", "repo": "webapp", "title": "Bug report", "body": "Steps to reproduce...", "labels": ["bug"]}),
+                    ),
+            )
+            .endpoint(
+                Endpoint::new("create_comment", "POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments")
+                    .title("Comment on an issue")
+                    .description("Adds a comment to an issue or pull request.")
+                    .params_schema(with_repo(
+                        {
+                            let mut props = issue_number;
+                            if let Value::Object(map) = &mut props {
+                                map.insert("body".into(), json!({"type": "string", "minLength": 1}));
+                            }
+                            props
+                        },
+                        &["issue_number", "body"],
+                    ))
+                    .example("Thank the reporter", json!({"owner": "acme", "repo": "webapp", "issue_number": 7, "body": "Thanks!"})),
+            )
+    }
+
+    fn invoke(endpoint: &str, params: Params) -> Result<Output, Error> {
+        let request = match endpoint {
+            "get_repo" => http::get(params.parse::<RepoRef>()?.path()),
+            "list_issues" => {
+                let p: ListIssues = params.parse()?;
+                http::get(format!("{}/issues", p.repo.path()))
+                    .query_opt("state", p.state)
+                    .query_opt("labels", p.labels)
+                    .query_opt("per_page", p.per_page)
+                    .query_opt("page", p.page)
+            }
+            "get_issue" => {
+                let p: IssueRef = params.parse()?;
+                http::get(format!("{}/issues/{}", p.repo.path(), p.issue_number))
+            }
+            "create_issue" => {
+                let p: CreateIssue = params.parse()?;
+                let body = without_nulls(json!({
+                    "title": p.title,
+                    "body": p.body,
+                    "labels": p.labels,
+                    "assignees": p.assignees,
+                }));
+                http::post(format!("{}/issues", p.repo.path())).json(&body)?
+            }
+            "create_comment" => {
+                let p: CreateComment = params.parse()?;
+                http::post(format!(
+                    "{}/issues/{}/comments",
+                    p.issue.repo.path(),
+                    p.issue.issue_number
+                ))
+                .json(&json!({"body": p.body}))?
+            }
+            other => return Err(Error::unknown_endpoint(other)),
+        };
+        Ok(github(request).send()?.into())
+    }
+}
+
+export_connector!(GitHub);

@@ -1,0 +1,217 @@
+//! Upstream HTTP requests, sent by the gateway on the connector's behalf.
+//!
+//! URLs are either paths starting with `/`, resolved against the connection's base URL (the
+//! manifest's `base_url` unless the connection overrides it, e.g. for GitHub Enterprise), or
+//! absolute URLs on one of the manifest's allowed hosts. Credentials are added by the gateway:
+//! never set `Authorization` yourself.
+//!
+//! ```no_run
+//! # fn run() -> Result<(), sluice_sdk::Error> {
+//! use sluice_sdk::{http, json};
+//! let created = http::post("/repos/acme/webapp/issues")
+//!     .header("accept", "application/vnd.github+json")
+//!     .json(&json!({"title": "Bug report"}))?
+//!     .send()?;
+//! let issue: sluice_sdk::Value = created.json()?;
+//! # Ok(()) }
+//! ```
+
+use crate::bindings::sluice::connector::http::send;
+use crate::bindings::sluice::connector::types::{Header, Request};
+use crate::{Error, HttpError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Percent-encode `value` for use as one path segment, so that caller-supplied text such as
+/// `../admin` or `a/b` cannot change which upstream path a request names.
+///
+/// ```
+/// assert_eq!(sluice_sdk::http::segment("a b/../c"), "a%20b%2F..%2Fc");
+/// ```
+pub fn segment(value: &str) -> String {
+    // Everything but RFC 3986 unreserved characters is encoded.
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let encoded = percent_encoding::utf8_percent_encode(value, SEGMENT).to_string();
+    // A segment that is exactly `.` or `..` would still be a dot-segment.
+    match encoded.as_str() {
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        _ => encoded,
+    }
+}
+
+/// Start a `GET` request.
+pub fn get(url: impl Into<String>) -> RequestBuilder {
+    RequestBuilder::new("GET", url)
+}
+
+/// Start a `POST` request.
+pub fn post(url: impl Into<String>) -> RequestBuilder {
+    RequestBuilder::new("POST", url)
+}
+
+/// Start a `PUT` request.
+pub fn put(url: impl Into<String>) -> RequestBuilder {
+    RequestBuilder::new("PUT", url)
+}
+
+/// Start a `PATCH` request.
+pub fn patch(url: impl Into<String>) -> RequestBuilder {
+    RequestBuilder::new("PATCH", url)
+}
+
+/// Start a `DELETE` request.
+pub fn delete(url: impl Into<String>) -> RequestBuilder {
+    RequestBuilder::new("DELETE", url)
+}
+
+/// An upstream request under construction. Finish it with [`RequestBuilder::send`].
+#[derive(Debug, Clone)]
+pub struct RequestBuilder {
+    method: String,
+    url: String,
+    query: Vec<(String, String)>,
+    headers: Vec<Header>,
+    body: Option<Vec<u8>>,
+}
+
+impl RequestBuilder {
+    /// A request with any method, e.g. `HEAD`.
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            method: method.into(),
+            url: url.into(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Append a query parameter; name and value are percent-encoded.
+    pub fn query(mut self, name: &str, value: &str) -> Self {
+        self.query.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Append a query parameter only when `value` is `Some`.
+    pub fn query_opt(self, name: &str, value: Option<impl ToString>) -> Self {
+        match value {
+            Some(value) => self.query(name, &value.to_string()),
+            None => self,
+        }
+    }
+
+    /// Add a request header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push(Header {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        });
+        self
+    }
+
+    /// Send `value` as a JSON body (sets `content-type: application/json`).
+    pub fn json(self, value: &impl Serialize) -> Result<Self, Error> {
+        let body = serde_json::to_vec(value).map_err(|e| Error::other(e.to_string()))?;
+        Ok(self.header("content-type", "application/json").body(body))
+    }
+
+    /// Send `pairs` as an `application/x-www-form-urlencoded` body.
+    pub fn form<'a>(self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.header("content-type", "application/x-www-form-urlencoded")
+            .body(body.into_bytes())
+    }
+
+    /// Set the raw request body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// The full URL this request will name, query included.
+    pub fn url(&self) -> String {
+        if self.query.is_empty() {
+            return self.url.clone();
+        }
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&self.query)
+            .finish();
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{separator}{query}", self.url)
+    }
+
+    /// Send the request through the gateway and wait for the upstream response.
+    ///
+    /// Any HTTP status is a successful send; check [`Response::status`] yourself.
+    pub fn send(self) -> Result<Response, HttpError> {
+        let request = Request {
+            url: self.url(),
+            method: self.method,
+            headers: self.headers,
+            body: self.body,
+        };
+        let response = send(&request).map_err(HttpError::from_wit)?;
+        Ok(Response {
+            status: response.status,
+            headers: response.headers,
+            body: response.body,
+        })
+    }
+}
+
+/// An upstream response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    status: u16,
+    headers: Vec<Header>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+
+    /// The body deserialized from JSON; a body that does not fit `T` is [`Error::Upstream`].
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::upstream(format!("response body is not the expected JSON: {e}")))
+    }
+
+    /// The body as UTF-8 text; invalid UTF-8 is [`Error::Upstream`].
+    pub fn text(&self) -> Result<&str, Error> {
+        std::str::from_utf8(&self.body)
+            .map_err(|e| Error::upstream(format!("response body is not UTF-8: {e}")))
+    }
+
+    /// The raw body.
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Take the raw body.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.body
+    }
+}

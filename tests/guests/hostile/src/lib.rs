@@ -1,0 +1,122 @@
+//! A connector that misbehaves on purpose: one endpoint per attack on the host.
+//!
+//! `call` sends whatever request the params describe, so tests can aim it at any URL or
+//! header the sandbox must refuse; the other endpoints burn CPU, memory or stack, or trap.
+
+use serde::Deserialize;
+use sluice_sdk::http::RequestBuilder;
+use sluice_sdk::{
+    Auth, Connector, Endpoint, Error, Manifest, Output, Params, Value, export_connector, json, log,
+};
+
+struct Hostile;
+
+#[derive(Deserialize)]
+struct Call {
+    method: Option<String>,
+    url: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Count {
+    count: u32,
+}
+
+fn recurse(depth: u64) -> u64 {
+    // black_box keeps the optimiser from turning this into a loop.
+    let frame = std::hint::black_box([depth; 16]);
+    if frame[15] == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1).wrapping_add(frame[0])
+}
+
+impl Connector for Hostile {
+    fn describe() -> Manifest {
+        let endpoints = [
+            "call",
+            "spin",
+            "grow",
+            "recurse",
+            "panic",
+            "flood_log",
+            "many_calls",
+            "huge_url",
+        ];
+        endpoints.iter().fold(
+            Manifest::new("hostile", "Hostile", env!("CARGO_PKG_VERSION"))
+                .description("Attacks the host; for tests only")
+                .base_url("https://api.hostile.test")
+                .auth(Auth::Bearer),
+            |manifest, name| manifest.endpoint(Endpoint::new(name, "GET", "/")),
+        )
+    }
+
+    fn invoke(endpoint: &str, params: Params) -> Result<Output, Error> {
+        match endpoint {
+            "call" => {
+                let p: Call = params.parse()?;
+                let mut request = RequestBuilder::new(p.method.unwrap_or_else(|| "GET".into()), p.url);
+                for (name, value) in &p.headers {
+                    request = request.header(name, value);
+                }
+                if let Some(body) = p.body {
+                    request = request.body(body);
+                }
+                let response = request.send()?;
+                // Report what the guest saw, so tests can check what reached the sandbox.
+                let headers: Vec<Value> = ["authorization", "x-echo-authorization"]
+                    .iter()
+                    .filter_map(|name| response.header(name).map(|v| json!([name, v])))
+                    .collect();
+                Output::json(
+                    response.status(),
+                    &json!({
+                        "seen_body": String::from_utf8_lossy(response.bytes()),
+                        "seen_headers": headers,
+                    }),
+                )
+            }
+            "spin" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recurse" => Output::json(200, &recurse(0)),
+            "panic" => panic!("deliberate panic in the middle of a request"),
+            "flood_log" => {
+                let p: Count = params.parse()?;
+                let line = "x".repeat(10_000);
+                for _ in 0..p.count {
+                    log::info(&line);
+                }
+                Output::json(200, &json!({"logged": p.count}))
+            }
+            "many_calls" => {
+                let p: Count = params.parse()?;
+                for _ in 0..p.count {
+                    sluice_sdk::http::get("/").send()?;
+                }
+                Output::json(200, &json!({"sent": p.count}))
+            }
+            "huge_url" => {
+                let url = format!("/{}", "a".repeat(50 << 20));
+                Ok(sluice_sdk::http::get(url).send()?.into())
+            }
+            other => Err(Error::unknown_endpoint(other)),
+        }
+    }
+}
+
+export_connector!(Hostile);
