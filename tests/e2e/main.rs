@@ -1,1 +1,8 @@
+//! End-to-end tests: the real `sluice` binary, connector components built from source, and
+//! fake upstream APIs on loopback that record what they receive.
 
+mod common;
+mod errors;
+mod execute;
+mod lifecycle;
+mod sandbox;

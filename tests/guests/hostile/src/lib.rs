@@ -111,7 +111,7 @@ impl Connector for Hostile {
                 Output::json(200, &json!({"sent": p.count}))
             }
             "huge_url" => {
-                let url = format!("/{}", "a".repeat(50 << 20));
+                let url = format!("/{}", "a".repeat(8 << 20));
                 Ok(sluice_sdk::http::get(url).send()?.into())
             }
             other => Err(Error::unknown_endpoint(other)),

@@ -1,0 +1,156 @@
+//! What every end-to-end test needs: a gateway with the test connectors, a key, a GitHub
+//! connection pointing at a fake GitHub, and a client.
+
+use serde_json::{Value, json};
+use sluice_fixtures::gateway::Options;
+use sluice_fixtures::{FakeUpstream, Gateway, Recorded, Reply, guests};
+use std::time::Duration;
+
+/// The binary under test.
+pub const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// The GitHub token stored in the test connection; it must never show up anywhere else.
+pub const SECRET: &str = "ghp_e2eSECRETtoken0123456789";
+
+/// Upper bound for any single request in a test.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A gateway, a fake GitHub, an API key with `*` scope and a connection to the fake.
+pub struct Setup {
+    pub gateway: Gateway,
+    pub upstream: FakeUpstream,
+    pub key: String,
+    pub connection_key: String,
+    pub client: reqwest::Client,
+}
+
+/// A reply from the gateway.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The `error` code of an error reply.
+    pub fn code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("<no error code>")
+    }
+}
+
+/// Answers like GitHub's REST API for the `acme/webapp` repository.
+pub fn fake_github(request: &Recorded) -> Reply {
+    let path = request.path.as_str();
+    match (request.method.as_str(), path) {
+        ("GET", "/repos/acme/webapp") => Reply::json(
+            200,
+            json!({"id": 1296269, "full_name": "acme/webapp", "private": false, "default_branch": "main"}),
+        ),
+        ("GET", "/repos/acme/webapp/issues") => {
+            Reply::json(200, json!([{"number": 7, "title": "Bug", "state": "open"}]))
+        }
+        ("GET", "/repos/acme/webapp/issues/7") => {
+            Reply::json(200, json!({"number": 7, "title": "Bug", "state": "open"}))
+        }
+        ("POST", "/repos/acme/webapp/issues") => {
+            let body = request.json();
+            if body["title"].as_str().is_some_and(|t| t.trim().is_empty()) {
+                Reply::json(
+                    422,
+                    json!({"message": "Validation Failed", "errors": [{"field": "title", "code": "missing_field"}]}),
+                )
+            } else {
+                Reply::json(201, json!({"number": 8, "title": body["title"], "state": "open"}))
+            }
+        }
+        ("POST", "/repos/acme/webapp/issues/7/comments") => {
+            Reply::json(201, json!({"id": 99, "body": request.json()["body"]}))
+        }
+        ("GET", "/echo-headers") => {
+            let auth = request.header("authorization").unwrap_or_default().to_owned();
+            let mut reply = Reply::json(200, json!({"you_sent": auth}));
+            reply.headers.push(("x-echo-authorization".into(), auth));
+            reply
+        }
+        ("GET", "/slow") => {
+            std::thread::sleep(Duration::from_millis(1500));
+            Reply::json(200, json!({"slow": true}))
+        }
+        ("GET", "/text") => Reply::text(200, "plain words"),
+        _ => Reply::json(404, json!({"message": "Not Found"})),
+    }
+}
+
+impl Setup {
+    /// A gateway with the GitHub, echo and hostile connectors and default options.
+    pub async fn new() -> Self {
+        Self::with_options(Options::default()).await
+    }
+
+    /// Same, with gateway options.
+    pub async fn with_options(options: Options) -> Self {
+        let upstream = FakeUpstream::start(fake_github).await;
+        let gateway = Gateway::start(
+            std::path::Path::new(SLUICE),
+            &[guests::GITHUB, guests::ECHO, guests::HOSTILE],
+            options,
+        )
+        .await;
+        let key = gateway.create_key("test", "*").await;
+        let base_url = upstream.url();
+        let connection_key = gateway
+            .add_connection("github", SECRET, &["--base-url", &base_url])
+            .await;
+        gateway
+            .add_connection("hostile", SECRET, &["--base-url", &base_url])
+            .await;
+        Self {
+            gateway,
+            upstream,
+            key,
+            connection_key,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// `POST /v1/{integration}/{endpoint}` with `body` and this setup's key.
+    pub async fn execute(&self, integration: &str, endpoint: &str, body: Value) -> Answer {
+        self.execute_as(&self.key, integration, endpoint, body).await
+    }
+
+    /// The same with another key.
+    pub async fn execute_as(&self, key: &str, integration: &str, endpoint: &str, body: Value) -> Answer {
+        let request = self
+            .client
+            .post(format!("{}/v1/{integration}/{endpoint}", self.gateway.url))
+            .bearer_auth(key)
+            .json(&body);
+        send(request).await
+    }
+
+    /// Everything the upstream received.
+    pub fn upstream_requests(&self) -> Vec<Recorded> {
+        self.upstream.requests()
+    }
+
+    /// The secret must appear nowhere in what the gateway printed.
+    pub fn assert_secret_not_logged(&self) {
+        let output = self.gateway.output();
+        assert!(!output.contains(SECRET), "the secret leaked into the gateway's output");
+    }
+}
+
+/// Send a request with the test timeout and decode the reply.
+pub async fn send(request: reqwest::RequestBuilder) -> Answer {
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, request.send())
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("read body");
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("reply is not JSON: {}", String::from_utf8_lossy(&bytes)));
+    Answer { status, headers, body }
+}

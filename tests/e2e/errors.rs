@@ -1,0 +1,126 @@
+//! Every documented error code, with its HTTP status and a stable JSON shape.
+
+use crate::common::{Answer, Setup, send};
+use serde_json::json;
+
+fn assert_error(answer: &Answer, status: u16, code: &str) {
+    assert_eq!((answer.status, answer.code()), (status, code), "{:?}", answer.body);
+    assert!(answer.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{:?}", answer.body);
+    assert!(answer.headers.contains_key("x-transaction-key"), "errors carry a transaction key too");
+}
+
+/// No key, a malformed key, an unknown key and a revoked key are each refused with 401.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_key_problems_are_401() {
+    let setup = Setup::new().await;
+    let url = format!("{}/v1/echo/say", setup.gateway.url);
+    let body = json!({"params": {}});
+
+    let missing = send(setup.client.post(&url).json(&body)).await;
+    assert_error(&missing, 401, "unauthorized");
+    let malformed = send(setup.client.post(&url).bearer_auth("not-a-key").json(&body)).await;
+    assert_error(&malformed, 401, "unauthorized");
+    let basic = send(setup.client.post(&url).basic_auth("u", Some("p")).json(&body)).await;
+    assert_error(&basic, 401, "unauthorized");
+    let unknown = setup.execute_as("sk_test_0000000000000000", "echo", "say", body.clone()).await;
+    assert_error(&unknown, 401, "unauthorized");
+
+    let revoked_key = setup.gateway.create_key("test", "*").await;
+    setup
+        .gateway
+        .cli(&["keys", "revoke", &revoked_key[..12]])
+        .await
+        .expect("revoke");
+    let revoked = setup.execute_as(&revoked_key, "echo", "say", body).await;
+    assert_error(&revoked, 401, "api_key_revoked");
+}
+
+/// Unknown integrations, endpoints and routes are 404 in the API's own shape; a wrong method is 405.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_things_are_404() {
+    let setup = Setup::new().await;
+    let no_integration = setup.execute("nope", "say", json!({"params": {}})).await;
+    assert_error(&no_integration, 404, "not_found");
+    let no_endpoint = setup.execute("github", "delete_everything", json!({"params": {}})).await;
+    assert_error(&no_endpoint, 404, "not_found");
+    let no_route = send(setup.client.get(format!("{}/v2/nothing", setup.gateway.url))).await;
+    assert_error(&no_route, 404, "not_found");
+    let wrong_method = send(setup.client.put(format!("{}/v1/echo/say", setup.gateway.url))).await;
+    assert_error(&wrong_method, 405, "method_not_allowed");
+}
+
+/// Malformed JSON, an empty body, missing or non-object params, and params of the wrong type
+/// are 400; nothing reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_bodies_and_params_are_400() {
+    let setup = Setup::new().await;
+    let url = format!("{}/v1/github/get_repo", setup.gateway.url);
+    let raw = |body: &'static str| {
+        setup
+            .client
+            .post(&url)
+            .bearer_auth(&setup.key)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    assert_error(&send(raw("{not json")).await, 400, "bad_request");
+    assert_error(&send(raw("")).await, 400, "bad_request");
+    assert_error(&send(raw("[1,2]")).await, 400, "bad_request");
+    assert_error(&send(raw(r#"{"paramz": {}}"#)).await, 400, "bad_request");
+    assert_error(&send(raw(r#"{"params": "owner=acme"}"#)).await, 400, "bad_request");
+
+    let wrong_type = setup
+        .execute("github", "get_repo", json!({"params": {"owner": 5, "repo": "webapp"}}))
+        .await;
+    assert_error(&wrong_type, 400, "bad_request");
+    let missing_field = setup.execute("github", "get_issue", json!({"params": {"owner": "acme"}})).await;
+    assert_error(&missing_field, 400, "bad_request");
+    let message = missing_field.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("missing field `issue_number`"), "{message}");
+    assert!(setup.upstream_requests().is_empty(), "nothing may be sent for bad params");
+}
+
+/// Bodies over the limit are refused before they are read whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_body_is_413() {
+    let setup = Setup::new().await;
+    let huge = "x".repeat(2 << 20);
+    let answer = setup.execute("echo", "say", json!({"params": {"blob": huge}})).await;
+    assert_error(&answer, 413, "payload_too_large");
+}
+
+/// A key scoped to other integrations gets 403 scope_not_allowed.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_outside_its_scope_is_403() {
+    let setup = Setup::new().await;
+    let slack_only = setup.gateway.create_key("test", "slack").await;
+    let answer = setup
+        .execute_as(&slack_only, "github", "get_repo", json!({"params": {"owner": "acme", "repo": "webapp"}}))
+        .await;
+    assert_error(&answer, 403, "scope_not_allowed");
+    assert!(setup.upstream_requests().is_empty());
+}
+
+/// Without a connection in the caller's environment the reply says how to connect.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_connection_is_403_with_action_url() {
+    let setup = Setup::new().await;
+    // The only GitHub connection is a test one: a live key must not reach it.
+    let live = setup.gateway.create_key("live", "*").await;
+    let answer = setup
+        .execute_as(&live, "github", "get_repo", json!({"params": {"owner": "acme", "repo": "webapp"}}))
+        .await;
+    assert_error(&answer, 403, "integration_not_connected");
+    let action_url = answer.body["action_url"].as_str().expect("action_url");
+    assert_eq!(action_url, format!("{}/connect/github", setup.gateway.url));
+
+    let unknown_key = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}, "connection_key": "test::github::default::nope"}),
+        )
+        .await;
+    assert_error(&unknown_key, 403, "integration_not_connected");
+    assert!(setup.upstream_requests().is_empty());
+}

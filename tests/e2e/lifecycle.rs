@@ -1,0 +1,77 @@
+//! Starting, loading and stopping the gateway.
+
+use crate::common::{SLUICE, Setup, send};
+use serde_json::json;
+use sluice_fixtures::gateway::Options;
+use sluice_fixtures::{Gateway, guests};
+use std::path::Path;
+
+/// The first start of an empty data directory prints a working test key.
+#[tokio::test(flavor = "multi_thread")]
+async fn first_start_prints_a_working_test_key() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("a key printed on first start");
+    assert!(key.starts_with("sk_test_"));
+    let client = reqwest::Client::new();
+    let answer = send(
+        client
+            .post(format!("{}/v1/echo/say", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"params": {"ok": true}})),
+    )
+    .await;
+    assert_eq!(answer.body, json!({"status": 200, "data": {"ok": true}}));
+    let health = send(client.get(format!("{}/healthz", gateway.url))).await;
+    assert_eq!(health.body, json!({"status": "ok"}));
+}
+
+/// Garbage in the plugins directory is refused at load; the good connectors still serve and
+/// the failure is in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_component_is_refused_and_others_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm this is not a component").expect("write garbage");
+    let garbage = garbage.to_string_lossy().into_owned();
+    let gateway = Gateway::start(Path::new(SLUICE), &[&garbage, guests::ECHO], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let answer = send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/echo/say", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"params": {}})),
+    )
+    .await;
+    assert_eq!(answer.body["status"], 200);
+    let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+    assert_eq!(plugins.body["total"], 1);
+    assert!(gateway.output().contains("connector failed to load"));
+}
+
+/// SIGTERM lets an in-flight request finish, then the process exits cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_requests() {
+    let setup = Setup::new().await;
+    let Setup {
+        gateway,
+        upstream,
+        key,
+        client,
+        ..
+    } = setup;
+    let url = format!("{}/v1/hostile/call", gateway.url);
+    let in_flight = tokio::spawn(send(
+        client.post(url).bearer_auth(&key).json(&json!({"params": {"url": "/slow"}})),
+    ));
+    // Wait until the slow request has reached the upstream.
+    for _ in 0..250 {
+        if !upstream.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let exited_cleanly = tokio::spawn(gateway.terminate());
+    let answer = in_flight.await.expect("join");
+    assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
+    assert!(exited_cleanly.await.expect("join"), "the gateway exits 0 after draining");
+}
