@@ -1,1 +1,224 @@
-fn main() {}
+//! Criterion benchmarks of the request path.
+//!
+//! - `instantiate_invoke/*`: a fresh Store + instance from the cached pre-instantiation and one
+//!   `invoke`, with the `http` capability answered in-process (no network).
+//! - `http_path/*`: the whole gateway over loopback — API key check, connection lookup and
+//!   decryption, fresh instance, credential injection, real HTTP to a fake upstream.
+//!
+//! Run with `cargo bench -p sluice --bench runtime`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::future::BoxFuture;
+use sluice::egress::AddressPolicy;
+use sluice::http::AppState;
+use sluice::registry::Registry;
+use sluice::runtime::{CallContext, Credential, Runtime, RuntimeLimits};
+use sluice::upstream::{HttpUpstream, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
+use sluice::vault::api_keys::{Environment, Scope};
+use sluice::vault::connections::NewConnection;
+use sluice::vault::{KeySource, Vault};
+use sluice_fixtures::{FakeUpstream, Reply, guests};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Answers every request with the same ~1 KiB JSON body, without touching the network.
+struct CannedUpstream {
+    body: bytes::Bytes,
+}
+
+impl Upstream for CannedUpstream {
+    fn send(&self, _request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, UpstreamError>> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let response = UpstreamResponse {
+            status: 200,
+            headers,
+            body: self.body.clone(),
+        };
+        Box::pin(async move { Ok(response) })
+    }
+}
+
+fn repo_json() -> serde_json::Value {
+    serde_json::json!({
+        "id": 1296269, "name": "webapp", "full_name": "acme/webapp", "private": false,
+        "description": "x".repeat(800), "default_branch": "main", "stargazers_count": 80
+    })
+}
+
+fn instantiate_invoke(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let upstream = Arc::new(CannedUpstream {
+        body: repo_json().to_string().into(),
+    });
+    let runtime = Runtime::new(RuntimeLimits::default(), upstream).expect("runtime");
+    let github = rt
+        .block_on(runtime.load(std::fs::read(guests::GITHUB).expect("github.wasm")))
+        .expect("load github");
+    let echo = rt
+        .block_on(runtime.load(std::fs::read(guests::ECHO).expect("echo.wasm")))
+        .expect("load echo");
+    let context = CallContext {
+        transaction_key: "txn_bench".into(),
+        credential: Some(Credential::new("ghp_benchmark_token")),
+        base_url_override: None,
+    };
+
+    let mut group = c.benchmark_group("instantiate_invoke");
+    group.bench_function("github_get_repo", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let output = runtime
+                        .invoke(
+                            &github,
+                            "get_repo",
+                            r#"{"owner":"acme","repo":"webapp"}"#,
+                            context.clone(),
+                        )
+                        .await
+                        .expect("invoke");
+                    assert_eq!(output.status, 200);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.bench_function("echo_say_no_upstream", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    runtime
+                        .invoke(&echo, "say", r#"{"message":"hi"}"#, CallContext::default())
+                        .await
+                        .expect("invoke");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+
+    // Criterion reports per-sample means; also time single calls for true percentiles.
+    let mut samples: Vec<Duration> = rt.block_on(async {
+        let mut samples = Vec::with_capacity(10_000);
+        for _ in 0..10_000 {
+            let start = Instant::now();
+            runtime
+                .invoke(
+                    &github,
+                    "get_repo",
+                    r#"{"owner":"acme","repo":"webapp"}"#,
+                    context.clone(),
+                )
+                .await
+                .expect("invoke");
+            samples.push(start.elapsed());
+        }
+        samples
+    });
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    println!(
+        "instantiate_invoke/github_get_repo over 10000 single calls: p50 {:?} p90 {:?} p99 {:?} max {:?}",
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        at(1.0)
+    );
+}
+
+fn http_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let (url, key, _upstream, _shutdown) = rt.block_on(async {
+        let body = repo_json();
+        let upstream = FakeUpstream::start(move |_| Reply::json(200, body.clone())).await;
+        let vault = Vault::open(
+            &data_dir.path().join("sluice.db"),
+            &KeySource::Explicit("ab".repeat(32)),
+        )
+        .expect("vault");
+        let key = vault
+            .create_api_key(Environment::Test, &Scope::All)
+            .expect("key")
+            .key;
+        vault
+            .add_connection(&NewConnection {
+                platform: "github".into(),
+                environment: Environment::Test,
+                identity: None,
+                identity_type: None,
+                base_url: Some(url::Url::parse(&upstream.url()).expect("url")),
+                secret: "ghp_benchmark_token".into(),
+            })
+            .expect("connection");
+        let limits = RuntimeLimits {
+            address_policy: AddressPolicy::AllowPrivate,
+            ..RuntimeLimits::default()
+        };
+        let transport = Arc::new(HttpUpstream::new(AddressPolicy::AllowPrivate).expect("transport"));
+        let runtime = Arc::new(Runtime::new(limits, transport).expect("runtime"));
+        let registry = Arc::new(Registry::default());
+        registry.insert(
+            runtime
+                .load(std::fs::read(guests::GITHUB).expect("github.wasm"))
+                .await
+                .expect("load"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = AppState {
+            runtime,
+            registry,
+            vault,
+            public_url: url.clone(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(sluice::serve(listener, app, async {
+            let _ = rx.await;
+        }));
+        (url, key, upstream, tx)
+    });
+    let client = reqwest::Client::new();
+    let endpoint = format!("{url}/v1/github/get_repo");
+    let body = r#"{"params":{"owner":"acme","repo":"webapp"}}"#;
+
+    let mut group = c.benchmark_group("http_path");
+    group.measurement_time(Duration::from_secs(8));
+    group.bench_function("github_get_repo_loopback", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let response = client
+                        .post(&endpoint)
+                        .bearer_auth(&key)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("send");
+                    assert_eq!(response.status(), 200);
+                    response.bytes().await.expect("body");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, instantiate_invoke, http_path);
+criterion_main!(benches);

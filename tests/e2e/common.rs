@@ -137,7 +137,10 @@ impl Setup {
     /// The secret must appear nowhere in what the gateway printed.
     pub fn assert_secret_not_logged(&self) {
         let output = self.gateway.output();
-        assert!(!output.contains(SECRET), "the secret leaked into the gateway's output");
+        assert!(
+            !output.contains(SECRET),
+            "the secret leaked into the gateway's output"
+        );
     }
 }
 
@@ -152,5 +155,9 @@ pub async fn send(request: reqwest::RequestBuilder) -> Answer {
     let bytes = response.bytes().await.expect("read body");
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| panic!("reply is not JSON: {}", String::from_utf8_lossy(&bytes)));
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }

@@ -4,9 +4,21 @@ use crate::common::{Answer, Setup, send};
 use serde_json::json;
 
 fn assert_error(answer: &Answer, status: u16, code: &str) {
-    assert_eq!((answer.status, answer.code()), (status, code), "{:?}", answer.body);
-    assert!(answer.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{:?}", answer.body);
-    assert!(answer.headers.contains_key("x-transaction-key"), "errors carry a transaction key too");
+    assert_eq!(
+        (answer.status, answer.code()),
+        (status, code),
+        "{:?}",
+        answer.body
+    );
+    assert!(
+        answer.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{:?}",
+        answer.body
+    );
+    assert!(
+        answer.headers.contains_key("x-transaction-key"),
+        "errors carry a transaction key too"
+    );
 }
 
 /// No key, a malformed key, an unknown key and a revoked key are each refused with 401.
@@ -22,7 +34,9 @@ async fn api_key_problems_are_401() {
     assert_error(&malformed, 401, "unauthorized");
     let basic = send(setup.client.post(&url).basic_auth("u", Some("p")).json(&body)).await;
     assert_error(&basic, 401, "unauthorized");
-    let unknown = setup.execute_as("sk_test_0000000000000000", "echo", "say", body.clone()).await;
+    let unknown = setup
+        .execute_as("sk_test_0000000000000000", "echo", "say", body.clone())
+        .await;
     assert_error(&unknown, 401, "unauthorized");
 
     let revoked_key = setup.gateway.create_key("test", "*").await;
@@ -41,7 +55,9 @@ async fn unknown_things_are_404() {
     let setup = Setup::new().await;
     let no_integration = setup.execute("nope", "say", json!({"params": {}})).await;
     assert_error(&no_integration, 404, "not_found");
-    let no_endpoint = setup.execute("github", "delete_everything", json!({"params": {}})).await;
+    let no_endpoint = setup
+        .execute("github", "delete_everything", json!({"params": {}}))
+        .await;
     assert_error(&no_endpoint, 404, "not_found");
     let no_route = send(setup.client.get(format!("{}/v2/nothing", setup.gateway.url))).await;
     assert_error(&no_route, 404, "not_found");
@@ -67,17 +83,30 @@ async fn bad_bodies_and_params_are_400() {
     assert_error(&send(raw("")).await, 400, "bad_request");
     assert_error(&send(raw("[1,2]")).await, 400, "bad_request");
     assert_error(&send(raw(r#"{"paramz": {}}"#)).await, 400, "bad_request");
-    assert_error(&send(raw(r#"{"params": "owner=acme"}"#)).await, 400, "bad_request");
+    assert_error(
+        &send(raw(r#"{"params": "owner=acme"}"#)).await,
+        400,
+        "bad_request",
+    );
 
     let wrong_type = setup
-        .execute("github", "get_repo", json!({"params": {"owner": 5, "repo": "webapp"}}))
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": 5, "repo": "webapp"}}),
+        )
         .await;
     assert_error(&wrong_type, 400, "bad_request");
-    let missing_field = setup.execute("github", "get_issue", json!({"params": {"owner": "acme"}})).await;
+    let missing_field = setup
+        .execute("github", "get_issue", json!({"params": {"owner": "acme"}}))
+        .await;
     assert_error(&missing_field, 400, "bad_request");
     let message = missing_field.body["message"].as_str().unwrap_or_default();
     assert!(message.contains("missing field `issue_number`"), "{message}");
-    assert!(setup.upstream_requests().is_empty(), "nothing may be sent for bad params");
+    assert!(
+        setup.upstream_requests().is_empty(),
+        "nothing may be sent for bad params"
+    );
 }
 
 /// Bodies over the limit are refused before they are read whole.
@@ -85,7 +114,9 @@ async fn bad_bodies_and_params_are_400() {
 async fn oversized_body_is_413() {
     let setup = Setup::new().await;
     let huge = "x".repeat(2 << 20);
-    let answer = setup.execute("echo", "say", json!({"params": {"blob": huge}})).await;
+    let answer = setup
+        .execute("echo", "say", json!({"params": {"blob": huge}}))
+        .await;
     assert_error(&answer, 413, "payload_too_large");
 }
 
@@ -95,7 +126,12 @@ async fn key_outside_its_scope_is_403() {
     let setup = Setup::new().await;
     let slack_only = setup.gateway.create_key("test", "slack").await;
     let answer = setup
-        .execute_as(&slack_only, "github", "get_repo", json!({"params": {"owner": "acme", "repo": "webapp"}}))
+        .execute_as(
+            &slack_only,
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}}),
+        )
         .await;
     assert_error(&answer, 403, "scope_not_allowed");
     assert!(setup.upstream_requests().is_empty());
@@ -108,7 +144,12 @@ async fn missing_connection_is_403_with_action_url() {
     // The only GitHub connection is a test one: a live key must not reach it.
     let live = setup.gateway.create_key("live", "*").await;
     let answer = setup
-        .execute_as(&live, "github", "get_repo", json!({"params": {"owner": "acme", "repo": "webapp"}}))
+        .execute_as(
+            &live,
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}}),
+        )
         .await;
     assert_error(&answer, 403, "integration_not_connected");
     let action_url = answer.body["action_url"].as_str().expect("action_url");

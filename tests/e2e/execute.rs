@@ -9,14 +9,21 @@ use serde_json::json;
 async fn get_repo_returns_status_and_data_verbatim() {
     let setup = Setup::new().await;
     let answer = setup
-        .execute("github", "get_repo", json!({"params": {"owner": "acme", "repo": "webapp"}}))
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}}),
+        )
         .await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert_eq!(
         answer.body,
         json!({"status": 200, "data": {"id": 1296269, "full_name": "acme/webapp", "private": false, "default_branch": "main"}})
     );
-    let tx = answer.headers.get("x-transaction-key").expect("transaction key header");
+    let tx = answer
+        .headers
+        .get("x-transaction-key")
+        .expect("transaction key header");
     assert!(tx.to_str().expect("ascii").starts_with("txn_"));
 
     let requests = setup.upstream_requests();
@@ -24,7 +31,10 @@ async fn get_repo_returns_status_and_data_verbatim() {
     let sent = &requests[0];
     assert_eq!(sent.method, "GET");
     assert_eq!(sent.path, "/repos/acme/webapp");
-    assert_eq!(sent.header("authorization"), Some(format!("Bearer {SECRET}").as_str()));
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
     assert_eq!(sent.header("accept"), Some("application/vnd.github+json"));
     assert_eq!(sent.header("x-github-api-version"), Some("2022-11-28"));
     setup.assert_secret_not_logged();
@@ -45,7 +55,10 @@ async fn list_issues_sends_query_parameters() {
     assert_eq!(answer.body["data"][0]["number"], 7);
     let sent = &setup.upstream_requests()[0];
     assert_eq!(sent.path, "/repos/acme/webapp/issues");
-    assert_eq!(sent.query.as_deref(), Some("state=all&labels=bug%2Cui&per_page=5"));
+    assert_eq!(
+        sent.query.as_deref(),
+        Some("state=all&labels=bug%2Cui&per_page=5")
+    );
 }
 
 /// get_issue names the issue in the path.
@@ -53,9 +66,16 @@ async fn list_issues_sends_query_parameters() {
 async fn get_issue_reads_one_issue() {
     let setup = Setup::new().await;
     let answer = setup
-        .execute("github", "get_issue", json!({"params": {"owner": "acme", "repo": "webapp", "issue_number": 7}}))
+        .execute(
+            "github",
+            "get_issue",
+            json!({"params": {"owner": "acme", "repo": "webapp", "issue_number": 7}}),
+        )
         .await;
-    assert_eq!(answer.body, json!({"status": 200, "data": {"number": 7, "title": "Bug", "state": "open"}}));
+    assert_eq!(
+        answer.body,
+        json!({"status": 200, "data": {"number": 7, "title": "Bug", "state": "open"}})
+    );
     assert_eq!(setup.upstream_requests()[0].path, "/repos/acme/webapp/issues/7");
 }
 
@@ -71,7 +91,10 @@ async fn create_issue_posts_json_and_passes_201_through() {
         )
         .await;
     assert_eq!(answer.status, 200);
-    assert_eq!(answer.body, json!({"status": 201, "data": {"number": 8, "title": "Bug report", "state": "open"}}));
+    assert_eq!(
+        answer.body,
+        json!({"status": 201, "data": {"number": 8, "title": "Bug report", "state": "open"}})
+    );
     let sent = &setup.upstream_requests()[0];
     assert_eq!(sent.method, "POST");
     assert_eq!(sent.path, "/repos/acme/webapp/issues");
@@ -90,9 +113,15 @@ async fn create_comment_posts_to_the_issue() {
             json!({"params": {"owner": "acme", "repo": "webapp", "issue_number": 7, "body": "Thanks!"}}),
         )
         .await;
-    assert_eq!(answer.body, json!({"status": 201, "data": {"id": 99, "body": "Thanks!"}}));
+    assert_eq!(
+        answer.body,
+        json!({"status": 201, "data": {"id": 99, "body": "Thanks!"}})
+    );
     let sent = &setup.upstream_requests()[0];
-    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/repos/acme/webapp/issues/7/comments"));
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str()),
+        ("POST", "/repos/acme/webapp/issues/7/comments")
+    );
     assert_eq!(sent.json(), json!({"body": "Thanks!"}));
 }
 
@@ -101,13 +130,24 @@ async fn create_comment_posts_to_the_issue() {
 async fn upstream_404_and_422_are_passed_through_as_status() {
     let setup = Setup::new().await;
     let missing = setup
-        .execute("github", "get_repo", json!({"params": {"owner": "acme", "repo": "missing"}}))
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "missing"}}),
+        )
         .await;
     assert_eq!(missing.status, 200);
-    assert_eq!(missing.body, json!({"status": 404, "data": {"message": "Not Found"}}));
+    assert_eq!(
+        missing.body,
+        json!({"status": 404, "data": {"message": "Not Found"}})
+    );
 
     let invalid = setup
-        .execute("github", "create_issue", json!({"params": {"owner": "acme", "repo": "webapp", "title": " "}}))
+        .execute(
+            "github",
+            "create_issue",
+            json!({"params": {"owner": "acme", "repo": "webapp", "title": " "}}),
+        )
         .await;
     assert_eq!(invalid.status, 200);
     assert_eq!(invalid.body["status"], 422);
@@ -119,7 +159,11 @@ async fn upstream_404_and_422_are_passed_through_as_status() {
 async fn path_params_cannot_escape_their_segment() {
     let setup = Setup::new().await;
     setup
-        .execute("github", "get_repo", json!({"params": {"owner": "../../admin", "repo": "x?y=1"}}))
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "../../admin", "repo": "x?y=1"}}),
+        )
         .await;
     let sent = &setup.upstream_requests()[0];
     assert_eq!(sent.path, "/repos/..%2F..%2Fadmin/x%3Fy%3D1");
@@ -130,15 +174,22 @@ async fn path_params_cannot_escape_their_segment() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connector_without_auth_needs_no_connection() {
     let setup = Setup::new().await;
-    let answer = setup.execute("echo", "say", json!({"params": {"message": "hi", "n": [1, 2]}})).await;
-    assert_eq!(answer.body, json!({"status": 200, "data": {"message": "hi", "n": [1, 2]}}));
+    let answer = setup
+        .execute("echo", "say", json!({"params": {"message": "hi", "n": [1, 2]}}))
+        .await;
+    assert_eq!(
+        answer.body,
+        json!({"status": 200, "data": {"message": "hi", "n": [1, 2]}})
+    );
 }
 
 /// Non-JSON upstream bodies come back as a string.
 #[tokio::test(flavor = "multi_thread")]
 async fn text_bodies_become_strings() {
     let setup = Setup::new().await;
-    let answer = setup.execute("hostile", "call", json!({"params": {"url": "/text"}})).await;
+    let answer = setup
+        .execute("hostile", "call", json!({"params": {"url": "/text"}}))
+        .await;
     assert_eq!(answer.body["status"], 200);
     assert_eq!(answer.body["data"]["seen_body"], "plain words");
 }
@@ -152,21 +203,38 @@ async fn connection_is_chosen_by_identity_or_key() {
     let base_url = setup.upstream.url();
     let alice = setup
         .gateway
-        .add_connection("github", alice_secret, &["--identity", "alice", "--base-url", &base_url])
+        .add_connection(
+            "github",
+            alice_secret,
+            &["--identity", "alice", "--base-url", &base_url],
+        )
         .await;
     let params = json!({"owner": "acme", "repo": "webapp"});
 
-    let ambiguous = setup.execute("github", "get_repo", json!({"params": params})).await;
+    let ambiguous = setup
+        .execute("github", "get_repo", json!({"params": params}))
+        .await;
     assert_eq!((ambiguous.status, ambiguous.code()), (400, "bad_request"));
     let message = ambiguous.body["message"].as_str().expect("message");
-    assert!(message.contains(&alice) && message.contains(&setup.connection_key), "{message}");
+    assert!(
+        message.contains(&alice) && message.contains(&setup.connection_key),
+        "{message}"
+    );
 
     let by_identity = setup
-        .execute("github", "get_repo", json!({"params": params, "identity": "alice"}))
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": params, "identity": "alice"}),
+        )
         .await;
     assert_eq!(by_identity.body["status"], 200);
     let by_key = setup
-        .execute("github", "get_repo", json!({"params": params, "connection_key": setup.connection_key}))
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": params, "connection_key": setup.connection_key}),
+        )
         .await;
     assert_eq!(by_key.body["status"], 200);
 
@@ -175,5 +243,8 @@ async fn connection_is_chosen_by_identity_or_key() {
         .iter()
         .map(|r| r.header("authorization").unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(auth, vec![format!("Bearer {alice_secret}"), format!("Bearer {SECRET}")]);
+    assert_eq!(
+        auth,
+        vec![format!("Bearer {alice_secret}"), format!("Bearer {SECRET}")]
+    );
 }

@@ -10,7 +10,10 @@ use std::path::Path;
 #[tokio::test(flavor = "multi_thread")]
 async fn first_start_prints_a_working_test_key() {
     let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
-    let key = gateway.first_start_key.clone().expect("a key printed on first start");
+    let key = gateway
+        .first_start_key
+        .clone()
+        .expect("a key printed on first start");
     assert!(key.starts_with("sk_test_"));
     let client = reqwest::Client::new();
     let answer = send(
@@ -61,7 +64,10 @@ async fn sigterm_drains_in_flight_requests() {
     } = setup;
     let url = format!("{}/v1/hostile/call", gateway.url);
     let in_flight = tokio::spawn(send(
-        client.post(url).bearer_auth(&key).json(&json!({"params": {"url": "/slow"}})),
+        client
+            .post(url)
+            .bearer_auth(&key)
+            .json(&json!({"params": {"url": "/slow"}})),
     ));
     // Wait until the slow request has reached the upstream.
     for _ in 0..250 {
@@ -73,5 +79,8 @@ async fn sigterm_drains_in_flight_requests() {
     let exited_cleanly = tokio::spawn(gateway.terminate());
     let answer = in_flight.await.expect("join");
     assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
-    assert!(exited_cleanly.await.expect("join"), "the gateway exits 0 after draining");
+    assert!(
+        exited_cleanly.await.expect("join"),
+        "the gateway exits 0 after draining"
+    );
 }

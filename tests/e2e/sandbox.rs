@@ -8,7 +8,12 @@ use sluice_fixtures::{FakeUpstream, Reply};
 
 fn short_deadline() -> Options {
     Options {
-        extra_args: vec!["--timeout-ms".into(), "1500".into(), "--memory-limit-mib".into(), "32".into()],
+        extra_args: vec![
+            "--timeout-ms".into(),
+            "1500".into(),
+            "--memory-limit-mib".into(),
+            "32".into(),
+        ],
         ..Options::default()
     }
 }
@@ -19,7 +24,11 @@ async fn attack_while_serving(setup: &Setup, endpoint: &str, params: Value) -> c
     let bystanders = async {
         for i in 0..5 {
             let answer = setup.execute("echo", "say", json!({"params": {"i": i}})).await;
-            assert_eq!(answer.body, json!({"status": 200, "data": {"i": i}}), "bystander {i} failed");
+            assert_eq!(
+                answer.body,
+                json!({"status": 200, "data": {"i": i}}),
+                "bystander {i} failed"
+            );
         }
     };
     let (answer, ()) = tokio::join!(attack, bystanders);
@@ -31,7 +40,12 @@ async fn attack_while_serving(setup: &Setup, endpoint: &str, params: Value) -> c
 async fn infinite_loop_is_stopped_with_connector_timeout() {
     let setup = Setup::with_options(short_deadline()).await;
     let answer = attack_while_serving(&setup, "spin", json!({})).await;
-    assert_eq!((answer.status, answer.code()), (504, "connector_timeout"), "{:?}", answer.body);
+    assert_eq!(
+        (answer.status, answer.code()),
+        (504, "connector_timeout"),
+        "{:?}",
+        answer.body
+    );
 }
 
 /// Unbounded allocation hits the per-request memory cap.
@@ -39,7 +53,12 @@ async fn infinite_loop_is_stopped_with_connector_timeout() {
 async fn memory_bomb_hits_connector_memory_limit() {
     let setup = Setup::with_options(short_deadline()).await;
     let answer = attack_while_serving(&setup, "grow", json!({})).await;
-    assert_eq!((answer.status, answer.code()), (502, "connector_memory_limit"), "{:?}", answer.body);
+    assert_eq!(
+        (answer.status, answer.code()),
+        (502, "connector_memory_limit"),
+        "{:?}",
+        answer.body
+    );
 }
 
 /// Deep recursion traps on the wasm stack limit instead of crashing the host.
@@ -47,7 +66,12 @@ async fn memory_bomb_hits_connector_memory_limit() {
 async fn deep_recursion_is_a_trap() {
     let setup = Setup::with_options(short_deadline()).await;
     let answer = attack_while_serving(&setup, "recurse", json!({})).await;
-    assert_eq!((answer.status, answer.code()), (502, "connector_trap"), "{:?}", answer.body);
+    assert_eq!(
+        (answer.status, answer.code()),
+        (502, "connector_trap"),
+        "{:?}",
+        answer.body
+    );
 }
 
 /// A panic mid-request is a trap for that request only; the message hides the details.
@@ -56,9 +80,19 @@ async fn panic_is_connector_trap_for_that_request_only() {
     let setup = Setup::new().await;
     let answer = attack_while_serving(&setup, "panic", json!({})).await;
     assert_eq!((answer.status, answer.code()), (502, "connector_trap"));
-    assert!(!answer.body["message"].as_str().unwrap_or_default().contains("deliberate"));
-    let after = setup.execute("hostile", "call", json!({"params": {"url": "/text"}})).await;
-    assert_eq!(after.body["status"], 200, "the same connector serves the next request");
+    assert!(
+        !answer.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deliberate")
+    );
+    let after = setup
+        .execute("hostile", "call", json!({"params": {"url": "/text"}}))
+        .await;
+    assert_eq!(
+        after.body["status"], 200,
+        "the same connector serves the next request"
+    );
 }
 
 /// A request to an origin outside the allowlist is refused and never sent.
@@ -67,17 +101,34 @@ async fn disallowed_host_is_denied() {
     let setup = Setup::new().await;
     let other = FakeUpstream::start(|_| Reply::json(200, json!({"stolen": true}))).await;
     let answer = setup
-        .execute("hostile", "call", json!({"params": {"url": format!("{}/collect", other.url())}}))
+        .execute(
+            "hostile",
+            "call",
+            json!({"params": {"url": format!("{}/collect", other.url())}}),
+        )
         .await;
-    assert_eq!((answer.status, answer.code()), (403, "egress_denied"), "{:?}", answer.body);
-    assert!(other.requests().is_empty(), "nothing may reach a non-allowlisted origin");
+    assert_eq!(
+        (answer.status, answer.code()),
+        (403, "egress_denied"),
+        "{:?}",
+        answer.body
+    );
+    assert!(
+        other.requests().is_empty(),
+        "nothing may reach a non-allowlisted origin"
+    );
 }
 
 /// The guest may not set Authorization (or other host-owned headers) itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn guest_set_authorization_is_refused() {
     let setup = Setup::new().await;
-    for header in ["Authorization", "host", "Transfer-Encoding", "proxy-authorization"] {
+    for header in [
+        "Authorization",
+        "host",
+        "Transfer-Encoding",
+        "proxy-authorization",
+    ] {
         let answer = setup
             .execute(
                 "hostile",
@@ -85,7 +136,12 @@ async fn guest_set_authorization_is_refused() {
                 json!({"params": {"url": "/text", "headers": [[header, "Bearer attacker"]]}}),
             )
             .await;
-        assert_eq!((answer.status, answer.code()), (403, "egress_denied"), "{header}: {:?}", answer.body);
+        assert_eq!(
+            (answer.status, answer.code()),
+            (403, "egress_denied"),
+            "{header}: {:?}",
+            answer.body
+        );
     }
     let crlf = setup
         .execute(
@@ -107,30 +163,51 @@ async fn private_upstream_is_refused_without_opt_in() {
     })
     .await;
     let answer = setup
-        .execute("github", "get_repo", json!({"params": {"owner": "acme", "repo": "webapp"}}))
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}}),
+        )
         .await;
-    assert_eq!((answer.status, answer.code()), (403, "egress_denied"), "{:?}", answer.body);
+    assert_eq!(
+        (answer.status, answer.code()),
+        (403, "egress_denied"),
+        "{:?}",
+        answer.body
+    );
 
     // The hostile connection's base URL is the loopback fake too: name it by `localhost`.
     let port = setup.upstream.addr.port();
     let by_name = setup
-        .execute("hostile", "call", json!({"params": {"url": format!("http://localhost:{port}/text")}}))
+        .execute(
+            "hostile",
+            "call",
+            json!({"params": {"url": format!("http://localhost:{port}/text")}}),
+        )
         .await;
     assert_eq!(by_name.code(), "egress_denied", "{:?}", by_name.body);
-    assert!(setup.upstream_requests().is_empty(), "nothing may be sent to loopback");
+    assert!(
+        setup.upstream_requests().is_empty(),
+        "nothing may be sent to loopback"
+    );
 }
 
 /// An upstream that echoes the credential cannot hand it to the guest: it is scrubbed.
 #[tokio::test(flavor = "multi_thread")]
 async fn credential_echoed_by_upstream_is_scrubbed() {
     let setup = Setup::new().await;
-    let answer = setup.execute("hostile", "call", json!({"params": {"url": "/echo-headers"}})).await;
+    let answer = setup
+        .execute("hostile", "call", json!({"params": {"url": "/echo-headers"}}))
+        .await;
     assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
     let seen = answer.body["data"].to_string();
     assert!(!seen.contains(SECRET), "the guest saw the secret: {seen}");
     assert!(seen.contains("[REDACTED]"), "{seen}");
     let sent = &setup.upstream_requests()[0];
-    assert_eq!(sent.header("authorization"), Some(format!("Bearer {SECRET}").as_str()));
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
     setup.assert_secret_not_logged();
 }
 
@@ -147,16 +224,24 @@ async fn huge_url_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_request_count_is_capped() {
     let setup = Setup::new().await;
-    let answer = setup.execute("hostile", "many_calls", json!({"params": {"count": 100}})).await;
+    let answer = setup
+        .execute("hostile", "many_calls", json!({"params": {"count": 100}}))
+        .await;
     assert_eq!(answer.code(), "payload_too_large", "{:?}", answer.body);
-    assert_eq!(setup.upstream_requests().len(), 16, "the default cap is 16 requests");
+    assert_eq!(
+        setup.upstream_requests().len(),
+        16,
+        "the default cap is 16 requests"
+    );
 }
 
 /// A log flood is truncated and capped; the request itself completes.
 #[tokio::test(flavor = "multi_thread")]
 async fn log_flood_is_capped() {
     let setup = Setup::new().await;
-    let answer = setup.execute("hostile", "flood_log", json!({"params": {"count": 1000}})).await;
+    let answer = setup
+        .execute("hostile", "flood_log", json!({"params": {"count": 1000}}))
+        .await;
     assert_eq!(answer.body, json!({"status": 200, "data": {"logged": 1000}}));
     let output = setup.gateway.output();
     let kept = output.lines().filter(|l| l.contains("xxxxxxxxxx")).count();

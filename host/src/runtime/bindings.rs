@@ -7,7 +7,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::sluice::connector::connector::{
+pub use self::exports::sluice::connector::connector::{
     AuthScheme, ConnectorError, Endpoint as WitEndpoint, Manifest as WitManifest, Output,
 };
-pub use sluice::connector::types::{Header, HttpError, Level, Request, Response};
+pub use self::sluice::connector::types::{Header, HttpError, Level, Request, Response};
