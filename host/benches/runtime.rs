@@ -14,7 +14,7 @@ use sluice::http::AppState;
 use sluice::registry::Registry;
 use sluice::runtime::{CallContext, Credential, Runtime, RuntimeLimits};
 use sluice::upstream::{HttpUpstream, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
-use sluice::vault::api_keys::{Environment, Scope};
+use sluice::vault::api_keys::{Environment, KeyOptions, Scope};
 use sluice::vault::connections::NewConnection;
 use sluice::vault::{KeySource, Vault};
 use sluice_fixtures::{FakeUpstream, Reply, guests};
@@ -85,7 +85,7 @@ fn instantiate_invoke(c: &mut Criterion) {
                         )
                         .await
                         .expect("invoke");
-                    assert_eq!(output.status, 200);
+                    assert_eq!(output.output.status, 200);
                 }
                 start.elapsed()
             })
@@ -151,19 +151,22 @@ fn http_path(c: &mut Criterion) {
         )
         .expect("vault");
         let key = vault
-            .create_api_key(Environment::Test, &Scope::All)
+            .create_api_key(&KeyOptions::new(Environment::Test, Scope::All))
             .expect("key")
             .key;
         vault
-            .add_connection(&NewConnection {
-                platform: "github".into(),
-                environment: Environment::Test,
-                identity: None,
-                identity_type: None,
-                base_url: Some(url::Url::parse(&upstream.url()).expect("url")),
-                secret: "ghp_benchmark_token".into(),
-            })
-            .expect("connection");
+            .add_connection(
+                &NewConnection {
+                    platform: "github".into(),
+                    environment: Some(Environment::Test),
+                    base_url: Some(url::Url::parse(&upstream.url()).expect("url")),
+                    secret: "ghp_benchmark_token".into(),
+                    ..NewConnection::default()
+                },
+                None,
+            )
+            .expect("connection")
+            .expect("under the plan limit");
         let limits = RuntimeLimits {
             address_policy: AddressPolicy::AllowPrivate,
             ..RuntimeLimits::default()
@@ -179,11 +182,16 @@ fn http_path(c: &mut Criterion) {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let logs = sluice::vault::logs::start_writer(&data_dir.path().join("sluice.db")).expect("log writer");
         let app = AppState {
             runtime,
             registry,
             vault,
             public_url: url.clone(),
+            usage: Arc::default(),
+            logs,
+            admin_key_hash: None,
+            max_connections_per_environment: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(listener, app, async {

@@ -6,7 +6,7 @@ use crate::http::AppState;
 use crate::registry::{self, Registry};
 use crate::runtime::{Runtime, RuntimeLimits};
 use crate::upstream::HttpUpstream;
-use crate::vault::api_keys::{Environment, Scope};
+use crate::vault::api_keys::{Environment, KeyOptions, Scope};
 use crate::vault::connections::NewConnection;
 use crate::vault::{KeySource, Vault};
 use anyhow::Context;
@@ -20,15 +20,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Create {
             environment,
             scope,
+            name,
+            expires_in_days,
+            daily_quota,
+            per_minute,
             store,
         }) => {
             let vault = open_vault(&store)?;
-            let created = vault.create_api_key(environment.parse()?, &Scope::parse(&scope)?)?;
+            let options = KeyOptions {
+                environment: environment.parse()?,
+                scope: Scope::parse(&scope)?,
+                name,
+                expires_at: expires_in_days.map(|days| crate::vault::now() + i64::from(days) * 86_400),
+                daily_quota,
+                per_minute_limit: per_minute,
+            };
+            let created = vault.create_api_key(&options)?;
             println!("{}", created.key);
             eprintln!(
                 "created {} key {}… with scope {} (shown once; store it now)",
                 created.record.environment, created.record.prefix, created.record.scope
             );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::List { store }) => {
+            let vault = open_vault(&store)?;
+            let now = crate::vault::now();
+            for key in vault.list_api_keys()? {
+                println!(
+                    "{}\t{}\t{}\tscope={}\t{}",
+                    key.prefix,
+                    key.environment,
+                    key.status(now),
+                    key.scope,
+                    key.name.unwrap_or_default()
+                );
+            }
             Ok(())
         }
         Command::Keys(KeysCommand::Revoke { prefix, store }) => {
@@ -52,14 +79,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let base_url = base_url
                 .map(|u| url::Url::parse(&u).with_context(|| format!("--base-url {u} is not a URL")))
                 .transpose()?;
-            let record = vault.add_connection(&NewConnection {
-                platform: integration,
-                environment: environment.parse()?,
-                identity,
-                identity_type,
-                base_url,
-                secret,
-            })?;
+            let record = vault.add_connection(
+                &NewConnection {
+                    platform: integration,
+                    environment: Some(environment.parse()?),
+                    identity,
+                    identity_type,
+                    base_url,
+                    secret,
+                    ..NewConnection::default()
+                },
+                None,
+            )??;
             println!("{}", record.key);
             Ok(())
         }
@@ -79,7 +110,7 @@ fn open_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let vault = open_vault(&args.store)?;
     if vault.count_api_keys()? == 0 {
-        let created = vault.create_api_key(Environment::Test, &Scope::All)?;
+        let created = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
         println!(
             "No API keys yet; created a test key (shown once):\n\n    {}\n",
             created.key
@@ -119,11 +150,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("http://{local}"))
         .trim_end_matches('/')
         .to_owned();
+    let logs = crate::vault::logs::start_writer(&args.store.data_dir.join("sluice.db"))?;
+    spawn_log_pruning(vault.clone(), args.log_retention_days);
     let app = AppState {
         runtime,
         registry,
         vault,
         public_url,
+        usage: Arc::default(),
+        logs,
+        admin_key_hash: args
+            .admin_key
+            .as_deref()
+            .map(|key| crate::vault::crypto::api_key_hash(key.trim())),
+        max_connections_per_environment: args.max_connections_per_env,
     };
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");
@@ -131,6 +171,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::serve(listener, app, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Delete request log rows past the retention period, at start and then hourly.
+fn spawn_log_pruning(vault: Vault, retention_days: u32) {
+    tokio::spawn(async move {
+        let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every_hour.tick().await;
+            let cutoff_ms = (crate::vault::now() - i64::from(retention_days) * 86_400) * 1000;
+            match vault.run(move |vault| vault.prune_logs(cutoff_ms)).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "old request log rows deleted"),
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "pruning the request log failed")
+                }
+            }
+        }
+    });
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

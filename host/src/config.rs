@@ -61,6 +61,15 @@ pub struct ServeArgs {
     /// Maximum concurrent connector instances.
     #[arg(long, env = "SLUICE_MAX_INSTANCES", default_value_t = 256)]
     pub max_instances: u32,
+    /// Admin key protecting `/v1/admin/*`; the admin API is disabled without one.
+    #[arg(long, env = "SLUICE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Most connections one environment may hold (`plan_limit_reached` beyond it).
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_ENV")]
+    pub max_connections_per_env: Option<u32>,
+    /// Days of request log kept.
+    #[arg(long, env = "SLUICE_LOG_RETENTION_DAYS", default_value_t = 30)]
+    pub log_retention_days: u32,
     /// State location.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -77,6 +86,24 @@ pub enum KeysCommand {
         /// `*` or a comma-separated list of integrations.
         #[arg(long, default_value = "*")]
         scope: String,
+        /// A label for the key.
+        #[arg(long)]
+        name: Option<String>,
+        /// Expire the key after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// Calls allowed per UTC day.
+        #[arg(long)]
+        daily_quota: Option<u32>,
+        /// Calls allowed per minute.
+        #[arg(long)]
+        per_minute: Option<u32>,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List keys (prefixes and states only; keys are never shown again).
+    List {
         /// State location.
         #[command(flatten)]
         store: StoreArgs,

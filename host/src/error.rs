@@ -6,7 +6,8 @@
 use crate::runtime::InvokeError;
 use crate::runtime::bindings::{ConnectorError, HttpError};
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -38,6 +39,23 @@ pub enum ApiError {
         integration: String,
         /// Where the user can connect.
         action_url: String,
+    },
+    /// The environment's connection limit is reached.
+    #[error("{0}")]
+    PlanLimitReached(String),
+    /// The key's daily quota is used up.
+    #[error("this API key's daily call quota is used up; it resets at UTC midnight")]
+    DailyLimitReached {
+        /// Seconds until the quota resets.
+        retry_after: i64,
+    },
+    /// The key's per-minute limit is used up.
+    #[error("this API key may make {limit} calls per minute; retry in {retry_after} s")]
+    RateLimited {
+        /// Calls per minute.
+        limit: u32,
+        /// Seconds until the window resets.
+        retry_after: i64,
     },
     /// Unknown route, integration or endpoint.
     #[error("{0}")]
@@ -98,6 +116,9 @@ impl ApiError {
             Self::ApiKeyExpired => "api_key_expired",
             Self::ScopeNotAllowed(_) => "scope_not_allowed",
             Self::IntegrationNotConnected { .. } => "integration_not_connected",
+            Self::PlanLimitReached(_) => "plan_limit_reached",
+            Self::DailyLimitReached { .. } => "daily_limit_reached",
+            Self::RateLimited { .. } => "rate_limited",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
@@ -119,9 +140,11 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) | Self::ApiKeyRevoked | Self::ApiKeyExpired => StatusCode::UNAUTHORIZED,
-            Self::ScopeNotAllowed(_) | Self::IntegrationNotConnected { .. } | Self::EgressDenied(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::ScopeNotAllowed(_)
+            | Self::IntegrationNotConnected { .. }
+            | Self::EgressDenied(_)
+            | Self::PlanLimitReached(_) => StatusCode::FORBIDDEN,
+            Self::DailyLimitReached { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -152,7 +175,21 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
             action_url,
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::DailyLimitReached { retry_after } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            Self::RateLimited { limit, retry_after } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+                headers.insert("x-ratelimit-limit", HeaderValue::from(*limit));
+                headers.insert("x-ratelimit-remaining", HeaderValue::from(0));
+                headers.insert("x-ratelimit-reset", HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
+        response
     }
 }
 

@@ -2,16 +2,24 @@
 //!
 //! - [`execute`] — `POST /v1/{integration}/{endpoint}`.
 //! - [`health`] — `/healthz` and `GET /v1/plugins`.
+//! - [`vault`] — the Pica-compatible connections API; [`admin`] — API keys (admin key).
+//! - [`logs`] — `GET /v1/logs`; [`query`] — query-string parsing and pagination.
 //! - [`extract`] — body and API-key extraction that fails with [`ApiError`]s.
 
+mod admin;
 mod execute;
 pub mod extract;
 mod health;
+mod logs;
+pub mod query;
+mod vault;
 
 use crate::error::ApiError;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
+use crate::usage::UsageTracker;
 use crate::vault::Vault;
+use crate::vault::logs::LogSink;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
@@ -35,6 +43,14 @@ pub struct AppState {
     pub vault: Vault,
     /// Public base URL of this gateway, for `action_url`s.
     pub public_url: String,
+    /// Per-key call counters.
+    pub usage: Arc<UsageTracker>,
+    /// The request log writer.
+    pub logs: LogSink,
+    /// SHA-256 of the admin key; `None` disables the admin API.
+    pub admin_key_hash: Option<Vec<u8>>,
+    /// Most connections one environment may hold.
+    pub max_connections_per_environment: Option<u32>,
 }
 
 /// The transaction key of the current request, also sent as `x-transaction-key`.
@@ -46,6 +62,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(execute::router())
         .merge(health::router())
+        .merge(vault::router())
+        .merge(admin::router())
+        .merge(logs::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

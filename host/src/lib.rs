@@ -11,7 +11,8 @@
 //! - [`runtime`] — wasmtime engine, bindings, per-request stores, limits, the `http` capability.
 //! - [`registry`] — loaded connectors, swapped atomically.
 //! - [`egress`] — allowlist and address policy (pure); [`upstream`] — the HTTP transport.
-//! - [`vault`] — SQLite store: API keys and connections, secrets encrypted at rest.
+//! - [`vault`] — SQLite store: API keys, connections (secrets encrypted at rest), request log.
+//! - [`usage`] — per-key daily quotas and per-minute rate limits.
 //! - [`cli`] — what each command does.
 
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod registry;
 pub mod runtime;
 pub mod upstream;
+pub mod usage;
 pub mod vault;
 
 use std::future::Future;

@@ -213,6 +213,16 @@ pub enum InvokeError {
     Busy,
 }
 
+/// A finished invocation.
+#[derive(Debug)]
+pub struct Invoked {
+    /// What the connector returned.
+    pub output: Output,
+    /// Status of the last upstream response to a request that carried the credential, so the
+    /// caller can track whether the credential still works.
+    pub credential_status: Option<u16>,
+}
+
 /// The state of one request's Store: deny-all WASI plus the host capabilities.
 pub struct GuestState {
     wasi: WasiCtx,
@@ -330,7 +340,7 @@ impl Runtime {
         endpoint: &str,
         params_json: &str,
         context: CallContext,
-    ) -> Result<Output, InvokeError> {
+    ) -> Result<Invoked, InvokeError> {
         let _slot = tokio::time::timeout(self.limits.instance_wait, self.instance_slots.acquire())
             .await
             .map_err(|_| InvokeError::Busy)?
@@ -352,7 +362,10 @@ impl Runtime {
         let outcome = tokio::time::timeout(timeout, run).await;
         match outcome {
             Err(_) => Err(InvokeError::Timeout),
-            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Ok(Ok(output))) => Ok(Invoked {
+                output,
+                credential_status: store.data().call.credential_status(),
+            }),
             Ok(Ok(Err(error))) => Err(InvokeError::Connector(error)),
             Ok(Err(trap)) => Err(classify_trap(&trap, store.data().budget.exhausted())),
         }

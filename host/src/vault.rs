@@ -3,6 +3,7 @@
 //! - [`crypto`] — AEAD sealing, the master key, hashing.
 //! - [`api_keys`] — caller keys: creation, lookup by hash.
 //! - [`connections`] — stored credentials per platform, environment and identity.
+//! - [`logs`] — the request log, written in batches off the request path.
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`, so an acknowledged credential write
 //! survives a crash. Calls are synchronous; async callers go through [`Vault::run`], which
@@ -11,19 +12,22 @@
 pub mod api_keys;
 pub mod connections;
 pub mod crypto;
+pub mod logs;
 
 use anyhow::{Context, bail};
 use crypto::MasterKey;
 use rusqlite::{Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE meta (
         name  TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -55,7 +59,36 @@ const MIGRATIONS: &[&str] = &[r#"
         updated_at        INTEGER NOT NULL
     );
     CREATE INDEX connections_by_platform ON connections (platform, environment, active);
-"#];
+"#,
+    r#"
+    ALTER TABLE connections ADD COLUMN name TEXT;
+    ALTER TABLE connections ADD COLUMN description TEXT;
+    ALTER TABLE connections ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE connections ADD COLUMN consecutive_auth_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE api_keys ADD COLUMN name TEXT;
+    ALTER TABLE api_keys ADD COLUMN daily_quota INTEGER;
+    ALTER TABLE api_keys ADD COLUMN per_minute_limit INTEGER;
+    CREATE TABLE request_logs (
+        id              INTEGER PRIMARY KEY,
+        transaction_key TEXT NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        key_id          INTEGER,
+        key_prefix      TEXT,
+        environment     TEXT,
+        integration     TEXT,
+        endpoint        TEXT,
+        connection_key  TEXT,
+        http_status     INTEGER NOT NULL,
+        upstream_status INTEGER,
+        outcome         TEXT NOT NULL,
+        duration_us     INTEGER NOT NULL,
+        request_bytes   INTEGER NOT NULL,
+        response_bytes  INTEGER NOT NULL
+    );
+    CREATE INDEX request_logs_by_time ON request_logs (created_at_ms);
+    CREATE INDEX request_logs_by_key ON request_logs (key_id, created_at_ms);
+"#,
+];
 
 /// Where the master key comes from.
 #[derive(Debug, Clone)]
@@ -66,10 +99,20 @@ pub enum KeySource {
     File(PathBuf),
 }
 
+/// Reader connections; reads never wait for the writer in WAL mode.
+const READERS: usize = 4;
+
+/// One writer connection (SQLite allows one writer at a time anyway) and a few readers.
+struct Pool {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
 /// Handle to the vault database. Cheap to clone.
 #[derive(Clone)]
 pub struct Vault {
-    inner: Arc<Mutex<Connection>>,
+    pool: Arc<Pool>,
     key: MasterKey,
 }
 
@@ -93,12 +136,10 @@ impl Vault {
     /// Refuses a database written by a newer binary, and a database that holds encrypted
     /// secrets when the master key is missing or different.
     pub fn open(path: &Path, key_source: &KeySource) -> anyhow::Result<Self> {
-        let mut conn =
-            Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        let mut conn = open_connection(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Credentials are written here: a commit is on disk before it is acknowledged.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn, path)?;
 
         let recorded_key_id: Option<String> = conn
@@ -133,8 +174,19 @@ impl Vault {
                 )?;
             }
         }
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = open_connection(path)?;
+                reader.pragma_update(None, "query_only", "ON")?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
-            inner: Arc::new(Mutex::new(conn)),
+            pool: Arc::new(Pool {
+                writer: Mutex::new(conn),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
             key,
         })
     }
@@ -151,16 +203,45 @@ impl Vault {
             .context("vault task failed")?
     }
 
-    /// Lock the connection for synchronous use.
-    fn conn(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Connection>> {
-        self.inner
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the vault connection lock is poisoned"))
+    /// A reader connection, for queries. Blocks: call from a blocking thread ([`Vault::run`]).
+    fn reader(&self) -> anyhow::Result<MutexGuard<'_, Connection>> {
+        let readers = &self.pool.readers;
+        let start = self.pool.next_reader.fetch_add(1, Ordering::Relaxed);
+        // Take the first idle reader, else wait for the one in turn.
+        for offset in 0..readers.len() {
+            if let Ok(guard) = readers[(start + offset) % readers.len()].try_lock() {
+                return Ok(guard);
+            }
+        }
+        lock(&readers[start % readers.len()])
+    }
+
+    /// Run `f` in a `BEGIN IMMEDIATE` transaction on the writer and commit it: the write lock
+    /// is taken up front, so concurrent writers queue instead of failing mid-transaction.
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let mut conn = lock(&self.pool.writer)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
     }
 
     pub(crate) fn master_key(&self) -> &MasterKey {
         &self.key
     }
+}
+
+fn lock(mutex: &Mutex<Connection>) -> anyhow::Result<MutexGuard<'_, Connection>> {
+    mutex
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a vault connection lock is poisoned"))
+}
+
+fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {

@@ -78,6 +78,7 @@ pub fn fake_github(request: &Recorded) -> Reply {
             Reply::json(200, json!({"slow": true}))
         }
         ("GET", "/text") => Reply::text(200, "plain words"),
+        ("GET", "/repos/acme/revoked") => Reply::json(401, json!({"message": "Bad credentials"})),
         _ => Reply::json(404, json!({"message": "Not Found"})),
     }
 }
@@ -126,6 +127,29 @@ impl Setup {
             .post(format!("{}/v1/{integration}/{endpoint}", self.gateway.url))
             .bearer_auth(key)
             .json(&body);
+        send(request).await
+    }
+
+    /// Call any gateway route with this setup's key.
+    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
+        self.api_as(&self.key, method, path, body).await
+    }
+
+    /// Call any gateway route with `key`.
+    pub async fn api_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.gateway.url))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
         send(request).await
     }
 

@@ -1,8 +1,12 @@
 //! End-to-end tests: the real `sluice` binary, connector components built from source, and
 //! fake upstream APIs on loopback that record what they receive.
 
+mod admin;
 mod common;
+mod durability;
 mod errors;
 mod execute;
 mod lifecycle;
+mod limits;
 mod sandbox;
+mod vault_api;

@@ -4,9 +4,14 @@ use super::extract::{Caller, JsonBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
 use crate::runtime::bindings::Output;
-use crate::runtime::{CallContext, needs_connection};
-use crate::vault::connections::ConnectionSelector;
+use crate::runtime::{CallContext, Credential, needs_connection};
+use crate::usage::{Limits, Refusal, Window};
+use crate::vault::api_keys::{ApiKey, Environment};
+use crate::vault::connections::{ConnectionRecord, ConnectionSelector};
+use crate::vault::logs::RequestLog;
+use axum::body::HttpBody;
 use axum::extract::{Path, State};
+use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -14,6 +19,7 @@ use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::time::Instant;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/{integration}/{endpoint}", post(execute))
@@ -45,21 +51,79 @@ enum Data<'a> {
 async fn execute(
     State(app): State<AppState>,
     Extension(TransactionKey(transaction_key)): Extension<TransactionKey>,
-    Caller(key): Caller,
+    caller: Result<Caller, ApiError>,
     Path((integration, endpoint)): Path<(String, String)>,
-    JsonBody(body): JsonBody<ExecuteBody>,
+    body: Result<JsonBody<ExecuteBody>, ApiError>,
+) -> Response {
+    let started = Instant::now();
+    let mut log = RequestLog {
+        transaction_key: transaction_key.clone(),
+        created_at_ms: now_ms(),
+        key_id: None,
+        key_prefix: None,
+        environment: None,
+        integration: Some(integration.clone()),
+        endpoint: Some(endpoint.clone()),
+        connection_key: None,
+        http_status: 200,
+        upstream_status: None,
+        outcome: "ok".into(),
+        duration_us: 0,
+        request_bytes: 0,
+        response_bytes: 0,
+    };
+    let result = run(
+        &app,
+        transaction_key,
+        caller,
+        &integration,
+        &endpoint,
+        body,
+        &mut log,
+    )
+    .await;
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            log.outcome = error.code().to_owned();
+            error.into_response()
+        }
+    };
+    log.http_status = response.status().as_u16();
+    log.duration_us = started.elapsed().as_micros() as u64;
+    log.response_bytes = response.body().size_hint().exact().unwrap_or(0);
+    app.logs.record(log);
+    response
+}
+
+/// The execute flow proper; `log` collects what the request log row needs.
+async fn run(
+    app: &AppState,
+    transaction_key: String,
+    caller: Result<Caller, ApiError>,
+    integration: &str,
+    endpoint: &str,
+    body: Result<JsonBody<ExecuteBody>, ApiError>,
+    log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
+    let Caller(key) = caller?;
+    log.key_id = Some(key.id);
+    log.key_prefix = Some(key.prefix.clone());
+    log.environment = Some(key.environment.as_str().to_owned());
+    let window = admit(app, &key).await?;
+    let JsonBody(body) = body?;
+
     let connector = app
         .registry
-        .get(&integration)
+        .get(integration)
         .ok_or_else(|| ApiError::NotFound(format!("no integration named `{integration}`")))?;
-    if connector.manifest.endpoint(&endpoint).is_none() {
+    if connector.manifest.endpoint(endpoint).is_none() {
         return Err(ApiError::NotFound(format!(
             "integration `{integration}` has no endpoint named `{endpoint}`"
         )));
     }
-    if !key.scope.allows(&integration) {
-        return Err(ApiError::ScopeNotAllowed(integration));
+    if !key.scope.allows(integration) {
+        return Err(ApiError::ScopeNotAllowed(integration.to_owned()));
     }
     let params = body
         .params
@@ -67,52 +131,132 @@ async fn execute(
     if !params.get().trim_start().starts_with('{') {
         return Err(ApiError::BadRequest("`params` must be a JSON object".into()));
     }
+    log.request_bytes = params.get().len() as u64;
 
     let mut context = CallContext {
         transaction_key,
         ..CallContext::default()
     };
+    let mut connection = None;
     if needs_connection(&connector.manifest) {
         let selector = ConnectionSelector {
             connection_key: body.connection_key,
             identity: body.identity,
         };
-        let explicit = selector.connection_key.is_some() || selector.identity.is_some();
-        let (platform, environment) = (integration.clone(), key.environment);
-        let (connection, credential) = app
-            .vault
-            .run(move |vault| {
-                let mut found = vault.find_connections(&platform, environment, &selector)?;
-                if found.len() > 1 && !explicit {
-                    return Ok(Err(found.into_iter().map(|c| c.key).collect::<Vec<_>>()));
-                }
-                let Some(connection) = found.pop() else {
-                    return Ok(Ok(None));
-                };
-                let credential = vault.credential(&connection)?;
-                Ok(Ok(Some((connection, credential))))
-            })
-            .await?
-            .map_err(|candidates| {
-                ApiError::BadRequest(format!(
-                    "several {integration} connections match; pass `connection_key` (one of: {})",
-                    candidates.join(", ")
-                ))
-            })?
-            .ok_or_else(|| ApiError::IntegrationNotConnected {
-                action_url: format!("{}/connect/{integration}", app.public_url),
-                integration: integration.clone(),
-            })?;
-        tracing::debug!(connection = %connection.key, "connection selected");
+        let (record, credential) = select_connection(app, integration, key.environment, selector).await?;
+        tracing::debug!(connection = %record.key, "connection selected");
+        log.connection_key = Some(record.key.clone());
         context.credential = Some(credential);
-        context.base_url_override = connection.base_url;
+        context.base_url_override = record.base_url.clone();
+        connection = Some(record);
     }
 
-    let output = app
+    let invoked = app
         .runtime
-        .invoke(&connector, &endpoint, params.get(), context)
+        .invoke(&connector, endpoint, params.get(), context)
         .await?;
-    Ok(reply(&output))
+    log.upstream_status = Some(invoked.output.status);
+    if let (Some(record), Some(status)) = (connection, invoked.credential_status) {
+        track_credential_health(app, record, status);
+    }
+    let mut response = reply(&invoked.output);
+    if let Some(window) = window {
+        let headers = response.headers_mut();
+        headers.insert("x-ratelimit-limit", HeaderValue::from(window.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(window.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(window.reset_after));
+    }
+    Ok(response)
+}
+
+/// Count the call against the key's quota and rate limit.
+async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>, ApiError> {
+    let limits = Limits {
+        daily_quota: key.daily_quota,
+        per_minute: key.per_minute_limit,
+    };
+    if limits.daily_quota.is_none() && limits.per_minute.is_none() {
+        return Ok(None);
+    }
+    let now = crate::vault::now();
+    // Seed today's count from the request log the first time this process sees the key.
+    let key_id = key.id;
+    let midnight_ms = now.div_euclid(86_400) * 86_400_000;
+    let seed = match app.usage.is_tracked(key_id) {
+        true => 0,
+        false => {
+            app.vault
+                .run(move |vault| vault.count_calls_since(key_id, midnight_ms))
+                .await?
+        }
+    };
+    app.usage
+        .admit(key_id, limits, now, || seed)
+        .map_err(|refusal| match refusal {
+            Refusal::DailyQuota { retry_after } => ApiError::DailyLimitReached { retry_after },
+            Refusal::RateLimited { limit, retry_after } => ApiError::RateLimited { limit, retry_after },
+        })
+}
+
+/// Pick the connection: explicit key, else identity, else the only one; decrypt its secret.
+async fn select_connection(
+    app: &AppState,
+    integration: &str,
+    environment: Environment,
+    selector: ConnectionSelector,
+) -> Result<(ConnectionRecord, Credential), ApiError> {
+    let explicit = selector.connection_key.is_some() || selector.identity.is_some();
+    let platform = integration.to_owned();
+    app.vault
+        .run(move |vault| {
+            let mut found = vault.find_connections(&platform, environment, &selector)?;
+            if found.len() > 1 && !explicit {
+                return Ok(Err(found.into_iter().map(|c| c.key).collect::<Vec<_>>()));
+            }
+            let Some(connection) = found.pop() else {
+                return Ok(Ok(None));
+            };
+            let credential = vault.credential(&connection)?;
+            Ok(Ok(Some((connection, credential))))
+        })
+        .await?
+        .map_err(|candidates| {
+            ApiError::BadRequest(format!(
+                "several {integration} connections match; pass `connection_key` (one of: {})",
+                candidates.join(", ")
+            ))
+        })?
+        .ok_or_else(|| ApiError::IntegrationNotConnected {
+            action_url: format!("{}/connect/{integration}", app.public_url),
+            integration: integration.to_owned(),
+        })
+}
+
+/// Update the connection's state from how the upstream treated its credential, off the
+/// response path.
+fn track_credential_health(app: &AppState, record: ConnectionRecord, status: u16) {
+    let unauthorized = status == 401;
+    let success = (200..300).contains(&status);
+    if !unauthorized && !success {
+        return;
+    }
+    let vault = app.vault.clone();
+    tokio::spawn(async move {
+        let key = record.key.clone();
+        if let Err(error) = vault
+            .run(move |vault| vault.record_auth_outcome(&record, unauthorized))
+            .await
+        {
+            tracing::error!(connection = %key, error = %format!("{error:#}"), "could not update connection state");
+        }
+    });
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Render `{"status", "data"}` without re-parsing JSON bodies into trees.

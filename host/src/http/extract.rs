@@ -32,9 +32,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "request body is empty; send a JSON object".into(),
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))
+        // Name the offending field: `tags: invalid type: string, expected a sequence`.
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() || path == "." {
+                ApiError::BadRequest(format!("invalid request body: {inner}"))
+            } else {
+                ApiError::BadRequest(format!("`{path}`: {inner}"))
+            }
+        })?;
+        deserializer
+            .end()
+            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        Ok(JsonBody(value))
     }
 }
 
@@ -46,16 +58,23 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::Unauthorized("missing API key: send `Authorization: Bearer sk_…`".into())
-            })?;
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        // Pica's clients send the key as `x-pica-secret`; accept it as an alias.
+        let presented = match (
+            parts.headers.get(axum::http::header::AUTHORIZATION),
+            parts.headers.get("x-pica-secret"),
+        ) {
+            (Some(header), _) => header
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))),
+            (None, Some(header)) => header.to_str().ok(),
+            (None, None) => {
+                return Err(ApiError::Unauthorized(
+                    "missing API key: send `Authorization: Bearer sk_…`".into(),
+                ));
+            }
+        };
+        let presented = presented
             .map(str::trim)
             .filter(|k| k.starts_with("sk_test_") || k.starts_with("sk_live_"))
             .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?

@@ -29,6 +29,8 @@ pub(crate) struct CallState {
     auth: Option<AuthScheme>,
     requests_sent: u32,
     log_lines: u32,
+    /// Status of the last response to a request that carried the credential.
+    credential_status: Option<u16>,
 }
 
 impl CallState {
@@ -49,6 +51,7 @@ impl CallState {
             auth,
             requests_sent: 0,
             log_lines: 0,
+            credential_status: None,
         }
     }
 }
@@ -83,8 +86,14 @@ fn denied(message: impl Into<String>) -> HttpError {
 }
 
 impl CallState {
-    /// Turn the guest's request into a vetted upstream request, or say why not.
-    fn vet(&self, request: Request) -> Result<UpstreamRequest, HttpError> {
+    /// Status of the last upstream response to a request that carried the credential.
+    pub(crate) fn credential_status(&self) -> Option<u16> {
+        self.credential_status
+    }
+
+    /// Turn the guest's request into a vetted upstream request (and whether it carries the
+    /// credential), or say why not.
+    fn vet(&self, request: Request) -> Result<(UpstreamRequest, bool), HttpError> {
         let limits = &self.limits;
         if request.url.len() > limits.max_url_bytes {
             return Err(HttpError::TooLarge(format!(
@@ -146,15 +155,16 @@ impl CallState {
             headers.append(name, value);
         }
 
-        self.inject_credential(&mut url, &mut headers)?;
-        Ok(UpstreamRequest {
+        let with_credential = self.inject_credential(&mut url, &mut headers)?;
+        let vetted = UpstreamRequest {
             method,
             url,
             headers,
             body: request.body.map(Bytes::from),
             timeout: self.limits.upstream_timeout,
             max_response_bytes: self.limits.max_response_body,
-        })
+        };
+        Ok((vetted, with_credential))
     }
 
     /// A path is appended to the plan's base URL; anything else must be an absolute URL.
@@ -181,15 +191,15 @@ impl CallState {
         matches!(&self.auth, Some(AuthScheme::Header(own)) if own == name)
     }
 
-    /// Add the credential, but only for the credential's own origin.
-    fn inject_credential(&self, url: &mut Url, headers: &mut HeaderMap) -> Result<(), HttpError> {
+    /// Add the credential, but only for the credential's own origin. Returns whether it did.
+    fn inject_credential(&self, url: &mut Url, headers: &mut HeaderMap) -> Result<bool, HttpError> {
         let (Some(credential), Some(auth), Some(origin)) =
             (&self.context.credential, &self.auth, &self.plan.credential_origin)
         else {
-            return Ok(());
+            return Ok(false);
         };
         if !origin.matches(url) {
-            return Ok(());
+            return Ok(false);
         }
         let secret = credential.secret();
         let sensitive = |value: String| {
@@ -199,7 +209,7 @@ impl CallState {
             Ok::<_, HttpError>(value)
         };
         match auth {
-            AuthScheme::None => {}
+            AuthScheme::None => return Ok(false),
             AuthScheme::Bearer | AuthScheme::OAuth2(_) => {
                 headers.insert(
                     http::header::AUTHORIZATION,
@@ -229,7 +239,7 @@ impl CallState {
                     .append_pair(param, secret);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Every form in which the credential might come back.
@@ -300,7 +310,7 @@ impl wit_http::Host for GuestState {
             ))));
         }
         call.requests_sent += 1;
-        let vetted = match call.vet(request) {
+        let (vetted, with_credential) = match call.vet(request) {
             Ok(vetted) => vetted,
             Err(error) => {
                 tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, ?error, "upstream request refused");
@@ -312,6 +322,9 @@ impl wit_http::Host for GuestState {
             Ok(response) => response,
             Err(error) => return Ok(Err(upstream_error(error))),
         };
+        if with_credential {
+            call.credential_status = Some(response.status);
+        }
         let secrets = call.secret_forms();
         let mut headers = Vec::with_capacity(response.headers.len());
         for (name, value) in &response.headers {

@@ -94,14 +94,66 @@ pub struct ApiKey {
     pub id: i64,
     /// The visible start of the key, e.g. `sk_test_3f9a`.
     pub prefix: String,
+    /// Optional label.
+    pub name: Option<String>,
     /// Environment encoded in the key.
     pub environment: Environment,
     /// What it may call.
     pub scope: Scope,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
     /// Revocation time, if revoked.
     pub revoked_at: Option<i64>,
     /// Expiry time, if any.
     pub expires_at: Option<i64>,
+    /// Calls allowed per UTC day, if limited.
+    pub daily_quota: Option<u32>,
+    /// Calls allowed per minute, if limited.
+    pub per_minute_limit: Option<u32>,
+}
+
+impl ApiKey {
+    /// `active`, `revoked` or `expired` at time `now`.
+    pub fn status(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// What a new key looks like.
+#[derive(Debug, Clone)]
+pub struct KeyOptions {
+    /// Environment.
+    pub environment: Environment,
+    /// Scope.
+    pub scope: Scope,
+    /// Optional label.
+    pub name: Option<String>,
+    /// Optional expiry (Unix seconds).
+    pub expires_at: Option<i64>,
+    /// Calls per UTC day.
+    pub daily_quota: Option<u32>,
+    /// Calls per minute.
+    pub per_minute_limit: Option<u32>,
+}
+
+impl KeyOptions {
+    /// An unlimited key for `environment` with `scope`.
+    pub fn new(environment: Environment, scope: Scope) -> Self {
+        Self {
+            environment,
+            scope,
+            name: None,
+            expires_at: None,
+            daily_quota: None,
+            per_minute_limit: None,
+        }
+    }
 }
 
 /// A freshly created key: the only time the full key is available.
@@ -113,25 +165,70 @@ pub struct CreatedKey {
     pub record: ApiKey,
 }
 
+const KEY_COLUMNS: &str = "id, prefix, name, environment, scopes, created_at, revoked_at, expires_at, daily_quota, per_minute_limit";
+
+fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ApiKey, String, String)> {
+    Ok((
+        ApiKey {
+            id: row.get(0)?,
+            prefix: row.get(1)?,
+            name: row.get(2)?,
+            environment: Environment::Test,
+            scope: Scope::All,
+            created_at: row.get(5)?,
+            revoked_at: row.get(6)?,
+            expires_at: row.get(7)?,
+            daily_quota: row.get(8)?,
+            per_minute_limit: row.get(9)?,
+        },
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+/// Finish a row read by [`key_from_row`]: parse the text columns.
+fn finish((mut key, environment, scopes): (ApiKey, String, String)) -> anyhow::Result<ApiKey> {
+    key.environment = environment.parse()?;
+    key.scope = Scope::parse(&scopes)?;
+    Ok(key)
+}
+
 impl Vault {
-    /// Create a key for `environment` with `scope`.
-    pub fn create_api_key(&self, environment: Environment, scope: &Scope) -> anyhow::Result<CreatedKey> {
-        let key = format!("sk_{}_{}", environment, crypto::random_hex(24));
+    /// Create a key.
+    pub fn create_api_key(&self, options: &KeyOptions) -> anyhow::Result<CreatedKey> {
+        let key = format!("sk_{}_{}", options.environment, crypto::random_hex(24));
         let prefix = key[..12].to_owned();
-        let conn = self.conn()?;
-        conn.execute(
-            "INSERT INTO api_keys (prefix, hash, environment, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            rusqlite::params![prefix, crypto::api_key_hash(&key), environment.as_str(), scope.to_string(), now()],
-        )?;
-        let id = conn.last_insert_rowid();
+        let created_at = now();
+        let id = self.write(|tx| {
+            tx.execute(
+                "INSERT INTO api_keys (prefix, hash, name, environment, scopes, created_at, expires_at, daily_quota, per_minute_limit)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                rusqlite::params![
+                    prefix,
+                    crypto::api_key_hash(&key),
+                    options.name,
+                    options.environment.as_str(),
+                    options.scope.to_string(),
+                    created_at,
+                    options.expires_at,
+                    options.daily_quota,
+                    options.per_minute_limit
+                ],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })?;
         Ok(CreatedKey {
             record: ApiKey {
                 id,
                 prefix,
-                environment,
-                scope: scope.clone(),
+                name: options.name.clone(),
+                environment: options.environment,
+                scope: options.scope.clone(),
+                created_at,
                 revoked_at: None,
-                expires_at: None,
+                expires_at: options.expires_at,
+                daily_quota: options.daily_quota,
+                per_minute_limit: options.per_minute_limit,
             },
             key,
         })
@@ -140,50 +237,39 @@ impl Vault {
     /// Find the key whose hash matches `presented`. Comparing hashes through the index keeps
     /// the lookup's timing independent of how much of a guessed key is right.
     pub fn find_api_key(&self, presented: &str) -> anyhow::Result<Option<ApiKey>> {
-        let conn = self.conn()?;
-        let row = conn
-            .query_row(
-                "SELECT id, prefix, environment, scopes, revoked_at, expires_at FROM api_keys WHERE hash = ?1",
-                [crypto::api_key_hash(presented)],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                    ))
-                },
-            )
+        let conn = self.reader()?;
+        let mut statement =
+            conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"))?;
+        let row = statement
+            .query_row([crypto::api_key_hash(presented)], key_from_row)
             .optional()?;
-        let Some((id, prefix, environment, scopes, revoked_at, expires_at)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(ApiKey {
-            id,
-            prefix,
-            environment: environment.parse()?,
-            scope: Scope::parse(&scopes)?,
-            revoked_at,
-            expires_at,
-        }))
+        row.map(finish).transpose()
     }
 
-    /// Revoke the key whose visible prefix is `prefix`. Returns whether one was revoked.
-    pub fn revoke_api_key(&self, prefix: &str) -> anyhow::Result<bool> {
-        let conn = self.conn()?;
-        let changed = conn.execute(
-            "UPDATE api_keys SET revoked_at = ?1 WHERE prefix = ?2 AND revoked_at IS NULL",
-            rusqlite::params![now(), prefix],
-        )?;
-        Ok(changed > 0)
+    /// Every key, newest first.
+    pub fn list_api_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
+        let conn = self.reader()?;
+        let mut statement = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id DESC"))?;
+        let rows = statement.query_map([], key_from_row)?;
+        rows.map(|row| finish(row?)).collect()
+    }
+
+    /// Revoke the key whose visible prefix or id is `prefix_or_id`. Returns whether one was revoked.
+    pub fn revoke_api_key(&self, prefix_or_id: &str) -> anyhow::Result<bool> {
+        let id: i64 = prefix_or_id.parse().unwrap_or(-1);
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE api_keys SET revoked_at = ?1 WHERE (prefix = ?2 OR id = ?3) AND revoked_at IS NULL",
+                rusqlite::params![now(), prefix_or_id, id],
+            )?;
+            Ok(changed > 0)
+        })
     }
 
     /// Number of keys ever created.
     pub fn count_api_keys(&self) -> anyhow::Result<i64> {
         Ok(self
-            .conn()?
+            .reader()?
             .query_row("SELECT COUNT(*) FROM api_keys", [], |r| r.get(0))?)
     }
 }
@@ -202,14 +288,17 @@ mod tests {
     #[test]
     fn keys_are_found_by_their_hash_only() -> anyhow::Result<()> {
         let (_dir, vault) = vault()?;
-        let created = vault.create_api_key(Environment::Live, &Scope::parse("github, slack")?)?;
+        let created = vault.create_api_key(&KeyOptions::new(
+            Environment::Live,
+            Scope::parse("github, slack")?,
+        ))?;
         assert!(created.key.starts_with("sk_live_"));
         let found = vault.find_api_key(&created.key)?.expect("found");
         assert_eq!(found.environment, Environment::Live);
         assert!(found.scope.allows("slack") && !found.scope.allows("stripe"));
         assert!(vault.find_api_key(&format!("{}x", created.key))?.is_none());
         let stored: Vec<u8> = vault
-            .conn()?
+            .reader()?
             .query_row("SELECT hash FROM api_keys", [], |r| r.get(0))?;
         assert!(
             !stored
@@ -222,7 +311,7 @@ mod tests {
     #[test]
     fn revoked_keys_are_marked() -> anyhow::Result<()> {
         let (_dir, vault) = vault()?;
-        let created = vault.create_api_key(Environment::Test, &Scope::All)?;
+        let created = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
         assert!(vault.revoke_api_key(&created.record.prefix)?);
         assert!(
             vault

@@ -5,7 +5,11 @@ use super::crypto::{self, Sealed};
 use super::{Vault, now};
 use crate::runtime::Credential;
 use anyhow::Context;
+use rusqlite::OptionalExtension;
 use url::Url;
+
+/// Consecutive upstream 401s after which a connection is `failed` rather than `degraded`.
+const FAILED_AFTER_AUTH_FAILURES: i64 = 3;
 
 /// A stored connection, without its secret.
 #[derive(Debug, Clone)]
@@ -20,26 +24,74 @@ pub struct ConnectionRecord {
     pub environment: Environment,
     /// Owner identity (user, team, …), if any.
     pub identity: Option<String>,
+    /// Kind of identity.
+    pub identity_type: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Free-form tags.
+    pub tags: Vec<String>,
     /// Base URL replacing the connector's default origin.
     pub base_url: Option<Url>,
+    /// `operational`, `degraded`, `failed` or `unknown`.
+    pub state: String,
+    /// Whether calls may use it.
+    pub active: bool,
+    /// Upstream 401s in a row.
+    pub consecutive_auth_failures: i64,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// Last change (Unix seconds).
+    pub updated_at: i64,
     sealed: Sealed,
 }
 
+impl ConnectionRecord {
+    /// The public id used in the vault API.
+    pub fn public_id(&self) -> String {
+        format!("conn_{}", self.id)
+    }
+}
+
 /// What a new connection holds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewConnection {
     /// Connector id.
     pub platform: String,
     /// Environment.
-    pub environment: Environment,
+    pub environment: Option<Environment>,
     /// Owner identity.
     pub identity: Option<String>,
     /// Identity kind: user, team, organization or project.
     pub identity_type: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
     /// Base URL override.
     pub base_url: Option<Url>,
     /// The secret (token, API key, `user:password`).
     pub secret: String,
+}
+
+/// Changes to a connection; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionPatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New tags.
+    pub tags: Option<Vec<String>>,
+    /// Enable or disable.
+    pub active: Option<bool>,
+    /// New base URL (`Some(None)` clears it).
+    pub base_url: Option<Option<Url>>,
+    /// New secret; also resets the state to operational.
+    pub secret: Option<String>,
 }
 
 /// Which connection a call asks for.
@@ -51,17 +103,142 @@ pub struct ConnectionSelector {
     pub identity: Option<String>,
 }
 
+/// Filters of the vault list API; all optional and combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionFilter {
+    /// Exact connection key.
+    pub key: Option<String>,
+    /// Connector id.
+    pub platform: Option<String>,
+    /// Owner identity.
+    pub identity: Option<String>,
+    /// Identity kind.
+    pub identity_type: Option<String>,
+    /// Active or not.
+    pub active: Option<bool>,
+    /// Every one of these tags must be present.
+    pub tags: Vec<String>,
+}
+
+/// One page of connections.
+#[derive(Debug)]
+pub struct ConnectionPage {
+    /// The rows on this page.
+    pub rows: Vec<ConnectionRecord>,
+    /// Rows matching the filter on all pages.
+    pub total: i64,
+}
+
+/// The environment already holds as many connections as its plan allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the {environment} environment already has its limit of {limit} connections")]
+pub struct PlanLimitReached {
+    /// The environment.
+    pub environment: Environment,
+    /// The limit.
+    pub limit: u32,
+}
+
 /// Associated data binding a ciphertext to its row and column.
 fn secret_context(key: &str) -> String {
     format!("connections/{key}/secret")
 }
 
+const COLUMNS: &str = "id, key, platform, environment, identity, identity_type, name, description, tags, \
+     base_url, state, active, consecutive_auth_failures, created_at, updated_at, secret_nonce, secret_ciphertext";
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok(RawRecord {
+        id: row.get(0)?,
+        key: row.get(1)?,
+        platform: row.get(2)?,
+        environment: row.get(3)?,
+        identity: row.get(4)?,
+        identity_type: row.get(5)?,
+        name: row.get(6)?,
+        description: row.get(7)?,
+        tags: row.get(8)?,
+        base_url: row.get(9)?,
+        state: row.get(10)?,
+        active: row.get(11)?,
+        consecutive_auth_failures: row.get(12)?,
+        created_at: row.get(13)?,
+        updated_at: row.get(14)?,
+        nonce: row.get(15)?,
+        ciphertext: row.get(16)?,
+    })
+}
+
+/// A row as SQLite returns it, before text columns are parsed.
+struct RawRecord {
+    id: i64,
+    key: String,
+    platform: String,
+    environment: String,
+    identity: Option<String>,
+    identity_type: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    tags: String,
+    base_url: Option<String>,
+    state: String,
+    active: bool,
+    consecutive_auth_failures: i64,
+    created_at: i64,
+    updated_at: i64,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+impl RawRecord {
+    fn parse(self) -> anyhow::Result<ConnectionRecord> {
+        let base_url = self
+            .base_url
+            .map(|u| Url::parse(&u))
+            .transpose()
+            .with_context(|| format!("connection {} has an invalid base URL", self.key))?;
+        Ok(ConnectionRecord {
+            environment: self.environment.parse()?,
+            tags: serde_json::from_str(&self.tags).unwrap_or_default(),
+            id: self.id,
+            key: self.key,
+            platform: self.platform,
+            identity: self.identity,
+            identity_type: self.identity_type,
+            name: self.name,
+            description: self.description,
+            base_url,
+            state: self.state,
+            active: self.active,
+            consecutive_auth_failures: self.consecutive_auth_failures,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            sealed: Sealed {
+                nonce: self.nonce,
+                ciphertext: self.ciphertext,
+            },
+        })
+    }
+}
+
+/// Parse a public id (`conn_42`) into a row id.
+fn row_id(public_id: &str) -> Option<i64> {
+    public_id.strip_prefix("conn_")?.parse().ok()
+}
+
 impl Vault {
-    /// Store a new connection; the secret is encrypted before it reaches SQLite.
-    pub fn add_connection(&self, new: &NewConnection) -> anyhow::Result<ConnectionRecord> {
+    /// Store a new connection; the secret is encrypted before it reaches SQLite. With
+    /// `limit`, the count check and the insert happen in one write transaction, so
+    /// concurrent creations cannot overshoot it.
+    pub fn add_connection(
+        &self,
+        new: &NewConnection,
+        limit: Option<u32>,
+    ) -> anyhow::Result<Result<ConnectionRecord, PlanLimitReached>> {
+        let environment = new.environment.unwrap_or(Environment::Test);
         let key = format!(
             "{}::{}::{}::{}",
-            new.environment,
+            environment,
             new.platform,
             new.identity.as_deref().unwrap_or("default"),
             crypto::random_hex(16)
@@ -69,34 +246,59 @@ impl Vault {
         let sealed = self
             .master_key()
             .seal(new.secret.as_bytes(), &secret_context(&key))?;
-        let conn = self.conn()?;
         let at = now();
-        conn.execute(
-            "INSERT INTO connections (key, platform, environment, identity, identity_type, base_url,
-                secret_nonce, secret_ciphertext, key_id, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-            rusqlite::params![
-                key,
-                new.platform,
-                new.environment.as_str(),
-                new.identity,
-                new.identity_type,
-                new.base_url.as_ref().map(Url::as_str),
-                sealed.nonce,
-                sealed.ciphertext,
-                self.master_key().id(),
-                at
-            ],
-        )?;
-        Ok(ConnectionRecord {
-            id: conn.last_insert_rowid(),
+        let tags = serde_json::to_string(&new.tags)?;
+        let inserted = self.write(|tx| {
+            if let Some(limit) = limit {
+                let count: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM connections WHERE environment = ?1",
+                    [environment.as_str()],
+                    |r| r.get(0),
+                )?;
+                if count >= i64::from(limit) {
+                    return Ok(Err(PlanLimitReached { environment, limit }));
+                }
+            }
+            tx.execute(
+                "INSERT INTO connections (key, platform, environment, identity, identity_type, name, description,
+                    tags, base_url, secret_nonce, secret_ciphertext, key_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+                rusqlite::params![
+                    key,
+                    new.platform,
+                    environment.as_str(),
+                    new.identity,
+                    new.identity_type,
+                    new.name,
+                    new.description,
+                    tags,
+                    new.base_url.as_ref().map(Url::as_str),
+                    sealed.nonce,
+                    sealed.ciphertext,
+                    self.master_key().id(),
+                    at
+                ],
+            )?;
+            Ok(Ok(tx.last_insert_rowid()))
+        })?;
+        Ok(inserted.map(|id| ConnectionRecord {
+            id,
             key,
             platform: new.platform.clone(),
-            environment: new.environment,
+            environment,
             identity: new.identity.clone(),
+            identity_type: new.identity_type.clone(),
+            name: new.name.clone(),
+            description: new.description.clone(),
+            tags: new.tags.clone(),
             base_url: new.base_url.clone(),
+            state: "operational".into(),
+            active: true,
+            consecutive_auth_failures: 0,
+            created_at: at,
+            updated_at: at,
             sealed,
-        })
+        }))
     }
 
     /// Active connections for `platform` in `environment` matching `selector`.
@@ -106,13 +308,13 @@ impl Vault {
         environment: Environment,
         selector: &ConnectionSelector,
     ) -> anyhow::Result<Vec<ConnectionRecord>> {
-        let conn = self.conn()?;
-        let mut statement = conn.prepare_cached(
-            "SELECT id, key, identity, base_url, secret_nonce, secret_ciphertext FROM connections
+        let conn = self.reader()?;
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM connections
              WHERE platform = ?1 AND environment = ?2 AND active = 1
                AND (?3 IS NULL OR key = ?3) AND (?4 IS NULL OR identity = ?4)
-             ORDER BY id",
-        )?;
+             ORDER BY id"
+        ))?;
         let rows = statement.query_map(
             rusqlite::params![
                 platform,
@@ -120,35 +322,161 @@ impl Vault {
                 selector.connection_key,
                 selector.identity
             ],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, Vec<u8>>(5)?,
-                ))
-            },
+            record_from_row,
         )?;
-        let mut found = Vec::new();
-        for row in rows {
-            let (id, key, identity, base_url, nonce, ciphertext) = row?;
-            let base_url = base_url
-                .map(|u| Url::parse(&u))
-                .transpose()
-                .with_context(|| format!("connection {key} has an invalid base URL"))?;
-            found.push(ConnectionRecord {
-                id,
-                key,
-                platform: platform.to_owned(),
-                environment,
-                identity,
-                base_url,
-                sealed: Sealed { nonce, ciphertext },
-            });
+        rows.map(|row| row?.parse()).collect()
+    }
+
+    /// One page (1-based) of the environment's connections matching `filter`, newest first.
+    pub fn list_connections(
+        &self,
+        environment: Environment,
+        filter: &ConnectionFilter,
+        page: u32,
+        limit: u32,
+    ) -> anyhow::Result<ConnectionPage> {
+        let tags = serde_json::to_string(&filter.tags)?;
+        // Tags are stored as a JSON array; every requested tag must be in it.
+        let condition = "environment = ?1 AND (?2 IS NULL OR key = ?2) AND (?3 IS NULL OR platform = ?3)
+             AND (?4 IS NULL OR identity = ?4) AND (?5 IS NULL OR identity_type = ?5)
+             AND (?6 IS NULL OR active = ?6)
+             AND NOT EXISTS (SELECT 1 FROM json_each(?7) AS wanted
+                             WHERE wanted.value NOT IN (SELECT value FROM json_each(connections.tags)))";
+        let params = rusqlite::params![
+            environment.as_str(),
+            filter.key,
+            filter.platform,
+            filter.identity,
+            filter.identity_type,
+            filter.active,
+            tags,
+        ];
+        let conn = self.reader()?;
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM connections WHERE {condition}"),
+            params,
+            |r| r.get(0),
+        )?;
+        let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
+        let mut statement = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM connections WHERE {condition} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
+        ))?;
+        let rows = statement
+            .query_map(params, record_from_row)?
+            .map(|row| row?.parse())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(ConnectionPage { rows, total })
+    }
+
+    /// The connection with public id `conn_N` or key `id_or_key` in `environment`.
+    pub fn get_connection(
+        &self,
+        environment: Environment,
+        id_or_key: &str,
+    ) -> anyhow::Result<Option<ConnectionRecord>> {
+        let conn = self.reader()?;
+        let row = conn
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM connections WHERE environment = ?1 AND (id = ?2 OR key = ?3)"
+                ),
+                rusqlite::params![environment.as_str(), row_id(id_or_key).unwrap_or(-1), id_or_key],
+                record_from_row,
+            )
+            .optional()?;
+        row.map(RawRecord::parse).transpose()
+    }
+
+    /// Apply `patch` to a connection; returns the updated record, or `None` if there is none.
+    pub fn update_connection(
+        &self,
+        environment: Environment,
+        id_or_key: &str,
+        patch: &ConnectionPatch,
+    ) -> anyhow::Result<Option<ConnectionRecord>> {
+        let Some(current) = self.get_connection(environment, id_or_key)? else {
+            return Ok(None);
+        };
+        let sealed = match &patch.secret {
+            Some(secret) => Some(
+                self.master_key()
+                    .seal(secret.as_bytes(), &secret_context(&current.key))?,
+            ),
+            None => None,
+        };
+        let tags = patch.tags.as_ref().map(serde_json::to_string).transpose()?;
+        let base_url_given = patch.base_url.is_some();
+        let base_url = patch.base_url.clone().flatten().map(|u| u.to_string());
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE connections SET
+                    name = COALESCE(?2, name),
+                    description = COALESCE(?3, description),
+                    tags = COALESCE(?4, tags),
+                    active = COALESCE(?5, active),
+                    base_url = CASE WHEN ?6 THEN ?7 ELSE base_url END,
+                    secret_nonce = COALESCE(?8, secret_nonce),
+                    secret_ciphertext = COALESCE(?9, secret_ciphertext),
+                    key_id = CASE WHEN ?8 IS NULL THEN key_id ELSE ?10 END,
+                    state = CASE WHEN ?8 IS NULL THEN state ELSE 'operational' END,
+                    consecutive_auth_failures = CASE WHEN ?8 IS NULL THEN consecutive_auth_failures ELSE 0 END,
+                    updated_at = ?11
+                 WHERE id = ?1",
+                rusqlite::params![
+                    current.id,
+                    patch.name,
+                    patch.description,
+                    tags,
+                    patch.active,
+                    base_url_given,
+                    base_url,
+                    sealed.as_ref().map(|s| s.nonce.clone()),
+                    sealed.as_ref().map(|s| s.ciphertext.clone()),
+                    self.master_key().id(),
+                    now()
+                ],
+            )?;
+            Ok(())
+        })?;
+        self.get_connection(environment, &current.public_id())
+    }
+
+    /// Delete a connection and its secret. Returns whether one was deleted.
+    pub fn delete_connection(&self, environment: Environment, id_or_key: &str) -> anyhow::Result<bool> {
+        self.write(|tx| {
+            let deleted = tx.execute(
+                "DELETE FROM connections WHERE environment = ?1 AND (id = ?2 OR key = ?3)",
+                rusqlite::params![environment.as_str(), row_id(id_or_key).unwrap_or(-1), id_or_key],
+            )?;
+            Ok(deleted > 0)
+        })
+    }
+
+    /// Record how the upstream answered a call made with this connection's credential:
+    /// repeated 401s degrade and then fail it; a success makes it operational again.
+    /// Writes only when something changes, so the hot path stays read-only.
+    pub fn record_auth_outcome(&self, record: &ConnectionRecord, unauthorized: bool) -> anyhow::Result<()> {
+        if !unauthorized && record.consecutive_auth_failures == 0 && record.state == "operational" {
+            return Ok(());
         }
-        Ok(found)
+        self.write(|tx| {
+            if unauthorized {
+                tx.execute(
+                    "UPDATE connections SET consecutive_auth_failures = consecutive_auth_failures + 1,
+                        state = CASE WHEN consecutive_auth_failures + 1 >= ?2 THEN 'failed' ELSE 'degraded' END,
+                        updated_at = ?3
+                     WHERE id = ?1",
+                    rusqlite::params![record.id, FAILED_AFTER_AUTH_FAILURES, now()],
+                )?;
+            } else {
+                tx.execute(
+                    "UPDATE connections SET consecutive_auth_failures = 0, state = 'operational', updated_at = ?2
+                     WHERE id = ?1",
+                    rusqlite::params![record.id, now()],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Decrypt a connection's secret into a credential for the runtime.
@@ -170,24 +498,34 @@ mod tests {
     fn new_connection(platform: &str, environment: Environment, identity: Option<&str>) -> NewConnection {
         NewConnection {
             platform: platform.into(),
-            environment,
+            environment: Some(environment),
             identity: identity.map(Into::into),
-            identity_type: None,
-            base_url: None,
             secret: "ghp_very_secret_token".into(),
+            ..NewConnection::default()
         }
+    }
+
+    fn vault() -> anyhow::Result<(tempfile::TempDir, Vault)> {
+        let dir = tempfile::tempdir()?;
+        let vault = Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))?;
+        Ok((dir, vault))
+    }
+
+    fn add(vault: &Vault, new: &NewConnection) -> anyhow::Result<ConnectionRecord> {
+        Ok(vault.add_connection(new, None)??)
     }
 
     #[test]
     fn secrets_are_encrypted_and_bound_to_their_row() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let db = dir.path().join("db");
-        let vault = Vault::open(&db, &KeySource::Explicit("ab".repeat(32)))?;
-        let a = vault.add_connection(&new_connection("github", Environment::Test, None))?;
-        let b = vault.add_connection(&new_connection("github", Environment::Test, Some("alice")))?;
+        let (dir, vault) = vault()?;
+        let a = add(&vault, &new_connection("github", Environment::Test, None))?;
+        let b = add(
+            &vault,
+            &new_connection("github", Environment::Test, Some("alice")),
+        )?;
         assert_eq!(vault.credential(&a)?.secret(), "ghp_very_secret_token");
 
-        let raw = std::fs::read(&db)?;
+        let raw = std::fs::read(dir.path().join("db"))?;
         let wal = std::fs::read(dir.path().join("db-wal")).unwrap_or_default();
         let needle = b"ghp_very_secret_token";
         assert!(
@@ -210,11 +548,13 @@ mod tests {
 
     #[test]
     fn selection_by_environment_identity_and_key() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let vault = Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))?;
-        let test = vault.add_connection(&new_connection("github", Environment::Test, None))?;
-        let alice = vault.add_connection(&new_connection("github", Environment::Test, Some("alice")))?;
-        vault.add_connection(&new_connection("github", Environment::Live, None))?;
+        let (_dir, vault) = vault()?;
+        let test = add(&vault, &new_connection("github", Environment::Test, None))?;
+        let alice = add(
+            &vault,
+            &new_connection("github", Environment::Test, Some("alice")),
+        )?;
+        add(&vault, &new_connection("github", Environment::Live, None))?;
 
         let all_test = vault.find_connections("github", Environment::Test, &ConnectionSelector::default())?;
         assert_eq!(all_test.len(), 2);
@@ -239,6 +579,105 @@ mod tests {
         assert!(
             by_key.is_empty(),
             "a test connection is invisible to a live caller"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn list_filters_by_tags_and_paginates() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        for i in 0..5 {
+            let mut new = new_connection("github", Environment::Test, Some(&format!("user{i}")));
+            new.tags = if i % 2 == 0 {
+                vec!["crm".into(), "eu".into()]
+            } else {
+                vec!["eu".into()]
+            };
+            add(&vault, &new)?;
+        }
+        let both = ConnectionFilter {
+            tags: vec!["crm".into(), "eu".into()],
+            ..Default::default()
+        };
+        assert_eq!(vault.list_connections(Environment::Test, &both, 1, 20)?.total, 3);
+        let page = vault.list_connections(Environment::Test, &ConnectionFilter::default(), 2, 2)?;
+        assert_eq!(page.total, 5);
+        assert_eq!(page.rows.len(), 2);
+        assert_eq!(page.rows[0].identity.as_deref(), Some("user2"), "newest first");
+        Ok(())
+    }
+
+    #[test]
+    fn patch_and_delete() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        let record = add(&vault, &new_connection("github", Environment::Test, None))?;
+        let patched = vault
+            .update_connection(
+                Environment::Test,
+                &record.public_id(),
+                &ConnectionPatch {
+                    name: Some("Work".into()),
+                    active: Some(false),
+                    secret: Some("ghp_rotated_secret".into()),
+                    ..Default::default()
+                },
+            )?
+            .expect("exists");
+        assert_eq!(patched.name.as_deref(), Some("Work"));
+        assert!(!patched.active);
+        assert_eq!(vault.credential(&patched)?.secret(), "ghp_rotated_secret");
+        assert!(
+            vault
+                .update_connection(Environment::Live, &record.key, &ConnectionPatch::default())?
+                .is_none()
+        );
+        assert!(vault.delete_connection(Environment::Test, &record.key)?);
+        assert!(
+            vault
+                .get_connection(Environment::Test, &record.public_id())?
+                .is_none()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn repeated_401s_fail_a_connection_and_success_restores_it() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        let record = add(&vault, &new_connection("github", Environment::Test, None))?;
+        vault.record_auth_outcome(&record, true)?;
+        let degraded = vault
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert_eq!(degraded.state, "degraded");
+        vault.record_auth_outcome(&degraded, true)?;
+        vault.record_auth_outcome(&degraded, true)?;
+        let failed = vault
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert_eq!(failed.state, "failed");
+        vault.record_auth_outcome(&failed, false)?;
+        let restored = vault
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert_eq!(
+            (restored.state.as_str(), restored.consecutive_auth_failures),
+            ("operational", 0)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn plan_limit_is_exact() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        let new = new_connection("github", Environment::Test, None);
+        assert!(vault.add_connection(&new, Some(2))?.is_ok());
+        assert!(vault.add_connection(&new, Some(2))?.is_ok());
+        assert_eq!(
+            vault
+                .add_connection(&new, Some(2))?
+                .expect_err("third is over the limit")
+                .limit,
+            2
         );
         Ok(())
     }

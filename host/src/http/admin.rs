@@ -1,0 +1,131 @@
+//! The admin API: API keys, behind the operator's admin key (`SLUICE_ADMIN_KEY`).
+//! Disabled (404) when no admin key is configured.
+
+use super::AppState;
+use super::extract::JsonBody;
+use crate::error::ApiError;
+use crate::vault::api_keys::{ApiKey, KeyOptions, Scope};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/keys", get(list).post(create))
+        .route("/v1/admin/keys/{id}", delete(revoke))
+}
+
+/// Proof that the request carries the admin key.
+struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &app.admin_key_hash else {
+            return Err(ApiError::NotFound(
+                "the admin API is disabled (set SLUICE_ADMIN_KEY)".into(),
+            ));
+        };
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::Unauthorized("missing admin key: send `Authorization: Bearer <admin key>`".into())
+            })?;
+        // Compare digests: equal-length values whose comparison time says nothing about the key.
+        if crate::vault::crypto::api_key_hash(presented.trim()) != *expected {
+            return Err(ApiError::Unauthorized("invalid admin key".into()));
+        }
+        Ok(Admin)
+    }
+}
+
+fn view(key: &ApiKey) -> Value {
+    json!({
+        "id": key.id,
+        "prefix": key.prefix,
+        "name": key.name,
+        "environment": key.environment.as_str(),
+        "scope": key.scope.to_string(),
+        "status": key.status(crate::vault::now()),
+        "createdAt": key.created_at,
+        "revokedAt": key.revoked_at,
+        "expiresAt": key.expires_at,
+        "dailyQuota": key.daily_quota,
+        "perMinuteLimit": key.per_minute_limit,
+    })
+}
+
+async fn list(State(app): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+    let keys = app.vault.run(|vault| vault.list_api_keys()).await?;
+    let rows: Vec<Value> = keys.iter().map(view).collect();
+    Ok(Json(json!({"rows": rows, "total": rows.len()})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateBody {
+    #[serde(default = "default_environment")]
+    environment: String,
+    #[serde(default = "default_scope")]
+    scope: String,
+    name: Option<String>,
+    expires_at: Option<i64>,
+    daily_quota: Option<u32>,
+    per_minute_limit: Option<u32>,
+}
+
+fn default_environment() -> String {
+    "test".into()
+}
+
+fn default_scope() -> String {
+    "*".into()
+}
+
+async fn create(
+    State(app): State<AppState>,
+    _: Admin,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let environment = body
+        .environment
+        .parse()
+        .map_err(|_| ApiError::BadRequest("`environment` must be test or live".into()))?;
+    let scope = Scope::parse(&body.scope).map_err(|e| ApiError::BadRequest(format!("`scope`: {e}")))?;
+    if body.expires_at.is_some_and(|at| at <= crate::vault::now()) {
+        return Err(ApiError::BadRequest("`expiresAt` must be in the future".into()));
+    }
+    let options = KeyOptions {
+        environment,
+        scope,
+        name: body.name,
+        expires_at: body.expires_at,
+        daily_quota: body.daily_quota,
+        per_minute_limit: body.per_minute_limit,
+    };
+    let created = app.vault.run(move |vault| vault.create_api_key(&options)).await?;
+    let mut reply = view(&created.record);
+    reply["key"] = Value::String(created.key);
+    Ok((StatusCode::CREATED, Json(reply)))
+}
+
+async fn revoke(
+    State(app): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let target = id.clone();
+    let revoked = app.vault.run(move |vault| vault.revoke_api_key(&target)).await?;
+    if !revoked {
+        return Err(ApiError::NotFound(format!("no active key `{id}`")));
+    }
+    Ok(Json(json!({"id": id, "status": "revoked"})))
+}

@@ -1,0 +1,102 @@
+//! Query-string parsing that names the offending field in a `bad_request`.
+
+use crate::error::ApiError;
+use axum::extract::{FromRequestParts, RawQuery};
+use axum::http::request::Parts;
+use std::collections::HashMap;
+
+/// Default page size of list endpoints.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// Largest page size of list endpoints.
+pub const MAX_LIMIT: u32 = 100;
+
+/// The query string as name → value (the last value wins).
+#[derive(Debug, Default)]
+pub struct Query(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Query {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let RawQuery(raw) = RawQuery::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::BadRequest("malformed query string".into()))?;
+        let map = raw
+            .map(|raw| form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        Ok(Self(map))
+    }
+}
+
+impl Query {
+    /// A text parameter; empty values count as absent.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.0.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+
+    /// A `true`/`false` parameter.
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.0.get(name).map(String::as_str) {
+            None | Some("") => Ok(None),
+            Some("true") | Some("1") => Ok(Some(true)),
+            Some("false") | Some("0") => Ok(Some(false)),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "query parameter `{name}` must be true or false, not `{other}`"
+            ))),
+        }
+    }
+
+    /// An integer parameter within `min..=max`.
+    pub fn integer(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        let Some(raw) = self.0.get(name).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        match raw.parse::<i64>() {
+            Ok(value) if (min..=max).contains(&value) => Ok(Some(value)),
+            _ => Err(ApiError::BadRequest(format!(
+                "query parameter `{name}` must be an integer from {min} to {max}, not `{raw}`"
+            ))),
+        }
+    }
+
+    /// A comma-separated list.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.0
+            .get(name)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `limit` (1..=100, default 20) and `page` (≥ 1, default 1).
+    pub fn pagination(&self) -> Result<Page, ApiError> {
+        Ok(Page {
+            limit: self
+                .integer("limit", 1, i64::from(MAX_LIMIT))?
+                .map_or(DEFAULT_LIMIT, |v| v as u32),
+            page: self.integer("page", 1, 1_000_000)?.map_or(1, |v| v as u32),
+        })
+    }
+}
+
+/// A requested page.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// Rows per page.
+    pub limit: u32,
+    /// 1-based page number.
+    pub page: u32,
+}
+
+impl Page {
+    /// The `{"rows","total","pages","page"}` envelope.
+    pub fn envelope<T: serde::Serialize>(&self, rows: Vec<T>, total: i64) -> serde_json::Value {
+        let pages = (total + i64::from(self.limit) - 1) / i64::from(self.limit);
+        serde_json::json!({"rows": rows, "total": total, "pages": pages, "page": self.page})
+    }
+}

@@ -1,0 +1,317 @@
+//! The Pica-compatible vault API: `/v1/vault/connections` and `/v1/vault/connections/{id}`.
+//!
+//! Connections belong to the caller key's environment; a key sees and changes only the
+//! connections of its environment and of integrations within its scope. Secrets are
+//! write-only: no response ever contains one.
+
+use super::AppState;
+use super::extract::{Caller, JsonBody};
+use super::query::Query;
+use crate::error::ApiError;
+use crate::runtime::manifest::AuthScheme;
+use crate::vault::connections::{ConnectionFilter, ConnectionPatch, ConnectionRecord, NewConnection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Identity kinds the vault accepts.
+const IDENTITY_TYPES: &[&str] = &["user", "team", "organization", "project"];
+/// Longest free-text field.
+const MAX_TEXT: usize = 1024;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/vault/connections", get(list).post(create))
+        .route(
+            "/v1/vault/connections/{id}",
+            get(read).patch(update).delete(remove),
+        )
+}
+
+/// A connection as the API shows it: everything but the secret.
+fn view(record: &ConnectionRecord) -> Value {
+    json!({
+        "id": record.public_id(),
+        "key": record.key,
+        "name": record.name,
+        "description": record.description,
+        "platform": record.platform,
+        "environment": record.environment.as_str(),
+        "identity": record.identity,
+        "identityType": record.identity_type,
+        "state": record.state,
+        "tags": record.tags,
+        "active": record.active,
+        "baseUrl": record.base_url.as_ref().map(url::Url::as_str),
+        "createdAt": rfc3339(record.created_at),
+        "updatedAt": rfc3339(record.updated_at),
+    })
+}
+
+fn rfc3339(unix_seconds: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+async fn list(
+    State(app): State<AppState>,
+    Caller(key): Caller,
+    query: Query,
+) -> Result<Json<Value>, ApiError> {
+    let page = query.pagination()?;
+    let identity_type = query.text("identityType");
+    if let Some(kind) = &identity_type {
+        check_identity_type(kind)?;
+    }
+    let platform = query.text("platform");
+    if let Some(platform) = &platform
+        && !key.scope.allows(platform)
+    {
+        return Err(ApiError::ScopeNotAllowed(platform.clone()));
+    }
+    let filter = ConnectionFilter {
+        key: query.text("key"),
+        platform,
+        identity: query.text("identity"),
+        identity_type,
+        active: query.boolean("active")?,
+        tags: query.list("tags"),
+    };
+    let environment = key.environment;
+    let result = app
+        .vault
+        .run(move |vault| vault.list_connections(environment, &filter, page.page, page.limit))
+        .await?;
+    // A scoped key sees only connections of integrations in its scope.
+    let rows: Vec<Value> = result
+        .rows
+        .iter()
+        .filter(|r| key.scope.allows(&r.platform))
+        .map(view)
+        .collect();
+    Ok(Json(page.envelope(rows, result.total)))
+}
+
+/// `POST /v1/vault/connections` body. Unknown fields are refused so typos do not pass silently.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateBody {
+    platform: String,
+    secret: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    identity: Option<String>,
+    identity_type: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    base_url: Option<String>,
+}
+
+fn check_identity_type(kind: &str) -> Result<(), ApiError> {
+    if IDENTITY_TYPES.contains(&kind) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "`identityType` must be one of {}, not `{kind}`",
+            IDENTITY_TYPES.join(", ")
+        )))
+    }
+}
+
+fn check_text(field: &str, value: Option<&String>) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.len() > MAX_TEXT => Err(ApiError::BadRequest(format!(
+            "`{field}` is longer than {MAX_TEXT} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_tags(tags: &[String]) -> Result<(), ApiError> {
+    if tags.len() > 32 || tags.iter().any(|t| t.is_empty() || t.len() > 64) {
+        return Err(ApiError::BadRequest(
+            "`tags` must be at most 32 non-empty strings of at most 64 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_base_url(raw: &str) -> Result<url::Url, ApiError> {
+    let parsed =
+        url::Url::parse(raw).map_err(|e| ApiError::BadRequest(format!("`baseUrl` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(ApiError::BadRequest(
+            "`baseUrl` must be an http(s) URL with a host".into(),
+        ));
+    }
+    Ok(parsed)
+}
+
+async fn create(
+    State(app): State<AppState>,
+    Caller(key): Caller,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let connector = app.registry.get(&body.platform).ok_or_else(|| {
+        ApiError::BadRequest(format!("`platform`: no integration named `{}`", body.platform))
+    })?;
+    if !key.scope.allows(&body.platform) {
+        return Err(ApiError::ScopeNotAllowed(body.platform));
+    }
+    if let Some(kind) = &body.identity_type {
+        check_identity_type(kind)?;
+    }
+    for (field, value) in [
+        ("identity", body.identity.as_ref()),
+        ("name", body.name.as_ref()),
+        ("description", body.description.as_ref()),
+    ] {
+        check_text(field, value)?;
+    }
+    check_tags(&body.tags)?;
+    let secret = match &connector.manifest.auth {
+        AuthScheme::Basic => match (&body.username, &body.password, &body.secret) {
+            (Some(user), Some(password), None) if !user.contains(':') => format!("{user}:{password}"),
+            (None, None, Some(secret)) if secret.contains(':') => secret.clone(),
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "`username` and `password` are required for this integration".into(),
+                ));
+            }
+        },
+        AuthScheme::None => {
+            return Err(ApiError::BadRequest(format!(
+                "`platform`: {} needs no credentials",
+                body.platform
+            )));
+        }
+        _ => match (&body.secret, &body.username, &body.password) {
+            (Some(secret), None, None) if !secret.trim().is_empty() => secret.clone(),
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "`secret` is required for this integration".into(),
+                ));
+            }
+        },
+    };
+    if secret.len() > 16 << 10 {
+        return Err(ApiError::BadRequest("`secret` is longer than 16 KiB".into()));
+    }
+    let base_url = body.base_url.as_deref().map(parse_base_url).transpose()?;
+    let new = NewConnection {
+        platform: body.platform,
+        environment: Some(key.environment),
+        identity: body.identity,
+        identity_type: body.identity_type,
+        name: body.name,
+        description: body.description,
+        tags: body.tags,
+        base_url,
+        secret,
+    };
+    let limit = app.max_connections_per_environment;
+    let record = app
+        .vault
+        .run(move |vault| vault.add_connection(&new, limit))
+        .await?
+        .map_err(|limit| ApiError::PlanLimitReached(limit.to_string()))?;
+    Ok((StatusCode::CREATED, Json(view(&record))))
+}
+
+async fn find(
+    app: &AppState,
+    key: &crate::vault::api_keys::ApiKey,
+    id: String,
+) -> Result<ConnectionRecord, ApiError> {
+    let environment = key.environment;
+    let lookup = id.clone();
+    app.vault
+        .run(move |vault| vault.get_connection(environment, &lookup))
+        .await?
+        .filter(|record| key.scope.allows(&record.platform))
+        .ok_or_else(|| ApiError::NotFound(format!("no connection `{id}`")))
+}
+
+async fn read(
+    State(app): State<AppState>,
+    Caller(key): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(&find(&app, &key, id).await?)))
+}
+
+/// `PATCH` body: every field optional; `baseUrl: null` clears the override.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PatchBody {
+    name: Option<String>,
+    description: Option<String>,
+    tags: Option<Vec<String>>,
+    active: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    base_url: Option<Option<String>>,
+    secret: Option<String>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+async fn update(
+    State(app): State<AppState>,
+    Caller(key): Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PatchBody>,
+) -> Result<Json<Value>, ApiError> {
+    let record = find(&app, &key, id).await?;
+    check_text("name", body.name.as_ref())?;
+    check_text("description", body.description.as_ref())?;
+    if let Some(tags) = &body.tags {
+        check_tags(tags)?;
+    }
+    if body.secret.as_ref().is_some_and(|s| s.trim().is_empty()) {
+        return Err(ApiError::BadRequest("`secret` must not be empty".into()));
+    }
+    let base_url = match body.base_url {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(raw)) => Some(Some(parse_base_url(&raw)?)),
+    };
+    let patch = ConnectionPatch {
+        name: body.name,
+        description: body.description,
+        tags: body.tags,
+        active: body.active,
+        base_url,
+        secret: body.secret,
+    };
+    let environment = key.environment;
+    let updated = app
+        .vault
+        .run(move |vault| vault.update_connection(environment, &record.public_id(), &patch))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("the connection was deleted meanwhile".into()))?;
+    Ok(Json(view(&updated)))
+}
+
+async fn remove(
+    State(app): State<AppState>,
+    Caller(key): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = find(&app, &key, id).await?;
+    let environment = key.environment;
+    let public_id = record.public_id();
+    app.vault
+        .run(move |vault| vault.delete_connection(environment, &public_id))
+        .await?;
+    Ok(Json(
+        json!({"id": record.public_id(), "key": record.key, "deleted": true}),
+    ))
+}

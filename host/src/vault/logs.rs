@@ -1,0 +1,213 @@
+//! The request log: one row per execute call, written in batches by a background task on its
+//! own connection (with `synchronous=NORMAL`: losing the last log rows on power loss is
+//! acceptable; slowing every call down to an fsync is not). Never holds params or secrets.
+
+use super::Vault;
+use anyhow::Context;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One call, as logged.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestLog {
+    /// The transaction key.
+    pub transaction_key: String,
+    /// When the call arrived (Unix milliseconds).
+    pub created_at_ms: i64,
+    /// The API key's row id.
+    #[serde(skip)]
+    pub key_id: Option<i64>,
+    /// The API key's visible prefix.
+    pub key_prefix: Option<String>,
+    /// `test` or `live`.
+    pub environment: Option<String>,
+    /// Integration.
+    pub integration: Option<String>,
+    /// Endpoint.
+    pub endpoint: Option<String>,
+    /// Connection key used.
+    pub connection_key: Option<String>,
+    /// The gateway's HTTP status.
+    pub http_status: u16,
+    /// The upstream status the connector reported.
+    pub upstream_status: Option<u16>,
+    /// `ok` or the error code.
+    pub outcome: String,
+    /// Time spent in the gateway.
+    pub duration_us: u64,
+    /// Request body size.
+    pub request_bytes: u64,
+    /// Response body size.
+    pub response_bytes: u64,
+}
+
+/// Filters of `GET /v1/logs`.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Environment (always set from the caller's key).
+    pub environment: String,
+    /// Integration.
+    pub integration: Option<String>,
+    /// Endpoint.
+    pub endpoint: Option<String>,
+    /// Outcome code.
+    pub outcome: Option<String>,
+    /// Key prefix.
+    pub key_prefix: Option<String>,
+    /// Transaction key.
+    pub transaction_key: Option<String>,
+    /// Only rows at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+}
+
+/// Sends log rows to the background writer; dropping every sender stops it.
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    sender: mpsc::Sender<RequestLog>,
+}
+
+impl LogSink {
+    /// Queue a row. When the queue is full the row is dropped (and counted in the log)
+    /// rather than slowing callers down.
+    pub fn record(&self, row: RequestLog) {
+        if self.sender.try_send(row).is_err() {
+            tracing::warn!("request log queue full; a log row was dropped");
+        }
+    }
+}
+
+/// Start the writer for the database at `path`. Rows are flushed every 100 ms or 256 rows.
+pub fn start_writer(path: &Path) -> anyhow::Result<LogSink> {
+    let conn = rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let (sender, mut receiver) = mpsc::channel::<RequestLog>(8192);
+    std::thread::Builder::new()
+        .name("sluice-log-writer".into())
+        .spawn(move || {
+            let mut conn = conn;
+            let mut batch = Vec::with_capacity(256);
+            while let Some(row) = receiver.blocking_recv() {
+                batch.push(row);
+                // Gather whatever else is already queued, then write one transaction.
+                std::thread::sleep(Duration::from_millis(100));
+                while batch.len() < 256 {
+                    match receiver.try_recv() {
+                        Ok(row) => batch.push(row),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(error) = write_batch(&mut conn, &batch) {
+                    tracing::error!(error = %format!("{error:#}"), rows = batch.len(), "writing request log rows failed");
+                }
+                batch.clear();
+            }
+        })?;
+    Ok(LogSink { sender })
+}
+
+fn write_batch(conn: &mut rusqlite::Connection, rows: &[RequestLog]) -> anyhow::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO request_logs (transaction_key, created_at_ms, key_id, key_prefix, environment, integration,
+                endpoint, connection_key, http_status, upstream_status, outcome, duration_us, request_bytes, response_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?;
+        for row in rows {
+            insert.execute(rusqlite::params![
+                row.transaction_key,
+                row.created_at_ms,
+                row.key_id,
+                row.key_prefix,
+                row.environment,
+                row.integration,
+                row.endpoint,
+                row.connection_key,
+                row.http_status,
+                row.upstream_status,
+                row.outcome,
+                row.duration_us as i64,
+                row.request_bytes as i64,
+                row.response_bytes as i64
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl Vault {
+    /// One page (1-based) of log rows matching `filter`, newest first, and the total.
+    pub fn list_logs(
+        &self,
+        filter: &LogFilter,
+        page: u32,
+        limit: u32,
+    ) -> anyhow::Result<(Vec<RequestLog>, i64)> {
+        let condition =
+            "environment = ?1 AND (?2 IS NULL OR integration = ?2) AND (?3 IS NULL OR endpoint = ?3)
+             AND (?4 IS NULL OR outcome = ?4) AND (?5 IS NULL OR key_prefix = ?5)
+             AND (?6 IS NULL OR transaction_key = ?6) AND (?7 IS NULL OR created_at_ms >= ?7)";
+        let params = rusqlite::params![
+            filter.environment,
+            filter.integration,
+            filter.endpoint,
+            filter.outcome,
+            filter.key_prefix,
+            filter.transaction_key,
+            filter.since_ms
+        ];
+        let conn = self.reader()?;
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM request_logs WHERE {condition}"),
+            params,
+            |r| r.get(0),
+        )?;
+        let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
+        let mut statement = conn.prepare(&format!(
+            "SELECT transaction_key, created_at_ms, key_id, key_prefix, environment, integration, endpoint,
+                    connection_key, http_status, upstream_status, outcome, duration_us, request_bytes, response_bytes
+             FROM request_logs WHERE {condition} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
+        ))?;
+        let rows = statement
+            .query_map(params, |r| {
+                Ok(RequestLog {
+                    transaction_key: r.get(0)?,
+                    created_at_ms: r.get(1)?,
+                    key_id: r.get(2)?,
+                    key_prefix: r.get(3)?,
+                    environment: r.get(4)?,
+                    integration: r.get(5)?,
+                    endpoint: r.get(6)?,
+                    connection_key: r.get(7)?,
+                    http_status: r.get(8)?,
+                    upstream_status: r.get(9)?,
+                    outcome: r.get(10)?,
+                    duration_us: r.get::<_, i64>(11)? as u64,
+                    request_bytes: r.get::<_, i64>(12)? as u64,
+                    response_bytes: r.get::<_, i64>(13)? as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok((rows, total))
+    }
+
+    /// Calls `key_id` made since `since_ms` that counted against its quota.
+    pub fn count_calls_since(&self, key_id: i64, since_ms: i64) -> anyhow::Result<u64> {
+        let count: i64 = self.reader()?.query_row(
+            "SELECT COUNT(*) FROM request_logs WHERE key_id = ?1 AND created_at_ms >= ?2
+               AND outcome NOT IN ('daily_limit_reached', 'rate_limited', 'unauthorized')",
+            rusqlite::params![key_id, since_ms],
+            |r| r.get(0),
+        )?;
+        Ok(count as u64)
+    }
+
+    /// Delete log rows older than `before_ms`; returns how many.
+    pub fn prune_logs(&self, before_ms: i64) -> anyhow::Result<usize> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM request_logs WHERE created_at_ms < ?1", [before_ms])?))
+    }
+}

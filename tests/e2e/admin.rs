@@ -1,0 +1,161 @@
+//! The admin API for keys, and the request log.
+
+use crate::common::Setup;
+use reqwest::Method;
+use serde_json::json;
+use sluice_fixtures::gateway::{Options, TEST_ADMIN_KEY};
+
+/// Without an admin key configured the admin API does not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_api_is_off_without_an_admin_key() {
+    let setup = Setup::new().await;
+    let answer = setup
+        .api_as(TEST_ADMIN_KEY, Method::GET, "/v1/admin/keys", None)
+        .await;
+    assert_eq!((answer.status, answer.code()), (404, "not_found"));
+}
+
+/// Keys are created (shown once), listed without their secret part, and revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_creates_lists_and_revokes_keys() {
+    let setup = Setup::with_options(Options {
+        admin_api: true,
+        ..Options::default()
+    })
+    .await;
+    let wrong = setup
+        .api_as("not-the-admin-key", Method::GET, "/v1/admin/keys", None)
+        .await;
+    assert_eq!((wrong.status, wrong.code()), (401, "unauthorized"));
+    let caller_key = setup.api(Method::GET, "/v1/admin/keys", None).await;
+    assert_eq!(
+        caller_key.code(),
+        "unauthorized",
+        "an API key is not an admin key"
+    );
+
+    let created = setup
+        .api_as(
+            TEST_ADMIN_KEY,
+            Method::POST,
+            "/v1/admin/keys",
+            Some(json!({"environment": "live", "scope": "github", "name": "ci", "dailyQuota": 10})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let key = created.body["key"].as_str().expect("key").to_owned();
+    assert!(key.starts_with("sk_live_"));
+    assert_eq!(created.body["scope"], "github");
+    assert_eq!(created.body["dailyQuota"], 10);
+
+    let listed = setup
+        .api_as(TEST_ADMIN_KEY, Method::GET, "/v1/admin/keys", None)
+        .await;
+    assert!(
+        !listed.body.to_string().contains(&key),
+        "listing never shows a full key"
+    );
+    let row = listed.body["rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["id"] == created.body["id"]))
+        .expect("the new key is listed")
+        .clone();
+    assert_eq!(row["status"], "active");
+
+    let id = created.body["id"].to_string();
+    let revoked = setup
+        .api_as(
+            TEST_ADMIN_KEY,
+            Method::DELETE,
+            &format!("/v1/admin/keys/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.body["status"], "revoked");
+    let refused = setup
+        .execute_as(&key, "github", "get_repo", json!({"params": {}}))
+        .await;
+    assert_eq!((refused.status, refused.code()), (401, "api_key_revoked"));
+
+    for bad in [
+        json!({"environment": "prod"}),
+        json!({"scope": ""}),
+        json!({"expiresAt": 1}),
+        json!({"colour": 1}),
+    ] {
+        let answer = setup
+            .api_as(TEST_ADMIN_KEY, Method::POST, "/v1/admin/keys", Some(bad.clone()))
+            .await;
+        assert_eq!((answer.status, answer.code()), (400, "bad_request"), "{bad}");
+    }
+    let missing = setup
+        .api_as(TEST_ADMIN_KEY, Method::DELETE, "/v1/admin/keys/99999", None)
+        .await;
+    assert_eq!(missing.code(), "not_found");
+}
+
+/// Every execute call leaves a log row — transaction key, outcome, statuses — and no params.
+#[tokio::test(flavor = "multi_thread")]
+async fn execute_calls_are_logged_without_params() {
+    let setup = Setup::new().await;
+    let ok = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}}),
+        )
+        .await;
+    let tx = ok.headers["x-transaction-key"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let failed = setup
+        .execute(
+            "github",
+            "nope",
+            json!({"params": {"owner": "very-private-value"}}),
+        )
+        .await;
+    assert_eq!(failed.code(), "not_found");
+
+    let mut rows = serde_json::Value::Null;
+    for _ in 0..50 {
+        let answer = setup.api(Method::GET, "/v1/logs?integration=github", None).await;
+        if answer.body["total"].as_i64().unwrap_or(0) >= 2 {
+            rows = answer.body["rows"].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rows = rows.as_array().expect("two log rows appear");
+    let row = rows
+        .iter()
+        .find(|r| r["transactionKey"] == json!(tx))
+        .expect("row of the ok call");
+    assert_eq!(row["outcome"], "ok");
+    assert_eq!(row["httpStatus"], 200);
+    assert_eq!(row["upstreamStatus"], 200);
+    assert_eq!(row["endpoint"], "get_repo");
+    assert!(
+        row["connectionKey"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("test::github::"))
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["outcome"] == "not_found" && r["httpStatus"] == 404)
+    );
+    let by_tx = setup
+        .api(Method::GET, &format!("/v1/logs?transactionKey={tx}"), None)
+        .await;
+    assert_eq!(by_tx.body["total"], 1);
+    let all = setup
+        .api(Method::GET, "/v1/logs?limit=100", None)
+        .await
+        .body
+        .to_string();
+    assert!(!all.contains("very-private-value"), "params are not logged");
+    let live = setup.gateway.create_key("live", "*").await;
+    let other_env = setup.api_as(&live, Method::GET, "/v1/logs", None).await;
+    assert_eq!(other_env.body["total"], 0, "logs are per environment");
+}

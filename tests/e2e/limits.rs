@@ -1,0 +1,139 @@
+//! Per-key quotas and rate limits, exact under concurrency.
+
+use crate::common::Setup;
+use reqwest::Method;
+use serde_json::json;
+use sluice_fixtures::gateway::{Options, TEST_ADMIN_KEY};
+
+/// 200 concurrent calls against a daily quota of 100: exactly 100 succeed, the rest are
+/// refused with `daily_limit_reached` and a `Retry-After` until UTC midnight.
+#[tokio::test(flavor = "multi_thread")]
+async fn daily_quota_is_exact_under_concurrency() {
+    let setup = Setup::new().await;
+    let key = setup
+        .gateway
+        .create_key_with("test", "*", &["--daily-quota", "100"])
+        .await;
+    let calls = (0..200).map(|i| setup.execute_as(&key, "echo", "say", json!({"params": {"i": i}})));
+    let answers = futures::future::join_all(calls).await;
+    let ok = answers.iter().filter(|a| a.status == 200).count();
+    let refused: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
+    assert_eq!(ok, 100);
+    assert_eq!(refused.len(), 100);
+    for answer in refused {
+        assert_eq!(answer.code(), "daily_limit_reached");
+        let retry_after: i64 = answer.headers["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    }
+}
+
+/// The quota survives a restart: calls already made today still count.
+#[tokio::test(flavor = "multi_thread")]
+async fn daily_quota_survives_a_restart() {
+    let setup = Setup::new().await;
+    let key = setup
+        .gateway
+        .create_key_with("test", "*", &["--daily-quota", "3"])
+        .await;
+    for _ in 0..2 {
+        assert_eq!(
+            setup
+                .execute_as(&key, "echo", "say", json!({"params": {}}))
+                .await
+                .status,
+            200
+        );
+    }
+    // SIGTERM flushes nothing special: the batched log writer has had its 100 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut setup = setup;
+    setup.gateway.restart().await;
+    assert_eq!(
+        setup
+            .execute_as(&key, "echo", "say", json!({"params": {}}))
+            .await
+            .status,
+        200
+    );
+    let over = setup.execute_as(&key, "echo", "say", json!({"params": {}})).await;
+    assert_eq!((over.status, over.code()), (429, "daily_limit_reached"));
+}
+
+/// A per-minute limit reports its window in `X-RateLimit-*` headers and refuses with `rate_limited`.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_minute_limit_reports_its_window() {
+    let setup = Setup::new().await;
+    let key = setup
+        .gateway
+        .create_key_with("test", "*", &["--per-minute", "3"])
+        .await;
+    // Keep all four calls inside one clock minute.
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        % 60;
+    if second > 50 {
+        tokio::time::sleep(std::time::Duration::from_secs(61 - second)).await;
+    }
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let answer = setup.execute_as(&key, "echo", "say", json!({"params": {}})).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.headers["x-ratelimit-limit"], "3");
+        remaining.push(
+            answer.headers["x-ratelimit-remaining"]
+                .to_str()
+                .expect("ascii")
+                .to_owned(),
+        );
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let over = setup.execute_as(&key, "echo", "say", json!({"params": {}})).await;
+    assert_eq!((over.status, over.code()), (429, "rate_limited"));
+    assert_eq!(over.headers["x-ratelimit-remaining"], "0");
+    let retry_after: u64 = over.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after));
+}
+
+/// Keys made through the admin API with an expiry stop working once it passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_key_is_api_key_expired() {
+    let setup = Setup::with_options(Options {
+        admin_api: true,
+        ..Options::default()
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let created = setup
+        .api_as(
+            TEST_ADMIN_KEY,
+            Method::POST,
+            "/v1/admin/keys",
+            Some(json!({"expiresAt": now + 2})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let key = created.body["key"].as_str().expect("key shown once").to_owned();
+    assert_eq!(
+        setup
+            .execute_as(&key, "echo", "say", json!({"params": {}}))
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let expired = setup.execute_as(&key, "echo", "say", json!({"params": {}})).await;
+    assert_eq!((expired.status, expired.code()), (401, "api_key_expired"));
+}

@@ -1,0 +1,339 @@
+//! The Pica-compatible vault API: connections are created, listed, read, changed and deleted
+//! per environment, and secrets never come back out.
+
+use crate::common::{Answer, Setup};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sluice_fixtures::gateway::Options;
+
+fn assert_no_secret(answer: &Answer, secret: &str) {
+    assert!(
+        !answer.body.to_string().contains(secret),
+        "a response contained the secret"
+    );
+}
+
+/// The whole life of a connection through the API, and its effect on execute.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_lifecycle_through_the_vault_api() {
+    let setup = Setup::new().await;
+    let secret = "ghp_vaultAPIsecret55555";
+    let created = setup
+        .api(
+            Method::POST,
+            "/v1/vault/connections",
+            Some(json!({
+                "platform": "github", "secret": secret, "identity": "bob", "identityType": "user",
+                "name": "Bob's GitHub", "tags": ["crm", "eu"], "baseUrl": setup.upstream.url()
+            })),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_no_secret(&created, secret);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let key = created.body["key"].as_str().expect("key").to_owned();
+    assert!(key.starts_with("test::github::bob::"), "{key}");
+    for (field, expected) in [
+        ("platform", json!("github")),
+        ("environment", json!("test")),
+        ("identity", json!("bob")),
+        ("identityType", json!("user")),
+        ("state", json!("operational")),
+        ("active", json!(true)),
+        ("tags", json!(["crm", "eu"])),
+    ] {
+        assert_eq!(created.body[field], expected, "{field}");
+    }
+
+    // Execute with the new connection, selected by identity.
+    let answer = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": "bob"}),
+        )
+        .await;
+    assert_eq!(answer.body["status"], 200);
+    let sent = setup.upstream_requests().pop().expect("sent");
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {secret}").as_str())
+    );
+
+    // List with filters and pagination.
+    let listed = setup
+        .api(
+            Method::GET,
+            "/v1/vault/connections?platform=github&identity=bob&identityType=user&active=true&tags=crm",
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["total"], 1, "{:?}", listed.body);
+    assert_eq!(listed.body["rows"][0]["id"], json!(id));
+    let page = setup
+        .api(Method::GET, "/v1/vault/connections?limit=1&page=2", None)
+        .await;
+    // The setup made two connections (github, hostile) and this test one more.
+    assert_eq!(
+        (
+            page.body["total"].clone(),
+            page.body["pages"].clone(),
+            page.body["page"].clone()
+        ),
+        (json!(3), json!(3), json!(2))
+    );
+    assert_eq!(page.body["rows"].as_array().map(Vec::len), Some(1));
+    let none = setup
+        .api(Method::GET, "/v1/vault/connections?tags=crm,us", None)
+        .await;
+    assert_eq!(none.body["total"], 0);
+
+    // Read by id and by key; secrets never appear.
+    let by_id = setup
+        .api(Method::GET, &format!("/v1/vault/connections/{id}"), None)
+        .await;
+    assert_eq!(by_id.body["key"], json!(key));
+    let by_key = setup
+        .api(Method::GET, &format!("/v1/vault/connections/{key}"), None)
+        .await;
+    assert_eq!(by_key.body["id"], json!(id));
+    assert_no_secret(&by_id, secret);
+    assert_no_secret(&listed, secret);
+
+    // Deactivate: execute can no longer use it.
+    let patched = setup
+        .api(
+            Method::PATCH,
+            &format!("/v1/vault/connections/{id}"),
+            Some(json!({"active": false, "name": "Old"})),
+        )
+        .await;
+    assert_eq!(
+        (patched.body["active"].clone(), patched.body["name"].clone()),
+        (json!(false), json!("Old"))
+    );
+    let inactive = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": "bob"}),
+        )
+        .await;
+    assert_eq!(inactive.code(), "integration_not_connected");
+
+    // Delete: gone.
+    let deleted = setup
+        .api(Method::DELETE, &format!("/v1/vault/connections/{id}"), None)
+        .await;
+    assert_eq!(deleted.body["deleted"], true);
+    let gone = setup
+        .api(Method::GET, &format!("/v1/vault/connections/{id}"), None)
+        .await;
+    assert_eq!((gone.status, gone.code()), (404, "not_found"));
+    assert!(
+        !setup.gateway.output().contains(secret),
+        "the secret leaked into the logs"
+    );
+    setup.assert_secret_not_logged();
+}
+
+/// Every field is validated with a message that names it.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_vault_input_is_rejected_naming_the_field() {
+    let setup = Setup::new().await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"platform": "nope", "secret": "x"}), "platform"),
+        (
+            json!({"platform": "github", "secret": "x", "identityType": "robot"}),
+            "identityType",
+        ),
+        (json!({"platform": "github"}), "secret"),
+        (json!({"platform": "github", "secret": "  "}), "secret"),
+        (
+            json!({"platform": "github", "secret": "x", "tags": "crm"}),
+            "tags",
+        ),
+        (
+            json!({"platform": "github", "secret": "x", "baseUrl": "ftp://x"}),
+            "baseUrl",
+        ),
+        (
+            json!({"platform": "github", "secret": "x", "colour": "red"}),
+            "colour",
+        ),
+        (json!({"platform": "echo", "secret": "x"}), "platform"),
+        (json!({"secret": "x"}), "platform"),
+    ];
+    for (body, field) in cases {
+        let answer = setup
+            .api(Method::POST, "/v1/vault/connections", Some(body.clone()))
+            .await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (400, "bad_request"),
+            "{body}: {:?}",
+            answer.body
+        );
+        let message = answer.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field),
+            "{body}: message `{message}` should name `{field}`"
+        );
+    }
+    for query in [
+        "limit=0",
+        "limit=101",
+        "limit=abc",
+        "page=0",
+        "active=maybe",
+        "identityType=robot",
+    ] {
+        let answer = setup
+            .api(Method::GET, &format!("/v1/vault/connections?{query}"), None)
+            .await;
+        assert_eq!((answer.status, answer.code()), (400, "bad_request"), "{query}");
+        let field = query.split('=').next().unwrap_or_default();
+        assert!(
+            answer.body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field),
+            "{query}"
+        );
+    }
+    let malformed = setup
+        .client
+        .post(format!("{}/v1/vault/connections", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .header("content-type", "application/json")
+        .body("{");
+    let malformed = crate::common::send(malformed).await;
+    assert_eq!((malformed.status, malformed.code()), (400, "bad_request"));
+    let missing = setup
+        .api(Method::GET, "/v1/vault/connections/conn_99999", None)
+        .await;
+    assert_eq!((missing.status, missing.code()), (404, "not_found"));
+    let unauthenticated = crate::common::send(
+        setup
+            .client
+            .get(format!("{}/v1/vault/connections", setup.gateway.url)),
+    )
+    .await;
+    assert_eq!(
+        (unauthenticated.status, unauthenticated.code()),
+        (401, "unauthorized")
+    );
+}
+
+/// A key sees only its own environment, and only integrations in its scope.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_see_only_their_environment_and_scope() {
+    let setup = Setup::new().await;
+    let live = setup.gateway.create_key("live", "*").await;
+    let listed = setup
+        .api_as(&live, Method::GET, "/v1/vault/connections", None)
+        .await;
+    assert_eq!(
+        listed.body["total"], 0,
+        "test connections are invisible to live keys"
+    );
+    let hidden = setup
+        .api_as(
+            &live,
+            Method::GET,
+            &format!("/v1/vault/connections/{}", setup.connection_key),
+            None,
+        )
+        .await;
+    assert_eq!(hidden.code(), "not_found");
+    let slack_only = setup.gateway.create_key("test", "slack").await;
+    let scoped = setup
+        .api_as(
+            &slack_only,
+            Method::GET,
+            &format!("/v1/vault/connections/{}", setup.connection_key),
+            None,
+        )
+        .await;
+    assert_eq!(scoped.code(), "not_found");
+    let create = setup
+        .api_as(
+            &slack_only,
+            Method::POST,
+            "/v1/vault/connections",
+            Some(json!({"platform": "github", "secret": "x"})),
+        )
+        .await;
+    assert_eq!((create.status, create.code()), (403, "scope_not_allowed"));
+}
+
+/// Pica's `x-pica-secret` header works in place of the bearer key.
+#[tokio::test(flavor = "multi_thread")]
+async fn pica_secret_header_is_an_alias() {
+    let setup = Setup::new().await;
+    let answer = crate::common::send(
+        setup
+            .client
+            .get(format!("{}/v1/vault/connections", setup.gateway.url))
+            .header("x-pica-secret", &setup.key),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.body["total"], 2);
+}
+
+/// Creating past the environment's connection limit is `plan_limit_reached`.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_limit_is_plan_limit_reached() {
+    let setup = Setup::with_options(Options {
+        extra_args: vec!["--max-connections-per-env".into(), "3".into()],
+        ..Options::default()
+    })
+    .await;
+    let body = json!({"platform": "github", "secret": "ghp_x123456"});
+    let third = setup
+        .api(Method::POST, "/v1/vault/connections", Some(body.clone()))
+        .await;
+    assert_eq!(third.status, 201, "{:?}", third.body);
+    let fourth = setup.api(Method::POST, "/v1/vault/connections", Some(body)).await;
+    assert_eq!((fourth.status, fourth.code()), (403, "plan_limit_reached"));
+}
+
+/// Repeated upstream 401s degrade and then fail the connection; a success restores it.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_state_follows_upstream_auth_failures() {
+    let setup = Setup::new().await;
+    let path = format!("/v1/vault/connections/{}", setup.connection_key);
+    let revoked = json!({"params": {"owner": "acme", "repo": "revoked"}});
+    let answer = setup.execute("github", "get_repo", revoked.clone()).await;
+    assert_eq!(answer.body["status"], 401, "the upstream 401 is passed through");
+    assert_eq!(wait_for_state(&setup, &path, "degraded").await, "degraded");
+    for _ in 0..2 {
+        setup.execute("github", "get_repo", revoked.clone()).await;
+    }
+    assert_eq!(wait_for_state(&setup, &path, "failed").await, "failed");
+    setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}}),
+        )
+        .await;
+    assert_eq!(wait_for_state(&setup, &path, "operational").await, "operational");
+    setup.assert_secret_not_logged();
+}
+
+/// State updates happen off the response path: poll (bounded) until `wanted` shows up, and
+/// return the last state seen.
+async fn wait_for_state(setup: &Setup, path: &str, wanted: &str) -> String {
+    let mut state = String::new();
+    for _ in 0..100 {
+        let answer = setup.api(Method::GET, path, None).await;
+        state = answer.body["state"].as_str().unwrap_or_default().to_owned();
+        if state == wanted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    state
+}
