@@ -1,6 +1,6 @@
 //! What each command does; `main` only parses arguments and calls [`run`].
 
-use crate::config::{Cli, Command, ConnectionsCommand, KeysCommand, ServeArgs, StoreArgs};
+use crate::config::{Cli, Command, ConnectionsCommand, KeysCommand, ServeArgs, StoreArgs, VaultCommand};
 use crate::egress::AddressPolicy;
 use crate::http::AppState;
 use crate::registry::{self, Registry};
@@ -64,6 +64,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("no active key with prefix {prefix}");
             }
             eprintln!("revoked {prefix}");
+            Ok(())
+        }
+        Command::Vault(VaultCommand::RotateKey { new_key, store }) => {
+            let vault = open_vault(&store)?;
+            let (key_id, count) = vault.rotate_key(new_key.as_deref())?;
+            eprintln!("re-encrypted {count} secrets under the new master key (id {key_id})");
             Ok(())
         }
         Command::Connections(ConnectionsCommand::Add {

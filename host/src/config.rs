@@ -24,6 +24,23 @@ pub enum Command {
     /// Manage connections (stored credentials).
     #[command(subcommand)]
     Connections(ConnectionsCommand),
+    /// Manage the vault's encryption.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+/// `sluice vault …`.
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Re-encrypt every secret under a new master key while gateways keep running.
+    RotateKey {
+        /// The new key (64 hex characters); generated when the key file is used.
+        #[arg(long, env = "SLUICE_NEW_MASTER_KEY", hide_env_values = true)]
+        new_key: Option<String>,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Where the gateway keeps its state.

@@ -15,11 +15,11 @@ pub mod crypto;
 pub mod logs;
 
 use anyhow::{Context, bail};
-use crypto::MasterKey;
+use crypto::{Keyring, Sealed};
 use rusqlite::{Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
@@ -113,12 +113,15 @@ struct Pool {
 #[derive(Clone)]
 pub struct Vault {
     pool: Arc<Pool>,
-    key: MasterKey,
+    keyring: Arc<RwLock<Keyring>>,
+    key_source: KeySource,
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("key_id", &self.key.id()).finish()
+        f.debug_struct("Vault")
+            .field("key_source", &self.key_source.kind())
+            .finish()
     }
 }
 
@@ -147,32 +150,27 @@ impl Vault {
                 r.get(0)
             })
             .optional()?;
-        let key = match key_source {
-            KeySource::Explicit(text) => MasterKey::parse(text).context("SLUICE_MASTER_KEY is invalid")?,
-            KeySource::File(key_path) => {
-                let may_create = recorded_key_id.is_none();
-                crypto::load_or_create_key_file(key_path, may_create)?.ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "the database {} holds encrypted secrets but its master key is missing: \
-                         set SLUICE_MASTER_KEY or restore {}",
-                        path.display(),
-                        key_path.display()
-                    )
-                })?
-            }
-        };
-        match recorded_key_id {
-            Some(id) if id != key.id() => bail!(
-                "the master key (id {}) does not match the one this database was encrypted with (id {id})",
-                key.id()
-            ),
-            Some(_) => {}
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (name, value) VALUES ('master_key_id', ?1)",
-                    [key.id()],
-                )?;
-            }
+        let keyring = load_keyring(key_source, recorded_key_id.is_none(), path)?;
+        // Every key that sealed a stored secret must be present: refuse to start otherwise,
+        // rather than fail on the first request that needs one.
+        let mut needed: Vec<String> = conn
+            .prepare("SELECT DISTINCT key_id FROM connections")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        needed.extend(recorded_key_id.clone());
+        if let Some(missing) = needed.iter().find(|id| keyring.find(id).is_none()) {
+            bail!(
+                "the master key does not match this database: it holds secrets sealed with key id {missing}, \
+                 but the key given has id {} (set SLUICE_MASTER_KEY or restore the key file)",
+                keyring.ids().join(", ")
+            );
+        }
+        if recorded_key_id.as_deref() != Some(keyring.primary().id()) {
+            conn.execute(
+                "INSERT INTO meta (name, value) VALUES ('master_key_id', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [keyring.primary().id()],
+            )?;
         }
         let readers = (0..READERS)
             .map(|_| {
@@ -187,7 +185,8 @@ impl Vault {
                 readers,
                 next_reader: AtomicUsize::new(0),
             }),
-            key,
+            keyring: Arc::new(RwLock::new(keyring)),
+            key_source: key_source.clone(),
         })
     }
 
@@ -226,8 +225,101 @@ impl Vault {
         Ok(value)
     }
 
-    pub(crate) fn master_key(&self) -> &MasterKey {
-        &self.key
+    /// Seal `plaintext` with the primary key, bound to `context`.
+    pub(crate) fn seal(&self, plaintext: &[u8], context: &str) -> anyhow::Result<Sealed> {
+        self.keyring().primary().seal(plaintext, context)
+    }
+
+    /// Open a sealed secret with the key that sealed it. A key id this process does not know
+    /// means the keys were rotated meanwhile: reload them from their source once and retry.
+    pub(crate) fn open_sealed(&self, sealed: &Sealed, context: &str) -> anyhow::Result<Vec<u8>> {
+        if let Some(key) = self.keyring().find(&sealed.key_id) {
+            return key.open(sealed, context);
+        }
+        let reloaded = load_keyring(&self.key_source, false, Path::new("the database"))?;
+        let opened = reloaded
+            .find(&sealed.key_id)
+            .ok_or_else(|| anyhow::anyhow!("no master key with id {} is configured", sealed.key_id))?
+            .open(sealed, context);
+        self.set_keyring(reloaded);
+        tracing::info!("master keys reloaded after a rotation");
+        opened
+    }
+
+    /// Rotate the master key without stopping running gateways: with a key file, a new key is
+    /// generated and written first in the file (old keys after it), every secret is
+    /// re-encrypted under it, and the old keys are then dropped from the file. Gateways that
+    /// meet a secret sealed with a key they do not know reload the file. With
+    /// `SLUICE_MASTER_KEY`, `new_key` must be given and already be configured (first) on the
+    /// running gateways. Returns the new key id and how many secrets were re-encrypted.
+    pub fn rotate_key(&self, new_key: Option<&str>) -> anyhow::Result<(String, usize)> {
+        let current = self.keyring();
+        let (new_primary, key_file) = match (&self.key_source, new_key) {
+            (KeySource::File(path), None) => (crypto::MasterKey::generate(), Some(path.clone())),
+            (KeySource::File(path), Some(text)) => (crypto::MasterKey::parse(text)?, Some(path.clone())),
+            (KeySource::Explicit(_), Some(text)) => (crypto::MasterKey::parse(text)?, None),
+            (KeySource::Explicit(_), None) => bail!(
+                "with SLUICE_MASTER_KEY, pass --new-key and configure the gateways with \
+                 SLUICE_MASTER_KEY=<new>,<old> first"
+            ),
+        };
+        if current.find(new_primary.id()).is_some() && current.primary().id() == new_primary.id() {
+            bail!("the new key is already the primary key");
+        }
+        if let Some(path) = &key_file {
+            let mut keys = vec![*new_primary.raw()];
+            keys.extend(current.raw_keys());
+            crypto::replace_key_file(path, &keys)?;
+        }
+        let mut extended = Keyring::single(new_primary.clone());
+        extended.extend(&current);
+        self.set_keyring(extended);
+        let count = self.reencrypt_all(&new_primary)?;
+        if let Some(path) = &key_file {
+            crypto::replace_key_file(path, &[*new_primary.raw()])?;
+        }
+        self.set_keyring(Keyring::single(new_primary.clone()));
+        Ok((new_primary.id().to_owned(), count))
+    }
+
+    fn set_keyring(&self, keyring: Keyring) {
+        match self.keyring.write() {
+            Ok(mut current) => *current = keyring,
+            Err(poisoned) => *poisoned.into_inner() = keyring,
+        }
+    }
+
+    fn keyring(&self) -> Keyring {
+        match self.keyring.read() {
+            Ok(keyring) => keyring.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl KeySource {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Explicit(_) => "SLUICE_MASTER_KEY",
+            Self::File(_) => "key file",
+        }
+    }
+}
+
+/// Read the keyring from its source; a missing key file is created only when `may_create`.
+fn load_keyring(source: &KeySource, may_create: bool, database: &Path) -> anyhow::Result<Keyring> {
+    match source {
+        KeySource::Explicit(text) => Keyring::parse(text).context("SLUICE_MASTER_KEY is invalid"),
+        KeySource::File(key_path) => {
+            crypto::load_or_create_key_file(key_path, may_create)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} holds encrypted secrets but its master key is missing: \
+                 set SLUICE_MASTER_KEY or restore {}",
+                    database.display(),
+                    key_path.display()
+                )
+            })
+        }
     }
 }
 
@@ -300,6 +392,77 @@ mod tests {
         drop(Vault::open(&db, &KeySource::Explicit("11".repeat(32)))?);
         let error = Vault::open(&db, &KeySource::Explicit("22".repeat(32))).expect_err("must refuse");
         assert!(error.to_string().contains("does not match"), "{error}");
+        // With the old key present as a secondary key, the database opens again.
+        Vault::open(
+            &db,
+            &KeySource::Explicit(format!("{},{}", "22".repeat(32), "11".repeat(32))),
+        )?;
+        Ok(())
+    }
+
+    #[test]
+    fn rotation_reencrypts_every_secret_and_replaces_the_key_file() -> anyhow::Result<()> {
+        use crate::vault::api_keys::Environment;
+        use crate::vault::connections::NewConnection;
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("sluice.db");
+        let key_path = dir.path().join("master.key");
+        let source = KeySource::File(key_path.clone());
+        let vault = Vault::open(&db, &source)?;
+        let record = vault.add_connection(
+            &NewConnection {
+                platform: "github".into(),
+                environment: Some(Environment::Test),
+                secret: "ghp_rotate_me_please".into(),
+                ..NewConnection::default()
+            },
+            None,
+        )??;
+        // A second handle stands for a gateway that keeps running during the rotation.
+        let running = Vault::open(&db, &source)?;
+        let old_file = std::fs::read_to_string(&key_path)?;
+        let (new_id, count) = vault.rotate_key(None)?;
+        assert_eq!(count, 1);
+        let new_file = std::fs::read_to_string(&key_path)?;
+        assert_ne!(old_file, new_file);
+        assert_eq!(
+            new_file.lines().count(),
+            1,
+            "old keys are dropped after re-encryption"
+        );
+        let reread = running
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert_eq!(reread.key_id(), new_id);
+        assert_eq!(
+            running.credential(&reread)?.secret(),
+            "ghp_rotate_me_please",
+            "the running handle reloads"
+        );
+        drop((vault, running));
+        let reopened = Vault::open(&db, &source)?;
+        let record = reopened
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert_eq!(reopened.credential(&record)?.secret(), "ghp_rotate_me_please");
+        Ok(())
+    }
+
+    #[test]
+    fn an_older_schema_is_migrated_in_place() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("sluice.db");
+        {
+            let conn = Connection::open(&db)?;
+            conn.execute_batch(MIGRATIONS[0])?;
+            conn.pragma_update(None, "user_version", 1)?;
+        }
+        let vault = Vault::open(&db, &KeySource::Explicit("11".repeat(32)))?;
+        let version: i64 = vault
+            .reader()?
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(vault.prune_logs(i64::MAX)?, 0, "the request log table exists");
         Ok(())
     }
 

@@ -168,6 +168,15 @@ impl Setup {
     }
 }
 
+/// Whatever a test did, the connection secret must not have reached the gateway's output.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_secret_not_logged();
+        }
+    }
+}
+
 /// Send a request with the test timeout and decode the reply.
 pub async fn send(request: reqwest::RequestBuilder) -> Answer {
     let response = tokio::time::timeout(REQUEST_TIMEOUT, request.send())

@@ -54,15 +54,9 @@ async fn broken_component_is_refused_and_others_serve() {
 /// SIGTERM lets an in-flight request finish, then the process exits cleanly.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_in_flight_requests() {
-    let setup = Setup::new().await;
-    let Setup {
-        gateway,
-        upstream,
-        key,
-        client,
-        ..
-    } = setup;
-    let url = format!("{}/v1/hostile/call", gateway.url);
+    let mut setup = Setup::new().await;
+    let (client, key) = (setup.client.clone(), setup.key.clone());
+    let url = format!("{}/v1/hostile/call", setup.gateway.url);
     let in_flight = tokio::spawn(send(
         client
             .post(url)
@@ -71,16 +65,13 @@ async fn sigterm_drains_in_flight_requests() {
     ));
     // Wait until the slow request has reached the upstream.
     for _ in 0..250 {
-        if !upstream.requests().is_empty() {
+        if !setup.upstream.requests().is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let exited_cleanly = tokio::spawn(gateway.terminate());
-    let answer = in_flight.await.expect("join");
+    let (exited_cleanly, answer) = tokio::join!(setup.gateway.terminate(), in_flight);
+    let answer = answer.expect("join");
     assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
-    assert!(
-        exited_cleanly.await.expect("join"),
-        "the gateway exits 0 after draining"
-    );
+    assert!(exited_cleanly, "the gateway exits 0 after draining");
 }

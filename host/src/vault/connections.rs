@@ -48,6 +48,11 @@ pub struct ConnectionRecord {
 }
 
 impl ConnectionRecord {
+    /// Id of the master key that sealed the secret.
+    pub fn key_id(&self) -> &str {
+        &self.sealed.key_id
+    }
+
     /// The public id used in the vault API.
     pub fn public_id(&self) -> String {
         format!("conn_{}", self.id)
@@ -145,7 +150,7 @@ fn secret_context(key: &str) -> String {
 }
 
 const COLUMNS: &str = "id, key, platform, environment, identity, identity_type, name, description, tags, \
-     base_url, state, active, consecutive_auth_failures, created_at, updated_at, secret_nonce, secret_ciphertext";
+     base_url, state, active, consecutive_auth_failures, created_at, updated_at, secret_nonce, secret_ciphertext, key_id";
 
 fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok(RawRecord {
@@ -166,6 +171,7 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         updated_at: row.get(14)?,
         nonce: row.get(15)?,
         ciphertext: row.get(16)?,
+        key_id: row.get(17)?,
     })
 }
 
@@ -188,6 +194,7 @@ struct RawRecord {
     updated_at: i64,
     nonce: Vec<u8>,
     ciphertext: Vec<u8>,
+    key_id: String,
 }
 
 impl RawRecord {
@@ -214,6 +221,7 @@ impl RawRecord {
             created_at: self.created_at,
             updated_at: self.updated_at,
             sealed: Sealed {
+                key_id: self.key_id,
                 nonce: self.nonce,
                 ciphertext: self.ciphertext,
             },
@@ -243,9 +251,7 @@ impl Vault {
             new.identity.as_deref().unwrap_or("default"),
             crypto::random_hex(16)
         );
-        let sealed = self
-            .master_key()
-            .seal(new.secret.as_bytes(), &secret_context(&key))?;
+        let sealed = self.seal(new.secret.as_bytes(), &secret_context(&key))?;
         let at = now();
         let tags = serde_json::to_string(&new.tags)?;
         let inserted = self.write(|tx| {
@@ -275,7 +281,7 @@ impl Vault {
                     new.base_url.as_ref().map(Url::as_str),
                     sealed.nonce,
                     sealed.ciphertext,
-                    self.master_key().id(),
+                    sealed.key_id,
                     at
                 ],
             )?;
@@ -398,10 +404,7 @@ impl Vault {
             return Ok(None);
         };
         let sealed = match &patch.secret {
-            Some(secret) => Some(
-                self.master_key()
-                    .seal(secret.as_bytes(), &secret_context(&current.key))?,
-            ),
+            Some(secret) => Some(self.seal(secret.as_bytes(), &secret_context(&current.key))?),
             None => None,
         };
         let tags = patch.tags.as_ref().map(serde_json::to_string).transpose()?;
@@ -432,7 +435,7 @@ impl Vault {
                     base_url,
                     sealed.as_ref().map(|s| s.nonce.clone()),
                     sealed.as_ref().map(|s| s.ciphertext.clone()),
-                    self.master_key().id(),
+                    sealed.as_ref().map(|s| s.key_id.clone()),
                     now()
                 ],
             )?;
@@ -479,11 +482,71 @@ impl Vault {
         })
     }
 
+    /// Re-encrypt every stored secret under `new_primary`, in small transactions so readers
+    /// and writers are never blocked for long. The caller must already have made
+    /// `new_primary` available to running gateways (the key file lists it first). Returns how
+    /// many secrets were re-encrypted.
+    pub fn reencrypt_all(&self, new_primary: &crypto::MasterKey) -> anyhow::Result<usize> {
+        const BATCH: i64 = 100;
+        let mut done = 0;
+        loop {
+            let batch: Vec<(i64, String, Sealed)> = {
+                let conn = self.reader()?;
+                let mut statement = conn.prepare(
+                    "SELECT id, key, key_id, secret_nonce, secret_ciphertext FROM connections
+                     WHERE key_id <> ?1 ORDER BY id LIMIT ?2",
+                )?;
+                statement
+                    .query_map(rusqlite::params![new_primary.id(), BATCH], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            Sealed {
+                                key_id: r.get(2)?,
+                                nonce: r.get(3)?,
+                                ciphertext: r.get(4)?,
+                            },
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            if batch.is_empty() {
+                return Ok(done);
+            }
+            let mut resealed = Vec::with_capacity(batch.len());
+            for (id, key, sealed) in &batch {
+                let context = secret_context(key);
+                let plaintext = self.open_sealed(sealed, &context)?;
+                resealed.push((
+                    *id,
+                    sealed.key_id.clone(),
+                    new_primary.seal(&plaintext, &context)?,
+                ));
+            }
+            self.write(|tx| {
+                for (id, old_key_id, sealed) in &resealed {
+                    // Skip rows changed meanwhile (e.g. a new secret written by a PATCH).
+                    tx.execute(
+                        "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4
+                         WHERE id = ?1 AND key_id = ?5",
+                        rusqlite::params![id, sealed.nonce, sealed.ciphertext, sealed.key_id, old_key_id],
+                    )?;
+                }
+                tx.execute(
+                    "INSERT INTO meta (name, value) VALUES ('master_key_id', ?1)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    [new_primary.id()],
+                )?;
+                Ok(())
+            })?;
+            done += resealed.len();
+        }
+    }
+
     /// Decrypt a connection's secret into a credential for the runtime.
     pub fn credential(&self, record: &ConnectionRecord) -> anyhow::Result<Credential> {
         let plaintext = self
-            .master_key()
-            .open(&record.sealed, &secret_context(&record.key))
+            .open_sealed(&record.sealed, &secret_context(&record.key))
             .with_context(|| format!("decrypting the secret of connection {}", record.key))?;
         let secret = String::from_utf8(plaintext).context("stored secret is not UTF-8")?;
         Ok(Credential::new(secret))

@@ -13,6 +13,7 @@ use std::path::Path;
 pub struct MasterKey {
     cipher: XChaCha20Poly1305,
     id: String,
+    raw: [u8; 32],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -23,9 +24,11 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
-/// A sealed secret: nonce and ciphertext (tag included).
+/// A sealed secret: the id of the key that sealed it, nonce and ciphertext (tag included).
 #[derive(Debug, Clone)]
 pub struct Sealed {
+    /// Id of the master key used.
+    pub key_id: String,
     /// 24 random bytes.
     pub nonce: Vec<u8>,
     /// Ciphertext with the Poly1305 tag.
@@ -42,6 +45,7 @@ impl MasterKey {
         Self {
             cipher: XChaCha20Poly1305::new(bytes.into()),
             id,
+            raw: *bytes,
         }
     }
 
@@ -59,6 +63,11 @@ impl MasterKey {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         Self::from_bytes(&bytes)
+    }
+
+    /// The raw key, for writing a key file.
+    pub(crate) fn raw(&self) -> &[u8; 32] {
+        &self.raw
     }
 
     /// Public identifier stored beside ciphertexts (not secret: derived by hashing).
@@ -81,6 +90,7 @@ impl MasterKey {
             )
             .map_err(|_| anyhow::anyhow!("encryption failed"))?;
         Ok(Sealed {
+            key_id: self.id.clone(),
             nonce: nonce.to_vec(),
             ciphertext,
         })
@@ -103,10 +113,68 @@ impl MasterKey {
     }
 }
 
-/// Read the master key file, or create it (mode 0600) with a fresh key when `may_create`.
-pub fn load_or_create_key_file(path: &Path, may_create: bool) -> anyhow::Result<Option<MasterKey>> {
+/// The master keys in use: the first seals new secrets, all of them open old ones. During a
+/// key rotation both the new and the previous key are present.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    keys: Vec<MasterKey>,
+}
+
+impl Keyring {
+    /// A keyring holding only `primary`.
+    pub fn single(primary: MasterKey) -> Self {
+        Self { keys: vec![primary] }
+    }
+
+    /// Parse keys separated by commas or new lines, primary first.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let keys = text
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(MasterKey::parse)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if keys.is_empty() {
+            anyhow::bail!("no master key given");
+        }
+        Ok(Self { keys })
+    }
+
+    /// The key that seals new secrets.
+    pub fn primary(&self) -> &MasterKey {
+        &self.keys[0]
+    }
+
+    /// The key with `id`, if present.
+    pub fn find(&self, id: &str) -> Option<&MasterKey> {
+        self.keys.iter().find(|k| k.id() == id)
+    }
+
+    /// Add `other`'s keys after these (skipping duplicates).
+    pub fn extend(&mut self, other: &Keyring) {
+        for key in &other.keys {
+            if self.find(key.id()).is_none() {
+                self.keys.push(key.clone());
+            }
+        }
+    }
+
+    /// The raw keys, primary first.
+    pub(crate) fn raw_keys(&self) -> Vec<[u8; 32]> {
+        self.keys.iter().map(|k| *k.raw()).collect()
+    }
+
+    /// Ids of every key.
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.id().to_owned()).collect()
+    }
+}
+
+/// Read the keyring from the key file, or create the file (mode 0600) with a fresh key when
+/// `may_create`.
+pub fn load_or_create_key_file(path: &Path, may_create: bool) -> anyhow::Result<Option<Keyring>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => MasterKey::parse(&text)
+        Ok(text) => Keyring::parse(&text)
             .with_context(|| format!("reading master key file {}", path.display()))
             .map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_create => {
@@ -114,11 +182,26 @@ pub fn load_or_create_key_file(path: &Path, may_create: bool) -> anyhow::Result<
             rand::rng().fill_bytes(&mut bytes);
             write_private_file(path, hex::encode(bytes).as_bytes())
                 .with_context(|| format!("creating master key file {}", path.display()))?;
-            Ok(Some(MasterKey::from_bytes(&bytes)))
+            Ok(Some(Keyring::single(MasterKey::from_bytes(&bytes))))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading master key file {}", path.display())),
     }
+}
+
+/// Replace the key file atomically (write a private temporary file, fsync, rename) with
+/// `keys` as hex lines, primary first.
+pub fn replace_key_file(path: &Path, keys: &[[u8; 32]]) -> anyhow::Result<()> {
+    let text: Vec<String> = keys.iter().map(hex::encode).collect();
+    let temporary = path.with_extension("key.new");
+    let _ = std::fs::remove_file(&temporary);
+    write_private_file(&temporary, text.join("\n").as_bytes())
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Create `path` readable by its owner only, failing if it already exists.
@@ -179,6 +262,17 @@ mod tests {
     }
 
     #[test]
+    fn keyring_lists_primary_first_and_finds_by_id() -> anyhow::Result<()> {
+        let ring = Keyring::parse(&format!("{}, {}\n", "11".repeat(32), "22".repeat(32)))?;
+        let old = MasterKey::parse(&"22".repeat(32))?;
+        assert_eq!(ring.primary().id(), MasterKey::parse(&"11".repeat(32))?.id());
+        assert!(ring.find(old.id()).is_some());
+        assert!(ring.find("0000").is_none());
+        assert!(Keyring::parse(" , ").is_err());
+        Ok(())
+    }
+
+    #[test]
     fn nonces_are_fresh_per_record() -> anyhow::Result<()> {
         let key = MasterKey::generate();
         let a = key.seal(b"same", "ctx")?;
@@ -200,7 +294,7 @@ mod tests {
             assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
         }
         let read = load_or_create_key_file(&path, false)?.expect("read");
-        assert_eq!(created.id(), read.id());
+        assert_eq!(created.primary().id(), read.primary().id());
         Ok(())
     }
 }

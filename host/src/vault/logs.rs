@@ -211,3 +211,59 @@ impl Vault {
         self.write(|tx| Ok(tx.execute("DELETE FROM request_logs WHERE created_at_ms < ?1", [before_ms])?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::KeySource;
+
+    fn row(at_ms: i64, outcome: &str) -> RequestLog {
+        RequestLog {
+            transaction_key: format!("txn_{at_ms}"),
+            created_at_ms: at_ms,
+            key_id: Some(1),
+            key_prefix: Some("sk_test_abcd".into()),
+            environment: Some("test".into()),
+            integration: Some("github".into()),
+            endpoint: Some("get_repo".into()),
+            connection_key: None,
+            http_status: 200,
+            upstream_status: Some(200),
+            outcome: outcome.into(),
+            duration_us: 10,
+            request_bytes: 2,
+            response_bytes: 20,
+        }
+    }
+
+    #[test]
+    fn quota_counting_and_retention() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("db");
+        let vault = Vault::open(&db, &KeySource::Explicit("ab".repeat(32)))?;
+        let mut conn = rusqlite::Connection::open(&db)?;
+        write_batch(
+            &mut conn,
+            &[
+                row(1_000, "ok"),
+                row(2_000, "not_found"),
+                row(3_000, "daily_limit_reached"),
+            ],
+        )?;
+        assert_eq!(
+            vault.count_calls_since(1, 0)?,
+            2,
+            "refused calls do not count against the quota"
+        );
+        assert_eq!(vault.count_calls_since(1, 1_500)?, 1);
+        assert_eq!(vault.prune_logs(2_500)?, 2);
+        let filter = LogFilter {
+            environment: "test".into(),
+            ..LogFilter::default()
+        };
+        let (rows, total) = vault.list_logs(&filter, 1, 20)?;
+        assert_eq!((rows.len(), total), (1, 1));
+        assert_eq!(rows[0].outcome, "daily_limit_reached");
+        Ok(())
+    }
+}
