@@ -78,9 +78,26 @@ pub fn fake_github(request: &Recorded) -> Reply {
             Reply::json(200, json!({"slow": true}))
         }
         ("GET", "/text") => Reply::text(200, "plain words"),
+        ("GET", "/redirect-same") => redirect("/echo-headers"),
+        ("GET", "/redirect-loop") => redirect("/redirect-loop"),
+        ("GET", "/redirect-away") => {
+            // The target comes in the query: `?to=<percent-encoded url>`.
+            let to = request
+                .query
+                .as_deref()
+                .and_then(|q| q.strip_prefix("to="))
+                .unwrap_or("/");
+            redirect(&percent_encoding::percent_decode_str(to).decode_utf8_lossy())
+        }
         ("GET", "/repos/acme/revoked") => Reply::json(401, json!({"message": "Bad credentials"})),
         _ => Reply::json(404, json!({"message": "Not Found"})),
     }
+}
+
+fn redirect(location: &str) -> Reply {
+    let mut reply = Reply::text(302, "");
+    reply.headers.push(("location".into(), location.into()));
+    reply
 }
 
 impl Setup {

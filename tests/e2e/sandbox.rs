@@ -249,3 +249,171 @@ async fn log_flood_is_capped() {
     assert!(output.contains("log budget exhausted"));
     assert!(output.lines().all(|l| l.len() < 4096), "long lines are truncated");
 }
+
+/// Redirects are followed by the host on the same origin, with the credential re-injected.
+#[tokio::test(flavor = "multi_thread")]
+async fn same_origin_redirect_is_followed_with_the_credential() {
+    let setup = Setup::new().await;
+    let answer = setup
+        .execute("hostile", "call", json!({"params": {"url": "/redirect-same"}}))
+        .await;
+    assert_eq!(
+        answer.body["status"], 200,
+        "the guest sees the final response: {:?}",
+        answer.body
+    );
+    assert!(
+        answer.body["data"]["seen_body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[REDACTED]")
+    );
+    let requests = setup.upstream_requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/redirect-same", "/echo-headers"]);
+    let expected = format!("Bearer {SECRET}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("authorization") == Some(expected.as_str()))
+    );
+}
+
+/// A redirect to another origin is checked like any request: not allowlisted, not followed,
+/// and the credential never travels there.
+#[tokio::test(flavor = "multi_thread")]
+async fn redirect_to_another_origin_is_denied() {
+    let setup = Setup::new().await;
+    let other = FakeUpstream::start(|_| Reply::json(200, json!({"stolen": true}))).await;
+    let target = format!("{}/steal", other.url());
+    let encoded: String =
+        percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let answer = setup
+        .execute(
+            "hostile",
+            "call",
+            json!({"params": {"url": format!("/redirect-away?to={encoded}")}}),
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (403, "egress_denied"),
+        "{:?}",
+        answer.body
+    );
+    assert!(other.requests().is_empty(), "the other origin received nothing");
+}
+
+/// Redirect loops end after a fixed number of hops.
+#[tokio::test(flavor = "multi_thread")]
+async fn redirect_loop_is_cut_off() {
+    let setup = Setup::new().await;
+    let answer = setup
+        .execute("hostile", "call", json!({"params": {"url": "/redirect-loop"}}))
+        .await;
+    assert_eq!(answer.code(), "upstream_unreachable", "{:?}", answer.body);
+    assert_eq!(
+        setup.upstream_requests().len(),
+        6,
+        "the first request and five redirects"
+    );
+}
+
+/// Without the operator's opt-in, no spelling of loopback is reachable — IP literals are
+/// refused before sending, names after resolution — and nothing is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_spelling_of_loopback_is_refused_without_opt_in() {
+    let setup = Setup::with_options(Options {
+        deny_private_upstreams: true,
+        ..Options::default()
+    })
+    .await;
+    let port = setup.upstream.addr.port();
+    let spellings = [
+        "127.0.0.1",
+        "127.1",
+        "0.0.0.0",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "localhost",
+    ];
+    for (i, host) in spellings.iter().enumerate() {
+        let identity = format!("spelling{i}");
+        let base_url = format!("http://{host}:{port}");
+        setup
+            .gateway
+            .add_connection(
+                "github",
+                SECRET,
+                &["--identity", &identity, "--base-url", &base_url],
+            )
+            .await;
+        let answer = setup
+            .execute(
+                "github",
+                "get_repo",
+                json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": identity}),
+            )
+            .await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (403, "egress_denied"),
+            "{host}: {:?}",
+            answer.body
+        );
+    }
+    assert!(
+        setup.upstream_requests().is_empty(),
+        "nothing may be sent to loopback"
+    );
+}
+
+/// The WASI surface grants nothing: no environment, arguments, files, stdin or sockets.
+#[tokio::test(flavor = "multi_thread")]
+async fn wasi_grants_nothing_to_snoop_on() {
+    let setup = Setup::new().await;
+    let answer = setup.execute("hostile", "snoop", json!({"params": {}})).await;
+    assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
+    let seen = &answer.body["data"];
+    assert_eq!(seen["env"], json!([]), "no environment variables");
+    assert_eq!(seen["args"], json!([]), "no arguments");
+    assert!(
+        seen["file"].as_str().unwrap_or_default().starts_with("Err"),
+        "{seen}"
+    );
+    assert!(
+        seen["dir"].as_str().unwrap_or_default().starts_with("Err"),
+        "{seen}"
+    );
+    assert_eq!(seen["stdin"], 0);
+    assert!(
+        seen["socket"].as_str().unwrap_or_default().starts_with("Err"),
+        "{seen}"
+    );
+    assert!(!seen.to_string().contains(SECRET));
+}
+
+/// A component importing a capability the host does not provide is refused at load, with
+/// the reason in the log, and everything else still serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn component_with_unknown_import_is_refused_at_load() {
+    let gateway = sluice_fixtures::Gateway::start(
+        std::path::Path::new(crate::common::SLUICE),
+        &[sluice_fixtures::guests::BAD_IMPORT, sluice_fixtures::guests::ECHO],
+        Options::default(),
+    )
+    .await;
+    let output = gateway.output();
+    assert!(output.contains("connector failed to load"), "{output}");
+    assert!(
+        output.contains("sluice:spy/steal"),
+        "the log names the missing import: {output}"
+    );
+    let plugins =
+        crate::common::send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+    assert_eq!(plugins.body["total"], 1);
+    assert_eq!(plugins.body["rows"][0]["id"], "echo");
+}

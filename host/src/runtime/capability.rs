@@ -91,9 +91,9 @@ impl CallState {
         self.credential_status
     }
 
-    /// Turn the guest's request into a vetted upstream request (and whether it carries the
-    /// credential), or say why not.
-    fn vet(&self, request: Request) -> Result<(UpstreamRequest, bool), HttpError> {
+    /// Validate the guest's request — sizes, method, destination, headers — or say why not.
+    /// The credential is not added yet: redirect hops start again from here.
+    fn prepare(&self, request: Request) -> Result<Prepared, HttpError> {
         let limits = &self.limits;
         if request.url.len() > limits.max_url_bytes {
             return Err(HttpError::TooLarge(format!(
@@ -130,18 +130,8 @@ impl CallState {
             return Err(denied(format!("method {method} is not allowed")));
         }
 
-        let mut url = self.resolve_url(&request.url)?;
-        if !egress::is_allowed(&self.plan.allowlist, &url) {
-            return Err(denied(format!(
-                "{} is not among this connector's allowed hosts",
-                origin_text(&url)
-            )));
-        }
-        if let Some(ip) = egress::ip_literal(&url)
-            && !self.limits.address_policy.permits(ip)
-        {
-            return Err(denied(format!("address {ip} is not reachable from the gateway")));
-        }
+        let url = self.resolve_url(&request.url)?;
+        self.check_destination(&url)?;
 
         let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
         for Header { name, value } in request.headers {
@@ -155,16 +145,97 @@ impl CallState {
             headers.append(name, value);
         }
 
-        let with_credential = self.inject_credential(&mut url, &mut headers)?;
-        let vetted = UpstreamRequest {
+        Ok(Prepared {
             method,
             url,
             headers,
             body: request.body.map(Bytes::from),
+        })
+    }
+
+    /// The destination must be on the allowlist and, if an IP literal, a permitted address
+    /// (names are checked when they resolve, in the transport).
+    fn check_destination(&self, url: &Url) -> Result<(), HttpError> {
+        if !egress::is_allowed(&self.plan.allowlist, url) {
+            return Err(denied(format!(
+                "{} is not among this connector's allowed hosts",
+                origin_text(url)
+            )));
+        }
+        if let Some(ip) = egress::ip_literal(url)
+            && !self.limits.address_policy.permits(ip)
+        {
+            return Err(denied(format!("address {ip} is not reachable from the gateway")));
+        }
+        Ok(())
+    }
+
+    /// The request to send for `prepared`, with the credential added when the destination is
+    /// the credential's own origin; also says whether it was added.
+    fn finalize(&self, prepared: &Prepared) -> Result<(UpstreamRequest, bool), HttpError> {
+        let mut url = prepared.url.clone();
+        let mut headers = prepared.headers.clone();
+        let with_credential = self.inject_credential(&mut url, &mut headers)?;
+        let request = UpstreamRequest {
+            method: prepared.method.clone(),
+            url,
+            headers,
+            body: prepared.body.clone(),
             timeout: self.limits.upstream_timeout,
             max_response_bytes: self.limits.max_response_body,
         };
-        Ok((vetted, with_credential))
+        Ok((request, with_credential))
+    }
+
+    /// Count one upstream request against the per-invocation cap.
+    fn count_request(&mut self) -> Result<(), HttpError> {
+        if self.requests_sent >= self.limits.max_upstream_requests {
+            return Err(HttpError::TooLarge(format!(
+                "more than {} upstream requests in one call",
+                self.limits.max_upstream_requests
+            )));
+        }
+        self.requests_sent += 1;
+        Ok(())
+    }
+
+    /// Send `prepared`, following up to [`MAX_REDIRECTS`] redirects here in the host: every
+    /// hop is checked against the allowlist and address policy again, and the credential is
+    /// added again only when the hop goes to the credential's own origin.
+    async fn send_following_redirects(
+        &mut self,
+        mut prepared: Prepared,
+    ) -> Result<crate::upstream::UpstreamResponse, HttpError> {
+        let mut hops = 0;
+        loop {
+            self.count_request()?;
+            let (request, with_credential) = self.finalize(&prepared)?;
+            tracing::debug!(connector = %self.connector_id, tx = %self.context.transaction_key, method = %request.method, host = ?request.url.host_str(), "upstream request");
+            let response = self.upstream.send(request).await.map_err(upstream_error)?;
+            if with_credential {
+                self.credential_status = Some(response.status);
+            }
+            let Some(next) = redirect_target(&prepared.url, &response) else {
+                return Ok(response);
+            };
+            if hops == MAX_REDIRECTS {
+                return Err(HttpError::Transport(format!(
+                    "more than {MAX_REDIRECTS} redirects"
+                )));
+            }
+            hops += 1;
+            let next = next?;
+            self.check_destination(&next)?;
+            // As browsers do: 303, and 301/302 after a POST, continue as a body-less GET.
+            if response.status == 303
+                || (matches!(response.status, 301 | 302) && prepared.method == Method::POST)
+            {
+                prepared.method = Method::GET;
+                prepared.body = None;
+                prepared.headers.remove(http::header::CONTENT_TYPE);
+            }
+            prepared.url = next;
+        }
     }
 
     /// A path is appended to the plan's base URL; anything else must be an absolute URL.
@@ -265,6 +336,39 @@ impl CallState {
     }
 }
 
+/// Redirects the host follows for a connector before handing it the final response.
+const MAX_REDIRECTS: usize = 5;
+
+/// A validated guest request without the credential.
+#[derive(Debug, Clone)]
+struct Prepared {
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+}
+
+/// Where a redirect response points, resolved against `current`; `None` when it is not a
+/// redirect the host follows.
+fn redirect_target(
+    current: &Url,
+    response: &crate::upstream::UpstreamResponse,
+) -> Option<Result<Url, HttpError>> {
+    if !matches!(response.status, 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = response.headers.get(http::header::LOCATION)?;
+    let parsed = location
+        .to_str()
+        .ok()
+        .and_then(|location| current.join(location).ok())
+        .filter(|url| {
+            matches!(url.scheme(), "http" | "https") && url.username().is_empty() && url.password().is_none()
+        })
+        .ok_or_else(|| denied("the upstream redirected to an unusable location"));
+    Some(parsed)
+}
+
 /// Replace every occurrence of each of `secrets` in `data`.
 pub(crate) fn scrub(data: &[u8], secrets: &[String]) -> Option<Vec<u8>> {
     let mut out: Option<Vec<u8>> = None;
@@ -303,28 +407,19 @@ fn upstream_error(error: UpstreamError) -> HttpError {
 impl wit_http::Host for GuestState {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let call = &mut self.call;
-        if call.requests_sent >= call.limits.max_upstream_requests {
-            return Ok(Err(HttpError::TooLarge(format!(
-                "more than {} upstream requests in one call",
-                call.limits.max_upstream_requests
-            ))));
-        }
-        call.requests_sent += 1;
-        let (vetted, with_credential) = match call.vet(request) {
-            Ok(vetted) => vetted,
+        let sent = match call.prepare(request) {
+            Ok(prepared) => call.send_following_redirects(prepared).await,
+            Err(error) => Err(error),
+        };
+        let response = match sent {
+            Ok(response) => response,
             Err(error) => {
-                tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, ?error, "upstream request refused");
+                if matches!(error, HttpError::Denied(_)) {
+                    tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, ?error, "upstream request refused");
+                }
                 return Ok(Err(error));
             }
         };
-        tracing::debug!(connector = %call.connector_id, tx = %call.context.transaction_key, method = %vetted.method, host = ?vetted.url.host_str(), "upstream request");
-        let response = match call.upstream.send(vetted).await {
-            Ok(response) => response,
-            Err(error) => return Ok(Err(upstream_error(error))),
-        };
-        if with_credential {
-            call.credential_status = Some(response.status);
-        }
         let secrets = call.secret_forms();
         let mut headers = Vec::with_capacity(response.headers.len());
         for (name, value) in &response.headers {
@@ -384,6 +479,7 @@ impl super::bindings::sluice::connector::types::Host for GuestState {}
 
 #[cfg(test)]
 mod tests {
+    use super::super::{CallContext, RuntimeLimits};
     use super::*;
 
     #[test]
@@ -396,6 +492,143 @@ mod tests {
             "token [REDACTED] and [REDACTED], b64 [REDACTED]."
         );
         assert!(scrub(b"nothing here", &secrets).is_none());
+    }
+
+    struct Unreachable;
+
+    impl Upstream for Unreachable {
+        fn send(
+            &self,
+            _: UpstreamRequest,
+        ) -> futures::future::BoxFuture<'_, Result<crate::upstream::UpstreamResponse, UpstreamError>>
+        {
+            Box::pin(async { Err(UpstreamError::Transport("unused".into())) })
+        }
+    }
+
+    fn call_state(auth: AuthScheme) -> CallState {
+        let api = crate::egress::HostPattern::parse("https://api.example.com").expect("pattern");
+        let uploads = crate::egress::HostPattern::parse("https://uploads.example.com").expect("pattern");
+        let plan = EgressPlan {
+            base_url: "https://api.example.com/v3".into(),
+            allowlist: vec![api.clone(), uploads],
+            credential_origin: Some(api),
+        };
+        let context = CallContext {
+            transaction_key: "txn_test".into(),
+            credential: Some(super::super::Credential::new("s3cret-token")),
+            base_url_override: None,
+        };
+        CallState::new(
+            "test",
+            context,
+            Arc::new(plan),
+            Arc::new(Unreachable),
+            Arc::new(RuntimeLimits::default()),
+            Some(auth),
+        )
+    }
+
+    fn request(url: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| Header {
+                    name: (*name).into(),
+                    value: (*value).into(),
+                })
+                .collect(),
+            body: None,
+        }
+    }
+
+    #[test]
+    fn credential_goes_only_to_its_own_origin() {
+        let call = call_state(AuthScheme::Bearer);
+        let own = call.prepare(request("/repos", &[])).expect("prepared");
+        assert_eq!(
+            own.url.as_str(),
+            "https://api.example.com/v3/repos",
+            "paths join the base URL"
+        );
+        let (sent, with_credential) = call.finalize(&own).expect("finalized");
+        assert!(with_credential);
+        assert_eq!(sent.headers["authorization"], "Bearer s3cret-token");
+
+        let other = call
+            .prepare(request("https://uploads.example.com/x", &[]))
+            .expect("prepared");
+        let (sent, with_credential) = call.finalize(&other).expect("finalized");
+        assert!(
+            !with_credential,
+            "another allowed origin never gets the credential"
+        );
+        assert!(sent.headers.get("authorization").is_none());
+    }
+
+    #[test]
+    fn query_and_header_credentials_cannot_be_shadowed_or_set_by_the_guest() {
+        let call = call_state(AuthScheme::Query("api_key".into()));
+        let prepared = call
+            .prepare(request("/x?api_key=guest&a=1", &[]))
+            .expect("prepared");
+        let (sent, _) = call.finalize(&prepared).expect("finalized");
+        assert_eq!(sent.url.query(), Some("a=1&api_key=s3cret-token"));
+
+        let call = call_state(AuthScheme::Header(HeaderName::from_static("x-api-key")));
+        let refused = call.prepare(request("/x", &[("X-Api-Key", "guest")]));
+        assert!(matches!(refused, Err(HttpError::Denied(_))));
+    }
+
+    #[test]
+    fn guest_requests_are_checked_before_anything_is_sent() {
+        let call = call_state(AuthScheme::Bearer);
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            ("https://evil.example.net/", &[]),
+            ("http://api.example.com/", &[]),
+            ("https://user:pw@api.example.com/", &[]),
+            ("file:///etc/passwd", &[]),
+            ("/x", &[("host", "evil")]),
+            ("/x", &[("cookie", "a=b")]),
+            ("/x", &[("bad header", "v")]),
+            ("/x", &[("x-ok", "line\r\nbreak")]),
+        ];
+        for (url, headers) in cases {
+            assert!(call.prepare(request(url, headers)).is_err(), "{url} {headers:?}");
+        }
+        let mut connect = request("/x", &[]);
+        connect.method = "CONNECT".into();
+        assert!(call.prepare(connect).is_err());
+    }
+
+    #[test]
+    fn redirects_resolve_relative_locations_and_refuse_odd_ones() {
+        let current = Url::parse("https://api.example.com/a/b").expect("url");
+        let response = |status: u16, location: &str| crate::upstream::UpstreamResponse {
+            status,
+            headers: [(
+                http::header::LOCATION,
+                HeaderValue::from_str(location).expect("value"),
+            )]
+            .into_iter()
+            .collect(),
+            body: Bytes::new(),
+        };
+        let next = redirect_target(&current, &response(302, "../c"))
+            .expect("redirect")
+            .expect("ok");
+        assert_eq!(next.as_str(), "https://api.example.com/c");
+        assert!(redirect_target(&current, &response(200, "/c")).is_none());
+        assert!(matches!(
+            redirect_target(&current, &response(301, "ftp://x/")),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            redirect_target(&current, &response(307, "https://u:p@x/")),
+            Some(Err(_))
+        ));
     }
 
     #[test]

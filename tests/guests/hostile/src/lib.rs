@@ -45,6 +45,7 @@ impl Connector for Hostile {
             "flood_log",
             "many_calls",
             "huge_url",
+            "snoop",
         ];
         endpoints.iter().fold(
             Manifest::new("hostile", "Hostile", env!("CARGO_PKG_VERSION"))
@@ -113,6 +114,28 @@ impl Connector for Hostile {
             "huge_url" => {
                 let url = format!("/{}", "a".repeat(8 << 20));
                 Ok(sluice_sdk::http::get(url).send()?.into())
+            }
+            "snoop" => {
+                // Everything WASI might leak: environment, arguments, files, stdin, sockets.
+                let env: Vec<(String, String)> = std::env::vars().collect();
+                let args: Vec<String> = std::env::args().collect();
+                let file = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string());
+                let dir = std::fs::read_dir("/")
+                    .map(|d| d.count())
+                    .map_err(|e| e.to_string());
+                let mut stdin = Vec::new();
+                let stdin_read =
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin).map_err(|e| e.to_string());
+                let socket = std::net::TcpStream::connect("127.0.0.1:1")
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                Output::json(
+                    200,
+                    &json!({
+                        "env": env, "args": args, "file": format!("{file:?}"), "dir": format!("{dir:?}"),
+                        "stdin": stdin.len(), "stdin_read": format!("{stdin_read:?}"), "socket": format!("{socket:?}"),
+                    }),
+                )
             }
             other => Err(Error::unknown_endpoint(other)),
         }
