@@ -11,6 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures::future::BoxFuture;
 use sluice::egress::AddressPolicy;
 use sluice::http::AppState;
+use sluice::policy::Policy;
 use sluice::registry::Registry;
 use sluice::runtime::{CallContext, Credential, Runtime, RuntimeLimits};
 use sluice::upstream::{HttpUpstream, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
@@ -59,10 +60,16 @@ fn instantiate_invoke(c: &mut Criterion) {
     });
     let runtime = Runtime::new(RuntimeLimits::default(), upstream).expect("runtime");
     let github = rt
-        .block_on(runtime.load(std::fs::read(guests::GITHUB).expect("github.wasm")))
+        .block_on(runtime.load(
+            std::fs::read(guests::GITHUB).expect("github.wasm"),
+            &Policy::default(),
+        ))
         .expect("load github");
     let echo = rt
-        .block_on(runtime.load(std::fs::read(guests::ECHO).expect("echo.wasm")))
+        .block_on(runtime.load(
+            std::fs::read(guests::ECHO).expect("echo.wasm"),
+            &Policy::default(),
+        ))
         .expect("load echo");
     let context = CallContext {
         transaction_key: "txn_bench".into(),
@@ -176,7 +183,10 @@ fn http_path(c: &mut Criterion) {
         let registry = Arc::new(Registry::default());
         registry.insert(
             runtime
-                .load(std::fs::read(guests::GITHUB).expect("github.wasm"))
+                .load(
+                    std::fs::read(guests::GITHUB).expect("github.wasm"),
+                    &Policy::default(),
+                )
                 .await
                 .expect("load"),
         );

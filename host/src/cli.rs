@@ -1,9 +1,12 @@
 //! What each command does; `main` only parses arguments and calls [`run`].
 
-use crate::config::{Cli, Command, ConnectionsCommand, KeysCommand, ServeArgs, StoreArgs, VaultCommand};
+use crate::config::{
+    Cli, Command, ConnectionsCommand, ConnectorsCommand, KeysCommand, ServeArgs, StoreArgs, VaultCommand,
+};
 use crate::egress::AddressPolicy;
 use crate::http::AppState;
-use crate::registry::{self, Registry};
+use crate::policy::Policy;
+use crate::registry::{self, Loader, Registry};
 use crate::runtime::{Runtime, RuntimeLimits};
 use crate::upstream::HttpUpstream;
 use crate::vault::api_keys::{Environment, KeyOptions, Scope};
@@ -66,6 +69,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("revoked {prefix}");
             Ok(())
         }
+        Command::Connectors(ConnectorsCommand::Approve { id, plugins, store }) => {
+            approve(&id, &plugins, &store).await
+        }
         Command::Vault(VaultCommand::RotateKey { new_key, store }) => {
             let vault = open_vault(&store)?;
             let (key_id, count) = vault.rotate_key(new_key.as_deref())?;
@@ -103,6 +109,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Approve the outbound hosts the component for connector `id` in `plugins` declares.
+async fn approve(id: &str, plugins: &std::path::Path, store: &StoreArgs) -> anyhow::Result<()> {
+    let vault = open_vault(store)?;
+    let runtime = Runtime::new(
+        RuntimeLimits::default(),
+        Arc::new(HttpUpstream::new(AddressPolicy::PublicOnly)?),
+    )?;
+    for path in registry::component_files(plugins).await? {
+        let Ok(connector) = runtime
+            .load(tokio::fs::read(&path).await?, &Policy::default())
+            .await
+        else {
+            continue;
+        };
+        if connector.manifest.id != id {
+            continue;
+        }
+        let declared: Vec<String> = connector.declared_hosts.iter().map(ToString::to_string).collect();
+        let previous = vault.approved_hosts(id)?.unwrap_or_default();
+        for host in &declared {
+            if !previous.contains(host) {
+                println!("+ {host}");
+            }
+        }
+        for host in &previous {
+            if !declared.contains(host) {
+                println!("- {host}");
+            }
+        }
+        vault.approve_hosts(id, &declared)?;
+        eprintln!(
+            "approved the outbound hosts of {id} {} ({}); it loads on the next reload or restart",
+            connector.manifest.version,
+            path.display()
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no loadable component for connector `{id}` in {}",
+        plugins.display()
+    )
+}
+
 fn open_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
     std::fs::create_dir_all(&store.data_dir)
         .with_context(|| format!("creating data directory {}", store.data_dir.display()))?;
@@ -132,17 +181,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         memory_bytes: args.memory_limit_mib << 20,
         invocation_timeout: Duration::from_millis(args.timeout_ms),
         max_instances: args.max_instances,
+        max_in_flight_per_connector: args.max_in_flight_per_connector,
+        max_upstream_requests: args.max_upstream_requests,
+        upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
+        max_response_body: args.max_response_mib << 20,
         address_policy,
         ..RuntimeLimits::default()
+    };
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default(),
     };
     let upstream = Arc::new(HttpUpstream::new(address_policy)?);
     let runtime = Arc::new(Runtime::new(limits, upstream)?);
     let registry = Arc::new(Registry::default());
-    let failures = registry::load_directory(&runtime, &registry, &args.plugins).await?;
+    let loader = Loader {
+        runtime: runtime.clone(),
+        policy: Arc::new(policy),
+        vault: vault.clone(),
+    };
+    registry::load_directory(&loader, &registry, &args.plugins).await?;
     let loaded = registry.snapshot();
     tracing::info!(
         loaded = loaded.len(),
-        failed = failures.len(),
+        failed = registry.failures().len(),
         plugins = %args.plugins.display(),
         "connectors loaded"
     );

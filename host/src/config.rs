@@ -27,6 +27,25 @@ pub enum Command {
     /// Manage the vault's encryption.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Manage connectors.
+    #[command(subcommand)]
+    Connectors(ConnectorsCommand),
+}
+
+/// `sluice connectors …`.
+#[derive(Debug, Subcommand)]
+pub enum ConnectorsCommand {
+    /// Approve the outbound hosts a new version of a connector asks for (prints the difference).
+    Approve {
+        /// Connector id, e.g. `github`.
+        id: String,
+        /// Directory of connector components.
+        #[arg(long, env = "SLUICE_PLUGINS", default_value = "connectors")]
+        plugins: PathBuf,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// `sluice vault …`.
@@ -84,6 +103,21 @@ pub struct ServeArgs {
     /// Most connections one environment may hold (`plan_limit_reached` beyond it).
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_ENV")]
     pub max_connections_per_env: Option<u32>,
+    /// Concurrent invocations of one connector (`429 connector_busy` beyond).
+    #[arg(long, env = "SLUICE_MAX_IN_FLIGHT_PER_CONNECTOR", default_value_t = 64)]
+    pub max_in_flight_per_connector: u32,
+    /// Upstream requests one invocation may send.
+    #[arg(long, env = "SLUICE_MAX_UPSTREAM_REQUESTS", default_value_t = 16)]
+    pub max_upstream_requests: u32,
+    /// Time allowed for one upstream exchange, in milliseconds.
+    #[arg(long, env = "SLUICE_UPSTREAM_TIMEOUT_MS", default_value_t = 20_000)]
+    pub upstream_timeout_ms: u64,
+    /// Largest upstream response body handed to a connector, in MiB.
+    #[arg(long, env = "SLUICE_MAX_RESPONSE_MIB", default_value_t = 16)]
+    pub max_response_mib: usize,
+    /// Operator policy file (JSON): per-connector limits and host narrowing.
+    #[arg(long, env = "SLUICE_POLICY")]
+    pub policy: Option<PathBuf>,
     /// Days of request log kept.
     #[arg(long, env = "SLUICE_LOG_RETENTION_DAYS", default_value_t = 30)]
     pub log_retention_days: u32,

@@ -394,4 +394,52 @@ mod tests {
         );
         assert!(AddressPolicy::PublicOnly.permits("1.1.1.1".parse().expect("ip")));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Every private-range IPv4 address is private, in every IPv6 wrapping too.
+            #[test]
+            fn private_ranges_are_never_public(host in any::<u32>(), range in 0usize..4) {
+                let (base, mask): (u32, u32) = [
+                    (0x0a00_0000, 0xff00_0000),
+                    (0xac10_0000, 0xfff0_0000),
+                    (0xc0a8_0000, 0xffff_0000),
+                    (0x7f00_0000, 0xff00_0000),
+                ][range];
+                let ip = Ipv4Addr::from(base | (host & !mask));
+                prop_assert_eq!(classify(IpAddr::V4(ip)), AddressClass::Private);
+                prop_assert_eq!(classify(IpAddr::V6(ip.to_ipv6_mapped())), AddressClass::Private);
+                prop_assert!(!AddressPolicy::PublicOnly.permits(IpAddr::V6(ip.to_ipv6_mapped())));
+            }
+
+            /// Decimal and hex spellings of any IPv4 address parse to that address, so the
+            /// literal check sees what would be dialled.
+            #[test]
+            fn numeric_spellings_parse_to_the_same_address(n in any::<u32>()) {
+                let ip = IpAddr::V4(Ipv4Addr::from(n));
+                for spelling in [format!("http://{n}/"), format!("http://0x{n:x}/")] {
+                    let parsed = Url::parse(&spelling).expect("numeric hosts parse");
+                    prop_assert_eq!(ip_literal(&parsed), Some(ip));
+                }
+            }
+
+            /// Parsing never panics, and an exact pattern matches no other host.
+            #[test]
+            fn patterns_match_only_their_own_host(
+                pattern in "\\PC{0,40}",
+                a in "[a-z]{1,10}",
+                b in "[a-z]{1,10}",
+            ) {
+                let _ = HostPattern::parse(&pattern);
+                let exact = HostPattern::parse(&format!("https://{a}.example.com")).expect("valid");
+                let other = Url::parse(&format!("https://{b}.example.com/")).expect("valid");
+                prop_assert_eq!(exact.matches(&other), a == b);
+                let lookalike = Url::parse(&format!("https://{a}.example.com.{b}.net/")).expect("valid");
+                prop_assert!(!exact.matches(&lookalike));
+            }
+        }
+    }
 }

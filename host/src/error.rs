@@ -90,6 +90,9 @@ pub enum ApiError {
     /// The upstream answer or connector request exceeded a size limit.
     #[error("{0}")]
     UpstreamTooLarge(String),
+    /// The connector is at its own concurrency limit.
+    #[error("the connector is handling as many requests as it may; retry shortly")]
+    ConnectorBusy,
     /// No instance slot is free.
     #[error("the gateway is at capacity; retry shortly")]
     AtCapacity,
@@ -131,6 +134,7 @@ impl ApiError {
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamTooLarge(_) => "payload_too_large",
             Self::AtCapacity => "at_capacity",
+            Self::ConnectorBusy => "connector_busy",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -144,7 +148,9 @@ impl ApiError {
             | Self::IntegrationNotConnected { .. }
             | Self::EgressDenied(_)
             | Self::PlanLimitReached(_) => StatusCode::FORBIDDEN,
-            Self::DailyLimitReached { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::DailyLimitReached { .. } | Self::RateLimited { .. } | Self::ConnectorBusy => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -217,6 +223,7 @@ impl From<InvokeError> for ApiError {
             InvokeError::Timeout => Self::ConnectorTimeout,
             InvokeError::MemoryLimit => Self::ConnectorMemoryLimit,
             InvokeError::Busy => Self::AtCapacity,
+            InvokeError::ConnectorBusy => Self::ConnectorBusy,
             InvokeError::Trap(detail) => {
                 tracing::warn!(%detail, "connector trapped");
                 Self::ConnectorTrap
@@ -300,6 +307,7 @@ mod tests {
                 502,
             ),
             (InvokeError::Busy.into(), "at_capacity", 503),
+            (InvokeError::ConnectorBusy.into(), "connector_busy", 429),
         ];
         for (error, code, status) in cases {
             assert_eq!(error.code(), code);

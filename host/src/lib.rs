@@ -11,6 +11,7 @@
 //! - [`runtime`] — wasmtime engine, bindings, per-request stores, limits, the `http` capability.
 //! - [`registry`] — loaded connectors, swapped atomically.
 //! - [`egress`] — allowlist and address policy (pure); [`upstream`] — the HTTP transport.
+//! - [`policy`] — the operator's per-connector limits and host narrowing.
 //! - [`vault`] — SQLite store: API keys, connections (secrets encrypted at rest), request log.
 //! - [`usage`] — per-key daily quotas and per-minute rate limits.
 //! - [`cli`] — what each command does.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod egress;
 pub mod error;
 pub mod http;
+pub mod policy;
 pub mod registry;
 pub mod runtime;
 pub mod upstream;

@@ -1,15 +1,45 @@
-//! The set of loaded connectors, readable without locks held across awaits and swapped
-//! atomically as a whole.
+//! The set of loaded connectors, swapped atomically as a whole, and the [`Loader`] that turns
+//! component files into connectors: compile, describe, apply the operator's policy, and
+//! check the outbound hosts against those approved.
 
-use crate::runtime::{LoadError, LoadedConnector, Runtime};
+use crate::policy::Policy;
+use crate::runtime::{LoadedConnector, Runtime};
+use crate::vault::Vault;
+use crate::vault::approvals::HostCheck;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-/// Loaded connectors by id.
+/// Loaded connectors by id, and the files that failed to load.
 #[derive(Debug, Default)]
 pub struct Registry {
     current: RwLock<Arc<BTreeMap<String, Arc<LoadedConnector>>>>,
+    failures: RwLock<BTreeMap<PathBuf, LoadFailure>>,
+}
+
+/// A component file that failed to load, and why.
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    /// The file.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub error: String,
+    /// When (Unix seconds).
+    pub at: i64,
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    match lock.read() {
+        Ok(guard) => guard.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn update<T>(lock: &RwLock<T>, change: impl FnOnce(&mut T)) {
+    match lock.write() {
+        Ok(mut guard) => change(&mut guard),
+        Err(poisoned) => change(&mut poisoned.into_inner()),
+    }
 }
 
 impl Registry {
@@ -20,53 +50,96 @@ impl Registry {
 
     /// Every loaded connector, by id.
     pub fn snapshot(&self) -> Arc<BTreeMap<String, Arc<LoadedConnector>>> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        read(&self.current)
     }
 
     /// Add or replace one connector.
     pub fn insert(&self, connector: LoadedConnector) {
-        let mut guard = match self.current.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut next = (**guard).clone();
-        next.insert(connector.manifest.id.clone(), Arc::new(connector));
-        *guard = Arc::new(next);
+        update(&self.current, |current| {
+            let mut next = (**current).clone();
+            next.insert(connector.manifest.id.clone(), Arc::new(connector));
+            *current = Arc::new(next);
+        });
+    }
+
+    /// Record that `path` failed to load (replacing an earlier failure of the same file).
+    pub fn record_failure(&self, path: &Path, error: String) {
+        update(&self.failures, |failures| {
+            failures.insert(
+                path.to_owned(),
+                LoadFailure {
+                    path: path.to_owned(),
+                    error,
+                    at: crate::vault::now(),
+                },
+            );
+        });
+    }
+
+    /// Forget an earlier failure of `path` (it loaded, or it is gone).
+    pub fn clear_failure(&self, path: &Path) {
+        update(&self.failures, |failures| {
+            failures.remove(path);
+        });
+    }
+
+    /// Files that failed to load, by path.
+    pub fn failures(&self) -> BTreeMap<PathBuf, LoadFailure> {
+        read(&self.failures)
     }
 }
 
-/// A component file that failed to load, and why.
-#[derive(Debug)]
-pub struct LoadFailure {
-    /// The file.
-    pub path: PathBuf,
-    /// What went wrong.
-    pub error: String,
+/// Turns component files into connectors under the operator's policy and host approvals.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    /// The runtime that compiles and describes components.
+    pub runtime: Arc<Runtime>,
+    /// The operator's policy.
+    pub policy: Arc<Policy>,
+    /// Where approved hosts are kept.
+    pub vault: Vault,
 }
 
-/// Load every `*.wasm` file in `dir` into `registry`; failures are returned, not fatal.
-pub async fn load_directory(
-    runtime: &Runtime,
-    registry: &Registry,
-    dir: &Path,
-) -> anyhow::Result<Vec<LoadFailure>> {
-    let mut paths = Vec::new();
-    let mut entries = tokio::fs::read_dir(dir)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read plugins directory {}: {e}", dir.display()))?;
-    while let Some(entry) = entries.next_entry().await? {
-        let path = entry.path();
-        if path.extension().is_some_and(|ext| ext == "wasm") {
-            paths.push(path);
+impl Loader {
+    /// Load one component file.
+    pub async fn load_file(&self, path: &Path) -> Result<LoadedConnector, String> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|e| format!("cannot read file: {e}"))?;
+        let connector = self
+            .runtime
+            .load(bytes, &self.policy)
+            .await
+            .map_err(|e| e.to_string())?;
+        let id = connector.manifest.id.clone();
+        let declared: Vec<String> = connector.declared_hosts.iter().map(ToString::to_string).collect();
+        let check = {
+            let id = id.clone();
+            self.vault
+                .run(move |vault| vault.check_hosts(&id, &declared))
+                .await
+                .map_err(|e| format!("checking approved hosts: {e:#}"))?
+        };
+        match check {
+            HostCheck::FirstSeen => {
+                tracing::info!(connector = %id, hosts = ?connector.declared_hosts.iter().map(ToString::to_string).collect::<Vec<_>>(), "outbound hosts approved on first load");
+                Ok(connector)
+            }
+            HostCheck::Approved => Ok(connector),
+            HostCheck::NeedsApproval(added) => Err(format!(
+                "{id} {} asks for outbound hosts that were never approved: +{}; \
+                 approve them with `sluice connectors approve {id}`",
+                connector.manifest.version,
+                added.join(", +")
+            )),
         }
     }
-    paths.sort();
-    let mut failures = Vec::new();
-    for path in paths {
-        match load_file(runtime, &path).await {
+}
+
+/// Load every `*.wasm` file in `dir` into `registry`; failures are recorded, not fatal.
+pub async fn load_directory(loader: &Loader, registry: &Registry, dir: &Path) -> anyhow::Result<()> {
+    for path in component_files(dir).await? {
+        match loader.load_file(&path).await {
             Ok(connector) => {
                 tracing::info!(
                     id = %connector.manifest.id,
@@ -78,23 +151,30 @@ pub async fn load_directory(
                 if let Some(previous) = registry.get(&connector.manifest.id) {
                     tracing::warn!(id = %previous.manifest.id, file = %path.display(), "two files declare the same connector id; the later one wins");
                 }
+                registry.clear_failure(&path);
                 registry.insert(connector);
             }
             Err(error) => {
                 tracing::error!(file = %path.display(), %error, "connector failed to load");
-                failures.push(LoadFailure {
-                    path,
-                    error: error.to_string(),
-                });
+                registry.record_failure(&path, error);
             }
         }
     }
-    Ok(failures)
+    Ok(())
 }
 
-async fn load_file(runtime: &Runtime, path: &Path) -> Result<LoadedConnector, LoadError> {
-    let bytes = tokio::fs::read(path)
+/// The `*.wasm` files directly in `dir`, sorted.
+pub async fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir)
         .await
-        .map_err(|e| LoadError::Component(format!("cannot read file: {e}")))?;
-    runtime.load(bytes).await
+        .map_err(|e| anyhow::anyhow!("cannot read plugins directory {}: {e}", dir.display()))?;
+    while let Some(entry) = entries.next_entry().await? {
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "wasm") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths)
 }

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod manifest;
 
 use crate::egress::{AddressPolicy, HostPattern};
+use crate::policy::Policy;
 use crate::upstream::Upstream;
 use bindings::{ConnectorError, ConnectorWorldPre, Output};
 use limits::MemoryBudget;
@@ -59,6 +60,8 @@ pub struct RuntimeLimits {
     pub max_instances: u32,
     /// How long a request may wait for a free instance slot.
     pub instance_wait: Duration,
+    /// Concurrent invocations of one connector; more are refused with `connector_busy`.
+    pub max_in_flight_per_connector: u32,
     /// Which addresses upstream requests may reach.
     pub address_policy: AddressPolicy,
 }
@@ -80,6 +83,7 @@ impl Default for RuntimeLimits {
             max_log_line_bytes: 2 << 10,
             max_instances: 256,
             instance_wait: Duration::from_secs(2),
+            max_in_flight_per_connector: 64,
             address_policy: AddressPolicy::PublicOnly,
         }
     }
@@ -139,14 +143,20 @@ impl EgressPlan {
             None => (manifest.base_url.clone(), manifest.allowed_hosts.clone()),
             Some(custom) => {
                 // The connection's base URL takes the place of the default origin; other
-                // declared origins stay as they are.
+                // declared origins stay as they are. If the operator's policy removed the
+                // default origin, no override brings an origin back.
+                let default_allowed = default_origin
+                    .as_ref()
+                    .is_some_and(|origin| manifest.allowed_hosts.contains(origin));
                 let mut allowlist: Vec<HostPattern> = manifest
                     .allowed_hosts
                     .iter()
                     .filter(|p| Some(*p) != default_origin.as_ref())
                     .cloned()
                     .collect();
-                allowlist.extend(HostPattern::origin_of(custom));
+                if default_allowed {
+                    allowlist.extend(HostPattern::origin_of(custom));
+                }
                 (custom.clone(), allowlist)
             }
         };
@@ -161,12 +171,17 @@ impl EgressPlan {
 
 /// A compiled connector with its validated manifest, ready to be instantiated per request.
 pub struct LoadedConnector {
-    /// The validated manifest.
+    /// The validated manifest, its allowed hosts narrowed by the operator's policy.
     pub manifest: Manifest,
+    /// The origins the connector itself declared, before any narrowing.
+    pub declared_hosts: Vec<HostPattern>,
     /// Hex SHA-256 of the component bytes.
     pub content_hash: String,
+    /// The limits this connector runs under (global limits tightened by its policy).
+    pub limits: Arc<RuntimeLimits>,
     pre: ConnectorWorldPre<GuestState>,
     default_plan: Arc<EgressPlan>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl fmt::Debug for LoadedConnector {
@@ -205,6 +220,9 @@ pub enum InvokeError {
     /// The invocation exhausted its memory budget.
     #[error("the connector exceeded its memory limit")]
     MemoryLimit,
+    /// The connector is already running as many invocations as its policy allows.
+    #[error("the connector is at its concurrency limit")]
+    ConnectorBusy,
     /// The connector trapped (panic, unreachable, stack overflow, …).
     #[error("the connector trapped: {0}")]
     Trap(String),
@@ -281,8 +299,9 @@ impl Runtime {
         &self.limits
     }
 
-    /// Compile `bytes` (off the async executor), pre-instantiate it, and read its manifest.
-    pub async fn load(&self, bytes: Vec<u8>) -> Result<LoadedConnector, LoadError> {
+    /// Compile `bytes` (off the async executor), pre-instantiate it, read its manifest, and
+    /// apply the operator's `policy` for it.
+    pub async fn load(&self, bytes: Vec<u8>, policy: &Policy) -> Result<LoadedConnector, LoadError> {
         let content_hash = crate::vault::crypto::sha256_hex(&bytes);
         let engine = self.engine.clone();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
@@ -294,11 +313,22 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Component(format!("{e:#}")))?;
         let pre = ConnectorWorldPre::new(instance_pre).map_err(|e| LoadError::Component(format!("{e:#}")))?;
-        let manifest = self.describe(&pre).await?;
+        let mut manifest = self.describe(&pre).await?;
+        let connector_policy = policy.for_connector(&manifest.id);
+        let declared_hosts = manifest.allowed_hosts.clone();
+        let (allowed, ignored) = connector_policy.narrow(&declared_hosts);
+        if !ignored.is_empty() {
+            tracing::warn!(connector = %manifest.id, ?ignored, "policy lists hosts the connector did not declare; a policy only narrows, so they are ignored");
+        }
+        manifest.allowed_hosts = allowed;
+        let limits = Arc::new(connector_policy.limits(&self.limits));
         let default_plan = Arc::new(EgressPlan::new(&manifest, None));
         Ok(LoadedConnector {
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight_per_connector as usize)),
             manifest,
+            declared_hosts,
             content_hash,
+            limits,
             pre,
             default_plan,
         })
@@ -316,6 +346,7 @@ impl Runtime {
             CallContext::default(),
             "<loading>",
             None,
+            self.limits.clone(),
             self.limits.describe_timeout,
         );
         let run = async {
@@ -341,6 +372,12 @@ impl Runtime {
         params_json: &str,
         context: CallContext,
     ) -> Result<Invoked, InvokeError> {
+        // A connector over its own in-flight limit is refused at once; the global pool of
+        // instance slots is waited on briefly.
+        let _in_flight = connector
+            .in_flight
+            .try_acquire()
+            .map_err(|_| InvokeError::ConnectorBusy)?;
         let _slot = tokio::time::timeout(self.limits.instance_wait, self.instance_slots.acquire())
             .await
             .map_err(|_| InvokeError::Busy)?
@@ -349,9 +386,17 @@ impl Runtime {
             None => connector.default_plan.clone(),
             Some(custom) => Arc::new(EgressPlan::new(&connector.manifest, Some(custom))),
         };
-        let timeout = self.limits.invocation_timeout;
+        let limits = connector.limits.clone();
+        let timeout = limits.invocation_timeout;
         let manifest = &connector.manifest;
-        let mut store = self.new_store(plan, context, &manifest.id, Some(manifest.auth.clone()), timeout);
+        let mut store = self.new_store(
+            plan,
+            context,
+            &manifest.id,
+            Some(manifest.auth.clone()),
+            limits,
+            timeout,
+        );
         let run = async {
             let instance = connector.pre.instantiate_async(&mut store).await?;
             instance
@@ -377,18 +422,19 @@ impl Runtime {
         context: CallContext,
         connector_id: &str,
         auth: Option<AuthScheme>,
+        limits: Arc<RuntimeLimits>,
         deadline: Duration,
     ) -> Store<GuestState> {
         let state = GuestState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            budget: MemoryBudget::new(self.limits.memory_bytes),
+            budget: MemoryBudget::new(limits.memory_bytes),
             call: capability::CallState::new(
                 connector_id,
                 context,
                 plan,
                 self.upstream.clone(),
-                self.limits.clone(),
+                limits,
                 auth,
             ),
         };

@@ -3,6 +3,7 @@
 //! - [`crypto`] — AEAD sealing, the master key, hashing.
 //! - [`api_keys`] — caller keys: creation, lookup by hash.
 //! - [`connections`] — stored credentials per platform, environment and identity.
+//! - [`approvals`] — the outbound hosts an operator approved per connector.
 //! - [`logs`] — the request log, written in batches off the request path.
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`, so an acknowledged credential write
@@ -10,6 +11,7 @@
 //! moves the work off the executor.
 
 pub mod api_keys;
+pub mod approvals;
 pub mod connections;
 pub mod crypto;
 pub mod logs;
@@ -23,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -87,6 +89,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX request_logs_by_time ON request_logs (created_at_ms);
     CREATE INDEX request_logs_by_key ON request_logs (key_id, created_at_ms);
+"#,
+    r#"
+    CREATE TABLE connector_hosts (
+        connector   TEXT PRIMARY KEY,
+        hosts       TEXT NOT NULL,
+        approved_at INTEGER NOT NULL
+    );
 "#,
 ];
 

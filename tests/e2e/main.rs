@@ -8,5 +8,6 @@ mod errors;
 mod execute;
 mod lifecycle;
 mod limits;
+mod policy;
 mod sandbox;
 mod vault_api;

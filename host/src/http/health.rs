@@ -29,5 +29,11 @@ async fn plugins(State(app): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({"rows": rows, "total": rows.len()}))
+    let failures: Vec<Value> = app
+        .registry
+        .failures()
+        .values()
+        .map(|f| json!({"file": f.path.display().to_string(), "error": f.error, "at": f.at}))
+        .collect();
+    Json(json!({"rows": rows, "total": rows.len(), "failures": failures}))
 }

@@ -1,0 +1,172 @@
+//! Operator policy: per-connector overrides of the global limits, and narrowing of the hosts a
+//! connector declared. Read from a JSON file given with `--policy`:
+//!
+//! ```json
+//! {
+//!   "connectors": {
+//!     "github": {
+//!       "memoryMib": 32, "timeoutMs": 10000, "maxUpstreamRequests": 8, "maxInFlight": 16,
+//!       "allowedHosts": ["https://api.github.com"]
+//!     }
+//!   }
+//! }
+//! ```
+//!
+//! A policy can only tighten: limits above the global ones are capped to them, and
+//! `allowedHosts` keeps only origins the connector itself declared.
+
+use crate::egress::HostPattern;
+use crate::runtime::RuntimeLimits;
+use anyhow::Context;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole policy file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policy {
+    /// Overrides by connector id.
+    #[serde(default)]
+    pub connectors: HashMap<String, ConnectorPolicy>,
+}
+
+/// What the operator sets for one connector.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConnectorPolicy {
+    /// Linear memory cap in MiB.
+    pub memory_mib: Option<usize>,
+    /// Invocation deadline in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Upstream requests per invocation.
+    pub max_upstream_requests: Option<u32>,
+    /// Concurrent invocations of this connector.
+    pub max_in_flight: Option<u32>,
+    /// Origins the connector may reach; must be among those it declared.
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+impl Policy {
+    /// Read and validate a policy file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading policy {}", path.display()))?;
+        let policy: Self =
+            serde_json::from_str(&text).with_context(|| format!("parsing policy {}", path.display()))?;
+        for (id, connector) in &policy.connectors {
+            for host in connector.allowed_hosts.iter().flatten() {
+                HostPattern::parse(host).with_context(|| format!("policy for `{id}`"))?;
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The overrides for connector `id`.
+    pub fn for_connector(&self, id: &str) -> ConnectorPolicy {
+        self.connectors.get(id).cloned().unwrap_or_default()
+    }
+}
+
+impl ConnectorPolicy {
+    /// The global limits with this policy's overrides, never looser than the global ones.
+    pub fn limits(&self, global: &RuntimeLimits) -> RuntimeLimits {
+        let mut limits = global.clone();
+        if let Some(mib) = self.memory_mib {
+            limits.memory_bytes = (mib << 20).min(global.memory_bytes);
+        }
+        if let Some(ms) = self.timeout_ms {
+            limits.invocation_timeout = Duration::from_millis(ms).min(global.invocation_timeout);
+        }
+        if let Some(max) = self.max_upstream_requests {
+            limits.max_upstream_requests = max.min(global.max_upstream_requests);
+        }
+        if let Some(max) = self.max_in_flight {
+            limits.max_in_flight_per_connector = max.min(global.max_in_flight_per_connector);
+        }
+        limits
+    }
+
+    /// `declared` narrowed to the operator's list; origins the connector did not declare are
+    /// ignored (a policy never widens), and returned so they can be reported.
+    pub fn narrow(&self, declared: &[HostPattern]) -> (Vec<HostPattern>, Vec<String>) {
+        let Some(allowed) = &self.allowed_hosts else {
+            return (declared.to_vec(), Vec::new());
+        };
+        let allowed: Vec<HostPattern> = allowed
+            .iter()
+            .filter_map(|h| HostPattern::parse(h).ok())
+            .collect();
+        let kept = declared.iter().filter(|d| allowed.contains(d)).cloned().collect();
+        let ignored = allowed
+            .iter()
+            .filter(|a| !declared.contains(a))
+            .map(ToString::to_string)
+            .collect();
+        (kept, ignored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_only_tighten() {
+        let global = RuntimeLimits::default();
+        let policy = ConnectorPolicy {
+            memory_mib: Some(16),
+            timeout_ms: Some(999_999),
+            max_upstream_requests: Some(4),
+            ..ConnectorPolicy::default()
+        };
+        let limits = policy.limits(&global);
+        assert_eq!(limits.memory_bytes, 16 << 20);
+        assert_eq!(
+            limits.invocation_timeout, global.invocation_timeout,
+            "cannot loosen the deadline"
+        );
+        assert_eq!(limits.max_upstream_requests, 4);
+    }
+
+    #[test]
+    fn narrowing_never_widens() {
+        let declared = vec![
+            HostPattern::parse("https://api.github.com").expect("pattern"),
+            HostPattern::parse("https://uploads.github.com").expect("pattern"),
+        ];
+        let policy = ConnectorPolicy {
+            allowed_hosts: Some(vec![
+                "https://api.github.com".into(),
+                "https://evil.example".into(),
+            ]),
+            ..ConnectorPolicy::default()
+        };
+        let (kept, ignored) = policy.narrow(&declared);
+        assert_eq!(kept, vec![declared[0].clone()]);
+        assert_eq!(ignored, vec!["https://evil.example:443".to_owned()]);
+        assert_eq!(ConnectorPolicy::default().narrow(&declared).0, declared);
+    }
+
+    #[test]
+    fn policy_files_are_validated() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let good = dir.path().join("good.json");
+        std::fs::write(
+            &good,
+            r#"{"connectors": {"github": {"memoryMib": 8, "allowedHosts": ["https://api.github.com"]}}}"#,
+        )?;
+        assert_eq!(Policy::load(&good)?.for_connector("github").memory_mib, Some(8));
+        let typo = dir.path().join("typo.json");
+        std::fs::write(&typo, r#"{"connectors": {"github": {"memoryMB": 8}}}"#)?;
+        assert!(Policy::load(&typo).is_err());
+        let bad_host = dir.path().join("bad.json");
+        std::fs::write(
+            &bad_host,
+            r#"{"connectors": {"github": {"allowedHosts": ["api.github.com"]}}}"#,
+        )?;
+        assert!(Policy::load(&bad_host).is_err());
+        Ok(())
+    }
+}

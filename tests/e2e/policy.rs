@@ -1,0 +1,129 @@
+//! The operator's policy: per-connector limits, host narrowing, concurrency, and approval of
+//! outbound hosts when a connector's new version asks for more.
+
+use crate::common::{SLUICE, Setup, send};
+use reqwest::Method;
+use serde_json::json;
+use sluice_fixtures::gateway::Options;
+use sluice_fixtures::{Gateway, guests};
+use std::path::Path;
+
+fn with_policy(policy: serde_json::Value) -> (tempfile::TempDir, Options) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("policy.json");
+    std::fs::write(&path, policy.to_string()).expect("write policy");
+    let options = Options {
+        extra_args: vec!["--policy".into(), path.display().to_string()],
+        ..Options::default()
+    };
+    (dir, options)
+}
+
+/// A connector over its own in-flight limit is refused at once with `connector_busy`, while
+/// other connectors keep serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn connector_over_its_in_flight_limit_is_busy() {
+    let (_dir, mut options) =
+        with_policy(json!({"connectors": {"hostile": {"maxInFlight": 1, "timeoutMs": 1500}}}));
+    options.extra_args.extend(["--timeout-ms".into(), "5000".into()]);
+    let setup = Setup::with_options(options).await;
+    let first = setup.execute("hostile", "spin", json!({"params": {}}));
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let busy = setup.execute("hostile", "spin", json!({"params": {}})).await;
+        let echo = setup.execute("echo", "say", json!({"params": {"x": 1}})).await;
+        (busy, echo)
+    };
+    let (first, (busy, echo)) = tokio::join!(first, second);
+    assert_eq!(
+        first.code(),
+        "connector_timeout",
+        "the policy's shorter deadline applies"
+    );
+    assert_eq!((busy.status, busy.code()), (429, "connector_busy"));
+    assert_eq!(echo.body["status"], 200);
+}
+
+/// A per-connector memory cap below the global one is enforced.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_connector_memory_cap_applies() {
+    let (_dir, options) = with_policy(json!({"connectors": {"hostile": {"memoryMib": 8}}}));
+    let setup = Setup::with_options(options).await;
+    let answer = setup.execute("hostile", "grow", json!({"params": {}})).await;
+    assert_eq!((answer.status, answer.code()), (502, "connector_memory_limit"));
+    // The same allocation pattern fits the global 64 MiB: the echo connector is unaffected.
+    assert_eq!(
+        setup.execute("echo", "say", json!({"params": {}})).await.body["status"],
+        200
+    );
+}
+
+/// Narrowing a connector's hosts to none denies even its own base URL; a policy that names
+/// hosts the connector never declared does not widen anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_narrows_but_never_widens_hosts() {
+    let (_dir, options) = with_policy(json!({"connectors": {
+        "github": {"allowedHosts": ["https://evil.example"]},
+        "hostile": {"maxUpstreamRequests": 2}
+    }}));
+    let setup = Setup::with_options(options).await;
+    let answer = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}}),
+        )
+        .await;
+    assert_eq!(answer.code(), "egress_denied", "{:?}", answer.body);
+    let capped = setup
+        .execute("hostile", "many_calls", json!({"params": {"count": 5}}))
+        .await;
+    assert_eq!(capped.code(), "payload_too_large");
+    assert_eq!(
+        setup.upstream_requests().len(),
+        2,
+        "the policy's cap of 2 applies"
+    );
+}
+
+/// A new version asking for more outbound hosts is not activated until approved; the
+/// difference is shown, and after approval it loads.
+#[tokio::test(flavor = "multi_thread")]
+async fn widening_hosts_needs_approval() {
+    let mut gateway = Gateway::start(Path::new(SLUICE), &[guests::VERSIONED_V1], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let version = |gateway: &Gateway| {
+        send(
+            client
+                .post(format!("{}/v1/versioned/version", gateway.url))
+                .bearer_auth(&key)
+                .json(&json!({"params": {}})),
+        )
+    };
+    assert_eq!(version(&gateway).await.body["data"]["version"], "1.0.0");
+
+    std::fs::copy(guests::VERSIONED_V2, gateway.plugins_dir().join("versioned.wasm")).expect("upgrade");
+    gateway.restart().await;
+    let refused = version(&gateway).await;
+    assert_eq!(
+        refused.code(),
+        "not_found",
+        "the unapproved version is not active"
+    );
+    let plugins = send(client.request(Method::GET, format!("{}/v1/plugins", gateway.url))).await;
+    let failure = plugins.body["failures"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(failure.contains("+https://extra.versioned.test:443"), "{failure}");
+
+    let plugins_dir = gateway.plugins_dir().display().to_string();
+    let diff = gateway
+        .cli(&["connectors", "approve", "versioned", "--plugins", &plugins_dir])
+        .await
+        .expect("approve");
+    assert_eq!(diff, "+ https://extra.versioned.test:443");
+    gateway.restart().await;
+    assert_eq!(version(&gateway).await.body["data"]["version"], "2.0.0");
+}
