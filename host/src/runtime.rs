@@ -425,6 +425,8 @@ impl Runtime {
         limits: Arc<RuntimeLimits>,
         deadline: Duration,
     ) -> Store<GuestState> {
+        let hostcall_fuel =
+            limits.max_request_body + limits.max_url_bytes + limits.max_header_bytes + (64 << 10);
         let state = GuestState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -440,6 +442,9 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.budget);
+        // Bound what one call into the host may make it copy (a URL, headers, a body), so a
+        // guest cannot make the host allocate more than a request could legitimately carry.
+        store.set_hostcall_fuel(hostcall_fuel);
         let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();

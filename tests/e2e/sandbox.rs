@@ -32,6 +32,10 @@ async fn attack_while_serving(setup: &Setup, endpoint: &str, params: Value) -> c
         }
     };
     let (answer, ()) = tokio::join!(attack, bystanders);
+    assert!(
+        !answer.body.to_string().contains(SECRET),
+        "the secret leaked into a reply"
+    );
     answer
 }
 
@@ -100,13 +104,8 @@ async fn panic_is_connector_trap_for_that_request_only() {
 async fn disallowed_host_is_denied() {
     let setup = Setup::new().await;
     let other = FakeUpstream::start(|_| Reply::json(200, json!({"stolen": true}))).await;
-    let answer = setup
-        .execute(
-            "hostile",
-            "call",
-            json!({"params": {"url": format!("{}/collect", other.url())}}),
-        )
-        .await;
+    let answer =
+        attack_while_serving(&setup, "call", json!({"url": format!("{}/collect", other.url())})).await;
     assert_eq!(
         (answer.status, answer.code()),
         (403, "egress_denied"),
@@ -129,13 +128,12 @@ async fn guest_set_authorization_is_refused() {
         "Transfer-Encoding",
         "proxy-authorization",
     ] {
-        let answer = setup
-            .execute(
-                "hostile",
-                "call",
-                json!({"params": {"url": "/text", "headers": [[header, "Bearer attacker"]]}}),
-            )
-            .await;
+        let answer = attack_while_serving(
+            &setup,
+            "call",
+            json!({"url": "/text", "headers": [[header, "Bearer attacker"]]}),
+        )
+        .await;
         assert_eq!(
             (answer.status, answer.code()),
             (403, "egress_denied"),
@@ -143,13 +141,12 @@ async fn guest_set_authorization_is_refused() {
             answer.body
         );
     }
-    let crlf = setup
-        .execute(
-            "hostile",
-            "call",
-            json!({"params": {"url": "/text", "headers": [["x-ok", "a\r\nx-injected: 1"]]}}),
-        )
-        .await;
+    let crlf = attack_while_serving(
+        &setup,
+        "call",
+        json!({"url": "/text", "headers": [["x-ok", "a\r\nx-injected: 1"]]}),
+    )
+    .await;
     assert_eq!(crlf.code(), "connector_error", "{:?}", crlf.body);
     assert!(setup.upstream_requests().is_empty());
 }
@@ -178,13 +175,12 @@ async fn private_upstream_is_refused_without_opt_in() {
 
     // The hostile connection's base URL is the loopback fake too: name it by `localhost`.
     let port = setup.upstream.addr.port();
-    let by_name = setup
-        .execute(
-            "hostile",
-            "call",
-            json!({"params": {"url": format!("http://localhost:{port}/text")}}),
-        )
-        .await;
+    let by_name = attack_while_serving(
+        &setup,
+        "call",
+        json!({"url": format!("http://localhost:{port}/text")}),
+    )
+    .await;
     assert_eq!(by_name.code(), "egress_denied", "{:?}", by_name.body);
     assert!(
         setup.upstream_requests().is_empty(),
@@ -196,9 +192,7 @@ async fn private_upstream_is_refused_without_opt_in() {
 #[tokio::test(flavor = "multi_thread")]
 async fn credential_echoed_by_upstream_is_scrubbed() {
     let setup = Setup::new().await;
-    let answer = setup
-        .execute("hostile", "call", json!({"params": {"url": "/echo-headers"}}))
-        .await;
+    let answer = attack_while_serving(&setup, "call", json!({"url": "/echo-headers"})).await;
     assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
     let seen = answer.body["data"].to_string();
     assert!(!seen.contains(SECRET), "the guest saw the secret: {seen}");
@@ -224,9 +218,7 @@ async fn huge_url_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_request_count_is_capped() {
     let setup = Setup::new().await;
-    let answer = setup
-        .execute("hostile", "many_calls", json!({"params": {"count": 100}}))
-        .await;
+    let answer = attack_while_serving(&setup, "many_calls", json!({"count": 100})).await;
     assert_eq!(answer.code(), "payload_too_large", "{:?}", answer.body);
     assert_eq!(
         setup.upstream_requests().len(),
@@ -239,9 +231,7 @@ async fn upstream_request_count_is_capped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn log_flood_is_capped() {
     let setup = Setup::new().await;
-    let answer = setup
-        .execute("hostile", "flood_log", json!({"params": {"count": 1000}}))
-        .await;
+    let answer = attack_while_serving(&setup, "flood_log", json!({"count": 1000})).await;
     assert_eq!(answer.body, json!({"status": 200, "data": {"logged": 1000}}));
     let output = setup.gateway.output();
     let kept = output.lines().filter(|l| l.contains("xxxxxxxxxx")).count();
@@ -254,9 +244,7 @@ async fn log_flood_is_capped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn same_origin_redirect_is_followed_with_the_credential() {
     let setup = Setup::new().await;
-    let answer = setup
-        .execute("hostile", "call", json!({"params": {"url": "/redirect-same"}}))
-        .await;
+    let answer = attack_while_serving(&setup, "call", json!({"url": "/redirect-same"})).await;
     assert_eq!(
         answer.body["status"], 200,
         "the guest sees the final response: {:?}",
@@ -288,13 +276,12 @@ async fn redirect_to_another_origin_is_denied() {
     let target = format!("{}/steal", other.url());
     let encoded: String =
         percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let answer = setup
-        .execute(
-            "hostile",
-            "call",
-            json!({"params": {"url": format!("/redirect-away?to={encoded}")}}),
-        )
-        .await;
+    let answer = attack_while_serving(
+        &setup,
+        "call",
+        json!({"url": format!("/redirect-away?to={encoded}")}),
+    )
+    .await;
     assert_eq!(
         (answer.status, answer.code()),
         (403, "egress_denied"),
@@ -308,9 +295,7 @@ async fn redirect_to_another_origin_is_denied() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redirect_loop_is_cut_off() {
     let setup = Setup::new().await;
-    let answer = setup
-        .execute("hostile", "call", json!({"params": {"url": "/redirect-loop"}}))
-        .await;
+    let answer = attack_while_serving(&setup, "call", json!({"url": "/redirect-loop"})).await;
     assert_eq!(answer.code(), "upstream_unreachable", "{:?}", answer.body);
     assert_eq!(
         setup.upstream_requests().len(),
@@ -375,7 +360,7 @@ async fn every_spelling_of_loopback_is_refused_without_opt_in() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wasi_grants_nothing_to_snoop_on() {
     let setup = Setup::new().await;
-    let answer = setup.execute("hostile", "snoop", json!({"params": {}})).await;
+    let answer = attack_while_serving(&setup, "snoop", json!({})).await;
     assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
     let seen = &answer.body["data"];
     assert_eq!(seen["env"], json!([]), "no environment variables");
@@ -416,4 +401,46 @@ async fn component_with_unknown_import_is_refused_at_load() {
         crate::common::send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
     assert_eq!(plugins.body["total"], 1);
     assert_eq!(plugins.body["rows"][0]["id"], "echo");
+}
+
+/// A body far above the request limit never reaches the host: the hostcall fuel stops the copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_body_is_stopped_before_the_host_copies_it() {
+    let setup = Setup::new().await;
+    let answer = attack_while_serving(&setup, "huge_body", json!({"count": 24})).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (502, "connector_trap"),
+        "{:?}",
+        answer.body
+    );
+    assert!(setup.upstream_requests().is_empty());
+}
+
+/// With every instance slot busy, a request waits briefly and then gets `at_capacity`.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_instance_pool_is_at_capacity() {
+    let setup = Setup::with_options(Options {
+        extra_args: vec![
+            "--max-instances".into(),
+            "1".into(),
+            "--timeout-ms".into(),
+            "4000".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let spin = setup.execute("hostile", "spin", json!({"params": {}}));
+    let queued = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        setup.execute("echo", "say", json!({"params": {}})).await
+    };
+    let (spin, queued) = tokio::join!(spin, queued);
+    assert_eq!(spin.code(), "connector_timeout");
+    assert_eq!((queued.status, queued.code()), (503, "at_capacity"));
+    let after = setup.execute("echo", "say", json!({"params": {}})).await;
+    assert_eq!(
+        after.body["status"], 200,
+        "capacity returns once the slot is free"
+    );
 }

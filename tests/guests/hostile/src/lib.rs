@@ -46,6 +46,7 @@ impl Connector for Hostile {
             "many_calls",
             "huge_url",
             "snoop",
+            "huge_body",
         ];
         endpoints.iter().fold(
             Manifest::new("hostile", "Hostile", env!("CARGO_PKG_VERSION"))
@@ -114,6 +115,11 @@ impl Connector for Hostile {
             "huge_url" => {
                 let url = format!("/{}", "a".repeat(8 << 20));
                 Ok(sluice_sdk::http::get(url).send()?.into())
+            }
+            "huge_body" => {
+                let p: Count = params.parse()?;
+                let body = vec![b'x'; (p.count as usize) << 20];
+                Ok(sluice_sdk::http::post("/upload").body(body).send()?.into())
             }
             "snoop" => {
                 // Everything WASI might leak: environment, arguments, files, stdin, sockets.
