@@ -1,5 +1,6 @@
 //! What each command does; `main` only parses arguments and calls [`run`].
 
+use crate::cache::ArtifactCache;
 use crate::config::{
     Cli, Command, ConnectionsCommand, ConnectorsCommand, KeysCommand, ServeArgs, StoreArgs, VaultCommand,
 };
@@ -193,18 +194,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Policy::default(),
     };
     let upstream = Arc::new(HttpUpstream::new(address_policy)?);
-    let runtime = Arc::new(Runtime::new(limits, upstream)?);
+    let mut runtime = Runtime::new(limits, upstream)?;
+    if !args.no_cache {
+        let cache = ArtifactCache::open(
+            &args.store.data_dir.join("cache"),
+            vault.derive_key("artifact-cache"),
+        )?;
+        runtime = runtime.with_cache(cache);
+    }
+    let runtime = Arc::new(runtime);
     let registry = Arc::new(Registry::default());
     let loader = Loader {
         runtime: runtime.clone(),
         policy: Arc::new(policy),
         vault: vault.clone(),
     };
+    let started = std::time::Instant::now();
     registry::load_directory(&loader, &registry, &args.plugins).await?;
+    let load_millis = started.elapsed().as_millis() as u64;
+    // Held until shutdown: dropping it stops the watcher.
+    let _watch = if args.no_watch {
+        None
+    } else {
+        Some(crate::reload::watch(
+            &args.plugins,
+            loader.clone(),
+            registry.clone(),
+        )?)
+    };
     let loaded = registry.snapshot();
     tracing::info!(
         loaded = loaded.len(),
         failed = registry.failures().len(),
+        millis = load_millis,
         plugins = %args.plugins.display(),
         "connectors loaded"
     );

@@ -118,6 +118,12 @@ pub struct ServeArgs {
     /// Operator policy file (JSON): per-connector limits and host narrowing.
     #[arg(long, env = "SLUICE_POLICY")]
     pub policy: Option<PathBuf>,
+    /// Do not watch the plugins directory for changes (hot reload is on by default).
+    #[arg(long, env = "SLUICE_NO_WATCH")]
+    pub no_watch: bool,
+    /// Do not keep compiled components in `<data-dir>/cache`.
+    #[arg(long, env = "SLUICE_NO_CACHE")]
+    pub no_cache: bool,
     /// Days of request log kept.
     #[arg(long, env = "SLUICE_LOG_RETENTION_DAYS", default_value_t = 30)]
     pub log_retention_days: u32,

@@ -9,13 +9,15 @@
 //! - [`config`] — the command line (every flag also an environment variable).
 //! - [`http`] — the router and one module per route group; [`error`] — the API's error shape.
 //! - [`runtime`] — wasmtime engine, bindings, per-request stores, limits, the `http` capability.
-//! - [`registry`] — loaded connectors, swapped atomically.
+//! - [`registry`] — loaded connectors, swapped atomically; [`reload`] — the file watcher.
+//! - [`cache`] — compiled components on disk, authenticated.
 //! - [`egress`] — allowlist and address policy (pure); [`upstream`] — the HTTP transport.
 //! - [`policy`] — the operator's per-connector limits and host narrowing.
 //! - [`vault`] — SQLite store: API keys, connections (secrets encrypted at rest), request log.
 //! - [`usage`] — per-key daily quotas and per-minute rate limits.
 //! - [`cli`] — what each command does.
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod egress;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod http;
 pub mod policy;
 pub mod registry;
+pub mod reload;
 pub mod runtime;
 pub mod upstream;
 pub mod usage;

@@ -53,13 +53,43 @@ impl Registry {
         read(&self.current)
     }
 
-    /// Add or replace one connector.
+    /// Add or replace one connector, atomically for readers: a request that already holds
+    /// the previous version finishes on it. If the same file used to provide another id, that
+    /// one is removed in the same swap.
     pub fn insert(&self, connector: LoadedConnector) {
         update(&self.current, |current| {
             let mut next = (**current).clone();
+            if let Some(source) = &connector.source {
+                next.retain(|id, c| id == &connector.manifest.id || c.source.as_ref() != Some(source));
+            }
             next.insert(connector.manifest.id.clone(), Arc::new(connector));
             *current = Arc::new(next);
         });
+    }
+
+    /// Remove whatever was loaded from `path`; returns the removed ids.
+    pub fn remove_source(&self, path: &Path) -> Vec<String> {
+        let mut removed = Vec::new();
+        update(&self.current, |current| {
+            let mut next = (**current).clone();
+            next.retain(|id, c| {
+                let keep = c.source.as_deref() != Some(path);
+                if !keep {
+                    removed.push(id.clone());
+                }
+                keep
+            });
+            *current = Arc::new(next);
+        });
+        removed
+    }
+
+    /// The connector loaded from `path`, if any.
+    pub fn from_source(&self, path: &Path) -> Option<Arc<LoadedConnector>> {
+        self.snapshot()
+            .values()
+            .find(|c| c.source.as_deref() == Some(path))
+            .cloned()
     }
 
     /// Record that `path` failed to load (replacing an earlier failure of the same file).
@@ -106,11 +136,12 @@ impl Loader {
         let bytes = tokio::fs::read(path)
             .await
             .map_err(|e| format!("cannot read file: {e}"))?;
-        let connector = self
+        let mut connector = self
             .runtime
             .load(bytes, &self.policy)
             .await
             .map_err(|e| e.to_string())?;
+        connector.source = Some(path.to_owned());
         let id = connector.manifest.id.clone();
         let declared: Vec<String> = connector.declared_hosts.iter().map(ToString::to_string).collect();
         let check = {
@@ -139,28 +170,38 @@ impl Loader {
 /// Load every `*.wasm` file in `dir` into `registry`; failures are recorded, not fatal.
 pub async fn load_directory(loader: &Loader, registry: &Registry, dir: &Path) -> anyhow::Result<()> {
     for path in component_files(dir).await? {
-        match loader.load_file(&path).await {
-            Ok(connector) => {
-                tracing::info!(
-                    id = %connector.manifest.id,
-                    version = %connector.manifest.version,
-                    hash = %&connector.content_hash[..12],
-                    file = %path.display(),
-                    "connector loaded"
-                );
-                if let Some(previous) = registry.get(&connector.manifest.id) {
-                    tracing::warn!(id = %previous.manifest.id, file = %path.display(), "two files declare the same connector id; the later one wins");
-                }
-                registry.clear_failure(&path);
-                registry.insert(connector);
-            }
-            Err(error) => {
-                tracing::error!(file = %path.display(), %error, "connector failed to load");
-                registry.record_failure(&path, error);
-            }
-        }
+        load_into(loader, registry, &path).await;
     }
     Ok(())
+}
+
+/// Load `path` and swap it in; on failure record it and keep whatever version was serving.
+/// Returns whether a new version is now serving.
+pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> bool {
+    match loader.load_file(path).await {
+        Ok(connector) => {
+            tracing::info!(
+                id = %connector.manifest.id,
+                version = %connector.manifest.version,
+                hash = %&connector.content_hash[..12],
+                file = %path.display(),
+                "connector loaded"
+            );
+            if let Some(previous) = registry.get(&connector.manifest.id)
+                && previous.source != connector.source
+            {
+                tracing::warn!(id = %previous.manifest.id, file = %path.display(), "two files declare the same connector id; the later one wins");
+            }
+            registry.clear_failure(path);
+            registry.insert(connector);
+            true
+        }
+        Err(error) => {
+            tracing::error!(file = %path.display(), %error, "connector failed to load; the previous version keeps serving");
+            registry.record_failure(path, error);
+            false
+        }
+    }
 }
 
 /// The `*.wasm` files directly in `dir`, sorted.

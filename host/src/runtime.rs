@@ -11,6 +11,7 @@ mod capability;
 pub mod limits;
 pub mod manifest;
 
+use crate::cache::{ArtifactCache, Origin};
 use crate::egress::{AddressPolicy, HostPattern};
 use crate::policy::Policy;
 use crate::upstream::Upstream;
@@ -177,6 +178,10 @@ pub struct LoadedConnector {
     pub declared_hosts: Vec<HostPattern>,
     /// Hex SHA-256 of the component bytes.
     pub content_hash: String,
+    /// The file it was loaded from, if any.
+    pub source: Option<std::path::PathBuf>,
+    /// When it was loaded (Unix seconds).
+    pub loaded_at: i64,
     /// The limits this connector runs under (global limits tightened by its policy).
     pub limits: Arc<RuntimeLimits>,
     pre: ConnectorWorldPre<GuestState>,
@@ -265,6 +270,7 @@ pub struct Runtime {
     limits: Arc<RuntimeLimits>,
     upstream: Arc<dyn Upstream>,
     instance_slots: Arc<Semaphore>,
+    cache: Option<ArtifactCache>,
 }
 
 impl fmt::Debug for Runtime {
@@ -291,7 +297,14 @@ impl Runtime {
             limits: Arc::new(limits),
             upstream,
             instance_slots: Arc::new(Semaphore::new(slots)),
+            cache: None,
         })
+    }
+
+    /// Keep compiled components in `cache` across restarts.
+    pub fn with_cache(mut self, cache: ArtifactCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The limits in force.
@@ -304,10 +317,20 @@ impl Runtime {
     pub async fn load(&self, bytes: Vec<u8>, policy: &Policy) -> Result<LoadedConnector, LoadError> {
         let content_hash = crate::vault::crypto::sha256_hex(&bytes);
         let engine = self.engine.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| LoadError::Component(format!("compilation task failed: {e}")))?
-            .map_err(|e| LoadError::Component(format!("{e:#}")))?;
+        let cache = self.cache.clone();
+        let hash = content_hash.clone();
+        let started = std::time::Instant::now();
+        // Compilation takes milliseconds to seconds of CPU: keep it off the async executor.
+        let (component, origin) = tokio::task::spawn_blocking(move || match cache {
+            Some(cache) => cache.load_or_compile(&engine, &bytes, &hash),
+            None => Component::new(&engine, &bytes)
+                .map(|c| (c, Origin::Compiled))
+                .map_err(|e| anyhow::anyhow!("{e:#}")),
+        })
+        .await
+        .map_err(|e| LoadError::Component(format!("compilation task failed: {e}")))?
+        .map_err(|e| LoadError::Component(format!("{e:#}")))?;
+        tracing::debug!(hash = %&content_hash[..12], ?origin, micros = started.elapsed().as_micros() as u64, "component ready");
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -328,6 +351,8 @@ impl Runtime {
             manifest,
             declared_hosts,
             content_hash,
+            source: None,
+            loaded_at: crate::vault::now(),
             limits,
             pre,
             default_plan,

@@ -291,6 +291,18 @@ impl Vault {
         Ok((new_primary.id().to_owned(), count))
     }
 
+    /// A 32-byte key for `purpose`, derived from the primary master key (e.g. to authenticate
+    /// the compiled-artifact cache).
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"sluice derived key\0");
+        hasher.update(purpose.as_bytes());
+        hasher.update([0]);
+        hasher.update(self.keyring().primary().raw());
+        hasher.finalize().into()
+    }
+
     fn set_keyring(&self, keyring: Keyring) {
         match self.keyring.write() {
             Ok(mut current) => *current = keyring,

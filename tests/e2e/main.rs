@@ -9,5 +9,6 @@ mod execute;
 mod lifecycle;
 mod limits;
 mod policy;
+mod reload;
 mod sandbox;
 mod vault_api;

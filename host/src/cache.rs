@@ -1,0 +1,193 @@
+//! The compiled-artifact cache: precompiled components on disk, so a restart does not
+//! recompile every connector.
+//!
+//! Entries are keyed by the component's SHA-256 and a fingerprint of the engine and its
+//! configuration. A precompiled artifact is native code that wasmtime trusts, so an entry is
+//! loaded only if it carries a valid MAC made with this installation's cache key: a corrupt
+//! entry, or one this host did not write, is deleted and the component recompiled. The cache
+//! directory is created private (0700).
+
+use anyhow::Context;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Bytes of the MAC in front of every cache entry.
+const MAC_LEN: usize = 32;
+
+/// An on-disk cache of precompiled components.
+#[derive(Debug, Clone)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+    mac_key: [u8; 32],
+}
+
+/// Where a component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Loaded from a valid cache entry.
+    Cache,
+    /// Compiled now (and written to the cache).
+    Compiled,
+}
+
+impl ArtifactCache {
+    /// A cache in `dir` (created 0700) whose entries are authenticated with `mac_key`.
+    pub fn open(dir: &Path, mac_key: [u8; 32]) -> anyhow::Result<Self> {
+        create_private_dir(dir)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            mac_key,
+        })
+    }
+
+    /// The compiled component for `bytes` (whose SHA-256 is `content_hash`), from the cache
+    /// when a valid entry exists, else compiled and stored. Blocking: call off the executor.
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        content_hash: &str,
+    ) -> anyhow::Result<(Component, Origin)> {
+        let path = self.entry_path(engine, content_hash);
+        match self.read_entry(engine, &path) {
+            Ok(Some(component)) => return Ok((component, Origin::Cache)),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(entry = %path.display(), error = %format!("{error:#}"), "discarding an unusable cache entry");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        let component = Component::new(engine, bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        if let Err(error) = self.write_entry(&path, &component) {
+            tracing::warn!(entry = %path.display(), error = %format!("{error:#}"), "could not write a cache entry");
+        }
+        Ok((component, Origin::Compiled))
+    }
+
+    fn entry_path(&self, engine: &Engine, content_hash: &str) -> PathBuf {
+        // Fixed-key SipHash: stable for a given binary, which is what the fingerprint must be.
+        let mut hasher = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.dir
+            .join(format!("{content_hash}-{:016x}.cwasm", hasher.finish()))
+    }
+
+    fn mac(&self, path: &Path, artifact: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.mac_key).expect("HMAC accepts any key length");
+        // Bind the MAC to the entry's name too, so an entry cannot be renamed onto another key.
+        mac.update(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        mac.update(artifact);
+        mac
+    }
+
+    fn read_entry(&self, engine: &Engine, path: &Path) -> anyhow::Result<Option<Component>> {
+        let data = match std::fs::read(path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context("reading the cache entry"),
+        };
+        if data.len() < MAC_LEN {
+            anyhow::bail!("the entry is truncated");
+        }
+        let (tag, artifact) = data.split_at(MAC_LEN);
+        self.mac(path, artifact).verify_slice(tag).map_err(|_| {
+            anyhow::anyhow!("the entry's MAC does not verify (corrupt or not written by this host)")
+        })?;
+        Ok(Some(deserialize(engine, artifact)?))
+    }
+
+    fn write_entry(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+        let artifact = component.serialize().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let tag = self.mac(path, &artifact).finalize().into_bytes();
+        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        let mut data = Vec::with_capacity(MAC_LEN + artifact.len());
+        data.extend_from_slice(&tag);
+        data.extend_from_slice(&artifact);
+        std::fs::write(&temporary, &data).context("writing the cache entry")?;
+        std::fs::rename(&temporary, path).context("publishing the cache entry")?;
+        Ok(())
+    }
+}
+
+/// Load a precompiled artifact.
+///
+/// This is the one place the host runs native code it did not compile in this process. It
+/// is sound because the bytes were produced by `Component::serialize` of this same engine
+/// configuration (the file name carries its fingerprint, and wasmtime re-checks it) and are
+/// authenticated by a MAC only this installation can make; anything else was rejected above.
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, artifact: &[u8]) -> anyhow::Result<Component> {
+    // SAFETY: see above — only MAC-verified artifacts this host serialized reach this call.
+    unsafe { Component::deserialize(engine, artifact) }.map_err(|e| anyhow::anyhow!("{e:#}"))
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest valid component: no imports, no exports.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    fn engine() -> Engine {
+        Engine::default()
+    }
+
+    #[test]
+    fn second_load_comes_from_the_cache() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cache = ArtifactCache::open(&dir.path().join("cache"), [7; 32])?;
+        let engine = engine();
+        let (_, first) = cache.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
+        let (_, second) = cache.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
+        assert_eq!((first, second), (Origin::Compiled, Origin::Cache));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("cache"))?.permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn corrupt_or_foreign_entries_are_recompiled() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cache = ArtifactCache::open(&dir.path().join("cache"), [7; 32])?;
+        let engine = engine();
+        cache.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
+        let entry = std::fs::read_dir(dir.path().join("cache"))?
+            .next()
+            .expect("one entry")?
+            .path();
+
+        let mut corrupt = std::fs::read(&entry)?;
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        std::fs::write(&entry, &corrupt)?;
+        let (_, origin) = cache.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
+        assert_eq!(origin, Origin::Compiled, "a corrupt entry is not executed");
+
+        // An entry written with another installation's key is foreign.
+        let other = ArtifactCache::open(&dir.path().join("cache"), [8; 32])?;
+        let (_, origin) = other.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
+        assert_eq!(origin, Origin::Compiled, "a foreign entry is not executed");
+        Ok(())
+    }
+}

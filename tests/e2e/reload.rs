@@ -1,0 +1,223 @@
+//! Hot reload and the compiled-artifact cache, against the real binary.
+
+use crate::common::{SLUICE, send};
+use serde_json::{Value, json};
+use sluice_fixtures::gateway::Options;
+use sluice_fixtures::{Gateway, guests};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+async fn version(client: &reqwest::Client, gateway_url: &str, key: &str) -> Result<String, String> {
+    let response = client
+        .post(format!("{gateway_url}/v1/versioned/version"))
+        .bearer_auth(key)
+        .json(&json!({"params": {}}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| e.to_string())?;
+    match body["data"]["version"].as_str() {
+        Some(version) if status == 200 => Ok(version.to_owned()),
+        _ => Err(format!("{status}: {body}")),
+    }
+}
+
+/// Poll until `expected` serves; returns how long it took.
+async fn wait_for_version(
+    client: &reqwest::Client,
+    gateway: &Gateway,
+    key: &str,
+    expected: &str,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if version(client, &gateway.url, key).await.as_deref() == Ok(expected) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{expected} never started serving"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Replace the component the way a build tool does: write a temporary file, rename it over.
+fn replace_by_rename(source: &str, target: &Path) {
+    let temporary = target.with_extension("wasm.partial");
+    std::fs::copy(source, &temporary).expect("write temporary");
+    std::fs::rename(&temporary, target).expect("rename over");
+}
+
+/// Replace the component in place, as an editor or `cp` does (the file is briefly partial).
+fn replace_in_place(source: &str, target: &Path) {
+    std::fs::write(target, std::fs::read(source).expect("read")).expect("write in place");
+}
+
+/// Requests keep flowing while the component is replaced 20 times (alternating two versions,
+/// written in place and by rename) plus one garbage write: no request fails, every answer
+/// comes from one of the two versions, and after the last swap only the last one answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn hot_reload_under_load_drops_nothing() {
+    // v2 first: its host list is the superset, approved on first sight.
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::VERSIONED_V2], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let target = gateway.plugins_dir().join("versioned.wasm");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, key, stop) = (client.clone(), gateway.url.clone(), key.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    answers.push(version(&client, &url, &key).await);
+                }
+                answers
+            })
+        })
+        .collect();
+
+    let mut latencies = Vec::new();
+    for swap in 0..20 {
+        let (source, expected) = if swap % 2 == 0 {
+            (guests::VERSIONED_V1, "1.0.0")
+        } else {
+            (guests::VERSIONED_V2, "2.0.0")
+        };
+        if swap == 10 {
+            std::fs::write(&target, b"\0asm garbage that is not a component").expect("garbage");
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        if swap % 4 < 2 {
+            replace_in_place(source, &target);
+        } else {
+            replace_by_rename(source, &target);
+        }
+        latencies.push(wait_for_version(&client, &gateway, &key, expected).await);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for task in load {
+        answers.extend(task.await.expect("load task"));
+    }
+    let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a.as_deref(), Ok("1.0.0" | "2.0.0")))
+    );
+    assert!(
+        answers.len() > 100,
+        "the load kept running ({} requests)",
+        answers.len()
+    );
+    for _ in 0..20 {
+        assert_eq!(version(&client, &gateway.url, &key).await.as_deref(), Ok("2.0.0"));
+    }
+    latencies.sort();
+    println!(
+        "hot reload, file write to new version serving over 20 swaps under load: p50 {:?}, max {:?}, {} requests served meanwhile",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+        answers.len()
+    );
+}
+
+/// A garbage write or a torn (half-written) file never replaces a working version; the
+/// failure shows in `GET /v1/plugins`. Removing the file unloads the connector; a new file loads.
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_writes_keep_the_old_version_and_files_come_and_go() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::VERSIONED_V1], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let target = gateway.plugins_dir().join("versioned.wasm");
+    let good = std::fs::read(guests::VERSIONED_V1).expect("read");
+
+    for broken in [b"\0asm not a component".to_vec(), good[..good.len() / 2].to_vec()] {
+        std::fs::write(&target, &broken).expect("write broken");
+        let mut state = Value::Null;
+        for _ in 0..200 {
+            let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
+            state = plugins.body["rows"][0].clone();
+            if state["state"] == "stale" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(state["state"], "stale", "{state}");
+        assert!(state["lastError"].as_str().is_some_and(|e| !e.is_empty()));
+        assert_eq!(
+            version(&client, &gateway.url, &key).await.as_deref(),
+            Ok("1.0.0"),
+            "the old version serves"
+        );
+    }
+    std::fs::write(&target, &good).expect("restore");
+    wait_for_version(&client, &gateway, &key, "1.0.0").await;
+
+    std::fs::remove_file(&target).expect("remove");
+    let started = Instant::now();
+    while version(&client, &gateway.url, &key).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the removed connector still serves"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let gone = send(
+        client
+            .post(format!("{}/v1/versioned/version", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"params": {}})),
+    )
+    .await;
+    assert_eq!(gone.code(), "not_found");
+
+    replace_by_rename(guests::ECHO, &gateway.plugins_dir().join("echo.wasm"));
+    let started = Instant::now();
+    loop {
+        let answer = send(
+            client
+                .post(format!("{}/v1/echo/say", gateway.url))
+                .bearer_auth(&key)
+                .json(&json!({"params": {"new": true}})),
+        )
+        .await;
+        if answer.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a new file is loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A restart loads components from the compiled-artifact cache instead of compiling them.
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_loads_components_from_the_cache() {
+    let mut gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[guests::GITHUB, guests::ECHO],
+        Options::default(),
+    )
+    .await;
+    let first = gateway.output();
+    assert_eq!(first.matches("origin=Compiled").count(), 2, "{first}");
+    gateway.restart().await;
+    let after = gateway.output()[first.len()..].to_owned();
+    assert_eq!(after.matches("origin=Cache").count(), 2, "{after}");
+    assert_eq!(after.matches("origin=Compiled").count(), 0);
+}
