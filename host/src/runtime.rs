@@ -5,9 +5,11 @@
 //! - [`manifest`] — validation of what `describe()` returns.
 //! - [`capability`] — the `http` and `log` imports the host gives each instance.
 //! - [`limits`] — the per-request memory budget.
+//! - [`contract`] — which WIT contract version a component was built against.
 
 pub mod bindings;
 mod capability;
+pub mod contract;
 pub mod limits;
 pub mod manifest;
 
@@ -331,6 +333,10 @@ impl Runtime {
         .map_err(|e| LoadError::Component(format!("compilation task failed: {e}")))?
         .map_err(|e| LoadError::Component(format!("{e:#}")))?;
         tracing::debug!(hash = %&content_hash[..12], ?origin, micros = started.elapsed().as_micros() as u64, "component ready");
+        let component_type = component.component_type();
+        let contract = contract::detect(component_type.exports(&self.engine).map(|(name, _)| name))
+            .map_err(|e| LoadError::Component(e.to_string()))?;
+        tracing::debug!(?contract, "contract version");
         let instance_pre = self
             .linker
             .instantiate_pre(&component)

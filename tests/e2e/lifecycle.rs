@@ -75,3 +75,25 @@ async fn sigterm_drains_in_flight_requests() {
     assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
     assert!(exited_cleanly, "the gateway exits 0 after draining");
 }
+
+/// A component built against a contract version the host does not support is refused at load
+/// with a message naming both versions.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_contract_version_is_refused_clearly() {
+    let gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[guests::FUTURE_CONTRACT, guests::ECHO],
+        Options::default(),
+    )
+    .await;
+    let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+    assert_eq!(plugins.body["total"], 1, "only echo loads");
+    let error = plugins.body["failures"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("sluice:connector@9.0.0") && error.contains("0.1.x"),
+        "{error}"
+    );
+}
