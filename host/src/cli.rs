@@ -21,6 +21,20 @@ use std::time::Duration;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Dev(mut args) => {
+            if args.serve.plugins == std::path::Path::new("connectors") {
+                args.serve.plugins = std::path::PathBuf::from("target/sluice-dev/connectors");
+            }
+            // Held for the life of the process: dropping it stops rebuilding on save.
+            let _sources = crate::dev::start(&args.sources, &args.serve.plugins).await?;
+            serve(args.serve).await
+        }
+        Command::New { name, dir, sdk } => {
+            let created = crate::dev::scaffold(&dir, &name, sdk.as_deref())?;
+            println!("{}", created.display());
+            eprintln!("created {}; `sluice dev` builds and serves it", created.display());
+            Ok(())
+        }
         Command::Keys(KeysCommand::Create {
             environment,
             scope,

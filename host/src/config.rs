@@ -18,6 +18,19 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
+    /// Run the gateway and rebuild connector crates on save (hot reload picks them up).
+    Dev(DevArgs),
+    /// Scaffold a new connector crate from the template.
+    New {
+        /// Connector name: lower case letters, digits and `_`.
+        name: String,
+        /// Directory to create it in.
+        #[arg(long, default_value = "plugins")]
+        dir: PathBuf,
+        /// Path to the `sluice-sdk` crate (default: the workspace's `sluice-sdk`).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -130,6 +143,18 @@ pub struct ServeArgs {
     /// State location.
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// `sluice dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Directory whose sub-directories are connector crates.
+    #[arg(long, default_value = "plugins")]
+    pub sources: PathBuf,
+    /// Everything `serve` takes; `--plugins` is where built components are published
+    /// (default `target/sluice-dev/connectors`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// `sluice keys …`.

@@ -15,11 +15,12 @@
 //! - [`policy`] — the operator's per-connector limits and host narrowing.
 //! - [`vault`] — SQLite store: API keys, connections (secrets encrypted at rest), request log.
 //! - [`usage`] — per-key daily quotas and per-minute rate limits.
-//! - [`cli`] — what each command does.
+//! - [`cli`] — what each command does; [`dev`] — `sluice dev` and `sluice new`.
 
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod dev;
 pub mod egress;
 pub mod error;
 pub mod http;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod common;
+mod dev_loop;
 mod durability;
 mod errors;
 mod execute;

@@ -1,0 +1,319 @@
+//! The connector developer's loop: `sluice dev` builds every connector crate under a sources
+//! directory to a component, serves them with hot reload, and rebuilds a crate whenever one of
+//! its files changes; `sluice new` scaffolds a connector crate from the template.
+//!
+//! Builds run `cargo build --release --target wasm32-wasip2` on the crate. A failed build
+//! prints the compiler's errors and leaves the last good component serving.
+
+use anyhow::{Context, bail};
+use notify::{RecursiveMode, Watcher};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+/// A connector crate found under the sources directory.
+#[derive(Debug, Clone)]
+pub struct ConnectorCrate {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The `cdylib` target's name (the component's file stem).
+    pub lib_name: String,
+    /// Where cargo puts the component.
+    pub artifact: PathBuf,
+}
+
+/// Every directory directly under `sources` with a `Cargo.toml` and a `cdylib` target.
+pub async fn discover(sources: &Path) -> anyhow::Result<Vec<ConnectorCrate>> {
+    let mut crates = Vec::new();
+    let mut entries = tokio::fs::read_dir(sources)
+        .await
+        .with_context(|| format!("reading connector sources in {}", sources.display()))?;
+    let mut dirs = Vec::new();
+    while let Some(entry) = entries.next_entry().await? {
+        if entry.path().join("Cargo.toml").is_file() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    for dir in dirs {
+        match describe_crate(&dir).await {
+            Ok(Some(found)) => crates.push(found),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), error = %format!("{error:#}"), "skipping a crate cargo cannot read")
+            }
+        }
+    }
+    Ok(crates)
+}
+
+/// Ask cargo for the crate's `cdylib` name and target directory.
+async fn describe_crate(dir: &Path) -> anyhow::Result<Option<ConnectorCrate>> {
+    let output = Command::new(cargo())
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--manifest-path",
+        ])
+        .arg(dir.join("Cargo.toml"))
+        .output()
+        .await
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let manifest = dir.join("Cargo.toml").canonicalize()?;
+    let package = metadata["packages"]
+        .as_array()
+        .and_then(|packages| {
+            packages.iter().find(|p| {
+                p["manifest_path"]
+                    .as_str()
+                    .and_then(|m| Path::new(m).canonicalize().ok())
+                    .is_some_and(|m| m == manifest)
+            })
+        })
+        .context("cargo metadata does not list the crate")?;
+    let lib_name = package["targets"].as_array().and_then(|targets| {
+        targets.iter().find_map(|t| {
+            let is_cdylib = t["crate_types"]
+                .as_array()
+                .is_some_and(|types| types.iter().any(|k| k == "cdylib"));
+            is_cdylib
+                .then(|| t["name"].as_str().map(|n| n.replace('-', "_")))
+                .flatten()
+        })
+    });
+    let Some(lib_name) = lib_name else {
+        return Ok(None);
+    };
+    let target_dir = metadata["target_directory"]
+        .as_str()
+        .context("no target directory")?;
+    let artifact = Path::new(target_dir)
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{lib_name}.wasm"));
+    Ok(Some(ConnectorCrate {
+        dir: dir.to_owned(),
+        lib_name,
+        artifact,
+    }))
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Build `krate` and publish its component into `components` (by rename, so the gateway's
+/// watcher never sees a partial file). Returns whether the build succeeded.
+pub async fn build(krate: &ConnectorCrate, components: &Path) -> bool {
+    let started = std::time::Instant::now();
+    let output = Command::new(cargo())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(krate.dir.join("Cargo.toml"))
+        .output()
+        .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => {
+            eprintln!(
+                "sluice dev: could not run cargo for {}: {error}",
+                krate.dir.display()
+            );
+            return false;
+        }
+    };
+    if !output.status.success() {
+        eprintln!(
+            "sluice dev: building {} failed; the last good version keeps serving\n{}",
+            krate.dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return false;
+    }
+    let target = components.join(format!("{}.wasm", krate.lib_name));
+    let temporary = components.join(format!(".{}.wasm.partial", krate.lib_name));
+    let published = tokio::fs::copy(&krate.artifact, &temporary).await.is_ok()
+        && tokio::fs::rename(&temporary, &target).await.is_ok();
+    if published {
+        eprintln!(
+            "sluice dev: built {} in {} ms",
+            krate.lib_name,
+            started.elapsed().as_millis()
+        );
+    } else {
+        eprintln!("sluice dev: could not publish {}", target.display());
+    }
+    published
+}
+
+/// Build every crate once, then rebuild a crate whenever a file under it changes.
+/// The returned watcher must be kept alive.
+pub async fn start(sources: &Path, components: &Path) -> anyhow::Result<notify::RecommendedWatcher> {
+    tokio::fs::create_dir_all(components).await?;
+    let crates = discover(sources).await?;
+    if crates.is_empty() {
+        eprintln!("sluice dev: no connector crates under {}", sources.display());
+    }
+    for krate in &crates {
+        build(krate, components).await;
+    }
+    let (sender, receiver) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_))
+        {
+            for path in event.paths {
+                let _ = sender.send(path);
+            }
+        }
+    })?;
+    watcher.watch(sources, RecursiveMode::Recursive)?;
+    tokio::spawn(rebuild_task(receiver, sources.to_owned(), components.to_owned()));
+    Ok(watcher)
+}
+
+async fn rebuild_task(mut events: mpsc::UnboundedReceiver<PathBuf>, sources: PathBuf, components: PathBuf) {
+    while let Some(first) = events.recv().await {
+        let mut changed = BTreeSet::from([first]);
+        while let Ok(Some(path)) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+            changed.insert(path);
+        }
+        // Build outputs (target/) change during builds: ignore them.
+        let crates = match discover(&sources).await {
+            Ok(crates) => crates,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "rediscovering connector crates failed");
+                continue;
+            }
+        };
+        for krate in crates {
+            let touched = changed
+                .iter()
+                .any(|path| path.starts_with(&krate.dir) && !path.starts_with(krate.dir.join("target")));
+            if touched {
+                build(&krate, &components).await;
+            }
+        }
+        // Drain events caused by our own build before waiting again.
+        while events.try_recv().is_ok() {}
+    }
+}
+
+/// Create `<sources>/<name>/` from the echo template: a crate with one `Connector` ready to edit.
+pub fn scaffold(sources: &Path, name: &str, sdk_path: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || name.as_bytes()[0].is_ascii_digit()
+    {
+        bail!("a connector name is lower case letters, digits and `_`, starting with a letter");
+    }
+    let dir = sources.join(name);
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    std::fs::create_dir_all(dir.join("src"))?;
+    let type_name: String = name
+        .split('_')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    let sdk = match sdk_path {
+        Some(path) => format!("{{ path = {:?} }}", path.display().to_string()),
+        None => "{ workspace = true }".to_owned(),
+    };
+    let manifest = format!(
+        r#"[package]
+name = "sluice-connector-{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+name = "{name}"
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+sluice-sdk = {sdk}
+serde = {{ version = "1", features = ["derive"] }}
+serde_json = "1"
+"#
+    );
+    let source = format!(
+        r#"//! The {name} connector.
+
+use sluice_sdk::{{Auth, Connector, Endpoint, Error, Manifest, Output, Params, export_connector, http, json}};
+
+struct {type_name};
+
+impl Connector for {type_name} {{
+    fn describe() -> Manifest {{
+        Manifest::new("{name}", "{type_name}", env!("CARGO_PKG_VERSION"))
+            .description("Describe what this connector talks to")
+            .base_url("https://api.example.com")
+            .auth(Auth::Bearer)
+            .endpoint(
+                Endpoint::new("get_item", "GET", "/items/{{id}}")
+                    .title("Get an item")
+                    .params_schema(json!({{"type": "object", "required": ["id"], "properties": {{"id": {{"type": "string"}}}}}}))
+                    .example("Item 42", json!({{"id": "42"}})),
+            )
+    }}
+
+    fn invoke(endpoint: &str, params: Params) -> Result<Output, Error> {{
+        match endpoint {{
+            "get_item" => {{
+                let id = params.value()?["id"].as_str().unwrap_or_default().to_owned();
+                Ok(http::get(format!("/items/{{}}", http::segment(&id))).send()?.into())
+            }}
+            other => Err(Error::unknown_endpoint(other)),
+        }}
+    }}
+}}
+
+export_connector!({type_name});
+"#
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest)?;
+    std::fs::write(dir.join("src").join("lib.rs"), source)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaffold_writes_a_crate_and_refuses_bad_names() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let created = scaffold(dir.path(), "acme_crm", None)?;
+        let source = std::fs::read_to_string(created.join("src/lib.rs"))?;
+        assert!(source.contains("struct AcmeCrm;") && source.contains(r#"Manifest::new("acme_crm""#));
+        let manifest = std::fs::read_to_string(created.join("Cargo.toml"))?;
+        assert!(manifest.contains(r#"name = "acme_crm""#));
+        assert!(scaffold(dir.path(), "acme_crm", None).is_err(), "no overwrite");
+        for bad in ["", "Acme", "9lives", "a-b", "../x"] {
+            assert!(scaffold(dir.path(), bad, None).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+}

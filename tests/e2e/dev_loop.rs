@@ -1,0 +1,92 @@
+//! The developer loop: `sluice new` scaffolds a connector, `sluice dev` builds and serves it,
+//! and saving a change rebuilds and hot-reloads it; a broken build keeps the last good one.
+
+use crate::common::{SLUICE, send};
+use sluice_fixtures::Gateway;
+use sluice_fixtures::gateway::Options;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+async fn served_version(gateway: &Gateway, id: &str) -> Option<String> {
+    let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+    plugins.body["rows"]
+        .as_array()?
+        .iter()
+        .find(|row| row["id"] == id)
+        .and_then(|row| row["version"].as_str().map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+    let sources = tempfile::tempdir().expect("tempdir");
+    let sdk = workspace.join("sdk-guest");
+    let scaffold = std::process::Command::new(SLUICE)
+        .args(["new", "hello", "--dir"])
+        .arg(sources.path())
+        .arg("--sdk")
+        .arg(&sdk)
+        .output()
+        .expect("sluice new");
+    assert!(
+        scaffold.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scaffold.stderr)
+    );
+    let krate = sources.path().join("hello");
+
+    // Share compiled dependencies between runs; the crate lives outside the workspace.
+    let target_dir = workspace.join("target").join("dev-loop");
+    let gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[],
+        Options {
+            command: Some(vec![
+                "dev".into(),
+                "--sources".into(),
+                sources.path().display().to_string(),
+            ]),
+            env: vec![("CARGO_TARGET_DIR".into(), target_dir.display().to_string())],
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(served_version(&gateway, "hello").await.as_deref(), Some("0.1.0"));
+
+    let manifest = krate.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    let saved = Instant::now();
+    std::fs::write(
+        &manifest,
+        text.replace("version = \"0.1.0\"", "version = \"0.2.0\""),
+    )
+    .expect("save");
+    while served_version(&gateway, "hello").await.as_deref() != Some("0.2.0") {
+        assert!(
+            saved.elapsed() < Duration::from_secs(120),
+            "the change was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("sluice dev: save to new version serving in {:?}", saved.elapsed());
+
+    let lib = krate.join("src").join("lib.rs");
+    let source = std::fs::read_to_string(&lib).expect("source");
+    std::fs::write(&lib, format!("{source}\nthis is not rust\n")).expect("break the build");
+    let started = Instant::now();
+    while !gateway
+        .output()
+        .contains("failed; the last good version keeps serving")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the failed build was not reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gateway.output().contains("error"),
+        "the compiler's errors are shown"
+    );
+    assert_eq!(served_version(&gateway, "hello").await.as_deref(), Some("0.2.0"));
+}
