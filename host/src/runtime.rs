@@ -17,7 +17,7 @@ use crate::cache::{ArtifactCache, Origin};
 use crate::egress::{AddressPolicy, HostPattern};
 use crate::policy::Policy;
 use crate::upstream::Upstream;
-use bindings::{ConnectorError, ConnectorWorldPre, Output};
+use bindings::{ConnectorError, Output, WitManifest, upgrade, v0_1, v0_2};
 use limits::MemoryBudget;
 use manifest::{AuthScheme, Manifest};
 use std::fmt;
@@ -180,13 +180,15 @@ pub struct LoadedConnector {
     pub declared_hosts: Vec<HostPattern>,
     /// Hex SHA-256 of the component bytes.
     pub content_hash: String,
+    /// The contract version the component was built against, e.g. `0.1.0`.
+    pub contract: &'static str,
     /// The file it was loaded from, if any.
     pub source: Option<std::path::PathBuf>,
     /// When it was loaded (Unix seconds).
     pub loaded_at: i64,
     /// The limits this connector runs under (global limits tightened by its policy).
     pub limits: Arc<RuntimeLimits>,
-    pre: ConnectorWorldPre<GuestState>,
+    pre: VersionedPre,
     default_plan: Arc<EgressPlan>,
     in_flight: Arc<Semaphore>,
 }
@@ -290,7 +292,10 @@ impl Runtime {
         // std for wasm32-wasip2 imports wasi:cli, wasi:io and friends even when unused; the
         // WasiCtx behind them grants nothing (no preopens, env, args, sockets or stdio).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_to_anyhow)?;
-        bindings::ConnectorWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        // Every supported contract version's imports, side by side.
+        v0_2::ConnectorWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(wasmtime_to_anyhow)?;
+        v0_1::ConnectorWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(wasmtime_to_anyhow)?;
         let slots = limits.max_instances as usize;
         Ok(Self {
@@ -341,7 +346,8 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Component(format!("{e:#}")))?;
-        let pre = ConnectorWorldPre::new(instance_pre).map_err(|e| LoadError::Component(format!("{e:#}")))?;
+        let pre =
+            VersionedPre::new(instance_pre, contract).map_err(|e| LoadError::Component(format!("{e:#}")))?;
         let mut manifest = self.describe(&pre).await?;
         let connector_policy = policy.for_connector(&manifest.id);
         let declared_hosts = manifest.allowed_hosts.clone();
@@ -357,6 +363,7 @@ impl Runtime {
             manifest,
             declared_hosts,
             content_hash,
+            contract: pre.contract(),
             source: None,
             loaded_at: crate::vault::now(),
             limits,
@@ -365,7 +372,7 @@ impl Runtime {
         })
     }
 
-    async fn describe(&self, pre: &ConnectorWorldPre<GuestState>) -> Result<Manifest, LoadError> {
+    async fn describe(&self, pre: &VersionedPre) -> Result<Manifest, LoadError> {
         // describe() runs with no egress at all: an empty plan allows nothing.
         let plan = Arc::new(EgressPlan {
             base_url: String::new(),
@@ -380,13 +387,7 @@ impl Runtime {
             self.limits.clone(),
             self.limits.describe_timeout,
         );
-        let run = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance
-                .sluice_connector_connector()
-                .call_describe(&mut store)
-                .await
-        };
+        let run = pre.describe(&mut store);
         let wit = match tokio::time::timeout(self.limits.describe_timeout, run).await {
             Ok(Ok(manifest)) => manifest,
             Ok(Err(e)) => return Err(LoadError::Describe(format!("{e:#}"))),
@@ -428,13 +429,7 @@ impl Runtime {
             limits,
             timeout,
         );
-        let run = async {
-            let instance = connector.pre.instantiate_async(&mut store).await?;
-            instance
-                .sluice_connector_connector()
-                .call_invoke(&mut store, endpoint, params_json)
-                .await
-        };
+        let run = connector.pre.invoke(&mut store, endpoint, params_json);
         let outcome = tokio::time::timeout(timeout, run).await;
         match outcome {
             Err(_) => Err(InvokeError::Timeout),
@@ -480,6 +475,78 @@ impl Runtime {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         store
+    }
+}
+
+/// A pre-instantiated connector, bound with the bindings of the contract version it was built
+/// against; results are converted to the newest types.
+enum VersionedPre {
+    V0_1(v0_1::ConnectorWorldPre<GuestState>),
+    V0_2(v0_2::ConnectorWorldPre<GuestState>),
+}
+
+impl VersionedPre {
+    fn new(
+        instance_pre: wasmtime::component::InstancePre<GuestState>,
+        (major, minor, _): (u64, u64, u64),
+    ) -> wasmtime::Result<Self> {
+        match (major, minor) {
+            (0, 1) => Ok(Self::V0_1(v0_1::ConnectorWorldPre::new(instance_pre)?)),
+            _ => Ok(Self::V0_2(v0_2::ConnectorWorldPre::new(instance_pre)?)),
+        }
+    }
+
+    /// The contract version these bindings speak.
+    fn contract(&self) -> &'static str {
+        match self {
+            Self::V0_1(_) => "0.1.0",
+            Self::V0_2(_) => "0.2.0",
+        }
+    }
+
+    async fn describe(&self, store: &mut Store<GuestState>) -> wasmtime::Result<WitManifest> {
+        match self {
+            Self::V0_1(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let manifest = instance
+                    .sluice_connector_connector()
+                    .call_describe(&mut *store)
+                    .await?;
+                Ok(upgrade::manifest(manifest))
+            }
+            Self::V0_2(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .sluice_connector_connector()
+                    .call_describe(&mut *store)
+                    .await
+            }
+        }
+    }
+
+    async fn invoke(
+        &self,
+        store: &mut Store<GuestState>,
+        endpoint: &str,
+        params_json: &str,
+    ) -> wasmtime::Result<Result<Output, ConnectorError>> {
+        match self {
+            Self::V0_1(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let result = instance
+                    .sluice_connector_connector()
+                    .call_invoke(&mut *store, endpoint, params_json)
+                    .await?;
+                Ok(result.map(upgrade::output).map_err(upgrade::connector_error))
+            }
+            Self::V0_2(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .sluice_connector_connector()
+                    .call_invoke(&mut *store, endpoint, params_json)
+                    .await
+            }
+        }
     }
 }
 

@@ -77,7 +77,7 @@ pub use serde_json::{Value, json};
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/since_v0.1.0",
+        path: "../wit/since_v0.2.0",
         world: "connector-world",
         pub_export_macro: true,
         export_macro_name: "__export_connector_world",

@@ -112,6 +112,7 @@ pub struct Manifest {
     version: String,
     description: String,
     category: String,
+    icon_url: Option<String>,
     base_url: String,
     allowed_hosts: Vec<String>,
     auth: Auth,
@@ -128,6 +129,7 @@ impl Manifest {
             version: version.to_owned(),
             description: String::new(),
             category: "other".to_owned(),
+            icon_url: None,
             base_url: String::new(),
             allowed_hosts: Vec::new(),
             auth: Auth::None,
@@ -144,6 +146,12 @@ impl Manifest {
     /// Catalog category, e.g. `developer-tools`.
     pub fn category(mut self, category: &str) -> Self {
         self.category = category.to_owned();
+        self
+    }
+
+    /// URL of an icon for catalogs.
+    pub fn icon_url(mut self, url: &str) -> Self {
+        self.icon_url = Some(url.to_owned());
         self
     }
 
@@ -185,6 +193,7 @@ impl Manifest {
             version: self.version,
             description: self.description,
             category: self.category,
+            icon_url: self.icon_url,
             base_url: self.base_url,
             allowed_hosts,
             auth: match self.auth {

@@ -97,3 +97,56 @@ async fn unknown_contract_version_is_refused_clearly() {
         "{error}"
     );
 }
+
+/// A connector built against the 0.1 contract keeps working beside 0.2 connectors: it loads,
+/// its 0.1 `http` import gets the credential injected, and `/v1/plugins` names its contract.
+#[tokio::test(flavor = "multi_thread")]
+async fn connector_built_against_the_older_contract_keeps_working() {
+    let upstream = sluice_fixtures::FakeUpstream::start(crate::common::fake_github).await;
+    let gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[guests::CONTRACT_V0_1, guests::GITHUB],
+        Options::default(),
+    )
+    .await;
+    let key = gateway.first_start_key.clone().expect("key");
+    gateway
+        .add_connection("legacy", crate::common::SECRET, &["--base-url", &upstream.url()])
+        .await;
+    let answer = send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/legacy/ping", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"params": {}})),
+    )
+    .await;
+    assert_eq!(answer.body, json!({"status": 200, "data": "plain words"}));
+    let sent = upstream.requests().pop().expect("sent");
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {}", crate::common::SECRET).as_str())
+    );
+    let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+    let contracts: Vec<(String, String)> = plugins.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or_default().to_owned(),
+                r["contract"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        contracts,
+        [
+            ("github".to_owned(), "0.2.0".to_owned()),
+            ("legacy".to_owned(), "0.1.0".to_owned())
+        ]
+    );
+    assert!(
+        gateway.output().contains("legacy ping"),
+        "the 0.1 log import works"
+    );
+}

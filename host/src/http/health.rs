@@ -27,6 +27,7 @@ async fn plugins(State(app): State<AppState>) -> Json<Value> {
                 "name": c.manifest.name,
                 "version": c.manifest.version,
                 "hash": c.content_hash,
+                "contract": c.contract,
                 "file": c.source.as_ref().map(|p| p.display().to_string()),
                 "loadedAt": c.loaded_at,
                 "state": if failure.is_some() { "stale" } else { "loaded" },

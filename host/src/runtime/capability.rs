@@ -4,8 +4,9 @@
 //! copied or allocated further, policy is decided here in the host, and the credential is
 //! added only on its own origin and scrubbed from whatever comes back.
 
-use super::bindings::sluice::connector::{http as wit_http, log as wit_log};
+use super::bindings::v0_2::sluice::connector::{http as wit_http, log as wit_log};
 use super::bindings::{Header, HttpError, Level, Request, Response};
+use super::bindings::{upgrade, v0_1};
 use super::manifest::AuthScheme;
 use super::{CallContext, EgressPlan, GuestState, RuntimeLimits};
 use crate::egress;
@@ -475,7 +476,32 @@ impl wit_log::Host for GuestState {
     }
 }
 
-impl super::bindings::sluice::connector::types::Host for GuestState {}
+impl super::bindings::v0_2::sluice::connector::types::Host for GuestState {}
+
+// Components built against 0.1 get the same capabilities, converted at the boundary.
+impl v0_1::sluice::connector::http::Host for GuestState {
+    async fn send(
+        &mut self,
+        request: v0_1::sluice::connector::types::Request,
+    ) -> wasmtime::Result<
+        Result<v0_1::sluice::connector::types::Response, v0_1::sluice::connector::types::HttpError>,
+    > {
+        let result = <Self as wit_http::Host>::send(self, upgrade::request(request)).await?;
+        Ok(result.map(upgrade::response).map_err(upgrade::http_error_down))
+    }
+}
+
+impl v0_1::sluice::connector::log::Host for GuestState {
+    async fn write(
+        &mut self,
+        level: v0_1::sluice::connector::types::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        <Self as wit_log::Host>::write(self, upgrade::level(level), message).await
+    }
+}
+
+impl v0_1::sluice::connector::types::Host for GuestState {}
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@ const CONNECTOR_INTERFACE: &str = "sluice:connector/connector";
 
 /// Contract versions this host can bind: `major.minor` pairs (for `0.x` a new minor is a
 /// breaking change under semver, so minors are listed separately).
-pub const SUPPORTED: &[(u64, u64)] = &[(0, 1)];
+pub const SUPPORTED: &[(u64, u64)] = &[(0, 1), (0, 2)];
 
 /// Why a component's contract version is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +67,8 @@ mod tests {
             Ok((0, 1, 7))
         );
         assert_eq!(detect(["wasi:cli/run@0.2.0"]), Err(ContractError::NotAConnector));
-        for unsupported in ["0.2.0", "1.0.0", "9.9.9", "x.y.z", "0.1"] {
+        assert_eq!(detect(["sluice:connector/connector@0.2.0"]), Ok((0, 2, 0)));
+        for unsupported in ["0.3.0", "1.0.0", "9.9.9", "x.y.z", "0.1"] {
             let name = format!("sluice:connector/connector@{unsupported}");
             assert!(
                 matches!(detect([name.as_str()]), Err(ContractError::Unsupported { .. })),

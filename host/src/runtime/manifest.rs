@@ -74,6 +74,8 @@ pub struct Manifest {
     pub description: String,
     /// Catalog category.
     pub category: String,
+    /// Icon URL for catalogs, if the connector gave one.
+    pub icon_url: Option<String>,
     /// Default upstream base URL (no trailing slash).
     pub base_url: Url,
     /// Declared origins.
@@ -194,6 +196,7 @@ impl Manifest {
             version: wit.version,
             description: wit.description,
             category: wit.category,
+            icon_url: wit.icon_url,
             base_url,
             allowed_hosts,
             auth,

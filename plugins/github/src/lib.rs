@@ -93,6 +93,7 @@ impl Connector for GitHub {
         Manifest::new("github", "GitHub", env!("CARGO_PKG_VERSION"))
             .description("GitHub REST API: repositories, issues and comments")
             .category("developer-tools")
+            .icon_url("https://github.githubassets.com/favicons/favicon.svg")
             .base_url("https://api.github.com")
             .auth(Auth::Bearer)
             .endpoint(
