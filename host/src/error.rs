@@ -20,6 +20,9 @@ pub enum ApiError {
     /// Malformed request or params.
     #[error("{0}")]
     BadRequest(String),
+    /// The params do not match the endpoint's JSON Schema.
+    #[error("params do not match the endpoint's schema: {}", summary(.0))]
+    InvalidParams(Vec<(String, String)>),
     /// Missing or unknown API key.
     #[error("{0}")]
     Unauthorized(String),
@@ -107,13 +110,30 @@ struct ErrorBody<'a> {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     action_url: Option<&'a str>,
+    /// Per-field failures, for `InvalidParams`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    details: Vec<FieldError<'a>>,
+}
+
+#[derive(Serialize)]
+struct FieldError<'a> {
+    pointer: &'a str,
+    message: &'a str,
+}
+
+fn summary(errors: &[(String, String)]) -> String {
+    errors
+        .iter()
+        .map(|(pointer, message)| format!("`{pointer}`: {message}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl ApiError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) => "bad_request",
+            Self::BadRequest(_) | Self::InvalidParams(_) => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::ApiKeyRevoked => "api_key_revoked",
             Self::ApiKeyExpired => "api_key_expired",
@@ -142,7 +162,7 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidParams(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) | Self::ApiKeyRevoked | Self::ApiKeyExpired => StatusCode::UNAUTHORIZED,
             Self::ScopeNotAllowed(_)
             | Self::IntegrationNotConnected { .. }
@@ -176,10 +196,18 @@ impl IntoResponse for ApiError {
             Self::IntegrationNotConnected { action_url, .. } => Some(action_url.as_str()),
             _ => None,
         };
+        let details = match &self {
+            Self::InvalidParams(errors) => errors
+                .iter()
+                .map(|(pointer, message)| FieldError { pointer, message })
+                .collect(),
+            _ => Vec::new(),
+        };
         let body = ErrorBody {
             error: self.code(),
             message: self.to_string(),
             action_url,
+            details,
         };
         let mut response = (self.status(), Json(body)).into_response();
         let headers = response.headers_mut();

@@ -102,7 +102,30 @@ async fn bad_bodies_and_params_are_400() {
         .await;
     assert_error(&missing_field, 400, "bad_request");
     let message = missing_field.body["message"].as_str().unwrap_or_default();
-    assert!(message.contains("missing field `issue_number`"), "{message}");
+    assert!(
+        message.contains("issue_number") && message.contains("repo"),
+        "{message}"
+    );
+    let details = missing_field.body["details"].as_array().expect("details");
+    assert!(details.iter().all(|d| d["pointer"] == "/"), "{details:?}");
+
+    let several = setup
+        .execute(
+            "github",
+            "list_issues",
+            json!({"params": {"owner": "acme", "repo": "webapp", "state": "sideways", "per_page": 500, "extra": 1}}),
+        )
+        .await;
+    assert_error(&several, 400, "bad_request");
+    let pointers: Vec<&str> = several.body["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .filter_map(|d| d["pointer"].as_str())
+        .collect();
+    for pointer in ["/state", "/per_page", "/"] {
+        assert!(pointers.contains(&pointer), "{pointer} in {pointers:?}");
+    }
     assert!(
         setup.upstream_requests().is_empty(),
         "nothing may be sent for bad params"

@@ -4,6 +4,7 @@ use super::extract::{Caller, JsonBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
 use crate::runtime::bindings::Output;
+use crate::runtime::manifest::Manifest;
 use crate::runtime::{CallContext, Credential, needs_connection};
 use crate::usage::{Limits, Refusal, Window};
 use crate::vault::api_keys::{ApiKey, Environment};
@@ -117,11 +118,11 @@ async fn run(
         .registry
         .get(integration)
         .ok_or_else(|| ApiError::NotFound(format!("no integration named `{integration}`")))?;
-    if connector.manifest.endpoint(endpoint).is_none() {
-        return Err(ApiError::NotFound(format!(
+    let endpoint_info = connector.manifest.endpoint(endpoint).ok_or_else(|| {
+        ApiError::NotFound(format!(
             "integration `{integration}` has no endpoint named `{endpoint}`"
-        )));
-    }
+        ))
+    })?;
     if !key.scope.allows(integration) {
         return Err(ApiError::ScopeNotAllowed(integration.to_owned()));
     }
@@ -132,6 +133,12 @@ async fn run(
         return Err(ApiError::BadRequest("`params` must be a JSON object".into()));
     }
     log.request_bytes = params.get().len() as u64;
+    let params_value: serde_json::Value =
+        serde_json::from_str(params.get()).map_err(|e| ApiError::BadRequest(format!("`params`: {e}")))?;
+    let violations = Manifest::validate_params(endpoint_info, &params_value);
+    if !violations.is_empty() {
+        return Err(ApiError::InvalidParams(violations));
+    }
 
     let mut context = CallContext {
         transaction_key,

@@ -3,6 +3,7 @@
 use super::bindings::{AuthScheme as WitAuth, WitManifest};
 use crate::egress::HostPattern;
 use std::collections::HashMap;
+use std::sync::Arc;
 use url::Url;
 
 /// How the host authenticates upstream requests for a connector's connections.
@@ -57,6 +58,8 @@ pub struct EndpointInfo {
     pub description: String,
     /// JSON Schema of `params`.
     pub params_schema: serde_json::Value,
+    /// `params_schema`, compiled once at load.
+    pub validator: Arc<jsonschema::Validator>,
     /// Examples: (title, params).
     pub examples: Vec<(String, serde_json::Value)>,
 }
@@ -106,6 +109,9 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError
         reason: reason.into(),
     }
 }
+
+/// At most this many schema violations are reported for one call.
+const MAX_REPORTED_ERRORS: usize = 20;
 
 /// Identifiers appear in URLs and metrics labels: keep them boring.
 fn is_identifier(s: &str) -> bool {
@@ -165,6 +171,10 @@ impl Manifest {
             if !params_schema.is_object() {
                 return Err(invalid(&field, "params-schema must be a JSON object"));
             }
+            // Built without remote or file resolution: a connector's schema cannot make the
+            // host fetch anything.
+            let validator = jsonschema::validator_for(&params_schema)
+                .map_err(|e| invalid(&field, format!("params-schema is not a valid JSON Schema: {e}")))?;
             let examples = endpoint
                 .examples
                 .into_iter()
@@ -187,6 +197,7 @@ impl Manifest {
                 path: endpoint.path,
                 description: endpoint.description,
                 params_schema,
+                validator: Arc::new(validator),
                 examples,
             });
         }
@@ -205,8 +216,88 @@ impl Manifest {
         })
     }
 
+    /// Check `params` against the endpoint's schema: each failure as (JSON pointer, reason).
+    pub fn validate_params(endpoint: &EndpointInfo, params: &serde_json::Value) -> Vec<(String, String)> {
+        endpoint
+            .validator
+            .iter_errors(params)
+            .take(MAX_REPORTED_ERRORS)
+            .map(|error| {
+                let pointer = error.instance_path().to_string();
+                let pointer = if pointer.is_empty() {
+                    "/".to_owned()
+                } else {
+                    pointer
+                };
+                (pointer, error.to_string())
+            })
+            .collect()
+    }
+
     /// The endpoint called `name`.
     pub fn endpoint(&self, name: &str) -> Option<&EndpointInfo> {
         self.endpoint_index.get(name).map(|&i| &self.endpoints[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bindings::{WitEndpoint, WitManifest};
+
+    fn wit(schema: &str) -> WitManifest {
+        WitManifest {
+            id: "t".into(),
+            name: "T".into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            category: "test".into(),
+            icon_url: None,
+            base_url: "https://api.example.com".into(),
+            allowed_hosts: vec!["https://api.example.com".into()],
+            auth: WitAuth::Bearer,
+            endpoints: vec![WitEndpoint {
+                name: "get".into(),
+                title: "Get".into(),
+                method: "GET".into(),
+                path: "/".into(),
+                description: String::new(),
+                params_schema: schema.into(),
+                examples: Vec::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn params_are_checked_against_the_compiled_schema() -> Result<(), ManifestError> {
+        let manifest = Manifest::from_wit(wit(
+            r#"{"type":"object","required":["owner"],"properties":{"owner":{"type":"string"},"n":{"type":"integer","minimum":1}}}"#,
+        ))?;
+        let endpoint = manifest.endpoint("get").expect("endpoint");
+        assert!(Manifest::validate_params(endpoint, &serde_json::json!({"owner": "a", "n": 2})).is_empty());
+        let errors = Manifest::validate_params(endpoint, &serde_json::json!({"n": 0}));
+        let pointers: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+        assert!(pointers.contains(&"/") && pointers.contains(&"/n"), "{errors:?}");
+        assert!(errors.iter().any(|(_, m)| m.contains("owner")), "{errors:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_schemas_and_manifests_are_load_errors() {
+        assert!(
+            Manifest::from_wit(wit(r#"{"type": 5}"#)).is_err(),
+            "not a valid schema"
+        );
+        assert!(Manifest::from_wit(wit("[1]")).is_err(), "not an object");
+        assert!(Manifest::from_wit(wit("{")).is_err(), "not JSON");
+        let mut bad_id = wit("{}");
+        bad_id.id = "Bad Id".into();
+        assert!(Manifest::from_wit(bad_id).is_err());
+        let mut off_origin = wit("{}");
+        off_origin.allowed_hosts = vec!["https://other.example.com".into()];
+        assert!(
+            Manifest::from_wit(off_origin).is_err(),
+            "base URL must be allowed"
+        );
     }
 }
