@@ -1,12 +1,14 @@
 //! The caller-facing HTTP API: one router, one module per route group.
 //!
-//! - [`execute`] — `POST /v1/{integration}/{endpoint}`.
+//! - [`execute`] — `POST /v1/{integration}/{endpoint}`; [`catalog`] — connectors, actions,
+//!   knowledge, docs route and LLM tool definitions.
 //! - [`health`] — `/healthz` and `GET /v1/plugins`.
 //! - [`vault`] — the Pica-compatible connections API; [`admin`] — API keys (admin key).
 //! - [`logs`] — `GET /v1/logs`; [`query`] — query-string parsing and pagination.
 //! - [`extract`] — body and API-key extraction that fails with [`ApiError`]s.
 
 mod admin;
+pub mod catalog;
 mod execute;
 pub mod extract;
 mod health;
@@ -61,6 +63,7 @@ pub struct TransactionKey(pub String);
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(execute::router())
+        .merge(catalog::router())
         .merge(health::router())
         .merge(vault::router())
         .merge(admin::router())

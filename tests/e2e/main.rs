@@ -2,6 +2,7 @@
 //! fake upstream APIs on loopback that record what they receive.
 
 mod admin;
+mod catalog;
 mod common;
 mod dev_loop;
 mod durability;

@@ -1,0 +1,236 @@
+//! The catalog, generated from the loaded connectors' `describe()` (never hand-maintained, and
+//! current the moment a connector is hot-reloaded): connectors, actions, action knowledge, the
+//! docs route of the execute endpoint, and tool definitions for LLMs.
+
+use super::AppState;
+use super::extract::Caller;
+use super::query::Query;
+use crate::error::ApiError;
+use crate::runtime::LoadedConnector;
+use crate::runtime::manifest::{AuthScheme, EndpointInfo};
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/available-connectors", get(connectors))
+        .route("/v1/available-actions/{platform}", get(actions))
+        .route("/v1/actions/{action_id}/knowledge", get(knowledge))
+        .route("/v1/tools", get(tools))
+        .route("/v1/{integration}/{endpoint}", get(endpoint_docs))
+}
+
+/// The stable action key, e.g. `github-create-issue`.
+pub fn action_key(connector: &str, endpoint: &str) -> String {
+    format!("{connector}-{}", endpoint.replace('_', "-"))
+}
+
+fn contains_ci(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+fn is_oauth(connector: &LoadedConnector) -> bool {
+    matches!(connector.manifest.auth, AuthScheme::OAuth2(_))
+}
+
+async fn connectors(
+    State(app): State<AppState>,
+    Caller(_): Caller,
+    query: Query,
+) -> Result<Json<Value>, ApiError> {
+    let page = query.pagination()?;
+    let (platform, key, name, category) = (
+        query.text("platform"),
+        query.text("key"),
+        query.text("name"),
+        query.text("category"),
+    );
+    let oauth = match query.boolean("oauth")? {
+        Some(oauth) => Some(oauth),
+        None => query.boolean("authkit")?,
+    };
+    let snapshot = app.registry.snapshot();
+    let matching: Vec<&Arc<LoadedConnector>> = snapshot
+        .values()
+        .filter(|c| platform.as_ref().is_none_or(|p| &c.manifest.id == p))
+        .filter(|c| key.as_ref().is_none_or(|k| &c.manifest.id == k))
+        .filter(|c| name.as_ref().is_none_or(|n| contains_ci(&c.manifest.name, n)))
+        .filter(|c| category.as_ref().is_none_or(|k| &c.manifest.category == k))
+        .filter(|c| oauth.is_none_or(|o| is_oauth(c) == o))
+        .collect();
+    let total = matching.len() as i64;
+    let rows: Vec<Value> = matching
+        .into_iter()
+        .skip(((page.page - 1) * page.limit) as usize)
+        .take(page.limit as usize)
+        .map(|c| {
+            let m = &c.manifest;
+            json!({
+                "name": m.name,
+                "key": m.id,
+                "platform": m.id,
+                "platformVersion": m.version,
+                "version": m.version,
+                "status": "active",
+                "active": true,
+                "description": m.description,
+                "category": m.category,
+                "image": m.icon_url,
+                "tags": [m.category],
+                "oauth": is_oauth(c),
+                "tools": m.endpoints.len(),
+                "contract": c.contract,
+            })
+        })
+        .collect();
+    Ok(Json(page.envelope(rows, total)))
+}
+
+fn action_row(connector: &LoadedConnector, endpoint: &EndpointInfo) -> Value {
+    json!({
+        "title": endpoint.title,
+        "key": action_key(&connector.manifest.id, &endpoint.name),
+        "endpoint": endpoint.name,
+        "method": endpoint.method,
+        "path": endpoint.path,
+        "platform": connector.manifest.id,
+        "description": endpoint.description,
+    })
+}
+
+async fn actions(
+    State(app): State<AppState>,
+    Caller(_): Caller,
+    Path(platform): Path<String>,
+    query: Query,
+) -> Result<Json<Value>, ApiError> {
+    let page = query.pagination()?;
+    let connector = app
+        .registry
+        .get(&platform)
+        .ok_or_else(|| ApiError::NotFound(format!("no integration named `{platform}`")))?;
+    let (title, key, method) = (query.text("title"), query.text("key"), query.text("method"));
+    let matching: Vec<&EndpointInfo> = connector
+        .manifest
+        .endpoints
+        .iter()
+        .filter(|e| title.as_ref().is_none_or(|t| contains_ci(&e.title, t)))
+        .filter(|e| key.as_ref().is_none_or(|k| &action_key(&platform, &e.name) == k))
+        .filter(|e| method.as_ref().is_none_or(|m| e.method.eq_ignore_ascii_case(m)))
+        .collect();
+    let total = matching.len() as i64;
+    let rows: Vec<Value> = matching
+        .into_iter()
+        .skip(((page.page - 1) * page.limit) as usize)
+        .take(page.limit as usize)
+        .map(|e| action_row(&connector, e))
+        .collect();
+    Ok(Json(page.envelope(rows, total)))
+}
+
+/// Everything a caller (or an agent) needs to call one action.
+fn knowledge_of(connector: &LoadedConnector, endpoint: &EndpointInfo) -> Value {
+    json!({
+        "action": {
+            "id": action_key(&connector.manifest.id, &endpoint.name),
+            "title": endpoint.title,
+            "description": endpoint.description,
+            "method": endpoint.method,
+            "path": endpoint.path,
+            "platform": connector.manifest.id,
+            "execute": format!("POST /v1/{}/{}", connector.manifest.id, endpoint.name),
+        },
+        "parameters": endpoint.params_schema,
+        "examples": endpoint.examples.iter().map(|(title, params)| json!({"title": title, "params": params})).collect::<Vec<_>>(),
+    })
+}
+
+async fn knowledge(
+    State(app): State<AppState>,
+    Caller(_): Caller,
+    Path(action_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let snapshot = app.registry.snapshot();
+    snapshot
+        .values()
+        .find_map(|c| {
+            c.manifest
+                .endpoints
+                .iter()
+                .find(|e| action_key(&c.manifest.id, &e.name) == action_id)
+                .map(|e| knowledge_of(c, e))
+        })
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no action `{action_id}`")))
+}
+
+async fn endpoint_docs(
+    State(app): State<AppState>,
+    Caller(_): Caller,
+    Path((integration, endpoint)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let connector = app
+        .registry
+        .get(&integration)
+        .ok_or_else(|| ApiError::NotFound(format!("no integration named `{integration}`")))?;
+    let info = connector.manifest.endpoint(&endpoint).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "integration `{integration}` has no endpoint named `{endpoint}`"
+        ))
+    })?;
+    Ok(Json(knowledge_of(&connector, info)))
+}
+
+/// Every action the caller's key may reach, as tool definitions for an LLM API.
+pub fn tool_definitions(app: &AppState, allows: impl Fn(&str) -> bool, format: &str) -> Vec<Value> {
+    let snapshot = app.registry.snapshot();
+    let mut tools = Vec::new();
+    for connector in snapshot.values().filter(|c| allows(&c.manifest.id)) {
+        for endpoint in &connector.manifest.endpoints {
+            let name = format!("{}__{}", connector.manifest.id, endpoint.name);
+            let description = if endpoint.description.is_empty() {
+                format!("{} ({})", endpoint.title, connector.manifest.name)
+            } else {
+                format!(
+                    "{}: {} ({})",
+                    endpoint.title, endpoint.description, connector.manifest.name
+                )
+            };
+            let schema = &endpoint.params_schema;
+            tools.push(match format {
+                "anthropic" => json!({"name": name, "description": description, "input_schema": schema}),
+                "mcp" => json!({"name": name, "description": description, "inputSchema": schema}),
+                _ => json!({"type": "function", "function": {"name": name, "description": description, "parameters": schema}}),
+            });
+        }
+    }
+    tools
+}
+
+async fn tools(
+    State(app): State<AppState>,
+    Caller(key): Caller,
+    query: Query,
+) -> Result<Json<Value>, ApiError> {
+    let format = query.text("format").unwrap_or_else(|| "openai".into());
+    if !matches!(format.as_str(), "openai" | "anthropic" | "mcp") {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter `format` must be openai, anthropic or mcp, not `{format}`"
+        )));
+    }
+    let tools = tool_definitions(&app, |id| key.scope.allows(id), &format);
+    Ok(Json(json!({"format": format, "tools": tools})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::action_key;
+
+    #[test]
+    fn action_keys_are_kebab_case() {
+        assert_eq!(action_key("github", "create_issue"), "github-create-issue");
+    }
+}

@@ -1,0 +1,183 @@
+//! The catalog: generated from the loaded connectors, filtered, paginated, and current after a
+//! hot reload; tool definitions for LLMs respect the key's scope.
+
+use crate::common::{SLUICE, Setup, send};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sluice_fixtures::gateway::Options;
+use sluice_fixtures::{Gateway, guests};
+use std::path::Path;
+
+fn keys(rows: &Value, field: &str) -> Vec<String> {
+    rows.as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| r[field].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connectors_and_actions_are_listed_from_describe() {
+    let setup = Setup::new().await;
+    let all = setup.api(Method::GET, "/v1/available-connectors", None).await;
+    assert_eq!(all.body["total"], 3, "{:?}", all.body);
+    assert_eq!(keys(&all.body["rows"], "key"), ["echo", "github", "hostile"]);
+    let github = setup
+        .api(
+            Method::GET,
+            "/v1/available-connectors?name=git&category=developer-tools",
+            None,
+        )
+        .await;
+    assert_eq!(github.body["total"], 1);
+    let row = &github.body["rows"][0];
+    assert_eq!(
+        (
+            row["platform"].clone(),
+            row["tools"].clone(),
+            row["oauth"].clone()
+        ),
+        (json!("github"), json!(5), json!(false))
+    );
+    assert!(row["image"].as_str().is_some_and(|i| i.starts_with("https://")));
+    let paged = setup
+        .api(Method::GET, "/v1/available-connectors?limit=2&page=2", None)
+        .await;
+    assert_eq!(
+        (paged.body["pages"].clone(), keys(&paged.body["rows"], "key")),
+        (json!(2), vec!["hostile".to_owned()])
+    );
+
+    let actions = setup.api(Method::GET, "/v1/available-actions/github", None).await;
+    assert_eq!(
+        keys(&actions.body["rows"], "key"),
+        [
+            "github-get-repo",
+            "github-list-issues",
+            "github-get-issue",
+            "github-create-issue",
+            "github-create-comment"
+        ]
+    );
+    let posts = setup
+        .api(
+            Method::GET,
+            "/v1/available-actions/github?method=post&title=create",
+            None,
+        )
+        .await;
+    assert_eq!(keys(&posts.body["rows"], "key"), ["github-create-issue"]);
+    let missing = setup.api(Method::GET, "/v1/available-actions/nope", None).await;
+    assert_eq!(missing.code(), "not_found");
+    let bad_limit = setup
+        .api(Method::GET, "/v1/available-actions/github?limit=0", None)
+        .await;
+    assert_eq!(bad_limit.code(), "bad_request");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn knowledge_and_docs_route_describe_an_action() {
+    let setup = Setup::new().await;
+    let knowledge = setup
+        .api(Method::GET, "/v1/actions/github-create-issue/knowledge", None)
+        .await;
+    assert_eq!(knowledge.body["action"]["method"], "POST");
+    assert_eq!(knowledge.body["action"]["path"], "/repos/{owner}/{repo}/issues");
+    assert_eq!(
+        knowledge.body["parameters"]["required"],
+        json!(["owner", "repo", "title"])
+    );
+    assert_eq!(knowledge.body["examples"][0]["params"]["title"], "Bug report");
+    let docs = setup.api(Method::GET, "/v1/github/create_issue", None).await;
+    assert_eq!(
+        docs.body, knowledge.body,
+        "the docs route returns the same knowledge"
+    );
+    let unknown = setup
+        .api(
+            Method::GET,
+            "/v1/actions/github-delete-everything/knowledge",
+            None,
+        )
+        .await;
+    assert_eq!((unknown.status, unknown.code()), (404, "not_found"));
+    let anonymous = send(
+        setup
+            .client
+            .get(format!("{}/v1/github/create_issue", setup.gateway.url)),
+    )
+    .await;
+    assert_eq!(anonymous.code(), "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_are_offered_in_each_format_within_the_keys_scope() {
+    let setup = Setup::new().await;
+    let github_only = setup.gateway.create_key("test", "github").await;
+    for (format, name_at, schema_at) in [
+        ("openai", "/function/name", "/function/parameters"),
+        ("anthropic", "/name", "/input_schema"),
+        ("mcp", "/name", "/inputSchema"),
+    ] {
+        let answer = setup
+            .api_as(
+                &github_only,
+                Method::GET,
+                &format!("/v1/tools?format={format}"),
+                None,
+            )
+            .await;
+        let tools = answer.body["tools"].as_array().expect("tools");
+        assert_eq!(tools.len(), 5, "{format}: only the github actions");
+        let names: Vec<&str> = tools
+            .iter()
+            .filter_map(|t| t.pointer(name_at)?.as_str())
+            .collect();
+        assert!(names.contains(&"github__create_issue"), "{format}: {names:?}");
+        assert!(
+            tools
+                .iter()
+                .all(|t| t.pointer(schema_at).is_some_and(Value::is_object)),
+            "{format}"
+        );
+    }
+    let all = setup.api(Method::GET, "/v1/tools", None).await;
+    assert!(
+        all.body["tools"].as_array().expect("tools").len() > 5,
+        "a `*` key sees every connector"
+    );
+    let bad = setup.api(Method::GET, "/v1/tools?format=xml", None).await;
+    assert_eq!(bad.code(), "bad_request");
+}
+
+/// The catalog follows a hot reload at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn catalog_follows_hot_reload() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::VERSIONED_V2], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let version = || async {
+        let answer = send(
+            client
+                .get(format!("{}/v1/available-connectors?key=versioned", gateway.url))
+                .bearer_auth(&key),
+        )
+        .await;
+        answer.body["rows"][0]["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(version().await, "2.0.0");
+    std::fs::copy(guests::VERSIONED_V1, gateway.plugins_dir().join("versioned.wasm")).expect("replace");
+    let started = std::time::Instant::now();
+    while version().await != "1.0.0" {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the catalog never changed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
