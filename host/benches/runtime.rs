@@ -202,6 +202,7 @@ fn http_path(c: &mut Criterion) {
             logs,
             admin_key_hash: None,
             max_connections_per_environment: None,
+            metrics: Arc::default(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(listener, app, async {

@@ -218,10 +218,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = Arc::new(runtime);
     let registry = Arc::new(Registry::default());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let loader = Loader {
         runtime: runtime.clone(),
         policy: Arc::new(policy),
         vault: vault.clone(),
+        metrics: metrics.clone(),
     };
     let started = std::time::Instant::now();
     registry::load_directory(&loader, &registry, &args.plugins).await?;
@@ -268,6 +270,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(|key| crate::vault::crypto::api_key_hash(key.trim())),
         max_connections_per_environment: args.max_connections_per_env,
+        metrics,
     };
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");

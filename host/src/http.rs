@@ -17,6 +17,7 @@ pub mod query;
 mod vault;
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::usage::UsageTracker;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub admin_key_hash: Option<Vec<u8>>,
     /// Most connections one environment may hold.
     pub max_connections_per_environment: Option<u32>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The transaction key of the current request, also sent as `x-transaction-key`.

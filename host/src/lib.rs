@@ -14,7 +14,7 @@
 //! - [`egress`] — allowlist and address policy (pure); [`upstream`] — the HTTP transport.
 //! - [`policy`] — the operator's per-connector limits and host narrowing.
 //! - [`vault`] — SQLite store: API keys, connections (secrets encrypted at rest), request log.
-//! - [`usage`] — per-key daily quotas and per-minute rate limits.
+//! - [`usage`] — per-key daily quotas and per-minute rate limits; [`metrics`] — Prometheus.
 //! - [`cli`] — what each command does; [`dev`] — `sluice dev` and `sluice new`.
 
 pub mod cache;
@@ -24,6 +24,7 @@ pub mod dev;
 pub mod egress;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod registry;
 pub mod reload;

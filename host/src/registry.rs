@@ -128,6 +128,8 @@ pub struct Loader {
     pub policy: Arc<Policy>,
     /// Where approved hosts are kept.
     pub vault: Vault,
+    /// Where loads are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Loader {
@@ -178,7 +180,9 @@ pub async fn load_directory(loader: &Loader, registry: &Registry, dir: &Path) ->
 /// Load `path` and swap it in; on failure record it and keep whatever version was serving.
 /// Returns whether a new version is now serving.
 pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> bool {
-    match loader.load_file(path).await {
+    let loaded = loader.load_file(path).await;
+    loader.metrics.record_load(loaded.is_ok());
+    match loaded {
         Ok(connector) => {
             tracing::info!(
                 id = %connector.manifest.id,

@@ -248,6 +248,10 @@ pub struct Invoked {
     /// Status of the last upstream response to a request that carried the credential, so the
     /// caller can track whether the credential still works.
     pub credential_status: Option<u16>,
+    /// Time spent waiting for upstream responses.
+    pub upstream_time: Duration,
+    /// Upstream requests the egress policy refused (the connector may have recovered).
+    pub egress_denials: u32,
 }
 
 /// The state of one request's Store: deny-all WASI plus the host capabilities.
@@ -312,6 +316,11 @@ impl Runtime {
     pub fn with_cache(mut self, cache: ArtifactCache) -> Self {
         self.cache = Some(cache);
         self
+    }
+
+    /// Connector instances running now.
+    pub fn instances_in_use(&self) -> usize {
+        (self.limits.max_instances as usize).saturating_sub(self.instance_slots.available_permits())
     }
 
     /// The limits in force.
@@ -433,10 +442,16 @@ impl Runtime {
         let outcome = tokio::time::timeout(timeout, run).await;
         match outcome {
             Err(_) => Err(InvokeError::Timeout),
-            Ok(Ok(Ok(output))) => Ok(Invoked {
-                output,
-                credential_status: store.data().call.credential_status(),
-            }),
+            Ok(Ok(Ok(output))) => {
+                let call = &store.data().call;
+                let (upstream_time, egress_denials) = call.upstream_stats();
+                Ok(Invoked {
+                    output,
+                    credential_status: call.credential_status(),
+                    upstream_time,
+                    egress_denials,
+                })
+            }
             Ok(Ok(Err(error))) => Err(InvokeError::Connector(error)),
             Ok(Err(trap)) => Err(classify_trap(&trap, store.data().budget.exhausted())),
         }

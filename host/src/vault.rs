@@ -255,6 +255,14 @@ impl Vault {
         opened
     }
 
+    /// Fail unless a write transaction can be taken (for readiness checks); writes nothing.
+    pub fn check_writable(&self) -> anyhow::Result<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE meta SET value = value WHERE 0", [])?;
+            Ok(())
+        })
+    }
+
     /// Rotate the master key without stopping running gateways: with a key file, a new key is
     /// generated and written first in the file (old keys after it), every secret is
     /// re-encrypted under it, and the old keys are then dropped from the file. Gateways that

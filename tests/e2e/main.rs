@@ -10,6 +10,7 @@ mod errors;
 mod execute;
 mod lifecycle;
 mod limits;
+mod operations;
 mod policy;
 mod reload;
 mod sandbox;

@@ -3,7 +3,10 @@
 use super::extract::{Caller, JsonBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
+use crate::metrics::{CallLabels, ConnectorLabels};
+use crate::runtime::InvokeError;
 use crate::runtime::bindings::Output;
+use crate::runtime::bindings::{ConnectorError, HttpError};
 use crate::runtime::manifest::Manifest;
 use crate::runtime::{CallContext, Credential, needs_connection};
 use crate::usage::{Limits, Refusal, Window};
@@ -92,6 +95,7 @@ async fn execute(
     };
     log.http_status = response.status().as_u16();
     log.duration_us = started.elapsed().as_micros() as u64;
+    record_metrics(&app, &integration, &endpoint, &log.outcome, started.elapsed());
     log.response_bytes = response.body().size_hint().exact().unwrap_or(0);
     app.logs.record(log);
     response
@@ -158,10 +162,32 @@ async fn run(
         connection = Some(record);
     }
 
+    let invoke_started = Instant::now();
     let invoked = app
         .runtime
         .invoke(&connector, endpoint, params.get(), context)
-        .await?;
+        .await;
+    let labels = ConnectorLabels {
+        integration: integration.to_owned(),
+    };
+    app.metrics
+        .connector_seconds
+        .get_or_create(&labels)
+        .observe(invoke_started.elapsed().as_secs_f64());
+    if let Err(InvokeError::Connector(ConnectorError::Http(HttpError::Denied(_)))) = &invoked {
+        app.metrics.egress_denied.get_or_create(&labels).inc();
+    }
+    let invoked = invoked?;
+    app.metrics
+        .upstream_seconds
+        .get_or_create(&labels)
+        .observe(invoked.upstream_time.as_secs_f64());
+    if invoked.egress_denials > 0 {
+        app.metrics
+            .egress_denied
+            .get_or_create(&labels)
+            .inc_by(u64::from(invoked.egress_denials));
+    }
     log.upstream_status = Some(invoked.output.status);
     if let (Some(record), Some(status)) = (connection, invoked.credential_status) {
         track_credential_health(app, record, status);
@@ -257,6 +283,40 @@ fn track_credential_health(app: &AppState, record: ConnectionRecord, status: u16
             tracing::error!(connection = %key, error = %format!("{error:#}"), "could not update connection state");
         }
     });
+}
+
+/// Count the call; unknown integrations and endpoints share one label value, so callers cannot
+/// grow the metrics without bound by inventing names.
+fn record_metrics(
+    app: &AppState,
+    integration: &str,
+    endpoint: &str,
+    outcome: &str,
+    elapsed: std::time::Duration,
+) {
+    let known = app
+        .registry
+        .get(integration)
+        .is_some_and(|c| c.manifest.endpoint(endpoint).is_some());
+    let (integration, endpoint) = if known {
+        (integration, endpoint)
+    } else {
+        ("unknown", "unknown")
+    };
+    app.metrics
+        .requests
+        .get_or_create(&CallLabels {
+            integration: integration.to_owned(),
+            endpoint: endpoint.to_owned(),
+            outcome: outcome.to_owned(),
+        })
+        .inc();
+    app.metrics
+        .request_seconds
+        .get_or_create(&ConnectorLabels {
+            integration: integration.to_owned(),
+        })
+        .observe(elapsed.as_secs_f64());
 }
 
 fn now_ms() -> i64 {

@@ -10,6 +10,42 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/plugins", get(plugins))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// Ready when the database takes writes; reports how many connectors are loaded.
+async fn ready(State(app): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let writable = app.vault.run(|vault| vault.check_writable()).await;
+    let connectors = app.registry.snapshot().len();
+    match writable {
+        Ok(()) => {
+            Json(json!({"status": "ready", "connectors": connectors, "database": "writable"})).into_response()
+        }
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "readiness check failed");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "not_ready", "message": "the database is not writable", "connectors": connectors})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {
+    app.metrics
+        .instances_in_use
+        .set(app.runtime.instances_in_use() as i64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
 }
 
 /// Loaded connectors with their versions, content hashes and load times, and the files that

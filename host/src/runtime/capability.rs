@@ -32,6 +32,10 @@ pub(crate) struct CallState {
     log_lines: u32,
     /// Status of the last response to a request that carried the credential.
     credential_status: Option<u16>,
+    /// Time spent waiting for upstream responses.
+    upstream_time: std::time::Duration,
+    /// Requests refused by policy.
+    denials: u32,
 }
 
 impl CallState {
@@ -53,6 +57,8 @@ impl CallState {
             requests_sent: 0,
             log_lines: 0,
             credential_status: None,
+            upstream_time: std::time::Duration::ZERO,
+            denials: 0,
         }
     }
 }
@@ -90,6 +96,11 @@ impl CallState {
     /// Status of the last upstream response to a request that carried the credential.
     pub(crate) fn credential_status(&self) -> Option<u16> {
         self.credential_status
+    }
+
+    /// Time spent waiting for upstream responses, and requests refused by policy.
+    pub(crate) fn upstream_stats(&self) -> (std::time::Duration, u32) {
+        (self.upstream_time, self.denials)
     }
 
     /// Validate the guest's request — sizes, method, destination, headers — or say why not.
@@ -212,7 +223,10 @@ impl CallState {
             self.count_request()?;
             let (request, with_credential) = self.finalize(&prepared)?;
             tracing::debug!(connector = %self.connector_id, tx = %self.context.transaction_key, method = %request.method, host = ?request.url.host_str(), "upstream request");
-            let response = self.upstream.send(request).await.map_err(upstream_error)?;
+            let sent_at = std::time::Instant::now();
+            let response = self.upstream.send(request).await;
+            self.upstream_time += sent_at.elapsed();
+            let response = response.map_err(upstream_error)?;
             if with_credential {
                 self.credential_status = Some(response.status);
             }
@@ -416,6 +430,7 @@ impl wit_http::Host for GuestState {
             Ok(response) => response,
             Err(error) => {
                 if matches!(error, HttpError::Denied(_)) {
+                    call.denials += 1;
                     tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, ?error, "upstream request refused");
                 }
                 return Ok(Err(error));

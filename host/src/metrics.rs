@@ -1,0 +1,138 @@
+//! Prometheus metrics, served as text at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a finished execute call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// Connector id.
+    pub integration: String,
+    /// Endpoint name.
+    pub endpoint: String,
+    /// `ok` or the error code.
+    pub outcome: String,
+}
+
+/// Labels naming one connector.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    /// Connector id.
+    pub integration: String,
+}
+
+/// Labels of a component load.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoadLabels {
+    /// `ok` or `failed`.
+    pub outcome: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~26 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// Every metric the gateway exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Execute calls by integration, endpoint and outcome.
+    pub requests: Family<CallLabels, Counter>,
+    /// Gateway time of an execute call.
+    pub request_seconds: Family<ConnectorLabels, Histogram>,
+    /// Time inside the connector (instantiate + invoke, upstream calls included).
+    pub connector_seconds: Family<ConnectorLabels, Histogram>,
+    /// Time waiting for upstream responses.
+    pub upstream_seconds: Family<ConnectorLabels, Histogram>,
+    /// Instances running now.
+    pub instances_in_use: Gauge,
+    /// Component loads (startup and hot reload) by outcome.
+    pub loads: Family<LoadLabels, Counter>,
+    /// Upstream requests refused by the egress policy.
+    pub egress_denied: Family<ConnectorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let requests = Family::<CallLabels, Counter>::default();
+        let request_seconds = Family::<ConnectorLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let connector_seconds = Family::<ConnectorLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let upstream_seconds = Family::<ConnectorLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let instances_in_use = Gauge::default();
+        let loads = Family::<LoadLabels, Counter>::default();
+        let egress_denied = Family::<ConnectorLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Execute calls by integration, endpoint and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Gateway time of an execute call",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "connector_duration_seconds",
+            "Time inside the connector, upstream calls included",
+            connector_seconds.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time waiting for upstream responses",
+            upstream_seconds.clone(),
+        );
+        registry.register(
+            "instances_in_use",
+            "Connector instances running now",
+            instances_in_use.clone(),
+        );
+        registry.register("component_loads", "Component loads by outcome", loads.clone());
+        registry.register(
+            "egress_denied",
+            "Upstream requests refused by the egress policy",
+            egress_denied.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            connector_seconds,
+            upstream_seconds,
+            instances_in_use,
+            loads,
+            egress_denied,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    /// Count a component load.
+    pub fn record_load(&self, ok: bool) {
+        self.loads
+            .get_or_create(&LoadLabels {
+                outcome: if ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+    }
+}

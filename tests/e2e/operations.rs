@@ -1,0 +1,58 @@
+//! Operations endpoints: readiness and Prometheus metrics.
+
+use crate::common::{Setup, send};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_reports_a_writable_database() {
+    let setup = Setup::new().await;
+    let ready = send(setup.client.get(format!("{}/readyz", setup.gateway.url))).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["status"], "ready");
+    assert_eq!(ready.body["connectors"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
+    let setup = Setup::new().await;
+    setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}}),
+        )
+        .await;
+    for made_up in ["aaa", "bbb", "ccc"] {
+        setup.execute(made_up, "x", json!({"params": {}})).await;
+    }
+    setup
+        .execute(
+            "hostile",
+            "call",
+            json!({"params": {"url": "https://elsewhere.invalid/"}}),
+        )
+        .await;
+    let text = setup
+        .client
+        .get(format!("{}/metrics", setup.gateway.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for expected in [
+        r#"sluice_requests_total{integration="github",endpoint="get_repo",outcome="ok"} 1"#,
+        r#"sluice_requests_total{integration="unknown",endpoint="unknown",outcome="not_found"} 3"#,
+        r#"sluice_requests_total{integration="hostile",endpoint="call",outcome="egress_denied"} 1"#,
+        r#"sluice_egress_denied_total{integration="hostile"} 1"#,
+        r#"sluice_component_loads_total{outcome="ok"} 3"#,
+        "sluice_instances_in_use 0",
+        r#"sluice_request_duration_seconds_count{integration="github"} 1"#,
+        r#"sluice_upstream_duration_seconds_count{integration="github"} 1"#,
+        r#"sluice_connector_duration_seconds_bucket{le="#,
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("aaa"), "made-up names do not become labels");
+}
