@@ -4,7 +4,7 @@
 //!   knowledge, docs route and LLM tool definitions.
 //! - [`health`] — `/healthz` and `GET /v1/plugins`.
 //! - [`vault`] — the Pica-compatible connections API; [`admin`] — API keys (admin key).
-//! - [`logs`] — `GET /v1/logs`; [`query`] — query-string parsing and pagination.
+//! - [`passthrough`] — `ANY /v1/passthrough/{*path}`; [`logs`] — `GET /v1/logs`; [`query`] — query-string parsing and pagination.
 //! - [`extract`] — body and API-key extraction that fails with [`ApiError`]s.
 
 mod admin;
@@ -13,6 +13,7 @@ mod execute;
 pub mod extract;
 mod health;
 mod logs;
+mod passthrough;
 pub mod query;
 mod vault;
 
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(vault::router())
         .merge(admin::router())
         .merge(logs::router())
+        .merge(passthrough::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

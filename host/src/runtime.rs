@@ -318,6 +318,30 @@ impl Runtime {
         self
     }
 
+    /// Send a raw request to `connector`'s upstream for a caller (passthrough): the same
+    /// allowlist, address policy, header rules, credential injection, size limits and
+    /// scrubbing as a connector's own requests, without running the connector.
+    pub async fn passthrough(
+        &self,
+        connector: &LoadedConnector,
+        request: bindings::Request,
+        context: CallContext,
+    ) -> Result<bindings::Response, bindings::HttpError> {
+        let plan = match &context.base_url_override {
+            None => connector.default_plan.clone(),
+            Some(custom) => Arc::new(EgressPlan::new(&connector.manifest, Some(custom))),
+        };
+        let mut call = capability::CallState::new(
+            &connector.manifest.id,
+            context,
+            plan,
+            self.upstream.clone(),
+            connector.limits.clone(),
+            Some(connector.manifest.auth.clone()),
+        );
+        call.send_for_host(request).await
+    }
+
     /// Connector instances running now.
     pub fn instances_in_use(&self) -> usize {
         (self.limits.max_instances as usize).saturating_sub(self.instance_slots.available_permits())

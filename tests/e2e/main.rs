@@ -11,6 +11,7 @@ mod execute;
 mod lifecycle;
 mod limits;
 mod operations;
+mod passthrough;
 mod policy;
 mod reload;
 mod sandbox;

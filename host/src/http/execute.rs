@@ -203,7 +203,7 @@ async fn run(
 }
 
 /// Count the call against the key's quota and rate limit.
-async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>, ApiError> {
+pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>, ApiError> {
     let limits = Limits {
         daily_quota: key.daily_quota,
         per_minute: key.per_minute_limit,

@@ -216,7 +216,16 @@ impl CallState {
     /// added again only when the hop goes to the credential's own origin.
     async fn send_following_redirects(
         &mut self,
+        prepared: Prepared,
+    ) -> Result<crate::upstream::UpstreamResponse, HttpError> {
+        self.send_prepared(prepared, MAX_REDIRECTS).await
+    }
+
+    /// Send `prepared`, following at most `max_redirects` redirects (see above).
+    async fn send_prepared(
+        &mut self,
         mut prepared: Prepared,
+        max_redirects: usize,
     ) -> Result<crate::upstream::UpstreamResponse, HttpError> {
         let mut hops = 0;
         loop {
@@ -233,7 +242,10 @@ impl CallState {
             let Some(next) = redirect_target(&prepared.url, &response) else {
                 return Ok(response);
             };
-            if hops == MAX_REDIRECTS {
+            if max_redirects == 0 {
+                return Ok(response);
+            }
+            if hops == max_redirects {
                 return Err(HttpError::Transport(format!(
                     "more than {MAX_REDIRECTS} redirects"
                 )));
@@ -436,7 +448,15 @@ impl wit_http::Host for GuestState {
                 return Ok(Err(error));
             }
         };
-        let secrets = call.secret_forms();
+        Ok(Ok(call.scrubbed(response)))
+    }
+}
+
+impl CallState {
+    /// The response with every form of the credential replaced, as the guest (or a
+    /// passthrough caller) gets it.
+    pub(crate) fn scrubbed(&self, response: crate::upstream::UpstreamResponse) -> Response {
+        let secrets = self.secret_forms();
         let mut headers = Vec::with_capacity(response.headers.len());
         for (name, value) in &response.headers {
             let value = match scrub(value.as_bytes(), &secrets) {
@@ -449,11 +469,19 @@ impl wit_http::Host for GuestState {
             });
         }
         let body = scrub(&response.body, &secrets).unwrap_or_else(|| response.body.to_vec());
-        Ok(Ok(Response {
+        Response {
             status: response.status,
             headers,
             body,
-        }))
+        }
+    }
+
+    /// Send a request on the host's own behalf (passthrough) under exactly the rules a
+    /// connector's requests follow; redirects are returned, not followed.
+    pub(crate) async fn send_for_host(&mut self, request: Request) -> Result<Response, HttpError> {
+        let prepared = self.prepare(request)?;
+        let response = self.send_prepared(prepared, 0).await?;
+        Ok(self.scrubbed(response))
     }
 }
 

@@ -1,0 +1,120 @@
+//! Passthrough: raw calls to a connection's platform with the credential injected by the host.
+
+use crate::common::{SECRET, Setup, send};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_forwards_the_call_and_injects_the_credential() {
+    let setup = Setup::new().await;
+    let response = setup
+        .client
+        .get(format!(
+            "{}/v1/passthrough/repos/acme/webapp?per_page=5",
+            setup.gateway.url
+        ))
+        .bearer_auth(&setup.key)
+        .header("x-sluice-connection-key", &setup.connection_key)
+        .header("accept", "application/vnd.github+json")
+        .header("x-custom", "kept")
+        .send()
+        .await
+        .expect("passthrough");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-sluice-passthrough-content-type"],
+        "application/json; charset=utf-8"
+    );
+    assert!(response.headers().contains_key("x-transaction-key"));
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["full_name"], "acme/webapp", "the upstream body, verbatim");
+
+    let sent = setup.upstream_requests().pop().expect("sent");
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str()),
+        ("GET", "/repos/acme/webapp")
+    );
+    assert_eq!(sent.query.as_deref(), Some("per_page=5"));
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {SECRET}").as_str()),
+        "the credential, not the API key"
+    );
+    assert_eq!(sent.header("accept"), Some("application/vnd.github+json"));
+    assert_eq!(sent.header("x-custom"), Some("kept"));
+    assert!(
+        sent.header("x-sluice-connection-key").is_none(),
+        "gateway headers stay at the gateway"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_passes_bodies_and_statuses_and_scrubs_echoes() {
+    let setup = Setup::new().await;
+    let invalid = setup
+        .client
+        .post(format!(
+            "{}/v1/passthrough/repos/acme/webapp/issues",
+            setup.gateway.url
+        ))
+        .bearer_auth(&setup.key)
+        .header("x-pica-connection-key", &setup.connection_key)
+        .json(&json!({"title": ""}))
+        .send()
+        .await
+        .expect("passthrough");
+    assert_eq!(invalid.status(), 422, "the upstream status is the reply's status");
+    let sent = setup.upstream_requests().pop().expect("sent");
+    assert_eq!(sent.json(), json!({"title": ""}));
+
+    let echoed = setup
+        .client
+        .get(format!("{}/v1/passthrough/echo-headers", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .header("x-sluice-connection-key", &setup.connection_key)
+        .send()
+        .await
+        .expect("passthrough")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        !echoed.contains(SECRET) && echoed.contains("[REDACTED]"),
+        "{echoed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_errors_are_typed() {
+    let setup = Setup::new().await;
+    let url = format!("{}/v1/passthrough/repos/acme/webapp", setup.gateway.url);
+    let no_header = send(setup.client.get(&url).bearer_auth(&setup.key)).await;
+    assert_eq!((no_header.status, no_header.code()), (400, "bad_request"));
+    let unknown = send(
+        setup
+            .client
+            .get(&url)
+            .bearer_auth(&setup.key)
+            .header("x-sluice-connection-key", "nope"),
+    )
+    .await;
+    assert_eq!((unknown.status, unknown.code()), (404, "not_found"));
+    let slack_only = setup.gateway.create_key("test", "slack").await;
+    let scoped = send(
+        setup
+            .client
+            .get(&url)
+            .bearer_auth(&slack_only)
+            .header("x-sluice-connection-key", &setup.connection_key),
+    )
+    .await;
+    assert_eq!((scoped.status, scoped.code()), (403, "scope_not_allowed"));
+    let anonymous = send(
+        setup
+            .client
+            .get(&url)
+            .header("x-sluice-connection-key", &setup.connection_key),
+    )
+    .await;
+    assert_eq!(anonymous.code(), "unauthorized");
+    assert!(setup.upstream_requests().is_empty());
+}
