@@ -4,6 +4,7 @@
 //!   knowledge, docs route and LLM tool definitions.
 //! - [`health`] — `/healthz` and `GET /v1/plugins`.
 //! - [`vault`] — the Pica-compatible connections API; [`admin`] — API keys (admin key).
+//! - [`mcp`] — the Model Context Protocol endpoint for AI agents.
 //! - [`passthrough`] — `ANY /v1/passthrough/{*path}`; [`logs`] — `GET /v1/logs`; [`query`] — query-string parsing and pagination.
 //! - [`extract`] — body and API-key extraction that fails with [`ApiError`]s.
 
@@ -13,6 +14,7 @@ mod execute;
 pub mod extract;
 mod health;
 mod logs;
+mod mcp;
 mod passthrough;
 pub mod query;
 mod vault;
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(logs::router())
         .merge(passthrough::router())
+        .merge(mcp::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -10,6 +10,7 @@ mod errors;
 mod execute;
 mod lifecycle;
 mod limits;
+mod mcp;
 mod operations;
 mod passthrough;
 mod policy;

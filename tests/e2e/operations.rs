@@ -56,3 +56,24 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
     }
     assert!(!text.contains("aaa"), "made-up names do not become labels");
 }
+
+/// `--log-format json` makes every log line a JSON object, ready for a log pipeline.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_log_format_emits_json_lines() {
+    let setup = Setup::with_options(sluice_fixtures::gateway::Options {
+        extra_args: vec!["--log-format".into(), "json".into()],
+        ..Default::default()
+    })
+    .await;
+    setup.execute("echo", "say", json!({"params": {}})).await;
+    let output = setup.gateway.output();
+    let log_lines: Vec<&str> = output.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(log_lines.len() > 3, "{output}");
+    for line in log_lines {
+        let parsed: serde_json::Value = serde_json::from_str(line).expect("each log line is JSON");
+        assert!(
+            parsed["level"].is_string() && parsed["fields"].is_object(),
+            "{line}"
+        );
+    }
+}

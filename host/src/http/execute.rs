@@ -101,6 +101,35 @@ async fn execute(
     response
 }
 
+/// Run an action for an already authenticated caller (the MCP `tools/call` path), with the
+/// same validation, limits, logging and metrics; returns the HTTP status and the reply body.
+pub(super) async fn execute_for(
+    app: &AppState,
+    TransactionKey(transaction_key): TransactionKey,
+    key: ApiKey,
+    integration: &str,
+    endpoint: &str,
+    body: serde_json::Value,
+) -> (axum::http::StatusCode, String) {
+    // Through text: `params` is kept as raw JSON, which a `Value` cannot hand out.
+    let body = serde_json::from_str::<ExecuteBody>(&body.to_string())
+        .map(JsonBody)
+        .map_err(|e| ApiError::BadRequest(format!("invalid arguments: {e}")));
+    let response = execute(
+        State(app.clone()),
+        Extension(TransactionKey(transaction_key)),
+        Ok(Caller(key)),
+        Path((integration.to_owned(), endpoint.to_owned())),
+        body,
+    )
+    .await;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// The execute flow proper; `log` collects what the request log row needs.
 async fn run(
     app: &AppState,
