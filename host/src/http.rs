@@ -4,6 +4,7 @@
 //!   knowledge, docs route and LLM tool definitions.
 //! - [`health`] — `/healthz` and `GET /v1/plugins`.
 //! - [`vault`] — the Pica-compatible connections API; [`admin`] — API keys (admin key).
+//! - [`openapi`] — the OpenAPI description of these routes.
 //! - [`mcp`] — the Model Context Protocol endpoint for AI agents.
 //! - [`passthrough`] — `ANY /v1/passthrough/{*path}`; [`logs`] — `GET /v1/logs`; [`query`] — query-string parsing and pagination.
 //! - [`extract`] — body and API-key extraction that fails with [`ApiError`]s.
@@ -15,6 +16,7 @@ pub mod extract;
 mod health;
 mod logs;
 mod mcp;
+pub mod openapi;
 mod passthrough;
 pub mod query;
 mod vault;
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(logs::router())
         .merge(passthrough::router())
         .merge(mcp::router())
+        .route("/openapi.json", axum::routing::get(openapi::serve))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -77,3 +77,55 @@ async fn json_log_format_emits_json_lines() {
         );
     }
 }
+
+/// Every operation in `/openapi.json` is a route the gateway really serves (none falls through
+/// to the router's "no such route" or "method not allowed").
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_document_matches_the_routes() {
+    let setup = Setup::with_options(sluice_fixtures::gateway::Options {
+        admin_api: true,
+        ..Default::default()
+    })
+    .await;
+    let document = send(setup.client.get(format!("{}/openapi.json", setup.gateway.url))).await;
+    assert_eq!(document.body["openapi"], "3.1.0");
+    let paths = document.body["paths"].as_object().expect("paths");
+    assert!(paths.len() > 15, "{paths:?}");
+    let mut checked = 0;
+    for (path, operations) in paths {
+        let concrete = path
+            .replace("{integration}", "github")
+            .replace("{endpoint}", "get_repo")
+            .replace("{platform}", "github")
+            .replace("{actionId}", "github-get-repo")
+            .replace("{id}", "conn_1")
+            .replace("{path}", "repos/acme/webapp");
+        for (method, operation) in operations.as_object().expect("operations") {
+            let admin = operation["security"][0].get("adminKey").is_some();
+            let key = if admin {
+                sluice_fixtures::gateway::TEST_ADMIN_KEY
+            } else {
+                setup.key.as_str()
+            };
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let response = setup
+                .client
+                .request(method.clone(), format!("{}{concrete}", setup.gateway.url))
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .expect("request");
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            assert_ne!(status, 405, "{method} {path} is not routed");
+            assert!(
+                !body.contains("no such route"),
+                "{method} {path} is not routed: {body}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+}

@@ -1,0 +1,220 @@
+//! `GET /openapi.json`: an OpenAPI 3.1 description of the gateway's own API, generated from
+//! the route table below; a test requests every listed route through the real router, so an
+//! entry that stops matching a route fails the build.
+
+use axum::Json;
+use serde_json::{Map, Value, json};
+
+/// One documented operation.
+pub struct Operation {
+    /// HTTP method, lower case.
+    pub method: &'static str,
+    /// Path template in OpenAPI syntax.
+    pub path: &'static str,
+    /// Group.
+    pub tag: &'static str,
+    /// One line.
+    pub summary: &'static str,
+    /// Whether it takes the caller's API key (`admin` for the admin key, `none` for neither).
+    pub auth: &'static str,
+}
+
+macro_rules! op {
+    ($method:literal, $path:literal, $tag:literal, $auth:literal, $summary:literal) => {
+        Operation {
+            method: $method,
+            path: $path,
+            tag: $tag,
+            summary: $summary,
+            auth: $auth,
+        }
+    };
+}
+
+/// Every route of the API.
+pub const OPERATIONS: &[Operation] = &[
+    op!(
+        "post",
+        "/v1/{integration}/{endpoint}",
+        "execute",
+        "key",
+        "Run an action: `{\"params\": {...}}` → `{\"status\", \"data\"}`"
+    ),
+    op!(
+        "get",
+        "/v1/{integration}/{endpoint}",
+        "catalog",
+        "key",
+        "Knowledge of an action (docs route)"
+    ),
+    op!(
+        "get",
+        "/v1/available-connectors",
+        "catalog",
+        "key",
+        "Loaded connectors, filtered and paginated"
+    ),
+    op!(
+        "get",
+        "/v1/available-actions/{platform}",
+        "catalog",
+        "key",
+        "Actions of a connector"
+    ),
+    op!(
+        "get",
+        "/v1/actions/{actionId}/knowledge",
+        "catalog",
+        "key",
+        "Everything needed to call an action"
+    ),
+    op!(
+        "get",
+        "/v1/tools",
+        "catalog",
+        "key",
+        "Actions as LLM tool definitions (openai, anthropic, mcp)"
+    ),
+    op!("get", "/v1/vault/connections", "vault", "key", "List connections"),
+    op!(
+        "post",
+        "/v1/vault/connections",
+        "vault",
+        "key",
+        "Create a connection (secrets are write-only)"
+    ),
+    op!(
+        "get",
+        "/v1/vault/connections/{id}",
+        "vault",
+        "key",
+        "Read a connection"
+    ),
+    op!(
+        "patch",
+        "/v1/vault/connections/{id}",
+        "vault",
+        "key",
+        "Change a connection"
+    ),
+    op!(
+        "delete",
+        "/v1/vault/connections/{id}",
+        "vault",
+        "key",
+        "Delete a connection"
+    ),
+    op!(
+        "get",
+        "/v1/passthrough/{path}",
+        "passthrough",
+        "key",
+        "Raw call on the connection's platform (any method)"
+    ),
+    op!(
+        "post",
+        "/mcp",
+        "mcp",
+        "key",
+        "Model Context Protocol (streamable HTTP)"
+    ),
+    op!(
+        "get",
+        "/v1/logs",
+        "operations",
+        "key",
+        "Request log of the key's environment"
+    ),
+    op!("get", "/v1/admin/keys", "admin", "admin", "List API keys"),
+    op!(
+        "post",
+        "/v1/admin/keys",
+        "admin",
+        "admin",
+        "Create an API key (shown once)"
+    ),
+    op!(
+        "delete",
+        "/v1/admin/keys/{id}",
+        "admin",
+        "admin",
+        "Revoke an API key"
+    ),
+    op!(
+        "get",
+        "/v1/plugins",
+        "operations",
+        "none",
+        "Loaded connectors, versions, hashes, load errors"
+    ),
+    op!("get", "/healthz", "operations", "none", "Liveness"),
+    op!(
+        "get",
+        "/readyz",
+        "operations",
+        "none",
+        "Readiness: database writable"
+    ),
+    op!("get", "/metrics", "operations", "none", "Prometheus metrics"),
+    op!("get", "/openapi.json", "operations", "none", "This document"),
+];
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for operation in OPERATIONS {
+        let parameters: Vec<Value> = operation
+            .path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let security = match operation.auth {
+            "key" => json!([{"apiKey": []}, {"picaSecret": []}]),
+            "admin" => json!([{"adminKey": []}]),
+            _ => json!([]),
+        };
+        let entry = paths
+            .entry(operation.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[operation.method] = json!({
+            "tags": [operation.tag],
+            "summary": operation.summary,
+            "parameters": parameters,
+            "security": security,
+            "responses": {
+                "200": {"description": "Success"},
+                "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Sluice gateway", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "sk_test_… or sk_live_…"},
+                "picaSecret": {"type": "apiKey", "in": "header", "name": "x-pica-secret"},
+                "adminKey": {"type": "http", "scheme": "bearer", "description": "SLUICE_ADMIN_KEY"}
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {
+                        "error": {"type": "string", "description": "Stable error code"},
+                        "message": {"type": "string"},
+                        "action_url": {"type": "string"},
+                        "details": {"type": "array", "items": {"type": "object"}}
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// `GET /openapi.json`.
+pub async fn serve() -> Json<Value> {
+    Json(document())
+}
