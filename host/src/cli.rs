@@ -200,6 +200,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_upstream_requests: args.max_upstream_requests,
         upstream_timeout: Duration::from_millis(args.upstream_timeout_ms),
         max_response_body: args.max_response_mib << 20,
+        max_request_body: args.max_request_body_mib << 20,
+        max_log_lines: args.max_log_lines,
         address_policy,
         ..RuntimeLimits::default()
     };

@@ -131,6 +131,12 @@ pub struct ServeArgs {
     /// Largest upstream response body handed to a connector, in MiB.
     #[arg(long, env = "SLUICE_MAX_RESPONSE_MIB", default_value_t = 16)]
     pub max_response_mib: usize,
+    /// Largest request body a connector may send upstream, in MiB.
+    #[arg(long, env = "SLUICE_MAX_REQUEST_BODY_MIB", default_value_t = 8)]
+    pub max_request_body_mib: usize,
+    /// Log lines a connector may write per invocation (later ones are dropped).
+    #[arg(long, env = "SLUICE_MAX_LOG_LINES", default_value_t = 100)]
+    pub max_log_lines: u32,
     /// Operator policy file (JSON): per-connector limits and host narrowing.
     #[arg(long, env = "SLUICE_POLICY")]
     pub policy: Option<PathBuf>,

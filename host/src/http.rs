@@ -90,8 +90,17 @@ pub fn router(state: AppState) -> Router {
 async fn transaction(mut request: Request, next: Next) -> Response {
     let key = format!("txn_{}", crate::vault::crypto::random_hex(12));
     request.extensions_mut().insert(TransactionKey(key.clone()));
-    let span =
-        tracing::info_span!("request", tx = %key, method = %request.method(), path = %request.uri().path());
+    // Handlers fill in what they learn (integration, endpoint, connector version, connection).
+    let span = tracing::info_span!(
+        "request",
+        tx = %key,
+        method = %request.method(),
+        path = %request.uri().path(),
+        integration = tracing::field::Empty,
+        endpoint = tracing::field::Empty,
+        version = tracing::field::Empty,
+        connection = tracing::field::Empty,
+    );
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&key) {

@@ -44,6 +44,14 @@ pub struct ConnectorPolicy {
     pub max_upstream_requests: Option<u32>,
     /// Concurrent invocations of this connector.
     pub max_in_flight: Option<u32>,
+    /// Time allowed for one upstream exchange, in milliseconds.
+    pub upstream_timeout_ms: Option<u64>,
+    /// Largest upstream response body handed to the connector, in MiB.
+    pub max_response_mib: Option<usize>,
+    /// Largest request body the connector may send, in MiB.
+    pub max_request_body_mib: Option<usize>,
+    /// Log lines kept per invocation.
+    pub max_log_lines: Option<u32>,
     /// Origins the connector may reach; must be among those it declared.
     pub allowed_hosts: Option<Vec<String>>,
 }
@@ -84,6 +92,18 @@ impl ConnectorPolicy {
         }
         if let Some(max) = self.max_in_flight {
             limits.max_in_flight_per_connector = max.min(global.max_in_flight_per_connector);
+        }
+        if let Some(ms) = self.upstream_timeout_ms {
+            limits.upstream_timeout = Duration::from_millis(ms).min(global.upstream_timeout);
+        }
+        if let Some(mib) = self.max_response_mib {
+            limits.max_response_body = (mib << 20).min(global.max_response_body);
+        }
+        if let Some(mib) = self.max_request_body_mib {
+            limits.max_request_body = (mib << 20).min(global.max_request_body);
+        }
+        if let Some(lines) = self.max_log_lines {
+            limits.max_log_lines = lines.min(global.max_log_lines);
         }
         limits
     }

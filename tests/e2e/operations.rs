@@ -69,13 +69,20 @@ async fn json_log_format_emits_json_lines() {
     let output = setup.gateway.output();
     let log_lines: Vec<&str> = output.lines().filter(|l| l.starts_with('{')).collect();
     assert!(log_lines.len() > 3, "{output}");
-    for line in log_lines {
+    for line in &log_lines {
         let parsed: serde_json::Value = serde_json::from_str(line).expect("each log line is JSON");
         assert!(
             parsed["level"].is_string() && parsed["fields"].is_object(),
             "{line}"
         );
     }
+    // The request span carries what the handler learned.
+    assert!(
+        log_lines.iter().any(|l| l.contains(r#""integration":"echo""#)
+            && l.contains(r#""version":"0.1.0""#)
+            && l.contains("txn_")),
+        "{output}"
+    );
 }
 
 /// Every operation in `/openapi.json` is a route the gateway really serves (none falls through

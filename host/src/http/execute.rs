@@ -151,6 +151,10 @@ async fn run(
         .registry
         .get(integration)
         .ok_or_else(|| ApiError::NotFound(format!("no integration named `{integration}`")))?;
+    let span = tracing::Span::current();
+    span.record("integration", integration);
+    span.record("endpoint", endpoint);
+    span.record("version", connector.manifest.version.as_str());
     let endpoint_info = connector.manifest.endpoint(endpoint).ok_or_else(|| {
         ApiError::NotFound(format!(
             "integration `{integration}` has no endpoint named `{endpoint}`"
@@ -184,6 +188,7 @@ async fn run(
             identity: body.identity,
         };
         let (record, credential) = select_connection(app, integration, key.environment, selector).await?;
+        tracing::Span::current().record("connection", record.key.as_str());
         tracing::debug!(connection = %record.key, "connection selected");
         log.connection_key = Some(record.key.clone());
         context.credential = Some(credential);
