@@ -8,7 +8,7 @@
 //! - [`contract`] — which WIT contract version a component was built against.
 
 pub mod bindings;
-mod capability;
+pub(crate) mod capability;
 pub mod contract;
 pub mod limits;
 pub mod manifest;

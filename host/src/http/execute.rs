@@ -60,22 +60,7 @@ async fn execute(
     body: Result<JsonBody<ExecuteBody>, ApiError>,
 ) -> Response {
     let started = Instant::now();
-    let mut log = RequestLog {
-        transaction_key: transaction_key.clone(),
-        created_at_ms: now_ms(),
-        key_id: None,
-        key_prefix: None,
-        environment: None,
-        integration: Some(integration.clone()),
-        endpoint: Some(endpoint.clone()),
-        connection_key: None,
-        http_status: 200,
-        upstream_status: None,
-        outcome: "ok".into(),
-        duration_us: 0,
-        request_bytes: 0,
-        response_bytes: 0,
-    };
+    let mut log = RequestLog::begin(&transaction_key, Some(&integration), &endpoint);
     let result = run(
         &app,
         transaction_key,
@@ -351,13 +336,6 @@ fn record_metrics(
             integration: integration.to_owned(),
         })
         .observe(elapsed.as_secs_f64());
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Render `{"status", "data"}` without re-parsing JSON bodies into trees.

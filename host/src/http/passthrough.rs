@@ -30,30 +30,14 @@ pub(super) fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
-/// Caller headers that are the gateway's business, not the upstream's.
+/// Caller headers that are the gateway's business, not the upstream's: the host-owned ones a
+/// connector may not set either, plus the gateway's own.
 fn forwardable(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    !(name.starts_with("x-sluice-")
-        || name.starts_with("x-pica-")
-        || name.starts_with("proxy-")
-        || matches!(
-            name,
-            "authorization"
-                | "cookie"
-                | "host"
-                | "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "te"
-                | "trailer"
-                | "upgrade"
-                | "content-length"
-                | "accept-encoding"
-                | "forwarded"
-                | "x-forwarded-for"
-                | "x-forwarded-host"
-                | "x-forwarded-proto"
-        ))
+    let text = name.as_str();
+    !(text.starts_with("x-sluice-")
+        || text.starts_with("x-pica-")
+        || matches!(text, "accept-encoding" | "x-forwarded-proto")
+        || crate::runtime::capability::is_forbidden_header(name))
 }
 
 /// Upstream headers that describe one hop, not the content.
@@ -82,22 +66,7 @@ async fn passthrough(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let mut log = RequestLog {
-        transaction_key: transaction_key.clone(),
-        created_at_ms: crate::vault::now() * 1000,
-        key_id: None,
-        key_prefix: None,
-        environment: None,
-        integration: None,
-        endpoint: Some("passthrough".into()),
-        connection_key: None,
-        http_status: 200,
-        upstream_status: None,
-        outcome: "ok".into(),
-        duration_us: 0,
-        request_bytes: 0,
-        response_bytes: 0,
-    };
+    let mut log = RequestLog::begin(&transaction_key, None, "passthrough");
     let response = match run(
         &app,
         transaction_key,

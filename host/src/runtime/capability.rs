@@ -64,7 +64,7 @@ impl CallState {
 }
 
 /// Headers the host owns: credentials, routing, framing and hop-by-hop.
-fn is_forbidden_header(name: &HeaderName) -> bool {
+pub(crate) fn is_forbidden_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "authorization"

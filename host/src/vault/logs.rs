@@ -43,6 +43,32 @@ pub struct RequestLog {
     pub response_bytes: u64,
 }
 
+impl RequestLog {
+    /// A row for a call that starts now; the handler fills in the rest as it goes.
+    pub fn begin(transaction_key: &str, integration: Option<&str>, endpoint: &str) -> Self {
+        let created_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Self {
+            transaction_key: transaction_key.to_owned(),
+            created_at_ms,
+            key_id: None,
+            key_prefix: None,
+            environment: None,
+            integration: integration.map(str::to_owned),
+            endpoint: Some(endpoint.to_owned()),
+            connection_key: None,
+            http_status: 200,
+            upstream_status: None,
+            outcome: "ok".into(),
+            duration_us: 0,
+            request_bytes: 0,
+            response_bytes: 0,
+        }
+    }
+}
+
 /// Filters of `GET /v1/logs`.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
