@@ -203,6 +203,7 @@ fn http_path(c: &mut Criterion) {
             admin_key_hash: None,
             max_connections_per_environment: None,
             metrics: Arc::default(),
+            max_passthrough_body: 64 << 20,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(listener, app, async {

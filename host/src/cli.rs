@@ -273,6 +273,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map(|key| crate::vault::crypto::api_key_hash(key.trim())),
         max_connections_per_environment: args.max_connections_per_env,
         metrics,
+        max_passthrough_body: args.max_passthrough_body_mib << 20,
     };
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");

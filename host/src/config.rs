@@ -134,6 +134,9 @@ pub struct ServeArgs {
     /// Largest request body a connector may send upstream, in MiB.
     #[arg(long, env = "SLUICE_MAX_REQUEST_BODY_MIB", default_value_t = 8)]
     pub max_request_body_mib: usize,
+    /// Largest body a caller may stream through passthrough, in MiB.
+    #[arg(long, env = "SLUICE_MAX_PASSTHROUGH_BODY_MIB", default_value_t = 64)]
+    pub max_passthrough_body_mib: usize,
     /// Log lines a connector may write per invocation (later ones are dropped).
     #[arg(long, env = "SLUICE_MAX_LOG_LINES", default_value_t = 100)]
     pub max_log_lines: u32,

@@ -61,6 +61,8 @@ pub struct AppState {
     pub max_connections_per_environment: Option<u32>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Largest body a caller may stream through passthrough.
+    pub max_passthrough_body: usize,
 }
 
 /// The transaction key of the current request, also sent as `x-transaction-key`.

@@ -240,6 +240,24 @@ pub enum InvokeError {
     Busy,
 }
 
+/// A passthrough response: status, scrubbed headers and a scrubbed body stream.
+pub struct PassthroughResponse {
+    /// Upstream status.
+    pub status: u16,
+    /// Upstream headers.
+    pub headers: Vec<bindings::Header>,
+    /// The body as it arrives.
+    pub body: futures::stream::BoxStream<'static, Result<bytes::Bytes, crate::upstream::UpstreamError>>,
+}
+
+impl fmt::Debug for PassthroughResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PassthroughResponse")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A finished invocation.
 #[derive(Debug)]
 pub struct Invoked {
@@ -319,14 +337,15 @@ impl Runtime {
     }
 
     /// Send a raw request to `connector`'s upstream for a caller (passthrough): the same
-    /// allowlist, address policy, header rules, credential injection, size limits and
-    /// scrubbing as a connector's own requests, without running the connector.
+    /// allowlist, address policy, header rules, credential injection and scrubbing as a
+    /// connector's own requests, without running the connector; both bodies stream.
     pub async fn passthrough(
         &self,
         connector: &LoadedConnector,
         request: bindings::Request,
+        body: Option<reqwest::Body>,
         context: CallContext,
-    ) -> Result<bindings::Response, bindings::HttpError> {
+    ) -> Result<PassthroughResponse, bindings::HttpError> {
         let plan = match &context.base_url_override {
             None => connector.default_plan.clone(),
             Some(custom) => Arc::new(EgressPlan::new(&connector.manifest, Some(custom))),
@@ -339,7 +358,12 @@ impl Runtime {
             connector.limits.clone(),
             Some(connector.manifest.auth.clone()),
         );
-        call.send_for_host(request).await
+        let (status, headers, body) = call.stream_for_host(request, body).await?;
+        Ok(PassthroughResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Connector instances running now.

@@ -58,10 +58,38 @@ pub enum UpstreamError {
     Transport(String),
 }
 
+/// A response whose body is read as it arrives (passthrough of large bodies).
+pub struct StreamingResponse {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// The body, chunk by chunk.
+    pub body: futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>>,
+}
+
+impl std::fmt::Debug for StreamingResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingResponse")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Sends vetted requests upstream.
 pub trait Upstream: Send + Sync + 'static {
     /// Send `request` and read the whole response.
     fn send(&self, request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, UpstreamError>>;
+
+    /// Send `request` with `body` streamed, and return the response with its body streamed;
+    /// `request.body` and `request.max_response_bytes` are ignored.
+    fn send_streaming(
+        &self,
+        _request: UpstreamRequest,
+        _body: Option<reqwest::Body>,
+    ) -> BoxFuture<'_, Result<StreamingResponse, UpstreamError>> {
+        Box::pin(async { Err(UpstreamError::Transport("this transport cannot stream".into())) })
+    }
 }
 
 /// The production transport: reqwest with no automatic redirects and a resolver that refuses
@@ -86,6 +114,14 @@ impl HttpUpstream {
 }
 
 impl Upstream for HttpUpstream {
+    fn send_streaming(
+        &self,
+        request: UpstreamRequest,
+        body: Option<reqwest::Body>,
+    ) -> BoxFuture<'_, Result<StreamingResponse, UpstreamError>> {
+        self.stream(request, body)
+    }
+
     fn send(&self, request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, UpstreamError>> {
         Box::pin(async move {
             let timeout = request.timeout;
@@ -115,6 +151,38 @@ impl Upstream for HttpUpstream {
                 status,
                 headers,
                 body: Bytes::from(body),
+            })
+        })
+    }
+}
+
+impl HttpUpstream {
+    fn stream(
+        &self,
+        request: UpstreamRequest,
+        body: Option<reqwest::Body>,
+    ) -> BoxFuture<'_, Result<StreamingResponse, UpstreamError>> {
+        Box::pin(async move {
+            let timeout = request.timeout;
+            let mut builder = self
+                .client
+                .request(request.method, request.url)
+                .headers(request.headers)
+                .timeout(timeout);
+            if let Some(body) = body {
+                builder = builder.body(body);
+            }
+            let mut response = builder.send().await.map_err(|e| classify(e, timeout))?;
+            let status = response.status().as_u16();
+            let headers = std::mem::take(response.headers_mut());
+            let body = futures::StreamExt::boxed(futures::TryStreamExt::map_err(
+                response.bytes_stream(),
+                move |e| classify(e, timeout),
+            ));
+            Ok(StreamingResponse {
+                status,
+                headers,
+                body,
             })
         })
     }

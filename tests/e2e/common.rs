@@ -78,6 +78,8 @@ pub fn fake_github(request: &Recorded) -> Reply {
             Reply::json(200, json!({"slow": true}))
         }
         ("GET", "/text") => Reply::text(200, "plain words"),
+        ("GET", "/big") => Reply::text(200, &big_body()),
+        ("PUT", "/upload") => Reply::json(200, json!({"received": request.body.len()})),
         ("GET", "/redirect-same") => redirect("/echo-headers"),
         ("GET", "/redirect-loop") => redirect("/redirect-loop"),
         ("GET", "/redirect-away") => {
@@ -92,6 +94,12 @@ pub fn fake_github(request: &Recorded) -> Reply {
         ("GET", "/repos/acme/revoked") => Reply::json(401, json!({"message": "Bad credentials"})),
         _ => Reply::json(404, json!({"message": "Not Found"})),
     }
+}
+
+/// 40 MiB with the secret every ~1 KiB: more than any buffered path would take.
+pub fn big_body() -> String {
+    let unit = format!("{}{SECRET}", "x".repeat(1000));
+    unit.repeat((40 << 20) / unit.len())
 }
 
 fn redirect(location: &str) -> Reply {

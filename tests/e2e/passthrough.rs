@@ -118,3 +118,63 @@ async fn passthrough_errors_are_typed() {
     assert_eq!(anonymous.code(), "unauthorized");
     assert!(setup.upstream_requests().is_empty());
 }
+
+/// Bodies far larger than any buffered limit stream through both ways, and the credential is
+/// scrubbed from the download even where it straddles chunk boundaries.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_bodies_stream_through_and_are_scrubbed() {
+    let setup = Setup::new().await;
+    let download = setup
+        .client
+        .get(format!("{}/v1/passthrough/big", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .header("x-sluice-connection-key", &setup.connection_key)
+        .send()
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("body");
+    let original = crate::common::big_body();
+    let occurrences = original.matches(SECRET).count();
+    assert!(occurrences > 40_000);
+    let expected = original.replace(SECRET, "[REDACTED]");
+    assert_eq!(download.len(), expected.len());
+    assert!(
+        download == expected.as_bytes(),
+        "the scrubbed body, byte for byte"
+    );
+
+    let upload = vec![b'u'; 20 << 20];
+    let answer = send(
+        setup
+            .client
+            .put(format!("{}/v1/passthrough/upload", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .header("x-sluice-connection-key", &setup.connection_key)
+            .body(upload),
+    )
+    .await;
+    assert_eq!(answer.body["received"], 20 << 20);
+}
+
+/// A body over the passthrough cap is refused with `payload_too_large`.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_body_over_the_cap_is_413() {
+    let setup = Setup::with_options(sluice_fixtures::gateway::Options {
+        extra_args: vec!["--max-passthrough-body-mib".into(), "1".into()],
+        ..Default::default()
+    })
+    .await;
+    let answer = send(
+        setup
+            .client
+            .put(format!("{}/v1/passthrough/upload", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .header("x-sluice-connection-key", &setup.connection_key)
+            .body(vec![b'u'; 2 << 20]),
+    )
+    .await;
+    assert_eq!((answer.status, answer.code()), (413, "payload_too_large"));
+    assert!(setup.upstream_requests().is_empty());
+}

@@ -2,7 +2,8 @@
 //! fits. The host sends the method, path, query, body and safe headers to the connection's
 //! base URL with the credential injected, under exactly the egress policy, limits and
 //! scrubbing of connector requests, and returns the upstream status, body and safe headers
-//! (each upstream header also as `x-sluice-passthrough-<name>`).
+//! (each upstream header also as `x-sluice-passthrough-<name>`). Both bodies stream through
+//! without being buffered whole; the response is scrubbed of the credential as it streams.
 
 use super::extract::Caller;
 use super::{AppState, TransactionKey};
@@ -10,24 +11,25 @@ use crate::error::ApiError;
 use crate::runtime::CallContext;
 use crate::runtime::bindings::Header;
 use crate::vault::logs::RequestLog;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Extension, Router};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// The connection header, and Pica's name for it.
 const CONNECTION_HEADERS: [&str; 2] = ["x-sluice-connection-key", "x-pica-connection-key"];
 const PREFIX: &str = "/v1/passthrough";
-/// Largest body a caller may send through.
-const MAX_BODY: usize = 8 << 20;
-
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/passthrough/{*path}", any(passthrough))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // The body streams through with its own cap (`--max-passthrough-body-mib`).
+        .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// Caller headers that are the gateway's business, not the upstream's: the host-owned ones a
@@ -55,7 +57,6 @@ fn returnable(name: &str) -> bool {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn passthrough(
     State(app): State<AppState>,
     Extension(TransactionKey(transaction_key)): Extension<TransactionKey>,
@@ -63,7 +64,7 @@ async fn passthrough(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let mut log = RequestLog::begin(&transaction_key, None, "passthrough");
@@ -91,6 +92,27 @@ async fn passthrough(
     response
 }
 
+/// Counts the caller's body as it streams upstream and cuts it off past `limit` bytes.
+fn capped_body(
+    body: Body,
+    limit: usize,
+    exceeded: Arc<AtomicBool>,
+    counted: Arc<AtomicU64>,
+) -> reqwest::Body {
+    let mut seen = 0usize;
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        seen += chunk.len();
+        counted.store(seen as u64, Ordering::Relaxed);
+        if seen > limit {
+            exceeded.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other("request body over the limit"));
+        }
+        Ok::<_, std::io::Error>(chunk)
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     app: &AppState,
@@ -99,7 +121,7 @@ async fn run(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let Caller(key) = caller?;
@@ -108,14 +130,16 @@ async fn run(
     log.environment = Some(key.environment.as_str().to_owned());
     // Passthrough calls count against the key's quota and rate limit like actions do.
     super::execute::admit(app, &key).await?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!("request body is larger than {MAX_BODY} bytes"))
-        } else {
-            ApiError::BadRequest("could not read the request body".into())
-        }
-    })?;
-    log.request_bytes = body.len() as u64;
+    let limit = app.max_passthrough_body;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "request body is larger than {limit} bytes"
+        )));
+    }
     let connection_key = CONNECTION_HEADERS
         .iter()
         .find_map(|name| headers.get(*name))
@@ -166,19 +190,33 @@ async fn run(
         method: method.as_str().to_owned(),
         url,
         headers: forwarded,
-        body: (!body.is_empty()).then(|| body.to_vec()),
+        body: None,
     };
     let context = CallContext {
         transaction_key,
         credential: Some(credential),
         base_url_override: record.base_url.clone(),
     };
-    let upstream = app.runtime.passthrough(&connector, request, context).await?;
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let counted = Arc::new(AtomicU64::new(0));
+    let has_body = declared.is_some_and(|length| length > 0)
+        || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    let upstream_body = has_body.then(|| capped_body(body, limit, exceeded.clone(), counted.clone()));
+    let sent = app
+        .runtime
+        .passthrough(&connector, request, upstream_body, context)
+        .await;
+    log.request_bytes = counted.load(Ordering::Relaxed);
+    if exceeded.load(Ordering::Relaxed) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "request body is larger than {limit} bytes"
+        )));
+    }
+    let upstream = sent?;
     log.upstream_status = Some(upstream.status);
-    log.response_bytes = upstream.body.len() as u64;
 
     let status = StatusCode::from_u16(upstream.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = (status, upstream.body).into_response();
+    let mut response = (status, Body::from_stream(upstream.body)).into_response();
     let out = response.headers_mut();
     for Header { name, value } in upstream.headers {
         let (Ok(value), false) = (HeaderValue::from_str(&value), name.is_empty()) else {

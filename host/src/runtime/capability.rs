@@ -216,16 +216,7 @@ impl CallState {
     /// added again only when the hop goes to the credential's own origin.
     async fn send_following_redirects(
         &mut self,
-        prepared: Prepared,
-    ) -> Result<crate::upstream::UpstreamResponse, HttpError> {
-        self.send_prepared(prepared, MAX_REDIRECTS).await
-    }
-
-    /// Send `prepared`, following at most `max_redirects` redirects (see above).
-    async fn send_prepared(
-        &mut self,
         mut prepared: Prepared,
-        max_redirects: usize,
     ) -> Result<crate::upstream::UpstreamResponse, HttpError> {
         let mut hops = 0;
         loop {
@@ -242,10 +233,7 @@ impl CallState {
             let Some(next) = redirect_target(&prepared.url, &response) else {
                 return Ok(response);
             };
-            if max_redirects == 0 {
-                return Ok(response);
-            }
-            if hops == max_redirects {
+            if hops == MAX_REDIRECTS {
                 return Err(HttpError::Transport(format!(
                     "more than {MAX_REDIRECTS} redirects"
                 )));
@@ -396,6 +384,40 @@ fn redirect_target(
     Some(parsed)
 }
 
+/// Scrub `secrets` out of a body stream. Up to the longest secret's length minus one byte is
+/// held back at the end of each chunk, so an occurrence split across chunks is still found.
+fn scrub_stream(
+    body: futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>>,
+    secrets: Vec<String>,
+) -> futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>> {
+    use futures::StreamExt;
+    if secrets.is_empty() {
+        return body;
+    }
+    let keep = secrets.iter().map(String::len).max().unwrap_or(1) - 1;
+    let state = (body, Vec::<u8>::new(), secrets, false);
+    futures::stream::unfold(state, move |(mut body, mut carry, secrets, done)| async move {
+        if done {
+            return None;
+        }
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                carry.extend_from_slice(&chunk);
+                let mut data = scrub(&carry, &secrets).unwrap_or(carry);
+                let cut = data.len().saturating_sub(keep);
+                let tail = data.split_off(cut);
+                Some((Ok(Bytes::from(data)), (body, tail, secrets, false)))
+            }
+            Some(Err(error)) => Some((Err(error), (body, Vec::new(), secrets, true))),
+            None => {
+                let rest = scrub(&carry, &secrets).unwrap_or(carry);
+                Some((Ok(Bytes::from(rest)), (body, Vec::new(), secrets, true)))
+            }
+        }
+    })
+    .boxed()
+}
+
 /// Replace every occurrence of each of `secrets` in `data`.
 pub(crate) fn scrub(data: &[u8], secrets: &[String]) -> Option<Vec<u8>> {
     let mut out: Option<Vec<u8>> = None;
@@ -477,11 +499,41 @@ impl CallState {
     }
 
     /// Send a request on the host's own behalf (passthrough) under exactly the rules a
-    /// connector's requests follow; redirects are returned, not followed.
-    pub(crate) async fn send_for_host(&mut self, request: Request) -> Result<Response, HttpError> {
+    /// connector's requests follow, redirects returned rather than followed, with both bodies
+    /// streamed: `body` is sent, and the response body is scrubbed as it streams.
+    pub(crate) async fn stream_for_host(
+        &mut self,
+        request: Request,
+        body: Option<reqwest::Body>,
+    ) -> Result<
+        (
+            u16,
+            Vec<Header>,
+            futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>>,
+        ),
+        HttpError,
+    > {
+        self.count_request()?;
         let prepared = self.prepare(request)?;
-        let response = self.send_prepared(prepared, 0).await?;
-        Ok(self.scrubbed(response))
+        let (request, _) = self.finalize(&prepared)?;
+        let response = self
+            .upstream
+            .send_streaming(request, body)
+            .await
+            .map_err(upstream_error)?;
+        let secrets = self.secret_forms();
+        let headers = response
+            .headers
+            .iter()
+            .map(|(name, value)| Header {
+                name: name.as_str().to_owned(),
+                value: match scrub(value.as_bytes(), &secrets) {
+                    Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
+                    None => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                },
+            })
+            .collect();
+        Ok((response.status, headers, scrub_stream(response.body, secrets)))
     }
 }
 
@@ -698,6 +750,30 @@ mod tests {
             redirect_target(&current, &response(307, "https://u:p@x/")),
             Some(Err(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn streamed_bodies_are_scrubbed_across_chunk_boundaries() {
+        use futures::StreamExt;
+        let secret = "s3cret-token".to_owned();
+        let text = "a s3cret-token b s3cr".to_owned() + "et-token c";
+        // Split everywhere, including inside the secret.
+        for size in 1..text.len() {
+            let chunks: Vec<Result<Bytes, UpstreamError>> = text
+                .as_bytes()
+                .chunks(size)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let out: Vec<u8> = scrub_stream(futures::stream::iter(chunks).boxed(), vec![secret.clone()])
+                .map(|c| c.expect("chunk").to_vec())
+                .concat()
+                .await;
+            assert_eq!(
+                String::from_utf8(out).expect("utf8"),
+                "a [REDACTED] b [REDACTED] c",
+                "chunks of {size}"
+            );
+        }
     }
 
     #[test]
