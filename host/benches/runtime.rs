@@ -149,9 +149,10 @@ fn http_path(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let (url, key, _upstream, _shutdown) = rt.block_on(async {
+    let (url, key, proxy_url, _upstream, _shutdown) = rt.block_on(async {
         let body = repo_json();
         let upstream = FakeUpstream::start(move |_| Reply::json(200, body.clone())).await;
+        let proxy_url = start_plain_proxy(format!("{}/repos/acme/webapp", upstream.url())).await;
         let vault = Vault::open(
             &data_dir.path().join("sluice.db"),
             &KeySource::Explicit("ab".repeat(32)),
@@ -209,7 +210,7 @@ fn http_path(c: &mut Criterion) {
         tokio::spawn(sluice::serve(listener, app, async {
             let _ = rx.await;
         }));
-        (url, key, upstream, tx)
+        (url, key, proxy_url, upstream, tx)
     });
     let client = reqwest::Client::new();
     let endpoint = format!("{url}/v1/github/get_repo");
@@ -237,7 +238,56 @@ fn http_path(c: &mut Criterion) {
             })
         })
     });
+    // The floor for any gateway on this stack: the same request through a plain axum + reqwest
+    // proxy that adds a bearer token and no WebAssembly, key check, database or validation.
+    group.bench_function("plain_proxy_loopback", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let response = client
+                        .post(&proxy_url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("send");
+                    assert_eq!(response.status(), 200);
+                    response.bytes().await.expect("body");
+                }
+                start.elapsed()
+            })
+        })
+    });
     group.finish();
+}
+
+/// A minimal reverse proxy on loopback: every request becomes a GET of `target`.
+async fn start_plain_proxy(target: String) -> String {
+    use axum::extract::State;
+    let client = reqwest::Client::new();
+    let app = axum::Router::new()
+        .route(
+            "/proxy",
+            axum::routing::post(
+                |State((client, target)): State<(reqwest::Client, String)>, _body: bytes::Bytes| async move {
+                    let response = client
+                        .get(&target)
+                        .bearer_auth("ghp_benchmark_token")
+                        .send()
+                        .await;
+                    match response {
+                        Ok(response) => response.bytes().await.unwrap_or_default(),
+                        Err(_) => bytes::Bytes::new(),
+                    }
+                },
+            ),
+        )
+        .with_state((client, target));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/proxy", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
 }
 
 criterion_group!(benches, instantiate_invoke, http_path);
