@@ -219,47 +219,38 @@ fn http_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("http_path");
     group.measurement_time(Duration::from_secs(8));
     group.bench_function("github_get_repo_loopback", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let response = client
-                        .post(&endpoint)
-                        .bearer_auth(&key)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .expect("send");
-                    assert_eq!(response.status(), 200);
-                    response.bytes().await.expect("body");
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|iters| rt.block_on(time_posts(&client, &endpoint, Some(&key), body, iters)))
     });
     // The floor for any gateway on this stack: the same request through a plain axum + reqwest
     // proxy that adds a bearer token and no WebAssembly, key check, database or validation.
     group.bench_function("plain_proxy_loopback", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let response = client
-                        .post(&proxy_url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .expect("send");
-                    assert_eq!(response.status(), 200);
-                    response.bytes().await.expect("body");
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|iters| rt.block_on(time_posts(&client, &proxy_url, None, body, iters)))
     });
     group.finish();
+}
+
+/// Time `iters` sequential JSON POSTs of `body` to `url`, each read to the end.
+async fn time_posts(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &'static str,
+    iters: u64,
+) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let mut request = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("send");
+        assert_eq!(response.status(), 200);
+        response.bytes().await.expect("body");
+    }
+    start.elapsed()
 }
 
 /// A minimal reverse proxy on loopback: every request becomes a GET of `target`.

@@ -27,7 +27,7 @@ use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::usage::UsageTracker;
 use crate::vault::Vault;
-use crate::vault::logs::LogSink;
+use crate::vault::logs::{LogSink, RequestLog};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
@@ -86,6 +86,21 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(transaction))
         .with_state(state)
+}
+
+/// Turn a handler's result into the response, completing its request-log row (outcome,
+/// status, duration) on the way.
+fn settle(result: Result<Response, ApiError>, log: &mut RequestLog, started: Instant) -> Response {
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            log.outcome = error.code().to_owned();
+            axum::response::IntoResponse::into_response(error)
+        }
+    };
+    log.http_status = response.status().as_u16();
+    log.duration_us = started.elapsed().as_micros() as u64;
+    response
 }
 
 /// Give every request a transaction key, put it on the response and log the outcome.

@@ -61,32 +61,25 @@ async fn connectors(
         .filter(|c| category.as_ref().is_none_or(|k| &c.manifest.category == k))
         .filter(|c| oauth.is_none_or(|o| is_oauth(c) == o))
         .collect();
-    let total = matching.len() as i64;
-    let rows: Vec<Value> = matching
-        .into_iter()
-        .skip(((page.page - 1) * page.limit) as usize)
-        .take(page.limit as usize)
-        .map(|c| {
-            let m = &c.manifest;
-            json!({
-                "name": m.name,
-                "key": m.id,
-                "platform": m.id,
-                "platformVersion": m.version,
-                "version": m.version,
-                "status": "active",
-                "active": true,
-                "description": m.description,
-                "category": m.category,
-                "image": m.icon_url,
-                "tags": [m.category],
-                "oauth": is_oauth(c),
-                "tools": m.endpoints.len(),
-                "contract": c.contract,
-            })
+    Ok(Json(page.of(matching, |c| {
+        let m = &c.manifest;
+        json!({
+            "name": m.name,
+            "key": m.id,
+            "platform": m.id,
+            "platformVersion": m.version,
+            "version": m.version,
+            "status": "active",
+            "active": true,
+            "description": m.description,
+            "category": m.category,
+            "image": m.icon_url,
+            "tags": [m.category],
+            "oauth": is_oauth(c),
+            "tools": m.endpoints.len(),
+            "contract": c.contract,
         })
-        .collect();
-    Ok(Json(page.envelope(rows, total)))
+    })))
 }
 
 fn action_row(connector: &LoadedConnector, endpoint: &EndpointInfo) -> Value {
@@ -121,14 +114,7 @@ async fn actions(
         .filter(|e| key.as_ref().is_none_or(|k| &action_key(&platform, &e.name) == k))
         .filter(|e| method.as_ref().is_none_or(|m| e.method.eq_ignore_ascii_case(m)))
         .collect();
-    let total = matching.len() as i64;
-    let rows: Vec<Value> = matching
-        .into_iter()
-        .skip(((page.page - 1) * page.limit) as usize)
-        .take(page.limit as usize)
-        .map(|e| action_row(&connector, e))
-        .collect();
-    Ok(Json(page.envelope(rows, total)))
+    Ok(Json(page.of(matching, |e| action_row(&connector, e))))
 }
 
 /// Everything a caller (or an agent) needs to call one action.

@@ -71,15 +71,7 @@ async fn execute(
         &mut log,
     )
     .await;
-    let response = match result {
-        Ok(response) => response,
-        Err(error) => {
-            log.outcome = error.code().to_owned();
-            error.into_response()
-        }
-    };
-    log.http_status = response.status().as_u16();
-    log.duration_us = started.elapsed().as_micros() as u64;
+    let response = super::settle(result, &mut log, started);
     record_metrics(&app, &integration, &endpoint, &log.outcome, started.elapsed());
     log.response_bytes = response.body().size_hint().exact().unwrap_or(0);
     app.logs.record(log);

@@ -68,7 +68,7 @@ async fn passthrough(
 ) -> Response {
     let started = Instant::now();
     let mut log = RequestLog::begin(&transaction_key, None, "passthrough");
-    let response = match run(
+    let result = run(
         &app,
         transaction_key,
         caller,
@@ -78,16 +78,8 @@ async fn passthrough(
         body,
         &mut log,
     )
-    .await
-    {
-        Ok(response) => response,
-        Err(error) => {
-            log.outcome = error.code().to_owned();
-            error.into_response()
-        }
-    };
-    log.http_status = response.status().as_u16();
-    log.duration_us = started.elapsed().as_micros() as u64;
+    .await;
+    let response = super::settle(result, &mut log, started);
     app.logs.record(log);
     response
 }

@@ -94,6 +94,18 @@ pub struct Page {
 }
 
 impl Page {
+    /// This page of `items` (all matching rows, in order), rendered with `row`, in the envelope.
+    pub fn of<T>(&self, items: Vec<T>, row: impl FnMut(T) -> serde_json::Value) -> serde_json::Value {
+        let total = items.len() as i64;
+        let rows: Vec<serde_json::Value> = items
+            .into_iter()
+            .skip(((self.page - 1) * self.limit) as usize)
+            .take(self.limit as usize)
+            .map(row)
+            .collect();
+        self.envelope(rows, total)
+    }
+
     /// The `{"rows","total","pages","page"}` envelope.
     pub fn envelope<T: serde::Serialize>(&self, rows: Vec<T>, total: i64) -> serde_json::Value {
         let pages = (total + i64::from(self.limit) - 1) / i64::from(self.limit);
