@@ -11,6 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures::future::BoxFuture;
 use sluice::egress::AddressPolicy;
 use sluice::http::AppState;
+use sluice::oauth::refresh::TokenRefresher;
 use sluice::policy::Policy;
 use sluice::registry::Registry;
 use sluice::runtime::{CallContext, Credential, Runtime, RuntimeLimits};
@@ -74,7 +75,7 @@ fn instantiate_invoke(c: &mut Criterion) {
     let context = CallContext {
         transaction_key: "txn_bench".into(),
         credential: Some(Credential::new("ghp_benchmark_token")),
-        base_url_override: None,
+        ..CallContext::default()
     };
 
     let mut group = c.benchmark_group("instantiate_invoke");
@@ -194,6 +195,12 @@ fn http_path(c: &mut Criterion) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let logs = sluice::vault::logs::start_writer(&data_dir.path().join("sluice.db")).expect("log writer");
+        let refresher = Arc::new(TokenRefresher::for_runtime(
+            vault.clone(),
+            &runtime,
+            300,
+            Arc::default(),
+        ));
         let app = AppState {
             runtime,
             registry,
@@ -205,6 +212,8 @@ fn http_path(c: &mut Criterion) {
             max_connections_per_environment: None,
             metrics: Arc::default(),
             max_passthrough_body: 64 << 20,
+            refresher,
+            connect_session_ttl: 600,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(listener, app, async {

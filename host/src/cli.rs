@@ -2,7 +2,8 @@
 
 use crate::cache::ArtifactCache;
 use crate::config::{
-    Cli, Command, ConnectionsCommand, ConnectorsCommand, KeysCommand, ServeArgs, StoreArgs, VaultCommand,
+    Cli, Command, ConnectionsCommand, ConnectorsCommand, KeysCommand, OAuthAppsCommand, ServeArgs, StoreArgs,
+    VaultCommand,
 };
 use crate::egress::AddressPolicy;
 use crate::http::AppState;
@@ -12,6 +13,7 @@ use crate::runtime::{Runtime, RuntimeLimits};
 use crate::upstream::HttpUpstream;
 use crate::vault::api_keys::{Environment, KeyOptions, Scope};
 use crate::vault::connections::NewConnection;
+use crate::vault::oauth_apps::NewOAuthApp;
 use crate::vault::{KeySource, Vault};
 use anyhow::Context;
 use std::sync::Arc;
@@ -119,6 +121,65 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 None,
             )??;
             println!("{}", record.key);
+            Ok(())
+        }
+        Command::OauthApps(command) => oauth_apps(command),
+    }
+}
+
+/// `sluice oauth-apps set | list | remove`.
+fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
+    match command {
+        OAuthAppsCommand::Set {
+            integration,
+            client_id,
+            client_secret,
+            redirect_url,
+            scopes,
+            authorize_url,
+            token_url,
+            store,
+        } => {
+            let url = |flag: &str, value: Option<String>| {
+                value
+                    .map(|u| url::Url::parse(&u).with_context(|| format!("--{flag} {u} is not a URL")))
+                    .transpose()
+            };
+            let app = NewOAuthApp {
+                platform: integration,
+                client_id,
+                client_secret,
+                redirect_url: url("redirect-url", redirect_url)?,
+                scopes,
+                authorize_url: url("authorize-url", authorize_url)?,
+                token_url: url("token-url", token_url)?,
+            };
+            let stored = open_vault(&store)?.put_oauth_app(&app)?;
+            eprintln!(
+                "registered the {} OAuth app (client id {})",
+                stored.platform, stored.client_id
+            );
+            Ok(())
+        }
+        OAuthAppsCommand::List { store } => {
+            for app in open_vault(&store)?.list_oauth_apps()? {
+                println!(
+                    "{}\tclient_id={}\tscopes={}\tredirect_url={}",
+                    app.platform,
+                    app.client_id,
+                    app.scopes.join(" "),
+                    app.redirect_url
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|| "(default)".into())
+                );
+            }
+            Ok(())
+        }
+        OAuthAppsCommand::Remove { integration, store } => {
+            if !open_vault(&store)?.delete_oauth_app(&integration)? {
+                anyhow::bail!("no OAuth app is registered for `{integration}`");
+            }
+            eprintln!("removed the {integration} OAuth app");
             Ok(())
         }
     }
@@ -260,6 +321,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .to_owned();
     let logs = crate::vault::logs::start_writer(&args.store.data_dir.join("sluice.db"))?;
     spawn_log_pruning(vault.clone(), args.log_retention_days);
+    let refresher = Arc::new(crate::oauth::refresh::TokenRefresher::for_runtime(
+        vault.clone(),
+        &runtime,
+        args.oauth_refresh_margin_secs,
+        metrics.clone(),
+    ));
     let app = AppState {
         runtime,
         registry,
@@ -274,6 +341,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections_per_environment: args.max_connections_per_env,
         metrics,
         max_passthrough_body: args.max_passthrough_body_mib << 20,
+        refresher,
+        connect_session_ttl: args.connect_session_ttl_secs,
     };
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");

@@ -46,6 +46,54 @@ pub enum Command {
     /// Manage connectors.
     #[command(subcommand)]
     Connectors(ConnectorsCommand),
+    /// Manage the OAuth apps (client id and secret) of OAuth integrations.
+    #[command(subcommand)]
+    OauthApps(OAuthAppsCommand),
+}
+
+/// `sluice oauth-apps …`.
+#[derive(Debug, Subcommand)]
+pub enum OAuthAppsCommand {
+    /// Register or replace the OAuth app of an integration.
+    Set {
+        /// Integration (connector id), e.g. `gmail`.
+        integration: String,
+        /// Client id issued by the provider.
+        #[arg(long)]
+        client_id: String,
+        /// Client secret issued by the provider (stored encrypted).
+        #[arg(long, env = "SLUICE_OAUTH_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: String,
+        /// Redirect URL registered with the provider; default `<public URL>/connect/oauth/callback`.
+        #[arg(long)]
+        redirect_url: Option<String>,
+        /// A scope to request on top of the connector's defaults (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Authorization endpoint replacing the connector's.
+        #[arg(long)]
+        authorize_url: Option<String>,
+        /// Token endpoint replacing the connector's.
+        #[arg(long)]
+        token_url: Option<String>,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the registered OAuth apps (never their secrets).
+    List {
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove the OAuth app of an integration.
+    Remove {
+        /// Integration (connector id).
+        integration: String,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// `sluice connectors …`.
@@ -128,6 +176,12 @@ pub struct ServeArgs {
     /// Time allowed for one upstream exchange, in milliseconds.
     #[arg(long, env = "SLUICE_UPSTREAM_TIMEOUT_MS", default_value_t = 20_000)]
     pub upstream_timeout_ms: u64,
+    /// Refresh an OAuth access token when it expires within this many seconds.
+    #[arg(long, env = "SLUICE_OAUTH_REFRESH_MARGIN_SECS", default_value_t = 300)]
+    pub oauth_refresh_margin_secs: i64,
+    /// Lifetime of a connect session (the link an end user opens to connect an account).
+    #[arg(long, env = "SLUICE_CONNECT_SESSION_TTL_SECS", default_value_t = 600)]
+    pub connect_session_ttl_secs: i64,
     /// Largest upstream response body handed to a connector, in MiB.
     #[arg(long, env = "SLUICE_MAX_RESPONSE_MIB", default_value_t = 16)]
     pub max_response_mib: usize,

@@ -43,6 +43,19 @@ pub enum ApiError {
         /// Where the user can connect.
         action_url: String,
     },
+    /// The connection's OAuth grant is gone (refresh refused or impossible): reconnect.
+    #[error("the {integration} connection's authorization has expired or was revoked: {reason}")]
+    TokenExpired {
+        /// Integration id.
+        integration: String,
+        /// Why, without secrets.
+        reason: String,
+        /// Where the user can reconnect.
+        action_url: String,
+    },
+    /// Refreshing the connection's OAuth token failed for now (provider down, bad config).
+    #[error("could not refresh the connection's OAuth token: {0}")]
+    TokenRefreshFailed(String),
     /// The environment's connection limit is reached.
     #[error("{0}")]
     PlanLimitReached(String),
@@ -139,6 +152,8 @@ impl ApiError {
             Self::ApiKeyExpired => "api_key_expired",
             Self::ScopeNotAllowed(_) => "scope_not_allowed",
             Self::IntegrationNotConnected { .. } => "integration_not_connected",
+            Self::TokenExpired { .. } => "token_expired",
+            Self::TokenRefreshFailed(_) => "token_refresh_failed",
             Self::PlanLimitReached(_) => "plan_limit_reached",
             Self::DailyLimitReached { .. } => "daily_limit_reached",
             Self::RateLimited { .. } => "rate_limited",
@@ -163,7 +178,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::InvalidParams(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) | Self::ApiKeyRevoked | Self::ApiKeyExpired => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::ApiKeyRevoked | Self::ApiKeyExpired | Self::TokenExpired { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::ScopeNotAllowed(_)
             | Self::IntegrationNotConnected { .. }
             | Self::EgressDenied(_)
@@ -179,7 +196,8 @@ impl ApiError {
             | Self::ConnectorTrap
             | Self::ConnectorError(_)
             | Self::UpstreamUnreachable(_)
-            | Self::UpstreamTooLarge(_) => StatusCode::BAD_GATEWAY,
+            | Self::UpstreamTooLarge(_)
+            | Self::TokenRefreshFailed(_) => StatusCode::BAD_GATEWAY,
             Self::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -193,7 +211,9 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %format!("{error:#}"), "internal error");
         }
         let action_url = match &self {
-            Self::IntegrationNotConnected { action_url, .. } => Some(action_url.as_str()),
+            Self::IntegrationNotConnected { action_url, .. } | Self::TokenExpired { action_url, .. } => {
+                Some(action_url.as_str())
+            }
             _ => None,
         };
         let details = match &self {
@@ -257,6 +277,8 @@ impl From<InvokeError> for ApiError {
                 Self::ConnectorTrap
             }
             InvokeError::Connector(error) => error.into(),
+            // Callers that can offer a reconnect link map this themselves.
+            InvokeError::CredentialRejected(failure) => Self::TokenRefreshFailed(failure.message),
         }
     }
 }

@@ -3,7 +3,10 @@
 //! - [`execute`] — `POST /v1/{integration}/{endpoint}`; [`catalog`] — connectors, actions,
 //!   knowledge, docs route and LLM tool definitions.
 //! - [`health`] — `/healthz` and `GET /v1/plugins`.
-//! - [`vault`] — the Pica-compatible connections API; [`admin`] — API keys (admin key).
+//! - [`vault`] — the Pica-compatible connections API; [`admin`] — API keys and OAuth apps
+//!   (admin key).
+//! - [`connect`] — connect sessions and the end-user connect page (OAuth and API-key forms);
+//!   [`connection`] — picking a call's connection and its (refreshed) credential.
 //! - [`openapi`] — the OpenAPI description of these routes.
 //! - [`mcp`] — the Model Context Protocol endpoint for AI agents.
 //! - [`passthrough`] — `ANY /v1/passthrough/{*path}`; [`logs`] — `GET /v1/logs`; [`query`] — query-string parsing and pagination.
@@ -11,6 +14,8 @@
 
 mod admin;
 pub mod catalog;
+mod connect;
+mod connection;
 mod execute;
 pub mod extract;
 mod health;
@@ -23,6 +28,7 @@ mod vault;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::oauth::refresh::TokenRefresher;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::usage::UsageTracker;
@@ -63,6 +69,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Largest body a caller may stream through passthrough.
     pub max_passthrough_body: usize,
+    /// OAuth token refresh, shared by every request.
+    pub refresher: Arc<TokenRefresher>,
+    /// Lifetime of a connect session, in seconds.
+    pub connect_session_ttl: i64,
 }
 
 /// The transaction key of the current request, also sent as `x-transaction-key`.
@@ -80,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(logs::router())
         .merge(passthrough::router())
         .merge(mcp::router())
+        .merge(connect::router())
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

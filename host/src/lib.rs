@@ -14,6 +14,7 @@
 //! - [`egress`] — allowlist and address policy (pure); [`upstream`] — the HTTP transport.
 //! - [`policy`] — the operator's per-connector limits and host narrowing.
 //! - [`vault`] — SQLite store: API keys, connections (secrets encrypted at rest), request log.
+//! - [`oauth`] — OAuth 2.0: PKCE, the token endpoint, single-flight refresh.
 //! - [`usage`] — per-key daily quotas and per-minute rate limits; [`metrics`] — Prometheus.
 //! - [`cli`] — what each command does; [`dev`] — `sluice dev` and `sluice new`.
 
@@ -25,6 +26,7 @@ pub mod egress;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod oauth;
 pub mod policy;
 pub mod registry;
 pub mod reload;

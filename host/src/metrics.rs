@@ -32,6 +32,15 @@ pub struct LoadLabels {
     pub outcome: String,
 }
 
+/// Labels of an OAuth token refresh.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefreshLabels {
+    /// Connector id.
+    pub integration: String,
+    /// `ok`, `rejected` or `unavailable`.
+    pub outcome: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to ~26 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
@@ -55,6 +64,8 @@ pub struct Metrics {
     pub loads: Family<LoadLabels, Counter>,
     /// Upstream requests refused by the egress policy.
     pub egress_denied: Family<ConnectorLabels, Counter>,
+    /// OAuth token refreshes (calls to a token endpoint) by outcome.
+    pub token_refreshes: Family<RefreshLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +84,7 @@ impl Default for Metrics {
         let instances_in_use = Gauge::default();
         let loads = Family::<LoadLabels, Counter>::default();
         let egress_denied = Family::<ConnectorLabels, Counter>::default();
+        let token_refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
             "requests",
             "Execute calls by integration, endpoint and outcome",
@@ -104,6 +116,11 @@ impl Default for Metrics {
             "Upstream requests refused by the egress policy",
             egress_denied.clone(),
         );
+        registry.register(
+            "oauth_token_refreshes",
+            "OAuth token refreshes by integration and outcome",
+            token_refreshes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -113,6 +130,7 @@ impl Default for Metrics {
             instances_in_use,
             loads,
             egress_denied,
+            token_refreshes,
         }
     }
 }

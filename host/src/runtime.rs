@@ -18,6 +18,7 @@ use crate::egress::{AddressPolicy, HostPattern};
 use crate::policy::Policy;
 use crate::upstream::Upstream;
 use bindings::{ConnectorError, Output, WitManifest, upgrade, v0_1, v0_2};
+use futures::future::BoxFuture;
 use limits::MemoryBudget;
 use manifest::{AuthScheme, Manifest};
 use std::fmt;
@@ -117,8 +118,24 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// Why a rejected credential could not be renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalFailure {
+    /// The provider refused for good (e.g. `invalid_grant`): the user must reconnect.
+    pub revoked: bool,
+    /// What went wrong, without secrets.
+    pub message: String,
+}
+
+/// Gets a new credential after the upstream rejected the current one with a 401 (an OAuth
+/// refresh); the host then retries the request once.
+pub trait CredentialRenewal: Send + Sync {
+    /// A credential to use instead of `rejected`.
+    fn renew(&self, rejected: Credential) -> BoxFuture<'static, Result<Credential, RenewalFailure>>;
+}
+
 /// Per-request facts the host supplies to an invocation.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct CallContext {
     /// The gateway's transaction key, for log attribution.
     pub transaction_key: String,
@@ -126,6 +143,19 @@ pub struct CallContext {
     pub credential: Option<Credential>,
     /// The connection's base URL, replacing the connector's default origin.
     pub base_url_override: Option<Url>,
+    /// How to renew the credential when the upstream rejects it, if it can be.
+    pub renewal: Option<Arc<dyn CredentialRenewal>>,
+}
+
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallContext")
+            .field("transaction_key", &self.transaction_key)
+            .field("credential", &self.credential)
+            .field("base_url_override", &self.base_url_override)
+            .field("renewable", &self.renewal.is_some())
+            .finish()
+    }
 }
 
 /// Where one invocation may send requests and where its credential goes.
@@ -238,6 +268,10 @@ pub enum InvokeError {
     /// No instance slot became free in time.
     #[error("no connector instance slot is free")]
     Busy,
+    /// The upstream rejected the credential and renewing it failed; whatever the connector
+    /// made of the 401 is moot.
+    #[error("the credential was rejected and could not be renewed: {}", .0.message)]
+    CredentialRejected(RenewalFailure),
 }
 
 /// A passthrough response: status, scrubbed headers and a scrubbed body stream.
@@ -367,6 +401,11 @@ impl Runtime {
     }
 
     /// Connector instances running now.
+    pub fn upstream(&self) -> Arc<dyn Upstream> {
+        self.upstream.clone()
+    }
+
+    /// Instance slots currently taken.
     pub fn instances_in_use(&self) -> usize {
         (self.limits.max_instances as usize).saturating_sub(self.instance_slots.available_permits())
     }
@@ -488,6 +527,9 @@ impl Runtime {
         );
         let run = connector.pre.invoke(&mut store, endpoint, params_json);
         let outcome = tokio::time::timeout(timeout, run).await;
+        if let Some(failure) = store.data().call.renewal_failure() {
+            return Err(InvokeError::CredentialRejected(failure.clone()));
+        }
         match outcome {
             Err(_) => Err(InvokeError::Timeout),
             Ok(Ok(Ok(output))) => {

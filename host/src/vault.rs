@@ -4,6 +4,8 @@
 //! - [`api_keys`] — caller keys: creation, lookup by hash.
 //! - [`connections`] — stored credentials per platform, environment and identity.
 //! - [`approvals`] — the outbound hosts an operator approved per connector.
+//! - [`oauth_apps`] — the operator's OAuth client per integration (secret encrypted).
+//! - [`connect_sessions`] — short-lived end-user connect flows (OAuth state, PKCE).
 //! - [`logs`] — the request log, written in batches off the request path.
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`, so an acknowledged credential write
@@ -12,9 +14,11 @@
 
 pub mod api_keys;
 pub mod approvals;
+pub mod connect_sessions;
 pub mod connections;
 pub mod crypto;
 pub mod logs;
+pub mod oauth_apps;
 
 use anyhow::{Context, bail};
 use crypto::{Keyring, Sealed};
@@ -25,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -97,6 +101,41 @@ const MIGRATIONS: &[&str] = &[
         approved_at INTEGER NOT NULL
     );
 "#,
+    r#"
+    ALTER TABLE connections ADD COLUMN token_expires_at INTEGER;
+    CREATE TABLE oauth_apps (
+        platform          TEXT PRIMARY KEY,
+        client_id         TEXT NOT NULL,
+        secret_nonce      BLOB NOT NULL,
+        secret_ciphertext BLOB NOT NULL,
+        key_id            TEXT NOT NULL,
+        redirect_url      TEXT,
+        scopes            TEXT NOT NULL DEFAULT '[]',
+        authorize_url     TEXT,
+        token_url         TEXT,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL
+    );
+    CREATE TABLE connect_sessions (
+        id                  INTEGER PRIMARY KEY,
+        public_id           TEXT NOT NULL UNIQUE,
+        token_hash          BLOB NOT NULL UNIQUE,
+        environment         TEXT NOT NULL CHECK (environment IN ('test', 'live')),
+        platform            TEXT NOT NULL,
+        identity            TEXT,
+        identity_type       TEXT,
+        connection_key      TEXT,
+        status              TEXT NOT NULL DEFAULT 'pending',
+        error               TEXT,
+        state_hash          BLOB UNIQUE,
+        browser_hash        BLOB,
+        verifier_nonce      BLOB,
+        verifier_ciphertext BLOB,
+        verifier_key_id     TEXT,
+        created_at          INTEGER NOT NULL,
+        expires_at          INTEGER NOT NULL
+    );
+"#,
 ];
 
 /// Where the master key comes from.
@@ -163,7 +202,7 @@ impl Vault {
         // Every key that sealed a stored secret must be present: refuse to start otherwise,
         // rather than fail on the first request that needs one.
         let mut needed: Vec<String> = conn
-            .prepare("SELECT DISTINCT key_id FROM connections")?
+            .prepare("SELECT key_id FROM connections UNION SELECT key_id FROM oauth_apps")?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         needed.extend(recorded_key_id.clone());
@@ -291,7 +330,7 @@ impl Vault {
         let mut extended = Keyring::single(new_primary.clone());
         extended.extend(&current);
         self.set_keyring(extended);
-        let count = self.reencrypt_all(&new_primary)?;
+        let count = self.reencrypt_all(&new_primary)? + self.reencrypt_oauth_apps(&new_primary)?;
         if let Some(path) = &key_file {
             crypto::replace_key_file(path, &[*new_primary.raw()])?;
         }

@@ -176,7 +176,14 @@ async fn missing_connection_is_403_with_action_url() {
         .await;
     assert_error(&answer, 403, "integration_not_connected");
     let action_url = answer.body["action_url"].as_str().expect("action_url");
-    assert_eq!(action_url, format!("{}/connect/github", setup.gateway.url));
+    assert!(
+        action_url.starts_with(&format!("{}/connect/cst_", setup.gateway.url)),
+        "{action_url}"
+    );
+    // The link opens a connect page for the live environment's GitHub.
+    let page = reqwest::get(action_url).await.expect("connect page");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("html").contains("Connect GitHub"));
 
     let unknown_key = setup
         .execute(

@@ -2,6 +2,7 @@
 //! fake upstream APIs on loopback that record what they receive.
 
 mod admin;
+mod browser;
 mod catalog;
 mod common;
 mod dev_loop;
@@ -11,6 +12,7 @@ mod execute;
 mod lifecycle;
 mod limits;
 mod mcp;
+mod oauth;
 mod operations;
 mod passthrough;
 mod policy;

@@ -107,7 +107,7 @@ proptest! {
         let context = CallContext {
             transaction_key: "txn_prop".into(),
             credential: Some(Credential::new("ghp_property_token")),
-            base_url_override: None,
+            ..CallContext::default()
         };
         let outcome = world
             .tokio

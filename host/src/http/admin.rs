@@ -1,10 +1,11 @@
-//! The admin API: API keys, behind the operator's admin key (`SLUICE_ADMIN_KEY`).
+//! The admin API: API keys and OAuth apps, behind the operator's admin key (`SLUICE_ADMIN_KEY`).
 //! Disabled (404) when no admin key is configured.
 
 use super::AppState;
 use super::extract::JsonBody;
 use crate::error::ApiError;
 use crate::vault::api_keys::{ApiKey, KeyOptions, Scope};
+use crate::vault::oauth_apps::{NewOAuthApp, OAuthApp};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -17,6 +18,11 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/keys", get(list).post(create))
         .route("/v1/admin/keys/{id}", delete(revoke))
+        .route("/v1/admin/oauth-apps", get(list_oauth_apps))
+        .route(
+            "/v1/admin/oauth-apps/{integration}",
+            get(get_oauth_app).put(put_oauth_app).delete(delete_oauth_app),
+        )
 }
 
 /// Proof that the request carries the admin key.
@@ -128,4 +134,113 @@ async fn revoke(
         return Err(ApiError::NotFound(format!("no active key `{id}`")));
     }
     Ok(Json(json!({"id": id, "status": "revoked"})))
+}
+
+/// An OAuth app as the admin API shows it: never the client secret.
+fn oauth_app_view(app: &OAuthApp) -> Value {
+    json!({
+        "integration": app.platform,
+        "clientId": app.client_id,
+        "redirectUrl": app.redirect_url.as_ref().map(|u| u.as_str()),
+        "scopes": app.scopes,
+        "authorizeUrl": app.authorize_url.as_ref().map(|u| u.as_str()),
+        "tokenUrl": app.token_url.as_ref().map(|u| u.as_str()),
+        "createdAt": app.created_at,
+        "updatedAt": app.updated_at,
+    })
+}
+
+async fn list_oauth_apps(State(app): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+    let apps = app.vault.run(|vault| vault.list_oauth_apps()).await?;
+    let rows: Vec<Value> = apps.iter().map(oauth_app_view).collect();
+    Ok(Json(json!({"rows": rows, "total": rows.len()})))
+}
+
+async fn get_oauth_app(
+    State(app): State<AppState>,
+    _: Admin,
+    Path(integration): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let lookup = integration.clone();
+    let found = app.vault.run(move |vault| vault.oauth_app(&lookup)).await?;
+    let found =
+        found.ok_or_else(|| ApiError::NotFound(format!("no OAuth app is registered for `{integration}`")))?;
+    Ok(Json(oauth_app_view(&found)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct OAuthAppBody {
+    client_id: String,
+    client_secret: String,
+    redirect_url: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    authorize_url: Option<String>,
+    token_url: Option<String>,
+}
+
+fn absolute_url(field: &str, value: Option<String>) -> Result<Option<url::Url>, ApiError> {
+    value
+        .map(|text| match url::Url::parse(&text) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") => Ok(url),
+            _ => Err(ApiError::BadRequest(format!(
+                "`{field}` must be an absolute http(s) URL"
+            ))),
+        })
+        .transpose()
+}
+
+async fn put_oauth_app(
+    State(app): State<AppState>,
+    _: Admin,
+    Path(integration): Path<String>,
+    JsonBody(body): JsonBody<OAuthAppBody>,
+) -> Result<Json<Value>, ApiError> {
+    let connector = app
+        .registry
+        .get(&integration)
+        .ok_or_else(|| ApiError::NotFound(format!("no integration named `{integration}`")))?;
+    if !matches!(
+        connector.manifest.auth,
+        crate::runtime::manifest::AuthScheme::OAuth2(_)
+    ) {
+        return Err(ApiError::BadRequest(format!(
+            "`{integration}` does not use OAuth 2.0"
+        )));
+    }
+    if body.client_id.trim().is_empty() || body.client_secret.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "`clientId` and `clientSecret` are required".into(),
+        ));
+    }
+    let new = NewOAuthApp {
+        platform: integration,
+        client_id: body.client_id,
+        client_secret: body.client_secret,
+        redirect_url: absolute_url("redirectUrl", body.redirect_url)?,
+        scopes: body.scopes,
+        authorize_url: absolute_url("authorizeUrl", body.authorize_url)?,
+        token_url: absolute_url("tokenUrl", body.token_url)?,
+    };
+    let stored = app.vault.run(move |vault| vault.put_oauth_app(&new)).await?;
+    Ok(Json(oauth_app_view(&stored)))
+}
+
+async fn delete_oauth_app(
+    State(app): State<AppState>,
+    _: Admin,
+    Path(integration): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let target = integration.clone();
+    if !app
+        .vault
+        .run(move |vault| vault.delete_oauth_app(&target))
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "no OAuth app is registered for `{integration}`"
+        )));
+    }
+    Ok(Json(json!({"integration": integration, "status": "deleted"})))
 }

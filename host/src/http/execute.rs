@@ -8,9 +8,9 @@ use crate::runtime::InvokeError;
 use crate::runtime::bindings::Output;
 use crate::runtime::bindings::{ConnectorError, HttpError};
 use crate::runtime::manifest::Manifest;
-use crate::runtime::{CallContext, Credential, needs_connection};
+use crate::runtime::{CallContext, needs_connection};
 use crate::usage::{Limits, Refusal, Window};
-use crate::vault::api_keys::{ApiKey, Environment};
+use crate::vault::api_keys::ApiKey;
 use crate::vault::connections::{ConnectionRecord, ConnectionSelector};
 use crate::vault::logs::RequestLog;
 use axum::body::HttpBody;
@@ -164,12 +164,11 @@ async fn run(
             connection_key: body.connection_key,
             identity: body.identity,
         };
-        let (record, credential) = select_connection(app, integration, key.environment, selector).await?;
+        let (record, stored) = super::connection::select(app, integration, key.environment, selector).await?;
         tracing::Span::current().record("connection", record.key.as_str());
         tracing::debug!(connection = %record.key, "connection selected");
         log.connection_key = Some(record.key.clone());
-        context.credential = Some(credential);
-        context.base_url_override = record.base_url.clone();
+        super::connection::attach_credential(app, &connector.manifest, &record, stored, &mut context).await?;
         connection = Some(record);
     }
 
@@ -188,7 +187,15 @@ async fn run(
     if let Err(InvokeError::Connector(ConnectorError::Http(HttpError::Denied(_)))) = &invoked {
         app.metrics.egress_denied.get_or_create(&labels).inc();
     }
-    let invoked = invoked?;
+    let invoked = match invoked {
+        Err(InvokeError::CredentialRejected(failure)) => {
+            let record = connection.as_ref().ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("a credential was renewed without a connection"))
+            })?;
+            return Err(super::connection::rejected(app, record, failure).await);
+        }
+        other => other?,
+    };
     app.metrics
         .upstream_seconds
         .get_or_create(&labels)
@@ -239,40 +246,6 @@ pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>
         .map_err(|refusal| match refusal {
             Refusal::DailyQuota { retry_after } => ApiError::DailyLimitReached { retry_after },
             Refusal::RateLimited { limit, retry_after } => ApiError::RateLimited { limit, retry_after },
-        })
-}
-
-/// Pick the connection: explicit key, else identity, else the only one; decrypt its secret.
-async fn select_connection(
-    app: &AppState,
-    integration: &str,
-    environment: Environment,
-    selector: ConnectionSelector,
-) -> Result<(ConnectionRecord, Credential), ApiError> {
-    let explicit = selector.connection_key.is_some() || selector.identity.is_some();
-    let platform = integration.to_owned();
-    app.vault
-        .run(move |vault| {
-            let mut found = vault.find_connections(&platform, environment, &selector)?;
-            if found.len() > 1 && !explicit {
-                return Ok(Err(found.into_iter().map(|c| c.key).collect::<Vec<_>>()));
-            }
-            let Some(connection) = found.pop() else {
-                return Ok(Ok(None));
-            };
-            let credential = vault.credential(&connection)?;
-            Ok(Ok(Some((connection, credential))))
-        })
-        .await?
-        .map_err(|candidates| {
-            ApiError::BadRequest(format!(
-                "several {integration} connections match; pass `connection_key` (one of: {})",
-                candidates.join(", ")
-            ))
-        })?
-        .ok_or_else(|| ApiError::IntegrationNotConnected {
-            action_url: format!("{}/connect/{integration}", app.public_url),
-            integration: integration.to_owned(),
         })
 }
 

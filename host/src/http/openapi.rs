@@ -155,6 +155,70 @@ pub const OPERATIONS: &[Operation] = &[
         "none",
         "Readiness: database writable"
     ),
+    op!(
+        "post",
+        "/v1/connect",
+        "connect",
+        "key",
+        "Open a connect session for an identity and integration; returns its URL"
+    ),
+    op!(
+        "get",
+        "/v1/connect/{id}",
+        "connect",
+        "key",
+        "A connect session's status: pending, connected, failed or expired"
+    ),
+    op!(
+        "get",
+        "/connect/{token}",
+        "connect",
+        "none",
+        "The end-user connect page (HTML)"
+    ),
+    op!(
+        "post",
+        "/connect/{token}",
+        "connect",
+        "none",
+        "Submit API-key or basic-auth credentials from the connect page"
+    ),
+    op!(
+        "get",
+        "/connect/{token}/authorize",
+        "connect",
+        "none",
+        "Start the OAuth authorization-code flow (PKCE) at the provider"
+    ),
+    op!(
+        "get",
+        "/connect/oauth/callback",
+        "connect",
+        "none",
+        "Where the OAuth provider sends the user back"
+    ),
+    op!("get", "/v1/admin/oauth-apps", "admin", "admin", "List OAuth apps"),
+    op!(
+        "get",
+        "/v1/admin/oauth-apps/{integration}",
+        "admin",
+        "admin",
+        "An integration's OAuth app (without its secret)"
+    ),
+    op!(
+        "put",
+        "/v1/admin/oauth-apps/{integration}",
+        "admin",
+        "admin",
+        "Register or replace an integration's OAuth app"
+    ),
+    op!(
+        "delete",
+        "/v1/admin/oauth-apps/{integration}",
+        "admin",
+        "admin",
+        "Remove an integration's OAuth app"
+    ),
     op!("get", "/metrics", "operations", "none", "Prometheus metrics"),
     op!("get", "/openapi.json", "operations", "none", "This document"),
 ];

@@ -184,11 +184,13 @@ async fn run(
         headers: forwarded,
         body: None,
     };
-    let context = CallContext {
+    let mut context = CallContext {
         transaction_key,
-        credential: Some(credential),
-        base_url_override: record.base_url.clone(),
+        ..CallContext::default()
     };
+    super::connection::attach_credential(app, &connector.manifest, &record, credential, &mut context).await?;
+    // A streamed request body cannot be replayed, so passthrough gets proactive refresh only.
+    context.renewal = None;
     let exceeded = Arc::new(AtomicBool::new(false));
     let counted = Arc::new(AtomicU64::new(0));
     let has_body = declared.is_some_and(|length| length > 0)

@@ -213,6 +213,7 @@ async fn create(
         tags: body.tags,
         base_url,
         secret,
+        token_expires_at: None,
     };
     let limit = app.max_connections_per_environment;
     let record = app

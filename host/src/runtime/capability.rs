@@ -36,6 +36,12 @@ pub(crate) struct CallState {
     upstream_time: std::time::Duration,
     /// Requests refused by policy.
     denials: u32,
+    /// Whether the credential was already renewed once in this call.
+    renewed: bool,
+    /// Credentials replaced by a renewal: still scrubbed from what the guest sees.
+    retired_secrets: Vec<String>,
+    /// Why renewing a rejected credential failed, if it did.
+    renewal_failure: Option<crate::runtime::RenewalFailure>,
 }
 
 impl CallState {
@@ -59,6 +65,9 @@ impl CallState {
             credential_status: None,
             upstream_time: std::time::Duration::ZERO,
             denials: 0,
+            renewed: false,
+            retired_secrets: Vec::new(),
+            renewal_failure: None,
         }
     }
 }
@@ -93,6 +102,11 @@ fn denied(message: impl Into<String>) -> HttpError {
 }
 
 impl CallState {
+    /// Why renewing a rejected credential failed, if it did.
+    pub(crate) fn renewal_failure(&self) -> Option<&crate::runtime::RenewalFailure> {
+        self.renewal_failure.as_ref()
+    }
+
     /// Status of the last upstream response to a request that carried the credential.
     pub(crate) fn credential_status(&self) -> Option<u16> {
         self.credential_status
@@ -229,6 +243,10 @@ impl CallState {
             let response = response.map_err(upstream_error)?;
             if with_credential {
                 self.credential_status = Some(response.status);
+                if response.status == 401 && self.renew_credential().await {
+                    // The same hop again, once, with the renewed credential.
+                    continue;
+                }
             }
             let Some(next) = redirect_target(&prepared.url, &response) else {
                 return Ok(response);
@@ -250,6 +268,32 @@ impl CallState {
                 prepared.headers.remove(http::header::CONTENT_TYPE);
             }
             prepared.url = next;
+        }
+    }
+
+    /// After a 401 on the credential: renew it once per call if the connection can be
+    /// renewed. Returns whether the request should be retried with the new credential; a
+    /// failed renewal is remembered for the caller and the guest sees the 401.
+    async fn renew_credential(&mut self) -> bool {
+        if self.renewed {
+            return false;
+        }
+        let (Some(renewal), Some(rejected)) = (self.context.renewal.clone(), self.context.credential.clone())
+        else {
+            return false;
+        };
+        self.renewed = true;
+        match renewal.renew(rejected.clone()).await {
+            Ok(fresh) => {
+                self.retired_secrets.push(rejected.secret().to_owned());
+                self.context.credential = Some(fresh);
+                true
+            }
+            Err(failure) => {
+                tracing::warn!(connector = %self.connector_id, tx = %self.context.transaction_key, reason = %failure.message, "credential rejected and not renewed");
+                self.renewal_failure = Some(failure);
+                false
+            }
         }
     }
 
@@ -339,6 +383,7 @@ impl CallState {
             return Vec::new();
         }
         let mut forms = vec![secret.to_owned()];
+        forms.extend(self.retired_secrets.iter().cloned());
         if matches!(self.auth, Some(AuthScheme::Basic)) {
             forms.push(base64::engine::general_purpose::STANDARD.encode(secret));
             if let Some((_, password)) = secret.split_once(':')
@@ -638,7 +683,7 @@ mod tests {
         let context = CallContext {
             transaction_key: "txn_test".into(),
             credential: Some(super::super::Credential::new("s3cret-token")),
-            base_url_override: None,
+            ..CallContext::default()
         };
         CallState::new(
             "test",

@@ -40,6 +40,8 @@ pub struct ConnectionRecord {
     pub active: bool,
     /// Upstream 401s in a row.
     pub consecutive_auth_failures: i64,
+    /// When the stored OAuth access token expires (Unix seconds), if it is one that does.
+    pub token_expires_at: Option<i64>,
     /// Creation time (Unix seconds).
     pub created_at: i64,
     /// Last change (Unix seconds).
@@ -78,8 +80,53 @@ pub struct NewConnection {
     pub tags: Vec<String>,
     /// Base URL override.
     pub base_url: Option<Url>,
-    /// The secret (token, API key, `user:password`).
+    /// The secret (token, API key, `user:password`, or an OAuth [`TokenSet`] as JSON).
     pub secret: String,
+    /// Expiry of an OAuth access token (Unix seconds).
+    pub token_expires_at: Option<i64>,
+}
+
+/// What an OAuth connection stores as its secret: the tokens, sealed together as JSON.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct TokenSet {
+    /// The access token sent upstream.
+    pub access_token: String,
+    /// The refresh token, if the provider issued one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Expiry of the access token (Unix seconds), if the provider said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// Scopes granted, as the provider reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("has_refresh_token", &self.refresh_token.is_some())
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSet {
+    /// Read an OAuth connection's secret. A secret that is not a token set (an access token
+    /// stored by hand) is used as the access token, without refresh.
+    pub fn from_secret(secret: &str) -> Self {
+        serde_json::from_str(secret).unwrap_or_else(|_| Self {
+            access_token: secret.to_owned(),
+            refresh_token: None,
+            expires_at: None,
+            scope: None,
+        })
+    }
+
+    /// The secret to store.
+    pub fn to_secret(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// Changes to a connection; `None` leaves a field as it is.
@@ -150,7 +197,8 @@ fn secret_context(key: &str) -> String {
 }
 
 const COLUMNS: &str = "id, key, platform, environment, identity, identity_type, name, description, tags, \
-     base_url, state, active, consecutive_auth_failures, created_at, updated_at, secret_nonce, secret_ciphertext, key_id";
+     base_url, state, active, consecutive_auth_failures, created_at, updated_at, secret_nonce, secret_ciphertext, key_id, \
+     token_expires_at";
 
 fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok(RawRecord {
@@ -172,6 +220,7 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         nonce: row.get(15)?,
         ciphertext: row.get(16)?,
         key_id: row.get(17)?,
+        token_expires_at: row.get(18)?,
     })
 }
 
@@ -195,6 +244,7 @@ struct RawRecord {
     nonce: Vec<u8>,
     ciphertext: Vec<u8>,
     key_id: String,
+    token_expires_at: Option<i64>,
 }
 
 impl RawRecord {
@@ -218,6 +268,7 @@ impl RawRecord {
             state: self.state,
             active: self.active,
             consecutive_auth_failures: self.consecutive_auth_failures,
+            token_expires_at: self.token_expires_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
             sealed: Sealed {
@@ -267,8 +318,8 @@ impl Vault {
             }
             tx.execute(
                 "INSERT INTO connections (key, platform, environment, identity, identity_type, name, description,
-                    tags, base_url, secret_nonce, secret_ciphertext, key_id, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+                    tags, base_url, secret_nonce, secret_ciphertext, key_id, created_at, updated_at, token_expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)",
                 rusqlite::params![
                     key,
                     new.platform,
@@ -282,7 +333,8 @@ impl Vault {
                     sealed.nonce,
                     sealed.ciphertext,
                     sealed.key_id,
-                    at
+                    at,
+                    new.token_expires_at
                 ],
             )?;
             Ok(Ok(tx.last_insert_rowid()))
@@ -301,6 +353,7 @@ impl Vault {
             state: "operational".into(),
             active: true,
             consecutive_auth_failures: 0,
+            token_expires_at: new.token_expires_at,
             created_at: at,
             updated_at: at,
             sealed,
@@ -541,6 +594,74 @@ impl Vault {
             })?;
             done += resealed.len();
         }
+    }
+
+    /// Replace an OAuth connection's tokens in one durable write (the database runs with
+    /// `synchronous=FULL`), making it operational again; a rotated refresh token is on disk
+    /// before anyone uses the new access token.
+    pub fn store_tokens(&self, record: &ConnectionRecord, tokens: &TokenSet) -> anyhow::Result<()> {
+        self.store_secret(record, &tokens.to_secret(), tokens.expires_at)
+    }
+
+    /// Replace a connection's secret (and token expiry) in one durable write, making it
+    /// operational again: what a reconnect does.
+    pub fn store_secret(
+        &self,
+        record: &ConnectionRecord,
+        secret: &str,
+        token_expires_at: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let sealed = self.seal(secret.as_bytes(), &secret_context(&record.key))?;
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4,
+                    token_expires_at = ?5, state = 'operational', consecutive_auth_failures = 0, updated_at = ?6
+                 WHERE id = ?1",
+                rusqlite::params![
+                    record.id,
+                    sealed.nonce,
+                    sealed.ciphertext,
+                    sealed.key_id,
+                    token_expires_at,
+                    now()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Mark a connection `failed`: its credential no longer works and the user must reconnect.
+    pub fn mark_connection_failed(&self, record: &ConnectionRecord) -> anyhow::Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE connections SET state = 'failed', updated_at = ?2 WHERE id = ?1",
+                rusqlite::params![record.id, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The connection with row id `id`, whatever its environment (for the token refresher).
+    pub fn connection_by_id(&self, id: i64) -> anyhow::Result<Option<ConnectionRecord>> {
+        let conn = self.reader()?;
+        let row = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM connections WHERE id = ?1"),
+                [id],
+                record_from_row,
+            )
+            .optional()?;
+        row.map(RawRecord::parse).transpose()
+    }
+
+    /// Decrypt an OAuth connection's tokens.
+    pub fn tokens(&self, record: &ConnectionRecord) -> anyhow::Result<TokenSet> {
+        let plaintext = self
+            .open_sealed(&record.sealed, &secret_context(&record.key))
+            .with_context(|| format!("decrypting the tokens of connection {}", record.key))?;
+        Ok(TokenSet::from_secret(
+            std::str::from_utf8(&plaintext).context("stored secret is not UTF-8")?,
+        ))
     }
 
     /// Decrypt a connection's secret into a credential for the runtime.

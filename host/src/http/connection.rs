@@ -1,0 +1,113 @@
+//! Which connection a call uses, and the credential that goes upstream for it.
+//!
+//! For OAuth connectors the stored secret is a token set: an access token that expires
+//! within the refresh margin is refreshed before the call (proactively), and the call gets a
+//! renewal hook so an upstream 401 triggers one refresh and one retry (reactively).
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::oauth::refresh::{ConnectionRenewal, RefreshError, Trigger};
+use crate::runtime::manifest::{AuthScheme, Manifest};
+use crate::runtime::{CallContext, Credential, RenewalFailure};
+use crate::vault::api_keys::Environment;
+use crate::vault::connections::{ConnectionRecord, ConnectionSelector, TokenSet};
+use std::sync::Arc;
+
+/// Pick the connection: explicit key, else identity, else the only one; decrypt its secret.
+pub(super) async fn select(
+    app: &AppState,
+    integration: &str,
+    environment: Environment,
+    selector: ConnectionSelector,
+) -> Result<(ConnectionRecord, Credential), ApiError> {
+    let explicit = selector.connection_key.is_some() || selector.identity.is_some();
+    let identity = selector.identity.clone();
+    let platform = integration.to_owned();
+    let found = app
+        .vault
+        .run(move |vault| {
+            let mut found = vault.find_connections(&platform, environment, &selector)?;
+            if found.len() > 1 && !explicit {
+                return Ok(Err(found.into_iter().map(|c| c.key).collect::<Vec<_>>()));
+            }
+            let Some(connection) = found.pop() else {
+                return Ok(Ok(None));
+            };
+            let credential = vault.credential(&connection)?;
+            Ok(Ok(Some((connection, credential))))
+        })
+        .await?
+        .map_err(|candidates| {
+            ApiError::BadRequest(format!(
+                "several {integration} connections match; pass `connection_key` (one of: {})",
+                candidates.join(", ")
+            ))
+        })?;
+    match found {
+        Some(found) => Ok(found),
+        None => Err(ApiError::IntegrationNotConnected {
+            action_url: super::connect::action_url(app, environment, integration, identity, None).await,
+            integration: integration.to_owned(),
+        }),
+    }
+}
+
+/// Fill `context` with the credential for `record`: the stored secret as is, or for an OAuth
+/// connector the (refreshed if need be) access token and a renewal hook.
+pub(super) async fn attach_credential(
+    app: &AppState,
+    manifest: &Manifest,
+    record: &ConnectionRecord,
+    stored: Credential,
+    context: &mut CallContext,
+) -> Result<(), ApiError> {
+    context.base_url_override = record.base_url.clone();
+    let AuthScheme::OAuth2(declared) = &manifest.auth else {
+        context.credential = Some(stored);
+        return Ok(());
+    };
+    let mut tokens = TokenSet::from_secret(stored.secret());
+    let now = crate::vault::now();
+    if app.refresher.is_expiring(record, now) {
+        match app
+            .refresher
+            .refresh(&manifest.id, declared, record, Trigger::Expiring)
+            .await
+        {
+            Ok(fresh) => tokens = fresh,
+            // Still valid for a while: use it, and try again on the next call.
+            Err(RefreshError::Unavailable(reason)) if record.token_expires_at.is_some_and(|at| at > now) => {
+                tracing::warn!(connection = %record.key, %reason, "proactive refresh failed; using the current token");
+            }
+            Err(error) => return Err(rejected(app, record, error.into()).await),
+        }
+    }
+    context.credential = Some(Credential::new(tokens.access_token));
+    context.renewal = Some(Arc::new(ConnectionRenewal::new(
+        app.refresher.clone(),
+        &manifest.id,
+        declared.clone(),
+        record.clone(),
+    )));
+    Ok(())
+}
+
+/// The caller-facing error for a credential that could not be renewed: a revoked grant gets a
+/// reconnect link for this very connection.
+pub(super) async fn rejected(app: &AppState, record: &ConnectionRecord, failure: RenewalFailure) -> ApiError {
+    if !failure.revoked {
+        return ApiError::TokenRefreshFailed(failure.message);
+    }
+    ApiError::TokenExpired {
+        action_url: super::connect::action_url(
+            app,
+            record.environment,
+            &record.platform,
+            record.identity.clone(),
+            Some(record.key.clone()),
+        )
+        .await,
+        integration: record.platform.clone(),
+        reason: failure.message,
+    }
+}

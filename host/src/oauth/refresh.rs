@@ -1,0 +1,284 @@
+//! Token refresh: proactive (the access token expires within a margin) and reactive (the
+//! upstream answered 401), single-flight per connection.
+//!
+//! Concurrent requests on one connection queue on that connection's lock; the first one
+//! calls the token endpoint and stores the new tokens, and each later one re-reads the vault
+//! and finds them already fresh — so a burst of requests on an expired token makes exactly
+//! one token request. New tokens (a rotated refresh token included) are committed to SQLite
+//! before anyone uses them.
+
+use super::OAuthClient;
+use super::client::{TokenEndpoint, TokenError};
+use crate::metrics::{Metrics, RefreshLabels};
+use crate::runtime::manifest::OAuth2Config;
+use crate::runtime::{Credential, CredentialRenewal, RenewalFailure};
+use crate::vault::Vault;
+use crate::vault::connections::{ConnectionRecord, TokenSet};
+use anyhow::Context;
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What asks for a refresh.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// The access token expires within the margin.
+    Expiring,
+    /// The upstream rejected this access token.
+    Rejected(String),
+}
+
+/// Why no fresh token could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    /// The grant is gone (revoked, expired, no refresh token): the user must reconnect. The
+    /// connection is marked `failed`.
+    #[error("{0}")]
+    Revoked(String),
+    /// The provider or the configuration failed; the connection may work again later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<RefreshError> for RenewalFailure {
+    fn from(error: RefreshError) -> Self {
+        match error {
+            RefreshError::Revoked(message) => Self {
+                revoked: true,
+                message,
+            },
+            RefreshError::Unavailable(message) => Self {
+                revoked: false,
+                message,
+            },
+        }
+    }
+}
+
+/// Refreshes OAuth tokens for the whole gateway.
+pub struct TokenRefresher {
+    vault: Vault,
+    endpoint: TokenEndpoint,
+    margin_seconds: i64,
+    metrics: Arc<Metrics>,
+    /// One lock per connection being refreshed.
+    locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for TokenRefresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRefresher")
+            .field("margin_seconds", &self.margin_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenRefresher {
+    /// A refresher that renews tokens expiring within `margin_seconds`.
+    pub fn new(vault: Vault, endpoint: TokenEndpoint, margin_seconds: i64, metrics: Arc<Metrics>) -> Self {
+        Self {
+            vault,
+            endpoint,
+            margin_seconds,
+            metrics,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A refresher whose token requests use `runtime`'s transport, address policy and
+    /// upstream timeout.
+    pub fn for_runtime(
+        vault: Vault,
+        runtime: &crate::runtime::Runtime,
+        margin_seconds: i64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let limits = runtime.limits();
+        let endpoint = TokenEndpoint::new(runtime.upstream(), limits.address_policy, limits.upstream_timeout);
+        Self::new(vault, endpoint, margin_seconds, metrics)
+    }
+
+    /// The token endpoint (also used for code exchange by the connect flow).
+    pub fn endpoint(&self) -> &TokenEndpoint {
+        &self.endpoint
+    }
+
+    /// Whether `record`'s access token expires within the margin at `now`.
+    pub fn is_expiring(&self, record: &ConnectionRecord, now: i64) -> bool {
+        record
+            .token_expires_at
+            .is_some_and(|at| at - now <= self.margin_seconds)
+    }
+
+    /// Fresh tokens for `record`, refreshing at most once however many callers ask at once.
+    pub async fn refresh(
+        &self,
+        integration: &str,
+        declared: &OAuth2Config,
+        record: &ConnectionRecord,
+        trigger: Trigger,
+    ) -> Result<TokenSet, RefreshError> {
+        let lock = self.lock_for(record.id);
+        let guard = lock.lock().await;
+        let result = self.refresh_locked(integration, declared, record, trigger).await;
+        drop(guard);
+        self.release(record.id, lock);
+        result
+    }
+
+    async fn refresh_locked(
+        &self,
+        integration: &str,
+        declared: &OAuth2Config,
+        record: &ConnectionRecord,
+        trigger: Trigger,
+    ) -> Result<TokenSet, RefreshError> {
+        let id = record.id;
+        let (current, tokens) = self
+            .vault
+            .run(move |vault| {
+                let current = vault
+                    .connection_by_id(id)?
+                    .context("the connection was deleted")?;
+                let tokens = vault.tokens(&current)?;
+                Ok((current, tokens))
+            })
+            .await
+            .map_err(|e| RefreshError::Unavailable(format!("{e:#}")))?;
+        // Someone else may have refreshed while this caller waited for the lock.
+        let already_fresh = match &trigger {
+            Trigger::Rejected(stale) => tokens.access_token != *stale,
+            Trigger::Expiring => !self.is_expiring(&current, crate::vault::now()),
+        };
+        if already_fresh {
+            return Ok(tokens);
+        }
+        let Some(refresh_token) = tokens.refresh_token.clone() else {
+            self.mark_failed(current).await;
+            return Err(RefreshError::Revoked(
+                "the access token is no longer valid and there is no refresh token".into(),
+            ));
+        };
+        let vault = self.vault.clone();
+        let (name, config) = (integration.to_owned(), declared.clone());
+        let client = self
+            .vault
+            .run(move |_| Ok(OAuthClient::resolve_declared(&vault, &name, &config)))
+            .await
+            .map_err(|e| RefreshError::Unavailable(format!("{e:#}")))?
+            .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+
+        let outcome = self.endpoint.refresh(&client, &refresh_token).await;
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(TokenError::Rejected(_)) => "rejected",
+            Err(_) => "unavailable",
+        };
+        self.metrics
+            .token_refreshes
+            .get_or_create(&RefreshLabels {
+                integration: integration.to_owned(),
+                outcome: label.to_owned(),
+            })
+            .inc();
+        match outcome {
+            Ok(fresh) => {
+                let stored = fresh.clone();
+                let record = current.clone();
+                self.vault
+                    .run(move |vault| vault.store_tokens(&record, &stored))
+                    .await
+                    .map_err(|e| {
+                        RefreshError::Unavailable(format!("storing the new tokens failed: {e:#}"))
+                    })?;
+                tracing::info!(integration, connection = %current.key, "OAuth access token refreshed");
+                Ok(fresh)
+            }
+            Err(TokenError::Rejected(reason)) => {
+                tracing::warn!(integration, connection = %current.key, %reason, "OAuth refresh refused; the connection needs reconnecting");
+                self.mark_failed(current).await;
+                Err(RefreshError::Revoked(format!(
+                    "the provider refused the refresh: {reason}"
+                )))
+            }
+            Err(error) => {
+                tracing::warn!(integration, connection = %current.key, %error, "OAuth refresh failed");
+                Err(RefreshError::Unavailable(error.to_string()))
+            }
+        }
+    }
+
+    async fn mark_failed(&self, record: ConnectionRecord) {
+        let key = record.key.clone();
+        if let Err(error) = self
+            .vault
+            .run(move |vault| vault.mark_connection_failed(&record))
+            .await
+        {
+            tracing::error!(connection = %key, error = %format!("{error:#}"), "could not mark the connection failed");
+        }
+    }
+
+    fn lock_for(&self, id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(id).or_default().clone()
+    }
+
+    /// Forget the connection's lock once nobody else holds or waits for it.
+    fn release(&self, id: i64, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Ours and the map's: nobody is waiting.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&id);
+        }
+    }
+}
+
+/// Reactive refresh for one call: renews the connection's token after an upstream 401.
+pub struct ConnectionRenewal {
+    refresher: Arc<TokenRefresher>,
+    integration: String,
+    declared: OAuth2Config,
+    record: ConnectionRecord,
+}
+
+impl ConnectionRenewal {
+    /// Renewal of `record`'s tokens for `integration`.
+    pub fn new(
+        refresher: Arc<TokenRefresher>,
+        integration: &str,
+        declared: OAuth2Config,
+        record: ConnectionRecord,
+    ) -> Self {
+        Self {
+            refresher,
+            integration: integration.to_owned(),
+            declared,
+            record,
+        }
+    }
+}
+
+impl CredentialRenewal for ConnectionRenewal {
+    fn renew(&self, rejected: Credential) -> BoxFuture<'static, Result<Credential, RenewalFailure>> {
+        let refresher = self.refresher.clone();
+        let (integration, declared, record) = (
+            self.integration.clone(),
+            self.declared.clone(),
+            self.record.clone(),
+        );
+        Box::pin(async move {
+            let stale = rejected.secret().to_owned();
+            let tokens = refresher
+                .refresh(&integration, &declared, &record, Trigger::Rejected(stale.clone()))
+                .await?;
+            if tokens.access_token == stale {
+                return Err(RenewalFailure {
+                    revoked: false,
+                    message: "the refreshed access token is the one the upstream rejected".into(),
+                });
+            }
+            Ok(Credential::new(tokens.access_token))
+        })
+    }
+}

@@ -1,0 +1,880 @@
+//! OAuth 2.0 end to end: the connect flow (state, PKCE, browser binding), token exchange,
+//! proactive and reactive refresh with single flight, provider failures — against a fake
+//! Google (authorize page, token endpoint and Gmail API) on loopback and the Gmail connector.
+
+use crate::common::{Answer, SLUICE, send};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::Digest;
+use sluice_fixtures::gateway::Options;
+use sluice_fixtures::{FakeUpstream, Gateway, Recorded, Reply, guests};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+pub const CLIENT_ID: &str = "sluice-test-client.apps.example";
+pub const CLIENT_SECRET: &str = "GOCSPX-e2e-client-secret-value";
+
+/// How the fake token endpoint answers refresh grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefreshMode {
+    #[default]
+    Grant,
+    InvalidGrant,
+    ServerError,
+}
+
+/// What the fake Google remembers.
+#[derive(Debug, Default)]
+pub struct GoogleState {
+    /// Authorization codes issued: code → (PKCE challenge, redirect URI).
+    codes: HashMap<String, (String, String)>,
+    issued: u32,
+    /// Access tokens the Gmail API accepts.
+    pub valid_access: HashSet<String>,
+    /// Every access and refresh token issued (to check none leaked).
+    pub all_tokens: Vec<String>,
+    /// The refresh token that works now (rotated on every refresh).
+    current_refresh: Option<String>,
+    /// Lifetime of issued access tokens.
+    pub expires_in: i64,
+    pub refresh_mode: RefreshMode,
+    /// Refresh grants received.
+    pub refresh_calls: u32,
+    /// Messages sent through the Gmail API (decoded `raw`).
+    pub sent: Vec<String>,
+}
+
+pub type Google = Arc<Mutex<GoogleState>>;
+
+fn query_map(request: &Recorded) -> HashMap<String, String> {
+    form_urlencoded::parse(request.query.as_deref().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn issue_tokens(state: &mut GoogleState) -> Reply {
+    state.issued += 1;
+    let access = format!("ya29.access-token-{}", state.issued);
+    let refresh = format!("1//refresh-token-{}", state.issued);
+    state.valid_access.insert(access.clone());
+    state.current_refresh = Some(refresh.clone());
+    state.all_tokens.extend([access.clone(), refresh.clone()]);
+    Reply::json(
+        200,
+        json!({"access_token": access, "refresh_token": refresh, "expires_in": state.expires_in,
+               "token_type": "Bearer", "scope": "https://www.googleapis.com/auth/gmail.send"}),
+    )
+}
+
+fn oauth_error(status: u16, error: &str) -> Reply {
+    Reply::json(
+        status,
+        json!({"error": error, "error_description": "refused by the fake"}),
+    )
+}
+
+fn token_endpoint(state: &mut GoogleState, request: &Recorded) -> Reply {
+    let form: HashMap<String, String> = form_urlencoded::parse(&request.body).into_owned().collect();
+    let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+    if field("client_id") != CLIENT_ID || field("client_secret") != CLIENT_SECRET {
+        return oauth_error(401, "invalid_client");
+    }
+    match field("grant_type") {
+        "authorization_code" => {
+            let Some((challenge, redirect_uri)) = state.codes.remove(field("code")) else {
+                return oauth_error(400, "invalid_grant");
+            };
+            let computed = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(field("code_verifier").as_bytes()));
+            if computed != challenge || redirect_uri != field("redirect_uri") {
+                return oauth_error(400, "invalid_grant");
+            }
+            issue_tokens(state)
+        }
+        "refresh_token" => {
+            state.refresh_calls += 1;
+            match state.refresh_mode {
+                RefreshMode::ServerError => Reply::text(503, "backend unavailable"),
+                RefreshMode::InvalidGrant => oauth_error(400, "invalid_grant"),
+                RefreshMode::Grant if state.current_refresh.as_deref() == Some(field("refresh_token")) => {
+                    issue_tokens(state)
+                }
+                RefreshMode::Grant => oauth_error(400, "invalid_grant"),
+            }
+        }
+        _ => oauth_error(400, "unsupported_grant_type"),
+    }
+}
+
+fn gmail_api(state: &mut GoogleState, request: &Recorded) -> Reply {
+    let token = request
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !state.valid_access.contains(token) {
+        return Reply::json(
+            401,
+            json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}),
+        );
+    }
+    match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/gmail/v1/users/me/labels") => Reply::json(
+            200,
+            json!({"labels": [{"id": "INBOX", "name": "INBOX", "type": "system"}, {"id": "Label_1", "name": "Receipts", "type": "user"}]}),
+        ),
+        ("POST", "/gmail/v1/users/me/messages/send") => {
+            let raw = request.json()["raw"].as_str().unwrap_or("").to_owned();
+            let decoded = base64::engine::general_purpose::URL_SAFE
+                .decode(raw)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+            match decoded {
+                Ok(message) => {
+                    state.sent.push(message);
+                    Reply::json(
+                        200,
+                        json!({"id": "msg-1", "threadId": "thr-1", "labelIds": ["SENT"]}),
+                    )
+                }
+                Err(_) => Reply::json(400, json!({"error": {"code": 400, "message": "Invalid raw"}})),
+            }
+        }
+        ("GET", "/gmail/v1/users/me/messages") => Reply::json(
+            200,
+            json!({"messages": [{"id": "msg-1", "threadId": "thr-1"}], "resultSizeEstimate": 1, "query": request.query}),
+        ),
+        ("GET", "/gmail/v1/users/me/messages/msg-1") => Reply::json(
+            200,
+            json!({"id": "msg-1", "threadId": "thr-1", "snippet": "Lunch?", "payload": {"headers": [{"name": "Subject", "value": "Lunch?"}]}}),
+        ),
+        _ => Reply::json(404, json!({"error": {"code": 404, "message": "Not Found"}})),
+    }
+}
+
+/// The provider's consent page: one link that approves and sends the user back.
+fn authorize(state: &mut GoogleState, request: &Recorded) -> Reply {
+    let query = query_map(request);
+    let get = |name: &str| query.get(name).cloned().unwrap_or_default();
+    let well_formed = get("client_id") == CLIENT_ID
+        && get("response_type") == "code"
+        && get("code_challenge_method") == "S256"
+        && get("access_type") == "offline"
+        && get("prompt") == "consent"
+        && get("scope").contains("gmail.send")
+        && !get("state").is_empty()
+        && get("code_challenge").len() == 43;
+    if !well_formed {
+        return Reply::text(400, "malformed authorization request");
+    }
+    state.issued += 1;
+    let code = format!("auth-code-{}", state.issued);
+    state
+        .codes
+        .insert(code.clone(), (get("code_challenge"), get("redirect_uri")));
+    let back = format!(
+        "{}?code={code}&state={}",
+        get("redirect_uri"),
+        form_urlencoded::byte_serialize(get("state").as_bytes()).collect::<String>()
+    );
+    let mut reply = Reply::text(
+        200,
+        &format!(
+            "<!doctype html><title>Fake Google</title><h1>Allow Sluice to use your Gmail?</h1>\
+             <a id=\"allow\" href=\"{}\">Allow</a>",
+            back.replace('&', "&amp;")
+        ),
+    );
+    reply.headers = vec![("content-type".into(), "text/html; charset=utf-8".into())];
+    reply
+}
+
+/// A fake Google: authorize page, token endpoint and Gmail API on one loopback server.
+pub async fn fake_google() -> (FakeUpstream, Google) {
+    let google: Google = Arc::new(Mutex::new(GoogleState {
+        expires_in: 3600,
+        ..GoogleState::default()
+    }));
+    let shared = google.clone();
+    let upstream = FakeUpstream::start(move |request| {
+        let mut state = shared.lock().expect("google state");
+        match request.path.as_str() {
+            "/o/oauth2/v2/auth" => authorize(&mut state, request),
+            "/token" => token_endpoint(&mut state, request),
+            _ => gmail_api(&mut state, request),
+        }
+    })
+    .await;
+    (upstream, google)
+}
+
+/// A gateway with the Gmail connector, a registered OAuth app pointing at the fake Google,
+/// and an API key.
+pub struct OAuthSetup {
+    pub gateway: Gateway,
+    pub upstream: FakeUpstream,
+    pub google: Google,
+    pub key: String,
+    pub client: reqwest::Client,
+}
+
+impl OAuthSetup {
+    pub async fn new(extra_args: &[&str]) -> Self {
+        let (upstream, google) = fake_google().await;
+        let options = Options {
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            ..Options::default()
+        };
+        let gateway = Gateway::start(std::path::Path::new(SLUICE), &[guests::GMAIL], options).await;
+        let key = gateway.create_key("test", "*").await;
+        let base = upstream.url();
+        gateway
+            .cli(&[
+                "oauth-apps",
+                "set",
+                "gmail",
+                "--client-id",
+                CLIENT_ID,
+                "--client-secret",
+                CLIENT_SECRET,
+                "--authorize-url",
+                &format!("{base}/o/oauth2/v2/auth"),
+                "--token-url",
+                &format!("{base}/token"),
+            ])
+            .await
+            .expect("oauth-apps set");
+        Self {
+            gateway,
+            upstream,
+            google,
+            key,
+            // Redirects are followed by hand so each hop can be checked.
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.gateway.url))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        send(request).await
+    }
+
+    pub async fn execute(&self, endpoint: &str, body: Value) -> Answer {
+        self.api(Method::POST, &format!("/v1/gmail/{endpoint}"), Some(body))
+            .await
+    }
+
+    /// `POST /v1/connect` for `identity`; returns (session id, connect URL).
+    pub async fn open_session(&self, identity: &str) -> (String, String) {
+        let created = self
+            .api(
+                Method::POST,
+                "/v1/connect",
+                Some(json!({"integration": "gmail", "identity": identity, "identityType": "user"})),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        assert_eq!(created.body["status"], "pending");
+        (
+            created.body["id"].as_str().expect("id").to_owned(),
+            created.body["url"].as_str().expect("url").to_owned(),
+        )
+    }
+
+    /// Walk the flow with plain HTTP (what a browser does): connect page, authorize redirect
+    /// (keeping the cookie), the provider's consent link, the callback. Returns the callback's
+    /// status and page.
+    pub async fn walk_flow(&self, connect_url: &str) -> (u16, String) {
+        let page = self.client.get(connect_url).send().await.expect("connect page");
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.expect("page");
+        assert!(html.contains("Continue to Gmail"), "{html}");
+
+        let start = self
+            .client
+            .get(format!("{connect_url}/authorize"))
+            .send()
+            .await
+            .expect("authorize step");
+        assert_eq!(start.status(), 303);
+        let cookie = start.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
+        let provider = start.headers()["location"].to_str().expect("location").to_owned();
+        assert!(
+            provider.starts_with(&self.upstream.url()),
+            "redirects only to the provider: {provider}"
+        );
+
+        let consent = self.client.get(&provider).send().await.expect("consent page");
+        assert_eq!(
+            consent.status(),
+            200,
+            "the fake Google accepted the authorize request"
+        );
+        let consent = consent.text().await.expect("consent");
+        let callback = consent
+            .split("href=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("allow link")
+            .replace("&amp;", "&");
+        let cookie_pair = cookie.split(';').next().expect("cookie pair").to_owned();
+        let done = self
+            .client
+            .get(&callback)
+            .header("cookie", cookie_pair)
+            .send()
+            .await
+            .expect("callback");
+        let status = done.status().as_u16();
+        (status, done.text().await.expect("success page"))
+    }
+
+    /// Connect `identity` through the whole flow; returns the connection key.
+    pub async fn connect(&self, identity: &str) -> String {
+        let (id, url) = self.open_session(identity).await;
+        let (status, page) = self.walk_flow(&url).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("Gmail connected"), "{page}");
+        let polled = self.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
+        assert_eq!(polled.body["status"], "connected", "{:?}", polled.body);
+        let key = polled.body["connectionKey"]
+            .as_str()
+            .expect("connection key")
+            .to_owned();
+        // Send the connector's calls to the fake Gmail API instead of Google's.
+        let patched = self
+            .api(
+                Method::PATCH,
+                &format!("/v1/vault/connections/{key}"),
+                Some(json!({"baseUrl": self.upstream.url()})),
+            )
+            .await;
+        assert_eq!(patched.status, 200, "{:?}", patched.body);
+        key
+    }
+
+    /// The provider stops accepting every access token issued so far and answers refresh
+    /// grants as `mode` says.
+    pub fn revoke_access_tokens(&self, mode: RefreshMode) {
+        let mut state = self.google.lock().expect("state");
+        state.valid_access.clear();
+        state.refresh_mode = mode;
+    }
+
+    /// The vault API's `state` of a connection.
+    pub async fn connection_state(&self, key: &str) -> Value {
+        let shown = self
+            .api(Method::GET, &format!("/v1/vault/connections/{key}"), None)
+            .await;
+        shown.body["state"].clone()
+    }
+
+    /// No token, code, verifier or client secret may appear in what the gateway printed.
+    pub fn assert_no_secret_logged(&self) {
+        let output = self.gateway.output();
+        let google = self.google.lock().expect("state");
+        for secret in google
+            .all_tokens
+            .iter()
+            .map(String::as_str)
+            .chain([CLIENT_SECRET])
+        {
+            assert!(
+                !output.contains(secret),
+                "`{secret}` leaked into the gateway's output"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn connecting_through_the_flow_stores_tokens_the_connector_never_sees() {
+    let setup = OAuthSetup::new(&[]).await;
+    let key = setup.connect("alice").await;
+    assert!(key.starts_with("test::gmail::alice::"), "{key}");
+
+    let labels = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(labels.status, 200, "{:?}", labels.body);
+    assert_eq!(labels.body["data"]["labels"][1]["name"], "Receipts");
+
+    let sent = setup
+        .execute(
+            "send_email",
+            json!({"params": {"to": ["bob@example.com"], "subject": "Grüße", "text": "Lunch at noon?"}}),
+        )
+        .await;
+    assert_eq!(sent.status, 200, "{:?}", sent.body);
+    assert_eq!(sent.body["data"]["labelIds"][0], "SENT");
+    let message = setup
+        .google
+        .lock()
+        .expect("state")
+        .sent
+        .pop()
+        .expect("a message was sent");
+    assert!(message.contains("To: bob@example.com\r\n"), "{message}");
+    assert!(message.contains("Subject: =?UTF-8?B?"), "{message}");
+
+    let listed = setup
+        .execute(
+            "list_messages",
+            json!({"params": {"q": "is:unread", "max_results": 5, "label_ids": ["INBOX", "UNREAD"]}}),
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let query = listed.body["data"]["query"].as_str().unwrap_or_default();
+    assert!(
+        query.contains("q=is%3Aunread")
+            && query.contains("labelIds=INBOX")
+            && query.contains("labelIds=UNREAD"),
+        "{query}"
+    );
+    let message = setup
+        .execute(
+            "get_message",
+            json!({"params": {"id": "msg-1", "format": "metadata"}}),
+        )
+        .await;
+    assert_eq!(message.body["data"]["snippet"], "Lunch?");
+
+    // Header injection through params is refused before anything is sent.
+    let injected = setup
+        .execute(
+            "send_email",
+            json!({"params": {"to": ["bob@example.com"], "subject": "Hi\r\nBcc: eve@example.com", "text": "x"}}),
+        )
+        .await;
+    assert_eq!(injected.status, 400, "{:?}", injected.body);
+    assert_eq!(injected.code(), "bad_request");
+
+    // The vault API shows the connection but none of its tokens.
+    let shown = setup
+        .api(Method::GET, &format!("/v1/vault/connections/{key}"), None)
+        .await;
+    assert_eq!(shown.body["state"], "operational");
+    let text = shown.body.to_string();
+    for token in &setup.google.lock().expect("state").all_tokens {
+        assert!(!text.contains(token.as_str()));
+    }
+    setup.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_state_works_once_only_in_its_browser_and_only_in_time() {
+    let setup = OAuthSetup::new(&["--connect-session-ttl-secs", "600"]).await;
+    let (_, url) = setup.open_session("bob").await;
+    let start = setup
+        .client
+        .get(format!("{url}/authorize"))
+        .send()
+        .await
+        .expect("authorize");
+    let cookie = start.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+    let provider = start.headers()["location"].to_str().expect("location").to_owned();
+    let consent = setup
+        .client
+        .get(&provider)
+        .send()
+        .await
+        .expect("consent")
+        .text()
+        .await
+        .expect("page");
+    let callback = consent
+        .split("href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("link")
+        .replace("&amp;", "&");
+
+    // Another browser (no cookie) presenting the right state is refused, and burns the state.
+    let stolen = setup.client.get(&callback).send().await.expect("callback");
+    assert_eq!(stolen.status(), 400);
+    let replay = setup
+        .client
+        .get(&callback)
+        .header("cookie", cookie.split(';').next().expect("pair"))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(replay.status(), 400, "a used state never completes a flow");
+    assert!(replay.text().await.expect("page").contains("already completed"));
+
+    // An unknown state, a missing one and a garbage one are refused the same way.
+    for query in ["?code=x&state=made-up", "?code=x", "?state=%ZZ"] {
+        let answer = setup
+            .client
+            .get(format!("{}/connect/oauth/callback{query}", setup.gateway.url))
+            .send()
+            .await
+            .expect("callback");
+        assert_eq!(answer.status(), 400, "{query}");
+    }
+    // The session failed and says why; its link now shows that.
+    let page = setup.client.get(&url).send().await.expect("page");
+    assert_eq!(page.status(), 410);
+    // Unknown links and sessions.
+    let unknown = setup
+        .client
+        .get(format!("{}/connect/cst_nope", setup.gateway.url))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(unknown.status(), 404);
+    let missing = setup.api(Method::GET, "/v1/connect/cs_nope", None).await;
+    assert_eq!(missing.code(), "not_found");
+    setup.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn an_expired_session_cannot_start() {
+    let setup = OAuthSetup::new(&["--connect-session-ttl-secs", "1"]).await;
+    let (id, url) = setup.open_session("carol").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let page = setup.client.get(&url).send().await.expect("page");
+    assert_eq!(page.status(), 410);
+    let start = setup
+        .client
+        .get(format!("{url}/authorize"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(
+        start.status(),
+        410,
+        "no redirect to the provider for an expired session"
+    );
+    let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
+    assert_eq!(polled.body["status"], "expired");
+}
+
+#[tokio::test]
+async fn the_provider_refusing_consent_fails_the_session() {
+    let setup = OAuthSetup::new(&[]).await;
+    let (id, url) = setup.open_session("dave").await;
+    let start = setup
+        .client
+        .get(format!("{url}/authorize"))
+        .send()
+        .await
+        .expect("start");
+    let cookie = start.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+    let provider = url::Url::parse(start.headers()["location"].to_str().expect("location")).expect("url");
+    let state = provider
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("state");
+    let denied = setup
+        .client
+        .get(format!(
+            "{}/connect/oauth/callback?error=access_denied&state={state}",
+            setup.gateway.url
+        ))
+        .header("cookie", cookie.split(';').next().expect("pair"))
+        .send()
+        .await
+        .expect("callback");
+    assert!(denied.text().await.expect("page").contains("access_denied"));
+    let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
+    assert_eq!(polled.body["status"], "failed");
+    assert!(
+        polled.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("access_denied")
+    );
+}
+
+#[tokio::test]
+async fn a_hundred_calls_on_an_expiring_token_share_one_refresh() {
+    let setup = OAuthSetup::new(&["--max-in-flight-per-connector", "128"]).await;
+    // Tokens that expire within the 5-minute margin are refreshed before use.
+    setup.google.lock().expect("state").expires_in = 120;
+    setup.connect("erin").await;
+    setup.google.lock().expect("state").expires_in = 3600;
+
+    let calls = (0..100).map(|_| setup.execute("list_labels", json!({"params": {}})));
+    let answers = futures::future::join_all(calls).await;
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
+    }
+    assert_eq!(
+        setup.google.lock().expect("state").refresh_calls,
+        1,
+        "exactly one refresh for 100 concurrent calls"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", setup.gateway.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("sluice_oauth_token_refreshes_total{integration=\"gmail\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    setup.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_refreshed_once_and_the_call_retried() {
+    let setup = OAuthSetup::new(&[]).await;
+    setup.connect("frank").await;
+    // The provider revokes the access token early; the refresh token still works.
+    setup.revoke_access_tokens(RefreshMode::Grant);
+    let answer = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(
+        answer.body["status"], 200,
+        "the connector saw only the retried response"
+    );
+    let state = setup.google.lock().expect("state");
+    assert_eq!(state.refresh_calls, 1);
+    let rejected = setup
+        .upstream
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/gmail/v1/users/me/labels")
+        .count();
+    assert_eq!(rejected, 2, "one rejected request and one retry");
+    drop(state);
+    setup.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_refused_refresh_fails_the_connection_and_offers_a_reconnect_link() {
+    let setup = OAuthSetup::new(&[]).await;
+    let key = setup.connect("grace").await;
+    setup.revoke_access_tokens(RefreshMode::InvalidGrant);
+    let answer = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(answer.status, 401, "{:?}", answer.body);
+    assert_eq!(answer.code(), "token_expired");
+    let action_url = answer.body["action_url"].as_str().expect("action_url");
+    assert!(
+        action_url.starts_with(&format!("{}/connect/cst_", setup.gateway.url)),
+        "{action_url}"
+    );
+    assert_eq!(setup.connection_state(&key).await, "failed");
+
+    // The reconnect link updates the same connection, which then works again.
+    setup.google.lock().expect("state").refresh_mode = RefreshMode::Grant;
+    let (status, page) = setup.walk_flow(action_url).await;
+    assert_eq!(status, 200, "{page}");
+    let again = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(
+        setup.connection_state(&key).await,
+        "operational",
+        "the same connection was reconnected"
+    );
+    setup.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_provider_outage_is_a_retryable_error_that_keeps_the_connection() {
+    let setup = OAuthSetup::new(&[]).await;
+    let key = setup.connect("heidi").await;
+    setup.revoke_access_tokens(RefreshMode::ServerError);
+    let answer = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(answer.status, 502, "{:?}", answer.body);
+    assert_eq!(answer.code(), "token_refresh_failed");
+    assert!(
+        answer.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("503")
+    );
+    assert_ne!(
+        setup.connection_state(&key).await,
+        "failed",
+        "an outage does not fail the connection"
+    );
+    setup.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_form() {
+    let setup = OAuthSetup::new(&[]).await;
+    for (body, code) in [
+        (json!({"integration": "nope"}), "not_found"),
+        (json!({"integration": "gmail", "bogus": 1}), "bad_request"),
+        (
+            json!({"integration": "gmail", "connectionKey": "test::gmail::x::1"}),
+            "not_found",
+        ),
+        (json!({"integration": "gmail", "identity": ""}), "bad_request"),
+    ] {
+        let answer = setup.api(Method::POST, "/v1/connect", Some(body.clone())).await;
+        assert_eq!(answer.code(), code, "{body}: {:?}", answer.body);
+    }
+    let unauthenticated = send(
+        setup
+            .client
+            .post(format!("{}/v1/connect", setup.gateway.url))
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(unauthenticated.code(), "unauthorized");
+
+    // Without an OAuth app the page explains instead of redirecting anywhere.
+    setup
+        .gateway
+        .cli(&["oauth-apps", "remove", "gmail"])
+        .await
+        .expect("remove");
+    let (_, url) = setup.open_session("ivan").await;
+    let start = setup
+        .client
+        .get(format!("{url}/authorize"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(start.status(), 503);
+    assert!(start.headers().get("location").is_none());
+    assert!(start.text().await.expect("page").contains("not set up"));
+}
+
+#[tokio::test]
+async fn api_key_integrations_connect_through_a_csrf_protected_form() {
+    let upstream = FakeUpstream::start(crate::common::fake_github).await;
+    let gateway = Gateway::start(
+        std::path::Path::new(SLUICE),
+        &[guests::GITHUB],
+        Options::default(),
+    )
+    .await;
+    let key = gateway.create_key("test", "*").await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let created = send(
+        client
+            .post(format!("{}/v1/connect", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"integration": "github", "identity": "zoe"})),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let url = created.body["url"].as_str().expect("url").to_owned();
+    let page = client.get(&url).send().await.expect("page");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let html = page.text().await.expect("html");
+    assert!(html.contains("type=\"password\""), "{html}");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf field")
+        .to_owned();
+
+    let token = "ghp_formSECRETtoken987654321";
+    // A post without the form token, or made by another site, is refused.
+    for (fields, site) in [
+        (vec![("secret", token)], "same-origin"),
+        (vec![("secret", token), ("csrf", "forged")], "same-origin"),
+        (vec![("secret", token), ("csrf", csrf.as_str())], "cross-site"),
+    ] {
+        let refused = client
+            .post(&url)
+            .header("sec-fetch-site", site)
+            .form(&fields)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(refused.status(), 403, "{fields:?} {site}");
+    }
+    let empty = client
+        .post(&url)
+        .form(&[("secret", "  "), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(empty.status(), 400);
+    let saved = client
+        .post(&url)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("secret", token), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(saved.status(), 200);
+    assert!(saved.text().await.expect("page").contains("GitHub connected"));
+    let again = client.get(&url).send().await.expect("page");
+    assert!(again.text().await.expect("page").contains("Already connected"));
+
+    // The new connection works with the stored key.
+    let connections = send(
+        client
+            .get(format!("{}/v1/vault/connections?identity=zoe", gateway.url))
+            .bearer_auth(&key),
+    )
+    .await;
+    let connection_key = connections.body["rows"][0]["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    send(
+        client
+            .patch(format!("{}/v1/vault/connections/{connection_key}", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"baseUrl": upstream.url()})),
+    )
+    .await;
+    let call = send(
+        client
+            .post(format!("{}/v1/github/get_repo", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": "zoe"})),
+    )
+    .await;
+    assert_eq!(call.status, 200, "{:?}", call.body);
+    let seen = upstream.requests();
+    assert_eq!(
+        seen.last().and_then(|r| r.header("authorization")),
+        Some(format!("Bearer {token}").as_str())
+    );
+    assert!(
+        !gateway.output().contains(token),
+        "the form's secret leaked into the output"
+    );
+}
+
+#[tokio::test]
+async fn calls_without_a_connection_get_a_working_connect_link() {
+    let setup = OAuthSetup::new(&[]).await;
+    let answer = setup
+        .api(
+            Method::POST,
+            "/v1/gmail/list_labels",
+            Some(json!({"params": {}, "identity": "judy"})),
+        )
+        .await;
+    assert_eq!(answer.status, 403);
+    assert_eq!(answer.code(), "integration_not_connected");
+    let action_url = answer.body["action_url"].as_str().expect("action_url");
+    let (status, page) = setup.walk_flow(action_url).await;
+    assert_eq!(status, 200, "{page}");
+    let listed = setup
+        .api(Method::GET, "/v1/vault/connections?identity=judy", None)
+        .await;
+    assert_eq!(
+        listed.body["total"], 1,
+        "the link connected the identity that asked: {:?}",
+        listed.body
+    );
+}
