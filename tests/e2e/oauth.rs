@@ -219,12 +219,21 @@ pub struct OAuthSetup {
 
 impl OAuthSetup {
     pub async fn new(extra_args: &[&str]) -> Self {
-        let (upstream, google) = fake_google().await;
-        let options = Options {
+        Self::with_options(Options {
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             ..Options::default()
-        };
-        let gateway = Gateway::start(std::path::Path::new(SLUICE), &[guests::GMAIL], options).await;
+        })
+        .await
+    }
+
+    pub async fn with_options(options: Options) -> Self {
+        let (upstream, google) = fake_google().await;
+        let gateway = Gateway::start(
+            std::path::Path::new(SLUICE),
+            &[guests::GMAIL, guests::GITHUB],
+            options,
+        )
+        .await;
         let key = gateway.create_key("test", "*").await;
         let base = upstream.url();
         gateway
@@ -877,4 +886,92 @@ async fn calls_without_a_connection_get_a_working_connect_link() {
         "the link connected the identity that asked: {:?}",
         listed.body
     );
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_survives_a_crash_right_after_the_refresh() {
+    let mut setup = OAuthSetup::new(&[]).await;
+    setup.connect("mallory").await;
+    // The refresh rotates the refresh token; the provider forgets the old one at once.
+    setup.revoke_access_tokens(RefreshMode::Grant);
+    let refreshed = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(refreshed.status, 200, "{:?}", refreshed.body);
+    setup.gateway.kill_and_restart().await;
+    // Only the rotated refresh token works now: it must have been on disk before the answer.
+    setup.revoke_access_tokens(RefreshMode::Grant);
+    let after_crash = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(after_crash.status, 200, "{:?}", after_crash.body);
+    assert_eq!(setup.google.lock().expect("state").refresh_calls, 2);
+    setup.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn operators_manage_oauth_apps_through_the_admin_api() {
+    use sluice_fixtures::gateway::TEST_ADMIN_KEY;
+    let setup = OAuthSetup::with_options(Options {
+        admin_api: true,
+        ..Options::default()
+    })
+    .await;
+    let admin = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = setup
+            .client
+            .request(method, format!("{}{path}", setup.gateway.url))
+            .bearer_auth(TEST_ADMIN_KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        send(request)
+    };
+    let listed = admin(Method::GET, "/v1/admin/oauth-apps", None).await;
+    assert_eq!(
+        listed.body["rows"][0]["clientId"], CLIENT_ID,
+        "the CLI's app is listed"
+    );
+    let replaced = admin(
+        Method::PUT,
+        "/v1/admin/oauth-apps/gmail",
+        Some(json!({"clientId": "other-client", "clientSecret": "other-secret-value", "scopes": ["extra.scope"]})),
+    )
+    .await;
+    assert_eq!(replaced.status, 200, "{:?}", replaced.body);
+    let shown = admin(Method::GET, "/v1/admin/oauth-apps/gmail", None).await;
+    assert_eq!(shown.body["clientId"], "other-client");
+    assert_eq!(shown.body["scopes"][0], "extra.scope");
+    assert!(
+        !shown.body.to_string().contains("other-secret-value"),
+        "secrets are write-only"
+    );
+    for (path, body, code) in [
+        (
+            "/v1/admin/oauth-apps/github",
+            json!({"clientId": "a", "clientSecret": "b"}),
+            "bad_request",
+        ),
+        (
+            "/v1/admin/oauth-apps/nope",
+            json!({"clientId": "a", "clientSecret": "b"}),
+            "not_found",
+        ),
+        (
+            "/v1/admin/oauth-apps/gmail",
+            json!({"clientId": "", "clientSecret": "b"}),
+            "bad_request",
+        ),
+        (
+            "/v1/admin/oauth-apps/gmail",
+            json!({"clientId": "a", "clientSecret": "b", "tokenUrl": "ftp://x"}),
+            "bad_request",
+        ),
+    ] {
+        let refused = admin(Method::PUT, path, Some(body.clone())).await;
+        assert_eq!(refused.code(), code, "{path} {body}");
+    }
+    let caller = setup.api(Method::GET, "/v1/admin/oauth-apps", None).await;
+    assert_eq!(caller.code(), "unauthorized", "an API key is not the admin key");
+    let deleted = admin(Method::DELETE, "/v1/admin/oauth-apps/gmail", None).await;
+    assert_eq!(deleted.status, 200);
+    let gone = admin(Method::DELETE, "/v1/admin/oauth-apps/gmail", None).await;
+    assert_eq!(gone.code(), "not_found");
+    assert!(!setup.gateway.output().contains("other-secret-value"));
 }
