@@ -4,6 +4,7 @@
 //! - [`api_keys`] — caller keys: creation, lookup by hash.
 //! - [`connections`] — stored credentials per platform, environment and identity.
 //! - [`approvals`] — the outbound hosts an operator approved per connector.
+//! - [`cache`] — API keys and connections in memory, valid while nothing changed them.
 //! - [`oauth_apps`] — the operator's OAuth client per integration (secret encrypted).
 //! - [`connect_sessions`] — short-lived end-user connect flows (OAuth state, PKCE).
 //! - [`logs`] — the request log, written in batches off the request path.
@@ -14,6 +15,7 @@
 
 pub mod api_keys;
 pub mod approvals;
+pub mod cache;
 pub mod connect_sessions;
 pub mod connections;
 pub mod crypto;
@@ -29,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -136,6 +138,27 @@ const MIGRATIONS: &[&str] = &[
         expires_at          INTEGER NOT NULL
     );
 "#,
+    // One counter that every change to keys, connections or OAuth apps bumps, from any
+    // process: the in-memory credential cache is valid while it stands still.
+    r#"
+    CREATE TABLE credentials_generation (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        value INTEGER NOT NULL
+    );
+    INSERT INTO credentials_generation (id, value) VALUES (1, 0);
+    CREATE TRIGGER api_keys_inserted AFTER INSERT ON api_keys
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+    CREATE TRIGGER api_keys_updated AFTER UPDATE ON api_keys
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+    CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+    CREATE TRIGGER connections_inserted AFTER INSERT ON connections
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+    CREATE TRIGGER connections_updated AFTER UPDATE ON connections
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+    CREATE TRIGGER connections_deleted AFTER DELETE ON connections
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+"#,
 ];
 
 /// Where the master key comes from.
@@ -155,12 +178,15 @@ struct Pool {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Reads only the credentials generation, on the request path.
+    watcher: Mutex<Connection>,
 }
 
 /// Handle to the vault database. Cheap to clone.
 #[derive(Clone)]
 pub struct Vault {
     pool: Arc<Pool>,
+    cache: Arc<cache::CredentialCache>,
     keyring: Arc<RwLock<Keyring>>,
     key_source: KeySource,
 }
@@ -227,12 +253,16 @@ impl Vault {
                 Ok(Mutex::new(reader))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let watcher = open_connection(path)?;
+        watcher.pragma_update(None, "query_only", "ON")?;
         Ok(Self {
             pool: Arc::new(Pool {
                 writer: Mutex::new(conn),
                 readers,
                 next_reader: AtomicUsize::new(0),
+                watcher: Mutex::new(watcher),
             }),
+            cache: Arc::default(),
             keyring: Arc::new(RwLock::new(keyring)),
             key_source: key_source.clone(),
         })
@@ -248,6 +278,19 @@ impl Vault {
         tokio::task::spawn_blocking(move || f(&vault))
             .await
             .context("vault task failed")?
+    }
+
+    /// The credentials generation: it changes whenever any process changes an API key or a
+    /// connection. One indexed read of one row, cheap enough for the request path.
+    pub fn generation(&self) -> anyhow::Result<i64> {
+        let conn = lock(&self.pool.watcher)?;
+        let mut statement = conn.prepare_cached("SELECT value FROM credentials_generation WHERE id = 1")?;
+        Ok(statement.query_row([], |r| r.get(0))?)
+    }
+
+    /// The in-memory cache of keys and connections.
+    pub fn cache(&self) -> &cache::CredentialCache {
+        &self.cache
     }
 
     /// A reader connection, for queries. Blocks: call from a blocking thread ([`Vault::run`]).

@@ -23,6 +23,16 @@ pub(super) async fn select(
     let explicit = selector.connection_key.is_some() || selector.identity.is_some();
     let identity = selector.identity.clone();
     let platform = integration.to_owned();
+    let generation = app.vault.generation()?;
+    let selection = (
+        integration.to_owned(),
+        environment,
+        selector.connection_key.clone(),
+        selector.identity.clone(),
+    );
+    if let Some(found) = app.vault.cache().connection(generation, &selection) {
+        return Ok(found);
+    }
     let found = app
         .vault
         .run(move |vault| {
@@ -44,7 +54,12 @@ pub(super) async fn select(
             ))
         })?;
     match found {
-        Some(found) => Ok(found),
+        Some(found) => {
+            app.vault
+                .cache()
+                .remember_connection(generation, selection, found.clone());
+            Ok(found)
+        }
         None => Err(ApiError::IntegrationNotConnected {
             action_url: super::connect::action_url(app, environment, integration, identity, None).await,
             integration: integration.to_owned(),

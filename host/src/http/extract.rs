@@ -79,9 +79,7 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|k| k.starts_with("sk_test_") || k.starts_with("sk_live_"))
             .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?
             .to_owned();
-        let key = app
-            .vault
-            .run(move |vault| vault.find_api_key(&presented))
+        let key = lookup_api_key(app, presented)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
         if key.revoked_at.is_some() {
@@ -92,4 +90,18 @@ impl FromRequestParts<AppState> for Caller {
         }
         Ok(Self(key))
     }
+}
+
+/// The API key `presented`, from memory while no key changed, else from the vault.
+async fn lookup_api_key(app: &AppState, presented: String) -> anyhow::Result<Option<ApiKey>> {
+    let generation = app.vault.generation()?;
+    let hash = crate::vault::crypto::api_key_hash(&presented);
+    if let Some(key) = app.vault.cache().api_key(generation, &hash) {
+        return Ok(Some(key));
+    }
+    let found = app.vault.run(move |vault| vault.find_api_key(&presented)).await?;
+    if let Some(key) = &found {
+        app.vault.cache().remember_api_key(generation, hash, key.clone());
+    }
+    Ok(found)
 }
