@@ -216,6 +216,80 @@ fn parse_response(
 mod tests {
     use super::*;
 
+    /// A transport that fails every request the same way, without touching the network.
+    struct Failing(UpstreamError);
+
+    impl Upstream for Failing {
+        fn send(
+            &self,
+            _request: UpstreamRequest,
+        ) -> futures::future::BoxFuture<'_, Result<crate::upstream::UpstreamResponse, UpstreamError>>
+        {
+            let error = self.0.clone();
+            Box::pin(async move { Err(error) })
+        }
+    }
+
+    fn client(token_url: &str) -> OAuthClient {
+        OAuthClient {
+            authorize_url: url::Url::parse("https://accounts.example.com/auth").expect("url"),
+            token_url: url::Url::parse(token_url).expect("url"),
+            client_id: "id".into(),
+            client_secret: "secret".into(),
+            scopes: Vec::new(),
+            authorize_params: Vec::new(),
+            redirect_url: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn transport_failures_and_forbidden_endpoints_are_unavailable_not_rejected() {
+        let endpoint = |error: UpstreamError, policy| {
+            TokenEndpoint::new(
+                std::sync::Arc::new(Failing(error)),
+                policy,
+                Duration::from_secs(1),
+            )
+        };
+        let timeout = endpoint(
+            UpstreamError::Timeout(Duration::from_secs(1)),
+            AddressPolicy::PublicOnly,
+        );
+        assert_eq!(
+            timeout
+                .refresh(&client("https://oauth.example.com/token"), "rt")
+                .await
+                .err(),
+            Some(TokenError::Unavailable("no answer in time".into()))
+        );
+        let refused = endpoint(
+            UpstreamError::Transport("connection refused".into()),
+            AddressPolicy::PublicOnly,
+        );
+        assert!(matches!(
+            refused
+                .refresh(&client("https://oauth.example.com/token"), "rt")
+                .await,
+            Err(TokenError::Unavailable(_))
+        ));
+        // Checked before anything is sent: plain http and private IP literals.
+        let strict = endpoint(
+            UpstreamError::Transport("must not be reached".into()),
+            AddressPolicy::PublicOnly,
+        );
+        for url in [
+            "http://oauth.example.com/token",
+            "https://10.0.0.8/token",
+            "https://169.254.169.254/token",
+        ] {
+            let outcome = strict.refresh(&client(url), "rt").await;
+            assert!(
+                matches!(&outcome, Err(TokenError::Unavailable(m)) if !m.contains("must not be reached")),
+                "{url}: {outcome:?}"
+            );
+        }
+    }
+
     #[test]
     fn successful_answers_become_token_sets() {
         let body = br#"{"access_token":"at-1","token_type":"Bearer","expires_in":3599,"refresh_token":"rt-2","scope":"a b"}"#;
