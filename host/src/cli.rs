@@ -352,7 +352,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Delete request log rows past the retention period, at start and then hourly.
+/// At start and then hourly: delete request-log rows past the retention period and connect
+/// sessions that expired over a day ago.
 fn spawn_log_pruning(vault: Vault, retention_days: u32) {
     tokio::spawn(async move {
         let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
@@ -365,6 +366,14 @@ fn spawn_log_pruning(vault: Vault, retention_days: u32) {
                 Err(error) => {
                     tracing::error!(error = %format!("{error:#}"), "pruning the request log failed")
                 }
+            }
+            // Finished and expired connect sessions are kept a day for polling, then dropped.
+            let session_cutoff = crate::vault::now() - 86_400;
+            if let Err(error) = vault
+                .run(move |vault| vault.prune_connect_sessions(session_cutoff))
+                .await
+            {
+                tracing::error!(error = %format!("{error:#}"), "pruning connect sessions failed")
             }
         }
     });

@@ -283,6 +283,11 @@ impl Vault {
         })
     }
 
+    /// Delete sessions that expired before `cutoff` (Unix seconds); returns how many.
+    pub fn prune_connect_sessions(&self, cutoff: i64) -> anyhow::Result<usize> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM connect_sessions WHERE expires_at < ?1", [cutoff])?))
+    }
+
     /// Mark a session failed with a reason safe to show the end user and the app.
     pub fn fail_connect_session(&self, session_id: i64, reason: &str) -> anyhow::Result<()> {
         self.write(|tx| {
@@ -375,11 +380,22 @@ mod tests {
         assert_eq!(expired.status(now()), SessionStatus::Expired);
         assert!(!vault.begin_oauth(&expired, "again", "b", "v")?);
         vault.fail_connect_session(expired.id, "provider said no")?;
+        assert_eq!(
+            vault.prune_connect_sessions(-1)?,
+            0,
+            "nothing expired before the epoch"
+        );
         let failed = vault
             .connect_session(Environment::Test, &live.public_id)?
             .context("session")?;
         assert_eq!(failed.status(now()), SessionStatus::Failed);
         assert_eq!(failed.error.as_deref(), Some("provider said no"));
+        assert_eq!(vault.prune_connect_sessions(now())?, 1);
+        assert!(
+            vault
+                .connect_session(Environment::Test, &live.public_id)?
+                .is_none()
+        );
         Ok(())
     }
 }
