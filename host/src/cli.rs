@@ -202,7 +202,7 @@ async fn approve(id: &str, plugins: &std::path::Path, store: &StoreArgs) -> anyh
         if connector.manifest.id != id {
             continue;
         }
-        let declared: Vec<String> = connector.declared_hosts.iter().map(ToString::to_string).collect();
+        let declared = registry::hosts_for_approval(&connector);
         let previous = vault.approved_hosts(id)?.unwrap_or_default();
         for host in &declared {
             if !previous.contains(host) {

@@ -145,7 +145,7 @@ impl Loader {
             .map_err(|e| e.to_string())?;
         connector.source = Some(path.to_owned());
         let id = connector.manifest.id.clone();
-        let declared: Vec<String> = connector.declared_hosts.iter().map(ToString::to_string).collect();
+        let declared = hosts_for_approval(&connector);
         let check = {
             let id = id.clone();
             self.vault
@@ -155,7 +155,7 @@ impl Loader {
         };
         match check {
             HostCheck::FirstSeen => {
-                tracing::info!(connector = %id, hosts = ?connector.declared_hosts.iter().map(ToString::to_string).collect::<Vec<_>>(), "outbound hosts approved on first load");
+                tracing::info!(connector = %id, hosts = ?hosts_for_approval(&connector), "outbound hosts approved on first load");
                 Ok(connector)
             }
             HostCheck::Approved => Ok(connector),
@@ -167,6 +167,33 @@ impl Loader {
             )),
         }
     }
+}
+
+/// Every origin the host will talk to for a connector: its declared hosts and, for OAuth, the
+/// provider's authorize and token endpoints — the token endpoint receives the operator's client
+/// secret and users' refresh tokens, so a new version that moves it needs approval too.
+pub fn hosts_for_approval(connector: &LoadedConnector) -> Vec<String> {
+    let oauth = match &connector.manifest.auth {
+        crate::runtime::manifest::AuthScheme::OAuth2(config) => {
+            vec![config.authorize_url.as_str(), config.token_url.as_str()]
+        }
+        _ => Vec::new(),
+    };
+    approval_set(connector.declared_hosts.iter().map(ToString::to_string), &oauth)
+}
+
+fn approval_set(declared: impl Iterator<Item = String>, oauth_endpoints: &[&str]) -> Vec<String> {
+    let mut hosts: Vec<String> = declared.collect();
+    for endpoint in oauth_endpoints {
+        let origin = url::Url::parse(endpoint)
+            .map(|url| url.origin().ascii_serialization())
+            .unwrap_or_else(|_| (*endpoint).to_owned());
+        let entry = format!("oauth {origin}");
+        if !hosts.contains(&entry) {
+            hosts.push(entry);
+        }
+    }
+    hosts
 }
 
 /// Load every `*.wasm` file in `dir` into `registry`; failures are recorded, not fatal.
@@ -222,4 +249,29 @@ pub async fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     paths.sort();
     Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oauth_endpoints_join_the_hosts_to_approve() {
+        let hosts = approval_set(
+            ["https://gmail.googleapis.com".to_owned()].into_iter(),
+            &[
+                "https://accounts.google.com/o/oauth2/v2/auth",
+                "https://oauth2.googleapis.com/token",
+                "https://oauth2.googleapis.com/other",
+            ],
+        );
+        assert_eq!(
+            hosts,
+            [
+                "https://gmail.googleapis.com",
+                "oauth https://accounts.google.com",
+                "oauth https://oauth2.googleapis.com"
+            ]
+        );
+    }
 }
