@@ -1,0 +1,122 @@
+//! The app-facing half: `POST /v1/connect` opens a session, `GET /v1/connect/{id}` polls it.
+
+use super::super::AppState;
+use super::super::extract::{Caller, JsonBody};
+use crate::error::ApiError;
+use crate::vault::connect_sessions::{ConnectSession, NewSession, SessionStatus};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct CreateBody {
+    #[serde(alias = "platform")]
+    integration: String,
+    identity: Option<String>,
+    identity_type: Option<String>,
+    connection_key: Option<String>,
+}
+
+fn session_view(app: &AppState, session: &ConnectSession, token: Option<&str>) -> Value {
+    let status = session.status(crate::vault::now());
+    let mut view = json!({
+        "id": session.public_id,
+        "status": status.as_str(),
+        "integration": session.platform,
+        "environment": session.environment.as_str(),
+        "identity": session.identity,
+        "identityType": session.identity_type,
+        "createdAt": session.created_at,
+        "expiresAt": session.expires_at,
+    });
+    if let Some(token) = token {
+        view["url"] = Value::String(format!("{}/connect/{token}", app.public_url));
+    }
+    match status {
+        SessionStatus::Connected => view["connectionKey"] = json!(session.connection_key),
+        SessionStatus::Failed => view["error"] = json!(session.error),
+        _ => {}
+    }
+    view
+}
+
+pub(super) async fn create_session(
+    State(app): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    body: Result<JsonBody<CreateBody>, ApiError>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Caller(key) = caller?;
+    let JsonBody(body) = body?;
+    let connector = app
+        .registry
+        .get(&body.integration)
+        .ok_or_else(|| ApiError::NotFound(format!("no integration named `{}`", body.integration)))?;
+    if !key.scope.allows(&body.integration) {
+        return Err(ApiError::ScopeNotAllowed(body.integration));
+    }
+    if !connector.manifest.auth.needs_connection() {
+        return Err(ApiError::BadRequest(format!(
+            "`{}` needs no credentials, so there is nothing to connect",
+            body.integration
+        )));
+    }
+    for (field, value) in [
+        ("identity", &body.identity),
+        ("identityType", &body.identity_type),
+    ] {
+        if value.as_ref().is_some_and(|v| v.is_empty() || v.len() > 200) {
+            return Err(ApiError::BadRequest(format!(
+                "`{field}` must be 1 to 200 characters"
+            )));
+        }
+    }
+    let environment = key.environment;
+    if let Some(connection_key) = body.connection_key.clone() {
+        let existing = app
+            .vault
+            .run(move |vault| vault.get_connection(environment, &connection_key))
+            .await?;
+        if existing.is_none_or(|c| c.platform != body.integration) {
+            return Err(ApiError::NotFound(format!(
+                "no {} connection `{}` in this environment",
+                body.integration,
+                body.connection_key.as_deref().unwrap_or_default()
+            )));
+        }
+    }
+    let new = NewSession {
+        environment,
+        platform: body.integration,
+        identity: body.identity,
+        identity_type: body.identity_type,
+        connection_key: body.connection_key,
+        ttl_seconds: app.connect_session_ttl,
+    };
+    let (session, token) = app
+        .vault
+        .run(move |vault| vault.create_connect_session(&new))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(session_view(&app, &session, Some(&token))),
+    ))
+}
+
+pub(super) async fn session_status(
+    State(app): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Caller(key) = caller?;
+    let environment = key.environment;
+    let lookup = id.clone();
+    let session = app
+        .vault
+        .run(move |vault| vault.connect_session(environment, &lookup))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no connect session `{id}`")))?;
+    Ok(Json(session_view(&app, &session, None)))
+}

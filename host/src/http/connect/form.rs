@@ -1,0 +1,116 @@
+//! The credentials form of API-key and basic-auth integrations: which fields a scheme needs,
+//! and the post that stores them, guarded by a form token derived from the session.
+
+use super::super::AppState;
+use super::page::{self, Field};
+use super::{constant_time_eq, finish, pending_session};
+use crate::runtime::LoadedConnector;
+use crate::runtime::manifest::AuthScheme;
+use crate::vault::Vault;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use hmac::{Hmac, Mac};
+use std::collections::HashMap;
+
+/// Longest credential accepted from the form.
+const MAX_FORM_SECRET: usize = 16 << 10;
+
+/// The form token for a session: derived from the URL token with a key only the gateway has.
+pub(super) fn form_token(vault: &Vault, session_token: &str) -> String {
+    let key = vault.derive_key("connect-form");
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
+    mac.update(session_token.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The inputs a non-OAuth auth scheme needs.
+pub(super) fn credential_fields(auth: &AuthScheme) -> Vec<Field> {
+    match auth {
+        AuthScheme::Basic => vec![
+            Field {
+                name: "username",
+                label: "Username".into(),
+                secret: false,
+            },
+            Field {
+                name: "password",
+                label: "Password".into(),
+                secret: true,
+            },
+        ],
+        AuthScheme::Header(name) => vec![Field {
+            name: "secret",
+            label: format!("API key (sent as `{name}`)"),
+            secret: true,
+        }],
+        _ => vec![Field {
+            name: "secret",
+            label: "API key or token".into(),
+            secret: true,
+        }],
+    }
+}
+
+pub(super) async fn submit_credentials(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    // Browsers say where a post comes from; refuse posts another site made.
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let expected = form_token(&app.vault, &token);
+    let presented = form.get("csrf").map(String::as_str).unwrap_or_default();
+    if cross_site || !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        return page::message(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "This form was not submitted from its own page. Open the connect link again.",
+            false,
+        );
+    }
+    let (session, connector) = match pending_session(&app, &token).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let auth = &connector.manifest.auth;
+    if matches!(auth, AuthScheme::OAuth2(_)) {
+        return page::message(
+            StatusCode::BAD_REQUEST,
+            "Use the sign-in button",
+            "This integration connects through its provider's sign-in page.",
+            false,
+        );
+    }
+    let value = |name: &str| form.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let secret = match auth {
+        AuthScheme::Basic => match (value("username"), value("password")) {
+            (Some(user), Some(password)) if !user.contains(':') => format!("{user}:{password}"),
+            _ => return form_error(&connector, "Enter a username (without `:`) and a password."),
+        },
+        _ => match value("secret") {
+            Some(secret) => secret.to_owned(),
+            None => return form_error(&connector, "Enter the API key."),
+        },
+    };
+    if secret.len() > MAX_FORM_SECRET || secret.chars().any(char::is_control) {
+        return form_error(
+            &connector,
+            "That value is too long or contains control characters.",
+        );
+    }
+    finish(&app, &connector, session, secret, None).await
+}
+
+fn form_error(connector: &LoadedConnector, text: &str) -> Response {
+    page::message(
+        StatusCode::BAD_REQUEST,
+        &format!("Could not connect {}", connector.manifest.name),
+        &format!("{text} Go back and try again."),
+        false,
+    )
+}

@@ -1,0 +1,228 @@
+//! The OAuth half of the connect page: `GET /connect/{token}/authorize` sends the browser to
+//! the provider with `state`, PKCE (S256) and a browser-binding cookie; the provider sends it
+//! back to `GET /connect/oauth/callback`, which exchanges the code for tokens.
+
+use super::super::AppState;
+use super::page;
+use super::{constant_time_eq, fail, finish, internal_page, pending_session};
+use crate::oauth::{OAuthClient, pkce};
+use crate::runtime::LoadedConnector;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// The cookie that ties an OAuth attempt to the browser that started it.
+const BROWSER_COOKIE: &str = "sluice_connect";
+
+/// Where providers send users back to, under the public URL.
+pub(super) const CALLBACK_PATH: &str = "/connect/oauth/callback";
+
+/// The connector's OAuth declaration and the operator's app, put together off the executor.
+async fn resolve_client(
+    app: &AppState,
+    connector: &Arc<LoadedConnector>,
+) -> anyhow::Result<Result<OAuthClient, crate::oauth::ClientError>> {
+    let (vault, connector) = (app.vault.clone(), connector.clone());
+    app.vault
+        .run(move |_| Ok(OAuthClient::resolve(&vault, &connector.manifest)))
+        .await
+}
+
+/// The redirect URI sent to the provider: the app's registered one or this gateway's callback.
+fn redirect_uri(app: &AppState, client: &OAuthClient) -> String {
+    client
+        .redirect_url
+        .as_ref()
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| format!("{}{CALLBACK_PATH}", app.public_url))
+}
+
+pub(super) async fn start_oauth(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+    let (session, connector) = match pending_session(&app, &token).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let client = match resolve_client(&app, &connector).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(error)) => {
+            tracing::warn!(integration = %connector.manifest.id, %error, "connect flow cannot start");
+            return page::message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not available yet",
+                &format!(
+                    "{} sign-in is not set up on this gateway. Ask its operator to register an OAuth app.",
+                    connector.manifest.name
+                ),
+                false,
+            );
+        }
+        Err(error) => return internal_page(error),
+    };
+    let state = pkce::random_token(24);
+    let browser = pkce::random_token(24);
+    let verifier = pkce::verifier();
+    let begun = {
+        let (state, browser, verifier, session) = (state.clone(), browser.clone(), verifier.clone(), session);
+        app.vault
+            .run(move |vault| vault.begin_oauth(&session, &state, &browser, &verifier))
+            .await
+    };
+    match begun {
+        Ok(true) => {}
+        Ok(false) => {
+            return page::message(
+                StatusCode::GONE,
+                "This link has expired",
+                "Ask the application for a new one.",
+                false,
+            );
+        }
+        Err(error) => return internal_page(error),
+    }
+    let target = client.authorization_url(&redirect_uri(&app, &client), &state, &pkce::challenge(&verifier));
+    let secure = if app.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{BROWSER_COOKIE}={browser}; Path=/connect; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        app.connect_session_ttl
+    );
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let (Ok(location), Ok(cookie)) = (
+        HeaderValue::from_str(target.as_str()),
+        HeaderValue::from_str(&cookie),
+    ) {
+        headers.insert(header::LOCATION, location);
+        headers.insert(header::SET_COOKIE, cookie);
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == BROWSER_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+pub(super) async fn oauth_callback(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let refused = |text: &str| page::message(StatusCode::BAD_REQUEST, "Sign-in not completed", text, false);
+    let Ok(Query(query)) = query else {
+        return refused("The provider sent back a malformed answer.");
+    };
+    let Some(state) = query.state.filter(|s| !s.is_empty() && s.len() <= 512) else {
+        return refused("The provider's answer did not say which sign-in it belongs to.");
+    };
+    let attempt = match app.vault.run(move |vault| vault.take_oauth_state(&state)).await {
+        Ok(Some(attempt)) => attempt,
+        Ok(None) => {
+            return refused(
+                "This sign-in was already completed, has expired, or is unknown. Open the connect link again.",
+            );
+        }
+        Err(error) => return internal_page(error),
+    };
+    let session = attempt.session;
+    let same_browser = browser_cookie(&headers).is_some_and(|cookie| {
+        constant_time_eq(
+            &crate::vault::crypto::api_key_hash(&cookie),
+            &attempt.browser_hash,
+        )
+    });
+    if !same_browser {
+        fail(
+            &app,
+            &session,
+            "the sign-in finished in a different browser than it started in",
+        )
+        .await;
+        return refused("This sign-in was started in another browser. Open the connect link again here.");
+    }
+    if let Some(error) = query.error {
+        let description = query.error_description.unwrap_or_default();
+        let reason = format!("the provider returned `{error}` {description}");
+        fail(&app, &session, reason.trim()).await;
+        return page::message(
+            StatusCode::OK,
+            "Access was not granted",
+            &format!("The provider said: {error}. {description}"),
+            false,
+        );
+    }
+    let Some(code) = query.code.filter(|c| !c.is_empty()) else {
+        fail(&app, &session, "the provider sent no authorization code").await;
+        return refused("The provider sent no authorization code.");
+    };
+    let Some(connector) = app.registry.get(&session.platform) else {
+        fail(&app, &session, "the integration is no longer available").await;
+        return refused("The integration is no longer available on this gateway.");
+    };
+    let client = match resolve_client(&app, &connector).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(error)) => {
+            fail(&app, &session, &error.to_string()).await;
+            return refused("Sign-in is not set up on this gateway any more.");
+        }
+        Err(error) => return internal_page(error),
+    };
+    let exchanged = app
+        .refresher
+        .endpoint()
+        .exchange_code(&client, &code, &redirect_uri(&app, &client), &attempt.verifier)
+        .await;
+    let tokens = match exchanged {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            tracing::warn!(integration = %session.platform, %error, "authorization code exchange failed");
+            fail(&app, &session, &error.to_string()).await;
+            return page::message(
+                StatusCode::BAD_GATEWAY,
+                "Could not finish connecting",
+                &format!("{error}. Open the connect link again to retry."),
+                false,
+            );
+        }
+    };
+    let expires_at = tokens.expires_at;
+    finish(&app, &connector, session, tokens.to_secret(), expires_at).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_browser_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sluice_connect=abc; b=2"),
+        );
+        assert_eq!(browser_cookie(&headers).as_deref(), Some("abc"));
+        headers.insert(header::COOKIE, HeaderValue::from_static("sluice_connectx=abc"));
+        assert_eq!(browser_cookie(&headers), None);
+    }
+}
