@@ -454,7 +454,7 @@ struct Machine {
     loadavg_start: String,
     loadavg_end: String,
     git_commit: String,
-    started_at: String,
+    finished_at: String,
 }
 
 fn machine(loadavg_start: String) -> Machine {
@@ -484,7 +484,7 @@ fn machine(loadavg_start: String) -> Machine {
         loadavg_start,
         loadavg_end: loadavg(),
         git_commit: command("git", &["rev-parse", "--short", "HEAD"]),
-        started_at: command("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        finished_at: command("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
     }
 }
 
