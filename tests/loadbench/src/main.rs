@@ -180,6 +180,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// A listener on `127.0.0.1:0` registered with `runtime`, with a backlog deep enough for the
+/// memory mode's 1,000 simultaneous connects (std's default of 128 would drop SYNs and add
+/// retransmission seconds to the measured latency).
+fn listen(runtime: &tokio::runtime::Runtime) -> std::io::Result<tokio::net::TcpListener> {
+    // Not `block_on`: callers may be inside another runtime, where it panics.
+    let _context = runtime.enter();
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    socket.listen(4096)
+}
+
 /// The workspace root, for default paths when run from elsewhere.
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

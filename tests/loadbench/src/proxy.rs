@@ -47,14 +47,8 @@ impl PlainProxy {
         let app = axum::Router::new()
             .route("/v1/{integration}/{endpoint}", axum::routing::post(forward))
             .with_state(state);
-        // Bound with std: this may be called from inside another runtime, where `block_on` panics.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
+        let listener = crate::listen(&runtime)?;
         let addr = listener.local_addr()?;
-        let listener = {
-            let _context = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
         runtime.spawn(async move { axum::serve(listener, app).await });
         Ok(Self {
             addr,

@@ -123,14 +123,8 @@ impl FakeUpstream {
             delay_ms: AtomicU64::new(0),
             hits: AtomicU64::new(0),
         });
-        // Bound with std: this may be called from inside another runtime, where `block_on` panics.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
+        let listener = crate::listen(&runtime)?;
         let addr = listener.local_addr()?;
-        let listener = {
-            let _context = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
         let accept_state = state.clone();
         runtime.spawn(async move {
             loop {
