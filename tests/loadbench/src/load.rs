@@ -2,9 +2,11 @@
 //!
 //! - Closed loop: each worker sends its next request when the previous one is answered.
 //! - Fixed rate (open loop, like `wrk2`): each worker has its own schedule of intended send
-//!   times at `rate / concurrency`; latency is measured from the *intended* time, so a stall
-//!   counts against every request it delayed instead of silently lowering the offered load
-//!   (coordinated omission).
+//!   times at `rate / concurrency`; a request that could not be sent on time because the
+//!   previous answer was late is timed from its *intended* time, so a stall counts against
+//!   every request it delayed instead of silently lowering the offered load (coordinated
+//!   omission). A request sent on time is timed from the moment it was sent (the tokio timer
+//!   wakes up to a millisecond late; that lateness is the generator's, not the server's).
 //!
 //! A request fails when the connection or the exchange fails, when it takes longer than the
 //! timeout, when the status is not 2xx, or when the body is not what the target promises.
@@ -160,9 +162,17 @@ async fn worker(
                 if at >= end {
                     break;
                 }
-                tokio::time::sleep_until(at).await;
                 intended = Some(at + interval);
-                at
+                if Instant::now() < at {
+                    // Ahead of schedule: the clock starts when the timer wakes us. Its
+                    // millisecond granularity is the generator's lateness, not the server's.
+                    tokio::time::sleep_until(at).await;
+                    Instant::now()
+                } else {
+                    // Behind schedule because the previous answer came late: the clock
+                    // started at the intended time (no coordinated omission).
+                    at
+                }
             }
             _ => {
                 let now = Instant::now();
