@@ -57,7 +57,12 @@ struct Args {
     /// `{"owner":"bench","repo":"<size>"}`. Repeatable.
     #[arg(long = "connector", value_name = "LABEL=INTEGRATION/ENDPOINT@PATH")]
     connectors: Vec<ExtraConnector>,
-    /// Which of D, P, W to run (extra connectors always run).
+    /// A second `sluice` binary to compare W with, run as target `W0` beside W in every
+    /// repetition (e.g. the build before an optimisation): the `W vs W0` ratios are paired like
+    /// the others, so machine noise cancels.
+    #[arg(long, value_name = "PATH")]
+    baseline_sluice: Option<PathBuf>,
+    /// Which of D, P, W to run (extra connectors and W0 always run).
     #[arg(long, value_delimiter = ',', default_value = "D,P,W")]
     targets: Vec<String>,
     /// Connection counts for the closed-loop runs.
@@ -205,11 +210,20 @@ fn default_path(given: &Option<PathBuf>, relative: &str) -> PathBuf {
     }
 }
 
+fn address_of(gateway: &Gateway) -> anyhow::Result<SocketAddr> {
+    let authority = gateway.url.strip_prefix("http://").unwrap_or(&gateway.url);
+    authority
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("gateway URL {}", gateway.url))
+}
+
 /// Everything shared by the runs.
 struct Bench {
     args: Args,
     upstream: FakeUpstream,
     gateway: Gateway,
+    baseline: Option<Gateway>,
     proxy: Option<proxy::PlainProxy>,
 }
 
@@ -241,15 +255,26 @@ impl Bench {
         }
         let mut serve_args = extra_serve_args.to_vec();
         serve_args.extend(args.gateway_args.iter().cloned());
-        let gateway = Gateway::start(&GatewaySpec {
+        let spec = GatewaySpec {
             binary,
             components,
             integrations,
             upstream: upstream.url(),
             extra_args: serve_args,
             log_filter: args.gateway_log.clone(),
-        })
-        .await?;
+        };
+        let gateway = Gateway::start(&spec).await?;
+        let baseline = match &args.baseline_sluice {
+            Some(binary) => Some(
+                Gateway::start(&GatewaySpec {
+                    binary: binary.clone(),
+                    ..spec
+                })
+                .await
+                .context("starting the baseline gateway (W0)")?,
+            ),
+            None => None,
+        };
         let proxy = if args.targets.iter().any(|t| t == "P") {
             Some(proxy::PlainProxy::start(upstream.url(), args.server_threads).context("starting P")?)
         } else {
@@ -259,20 +284,13 @@ impl Bench {
             args,
             upstream,
             gateway,
+            baseline,
             proxy,
         })
     }
 
     fn gateway_addr(&self) -> anyhow::Result<SocketAddr> {
-        let authority = self
-            .gateway
-            .url
-            .strip_prefix("http://")
-            .unwrap_or(&self.gateway.url);
-        authority
-            .trim_end_matches('/')
-            .parse()
-            .with_context(|| format!("gateway URL {}", self.gateway.url))
+        address_of(&self.gateway)
     }
 
     /// The targets to drive for `size`, in the order of `--targets`, then the extras.
@@ -315,6 +333,17 @@ impl Bench {
             };
             targets.push(target);
         }
+        if let Some(baseline) = &self.baseline {
+            targets.push(Target {
+                name: "W0".into(),
+                addr: address_of(baseline)?,
+                method: http::Method::POST,
+                path: "/v1/github/get_repo".into(),
+                authorization: Some(format!("Bearer {}", baseline.key)),
+                body: call.clone(),
+                expect: Expect::Envelope(size.bytes()),
+            });
+        }
         for extra in &self.args.connectors {
             targets.push(Target {
                 name: extra.label.clone(),
@@ -352,11 +381,14 @@ impl Bench {
         self.upstream.set_default_size(size);
         let hits_before = self.upstream.hits();
         let outcome = load::run(target, spec, Arc::new(Live::default())).await;
-        if !self.gateway.is_running() {
-            bail!(
-                "the gateway exited during a run; its log ends with:\n{}",
-                self.gateway.log_tail(30)
-            );
+        for gateway in std::iter::once(&mut self.gateway).chain(self.baseline.as_mut()) {
+            if !gateway.is_running() {
+                bail!(
+                    "the gateway (pid {}) exited during a run; its log ends with:\n{}",
+                    gateway.pid,
+                    gateway.log_tail(30)
+                );
+            }
         }
         let record = RunRecord {
             size,
@@ -560,7 +592,11 @@ async fn run(args: Args) -> anyhow::Result<u64> {
     }
     let rss_end = bench.gateway.rss_kib();
 
-    let mut pairs: Vec<(String, String)> = vec![("W".into(), "P".into()), ("P".into(), "D".into())];
+    let mut pairs: Vec<(String, String)> = vec![
+        ("W".into(), "P".into()),
+        ("P".into(), "D".into()),
+        ("W".into(), "W0".into()),
+    ];
     for extra in &bench.args.connectors {
         pairs.push((extra.label.clone(), "P".into()));
         pairs.push((extra.label.clone(), "W".into()));
@@ -624,6 +660,8 @@ async fn run(args: Args) -> anyhow::Result<u64> {
             "sizes": bench.args.sizes,
             "gateway_log": bench.args.gateway_log,
             "gateway_args": bench.args.gateway_args,
+            "sluice": bench.args.sluice,
+            "baseline_sluice": bench.args.baseline_sluice,
         },
         "gateway_rss_kib": {"start": rss_start, "end": rss_end},
         "cells": cells,
@@ -638,6 +676,9 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         "wrote {0}/results.json, {0}/results.md, {0}/latency.svg",
         out.display()
     );
+    if let Some(baseline) = bench.baseline.take() {
+        baseline.stop().await;
+    }
     bench.gateway.stop().await;
     Ok(errors)
 }
