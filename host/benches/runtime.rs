@@ -406,6 +406,46 @@ fn http_send(c: &mut Criterion) {
             ))
         })
     });
+    // The same GET without the connector: the production transport alone, and a default
+    // reqwest client (what the plain proxy uses), to tell the transport's cost from the rest.
+    let transport = HttpUpstream::new(AddressPolicy::AllowPrivate).expect("transport");
+    let target = url::Url::parse(&format!("{upstream_url}/repos/acme/webapp")).expect("url");
+    group.bench_function("transport_only_loopback_1k", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let response = transport
+                        .send(UpstreamRequest {
+                            method: http::Method::GET,
+                            url: target.clone(),
+                            headers: http::HeaderMap::new(),
+                            body: None,
+                            timeout: Duration::from_secs(10),
+                            max_response_bytes: 16 << 20,
+                        })
+                        .await
+                        .expect("send");
+                    assert_eq!(response.status, 200);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    let plain = reqwest::Client::builder().no_proxy().build().expect("client");
+    group.bench_function("plain_reqwest_loopback_1k", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let response = plain.get(target.clone()).send().await.expect("send");
+                    assert_eq!(response.status(), 200);
+                    response.bytes().await.expect("body");
+                }
+                start.elapsed()
+            })
+        })
+    });
     group.finish();
 }
 
