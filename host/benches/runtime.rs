@@ -406,6 +406,22 @@ fn http_send(c: &mut Criterion) {
             ))
         })
     });
+    // The same, driven from a runtime worker (as the gateway's handlers are) rather than from
+    // `block_on` on the bench thread.
+    let runtime = Arc::new(runtime);
+    let github = Arc::new(github);
+    group.bench_function("loopback_1k_on_worker", |b| {
+        b.iter_custom(|iters| {
+            let (runtime, github, loopback) = (runtime.clone(), github.clone(), loopback.clone());
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    time_invokes(&runtime, &github, "get_repo", params, &loopback, iters).await
+                })
+                .await
+                .expect("bench task")
+            })
+        })
+    });
     // The same GET without the connector: the production transport alone, and a default
     // reqwest client (what the plain proxy uses), to tell the transport's cost from the rest.
     let transport = HttpUpstream::new(AddressPolicy::AllowPrivate).expect("transport");
