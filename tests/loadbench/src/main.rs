@@ -398,11 +398,16 @@ impl Bench {
             target: target.name.clone(),
             summary: outcome.summary,
             upstream_hits: self.upstream.hits() - hits_before,
+            gateway_rss_kib: match target.name.as_str() {
+                "D" | "P" => None,
+                "W0" => self.baseline.as_ref().and_then(Gateway::rss_kib),
+                _ => self.gateway.rss_kib(),
+            },
             first_error: outcome.first_error,
         };
         let s = &record.summary;
         println!(
-            "  {:>4} c={:<3} {:<10} rep {} {:<6} {:>8.0} req/s  p50 {:>9}  p99 {:>9}  max {:>9}  errors {}{}",
+            "  {:>4} c={:<3} {:<10} rep {} {:<6} {:>8.0} req/s  p50 {:>9}  p99 {:>9}  max {:>9}  errors {}{}{}",
             size.label(),
             spec.concurrency,
             mode,
@@ -413,6 +418,10 @@ impl Bench {
             report::micros(s.p99_us as f64),
             report::micros(s.max_us as f64),
             s.errors,
+            record
+                .gateway_rss_kib
+                .map(|kib| format!("  rss {:.0} MiB", kib as f64 / 1024.0))
+                .unwrap_or_default(),
             record
                 .first_error
                 .as_deref()

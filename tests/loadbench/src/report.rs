@@ -26,6 +26,8 @@ pub struct RunRecord {
     pub summary: Summary,
     /// Requests the fake upstream answered during the run (warm-up included).
     pub upstream_hits: u64,
+    /// The gateway's RSS right after the run, KiB (W and its variants only).
+    pub gateway_rss_kib: Option<u64>,
     /// The first error, if any.
     pub first_error: Option<String>,
 }
@@ -250,6 +252,7 @@ mod tests {
                 max_us: p50 * 3,
             },
             upstream_hits: 0,
+            gateway_rss_kib: None,
             first_error: None,
         }
     }
