@@ -24,6 +24,15 @@ lint:
 bench:
     cargo bench -p sluice --bench runtime
 
+# Load harness: fake upstream, plain proxy (P) and the release gateway (W) on loopback; tables,
+# results.json and latency.svg in target/loadbench/. Extra flags pass through, e.g.
+# `just loadbench --duration 10` or `just loadbench --memory`.
+loadbench *ARGS:
+    rustup target add wasm32-wasip2
+    cargo plugins
+    cargo build --release -p sluice -p sluice-loadbench
+    ./target/release/sluice-loadbench {{ARGS}}
+
 # Everything CI runs.
 ci:
     bash .ci/run

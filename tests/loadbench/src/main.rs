@@ -1,0 +1,944 @@
+//! # Sluice load harness
+//!
+//! Self-contained, loopback only, bounded in time. Starts a fake upstream (hyper, keep-alive,
+//! 1 KiB / 64 KiB / 1 MiB JSON), a plain axum + reqwest proxy (P) and the real `sluice` release
+//! binary (W) with the GitHub connector, then drives them with its own keep-alive client:
+//!
+//! - **D** — the upstream directly; **P** — the plain proxy; **W** — the gateway; plus any
+//!   `--connector` variants (W-py, W-js, …) served by the same gateway process.
+//! - closed loop at each `--concurrency`, then a fixed rate (latency from the intended send
+//!   time), each repeated `--reps` times with the targets interleaved (D P W, then W P D, …) so
+//!   ratios are paired within a repetition; medians are reported.
+//! - `--memory`: many requests in flight against a slow upstream, peak RSS of the gateway.
+//! - `--soak SECS`: a fixed rate for a long time, RSS at start and end.
+//!
+//! # Layout
+//! - [`upstream`] — the fake upstream; [`proxy`] — P; [`gateway`] — W as a child process.
+//! - [`load`] — the load generator; [`stats`] — percentiles; [`report`] — medians, ratios,
+//!   tables; [`chart`] — the SVG chart.
+
+mod chart;
+mod gateway;
+mod load;
+mod proxy;
+mod report;
+mod stats;
+mod upstream;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Parser;
+use gateway::{Gateway, GatewaySpec};
+use load::{Expect, Live, RunSpec, Target};
+use report::RunRecord;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use upstream::{BodySize, FakeUpstream};
+
+/// Load harness for Sluice: D (upstream direct), P (plain axum+reqwest proxy) and W (the
+/// gateway running the GitHub connector), all on loopback.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-loadbench")]
+struct Args {
+    /// The `sluice` binary [default: <workspace>/target/release/sluice].
+    #[arg(long)]
+    sluice: Option<PathBuf>,
+    /// The GitHub connector component [default: <workspace>/target/wasm32-wasip2/guest/github.wasm].
+    #[arg(long)]
+    component: Option<PathBuf>,
+    /// An extra gateway variant: `LABEL=INTEGRATION/ENDPOINT@PATH`, e.g.
+    /// `W-py=github_py/get_repo@target/py/github_py.wasm`. Served by the same gateway process
+    /// with its own connection on the fake upstream, called with
+    /// `{"owner":"bench","repo":"<size>"}`. Repeatable.
+    #[arg(long = "connector", value_name = "LABEL=INTEGRATION/ENDPOINT@PATH")]
+    connectors: Vec<ExtraConnector>,
+    /// A second `sluice` binary to compare W with, run as target `W0` beside W in every
+    /// repetition (e.g. the build before an optimisation): the `W vs W0` ratios are paired like
+    /// the others, so machine noise cancels.
+    #[arg(long, value_name = "PATH")]
+    baseline_sluice: Option<PathBuf>,
+    /// Which of D, P, W to run (extra connectors and W0 always run).
+    #[arg(long, value_delimiter = ',', default_value = "D,P,W")]
+    targets: Vec<String>,
+    /// Connection counts for the closed-loop runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Upstream body sizes (1k, 64k, 1m).
+    #[arg(long, value_delimiter = ',', default_value = "1k,64k,1m")]
+    sizes: Vec<BodySize>,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Unmeasured seconds at the start of each run (connections open, caches warm).
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+    /// Repetitions of every run; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Offered rate for the fixed-rate runs, req/s [default: --rate-fraction of W's
+    /// closed-loop throughput at --rate-concurrency, measured in this run].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Fraction of W's saturation used when --rate is not given.
+    #[arg(long, default_value_t = 0.5)]
+    rate_fraction: f64,
+    /// Connections for the fixed-rate, memory-calibration and soak runs.
+    #[arg(long, default_value_t = 16)]
+    rate_concurrency: usize,
+    /// Skip the fixed-rate runs.
+    #[arg(long)]
+    no_rate: bool,
+    /// A request slower than this many seconds is an error.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Directory for results.json, results.md and latency.svg.
+    #[arg(long, default_value = "target/loadbench")]
+    out: PathBuf,
+    /// Memory mode: --in-flight requests held open against a slow upstream; report the
+    /// gateway's peak RSS. Skips the throughput matrix.
+    #[arg(long)]
+    memory: bool,
+    /// Concurrent in-flight requests in memory mode.
+    #[arg(long, default_value_t = 1000)]
+    in_flight: usize,
+    /// Upstream delay in memory mode, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    slow_ms: u64,
+    /// Seconds of load in memory mode.
+    #[arg(long, default_value_t = 10.0)]
+    memory_secs: f64,
+    /// Soak mode: this many seconds at a fixed rate (--rate, or --rate-fraction of
+    /// saturation), RSS sampled every second. Skips the throughput matrix.
+    #[arg(long, value_name = "SECS")]
+    soak: Option<f64>,
+    /// Extra `sluice serve` flag (repeatable), e.g. `--gateway-arg=--max-instances=512`.
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+    gateway_args: Vec<String>,
+    /// `SLUICE_LOG` for the gateway; its log goes to a file in its temporary directory.
+    #[arg(long, default_value = "info")]
+    gateway_log: String,
+    /// Worker threads of the fake upstream's and of P's runtimes (the gateway's tokio runtime
+    /// has one per core).
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+}
+
+/// `LABEL=INTEGRATION/ENDPOINT@PATH`.
+#[derive(Debug, Clone)]
+struct ExtraConnector {
+    label: String,
+    integration: String,
+    endpoint: String,
+    path: PathBuf,
+}
+
+impl std::str::FromStr for ExtraConnector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not LABEL=INTEGRATION/ENDPOINT@PATH");
+        let (label, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (call, path) = rest.split_once('@').ok_or_else(bad)?;
+        let (integration, endpoint) = call.split_once('/').ok_or_else(bad)?;
+        if [label, integration, endpoint, path].iter().any(|p| p.is_empty()) {
+            return Err(bad());
+        }
+        Ok(Self {
+            label: label.into(),
+            integration: integration.into(),
+            endpoint: endpoint.into(),
+            path: path.into(),
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("load")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the load runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(errors) => {
+            eprintln!(
+                "FAILED: {errors} requests failed (see the errors column and first_error in results.json)"
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A listener on `127.0.0.1:0` registered with `runtime`, with a backlog deep enough for the
+/// memory mode's 1,000 simultaneous connects (std's default of 128 would drop SYNs and add
+/// retransmission seconds to the measured latency).
+fn listen(runtime: &tokio::runtime::Runtime) -> std::io::Result<tokio::net::TcpListener> {
+    // Not `block_on`: callers may be inside another runtime, where it panics.
+    let _context = runtime.enter();
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    socket.listen(4096)
+}
+
+/// The workspace root, for default paths when run from elsewhere.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn default_path(given: &Option<PathBuf>, relative: &str) -> PathBuf {
+    match given {
+        Some(path) => path.clone(),
+        None if Path::new(relative).exists() => PathBuf::from(relative),
+        None => workspace_root().join(relative),
+    }
+}
+
+fn address_of(gateway: &Gateway) -> anyhow::Result<SocketAddr> {
+    let authority = gateway.url.strip_prefix("http://").unwrap_or(&gateway.url);
+    authority
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("gateway URL {}", gateway.url))
+}
+
+/// Everything shared by the runs.
+struct Bench {
+    args: Args,
+    upstream: FakeUpstream,
+    gateway: Gateway,
+    baseline: Option<Gateway>,
+    proxy: Option<proxy::PlainProxy>,
+}
+
+impl Bench {
+    async fn start(args: Args, extra_serve_args: &[String]) -> anyhow::Result<Self> {
+        let binary = default_path(&args.sluice, "target/release/sluice");
+        let component = default_path(&args.component, "target/wasm32-wasip2/guest/github.wasm");
+        if !component.is_file() {
+            bail!(
+                "no GitHub connector at {}: build the connectors with `cargo plugins` (needs `rustup target add wasm32-wasip2`) or pass --component PATH",
+                component.display()
+            );
+        }
+        let upstream = FakeUpstream::start(args.server_threads).context("starting the fake upstream")?;
+        let mut components = vec![component];
+        let mut integrations = vec!["github".to_owned()];
+        for extra in &args.connectors {
+            if !extra.path.is_file() {
+                bail!(
+                    "no component at {} for --connector {}",
+                    extra.path.display(),
+                    extra.label
+                );
+            }
+            components.push(extra.path.clone());
+            if !integrations.contains(&extra.integration) {
+                integrations.push(extra.integration.clone());
+            }
+        }
+        let mut serve_args = extra_serve_args.to_vec();
+        serve_args.extend(args.gateway_args.iter().cloned());
+        let spec = GatewaySpec {
+            binary,
+            components,
+            integrations,
+            upstream: upstream.url(),
+            extra_args: serve_args,
+            log_filter: args.gateway_log.clone(),
+        };
+        let gateway = Gateway::start(&spec).await?;
+        let baseline = match &args.baseline_sluice {
+            Some(binary) => Some(
+                Gateway::start(&GatewaySpec {
+                    binary: binary.clone(),
+                    ..spec
+                })
+                .await
+                .context("starting the baseline gateway (W0)")?,
+            ),
+            None => None,
+        };
+        let proxy = if args.targets.iter().any(|t| t == "P") {
+            Some(proxy::PlainProxy::start(upstream.url(), args.server_threads).context("starting P")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            args,
+            upstream,
+            gateway,
+            baseline,
+            proxy,
+        })
+    }
+
+    fn gateway_addr(&self) -> anyhow::Result<SocketAddr> {
+        address_of(&self.gateway)
+    }
+
+    /// The targets to drive for `size`, in the order of `--targets`, then the extras.
+    fn targets(&self, size: BodySize) -> anyhow::Result<Vec<Target>> {
+        let call = Bytes::from(format!(
+            r#"{{"params":{{"owner":"bench","repo":"{}"}}}}"#,
+            size.label()
+        ));
+        let mut targets = Vec::new();
+        for name in &self.args.targets {
+            let target = match name.as_str() {
+                "D" => Target {
+                    name: "D".into(),
+                    addr: self.upstream.addr,
+                    method: http::Method::GET,
+                    path: format!("/repos/bench/{}", size.label()),
+                    authorization: Some("Bearer ghp_benchmark_token".into()),
+                    body: Bytes::new(),
+                    expect: Expect::Exact(size.bytes()),
+                },
+                "P" => Target {
+                    name: "P".into(),
+                    addr: self.proxy.as_ref().context("P not started")?.addr,
+                    method: http::Method::POST,
+                    path: "/v1/github/get_repo".into(),
+                    authorization: Some(format!("Bearer {}", proxy::PROXY_KEY)),
+                    body: call.clone(),
+                    expect: Expect::Envelope(size.bytes()),
+                },
+                "W" => Target {
+                    name: "W".into(),
+                    addr: self.gateway_addr()?,
+                    method: http::Method::POST,
+                    path: "/v1/github/get_repo".into(),
+                    authorization: Some(format!("Bearer {}", self.gateway.key)),
+                    body: call.clone(),
+                    expect: Expect::Envelope(size.bytes()),
+                },
+                other => bail!("unknown target `{other}` (expected D, P or W)"),
+            };
+            targets.push(target);
+        }
+        if let Some(baseline) = &self.baseline {
+            targets.push(Target {
+                name: "W0".into(),
+                addr: address_of(baseline)?,
+                method: http::Method::POST,
+                path: "/v1/github/get_repo".into(),
+                authorization: Some(format!("Bearer {}", baseline.key)),
+                body: call.clone(),
+                expect: Expect::Envelope(size.bytes()),
+            });
+        }
+        for extra in &self.args.connectors {
+            targets.push(Target {
+                name: extra.label.clone(),
+                addr: self.gateway_addr()?,
+                method: http::Method::POST,
+                path: format!("/v1/{}/{}", extra.integration, extra.endpoint),
+                authorization: Some(format!("Bearer {}", self.gateway.key)),
+                body: call.clone(),
+                // Another connector may reshape the data: only the 2xx envelope is checked.
+                expect: Expect::Envelope(0),
+            });
+        }
+        Ok(targets)
+    }
+
+    fn spec(&self, concurrency: usize, rate: Option<f64>) -> RunSpec {
+        RunSpec {
+            concurrency,
+            rate,
+            warmup: Duration::from_secs_f64(self.args.warmup),
+            duration: Duration::from_secs_f64(self.args.duration),
+            timeout: Duration::from_secs_f64(self.args.timeout),
+        }
+    }
+
+    /// One run, with a check that the gateway is still alive afterwards.
+    async fn run_one(
+        &mut self,
+        target: &Target,
+        size: BodySize,
+        spec: RunSpec,
+        mode: &str,
+        rep: usize,
+    ) -> anyhow::Result<RunRecord> {
+        self.upstream.set_default_size(size);
+        let hits_before = self.upstream.hits();
+        let outcome = load::run(target, spec, Arc::new(Live::default())).await;
+        for gateway in std::iter::once(&mut self.gateway).chain(self.baseline.as_mut()) {
+            if !gateway.is_running() {
+                bail!(
+                    "the gateway (pid {}) exited during a run; its log ends with:\n{}",
+                    gateway.pid,
+                    gateway.log_tail(30)
+                );
+            }
+        }
+        let record = RunRecord {
+            size,
+            concurrency: spec.concurrency,
+            mode: mode.to_owned(),
+            rep,
+            target: target.name.clone(),
+            summary: outcome.summary,
+            upstream_hits: self.upstream.hits() - hits_before,
+            gateway_rss_kib: match target.name.as_str() {
+                "D" | "P" => None,
+                "W0" => self.baseline.as_ref().and_then(Gateway::rss_kib),
+                _ => self.gateway.rss_kib(),
+            },
+            first_error: outcome.first_error,
+        };
+        let s = &record.summary;
+        println!(
+            "  {:>4} c={:<3} {:<10} rep {} {:<6} {:>8.0} req/s  p50 {:>9}  p99 {:>9}  max {:>9}  errors {}{}{}",
+            size.label(),
+            spec.concurrency,
+            mode,
+            rep + 1,
+            target.name,
+            s.rps,
+            report::micros(s.p50_us as f64),
+            report::micros(s.p99_us as f64),
+            report::micros(s.max_us as f64),
+            s.errors,
+            record
+                .gateway_rss_kib
+                .map(|kib| format!("  rss {:.0} MiB", kib as f64 / 1024.0))
+                .unwrap_or_default(),
+            record
+                .first_error
+                .as_deref()
+                .map(|e| format!("  first error: {e}"))
+                .unwrap_or_default()
+        );
+        Ok(record)
+    }
+
+    /// Every target `reps` times in alternating order: D P W, W P D, D P W, …
+    async fn paired(
+        &mut self,
+        size: BodySize,
+        concurrency: usize,
+        rate: Option<f64>,
+        runs: &mut Vec<RunRecord>,
+    ) -> anyhow::Result<()> {
+        let targets = self.targets(size)?;
+        let mode = match rate {
+            None => "closed".to_owned(),
+            Some(rate) => format!("rate {rate:.0}/s"),
+        };
+        let spec = self.spec(concurrency, rate);
+        for rep in 0..self.args.reps {
+            let order: Vec<&Target> = if rep % 2 == 0 {
+                targets.iter().collect()
+            } else {
+                targets.iter().rev().collect()
+            };
+            for target in order {
+                runs.push(self.run_one(target, size, spec, &mode, rep).await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// W's closed-loop throughput at `concurrency` with 1 KiB bodies: from `runs` if measured,
+    /// else from a short run now.
+    async fn saturation(&mut self, runs: &[RunRecord], concurrency: usize) -> anyhow::Result<f64> {
+        let measured: Vec<f64> = runs
+            .iter()
+            .filter(|r| {
+                r.target == "W"
+                    && r.mode == "closed"
+                    && r.concurrency == concurrency
+                    && r.size == BodySize::K1
+            })
+            .map(|r| r.summary.rps)
+            .collect();
+        if !measured.is_empty() {
+            return Ok(stats::median(&measured));
+        }
+        let saved = std::mem::replace(&mut self.args.targets, vec!["W".into()]);
+        let target = self.targets(BodySize::K1)?.remove(0);
+        self.args.targets = saved;
+        println!("calibrating: W closed loop at c={concurrency}");
+        let record = self
+            .run_one(
+                &target,
+                BodySize::K1,
+                self.spec(concurrency, None),
+                "calibrate",
+                0,
+            )
+            .await?;
+        if record.summary.errors > 0 || record.summary.rps <= 0.0 {
+            bail!(
+                "calibration run failed: {}",
+                record
+                    .first_error
+                    .unwrap_or_else(|| "no successful requests".into())
+            );
+        }
+        Ok(record.summary.rps)
+    }
+}
+
+#[derive(Serialize)]
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    mem_total: String,
+    loadavg_start: String,
+    loadavg_end: String,
+    git_commit: String,
+    finished_at: String,
+}
+
+fn machine(loadavg_start: String) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let command = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .current_dir(workspace_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model: field(&cpuinfo, "model name"),
+        mem_total: field(&meminfo, "MemTotal"),
+        loadavg_start,
+        loadavg_end: loadavg(),
+        git_commit: command("git", &["rev-parse", "--short", "HEAD"]),
+        finished_at: command("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Run what the flags ask for; the number of failed requests.
+async fn run(args: Args) -> anyhow::Result<u64> {
+    let load_start = loadavg();
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    if args.memory || args.soak.is_some() {
+        let mut errors = 0;
+        if args.memory {
+            errors += memory_mode(&args).await?;
+        }
+        if let Some(seconds) = args.soak {
+            errors += soak_mode(&args, seconds).await?;
+        }
+        return Ok(errors);
+    }
+    if args.reps == 0 || args.concurrency.is_empty() || args.sizes.is_empty() {
+        bail!("nothing to run: --reps, --concurrency and --sizes must not be empty");
+    }
+    let out = args.out.clone();
+    let mut bench = Bench::start(args, &[]).await?;
+    println!(
+        "gateway {} (pid {}), upstream {}, P {}",
+        bench.gateway.url,
+        bench.gateway.pid,
+        bench.upstream.url(),
+        bench
+            .proxy
+            .as_ref()
+            .map_or("off".to_owned(), |p| format!("http://{}", p.addr)),
+    );
+    let rss_start = bench.gateway.rss_kib();
+    let mut runs = Vec::new();
+    let sizes = bench.args.sizes.clone();
+    let levels = bench.args.concurrency.clone();
+    for &size in &sizes {
+        for &concurrency in &levels {
+            bench.paired(size, concurrency, None, &mut runs).await?;
+        }
+    }
+    if !bench.args.no_rate {
+        let rate = match bench.args.rate {
+            Some(rate) => rate,
+            None => {
+                let concurrency = bench.args.rate_concurrency;
+                bench.saturation(&runs, concurrency).await? * bench.args.rate_fraction
+            }
+        };
+        let concurrency = bench.args.rate_concurrency;
+        bench.paired(sizes[0], concurrency, Some(rate), &mut runs).await?;
+    }
+    let rss_end = bench.gateway.rss_kib();
+
+    let mut pairs: Vec<(String, String)> = vec![
+        ("W".into(), "P".into()),
+        ("P".into(), "D".into()),
+        ("W".into(), "W0".into()),
+    ];
+    for extra in &bench.args.connectors {
+        pairs.push((extra.label.clone(), "P".into()));
+        pairs.push((extra.label.clone(), "W".into()));
+    }
+    let pair_refs: Vec<(&str, &str)> = pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let cells = report::aggregate(&runs);
+    let ratios = report::ratios(&runs, &pair_refs);
+    let table = report::markdown(&cells, &ratios);
+    println!("\n{table}");
+    let machine = machine(load_start);
+    println!(
+        "machine: {} × {} ({}), load average {} → {}, commit {}; gateway RSS {} → {} KiB",
+        machine.cpus,
+        machine.cpu_model,
+        machine.mem_total,
+        machine.loadavg_start,
+        machine.loadavg_end,
+        machine.git_commit,
+        rss_start.unwrap_or(0),
+        rss_end.unwrap_or(0)
+    );
+
+    // Chart: closed loop, the smallest size measured, D/P/W and extras.
+    let chart_size = sizes[0];
+    let xs = bench.args.concurrency.clone();
+    let mut series: Vec<chart::Series> = Vec::new();
+    for cell in cells
+        .iter()
+        .filter(|c| c.mode == "closed" && c.size == chart_size)
+    {
+        let point = (cell.concurrency, cell.p50_us as u32, cell.p99_us as u32);
+        match series.iter_mut().find(|s| s.name == cell.target) {
+            Some(s) => s.points.push(point),
+            None => series.push(chart::Series {
+                name: cell.target.clone(),
+                points: vec![point],
+            }),
+        }
+    }
+    let svg = chart::latency_chart(
+        &format!(
+            "Latency vs concurrency, {} bodies (median of {} runs)",
+            match chart_size {
+                BodySize::K1 => "1 KiB",
+                BodySize::K64 => "64 KiB",
+                BodySize::M1 => "1 MiB",
+            },
+            bench.args.reps
+        ),
+        &xs,
+        &series,
+    );
+    let errors: u64 = runs.iter().map(|r| r.summary.errors).sum();
+    let json = serde_json::json!({
+        "machine": machine,
+        "config": {
+            "duration_s": bench.args.duration,
+            "warmup_s": bench.args.warmup,
+            "reps": bench.args.reps,
+            "concurrency": bench.args.concurrency,
+            "sizes": bench.args.sizes,
+            "gateway_log": bench.args.gateway_log,
+            "gateway_args": bench.args.gateway_args,
+            "sluice": bench.args.sluice,
+            "baseline_sluice": bench.args.baseline_sluice,
+        },
+        "gateway_rss_kib": {"start": rss_start, "end": rss_end},
+        "cells": cells,
+        "ratios": ratios,
+        "runs": runs,
+        "errors": errors,
+    });
+    std::fs::write(out.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
+    std::fs::write(out.join("results.md"), &table)?;
+    std::fs::write(out.join("latency.svg"), svg)?;
+    println!(
+        "wrote {0}/results.json, {0}/results.md, {0}/latency.svg",
+        out.display()
+    );
+    if let Some(baseline) = bench.baseline.take() {
+        baseline.stop().await;
+    }
+    bench.gateway.stop().await;
+    Ok(errors)
+}
+
+/// Samples of the gateway's RSS (KiB) and the client's in-flight count, every `every`.
+fn sample_rss(
+    pid: u32,
+    every: Duration,
+    live: Arc<Live>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(f64, u64, i64)>> {
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut samples = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(rss) = gateway::rss_kib(pid) {
+                samples.push((
+                    start.elapsed().as_secs_f64(),
+                    rss,
+                    live.in_flight.load(Ordering::Relaxed),
+                ));
+            }
+            tokio::time::sleep(every).await;
+        }
+        samples
+    })
+}
+
+/// `sluice_instances_in_use` from the gateway's /metrics.
+async fn instances_in_use(url: &str) -> Option<f64> {
+    let client = reqwest::Client::builder().no_proxy().build().ok()?;
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("sluice_instances_in_use "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn memory_mode(args: &Args) -> anyhow::Result<u64> {
+    let n = args.in_flight.to_string();
+    let serve_args = [
+        "--max-in-flight-per-connector".to_owned(),
+        n.clone(),
+        "--max-instances".to_owned(),
+        n,
+    ];
+    let mut only_w = Args::parse_from(["sluice-loadbench"]);
+    only_w.sluice = args.sluice.clone();
+    only_w.component = args.component.clone();
+    only_w.targets = vec!["W".into()];
+    only_w.gateway_args = args.gateway_args.clone();
+    only_w.gateway_log = args.gateway_log.clone();
+    only_w.server_threads = args.server_threads;
+    let bench = Bench::start(only_w, &serve_args).await?;
+    let target = bench.targets(BodySize::K1)?.remove(0);
+    // A few fast requests so the baseline includes a warm instance pool and connections.
+    bench.upstream.set_default_size(BodySize::K1);
+    let warm = load::run(
+        &target,
+        RunSpec {
+            concurrency: 4,
+            rate: None,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+        },
+        Arc::new(Live::default()),
+    )
+    .await;
+    let baseline = bench.gateway.rss_kib().unwrap_or(0);
+    bench.upstream.set_delay(Duration::from_millis(args.slow_ms));
+    let live = Arc::new(Live::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(
+        bench.gateway.pid,
+        Duration::from_millis(100),
+        live.clone(),
+        stop.clone(),
+    );
+    let spec = RunSpec {
+        concurrency: args.in_flight,
+        rate: None,
+        // The first round of slow answers is the ramp-up: not measured.
+        warmup: Duration::from_millis(args.slow_ms + args.slow_ms / 2),
+        duration: Duration::from_secs_f64(args.memory_secs),
+        timeout: Duration::from_secs_f64(args.timeout.max(args.slow_ms as f64 / 1000.0 * 3.0)),
+    };
+    println!(
+        "memory: {} connections, upstream delay {} ms, {} s",
+        args.in_flight, args.slow_ms, args.memory_secs
+    );
+    let url = bench.gateway.url.clone();
+    let slow_ms = args.slow_ms;
+    let mid = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(slow_ms * 2)).await;
+        instances_in_use(&url).await
+    });
+    let outcome = load::run(&target, spec, live).await;
+    let instances = mid.await.ok().flatten();
+    let rss_end_of_load = bench.gateway.rss_kib().unwrap_or(0);
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap_or_default();
+    let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let max_in_flight = samples.iter().map(|s| s.2).max().unwrap_or(0);
+    let s = &outcome.summary;
+    let md = format!(
+        "| in-flight requests (client max) | gateway instances in use (mid-run) | RSS idle after warm-up | RSS peak | RSS at end of load | requests | p50 | p99 | errors |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+         | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} | {} | {} | {} |\n",
+        max_in_flight,
+        instances.map_or("?".into(), |i| format!("{i:.0}")),
+        baseline as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        rss_end_of_load as f64 / 1024.0,
+        s.requests,
+        report::micros(s.p50_us as f64),
+        report::micros(s.p99_us as f64),
+        s.errors,
+    );
+    println!("\n{md}");
+    if let Some(error) = &outcome.first_error {
+        println!("first error: {error}");
+    }
+    let json = serde_json::json!({
+        "machine": machine(String::new()),
+        "in_flight": args.in_flight,
+        "slow_ms": args.slow_ms,
+        "seconds": args.memory_secs,
+        "warm_errors": warm.summary.errors,
+        "rss_kib": {"baseline": baseline, "peak": peak, "end_of_load": rss_end_of_load},
+        "max_in_flight": max_in_flight,
+        "instances_in_use_mid_run": instances,
+        "summary": outcome.summary,
+        "first_error": outcome.first_error,
+        "samples": samples,
+    });
+    std::fs::write(args.out.join("memory.json"), serde_json::to_vec_pretty(&json)?)?;
+    std::fs::write(args.out.join("memory.md"), &md)?;
+    println!("wrote {}/memory.json", args.out.display());
+    bench.gateway.stop().await;
+    Ok(outcome.summary.errors + warm.summary.errors)
+}
+
+async fn soak_mode(args: &Args, seconds: f64) -> anyhow::Result<u64> {
+    let mut only_w = Args::parse_from(["sluice-loadbench"]);
+    only_w.sluice = args.sluice.clone();
+    only_w.component = args.component.clone();
+    only_w.targets = vec!["W".into()];
+    only_w.gateway_args = args.gateway_args.clone();
+    only_w.gateway_log = args.gateway_log.clone();
+    only_w.server_threads = args.server_threads;
+    only_w.duration = args.duration;
+    only_w.warmup = args.warmup;
+    let mut bench = Bench::start(only_w, &[]).await?;
+    let concurrency = args.rate_concurrency;
+    let rate = match args.rate {
+        Some(rate) => rate,
+        None => bench.saturation(&[], concurrency).await? * args.rate_fraction,
+    };
+    let target = bench.targets(BodySize::K1)?.remove(0);
+    bench.upstream.set_default_size(BodySize::K1);
+    let live = Arc::new(Live::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(
+        bench.gateway.pid,
+        Duration::from_secs(1),
+        live.clone(),
+        stop.clone(),
+    );
+    println!("soak: {seconds} s at {rate:.0} req/s over {concurrency} connections");
+    let outcome = load::run(
+        &target,
+        RunSpec {
+            concurrency,
+            rate: Some(rate),
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs_f64(seconds),
+            timeout: Duration::from_secs_f64(args.timeout),
+        },
+        live,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap_or_default();
+    if samples.is_empty() {
+        bail!("no RSS samples of the gateway (is /proc readable?)");
+    }
+    // "Start" is after the first tenth of the run, once pools and caches have filled.
+    let settle = samples.len() / 10;
+    let start = samples[settle].1;
+    let end = samples[samples.len() - 1].1;
+    let min = samples[settle..].iter().map(|s| s.1).min().unwrap_or(0);
+    let max = samples[settle..].iter().map(|s| s.1).max().unwrap_or(0);
+    let change = (end as f64 - start as f64) / start.max(1) as f64 * 100.0;
+    let s = &outcome.summary;
+    let md = format!(
+        "| seconds | offered rate | achieved | RSS start (after 10%) | RSS end | min / max after 10% | change | p50 | p99 | max | errors |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+         | {seconds:.0} | {rate:.0}/s | {:.0}/s | {:.1} MiB | {:.1} MiB | {:.1} / {:.1} MiB | {change:+.1}% | {} | {} | {} | {} |\n",
+        s.rps,
+        start as f64 / 1024.0,
+        end as f64 / 1024.0,
+        min as f64 / 1024.0,
+        max as f64 / 1024.0,
+        report::micros(s.p50_us as f64),
+        report::micros(s.p99_us as f64),
+        report::micros(s.max_us as f64),
+        s.errors,
+    );
+    println!("\n{md}");
+    if let Some(error) = &outcome.first_error {
+        println!("first error: {error}");
+    }
+    let json = serde_json::json!({
+        "machine": machine(String::new()),
+        "seconds": seconds,
+        "rate": rate,
+        "concurrency": concurrency,
+        "rss_kib": {"start": start, "end": end, "min": min, "max": max, "change_percent": change},
+        "summary": outcome.summary,
+        "first_error": outcome.first_error,
+        "samples": samples,
+    });
+    std::fs::write(args.out.join("soak.json"), serde_json::to_vec_pretty(&json)?)?;
+    std::fs::write(args.out.join("soak.md"), &md)?;
+    println!("wrote {}/soak.json", args.out.display());
+    bench.gateway.stop().await;
+    Ok(outcome.summary.errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--connector` specs parse into their parts and reject anything incomplete.
+    #[test]
+    fn connector_specs_parse() {
+        let spec: ExtraConnector = "W-py=github_py/get_repo@target/py/github_py.wasm"
+            .parse()
+            .expect("valid");
+        assert_eq!(spec.label, "W-py");
+        assert_eq!(spec.integration, "github_py");
+        assert_eq!(spec.endpoint, "get_repo");
+        assert_eq!(spec.path, PathBuf::from("target/py/github_py.wasm"));
+        assert!("W-py=github_py@x.wasm".parse::<ExtraConnector>().is_err());
+        assert!("W-py=/get_repo@x.wasm".parse::<ExtraConnector>().is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! P: a plain reverse proxy on the gateway's own stack (axum + reqwest, no WebAssembly, no
+//! database) — the floor for any gateway built on it.
+//!
+//! It takes the gateway's request shape (`POST /v1/{integration}/{endpoint}` with
+//! `{"params": {"owner", "repo"}}` and a bearer key), checks the key against one in memory,
+//! sends `GET {upstream}/repos/{owner}/{repo}` with a bearer token, and answers
+//! `{"status": N, "data": <upstream body>}` by splicing the bytes (no re-parsing).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The key P accepts.
+pub const PROXY_KEY: &str = "sk_test_plain_proxy_benchmark";
+
+struct ProxyState {
+    client: reqwest::Client,
+    upstream: String,
+    expected_auth: String,
+}
+
+/// A running plain proxy; stops when dropped.
+pub struct PlainProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl PlainProxy {
+    /// Start on `127.0.0.1:0` on a runtime of its own with `threads` workers (the gateway's
+    /// `#[tokio::main]` gets one per core), forwarding to `upstream` (`http://host:port`).
+    pub fn start(upstream: String, threads: usize) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("plain-proxy")
+            .enable_all()
+            .build()?;
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        let state = Arc::new(ProxyState {
+            client,
+            upstream,
+            expected_auth: format!("Bearer {PROXY_KEY}"),
+        });
+        let app = axum::Router::new()
+            .route("/v1/{integration}/{endpoint}", axum::routing::post(forward))
+            .with_state(state);
+        let listener = crate::listen(&runtime)?;
+        let addr = listener.local_addr()?;
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Ok(Self {
+            addr,
+            runtime: Some(runtime),
+        })
+    }
+}
+
+impl Drop for PlainProxy {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Call {
+    params: RepoParams,
+}
+
+#[derive(serde::Deserialize)]
+struct RepoParams {
+    owner: String,
+    repo: String,
+}
+
+async fn forward(
+    State(state): State<Arc<ProxyState>>,
+    Path((_integration, _endpoint)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .is_some_and(|value| value.as_bytes() == state.expected_auth.as_bytes());
+    if !authorized {
+        return (StatusCode::UNAUTHORIZED, "bad key").into_response();
+    }
+    let Ok(call) = serde_json::from_slice::<Call>(&body) else {
+        return (StatusCode::BAD_REQUEST, "bad params").into_response();
+    };
+    let url = format!(
+        "{}/repos/{}/{}",
+        state.upstream, call.params.owner, call.params.repo
+    );
+    let sent = state
+        .client
+        .get(url)
+        .bearer_auth("ghp_benchmark_token")
+        .header(header::ACCEPT, "application/vnd.github+json")
+        .send()
+        .await;
+    let (status, data) = match sent {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.bytes().await {
+                Ok(data) => (status, data),
+                Err(_) => return (StatusCode::BAD_GATEWAY, "upstream body").into_response(),
+            }
+        }
+        Err(_) => return (StatusCode::BAD_GATEWAY, "upstream").into_response(),
+    };
+    let mut envelope = BytesMut::with_capacity(data.len() + 32);
+    envelope.put_slice(format!("{{\"status\":{status},\"data\":").as_bytes());
+    envelope.put_slice(&data);
+    envelope.put_u8(b'}');
+    ([(header::CONTENT_TYPE, "application/json")], envelope.freeze()).into_response()
+}
