@@ -366,7 +366,7 @@ fn http_send(c: &mut Criterion) {
     let credential = CallContext {
         transaction_key: "txn_bench".into(),
         credential: Some(Credential::new("ghp_benchmark_token")),
-        base_url_override: None,
+        ..CallContext::default()
     };
     let mut group = c.benchmark_group("http_send");
     for (name, size) in [("canned_1k", 1usize << 10), ("canned_64k", 64 << 10)] {
