@@ -22,9 +22,17 @@ export -f install_tools
 export HERE VENV
 with_tools_lock bash -c install_tools || skip "could not install componentize-py into $VENV (pip install -r requirements.txt failed)"
 
+# Build from a copy: componentize-py writes __pycache__ next to the sources it imports, and a
+# write under plugins/ would make cargo rerun the test fixtures' build script every time.
+WORK="$TOOLS_DIR/python-build/$CONNECTOR.$$"
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK"
+cp -R "$HERE/." "$WORK/"
+rm -rf "$WORK/__pycache__"
+
 TMP="$OUT/.$CONNECTOR.wasm.partial"
 # No --stub-wasi: the host links deny-all WASI, so CPython's start-up imports (clocks,
 # random, stdio) are satisfied without granting anything, and a traceback still has stderr.
 "$VENV/bin/componentize-py" -d "$WIT_DIR" -w connector-world \
-    componentize -p "$HERE" app -o "$TMP"
+    componentize -p "$WORK" app -o "$TMP"
 publish "$TMP" "$OUT/$CONNECTOR.wasm"
