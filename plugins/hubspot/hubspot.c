@@ -10,8 +10,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
-#include <strings.h>
 
 #include "connector_world.h"
 #include "json.h"
@@ -89,6 +89,23 @@ static const endpoint_spec ENDPOINTS[] = {
 #define ENDPOINT_COUNT (sizeof ENDPOINTS / sizeof ENDPOINTS[0])
 
 static void dup(string_t *out, const char *text) { connector_world_string_dup(out, text); }
+
+// A malloc'd NUL-terminated copy of `len` bytes (the WIT strings we receive are not terminated).
+static char *copy_bytes(const uint8_t *bytes, size_t len) {
+    char *copy = malloc(len + 1);
+    if (!copy) abort();
+    memcpy(copy, bytes, len);
+    copy[len] = 0;
+    return copy;
+}
+
+static bool equals_ignoring_case(const string_t *text, const char *expected) {
+    size_t len = strlen(expected);
+    if (text->len != len) return false;
+    for (size_t i = 0; i < len; i++)
+        if (tolower(text->ptr[i]) != expected[i]) return false;
+    return true;
+}
 
 void exports_sluice_connector_connector_describe(manifest_t *ret) {
     memset(ret, 0, sizeof *ret);
@@ -170,13 +187,10 @@ static bool send(const char *method, buffer *url, buffer *json_body, output_t *r
     memset(ret, 0, sizeof *ret);
     ret->status = response.status;
     for (size_t i = 0; i < response.headers.len; i++) {
-        string_t *name = &response.headers.ptr[i].name;
-        if (name->len == 12 && strncasecmp((const char *)name->ptr, "content-type", 12) == 0) {
+        if (equals_ignoring_case(&response.headers.ptr[i].name, "content-type")) {
             string_t *value = &response.headers.ptr[i].value;
             ret->content_type.is_some = true;
-            ret->content_type.val.ptr = malloc(value->len ? value->len : 1);
-            if (!ret->content_type.val.ptr) abort();
-            memcpy(ret->content_type.val.ptr, value->ptr, value->len);
+            ret->content_type.val.ptr = (uint8_t *)copy_bytes(value->ptr, value->len);
             ret->content_type.val.len = value->len;
             break;
         }
@@ -319,8 +333,8 @@ bool exports_sluice_connector_connector_invoke(string_t *endpoint, string_t *par
         } else if (IS("search_contacts")) {
             ok = search_contacts(params, ret, err);
         } else {
-            char *name = strndup((const char *)endpoint->ptr, endpoint->len);
-            ok = fail(err, EXPORTS_SLUICE_CONNECTOR_CONNECTOR_CONNECTOR_ERROR_UNKNOWN_ENDPOINT, name ? name : "");
+            char *name = copy_bytes(endpoint->ptr, endpoint->len);
+            ok = fail(err, EXPORTS_SLUICE_CONNECTOR_CONNECTOR_CONNECTOR_ERROR_UNKNOWN_ENDPOINT, name);
             free(name);
         }
 #undef IS
