@@ -51,9 +51,24 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
         r#"{"owner":"acme","repo":"webapp"}"#,
     )];
     let others = [
-        ("python_slack_get_user", guests::SLACK, "get_user", r#"{"user":"U0123ABCD"}"#),
-        ("javascript_stripe_get_customer", guests::STRIPE, "get_customer", r#"{"id":"cus_A"}"#),
-        ("c_hubspot_get_contact", guests::HUBSPOT, "get_contact", r#"{"contact_id":"101","properties":["email"]}"#),
+        (
+            "python_slack_get_user",
+            guests::SLACK,
+            "get_user",
+            r#"{"user":"U0123ABCD"}"#,
+        ),
+        (
+            "javascript_stripe_get_customer",
+            guests::STRIPE,
+            "get_customer",
+            r#"{"id":"cus_A"}"#,
+        ),
+        (
+            "c_hubspot_get_contact",
+            guests::HUBSPOT,
+            "get_contact",
+            r#"{"contact_id":"101","properties":["email"]}"#,
+        ),
     ];
     for (label, built, endpoint, params) in others {
         match built {

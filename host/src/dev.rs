@@ -150,7 +150,10 @@ pub async fn build_script(connector: &ScriptConnector, components: &Path) -> boo
     let output = match output {
         Ok(output) => output,
         Err(error) => {
-            eprintln!("sluice dev: could not run {}/build.sh: {error}", connector.dir.display());
+            eprintln!(
+                "sluice dev: could not run {}/build.sh: {error}",
+                connector.dir.display()
+            );
             return false;
         }
     };

@@ -142,7 +142,10 @@ async fn dev_rebuilds_a_javascript_connector_on_save() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("sluice dev (JavaScript): save to new version serving in {:?}", saved.elapsed());
+    println!(
+        "sluice dev (JavaScript): save to new version serving in {:?}",
+        saved.elapsed()
+    );
 
     std::fs::write(&source, format!("{text}\nthis is not javascript(\n")).expect("break the build");
     let started = Instant::now();

@@ -1,7 +1,9 @@
 //! The HubSpot connector, written in C (clang, wit-bindgen, wasm-tools), through the real
 //! gateway against a fake HubSpot CRM v3 API on loopback.
 
-use crate::languages::{Connected, assert_bad_request, component, examples_are_listed};
+use crate::languages::{
+    Connected, assert_bad_request, component, examples_are_listed, refused_egress_is_egress_denied,
+};
 use serde_json::{Value, json};
 use sluice_fixtures::{Recorded, Reply, guests};
 
@@ -43,7 +45,10 @@ fn fake_hubspot(request: &Recorded) -> Reply {
                    "echo_authorization": request.header("authorization")}),
         ),
         ("GET", "/crm/v3/objects/contacts/101") | ("GET", "/crm/v3/objects/contacts/jenny%40example.com") => {
-            Reply::json(200, contact("101", json!({"email": "jenny@example.com", "firstname": "Jenny"})))
+            Reply::json(
+                200,
+                contact("101", json!({"email": "jenny@example.com", "firstname": "Jenny"})),
+            )
         }
         _ => hubspot_error(404, "OBJECT_NOT_FOUND", "resource not found"),
     }
@@ -67,17 +72,26 @@ fn assert_authorized(request: &Recorded) {
 #[tokio::test(flavor = "multi_thread")]
 async fn hubspot_endpoints_reach_the_fake_crm_with_the_injected_token() {
     let Some(setup) = connected().await else { return };
-    examples_are_listed(&setup, "hubspot", &["create_contact", "get_contact", "search_contacts"]).await;
+    examples_are_listed(
+        &setup,
+        "hubspot",
+        &["create_contact", "get_contact", "search_contacts"],
+    )
+    .await;
 
     // create_contact: `{"properties": ...}` (and associations) as HubSpot's JSON body.
-    let properties = json!({"email": "jenny@example.com", "firstname": "Jenny \"J\" Rösen", "lastname": "Rosen"});
+    let properties =
+        json!({"email": "jenny@example.com", "firstname": "Jenny \"J\" Rösen", "lastname": "Rosen"});
     let created = setup
         .execute("hubspot", "create_contact", json!({"properties": properties}))
         .await;
     assert_eq!(created.status, 200, "{:?}", created.body);
     assert_eq!(created.body["status"], 201);
     assert_eq!(created.body["data"]["id"], "201");
-    assert_eq!(created.body["data"]["properties"]["firstname"], "Jenny \"J\" Rösen");
+    assert_eq!(
+        created.body["data"]["properties"]["firstname"],
+        "Jenny \"J\" Rösen"
+    );
     let sent = setup.only_request();
     assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", CONTACTS));
     assert_eq!(sent.header("content-type"), Some("application/json"));
@@ -95,8 +109,14 @@ async fn hubspot_endpoints_reach_the_fake_crm_with_the_injected_token() {
     assert_eq!(by_id.body["status"], 200, "{:?}", by_id.body);
     assert_eq!(by_id.body["data"]["properties"]["firstname"], "Jenny");
     let sent = setup.requests().pop().expect("a request");
-    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("GET", "/crm/v3/objects/contacts/101"));
-    assert_eq!(sent.query.as_deref(), Some("properties=email,firstname&archived=false"));
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str()),
+        ("GET", "/crm/v3/objects/contacts/101")
+    );
+    assert_eq!(
+        sent.query.as_deref(),
+        Some("properties=email,firstname&archived=false")
+    );
     assert!(sent.body.is_empty());
     assert_authorized(&sent);
 
@@ -127,7 +147,10 @@ async fn hubspot_endpoints_reach_the_fake_crm_with_the_injected_token() {
     assert_eq!(found.body["data"]["paging"]["next"]["after"], "20");
     assert_eq!(found.body["data"]["echo_authorization"], "Bearer [REDACTED]");
     let sent = setup.requests().pop().expect("a request");
-    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/crm/v3/objects/contacts/search"));
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str()),
+        ("POST", "/crm/v3/objects/contacts/search")
+    );
     assert_eq!(
         sent.json(),
         json!({"query": "jenny", "filterGroups": filter_groups, "properties": ["email"], "limit": 20, "after": "0"})
@@ -142,9 +165,13 @@ async fn hubspot_bad_params_are_400_and_upstream_errors_pass_through() {
 
     let no_properties = setup.execute("hubspot", "create_contact", json!({})).await;
     assert_bad_request(&setup, &no_properties, 0);
-    let dot_dot = setup.execute("hubspot", "get_contact", json!({"contact_id": ".."})).await;
+    let dot_dot = setup
+        .execute("hubspot", "get_contact", json!({"contact_id": ".."}))
+        .await;
     assert_bad_request(&setup, &dot_dot, 0);
-    let too_many = setup.execute("hubspot", "search_contacts", json!({"limit": 500})).await;
+    let too_many = setup
+        .execute("hubspot", "search_contacts", json!({"limit": 500}))
+        .await;
     assert_bad_request(&setup, &too_many, 0);
     let bad_operator = setup
         .execute(
@@ -156,7 +183,11 @@ async fn hubspot_bad_params_are_400_and_upstream_errors_pass_through() {
     assert_bad_request(&setup, &bad_operator, 0);
 
     let conflict = setup
-        .execute("hubspot", "create_contact", json!({"properties": {"email": "taken@example.com"}}))
+        .execute(
+            "hubspot",
+            "create_contact",
+            json!({"properties": {"email": "taken@example.com"}}),
+        )
         .await;
     assert_eq!(conflict.status, 200);
     assert_eq!(conflict.body["status"], 409);
@@ -170,4 +201,20 @@ async fn hubspot_bad_params_are_400_and_upstream_errors_pass_through() {
     assert_eq!(missing.body["data"]["category"], "OBJECT_NOT_FOUND");
     let sent = setup.requests().pop().expect("a request");
     assert_eq!(sent.path, "/crm/v3/objects/contacts/..%2Fowners%2F1%20%C3%BC");
+}
+
+/// The host's `denied` http-error reaches the connector and comes back as `egress_denied`.
+#[tokio::test(flavor = "multi_thread")]
+async fn hubspot_refused_egress_is_egress_denied() {
+    let Some(component) = component("hubspot", guests::HUBSPOT) else {
+        return;
+    };
+    refused_egress_is_egress_denied(
+        component,
+        "hubspot",
+        TOKEN,
+        "get_contact",
+        json!({"contact_id": "101"}),
+    )
+    .await;
 }

@@ -13,7 +13,10 @@ use sluice_fixtures::{FakeUpstream, Gateway, Recorded, Reply};
 pub fn component(connector: &str, built: Option<&'static str>) -> Option<&'static str> {
     if built.is_none() {
         let in_ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty() && value != "false");
-        assert!(!in_ci, "the {connector} connector was not built, but CI must test it");
+        assert!(
+            !in_ci,
+            "the {connector} connector was not built, but CI must test it"
+        );
         eprintln!(
             "\n########## SKIPPED: the {connector} connector was not built (its toolchain is missing; \
              see the cargo warning from sluice-fixtures) ##########\n"
@@ -43,8 +46,28 @@ impl Connected {
         base_path: &str,
         responder: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::start_with(
+            component,
+            integration,
+            secret,
+            base_path,
+            responder,
+            Options::default(),
+        )
+        .await
+    }
+
+    /// The same with gateway options.
+    pub async fn start_with(
+        component: &str,
+        integration: &str,
+        secret: &'static str,
+        base_path: &str,
+        responder: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        options: Options,
+    ) -> Self {
         let upstream = FakeUpstream::start(responder).await;
-        let gateway = Gateway::start(std::path::Path::new(SLUICE), &[component], Options::default()).await;
+        let gateway = Gateway::start(std::path::Path::new(SLUICE), &[component], options).await;
         let key = gateway.create_key("test", "*").await;
         let base_url = format!("{}{base_path}", upstream.url());
         gateway
@@ -107,7 +130,9 @@ impl Drop for Connected {
 /// connector's actions with schemas and examples, straight from its `describe()`.
 pub async fn examples_are_listed(setup: &Connected, integration: &str, actions: &[&str]) {
     for action in actions {
-        let knowledge = setup.knowledge(&format!("{integration}-{}", action.replace('_', "-"))).await;
+        let knowledge = setup
+            .knowledge(&format!("{integration}-{}", action.replace('_', "-")))
+            .await;
         assert_eq!(knowledge.status, 200, "{action}: {:?}", knowledge.body);
         assert_eq!(
             knowledge.body["parameters"]["type"], "object",
@@ -115,15 +140,60 @@ pub async fn examples_are_listed(setup: &Connected, integration: &str, actions: 
             knowledge.body
         );
         assert!(
-            knowledge.body["examples"].as_array().is_some_and(|examples| !examples.is_empty()),
+            knowledge.body["examples"]
+                .as_array()
+                .is_some_and(|examples| !examples.is_empty()),
             "{action} has examples: {:?}",
             knowledge.body
         );
     }
 }
 
+/// With private upstreams refused (the operator did not opt in), the loopback fake is
+/// unreachable: the host's typed `denied` http-error must reach the connector, and the
+/// connector must hand it back as its `http` error, which the gateway reports as
+/// `403 egress_denied` with nothing sent. This exercises each language's error mapping.
+pub async fn refused_egress_is_egress_denied(
+    component: &str,
+    integration: &str,
+    secret: &'static str,
+    endpoint: &str,
+    params: Value,
+) {
+    let options = Options {
+        deny_private_upstreams: true,
+        ..Options::default()
+    };
+    let setup = Connected::start_with(
+        component,
+        integration,
+        secret,
+        "",
+        |_| Reply::text(200, "unreachable"),
+        options,
+    )
+    .await;
+    let answer = setup.execute(integration, endpoint, params).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (403, "egress_denied"),
+        "{:?}",
+        answer.body
+    );
+    assert!(setup.requests().is_empty(), "nothing was sent");
+}
+
 /// A 400 `bad_request` naming the failing part of the params, with nothing sent upstream.
 pub fn assert_bad_request(setup: &Connected, answer: &Answer, before: usize) {
-    assert_eq!((answer.status, answer.code()), (400, "bad_request"), "{:?}", answer.body);
-    assert_eq!(setup.requests().len(), before, "nothing is sent upstream for bad params");
+    assert_eq!(
+        (answer.status, answer.code()),
+        (400, "bad_request"),
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(
+        setup.requests().len(),
+        before,
+        "nothing is sent upstream for bad params"
+    );
 }

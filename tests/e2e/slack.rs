@@ -2,7 +2,9 @@
 //! fake Slack Web API on loopback. Each test shares one gateway across several calls: loading
 //! the ~18 MB CPython component is the slow part.
 
-use crate::languages::{Connected, assert_bad_request, component, examples_are_listed};
+use crate::languages::{
+    Connected, assert_bad_request, component, examples_are_listed, refused_egress_is_egress_denied,
+};
 use serde_json::{Value, json};
 use sluice_fixtures::{Recorded, Reply, guests};
 
@@ -19,7 +21,10 @@ fn query(request: &Recorded) -> Vec<(String, String)> {
 }
 
 fn query_value(request: &Recorded, name: &str) -> Option<String> {
-    query(request).into_iter().find(|(key, _)| key == name).map(|(_, value)| value)
+    query(request)
+        .into_iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
 }
 
 fn channel(id: &str, name: &str) -> Value {
@@ -96,9 +101,18 @@ async fn slack_endpoints_reach_the_fake_slack_with_the_injected_token() {
     assert_eq!(posted.body["data"]["ok"], true);
     assert_eq!(posted.body["data"]["message"]["text"], "Hello from Python");
     let sent = setup.only_request();
-    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/api/chat.postMessage"));
-    assert_eq!(sent.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
-    assert_eq!(sent.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str()),
+        ("POST", "/api/chat.postMessage")
+    );
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!(
+        sent.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
     assert_eq!(
         sent.json(),
         json!({"channel": "C001", "text": "Hello from Python", "thread_ts": "1712345678.000100"})
@@ -106,7 +120,11 @@ async fn slack_endpoints_reach_the_fake_slack_with_the_injected_token() {
 
     // list_channels, one page: the caller's cursor and limit go into the query.
     let page = setup
-        .execute("slack", "list_channels", json!({"limit": 2, "cursor": NEXT_CURSOR}))
+        .execute(
+            "slack",
+            "list_channels",
+            json!({"limit": 2, "cursor": NEXT_CURSOR}),
+        )
         .await;
     assert_eq!(page.body["data"]["channels"][0]["id"], "C003", "{:?}", page.body);
     let sent = setup.requests().pop().expect("a request");
@@ -137,21 +155,32 @@ async fn slack_endpoints_reach_the_fake_slack_with_the_injected_token() {
     assert_eq!(pages.len(), 2, "one request per page");
     assert_eq!(query_value(&pages[0], "cursor"), None);
     assert_eq!(query_value(&pages[1], "cursor").as_deref(), Some(NEXT_CURSOR));
-    assert_eq!(query_value(&pages[1], "exclude_archived").as_deref(), Some("true"));
+    assert_eq!(
+        query_value(&pages[1], "exclude_archived").as_deref(),
+        Some("true")
+    );
     assert_eq!(
         query_value(&pages[1], "types").as_deref(),
         Some("public_channel,private_channel")
     );
     for page in pages {
-        assert_eq!(page.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            page.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
     }
 
     // get_user: the token the fake echoes back is scrubbed before the connector sees it.
-    let user = setup.execute("slack", "get_user", json!({"user": "U0123ABCD"})).await;
+    let user = setup
+        .execute("slack", "get_user", json!({"user": "U0123ABCD"}))
+        .await;
     assert_eq!(user.body["data"]["user"]["id"], "U0123ABCD", "{:?}", user.body);
     assert_eq!(user.body["data"]["echo_authorization"], "Bearer [REDACTED]");
     let sent = setup.requests().pop().expect("a request");
-    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("GET", "/api/users.info"));
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str()),
+        ("GET", "/api/users.info")
+    );
     assert_eq!(query_value(&sent, "user").as_deref(), Some("U0123ABCD"));
 }
 
@@ -161,7 +190,9 @@ async fn slack_endpoints_reach_the_fake_slack_with_the_injected_token() {
 async fn slack_bad_params_are_400_and_upstream_errors_pass_through() {
     let Some(setup) = connected().await else { return };
 
-    let missing_text = setup.execute("slack", "post_message", json!({"channel": "C001"})).await;
+    let missing_text = setup
+        .execute("slack", "post_message", json!({"channel": "C001"}))
+        .await;
     assert_bad_request(&setup, &missing_text, 0);
     let wrong_type = setup
         .execute("slack", "list_channels", json!({"limit": "many"}))
@@ -190,10 +221,23 @@ async fn slack_bad_params_are_400_and_upstream_errors_pass_through() {
 
     // An error envelope in the middle of a paginated walk ends it and is returned as it is.
     let bad_cursor = setup
-        .execute("slack", "list_channels", json!({"cursor": "bogus", "all_pages": true}))
+        .execute(
+            "slack",
+            "list_channels",
+            json!({"cursor": "bogus", "all_pages": true}),
+        )
         .await;
     assert_eq!(
         bad_cursor.body,
         json!({"status": 200, "data": {"ok": false, "error": "invalid_cursor"}})
     );
+}
+
+/// The host's `denied` http-error reaches the connector and comes back as `egress_denied`.
+#[tokio::test(flavor = "multi_thread")]
+async fn slack_refused_egress_is_egress_denied() {
+    let Some(component) = component("slack", guests::SLACK) else {
+        return;
+    };
+    refused_egress_is_egress_denied(component, "slack", TOKEN, "get_user", json!({"user": "U1"})).await;
 }

@@ -1,7 +1,9 @@
 //! The Stripe connector, written in JavaScript (componentize-qjs, QuickJS), through the real
 //! gateway against a fake Stripe API on loopback that insists on form-encoded bodies.
 
-use crate::languages::{Connected, assert_bad_request, component, examples_are_listed};
+use crate::languages::{
+    Connected, assert_bad_request, component, examples_are_listed, refused_egress_is_egress_denied,
+};
 use serde_json::{Map, Value, json};
 use sluice_fixtures::{Recorded, Reply, guests};
 
@@ -47,7 +49,12 @@ fn stripe_error(status: u16, code: &str, message: &str, param: &str) -> Reply {
 /// `invalid_request_error`s. POST bodies must be form-encoded, as Stripe requires.
 fn fake_stripe(request: &Recorded) -> Reply {
     if request.method == "POST" && request.header("content-type") != Some(FORM) {
-        return stripe_error(400, "parameter_unknown", "Invalid request: expected a form body", "");
+        return stripe_error(
+            400,
+            "parameter_unknown",
+            "Invalid request: expected a form body",
+            "",
+        );
     }
     let form = form(request);
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -118,24 +125,41 @@ async fn stripe_endpoints_send_form_encoded_requests_with_the_injected_key() {
     examples_are_listed(
         &setup,
         "stripe",
-        &["list_customers", "create_customer", "get_customer", "create_payment_intent"],
+        &[
+            "list_customers",
+            "create_customer",
+            "get_customer",
+            "create_payment_intent",
+        ],
     )
     .await;
 
     // list_customers: limit and the starting_after cursor go into the query.
-    let first = setup.execute("stripe", "list_customers", json!({"limit": 2})).await;
+    let first = setup
+        .execute("stripe", "list_customers", json!({"limit": 2}))
+        .await;
     assert_eq!(first.status, 200, "{:?}", first.body);
     assert_eq!(first.body["data"]["has_more"], true);
     let next = setup
-        .execute("stripe", "list_customers", json!({"limit": 2, "starting_after": "cus_B"}))
+        .execute(
+            "stripe",
+            "list_customers",
+            json!({"limit": 2, "starting_after": "cus_B"}),
+        )
         .await;
     assert_eq!(next.body["data"]["data"][0]["id"], "cus_C");
     assert_eq!(next.body["data"]["has_more"], false);
     let requests = setup.requests();
     assert_eq!(requests.len(), 2);
-    assert_eq!((requests[0].method.as_str(), requests[0].path.as_str()), ("GET", "/v1/customers"));
+    assert_eq!(
+        (requests[0].method.as_str(), requests[0].path.as_str()),
+        ("GET", "/v1/customers")
+    );
     assert_eq!(query(&requests[0]), owned(&[("limit", "2")]));
-    assert_eq!(query(&requests[1]), owned(&[("limit", "2"), ("starting_after", "cus_B")]));
+    assert_eq!(
+        query(&requests[1]),
+        owned(&[("limit", "2"), ("starting_after", "cus_B")])
+    );
     assert!(requests[0].body.is_empty(), "a GET has no body");
     requests.iter().for_each(assert_authorized);
 
@@ -155,7 +179,10 @@ async fn stripe_endpoints_send_form_encoded_requests_with_the_injected_key() {
                "name": "Jenny Rosen & Co", "metadata": {"user_id": "42", "plan": "pro"}}})
     );
     let sent = setup.requests().pop().expect("a request");
-    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/v1/customers"));
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str()),
+        ("POST", "/v1/customers")
+    );
     assert_eq!(sent.header("content-type"), Some(FORM));
     assert_eq!(sent.header("idempotency-key"), Some("create-jenny-1"));
     assert_authorized(&sent);
@@ -177,9 +204,14 @@ async fn stripe_endpoints_send_form_encoded_requests_with_the_injected_key() {
     );
 
     // get_customer: the ID is a path segment.
-    let got = setup.execute("stripe", "get_customer", json!({"id": "cus_A"})).await;
+    let got = setup
+        .execute("stripe", "get_customer", json!({"id": "cus_A"}))
+        .await;
     assert_eq!(got.body, json!({"status": 200, "data": customer("cus_A")}));
-    assert_eq!(setup.requests().pop().expect("a request").path, "/v1/customers/cus_A");
+    assert_eq!(
+        setup.requests().pop().expect("a request").path,
+        "/v1/customers/cus_A"
+    );
 
     // create_payment_intent: arrays are indexed (`payment_method_types[0]`), booleans are words.
     let intent = setup
@@ -195,7 +227,10 @@ async fn stripe_endpoints_send_form_encoded_requests_with_the_injected_key() {
     assert_eq!(intent.body["data"]["amount"], 2000);
     assert_eq!(intent.body["data"]["echo_authorization"], "Bearer [REDACTED]");
     let sent = setup.requests().pop().expect("a request");
-    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/v1/payment_intents"));
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str()),
+        ("POST", "/v1/payment_intents")
+    );
     assert_eq!(sent.header("content-type"), Some(FORM));
     assert_eq!(sent.header("idempotency-key"), None);
     assert_eq!(
@@ -218,28 +253,61 @@ async fn stripe_endpoints_send_form_encoded_requests_with_the_injected_key() {
 async fn stripe_bad_params_are_400_and_upstream_errors_pass_through() {
     let Some(setup) = connected().await else { return };
 
-    let not_a_customer_id = setup.execute("stripe", "get_customer", json!({"id": "../charges"})).await;
+    let not_a_customer_id = setup
+        .execute("stripe", "get_customer", json!({"id": "../charges"}))
+        .await;
     assert_bad_request(&setup, &not_a_customer_id, 0);
     let no_currency = setup
         .execute("stripe", "create_payment_intent", json!({"amount": 2000}))
         .await;
     assert_bad_request(&setup, &no_currency, 0);
     let zero_amount = setup
-        .execute("stripe", "create_payment_intent", json!({"amount": 0, "currency": "usd"}))
+        .execute(
+            "stripe",
+            "create_payment_intent",
+            json!({"amount": 0, "currency": "usd"}),
+        )
         .await;
     assert_bad_request(&setup, &zero_amount, 0);
-    let too_many = setup.execute("stripe", "list_customers", json!({"limit": 1000})).await;
+    let too_many = setup
+        .execute("stripe", "list_customers", json!({"limit": 1000}))
+        .await;
     assert_bad_request(&setup, &too_many, 0);
 
-    let missing = setup.execute("stripe", "get_customer", json!({"id": "cus_missing"})).await;
+    let missing = setup
+        .execute("stripe", "get_customer", json!({"id": "cus_missing"}))
+        .await;
     assert_eq!(missing.status, 200);
     assert_eq!(missing.body["status"], 404);
     assert_eq!(missing.body["data"]["error"]["code"], "resource_missing");
-    assert_eq!(missing.body["data"]["error"]["message"], "No such customer: 'cus_missing'");
+    assert_eq!(
+        missing.body["data"]["error"]["message"],
+        "No such customer: 'cus_missing'"
+    );
 
     let bad_currency = setup
-        .execute("stripe", "create_payment_intent", json!({"amount": 100, "currency": "xyz"}))
+        .execute(
+            "stripe",
+            "create_payment_intent",
+            json!({"amount": 100, "currency": "xyz"}),
+        )
         .await;
     assert_eq!(bad_currency.body["status"], 400);
     assert_eq!(bad_currency.body["data"]["error"]["param"], "currency");
+}
+
+/// The host's `denied` http-error reaches the connector and comes back as `egress_denied`.
+#[tokio::test(flavor = "multi_thread")]
+async fn stripe_refused_egress_is_egress_denied() {
+    let Some(component) = component("stripe", guests::STRIPE) else {
+        return;
+    };
+    refused_egress_is_egress_denied(
+        component,
+        "stripe",
+        SECRET_KEY,
+        "get_customer",
+        json!({"id": "cus_A"}),
+    )
+    .await;
 }

@@ -15,28 +15,76 @@ use wasmtime::{Config, Engine};
 /// Interfaces a connector may import, without their `@version`, and why.
 const ALLOWED: &[(&str, &str)] = &[
     ("sluice:connector/types", "the contract's shared types"),
-    ("sluice:connector/http", "the contract: the only way out of the sandbox"),
-    ("sluice:connector/log", "the contract: attributed, rate-limited log lines"),
-    ("wasi:io/error", "stream errors; needed by every stdio-capable toolchain"),
-    ("wasi:io/poll", "pollables behind clocks and streams; nothing to wait on is granted"),
-    ("wasi:io/streams", "stdio streams: stdin is empty, stdout/stderr go nowhere"),
-    ("wasi:clocks/monotonic-clock", "timing; reveals nothing about the tenant"),
-    ("wasi:clocks/wall-clock", "dates; reveals nothing about the tenant"),
-    ("wasi:random/random", "language runtimes seed hash tables and PRNGs"),
-    ("wasi:random/insecure", "language runtimes seed hash tables and PRNGs"),
-    ("wasi:random/insecure-seed", "language runtimes seed hash tables and PRNGs"),
-    ("wasi:cli/environment", "libc start-up reads env and args; both are empty"),
+    (
+        "sluice:connector/http",
+        "the contract: the only way out of the sandbox",
+    ),
+    (
+        "sluice:connector/log",
+        "the contract: attributed, rate-limited log lines",
+    ),
+    (
+        "wasi:io/error",
+        "stream errors; needed by every stdio-capable toolchain",
+    ),
+    (
+        "wasi:io/poll",
+        "pollables behind clocks and streams; nothing to wait on is granted",
+    ),
+    (
+        "wasi:io/streams",
+        "stdio streams: stdin is empty, stdout/stderr go nowhere",
+    ),
+    (
+        "wasi:clocks/monotonic-clock",
+        "timing; reveals nothing about the tenant",
+    ),
+    (
+        "wasi:clocks/wall-clock",
+        "dates; reveals nothing about the tenant",
+    ),
+    (
+        "wasi:random/random",
+        "language runtimes seed hash tables and PRNGs",
+    ),
+    (
+        "wasi:random/insecure",
+        "language runtimes seed hash tables and PRNGs",
+    ),
+    (
+        "wasi:random/insecure-seed",
+        "language runtimes seed hash tables and PRNGs",
+    ),
+    (
+        "wasi:cli/environment",
+        "libc start-up reads env and args; both are empty",
+    ),
     ("wasi:cli/exit", "libc's exit(); it traps the instance, no more"),
     ("wasi:cli/stdin", "libc start-up; stdin is empty"),
     ("wasi:cli/stdout", "libc start-up; output is discarded"),
     ("wasi:cli/stderr", "libc start-up; output is discarded"),
     ("wasi:cli/terminal-input", "libc's isatty(); there is no terminal"),
-    ("wasi:cli/terminal-output", "libc's isatty(); there is no terminal"),
+    (
+        "wasi:cli/terminal-output",
+        "libc's isatty(); there is no terminal",
+    ),
     ("wasi:cli/terminal-stdin", "libc's isatty(); there is no terminal"),
-    ("wasi:cli/terminal-stdout", "libc's isatty(); there is no terminal"),
-    ("wasi:cli/terminal-stderr", "libc's isatty(); there is no terminal"),
-    ("wasi:filesystem/types", "libc's file API types; with no preopens there is no file to open"),
-    ("wasi:filesystem/preopens", "libc start-up asks for preopened directories; there are none"),
+    (
+        "wasi:cli/terminal-stdout",
+        "libc's isatty(); there is no terminal",
+    ),
+    (
+        "wasi:cli/terminal-stderr",
+        "libc's isatty(); there is no terminal",
+    ),
+    (
+        "wasi:filesystem/types",
+        "libc's file API types; with no preopens there is no file to open",
+    ),
+    (
+        "wasi:filesystem/preopens",
+        "libc start-up asks for preopened directories; there are none",
+    ),
 ];
 
 /// Every connector component the tests build, by name. Test guests (hostile, bad-import) are
@@ -77,8 +125,13 @@ fn connector_imports_stay_within_the_allow_list() {
             .collect();
         println!("{name}: {} imports: {}", imports.len(), imports.join(", "));
         for import in imports {
-            if !ALLOWED.iter().any(|(allowed, _)| *allowed == unversioned(&import)) {
-                violations.push(format!("{name} ({path}) imports `{import}`, which is not allowed"));
+            if !ALLOWED
+                .iter()
+                .any(|(allowed, _)| *allowed == unversioned(&import))
+            {
+                violations.push(format!(
+                    "{name} ({path}) imports `{import}`, which is not allowed"
+                ));
             }
         }
     }
@@ -103,5 +156,8 @@ fn allow_list_rejects_a_component_with_forbidden_imports() {
         .map(|(import, _)| import.to_owned())
         .filter(|import| !ALLOWED.iter().any(|(allowed, _)| *allowed == unversioned(import)))
         .collect();
-    assert!(!forbidden.is_empty(), "bad_import should import something off the allow-list");
+    assert!(
+        !forbidden.is_empty(),
+        "bad_import should import something off the allow-list"
+    );
 }
