@@ -198,8 +198,9 @@ function send(method, url, { form, idempotencyKey } = {}) {
   try {
     response = http.send({ method, url, headers, body });
   } catch (error) {
-    // The host's typed http-error (denied, timeout, ...) goes back to the host as it is.
-    throw new ConnectorError("http", error);
+    // A failed import call throws an Error whose `payload` is the host's typed http-error
+    // (`{tag: "denied", val: "..."}`); hand it back to the host as it is.
+    throw new ConnectorError("http", error.payload);
   }
   const contentType = response.headers.find((h) => h.name.toLowerCase() === "content-type");
   return { status: response.status, contentType: contentType ? contentType.value : null, body: response.body };
