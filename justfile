@@ -3,7 +3,7 @@
 # Build the example connectors and start the gateway on an embedded SQLite.
 run:
     rustup target add wasm32-wasip2
-    cargo plugins
+    plugins/build.sh
     cargo run --release -p sluice -- serve --plugins target/wasm32-wasip2/guest
 
 # Run the whole test suite (unit, SDK, end-to-end with real components).
@@ -11,9 +11,10 @@ test:
     rustup target add wasm32-wasip2
     cargo test --workspace
 
-# Build every connector to a component.
+# Build every connector, in every language, to a component in target/wasm32-wasip2/guest
+# (connectors whose toolchain is missing are skipped loudly; see docs/connectors/).
 plugins:
-    cargo plugins
+    plugins/build.sh
 
 # Formatting and lints, as CI runs them.
 lint:
@@ -23,6 +24,7 @@ lint:
 # Criterion benchmarks of the request path (numbers go to BENCHMARKS.md).
 bench:
     cargo bench -p sluice --bench runtime
+    cargo bench -p sluice --bench languages
 
 # Load harness: fake upstream, plain proxy (P) and the release gateway (W) on loopback; tables,
 # results.json and latency.svg in target/loadbench/. Extra flags pass through, e.g.

@@ -2,8 +2,11 @@
 //! directory to a component, serves them with hot reload, and rebuilds a crate whenever one of
 //! its files changes; `sluice new` scaffolds a connector crate from the template.
 //!
-//! Builds run `cargo build --release --target wasm32-wasip2` on the crate. A failed build
-//! prints the compiler's errors and leaves the last good component serving.
+//! Builds run `cargo build --release --target wasm32-wasip2` on the crate. Connectors in other
+//! languages (Python, JavaScript, C, ...) are directories with a `build.sh` and no
+//! `Cargo.toml`; they are built with `bash build.sh <components dir>`, the same entry point
+//! `just plugins` and the test fixtures use. A failed build prints the compiler's errors and
+//! leaves the last good component serving.
 
 use anyhow::{Context, bail};
 use notify::{RecursiveMode, Watcher};
@@ -106,6 +109,94 @@ async fn describe_crate(dir: &Path) -> anyhow::Result<Option<ConnectorCrate>> {
     }))
 }
 
+/// A connector in another language: a directory with a `build.sh` that writes
+/// `<out-dir>/<name>.wasm` (see `plugins/lib/toolchain.sh` for the contract).
+#[derive(Debug, Clone)]
+pub struct ScriptConnector {
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+/// What `build.sh` exits with when its language's toolchain is missing.
+const SCRIPT_SKIPPED: i32 = 3;
+
+/// Every directory directly under `sources` with a `build.sh` and no `Cargo.toml`.
+pub async fn discover_scripts(sources: &Path) -> anyhow::Result<Vec<ScriptConnector>> {
+    let mut found = Vec::new();
+    let mut entries = tokio::fs::read_dir(sources)
+        .await
+        .with_context(|| format!("reading connector sources in {}", sources.display()))?;
+    while let Some(entry) = entries.next_entry().await? {
+        let dir = entry.path();
+        if dir.join("build.sh").is_file() && !dir.join("Cargo.toml").exists() {
+            found.push(ScriptConnector { dir });
+        }
+    }
+    found.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(found)
+}
+
+/// Run the connector's `build.sh` with `components` as its output directory (it publishes by
+/// rename itself). Returns whether the build succeeded; a missing toolchain is reported loudly
+/// and counts as not built.
+pub async fn build_script(connector: &ScriptConnector, components: &Path) -> bool {
+    let started = std::time::Instant::now();
+    let output = Command::new("bash")
+        .arg(connector.dir.join("build.sh"))
+        .arg(components)
+        .current_dir(&connector.dir)
+        .output()
+        .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => {
+            eprintln!(
+                "sluice dev: could not run {}/build.sh: {error}",
+                connector.dir.display()
+            );
+            return false;
+        }
+    };
+    let log = String::from_utf8_lossy(&output.stderr);
+    match output.status.code() {
+        Some(0) => {
+            eprintln!(
+                "sluice dev: built {} in {} ms",
+                connector.dir.display(),
+                started.elapsed().as_millis()
+            );
+            true
+        }
+        Some(SCRIPT_SKIPPED) => {
+            eprintln!(
+                "sluice dev: SKIPPED {}: its toolchain is missing\n{log}",
+                connector.dir.display()
+            );
+            false
+        }
+        _ => {
+            eprintln!(
+                "sluice dev: building {} failed; the last good version keeps serving\n{}{log}",
+                connector.dir.display(),
+                String::from_utf8_lossy(&output.stdout)
+            );
+            false
+        }
+    }
+}
+
+/// Whether a changed path is a build by-product rather than a source edit: cargo's `target/`,
+/// Python's bytecode caches, npm's `node_modules/`, and hidden files (editor swap files,
+/// `.partial` outputs).
+fn is_build_noise(path: &Path, connector_dir: &Path) -> bool {
+    path.strip_prefix(connector_dir).is_ok_and(|relative| {
+        relative.components().any(|part| {
+            let part = part.as_os_str().to_string_lossy();
+            part == "target" || part == "__pycache__" || part == "node_modules" || part.starts_with('.')
+        })
+    })
+}
+
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
@@ -164,11 +255,15 @@ pub async fn build(krate: &ConnectorCrate, components: &Path) -> bool {
 pub async fn start(sources: &Path, components: &Path) -> anyhow::Result<notify::RecommendedWatcher> {
     tokio::fs::create_dir_all(components).await?;
     let crates = discover(sources).await?;
-    if crates.is_empty() {
-        eprintln!("sluice dev: no connector crates under {}", sources.display());
+    let scripts = discover_scripts(sources).await?;
+    if crates.is_empty() && scripts.is_empty() {
+        eprintln!("sluice dev: no connectors under {}", sources.display());
     }
     for krate in &crates {
         build(krate, components).await;
+    }
+    for script in &scripts {
+        build_script(script, components).await;
     }
     let (sender, receiver) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -202,9 +297,24 @@ async fn rebuild_task(mut events: mpsc::UnboundedReceiver<PathBuf>, sources: Pat
         for krate in crates {
             let touched = changed
                 .iter()
-                .any(|path| path.starts_with(&krate.dir) && !path.starts_with(krate.dir.join("target")));
+                .any(|path| path.starts_with(&krate.dir) && !is_build_noise(path, &krate.dir));
             if touched {
                 build(&krate, &components).await;
+            }
+        }
+        let scripts = match discover_scripts(&sources).await {
+            Ok(scripts) => scripts,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "rediscovering connector scripts failed");
+                continue;
+            }
+        };
+        for script in scripts {
+            let touched = changed
+                .iter()
+                .any(|path| path.starts_with(&script.dir) && !is_build_noise(path, &script.dir));
+            if touched {
+                build_script(&script, &components).await;
             }
         }
         // Drain events caused by our own build before waiting again.
@@ -315,5 +425,32 @@ mod tests {
             assert!(scaffold(dir.path(), bad, None).is_err(), "{bad}");
         }
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn build_scripts_are_found_beside_crates() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("slack"))?;
+        std::fs::write(dir.path().join("slack/build.sh"), "exit 0")?;
+        std::fs::create_dir_all(dir.path().join("notes"))?;
+        let found = discover_scripts(dir.path()).await?;
+        assert_eq!(found.len(), 1);
+        assert!(found[0].dir.ends_with("slack"));
+        Ok(())
+    }
+
+    #[test]
+    fn build_outputs_do_not_trigger_rebuilds() {
+        let dir = Path::new("/src/slack");
+        assert!(!is_build_noise(Path::new("/src/slack/app.py"), dir));
+        assert!(!is_build_noise(Path::new("/src/slack/lib/util.py"), dir));
+        for noise in [
+            "/src/slack/__pycache__/app.cpython-312.pyc",
+            "/src/slack/target/debug/x",
+            "/src/slack/node_modules/a/index.js",
+            "/src/slack/.app.py.swp",
+        ] {
+            assert!(is_build_noise(Path::new(noise), dir), "{noise}");
+        }
     }
 }

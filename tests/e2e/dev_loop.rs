@@ -90,3 +90,74 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
     );
     assert_eq!(served_version(&gateway, "hello").await.as_deref(), Some("0.2.0"));
 }
+
+/// `sluice dev` rebuilds a connector in another language (here JavaScript) through its
+/// `build.sh` when a file changes, and a broken build keeps the last good version serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_rebuilds_a_javascript_connector_on_save() {
+    if crate::languages::component("stripe", sluice_fixtures::guests::STRIPE).is_none() {
+        return;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+    let sources = tempfile::tempdir().expect("tempdir");
+    let connector = sources.path().join("stripe");
+    std::fs::create_dir(&connector).expect("connector dir");
+    for file in ["build.sh", "connector.js", "package.json", "package-lock.json"] {
+        std::fs::copy(workspace.join("plugins/stripe").join(file), connector.join(file)).expect("copy");
+    }
+    let gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[],
+        Options {
+            command: Some(vec![
+                "dev".into(),
+                "--sources".into(),
+                sources.path().display().to_string(),
+            ]),
+            // The copy lives outside the repository: point it at the shared build helpers
+            // (which locate the WIT and the pinned tools).
+            env: vec![(
+                "SLUICE_PLUGINS_LIB".into(),
+                workspace.join("plugins/lib").display().to_string(),
+            )],
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(served_version(&gateway, "stripe").await.as_deref(), Some("0.1.0"));
+
+    let source = connector.join("connector.js");
+    let text = std::fs::read_to_string(&source).expect("source");
+    let saved = Instant::now();
+    std::fs::write(
+        &source,
+        text.replace(r#"const VERSION = "0.1.0";"#, r#"const VERSION = "0.2.0";"#),
+    )
+    .expect("save");
+    while served_version(&gateway, "stripe").await.as_deref() != Some("0.2.0") {
+        assert!(
+            saved.elapsed() < Duration::from_secs(120),
+            "the change was never served:\n{}",
+            gateway.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "sluice dev (JavaScript): save to new version serving in {:?}",
+        saved.elapsed()
+    );
+
+    std::fs::write(&source, format!("{text}\nthis is not javascript(\n")).expect("break the build");
+    let started = Instant::now();
+    while !gateway
+        .output()
+        .contains("failed; the last good version keeps serving")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the failed build was not reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served_version(&gateway, "stripe").await.as_deref(), Some("0.2.0"));
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Build every connector in every language into target/wasm32-wasip2/guest/, the directory the
+# README's run command serves:
+#   - Rust crates with `cargo plugins` (the alias in .cargo/config.toml);
+#   - every other directory with a build.sh (Python, JavaScript, C) with that script.
+# A connector whose toolchain is missing is skipped with a loud message; with CI set, a skip
+# is an error. A failed build is always an error.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=target/wasm32-wasip2/guest
+
+cargo plugins
+
+skipped=()
+failed=()
+for script in plugins/*/build.sh; do
+    name="$(basename "$(dirname "$script")")"
+    status=0
+    bash "$script" "$OUT" || status=$?
+    case "$status" in
+        0) ;;
+        3) skipped+=("$name") ;;
+        *) failed+=("$name") ;;
+    esac
+done
+
+if [ "${#skipped[@]}" -gt 0 ]; then
+    echo "SKIPPED connectors (toolchain missing, see above): ${skipped[*]}" >&2
+fi
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "FAILED to build: ${failed[*]}" >&2
+    exit 1
+fi
+if [ "${#skipped[@]}" -gt 0 ] && [ -n "${CI:-}" ] && [ "${CI}" != false ]; then
+    echo "CI must build every connector" >&2
+    exit 1
+fi
+echo "connectors in $OUT:" $(cd "$OUT" && ls -- *.wasm) >&2

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build the Slack connector (Python) into <out-dir>/slack.wasm with componentize-py, pinned in
+# requirements.txt and installed into a virtualenv under target/lang-tools/python.
+CONNECTOR=slack
+HERE="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=../lib/toolchain.sh
+. "${SLUICE_PLUGINS_LIB:-$HERE/../lib}/toolchain.sh"
+OUT="$(out_dir "$@")"
+
+command -v python3 >/dev/null || skip "python3 is not installed (needs Python >= 3.10 with venv)"
+VENV="$TOOLS_DIR/python"
+
+install_tools() {
+    # Reinstall only when requirements.txt changed since the last install.
+    if ! cmp -s "$HERE/requirements.txt" "$VENV/.installed-requirements.txt"; then
+        python3 -m venv "$VENV" || return 1
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$HERE/requirements.txt" || return 1
+        cp "$HERE/requirements.txt" "$VENV/.installed-requirements.txt"
+    fi
+}
+export -f install_tools
+export HERE VENV
+with_tools_lock bash -c install_tools || skip "could not install componentize-py into $VENV (pip install -r requirements.txt failed)"
+
+# Build from a copy: componentize-py writes __pycache__ next to the sources it imports, and a
+# write under plugins/ would make cargo rerun the test fixtures' build script every time.
+WORK="$TOOLS_DIR/python-build/$CONNECTOR.$$"
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK"
+cp -R "$HERE/." "$WORK/"
+rm -rf "$WORK/__pycache__"
+
+TMP="$OUT/.$CONNECTOR.wasm.partial"
+# --stub-wasi: CPython's runtime imports wasi:sockets, filesystem, clocks and random; a
+# connector needs none of them at run time (the interpreter is initialised at build time), so
+# every WASI import becomes a trapping stub and the component imports only the Sluice
+# contract. The price: the hash seed is fixed at build time (no randomness is needed here).
+"$VENV/bin/componentize-py" -d "$WIT_DIR" -w connector-world \
+    componentize --stub-wasi -p "$WORK" app -o "$TMP"
+publish "$TMP" "$OUT/$CONNECTOR.wasm"
