@@ -83,7 +83,7 @@ fn context() -> CallContext {
     CallContext {
         transaction_key: "txn_bench".into(),
         credential: Some(Credential::new("bench_token_0123456789")),
-        base_url_override: None,
+        ..CallContext::default()
     }
 }
 
