@@ -250,20 +250,50 @@ pub async fn build(krate: &ConnectorCrate, components: &Path) -> bool {
     published
 }
 
-/// Build every crate once, then rebuild a crate whenever a file under it changes.
+/// A connector `sluice dev` builds: a Rust crate or a directory with a `build.sh`.
+#[derive(Debug, Clone)]
+pub enum DevConnector {
+    /// Built with cargo.
+    Crate(ConnectorCrate),
+    /// Built with its `build.sh`.
+    Script(ScriptConnector),
+}
+
+impl DevConnector {
+    /// The directory whose files the connector is built from.
+    pub fn dir(&self) -> &Path {
+        match self {
+            Self::Crate(krate) => &krate.dir,
+            Self::Script(script) => &script.dir,
+        }
+    }
+
+    /// Build it into `components`; returns whether the build succeeded.
+    pub async fn build(&self, components: &Path) -> bool {
+        match self {
+            Self::Crate(krate) => build(krate, components).await,
+            Self::Script(script) => build_script(script, components).await,
+        }
+    }
+}
+
+/// Every connector under `sources`, crates first.
+pub async fn discover_all(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
+    let crates = discover(sources).await?.into_iter().map(DevConnector::Crate);
+    let scripts = discover_scripts(sources).await?.into_iter().map(DevConnector::Script);
+    Ok(crates.chain(scripts).collect())
+}
+
+/// Build every connector once, then rebuild a connector whenever a file under it changes.
 /// The returned watcher must be kept alive.
 pub async fn start(sources: &Path, components: &Path) -> anyhow::Result<notify::RecommendedWatcher> {
     tokio::fs::create_dir_all(components).await?;
-    let crates = discover(sources).await?;
-    let scripts = discover_scripts(sources).await?;
-    if crates.is_empty() && scripts.is_empty() {
+    let connectors = discover_all(sources).await?;
+    if connectors.is_empty() {
         eprintln!("sluice dev: no connectors under {}", sources.display());
     }
-    for krate in &crates {
-        build(krate, components).await;
-    }
-    for script in &scripts {
-        build_script(script, components).await;
+    for connector in &connectors {
+        connector.build(components).await;
     }
     let (sender, receiver) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -287,34 +317,20 @@ async fn rebuild_task(mut events: mpsc::UnboundedReceiver<PathBuf>, sources: Pat
             changed.insert(path);
         }
         // Build outputs (target/) change during builds: ignore them.
-        let crates = match discover(&sources).await {
-            Ok(crates) => crates,
+        let connectors = match discover_all(&sources).await {
+            Ok(connectors) => connectors,
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "rediscovering connector crates failed");
+                tracing::warn!(error = %format!("{error:#}"), "rediscovering connectors failed");
                 continue;
             }
         };
-        for krate in crates {
+        for connector in connectors {
+            let dir = connector.dir();
             let touched = changed
                 .iter()
-                .any(|path| path.starts_with(&krate.dir) && !is_build_noise(path, &krate.dir));
+                .any(|path| path.starts_with(dir) && !is_build_noise(path, dir));
             if touched {
-                build(&krate, &components).await;
-            }
-        }
-        let scripts = match discover_scripts(&sources).await {
-            Ok(scripts) => scripts,
-            Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "rediscovering connector scripts failed");
-                continue;
-            }
-        };
-        for script in scripts {
-            let touched = changed
-                .iter()
-                .any(|path| path.starts_with(&script.dir) && !is_build_noise(path, &script.dir));
-            if touched {
-                build_script(&script, &components).await;
+                connector.build(&components).await;
             }
         }
         // Drain events caused by our own build before waiting again.
