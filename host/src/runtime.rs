@@ -670,7 +670,7 @@ fn classify_trap(error: &wasmtime::Error, memory_exhausted: bool) -> InvokeError
 
 /// Most bytes of a linear memory kept resident between requests when only dirtied pages are
 /// reset; past it the rest of the slot is decommitted as usual.
-const KEEP_RESIDENT_WITH_PAGEMAP_SCAN: usize = 16 << 20;
+const KEEP_RESIDENT_WITH_PAGEMAP_SCAN: usize = 4 << 20;
 
 fn engine_config(limits: &RuntimeLimits) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
