@@ -280,7 +280,10 @@ impl DevConnector {
 /// Every connector under `sources`, crates first.
 pub async fn discover_all(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
     let crates = discover(sources).await?.into_iter().map(DevConnector::Crate);
-    let scripts = discover_scripts(sources).await?.into_iter().map(DevConnector::Script);
+    let scripts = discover_scripts(sources)
+        .await?
+        .into_iter()
+        .map(DevConnector::Script);
     Ok(crates.chain(scripts).collect())
 }
 
