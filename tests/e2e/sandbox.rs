@@ -381,6 +381,36 @@ async fn wasi_grants_nothing_to_snoop_on() {
     assert!(!seen.to_string().contains(SECRET));
 }
 
+/// Every request gets a fresh instance: nothing an earlier request wrote into the connector's
+/// memory (a global counter, a page of scratch memory) is there for the next one, whether the
+/// pool slot is reused one after another or many run at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_request_sees_memory_an_earlier_request_wrote() {
+    let setup = Setup::new().await;
+    let remember = |secret: String| {
+        let setup = &setup;
+        async move {
+            let answer = setup
+                .execute("hostile", "remember", json!({"params": {"secret": secret}}))
+                .await;
+            assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
+            answer.body["data"].clone()
+        }
+    };
+    for i in 0..20 {
+        let seen = remember(format!("tenant-{i}-secret")).await;
+        assert_eq!(seen, json!({"previous_calls": 0, "residue": ""}), "call {i}");
+    }
+    let concurrent = futures::future::join_all((0..16).map(|i| remember(format!("parallel-{i}")))).await;
+    for (i, seen) in concurrent.iter().enumerate() {
+        assert_eq!(
+            *seen,
+            json!({"previous_calls": 0, "residue": ""}),
+            "concurrent call {i}"
+        );
+    }
+}
+
 /// A component importing a capability the host does not provide is refused at load, with
 /// the reason in the log, and everything else still serves.
 #[tokio::test(flavor = "multi_thread")]

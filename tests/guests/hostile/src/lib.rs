@@ -1,13 +1,15 @@
 //! A connector that misbehaves on purpose: one endpoint per attack on the host.
 //!
 //! `call` sends whatever request the params describe, so tests can aim it at any URL or
-//! header the sandbox must refuse; the other endpoints burn CPU, memory or stack, or trap.
+//! header the sandbox must refuse; the other endpoints burn CPU, memory or stack, trap, snoop
+//! on WASI, or look for what an earlier request left in memory.
 
 use serde::Deserialize;
 use sluice_sdk::http::RequestBuilder;
 use sluice_sdk::{
     Auth, Connector, Endpoint, Error, Manifest, Output, Params, Value, export_connector, json, log,
 };
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 struct Hostile;
 
@@ -18,6 +20,34 @@ struct Call {
     #[serde(default)]
     headers: Vec<(String, String)>,
     body: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Remember {
+    secret: String,
+}
+
+/// Calls this instance has served; a fresh instance per request always starts at zero.
+static CALLS: AtomicU64 = AtomicU64::new(1);
+/// Zero-initialised memory a request writes its secret into, to see whether the next request's
+/// instance inherits it.
+static SCRATCH: [AtomicU8; 64 << 10] = [const { AtomicU8::new(0) }; 64 << 10];
+
+/// Read what an earlier request left in `SCRATCH`, then leave `secret` there (scattered over
+/// many pages) and in `CALLS`.
+fn remember(secret: &str) -> Value {
+    let previous_calls = CALLS.fetch_add(1, Ordering::Relaxed) - 1;
+    let page = 4096;
+    let residue: Vec<u8> = (0..SCRATCH.len() / page)
+        .flat_map(|p| (0..64).map(move |i| SCRATCH[p * page + i].load(Ordering::Relaxed)))
+        .filter(|b| *b != 0)
+        .collect();
+    for p in 0..SCRATCH.len() / page {
+        for (i, b) in secret.bytes().take(64).enumerate() {
+            SCRATCH[p * page + i].store(b, Ordering::Relaxed);
+        }
+    }
+    json!({"previous_calls": previous_calls, "residue": String::from_utf8_lossy(&residue)})
 }
 
 #[derive(Deserialize)]
@@ -47,6 +77,7 @@ impl Connector for Hostile {
             "huge_url",
             "snoop",
             "huge_body",
+            "remember",
         ];
         endpoints.iter().fold(
             Manifest::new("hostile", "Hostile", env!("CARGO_PKG_VERSION"))
@@ -142,6 +173,10 @@ impl Connector for Hostile {
                         "stdin": stdin.len(), "stdin_read": format!("{stdin_read:?}"), "socket": format!("{socket:?}"),
                     }),
                 )
+            }
+            "remember" => {
+                let p: Remember = params.parse()?;
+                Output::json(200, &remember(&p.secret))
             }
             other => Err(Error::unknown_endpoint(other)),
         }
