@@ -23,6 +23,8 @@ pub enum RefreshMode {
     Grant,
     InvalidGrant,
     ServerError,
+    /// A 200 whose JSON has no `access_token`.
+    Malformed,
 }
 
 /// What the fake Google remembers.
@@ -96,6 +98,7 @@ fn token_endpoint(state: &mut GoogleState, request: &Recorded) -> Reply {
             state.refresh_calls += 1;
             match state.refresh_mode {
                 RefreshMode::ServerError => Reply::text(503, "backend unavailable"),
+                RefreshMode::Malformed => Reply::json(200, json!({"token_type": "Bearer"})),
                 RefreshMode::InvalidGrant => oauth_error(400, "invalid_grant"),
                 RefreshMode::Grant if state.current_refresh.as_deref() == Some(field("refresh_token")) => {
                     issue_tokens(state)
@@ -712,6 +715,31 @@ async fn a_provider_outage_is_a_retryable_error_that_keeps_the_connection() {
         "failed",
         "an outage does not fail the connection"
     );
+    setup.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_malformed_token_response_is_a_retryable_error_that_keeps_the_connection() {
+    let setup = OAuthSetup::new(&[]).await;
+    let key = setup.connect("ivan").await;
+    setup.revoke_access_tokens(RefreshMode::Malformed);
+    let answer = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(answer.status, 502, "{:?}", answer.body);
+    assert_eq!(answer.code(), "token_refresh_failed");
+    assert!(
+        answer.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("access_token"),
+        "{:?}",
+        answer.body
+    );
+    assert_ne!(setup.connection_state(&key).await, "failed");
+
+    // Once the provider answers properly again, the same connection works.
+    setup.google.lock().expect("state").refresh_mode = RefreshMode::Grant;
+    let again = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
     setup.assert_no_secret_logged();
 }
 
