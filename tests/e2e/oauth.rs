@@ -12,6 +12,7 @@ use sluice_fixtures::gateway::Options;
 use sluice_fixtures::{FakeUpstream, Gateway, Recorded, Reply, guests};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub const CLIENT_ID: &str = "sluice-test-client.apps.example";
 pub const CLIENT_SECRET: &str = "GOCSPX-e2e-client-secret-value";
@@ -25,6 +26,8 @@ pub enum RefreshMode {
     ServerError,
     /// A 200 whose JSON has no `access_token`.
     Malformed,
+    /// A valid grant, sent only after the gateway's upstream timeout.
+    TooSlow,
 }
 
 /// What the fake Google remembers.
@@ -99,6 +102,7 @@ fn token_endpoint(state: &mut GoogleState, request: &Recorded) -> Reply {
             match state.refresh_mode {
                 RefreshMode::ServerError => Reply::text(503, "backend unavailable"),
                 RefreshMode::Malformed => Reply::json(200, json!({"token_type": "Bearer"})),
+                RefreshMode::TooSlow => issue_tokens(state).after(Duration::from_secs(6)),
                 RefreshMode::InvalidGrant => oauth_error(400, "invalid_grant"),
                 RefreshMode::Grant if state.current_refresh.as_deref() == Some(field("refresh_token")) => {
                     issue_tokens(state)
@@ -554,7 +558,7 @@ async fn a_state_works_once_only_in_its_browser_and_only_in_time() {
 async fn an_expired_session_cannot_start() {
     let setup = OAuthSetup::new(&["--connect-session-ttl-secs", "1"]).await;
     let (id, url) = setup.open_session("carol").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let page = setup.client.get(&url).send().await.expect("page");
     assert_eq!(page.status(), 410);
     let start = setup
@@ -740,6 +744,23 @@ async fn a_malformed_token_response_is_a_retryable_error_that_keeps_the_connecti
     setup.google.lock().expect("state").refresh_mode = RefreshMode::Grant;
     let again = setup.execute("list_labels", json!({"params": {}})).await;
     assert_eq!(again.status, 200, "{:?}", again.body);
+    setup.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_times_out_is_a_retryable_error_that_keeps_the_connection() {
+    let setup = OAuthSetup::new(&["--upstream-timeout-ms", "1000"]).await;
+    let key = setup.connect("judy").await;
+    setup.revoke_access_tokens(RefreshMode::TooSlow);
+    let started = std::time::Instant::now();
+    let answer = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(answer.status, 502, "{:?}", answer.body);
+    assert_eq!(answer.code(), "token_refresh_failed");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the gateway gave up at its timeout instead of waiting for the provider"
+    );
+    assert_ne!(setup.connection_state(&key).await, "failed");
     setup.assert_no_secret_logged();
 }
 
