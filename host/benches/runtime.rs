@@ -226,6 +226,7 @@ fn http_path(c: &mut Criterion) {
             max_passthrough_body: 64 << 20,
             refresher,
             connect_session_ttl: 600,
+            access_log: false,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(listener, app, async {

@@ -343,6 +343,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_passthrough_body: args.max_passthrough_body_mib << 20,
         refresher,
         connect_session_ttl: args.connect_session_ttl_secs,
+        access_log: args.access_log,
     };
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");

@@ -73,6 +73,8 @@ pub struct AppState {
     pub refresher: Arc<TokenRefresher>,
     /// Lifetime of a connect session, in seconds.
     pub connect_session_ttl: i64,
+    /// Whether every request gets a `request done` line in the process log.
+    pub access_log: bool,
 }
 
 /// The transaction key of the current request, also sent as `x-transaction-key`.
@@ -81,6 +83,7 @@ pub struct TransactionKey(pub String);
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    let access_log = state.access_log;
     Router::new()
         .merge(execute::router())
         .merge(catalog::router())
@@ -95,7 +98,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(transaction))
+        .layer(middleware::from_fn(move |request, next| {
+            transaction(request, next, access_log)
+        }))
         .with_state(state)
 }
 
@@ -114,32 +119,29 @@ fn settle(result: Result<Response, ApiError>, log: &mut RequestLog, started: Ins
     response
 }
 
-/// Give every request a transaction key, put it on the response and log the outcome.
-async fn transaction(mut request: Request, next: Next) -> Response {
+/// Give every request a transaction key, put it on the response, and with `access_log` log
+/// the outcome.
+async fn transaction(mut request: Request, next: Next, access_log: bool) -> Response {
     let key = format!("txn_{}", crate::vault::crypto::random_hex(12));
     request.extensions_mut().insert(TransactionKey(key.clone()));
-    // Handlers fill in what they learn (integration, endpoint, connector version, connection).
-    let span = tracing::info_span!(
-        "request",
-        tx = %key,
-        method = %request.method(),
-        path = %request.uri().path(),
-        integration = tracing::field::Empty,
-        endpoint = tracing::field::Empty,
-        version = tracing::field::Empty,
-        connection = tracing::field::Empty,
-    );
+    // Whatever a handler logs carries the transaction key and route. The span holds only what
+    // is known up front: recording fields later costs a re-format per field on every request.
+    let span =
+        tracing::info_span!("request", tx = %key, method = %request.method(), path = %request.uri().path());
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&key) {
         response.headers_mut().insert("x-transaction-key", value);
     }
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "request done"
-        );
-    });
+    if access_log {
+        span.in_scope(|| {
+            tracing::info!(
+                target: "sluice::access",
+                status = response.status().as_u16(),
+                micros = started.elapsed().as_micros() as u64,
+                "request done"
+            );
+        });
+    }
     response
 }

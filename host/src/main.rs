@@ -4,6 +4,12 @@ use clap::Parser;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: each request allocates and frees on whichever
+/// worker thread runs it, and glibc's per-arena locks and free-list consolidation cost ~10% of
+/// the gateway's CPU under load (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = sluice::config::Cli::parse();

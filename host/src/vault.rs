@@ -5,6 +5,7 @@
 //! - [`connections`] — stored credentials per platform, environment and identity.
 //! - [`approvals`] — the outbound hosts an operator approved per connector.
 //! - [`cache`] — API keys and connections in memory, valid while nothing changed them.
+//! - [`generation`] — how often the request path reads the credentials generation.
 //! - [`oauth_apps`] — the operator's OAuth client per integration (secret encrypted).
 //! - [`connect_sessions`] — short-lived end-user connect flows (OAuth state, PKCE).
 //! - [`logs`] — the request log, written in batches off the request path.
@@ -19,6 +20,7 @@ pub mod cache;
 pub mod connect_sessions;
 pub mod connections;
 pub mod crypto;
+pub mod generation;
 pub mod logs;
 pub mod oauth_apps;
 
@@ -180,6 +182,8 @@ struct Pool {
     next_reader: AtomicUsize,
     /// Reads only the credentials generation, on the request path.
     watcher: Mutex<Connection>,
+    /// The generation last read by the request path.
+    generation_memo: generation::GenerationMemo,
 }
 
 /// Handle to the vault database. Cheap to clone.
@@ -261,6 +265,7 @@ impl Vault {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 watcher: Mutex::new(watcher),
+                generation_memo: generation::GenerationMemo::default(),
             }),
             cache: Arc::default(),
             keyring: Arc::new(RwLock::new(keyring)),
@@ -280,8 +285,15 @@ impl Vault {
             .context("vault task failed")?
     }
 
+    /// The credentials generation as of now, for the request path: changes made through this
+    /// vault are seen at once, changes by other processes within
+    /// [`generation::CROSS_PROCESS_STALENESS`].
+    pub fn current_generation(&self) -> anyhow::Result<i64> {
+        self.pool.generation_memo.current(|| self.generation())
+    }
+
     /// The credentials generation: it changes whenever any process changes an API key or a
-    /// connection. One indexed read of one row, cheap enough for the request path.
+    /// connection. One indexed read of one row.
     pub fn generation(&self) -> anyhow::Result<i64> {
         let conn = lock(&self.pool.watcher)?;
         let mut statement = conn.prepare_cached("SELECT value FROM credentials_generation WHERE id = 1")?;
@@ -313,6 +325,7 @@ impl Vault {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;
+        self.pool.generation_memo.local_write_committed();
         Ok(value)
     }
 

@@ -39,12 +39,17 @@ async fn api_key_problems_are_401() {
         .await;
     assert_error(&unknown, 401, "unauthorized");
 
+    // A key in use (so cached in memory) revoked by another process, the CLI: refused once the
+    // bounded staleness of the credentials generation has passed.
     let revoked_key = setup.gateway.create_key("test", "*").await;
+    let before = setup.execute_as(&revoked_key, "echo", "say", body.clone()).await;
+    assert_eq!(before.status, 200, "{}", before.body);
     setup
         .gateway
         .cli(&["keys", "revoke", &revoked_key[..12]])
         .await
         .expect("revoke");
+    tokio::time::sleep(sluice::vault::generation::CROSS_PROCESS_STALENESS).await;
     let revoked = setup.execute_as(&revoked_key, "echo", "say", body).await;
     assert_error(&revoked, 401, "api_key_revoked");
 }

@@ -23,7 +23,7 @@ pub(super) async fn select(
     let explicit = selector.connection_key.is_some() || selector.identity.is_some();
     let identity = selector.identity.clone();
     let platform = integration.to_owned();
-    let generation = app.vault.generation()?;
+    let generation = app.vault.current_generation()?;
     let selection = (
         integration.to_owned(),
         environment,

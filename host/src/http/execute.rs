@@ -20,9 +20,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::time::Instant;
 
 pub(super) fn router() -> Router<AppState> {
@@ -35,21 +34,6 @@ struct ExecuteBody {
     params: Option<Box<RawValue>>,
     connection_key: Option<String>,
     identity: Option<String>,
-}
-
-/// The reply: the upstream status and body, the body embedded as JSON when it is JSON.
-#[derive(Serialize)]
-struct ExecuteReply<'a> {
-    status: u16,
-    data: Data<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Data<'a> {
-    Json(&'a RawValue),
-    Text(Cow<'a, str>),
-    Empty(Option<()>),
 }
 
 async fn execute(
@@ -128,10 +112,6 @@ async fn run(
         .registry
         .get(integration)
         .ok_or_else(|| ApiError::NotFound(format!("no integration named `{integration}`")))?;
-    let span = tracing::Span::current();
-    span.record("integration", integration);
-    span.record("endpoint", endpoint);
-    span.record("version", connector.manifest.version.as_str());
     let endpoint_info = connector.manifest.endpoint(endpoint).ok_or_else(|| {
         ApiError::NotFound(format!(
             "integration `{integration}` has no endpoint named `{endpoint}`"
@@ -165,8 +145,7 @@ async fn run(
             identity: body.identity,
         };
         let (record, stored) = super::connection::select(app, integration, key.environment, selector).await?;
-        tracing::Span::current().record("connection", record.key.as_str());
-        tracing::debug!(connection = %record.key, "connection selected");
+        tracing::debug!(connection = %record.key, version = %connector.manifest.version, "connection selected");
         log.connection_key = Some(record.key.clone());
         super::connection::attach_credential(app, &connector.manifest, &record, stored, &mut context).await?;
         connection = Some(record);
@@ -306,30 +285,27 @@ fn record_metrics(
         .observe(elapsed.as_secs_f64());
 }
 
-/// Render `{"status", "data"}` without re-parsing JSON bodies into trees.
+/// Render `{"status": N, "data": …}`: a valid JSON body is spliced in as it is (checked, not
+/// parsed into a tree or re-serialised), an empty body is `null`, anything else a string.
 fn reply(output: &Output) -> Response {
     let is_json = output.content_type.as_deref().is_some_and(|ct| {
         let media = ct.split(';').next().unwrap_or("").trim();
         media.eq_ignore_ascii_case("application/json") || media.ends_with("+json")
     });
-    let raw: Option<&RawValue> = if is_json {
-        serde_json::from_slice(&output.body).ok()
-    } else {
-        None
-    };
-    let data = match raw {
-        Some(raw) => Data::Json(raw),
-        None if output.body.is_empty() => Data::Empty(None),
-        None => Data::Text(String::from_utf8_lossy(&output.body)),
-    };
-    let reply = ExecuteReply {
-        status: output.status,
-        data,
-    };
-    match serde_json::to_vec(&reply) {
-        Ok(bytes) => ([(CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(error) => ApiError::Internal(error.into()).into_response(),
+    let embeds_json = is_json && serde_json::from_slice::<&RawValue>(&output.body).is_ok();
+    let mut body = Vec::with_capacity(output.body.len() + 32);
+    body.extend_from_slice(b"{\"status\":");
+    body.extend_from_slice(output.status.to_string().as_bytes());
+    body.extend_from_slice(b",\"data\":");
+    if embeds_json {
+        body.extend_from_slice(&output.body);
+    } else if output.body.is_empty() {
+        body.extend_from_slice(b"null");
+    } else if let Err(error) = serde_json::to_writer(&mut body, &String::from_utf8_lossy(&output.body)) {
+        return ApiError::Internal(error.into()).into_response();
     }
+    body.push(b'}');
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[cfg(test)]
@@ -365,5 +341,18 @@ mod tests {
         assert_eq!(broken, serde_json::json!({"status": 201, "data": "{not json"}));
         let empty = body_of(reply(&output(None, b""))).await;
         assert_eq!(empty, serde_json::json!({"status": 201, "data": null}));
+        let spaced = body_of(reply(&output(Some("application/problem+json"), b" [1, 2]\n"))).await;
+        assert_eq!(spaced, serde_json::json!({"status": 201, "data": [1, 2]}));
+        let quoted = body_of(reply(&output(
+            Some("text/plain"),
+            "say \"hi\"\n\u{1F600}".as_bytes(),
+        )))
+        .await;
+        assert_eq!(
+            quoted,
+            serde_json::json!({"status": 201, "data": "say \"hi\"\n\u{1F600}"})
+        );
+        let two_values = body_of(reply(&output(Some("application/json"), b"{} {}"))).await;
+        assert_eq!(two_values, serde_json::json!({"status": 201, "data": "{} {}"}));
     }
 }

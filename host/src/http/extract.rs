@@ -94,7 +94,7 @@ impl FromRequestParts<AppState> for Caller {
 
 /// The API key `presented`, from memory while no key changed, else from the vault.
 async fn lookup_api_key(app: &AppState, presented: String) -> anyhow::Result<Option<ApiKey>> {
-    let generation = app.vault.generation()?;
+    let generation = app.vault.current_generation()?;
     let hash = crate::vault::crypto::api_key_hash(&presented);
     if let Some(key) = app.vault.cache().api_key(generation, &hash) {
         return Ok(Some(key));

@@ -3,10 +3,12 @@
 //!
 //! Validity rests on the credentials generation ([`super::Vault::generation`]): SQLite triggers
 //! bump it on every change to `api_keys` or `connections`, whichever process makes it (this
-//! gateway, the CLI, another gateway on the same file). Each request reads it once; an entry is
-//! used only while the generation it was loaded under is still current, so a revoked key or a
-//! deleted connection stops working on the very next request. Unknown keys are never cached,
-//! so guessing keys cannot fill memory, and the maps are bounded.
+//! gateway, the CLI, another gateway on the same file). The request path reads it through
+//! [`super::Vault::current_generation`]; an entry is used only while the generation it was
+//! loaded under is still current, so a key revoked or a connection deleted through this
+//! gateway stops working on the very next request, and one changed by another process within
+//! [`super::generation::CROSS_PROCESS_STALENESS`] (10 ms). Unknown keys are never cached, so
+//! guessing keys cannot fill memory, and the maps are bounded.
 
 use super::api_keys::{ApiKey, Environment};
 use super::connections::ConnectionRecord;

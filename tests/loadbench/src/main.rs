@@ -5,7 +5,8 @@
 //! binary (W) with the GitHub connector, then drives them with its own keep-alive client:
 //!
 //! - **D** — the upstream directly; **P** — the plain proxy; **W** — the gateway; plus any
-//!   `--connector` variants (W-py, W-js, …) served by the same gateway process.
+//!   `--connector` variants (W-py, W-js, …) served by the same gateway process; and, when asked
+//!   for, **S** — `wasmtime serve` with a wasi:http hello-world (no upstream call).
 //! - closed loop at each `--concurrency`, then a fixed rate (latency from the intended send
 //!   time), each repeated `--reps` times with the targets interleaved (D P W, then W P D, …) so
 //!   ratios are paired within a repetition; medians are reported.
@@ -13,7 +14,8 @@
 //! - `--soak SECS`: a fixed rate for a long time, RSS at start and end.
 //!
 //! # Layout
-//! - [`upstream`] — the fake upstream; [`proxy`] — P; [`gateway`] — W as a child process.
+//! - [`upstream`] — the fake upstream; [`proxy`] — P; [`gateway`] — W as a child process;
+//!   [`serve`] — S as a child process.
 //! - [`load`] — the load generator; [`stats`] — percentiles; [`report`] — medians, ratios,
 //!   tables; [`chart`] — the SVG chart.
 
@@ -22,6 +24,7 @@ mod gateway;
 mod load;
 mod proxy;
 mod report;
+mod serve;
 mod stats;
 mod upstream;
 
@@ -51,20 +54,30 @@ struct Args {
     /// The GitHub connector component [default: <workspace>/target/wasm32-wasip2/guest/github.wasm].
     #[arg(long)]
     component: Option<PathBuf>,
-    /// An extra gateway variant: `LABEL=INTEGRATION/ENDPOINT@PATH`, e.g.
-    /// `W-py=github_py/get_repo@target/py/github_py.wasm`. Served by the same gateway process
-    /// with its own connection on the fake upstream, called with
-    /// `{"owner":"bench","repo":"<size>"}`. Repeatable.
-    #[arg(long = "connector", value_name = "LABEL=INTEGRATION/ENDPOINT@PATH")]
+    /// An extra gateway variant: `LABEL=INTEGRATION/ENDPOINT[:PARAM]@PATH`, e.g.
+    /// `W-js=stripe/get_customer:id@target/wasm32-wasip2/guest/stripe.wasm`. Served by the
+    /// same gateway process with its own connection on the fake upstream, called with
+    /// `{"PARAM":"<size>"}`, or `{"owner":"bench","repo":"<size>"}` without `:PARAM`.
+    /// Repeatable.
+    #[arg(long = "connector", value_name = "LABEL=INTEGRATION/ENDPOINT[:PARAM]@PATH")]
     connectors: Vec<ExtraConnector>,
     /// A second `sluice` binary to compare W with, run as target `W0` beside W in every
     /// repetition (e.g. the build before an optimisation): the `W vs W0` ratios are paired like
     /// the others, so machine noise cancels.
     #[arg(long, value_name = "PATH")]
     baseline_sluice: Option<PathBuf>,
-    /// Which of D, P, W to run (extra connectors and W0 always run).
+    /// Which of D, P, W, S to run (extra connectors and W0 always run). S needs `wasmtime`
+    /// (see --wasmtime) and the hello-world component (see --hello-component).
     #[arg(long, value_delimiter = ',', default_value = "D,P,W")]
     targets: Vec<String>,
+    /// The `wasmtime` CLI for target S (`cargo install --locked wasmtime-cli --version 48.0.8`).
+    #[arg(long, default_value = "wasmtime")]
+    wasmtime: PathBuf,
+    /// The wasi:http hello-world component for target S [default:
+    /// <workspace>/target/wasm32-wasip2/guest/hello_http.wasm, built by `cargo build --profile
+    /// guest --target wasm32-wasip2 -p sluice-guest-hello-http`].
+    #[arg(long, value_name = "PATH")]
+    hello_component: Option<PathBuf>,
     /// Connection counts for the closed-loop runs.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     concurrency: Vec<usize>,
@@ -128,23 +141,51 @@ struct Args {
     server_threads: usize,
 }
 
-/// `LABEL=INTEGRATION/ENDPOINT@PATH`.
+/// Length of the hello-world component's reply, `{"hello":"world"}`.
+const HELLO_BYTES: usize = 17;
+
+/// `LABEL=INTEGRATION/ENDPOINT[:PARAM]@PATH`.
 #[derive(Debug, Clone)]
 struct ExtraConnector {
     label: String,
     integration: String,
     endpoint: String,
+    /// The one parameter that carries the body size; `None` for the GitHub shape.
+    size_param: Option<String>,
     path: PathBuf,
+}
+
+impl ExtraConnector {
+    /// The execute body that asks the fake upstream for `size`.
+    fn call(&self, size: BodySize) -> Bytes {
+        match &self.size_param {
+            None => github_call(size),
+            Some(param) => Bytes::from(serde_json::json!({"params": {param: size.label()}}).to_string()),
+        }
+    }
+}
+
+/// The `get_repo` call for a repository whose name tells the fake upstream the size.
+fn github_call(size: BodySize) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"params":{{"owner":"bench","repo":"{}"}}}}"#,
+        size.label()
+    ))
 }
 
 impl std::str::FromStr for ExtraConnector {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("`{s}` is not LABEL=INTEGRATION/ENDPOINT@PATH");
+        let bad = || format!("`{s}` is not LABEL=INTEGRATION/ENDPOINT[:PARAM]@PATH");
         let (label, rest) = s.split_once('=').ok_or_else(bad)?;
         let (call, path) = rest.split_once('@').ok_or_else(bad)?;
-        let (integration, endpoint) = call.split_once('/').ok_or_else(bad)?;
+        let (integration, action) = call.split_once('/').ok_or_else(bad)?;
+        let (endpoint, size_param) = match action.split_once(':') {
+            Some((endpoint, param)) if !param.is_empty() => (endpoint, Some(param.to_owned())),
+            Some(_) => return Err(bad()),
+            None => (action, None),
+        };
         if [label, integration, endpoint, path].iter().any(|p| p.is_empty()) {
             return Err(bad());
         }
@@ -152,6 +193,7 @@ impl std::str::FromStr for ExtraConnector {
             label: label.into(),
             integration: integration.into(),
             endpoint: endpoint.into(),
+            size_param,
             path: path.into(),
         })
     }
@@ -225,6 +267,7 @@ struct Bench {
     gateway: Gateway,
     baseline: Option<Gateway>,
     proxy: Option<proxy::PlainProxy>,
+    wasmtime_serve: Option<serve::WasmtimeServe>,
 }
 
 impl Bench {
@@ -280,12 +323,26 @@ impl Bench {
         } else {
             None
         };
+        let wasmtime_serve = if args.targets.iter().any(|t| t == "S") {
+            let component = default_path(
+                &args.hello_component,
+                "target/wasm32-wasip2/guest/hello_http.wasm",
+            );
+            Some(
+                serve::WasmtimeServe::start(&args.wasmtime, &component)
+                    .await
+                    .context("starting S")?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             args,
             upstream,
             gateway,
             baseline,
             proxy,
+            wasmtime_serve,
         })
     }
 
@@ -295,10 +352,7 @@ impl Bench {
 
     /// The targets to drive for `size`, in the order of `--targets`, then the extras.
     fn targets(&self, size: BodySize) -> anyhow::Result<Vec<Target>> {
-        let call = Bytes::from(format!(
-            r#"{{"params":{{"owner":"bench","repo":"{}"}}}}"#,
-            size.label()
-        ));
+        let call = github_call(size);
         let mut targets = Vec::new();
         for name in &self.args.targets {
             let target = match name.as_str() {
@@ -329,7 +383,16 @@ impl Bench {
                     body: call.clone(),
                     expect: Expect::Envelope(size.bytes()),
                 },
-                other => bail!("unknown target `{other}` (expected D, P or W)"),
+                "S" => Target {
+                    name: "S".into(),
+                    addr: self.wasmtime_serve.as_ref().context("S not started")?.addr,
+                    method: http::Method::GET,
+                    path: "/".into(),
+                    authorization: None,
+                    body: Bytes::new(),
+                    expect: Expect::Exact(HELLO_BYTES),
+                },
+                other => bail!("unknown target `{other}` (expected D, P, W or S)"),
             };
             targets.push(target);
         }
@@ -351,7 +414,7 @@ impl Bench {
                 method: http::Method::POST,
                 path: format!("/v1/{}/{}", extra.integration, extra.endpoint),
                 authorization: Some(format!("Bearer {}", self.gateway.key)),
-                body: call.clone(),
+                body: extra.call(size),
                 // Another connector may reshape the data: only the 2xx envelope is checked.
                 expect: Expect::Envelope(0),
             });
@@ -605,6 +668,7 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         ("W".into(), "P".into()),
         ("P".into(), "D".into()),
         ("W".into(), "W0".into()),
+        ("W".into(), "S".into()),
     ];
     for extra in &bench.args.connectors {
         pairs.push((extra.label.clone(), "P".into()));
@@ -938,6 +1002,16 @@ mod tests {
         assert_eq!(spec.integration, "github_py");
         assert_eq!(spec.endpoint, "get_repo");
         assert_eq!(spec.path, PathBuf::from("target/py/github_py.wasm"));
+        assert_eq!(spec.call(BodySize::K64), github_call(BodySize::K64));
+        let stripe: ExtraConnector = "W-js=stripe/get_customer:id@stripe.wasm".parse().expect("valid");
+        assert_eq!(stripe.endpoint, "get_customer");
+        let body: serde_json::Value = serde_json::from_slice(&stripe.call(BodySize::K1)).expect("JSON");
+        assert_eq!(body, serde_json::json!({"params": {"id": "1k"}}));
+        assert!(
+            "W-js=stripe/get_customer:@x.wasm"
+                .parse::<ExtraConnector>()
+                .is_err()
+        );
         assert!("W-py=github_py@x.wasm".parse::<ExtraConnector>().is_err());
         assert!("W-py=/get_repo@x.wasm".parse::<ExtraConnector>().is_err());
     }

@@ -1,0 +1,92 @@
+//! S: `wasmtime serve` running a wasi:http hello-world component (no upstream, no database) —
+//! the general-purpose WebAssembly HTTP host the gateway is compared with. Optional: it runs
+//! only when asked for (`--targets …,S`) and needs a `wasmtime` binary (`cargo install --locked
+//! wasmtime-cli --version 48.0.8`) and the component (`cargo build --profile guest --target
+//! wasm32-wasip2 -p sluice-guest-hello-http`).
+
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running `wasmtime serve`; killed when dropped.
+pub struct WasmtimeServe {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _child: Child,
+}
+
+impl WasmtimeServe {
+    /// Start `wasmtime serve` on an ephemeral loopback port with `component` and wait until it
+    /// says where it listens.
+    pub async fn start(wasmtime: &Path, component: &Path) -> anyhow::Result<Self> {
+        if !component.is_file() {
+            bail!(
+                "no hello-world component at {}: build it with `cargo build --profile guest --target wasm32-wasip2 -p sluice-guest-hello-http`",
+                component.display()
+            );
+        }
+        // `-Scli`: Rust's std for wasm32-wasip2 imports wasi:cli even in a wasi:http component.
+        let mut child = Command::new(wasmtime)
+            .args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
+            .arg(component)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (install it with `cargo install --locked wasmtime-cli --version 48.0.8`)",
+                    wasmtime.display()
+                )
+            })?;
+        let stderr = child.stderr.take().context("wasmtime stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let announced = tokio::time::timeout(Duration::from_secs(120), async {
+            let mut seen = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = listening_address(&line) {
+                    return Ok(addr);
+                }
+                seen.push(line);
+            }
+            Err(seen.join("\n"))
+        })
+        .await;
+        let addr = match announced {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(output)) => bail!("`wasmtime serve` exited without listening:\n{output}"),
+            Err(_) => bail!("`wasmtime serve` did not start listening within 120 s"),
+        };
+        // Keep draining its stderr (one line per request at most) so it never blocks.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { addr, _child: child })
+    }
+}
+
+/// The address in `wasmtime serve`'s `Serving HTTP on http://ADDR/` line.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    line.trim()
+        .strip_prefix("Serving HTTP on http://")?
+        .trim_end_matches('/')
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_announced_address() {
+        assert_eq!(
+            listening_address("Serving HTTP on http://127.0.0.1:40123/"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 40123)))
+        );
+        assert_eq!(listening_address("Compiling component…"), None);
+    }
+}
