@@ -54,12 +54,12 @@ struct Args {
     /// The GitHub connector component [default: <workspace>/target/wasm32-wasip2/guest/github.wasm].
     #[arg(long)]
     component: Option<PathBuf>,
-    /// An extra gateway variant: `LABEL=INTEGRATION/ENDPOINT[:PARAM]@PATH`, e.g.
-    /// `W-js=stripe/get_customer:id@target/wasm32-wasip2/guest/stripe.wasm`. Served by the
-    /// same gateway process with its own connection on the fake upstream, called with
-    /// `{"PARAM":"<size>"}`, or `{"owner":"bench","repo":"<size>"}` without `:PARAM`.
-    /// Repeatable.
-    #[arg(long = "connector", value_name = "LABEL=INTEGRATION/ENDPOINT[:PARAM]@PATH")]
+    /// An extra gateway variant: `LABEL=INTEGRATION/ENDPOINT@PATH[#PARAMS]`, e.g.
+    /// `W-js=stripe/get_customer@target/wasm32-wasip2/guest/stripe.wasm#{"id":"cus_bench"}`.
+    /// Served by the same gateway process with its own connection on the fake upstream, called
+    /// with PARAMS (a JSON object; the upstream answers with the run's body size), or with
+    /// `{"owner":"bench","repo":"<size>"}` when there is no `#PARAMS`. Repeatable.
+    #[arg(long = "connector", value_name = "LABEL=INTEGRATION/ENDPOINT@PATH[#PARAMS]")]
     connectors: Vec<ExtraConnector>,
     /// A second `sluice` binary to compare W with, run as target `W0` beside W in every
     /// repetition (e.g. the build before an optimisation): the `W vs W0` ratios are paired like
@@ -144,23 +144,23 @@ struct Args {
 /// Length of the hello-world component's reply, `{"hello":"world"}`.
 const HELLO_BYTES: usize = 17;
 
-/// `LABEL=INTEGRATION/ENDPOINT[:PARAM]@PATH`.
+/// `LABEL=INTEGRATION/ENDPOINT@PATH[#PARAMS]`.
 #[derive(Debug, Clone)]
 struct ExtraConnector {
     label: String,
     integration: String,
     endpoint: String,
-    /// The one parameter that carries the body size; `None` for the GitHub shape.
-    size_param: Option<String>,
+    /// Fixed params; `None` for the GitHub shape, whose repository name asks for the size.
+    params: Option<serde_json::Map<String, serde_json::Value>>,
     path: PathBuf,
 }
 
 impl ExtraConnector {
-    /// The execute body that asks the fake upstream for `size`.
+    /// The execute body of a call in a run with bodies of `size`.
     fn call(&self, size: BodySize) -> Bytes {
-        match &self.size_param {
+        match &self.params {
             None => github_call(size),
-            Some(param) => Bytes::from(serde_json::json!({"params": {param: size.label()}}).to_string()),
+            Some(params) => Bytes::from(serde_json::json!({ "params": params }).to_string()),
         }
     }
 }
@@ -177,14 +177,17 @@ impl std::str::FromStr for ExtraConnector {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("`{s}` is not LABEL=INTEGRATION/ENDPOINT[:PARAM]@PATH");
+        let bad = || format!("`{s}` is not LABEL=INTEGRATION/ENDPOINT@PATH[#PARAMS]");
         let (label, rest) = s.split_once('=').ok_or_else(bad)?;
-        let (call, path) = rest.split_once('@').ok_or_else(bad)?;
-        let (integration, action) = call.split_once('/').ok_or_else(bad)?;
-        let (endpoint, size_param) = match action.split_once(':') {
-            Some((endpoint, param)) if !param.is_empty() => (endpoint, Some(param.to_owned())),
-            Some(_) => return Err(bad()),
-            None => (action, None),
+        let (call, target) = rest.split_once('@').ok_or_else(bad)?;
+        let (integration, endpoint) = call.split_once('/').ok_or_else(bad)?;
+        let (path, params) = match target.split_once('#') {
+            None => (target, None),
+            Some((path, params)) => {
+                let params = serde_json::from_str(params)
+                    .map_err(|e| format!("{}: PARAMS must be a JSON object: {e}", bad()))?;
+                (path, Some(params))
+            }
         };
         if [label, integration, endpoint, path].iter().any(|p| p.is_empty()) {
             return Err(bad());
@@ -193,7 +196,7 @@ impl std::str::FromStr for ExtraConnector {
             label: label.into(),
             integration: integration.into(),
             endpoint: endpoint.into(),
-            size_param,
+            params,
             path: path.into(),
         })
     }
@@ -1003,12 +1006,20 @@ mod tests {
         assert_eq!(spec.endpoint, "get_repo");
         assert_eq!(spec.path, PathBuf::from("target/py/github_py.wasm"));
         assert_eq!(spec.call(BodySize::K64), github_call(BodySize::K64));
-        let stripe: ExtraConnector = "W-js=stripe/get_customer:id@stripe.wasm".parse().expect("valid");
+        let stripe: ExtraConnector = r#"W-js=stripe/get_customer@stripe.wasm#{"id":"cus_b@n#"}"#
+            .parse()
+            .expect("valid");
         assert_eq!(stripe.endpoint, "get_customer");
+        assert_eq!(stripe.path, PathBuf::from("stripe.wasm"));
         let body: serde_json::Value = serde_json::from_slice(&stripe.call(BodySize::K1)).expect("JSON");
-        assert_eq!(body, serde_json::json!({"params": {"id": "1k"}}));
+        assert_eq!(body, serde_json::json!({"params": {"id": "cus_b@n#"}}));
         assert!(
-            "W-js=stripe/get_customer:@x.wasm"
+            "W-js=stripe/get_customer@x.wasm#[1]"
+                .parse::<ExtraConnector>()
+                .is_err()
+        );
+        assert!(
+            "W-js=stripe/get_customer@x.wasm#{"
                 .parse::<ExtraConnector>()
                 .is_err()
         );
