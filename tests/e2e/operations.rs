@@ -61,7 +61,7 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_log_format_emits_json_lines() {
     let setup = Setup::with_options(sluice_fixtures::gateway::Options {
-        extra_args: vec!["--log-format".into(), "json".into()],
+        extra_args: vec!["--log-format".into(), "json".into(), "--access-log".into()],
         ..Default::default()
     })
     .await;
@@ -76,12 +76,30 @@ async fn json_log_format_emits_json_lines() {
             "{line}"
         );
     }
-    // The request span carries what the handler learned.
+    // The access line carries the request span (transaction key, method, path) and the outcome.
     assert!(
-        log_lines.iter().any(|l| l.contains(r#""integration":"echo""#)
-            && l.contains(r#""version":"0.1.0""#)
-            && l.contains("txn_")),
+        log_lines
+            .iter()
+            .any(|l| l.contains(r#""target":"sluice::access""#)
+                && l.contains(r#""path":"/v1/echo/say""#)
+                && l.contains(r#""status":200"#)
+                && l.contains("txn_")),
         "{output}"
+    );
+}
+
+/// Without `--access-log` a successful call writes no line to the process log (it is still in
+/// the request log, `GET /v1/logs`).
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_is_opt_in() {
+    let setup = Setup::new().await;
+    let ok = setup.execute("echo", "say", json!({"params": {}})).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let output = setup.gateway.output();
+    assert!(!output.contains("request done"), "{output}");
+    assert!(
+        output.contains("connectors loaded"),
+        "the process log itself works: {output}"
     );
 }
 
