@@ -35,6 +35,20 @@ loadbench *ARGS:
     cargo build --release -p sluice -p sluice-loadbench
     ./target/release/sluice-loadbench {{ARGS}}
 
+# The load harness with every target: S (`wasmtime serve` + a wasi:http hello-world; needs
+# `cargo install --locked wasmtime-cli --version 48.0.8`) and the connectors in C, JavaScript
+# and Python beside the Rust one.
+loadbench-all *ARGS:
+    rustup target add wasm32-wasip2
+    plugins/build.sh
+    cargo build --profile guest --target wasm32-wasip2 -p sluice-guest-hello-http
+    cargo build --release -p sluice -p sluice-loadbench
+    ./target/release/sluice-loadbench --targets D,P,W,S \
+        --connector 'W-c=hubspot/get_contact@target/wasm32-wasip2/guest/hubspot.wasm#{"contact_id":"bench"}' \
+        --connector 'W-js=stripe/get_customer@target/wasm32-wasip2/guest/stripe.wasm#{"id":"cus_bench"}' \
+        --connector 'W-py=slack/get_user@target/wasm32-wasip2/guest/slack.wasm#{"user":"U0BENCH"}' \
+        {{ARGS}}
+
 # Everything CI runs.
 ci:
     bash .ci/run

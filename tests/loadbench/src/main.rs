@@ -358,6 +358,10 @@ impl Bench {
         let call = github_call(size);
         let mut targets = Vec::new();
         for name in &self.args.targets {
+            // S's hello-world answers the same 17 bytes whatever the size: one size is enough.
+            if name == "S" && self.args.sizes.first() != Some(&size) {
+                continue;
+            }
             let target = match name.as_str() {
                 "D" => Target {
                     name: "D".into(),
