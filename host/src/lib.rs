@@ -45,6 +45,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let pacemaker = tokio::spawn(keep_the_timer_driver_scheduled());
+    // Replies go out as soon as they are written: an API answer is one small write, which
+    // Nagle's algorithm could otherwise hold back until the caller acknowledges the last one.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |connection| {
+        if let Err(error) = connection.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(listener, http::router(app))
         .with_graceful_shutdown(shutdown)
         .await;
