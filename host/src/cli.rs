@@ -27,6 +27,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if args.serve.plugins == std::path::Path::new("connectors") {
                 args.serve.plugins = std::path::PathBuf::from("target/sluice-dev/connectors");
             }
+            // A connector author wants to see each call as it happens.
+            args.serve.access_log = true;
             // Held for the life of the process: dropping it stops rebuilding on save.
             let _sources = crate::dev::start(&args.sources, &args.serve.plugins).await?;
             serve(args.serve).await

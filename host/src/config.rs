@@ -209,6 +209,7 @@ pub struct ServeArgs {
     /// Write one `request done` line per HTTP request to the process log (target
     /// `sluice::access`). Off by default: every call is already in the request log
     /// (`GET /v1/logs`), and a line per request costs ~10% of the gateway's CPU under load.
+    /// Always on under `sluice dev`.
     #[arg(long, env = "SLUICE_ACCESS_LOG")]
     pub access_log: bool,
     /// State location.

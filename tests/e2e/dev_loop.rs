@@ -89,6 +89,14 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
         "the compiler's errors are shown"
     );
     assert_eq!(served_version(&gateway, "hello").await.as_deref(), Some("0.2.0"));
+    // Under `sluice dev` every request is shown as it happens.
+    let output = gateway.output();
+    assert!(
+        output
+            .lines()
+            .any(|line| line.contains("request done") && line.contains("/v1/plugins")),
+        "{output}"
+    );
 }
 
 /// `sluice dev` rebuilds a connector in another language (here JavaScript) through its
