@@ -41,7 +41,7 @@ loadbench *ARGS:
 loadbench-all *ARGS:
     rustup target add wasm32-wasip2
     plugins/build.sh
-    cargo build --profile guest --target wasm32-wasip2 -p sluice-guest-hello-http
+    cargo build --profile guest --target wasm32-wasip2 -p sluice-guest-hello-http --target-dir target/hello-http
     cargo build --release -p sluice -p sluice-loadbench
     ./target/release/sluice-loadbench --targets D,P,W,S \
         --connector 'W-c=hubspot/get_contact@target/wasm32-wasip2/guest/hubspot.wasm#{"contact_id":"bench"}' \

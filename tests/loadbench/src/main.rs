@@ -74,8 +74,9 @@ struct Args {
     #[arg(long, default_value = "wasmtime")]
     wasmtime: PathBuf,
     /// The wasi:http hello-world component for target S [default:
-    /// <workspace>/target/wasm32-wasip2/guest/hello_http.wasm, built by `cargo build --profile
-    /// guest --target wasm32-wasip2 -p sluice-guest-hello-http`].
+    /// <workspace>/target/hello-http/wasm32-wasip2/guest/hello_http.wasm, built by `cargo build
+    /// --profile guest --target wasm32-wasip2 -p sluice-guest-hello-http --target-dir
+    /// target/hello-http`].
     #[arg(long, value_name = "PATH")]
     hello_component: Option<PathBuf>,
     /// Connection counts for the closed-loop runs.
@@ -329,7 +330,7 @@ impl Bench {
         let wasmtime_serve = if args.targets.iter().any(|t| t == "S") {
             let component = default_path(
                 &args.hello_component,
-                "target/wasm32-wasip2/guest/hello_http.wasm",
+                "target/hello-http/wasm32-wasip2/guest/hello_http.wasm",
             );
             Some(
                 serve::WasmtimeServe::start(&args.wasmtime, &component)

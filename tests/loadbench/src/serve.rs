@@ -2,7 +2,8 @@
 //! the general-purpose WebAssembly HTTP host the gateway is compared with. Optional: it runs
 //! only when asked for (`--targets …,S`) and needs a `wasmtime` binary (`cargo install --locked
 //! wasmtime-cli --version 48.0.8`) and the component (`cargo build --profile guest --target
-//! wasm32-wasip2 -p sluice-guest-hello-http`).
+//! wasm32-wasip2 -p sluice-guest-hello-http --target-dir target/hello-http`: a directory of its
+//! own, so the gateway's plugins directory never sees a component that is not a connector).
 
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ impl WasmtimeServe {
     pub async fn start(wasmtime: &Path, component: &Path) -> anyhow::Result<Self> {
         if !component.is_file() {
             bail!(
-                "no hello-world component at {}: build it with `cargo build --profile guest --target wasm32-wasip2 -p sluice-guest-hello-http`",
+                "no hello-world component at {}: build it with `cargo build --profile guest --target wasm32-wasip2 -p sluice-guest-hello-http --target-dir target/hello-http`",
                 component.display()
             );
         }
