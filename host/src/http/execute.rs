@@ -22,6 +22,7 @@ use axum::routing::post;
 use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::io::Write as _;
 use std::time::Instant;
 
 pub(super) fn router() -> Router<AppState> {
@@ -294,9 +295,8 @@ fn reply(output: &Output) -> Response {
     });
     let embeds_json = is_json && serde_json::from_slice::<&RawValue>(&output.body).is_ok();
     let mut body = Vec::with_capacity(output.body.len() + 32);
-    body.extend_from_slice(b"{\"status\":");
-    body.extend_from_slice(output.status.to_string().as_bytes());
-    body.extend_from_slice(b",\"data\":");
+    // Writing into a Vec cannot fail.
+    let _ = write!(body, "{{\"status\":{},\"data\":", output.status);
     if embeds_json {
         body.extend_from_slice(&output.body);
     } else if output.body.is_empty() {

@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::{Child, Command};
 
 /// What to start.
@@ -117,27 +117,18 @@ impl Gateway {
             .with_context(|| format!("starting {}", spec.binary.display()))?;
         let pid = child.id().context("the gateway exited at once")?;
         let stdout = child.stdout.take().context("gateway stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let url = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(url) = line.strip_prefix("sluice listening on ") {
-                    return Some(url.trim().to_owned());
-                }
-            }
-            None
+        let announced = crate::announce::wait_for(BufReader::new(stdout), |line| {
+            line.strip_prefix("sluice listening on ")
+                .map(|url| url.trim().to_owned())
         })
-        .await
-        .ok()
-        .flatten();
-        let Some(url) = url else {
+        .await;
+        let Ok(url) = announced else {
             let _ = child.start_kill();
             bail!(
                 "the gateway did not start; its log ends with:\n{}",
                 tail(&log, 30)
             );
         };
-        // Keep draining stdout so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
             url,
             key,

@@ -16,9 +16,11 @@
 //! # Layout
 //! - [`upstream`] — the fake upstream; [`proxy`] — P; [`gateway`] — W as a child process;
 //!   [`serve`] — S as a child process.
+//! - [`announce`] — waiting for a child process to say where it listens.
 //! - [`load`] — the load generator; [`stats`] — percentiles; [`report`] — medians, ratios,
 //!   tables; [`chart`] — the SVG chart.
 
+mod announce;
 mod chart;
 mod gateway;
 mod load;

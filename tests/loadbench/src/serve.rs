@@ -5,12 +5,12 @@
 //! wasm32-wasip2 -p sluice-guest-hello-http --target-dir target/hello-http`: a directory of its
 //! own, so the gateway's plugins directory never sees a component that is not a connector).
 
+use crate::announce::{NotAnnounced, STARTUP_TIMEOUT};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::{Child, Command};
 
 /// A running `wasmtime serve`; killed when dropped.
@@ -46,25 +46,16 @@ impl WasmtimeServe {
                 )
             })?;
         let stderr = child.stderr.take().context("wasmtime stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let announced = tokio::time::timeout(Duration::from_secs(120), async {
-            let mut seen = Vec::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = listening_address(&line) {
-                    return Ok(addr);
-                }
-                seen.push(line);
+        let addr = match crate::announce::wait_for(BufReader::new(stderr), listening_address).await {
+            Ok(addr) => addr,
+            Err(NotAnnounced::Exited(seen)) => {
+                bail!("`wasmtime serve` exited without listening:\n{}", seen.join("\n"))
             }
-            Err(seen.join("\n"))
-        })
-        .await;
-        let addr = match announced {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(output)) => bail!("`wasmtime serve` exited without listening:\n{output}"),
-            Err(_) => bail!("`wasmtime serve` did not start listening within 120 s"),
+            Err(NotAnnounced::TimedOut) => bail!(
+                "`wasmtime serve` did not start listening within {} s",
+                STARTUP_TIMEOUT.as_secs()
+            ),
         };
-        // Keep draining its stderr (one line per request at most) so it never blocks.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self { addr, _child: child })
     }
 }
