@@ -229,7 +229,7 @@ fn http_path(c: &mut Criterion) {
             access_log: false,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(sluice::serve(listener, app, async {
+        tokio::spawn(sluice::serve(listener, app, None, async {
             let _ = rx.await;
         }));
         (url, key, proxy_url, upstream, tx)

@@ -350,7 +350,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");
     tracing::info!(address = %local, connectors = ?loaded.keys().collect::<Vec<_>>(), "listening");
-    crate::serve(listener, app, shutdown_signal()).await?;
+    crate::serve(listener, app, args.serve_threads, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

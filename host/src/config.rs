@@ -161,6 +161,10 @@ pub struct ServeArgs {
     /// Maximum concurrent connector instances.
     #[arg(long, env = "SLUICE_MAX_INSTANCES", default_value_t = 256)]
     pub max_instances: u32,
+    /// Threads serving HTTP, each with its own single-threaded runtime and upstream connection
+    /// pool; connections are dealt to them in turn. Defaults to one per CPU.
+    #[arg(long, env = "SLUICE_SERVE_THREADS")]
+    pub serve_threads: Option<std::num::NonZeroUsize>,
     /// Admin key protecting `/v1/admin/*`; the admin API is disabled without one.
     #[arg(long, env = "SLUICE_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,

@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`config`] — the command line (every flag also an environment variable).
+//! - [`server`] — the acceptor and the thread-per-core serving threads.
 //! - [`http`] — the router and one module per route group; [`error`] — the API's error shape.
 //! - [`runtime`] — wasmtime engine, bindings, per-request stores, limits, the `http` capability.
 //! - [`registry`] — loaded connectors, swapped atomically; [`reload`] — the file watcher.
@@ -31,44 +32,25 @@ pub mod policy;
 pub mod registry;
 pub mod reload;
 pub mod runtime;
+pub mod server;
 pub mod upstream;
 pub mod usage;
 pub mod vault;
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use tokio::net::TcpListener;
 
-/// Serve `app` on `listener` until `shutdown` resolves, then drain in-flight requests.
+/// Serve `app` on `listener` with `threads` serving threads (one per CPU when `None`) until
+/// `shutdown` resolves, then drain in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     app: http::AppState,
+    threads: Option<NonZeroUsize>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pacemaker = tokio::spawn(keep_the_timer_driver_scheduled());
-    // Replies go out as soon as they are written: an API answer is one small write, which
-    // Nagle's algorithm could otherwise hold back until the caller acknowledges the last one.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |connection| {
-        if let Err(error) = connection.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let served = axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    pacemaker.abort();
-    Ok(served?)
-}
-
-/// Keep a near timer in tokio's timer wheel for as long as the server runs.
-///
-/// Every request arms timers (the invocation deadline, the upstream timeout). When tokio's
-/// timer driver went to sleep with no timer pending, arming one wakes its thread to shorten
-/// the sleep — one more cross-CPU wake-up on every request of an otherwise idle gateway. With
-/// this timer always due within a second, the requests' later deadlines need no wake-up.
-async fn keep_the_timer_driver_scheduled() {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-    }
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get);
+    server::serve(listener, http::router(app), threads, shutdown).await
 }

@@ -94,22 +94,39 @@ pub trait Upstream: Send + Sync + 'static {
 
 /// The production transport: reqwest with no automatic redirects and a resolver that refuses
 /// non-permitted addresses.
-#[derive(Debug, Clone)]
+///
+/// Each thread gets its own client and so its own connection pool. A pooled connection is
+/// driven by a task on the runtime that opened it; with one client per serving thread (see
+/// [`crate::server`]) a request and its upstream connection stay on the same thread.
+#[derive(Debug)]
 pub struct HttpUpstream {
-    client: reqwest::Client,
+    policy: AddressPolicy,
+    clients: thread_local::ThreadLocal<reqwest::Client>,
 }
 
 impl HttpUpstream {
     /// A transport whose DNS answers are filtered through `policy`.
     pub fn new(policy: AddressPolicy) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(PolicyResolver { policy }))
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Self { client })
+        let upstream = Self {
+            policy,
+            clients: thread_local::ThreadLocal::new(),
+        };
+        // Fail at start, not on the first request, if the client cannot be built.
+        upstream.client()?;
+        Ok(upstream)
+    }
+
+    /// This thread's client.
+    fn client(&self) -> reqwest::Result<&reqwest::Client> {
+        self.clients.get_or_try(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .dns_resolver(Arc::new(PolicyResolver { policy: self.policy }))
+                .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build()
+        })
     }
 }
 
@@ -126,8 +143,8 @@ impl Upstream for HttpUpstream {
         Box::pin(async move {
             let timeout = request.timeout;
             let limit = request.max_response_bytes;
-            let mut builder = self
-                .client
+            let client = self.client().map_err(|e| classify(e, timeout))?;
+            let mut builder = client
                 .request(request.method, request.url)
                 .headers(request.headers)
                 .timeout(timeout);
@@ -164,8 +181,8 @@ impl HttpUpstream {
     ) -> BoxFuture<'_, Result<StreamingResponse, UpstreamError>> {
         Box::pin(async move {
             let timeout = request.timeout;
-            let mut builder = self
-                .client
+            let client = self.client().map_err(|e| classify(e, timeout))?;
+            let mut builder = client
                 .request(request.method, request.url)
                 .headers(request.headers)
                 .timeout(timeout);
