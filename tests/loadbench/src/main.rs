@@ -4,7 +4,8 @@
 //! 1 KiB / 64 KiB / 1 MiB JSON), a plain axum + reqwest proxy (P) and the real `sluice` release
 //! binary (W) with the GitHub connector, then drives them with its own keep-alive client:
 //!
-//! - **D** — the upstream directly; **P** — the plain proxy; **W** — the gateway; plus any
+//! - **D** — the upstream directly; **P** — the plain proxy; **Pt** — the plain proxy laid out
+//!   like the gateway (thread-per-core); **W** — the gateway; plus any
 //!   `--connector` variants (W-py, W-js, …) served by the same gateway process; and, when asked
 //!   for, **S** — `wasmtime serve` with a wasi:http hello-world (no upstream call).
 //! - closed loop at each `--concurrency`, then a fixed rate (latency from the intended send
@@ -68,8 +69,9 @@ struct Args {
     /// the others, so machine noise cancels.
     #[arg(long, value_name = "PATH")]
     baseline_sluice: Option<PathBuf>,
-    /// Which of D, P, W, S to run (extra connectors and W0 always run). S needs `wasmtime`
-    /// (see --wasmtime) and the hello-world component (see --hello-component).
+    /// Which of D, P, Pt, W, S to run (extra connectors and W0 always run). Pt is P laid out
+    /// like the gateway: thread-per-core, one client per thread. S needs `wasmtime` (see
+    /// --wasmtime) and the hello-world component (see --hello-component).
     #[arg(long, value_delimiter = ',', default_value = "D,P,W")]
     targets: Vec<String>,
     /// The `wasmtime` CLI for target S (`cargo install --locked wasmtime-cli --version 48.0.8`).
@@ -273,6 +275,7 @@ struct Bench {
     gateway: Gateway,
     baseline: Option<Gateway>,
     proxy: Option<proxy::PlainProxy>,
+    proxy_thread_per_core: Option<proxy::PlainProxy>,
     wasmtime_serve: Option<serve::WasmtimeServe>,
 }
 
@@ -325,7 +328,14 @@ impl Bench {
             None => None,
         };
         let proxy = if args.targets.iter().any(|t| t == "P") {
-            Some(proxy::PlainProxy::start(upstream.url(), args.server_threads).context("starting P")?)
+            let layout = proxy::Layout::WorkStealing(args.server_threads);
+            Some(proxy::PlainProxy::start(upstream.url(), layout).context("starting P")?)
+        } else {
+            None
+        };
+        let proxy_thread_per_core = if args.targets.iter().any(|t| t == "Pt") {
+            let layout = proxy::Layout::ThreadPerCore(args.server_threads);
+            Some(proxy::PlainProxy::start(upstream.url(), layout).context("starting Pt")?)
         } else {
             None
         };
@@ -348,6 +358,7 @@ impl Bench {
             gateway,
             baseline,
             proxy,
+            proxy_thread_per_core,
             wasmtime_serve,
         })
     }
@@ -384,6 +395,19 @@ impl Bench {
                     body: call.clone(),
                     expect: Expect::Envelope(size.bytes()),
                 },
+                "Pt" => Target {
+                    name: "Pt".into(),
+                    addr: self
+                        .proxy_thread_per_core
+                        .as_ref()
+                        .context("Pt not started")?
+                        .addr,
+                    method: http::Method::POST,
+                    path: "/v1/github/get_repo".into(),
+                    authorization: Some(format!("Bearer {}", proxy::PROXY_KEY)),
+                    body: call.clone(),
+                    expect: Expect::Envelope(size.bytes()),
+                },
                 "W" => Target {
                     name: "W".into(),
                     addr: self.gateway_addr()?,
@@ -402,7 +426,7 @@ impl Bench {
                     body: Bytes::new(),
                     expect: Expect::Exact(HELLO_BYTES),
                 },
-                other => bail!("unknown target `{other}` (expected D, P, W or S)"),
+                other => bail!("unknown target `{other}` (expected D, P, Pt, W or S)"),
             };
             targets.push(target);
         }
@@ -472,7 +496,7 @@ impl Bench {
             summary: outcome.summary,
             upstream_hits: self.upstream.hits() - hits_before,
             gateway_rss_kib: match target.name.as_str() {
-                "D" | "P" => None,
+                "D" | "P" | "Pt" => None,
                 "W0" => self.baseline.as_ref().and_then(Gateway::rss_kib),
                 _ => self.gateway.rss_kib(),
             },
@@ -676,7 +700,9 @@ async fn run(args: Args) -> anyhow::Result<u64> {
 
     let mut pairs: Vec<(String, String)> = vec![
         ("W".into(), "P".into()),
+        ("W".into(), "Pt".into()),
         ("P".into(), "D".into()),
+        ("Pt".into(), "P".into()),
         ("W".into(), "W0".into()),
         ("W".into(), "S".into()),
     ];

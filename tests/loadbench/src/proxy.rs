@@ -17,9 +17,39 @@ use std::sync::Arc;
 pub const PROXY_KEY: &str = "sk_test_plain_proxy_benchmark";
 
 struct ProxyState {
-    client: reqwest::Client,
+    clients: Clients,
     upstream: String,
     expected_auth: String,
+}
+
+/// How P is laid out over threads.
+#[derive(Debug, Clone, Copy)]
+pub enum Layout {
+    /// axum's default: one work-stealing runtime with this many workers and one shared client.
+    WorkStealing(usize),
+    /// The gateway's layout (`sluice::server`): this many single-threaded runtimes fed by one
+    /// acceptor, each thread with its own client and connection pool.
+    ThreadPerCore(usize),
+}
+
+/// P's reqwest client(s).
+enum Clients {
+    Shared(reqwest::Client),
+    PerThread(Box<thread_local::ThreadLocal<reqwest::Client>>),
+}
+
+impl Clients {
+    fn get(&self) -> &reqwest::Client {
+        match self {
+            Self::Shared(client) => client,
+            // Building a client with only `no_proxy` set does not fail.
+            Self::PerThread(clients) => clients.get_or(|| plain_client().expect("a plain reqwest client")),
+        }
+    }
+}
+
+fn plain_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder().no_proxy().build()
 }
 
 /// A running plain proxy; stops when dropped.
@@ -30,17 +60,20 @@ pub struct PlainProxy {
 }
 
 impl PlainProxy {
-    /// Start on `127.0.0.1:0` on a runtime of its own with `threads` workers (the gateway's
-    /// `#[tokio::main]` gets one per core), forwarding to `upstream` (`http://host:port`).
-    pub fn start(upstream: String, threads: usize) -> anyhow::Result<Self> {
+    /// Start on `127.0.0.1:0` with `layout`, forwarding to `upstream` (`http://host:port`).
+    pub fn start(upstream: String, layout: Layout) -> anyhow::Result<Self> {
+        let (threads, clients) = match layout {
+            // The acceptor alone runs here; the serving threads are the server's own.
+            Layout::ThreadPerCore(_) => (1, Clients::PerThread(Box::default())),
+            Layout::WorkStealing(threads) => (threads, Clients::Shared(plain_client()?)),
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("plain-proxy")
             .enable_all()
             .build()?;
-        let client = reqwest::Client::builder().no_proxy().build()?;
         let state = Arc::new(ProxyState {
-            client,
+            clients,
             upstream,
             expected_auth: format!("Bearer {PROXY_KEY}"),
         });
@@ -49,7 +82,21 @@ impl PlainProxy {
             .with_state(state);
         let listener = crate::listen(&runtime)?;
         let addr = listener.local_addr()?;
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        match layout {
+            Layout::WorkStealing(_) => {
+                runtime.spawn(async move { axum::serve(listener, app).await });
+            }
+            // Runs until the runtime is dropped, which stops the acceptor and lets the
+            // serving threads drain.
+            Layout::ThreadPerCore(threads) => {
+                runtime.spawn(sluice::server::serve(
+                    listener,
+                    app,
+                    threads,
+                    std::future::pending(),
+                ));
+            }
+        }
         Ok(Self {
             addr,
             runtime: Some(runtime),
@@ -96,7 +143,8 @@ async fn forward(
         state.upstream, call.params.owner, call.params.repo
     );
     let sent = state
-        .client
+        .clients
+        .get()
         .get(url)
         .bearer_auth("ghp_benchmark_token")
         .header(header::ACCEPT, "application/vnd.github+json")
