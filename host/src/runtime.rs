@@ -27,10 +27,11 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use url::Url;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// How often the epoch advances; deadlines are counted in these ticks.
+/// How often the epoch advances: how often a guest that keeps computing gives its thread back
+/// and has its deadline checked.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Limits applied to every connector invocation.
@@ -576,9 +577,20 @@ impl Runtime {
         // Bound what one call into the host may make it copy (a URL, headers, a body), so a
         // guest cannot make the host allocate more than a request could legitimately carry.
         store.set_hostcall_fuel(hostcall_fuel);
-        let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // A guest still running after one to two ticks gives its serving thread back at every
+        // tick from then on: requests sharing the thread keep moving while it runs, and the
+        // invocation's wall-clock timeout can fire. Ordinary requests finish well inside a
+        // tick and never yield (a yield sends the request to the back of the thread's queue).
+        // Past the deadline the guest traps (`Trap::Interrupt`) even if no timer got to run.
+        let deadline_at = std::time::Instant::now() + deadline;
+        store.epoch_deadline_callback(move |_| {
+            Ok(if std::time::Instant::now() >= deadline_at {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
+        store.set_epoch_deadline(2);
         store
     }
 }

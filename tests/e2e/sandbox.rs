@@ -18,6 +18,15 @@ fn short_deadline() -> Options {
     }
 }
 
+/// A 4 s deadline, for tests that keep the hostile `spin` busy beside other requests, plus
+/// one more flag.
+fn spin_for_four_seconds_with(flag: &str, value: &str) -> Options {
+    Options {
+        extra_args: vec![flag.into(), value.into(), "--timeout-ms".into(), "4000".into()],
+        ..Options::default()
+    }
+}
+
 /// Run `attack` on the hostile connector while echo requests run beside it; all echoes succeed.
 async fn attack_while_serving(setup: &Setup, endpoint: &str, params: Value) -> crate::common::Answer {
     let attack = setup.execute("hostile", endpoint, json!({"params": params}));
@@ -50,6 +59,31 @@ async fn infinite_loop_is_stopped_with_connector_timeout() {
         "{:?}",
         answer.body
     );
+}
+
+/// A guest computing without end gives its serving thread back at every epoch tick: with a
+/// single serving thread, a request that arrives while it spins is answered long before the
+/// spinner's deadline, and the spinner still times out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spinning_connector_does_not_hold_its_serving_thread() {
+    let setup = Setup::with_options(spin_for_four_seconds_with("--serve-threads", "1")).await;
+    let spin = setup.execute("hostile", "spin", json!({"params": {}}));
+    tokio::pin!(spin);
+    let bystander = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        setup.execute("echo", "say", json!({"params": {"i": 1}})).await
+    };
+    tokio::select! {
+        answer = bystander => {
+            assert_eq!(answer.body, json!({"status": 200, "data": {"i": 1}}));
+        }
+        spun = &mut spin => panic!(
+            "the spinner finished first ({:?}): the bystander waited for its deadline",
+            spun.body
+        ),
+    }
+    let spun = spin.await;
+    assert_eq!((spun.status, spun.code()), (504, "connector_timeout"));
 }
 
 /// Unbounded allocation hits the per-request memory cap.
@@ -450,16 +484,7 @@ async fn huge_body_is_stopped_before_the_host_copies_it() {
 /// With every instance slot busy, a request waits briefly and then gets `at_capacity`.
 #[tokio::test(flavor = "multi_thread")]
 async fn full_instance_pool_is_at_capacity() {
-    let setup = Setup::with_options(Options {
-        extra_args: vec![
-            "--max-instances".into(),
-            "1".into(),
-            "--timeout-ms".into(),
-            "4000".into(),
-        ],
-        ..Options::default()
-    })
-    .await;
+    let setup = Setup::with_options(spin_for_four_seconds_with("--max-instances", "1")).await;
     let spin = setup.execute("hostile", "spin", json!({"params": {}}));
     let queued = async {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
