@@ -71,20 +71,25 @@ pub async fn serve(
             }
         };
         if handoffs[next].send(connection).await.is_err() {
-            anyhow::bail!("serving thread {next} stopped unexpectedly");
+            // That thread has stopped; stop the others and report why it did.
+            tracing::error!(thread = next, "a serving thread stopped; shutting down");
+            break;
         }
         next = (next + 1) % handoffs.len();
     }
 
     let _ = stop.send(true);
     drop(handoffs);
+    let mut outcome = Ok(());
     for finished_serving in finished {
-        match finished_serving.await {
-            Ok(result) => result?,
-            Err(_) => anyhow::bail!("a serving thread panicked"),
+        let result = finished_serving
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("a serving thread panicked")));
+        if outcome.is_ok() {
+            outcome = result;
         }
     }
-    Ok(())
+    outcome
 }
 
 /// One serving thread: its runtime, the connections dealt to it, and the stop signal.
