@@ -4,8 +4,8 @@ use clap::Parser;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of the system allocator: each request allocates and frees on whichever
-/// worker thread runs it, and glibc's per-arena locks and free-list consolidation cost ~10% of
+/// mimalloc instead of the system allocator: glibc's per-arena locks, free-list consolidation
+/// and frees of memory another thread allocated (request-log rows, vault results) cost ~10% of
 /// the gateway's CPU under load (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

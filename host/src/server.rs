@@ -159,10 +159,11 @@ impl Listener for HandedOver {
 
 /// Keep a near timer in tokio's timer wheel for as long as the server runs.
 ///
-/// Every request arms timers (the invocation deadline, the upstream timeout). When tokio's
-/// timer driver went to sleep with no timer pending, arming one wakes its thread to shorten
-/// the sleep — one more cross-CPU wake-up on every request of an otherwise idle gateway. With
-/// this timer always due within a second, the requests' later deadlines need no wake-up.
+/// Every request arms timers (the invocation deadline, the upstream timeout). A timer due
+/// sooner than any other makes tokio unpark its driver to shorten the next sleep (a wake-up
+/// write even when the thread is awake, and a spurious return from the next park) — on every
+/// request of an otherwise idle thread. With this timer always due within a second, the
+/// requests' later deadlines never come first.
 async fn keep_the_timer_driver_scheduled() {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

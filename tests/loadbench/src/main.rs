@@ -170,6 +170,27 @@ impl ExtraConnector {
     }
 }
 
+/// `POST /v1/{action}` with `key` and `body`, answered by a 2xx `{"status","data"}` envelope of
+/// at least `min_bytes` — the shape of a call to P, Pt and every gateway variant.
+fn execute_target(
+    name: &str,
+    addr: SocketAddr,
+    action: &str,
+    key: &str,
+    body: Bytes,
+    min_bytes: usize,
+) -> Target {
+    Target {
+        name: name.into(),
+        addr,
+        method: http::Method::POST,
+        path: format!("/v1/{action}"),
+        authorization: Some(format!("Bearer {key}")),
+        body,
+        expect: Expect::Envelope(min_bytes),
+    }
+}
+
 /// The `get_repo` call for a repository whose name tells the fake upstream the size.
 fn github_call(size: BodySize) -> Bytes {
     Bytes::from(format!(
@@ -327,18 +348,16 @@ impl Bench {
             ),
             None => None,
         };
-        let proxy = if args.targets.iter().any(|t| t == "P") {
-            let layout = proxy::Layout::WorkStealing(args.server_threads);
-            Some(proxy::PlainProxy::start(upstream.url(), layout).context("starting P")?)
-        } else {
-            None
+        let start_proxy = |name: &str, layout| -> anyhow::Result<Option<proxy::PlainProxy>> {
+            if !args.targets.iter().any(|t| t == name) {
+                return Ok(None);
+            }
+            let proxy = proxy::PlainProxy::start(upstream.url(), layout)
+                .with_context(|| format!("starting {name}"))?;
+            Ok(Some(proxy))
         };
-        let proxy_thread_per_core = if args.targets.iter().any(|t| t == "Pt") {
-            let layout = proxy::Layout::ThreadPerCore(args.server_threads);
-            Some(proxy::PlainProxy::start(upstream.url(), layout).context("starting Pt")?)
-        } else {
-            None
-        };
+        let proxy = start_proxy("P", proxy::Layout::WorkStealing(args.server_threads))?;
+        let proxy_thread_per_core = start_proxy("Pt", proxy::Layout::ThreadPerCore(args.server_threads))?;
         let wasmtime_serve = if args.targets.iter().any(|t| t == "S") {
             let component = default_path(
                 &args.hello_component,
@@ -369,7 +388,16 @@ impl Bench {
 
     /// The targets to drive for `size`, in the order of `--targets`, then the extras.
     fn targets(&self, size: BodySize) -> anyhow::Result<Vec<Target>> {
-        let call = github_call(size);
+        let get_repo = |name: &str, addr: SocketAddr, key: &str| {
+            execute_target(
+                name,
+                addr,
+                "github/get_repo",
+                key,
+                github_call(size),
+                size.bytes(),
+            )
+        };
         let mut targets = Vec::new();
         for name in &self.args.targets {
             // S's hello-world answers the same 17 bytes whatever the size: one size is enough.
@@ -386,37 +414,16 @@ impl Bench {
                     body: Bytes::new(),
                     expect: Expect::Exact(size.bytes()),
                 },
-                "P" => Target {
-                    name: "P".into(),
-                    addr: self.proxy.as_ref().context("P not started")?.addr,
-                    method: http::Method::POST,
-                    path: "/v1/github/get_repo".into(),
-                    authorization: Some(format!("Bearer {}", proxy::PROXY_KEY)),
-                    body: call.clone(),
-                    expect: Expect::Envelope(size.bytes()),
-                },
-                "Pt" => Target {
-                    name: "Pt".into(),
-                    addr: self
-                        .proxy_thread_per_core
-                        .as_ref()
-                        .context("Pt not started")?
-                        .addr,
-                    method: http::Method::POST,
-                    path: "/v1/github/get_repo".into(),
-                    authorization: Some(format!("Bearer {}", proxy::PROXY_KEY)),
-                    body: call.clone(),
-                    expect: Expect::Envelope(size.bytes()),
-                },
-                "W" => Target {
-                    name: "W".into(),
-                    addr: self.gateway_addr()?,
-                    method: http::Method::POST,
-                    path: "/v1/github/get_repo".into(),
-                    authorization: Some(format!("Bearer {}", self.gateway.key)),
-                    body: call.clone(),
-                    expect: Expect::Envelope(size.bytes()),
-                },
+                "P" => get_repo(
+                    "P",
+                    self.proxy.as_ref().context("P not started")?.addr,
+                    proxy::PROXY_KEY,
+                ),
+                "Pt" => {
+                    let proxy = self.proxy_thread_per_core.as_ref().context("Pt not started")?;
+                    get_repo("Pt", proxy.addr, proxy::PROXY_KEY)
+                }
+                "W" => get_repo("W", self.gateway_addr()?, &self.gateway.key),
                 "S" => Target {
                     name: "S".into(),
                     addr: self.wasmtime_serve.as_ref().context("S not started")?.addr,
@@ -431,27 +438,20 @@ impl Bench {
             targets.push(target);
         }
         if let Some(baseline) = &self.baseline {
-            targets.push(Target {
-                name: "W0".into(),
-                addr: address_of(baseline)?,
-                method: http::Method::POST,
-                path: "/v1/github/get_repo".into(),
-                authorization: Some(format!("Bearer {}", baseline.key)),
-                body: call.clone(),
-                expect: Expect::Envelope(size.bytes()),
-            });
+            targets.push(get_repo("W0", address_of(baseline)?, &baseline.key));
         }
         for extra in &self.args.connectors {
-            targets.push(Target {
-                name: extra.label.clone(),
-                addr: self.gateway_addr()?,
-                method: http::Method::POST,
-                path: format!("/v1/{}/{}", extra.integration, extra.endpoint),
-                authorization: Some(format!("Bearer {}", self.gateway.key)),
-                body: extra.call(size),
-                // Another connector may reshape the data: only the 2xx envelope is checked.
-                expect: Expect::Envelope(0),
-            });
+            let action = format!("{}/{}", extra.integration, extra.endpoint);
+            // Another connector may reshape the data: only the 2xx envelope is checked.
+            let call = extra.call(size);
+            targets.push(execute_target(
+                &extra.label,
+                self.gateway_addr()?,
+                &action,
+                &self.gateway.key,
+                call,
+                0,
+            ));
         }
         Ok(targets)
     }
