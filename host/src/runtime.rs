@@ -378,7 +378,7 @@ impl Runtime {
         &self,
         connector: &LoadedConnector,
         request: bindings::Request,
-        body: Option<reqwest::Body>,
+        body: Option<crate::upstream::RequestBody>,
         context: CallContext,
     ) -> Result<PassthroughResponse, bindings::HttpError> {
         let plan = match &context.base_url_override {

@@ -8,10 +8,23 @@
 use crate::egress::AddressPolicy;
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::Instant;
 use url::Url;
+
+/// A request body as the transport sends it: whole (a connector's request) or streamed
+/// (passthrough).
+pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Any error a request body's source may raise.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request ready to leave the gateway.
 #[derive(Debug)]
@@ -86,130 +99,222 @@ pub trait Upstream: Send + Sync + 'static {
     fn send_streaming(
         &self,
         _request: UpstreamRequest,
-        _body: Option<reqwest::Body>,
+        _body: Option<RequestBody>,
     ) -> BoxFuture<'_, Result<StreamingResponse, UpstreamError>> {
         Box::pin(async { Err(UpstreamError::Transport("this transport cannot stream".into())) })
     }
 }
 
-/// The production transport: reqwest with no automatic redirects and a resolver that refuses
-/// non-permitted addresses.
+/// The production transport: a hyper client over rustls (HTTP/1.1, and HTTP/2 where the
+/// upstream offers it), no automatic redirects, and a resolver that refuses non-permitted
+/// addresses.
+///
+/// hyper rather than a higher-level client because this is the gateway's hot path and every
+/// policy a higher-level client adds (redirects, proxies, cookies, decompression) is either
+/// decided by the capability or unwanted here.
 ///
 /// Each thread gets its own client and so its own connection pool. A pooled connection is
 /// driven by a task on the runtime that opened it; with one client per serving thread (see
 /// [`crate::server`]) a request and its upstream connection stay on the same thread.
-#[derive(Debug)]
 pub struct HttpUpstream {
-    policy: AddressPolicy,
-    clients: thread_local::ThreadLocal<reqwest::Client>,
+    connector: HttpsConnector,
+    clients: thread_local::ThreadLocal<Client>,
 }
 
+type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector<PolicyResolver>>;
+type Client = hyper_util::client::legacy::Client<HttpsConnector, RequestBody>;
+
+impl std::fmt::Debug for HttpUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpUpstream").finish_non_exhaustive()
+    }
+}
+
+/// Sent when the connector set none: some APIs refuse requests without them.
+const DEFAULT_USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
+const DEFAULT_ACCEPT: &str = "*/*";
+
 impl HttpUpstream {
-    /// A transport whose DNS answers are filtered through `policy`.
+    /// A transport whose DNS answers are filtered through `policy`, trusting the Web PKI roots.
     pub fn new(policy: AddressPolicy) -> anyhow::Result<Self> {
-        let upstream = Self {
-            policy,
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Self::with_roots(policy, roots)
+    }
+
+    /// A transport trusting exactly `roots` (a private CA in tests or behind a corporate proxy).
+    pub fn with_roots(policy: AddressPolicy, roots: rustls::RootCertStore) -> anyhow::Result<Self> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut tcp = HttpConnector::new_with_resolver(PolicyResolver { policy });
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(tcp);
+        Ok(Self {
+            connector,
             clients: thread_local::ThreadLocal::new(),
-        };
-        // Fail at start, not on the first request, if the client cannot be built.
-        upstream.client()?;
-        Ok(upstream)
+        })
     }
 
     /// This thread's client.
-    fn client(&self) -> reqwest::Result<&reqwest::Client> {
-        self.clients.get_or_try(|| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .dns_resolver(Arc::new(PolicyResolver { policy: self.policy }))
-                .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(Duration::from_secs(10))
+    fn client(&self) -> &Client {
+        self.clients.get_or(|| {
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
-                .build()
+                .pool_timer(TokioTimer::new())
+                .build(self.connector.clone())
         })
+    }
+
+    /// Send `request` with `body`, giving up at `deadline`; the response body is left to read.
+    async fn exchange(
+        &self,
+        request: UpstreamRequest,
+        body: RequestBody,
+        deadline: Instant,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let timeout = request.timeout;
+        let uri: http::Uri = request
+            .url
+            .as_str()
+            .parse()
+            .map_err(|_| UpstreamError::Transport("the upstream URL cannot be sent".into()))?;
+        let mut outgoing = http::Request::new(body);
+        *outgoing.method_mut() = request.method;
+        *outgoing.uri_mut() = uri;
+        *outgoing.headers_mut() = request.headers;
+        let headers = outgoing.headers_mut();
+        if !headers.contains_key(http::header::USER_AGENT) {
+            headers.insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(DEFAULT_USER_AGENT),
+            );
+        }
+        if !headers.contains_key(http::header::ACCEPT) {
+            headers.insert(
+                http::header::ACCEPT,
+                http::HeaderValue::from_static(DEFAULT_ACCEPT),
+            );
+        }
+        match tokio::time::timeout_at(deadline, self.client().request(outgoing)).await {
+            Err(_) => Err(UpstreamError::Timeout(timeout)),
+            Ok(result) => result.map_err(classify),
+        }
     }
 }
 
 impl Upstream for HttpUpstream {
-    fn send_streaming(
-        &self,
-        request: UpstreamRequest,
-        body: Option<reqwest::Body>,
-    ) -> BoxFuture<'_, Result<StreamingResponse, UpstreamError>> {
-        self.stream(request, body)
-    }
-
-    fn send(&self, request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, UpstreamError>> {
+    fn send(&self, mut request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, UpstreamError>> {
         Box::pin(async move {
             let timeout = request.timeout;
             let limit = request.max_response_bytes;
-            let client = self.client().map_err(|e| classify(e, timeout))?;
-            let mut builder = client
-                .request(request.method, request.url)
-                .headers(request.headers)
-                .timeout(timeout);
-            if let Some(body) = request.body {
-                builder = builder.body(body);
-            }
-            let mut response = builder.send().await.map_err(|e| classify(e, timeout))?;
-            if response.content_length().is_some_and(|len| len > limit as u64) {
+            let deadline = Instant::now() + timeout;
+            let body = match request.body.take() {
+                Some(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed_unsync(),
+                None => empty_body(),
+            };
+            let response = self.exchange(request, body, deadline).await?;
+            let declared_too_large = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|len| len.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|len| len > limit as u64);
+            if declared_too_large {
                 return Err(UpstreamError::TooLarge(limit));
             }
-            let status = response.status().as_u16();
-            let headers = std::mem::take(response.headers_mut());
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, timeout))? {
-                if body.len() + chunk.len() > limit {
-                    return Err(UpstreamError::TooLarge(limit));
+            let (parts, mut incoming) = response.into_parts();
+            let mut body = bytes::BytesMut::new();
+            loop {
+                let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
+                    Err(_) => return Err(UpstreamError::Timeout(timeout)),
+                    Ok(None) => break,
+                    Ok(Some(frame)) => frame.map_err(|_| body_failed())?,
+                };
+                if let Ok(chunk) = frame.into_data() {
+                    if body.len() + chunk.len() > limit {
+                        return Err(UpstreamError::TooLarge(limit));
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
             }
             Ok(UpstreamResponse {
-                status,
-                headers,
-                body: Bytes::from(body),
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: body.freeze(),
             })
         })
     }
-}
 
-impl HttpUpstream {
-    fn stream(
+    fn send_streaming(
         &self,
         request: UpstreamRequest,
-        body: Option<reqwest::Body>,
+        body: Option<RequestBody>,
     ) -> BoxFuture<'_, Result<StreamingResponse, UpstreamError>> {
         Box::pin(async move {
             let timeout = request.timeout;
-            let client = self.client().map_err(|e| classify(e, timeout))?;
-            let mut builder = client
-                .request(request.method, request.url)
-                .headers(request.headers)
-                .timeout(timeout);
-            if let Some(body) = body {
-                builder = builder.body(body);
-            }
-            let mut response = builder.send().await.map_err(|e| classify(e, timeout))?;
-            let status = response.status().as_u16();
-            let headers = std::mem::take(response.headers_mut());
-            let body = futures::StreamExt::boxed(futures::TryStreamExt::map_err(
-                response.bytes_stream(),
-                move |e| classify(e, timeout),
-            ));
+            let deadline = Instant::now() + timeout;
+            let response = self
+                .exchange(request, body.unwrap_or_else(empty_body), deadline)
+                .await?;
+            let (parts, incoming) = response.into_parts();
+            // The deadline covers the whole exchange, body included, as for `send`.
+            let body = futures::stream::unfold(Some(incoming), move |state| async move {
+                let mut incoming = state?;
+                loop {
+                    return match tokio::time::timeout_at(deadline, incoming.frame()).await {
+                        Err(_) => Some((Err(UpstreamError::Timeout(timeout)), None)),
+                        Ok(None) => None,
+                        Ok(Some(Err(_))) => Some((Err(body_failed()), None)),
+                        Ok(Some(Ok(frame))) => match frame.into_data() {
+                            Ok(chunk) => Some((Ok(chunk), Some(incoming))),
+                            // Trailers carry nothing the caller receives.
+                            Err(_) => continue,
+                        },
+                    };
+                }
+            });
             Ok(StreamingResponse {
-                status,
-                headers,
-                body,
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: futures::StreamExt::boxed(body),
             })
         })
     }
 }
 
-/// Map a reqwest failure to a typed error, surfacing the resolver's refusal as `Denied`.
-fn classify(error: reqwest::Error, timeout: Duration) -> UpstreamError {
-    if error.is_timeout() {
-        return UpstreamError::Timeout(timeout);
-    }
+/// Wrap a stream of chunks as a request body.
+pub fn streamed_body<S, E>(chunks: S) -> RequestBody
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    let frames = futures::TryStreamExt::map_ok(
+        futures::TryStreamExt::map_err(chunks, Into::into),
+        http_body::Frame::data,
+    );
+    http_body_util::StreamBody::new(frames).boxed_unsync()
+}
+
+fn empty_body() -> RequestBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn body_failed() -> UpstreamError {
+    UpstreamError::Transport("the upstream response body failed".into())
+}
+
+/// Map a client failure to a typed error, surfacing the resolver's refusal as `Denied`.
+fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(err) = source {
         if let Some(denied) = err.downcast_ref::<AddressDenied>() {
@@ -231,23 +336,35 @@ struct AddressDenied {
 }
 
 /// Resolves names with the system resolver, then keeps only addresses `policy` permits.
-/// reqwest connects to exactly the addresses returned, so there is no second lookup to rebind.
-#[derive(Debug)]
+/// The connector dials exactly the addresses returned, so there is no second lookup to rebind.
+/// (An IP-literal URL skips resolution; the capability checks those before sending.)
+#[derive(Debug, Clone, Copy)]
 struct PolicyResolver {
     policy: AddressPolicy,
 }
 
-impl reqwest::dns::Resolve for PolicyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+impl tower_service::Service<Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let policy = self.policy;
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
             let permitted: Vec<SocketAddr> = resolved.filter(|addr| policy.permits(addr.ip())).collect();
             if permitted.is_empty() {
-                return Err(Box::new(AddressDenied { host }) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(AddressDenied { host }) as BoxError);
             }
-            Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs)
+            Ok(permitted.into_iter())
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

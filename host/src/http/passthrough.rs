@@ -90,7 +90,7 @@ fn capped_body(
     limit: usize,
     exceeded: Arc<AtomicBool>,
     counted: Arc<AtomicU64>,
-) -> reqwest::Body {
+) -> crate::upstream::RequestBody {
     let mut seen = 0usize;
     let stream = body.into_data_stream().map(move |chunk| {
         let chunk = chunk.map_err(std::io::Error::other)?;
@@ -102,7 +102,7 @@ fn capped_body(
         }
         Ok::<_, std::io::Error>(chunk)
     });
-    reqwest::Body::wrap_stream(stream)
+    crate::upstream::streamed_body(stream)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -549,7 +549,7 @@ impl CallState {
     pub(crate) async fn stream_for_host(
         &mut self,
         request: Request,
-        body: Option<reqwest::Body>,
+        body: Option<crate::upstream::RequestBody>,
     ) -> Result<
         (
             u16,
