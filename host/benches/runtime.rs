@@ -21,7 +21,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::future::BoxFuture;
 use sluice::egress::AddressPolicy;
-use sluice::http::AppState;
+use sluice::http::{App, AppState};
 use sluice::oauth::refresh::TokenRefresher;
 use sluice::policy::Policy;
 use sluice::registry::Registry;
@@ -213,7 +213,7 @@ fn http_path(c: &mut Criterion) {
             300,
             Arc::default(),
         ));
-        let app = AppState {
+        let app = AppState::new(App {
             runtime,
             registry,
             vault,
@@ -227,7 +227,7 @@ fn http_path(c: &mut Criterion) {
             refresher,
             connect_session_ttl: 600,
             access_log: false,
-        };
+        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(listener, app, None, async {
             let _ = rx.await;

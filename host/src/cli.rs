@@ -6,7 +6,7 @@ use crate::config::{
     VaultCommand,
 };
 use crate::egress::AddressPolicy;
-use crate::http::AppState;
+use crate::http::{App, AppState};
 use crate::policy::Policy;
 use crate::registry::{self, Loader, Registry};
 use crate::runtime::{Runtime, RuntimeLimits};
@@ -329,7 +329,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.oauth_refresh_margin_secs,
         metrics.clone(),
     ));
-    let app = AppState {
+    let app = AppState::new(App {
         runtime,
         registry,
         vault,
@@ -346,7 +346,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         refresher,
         connect_session_ttl: args.connect_session_ttl_secs,
         access_log: args.access_log,
-    };
+    });
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");
     tracing::info!(address = %local, connectors = ?loaded.keys().collect::<Vec<_>>(), "listening");

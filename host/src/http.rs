@@ -46,9 +46,29 @@ use tracing::Instrument;
 /// Largest request body accepted on any route.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// Shared state of every handler.
+/// Shared state of every handler, behind one `Arc`: axum clones the state for every request
+/// (and every extractor that asks for it), and one count is cheaper than one per field.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<App>);
+
+impl AppState {
+    /// Share `app` with the handlers.
+    pub fn new(app: App) -> Self {
+        Self(Arc::new(app))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// What the handlers share: the runtime, the connectors, the vault and the settings.
+#[derive(Debug)]
+pub struct App {
     /// The WebAssembly runtime.
     pub runtime: Arc<Runtime>,
     /// Loaded connectors.
