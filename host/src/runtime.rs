@@ -6,12 +6,14 @@
 //! - [`capability`] — the `http` and `log` imports the host gives each instance.
 //! - [`limits`] — the per-request memory budget.
 //! - [`contract`] — which WIT contract version a component was built against.
+//! - [`spare`] — instances prepared before the requests that will use them.
 
 pub mod bindings;
 pub(crate) mod capability;
 pub mod contract;
 pub mod limits;
 pub mod manifest;
+mod spare;
 
 use crate::cache::{ArtifactCache, Origin};
 use crate::egress::{AddressPolicy, HostPattern};
@@ -21,6 +23,7 @@ use bindings::{ConnectorError, Output, WitManifest, upgrade, v0_1, v0_2};
 use futures::future::BoxFuture;
 use limits::MemoryBudget;
 use manifest::{AuthScheme, Manifest};
+use spare::{MAX_SPARES, Spare, Spares};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,9 +222,10 @@ pub struct LoadedConnector {
     pub loaded_at: i64,
     /// The limits this connector runs under (global limits tightened by its policy).
     pub limits: Arc<RuntimeLimits>,
-    pre: VersionedPre,
+    pre: Arc<VersionedPre>,
     default_plan: Arc<EgressPlan>,
     in_flight: Arc<Semaphore>,
+    spares: Arc<Spares>,
 }
 
 impl fmt::Debug for LoadedConnector {
@@ -331,6 +335,8 @@ pub struct Runtime {
     limits: Arc<RuntimeLimits>,
     upstream: Arc<dyn Upstream>,
     instance_slots: Arc<Semaphore>,
+    /// Spare instances still allowed to exist (see [`spare`]).
+    spare_allowance: Arc<Semaphore>,
     cache: Option<ArtifactCache>,
 }
 
@@ -361,6 +367,7 @@ impl Runtime {
             limits: Arc::new(limits),
             upstream,
             instance_slots: Arc::new(Semaphore::new(slots)),
+            spare_allowance: Arc::new(Semaphore::new(MAX_SPARES as usize)),
             cache: None,
         })
     }
@@ -464,8 +471,9 @@ impl Runtime {
             source: None,
             loaded_at: crate::vault::now(),
             limits,
-            pre,
+            pre: Arc::new(pre),
             default_plan,
+            spares: Arc::default(),
         })
     }
 
@@ -476,15 +484,20 @@ impl Runtime {
             allowlist: Vec::new(),
             credential_origin: None,
         });
-        let mut store = self.new_store(
-            plan,
-            CallContext::default(),
+        let call = capability::CallState::new(
             "<loading>",
-            None,
+            CallContext::default(),
+            plan,
+            self.upstream.clone(),
             self.limits.clone(),
-            self.limits.describe_timeout,
+            None,
         );
-        let run = pre.describe(&mut store);
+        let mut store = new_store(&self.engine, call, &self.limits);
+        arm(&mut store, &self.limits, self.limits.describe_timeout);
+        let run = async {
+            let instance = pre.instantiate(&mut store).await?;
+            instance.describe(&mut store).await
+        };
         let wit = match tokio::time::timeout(self.limits.describe_timeout, run).await {
             Ok(Ok(manifest)) => manifest,
             Ok(Err(e)) => return Err(LoadError::Describe(format!("{e:#}"))),
@@ -493,7 +506,8 @@ impl Runtime {
         Ok(Manifest::from_wit(wit)?)
     }
 
-    /// Run `endpoint` of `connector` in a fresh instance.
+    /// Run `endpoint` of `connector` in a fresh instance: this thread's spare if it has one
+    /// (see [`spare`]), else one made now.
     pub async fn invoke(
         &self,
         connector: &LoadedConnector,
@@ -507,10 +521,13 @@ impl Runtime {
             .in_flight
             .try_acquire()
             .map_err(|_| InvokeError::ConnectorBusy)?;
-        let _slot = tokio::time::timeout(self.limits.instance_wait, self.instance_slots.acquire())
-            .await
-            .map_err(|_| InvokeError::Busy)?
-            .map_err(|_| InvokeError::Busy)?;
+        let slot = tokio::time::timeout(
+            self.limits.instance_wait,
+            self.instance_slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| InvokeError::Busy)?
+        .map_err(|_| InvokeError::Busy)?;
         let plan = match &context.base_url_override {
             None => connector.default_plan.clone(),
             Some(custom) => Arc::new(EgressPlan::new(&connector.manifest, Some(custom))),
@@ -518,81 +535,144 @@ impl Runtime {
         let limits = connector.limits.clone();
         let timeout = limits.invocation_timeout;
         let manifest = &connector.manifest;
-        let mut store = self.new_store(
-            plan,
-            context,
+        let call = capability::CallState::new(
             &manifest.id,
+            context,
+            plan,
+            self.upstream.clone(),
+            limits.clone(),
             Some(manifest.auth.clone()),
-            limits,
-            timeout,
         );
-        let run = connector.pre.invoke(&mut store, endpoint, params_json);
-        let outcome = tokio::time::timeout(timeout, run).await;
-        if let Some(failure) = store.data().call.renewal_failure() {
-            return Err(InvokeError::CredentialRejected(failure.clone()));
-        }
-        match outcome {
-            Err(_) => Err(InvokeError::Timeout),
-            Ok(Ok(Ok(output))) => {
-                let call = &store.data().call;
-                let (upstream_time, egress_denials) = call.upstream_stats();
-                Ok(Invoked {
-                    output,
-                    credential_status: call.credential_status(),
-                    upstream_time,
-                    egress_denials,
-                })
+        let (mut store, instance) = match connector.spares.take() {
+            Some(spare) => {
+                let (mut store, instance) = spare.into_parts();
+                store.data_mut().call = call;
+                (store, Some(instance))
             }
-            Ok(Ok(Err(error))) => Err(InvokeError::Connector(error)),
-            Ok(Err(trap)) => Err(classify_trap(&trap, store.data().budget.exhausted())),
-        }
+            None => (new_store(&self.engine, call, &limits), None),
+        };
+        arm(&mut store, &limits, timeout);
+        let pre = &connector.pre;
+        let run = async {
+            let instance = match instance {
+                Some(instance) => instance,
+                None => pre.instantiate(&mut store).await?,
+            };
+            instance.invoke(&mut store, endpoint, params_json).await
+        };
+        let outcome = tokio::time::timeout(timeout, run).await;
+        let result = invoked(&store, outcome);
+        let next_spare = self.spare_build(connector);
+        // Tear the used instance down after the request it served has been answered: dropping
+        // it resets its memory, which need not delay the reply; its pool slot goes back with
+        // it. Then prepare the next spare, in the same idle moment.
+        tokio::spawn(async move {
+            drop(store);
+            drop(slot);
+            if let Some(build) = next_spare {
+                build.await;
+            }
+        });
+        result
     }
 
-    fn new_store(
-        &self,
-        plan: Arc<EgressPlan>,
-        context: CallContext,
-        connector_id: &str,
-        auth: Option<AuthScheme>,
-        limits: Arc<RuntimeLimits>,
-        deadline: Duration,
-    ) -> Store<GuestState> {
-        let hostcall_fuel =
-            limits.max_request_body + limits.max_url_bytes + limits.max_header_bytes + (64 << 10);
-        let state = GuestState {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            budget: MemoryBudget::new(limits.memory_bytes),
-            call: capability::CallState::new(
-                connector_id,
-                context,
+    /// How to build this thread's next spare of `connector`, if it has none and the allowance
+    /// permits one (see [`spare`]).
+    fn spare_build(&self, connector: &LoadedConnector) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let allowance = self.spare_allowance.clone().try_acquire_owned().ok()?;
+        let slot = connector.spares.claim()?;
+        let engine = self.engine.clone();
+        let upstream = self.upstream.clone();
+        let pre = connector.pre.clone();
+        let plan = connector.default_plan.clone();
+        let limits = connector.limits.clone();
+        let id = connector.manifest.id.clone();
+        let auth = connector.manifest.auth.clone();
+        Some(async move {
+            // The request that takes the spare sets its own call state and deadline.
+            let call = capability::CallState::new(
+                &id,
+                CallContext::default(),
                 plan,
-                self.upstream.clone(),
-                limits,
-                auth,
-            ),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.budget);
-        // Bound what one call into the host may make it copy (a URL, headers, a body), so a
-        // guest cannot make the host allocate more than a request could legitimately carry.
-        store.set_hostcall_fuel(hostcall_fuel);
-        // A guest still running after one to two ticks gives its serving thread back at every
-        // tick from then on: requests sharing the thread keep moving while it runs, and the
-        // invocation's wall-clock timeout can fire. Ordinary requests finish well inside a
-        // tick and never yield (a yield sends the request to the back of the thread's queue).
-        // Past the deadline the guest traps (`Trap::Interrupt`) even if no timer got to run.
-        let deadline_at = std::time::Instant::now() + deadline;
-        store.epoch_deadline_callback(move |_| {
-            Ok(if std::time::Instant::now() >= deadline_at {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-            })
-        });
-        store.set_epoch_deadline(2);
-        store
+                upstream,
+                limits.clone(),
+                Some(auth),
+            );
+            let mut store = new_store(&engine, call, &limits);
+            arm(&mut store, &limits, limits.invocation_timeout);
+            let built = tokio::time::timeout(limits.invocation_timeout, pre.instantiate(&mut store)).await;
+            let spare = match built {
+                Ok(Ok(instance)) => Some(Spare::new(store, instance, allowance)),
+                Ok(Err(error)) => {
+                    tracing::debug!(connector = %id, error = %format!("{error:#}"), "could not prepare a spare instance");
+                    None
+                }
+                Err(_) => None,
+            };
+            spare::fill(&slot, spare);
+        })
     }
+}
+
+/// What an invocation amounts to, read from its store once the guest is done.
+fn invoked(
+    store: &Store<GuestState>,
+    outcome: Result<wasmtime::Result<Result<Output, ConnectorError>>, tokio::time::error::Elapsed>,
+) -> Result<Invoked, InvokeError> {
+    let state = store.data();
+    if let Some(failure) = state.call.renewal_failure() {
+        return Err(InvokeError::CredentialRejected(failure.clone()));
+    }
+    match outcome {
+        Err(_) => Err(InvokeError::Timeout),
+        Ok(Ok(Ok(output))) => {
+            let (upstream_time, egress_denials) = state.call.upstream_stats();
+            Ok(Invoked {
+                output,
+                credential_status: state.call.credential_status(),
+                upstream_time,
+                egress_denials,
+            })
+        }
+        Ok(Ok(Err(error))) => Err(InvokeError::Connector(error)),
+        Ok(Err(trap)) => Err(classify_trap(&trap, state.budget.exhausted())),
+    }
+}
+
+/// A store for one instance: its WASI context grants nothing, its memory is capped by
+/// `limits`, and `call` is what its `http` and `log` imports act on.
+fn new_store(engine: &Engine, call: capability::CallState, limits: &RuntimeLimits) -> Store<GuestState> {
+    let state = GuestState {
+        wasi: WasiCtx::builder().build(),
+        table: ResourceTable::new(),
+        budget: MemoryBudget::new(limits.memory_bytes),
+        call,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.budget);
+    store
+}
+
+/// Give `store` a fresh allowance of host-call copying and a deadline `deadline` from now.
+fn arm(store: &mut Store<GuestState>, limits: &RuntimeLimits, deadline: Duration) {
+    // Bound what one call into the host may make it copy (a URL, headers, a body), so a
+    // guest cannot make the host allocate more than a request could legitimately carry.
+    let hostcall_fuel = limits.max_request_body + limits.max_url_bytes + limits.max_header_bytes + (64 << 10);
+    store.set_hostcall_fuel(hostcall_fuel);
+    // A guest still running after one to two ticks gives its serving thread back at every
+    // tick from then on: requests sharing the thread keep moving while it runs, and the
+    // invocation's wall-clock timeout can fire. Ordinary requests finish well inside a
+    // tick and never yield (a yield sends the request to the back of the thread's queue).
+    // Past the deadline the guest traps (`Trap::Interrupt`) even if no timer got to run.
+    let deadline_at = std::time::Instant::now() + deadline;
+    store.epoch_deadline_callback(move |_| {
+        Ok(if std::time::Instant::now() >= deadline_at {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+        })
+    });
+    store.set_epoch_deadline(2);
 }
 
 /// A pre-instantiated connector, bound with the bindings of the contract version it was built
@@ -621,23 +701,29 @@ impl VersionedPre {
         }
     }
 
+    /// A new instance in `store`.
+    async fn instantiate(&self, store: &mut Store<GuestState>) -> wasmtime::Result<VersionedInstance> {
+        Ok(match self {
+            Self::V0_1(pre) => VersionedInstance::V0_1(pre.instantiate_async(store).await?),
+            Self::V0_2(pre) => VersionedInstance::V0_2(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// An instance of a connector, bound with the bindings of its contract version.
+pub(crate) enum VersionedInstance {
+    V0_1(v0_1::ConnectorWorld),
+    V0_2(v0_2::ConnectorWorld),
+}
+
+impl VersionedInstance {
     async fn describe(&self, store: &mut Store<GuestState>) -> wasmtime::Result<WitManifest> {
         match self {
-            Self::V0_1(pre) => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                let manifest = instance
-                    .sluice_connector_connector()
-                    .call_describe(&mut *store)
-                    .await?;
+            Self::V0_1(instance) => {
+                let manifest = instance.sluice_connector_connector().call_describe(store).await?;
                 Ok(upgrade::manifest(manifest))
             }
-            Self::V0_2(pre) => {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance
-                    .sluice_connector_connector()
-                    .call_describe(&mut *store)
-                    .await
-            }
+            Self::V0_2(instance) => instance.sluice_connector_connector().call_describe(store).await,
         }
     }
 
@@ -648,19 +734,17 @@ impl VersionedPre {
         params_json: &str,
     ) -> wasmtime::Result<Result<Output, ConnectorError>> {
         match self {
-            Self::V0_1(pre) => {
-                let instance = pre.instantiate_async(&mut *store).await?;
+            Self::V0_1(instance) => {
                 let result = instance
                     .sluice_connector_connector()
-                    .call_invoke(&mut *store, endpoint, params_json)
+                    .call_invoke(store, endpoint, params_json)
                     .await?;
                 Ok(result.map(upgrade::output).map_err(upgrade::connector_error))
             }
-            Self::V0_2(pre) => {
-                let instance = pre.instantiate_async(&mut *store).await?;
+            Self::V0_2(instance) => {
                 instance
                     .sluice_connector_connector()
-                    .call_invoke(&mut *store, endpoint, params_json)
+                    .call_invoke(store, endpoint, params_json)
                     .await
             }
         }
@@ -691,7 +775,8 @@ fn engine_config(limits: &RuntimeLimits) -> wasmtime::Config {
     config.max_wasm_stack(512 << 10);
     config.async_stack_size(2 << 20);
     config.concurrency_support(false);
-    let slots = limits.max_instances;
+    // Room for every request's instance and every spare (see `spare`).
+    let slots = limits.max_instances + MAX_SPARES;
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
         // Non-Rust toolchains bring several core modules and memories per component.

@@ -86,6 +86,49 @@ async fn a_spinning_connector_does_not_hold_its_serving_thread() {
     assert_eq!((spun.status, spun.code()), (504, "connector_timeout"));
 }
 
+/// An instance prepared ahead of a request (a spare) runs under that request's deadline, not
+/// one counted from when it was prepared: a request arriving long after the spare was built
+/// succeeds, and a spinning request on a spare still runs until its own deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prepared_instance_runs_under_its_requests_deadline() {
+    let timeout = std::time::Duration::from_millis(500);
+    let options = Options {
+        extra_args: vec![
+            "--serve-threads".into(),
+            "1".into(),
+            "--timeout-ms".into(),
+            timeout.as_millis().to_string(),
+        ],
+        ..Options::default()
+    };
+    let setup = Setup::with_options(options).await;
+    for i in 0..2 {
+        let answer = setup.execute("echo", "say", json!({"params": {"i": i}})).await;
+        assert_eq!(
+            answer.body,
+            json!({"status": 200, "data": {"i": i}}),
+            "request {i}"
+        );
+        // Long enough for the spare prepared after this request to outlive a deadline.
+        tokio::time::sleep(timeout * 2).await;
+    }
+    for attempt in 0..2 {
+        let started = std::time::Instant::now();
+        let spun = setup.execute("hostile", "spin", json!({"params": {}})).await;
+        assert_eq!(
+            (spun.status, spun.code()),
+            (504, "connector_timeout"),
+            "spin {attempt}"
+        );
+        assert!(
+            started.elapsed() >= timeout,
+            "spin {attempt} was stopped after {:?}, before its deadline",
+            started.elapsed()
+        );
+        tokio::time::sleep(timeout * 2).await;
+    }
+}
+
 /// Unbounded allocation hits the per-request memory cap.
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_bomb_hits_connector_memory_limit() {

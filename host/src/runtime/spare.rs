@@ -1,0 +1,125 @@
+//! Instances made before they are needed, so that a request does not wait for one.
+//!
+//! Instantiating a connector and later tearing its instance down are the two largest steps a
+//! request spends in the runtime that do not depend on the request itself. Each serving thread
+//! therefore keeps, per connector, one *spare*: a freshly instantiated instance that no request
+//! has used. A request takes the spare; once it has been answered, a task on the same thread
+//! drops the used instance and builds the next spare. (Building it while the request waited for
+//! its upstream was tried first: the build then delayed the upstream's answer instead.)
+//!
+//! Isolation is unchanged: a spare serves exactly one request and is never reused; what it holds
+//! before that request comes only from instantiation, which sees no request data. A spare
+//! belongs to one loaded connector, so a reloaded connector never runs its predecessor's code.
+//! At most [`MAX_SPARES`] spares exist at once (over all threads and connectors); the instance
+//! pool is sized with that much headroom, so spares never take a slot a request needs.
+
+use super::{GuestState, VersionedInstance};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Store;
+
+/// Most spare instances alive at once, over all threads and connectors.
+pub(crate) const MAX_SPARES: u32 = 64;
+
+/// An instantiated connector no request has used yet.
+pub(crate) struct Spare {
+    store: Store<GuestState>,
+    instance: VersionedInstance,
+    /// One of [`MAX_SPARES`]; given back when the spare is taken or dropped.
+    _allowance: OwnedSemaphorePermit,
+}
+
+impl Spare {
+    pub(crate) fn new(
+        store: Store<GuestState>,
+        instance: VersionedInstance,
+        allowance: OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            store,
+            instance,
+            _allowance: allowance,
+        }
+    }
+
+    /// The store and the instance, for the request taking the spare.
+    pub(crate) fn into_parts(self) -> (Store<GuestState>, VersionedInstance) {
+        (self.store, self.instance)
+    }
+}
+
+/// One connector's spares: at most one per thread.
+#[derive(Default)]
+pub(crate) struct Spares {
+    per_thread: thread_local::ThreadLocal<Arc<Mutex<Slot>>>,
+}
+
+/// A thread's spare for one connector, and whether one is being built.
+#[derive(Default)]
+pub(crate) struct Slot {
+    ready: Option<Spare>,
+    building: bool,
+}
+
+impl Spares {
+    /// This thread's spare, if one is ready.
+    pub(crate) fn take(&self) -> Option<Spare> {
+        lock(self.slot()).ready.take()
+    }
+
+    /// The slot to fill if this thread has no spare and none is being built; marks it as being
+    /// built. The builder must call [`fill`] with the outcome, wherever it finishes.
+    pub(crate) fn claim(&self) -> Option<Arc<Mutex<Slot>>> {
+        let slot = self.slot();
+        let mut state = lock(slot);
+        if state.ready.is_some() || state.building {
+            return None;
+        }
+        state.building = true;
+        drop(state);
+        Some(slot.clone())
+    }
+
+    fn slot(&self) -> &Arc<Mutex<Slot>> {
+        self.per_thread.get_or_default()
+    }
+}
+
+/// Finish a build started with [`Spares::claim`]: keep `spare` if there is one.
+pub(crate) fn fill(slot: &Mutex<Slot>, spare: Option<Spare>) {
+    let mut state = lock(slot);
+    state.building = false;
+    state.ready = spare;
+}
+
+/// The slot's state; a panic elsewhere while it was held cannot leave it half-written.
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_build_per_thread_until_filled() {
+        let spares = Spares::default();
+        let slot = spares.claim().expect("first claim");
+        assert!(spares.claim().is_none(), "a build is already under way");
+        fill(&slot, None);
+        assert!(spares.take().is_none(), "a failed build leaves nothing to take");
+        let again = spares.claim().expect("claimable after a failed build");
+        fill(&again, None);
+        // Another thread has its own slot.
+        let spares = Arc::new(spares);
+        let other = std::thread::spawn({
+            let spares = spares.clone();
+            move || spares.claim().is_some()
+        });
+        let _mine = spares.claim().expect("this thread");
+        assert!(
+            other.join().expect("thread"),
+            "the other thread claims its own slot"
+        );
+    }
+}
