@@ -142,7 +142,7 @@ impl HttpUpstream {
         Self::with_roots(policy, roots)
     }
 
-    /// A transport trusting exactly `roots` (a private CA in tests or behind a corporate proxy).
+    /// A transport trusting exactly `roots` (a private CA: tests, or upstreams signed in-house).
     pub fn with_roots(policy: AddressPolicy, roots: rustls::RootCertStore) -> anyhow::Result<Self> {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
