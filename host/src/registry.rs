@@ -35,7 +35,7 @@ fn read<T: Clone>(lock: &RwLock<T>) -> T {
     }
 }
 
-fn update<T>(lock: &RwLock<T>, change: impl FnOnce(&mut T)) {
+fn update<T, R>(lock: &RwLock<T>, change: impl FnOnce(&mut T) -> R) -> R {
     match lock.write() {
         Ok(mut guard) => change(&mut guard),
         Err(poisoned) => change(&mut poisoned.into_inner()),
@@ -57,20 +57,23 @@ impl Registry {
     /// the previous version finishes on it. If the same file used to provide another id, that
     /// one is removed in the same swap.
     pub fn insert(&self, connector: LoadedConnector) {
-        update(&self.current, |current| {
+        let replaced = update(&self.current, |current| {
             let mut next = (**current).clone();
             if let Some(source) = &connector.source {
                 next.retain(|id, c| id == &connector.manifest.id || c.source.as_ref() != Some(source));
             }
             next.insert(connector.manifest.id.clone(), Arc::new(connector));
-            *current = Arc::new(next);
+            std::mem::replace(current, Arc::new(next))
         });
+        // Outside the lock: the last reference to a replaced connector tears down its compiled
+        // code and spare instances, and requests looking connectors up need not wait for that.
+        drop(replaced);
     }
 
     /// Remove whatever was loaded from `path`; returns the removed ids.
     pub fn remove_source(&self, path: &Path) -> Vec<String> {
         let mut removed = Vec::new();
-        update(&self.current, |current| {
+        let replaced = update(&self.current, |current| {
             let mut next = (**current).clone();
             next.retain(|id, c| {
                 let keep = c.source.as_deref() != Some(path);
@@ -79,8 +82,10 @@ impl Registry {
                 }
                 keep
             });
-            *current = Arc::new(next);
+            std::mem::replace(current, Arc::new(next))
         });
+        // Outside the lock, as in `insert`.
+        drop(replaced);
         removed
     }
 

@@ -580,7 +580,7 @@ impl Runtime {
     /// permits one (see [`spare`]).
     fn spare_build(&self, connector: &LoadedConnector) -> Option<impl Future<Output = ()> + Send + 'static> {
         let allowance = self.spare_allowance.clone().try_acquire_owned().ok()?;
-        let slot = connector.spares.claim()?;
+        let claim = connector.spares.claim()?;
         let engine = self.engine.clone();
         let upstream = self.upstream.clone();
         let pre = connector.pre.clone();
@@ -609,7 +609,7 @@ impl Runtime {
                 }
                 Err(_) => None,
             };
-            spare::fill(&slot, spare);
+            claim.fill(spare);
         })
     }
 }

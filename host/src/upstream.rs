@@ -130,6 +130,9 @@ impl std::fmt::Debug for HttpUpstream {
     }
 }
 
+/// Longest wait for a TCP connection to an upstream (within the exchange's own deadline).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Sent when the connector set none: some APIs refuse requests without them.
 const DEFAULT_USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
 const DEFAULT_ACCEPT: &str = "*/*";
@@ -152,7 +155,11 @@ impl HttpUpstream {
         let mut tcp = HttpConnector::new_with_resolver(PolicyResolver { policy });
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // Pooled connections an idle NAT or load balancer dropped are noticed, not waited on.
+        tcp.set_keepalive(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_interval(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_retries(Some(3));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -222,15 +229,13 @@ impl Upstream for HttpUpstream {
                 None => empty_body(),
             };
             let response = self.exchange(request, body, deadline).await?;
-            let declared_too_large = response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|len| len.to_str().ok()?.parse::<u64>().ok())
-                .is_some_and(|len| len > limit as u64);
-            if declared_too_large {
+            let (parts, mut incoming) = response.into_parts();
+            // The body's own length, not the header: a HEAD, 204 or 304 answer may declare the
+            // length of a body it does not carry.
+            let declared = http_body::Body::size_hint(&incoming).exact();
+            if declared.is_some_and(|len| len > limit as u64) {
                 return Err(UpstreamError::TooLarge(limit));
             }
-            let (parts, mut incoming) = response.into_parts();
             let mut body = bytes::BytesMut::new();
             loop {
                 let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
@@ -313,12 +318,19 @@ fn body_failed() -> UpstreamError {
     UpstreamError::Transport("the upstream response body failed".into())
 }
 
-/// Map a client failure to a typed error, surfacing the resolver's refusal as `Denied`.
+/// Map a client failure to a typed error, surfacing the resolver's refusal as `Denied` and a
+/// connect timeout as `Timeout`.
 fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(err) = source {
         if let Some(denied) = err.downcast_ref::<AddressDenied>() {
             return UpstreamError::Denied(denied.to_string());
+        }
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return UpstreamError::Timeout(CONNECT_TIMEOUT);
         }
         source = err.source();
     }

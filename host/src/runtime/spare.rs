@@ -56,7 +56,7 @@ pub(crate) struct Spares {
 
 /// A thread's spare for one connector, and whether one is being built.
 #[derive(Default)]
-pub(crate) struct Slot {
+struct Slot {
     ready: Option<Spare>,
     building: bool,
 }
@@ -67,9 +67,8 @@ impl Spares {
         lock(self.slot()).ready.take()
     }
 
-    /// The slot to fill if this thread has no spare and none is being built; marks it as being
-    /// built. The builder must call [`fill`] with the outcome, wherever it finishes.
-    pub(crate) fn claim(&self) -> Option<Arc<Mutex<Slot>>> {
+    /// The right to build this thread's spare, if it has none and none is being built.
+    pub(crate) fn claim(&self) -> Option<Claim> {
         let slot = self.slot();
         let mut state = lock(slot);
         if state.ready.is_some() || state.building {
@@ -77,7 +76,7 @@ impl Spares {
         }
         state.building = true;
         drop(state);
-        Some(slot.clone())
+        Some(Claim { slot: slot.clone() })
     }
 
     fn slot(&self) -> &Arc<Mutex<Slot>> {
@@ -85,11 +84,24 @@ impl Spares {
     }
 }
 
-/// Finish a build started with [`Spares::claim`]: keep `spare` if there is one.
-pub(crate) fn fill(slot: &Mutex<Slot>, spare: Option<Spare>) {
-    let mut state = lock(slot);
-    state.building = false;
-    state.ready = spare;
+/// A build under way for one thread's slot. [`Claim::fill`] ends it; a claim dropped without
+/// that (the build failed, panicked or was cancelled) frees the slot for the next attempt.
+pub(crate) struct Claim {
+    slot: Arc<Mutex<Slot>>,
+}
+
+impl Claim {
+    /// Finish the build: keep `spare` if there is one.
+    pub(crate) fn fill(self, spare: Option<Spare>) {
+        lock(&self.slot).ready = spare;
+        // `Drop` clears `building`.
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock(&self.slot).building = false;
+    }
 }
 
 /// The slot's state; a panic elsewhere while it was held cannot leave it half-written.
@@ -102,14 +114,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_build_per_thread_until_filled() {
+    fn one_build_per_thread_until_filled_or_abandoned() {
         let spares = Spares::default();
-        let slot = spares.claim().expect("first claim");
+        let claim = spares.claim().expect("first claim");
         assert!(spares.claim().is_none(), "a build is already under way");
-        fill(&slot, None);
+        claim.fill(None);
         assert!(spares.take().is_none(), "a failed build leaves nothing to take");
-        let again = spares.claim().expect("claimable after a failed build");
-        fill(&again, None);
+        let abandoned = spares.claim().expect("claimable after a failed build");
+        drop(abandoned);
+        let again = spares.claim().expect("claimable after an abandoned build");
+        again.fill(None);
         // Another thread has its own slot.
         let spares = Arc::new(spares);
         let other = std::thread::spawn({

@@ -263,6 +263,13 @@ async fn a_body_over_the_limit_is_refused_whether_declared_or_not() {
             UpstreamError::TooLarge(5)
         );
     }
+    // A HEAD answer declares the length of a body it does not carry.
+    let mut head = request(&format!("http://127.0.0.1:{declared}/"), SECOND);
+    head.method = http::Method::HEAD;
+    head.max_response_bytes = 5;
+    let answered = upstream.send(head).await.expect("a HEAD answer has no body");
+    assert_eq!((answered.status, answered.body.len()), (200, 0));
+
     let mut enough = request(&format!("http://127.0.0.1:{chunked}/"), SECOND);
     enough.max_response_bytes = 6;
     assert_eq!(
