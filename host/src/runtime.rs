@@ -579,8 +579,9 @@ impl Runtime {
     /// How to build this thread's next spare of `connector`, if it has none and the allowance
     /// permits one (see [`spare`]).
     fn spare_build(&self, connector: &LoadedConnector) -> Option<impl Future<Output = ()> + Send + 'static> {
-        let allowance = self.spare_allowance.clone().try_acquire_owned().ok()?;
+        // Claim first: if this thread has a spare or a build under way, nothing shared is touched.
         let claim = connector.spares.claim()?;
+        let allowance = self.spare_allowance.clone().try_acquire_owned().ok()?;
         let engine = self.engine.clone();
         let upstream = self.upstream.clone();
         let pre = connector.pre.clone();

@@ -237,18 +237,11 @@ impl Upstream for HttpUpstream {
                 return Err(UpstreamError::TooLarge(limit));
             }
             let mut body = bytes::BytesMut::new();
-            loop {
-                let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
-                    Err(_) => return Err(UpstreamError::Timeout(timeout)),
-                    Ok(None) => break,
-                    Ok(Some(frame)) => frame.map_err(|_| body_failed())?,
-                };
-                if let Ok(chunk) = frame.into_data() {
-                    if body.len() + chunk.len() > limit {
-                        return Err(UpstreamError::TooLarge(limit));
-                    }
-                    body.extend_from_slice(&chunk);
+            while let Some(chunk) = next_chunk(&mut incoming, deadline, timeout).await? {
+                if body.len() + chunk.len() > limit {
+                    return Err(UpstreamError::TooLarge(limit));
                 }
+                body.extend_from_slice(&chunk);
             }
             Ok(UpstreamResponse {
                 status: parts.status.as_u16(),
@@ -273,17 +266,10 @@ impl Upstream for HttpUpstream {
             // The deadline covers the whole exchange, body included, as for `send`.
             let body = futures::stream::unfold(Some(incoming), move |state| async move {
                 let mut incoming = state?;
-                loop {
-                    return match tokio::time::timeout_at(deadline, incoming.frame()).await {
-                        Err(_) => Some((Err(UpstreamError::Timeout(timeout)), None)),
-                        Ok(None) => None,
-                        Ok(Some(Err(_))) => Some((Err(body_failed()), None)),
-                        Ok(Some(Ok(frame))) => match frame.into_data() {
-                            Ok(chunk) => Some((Ok(chunk), Some(incoming))),
-                            // Trailers carry nothing the caller receives.
-                            Err(_) => continue,
-                        },
-                    };
+                match next_chunk(&mut incoming, deadline, timeout).await {
+                    Ok(Some(chunk)) => Some((Ok(chunk), Some(incoming))),
+                    Ok(None) => None,
+                    Err(error) => Some((Err(error), None)),
                 }
             });
             Ok(StreamingResponse {
@@ -314,8 +300,26 @@ fn empty_body() -> RequestBody {
         .boxed_unsync()
 }
 
-fn body_failed() -> UpstreamError {
-    UpstreamError::Transport("the upstream response body failed".into())
+/// The next chunk of a response body, `None` at its end, or why it failed; the exchange's
+/// `deadline` (its whole `timeout`) covers the body too.
+async fn next_chunk(
+    incoming: &mut hyper::body::Incoming,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Option<Bytes>, UpstreamError> {
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
+            Err(_) => return Err(UpstreamError::Timeout(timeout)),
+            Ok(None) => return Ok(None),
+            Ok(Some(frame)) => {
+                frame.map_err(|_| UpstreamError::Transport("the upstream response body failed".into()))?
+            }
+        };
+        // Trailers carry nothing the caller receives.
+        if let Ok(chunk) = frame.into_data() {
+            return Ok(Some(chunk));
+        }
+    }
 }
 
 /// Map a client failure to a typed error, surfacing the resolver's refusal as `Denied` and a
