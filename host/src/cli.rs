@@ -9,7 +9,7 @@ use crate::egress::AddressPolicy;
 use crate::http::{App, AppState};
 use crate::policy::Policy;
 use crate::registry::{self, Loader, Registry};
-use crate::runtime::{Runtime, RuntimeLimits};
+use crate::runtime::{Runtime, RuntimeLimits, SPARE_MAX_IDLE};
 use crate::upstream::HttpUpstream;
 use crate::vault::api_keys::{Environment, KeyOptions, Scope};
 use crate::vault::connections::NewConnection;
@@ -323,6 +323,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .to_owned();
     let logs = crate::vault::logs::start_writer(&args.store.data_dir.join("sluice.db"))?;
     spawn_log_pruning(vault.clone(), args.log_retention_days);
+    spawn_spare_expiry(registry.clone());
     let refresher = Arc::new(crate::oauth::refresh::TokenRefresher::for_runtime(
         vault.clone(),
         &runtime,
@@ -353,6 +354,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::serve(listener, app, args.serve_threads, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Every few seconds: drop spare instances nobody has taken for [`SPARE_MAX_IDLE`], so a
+/// connector that is no longer called gives back their memory and pool slots.
+fn spawn_spare_expiry(registry: Arc<Registry>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SPARE_MAX_IDLE / 4);
+        loop {
+            tick.tick().await;
+            let dropped = registry.drop_idle_spares(SPARE_MAX_IDLE);
+            if dropped > 0 {
+                tracing::debug!(dropped, "idle spare instances dropped");
+            }
+        }
+    });
 }
 
 /// At start and then hourly: delete request-log rows past the retention period and connect

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub upstream_seconds: Family<ConnectorLabels, Histogram>,
     /// Instances running now.
     pub instances_in_use: Gauge,
+    /// Spare instances waiting for a request.
+    pub spare_instances: Gauge,
     /// Component loads (startup and hot reload) by outcome.
     pub loads: Family<LoadLabels, Counter>,
     /// Upstream requests refused by the egress policy.
@@ -82,6 +84,7 @@ impl Default for Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let instances_in_use = Gauge::default();
+        let spare_instances = Gauge::default();
         let loads = Family::<LoadLabels, Counter>::default();
         let egress_denied = Family::<ConnectorLabels, Counter>::default();
         let token_refreshes = Family::<RefreshLabels, Counter>::default();
@@ -110,6 +113,11 @@ impl Default for Metrics {
             "Connector instances running now",
             instances_in_use.clone(),
         );
+        registry.register(
+            "spare_instances",
+            "Instances prepared for the next request and not yet taken",
+            spare_instances.clone(),
+        );
         registry.register("component_loads", "Component loads by outcome", loads.clone());
         registry.register(
             "egress_denied",
@@ -128,6 +136,7 @@ impl Default for Metrics {
             connector_seconds,
             upstream_seconds,
             instances_in_use,
+            spare_instances,
             loads,
             egress_denied,
             token_refreshes,

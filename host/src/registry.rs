@@ -70,6 +70,15 @@ impl Registry {
         drop(replaced);
     }
 
+    /// Drop spare instances no request has taken for `idle_for`, over every connector; how
+    /// many were dropped.
+    pub fn drop_idle_spares(&self, idle_for: std::time::Duration) -> usize {
+        self.snapshot()
+            .values()
+            .map(|connector| connector.drop_idle_spares(idle_for))
+            .sum()
+    }
+
     /// Remove whatever was loaded from `path`; returns the removed ids.
     pub fn remove_source(&self, path: &Path) -> Vec<String> {
         let mut removed = Vec::new();

@@ -7,13 +7,17 @@
 //! - [`limits`] — the per-request memory budget.
 //! - [`contract`] — which WIT contract version a component was built against.
 //! - [`spare`] — instances prepared before the requests that will use them.
+//! - [`pool`] — the pooling allocator and how its slots are shared out.
 
 pub mod bindings;
 pub(crate) mod capability;
 pub mod contract;
 pub mod limits;
 pub mod manifest;
+mod pool;
 mod spare;
+#[cfg(test)]
+mod tests;
 
 use crate::cache::{ArtifactCache, Origin};
 use crate::egress::{AddressPolicy, HostPattern};
@@ -23,7 +27,9 @@ use bindings::{ConnectorError, Output, WitManifest, upgrade, v0_1, v0_2};
 use futures::future::BoxFuture;
 use limits::MemoryBudget;
 use manifest::{AuthScheme, Manifest};
-use spare::{MAX_SPARES, Spare, Spares};
+use pool::SlotBudget;
+pub use spare::SPARE_MAX_IDLE;
+use spare::{Spare, Spares};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -228,6 +234,14 @@ pub struct LoadedConnector {
     spares: Arc<Spares>,
 }
 
+impl LoadedConnector {
+    /// Drop this connector's spare instances that no request has taken for `idle_for`; how
+    /// many were dropped.
+    pub fn drop_idle_spares(&self, idle_for: Duration) -> usize {
+        self.spares.drop_idle(idle_for)
+    }
+}
+
 impl fmt::Debug for LoadedConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadedConnector")
@@ -334,9 +348,12 @@ pub struct Runtime {
     linker: Linker<GuestState>,
     limits: Arc<RuntimeLimits>,
     upstream: Arc<dyn Upstream>,
+    budget: SlotBudget,
     instance_slots: Arc<Semaphore>,
     /// Spare instances still allowed to exist (see [`spare`]).
     spare_allowance: Arc<Semaphore>,
+    /// `describe()` calls still allowed to run (see [`pool`]).
+    load_slots: Semaphore,
     cache: Option<ArtifactCache>,
 }
 
@@ -349,7 +366,8 @@ impl fmt::Debug for Runtime {
 impl Runtime {
     /// Build the engine (pooling allocator, epoch interruption) and the linker.
     pub fn new(limits: RuntimeLimits, upstream: Arc<dyn Upstream>) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(&limits)).map_err(wasmtime_to_anyhow)?;
+        let budget = SlotBudget::for_limits(&limits);
+        let engine = Engine::new(&engine_config(&limits, budget)).map_err(wasmtime_to_anyhow)?;
         spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         // std for wasm32-wasip2 imports wasi:cli, wasi:io and friends even when unused; the
@@ -360,14 +378,15 @@ impl Runtime {
             .map_err(wasmtime_to_anyhow)?;
         v0_1::ConnectorWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(wasmtime_to_anyhow)?;
-        let slots = limits.max_instances as usize;
         Ok(Self {
             engine,
             linker,
             limits: Arc::new(limits),
             upstream,
-            instance_slots: Arc::new(Semaphore::new(slots)),
-            spare_allowance: Arc::new(Semaphore::new(MAX_SPARES as usize)),
+            budget,
+            instance_slots: Arc::new(Semaphore::new(budget.requests as usize)),
+            spare_allowance: Arc::new(Semaphore::new(budget.spares as usize)),
+            load_slots: Semaphore::new(budget.loads as usize),
             cache: None,
         })
     }
@@ -413,9 +432,14 @@ impl Runtime {
         self.upstream.clone()
     }
 
-    /// Instance slots currently taken.
+    /// Instance slots currently taken by requests.
     pub fn instances_in_use(&self) -> usize {
-        (self.limits.max_instances as usize).saturating_sub(self.instance_slots.available_permits())
+        (self.budget.requests as usize).saturating_sub(self.instance_slots.available_permits())
+    }
+
+    /// Spare instances alive now (see [`spare`]).
+    pub fn spares_alive(&self) -> usize {
+        (self.budget.spares as usize).saturating_sub(self.spare_allowance.available_permits())
     }
 
     /// The limits in force.
@@ -492,6 +516,12 @@ impl Runtime {
             self.limits.clone(),
             None,
         );
+        // The semaphore is never closed.
+        let _slot = self
+            .load_slots
+            .acquire()
+            .await
+            .map_err(|_| LoadError::Describe("no instance slot for loading".into()))?;
         let mut store = new_store(&self.engine, call, &self.limits);
         arm(&mut store, &self.limits, self.limits.describe_timeout);
         let run = async {
@@ -765,42 +795,14 @@ fn classify_trap(error: &wasmtime::Error, memory_exhausted: bool) -> InvokeError
     InvokeError::Trap(format!("{error:#}"))
 }
 
-/// Most bytes of a linear memory kept resident between requests when only dirtied pages are
-/// reset; past it the rest of the slot is decommitted as usual.
-const KEEP_RESIDENT_WITH_PAGEMAP_SCAN: usize = 4 << 20;
-
-fn engine_config(limits: &RuntimeLimits) -> wasmtime::Config {
+fn engine_config(limits: &RuntimeLimits, budget: SlotBudget) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true);
     // Guest recursion must trap well before it could exhaust the fiber's native stack.
     config.max_wasm_stack(512 << 10);
     config.async_stack_size(2 << 20);
     config.concurrency_support(false);
-    // Room for every request's instance and every spare (see `spare`).
-    let slots = limits.max_instances + MAX_SPARES;
-    let mut pool = wasmtime::PoolingAllocationConfig::new();
-    pool.total_component_instances(slots)
-        // Non-Rust toolchains bring several core modules and memories per component.
-        .total_core_instances(slots * 8)
-        .total_memories(slots * 4)
-        .total_tables(slots * 8)
-        .total_stacks(slots)
-        .max_core_instances_per_component(64)
-        .max_memories_per_component(64)
-        .max_tables_per_component(64)
-        .max_memory_size(limits.memory_bytes)
-        .table_keep_resident(16 << 10);
-    // Resetting pages is what per-request instances spend their time on. Where Linux (6.7+)
-    // offers PAGEMAP_SCAN, a used slot is reset by rewriting only the pages the guest dirtied,
-    // and they stay resident: the next request takes no copy-on-write faults and sends no
-    // TLB-shootdown interrupts. Without it, everything kept resident is rewritten on every
-    // request whether dirtied or not, so keep only a little.
-    if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
-        pool.pagemap_scan(wasmtime::Enabled::Yes)
-            .linear_memory_keep_resident(KEEP_RESIDENT_WITH_PAGEMAP_SCAN);
-    } else {
-        pool.linear_memory_keep_resident(64 << 10);
-    }
+    let pool = pool::pooling_config(limits, budget);
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     config
 }

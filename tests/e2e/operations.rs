@@ -48,6 +48,7 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
         r#"sluice_egress_denied_total{integration="hostile"} 1"#,
         r#"sluice_component_loads_total{outcome="ok"} 3"#,
         "sluice_instances_in_use 0",
+        "sluice_spare_instances ",
         r#"sluice_request_duration_seconds_count{integration="github"} 1"#,
         r#"sluice_upstream_duration_seconds_count{integration="github"} 1"#,
         r#"sluice_connector_duration_seconds_bucket{le="#,

@@ -39,6 +39,7 @@ async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRespon
     app.metrics
         .instances_in_use
         .set(app.runtime.instances_in_use() as i64);
+    app.metrics.spare_instances.set(app.runtime.spares_alive() as i64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

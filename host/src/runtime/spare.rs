@@ -10,16 +10,23 @@
 //! Isolation is unchanged: a spare serves exactly one request and is never reused; what it holds
 //! before that request comes only from instantiation, which sees no request data. A spare
 //! belongs to one loaded connector, so a reloaded connector never runs its predecessor's code.
-//! At most [`MAX_SPARES`] spares exist at once (over all threads and connectors); the instance
-//! pool is sized with that much headroom, so spares never take a slot a request needs.
+//! At most [`MAX_SPARES`] spares exist at once (over all threads and connectors), and no more
+//! than `--max-instances`; the instance pool keeps slots for them apart from the requests' (see
+//! [`super::pool`]), so spares never take a slot a request needs. A spare no request has taken
+//! for [`SPARE_MAX_IDLE`] is dropped, giving its slot, its memory and its share of the
+//! allowance back: a connector nobody calls does not hold them for good.
 
 use super::{GuestState, VersionedInstance};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 
 /// Most spare instances alive at once, over all threads and connectors.
 pub(crate) const MAX_SPARES: u32 = 64;
+
+/// How long a spare waits for a request before it is dropped.
+pub const SPARE_MAX_IDLE: Duration = Duration::from_secs(60);
 
 /// An instantiated connector no request has used yet.
 pub(crate) struct Spare {
@@ -27,6 +34,7 @@ pub(crate) struct Spare {
     instance: VersionedInstance,
     /// One of [`MAX_SPARES`]; given back when the spare is taken or dropped.
     _allowance: OwnedSemaphorePermit,
+    built_at: Instant,
 }
 
 impl Spare {
@@ -39,6 +47,7 @@ impl Spare {
             store,
             instance,
             _allowance: allowance,
+            built_at: Instant::now(),
         }
     }
 
@@ -77,6 +86,24 @@ impl Spares {
         state.building = true;
         drop(state);
         Some(Claim { slot: slot.clone() })
+    }
+
+    /// Drop every thread's spare that was built `idle_for` ago or longer and is still
+    /// untaken; how many were dropped.
+    pub(crate) fn drop_idle(&self, idle_for: Duration) -> usize {
+        let mut expired = Vec::new();
+        for slot in self.per_thread.iter() {
+            let mut state = lock(slot);
+            if state
+                .ready
+                .as_ref()
+                .is_some_and(|spare| spare.built_at.elapsed() >= idle_for)
+            {
+                expired.extend(state.ready.take());
+            }
+        }
+        // Dropped outside the locks: resetting an instance's memory takes microseconds.
+        expired.len()
     }
 
     fn slot(&self) -> &Arc<Mutex<Slot>> {

@@ -1,0 +1,125 @@
+//! The runtime's sharing of instance slots, against real connector components.
+
+use super::*;
+use crate::upstream::{UpstreamError, UpstreamRequest, UpstreamResponse};
+use sluice_fixtures::guests;
+
+/// An upstream that answers `{}` only once the test lets a request through, so a request can be
+/// held in flight with its instance alive.
+struct GatedUpstream {
+    gate: Semaphore,
+}
+
+impl Upstream for GatedUpstream {
+    fn send(&self, _request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, UpstreamError>> {
+        Box::pin(async move {
+            let _pass = self
+                .gate
+                .acquire()
+                .await
+                .map_err(|_| UpstreamError::Transport("gate closed".into()))?;
+            Ok(UpstreamResponse {
+                status: 200,
+                headers: http::HeaderMap::new(),
+                body: bytes::Bytes::from_static(b"{}"),
+            })
+        })
+    }
+}
+
+fn runtime(max_instances: u32) -> (Runtime, Arc<GatedUpstream>) {
+    let upstream = Arc::new(GatedUpstream {
+        gate: Semaphore::new(0),
+    });
+    let limits = RuntimeLimits {
+        max_instances,
+        ..RuntimeLimits::default()
+    };
+    let runtime = Runtime::new(limits, upstream.clone()).expect("runtime");
+    (runtime, upstream)
+}
+
+async fn load(runtime: &Runtime, path: &str) -> LoadedConnector {
+    let bytes = std::fs::read(path).expect("component file");
+    runtime.load(bytes, &Policy::default()).await.expect("load")
+}
+
+async fn say(runtime: &Runtime, echo: &LoadedConnector) {
+    let answer = runtime
+        .invoke(echo, "say", r#"{"i":1}"#, CallContext::default())
+        .await
+        .expect("echo answers");
+    assert_eq!(answer.output.status, 200);
+}
+
+/// Give the task that builds a spare after a request time to finish.
+async fn let_spares_build() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn a_load_finds_a_slot_while_every_request_slot_and_spare_is_taken() {
+    let (runtime, upstream) = runtime(1);
+    let github = load(&runtime, guests::GITHUB).await;
+    let echo = load(&runtime, guests::ECHO).await;
+    say(&runtime, &echo).await;
+    let_spares_build().await;
+    assert_eq!(
+        runtime.spares_alive(),
+        1,
+        "echo's spare takes the only spare slot"
+    );
+
+    let context = CallContext {
+        credential: Some(Credential::new("ghp_test")),
+        ..CallContext::default()
+    };
+    let held = runtime.invoke(
+        &github,
+        "get_repo",
+        r#"{"owner":"acme","repo":"webapp"}"#,
+        context,
+    );
+    let reload_while_held = async {
+        while runtime.instances_in_use() < 1 {
+            tokio::task::yield_now().await;
+        }
+        // Every request slot and every spare slot is taken: only the load's own share is left.
+        let reloaded = runtime
+            .load(
+                std::fs::read(guests::ECHO).expect("echo.wasm"),
+                &Policy::default(),
+            )
+            .await;
+        upstream.gate.add_permits(1);
+        reloaded
+    };
+    let (held, reloaded) = tokio::join!(held, reload_while_held);
+    assert_eq!(held.expect("the held request finishes").output.status, 200);
+    let reloaded = reloaded.expect("a load is not starved by requests and spares");
+    assert_eq!(reloaded.manifest.id, "echo");
+}
+
+#[tokio::test]
+async fn an_idle_spare_is_dropped_and_gives_its_allowance_back() {
+    let (runtime, _upstream) = runtime(4);
+    let echo = load(&runtime, guests::ECHO).await;
+    say(&runtime, &echo).await;
+    let_spares_build().await;
+    assert_eq!(runtime.spares_alive(), 1);
+
+    assert_eq!(
+        echo.drop_idle_spares(Duration::from_secs(3600)),
+        0,
+        "not idle long enough"
+    );
+    assert_eq!(runtime.spares_alive(), 1);
+    assert_eq!(echo.drop_idle_spares(Duration::ZERO), 1);
+    assert_eq!(runtime.spares_alive(), 0, "the allowance is given back");
+    assert_eq!(echo.drop_idle_spares(Duration::ZERO), 0, "nothing left to drop");
+
+    // The connector still serves, and the next request prepares a spare again.
+    say(&runtime, &echo).await;
+    let_spares_build().await;
+    assert_eq!(runtime.spares_alive(), 1);
+}
