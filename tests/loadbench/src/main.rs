@@ -69,9 +69,10 @@ struct Args {
     /// the others, so machine noise cancels.
     #[arg(long, value_name = "PATH")]
     baseline_sluice: Option<PathBuf>,
-    /// Which of D, P, Pt, W, S to run (extra connectors and W0 always run). Pt is P laid out
-    /// like the gateway: thread-per-core, one client per thread. S needs `wasmtime` (see
-    /// --wasmtime) and the hello-world component (see --hello-component).
+    /// Which of D, P, Pt, Px, W, S to run (extra connectors and W0 always run). Pt is P laid
+    /// out like the gateway: thread-per-core, one client per thread. Px is P in a process of its
+    /// own, as the gateway is. S needs `wasmtime` (see --wasmtime) and the hello-world component
+    /// (see --hello-component).
     #[arg(long, value_delimiter = ',', default_value = "D,P,W")]
     targets: Vec<String>,
     /// The `wasmtime` CLI for target S (`cargo install --locked wasmtime-cli --version 48.0.8`).
@@ -144,6 +145,9 @@ struct Args {
     /// has one per core).
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// Internal: serve P forwarding to this upstream URL until stdin closes (how Px runs).
+    #[arg(long, hide = true, value_name = "UPSTREAM_URL")]
+    serve_proxy: Option<String>,
 }
 
 /// Length of the hello-world component's reply, `{"hello":"world"}`.
@@ -230,6 +234,15 @@ impl std::str::FromStr for ExtraConnector {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(upstream) = args.serve_proxy {
+        return match proxy::serve_for_parent(upstream, args.server_threads) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: serving the plain proxy: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .thread_name("load")
         .enable_all()
@@ -297,6 +310,7 @@ struct Bench {
     baseline: Option<Gateway>,
     proxy: Option<proxy::PlainProxy>,
     proxy_thread_per_core: Option<proxy::PlainProxy>,
+    separate_proxy: Option<proxy::SeparateProxy>,
     wasmtime_serve: Option<serve::WasmtimeServe>,
 }
 
@@ -358,6 +372,11 @@ impl Bench {
         };
         let proxy = start_proxy("P", proxy::Layout::WorkStealing(args.server_threads))?;
         let proxy_thread_per_core = start_proxy("Pt", proxy::Layout::ThreadPerCore(args.server_threads))?;
+        let separate_proxy = if args.targets.iter().any(|t| t == "Px") {
+            Some(proxy::SeparateProxy::start(&upstream.url(), args.server_threads).await?)
+        } else {
+            None
+        };
         let wasmtime_serve = if args.targets.iter().any(|t| t == "S") {
             let component = default_path(
                 &args.hello_component,
@@ -378,6 +397,7 @@ impl Bench {
             baseline,
             proxy,
             proxy_thread_per_core,
+            separate_proxy,
             wasmtime_serve,
         })
     }
@@ -423,6 +443,10 @@ impl Bench {
                     let proxy = self.proxy_thread_per_core.as_ref().context("Pt not started")?;
                     get_repo("Pt", proxy.addr, proxy::PROXY_KEY)
                 }
+                "Px" => {
+                    let proxy = self.separate_proxy.as_ref().context("Px not started")?;
+                    get_repo("Px", proxy.addr, proxy::PROXY_KEY)
+                }
                 "W" => get_repo("W", self.gateway_addr()?, &self.gateway.key),
                 "S" => Target {
                     name: "S".into(),
@@ -433,7 +457,7 @@ impl Bench {
                     body: Bytes::new(),
                     expect: Expect::Exact(HELLO_BYTES),
                 },
-                other => bail!("unknown target `{other}` (expected D, P, Pt, W or S)"),
+                other => bail!("unknown target `{other}` (expected D, P, Pt, Px, W or S)"),
             };
             targets.push(target);
         }
@@ -496,7 +520,7 @@ impl Bench {
             summary: outcome.summary,
             upstream_hits: self.upstream.hits() - hits_before,
             gateway_rss_kib: match target.name.as_str() {
-                "D" | "P" | "Pt" => None,
+                "D" | "P" | "Pt" | "Px" => None,
                 "W0" => self.baseline.as_ref().and_then(Gateway::rss_kib),
                 _ => self.gateway.rss_kib(),
             },
@@ -703,6 +727,8 @@ async fn run(args: Args) -> anyhow::Result<u64> {
         ("W".into(), "Pt".into()),
         ("P".into(), "D".into()),
         ("Pt".into(), "P".into()),
+        ("W".into(), "Px".into()),
+        ("Px".into(), "P".into()),
         ("W".into(), "W0".into()),
         ("W".into(), "S".into()),
     ];

@@ -104,6 +104,62 @@ impl PlainProxy {
     }
 }
 
+/// What a P run by [`serve_for_parent`] prints, followed by its address, once it listens.
+const ANNOUNCEMENT: &str = "plain proxy listening on ";
+
+/// P in a process of its own (target Px). P proper shares the bench's process with the load
+/// generator and the fake upstream, while the gateway is a process of its own; on a VM,
+/// switching between processes and waking a halted virtual CPU for another process cost more
+/// than switching between threads of one. Px pays what the gateway pays for that.
+pub struct SeparateProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _child: tokio::process::Child,
+}
+
+impl SeparateProxy {
+    /// Run this binary with `--serve-proxy` and wait until it says where it listens.
+    pub async fn start(upstream: &str, threads: usize) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args([
+                "--serve-proxy",
+                upstream,
+                "--server-threads",
+                &threads.to_string(),
+            ])
+            // The child serves until its stdin closes: it cannot outlive the bench.
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting Px")?;
+        let stdout = child.stdout.take().context("Px stdout")?;
+        let announced = crate::announce::wait_for(tokio::io::BufReader::new(stdout), announced_address).await;
+        match announced {
+            Ok(addr) => Ok(Self { addr, _child: child }),
+            Err(not_announced) => anyhow::bail!("Px did not start: {not_announced:?}"),
+        }
+    }
+}
+
+/// The address in a separately run P's announcement.
+fn announced_address(line: &str) -> Option<SocketAddr> {
+    line.strip_prefix(ANNOUNCEMENT)?.parse().ok()
+}
+
+/// Serve P for a parent bench (`--serve-proxy`): announce the address on stdout, then serve
+/// until stdin closes.
+pub fn serve_for_parent(upstream: String, threads: usize) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let proxy = PlainProxy::start(upstream, Layout::WorkStealing(threads))?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{ANNOUNCEMENT}{}", proxy.addr)?;
+    stdout.flush()?;
+    std::io::stdin().read_to_end(&mut Vec::new())?;
+    Ok(())
+}
+
 impl Drop for PlainProxy {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
@@ -165,4 +221,19 @@ async fn forward(
     envelope.put_slice(&data);
     envelope.put_u8(b'}');
     ([(header::CONTENT_TYPE, "application/json")], envelope.freeze()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_address_a_separate_proxy_announces() {
+        let line = format!("{ANNOUNCEMENT}127.0.0.1:40123");
+        assert_eq!(
+            announced_address(&line),
+            Some(SocketAddr::from(([127, 0, 0, 1], 40123)))
+        );
+        assert_eq!(announced_address("error: no upstream"), None);
+    }
 }
