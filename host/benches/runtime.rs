@@ -227,6 +227,7 @@ fn http_path(c: &mut Criterion) {
             refresher,
             connect_session_ttl: 600,
             access_log: false,
+            busy_poll: None,
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(listener, app, None, async {

@@ -347,6 +347,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         refresher,
         connect_session_ttl: args.connect_session_ttl_secs,
         access_log: args.access_log,
+        busy_poll: args
+            .busy_poll_us
+            .map(|micros| crate::busy_poll::BusyPoll::start(Duration::from_micros(micros))),
     });
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");

@@ -216,6 +216,11 @@ pub struct ServeArgs {
     /// Always on under `sluice dev`.
     #[arg(long, env = "SLUICE_ACCESS_LOG")]
     pub access_log: bool,
+    /// Keep the CPUs from halting while requests are in flight and for this many microseconds
+    /// after the last one, at the lowest scheduling priority: lower latency on virtual machines
+    /// whose idle CPUs halt, paid for with otherwise idle CPU time. Off by default.
+    #[arg(long, env = "SLUICE_BUSY_POLL_US")]
+    pub busy_poll_us: Option<u64>,
     /// State location.
     #[command(flatten)]
     pub store: StoreArgs,

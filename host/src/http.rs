@@ -95,6 +95,8 @@ pub struct App {
     pub connect_session_ttl: i64,
     /// Whether every request gets a `request done` line in the process log.
     pub access_log: bool,
+    /// Keeps the CPUs from halting while requests are in flight (`--busy-poll-us`).
+    pub busy_poll: Option<Arc<crate::busy_poll::BusyPoll>>,
 }
 
 /// The transaction key of the current request, also sent as `x-transaction-key`.
@@ -104,6 +106,7 @@ pub struct TransactionKey(pub String);
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let access_log = state.access_log;
+    let busy_poll = state.busy_poll.clone();
     Router::new()
         .merge(execute::router())
         .merge(catalog::router())
@@ -119,7 +122,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(move |request, next| {
-            transaction(request, next, access_log)
+            transaction(request, next, access_log, busy_poll.clone())
         }))
         .with_state(state)
 }
@@ -141,7 +144,13 @@ fn settle(result: Result<Response, ApiError>, log: &mut RequestLog, started: Ins
 
 /// Give every request a transaction key, put it on the response, and with `access_log` log
 /// the outcome.
-async fn transaction(mut request: Request, next: Next, access_log: bool) -> Response {
+async fn transaction(
+    mut request: Request,
+    next: Next,
+    access_log: bool,
+    busy_poll: Option<Arc<crate::busy_poll::BusyPoll>>,
+) -> Response {
+    let _active = busy_poll.as_deref().map(crate::busy_poll::BusyPoll::begin);
     let key = format!("txn_{}", crate::vault::crypto::random_hex(12));
     request.extensions_mut().insert(TransactionKey(key.clone()));
     // Whatever a handler logs carries the transaction key and route. The span holds only what

@@ -18,7 +18,9 @@
 //! - [`oauth`] — OAuth 2.0: PKCE, the token endpoint, single-flight refresh.
 //! - [`usage`] — per-key daily quotas and per-minute rate limits; [`metrics`] — Prometheus.
 //! - [`cli`] — what each command does; [`dev`] — `sluice dev` and `sluice new`.
+//! - [`busy_poll`] — keeping CPUs out of idle halt while serving (opt-in).
 
+pub mod busy_poll;
 pub mod cache;
 pub mod cli;
 pub mod config;
