@@ -9,8 +9,10 @@
 //! Where it is not enabled, this module does the same from inside the gateway: one thread per
 //! CPU, at `SCHED_IDLE` priority (it runs only when nothing else on that CPU wants to, and gives
 //! way at once), spins while any request is in flight and for a linger time after the last one
-//! began or ended, then sleeps until the next request. The price is CPU time: while traffic
-//! flows, every otherwise idle cycle is spent spinning. Off by default.
+//! began or ended, then sleeps until the next request. It yields its CPU now and then, and steps
+//! aside while more requests are in flight than there are CPUs (they have work of their own
+//! then). The price is CPU time: while traffic flows, every otherwise idle cycle is spent
+//! spinning. Off by default.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -24,9 +26,10 @@ const PAUSES_PER_LOOK: u32 = 32;
 /// CPUs then have work of their own, and a spinner would only compete with it.
 const SATURATED_BACKOFF: Duration = Duration::from_micros(200);
 
-/// Looks between two yields of the CPU (~30 µs). A woken request preempts a `SCHED_IDLE`
+/// Looks between two yields of the CPU (~250 µs). A woken request preempts a `SCHED_IDLE`
 /// spinner at once, but the scheduler may also pick the spinner while a request's thread is
 /// runnable and then leave it running until the next tick (milliseconds): yielding bounds that.
+/// Yielding every ~30 µs cost most of the latency the spinning saves (BENCHMARKS.md).
 const LOOKS_PER_YIELD: u32 = 128;
 
 /// What the serving threads report and the spinners read.

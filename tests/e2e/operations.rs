@@ -155,3 +155,23 @@ async fn openapi_document_matches_the_routes() {
     }
     assert!(checked >= 20, "{checked}");
 }
+
+/// `--busy-poll-us` starts a spinner per CPU and the gateway answers as usual beside them.
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_poll_runs_beside_requests() {
+    let setup = Setup::with_options(sluice_fixtures::gateway::Options {
+        extra_args: vec!["--busy-poll-us".into(), "500".into()],
+        ..Default::default()
+    })
+    .await;
+    for i in 0..20 {
+        let answer = setup.execute("echo", "say", json!({"params": {"i": i}})).await;
+        assert_eq!(answer.body, json!({"status": 200, "data": {"i": i}}));
+    }
+    let output = setup.gateway.output();
+    assert!(output.contains("busy poll on"), "{output}");
+    assert!(
+        !output.contains("cannot run at SCHED_IDLE"),
+        "spinners run at the lowest priority: {output}"
+    );
+}
