@@ -60,16 +60,16 @@ impl BusyPoll {
     /// last request activity. A spinner that cannot lower its priority to `SCHED_IDLE` is not
     /// started (at normal priority it would take CPU time from requests).
     pub fn start(linger: Duration) -> Arc<Self> {
+        let cpus = core_affinity::get_core_ids().unwrap_or_default();
         let poll = Arc::new(Self {
             in_flight: AtomicUsize::new(0),
             last_activity_nanos: AtomicU64::new(0),
             epoch: Instant::now(),
             linger,
-            saturated_above: core_affinity::get_core_ids().map_or(1, |cpus| cpus.len()),
+            saturated_above: cpus.len().max(1),
             sleepers: AtomicUsize::new(0),
             wake: (Mutex::new(()), Condvar::new()),
         });
-        let cpus = core_affinity::get_core_ids().unwrap_or_default();
         let mut started = 0;
         for cpu in cpus {
             let spinner = poll.clone();
