@@ -29,7 +29,7 @@ use limits::MemoryBudget;
 use manifest::{AuthScheme, Manifest};
 use pool::SlotBudget;
 pub use spare::SPARE_MAX_IDLE;
-use spare::{Spare, Spares};
+use spare::{Aftermath, Spare, Spares};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -427,7 +427,7 @@ impl Runtime {
         })
     }
 
-    /// Connector instances running now.
+    /// The upstream that connectors' HTTP requests go to.
     pub fn upstream(&self) -> Arc<dyn Upstream> {
         self.upstream.clone()
     }
@@ -573,7 +573,12 @@ impl Runtime {
             limits.clone(),
             Some(manifest.auth.clone()),
         );
-        let (mut store, instance) = match connector.spares.take() {
+        // Whatever happens next — an answer, an error, or the caller going away mid-request —
+        // the used instance is torn down and this thread's next spare built once the request is
+        // over, off its path.
+        let spare = connector.spares.take();
+        let aftermath = Aftermath::new(slot, self.spare_build(connector));
+        let (mut store, instance) = match spare {
             Some(spare) => {
                 let (mut store, instance) = spare.into_parts();
                 store.data_mut().call = call;
@@ -592,22 +597,13 @@ impl Runtime {
         };
         let outcome = tokio::time::timeout(timeout, run).await;
         let result = invoked(&store, outcome);
-        let next_spare = self.spare_build(connector);
-        // Tear the used instance down after the request it served has been answered: dropping
-        // it resets its memory, which need not delay the reply; its pool slot goes back with
-        // it. Then prepare the next spare, in the same idle moment.
-        tokio::spawn(async move {
-            drop(store);
-            drop(slot);
-            if let Some(build) = next_spare {
-                build.await;
-            }
-        });
+        aftermath.tear_down(store);
         result
     }
 
     /// How to build this thread's next spare of `connector`, if it has none and the allowance
-    /// permits one (see [`spare`]).
+    /// permits one (see [`spare`]). Claimed before the request runs, so that a request
+    /// abandoned half-way still leaves one built.
     fn spare_build(&self, connector: &LoadedConnector) -> Option<impl Future<Output = ()> + Send + 'static> {
         // Claim first: if this thread has a spare or a build under way, nothing shared is touched.
         let claim = connector.spares.claim()?;

@@ -3,8 +3,8 @@
 //! Instantiating a connector and later tearing its instance down are the two largest steps a
 //! request spends in the runtime that do not depend on the request itself. Each serving thread
 //! therefore keeps, per connector, one *spare*: a freshly instantiated instance that no request
-//! has used. A request takes the spare; once it has been answered, a task on the same thread
-//! drops the used instance and builds the next spare. (Building it while the request waited for
+//! has used. A request takes the spare; once it has been answered (or abandoned by its caller), a
+//! task on the same thread drops the used instance and builds the next spare. (Building it while the request waited for
 //! its upstream was tried first: the build then delayed the upstream's answer instead.)
 //!
 //! Isolation is unchanged: a spare serves exactly one request and is never reused; what it holds
@@ -17,6 +17,7 @@
 //! allowance back: a connector nobody calls does not hold them for good.
 
 use super::{GuestState, VersionedInstance};
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
@@ -128,6 +129,51 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         lock(&self.slot).building = false;
+    }
+}
+
+/// What is left to do once a request is over, whether it was answered or abandoned (the caller
+/// hung up and its future was dropped): drop the used instance, give its pool slot back, and
+/// build this thread's next spare.
+///
+/// None of it need delay the reply — dropping an instance resets its memory — so it runs in a
+/// task of its own on the same thread, in the idle moment after the answer has gone out.
+pub(crate) struct Aftermath<F: Future<Output = ()> + Send + 'static> {
+    used: Option<Store<GuestState>>,
+    slot: Option<OwnedSemaphorePermit>,
+    next_spare: Option<F>,
+}
+
+impl<F: Future<Output = ()> + Send + 'static> Aftermath<F> {
+    pub(crate) fn new(slot: OwnedSemaphorePermit, next_spare: Option<F>) -> Self {
+        Self {
+            used: None,
+            slot: Some(slot),
+            next_spare,
+        }
+    }
+
+    /// The request is answered: `used` goes with the rest. (An abandoned request's store is
+    /// dropped where it was, with the request.)
+    pub(crate) fn tear_down(mut self, used: Store<GuestState>) {
+        self.used = Some(used);
+    }
+}
+
+impl<F: Future<Output = ()> + Send + 'static> Drop for Aftermath<F> {
+    fn drop(&mut self) {
+        let (used, slot, next_spare) = (self.used.take(), self.slot.take(), self.next_spare.take());
+        // Outside a runtime (one shutting down) there is no later moment: drop it all now.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            drop(used);
+            drop(slot);
+            if let Some(build) = next_spare {
+                build.await;
+            }
+        });
     }
 }
 

@@ -13,11 +13,12 @@ struct GatedUpstream {
 impl Upstream for GatedUpstream {
     fn send(&self, _request: UpstreamRequest) -> BoxFuture<'_, Result<UpstreamResponse, UpstreamError>> {
         Box::pin(async move {
-            let _pass = self
-                .gate
+            // Each permit lets one request through.
+            self.gate
                 .acquire()
                 .await
-                .map_err(|_| UpstreamError::Transport("gate closed".into()))?;
+                .map_err(|_| UpstreamError::Transport("gate closed".into()))?
+                .forget();
             Ok(UpstreamResponse {
                 status: 200,
                 headers: http::HeaderMap::new(),
@@ -122,4 +123,39 @@ async fn an_idle_spare_is_dropped_and_gives_its_allowance_back() {
     say(&runtime, &echo).await;
     let_spares_build().await;
     assert_eq!(runtime.spares_alive(), 1);
+}
+
+#[tokio::test]
+async fn a_request_abandoned_mid_flight_gives_its_slot_back_and_leaves_a_spare() {
+    let (runtime, upstream) = runtime(4);
+    let github = load(&runtime, guests::GITHUB).await;
+    let context = || CallContext {
+        credential: Some(Credential::new("ghp_test")),
+        ..CallContext::default()
+    };
+    let params = r#"{"owner":"acme","repo":"webapp"}"#;
+    upstream.gate.add_permits(1);
+    let answered = runtime.invoke(&github, "get_repo", params, context()).await;
+    assert_eq!(answered.expect("answered").output.status, 200);
+    let_spares_build().await;
+    assert_eq!(runtime.spares_alive(), 1);
+
+    // The next request takes the spare and waits on the upstream; its caller gives up.
+    let held = runtime.invoke(&github, "get_repo", params, context());
+    let abandoned = tokio::time::timeout(Duration::from_millis(50), held).await;
+    assert!(
+        abandoned.is_err(),
+        "the gate held the request until it was dropped"
+    );
+    let_spares_build().await;
+    assert_eq!(
+        runtime.instances_in_use(),
+        0,
+        "the abandoned request's slot is back"
+    );
+    assert_eq!(
+        runtime.spares_alive(),
+        1,
+        "the thread has a spare for its next request"
+    );
 }
