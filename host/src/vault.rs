@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -160,6 +160,9 @@ const MIGRATIONS: &[&str] = &[
         BEGIN UPDATE credentials_generation SET value = value + 1; END;
     CREATE TRIGGER connections_deleted AFTER DELETE ON connections
         BEGIN UPDATE credentials_generation SET value = value + 1; END;
+"#,
+    r#"
+    ALTER TABLE connect_sessions ADD COLUMN base_url TEXT;
 "#,
 ];
 

@@ -178,14 +178,7 @@ async fn an_end_user_connects_gmail_in_a_real_browser() {
 
     let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
     assert_eq!(polled.body["status"], "connected", "{:?}", polled.body);
-    let key = polled.body["connectionKey"].as_str().expect("connection key");
-    setup
-        .api(
-            Method::PATCH,
-            &format!("/v1/vault/connections/{key}"),
-            Some(json!({"baseUrl": setup.upstream.url()})),
-        )
-        .await;
+    assert!(polled.body["connectionKey"].is_string(), "{:?}", polled.body);
     let labels = setup
         .execute("list_labels", json!({"params": {}, "identity": "kim"}))
         .await;

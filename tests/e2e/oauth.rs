@@ -294,7 +294,11 @@ impl OAuthSetup {
             .api(
                 Method::POST,
                 "/v1/connect",
-                Some(json!({"integration": "gmail", "identity": identity, "identityType": "user"})),
+                // The connection made sends the connector's calls to the fake Gmail API.
+                Some(json!({
+                    "integration": "gmail", "identity": identity, "identityType": "user",
+                    "baseUrl": self.upstream.url()
+                })),
             )
             .await;
         assert_eq!(created.status, 201, "{:?}", created.body);
@@ -369,15 +373,17 @@ impl OAuthSetup {
             .as_str()
             .expect("connection key")
             .to_owned();
-        // Send the connector's calls to the fake Gmail API instead of Google's.
-        let patched = self
-            .api(
-                Method::PATCH,
-                &format!("/v1/vault/connections/{key}"),
-                Some(json!({"baseUrl": self.upstream.url()})),
-            )
+        // The session's base URL came with the credential: calls go to the fake Gmail API.
+        let connection = self
+            .api(Method::GET, &format!("/v1/vault/connections/{key}"), None)
             .await;
-        assert_eq!(patched.status, 200, "{:?}", patched.body);
+        let base_url = url::Url::parse(&self.upstream.url()).expect("upstream URL");
+        assert_eq!(
+            connection.body["baseUrl"],
+            base_url.as_str(),
+            "{:?}",
+            connection.body
+        );
         key
     }
 
@@ -770,6 +776,18 @@ async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_fo
             "not_found",
         ),
         (json!({"integration": "gmail", "identity": ""}), "bad_request"),
+        (
+            json!({"integration": "gmail", "identityType": "banana"}),
+            "bad_request",
+        ),
+        (
+            json!({"integration": "gmail", "baseUrl": "ftp://x"}),
+            "bad_request",
+        ),
+        (
+            json!({"integration": "gmail", "baseUrl": "not a url"}),
+            "bad_request",
+        ),
     ] {
         let answer = setup.api(Method::POST, "/v1/connect", Some(body.clone())).await;
         assert_eq!(answer.code(), code, "{body}: {:?}", answer.body);
@@ -819,7 +837,7 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
         client
             .post(format!("{}/v1/connect", gateway.url))
             .bearer_auth(&key)
-            .json(&json!({"integration": "github", "identity": "zoe"})),
+            .json(&json!({"integration": "github", "identity": "zoe", "baseUrl": upstream.url()})),
     )
     .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -870,24 +888,15 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     let again = client.get(&url).send().await.expect("page");
     assert!(again.text().await.expect("page").contains("Already connected"));
 
-    // The new connection works with the stored key.
+    // The new connection has the session's base URL and works with the stored key.
     let connections = send(
         client
             .get(format!("{}/v1/vault/connections?identity=zoe", gateway.url))
             .bearer_auth(&key),
     )
     .await;
-    let connection_key = connections.body["rows"][0]["key"]
-        .as_str()
-        .expect("key")
-        .to_owned();
-    send(
-        client
-            .patch(format!("{}/v1/vault/connections/{connection_key}", gateway.url))
-            .bearer_auth(&key)
-            .json(&json!({"baseUrl": upstream.url()})),
-    )
-    .await;
+    let base_url = url::Url::parse(&upstream.url()).expect("upstream URL");
+    assert_eq!(connections.body["rows"][0]["baseUrl"], base_url.as_str());
     let call = send(
         client
             .post(format!("{}/v1/github/get_repo", gateway.url))

@@ -1,9 +1,10 @@
 //! The Pica-compatible vault API: connections are created, listed, read, changed and deleted
 //! per environment, and secrets never come back out.
 
-use crate::common::{Answer, Setup};
+use crate::common::{Answer, Setup, fake_github};
 use reqwest::Method;
 use serde_json::{Value, json};
+use sluice_fixtures::FakeUpstream;
 use sluice_fixtures::gateway::Options;
 
 fn assert_no_secret(answer: &Answer, secret: &str) {
@@ -135,6 +136,82 @@ async fn connection_lifecycle_through_the_vault_api() {
         "the secret leaked into the logs"
     );
     setup.assert_secret_not_logged();
+}
+
+/// Whoever may edit a connection may not send its stored credential somewhere else: the base
+/// URL moves only together with a secret the caller supplies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connections_credential_cannot_be_redirected_without_its_secret() {
+    let setup = Setup::new().await;
+    let elsewhere = FakeUpstream::start(fake_github).await;
+    let other_key = setup.gateway.create_key("test", "github").await;
+    let path = format!("/v1/vault/connections/{}", setup.connection_key);
+    let get_repo = json!({"params": {"owner": "acme", "repo": "webapp"}});
+
+    let moved = setup
+        .api_as(
+            &other_key,
+            Method::PATCH,
+            &path,
+            Some(json!({"baseUrl": elsewhere.url()})),
+        )
+        .await;
+    assert_eq!(
+        (moved.status, moved.code()),
+        (400, "bad_request"),
+        "{:?}",
+        moved.body
+    );
+    assert!(
+        moved.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("secret")
+    );
+    let answer = setup
+        .execute_as(&other_key, "github", "get_repo", get_repo.clone())
+        .await;
+    assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the credential reached another host"
+    );
+    assert_eq!(
+        setup.upstream_requests().len(),
+        1,
+        "the call went where it always did"
+    );
+
+    // Repeating the current base URL moves nothing; a new secret may go anywhere its owner says.
+    let unchanged = setup
+        .api(
+            Method::PATCH,
+            &path,
+            Some(json!({"baseUrl": setup.upstream.url(), "name": "same"})),
+        )
+        .await;
+    assert_eq!(unchanged.status, 200, "{:?}", unchanged.body);
+    let replaced = setup
+        .api(
+            Method::PATCH,
+            &path,
+            Some(json!({"baseUrl": elsewhere.url(), "secret": "ghp_ownedByTheMover"})),
+        )
+        .await;
+    assert_eq!(replaced.status, 200, "{:?}", replaced.body);
+    let answer = setup.execute("github", "get_repo", get_repo).await;
+    assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
+    let sent = elsewhere.requests().pop().expect("sent to the new base URL");
+    assert_eq!(sent.header("authorization"), Some("Bearer ghp_ownedByTheMover"));
+
+    // Going back to the integration's own origin needs no secret.
+    let cleared = setup
+        .api(Method::PATCH, &path, Some(json!({"baseUrl": null})))
+        .await;
+    assert_eq!(
+        (cleared.status, cleared.body["baseUrl"].clone()),
+        (200, Value::Null)
+    );
 }
 
 /// Every field is validated with a message that names it.

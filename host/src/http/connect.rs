@@ -33,7 +33,7 @@ use crate::runtime::manifest::AuthScheme;
 use crate::vault::Vault;
 use crate::vault::api_keys::Environment;
 use crate::vault::connect_sessions::{ConnectSession, NewSession, SessionStatus};
-use crate::vault::connections::{ConnectionSelector, NewConnection, PlanLimitReached};
+use crate::vault::connections::{ConnectionPatch, ConnectionSelector, NewConnection, PlanLimitReached};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -67,6 +67,7 @@ pub(super) async fn action_url(
         identity,
         identity_type: None,
         connection_key,
+        base_url: None,
         ttl_seconds: app.connect_session_ttl,
     };
     match app
@@ -266,6 +267,13 @@ fn save_connection(
     let key = match existing.filter(|c| c.platform == session.platform) {
         Some(existing) => {
             vault.store_secret(&existing, secret, token_expires_at)?;
+            if let Some(base_url) = &session.base_url {
+                let patch = ConnectionPatch {
+                    base_url: Some(Some(base_url.clone())),
+                    ..ConnectionPatch::default()
+                };
+                vault.update_connection(environment, &existing.public_id(), &patch)?;
+            }
             existing.key
         }
         None => {
@@ -276,6 +284,7 @@ fn save_connection(
                 identity_type: session.identity_type.clone(),
                 secret: secret.to_owned(),
                 token_expires_at,
+                base_url: session.base_url.clone(),
                 ..NewConnection::default()
             };
             match vault.add_connection(&new, limit)? {

@@ -112,7 +112,7 @@ struct CreateBody {
     base_url: Option<String>,
 }
 
-fn check_identity_type(kind: &str) -> Result<(), ApiError> {
+pub(super) fn check_identity_type(kind: &str) -> Result<(), ApiError> {
     if IDENTITY_TYPES.contains(&kind) {
         Ok(())
     } else {
@@ -141,7 +141,7 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn parse_base_url(raw: &str) -> Result<url::Url, ApiError> {
+pub(super) fn parse_base_url(raw: &str) -> Result<url::Url, ApiError> {
     let parsed =
         url::Url::parse(raw).map_err(|e| ApiError::BadRequest(format!("`baseUrl` is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
@@ -284,6 +284,16 @@ async fn update(
         Some(None) => Some(None),
         Some(Some(raw)) => Some(Some(parse_base_url(&raw)?)),
     };
+    let moves_the_credential = matches!(&base_url, Some(Some(url)) if record.base_url.as_ref() != Some(url));
+    if moves_the_credential && body.secret.is_none() {
+        // The stored credential goes wherever the base URL points. Whoever may edit a
+        // connection must not be able to send its write-only secret to a host of their choosing.
+        return Err(ApiError::BadRequest(
+            "`baseUrl` can only change together with `secret`: the connection's credential is sent \
+             to its base URL (`baseUrl: null` returns to the integration's own)"
+                .into(),
+        ));
+    }
     let patch = ConnectionPatch {
         name: body.name,
         description: body.description,

@@ -8,7 +8,9 @@
 use super::api_keys::Environment;
 use super::crypto::{self, Sealed};
 use super::{Vault, now};
+use anyhow::Context;
 use rusqlite::OptionalExtension;
+use url::Url;
 
 /// Where a connect session stands, as `GET /v1/connect/{id}` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,8 @@ pub struct ConnectSession {
     pub identity_type: Option<String>,
     /// The connection to update (reconnect), and once connected the connection made.
     pub connection_key: Option<String>,
+    /// The base URL the connection gets with the credential the flow stores, if the app set one.
+    pub base_url: Option<Url>,
     /// Stored status; see [`ConnectSession::status`].
     stored_status: String,
     /// Why the flow failed.
@@ -87,6 +91,8 @@ pub struct NewSession {
     pub identity_type: Option<String>,
     /// A connection to reconnect instead of creating a new one.
     pub connection_key: Option<String>,
+    /// Where the connection's requests go instead of the integration's own origin.
+    pub base_url: Option<Url>,
     /// Lifetime in seconds.
     pub ttl_seconds: i64,
 }
@@ -103,9 +109,15 @@ pub struct OAuthAttempt {
 }
 
 const COLUMNS: &str = "id, public_id, environment, platform, identity, identity_type, connection_key, \
-     status, error, created_at, expires_at";
+     status, error, created_at, expires_at, base_url";
 
-fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ConnectSession, String)> {
+/// How many columns [`COLUMNS`] lists; a query selecting more reads them from this index on.
+const COLUMN_COUNT: usize = 12;
+
+/// A row as stored: the session, its environment and its base URL still text.
+type RawSession = (ConnectSession, String, Option<String>);
+
+fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawSession> {
     Ok((
         ConnectSession {
             id: row.get(0)?,
@@ -119,13 +131,19 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ConnectSession
             error: row.get(8)?,
             created_at: row.get(9)?,
             expires_at: row.get(10)?,
+            base_url: None,
         },
         row.get(2)?,
+        row.get(COLUMN_COUNT - 1)?,
     ))
 }
 
-fn parse((mut session, environment): (ConnectSession, String)) -> anyhow::Result<ConnectSession> {
+fn parse((mut session, environment, base_url): RawSession) -> anyhow::Result<ConnectSession> {
     session.environment = environment.parse()?;
+    session.base_url = base_url
+        .map(|url| Url::parse(&url))
+        .transpose()
+        .with_context(|| format!("connect session {} has an invalid base URL", session.public_id))?;
     Ok(session)
 }
 
@@ -143,8 +161,8 @@ impl Vault {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO connect_sessions (public_id, token_hash, environment, platform, identity,
-                    identity_type, connection_key, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    identity_type, connection_key, created_at, expires_at, base_url)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 rusqlite::params![
                     public_id,
                     crypto::api_key_hash(&token),
@@ -154,7 +172,8 @@ impl Vault {
                     new.identity_type,
                     new.connection_key,
                     at,
-                    expires_at
+                    expires_at,
+                    new.base_url.as_ref().map(Url::as_str)
                 ],
             )?;
             Ok(())
@@ -240,17 +259,17 @@ impl Vault {
                     |row| {
                         Ok((
                             session_from_row(row)?,
-                            row.get::<_, Vec<u8>>(11)?,
+                            row.get::<_, Vec<u8>>(COLUMN_COUNT)?,
                             Sealed {
-                                nonce: row.get(12)?,
-                                ciphertext: row.get(13)?,
-                                key_id: row.get(14)?,
+                                nonce: row.get(COLUMN_COUNT + 1)?,
+                                ciphertext: row.get(COLUMN_COUNT + 2)?,
+                                key_id: row.get(COLUMN_COUNT + 3)?,
                             },
                         ))
                     },
                 )
                 .optional()?;
-            if let Some(((session, _), _, _)) = &row {
+            if let Some(((session, _, _), _, _)) = &row {
                 tx.execute(
                     "UPDATE connect_sessions SET state_hash = NULL, verifier_nonce = NULL,
                         verifier_ciphertext = NULL, verifier_key_id = NULL WHERE id = ?1",
@@ -319,6 +338,7 @@ mod tests {
             identity: Some("alice".into()),
             identity_type: Some("user".into()),
             connection_key: None,
+            base_url: None,
             ttl_seconds,
         }
     }

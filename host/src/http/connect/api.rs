@@ -2,6 +2,7 @@
 
 use super::super::AppState;
 use super::super::extract::{Caller, JsonBody};
+use super::super::vault::{check_identity_type, parse_base_url};
 use crate::error::ApiError;
 use crate::vault::connect_sessions::{ConnectSession, NewSession, SessionStatus};
 use axum::Json;
@@ -18,6 +19,7 @@ pub(super) struct CreateBody {
     identity: Option<String>,
     identity_type: Option<String>,
     connection_key: Option<String>,
+    base_url: Option<String>,
 }
 
 fn session_view(app: &AppState, session: &ConnectSession, token: Option<&str>) -> Value {
@@ -29,6 +31,7 @@ fn session_view(app: &AppState, session: &ConnectSession, token: Option<&str>) -
         "environment": session.environment.as_str(),
         "identity": session.identity,
         "identityType": session.identity_type,
+        "baseUrl": session.base_url.as_ref().map(url::Url::as_str),
         "createdAt": session.created_at,
         "expiresAt": session.expires_at,
     });
@@ -63,16 +66,22 @@ pub(super) async fn create_session(
             body.integration
         )));
     }
-    for (field, value) in [
-        ("identity", &body.identity),
-        ("identityType", &body.identity_type),
-    ] {
-        if value.as_ref().is_some_and(|v| v.is_empty() || v.len() > 200) {
-            return Err(ApiError::BadRequest(format!(
-                "`{field}` must be 1 to 200 characters"
-            )));
-        }
+    if body
+        .identity
+        .as_ref()
+        .is_some_and(|v| v.is_empty() || v.len() > 200)
+    {
+        return Err(ApiError::BadRequest(
+            "`identity` must be 1 to 200 characters".into(),
+        ));
     }
+    if let Some(kind) = &body.identity_type {
+        // The same kinds the vault API accepts, so the connection made can be filtered by it.
+        check_identity_type(kind)?;
+    }
+    // The credential the flow stores goes with this base URL, so setting it here moves no
+    // credential that already exists.
+    let base_url = body.base_url.as_deref().map(parse_base_url).transpose()?;
     let environment = key.environment;
     if let Some(connection_key) = body.connection_key.clone() {
         let existing = app
@@ -93,6 +102,7 @@ pub(super) async fn create_session(
         identity: body.identity,
         identity_type: body.identity_type,
         connection_key: body.connection_key,
+        base_url,
         ttl_seconds: app.connect_session_ttl,
     };
     let (session, token) = app
