@@ -31,13 +31,14 @@ async fn daily_quota_is_exact_under_concurrency() {
     }
 }
 
-/// The quota survives a restart: calls already made today still count.
+/// The quota survives a restart: calls already made today still count. Calls to actions that do
+/// not exist or that the key may not use count neither before nor after.
 #[tokio::test(flavor = "multi_thread")]
 async fn daily_quota_survives_a_restart() {
     let setup = Setup::new().await;
     let key = setup
         .gateway
-        .create_key_with("test", "*", &["--daily-quota", "3"])
+        .create_key_with("test", "echo", &["--daily-quota", "3"])
         .await;
     for _ in 0..2 {
         assert_eq!(
@@ -47,6 +48,17 @@ async fn daily_quota_survives_a_restart() {
                 .status,
             200
         );
+    }
+    for (integration, endpoint, code) in [
+        ("echo", "nope", "not_found"),
+        ("nope", "say", "not_found"),
+        ("github", "get_repo", "scope_not_allowed"),
+        ("github", "get_repo", "scope_not_allowed"),
+    ] {
+        let refused = setup
+            .execute_as(&key, integration, endpoint, json!({"params": {}}))
+            .await;
+        assert_eq!(refused.code(), code, "{integration}/{endpoint}");
     }
     // SIGTERM flushes nothing special: the batched log writer has had its 100 ms.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -342,6 +342,32 @@ async fn keys_see_only_their_environment_and_scope() {
         )
         .await;
     assert_eq!((create.status, create.code()), (403, "scope_not_allowed"));
+
+    // Listing counts only what the scope shows: the setup's two connections (github, hostile)
+    // are invisible to a github-only key but one of them, and so are their log rows.
+    let github_only = setup.gateway.create_key("test", "github").await;
+    let answer = setup
+        .execute("hostile", "call", json!({"params": {"url": "/text"}}))
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let listed = setup
+        .api_as(&github_only, Method::GET, "/v1/vault/connections?limit=1", None)
+        .await;
+    assert_eq!(
+        (listed.body["total"].clone(), listed.body["pages"].clone()),
+        (json!(1), json!(1)),
+        "{:?}",
+        listed.body
+    );
+    assert_eq!(listed.body["rows"][0]["platform"], "github");
+    let both = format!("/v1/vault/connections?key={},nope", setup.connection_key);
+    let by_keys = setup.api(Method::GET, &both, None).await;
+    assert_eq!(by_keys.body["total"], 1, "{:?}", by_keys.body);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let everything = setup.api(Method::GET, "/v1/logs", None).await;
+    assert_ne!(everything.body["total"], 0, "the log writer has flushed");
+    let logs = setup.api_as(&github_only, Method::GET, "/v1/logs", None).await;
+    assert_eq!(logs.body["total"], 0, "{:?}", logs.body);
 }
 
 /// Pica's `x-pica-secret` header works in place of the bearer key.

@@ -106,8 +106,6 @@ async fn run(
     log.key_id = Some(key.id);
     log.key_prefix = Some(key.prefix.clone());
     log.environment = Some(key.environment.as_str().to_owned());
-    let window = admit(app, &key).await?;
-    let JsonBody(body) = body?;
 
     let connector = app
         .registry
@@ -121,6 +119,10 @@ async fn run(
     if !key.scope.allows(integration) {
         return Err(ApiError::ScopeNotAllowed(integration.to_owned()));
     }
+    // Limits apply to calls of actions that exist and that the key may use: a caller probing
+    // names does not spend its quota (`Vault::count_calls_since` agrees after a restart).
+    let window = admit(app, &key).await?;
+    let JsonBody(body) = body?;
     let params = body
         .params
         .ok_or_else(|| ApiError::BadRequest("`params` is required (use {} for none)".into()))?;

@@ -9,6 +9,7 @@ use super::extract::{Caller, JsonBody};
 use super::query::Query;
 use crate::error::ApiError;
 use crate::runtime::manifest::AuthScheme;
+use crate::vault::api_keys::Scope;
 use crate::vault::connections::{ConnectionFilter, ConnectionPatch, ConnectionRecord, NewConnection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -73,7 +74,11 @@ async fn list(
         return Err(ApiError::ScopeNotAllowed(platform.clone()));
     }
     let filter = ConnectionFilter {
-        key: query.text("key"),
+        keys: query.list("key"),
+        platforms_in_scope: match &key.scope {
+            Scope::All => None,
+            Scope::Only(platforms) => Some(platforms.clone()),
+        },
         platform,
         identity: query.text("identity"),
         identity_type,
@@ -85,13 +90,7 @@ async fn list(
         .vault
         .run(move |vault| vault.list_connections(environment, &filter, page.page, page.limit))
         .await?;
-    // A scoped key sees only connections of integrations in its scope.
-    let rows: Vec<Value> = result
-        .rows
-        .iter()
-        .filter(|r| key.scope.allows(&r.platform))
-        .map(view)
-        .collect();
+    let rows: Vec<Value> = result.rows.iter().map(view).collect();
     Ok(Json(page.envelope(rows, result.total)))
 }
 

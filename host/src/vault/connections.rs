@@ -158,8 +158,10 @@ pub struct ConnectionSelector {
 /// Filters of the vault list API; all optional and combined with AND.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionFilter {
-    /// Exact connection key.
-    pub key: Option<String>,
+    /// Any of these connection keys (none: any key).
+    pub keys: Vec<String>,
+    /// Only connections of these connectors (`None`: any; the caller's scope).
+    pub platforms_in_scope: Option<Vec<String>>,
     /// Connector id.
     pub platform: Option<String>,
     /// Owner identity.
@@ -395,20 +397,33 @@ impl Vault {
         limit: u32,
     ) -> anyhow::Result<ConnectionPage> {
         let tags = serde_json::to_string(&filter.tags)?;
-        // Tags are stored as a JSON array; every requested tag must be in it.
-        let condition = "environment = ?1 AND (?2 IS NULL OR key = ?2) AND (?3 IS NULL OR platform = ?3)
+        let keys = (!filter.keys.is_empty())
+            .then(|| serde_json::to_string(&filter.keys))
+            .transpose()?;
+        let in_scope = filter
+            .platforms_in_scope
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
+        // Lists travel as JSON arrays. Tags are stored as one; every requested tag must be in it.
+        // The scope is applied here, not to the page afterwards, so that totals and pages count
+        // only what the caller may see.
+        let condition = "environment = ?1
+             AND (?2 IS NULL OR key IN (SELECT value FROM json_each(?2))) AND (?3 IS NULL OR platform = ?3)
              AND (?4 IS NULL OR identity = ?4) AND (?5 IS NULL OR identity_type = ?5)
              AND (?6 IS NULL OR active = ?6)
              AND NOT EXISTS (SELECT 1 FROM json_each(?7) AS wanted
-                             WHERE wanted.value NOT IN (SELECT value FROM json_each(connections.tags)))";
+                             WHERE wanted.value NOT IN (SELECT value FROM json_each(connections.tags)))
+             AND (?8 IS NULL OR platform IN (SELECT value FROM json_each(?8)))";
         let params = rusqlite::params![
             environment.as_str(),
-            filter.key,
+            keys,
             filter.platform,
             filter.identity,
             filter.identity_type,
             filter.active,
             tags,
+            in_scope,
         ];
         let conn = self.reader()?;
         let total: i64 = conn.query_row(
@@ -788,6 +803,40 @@ mod tests {
         assert_eq!(page.total, 5);
         assert_eq!(page.rows.len(), 2);
         assert_eq!(page.rows[0].identity.as_deref(), Some("user2"), "newest first");
+        Ok(())
+    }
+
+    #[test]
+    fn list_counts_only_the_scope_and_takes_several_keys() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        let stripe = add(&vault, &new_connection("stripe", Environment::Test, Some("s")))?;
+        let mut github = Vec::new();
+        for i in 0..4 {
+            let identity = format!("user{i}");
+            github.push(add(
+                &vault,
+                &new_connection("github", Environment::Test, Some(&identity)),
+            )?);
+        }
+        let stripe_only = ConnectionFilter {
+            platforms_in_scope: Some(vec!["stripe".into()]),
+            ..Default::default()
+        };
+        let page = vault.list_connections(Environment::Test, &stripe_only, 1, 2)?;
+        assert_eq!(page.total, 1, "connections out of scope are not counted");
+        assert_eq!(page.rows.len(), 1);
+        assert_eq!(page.rows[0].key, stripe.key);
+
+        let two_keys = ConnectionFilter {
+            keys: vec![github[0].key.clone(), stripe.key.clone()],
+            ..Default::default()
+        };
+        let page = vault.list_connections(Environment::Test, &two_keys, 1, 20)?;
+        let mut keys: Vec<_> = page.rows.iter().map(|r| r.key.clone()).collect();
+        keys.sort();
+        let mut expected = vec![github[0].key.clone(), stripe.key.clone()];
+        expected.sort();
+        assert_eq!(keys, expected);
         Ok(())
     }
 

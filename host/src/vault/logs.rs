@@ -86,6 +86,17 @@ pub struct LogFilter {
     pub transaction_key: Option<String>,
     /// Only rows at or after this time (Unix ms).
     pub since_ms: Option<i64>,
+    /// What a scoped key may see: rows of these integrations, and its own rows (`None`: all).
+    pub visible_to: Option<ScopedReader>,
+}
+
+/// A scoped key reading the log.
+#[derive(Debug, Clone, Default)]
+pub struct ScopedReader {
+    /// The integrations in its scope.
+    pub integrations: Vec<String>,
+    /// The key's id: its own calls are always visible, whatever they named.
+    pub key_id: i64,
 }
 
 /// Sends log rows to the background writer; dropping every sender stops it.
@@ -180,7 +191,13 @@ impl Vault {
         let condition =
             "environment = ?1 AND (?2 IS NULL OR integration = ?2) AND (?3 IS NULL OR endpoint = ?3)
              AND (?4 IS NULL OR outcome = ?4) AND (?5 IS NULL OR key_prefix = ?5)
-             AND (?6 IS NULL OR transaction_key = ?6) AND (?7 IS NULL OR created_at_ms >= ?7)";
+             AND (?6 IS NULL OR transaction_key = ?6) AND (?7 IS NULL OR created_at_ms >= ?7)
+             AND (?8 IS NULL OR integration IN (SELECT value FROM json_each(?8)) OR key_id = ?9)";
+        let scope = filter
+            .visible_to
+            .as_ref()
+            .map(|reader| serde_json::to_string(&reader.integrations))
+            .transpose()?;
         let params = rusqlite::params![
             filter.environment,
             filter.integration,
@@ -188,7 +205,9 @@ impl Vault {
             filter.outcome,
             filter.key_prefix,
             filter.transaction_key,
-            filter.since_ms
+            filter.since_ms,
+            scope,
+            filter.visible_to.as_ref().map(|reader| reader.key_id)
         ];
         let conn = self.reader()?;
         let total: i64 = conn.query_row(
@@ -229,7 +248,8 @@ impl Vault {
     pub fn count_calls_since(&self, key_id: i64, since_ms: i64) -> anyhow::Result<u64> {
         let count: i64 = self.reader()?.query_row(
             "SELECT COUNT(*) FROM request_logs WHERE key_id = ?1 AND created_at_ms >= ?2
-               AND outcome NOT IN ('daily_limit_reached', 'rate_limited', 'unauthorized')",
+               AND outcome NOT IN ('daily_limit_reached', 'rate_limited', 'unauthorized', 'api_key_revoked',
+                                   'api_key_expired', 'not_found', 'scope_not_allowed')",
             rusqlite::params![key_id, since_ms],
             |r| r.get(0),
         )?;
@@ -282,10 +302,11 @@ mod tests {
         )?;
         assert_eq!(
             vault.count_calls_since(1, 0)?,
-            2,
-            "refused calls do not count against the quota"
+            1,
+            "refused calls and calls of unknown actions do not count against the quota"
         );
-        assert_eq!(vault.count_calls_since(1, 1_500)?, 1);
+        assert_eq!(vault.count_calls_since(1, 500)?, 1);
+        assert_eq!(vault.count_calls_since(1, 1_500)?, 0);
         assert_eq!(vault.prune_logs(2_500)?, 2);
         let filter = LogFilter {
             environment: "test".into(),
@@ -294,6 +315,36 @@ mod tests {
         let (rows, total) = vault.list_logs(&filter, 1, 20)?;
         assert_eq!((rows.len(), total), (1, 1));
         assert_eq!(rows[0].outcome, "daily_limit_reached");
+        Ok(())
+    }
+
+    #[test]
+    fn a_scoped_reader_sees_its_integrations_and_its_own_calls() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("db");
+        let vault = Vault::open(&db, &KeySource::Explicit("ab".repeat(32)))?;
+        let mut conn = rusqlite::Connection::open(&db)?;
+        let mut others_stripe = row(1_000, "ok");
+        others_stripe.key_id = Some(2);
+        others_stripe.integration = Some("stripe".into());
+        let mut own_stripe = row(2_000, "scope_not_allowed");
+        own_stripe.integration = Some("stripe".into());
+        let others_github = RequestLog {
+            key_id: Some(2),
+            ..row(3_000, "ok")
+        };
+        write_batch(&mut conn, &[others_stripe, own_stripe, others_github])?;
+        let filter = LogFilter {
+            environment: "test".into(),
+            visible_to: Some(ScopedReader {
+                integrations: vec!["github".into()],
+                key_id: 1,
+            }),
+            ..LogFilter::default()
+        };
+        let (rows, total) = vault.list_logs(&filter, 1, 20)?;
+        let seen: Vec<_> = rows.iter().map(|r| r.created_at_ms).collect();
+        assert_eq!((seen, total), (vec![3_000, 2_000], 2));
         Ok(())
     }
 }
