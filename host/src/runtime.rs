@@ -107,6 +107,9 @@ impl Default for RuntimeLimits {
 #[derive(Clone)]
 pub struct Credential {
     secret: Arc<str>,
+    /// The spellings of the secret that are scrubbed from responses, worked out on first use and
+    /// shared by every clone (a cached connection's credential is cloned for each request).
+    spellings: Arc<std::sync::OnceLock<Arc<[String]>>>,
 }
 
 impl Credential {
@@ -114,11 +117,17 @@ impl Credential {
     pub fn new(secret: impl Into<Arc<str>>) -> Self {
         Self {
             secret: secret.into(),
+            spellings: Arc::default(),
         }
     }
 
     pub(crate) fn secret(&self) -> &str {
         &self.secret
+    }
+
+    /// The secret's spellings, from `derive` the first time.
+    pub(crate) fn spellings(&self, derive: impl FnOnce(&str) -> Vec<String>) -> Arc<[String]> {
+        self.spellings.get_or_init(|| derive(&self.secret).into()).clone()
     }
 }
 

@@ -211,6 +211,13 @@ impl HttpUpstream {
                 http::HeaderValue::from_static(DEFAULT_ACCEPT),
             );
         }
+        // Bodies come back in plain bytes, which is how the credential can be scrubbed from
+        // them (an absent header would allow any coding; neither connectors nor passthrough
+        // callers may set one).
+        headers.insert(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
         match tokio::time::timeout_at(deadline, self.client().request(outgoing)).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
             Ok(result) => result.map_err(classify),

@@ -38,7 +38,6 @@ fn forwardable(name: &HeaderName) -> bool {
     let text = name.as_str();
     !(text.starts_with("x-sluice-")
         || text.starts_with("x-pica-")
-        || matches!(text, "accept-encoding" | "x-forwarded-proto")
         || crate::runtime::capability::is_forbidden_header(name))
 }
 

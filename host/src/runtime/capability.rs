@@ -72,10 +72,13 @@ impl CallState {
     }
 }
 
-/// Headers the host owns: credentials, routing, framing and hop-by-hop.
+/// Headers the host owns: credentials, routing, framing and hop-by-hop — and content coding and
+/// ranges, because the host scrubs the credential from whole, plain response bodies: a gzipped
+/// body or a body fetched in pieces could carry an echoed credential past the scrubber.
 pub(crate) fn is_forbidden_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
     matches!(
-        name.as_str(),
+        name,
         "authorization"
             | "proxy-authorization"
             | "cookie"
@@ -88,9 +91,11 @@ pub(crate) fn is_forbidden_header(name: &HeaderName) -> bool {
             | "upgrade"
             | "content-length"
             | "forwarded"
-            | "x-forwarded-for"
-            | "x-forwarded-host"
-    ) || name.as_str().starts_with("proxy-")
+            | "accept-encoding"
+            | "range"
+            | "if-range"
+    ) || name.starts_with("proxy-")
+        || name.starts_with("x-forwarded-")
 }
 
 fn invalid(message: impl Into<String>) -> HttpError {
@@ -372,28 +377,89 @@ impl CallState {
         Ok(true)
     }
 
-    /// Every form in which the credential might come back.
-    fn secret_forms(&self) -> Vec<String> {
+    /// Every form in which the credential might come back: worked out once per credential,
+    /// plus those of credentials a renewal replaced during this call.
+    fn secret_forms(&self) -> Arc<[String]> {
         let Some(credential) = &self.context.credential else {
-            return Vec::new();
+            return NO_SECRETS.clone();
         };
-        let secret = credential.secret();
-        // Very short values would redact unrelated text and protect nothing.
-        if secret.len() < 6 {
-            return Vec::new();
+        let auth = self.auth.as_ref();
+        let current = credential.spellings(|secret| spellings(secret, auth));
+        if self.retired_secrets.is_empty() {
+            return current;
         }
-        let mut forms = vec![secret.to_owned()];
-        forms.extend(self.retired_secrets.iter().cloned());
-        if matches!(self.auth, Some(AuthScheme::Basic)) {
-            forms.push(base64::engine::general_purpose::STANDARD.encode(secret));
-            if let Some((_, password)) = secret.split_once(':')
-                && password.len() >= 6
-            {
-                forms.push(password.to_owned());
-            }
+        let mut forms = current.to_vec();
+        for retired in &self.retired_secrets {
+            forms.extend(spellings(retired, auth));
         }
-        forms
+        forms.into()
     }
+}
+
+static NO_SECRETS: std::sync::LazyLock<Arc<[String]>> = std::sync::LazyLock::new(|| Arc::from(Vec::new()));
+
+/// Every spelling of `secret`, sent under `auth`, that the scrubber looks for.
+fn spellings(secret: &str, auth: Option<&AuthScheme>) -> Vec<String> {
+    // Very short values would redact unrelated text and protect nothing.
+    if secret.len() < 6 {
+        return Vec::new();
+    }
+    let mut forms = vec![secret.to_owned()];
+    if matches!(auth, Some(AuthScheme::Basic)) {
+        forms.push(base64::engine::general_purpose::STANDARD.encode(secret));
+        if let Some((_, password)) = secret.split_once(':')
+            && password.len() >= 6
+        {
+            forms.push(password.to_owned());
+        }
+    }
+    // As the upstream may echo them: inside a URL it was sent in (query auth), or escaped in a
+    // JSON string.
+    let plain = forms.clone();
+    for form in &plain {
+        forms.extend(escaped_forms(form));
+    }
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// The spellings of `secret` other than itself that an upstream echoing it may use: URL-encoded
+/// (as a query value, `+` for spaces; and percent-encoded in either case of hex digits) and
+/// JSON-escaped (with and without `\/` for slashes).
+fn escaped_forms(secret: &str) -> Vec<String> {
+    let form_encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let percent_encoded = form_encoded.replace('+', "%20");
+    let lower_hex = lowercase_percent_escapes(&percent_encoded);
+    let lower_hex_form = lowercase_percent_escapes(&form_encoded);
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json.trim_matches('"').to_owned();
+    let json_slashes = json.replace('/', "\\/");
+    [
+        form_encoded,
+        percent_encoded,
+        lower_hex,
+        lower_hex_form,
+        json,
+        json_slashes,
+    ]
+    .into_iter()
+    .filter(|form| form != secret)
+    .collect()
+}
+
+/// `%2B` → `%2b`: some encoders write hex digits in lower case.
+fn lowercase_percent_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Redirects the host follows for a connector before handing it the final response.
@@ -433,7 +499,7 @@ fn redirect_target(
 /// held back at the end of each chunk, so an occurrence split across chunks is still found.
 fn scrub_stream(
     body: futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>>,
-    secrets: Vec<String>,
+    secrets: Arc<[String]>,
 ) -> futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>> {
     use futures::StreamExt;
     if secrets.is_empty() {
@@ -809,10 +875,11 @@ mod tests {
                 .chunks(size)
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect();
-            let out: Vec<u8> = scrub_stream(futures::stream::iter(chunks).boxed(), vec![secret.clone()])
-                .map(|c| c.expect("chunk").to_vec())
-                .concat()
-                .await;
+            let out: Vec<u8> =
+                scrub_stream(futures::stream::iter(chunks).boxed(), vec![secret.clone()].into())
+                    .map(|c| c.expect("chunk").to_vec())
+                    .concat()
+                    .await;
             assert_eq!(
                 String::from_utf8(out).expect("utf8"),
                 "a [REDACTED] b [REDACTED] c",
@@ -822,17 +889,71 @@ mod tests {
     }
 
     #[test]
-    fn forbidden_headers_cover_credentials_and_framing() {
+    fn forbidden_headers_cover_credentials_framing_routing_coding_and_ranges() {
         for name in [
             "authorization",
+            "proxy-authorization",
+            "proxy-foo",
             "cookie",
             "host",
-            "content-length",
-            "proxy-foo",
+            "connection",
+            "keep-alive",
             "transfer-encoding",
+            "te",
+            "trailer",
+            "upgrade",
+            "content-length",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-forwarded-prefix",
+            "accept-encoding",
+            "range",
+            "if-range",
         ] {
             assert!(is_forbidden_header(&HeaderName::from_static(name)), "{name}");
         }
-        assert!(!is_forbidden_header(&HeaderName::from_static("accept")));
+        for name in ["accept", "content-type", "if-none-match", "x-api-version"] {
+            assert!(!is_forbidden_header(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_echoed_credential_is_scrubbed_url_encoded_or_json_escaped_too() {
+        let secret = "s3cret+abc/def= x";
+        let forms = spellings(secret, Some(&AuthScheme::Query("api_key".into())));
+        for echoed in [
+            "s3cret+abc/def= x",
+            "s3cret%2Babc%2Fdef%3D+x",
+            "s3cret%2babc%2fdef%3d+x",
+            "s3cret%2Babc%2Fdef%3D%20x",
+            "s3cret+abc\\/def= x",
+        ] {
+            let body = format!("{{\"url\": \"/items?api_key={echoed}&page=2\"}}");
+            let scrubbed = scrub(body.as_bytes(), &forms).unwrap_or_else(|| panic!("{echoed} not found"));
+            let scrubbed = String::from_utf8(scrubbed).expect("utf8");
+            assert_eq!(
+                scrubbed, "{\"url\": \"/items?api_key=[REDACTED]&page=2\"}",
+                "{echoed}"
+            );
+        }
+        // Basic credentials: the encoded header value and the password, in each spelling.
+        let forms = spellings("user:pa/ss+word", Some(&AuthScheme::Basic));
+        let basic = base64::engine::general_purpose::STANDARD.encode("user:pa/ss+word");
+        for echoed in [basic.as_str(), "pa/ss+word", "pa%2Fss%2Bword", "pa\\/ss+word"] {
+            assert!(scrub(echoed.as_bytes(), &forms).is_some(), "{echoed}");
+        }
+        assert!(spellings("short", None).is_empty(), "too short to scrub safely");
+    }
+
+    #[test]
+    fn a_credential_works_its_spellings_out_once_for_all_its_clones() {
+        let credential = super::super::Credential::new("s3cret-token");
+        let first = credential.spellings(|secret| spellings(secret, None));
+        let again = credential
+            .clone()
+            .spellings(|_| unreachable!("already worked out"));
+        assert!(Arc::ptr_eq(&first, &again));
     }
 }

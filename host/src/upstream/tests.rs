@@ -22,8 +22,8 @@ fn request(url: &str, timeout: Duration) -> UpstreamRequest {
     }
 }
 
-/// Answers every request with its protocol version, then its `user-agent`, `accept` and body,
-/// one per line.
+/// Answers every request with its protocol version, then its `user-agent`, `accept`,
+/// `accept-encoding` and body, one per line.
 async fn describe(request: http::Request<Incoming>) -> Result<http::Response<Full<Bytes>>, hyper::Error> {
     let header = |name| {
         request
@@ -33,10 +33,11 @@ async fn describe(request: http::Request<Incoming>) -> Result<http::Response<Ful
             .unwrap_or_default()
     };
     let head = format!(
-        "{:?}\n{}\n{}\n",
+        "{:?}\n{}\n{}\n{}\n",
         request.version(),
         header(http::header::USER_AGENT),
-        header(http::header::ACCEPT)
+        header(http::header::ACCEPT),
+        header(http::header::ACCEPT_ENCODING)
     );
     let body = request.into_body().collect().await?.to_bytes();
     Ok(http::Response::new(Full::new(Bytes::from(
@@ -143,12 +144,16 @@ async fn an_untrusted_certificate_is_refused() {
 }
 
 #[tokio::test]
-async fn default_user_agent_and_accept_are_sent_unless_the_request_has_its_own() {
+async fn user_agent_and_accept_default_and_bodies_are_always_asked_for_plain() {
     let port = describing_upstream(None).await;
     let upstream = HttpUpstream::new(AddressPolicy::AllowPrivate).expect("transport");
     let url = format!("http://127.0.0.1:{port}/");
     let defaulted = upstream.send(request(&url, SECOND)).await.expect("response");
-    assert_eq!(lines(&defaulted)[1..], [DEFAULT_USER_AGENT, DEFAULT_ACCEPT]);
+    assert_eq!(
+        lines(&defaulted)[1..],
+        [DEFAULT_USER_AGENT, DEFAULT_ACCEPT, "identity"],
+        "bodies are asked for in plain bytes, so they can be scrubbed"
+    );
 
     let mut own = request(&url, SECOND);
     own.headers.insert(
@@ -159,8 +164,12 @@ async fn default_user_agent_and_accept_are_sent_unless_the_request_has_its_own()
         http::header::ACCEPT,
         http::HeaderValue::from_static("application/json"),
     );
+    own.headers.insert(
+        http::header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("gzip"),
+    );
     let kept = upstream.send(own).await.expect("response");
-    assert_eq!(lines(&kept)[1..], ["connector/2", "application/json"]);
+    assert_eq!(lines(&kept)[1..], ["connector/2", "application/json", "identity"]);
 }
 
 #[tokio::test]
@@ -172,7 +181,7 @@ async fn request_bodies_arrive_whole_or_streamed() {
     whole.method = http::Method::POST;
     whole.body = Some(Bytes::from_static(b"whole body"));
     assert_eq!(
-        lines(&upstream.send(whole).await.expect("response"))[3],
+        lines(&upstream.send(whole).await.expect("response"))[4],
         "whole body"
     );
 
