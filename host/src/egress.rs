@@ -178,8 +178,13 @@ pub fn classify(ip: IpAddr) -> AddressClass {
 
 fn classify_v4(ip: Ipv4Addr) -> AddressClass {
     let [a, b, c, _] = ip.octets();
-    if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(169, 254, 170, 2) {
-        // Cloud metadata (AWS, GCP, Azure; ECS task metadata): credentials live there.
+    if ip == Ipv4Addr::new(169, 254, 169, 254)
+        || ip == Ipv4Addr::new(169, 254, 170, 2)
+        || ip == Ipv4Addr::new(100, 100, 100, 200)
+        || ip == Ipv4Addr::new(169, 254, 0, 23)
+    {
+        // Cloud metadata (AWS, GCP, Azure, OpenStack; ECS task metadata; Alibaba Cloud;
+        // Tencent Cloud): credentials live there.
         return AddressClass::Forbidden;
     }
     if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || a == 0 || a >= 240 {
@@ -365,6 +370,9 @@ mod tests {
             ("169.254.169.254", AddressClass::Forbidden),
             ("::ffff:169.254.169.254", AddressClass::Forbidden),
             ("fd00:ec2::254", AddressClass::Forbidden),
+            ("100.100.100.200", AddressClass::Forbidden),
+            ("100.100.100.199", AddressClass::Private),
+            ("169.254.0.23", AddressClass::Forbidden),
             ("0.0.0.0", AddressClass::Forbidden),
             ("::", AddressClass::Forbidden),
             ("255.255.255.255", AddressClass::Forbidden),

@@ -396,6 +396,22 @@ impl CallState {
     }
 }
 
+/// `text` with line breaks and other control characters written as escapes (`\n`, `\u{1b}`).
+fn escape_controls(text: String) -> String {
+    if !text.contains(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 static NO_SECRETS: std::sync::LazyLock<Arc<[String]>> = std::sync::LazyLock::new(|| Arc::from(Vec::new()));
 
 /// Every spelling of `secret`, sent under `auth`, that the scrubber looks for.
@@ -658,10 +674,12 @@ impl wit_log::Host for GuestState {
             }
             return Ok(());
         }
-        let mut message = match scrub(message.as_bytes(), &call.secret_forms()) {
+        let message = match scrub(message.as_bytes(), &call.secret_forms()) {
             Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
             None => message,
         };
+        // One guest line stays one line of the gateway's log: it cannot forge entries.
+        let mut message = escape_controls(message);
         if message.len() > call.limits.max_log_line_bytes {
             let mut cut = call.limits.max_log_line_bytes;
             while !message.is_char_boundary(cut) {
@@ -945,6 +963,15 @@ mod tests {
             assert!(scrub(echoed.as_bytes(), &forms).is_some(), "{echoed}");
         }
         assert!(spellings("short", None).is_empty(), "too short to scrub safely");
+    }
+
+    #[test]
+    fn connector_log_lines_cannot_break_into_new_lines() {
+        assert_eq!(
+            escape_controls("done\n2026-11-29T00:00:00Z ERROR forged\r\u{1b}[31m".into()),
+            "done\\n2026-11-29T00:00:00Z ERROR forged\\r\\u{1b}[31m"
+        );
+        assert_eq!(escape_controls("plain é".into()), "plain é");
     }
 
     #[test]

@@ -113,6 +113,22 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError
 /// At most this many schema violations are reported for one call.
 const MAX_REPORTED_ERRORS: usize = 20;
 
+/// The first path segments of the gateway's own `/v1/...` routes. A connector with one of these
+/// ids would share URLs with them (`POST /v1/vault/connections` is the vault API, not the
+/// `connections` action of a connector `vault`), so none may take them.
+const RESERVED_IDS: &[&str] = &[
+    "actions",
+    "admin",
+    "available-actions",
+    "available-connectors",
+    "connect",
+    "logs",
+    "passthrough",
+    "plugins",
+    "tools",
+    "vault",
+];
+
 /// Identifiers appear in URLs and metrics labels: keep them boring.
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
@@ -126,6 +142,15 @@ impl Manifest {
     pub fn from_wit(wit: WitManifest) -> Result<Self, ManifestError> {
         if !is_identifier(&wit.id) {
             return Err(invalid("id", "must be 1-64 of a-z, 0-9, `_` and `-`"));
+        }
+        if RESERVED_IDS.contains(&wit.id.as_str()) {
+            return Err(invalid(
+                "id",
+                format!(
+                    "`{}` is taken by the gateway's own routes (/v1/{}/...)",
+                    wit.id, wit.id
+                ),
+            ));
         }
         if wit.version.trim().is_empty() {
             return Err(invalid("version", "must not be empty"));
@@ -293,6 +318,12 @@ mod tests {
         let mut bad_id = wit("{}");
         bad_id.id = "Bad Id".into();
         assert!(Manifest::from_wit(bad_id).is_err());
+        for reserved in RESERVED_IDS {
+            let mut taken = wit("{}");
+            taken.id = (*reserved).into();
+            let error = Manifest::from_wit(taken).expect_err(reserved).to_string();
+            assert!(error.contains("gateway's own routes"), "{error}");
+        }
         let mut off_origin = wit("{}");
         off_origin.allowed_hosts = vec!["https://other.example.com".into()];
         assert!(
