@@ -230,9 +230,14 @@ fn http_path(c: &mut Criterion) {
             busy_poll: None,
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(sluice::serve(listener, app, None, async {
-            let _ = rx.await;
-        }));
+        tokio::spawn(sluice::serve(
+            listener,
+            app,
+            sluice::server::ServeOptions::default(),
+            async {
+                let _ = rx.await;
+            },
+        ));
         (url, key, proxy_url, upstream, tx)
     });
     let client = reqwest::Client::new();

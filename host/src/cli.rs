@@ -354,7 +354,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");
     tracing::info!(address = %local, connectors = ?loaded.keys().collect::<Vec<_>>(), "listening");
-    crate::serve(listener, app, args.serve_threads, shutdown_signal()).await?;
+    let options = crate::server::ServeOptions {
+        threads: args.serve_threads,
+        max_connections: args.max_connections,
+        ..crate::server::ServeOptions::default()
+    };
+    crate::serve(listener, app, options, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

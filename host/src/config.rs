@@ -165,6 +165,11 @@ pub struct ServeArgs {
     /// pool; connections are dealt to them in turn. Defaults to one per CPU.
     #[arg(long, env = "SLUICE_SERVE_THREADS")]
     pub serve_threads: Option<std::num::NonZeroUsize>,
+    /// Client connections open at once; further clients wait in the listen backlog. Keep it
+    /// under the process's file-descriptor limit (`ulimit -n`).
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(usize))]
+    pub max_connections: usize,
     /// Admin key protecting `/v1/admin/*`; the admin API is disabled without one.
     #[arg(long, env = "SLUICE_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,

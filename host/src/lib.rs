@@ -40,19 +40,15 @@ pub mod usage;
 pub mod vault;
 
 use std::future::Future;
-use std::num::NonZeroUsize;
 use tokio::net::TcpListener;
 
-/// Serve `app` on `listener` with `threads` serving threads (one per CPU when `None`) until
-/// `shutdown` resolves, then drain in-flight requests.
+/// Serve `app` on `listener` as `options` say until `shutdown` resolves, then drain in-flight
+/// requests.
 pub async fn serve(
     listener: TcpListener,
     app: http::AppState,
-    threads: Option<NonZeroUsize>,
+    options: server::ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let threads = threads
-        .or_else(|| std::thread::available_parallelism().ok())
-        .map_or(1, NonZeroUsize::get);
-    server::serve(listener, http::router(app), threads, shutdown).await
+    server::serve(listener, http::router(app), options, shutdown).await
 }

@@ -12,35 +12,74 @@
 //! work goes to the blocking pool, and a connector computing for longer than an epoch tick
 //! yields (see `Runtime::new_store`).
 
-use axum::serve::Listener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 /// Accepted connections waiting for a serving thread; past this the acceptor waits and the
 /// kernel's backlog holds the rest.
 const HANDOFF_QUEUE: usize = 256;
 
-/// Serve `router` on `listener` with `threads` serving threads until `shutdown` resolves, then
-/// let every thread drain its in-flight requests.
+/// How the server treats its clients.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Serving threads; one per CPU when `None`.
+    pub threads: Option<NonZeroUsize>,
+    /// Connections open at once. Past this the acceptor waits (new clients queue in the
+    /// kernel's backlog) instead of running the process out of file descriptors.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and that an idle keep-alive connection
+    /// is kept: a client trickling bytes (slowloris) cannot hold a connection for longer.
+    pub header_read_timeout: Duration,
+}
+
+/// Default of [`ServeOptions::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default of [`ServeOptions::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// An accepted connection and its place in the connection limit, held while it is open.
+type Accepted = (std::net::TcpStream, OwnedSemaphorePermit);
+
+/// Serve `router` on `listener` as `options` say until `shutdown` resolves, then let every
+/// thread drain its in-flight requests.
 pub async fn serve(
-    mut listener: TcpListener,
+    listener: TcpListener,
     router: axum::Router,
-    threads: usize,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let local_addr = listener.local_addr()?;
+    let threads = options
+        .threads
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get);
     let (stop, stopped) = watch::channel(false);
     let mut handoffs = Vec::new();
     let mut finished = Vec::new();
-    for index in 0..threads.max(1) {
+    for index in 0..threads {
         let (handoff, incoming) = mpsc::channel(HANDOFF_QUEUE);
         let (done, finished_serving) = oneshot::channel();
         let thread = ServingThread {
             incoming,
-            local_addr,
             router: router.clone(),
+            header_read_timeout: options.header_read_timeout,
             stopped: stopped.clone(),
         };
         std::thread::Builder::new()
@@ -52,27 +91,18 @@ pub async fn serve(
         finished.push(finished_serving);
     }
 
+    let connection_slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     tokio::pin!(shutdown);
     let mut next = 0;
     loop {
-        let (connection, _peer) = tokio::select! {
-            accepted = Listener::accept(&mut listener) => accepted,
+        let accepted = tokio::select! {
+            accepted = accept(&listener, &connection_slots) => accepted,
             () = &mut shutdown => break,
         };
-        // Replies go out as soon as they are written: an API answer is one small write, which
-        // Nagle's algorithm could otherwise hold back until the caller acknowledges the last one.
-        if let Err(error) = connection.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-        // Leave this runtime's reactor; the serving thread registers it with its own.
-        let connection = match connection.into_std() {
-            Ok(connection) => connection,
-            Err(error) => {
-                tracing::warn!(%error, "could not hand over an accepted connection");
-                continue;
-            }
+        let Some(accepted) = accepted else {
+            continue;
         };
-        if handoffs[next].send(connection).await.is_err() {
+        if handoffs[next].send(accepted).await.is_err() {
             // That thread has stopped; stop the others and report why it did.
             tracing::error!(thread = next, "a serving thread stopped; shutting down");
             break;
@@ -94,11 +124,39 @@ pub async fn serve(
     outcome
 }
 
+/// The next connection, once one is free under the connection limit; `None` if accepting
+/// failed (logged, after a pause when the process is out of file descriptors).
+async fn accept(listener: &TcpListener, connection_slots: &Arc<Semaphore>) -> Option<Accepted> {
+    let slot = connection_slots.clone().acquire_owned().await.ok()?;
+    let connection = match listener.accept().await {
+        Ok((connection, _peer)) => connection,
+        Err(error) => {
+            tracing::warn!(%error, "accepting a connection failed");
+            // Out of descriptors or memory: give the open connections a moment to close.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return None;
+        }
+    };
+    // Replies go out as soon as they are written: an API answer is one small write, which
+    // Nagle's algorithm could otherwise hold back until the caller acknowledges the last one.
+    if let Err(error) = connection.set_nodelay(true) {
+        tracing::debug!(%error, "could not set TCP_NODELAY");
+    }
+    // Leave this runtime's reactor; the serving thread registers it with its own.
+    match connection.into_std() {
+        Ok(connection) => Some((connection, slot)),
+        Err(error) => {
+            tracing::warn!(%error, "could not hand over an accepted connection");
+            None
+        }
+    }
+}
+
 /// One serving thread: its runtime, the connections dealt to it, and the stop signal.
 struct ServingThread {
-    incoming: mpsc::Receiver<std::net::TcpStream>,
-    local_addr: SocketAddr,
+    incoming: mpsc::Receiver<Accepted>,
     router: axum::Router,
+    header_read_timeout: Duration,
     stopped: watch::Receiver<bool>,
 }
 
@@ -109,51 +167,45 @@ impl ServingThread {
             .build()?;
         runtime.block_on(async move {
             let pacemaker = tokio::spawn(keep_the_timer_driver_scheduled());
-            let mut stopped = self.stopped;
-            let listener = HandedOver {
-                incoming: self.incoming,
-                local_addr: self.local_addr,
-            };
-            let served = axum::serve(listener, self.router)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await;
-            pacemaker.abort();
-            Ok(served?)
-        })
-    }
-}
-
-/// The connections the acceptor deals to one serving thread, as an axum listener.
-struct HandedOver {
-    incoming: mpsc::Receiver<std::net::TcpStream>,
-    local_addr: SocketAddr,
-}
-
-impl Listener for HandedOver {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            let Some(connection) = self.incoming.recv().await else {
-                // The acceptor is gone: shutdown is under way and stops this loop.
-                return std::future::pending().await;
-            };
-            let peer = connection.peer_addr();
-            match (TcpStream::from_std(connection), peer) {
-                (Ok(connection), Ok(peer)) => return (connection, peer),
-                // The peer hung up before the hand-over completed.
-                (Err(error), _) | (_, Err(error)) => {
-                    tracing::debug!(%error, "dropped a connection during hand-over")
-                }
+            let mut http = auto::Builder::new(TokioExecutor::new());
+            http.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.header_read_timeout);
+            let connections = GracefulShutdown::new();
+            let (mut incoming, mut stopped) = (self.incoming, self.stopped);
+            loop {
+                let (connection, slot) = tokio::select! {
+                    next = incoming.recv() => match next {
+                        Some(accepted) => accepted,
+                        None => break,
+                    },
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                };
+                let connection = match TcpStream::from_std(connection) {
+                    Ok(connection) => connection,
+                    // The peer hung up before the hand-over completed.
+                    Err(error) => {
+                        tracing::debug!(%error, "dropped a connection during hand-over");
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(self.router.clone());
+                let serving = http
+                    .serve_connection_with_upgrades(TokioIo::new(connection), service)
+                    .into_owned();
+                let serving = connections.watch(serving);
+                tokio::spawn(async move {
+                    if let Err(error) = serving.await {
+                        tracing::debug!(error = %error, "connection ended with an error");
+                    }
+                    drop(slot);
+                });
             }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local_addr)
+            // In-flight requests finish; idle connections close.
+            connections.shutdown().await;
+            pacemaker.abort();
+            Ok(())
+        })
     }
 }
 
@@ -176,6 +228,7 @@ async fn keep_the_timer_driver_scheduled() {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// One HTTP/1.1 request on a fresh connection; returns the body.
@@ -200,7 +253,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, router, 3, async {
+        let options = ServeOptions {
+            threads: NonZeroUsize::new(3),
+            ..ServeOptions::default()
+        };
+        let server = tokio::spawn(serve(listener, router, options, async {
             let _ = stopped.await;
         }));
 
@@ -221,5 +278,79 @@ mod tests {
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "the listener is closed after shutdown"
         );
+    }
+
+    /// A server with `options` answering `GET /` with `ok`; its address and its stop switch.
+    async fn start(options: ServeOptions) -> (SocketAddr, oneshot::Sender<()>) {
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve(listener, router, options, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+
+    /// Send a whole request on `connection` and read the status line of the answer.
+    async fn status_line(connection: &mut tokio::net::TcpStream) -> String {
+        connection
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("write");
+        let mut reply = vec![0; 1024];
+        let read = connection.read(&mut reply).await.expect("read");
+        String::from_utf8_lossy(&reply[..read])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_client_trickling_its_headers_is_cut_off() {
+        let (addr, _stop) = start(ServeOptions {
+            header_read_timeout: Duration::from_millis(300),
+            ..ServeOptions::default()
+        })
+        .await;
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET / HTTP/1.1\r\nhost: te")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the connection was still open after 10 s");
+
+        // A client that sends its request in time is served.
+        let mut prompt = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(status_line(&mut prompt).await, "HTTP/1.1 200 OK");
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_limit_wait_until_one_closes() {
+        let (addr, _stop) = start(ServeOptions {
+            max_connections: 2,
+            ..ServeOptions::default()
+        })
+        .await;
+        let mut first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(status_line(&mut first).await, "HTTP/1.1 200 OK");
+        let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(status_line(&mut second).await, "HTTP/1.1 200 OK");
+
+        // The kernel accepts the third, but the server does not take it up yet.
+        let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let waiting = tokio::time::timeout(Duration::from_millis(300), status_line(&mut third)).await;
+        assert!(waiting.is_err(), "a third connection was served over the limit");
+        drop(first);
+        let served = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut reply = vec![0; 1024];
+            let read = third.read(&mut reply).await.expect("read");
+            String::from_utf8_lossy(&reply[..read]).into_owned()
+        })
+        .await
+        .expect("served once a connection closed");
+        assert!(served.starts_with("HTTP/1.1 200 OK"), "{served}");
     }
 }

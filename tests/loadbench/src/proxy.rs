@@ -89,10 +89,14 @@ impl PlainProxy {
             // Runs until the runtime is dropped, which stops the acceptor and lets the
             // serving threads drain.
             Layout::ThreadPerCore(threads) => {
+                let options = sluice::server::ServeOptions {
+                    threads: std::num::NonZeroUsize::new(threads),
+                    ..sluice::server::ServeOptions::default()
+                };
                 runtime.spawn(sluice::server::serve(
                     listener,
                     app,
-                    threads,
+                    options,
                     std::future::pending(),
                 ));
             }
