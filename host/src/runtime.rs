@@ -475,6 +475,9 @@ impl Runtime {
         .map_err(|e| LoadError::Component(format!("compilation task failed: {e}")))?
         .map_err(|e| LoadError::Component(format!("{e:#}")))?;
         tracing::debug!(hash = %&content_hash[..12], ?origin, micros = started.elapsed().as_micros() as u64, "component ready");
+        if let Some(reason) = pool::oversized(&component) {
+            return Err(LoadError::Component(reason));
+        }
         let component_type = component.component_type();
         let contract = contract::detect(component_type.exports(&self.engine).map(|(name, _)| name))
             .map_err(|e| LoadError::Component(e.to_string()))?;
@@ -796,6 +799,14 @@ fn classify_trap(error: &wasmtime::Error, memory_exhausted: bool) -> InvokeError
     }
     if memory_exhausted {
         return InvokeError::MemoryLimit;
+    }
+    // The pool itself ran out (it is sized so that this should not happen): the gateway is at
+    // capacity; the connector did nothing wrong.
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return InvokeError::Busy;
     }
     InvokeError::Trap(format!("{error:#}"))
 }
