@@ -39,6 +39,10 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+/// Resource handles one instance may hold at once (wasmtime's default is a million, some
+/// hundreds of MB of host memory); connectors use a handful.
+const MAX_HANDLES_PER_INSTANCE: usize = 4096;
+
 /// How often the epoch advances: how often a guest that keeps computing gives its thread back
 /// and has its deadline checked.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -681,9 +685,13 @@ fn invoked(
 /// A store for one instance: its WASI context grants nothing, its memory is capped by
 /// `limits`, and `call` is what its `http` and `log` imports act on.
 fn new_store(engine: &Engine, call: capability::CallState, limits: &RuntimeLimits) -> Store<GuestState> {
+    // Each handle a guest holds (a pollable, a stream) lives in host memory outside its linear
+    // memory cap: bound how many it may hold.
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_HANDLES_PER_INSTANCE);
     let state = GuestState {
         wasi: WasiCtx::builder().build(),
-        table: ResourceTable::new(),
+        table,
         budget: MemoryBudget::new(limits.memory_bytes),
         call,
     };

@@ -61,6 +61,24 @@ async fn infinite_loop_is_stopped_with_connector_timeout() {
     );
 }
 
+/// Handles a guest holds live in host memory outside its linear-memory cap: past a few
+/// thousand the guest traps, and a guest holding a normal number is unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn holding_host_handles_without_end_is_stopped() {
+    let setup = Setup::new().await;
+    let few = setup
+        .execute("hostile", "hold_handles", json!({"params": {"count": 100}}))
+        .await;
+    assert_eq!(few.body, json!({"status": 200, "data": {"held": 100}}));
+    let answer = attack_while_serving(&setup, "hold_handles", json!({"count": 100_000})).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (502, "connector_trap"),
+        "{:?}",
+        answer.body
+    );
+}
+
 /// A guest computing without end gives its serving thread back at every epoch tick: with a
 /// single serving thread, a request that arrives while it spins is answered long before the
 /// spinner's deadline, and the spinner still times out.

@@ -14,6 +14,11 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 struct Hostile;
 
 #[derive(Deserialize)]
+struct Hold {
+    count: u64,
+}
+
+#[derive(Deserialize)]
 struct Call {
     method: Option<String>,
     url: String,
@@ -78,6 +83,7 @@ impl Connector for Hostile {
             "snoop",
             "huge_body",
             "remember",
+            "hold_handles",
         ];
         endpoints.iter().fold(
             Manifest::new("hostile", "Hostile", env!("CARGO_PKG_VERSION"))
@@ -125,6 +131,14 @@ impl Connector for Hostile {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "hold_handles" => {
+                // Every pollable is an entry in the host's resource table, held until dropped.
+                let count = params.parse::<Hold>()?.count;
+                let held: Vec<_> = (0..count)
+                    .map(|_| wasip2::clocks::monotonic_clock::subscribe_duration(1_000_000_000))
+                    .collect();
+                Output::json(200, &json!({"held": held.len()}))
             }
             "recurse" => Output::json(200, &recurse(0)),
             "panic" => panic!("deliberate panic in the middle of a request"),
