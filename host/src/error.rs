@@ -1,7 +1,8 @@
 //! The HTTP edge's error type: every failure becomes a stable code, a status and a message.
 //!
-//! Bodies look like `{"error": code, "message": …, "action_url"?: …}`. 5xx messages are fixed
-//! texts; the details go to the log under the request's transaction key, never to the caller.
+//! Bodies look like `{"error": code, "message": …, "action_url"?: …}`. 5xx messages never
+//! carry the gateway's internals: they are fixed texts, or relay what the connector, upstream or
+//! OAuth provider said; the details go to the log under the request's transaction key.
 
 use crate::runtime::InvokeError;
 use crate::runtime::bindings::{ConnectorError, HttpError};

@@ -47,12 +47,7 @@ pub(super) async fn select(
             Ok(Ok(Some((connection, credential))))
         })
         .await?
-        .map_err(|candidates| {
-            ApiError::BadRequest(format!(
-                "several {integration} connections match; pass `connection_key` (one of: {})",
-                candidates.join(", ")
-            ))
-        })?;
+        .map_err(|candidates| ambiguous(integration, &candidates))?;
     match found {
         Some(found) => {
             app.vault
@@ -124,5 +119,42 @@ pub(super) async fn rejected(app: &AppState, record: &ConnectionRecord, failure:
         .await,
         integration: record.platform.clone(),
         reason: failure.message,
+    }
+}
+
+/// Most candidate keys an ambiguous call's error names; the vault API lists them all.
+const CANDIDATES_NAMED: usize = 5;
+
+/// The error for a call that several connections could serve.
+fn ambiguous(integration: &str, candidates: &[String]) -> ApiError {
+    let named = candidates[..candidates.len().min(CANDIDATES_NAMED)].join(", ");
+    let more = match candidates.len().saturating_sub(CANDIDATES_NAMED) {
+        0 => String::new(),
+        rest => format!(" and {rest} more: GET /v1/vault/connections?platform={integration} lists them"),
+    };
+    ApiError::BadRequest(format!(
+        "several {integration} connections match; pass `connection_key` or `identity` (one of: {named}{more})"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ambiguous_call_names_a_few_candidates_and_where_to_find_the_rest() {
+        let keys: Vec<String> = (0..8).map(|i| format!("test::github::u{i}::1")).collect();
+        let message = ambiguous("github", &keys).to_string();
+        assert!(message.contains("test::github::u4::1"), "{message}");
+        assert!(!message.contains("test::github::u5::1"), "{message}");
+        assert!(
+            message.contains("and 3 more: GET /v1/vault/connections?platform=github"),
+            "{message}"
+        );
+        let message = ambiguous("github", &keys[..2]).to_string();
+        assert!(
+            message.ends_with("(one of: test::github::u0::1, test::github::u1::1)"),
+            "{message}"
+        );
     }
 }

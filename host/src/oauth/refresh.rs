@@ -7,8 +7,8 @@
 //! one token request. New tokens (a rotated refresh token included) are committed to SQLite
 //! before anyone uses them.
 
-use super::OAuthClient;
 use super::client::{TokenEndpoint, TokenError};
+use super::{ClientError, OAuthClient};
 use crate::metrics::{Metrics, RefreshLabels};
 use crate::runtime::manifest::OAuth2Config;
 use crate::runtime::{Credential, CredentialRenewal, RenewalFailure};
@@ -53,6 +53,13 @@ impl From<RefreshError> for RenewalFailure {
             },
         }
     }
+}
+
+/// A failure of the gateway's own storage during a refresh: the details go to the log, the
+/// caller gets a fixed text (a 5xx reply never carries internals).
+fn internal(step: &str, error: &anyhow::Error) -> RefreshError {
+    tracing::error!(error = %format!("{error:#}"), "{step} failed during an OAuth refresh");
+    RefreshError::Unavailable(format!("{step} failed inside the gateway; see its log"))
 }
 
 /// Refreshes OAuth tokens for the whole gateway.
@@ -144,7 +151,7 @@ impl TokenRefresher {
                 Ok((current, tokens))
             })
             .await
-            .map_err(|e| RefreshError::Unavailable(format!("{e:#}")))?;
+            .map_err(|e| internal("reading the connection's tokens", &e))?;
         // Someone else may have refreshed while this caller waited for the lock.
         let already_fresh = match &trigger {
             Trigger::Rejected(stale) => tokens.access_token != *stale,
@@ -165,8 +172,12 @@ impl TokenRefresher {
             .vault
             .run(move |_| Ok(OAuthClient::resolve_declared(&vault, &name, &config)))
             .await
-            .map_err(|e| RefreshError::Unavailable(format!("{e:#}")))?
-            .map_err(|e| RefreshError::Unavailable(e.to_string()))?;
+            .map_err(|e| internal("reading the OAuth app", &e))?
+            .map_err(|e| match e {
+                ClientError::Vault(e) => internal("reading the OAuth app", &e),
+                // The operator's configuration: worth saying what is missing.
+                other => RefreshError::Unavailable(other.to_string()),
+            })?;
 
         let outcome = self.endpoint.refresh(&client, &refresh_token).await;
         let label = match &outcome {
@@ -188,9 +199,7 @@ impl TokenRefresher {
                 self.vault
                     .run(move |vault| vault.store_tokens(&record, &stored))
                     .await
-                    .map_err(|e| {
-                        RefreshError::Unavailable(format!("storing the new tokens failed: {e:#}"))
-                    })?;
+                    .map_err(|e| internal("storing the new tokens", &e))?;
                 tracing::info!(integration, connection = %current.key, "OAuth access token refreshed");
                 Ok(fresh)
             }
@@ -280,5 +289,22 @@ impl CredentialRenewal for ConnectionRenewal {
             }
             Ok(Credential::new(tokens.access_token))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_failure_reaches_the_caller_as_a_fixed_text() {
+        let error = anyhow::anyhow!("disk I/O error").context("writing /var/lib/sluice/sluice.db");
+        let RefreshError::Unavailable(message) = internal("storing the new tokens", &error) else {
+            panic!("a storage failure is worth retrying");
+        };
+        assert_eq!(
+            message,
+            "storing the new tokens failed inside the gateway; see its log"
+        );
     }
 }
