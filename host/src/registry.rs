@@ -146,9 +146,24 @@ pub struct Loader {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// Largest component file loaded (a Python connector is about 19 MiB), so that a stray file in
+/// the plugins directory is not read into memory whole.
+const MAX_COMPONENT_BYTES: u64 = 128 << 20;
+
 impl Loader {
     /// Load one component file.
     pub async fn load_file(&self, path: &Path) -> Result<LoadedConnector, String> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| format!("cannot read file: {e}"))?
+            .len();
+        if size > MAX_COMPONENT_BYTES {
+            return Err(format!(
+                "the file is {} MiB; a component may be at most {} MiB",
+                size >> 20,
+                MAX_COMPONENT_BYTES >> 20
+            ));
+        }
         let bytes = tokio::fs::read(path)
             .await
             .map_err(|e| format!("cannot read file: {e}"))?;

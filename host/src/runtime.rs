@@ -56,6 +56,10 @@ pub struct RuntimeLimits {
     pub invocation_timeout: Duration,
     /// Budget of `describe()` at load.
     pub describe_timeout: Duration,
+    /// Longest a component's compilation is waited for at load. (It cannot be interrupted, but
+    /// a component crafted to compile for ever then fails its load instead of holding up the
+    /// gateway's start or every later reload.)
+    pub compile_timeout: Duration,
     /// Upstream requests one invocation may send.
     pub max_upstream_requests: u32,
     /// Time allowed for one upstream exchange.
@@ -90,6 +94,8 @@ impl Default for RuntimeLimits {
             memory_bytes: 64 << 20,
             invocation_timeout: Duration::from_secs(30),
             describe_timeout: Duration::from_secs(5),
+            // A large Python connector compiles in about 8 s here, 10× that with a debug build.
+            compile_timeout: Duration::from_secs(180),
             max_upstream_requests: 16,
             upstream_timeout: Duration::from_secs(20),
             max_request_body: 8 << 20,
@@ -469,15 +475,23 @@ impl Runtime {
         let hash = content_hash.clone();
         let started = std::time::Instant::now();
         // Compilation takes milliseconds to seconds of CPU: keep it off the async executor.
-        let (component, origin) = tokio::task::spawn_blocking(move || match cache {
+        let compile = tokio::task::spawn_blocking(move || match cache {
             Some(cache) => cache.load_or_compile(&engine, &bytes, &hash),
             None => Component::new(&engine, &bytes)
                 .map(|c| (c, Origin::Compiled))
                 .map_err(|e| anyhow::anyhow!("{e:#}")),
-        })
-        .await
-        .map_err(|e| LoadError::Component(format!("compilation task failed: {e}")))?
-        .map_err(|e| LoadError::Component(format!("{e:#}")))?;
+        });
+        let compile_timeout = self.limits.compile_timeout;
+        let (component, origin) = tokio::time::timeout(compile_timeout, compile)
+            .await
+            .map_err(|_| {
+                LoadError::Component(format!(
+                    "compiling took longer than {} s; abandoned",
+                    compile_timeout.as_secs_f64()
+                ))
+            })?
+            .map_err(|e| LoadError::Component(format!("compilation task failed: {e}")))?
+            .map_err(|e| LoadError::Component(format!("{e:#}")))?;
         tracing::debug!(hash = %&content_hash[..12], ?origin, micros = started.elapsed().as_micros() as u64, "component ready");
         if let Some(reason) = pool::oversized(&component) {
             return Err(LoadError::Component(reason));

@@ -49,6 +49,24 @@ async fn broken_component_is_refused_and_others_serve() {
     let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
     assert_eq!(plugins.body["total"], 1);
     assert!(gateway.output().contains("connector failed to load"));
+
+    // A file too large to be a connector is refused without being read (it is sparse here).
+    std::fs::File::create(gateway.plugins_dir().join("huge.wasm"))
+        .and_then(|file| file.set_len(200 << 20))
+        .expect("sparse file");
+    let mut failures = String::new();
+    for _ in 0..100 {
+        let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+        failures = plugins.body["failures"].to_string();
+        if failures.contains("huge.wasm") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        failures.contains("a component may be at most 128 MiB"),
+        "{failures}"
+    );
 }
 
 /// SIGTERM lets an in-flight request finish, then the process exits cleanly.

@@ -29,13 +29,16 @@ impl Upstream for GatedUpstream {
 }
 
 fn runtime(max_instances: u32) -> (Runtime, Arc<GatedUpstream>) {
+    runtime_with(RuntimeLimits {
+        max_instances,
+        ..RuntimeLimits::default()
+    })
+}
+
+fn runtime_with(limits: RuntimeLimits) -> (Runtime, Arc<GatedUpstream>) {
     let upstream = Arc::new(GatedUpstream {
         gate: Semaphore::new(0),
     });
-    let limits = RuntimeLimits {
-        max_instances,
-        ..RuntimeLimits::default()
-    };
     let runtime = Runtime::new(limits, upstream.clone()).expect("runtime");
     (runtime, upstream)
 }
@@ -158,4 +161,25 @@ async fn a_request_abandoned_mid_flight_gives_its_slot_back_and_leaves_a_spare()
         1,
         "the thread has a spare for its next request"
     );
+}
+
+#[tokio::test]
+async fn a_compilation_past_its_deadline_fails_the_load_and_the_next_load_works() {
+    let (runtime, _upstream) = runtime_with(RuntimeLimits {
+        compile_timeout: Duration::from_micros(1),
+        ..RuntimeLimits::default()
+    });
+    let bytes = std::fs::read(guests::ECHO).expect("echo.wasm");
+    let error = runtime
+        .load(bytes.clone(), &Policy::default())
+        .await
+        .expect_err("no component compiles in a microsecond");
+    assert!(
+        error.to_string().contains("compiling took longer than"),
+        "{error}"
+    );
+
+    let (runtime, _upstream) = runtime_with(RuntimeLimits::default());
+    let echo = runtime.load(bytes, &Policy::default()).await.expect("load");
+    say(&runtime, &echo).await;
 }
