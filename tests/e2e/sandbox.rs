@@ -61,6 +61,45 @@ async fn infinite_loop_is_stopped_with_connector_timeout() {
     );
 }
 
+/// The invocation deadline is wall-clock time and covers host calls: a connector waiting on a
+/// slow upstream (no guest code running, so no epoch check) is stopped at the deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deadline_covers_time_spent_waiting_on_the_upstream() {
+    let setup = Setup::with_options(Options {
+        extra_args: vec!["--timeout-ms".into(), "500".into()],
+        ..Options::default()
+    })
+    .await;
+    // The fake upstream sleeps on one of this process's runtime threads, which could hold up a
+    // client on the same runtime: time the call from a plain thread with a plain socket.
+    let address = setup.gateway.url.trim_start_matches("http://").to_owned();
+    let key = setup.key.clone();
+    let (reply, took) = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let body = r#"{"params": {"url": "/slow"}}"#;
+        let started = std::time::Instant::now();
+        let mut connection = std::net::TcpStream::connect(&address).expect("connect");
+        write!(
+            connection,
+            "POST /v1/hostile/call HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        let mut reply = String::new();
+        connection.read_to_string(&mut reply).expect("read");
+        (reply, started.elapsed())
+    })
+    .join()
+    .expect("client thread");
+    assert!(reply.starts_with("HTTP/1.1 504"), "{reply}");
+    assert!(reply.contains(r#""error":"connector_timeout""#), "{reply}");
+    assert!(
+        took < std::time::Duration::from_millis(1400),
+        "answered after {took:?}, when the upstream did (1.5 s)"
+    );
+}
+
 /// Handles a guest holds live in host memory outside its linear-memory cap: past a few
 /// thousand the guest traps, and a guest holding a normal number is unaffected.
 #[tokio::test(flavor = "multi_thread")]
