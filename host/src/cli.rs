@@ -351,6 +351,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .busy_poll_us
             .map(|micros| crate::busy_poll::BusyPoll::start(Duration::from_micros(micros))),
     });
+    if args.busy_poll_us.is_none()
+        && let Some(hint) = crate::vcpu_idle::halting_hint()
+    {
+        tracing::info!("{hint}");
+    }
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");
     tracing::info!(address = %local, connectors = ?loaded.keys().collect::<Vec<_>>(), "listening");

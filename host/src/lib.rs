@@ -38,6 +38,7 @@ pub mod server;
 pub mod upstream;
 pub mod usage;
 pub mod vault;
+pub mod vcpu_idle;
 
 use std::future::Future;
 use tokio::net::TcpListener;
