@@ -214,6 +214,52 @@ async fn a_connections_credential_cannot_be_redirected_without_its_secret() {
     );
 }
 
+/// A base URL receives the credential: outside local development it must be https.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_url_must_be_https_unless_private_upstreams_are_allowed() {
+    let setup = Setup::with_options(Options {
+        deny_private_upstreams: true,
+        ..Options::default()
+    })
+    .await;
+    let create = |base_url: &str| json!({"platform": "github", "secret": "ghp_x123456", "baseUrl": base_url});
+    let plain = setup
+        .api(
+            Method::POST,
+            "/v1/vault/connections",
+            Some(create("http://github.acme.test")),
+        )
+        .await;
+    assert_eq!(
+        (plain.status, plain.code()),
+        (400, "bad_request"),
+        "{:?}",
+        plain.body
+    );
+    assert!(
+        plain.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("https")
+    );
+    let session = setup
+        .api(
+            Method::POST,
+            "/v1/connect",
+            Some(json!({"integration": "github", "baseUrl": "http://github.acme.test"})),
+        )
+        .await;
+    assert_eq!(session.code(), "bad_request", "{:?}", session.body);
+    let secure = setup
+        .api(
+            Method::POST,
+            "/v1/vault/connections",
+            Some(create("https://github.acme.test/api/v3")),
+        )
+        .await;
+    assert_eq!(secure.status, 201, "{:?}", secure.body);
+}
+
 /// Every field is validated with a message that names it.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_vault_input_is_rejected_naming_the_field() {

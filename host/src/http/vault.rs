@@ -7,6 +7,7 @@
 use super::AppState;
 use super::extract::{Caller, JsonBody};
 use super::query::Query;
+use crate::egress::AddressPolicy;
 use crate::error::ApiError;
 use crate::runtime::manifest::AuthScheme;
 use crate::vault::api_keys::Scope;
@@ -140,12 +141,17 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(super) fn parse_base_url(raw: &str) -> Result<url::Url, ApiError> {
+/// A connection's base URL from the API. It receives the credential, so it must be `https`,
+/// unless the gateway may reach private upstreams (local development, where plain `http` on
+/// loopback is the norm).
+pub(super) fn parse_base_url(app: &AppState, raw: &str) -> Result<url::Url, ApiError> {
     let parsed =
         url::Url::parse(raw).map_err(|e| ApiError::BadRequest(format!("`baseUrl` is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+    let plain_http_allowed = app.runtime.limits().address_policy == AddressPolicy::AllowPrivate;
+    let scheme_allowed = parsed.scheme() == "https" || (parsed.scheme() == "http" && plain_http_allowed);
+    if !scheme_allowed || parsed.host().is_none() {
         return Err(ApiError::BadRequest(
-            "`baseUrl` must be an http(s) URL with a host".into(),
+            "`baseUrl` must be an https URL with a host: the connection's credential is sent to it".into(),
         ));
     }
     Ok(parsed)
@@ -201,7 +207,11 @@ async fn create(
     if secret.len() > 16 << 10 {
         return Err(ApiError::BadRequest("`secret` is longer than 16 KiB".into()));
     }
-    let base_url = body.base_url.as_deref().map(parse_base_url).transpose()?;
+    let base_url = body
+        .base_url
+        .as_deref()
+        .map(|raw| parse_base_url(&app, raw))
+        .transpose()?;
     let new = NewConnection {
         platform: body.platform,
         environment: Some(key.environment),
@@ -281,7 +291,7 @@ async fn update(
     let base_url = match body.base_url {
         None => None,
         Some(None) => Some(None),
-        Some(Some(raw)) => Some(Some(parse_base_url(&raw)?)),
+        Some(Some(raw)) => Some(Some(parse_base_url(&app, &raw)?)),
     };
     let moves_the_credential = matches!(&base_url, Some(Some(url)) if record.base_url.as_ref() != Some(url));
     if moves_the_credential && body.secret.is_none() {

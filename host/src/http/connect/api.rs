@@ -81,7 +81,11 @@ pub(super) async fn create_session(
     }
     // The credential the flow stores goes with this base URL, so setting it here moves no
     // credential that already exists.
-    let base_url = body.base_url.as_deref().map(parse_base_url).transpose()?;
+    let base_url = body
+        .base_url
+        .as_deref()
+        .map(|raw| parse_base_url(&app, raw))
+        .transpose()?;
     let environment = key.environment;
     if let Some(connection_key) = body.connection_key.clone() {
         let existing = app
