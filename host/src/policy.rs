@@ -54,6 +54,10 @@ pub struct ConnectorPolicy {
     pub max_log_lines: Option<u32>,
     /// Origins the connector may reach; must be among those it declared.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Origins a connection's own base URL may point to (`*.` wildcards; `[]`: none, every
+    /// connection uses the connector's origin). Unset: any. A call on a connection whose base
+    /// URL is outside them is refused with `egress_denied`.
+    pub base_urls: Option<Vec<String>>,
 }
 
 impl Policy {
@@ -64,7 +68,12 @@ impl Policy {
         let policy: Self =
             serde_json::from_str(&text).with_context(|| format!("parsing policy {}", path.display()))?;
         for (id, connector) in &policy.connectors {
-            for host in connector.allowed_hosts.iter().flatten() {
+            for host in connector
+                .allowed_hosts
+                .iter()
+                .chain(&connector.base_urls)
+                .flatten()
+            {
                 HostPattern::parse(host).with_context(|| format!("policy for `{id}`"))?;
             }
         }
@@ -106,6 +115,13 @@ impl ConnectorPolicy {
             limits.max_log_lines = lines.min(global.max_log_lines);
         }
         limits
+    }
+
+    /// The origins connections' base URLs may point to, if the operator restricted them.
+    pub fn base_url_patterns(&self) -> Option<Vec<HostPattern>> {
+        self.base_urls
+            .as_ref()
+            .map(|hosts| hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect())
     }
 
     /// `declared` narrowed to the operator's list; origins the connector did not declare are

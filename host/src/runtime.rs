@@ -249,11 +249,31 @@ pub struct LoadedConnector {
     pub limits: Arc<RuntimeLimits>,
     pre: Arc<VersionedPre>,
     default_plan: Arc<EgressPlan>,
+    /// Origins the operator allows connections' base URLs to point to (`None`: any).
+    base_url_patterns: Option<Vec<HostPattern>>,
     in_flight: Arc<Semaphore>,
     spares: Arc<Spares>,
 }
 
 impl LoadedConnector {
+    /// Where a call may send requests: the connector's own plan, or one around the connection's
+    /// base URL if the operator's policy allows that URL (else why not).
+    fn plan_for(&self, base_url_override: Option<&Url>) -> Result<Arc<EgressPlan>, String> {
+        let Some(custom) = base_url_override else {
+            return Ok(self.default_plan.clone());
+        };
+        if let Some(allowed) = &self.base_url_patterns
+            && !crate::egress::is_allowed(allowed, custom)
+        {
+            return Err(format!(
+                "the connection's base URL ({}) is not one the operator allows for {}",
+                custom.origin().ascii_serialization(),
+                self.manifest.id
+            ));
+        }
+        Ok(Arc::new(EgressPlan::new(&self.manifest, Some(custom))))
+    }
+
     /// Drop this connector's spare instances that no request has taken for `idle_for`; how
     /// many were dropped.
     pub fn drop_idle_spares(&self, idle_for: Duration) -> usize {
@@ -306,6 +326,9 @@ pub enum InvokeError {
     /// No instance slot became free in time.
     #[error("no connector instance slot is free")]
     Busy,
+    /// The connection's base URL is outside what the operator's policy allows.
+    #[error("{0}")]
+    BaseUrlNotAllowed(String),
     /// The upstream rejected the credential and renewing it failed; whatever the connector
     /// made of the 401 is moot.
     #[error("the credential was rejected and could not be renewed: {}", .0.message)]
@@ -426,10 +449,9 @@ impl Runtime {
         body: Option<crate::upstream::RequestBody>,
         context: CallContext,
     ) -> Result<PassthroughResponse, bindings::HttpError> {
-        let plan = match &context.base_url_override {
-            None => connector.default_plan.clone(),
-            Some(custom) => Arc::new(EgressPlan::new(&connector.manifest, Some(custom))),
-        };
+        let plan = connector
+            .plan_for(context.base_url_override.as_ref())
+            .map_err(bindings::HttpError::Denied)?;
         let mut call = capability::CallState::new(
             &connector.manifest.id,
             context,
@@ -527,6 +549,7 @@ impl Runtime {
             limits,
             pre: Arc::new(pre),
             default_plan,
+            base_url_patterns: connector_policy.base_url_patterns(),
             spares: Arc::default(),
         })
     }
@@ -588,10 +611,9 @@ impl Runtime {
         .await
         .map_err(|_| InvokeError::Busy)?
         .map_err(|_| InvokeError::Busy)?;
-        let plan = match &context.base_url_override {
-            None => connector.default_plan.clone(),
-            Some(custom) => Arc::new(EgressPlan::new(&connector.manifest, Some(custom))),
-        };
+        let plan = connector
+            .plan_for(context.base_url_override.as_ref())
+            .map_err(InvokeError::BaseUrlNotAllowed)?;
         let limits = connector.limits.clone();
         let timeout = limits.invocation_timeout;
         let manifest = &connector.manifest;

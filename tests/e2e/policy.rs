@@ -127,3 +127,40 @@ async fn widening_hosts_needs_approval() {
     gateway.restart().await;
     assert_eq!(version(&gateway).await.body["data"]["version"], "2.0.0");
 }
+
+/// The operator can restrict where connections' base URLs may point: a connection outside the
+/// list is refused with `egress_denied`, for actions and passthrough alike, and nothing is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_base_urls_outside_the_policy_are_refused() {
+    let (_dir, options) =
+        with_policy(json!({"connectors": {"github": {"baseUrls": ["https://github.acme.test"]}}}));
+    let setup = Setup::with_options(options).await;
+    let answer = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}}),
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (403, "egress_denied"),
+        "{:?}",
+        answer.body
+    );
+    let message = answer.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not one the operator allows"), "{message}");
+    let passthrough = send(
+        setup
+            .client
+            .get(format!("{}/v1/passthrough/repos/acme/webapp", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .header("x-sluice-connection-key", &setup.connection_key),
+    )
+    .await;
+    assert_eq!(passthrough.code(), "egress_denied", "{:?}", passthrough.body);
+    assert!(
+        setup.upstream_requests().is_empty(),
+        "nothing reached the upstream"
+    );
+}

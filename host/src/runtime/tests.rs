@@ -183,3 +183,28 @@ async fn a_compilation_past_its_deadline_fails_the_load_and_the_next_load_works(
     let echo = runtime.load(bytes, &Policy::default()).await.expect("load");
     say(&runtime, &echo).await;
 }
+
+#[tokio::test]
+async fn a_connection_base_url_is_used_only_where_the_policy_allows_it() {
+    let (runtime, _upstream) = runtime(4);
+    let policy: Policy = serde_json::from_value(serde_json::json!({
+        "connectors": {"github": {"baseUrls": ["https://*.acme.test"]}}
+    }))
+    .expect("policy");
+    let bytes = std::fs::read(guests::GITHUB).expect("github.wasm");
+    let restricted = runtime.load(bytes.clone(), &policy).await.expect("load");
+    let url = |text: &str| Url::parse(text).expect("url");
+
+    let plan = restricted
+        .plan_for(Some(&url("https://github.acme.test/api/v3")))
+        .expect("allowed");
+    assert_eq!(plan.base_url, "https://github.acme.test/api/v3");
+    let refused = restricted
+        .plan_for(Some(&url("https://evil.example")))
+        .expect_err("outside the policy");
+    assert!(refused.contains("https://evil.example"), "{refused}");
+    assert!(restricted.plan_for(None).is_ok(), "the connector's own origin");
+
+    let unrestricted = runtime.load(bytes, &Policy::default()).await.expect("load");
+    assert!(unrestricted.plan_for(Some(&url("https://evil.example"))).is_ok());
+}
