@@ -257,7 +257,7 @@ pub struct LoadedConnector {
 
 impl LoadedConnector {
     /// Where a call may send requests: the connector's own plan, or one around the connection's
-    /// base URL if the operator's policy allows that URL (else why not).
+    /// base URL if the operator's policy allows that URL (else the reason it does not).
     fn plan_for(&self, base_url_override: Option<&Url>) -> Result<Arc<EgressPlan>, String> {
         let Some(custom) = base_url_override else {
             return Ok(self.default_plan.clone());
