@@ -121,6 +121,22 @@ async fn connection_lifecycle_through_the_vault_api() {
         )
         .await;
     assert_eq!(inactive.code(), "integration_not_connected");
+    // Lists show active connections unless asked otherwise, as Pica's do.
+    for (query, listed) in [("", false), ("&active=false", true), ("&active=any", true)] {
+        let page = setup
+            .api(
+                Method::GET,
+                &format!("/v1/vault/connections?identity=bob{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            page.body["total"],
+            json!(usize::from(listed)),
+            "{query}: {:?}",
+            page.body
+        );
+    }
 
     // Delete: gone.
     let deleted = setup

@@ -83,7 +83,7 @@ async fn list(
         platform,
         identity: query.text("identity"),
         identity_type,
-        active: query.boolean("active")?,
+        active: active_filter(&query)?,
         tags: query.list("tags"),
     };
     let environment = key.environment;
@@ -93,6 +93,15 @@ async fn list(
         .await?;
     let rows: Vec<Value> = result.rows.iter().map(view).collect();
     Ok(Json(page.envelope(rows, result.total)))
+}
+
+/// The list's `active` filter: active connections unless the caller asks otherwise, as in
+/// Pica's API; `active=any` lists both.
+fn active_filter(query: &Query) -> Result<Option<bool>, ApiError> {
+    if query.text("active").as_deref() == Some("any") {
+        return Ok(None);
+    }
+    Ok(Some(query.boolean("active")?.unwrap_or(true)))
 }
 
 /// `POST /v1/vault/connections` body. Unknown fields are refused so typos do not pass silently.
