@@ -67,6 +67,11 @@ async fn broken_component_is_refused_and_others_serve() {
         failures.contains("a component may be at most 128 MiB"),
         "{failures}"
     );
+    let plugins_dir = gateway.plugins_dir().display().to_string();
+    assert!(
+        !failures.contains(&plugins_dir),
+        "files are named, not located: {failures}"
+    );
 }
 
 /// SIGTERM lets an in-flight request finish, then the process exits cleanly.

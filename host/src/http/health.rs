@@ -49,6 +49,15 @@ async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRespon
     )
 }
 
+/// A component's name in the plugins directory. The route needs no key, so it does not show
+/// where on the machine that directory is.
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Loaded connectors with their versions, content hashes and load times, and the files that
 /// failed to load (a failed new version of a loaded connector shows as its `lastError`, while
 /// the previous version keeps serving).
@@ -65,7 +74,7 @@ async fn plugins(State(app): State<AppState>) -> Json<Value> {
                 "version": c.manifest.version,
                 "hash": c.content_hash,
                 "contract": c.contract,
-                "file": c.source.as_ref().map(|p| p.display().to_string()),
+                "file": c.source.as_deref().map(file_name),
                 "loadedAt": c.loaded_at,
                 "state": if failure.is_some() { "stale" } else { "loaded" },
                 "lastError": failure.map(|f| &f.error),
@@ -75,7 +84,7 @@ async fn plugins(State(app): State<AppState>) -> Json<Value> {
         .collect();
     let failures: Vec<Value> = failures
         .values()
-        .map(|f| json!({"file": f.path.display().to_string(), "error": f.error, "at": f.at}))
+        .map(|f| json!({"file": file_name(&f.path), "error": f.error, "at": f.at}))
         .collect();
     Json(json!({"rows": rows, "total": rows.len(), "failures": failures}))
 }
