@@ -435,7 +435,8 @@ fn spellings(secret: &str, auth: Option<&AuthScheme>) -> Vec<String> {
     for form in &plain {
         forms.extend(escaped_forms(form));
     }
-    forms.sort();
+    // Longest first: a spelling containing another is replaced whole, not around a hole.
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     forms.dedup();
     forms
 }
