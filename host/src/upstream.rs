@@ -119,6 +119,7 @@ pub trait Upstream: Send + Sync + 'static {
 pub struct HttpUpstream {
     connector: HttpsConnector,
     clients: thread_local::ThreadLocal<Client>,
+    connect_timeout: Duration,
 }
 
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector<PolicyResolver>>;
@@ -147,6 +148,14 @@ impl HttpUpstream {
 
     /// A transport trusting exactly `roots` (a private CA: tests, or upstreams signed in-house).
     pub fn with_roots(policy: AddressPolicy, roots: rustls::RootCertStore) -> anyhow::Result<Self> {
+        Self::build(policy, roots, CONNECT_TIMEOUT)
+    }
+
+    fn build(
+        policy: AddressPolicy,
+        roots: rustls::RootCertStore,
+        connect_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -155,7 +164,7 @@ impl HttpUpstream {
         let mut tcp = HttpConnector::new_with_resolver(PolicyResolver { policy });
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        tcp.set_connect_timeout(Some(connect_timeout));
         // Pooled connections an idle NAT or load balancer dropped are noticed, not waited on.
         tcp.set_keepalive(Some(Duration::from_secs(15)));
         tcp.set_keepalive_interval(Some(Duration::from_secs(15)));
@@ -168,6 +177,7 @@ impl HttpUpstream {
         Ok(Self {
             connector,
             clients: thread_local::ThreadLocal::new(),
+            connect_timeout,
         })
     }
 
@@ -220,7 +230,7 @@ impl HttpUpstream {
         );
         match tokio::time::timeout_at(deadline, self.client().request(outgoing)).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
-            Ok(result) => result.map_err(classify),
+            Ok(result) => result.map_err(|error| classify(error, self.connect_timeout)),
         }
     }
 }
@@ -331,7 +341,7 @@ async fn next_chunk(
 
 /// Map a client failure to a typed error, surfacing the resolver's refusal as `Denied` and a
 /// connect timeout as `Timeout`.
-fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
+fn classify(error: hyper_util::client::legacy::Error, connect_timeout: Duration) -> UpstreamError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(err) = source {
         if let Some(denied) = err.downcast_ref::<AddressDenied>() {
@@ -341,7 +351,7 @@ fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         {
-            return UpstreamError::Timeout(CONNECT_TIMEOUT);
+            return UpstreamError::Timeout(connect_timeout);
         }
         source = err.source();
     }

@@ -231,6 +231,45 @@ async fn a_silent_upstream_times_out() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_never_completes_the_connection_is_a_connect_timeout() {
+    // A listener whose accept queue is full drops further connection attempts (SYNs) on
+    // Linux, so a connect to it neither completes nor fails: only the timeout ends it.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let address = listener.local_addr().expect("addr");
+    let mut queued = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => queued.push(connection),
+            _ => break,
+        }
+    }
+    assert!(queued.len() < 16, "the accept queue never filled");
+
+    let connect_timeout = Duration::from_millis(300);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let upstream =
+        HttpUpstream::build(AddressPolicy::AllowPrivate, roots, connect_timeout).expect("transport");
+    let error = upstream
+        .send(request(&format!("http://{address}/"), Duration::from_secs(10)))
+        .await
+        .expect_err("never connected");
+    assert_eq!(
+        error,
+        UpstreamError::Timeout(connect_timeout),
+        "the connect timeout, not the exchange's"
+    );
+    drop(listener);
+}
+
+#[tokio::test]
 async fn the_deadline_covers_the_body_too() {
     let port = raw_upstream(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n").await;
     let upstream = HttpUpstream::new(AddressPolicy::AllowPrivate).expect("transport");
