@@ -155,6 +155,12 @@ impl Setup {
         send(request).await
     }
 
+    /// `github/get_repo` for `acme/webapp` with this setup's key: the call most tests make.
+    pub async fn get_repo(&self) -> Answer {
+        let params = json!({"params": {"owner": "acme", "repo": "webapp"}});
+        self.execute("github", "get_repo", params).await
+    }
+
     /// Call any gateway route with this setup's key.
     pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
         self.api_as(&self.key, method, path, body).await

@@ -8,13 +8,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread")]
 async fn get_repo_returns_status_and_data_verbatim() {
     let setup = Setup::new().await;
-    let answer = setup
-        .execute(
-            "github",
-            "get_repo",
-            json!({"params": {"owner": "acme", "repo": "webapp"}}),
-        )
-        .await;
+    let answer = setup.get_repo().await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert_eq!(
         answer.body,

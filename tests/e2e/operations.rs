@@ -15,13 +15,7 @@ async fn readyz_reports_a_writable_database() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
     let setup = Setup::new().await;
-    setup
-        .execute(
-            "github",
-            "get_repo",
-            json!({"params": {"owner": "acme", "repo": "webapp"}}),
-        )
-        .await;
+    setup.get_repo().await;
     for made_up in ["aaa", "bbb", "ccc"] {
         setup.execute(made_up, "x", json!({"params": {}})).await;
     }

@@ -67,13 +67,7 @@ async fn policy_narrows_but_never_widens_hosts() {
         "hostile": {"maxUpstreamRequests": 2}
     }}));
     let setup = Setup::with_options(options).await;
-    let answer = setup
-        .execute(
-            "github",
-            "get_repo",
-            json!({"params": {"owner": "acme", "repo": "webapp"}}),
-        )
-        .await;
+    let answer = setup.get_repo().await;
     assert_eq!(answer.code(), "egress_denied", "{:?}", answer.body);
     let capped = setup
         .execute("hostile", "many_calls", json!({"params": {"count": 5}}))
@@ -135,13 +129,7 @@ async fn connection_base_urls_outside_the_policy_are_refused() {
     let (_dir, options) =
         with_policy(json!({"connectors": {"github": {"baseUrls": ["https://github.acme.test"]}}}));
     let setup = Setup::with_options(options).await;
-    let answer = setup
-        .execute(
-            "github",
-            "get_repo",
-            json!({"params": {"owner": "acme", "repo": "webapp"}}),
-        )
-        .await;
+    let answer = setup.get_repo().await;
     assert_eq!(
         (answer.status, answer.code()),
         (403, "egress_denied"),

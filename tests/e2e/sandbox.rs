@@ -293,13 +293,7 @@ async fn private_upstream_is_refused_without_opt_in() {
         ..Options::default()
     })
     .await;
-    let answer = setup
-        .execute(
-            "github",
-            "get_repo",
-            json!({"params": {"owner": "acme", "repo": "webapp"}}),
-        )
-        .await;
+    let answer = setup.get_repo().await;
     assert_eq!(
         (answer.status, answer.code()),
         (403, "egress_denied"),

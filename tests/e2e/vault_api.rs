@@ -477,13 +477,7 @@ async fn connection_state_follows_upstream_auth_failures() {
         setup.execute("github", "get_repo", revoked.clone()).await;
     }
     assert_eq!(wait_for_state(&setup, &path, "failed").await, "failed");
-    setup
-        .execute(
-            "github",
-            "get_repo",
-            json!({"params": {"owner": "acme", "repo": "webapp"}}),
-        )
-        .await;
+    setup.get_repo().await;
     assert_eq!(wait_for_state(&setup, &path, "operational").await, "operational");
     setup.assert_secret_not_logged();
 }

@@ -4,7 +4,6 @@ use super::AppState;
 use super::extract::Caller;
 use super::query::Query;
 use crate::error::ApiError;
-use crate::vault::api_keys::Scope;
 use crate::vault::logs::{LogFilter, ScopedReader};
 use axum::extract::State;
 use axum::routing::get;
@@ -31,13 +30,10 @@ async fn list(
         since_ms: query.integer("since", 0, i64::MAX)?,
         // A scoped key reads what concerns its integrations, as in the vault API, and its own
         // calls; other integrations' rows name connections (identities) it may not see.
-        visible_to: match &key.scope {
-            Scope::All => None,
-            Scope::Only(integrations) => Some(ScopedReader {
-                integrations: integrations.clone(),
-                key_id: key.id,
-            }),
-        },
+        visible_to: key.scope.integrations().map(|integrations| ScopedReader {
+            integrations: integrations.to_vec(),
+            key_id: key.id,
+        }),
     };
     let (rows, total) = app
         .vault

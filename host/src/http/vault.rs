@@ -10,7 +10,6 @@ use super::query::Query;
 use crate::egress::AddressPolicy;
 use crate::error::ApiError;
 use crate::runtime::manifest::AuthScheme;
-use crate::vault::api_keys::Scope;
 use crate::vault::connections::{ConnectionFilter, ConnectionPatch, ConnectionRecord, NewConnection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -76,10 +75,7 @@ async fn list(
     }
     let filter = ConnectionFilter {
         keys: query.list("key"),
-        platforms_in_scope: match &key.scope {
-            Scope::All => None,
-            Scope::Only(platforms) => Some(platforms.clone()),
-        },
+        platforms_in_scope: key.scope.integrations().map(<[String]>::to_vec),
         platform,
         identity: query.text("identity"),
         identity_type,

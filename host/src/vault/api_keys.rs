@@ -69,6 +69,14 @@ impl Scope {
         Ok(Self::Only(ids))
     }
 
+    /// The integrations this scope is limited to (`None`: every one).
+    pub fn integrations(&self) -> Option<&[String]> {
+        match self {
+            Self::All => None,
+            Self::Only(ids) => Some(ids),
+        }
+    }
+
     /// Whether `integration` is within this scope.
     pub fn allows(&self, integration: &str) -> bool {
         match self {

@@ -286,20 +286,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn quota_counting_and_retention() -> anyhow::Result<()> {
+    /// A fresh vault whose request log holds `rows`.
+    fn vault_with(rows: &[RequestLog]) -> anyhow::Result<(tempfile::TempDir, Vault)> {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("db");
         let vault = Vault::open(&db, &KeySource::Explicit("ab".repeat(32)))?;
-        let mut conn = rusqlite::Connection::open(&db)?;
-        write_batch(
-            &mut conn,
-            &[
-                row(1_000, "ok"),
-                row(2_000, "not_found"),
-                row(3_000, "daily_limit_reached"),
-            ],
-        )?;
+        write_batch(&mut rusqlite::Connection::open(&db)?, rows)?;
+        Ok((dir, vault))
+    }
+
+    #[test]
+    fn quota_counting_and_retention() -> anyhow::Result<()> {
+        let (_dir, vault) = vault_with(&[
+            row(1_000, "ok"),
+            row(2_000, "not_found"),
+            row(3_000, "daily_limit_reached"),
+        ])?;
         assert_eq!(
             vault.count_calls_since(1, 0)?,
             1,
@@ -320,10 +322,6 @@ mod tests {
 
     #[test]
     fn a_scoped_reader_sees_its_integrations_and_its_own_calls() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let db = dir.path().join("db");
-        let vault = Vault::open(&db, &KeySource::Explicit("ab".repeat(32)))?;
-        let mut conn = rusqlite::Connection::open(&db)?;
         let mut others_stripe = row(1_000, "ok");
         others_stripe.key_id = Some(2);
         others_stripe.integration = Some("stripe".into());
@@ -333,7 +331,7 @@ mod tests {
             key_id: Some(2),
             ..row(3_000, "ok")
         };
-        write_batch(&mut conn, &[others_stripe, own_stripe, others_github])?;
+        let (_dir, vault) = vault_with(&[others_stripe, own_stripe, others_github])?;
         let filter = LogFilter {
             environment: "test".into(),
             visible_to: Some(ScopedReader {
