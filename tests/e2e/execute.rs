@@ -188,10 +188,11 @@ async fn text_bodies_become_strings() {
     assert_eq!(answer.body["data"]["seen_body"], "plain words");
 }
 
-/// With several connections, the caller picks one by identity or key; ambiguity is an error
-/// that lists the candidates.
+/// With several connections, the caller picks one by identity or key; without either, the call
+/// uses the key owner's default (the one connection without an identity); two defaults are
+/// ambiguous, an error that lists the candidates.
 #[tokio::test(flavor = "multi_thread")]
-async fn connection_is_chosen_by_identity_or_key() {
+async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
     let setup = Setup::new().await;
     let alice_secret = "ghp_aliceSECRETtoken987654";
     let base_url = setup.upstream.url();
@@ -205,15 +206,10 @@ async fn connection_is_chosen_by_identity_or_key() {
         .await;
     let params = json!({"owner": "acme", "repo": "webapp"});
 
-    let ambiguous = setup
+    let by_default = setup
         .execute("github", "get_repo", json!({"params": params}))
         .await;
-    assert_eq!((ambiguous.status, ambiguous.code()), (400, "bad_request"));
-    let message = ambiguous.body["message"].as_str().expect("message");
-    assert!(
-        message.contains(&alice) && message.contains(&setup.connection_key),
-        "{message}"
-    );
+    assert_eq!(by_default.body["status"], 200, "{:?}", by_default.body);
 
     let by_identity = setup
         .execute(
@@ -239,6 +235,28 @@ async fn connection_is_chosen_by_identity_or_key() {
         .collect();
     assert_eq!(
         auth,
-        vec![format!("Bearer {alice_secret}"), format!("Bearer {SECRET}")]
+        vec![
+            format!("Bearer {SECRET}"),
+            format!("Bearer {alice_secret}"),
+            format!("Bearer {SECRET}")
+        ]
+    );
+
+    let second_default = setup
+        .gateway
+        .add_connection("github", "ghp_secondDEFAULTtoken123", &["--base-url", &base_url])
+        .await;
+    let ambiguous = setup
+        .execute("github", "get_repo", json!({"params": params}))
+        .await;
+    assert_eq!((ambiguous.status, ambiguous.code()), (400, "bad_request"));
+    let message = ambiguous.body["message"].as_str().expect("message");
+    for candidate in [&alice, &setup.connection_key, &second_default] {
+        assert!(message.contains(candidate.as_str()), "{message}");
+    }
+    assert_eq!(
+        setup.upstream_requests().len(),
+        3,
+        "an ambiguous call sends nothing"
     );
 }

@@ -13,7 +13,8 @@ use crate::vault::api_keys::Environment;
 use crate::vault::connections::{ConnectionRecord, ConnectionSelector, TokenSet};
 use std::sync::Arc;
 
-/// Pick the connection: explicit key, else identity, else the only one; decrypt its secret.
+/// Pick the connection: explicit key, else identity, else the key owner's default (the only
+/// connection, or the only one without an identity); decrypt its secret.
 pub(super) async fn select(
     app: &AppState,
     integration: &str,
@@ -37,8 +38,11 @@ pub(super) async fn select(
         .vault
         .run(move |vault| {
             let mut found = vault.find_connections(&platform, environment, &selector)?;
-            if found.len() > 1 && !explicit {
-                return Ok(Err(found.into_iter().map(|c| c.key).collect::<Vec<_>>()));
+            if !explicit {
+                match owners_default(found) {
+                    Ok(default) => found = default,
+                    Err(candidates) => return Ok(Err(candidates)),
+                }
             }
             let Some(connection) = found.pop() else {
                 return Ok(Ok(None));
@@ -59,6 +63,23 @@ pub(super) async fn select(
             action_url: super::connect::action_url(app, environment, integration, identity, None).await,
             integration: integration.to_owned(),
         }),
+    }
+}
+
+/// Without a connection key or identity, a call uses the key owner's default connection: the
+/// only one there is, else the only one made without an identity (its key reads
+/// `…::default::…`; connections with an identity belong to the app's end users). Several
+/// defaults are ambiguous: the error lists every candidate.
+fn owners_default(mut found: Vec<ConnectionRecord>) -> Result<Vec<ConnectionRecord>, Vec<String>> {
+    if found.len() <= 1 {
+        return Ok(found);
+    }
+    let defaults: Vec<usize> = (0..found.len())
+        .filter(|&i| found[i].identity.is_none())
+        .collect();
+    match defaults[..] {
+        [only] => Ok(vec![found.swap_remove(only)]),
+        _ => Err(found.into_iter().map(|c| c.key).collect()),
     }
 }
 
