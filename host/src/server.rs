@@ -12,10 +12,12 @@
 //! work goes to the blocking pool, and a connector computing for longer than an epoch tick
 //! yields (see `Runtime::new_store`).
 
+mod activity;
+
+use activity::{Activity, TrackedBody};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -35,22 +37,24 @@ pub struct ServeOptions {
     /// Connections open at once. Past this the acceptor waits (new clients queue in the
     /// kernel's backlog) instead of running the process out of file descriptors.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers, and that an idle keep-alive connection
-    /// is kept: a client trickling bytes (slowloris) cannot hold a connection for longer.
-    pub header_read_timeout: Duration,
+    /// How long a connection is kept with no request in flight, whatever its protocol (a client
+    /// that never sends a byte, an idle keep-alive or HTTP/2 connection), and the time a client
+    /// has to send a request's headers: a client trickling bytes (slowloris) or holding
+    /// connections open without using them cannot keep them for longer.
+    pub idle_timeout: Duration,
 }
 
 /// Default of [`ServeOptions::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
-/// Default of [`ServeOptions::header_read_timeout`].
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`ServeOptions::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             threads: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -79,7 +83,7 @@ pub async fn serve(
         let thread = ServingThread {
             incoming,
             router: router.clone(),
-            header_read_timeout: options.header_read_timeout,
+            idle_timeout: options.idle_timeout,
             stopped: stopped.clone(),
         };
         std::thread::Builder::new()
@@ -156,7 +160,7 @@ async fn accept(listener: &TcpListener, connection_slots: &Arc<Semaphore>) -> Op
 struct ServingThread {
     incoming: mpsc::Receiver<Accepted>,
     router: axum::Router,
-    header_read_timeout: Duration,
+    idle_timeout: Duration,
     stopped: watch::Receiver<bool>,
 }
 
@@ -170,8 +174,9 @@ impl ServingThread {
             let mut http = auto::Builder::new(TokioExecutor::new());
             http.http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(self.header_read_timeout);
-            let connections = GracefulShutdown::new();
+                .header_read_timeout(self.idle_timeout);
+            // Every connection's task holds a clone; the channel closes when the last one ends.
+            let (open, mut all_closed) = mpsc::channel::<()>(1);
             let (mut incoming, mut stopped) = (self.incoming, self.stopped);
             loop {
                 let (connection, slot) = tokio::select! {
@@ -189,24 +194,76 @@ impl ServingThread {
                         continue;
                     }
                 };
-                let service = TowerToHyperService::new(self.router.clone());
+                let activity = Activity::new();
+                let service = tracked(self.router.clone(), activity.clone());
                 let serving = http
                     .serve_connection_with_upgrades(TokioIo::new(connection), service)
                     .into_owned();
-                let serving = connections.watch(serving);
+                let (idle_timeout, mut stopping, open) = (self.idle_timeout, stopped.clone(), open.clone());
                 tokio::spawn(async move {
-                    if let Err(error) = serving.await {
+                    tokio::pin!(serving);
+                    // Checked twice per timeout: an unused connection closes within 1.5 of it.
+                    let mut idle_check = tokio::time::interval((idle_timeout / 2).max(MIN_IDLE_CHECK));
+                    let mut closing = false;
+                    let outcome = loop {
+                        tokio::select! {
+                            outcome = serving.as_mut() => break outcome,
+                            _ = stopping.wait_for(|stop| *stop), if !closing => {
+                                serving.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
+                            _ = idle_check.tick() => {
+                                if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                                    // Asked to close and still unused: drop it.
+                                    if closing {
+                                        break Ok(());
+                                    }
+                                    serving.as_mut().graceful_shutdown();
+                                    closing = true;
+                                }
+                            }
+                        }
+                    };
+                    if let Err(error) = outcome {
                         tracing::debug!(error = %error, "connection ended with an error");
                     }
-                    drop(slot);
+                    drop((slot, open));
                 });
             }
-            // In-flight requests finish; idle connections close.
-            connections.shutdown().await;
+            // In-flight requests finish; unused connections close.
+            drop(open);
+            all_closed.recv().await;
             pacemaker.abort();
             Ok(())
         })
     }
+}
+
+/// Shortest interval between a connection's idle checks (for very short timeouts in tests).
+const MIN_IDLE_CHECK: Duration = Duration::from_millis(10);
+
+/// The hyper service for one connection: `router`, with each request counted in `activity`
+/// from the call until hyper drops its response body.
+fn tracked(
+    router: axum::Router,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<TrackedBody>,
+    Error = Infallible,
+    Future: Send,
+> + Clone {
+    hyper::service::service_fn(move |request| {
+        let in_flight = activity.begin();
+        let call = tower::ServiceExt::oneshot(router.clone(), request);
+        async move {
+            let response = call.await?;
+            Ok(response.map(|inner| TrackedBody {
+                inner,
+                _in_flight: in_flight,
+            }))
+        }
+    })
 }
 
 /// Keep a near timer in tokio's timer wheel for as long as the server runs.
@@ -280,9 +337,18 @@ mod tests {
         );
     }
 
-    /// A server with `options` answering `GET /` with `ok`; its address and its stop switch.
+    /// A server with `options` answering `GET /` with `ok` and `GET /slow` with `ok` after a
+    /// second; its address and its stop switch.
     async fn start(options: ServeOptions) -> (SocketAddr, oneshot::Sender<()>) {
-        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let router = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    "ok"
+                }),
+            );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -310,7 +376,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_trickling_its_headers_is_cut_off() {
         let (addr, _stop) = start(ServeOptions {
-            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(300),
             ..ServeOptions::default()
         })
         .await;
@@ -318,13 +384,69 @@ mod tests {
         slow.write_all(b"GET / HTTP/1.1\r\nhost: te")
             .await
             .expect("write");
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
-        assert!(closed.is_ok(), "the connection was still open after 10 s");
+        assert!(closed_by_the_server(&mut slow).await, "open after 10 s");
 
         // A client that sends its request in time is served.
         let mut prompt = tokio::net::TcpStream::connect(addr).await.expect("connect");
         assert_eq!(status_line(&mut prompt).await, "HTTP/1.1 200 OK");
+    }
+
+    /// Read until the server closes `connection`; whether it did within 10 s.
+    async fn closed_by_the_server(connection: &mut tokio::net::TcpStream) -> bool {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), connection.read_to_end(&mut rest))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_sends_a_byte_is_cut_off() {
+        let (addr, _stop) = start(ServeOptions {
+            idle_timeout: Duration::from_millis(300),
+            ..ServeOptions::default()
+        })
+        .await;
+        let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert!(closed_by_the_server(&mut silent).await, "open after 10 s");
+        // Half an HTTP/2 preface, then nothing: still deciding the protocol, still cut off.
+        let mut undecided = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        undecided.write_all(b"PRI * HTTP/2").await.expect("write");
+        assert!(closed_by_the_server(&mut undecided).await, "open after 10 s");
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_keeps_its_connection_past_the_idle_timeout() {
+        let (addr, _stop) = start(ServeOptions {
+            idle_timeout: Duration::from_millis(200),
+            ..ServeOptions::default()
+        })
+        .await;
+        let mut connection = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        connection
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("write");
+        let mut reply = vec![0; 1024];
+        let read = connection.read(&mut reply).await.expect("read");
+        let reply = String::from_utf8_lossy(&reply[..read]);
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        // Unused once answered: closed like any other.
+        assert!(closed_by_the_server(&mut connection).await, "open after 10 s");
+    }
+
+    #[tokio::test]
+    async fn an_idle_http2_connection_is_closed() {
+        let (addr, _stop) = start(ServeOptions {
+            idle_timeout: Duration::from_millis(300),
+            ..ServeOptions::default()
+        })
+        .await;
+        let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // The client preface and an empty SETTINGS frame: a complete HTTP/2 handshake, no streams.
+        idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .expect("write");
+        assert!(closed_by_the_server(&mut idle).await, "open after 10 s");
     }
 
     #[tokio::test]
