@@ -51,5 +51,9 @@ pub async fn serve(
     options: server::ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let options = server::ServeOptions {
+        open_connections: app.metrics.open_connections.clone(),
+        ..options
+    };
     server::serve(listener, http::router(app), options, shutdown).await
 }

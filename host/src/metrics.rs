@@ -62,6 +62,8 @@ pub struct Metrics {
     pub instances_in_use: Gauge,
     /// Spare instances waiting for a request.
     pub spare_instances: Gauge,
+    /// Client connections open now (against `--max-connections`).
+    pub open_connections: Gauge,
     /// Component loads (startup and hot reload) by outcome.
     pub loads: Family<LoadLabels, Counter>,
     /// Upstream requests refused by the egress policy.
@@ -85,6 +87,7 @@ impl Default for Metrics {
         );
         let instances_in_use = Gauge::default();
         let spare_instances = Gauge::default();
+        let open_connections = Gauge::default();
         let loads = Family::<LoadLabels, Counter>::default();
         let egress_denied = Family::<ConnectorLabels, Counter>::default();
         let token_refreshes = Family::<RefreshLabels, Counter>::default();
@@ -118,6 +121,11 @@ impl Default for Metrics {
             "Instances prepared for the next request and not yet taken",
             spare_instances.clone(),
         );
+        registry.register(
+            "open_connections",
+            "Client connections open now; past --max-connections new clients wait",
+            open_connections.clone(),
+        );
         registry.register("component_loads", "Component loads by outcome", loads.clone());
         registry.register(
             "egress_denied",
@@ -137,6 +145,7 @@ impl Default for Metrics {
             upstream_seconds,
             instances_in_use,
             spare_instances,
+            open_connections,
             loads,
             egress_denied,
             token_refreshes,

@@ -42,6 +42,8 @@ pub struct ServeOptions {
     /// has to send a request's headers: a client trickling bytes (slowloris) or holding
     /// connections open without using them cannot keep them for longer.
     pub idle_timeout: Duration,
+    /// Counts the connections open now (the gateway exports it as `sluice_open_connections`).
+    pub open_connections: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Default of [`ServeOptions::max_connections`].
@@ -55,6 +57,7 @@ impl Default for ServeOptions {
             threads: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            open_connections: Default::default(),
         }
     }
 }
@@ -84,6 +87,7 @@ pub async fn serve(
             incoming,
             router: router.clone(),
             idle_timeout: options.idle_timeout,
+            open_connections: options.open_connections.clone(),
             stopped: stopped.clone(),
         };
         std::thread::Builder::new()
@@ -161,6 +165,7 @@ struct ServingThread {
     incoming: mpsc::Receiver<Accepted>,
     router: axum::Router,
     idle_timeout: Duration,
+    open_connections: prometheus_client::metrics::gauge::Gauge,
     stopped: watch::Receiver<bool>,
 }
 
@@ -200,6 +205,8 @@ impl ServingThread {
                     .serve_connection_with_upgrades(TokioIo::new(connection), service)
                     .into_owned();
                 let (idle_timeout, mut stopping, open) = (self.idle_timeout, stopped.clone(), open.clone());
+                let open_connections = self.open_connections.clone();
+                open_connections.inc();
                 tokio::spawn(async move {
                     tokio::pin!(serving);
                     // Checked twice per timeout: an unused connection closes within 1.5 of it.
@@ -227,6 +234,7 @@ impl ServingThread {
                     if let Err(error) = outcome {
                         tracing::debug!(error = %error, "connection ended with an error");
                     }
+                    open_connections.dec();
                     drop((slot, open));
                 });
             }
@@ -401,13 +409,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_never_sends_a_byte_is_cut_off() {
+        let open_connections = prometheus_client::metrics::gauge::Gauge::default();
         let (addr, _stop) = start(ServeOptions {
             idle_timeout: Duration::from_millis(300),
+            open_connections: open_connections.clone(),
             ..ServeOptions::default()
         })
         .await;
         let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
         assert!(closed_by_the_server(&mut silent).await, "open after 10 s");
+        assert_eq!(
+            open_connections.get(),
+            0,
+            "counted as closed before the socket closes"
+        );
         // Half an HTTP/2 preface, then nothing: still deciding the protocol, still cut off.
         let mut undecided = tokio::net::TcpStream::connect(addr).await.expect("connect");
         undecided.write_all(b"PRI * HTTP/2").await.expect("write");
@@ -451,8 +466,10 @@ mod tests {
 
     #[tokio::test]
     async fn connections_past_the_limit_wait_until_one_closes() {
+        let open_connections = prometheus_client::metrics::gauge::Gauge::default();
         let (addr, _stop) = start(ServeOptions {
             max_connections: 2,
+            open_connections: open_connections.clone(),
             ..ServeOptions::default()
         })
         .await;
@@ -460,6 +477,7 @@ mod tests {
         assert_eq!(status_line(&mut first).await, "HTTP/1.1 200 OK");
         let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
         assert_eq!(status_line(&mut second).await, "HTTP/1.1 200 OK");
+        assert_eq!(open_connections.get(), 2);
 
         // The kernel accepts the third, but the server does not take it up yet.
         let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -50,6 +50,12 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
     assert!(!text.contains("aaa"), "made-up names do not become labels");
+    let open_connections: i64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("sluice_open_connections "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no sluice_open_connections in:\n{text}"));
+    assert!(open_connections >= 1, "this very request's connection is open");
 }
 
 /// `--log-format json` makes every log line a JSON object, ready for a log pipeline.
