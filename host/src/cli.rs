@@ -362,6 +362,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = crate::server::ServeOptions {
         threads: args.serve_threads,
         max_connections: args.max_connections,
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         ..crate::server::ServeOptions::default()
     };
     crate::serve(listener, app, options, shutdown_signal()).await?;

@@ -170,6 +170,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(usize))]
     pub max_connections: usize,
+    /// How long a client connection is kept with no request in flight (also the time a client
+    /// has to send a request's headers, and the longest pause allowed in sending a request
+    /// body), in milliseconds.
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_MS", default_value_t = crate::server::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
     /// Admin key protecting `/v1/admin/*`; the admin API is disabled without one.
     #[arg(long, env = "SLUICE_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,

@@ -83,6 +83,9 @@ pub enum ApiError {
     /// The request body is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The client stopped sending its request body.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The connector ran past its deadline.
     #[error("the connector did not finish in time")]
     ConnectorTimeout,
@@ -161,6 +164,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::ConnectorTimeout => "connector_timeout",
             Self::ConnectorMemoryLimit => "connector_memory_limit",
             Self::ConnectorTrap => "connector_trap",
@@ -192,6 +196,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ConnectorTimeout | Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::ConnectorMemoryLimit
             | Self::ConnectorTrap

@@ -13,10 +13,13 @@
 //! yields (see `Runtime::new_store`).
 
 mod activity;
+mod stalled_body;
 
 use activity::{Activity, TrackedBody};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+pub use stalled_body::BodyStalled;
+use stalled_body::StalledBodyGuard;
 use std::convert::Infallible;
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -38,9 +41,10 @@ pub struct ServeOptions {
     /// kernel's backlog) instead of running the process out of file descriptors.
     pub max_connections: usize,
     /// How long a connection is kept with no request in flight, whatever its protocol (a client
-    /// that never sends a byte, an idle keep-alive or HTTP/2 connection), and the time a client
-    /// has to send a request's headers: a client trickling bytes (slowloris) or holding
-    /// connections open without using them cannot keep them for longer.
+    /// that never sends a byte, an idle keep-alive or HTTP/2 connection), the time a client has
+    /// to send a request's headers, and the longest pause allowed while it sends a body: a
+    /// client trickling bytes (slowloris) or holding connections open without using them
+    /// cannot keep them for longer.
     pub idle_timeout: Duration,
     /// Counts the connections open now (the gateway exports it as `sluice_open_connections`).
     pub open_connections: prometheus_client::metrics::gauge::Gauge,
@@ -200,7 +204,7 @@ impl ServingThread {
                     }
                 };
                 let activity = Activity::new();
-                let service = tracked(self.router.clone(), activity.clone());
+                let service = tracked(self.router.clone(), activity.clone(), self.idle_timeout);
                 let serving = http
                     .serve_connection_with_upgrades(TokioIo::new(connection), service)
                     .into_owned();
@@ -251,10 +255,12 @@ impl ServingThread {
 const MIN_IDLE_CHECK: Duration = Duration::from_millis(10);
 
 /// The hyper service for one connection: `router`, with each request counted in `activity`
-/// from the call until hyper drops its response body.
+/// from the call until hyper drops its response body, and its body failing with
+/// [`BodyStalled`] when the client sends none of it for `idle_timeout`.
 fn tracked(
     router: axum::Router,
     activity: Arc<Activity>,
+    idle_timeout: Duration,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<TrackedBody>,
@@ -263,6 +269,7 @@ fn tracked(
 > + Clone {
     hyper::service::service_fn(move |request| {
         let in_flight = activity.begin();
+        let request = request.map(|body| StalledBodyGuard::new(body, idle_timeout));
         let call = tower::ServiceExt::oneshot(router.clone(), request);
         async move {
             let response = call.await?;

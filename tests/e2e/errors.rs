@@ -148,6 +148,65 @@ async fn oversized_body_is_413() {
     assert_error(&answer, 413, "payload_too_large");
 }
 
+/// A client that stops sending its request body part-way gets `408 request_timeout` once it
+/// has sent nothing for the idle timeout (an action's JSON body, and a passthrough body on its
+/// way upstream), and a client that sends nothing at all is disconnected: neither holds a
+/// connection for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_sending_is_answered_408_or_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = Setup::with_options(sluice_fixtures::gateway::Options {
+        extra_args: vec!["--idle-timeout-ms".into(), "500".into()],
+        ..Default::default()
+    })
+    .await;
+    let address = setup.gateway.url.trim_start_matches("http://").to_owned();
+    let partial_requests = [
+        format!("POST /v1/echo/say HTTP/1.1\r\nhost: {address}\r\n"),
+        format!(
+            "POST /v1/passthrough/repos/acme/webapp/issues HTTP/1.1\r\nhost: {address}\r\n\
+             x-sluice-connection-key: {}\r\n",
+            setup.connection_key
+        ),
+    ];
+    for head in partial_requests {
+        let mut connection = tokio::net::TcpStream::connect(&address).await.expect("connect");
+        connection
+            .write_all(
+                format!(
+                    "{head}authorization: Bearer {}\r\ncontent-type: application/json\r\n\
+                     content-length: 100\r\n\r\n{{\"params\": ",
+                    setup.key
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("write");
+        let mut reply = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            connection.read_to_string(&mut reply),
+        )
+        .await
+        .expect("answered and closed within 10 s")
+        .expect("read");
+        assert!(reply.starts_with("HTTP/1.1 408"), "{head}: {reply}");
+        assert!(reply.contains(r#""error":"request_timeout""#), "{head}: {reply}");
+    }
+
+    let mut silent = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let mut nothing = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        silent.read_to_end(&mut nothing),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a connection that never sent a byte was still open after 10 s"
+    );
+}
+
 /// A key scoped to other integrations gets 403 scope_not_allowed.
 #[tokio::test(flavor = "multi_thread")]
 async fn key_outside_its_scope_is_403() {

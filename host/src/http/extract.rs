@@ -23,6 +23,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                     "request body is larger than {} bytes",
                     super::MAX_BODY_BYTES
                 ))
+            } else if let Some(stalled) = crate::server::BodyStalled::found_in(&rejection) {
+                ApiError::RequestTimeout(stalled.to_string())
             } else {
                 ApiError::BadRequest("could not read the request body".into())
             }

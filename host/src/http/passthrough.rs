@@ -83,20 +83,31 @@ async fn passthrough(
     response
 }
 
+/// What became of the caller's body on its way upstream.
+#[derive(Debug, Default)]
+struct BodyProgress {
+    /// Bytes passed on so far.
+    counted: AtomicU64,
+    /// It grew past the limit and was cut off.
+    exceeded: AtomicBool,
+    /// The caller stopped sending it.
+    stalled: AtomicBool,
+}
+
 /// Counts the caller's body as it streams upstream and cuts it off past `limit` bytes.
-fn capped_body(
-    body: Body,
-    limit: usize,
-    exceeded: Arc<AtomicBool>,
-    counted: Arc<AtomicU64>,
-) -> crate::upstream::RequestBody {
+fn capped_body(body: Body, limit: usize, progress: Arc<BodyProgress>) -> crate::upstream::RequestBody {
     let mut seen = 0usize;
     let stream = body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
+        let chunk = chunk.map_err(|error| {
+            if crate::server::BodyStalled::found_in(&error).is_some() {
+                progress.stalled.store(true, Ordering::Relaxed);
+            }
+            std::io::Error::other(error)
+        })?;
         seen += chunk.len();
-        counted.store(seen as u64, Ordering::Relaxed);
+        progress.counted.store(seen as u64, Ordering::Relaxed);
         if seen > limit {
-            exceeded.store(true, Ordering::Relaxed);
+            progress.exceeded.store(true, Ordering::Relaxed);
             return Err(std::io::Error::other("request body over the limit"));
         }
         Ok::<_, std::io::Error>(chunk)
@@ -190,20 +201,24 @@ async fn run(
     super::connection::attach_credential(app, &connector.manifest, &record, credential, &mut context).await?;
     // A streamed request body cannot be replayed, so passthrough gets proactive refresh only.
     context.renewal = None;
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let counted = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(BodyProgress::default());
     let has_body = declared.is_some_and(|length| length > 0)
         || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
-    let upstream_body = has_body.then(|| capped_body(body, limit, exceeded.clone(), counted.clone()));
+    let upstream_body = has_body.then(|| capped_body(body, limit, progress.clone()));
     let sent = app
         .runtime
         .passthrough(&connector, request, upstream_body, context)
         .await;
-    log.request_bytes = counted.load(Ordering::Relaxed);
-    if exceeded.load(Ordering::Relaxed) {
+    log.request_bytes = progress.counted.load(Ordering::Relaxed);
+    if progress.exceeded.load(Ordering::Relaxed) {
         return Err(ApiError::PayloadTooLarge(format!(
             "request body is larger than {limit} bytes"
         )));
+    }
+    if progress.stalled.load(Ordering::Relaxed) {
+        return Err(ApiError::RequestTimeout(
+            "the client stopped sending its request body".into(),
+        ));
     }
     let upstream = sent?;
     log.upstream_status = Some(upstream.status);
