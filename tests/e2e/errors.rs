@@ -146,6 +146,16 @@ async fn oversized_body_is_413() {
         .execute("echo", "say", json!({"params": {"blob": huge}}))
         .await;
     assert_error(&answer, 413, "payload_too_large");
+    // The MCP endpoint answers in the same shape.
+    let answer = send(
+        setup
+            .client
+            .post(format!("{}/mcp", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .body(huge),
+    )
+    .await;
+    assert_error(&answer, 413, "payload_too_large");
 }
 
 /// A client that stops sending its request body part-way gets `408 request_timeout` once it

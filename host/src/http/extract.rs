@@ -9,11 +9,12 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-/// A JSON request body; malformed or oversized bodies become `bad_request` / `payload_too_large`.
+/// A whole request body; oversized, stalled or broken bodies become `payload_too_large`,
+/// `request_timeout` / `bad_request`.
 #[derive(Debug)]
-pub struct JsonBody<T>(pub T);
+pub struct WholeBody(pub Bytes);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync> FromRequest<S> for WholeBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -29,6 +30,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::BadRequest("could not read the request body".into())
             }
         })?;
+        Ok(Self(bytes))
+    }
+}
+
+/// A JSON request body; malformed bodies become `bad_request`, others as [`WholeBody`] says.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let WholeBody(bytes) = WholeBody::from_request(request, state).await?;
         if bytes.is_empty() {
             return Err(ApiError::BadRequest(
                 "request body is empty; send a JSON object".into(),

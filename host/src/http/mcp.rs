@@ -6,7 +6,7 @@
 //! A tool call runs exactly the execute path (same validation, limits, logging); its reply is
 //! the tool result, with `isError` set for gateway and upstream errors.
 
-use super::extract::Caller;
+use super::extract::{Caller, WholeBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
 use axum::extract::State;
@@ -40,11 +40,11 @@ async fn handle(
     State(app): State<AppState>,
     Extension(transaction_key): Extension<TransactionKey>,
     caller: Result<Caller, ApiError>,
-    body: axum::body::Bytes,
+    body: Result<WholeBody, ApiError>,
 ) -> Response {
-    let Caller(key) = match caller {
-        Ok(caller) => caller,
-        Err(error) => return error.into_response(),
+    let (Caller(key), WholeBody(body)) = match (caller, body) {
+        (Ok(caller), Ok(body)) => (caller, body),
+        (Err(error), _) | (_, Err(error)) => return error.into_response(),
     };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(message) => message,
