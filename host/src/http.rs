@@ -24,6 +24,7 @@ mod mcp;
 pub mod openapi;
 mod passthrough;
 pub mod query;
+mod rejection;
 mod vault;
 
 use crate::error::ApiError;
@@ -158,7 +159,8 @@ async fn transaction(
     let span =
         tracing::info_span!("request", tx = %key, method = %request.method(), path = %request.uri().path());
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = rejection::in_api_shape(response).await;
     if let Ok(value) = HeaderValue::from_str(&key) {
         response.headers_mut().insert("x-transaction-key", value);
     }

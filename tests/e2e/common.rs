@@ -78,6 +78,7 @@ pub fn fake_github(request: &Recorded) -> Reply {
             Reply::json(200, json!({"slow": true}))
         }
         ("GET", "/text") => Reply::text(200, "plain words"),
+        ("GET", "/teapot") => Reply::text(418, "short and stout"),
         ("GET", "/big") => Reply::text(200, &big_body()),
         ("PUT", "/upload") => Reply::json(200, json!({"received": request.body.len()})),
         ("GET", "/redirect-same") => redirect("/echo-headers"),

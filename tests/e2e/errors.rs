@@ -93,6 +93,16 @@ async fn bad_bodies_and_params_are_400() {
         400,
         "bad_request",
     );
+    // A path segment that is not UTF-8: rejected before any handler runs, in the same shape.
+    let not_utf8 = send(
+        setup
+            .client
+            .post(format!("{}/v1/%FF/get_repo", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .body("{}"),
+    )
+    .await;
+    assert_error(&not_utf8, 400, "bad_request");
 
     let wrong_type = setup
         .execute(

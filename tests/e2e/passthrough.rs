@@ -117,6 +117,18 @@ async fn passthrough_errors_are_typed() {
     .await;
     assert_eq!(anonymous.code(), "unauthorized");
     assert!(setup.upstream_requests().is_empty());
+
+    // An upstream's own plain-text error comes back as it was sent, not in the gateway's shape.
+    let teapot = setup
+        .client
+        .get(format!("{}/v1/passthrough/teapot", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .header("x-sluice-connection-key", &setup.connection_key)
+        .send()
+        .await
+        .expect("passthrough");
+    assert_eq!(teapot.status().as_u16(), 418);
+    assert_eq!(teapot.text().await.expect("body"), "short and stout");
 }
 
 /// Bodies far larger than any buffered limit stream through both ways, and the credential is

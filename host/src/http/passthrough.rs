@@ -225,6 +225,7 @@ async fn run(
 
     let status = StatusCode::from_u16(upstream.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, Body::from_stream(upstream.body)).into_response();
+    response.extensions_mut().insert(super::rejection::UpstreamAnswer);
     let out = response.headers_mut();
     for Header { name, value } in upstream.headers {
         let (Ok(value), false) = (HeaderValue::from_str(&value), name.is_empty()) else {
