@@ -247,11 +247,19 @@ impl IntoResponse for ApiError {
                 headers.insert("x-ratelimit-remaining", HeaderValue::from(0));
                 headers.insert("x-ratelimit-reset", HeaderValue::from(*retry_after));
             }
+            // Load, not the caller's allowance: worth another try a moment later.
+            Self::AtCapacity | Self::ConnectorBusy => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(LOAD_RETRY_AFTER_SECONDS));
+            }
             _ => {}
         }
         response
     }
 }
+
+/// `Retry-After` of a refusal for load (`at_capacity`, `connector_busy`): requests finish in
+/// well under a second, so a second later the gateway has most likely caught up.
+const LOAD_RETRY_AFTER_SECONDS: u32 = 1;
 
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> Self {
@@ -370,6 +378,19 @@ mod tests {
             assert_eq!(error.code(), code);
             assert_eq!(error.status().as_u16(), status, "{code}");
         }
+    }
+
+    #[test]
+    fn refusals_for_load_say_when_to_retry() {
+        for error in [ApiError::AtCapacity, ApiError::ConnectorBusy] {
+            let response = error.into_response();
+            assert_eq!(
+                response.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
+                Some(&b"1"[..])
+            );
+        }
+        let response = ApiError::ConnectorTimeout.into_response();
+        assert!(response.headers().get(RETRY_AFTER).is_none());
     }
 
     #[test]
