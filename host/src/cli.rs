@@ -321,7 +321,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("http://{local}"))
         .trim_end_matches('/')
         .to_owned();
-    let logs = crate::vault::logs::start_writer(&args.store.data_dir.join("sluice.db"))?;
+    let logs = crate::vault::logs::start_writer(vault.store())?;
     spawn_log_pruning(vault.clone(), args.log_retention_days);
     spawn_spare_expiry(registry.clone());
     let refresher = Arc::new(crate::oauth::refresh::TokenRefresher::for_runtime(

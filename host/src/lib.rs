@@ -14,7 +14,8 @@
 //! - [`cache`] — compiled components on disk, authenticated.
 //! - [`egress`] — allowlist and address policy (pure); [`upstream`] — the HTTP transport.
 //! - [`policy`] — the operator's per-connector limits and host narrowing.
-//! - [`vault`] — SQLite store: API keys, connections (secrets encrypted at rest), request log.
+//! - [`vault`] — API keys, connections (secrets encrypted at rest), request log.
+//! - [`store`] — the vault's persistence behind a trait; [`store::SqliteStore`] implements it.
 //! - [`oauth`] — OAuth 2.0: PKCE, the token endpoint, single-flight refresh.
 //! - [`usage`] — per-key daily quotas and per-minute rate limits; [`metrics`] — Prometheus.
 //! - [`cli`] — what each command does; [`dev`] — `sluice dev` and `sluice new`.
@@ -35,6 +36,7 @@ pub mod registry;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod upstream;
 pub mod usage;
 pub mod vault;

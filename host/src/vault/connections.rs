@@ -4,8 +4,8 @@ use super::api_keys::Environment;
 use super::crypto::{self, Sealed};
 use super::{Vault, now};
 use crate::runtime::Credential;
+use crate::store::{ConnectionChanges, NewConnectionRow};
 use anyhow::Context;
-use rusqlite::OptionalExtension;
 use url::Url;
 
 /// Consecutive upstream 401s after which a connection is `failed` rather than `degraded`.
@@ -46,7 +46,8 @@ pub struct ConnectionRecord {
     pub created_at: i64,
     /// Last change (Unix seconds).
     pub updated_at: i64,
-    sealed: Sealed,
+    /// The secret, sealed.
+    pub(crate) sealed: Sealed,
 }
 
 impl ConnectionRecord {
@@ -198,98 +199,14 @@ fn secret_context(key: &str) -> String {
     format!("connections/{key}/secret")
 }
 
-const COLUMNS: &str = "id, key, platform, environment, identity, identity_type, name, description, tags, \
-     base_url, state, active, consecutive_auth_failures, created_at, updated_at, secret_nonce, secret_ciphertext, key_id, \
-     token_expires_at";
-
-fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
-    Ok(RawRecord {
-        id: row.get(0)?,
-        key: row.get(1)?,
-        platform: row.get(2)?,
-        environment: row.get(3)?,
-        identity: row.get(4)?,
-        identity_type: row.get(5)?,
-        name: row.get(6)?,
-        description: row.get(7)?,
-        tags: row.get(8)?,
-        base_url: row.get(9)?,
-        state: row.get(10)?,
-        active: row.get(11)?,
-        consecutive_auth_failures: row.get(12)?,
-        created_at: row.get(13)?,
-        updated_at: row.get(14)?,
-        nonce: row.get(15)?,
-        ciphertext: row.get(16)?,
-        key_id: row.get(17)?,
-        token_expires_at: row.get(18)?,
-    })
-}
-
-/// A row as SQLite returns it, before text columns are parsed.
-struct RawRecord {
-    id: i64,
-    key: String,
-    platform: String,
-    environment: String,
-    identity: Option<String>,
-    identity_type: Option<String>,
-    name: Option<String>,
-    description: Option<String>,
-    tags: String,
-    base_url: Option<String>,
-    state: String,
-    active: bool,
-    consecutive_auth_failures: i64,
-    created_at: i64,
-    updated_at: i64,
-    nonce: Vec<u8>,
-    ciphertext: Vec<u8>,
-    key_id: String,
-    token_expires_at: Option<i64>,
-}
-
-impl RawRecord {
-    fn parse(self) -> anyhow::Result<ConnectionRecord> {
-        let base_url = self
-            .base_url
-            .map(|u| Url::parse(&u))
-            .transpose()
-            .with_context(|| format!("connection {} has an invalid base URL", self.key))?;
-        Ok(ConnectionRecord {
-            environment: self.environment.parse()?,
-            tags: serde_json::from_str(&self.tags).unwrap_or_default(),
-            id: self.id,
-            key: self.key,
-            platform: self.platform,
-            identity: self.identity,
-            identity_type: self.identity_type,
-            name: self.name,
-            description: self.description,
-            base_url,
-            state: self.state,
-            active: self.active,
-            consecutive_auth_failures: self.consecutive_auth_failures,
-            token_expires_at: self.token_expires_at,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            sealed: Sealed {
-                key_id: self.key_id,
-                nonce: self.nonce,
-                ciphertext: self.ciphertext,
-            },
-        })
-    }
-}
-
 /// Parse a public id (`conn_42`) into a row id.
-fn row_id(public_id: &str) -> Option<i64> {
+pub(crate) fn row_id(public_id: &str) -> Option<i64> {
     public_id.strip_prefix("conn_")?.parse().ok()
 }
 
 impl Vault {
-    /// Store a new connection; the secret is encrypted before it reaches SQLite. With
-    /// `limit`, the count check and the insert happen in one write transaction, so
+    /// Store a new connection; the secret is encrypted before it reaches the store. With
+    /// `limit`, the count check and the insert are one atomic step of the store, so
     /// concurrent creations cannot overshoot it.
     pub fn add_connection(
         &self,
@@ -304,45 +221,8 @@ impl Vault {
             new.identity.as_deref().unwrap_or("default"),
             crypto::random_hex(16)
         );
-        let sealed = self.seal(new.secret.as_bytes(), &secret_context(&key))?;
-        let at = now();
-        let tags = serde_json::to_string(&new.tags)?;
-        let inserted = self.write(|tx| {
-            if let Some(limit) = limit {
-                let count: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM connections WHERE environment = ?1",
-                    [environment.as_str()],
-                    |r| r.get(0),
-                )?;
-                if count >= i64::from(limit) {
-                    return Ok(Err(PlanLimitReached { environment, limit }));
-                }
-            }
-            tx.execute(
-                "INSERT INTO connections (key, platform, environment, identity, identity_type, name, description,
-                    tags, base_url, secret_nonce, secret_ciphertext, key_id, created_at, updated_at, token_expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)",
-                rusqlite::params![
-                    key,
-                    new.platform,
-                    environment.as_str(),
-                    new.identity,
-                    new.identity_type,
-                    new.name,
-                    new.description,
-                    tags,
-                    new.base_url.as_ref().map(Url::as_str),
-                    sealed.nonce,
-                    sealed.ciphertext,
-                    sealed.key_id,
-                    at,
-                    new.token_expires_at
-                ],
-            )?;
-            Ok(Ok(tx.last_insert_rowid()))
-        })?;
-        Ok(inserted.map(|id| ConnectionRecord {
-            id,
+        let row = NewConnectionRow {
+            sealed: self.seal(new.secret.as_bytes(), &secret_context(&key))?,
             key,
             platform: new.platform.clone(),
             environment,
@@ -352,13 +232,28 @@ impl Vault {
             description: new.description.clone(),
             tags: new.tags.clone(),
             base_url: new.base_url.clone(),
+            token_expires_at: new.token_expires_at,
+            created_at: now(),
+        };
+        let inserted = self.write(|store| store.insert_connection(&row, limit))?;
+        Ok(inserted.map(|id| ConnectionRecord {
+            id,
+            key: row.key,
+            platform: row.platform,
+            environment,
+            identity: row.identity,
+            identity_type: row.identity_type,
+            name: row.name,
+            description: row.description,
+            tags: row.tags,
+            base_url: row.base_url,
             state: "operational".into(),
             active: true,
             consecutive_auth_failures: 0,
-            token_expires_at: new.token_expires_at,
-            created_at: at,
-            updated_at: at,
-            sealed,
+            token_expires_at: row.token_expires_at,
+            created_at: row.created_at,
+            updated_at: row.created_at,
+            sealed: row.sealed,
         }))
     }
 
@@ -369,23 +264,7 @@ impl Vault {
         environment: Environment,
         selector: &ConnectionSelector,
     ) -> anyhow::Result<Vec<ConnectionRecord>> {
-        let conn = self.reader()?;
-        let mut statement = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM connections
-             WHERE platform = ?1 AND environment = ?2 AND active = 1
-               AND (?3 IS NULL OR key = ?3) AND (?4 IS NULL OR identity = ?4)
-             ORDER BY id"
-        ))?;
-        let rows = statement.query_map(
-            rusqlite::params![
-                platform,
-                environment.as_str(),
-                selector.connection_key,
-                selector.identity
-            ],
-            record_from_row,
-        )?;
-        rows.map(|row| row?.parse()).collect()
+        self.store.find_connections(platform, environment, selector)
     }
 
     /// One page (1-based) of the environment's connections matching `filter`, newest first.
@@ -396,50 +275,7 @@ impl Vault {
         page: u32,
         limit: u32,
     ) -> anyhow::Result<ConnectionPage> {
-        let tags = serde_json::to_string(&filter.tags)?;
-        let keys = (!filter.keys.is_empty())
-            .then(|| serde_json::to_string(&filter.keys))
-            .transpose()?;
-        let in_scope = filter
-            .platforms_in_scope
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?;
-        // Lists travel as JSON arrays. Tags are stored as one; every requested tag must be in it.
-        // The scope is applied here, not to the page afterwards, so that totals and pages count
-        // only what the caller may see.
-        let condition = "environment = ?1
-             AND (?2 IS NULL OR key IN (SELECT value FROM json_each(?2))) AND (?3 IS NULL OR platform = ?3)
-             AND (?4 IS NULL OR identity = ?4) AND (?5 IS NULL OR identity_type = ?5)
-             AND (?6 IS NULL OR active = ?6)
-             AND NOT EXISTS (SELECT 1 FROM json_each(?7) AS wanted
-                             WHERE wanted.value NOT IN (SELECT value FROM json_each(connections.tags)))
-             AND (?8 IS NULL OR platform IN (SELECT value FROM json_each(?8)))";
-        let params = rusqlite::params![
-            environment.as_str(),
-            keys,
-            filter.platform,
-            filter.identity,
-            filter.identity_type,
-            filter.active,
-            tags,
-            in_scope,
-        ];
-        let conn = self.reader()?;
-        let total: i64 = conn.query_row(
-            &format!("SELECT COUNT(*) FROM connections WHERE {condition}"),
-            params,
-            |r| r.get(0),
-        )?;
-        let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
-        let mut statement = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM connections WHERE {condition} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
-        ))?;
-        let rows = statement
-            .query_map(params, record_from_row)?
-            .map(|row| row?.parse())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(ConnectionPage { rows, total })
+        self.store.list_connections(environment, filter, page, limit)
     }
 
     /// The connection with public id `conn_N` or key `id_or_key` in `environment`.
@@ -448,17 +284,7 @@ impl Vault {
         environment: Environment,
         id_or_key: &str,
     ) -> anyhow::Result<Option<ConnectionRecord>> {
-        let conn = self.reader()?;
-        let row = conn
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM connections WHERE environment = ?1 AND (id = ?2 OR key = ?3)"
-                ),
-                rusqlite::params![environment.as_str(), row_id(id_or_key).unwrap_or(-1), id_or_key],
-                record_from_row,
-            )
-            .optional()?;
-        row.map(RawRecord::parse).transpose()
+        self.store.get_connection(environment, id_or_key)
     }
 
     /// Apply `patch` to a connection; returns the updated record, or `None` if there is none.
@@ -471,56 +297,24 @@ impl Vault {
         let Some(current) = self.get_connection(environment, id_or_key)? else {
             return Ok(None);
         };
-        let sealed = match &patch.secret {
-            Some(secret) => Some(self.seal(secret.as_bytes(), &secret_context(&current.key))?),
-            None => None,
+        let changes = ConnectionChanges {
+            name: patch.name.clone(),
+            description: patch.description.clone(),
+            tags: patch.tags.clone(),
+            active: patch.active,
+            base_url: patch.base_url.clone(),
+            sealed: match &patch.secret {
+                Some(secret) => Some(self.seal(secret.as_bytes(), &secret_context(&current.key))?),
+                None => None,
+            },
         };
-        let tags = patch.tags.as_ref().map(serde_json::to_string).transpose()?;
-        let base_url_given = patch.base_url.is_some();
-        let base_url = patch.base_url.clone().flatten().map(|u| u.to_string());
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE connections SET
-                    name = COALESCE(?2, name),
-                    description = COALESCE(?3, description),
-                    tags = COALESCE(?4, tags),
-                    active = COALESCE(?5, active),
-                    base_url = CASE WHEN ?6 THEN ?7 ELSE base_url END,
-                    secret_nonce = COALESCE(?8, secret_nonce),
-                    secret_ciphertext = COALESCE(?9, secret_ciphertext),
-                    key_id = CASE WHEN ?8 IS NULL THEN key_id ELSE ?10 END,
-                    state = CASE WHEN ?8 IS NULL THEN state ELSE 'operational' END,
-                    consecutive_auth_failures = CASE WHEN ?8 IS NULL THEN consecutive_auth_failures ELSE 0 END,
-                    updated_at = ?11
-                 WHERE id = ?1",
-                rusqlite::params![
-                    current.id,
-                    patch.name,
-                    patch.description,
-                    tags,
-                    patch.active,
-                    base_url_given,
-                    base_url,
-                    sealed.as_ref().map(|s| s.nonce.clone()),
-                    sealed.as_ref().map(|s| s.ciphertext.clone()),
-                    sealed.as_ref().map(|s| s.key_id.clone()),
-                    now()
-                ],
-            )?;
-            Ok(())
-        })?;
+        self.write(|store| store.update_connection(current.id, &changes, now()))?;
         self.get_connection(environment, &current.public_id())
     }
 
     /// Delete a connection and its secret. Returns whether one was deleted.
     pub fn delete_connection(&self, environment: Environment, id_or_key: &str) -> anyhow::Result<bool> {
-        self.write(|tx| {
-            let deleted = tx.execute(
-                "DELETE FROM connections WHERE environment = ?1 AND (id = ?2 OR key = ?3)",
-                rusqlite::params![environment.as_str(), row_id(id_or_key).unwrap_or(-1), id_or_key],
-            )?;
-            Ok(deleted > 0)
-        })
+        self.write(|store| store.delete_connection(environment, id_or_key))
     }
 
     /// Record how the upstream answered a call made with this connection's credential:
@@ -530,23 +324,12 @@ impl Vault {
         if !unauthorized && record.consecutive_auth_failures == 0 && record.state == "operational" {
             return Ok(());
         }
-        self.write(|tx| {
+        self.write(|store| {
             if unauthorized {
-                tx.execute(
-                    "UPDATE connections SET consecutive_auth_failures = consecutive_auth_failures + 1,
-                        state = CASE WHEN consecutive_auth_failures + 1 >= ?2 THEN 'failed' ELSE 'degraded' END,
-                        updated_at = ?3
-                     WHERE id = ?1",
-                    rusqlite::params![record.id, FAILED_AFTER_AUTH_FAILURES, now()],
-                )?;
+                store.record_auth_failure(record.id, FAILED_AFTER_AUTH_FAILURES, now())
             } else {
-                tx.execute(
-                    "UPDATE connections SET consecutive_auth_failures = 0, state = 'operational', updated_at = ?2
-                     WHERE id = ?1",
-                    rusqlite::params![record.id, now()],
-                )?;
+                store.record_auth_success(record.id, now())
             }
-            Ok(())
         })
     }
 
@@ -555,63 +338,27 @@ impl Vault {
     /// `new_primary` available to running gateways (the key file lists it first). Returns how
     /// many secrets were re-encrypted.
     pub fn reencrypt_all(&self, new_primary: &crypto::MasterKey) -> anyhow::Result<usize> {
-        const BATCH: i64 = 100;
+        const BATCH: usize = 100;
         let mut done = 0;
         loop {
-            let batch: Vec<(i64, String, Sealed)> = {
-                let conn = self.reader()?;
-                let mut statement = conn.prepare(
-                    "SELECT id, key, key_id, secret_nonce, secret_ciphertext FROM connections
-                     WHERE key_id <> ?1 ORDER BY id LIMIT ?2",
-                )?;
-                statement
-                    .query_map(rusqlite::params![new_primary.id(), BATCH], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            Sealed {
-                                key_id: r.get(2)?,
-                                nonce: r.get(3)?,
-                                ciphertext: r.get(4)?,
-                            },
-                        ))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?
-            };
+            let batch = self
+                .store
+                .connections_sealed_with_other_keys(new_primary.id(), BATCH)?;
             if batch.is_empty() {
                 return Ok(done);
             }
             let mut resealed = Vec::with_capacity(batch.len());
-            for (id, key, sealed) in &batch {
-                let context = secret_context(key);
-                let plaintext = self.open_sealed(sealed, &context)?;
-                resealed.push((
-                    *id,
-                    sealed.key_id.clone(),
-                    new_primary.seal(&plaintext, &context)?,
-                ));
+            for (id, key, sealed) in batch {
+                let context = secret_context(&key);
+                let plaintext = self.open_sealed(&sealed, &context)?;
+                resealed.push((id, sealed.key_id, new_primary.seal(&plaintext, &context)?));
             }
-            self.write(|tx| {
-                for (id, old_key_id, sealed) in &resealed {
-                    // Skip rows changed meanwhile (e.g. a new secret written by a PATCH).
-                    tx.execute(
-                        "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4
-                         WHERE id = ?1 AND key_id = ?5",
-                        rusqlite::params![id, sealed.nonce, sealed.ciphertext, sealed.key_id, old_key_id],
-                    )?;
-                }
-                tx.execute(
-                    "INSERT INTO meta (name, value) VALUES ('master_key_id', ?1)
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    [new_primary.id()],
-                )?;
-                Ok(())
-            })?;
+            self.write(|store| store.replace_sealed_secrets(&resealed, new_primary.id()))?;
             done += resealed.len();
         }
     }
 
-    /// Replace an OAuth connection's tokens in one durable write (the database runs with
+    /// Replace an OAuth connection's tokens in one durable write (SQLite runs with
     /// `synchronous=FULL`), making it operational again; a rotated refresh token is on disk
     /// before anyone uses the new access token.
     pub fn store_tokens(&self, record: &ConnectionRecord, tokens: &TokenSet) -> anyhow::Result<()> {
@@ -627,46 +374,17 @@ impl Vault {
         token_expires_at: Option<i64>,
     ) -> anyhow::Result<()> {
         let sealed = self.seal(secret.as_bytes(), &secret_context(&record.key))?;
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4,
-                    token_expires_at = ?5, state = 'operational', consecutive_auth_failures = 0, updated_at = ?6
-                 WHERE id = ?1",
-                rusqlite::params![
-                    record.id,
-                    sealed.nonce,
-                    sealed.ciphertext,
-                    sealed.key_id,
-                    token_expires_at,
-                    now()
-                ],
-            )?;
-            Ok(())
-        })
+        self.write(|store| store.replace_connection_secret(record.id, &sealed, token_expires_at, now()))
     }
 
     /// Mark a connection `failed`: its credential no longer works and the user must reconnect.
     pub fn mark_connection_failed(&self, record: &ConnectionRecord) -> anyhow::Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE connections SET state = 'failed', updated_at = ?2 WHERE id = ?1",
-                rusqlite::params![record.id, now()],
-            )?;
-            Ok(())
-        })
+        self.write(|store| store.mark_connection_failed(record.id, now()))
     }
 
     /// The connection with row id `id`, whatever its environment (for the token refresher).
     pub fn connection_by_id(&self, id: i64) -> anyhow::Result<Option<ConnectionRecord>> {
-        let conn = self.reader()?;
-        let row = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM connections WHERE id = ?1"),
-                [id],
-                record_from_row,
-            )
-            .optional()?;
-        row.map(RawRecord::parse).transpose()
+        self.store.connection_by_id(id)
     }
 
     /// Decrypt an OAuth connection's tokens.

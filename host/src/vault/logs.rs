@@ -1,10 +1,11 @@
-//! The request log: one row per execute call, written in batches by a background task on its
-//! own connection (with `synchronous=NORMAL`: losing the last log rows on power loss is
-//! acceptable; slowing every call down to an fsync is not). Never holds params or secrets.
+//! The request log: one row per execute call, written in batches by a background thread
+//! through [`Store::insert_request_logs`] (SQLite gives it a connection of its own with
+//! `synchronous=NORMAL`: losing the last log rows on power loss is acceptable; slowing every
+//! call down to an fsync is not). Never holds params or secrets.
 
 use super::Vault;
-use anyhow::Context;
-use std::path::Path;
+use crate::store::Store;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -119,16 +120,12 @@ impl LogSink {
 /// tens of thousands of requests a second; the queue holds two batches.
 const MAX_BATCH: usize = 8192;
 
-/// Start the writer for the database at `path`. Rows are flushed every 100 ms.
-pub fn start_writer(path: &Path) -> anyhow::Result<LogSink> {
-    let conn = rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+/// Start the writer into `store` (e.g. [`Vault::store`]). Rows are flushed every 100 ms.
+pub fn start_writer(store: Arc<dyn Store>) -> anyhow::Result<LogSink> {
     let (sender, mut receiver) = mpsc::channel::<RequestLog>(2 * MAX_BATCH);
     std::thread::Builder::new()
         .name("sluice-log-writer".into())
         .spawn(move || {
-            let mut conn = conn;
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while let Some(row) = receiver.blocking_recv() {
                 batch.push(row);
@@ -140,7 +137,7 @@ pub fn start_writer(path: &Path) -> anyhow::Result<LogSink> {
                         Err(_) => break,
                     }
                 }
-                if let Err(error) = write_batch(&mut conn, &batch) {
+                if let Err(error) = store.insert_request_logs(&batch) {
                     tracing::error!(error = %format!("{error:#}"), rows = batch.len(), "writing request log rows failed");
                 }
                 batch.clear();
@@ -149,36 +146,18 @@ pub fn start_writer(path: &Path) -> anyhow::Result<LogSink> {
     Ok(LogSink { sender })
 }
 
-fn write_batch(conn: &mut rusqlite::Connection, rows: &[RequestLog]) -> anyhow::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO request_logs (transaction_key, created_at_ms, key_id, key_prefix, environment, integration,
-                endpoint, connection_key, http_status, upstream_status, outcome, duration_us, request_bytes, response_bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?;
-        for row in rows {
-            insert.execute(rusqlite::params![
-                row.transaction_key,
-                row.created_at_ms,
-                row.key_id,
-                row.key_prefix,
-                row.environment,
-                row.integration,
-                row.endpoint,
-                row.connection_key,
-                row.http_status,
-                row.upstream_status,
-                row.outcome,
-                row.duration_us as i64,
-                row.request_bytes as i64,
-                row.response_bytes as i64
-            ])?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
-}
+/// Outcomes of calls that do not count against a key's daily quota: calls refused by
+/// authentication or by the limits, and calls of an action that does not exist or is out of
+/// the key's scope.
+const NOT_COUNTED_AGAINST_QUOTA: &[&str] = &[
+    "daily_limit_reached",
+    "rate_limited",
+    "unauthorized",
+    "api_key_revoked",
+    "api_key_expired",
+    "not_found",
+    "scope_not_allowed",
+];
 
 impl Vault {
     /// One page (1-based) of log rows matching `filter`, newest first, and the total.
@@ -188,77 +167,18 @@ impl Vault {
         page: u32,
         limit: u32,
     ) -> anyhow::Result<(Vec<RequestLog>, i64)> {
-        let condition =
-            "environment = ?1 AND (?2 IS NULL OR integration = ?2) AND (?3 IS NULL OR endpoint = ?3)
-             AND (?4 IS NULL OR outcome = ?4) AND (?5 IS NULL OR key_prefix = ?5)
-             AND (?6 IS NULL OR transaction_key = ?6) AND (?7 IS NULL OR created_at_ms >= ?7)
-             AND (?8 IS NULL OR integration IN (SELECT value FROM json_each(?8)) OR key_id = ?9)";
-        let scope = filter
-            .visible_to
-            .as_ref()
-            .map(|reader| serde_json::to_string(&reader.integrations))
-            .transpose()?;
-        let params = rusqlite::params![
-            filter.environment,
-            filter.integration,
-            filter.endpoint,
-            filter.outcome,
-            filter.key_prefix,
-            filter.transaction_key,
-            filter.since_ms,
-            scope,
-            filter.visible_to.as_ref().map(|reader| reader.key_id)
-        ];
-        let conn = self.reader()?;
-        let total: i64 = conn.query_row(
-            &format!("SELECT COUNT(*) FROM request_logs WHERE {condition}"),
-            params,
-            |r| r.get(0),
-        )?;
-        let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
-        let mut statement = conn.prepare(&format!(
-            "SELECT transaction_key, created_at_ms, key_id, key_prefix, environment, integration, endpoint,
-                    connection_key, http_status, upstream_status, outcome, duration_us, request_bytes, response_bytes
-             FROM request_logs WHERE {condition} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
-        ))?;
-        let rows = statement
-            .query_map(params, |r| {
-                Ok(RequestLog {
-                    transaction_key: r.get(0)?,
-                    created_at_ms: r.get(1)?,
-                    key_id: r.get(2)?,
-                    key_prefix: r.get(3)?,
-                    environment: r.get(4)?,
-                    integration: r.get(5)?,
-                    endpoint: r.get(6)?,
-                    connection_key: r.get(7)?,
-                    http_status: r.get(8)?,
-                    upstream_status: r.get(9)?,
-                    outcome: r.get(10)?,
-                    duration_us: r.get::<_, i64>(11)? as u64,
-                    request_bytes: r.get::<_, i64>(12)? as u64,
-                    response_bytes: r.get::<_, i64>(13)? as u64,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((rows, total))
+        self.store.list_request_logs(filter, page, limit)
     }
 
     /// Calls `key_id` made since `since_ms` that counted against its quota.
     pub fn count_calls_since(&self, key_id: i64, since_ms: i64) -> anyhow::Result<u64> {
-        let count: i64 = self.reader()?.query_row(
-            "SELECT COUNT(*) FROM request_logs WHERE key_id = ?1 AND created_at_ms >= ?2
-               AND outcome NOT IN ('daily_limit_reached', 'rate_limited', 'unauthorized', 'api_key_revoked',
-                                   'api_key_expired', 'not_found', 'scope_not_allowed')",
-            rusqlite::params![key_id, since_ms],
-            |r| r.get(0),
-        )?;
-        Ok(count as u64)
+        self.store
+            .count_calls_since(key_id, since_ms, NOT_COUNTED_AGAINST_QUOTA)
     }
 
     /// Delete log rows older than `before_ms`; returns how many.
     pub fn prune_logs(&self, before_ms: i64) -> anyhow::Result<usize> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM request_logs WHERE created_at_ms < ?1", [before_ms])?))
+        self.write(|store| store.prune_request_logs(before_ms))
     }
 }
 
@@ -289,9 +209,8 @@ mod tests {
     /// A fresh vault whose request log holds `rows`.
     fn vault_with(rows: &[RequestLog]) -> anyhow::Result<(tempfile::TempDir, Vault)> {
         let dir = tempfile::tempdir()?;
-        let db = dir.path().join("db");
-        let vault = Vault::open(&db, &KeySource::Explicit("ab".repeat(32)))?;
-        write_batch(&mut rusqlite::Connection::open(&db)?, rows)?;
+        let vault = Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))?;
+        vault.store().insert_request_logs(rows)?;
         Ok((dir, vault))
     }
 

@@ -1,10 +1,9 @@
 //! OAuth apps: the operator's OAuth client (id, encrypted secret, redirect URL, extra scopes,
 //! optional endpoint overrides) for one integration.
 
-use super::crypto::Sealed;
+use super::crypto::{MasterKey, Sealed};
 use super::{Vault, now};
 use anyhow::Context;
-use rusqlite::OptionalExtension;
 use url::Url;
 
 /// What an operator registers for an integration.
@@ -54,7 +53,8 @@ pub struct OAuthApp {
     pub created_at: i64,
     /// Last change (Unix seconds).
     pub updated_at: i64,
-    sealed: Sealed,
+    /// The client secret, sealed.
+    pub(crate) sealed: Sealed,
 }
 
 #[cfg(test)]
@@ -84,93 +84,40 @@ fn secret_context(platform: &str) -> String {
     format!("oauth_apps/{platform}/client_secret")
 }
 
-fn parse_url(text: Option<String>) -> Option<Url> {
-    text.and_then(|t| Url::parse(&t).ok())
-}
-
-fn app_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OAuthApp> {
-    let scopes: String = row.get(5)?;
-    Ok(OAuthApp {
-        platform: row.get(0)?,
-        client_id: row.get(1)?,
-        sealed: Sealed {
-            nonce: row.get(2)?,
-            ciphertext: row.get(3)?,
-            key_id: row.get(9)?,
-        },
-        redirect_url: parse_url(row.get(4)?),
-        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
-        authorize_url: parse_url(row.get(6)?),
-        token_url: parse_url(row.get(7)?),
-        created_at: row.get(8)?,
-        updated_at: row.get(10)?,
-    })
-}
-
-const COLUMNS: &str = "platform, client_id, secret_nonce, secret_ciphertext, redirect_url, scopes, \
-     authorize_url, token_url, created_at, key_id, updated_at";
-
 impl Vault {
     /// Register or replace the OAuth app of an integration.
     pub fn put_oauth_app(&self, app: &NewOAuthApp) -> anyhow::Result<OAuthApp> {
-        let sealed = self.seal(app.client_secret.as_bytes(), &secret_context(&app.platform))?;
-        let scopes = serde_json::to_string(&app.scopes)?;
         let at = now();
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO oauth_apps (platform, client_id, secret_nonce, secret_ciphertext, key_id,
-                    redirect_url, scopes, authorize_url, token_url, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
-                 ON CONFLICT (platform) DO UPDATE SET client_id = excluded.client_id,
-                    secret_nonce = excluded.secret_nonce, secret_ciphertext = excluded.secret_ciphertext,
-                    key_id = excluded.key_id, redirect_url = excluded.redirect_url, scopes = excluded.scopes,
-                    authorize_url = excluded.authorize_url, token_url = excluded.token_url,
-                    updated_at = excluded.updated_at",
-                rusqlite::params![
-                    app.platform,
-                    app.client_id,
-                    sealed.nonce,
-                    sealed.ciphertext,
-                    sealed.key_id,
-                    app.redirect_url.as_ref().map(Url::as_str),
-                    scopes,
-                    app.authorize_url.as_ref().map(Url::as_str),
-                    app.token_url.as_ref().map(Url::as_str),
-                    at
-                ],
-            )?;
-            Ok(())
-        })?;
+        let sealed_app = OAuthApp {
+            platform: app.platform.clone(),
+            client_id: app.client_id.clone(),
+            redirect_url: app.redirect_url.clone(),
+            scopes: app.scopes.clone(),
+            authorize_url: app.authorize_url.clone(),
+            token_url: app.token_url.clone(),
+            created_at: at,
+            updated_at: at,
+            sealed: self.seal(app.client_secret.as_bytes(), &secret_context(&app.platform))?,
+        };
+        self.write(|store| store.upsert_oauth_app(&sealed_app))?;
+        // Read back: a replaced app keeps its original creation time.
         self.oauth_app(&app.platform)?
             .context("the OAuth app just written is missing")
     }
 
     /// The OAuth app of `platform`, if one is registered.
     pub fn oauth_app(&self, platform: &str) -> anyhow::Result<Option<OAuthApp>> {
-        let conn = self.reader()?;
-        let app = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM oauth_apps WHERE platform = ?1"),
-                [platform],
-                app_from_row,
-            )
-            .optional()?;
-        Ok(app)
+        self.store.oauth_app(platform)
     }
 
     /// Every registered OAuth app.
     pub fn list_oauth_apps(&self) -> anyhow::Result<Vec<OAuthApp>> {
-        let conn = self.reader()?;
-        let mut statement = conn.prepare(&format!("SELECT {COLUMNS} FROM oauth_apps ORDER BY platform"))?;
-        let apps = statement
-            .query_map([], app_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(apps)
+        self.store.list_oauth_apps()
     }
 
     /// Remove the OAuth app of `platform`; returns whether there was one.
     pub fn delete_oauth_app(&self, platform: &str) -> anyhow::Result<bool> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM oauth_apps WHERE platform = ?1", [platform])? > 0))
+        self.write(|store| store.delete_oauth_app(platform))
     }
 
     /// Decrypt an app's client secret.
@@ -182,10 +129,7 @@ impl Vault {
     }
 
     /// Re-encrypt every client secret not sealed by `new_primary`; returns how many.
-    pub(super) fn reencrypt_oauth_apps(
-        &self,
-        new_primary: &super::crypto::MasterKey,
-    ) -> anyhow::Result<usize> {
+    pub(super) fn reencrypt_oauth_apps(&self, new_primary: &MasterKey) -> anyhow::Result<usize> {
         let stale: Vec<OAuthApp> = self
             .list_oauth_apps()?
             .into_iter()
@@ -194,20 +138,7 @@ impl Vault {
         for app in &stale {
             let context = secret_context(&app.platform);
             let resealed = new_primary.seal(&self.open_sealed(&app.sealed, &context)?, &context)?;
-            self.write(|tx| {
-                tx.execute(
-                    "UPDATE oauth_apps SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4
-                     WHERE platform = ?1 AND key_id = ?5",
-                    rusqlite::params![
-                        app.platform,
-                        resealed.nonce,
-                        resealed.ciphertext,
-                        resealed.key_id,
-                        app.sealed.key_id
-                    ],
-                )?;
-                Ok(())
-            })?;
+            self.write(|store| store.replace_oauth_app_secret(&app.platform, &app.sealed.key_id, &resealed))?;
         }
         Ok(stale.len())
     }
@@ -236,12 +167,7 @@ mod tests {
         assert_eq!(stored.scopes, vec!["extra".to_owned()]);
         assert_eq!(vault.list_oauth_apps()?.len(), 1);
 
-        let raw: Vec<u8> = vault.reader()?.query_row(
-            "SELECT secret_ciphertext FROM oauth_apps WHERE platform = 'gmail'",
-            [],
-            |r| r.get(0),
-        )?;
-        assert!(!String::from_utf8_lossy(&raw).contains("very-secret"));
+        assert!(!String::from_utf8_lossy(&stored.sealed.ciphertext).contains("very-secret"));
 
         vault.rotate_key(None)?;
         let rotated = vault.oauth_app("gmail")?.context("app")?;

@@ -1,0 +1,719 @@
+//! [`Store`] on one SQLite file.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`, so an acknowledged credential write
+//! survives a crash. Connections: one writer (SQLite allows one writer at a time anyway) taking
+//! the write lock up front with `BEGIN IMMEDIATE`, a few readers (reads never wait for the
+//! writer in WAL mode), one that only reads the credentials generation on the request path, and
+//! one for the request log with `synchronous=NORMAL` (losing the last log rows on power loss is
+//! acceptable; slowing every call down to an fsync is not), so that log batches never queue
+//! behind credential writes. The schema is migrated by `PRAGMA user_version`; triggers bump the
+//! credentials generation on every change to `api_keys` and `connections`.
+//!
+//! The impl below shows, method by method, whether a call is a read or a write transaction;
+//! the SQL and the parsing of rows live in one module per table.
+
+mod api_keys;
+mod connect_sessions;
+mod connections;
+mod connector_hosts;
+mod oauth_apps;
+mod request_logs;
+
+use super::{ConnectionChanges, NewConnectionRow, Store, TakenOAuthState};
+use crate::vault::api_keys::{ApiKey, Environment, KeyOptions};
+use crate::vault::connect_sessions::{ConnectSession, NewSession};
+use crate::vault::connections::{
+    ConnectionFilter, ConnectionPage, ConnectionRecord, ConnectionSelector, PlanLimitReached,
+};
+use crate::vault::crypto::Sealed;
+use crate::vault::logs::{LogFilter, RequestLog};
+use crate::vault::oauth_apps::OAuthApp;
+use anyhow::{Context, bail};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The schema version this binary writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 6;
+
+/// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    r#"
+    CREATE TABLE meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id          INTEGER PRIMARY KEY,
+        prefix      TEXT NOT NULL,
+        hash        BLOB NOT NULL UNIQUE,
+        environment TEXT NOT NULL CHECK (environment IN ('test', 'live')),
+        scopes      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        revoked_at  INTEGER,
+        expires_at  INTEGER
+    );
+    CREATE TABLE connections (
+        id                INTEGER PRIMARY KEY,
+        key               TEXT NOT NULL UNIQUE,
+        platform          TEXT NOT NULL,
+        environment       TEXT NOT NULL CHECK (environment IN ('test', 'live')),
+        identity          TEXT,
+        identity_type     TEXT,
+        base_url          TEXT,
+        secret_nonce      BLOB NOT NULL,
+        secret_ciphertext BLOB NOT NULL,
+        key_id            TEXT NOT NULL,
+        state             TEXT NOT NULL DEFAULT 'operational',
+        active            INTEGER NOT NULL DEFAULT 1,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL
+    );
+    CREATE INDEX connections_by_platform ON connections (platform, environment, active);
+"#,
+    r#"
+    ALTER TABLE connections ADD COLUMN name TEXT;
+    ALTER TABLE connections ADD COLUMN description TEXT;
+    ALTER TABLE connections ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE connections ADD COLUMN consecutive_auth_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE api_keys ADD COLUMN name TEXT;
+    ALTER TABLE api_keys ADD COLUMN daily_quota INTEGER;
+    ALTER TABLE api_keys ADD COLUMN per_minute_limit INTEGER;
+    CREATE TABLE request_logs (
+        id              INTEGER PRIMARY KEY,
+        transaction_key TEXT NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        key_id          INTEGER,
+        key_prefix      TEXT,
+        environment     TEXT,
+        integration     TEXT,
+        endpoint        TEXT,
+        connection_key  TEXT,
+        http_status     INTEGER NOT NULL,
+        upstream_status INTEGER,
+        outcome         TEXT NOT NULL,
+        duration_us     INTEGER NOT NULL,
+        request_bytes   INTEGER NOT NULL,
+        response_bytes  INTEGER NOT NULL
+    );
+    CREATE INDEX request_logs_by_time ON request_logs (created_at_ms);
+    CREATE INDEX request_logs_by_key ON request_logs (key_id, created_at_ms);
+"#,
+    r#"
+    CREATE TABLE connector_hosts (
+        connector   TEXT PRIMARY KEY,
+        hosts       TEXT NOT NULL,
+        approved_at INTEGER NOT NULL
+    );
+"#,
+    r#"
+    ALTER TABLE connections ADD COLUMN token_expires_at INTEGER;
+    CREATE TABLE oauth_apps (
+        platform          TEXT PRIMARY KEY,
+        client_id         TEXT NOT NULL,
+        secret_nonce      BLOB NOT NULL,
+        secret_ciphertext BLOB NOT NULL,
+        key_id            TEXT NOT NULL,
+        redirect_url      TEXT,
+        scopes            TEXT NOT NULL DEFAULT '[]',
+        authorize_url     TEXT,
+        token_url         TEXT,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL
+    );
+    CREATE TABLE connect_sessions (
+        id                  INTEGER PRIMARY KEY,
+        public_id           TEXT NOT NULL UNIQUE,
+        token_hash          BLOB NOT NULL UNIQUE,
+        environment         TEXT NOT NULL CHECK (environment IN ('test', 'live')),
+        platform            TEXT NOT NULL,
+        identity            TEXT,
+        identity_type       TEXT,
+        connection_key      TEXT,
+        status              TEXT NOT NULL DEFAULT 'pending',
+        error               TEXT,
+        state_hash          BLOB UNIQUE,
+        browser_hash        BLOB,
+        verifier_nonce      BLOB,
+        verifier_ciphertext BLOB,
+        verifier_key_id     TEXT,
+        created_at          INTEGER NOT NULL,
+        expires_at          INTEGER NOT NULL
+    );
+"#,
+    // One counter that every change to keys or connections bumps, from any process: the
+    // in-memory credential cache is valid while it stands still.
+    r#"
+    CREATE TABLE credentials_generation (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        value INTEGER NOT NULL
+    );
+    INSERT INTO credentials_generation (id, value) VALUES (1, 0);
+    CREATE TRIGGER api_keys_inserted AFTER INSERT ON api_keys
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+    CREATE TRIGGER api_keys_updated AFTER UPDATE ON api_keys
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+    CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+    CREATE TRIGGER connections_inserted AFTER INSERT ON connections
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+    CREATE TRIGGER connections_updated AFTER UPDATE ON connections
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+    CREATE TRIGGER connections_deleted AFTER DELETE ON connections
+        BEGIN UPDATE credentials_generation SET value = value + 1; END;
+"#,
+    r#"
+    ALTER TABLE connect_sessions ADD COLUMN base_url TEXT;
+"#,
+];
+
+/// Reader connections; reads never wait for the writer in WAL mode.
+const READERS: usize = 4;
+
+/// The vault's data in one SQLite file; see the module docs for its connections.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    /// Reads only the credentials generation, on the request path.
+    watcher: Mutex<Connection>,
+    /// Writes request log batches, with `synchronous=NORMAL`.
+    log_writer: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating as needed) the database at `path`. Refuses a database
+    /// written by a newer binary.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let mut writer = open_connection(path)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        // Credentials are written here: a commit is on disk before it is acknowledged.
+        writer.pragma_update(None, "synchronous", "FULL")?;
+        migrate(&mut writer, path)?;
+        let readers = (0..READERS)
+            .map(|_| Ok(Mutex::new(open_reader(path)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let log_writer = open_connection(path)?;
+        log_writer.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            watcher: Mutex::new(open_reader(path)?),
+            log_writer: Mutex::new(log_writer),
+        })
+    }
+
+    /// A reader connection, for queries.
+    fn reader(&self) -> anyhow::Result<MutexGuard<'_, Connection>> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        // Take the first idle reader, else wait for the one in turn.
+        for offset in 0..self.readers.len() {
+            if let Ok(guard) = self.readers[(start + offset) % self.readers.len()].try_lock() {
+                return Ok(guard);
+            }
+        }
+        lock(&self.readers[start % self.readers.len()])
+    }
+
+    /// Run `f` on a reader connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let conn = self.reader()?;
+        f(&conn)
+    }
+
+    /// Run `f` in one write transaction on the writer and commit it.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        write_on(&self.writer, f)
+    }
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn check_writable(&self) -> anyhow::Result<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE meta SET value = value WHERE 0", [])?;
+            Ok(())
+        })
+    }
+
+    fn master_key_id(&self) -> anyhow::Result<Option<String>> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row("SELECT value FROM meta WHERE name = 'master_key_id'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        })
+    }
+
+    fn set_master_key_id(&self, key_id: &str) -> anyhow::Result<()> {
+        self.write(|tx| record_master_key_id(tx, key_id))
+    }
+
+    fn sealing_key_ids(&self) -> anyhow::Result<Vec<String>> {
+        self.read(|conn| {
+            let mut statement =
+                conn.prepare("SELECT key_id FROM connections UNION SELECT key_id FROM oauth_apps")?;
+            let ids = statement
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(ids)
+        })
+    }
+
+    fn credentials_generation(&self) -> anyhow::Result<i64> {
+        let conn = lock(&self.watcher)?;
+        let mut statement = conn.prepare_cached("SELECT value FROM credentials_generation WHERE id = 1")?;
+        Ok(statement.query_row([], |r| r.get(0))?)
+    }
+
+    fn insert_api_key(
+        &self,
+        prefix: &str,
+        hash: &[u8],
+        options: &KeyOptions,
+        created_at: i64,
+    ) -> anyhow::Result<i64> {
+        self.write(|tx| api_keys::insert(tx, prefix, hash, options, created_at))
+    }
+
+    fn api_key_by_hash(&self, hash: &[u8]) -> anyhow::Result<Option<ApiKey>> {
+        self.read(|conn| api_keys::by_hash(conn, hash))
+    }
+
+    fn list_api_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
+        self.read(api_keys::list)
+    }
+
+    fn revoke_api_key(&self, prefix_or_id: &str, at: i64) -> anyhow::Result<bool> {
+        self.write(|tx| api_keys::revoke(tx, prefix_or_id, at))
+    }
+
+    fn count_api_keys(&self) -> anyhow::Result<i64> {
+        self.read(api_keys::count)
+    }
+
+    fn insert_connection(
+        &self,
+        row: &NewConnectionRow,
+        limit: Option<u32>,
+    ) -> anyhow::Result<Result<i64, PlanLimitReached>> {
+        self.write(|tx| connections::insert_within_limit(tx, row, limit))
+    }
+
+    fn find_connections(
+        &self,
+        platform: &str,
+        environment: Environment,
+        selector: &ConnectionSelector,
+    ) -> anyhow::Result<Vec<ConnectionRecord>> {
+        self.read(|conn| connections::find(conn, platform, environment, selector))
+    }
+
+    fn list_connections(
+        &self,
+        environment: Environment,
+        filter: &ConnectionFilter,
+        page: u32,
+        limit: u32,
+    ) -> anyhow::Result<ConnectionPage> {
+        self.read(|conn| connections::list(conn, environment, filter, page, limit))
+    }
+
+    fn get_connection(
+        &self,
+        environment: Environment,
+        id_or_key: &str,
+    ) -> anyhow::Result<Option<ConnectionRecord>> {
+        self.read(|conn| connections::by_id_or_key(conn, environment, id_or_key))
+    }
+
+    fn connection_by_id(&self, id: i64) -> anyhow::Result<Option<ConnectionRecord>> {
+        self.read(|conn| connections::by_id(conn, id))
+    }
+
+    fn update_connection(&self, id: i64, changes: &ConnectionChanges, at: i64) -> anyhow::Result<()> {
+        self.write(|tx| connections::update(tx, id, changes, at))
+    }
+
+    fn delete_connection(&self, environment: Environment, id_or_key: &str) -> anyhow::Result<bool> {
+        self.write(|tx| connections::delete(tx, environment, id_or_key))
+    }
+
+    fn record_auth_failure(&self, id: i64, failed_after: i64, at: i64) -> anyhow::Result<()> {
+        self.write(|tx| connections::record_auth_failure(tx, id, failed_after, at))
+    }
+
+    fn record_auth_success(&self, id: i64, at: i64) -> anyhow::Result<()> {
+        self.write(|tx| connections::record_auth_success(tx, id, at))
+    }
+
+    fn replace_connection_secret(
+        &self,
+        id: i64,
+        sealed: &Sealed,
+        token_expires_at: Option<i64>,
+        at: i64,
+    ) -> anyhow::Result<()> {
+        self.write(|tx| connections::replace_secret(tx, id, sealed, token_expires_at, at))
+    }
+
+    fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<()> {
+        self.write(|tx| connections::mark_failed(tx, id, at))
+    }
+
+    fn connections_sealed_with_other_keys(
+        &self,
+        key_id: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(i64, String, Sealed)>> {
+        self.read(|conn| connections::sealed_with_other_keys(conn, key_id, limit))
+    }
+
+    fn replace_sealed_secrets(
+        &self,
+        resealed: &[(i64, String, Sealed)],
+        primary_key_id: &str,
+    ) -> anyhow::Result<()> {
+        self.write(|tx| {
+            connections::replace_sealed_secrets(tx, resealed)?;
+            record_master_key_id(tx, primary_key_id)
+        })
+    }
+
+    fn upsert_oauth_app(&self, app: &OAuthApp) -> anyhow::Result<()> {
+        self.write(|tx| oauth_apps::upsert(tx, app))
+    }
+
+    fn oauth_app(&self, platform: &str) -> anyhow::Result<Option<OAuthApp>> {
+        self.read(|conn| oauth_apps::by_platform(conn, platform))
+    }
+
+    fn list_oauth_apps(&self) -> anyhow::Result<Vec<OAuthApp>> {
+        self.read(oauth_apps::list)
+    }
+
+    fn delete_oauth_app(&self, platform: &str) -> anyhow::Result<bool> {
+        self.write(|tx| oauth_apps::delete(tx, platform))
+    }
+
+    fn replace_oauth_app_secret(
+        &self,
+        platform: &str,
+        previous_key_id: &str,
+        sealed: &Sealed,
+    ) -> anyhow::Result<()> {
+        self.write(|tx| oauth_apps::replace_secret(tx, platform, previous_key_id, sealed))
+    }
+
+    fn insert_connect_session(
+        &self,
+        public_id: &str,
+        token_hash: &[u8],
+        new: &NewSession,
+        created_at: i64,
+    ) -> anyhow::Result<()> {
+        self.write(|tx| connect_sessions::insert(tx, public_id, token_hash, new, created_at))
+    }
+
+    fn connect_session_by_token_hash(&self, token_hash: &[u8]) -> anyhow::Result<Option<ConnectSession>> {
+        self.read(|conn| connect_sessions::by_token_hash(conn, token_hash))
+    }
+
+    fn connect_session(
+        &self,
+        environment: Environment,
+        public_id: &str,
+    ) -> anyhow::Result<Option<ConnectSession>> {
+        self.read(|conn| connect_sessions::by_public_id(conn, environment, public_id))
+    }
+
+    fn begin_oauth(
+        &self,
+        session_id: i64,
+        state_hash: &[u8],
+        browser_hash: &[u8],
+        verifier: &Sealed,
+        now: i64,
+    ) -> anyhow::Result<bool> {
+        self.write(|tx| {
+            connect_sessions::begin_oauth(tx, session_id, state_hash, browser_hash, verifier, now)
+        })
+    }
+
+    fn take_oauth_state(&self, state_hash: &[u8], now: i64) -> anyhow::Result<Option<TakenOAuthState>> {
+        self.write(|tx| connect_sessions::take_oauth_state(tx, state_hash, now))
+    }
+
+    fn complete_connect_session(&self, session_id: i64, connection_key: &str) -> anyhow::Result<()> {
+        self.write(|tx| connect_sessions::complete(tx, session_id, connection_key))
+    }
+
+    fn fail_connect_session(&self, session_id: i64, reason: &str) -> anyhow::Result<()> {
+        self.write(|tx| connect_sessions::fail(tx, session_id, reason))
+    }
+
+    fn prune_connect_sessions(&self, cutoff: i64) -> anyhow::Result<usize> {
+        self.write(|tx| connect_sessions::prune(tx, cutoff))
+    }
+
+    fn approved_hosts(&self, connector: &str) -> anyhow::Result<Option<Vec<String>>> {
+        self.read(|conn| connector_hosts::approved(conn, connector))
+    }
+
+    fn approve_hosts(&self, connector: &str, hosts: &[String], at: i64) -> anyhow::Result<()> {
+        self.write(|tx| connector_hosts::approve(tx, connector, hosts, at))
+    }
+
+    fn insert_request_logs(&self, rows: &[RequestLog]) -> anyhow::Result<()> {
+        write_on(&self.log_writer, |tx| request_logs::insert(tx, rows))
+    }
+
+    fn list_request_logs(
+        &self,
+        filter: &LogFilter,
+        page: u32,
+        limit: u32,
+    ) -> anyhow::Result<(Vec<RequestLog>, i64)> {
+        self.read(|conn| request_logs::list(conn, filter, page, limit))
+    }
+
+    fn count_calls_since(&self, key_id: i64, since_ms: i64, not_counted: &[&str]) -> anyhow::Result<u64> {
+        self.read(|conn| request_logs::count_since(conn, key_id, since_ms, not_counted))
+    }
+
+    fn prune_request_logs(&self, before_ms: i64) -> anyhow::Result<usize> {
+        self.write(|tx| request_logs::prune(tx, before_ms))
+    }
+}
+
+fn record_master_key_id(conn: &Connection, key_id: &str) -> anyhow::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES ('master_key_id', ?1)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [key_id],
+    )?;
+    Ok(())
+}
+
+/// Run `f` in a `BEGIN IMMEDIATE` transaction on `connection` and commit it: the write lock
+/// is taken up front, so concurrent writers queue instead of failing mid-transaction.
+fn write_on<T>(
+    connection: &Mutex<Connection>,
+    f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut conn = lock(connection)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let value = f(&tx)?;
+    tx.commit()?;
+    Ok(value)
+}
+
+fn lock(mutex: &Mutex<Connection>) -> anyhow::Result<MutexGuard<'_, Connection>> {
+    mutex
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a vault connection lock is poisoned"))
+}
+
+fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> anyhow::Result<Connection> {
+    let reader = open_connection(path)?;
+    reader.pragma_update(None, "query_only", "ON")?;
+    Ok(reader)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        bail!(
+            "the database {} has schema version {version}, newer than this binary supports \
+             ({SCHEMA_VERSION}); upgrade sluice",
+            path.display()
+        );
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("migrating the database from version {from}"))?;
+        tx.pragma_update(None, "user_version", from as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::api_keys::Scope;
+    use crate::vault::connect_sessions::NewSession;
+    use crate::vault::connections::{ConnectionPatch, NewConnection};
+    use crate::vault::oauth_apps::NewOAuthApp;
+    use crate::vault::{KeySource, Vault};
+    use rusqlite::types::ValueRef;
+    use std::sync::Arc;
+
+    /// Every text and blob value of every row of every table: what the database holds.
+    fn every_stored_value(store: &SqliteStore) -> anyhow::Result<Vec<u8>> {
+        let conn = store.reader()?;
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut values = Vec::new();
+        for table in tables {
+            let mut statement = conn.prepare(&format!("SELECT * FROM {table}"))?;
+            let columns = statement.column_count();
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                for column in 0..columns {
+                    if let ValueRef::Text(value) | ValueRef::Blob(value) = row.get_ref(column)? {
+                        values.extend_from_slice(value);
+                        values.push(0);
+                    }
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    fn holds(values: &[u8], text: &str) -> bool {
+        values.windows(text.len()).any(|window| window == text.as_bytes())
+    }
+
+    /// The seam between vault and store: whichever way a secret travels (new connection,
+    /// PATCH, reconnect, OAuth app, PKCE verifier), the store holds it only sealed, and keys,
+    /// connect tokens and OAuth states only hashed; the vault still opens every secret.
+    #[test]
+    fn secrets_reach_the_store_only_sealed_or_hashed() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = Arc::new(SqliteStore::open(&dir.path().join("v.db"))?);
+        let vault = Vault::with_store(store.clone(), &KeySource::Explicit("ab".repeat(32)))?;
+        let connect = |secret: &str| {
+            vault.add_connection(
+                &NewConnection {
+                    platform: "github".into(),
+                    secret: secret.into(),
+                    ..NewConnection::default()
+                },
+                None,
+            )
+        };
+        let added = connect("ghp_added_plaintext")??;
+        let patched = connect("ghp_before_patch")??;
+        let patch = ConnectionPatch {
+            secret: Some("ghp_patched_plaintext".into()),
+            ..ConnectionPatch::default()
+        };
+        vault.update_connection(Environment::Test, &patched.key, &patch)?;
+        let reconnected = connect("ghp_before_reconnect")??;
+        vault.store_secret(&reconnected, "ghp_reconnected_plaintext", None)?;
+        let app = vault.put_oauth_app(&NewOAuthApp {
+            platform: "gmail".into(),
+            client_id: "client-id-in-the-clear".into(),
+            client_secret: "oauth_client_plaintext".into(),
+            ..NewOAuthApp::default()
+        })?;
+        let (session, token) = vault.create_connect_session(&NewSession {
+            environment: Environment::Test,
+            platform: "gmail".into(),
+            identity: None,
+            identity_type: None,
+            connection_key: None,
+            base_url: None,
+            ttl_seconds: 600,
+        })?;
+        assert!(vault.begin_oauth(
+            &session,
+            "oauth_state_plaintext",
+            "browser_plaintext",
+            "pkce_plaintext"
+        )?);
+        let api_key = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
+
+        let stored = every_stored_value(&store)?;
+        for visible in [
+            &added.key,
+            &app.client_id,
+            &api_key.record.prefix,
+            &session.public_id,
+        ] {
+            assert!(
+                holds(&stored, visible),
+                "the dump reads the rows: {visible} is stored"
+            );
+        }
+        for secret in [
+            "ghp_added_plaintext",
+            "ghp_patched_plaintext",
+            "ghp_reconnected_plaintext",
+            "oauth_client_plaintext",
+            "pkce_plaintext",
+            "oauth_state_plaintext",
+            "browser_plaintext",
+            &token,
+            &api_key.key,
+        ] {
+            assert!(!holds(&stored, secret), "{secret} reached the store in the clear");
+        }
+
+        let reread = |record: &ConnectionRecord| -> anyhow::Result<String> {
+            let stored = store.connection_by_id(record.id)?.context("stored")?;
+            Ok(vault.credential(&stored)?.secret().to_owned())
+        };
+        assert_eq!(reread(&added)?, "ghp_added_plaintext");
+        assert_eq!(reread(&patched)?, "ghp_patched_plaintext");
+        assert_eq!(reread(&reconnected)?, "ghp_reconnected_plaintext");
+        assert_eq!(vault.oauth_client_secret(&app)?, "oauth_client_plaintext");
+        let attempt = vault
+            .take_oauth_state("oauth_state_plaintext")?
+            .context("attempt")?;
+        assert_eq!(attempt.verifier, "pkce_plaintext");
+        Ok(())
+    }
+
+    #[test]
+    fn an_older_schema_is_migrated_in_place() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("sluice.db");
+        {
+            let conn = Connection::open(&db)?;
+            conn.execute_batch(MIGRATIONS[0])?;
+            conn.pragma_update(None, "user_version", 1)?;
+        }
+        let store = SqliteStore::open(&db)?;
+        let version: i64 = store
+            .reader()?
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(
+            store.prune_request_logs(i64::MAX)?,
+            0,
+            "the request log table exists"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("sluice.db");
+        Connection::open(&db)?.pragma_update(None, "user_version", SCHEMA_VERSION + 1)?;
+        let error = SqliteStore::open(&db).err().expect("must refuse");
+        assert!(error.to_string().contains("newer than this binary"), "{error}");
+        Ok(())
+    }
+}

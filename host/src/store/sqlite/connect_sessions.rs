@@ -1,0 +1,190 @@
+//! The `connect_sessions` table: URL tokens and OAuth states only as digests, PKCE verifiers
+//! sealed.
+
+use crate::store::TakenOAuthState;
+use crate::vault::api_keys::Environment;
+use crate::vault::connect_sessions::{ConnectSession, NewSession};
+use crate::vault::crypto::Sealed;
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension};
+use url::Url;
+
+const COLUMNS: &str = "id, public_id, environment, platform, identity, identity_type, connection_key, \
+     status, error, created_at, expires_at, base_url";
+
+/// How many columns [`COLUMNS`] lists; a query selecting more reads them from this index on.
+const COLUMN_COUNT: usize = 12;
+
+/// A row as stored: the session, its environment and its base URL still text.
+type RawSession = (ConnectSession, String, Option<String>);
+
+pub(super) fn insert(
+    conn: &Connection,
+    public_id: &str,
+    token_hash: &[u8],
+    new: &NewSession,
+    created_at: i64,
+) -> anyhow::Result<()> {
+    conn.execute(
+        "INSERT INTO connect_sessions (public_id, token_hash, environment, platform, identity,
+            identity_type, connection_key, created_at, expires_at, base_url)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        rusqlite::params![
+            public_id,
+            token_hash,
+            new.environment.as_str(),
+            new.platform,
+            new.identity,
+            new.identity_type,
+            new.connection_key,
+            created_at,
+            created_at + new.ttl_seconds,
+            new.base_url.as_ref().map(Url::as_str)
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn by_token_hash(conn: &Connection, token_hash: &[u8]) -> anyhow::Result<Option<ConnectSession>> {
+    let row = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM connect_sessions WHERE token_hash = ?1"),
+            [token_hash],
+            session_from_row,
+        )
+        .optional()?;
+    row.map(parse).transpose()
+}
+
+pub(super) fn by_public_id(
+    conn: &Connection,
+    environment: Environment,
+    public_id: &str,
+) -> anyhow::Result<Option<ConnectSession>> {
+    let row = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM connect_sessions WHERE public_id = ?1 AND environment = ?2"),
+            rusqlite::params![public_id, environment.as_str()],
+            session_from_row,
+        )
+        .optional()?;
+    row.map(parse).transpose()
+}
+
+pub(super) fn begin_oauth(
+    conn: &Connection,
+    session_id: i64,
+    state_hash: &[u8],
+    browser_hash: &[u8],
+    verifier: &Sealed,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let updated = conn.execute(
+        "UPDATE connect_sessions SET state_hash = ?2, browser_hash = ?3, verifier_nonce = ?4,
+            verifier_ciphertext = ?5, verifier_key_id = ?6
+         WHERE id = ?1 AND status = 'pending' AND expires_at > ?7",
+        rusqlite::params![
+            session_id,
+            state_hash,
+            browser_hash,
+            verifier.nonce,
+            verifier.ciphertext,
+            verifier.key_id,
+            now
+        ],
+    )?;
+    Ok(updated == 1)
+}
+
+/// Find the attempt and clear its state; the caller runs this in one write transaction, so
+/// two callbacks presenting the same state cannot both find it.
+pub(super) fn take_oauth_state(
+    conn: &Connection,
+    state_hash: &[u8],
+    now: i64,
+) -> anyhow::Result<Option<TakenOAuthState>> {
+    let row = conn
+        .query_row(
+            &format!(
+                "SELECT {COLUMNS}, browser_hash, verifier_nonce, verifier_ciphertext, verifier_key_id
+                 FROM connect_sessions WHERE state_hash = ?1 AND status = 'pending' AND expires_at > ?2"
+            ),
+            rusqlite::params![state_hash, now],
+            |row| {
+                Ok((
+                    session_from_row(row)?,
+                    row.get::<_, Vec<u8>>(COLUMN_COUNT)?,
+                    Sealed {
+                        nonce: row.get(COLUMN_COUNT + 1)?,
+                        ciphertext: row.get(COLUMN_COUNT + 2)?,
+                        key_id: row.get(COLUMN_COUNT + 3)?,
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    let Some((raw, browser_hash, verifier)) = row else {
+        return Ok(None);
+    };
+    conn.execute(
+        "UPDATE connect_sessions SET state_hash = NULL, verifier_nonce = NULL,
+            verifier_ciphertext = NULL, verifier_key_id = NULL WHERE id = ?1",
+        [raw.0.id],
+    )?;
+    Ok(Some(TakenOAuthState {
+        session: parse(raw)?,
+        browser_hash,
+        verifier,
+    }))
+}
+
+pub(super) fn complete(conn: &Connection, session_id: i64, connection_key: &str) -> anyhow::Result<()> {
+    conn.execute(
+        "UPDATE connect_sessions SET status = 'connected', connection_key = ?2, error = NULL,
+            state_hash = NULL WHERE id = ?1",
+        rusqlite::params![session_id, connection_key],
+    )?;
+    Ok(())
+}
+
+pub(super) fn fail(conn: &Connection, session_id: i64, reason: &str) -> anyhow::Result<()> {
+    conn.execute(
+        "UPDATE connect_sessions SET status = 'failed', error = ?2, state_hash = NULL WHERE id = ?1",
+        rusqlite::params![session_id, reason],
+    )?;
+    Ok(())
+}
+
+pub(super) fn prune(conn: &Connection, cutoff: i64) -> anyhow::Result<usize> {
+    Ok(conn.execute("DELETE FROM connect_sessions WHERE expires_at < ?1", [cutoff])?)
+}
+
+fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawSession> {
+    Ok((
+        ConnectSession {
+            id: row.get(0)?,
+            public_id: row.get(1)?,
+            environment: Environment::Test,
+            platform: row.get(3)?,
+            identity: row.get(4)?,
+            identity_type: row.get(5)?,
+            connection_key: row.get(6)?,
+            stored_status: row.get(7)?,
+            error: row.get(8)?,
+            created_at: row.get(9)?,
+            expires_at: row.get(10)?,
+            base_url: None,
+        },
+        row.get(2)?,
+        row.get(COLUMN_COUNT - 1)?,
+    ))
+}
+
+fn parse((mut session, environment, base_url): RawSession) -> anyhow::Result<ConnectSession> {
+    session.environment = environment.parse()?;
+    session.base_url = base_url
+        .map(|url| Url::parse(&url))
+        .transpose()
+        .with_context(|| format!("connect session {} has an invalid base URL", session.public_id))?;
+    Ok(session)
+}

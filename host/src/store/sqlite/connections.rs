@@ -1,0 +1,385 @@
+//! The `connections` table: one sealed secret per platform, environment and identity.
+
+use crate::store::{ConnectionChanges, NewConnectionRow};
+use crate::vault::api_keys::Environment;
+use crate::vault::connections::{
+    ConnectionFilter, ConnectionPage, ConnectionRecord, ConnectionSelector, PlanLimitReached, row_id,
+};
+use crate::vault::crypto::Sealed;
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension};
+use url::Url;
+
+const COLUMNS: &str = "id, key, platform, environment, identity, identity_type, name, description, tags, \
+     base_url, state, active, consecutive_auth_failures, created_at, updated_at, secret_nonce, secret_ciphertext, key_id, \
+     token_expires_at";
+
+/// Insert `row` unless `limit` is given and the environment already holds that many; the
+/// caller runs this in one write transaction, so the count cannot go stale before the insert.
+pub(super) fn insert_within_limit(
+    conn: &Connection,
+    row: &NewConnectionRow,
+    limit: Option<u32>,
+) -> anyhow::Result<Result<i64, PlanLimitReached>> {
+    let environment = row.environment;
+    if let Some(limit) = limit {
+        let count: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM connections WHERE environment = ?1",
+            [environment.as_str()],
+            |r| r.get(0),
+        )?;
+        if count >= i64::from(limit) {
+            return Ok(Err(PlanLimitReached { environment, limit }));
+        }
+    }
+    conn.execute(
+        "INSERT INTO connections (key, platform, environment, identity, identity_type, name, description,
+            tags, base_url, secret_nonce, secret_ciphertext, key_id, created_at, updated_at, token_expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)",
+        rusqlite::params![
+            row.key,
+            row.platform,
+            environment.as_str(),
+            row.identity,
+            row.identity_type,
+            row.name,
+            row.description,
+            serde_json::to_string(&row.tags)?,
+            row.base_url.as_ref().map(Url::as_str),
+            row.sealed.nonce,
+            row.sealed.ciphertext,
+            row.sealed.key_id,
+            row.created_at,
+            row.token_expires_at
+        ],
+    )?;
+    Ok(Ok(conn.last_insert_rowid()))
+}
+
+pub(super) fn find(
+    conn: &Connection,
+    platform: &str,
+    environment: Environment,
+    selector: &ConnectionSelector,
+) -> anyhow::Result<Vec<ConnectionRecord>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM connections
+         WHERE platform = ?1 AND environment = ?2 AND active = 1
+           AND (?3 IS NULL OR key = ?3) AND (?4 IS NULL OR identity = ?4)
+         ORDER BY id"
+    ))?;
+    let rows = statement.query_map(
+        rusqlite::params![
+            platform,
+            environment.as_str(),
+            selector.connection_key,
+            selector.identity
+        ],
+        record_from_row,
+    )?;
+    rows.map(|row| row?.parse()).collect()
+}
+
+pub(super) fn list(
+    conn: &Connection,
+    environment: Environment,
+    filter: &ConnectionFilter,
+    page: u32,
+    limit: u32,
+) -> anyhow::Result<ConnectionPage> {
+    let tags = serde_json::to_string(&filter.tags)?;
+    let keys = (!filter.keys.is_empty())
+        .then(|| serde_json::to_string(&filter.keys))
+        .transpose()?;
+    let in_scope = filter
+        .platforms_in_scope
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()?;
+    // Lists travel as JSON arrays. Tags are stored as one; every requested tag must be in it.
+    // The scope is applied here, not to the page afterwards, so that totals and pages count
+    // only what the caller may see.
+    let condition = "environment = ?1
+         AND (?2 IS NULL OR key IN (SELECT value FROM json_each(?2))) AND (?3 IS NULL OR platform = ?3)
+         AND (?4 IS NULL OR identity = ?4) AND (?5 IS NULL OR identity_type = ?5)
+         AND (?6 IS NULL OR active = ?6)
+         AND NOT EXISTS (SELECT 1 FROM json_each(?7) AS wanted
+                         WHERE wanted.value NOT IN (SELECT value FROM json_each(connections.tags)))
+         AND (?8 IS NULL OR platform IN (SELECT value FROM json_each(?8)))";
+    let params = rusqlite::params![
+        environment.as_str(),
+        keys,
+        filter.platform,
+        filter.identity,
+        filter.identity_type,
+        filter.active,
+        tags,
+        in_scope,
+    ];
+    let total: i64 = conn.query_row(
+        &format!("SELECT COUNT(*) FROM connections WHERE {condition}"),
+        params,
+        |r| r.get(0),
+    )?;
+    let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
+    let mut statement = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM connections WHERE {condition} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
+    ))?;
+    let rows = statement
+        .query_map(params, record_from_row)?
+        .map(|row| row?.parse())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(ConnectionPage { rows, total })
+}
+
+pub(super) fn by_id_or_key(
+    conn: &Connection,
+    environment: Environment,
+    id_or_key: &str,
+) -> anyhow::Result<Option<ConnectionRecord>> {
+    let row = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM connections WHERE environment = ?1 AND (id = ?2 OR key = ?3)"),
+            rusqlite::params![environment.as_str(), row_id(id_or_key).unwrap_or(-1), id_or_key],
+            record_from_row,
+        )
+        .optional()?;
+    row.map(RawRecord::parse).transpose()
+}
+
+pub(super) fn by_id(conn: &Connection, id: i64) -> anyhow::Result<Option<ConnectionRecord>> {
+    let row = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM connections WHERE id = ?1"),
+            [id],
+            record_from_row,
+        )
+        .optional()?;
+    row.map(RawRecord::parse).transpose()
+}
+
+pub(super) fn update(conn: &Connection, id: i64, changes: &ConnectionChanges, at: i64) -> anyhow::Result<()> {
+    let tags = changes.tags.as_ref().map(serde_json::to_string).transpose()?;
+    let base_url_given = changes.base_url.is_some();
+    let base_url = changes.base_url.clone().flatten().map(|u| u.to_string());
+    let sealed = changes.sealed.as_ref();
+    conn.execute(
+        "UPDATE connections SET
+            name = COALESCE(?2, name),
+            description = COALESCE(?3, description),
+            tags = COALESCE(?4, tags),
+            active = COALESCE(?5, active),
+            base_url = CASE WHEN ?6 THEN ?7 ELSE base_url END,
+            secret_nonce = COALESCE(?8, secret_nonce),
+            secret_ciphertext = COALESCE(?9, secret_ciphertext),
+            key_id = CASE WHEN ?8 IS NULL THEN key_id ELSE ?10 END,
+            state = CASE WHEN ?8 IS NULL THEN state ELSE 'operational' END,
+            consecutive_auth_failures = CASE WHEN ?8 IS NULL THEN consecutive_auth_failures ELSE 0 END,
+            updated_at = ?11
+         WHERE id = ?1",
+        rusqlite::params![
+            id,
+            changes.name,
+            changes.description,
+            tags,
+            changes.active,
+            base_url_given,
+            base_url,
+            sealed.map(|s| &s.nonce),
+            sealed.map(|s| &s.ciphertext),
+            sealed.map(|s| &s.key_id),
+            at
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn delete(conn: &Connection, environment: Environment, id_or_key: &str) -> anyhow::Result<bool> {
+    let deleted = conn.execute(
+        "DELETE FROM connections WHERE environment = ?1 AND (id = ?2 OR key = ?3)",
+        rusqlite::params![environment.as_str(), row_id(id_or_key).unwrap_or(-1), id_or_key],
+    )?;
+    Ok(deleted > 0)
+}
+
+pub(super) fn record_auth_failure(
+    conn: &Connection,
+    id: i64,
+    failed_after: i64,
+    at: i64,
+) -> anyhow::Result<()> {
+    conn.execute(
+        "UPDATE connections SET consecutive_auth_failures = consecutive_auth_failures + 1,
+            state = CASE WHEN consecutive_auth_failures + 1 >= ?2 THEN 'failed' ELSE 'degraded' END,
+            updated_at = ?3
+         WHERE id = ?1",
+        rusqlite::params![id, failed_after, at],
+    )?;
+    Ok(())
+}
+
+pub(super) fn record_auth_success(conn: &Connection, id: i64, at: i64) -> anyhow::Result<()> {
+    conn.execute(
+        "UPDATE connections SET consecutive_auth_failures = 0, state = 'operational', updated_at = ?2
+         WHERE id = ?1",
+        rusqlite::params![id, at],
+    )?;
+    Ok(())
+}
+
+pub(super) fn replace_secret(
+    conn: &Connection,
+    id: i64,
+    sealed: &Sealed,
+    token_expires_at: Option<i64>,
+    at: i64,
+) -> anyhow::Result<()> {
+    conn.execute(
+        "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4,
+            token_expires_at = ?5, state = 'operational', consecutive_auth_failures = 0, updated_at = ?6
+         WHERE id = ?1",
+        rusqlite::params![
+            id,
+            sealed.nonce,
+            sealed.ciphertext,
+            sealed.key_id,
+            token_expires_at,
+            at
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn mark_failed(conn: &Connection, id: i64, at: i64) -> anyhow::Result<()> {
+    conn.execute(
+        "UPDATE connections SET state = 'failed', updated_at = ?2 WHERE id = ?1",
+        rusqlite::params![id, at],
+    )?;
+    Ok(())
+}
+
+pub(super) fn sealed_with_other_keys(
+    conn: &Connection,
+    key_id: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<(i64, String, Sealed)>> {
+    let mut statement = conn.prepare(
+        "SELECT id, key, key_id, secret_nonce, secret_ciphertext FROM connections
+         WHERE key_id <> ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = statement
+        .query_map(rusqlite::params![key_id, limit as i64], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                Sealed {
+                    key_id: r.get(2)?,
+                    nonce: r.get(3)?,
+                    ciphertext: r.get(4)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+pub(super) fn replace_sealed_secrets(
+    conn: &Connection,
+    resealed: &[(i64, String, Sealed)],
+) -> anyhow::Result<()> {
+    for (id, previous_key_id, sealed) in resealed {
+        // Skip rows changed meanwhile (e.g. a new secret written by a PATCH).
+        conn.execute(
+            "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4
+             WHERE id = ?1 AND key_id = ?5",
+            rusqlite::params![
+                id,
+                sealed.nonce,
+                sealed.ciphertext,
+                sealed.key_id,
+                previous_key_id
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok(RawRecord {
+        id: row.get(0)?,
+        key: row.get(1)?,
+        platform: row.get(2)?,
+        environment: row.get(3)?,
+        identity: row.get(4)?,
+        identity_type: row.get(5)?,
+        name: row.get(6)?,
+        description: row.get(7)?,
+        tags: row.get(8)?,
+        base_url: row.get(9)?,
+        state: row.get(10)?,
+        active: row.get(11)?,
+        consecutive_auth_failures: row.get(12)?,
+        created_at: row.get(13)?,
+        updated_at: row.get(14)?,
+        nonce: row.get(15)?,
+        ciphertext: row.get(16)?,
+        key_id: row.get(17)?,
+        token_expires_at: row.get(18)?,
+    })
+}
+
+/// A row as SQLite returns it, before text columns are parsed.
+struct RawRecord {
+    id: i64,
+    key: String,
+    platform: String,
+    environment: String,
+    identity: Option<String>,
+    identity_type: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    tags: String,
+    base_url: Option<String>,
+    state: String,
+    active: bool,
+    consecutive_auth_failures: i64,
+    created_at: i64,
+    updated_at: i64,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+    key_id: String,
+    token_expires_at: Option<i64>,
+}
+
+impl RawRecord {
+    fn parse(self) -> anyhow::Result<ConnectionRecord> {
+        let base_url = self
+            .base_url
+            .map(|u| Url::parse(&u))
+            .transpose()
+            .with_context(|| format!("connection {} has an invalid base URL", self.key))?;
+        Ok(ConnectionRecord {
+            environment: self.environment.parse()?,
+            tags: serde_json::from_str(&self.tags).unwrap_or_default(),
+            id: self.id,
+            key: self.key,
+            platform: self.platform,
+            identity: self.identity,
+            identity_type: self.identity_type,
+            name: self.name,
+            description: self.description,
+            base_url,
+            state: self.state,
+            active: self.active,
+            consecutive_auth_failures: self.consecutive_auth_failures,
+            token_expires_at: self.token_expires_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            sealed: Sealed {
+                key_id: self.key_id,
+                nonce: self.nonce,
+                ciphertext: self.ciphertext,
+            },
+        })
+    }
+}
