@@ -23,7 +23,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Percent-encode `value` for use as one path segment, so that caller-supplied text such as
-/// `../admin` or `a/b` cannot change which upstream path a request names.
+/// `../admin` or `a/b` cannot change which upstream path a request names. A value that is
+/// exactly `.` or `..` stays a dot segment however it is encoded (URL parsers resolve `%2E%2E`
+/// too): the host refuses such a request (`egress_denied`) rather than send it elsewhere.
 ///
 /// ```
 /// assert_eq!(sluice_sdk::http::segment("a b/../c"), "a%20b%2F..%2Fc");

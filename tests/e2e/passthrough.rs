@@ -118,6 +118,48 @@ async fn passthrough_errors_are_typed() {
     assert_eq!(anonymous.code(), "unauthorized");
     assert!(setup.upstream_requests().is_empty());
 
+    // A path that would read as another origin is the caller's mistake.
+    let double_slash = send(
+        setup
+            .client
+            .get(format!("{}/v1/passthrough//evil.example/x", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .header("x-sluice-connection-key", &setup.connection_key),
+    )
+    .await;
+    assert_eq!((double_slash.status, double_slash.code()), (400, "bad_request"));
+
+    // `..` segments (encoded, so that no client normalises them away) cannot climb out of a
+    // connection's base URL path. Sent raw: an HTTP client would resolve them itself.
+    let under_a_path = setup
+        .gateway
+        .add_connection(
+            "github",
+            "ghp_pathSCOPEDtoken42",
+            &["--base-url", &format!("{}/api/v3", setup.upstream.url())],
+        )
+        .await;
+    let address = setup.gateway.url.trim_start_matches("http://").to_owned();
+    let mut connection = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    connection
+        .write_all(
+            format!(
+                "GET /v1/passthrough/%2e%2e/%2E%2E/admin HTTP/1.1\r\nhost: {address}\r\n\
+                 authorization: Bearer {}\r\nx-sluice-connection-key: {under_a_path}\r\n\
+                 connection: close\r\n\r\n",
+                setup.key
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut reply = String::new();
+    connection.read_to_string(&mut reply).await.expect("read");
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert!(reply.contains(r#""error":"egress_denied""#), "{reply}");
+    assert!(setup.upstream_requests().is_empty(), "nothing was sent upstream");
+
     // An upstream's own plain-text error comes back as it was sent, not in the gateway's shape.
     let teapot = setup
         .client

@@ -174,6 +174,12 @@ async fn run(
 
     // The raw (still percent-encoded) path after the prefix, and the query.
     let path = uri.path().strip_prefix(PREFIX).unwrap_or("/");
+    // `//host/…` would read as another origin; it is the caller's mistake, not the connector's.
+    if path.starts_with("//") {
+        return Err(ApiError::BadRequest(
+            "the passthrough path must not start with `//`".into(),
+        ));
+    }
     let url = match uri.query() {
         Some(query) => format!("{path}?{query}"),
         None => path.to_owned(),

@@ -102,6 +102,27 @@ fn invalid(message: impl Into<String>) -> HttpError {
     HttpError::Invalid(message.into())
 }
 
+fn parse_url(text: &str) -> Result<Url, HttpError> {
+    Url::parse(text).map_err(|e| invalid(format!("invalid URL: {e}")))
+}
+
+/// Whether the path part of `raw` has a segment URL parsing treats as `.` or `..`: spelt with
+/// dots or `%2E`, between `/` or `\` (a separator too in http URLs).
+fn has_dot_segment(raw: &str) -> bool {
+    let path = raw.split(['?', '#']).next().unwrap_or_default();
+    path.split(['/', '\\']).any(|segment| {
+        let lower = segment.to_ascii_lowercase();
+        matches!(lower.as_str(), "." | "%2e" | ".." | ".%2e" | "%2e." | "%2e%2e")
+    })
+}
+
+/// Whether `url` is `base` (a serialized URL without its trailing `/`) or lies under it.
+fn stays_under(url: &Url, base: &str) -> bool {
+    url.as_str()
+        .strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?', '#']))
+}
+
 fn denied(message: impl Into<String>) -> HttpError {
     HttpError::Denied(message.into())
 }
@@ -302,17 +323,31 @@ impl CallState {
         }
     }
 
-    /// A path is appended to the plan's base URL; anything else must be an absolute URL.
+    /// A path is appended to the plan's base URL, and must stay under the base URL's path;
+    /// anything else must be an absolute URL.
     fn resolve_url(&self, raw: &str) -> Result<Url, HttpError> {
         let parsed = if raw.starts_with('/') && !raw.starts_with("//") {
-            if self.plan.base_url.is_empty() {
+            let base = &self.plan.base_url;
+            if base.is_empty() {
                 return Err(denied("no upstream is reachable here"));
             }
-            Url::parse(&format!("{}{raw}", self.plan.base_url))
+            // URL parsing resolves `.` and `..` segments, percent-encoded ones too (`%2E%2E` is
+            // what the SDK's `segment("..")` sends), so caller-supplied text could change which
+            // path a request names: refused, and the result checked to be under the base URL
+            // whatever the parser does.
+            if has_dot_segment(raw) {
+                return Err(denied("the path has a `.` or `..` segment"));
+            }
+            let joined = parse_url(&format!("{base}{raw}"))?;
+            if !stays_under(&joined, base) {
+                return Err(denied(format!(
+                    "the path leaves the base URL's path `{base}` (`..` segments)"
+                )));
+            }
+            joined
         } else {
-            Url::parse(raw)
-        }
-        .map_err(|e| invalid(format!("invalid URL: {e}")))?;
+            parse_url(raw)?
+        };
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(denied(format!("scheme `{}` is not allowed", parsed.scheme())));
         }
@@ -817,6 +852,50 @@ mod tests {
             "another allowed origin never gets the credential"
         );
         assert!(sent.headers.get("authorization").is_none());
+    }
+
+    #[test]
+    fn a_path_cannot_climb_out_of_the_base_urls_path() {
+        let call = call_state(AuthScheme::Bearer);
+        let dot_segments = [
+            "/..",
+            "/../admin",
+            "/%2E%2E/%2e%2e/root",
+            "/repos/%2E%2E/issues",
+            "/a/./b",
+            "/a/.%2e/b",
+            "/a\\..\\..\\b",
+            "/a/%2e",
+        ];
+        for path in dot_segments {
+            let refused = call.prepare(request(path, &[]));
+            assert!(
+                matches!(refused, Err(HttpError::Denied(_))),
+                "{path}: {refused:?}"
+            );
+        }
+        for staying in ["/repos/a.b/..c/...", "?page=..", "/"] {
+            let raw = if staying.starts_with('?') {
+                format!("/{staying}")
+            } else {
+                staying.to_owned()
+            };
+            let prepared = call.prepare(request(&raw, &[])).expect(staying);
+            assert!(
+                prepared.url.path().starts_with("/v3/"),
+                "{staying}: {}",
+                prepared.url
+            );
+        }
+    }
+
+    #[test]
+    fn under_the_base_means_the_base_or_below_it() {
+        let base = "https://api.example.com/v3";
+        let under = |url: &str| stays_under(&Url::parse(url).expect("url"), base);
+        assert!(under("https://api.example.com/v3") && under("https://api.example.com/v3/x"));
+        assert!(under("https://api.example.com/v3?page=2"));
+        assert!(!under("https://api.example.com/v30") && !under("https://api.example.com/x"));
     }
 
     #[test]
