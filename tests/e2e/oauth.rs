@@ -580,6 +580,17 @@ async fn an_expired_session_cannot_start() {
     );
     let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
     assert_eq!(polled.body["status"], "expired");
+    // A key scoped to other integrations does not see the session (its identity, base URL,
+    // connection key) at all.
+    let echo_only = setup.gateway.create_key("test", "echo").await;
+    let hidden = send(
+        setup
+            .client
+            .get(format!("{}/v1/connect/{id}", setup.gateway.url))
+            .bearer_auth(&echo_only),
+    )
+    .await;
+    assert_eq!((hidden.status, hidden.code()), (404, "not_found"));
 }
 
 #[tokio::test]

@@ -131,6 +131,9 @@ pub(super) async fn session_status(
         .vault
         .run(move |vault| vault.connect_session(environment, &lookup))
         .await?
+        // A session for an integration outside the key's scope is not there for this key,
+        // as connections outside it are not in its vault list.
+        .filter(|session| key.scope.allows(&session.platform))
         .ok_or_else(|| ApiError::NotFound(format!("no connect session `{id}`")))?;
     Ok(Json(session_view(&app, &session, None)))
 }
