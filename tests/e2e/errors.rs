@@ -276,6 +276,12 @@ async fn missing_connection_is_403_with_action_url() {
             json!({"params": {"owner": "acme", "repo": "webapp"}, "connection_key": "test::github::default::nope"}),
         )
         .await;
-    assert_error(&unknown_key, 403, "integration_not_connected");
+    // A connection key that names nothing is the caller's mistake: no connect link for it.
+    assert_error(&unknown_key, 404, "not_found");
+    assert!(
+        unknown_key.body.get("action_url").is_none(),
+        "{:?}",
+        unknown_key.body
+    );
     assert!(setup.upstream_requests().is_empty());
 }

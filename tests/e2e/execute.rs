@@ -227,6 +227,24 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
         )
         .await;
     assert_eq!(by_key.body["status"], 200);
+    // The vault API's spelling works too; a misspelt selector is refused, not ignored (which
+    // would run the call on the default connection).
+    let by_camel_case_key = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": params, "connectionKey": alice}),
+        )
+        .await;
+    assert_eq!(by_camel_case_key.body["status"], 200);
+    let misspelt = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": params, "connection_kee": alice}),
+        )
+        .await;
+    assert_eq!((misspelt.status, misspelt.code()), (400, "bad_request"));
 
     let auth: Vec<String> = setup
         .upstream_requests()
@@ -238,7 +256,8 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
         vec![
             format!("Bearer {SECRET}"),
             format!("Bearer {alice_secret}"),
-            format!("Bearer {SECRET}")
+            format!("Bearer {SECRET}"),
+            format!("Bearer {alice_secret}")
         ]
     );
 
@@ -256,7 +275,7 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
     }
     assert_eq!(
         setup.upstream_requests().len(),
-        3,
+        4,
         "an ambiguous call sends nothing"
     );
 }

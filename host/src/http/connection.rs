@@ -23,6 +23,7 @@ pub(super) async fn select(
 ) -> Result<(ConnectionRecord, Credential), ApiError> {
     let explicit = selector.connection_key.is_some() || selector.identity.is_some();
     let identity = selector.identity.clone();
+    let named_key = selector.connection_key.clone();
     let platform = integration.to_owned();
     let generation = app.vault.current_generation()?;
     let selection = (
@@ -59,6 +60,15 @@ pub(super) async fn select(
                 .remember_connection(generation, selection, found.clone());
             Ok(found)
         }
+        // A key that names nothing usable is a mistake to report, not a reason to connect
+        // another account.
+        None if named_key.is_some() => Err(ApiError::NotFound(format!(
+            "no active {integration} connection `{}`{} in this environment",
+            named_key.unwrap_or_default(),
+            identity
+                .map(|i| format!(" for identity `{i}`"))
+                .unwrap_or_default()
+        ))),
         None => Err(ApiError::IntegrationNotConnected {
             action_url: super::connect::action_url(app, environment, integration, identity, None).await,
             integration: integration.to_owned(),

@@ -30,9 +30,14 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 /// The request body: `{"params": {...}, "connection_key"?: "...", "identity"?: "..."}`.
+///
+/// Unknown fields are refused: a misspelt `connection_key` ignored would run the call on
+/// another account. `connectionKey` is accepted too, as the connect and vault APIs spell it.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExecuteBody {
     params: Option<Box<RawValue>>,
+    #[serde(alias = "connectionKey")]
     connection_key: Option<String>,
     identity: Option<String>,
 }
