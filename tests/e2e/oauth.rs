@@ -317,6 +317,10 @@ impl OAuthSetup {
         assert_eq!(page.status(), 200);
         let html = page.text().await.expect("page");
         assert!(html.contains("Continue to Gmail"), "{html}");
+        assert!(
+            html.contains("uses them only with <b id=\"destination\">"),
+            "{html}"
+        );
 
         let start = self
             .client
@@ -857,6 +861,15 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
     let html = page.text().await.expect("html");
     assert!(html.contains("type=\"password\""), "{html}");
+    // The user is told where the credential will go: the session's base URL, chosen by the app.
+    let destination = url::Url::parse(&upstream.url()).expect("upstream url");
+    assert!(
+        html.contains(&format!(
+            "sent only to <b id=\"destination\">{}</b>",
+            destination.host_str().expect("host")
+        )),
+        "{html}"
+    );
     let csrf = html
         .split("name=\"csrf\" value=\"")
         .nth(1)

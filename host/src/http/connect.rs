@@ -173,15 +173,22 @@ fn internal_page(error: anyhow::Error) -> Response {
 }
 
 async fn connect_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
-    let (_, connector) = match pending_session(&app, &token).await {
+    let (session, connector) = match pending_session(&app, &token).await {
         Ok(found) => found,
         Err(page) => return page,
     };
     let manifest = &connector.manifest;
+    // The user sees where the credential will be used: the application may have chosen the
+    // base URL (`baseUrl` on the session), and only the user can tell whether it is right.
+    let destination = session.base_url.as_ref().unwrap_or(&manifest.base_url);
+    let host = destination.host_str().unwrap_or_default();
     match &manifest.auth {
-        AuthScheme::OAuth2(_) => page::oauth_start(&manifest.name, &format!("/connect/{token}/authorize")),
+        AuthScheme::OAuth2(_) => {
+            page::oauth_start(&manifest.name, host, &format!("/connect/{token}/authorize"))
+        }
         auth => page::credentials_form(
             &manifest.name,
+            host,
             &format!("/connect/{token}"),
             &form_token(&app.vault, &token),
             &credential_fields(auth),

@@ -72,8 +72,9 @@ pub(super) fn message(status: StatusCode, title: &str, text: &str, good: bool) -
     )
 }
 
-/// The page that starts an OAuth flow: one link to the authorize step.
-pub(super) fn oauth_start(integration_name: &str, authorize_path: &str) -> Response {
+/// The page that starts an OAuth flow: one link to the authorize step. `api_host` is where
+/// the tokens will be used.
+pub(super) fn oauth_start(integration_name: &str, api_host: &str, authorize_path: &str) -> Response {
     let name = escape(integration_name);
     render(
         StatusCode::OK,
@@ -81,9 +82,11 @@ pub(super) fn oauth_start(integration_name: &str, authorize_path: &str) -> Respo
         &format!(
             "<h1>Connect {name}</h1>\
              <p>You will sign in with {name} and approve access. Sluice stores the tokens \
-             encrypted; the application never sees them.</p>\
+             encrypted and uses them only with <b id=\"destination\">{host}</b>; the application \
+             never sees them.</p>\
              <a class=\"button\" id=\"continue\" href=\"{}\">Continue to {name}</a>",
-            escape(authorize_path)
+            escape(authorize_path),
+            host = escape(api_host),
         ),
     )
 }
@@ -98,9 +101,11 @@ pub(super) struct Field {
     pub secret: bool,
 }
 
-/// The form for API-key and basic-auth integrations.
+/// The form for API-key and basic-auth integrations. `api_host` is where the credentials will
+/// be sent.
 pub(super) fn credentials_form(
     integration_name: &str,
+    api_host: &str,
     action: &str,
     csrf: &str,
     fields: &[Field],
@@ -121,13 +126,14 @@ pub(super) fn credentials_form(
         &format!("Connect {integration_name}"),
         &format!(
             "<h1>Connect {name}</h1>\
-             <p>Enter your {name} credentials. They are stored encrypted and sent only to {name}; \
-             the application never sees them.</p>\
+             <p>Enter your {name} credentials. They are stored encrypted and sent only to \
+             <b id=\"destination\">{host}</b>; the application never sees them.</p>\
              <form method=\"post\" action=\"{action}\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{inputs}\
              <button class=\"button\" id=\"save\" type=\"submit\">Connect</button></form>",
             action = escape(action),
             csrf = escape(csrf),
+            host = escape(api_host),
         ),
     )
 }
