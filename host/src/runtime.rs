@@ -262,16 +262,21 @@ impl LoadedConnector {
         let Some(custom) = base_url_override else {
             return Ok(self.default_plan.clone());
         };
-        if let Some(allowed) = &self.base_url_patterns
-            && !crate::egress::is_allowed(allowed, custom)
-        {
-            return Err(format!(
-                "the connection's base URL ({}) is not one the operator allows for {}",
-                custom.origin().ascii_serialization(),
-                self.manifest.id
-            ));
-        }
+        self.check_base_url(custom)?;
         Ok(Arc::new(EgressPlan::new(&self.manifest, Some(custom))))
+    }
+
+    /// Whether the operator's policy lets a connection of this connector point at `base_url`
+    /// (else the reason): checked when a connection gets one, and again on every call.
+    pub fn check_base_url(&self, base_url: &Url) -> Result<(), String> {
+        match &self.base_url_patterns {
+            Some(allowed) if !crate::egress::is_allowed(allowed, base_url) => Err(format!(
+                "the base URL ({}) is not one the operator allows for {}",
+                base_url.origin().ascii_serialization(),
+                self.manifest.id
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Drop this connector's spare instances that no request has taken for `idle_for`; how

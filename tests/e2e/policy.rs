@@ -151,4 +151,44 @@ async fn connection_base_urls_outside_the_policy_are_refused() {
         setup.upstream_requests().is_empty(),
         "nothing reached the upstream"
     );
+
+    // Through the API a connection (or a connect session) cannot get such a base URL at all.
+    let api = |path: &str, body: serde_json::Value| {
+        send(
+            setup
+                .client
+                .post(format!("{}{path}", setup.gateway.url))
+                .bearer_auth(&setup.key)
+                .json(&body),
+        )
+    };
+    let elsewhere = "https://elsewhere.example";
+    let created = api(
+        "/v1/vault/connections",
+        json!({"platform": "github", "secret": "ghp_x", "identity": "eve", "baseUrl": elsewhere}),
+    )
+    .await;
+    assert_eq!(
+        (created.status, created.code()),
+        (400, "bad_request"),
+        "{:?}",
+        created.body
+    );
+    let session = api(
+        "/v1/connect",
+        json!({"integration": "github", "baseUrl": elsewhere}),
+    )
+    .await;
+    assert_eq!(
+        (session.status, session.code()),
+        (400, "bad_request"),
+        "{:?}",
+        session.body
+    );
+    let allowed = api(
+        "/v1/vault/connections",
+        json!({"platform": "github", "secret": "ghp_x", "identity": "eve", "baseUrl": "https://github.acme.test"}),
+    )
+    .await;
+    assert_eq!(allowed.status, 201, "{:?}", allowed.body);
 }

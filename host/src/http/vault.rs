@@ -146,10 +146,11 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A connection's base URL from the API. It receives the credential, so it must be `https`,
-/// unless the gateway may reach private upstreams (local development, where plain `http` on
-/// loopback is the norm).
-pub(super) fn parse_base_url(app: &AppState, raw: &str) -> Result<url::Url, ApiError> {
+/// A connection's base URL from the API, for a connection of `platform`. It receives the
+/// credential, so it must be `https`, unless the gateway may reach private upstreams (local
+/// development, where plain `http` on loopback is the norm), and where the operator's policy
+/// allows: refused now rather than on every call.
+pub(super) fn parse_base_url(app: &AppState, platform: &str, raw: &str) -> Result<url::Url, ApiError> {
     let parsed =
         url::Url::parse(raw).map_err(|e| ApiError::BadRequest(format!("`baseUrl` is not a URL: {e}")))?;
     let plain_http_allowed = app.runtime.limits().address_policy == AddressPolicy::AllowPrivate;
@@ -158,6 +159,11 @@ pub(super) fn parse_base_url(app: &AppState, raw: &str) -> Result<url::Url, ApiE
         return Err(ApiError::BadRequest(
             "`baseUrl` must be an https URL with a host: the connection's credential is sent to it".into(),
         ));
+    }
+    if let Some(connector) = app.registry.get(platform) {
+        connector
+            .check_base_url(&parsed)
+            .map_err(|reason| ApiError::BadRequest(format!("`baseUrl`: {reason}")))?;
     }
     Ok(parsed)
 }
@@ -215,7 +221,7 @@ async fn create(
     let base_url = body
         .base_url
         .as_deref()
-        .map(|raw| parse_base_url(&app, raw))
+        .map(|raw| parse_base_url(&app, &body.platform, raw))
         .transpose()?;
     let new = NewConnection {
         platform: body.platform,
@@ -296,7 +302,7 @@ async fn update(
     let base_url = match body.base_url {
         None => None,
         Some(None) => Some(None),
-        Some(Some(raw)) => Some(Some(parse_base_url(&app, &raw)?)),
+        Some(Some(raw)) => Some(Some(parse_base_url(&app, &record.platform, &raw)?)),
     };
     let moves_the_credential = matches!(&base_url, Some(Some(url)) if record.base_url.as_ref() != Some(url));
     if moves_the_credential && body.secret.is_none() {

@@ -84,7 +84,7 @@ pub(super) async fn create_session(
     let base_url = body
         .base_url
         .as_deref()
-        .map(|raw| parse_base_url(&app, raw))
+        .map(|raw| parse_base_url(&app, &body.integration, raw))
         .transpose()?;
     let environment = key.environment;
     if let Some(connection_key) = body.connection_key.clone() {
