@@ -83,3 +83,62 @@ async fn official_mcp_client_lists_and_calls_tools() {
         Some(format!("Bearer {SECRET}").as_str())
     );
 }
+
+/// Tool calls use the connection the server URL names (`/mcp?identity=…`): an agent acting for
+/// one user is given that user's URL. Methods other than POST get the API's JSON 405.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_url_chooses_the_connection_tool_calls_use() {
+    let setup = Setup::new().await;
+    let alice_secret = "ghp_aliceMCPtoken12345";
+    setup
+        .gateway
+        .add_connection(
+            "github",
+            alice_secret,
+            &["--identity", "alice", "--base-url", &setup.upstream.url()],
+        )
+        .await;
+    let call = |query: &'static str| {
+        crate::common::send(
+            setup
+                .client
+                .post(format!("{}/mcp{query}", setup.gateway.url))
+                .bearer_auth(&setup.key)
+                .json(&serde_json::json!({
+                    "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "github__get_repo", "arguments": {"owner": "acme", "repo": "webapp"}}
+                })),
+        )
+    };
+    for query in ["?identity=alice", ""] {
+        let answer = call(query).await;
+        assert_eq!(
+            answer.body["result"]["isError"], false,
+            "{query}: {:?}",
+            answer.body
+        );
+    }
+    let sent: Vec<String> = setup
+        .upstream_requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        sent,
+        [format!("Bearer {alice_secret}"), format!("Bearer {SECRET}")]
+    );
+
+    let unknown_choice = call("?identiy=alice").await;
+    assert_eq!(
+        (unknown_choice.status, unknown_choice.code()),
+        (400, "bad_request")
+    );
+
+    let get = reqwest::get(format!("{}/mcp", setup.gateway.url))
+        .await
+        .expect("get");
+    assert_eq!(get.status(), 405);
+    assert_eq!(get.headers()["allow"], "POST");
+    let body: Value = get.json().await.expect("json body");
+    assert_eq!(body["error"], "method_not_allowed");
+}

@@ -3,13 +3,15 @@
 //! responses (no server-initiated stream: `GET /mcp` is 405, which clients accept).
 //!
 //! Methods: `initialize`, `notifications/*` (accepted), `ping`, `tools/list`, `tools/call`.
-//! A tool call runs exactly the execute path (same validation, limits, logging); its reply is
-//! the tool result, with `isError` set for gateway and upstream errors.
+//! A tool call runs exactly the execute path (same validation, limits, logging, connection
+//! choice — from `?identity=` / `?connection_key=` on the server URL); its reply is the tool
+//! result, with `isError` set for gateway and upstream errors.
 
 use super::extract::{Caller, WholeBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -20,12 +22,9 @@ use serde_json::{Value, json};
 const PROTOCOL_VERSIONS: &[&str] = &["2025-06-18", "2025-03-26", "2024-11-05"];
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route(
-        "/mcp",
-        post(handle)
-            .get(|| async { StatusCode::METHOD_NOT_ALLOWED })
-            .delete(|| async { StatusCode::METHOD_NOT_ALLOWED }),
-    )
+    // Other methods get the API's JSON 405 (with `Allow: POST`), which MCP clients take as
+    // "no server-initiated stream, no session to delete".
+    Router::new().route("/mcp", post(handle))
 }
 
 fn rpc_result(id: &Value, result: Value) -> Response {
@@ -36,12 +35,31 @@ fn rpc_error(id: &Value, code: i64, message: &str) -> Response {
     Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response()
 }
 
+/// Which connection tool calls use, from the server URL's query (`/mcp?identity=alice`): an
+/// agent acting for one user is configured with that user's URL, as the tools themselves only
+/// take the action's parameters.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionChoice {
+    identity: Option<String>,
+    #[serde(alias = "connectionKey")]
+    connection_key: Option<String>,
+}
+
 async fn handle(
     State(app): State<AppState>,
     Extension(transaction_key): Extension<TransactionKey>,
     caller: Result<Caller, ApiError>,
+    choice: Result<Query<ConnectionChoice>, QueryRejection>,
     body: Result<WholeBody, ApiError>,
 ) -> Response {
+    let Query(choice) = match choice {
+        Ok(choice) => choice,
+        Err(rejection) => {
+            return ApiError::BadRequest(format!("the /mcp query: {}", rejection.body_text()))
+                .into_response();
+        }
+    };
     let (Caller(key), WholeBody(body)) = match (caller, body) {
         (Ok(caller), Ok(body)) => (caller, body),
         (Err(error), _) | (_, Err(error)) => return error.into_response(),
@@ -98,7 +116,11 @@ async fn handle(
                 Value::Null => json!({}),
                 other => other.clone(),
             };
-            let body = json!({"params": arguments});
+            let body = json!({
+                "params": arguments,
+                "identity": choice.identity,
+                "connection_key": choice.connection_key,
+            });
             let reply =
                 super::execute::execute_for(&app, transaction_key, key, integration, endpoint, body).await;
             let (status, text) = reply;
