@@ -282,8 +282,15 @@ fn bounded(message: String) -> String {
 impl From<InvokeError> for ApiError {
     fn from(error: InvokeError) -> Self {
         match error {
-            InvokeError::Timeout => Self::ConnectorTimeout,
-            InvokeError::MemoryLimit => Self::ConnectorMemoryLimit,
+            // Sandbox faults are the operator's business too: logged under the transaction key.
+            InvokeError::Timeout => {
+                tracing::warn!("connector stopped at its deadline");
+                Self::ConnectorTimeout
+            }
+            InvokeError::MemoryLimit => {
+                tracing::warn!("connector stopped at its memory limit");
+                Self::ConnectorMemoryLimit
+            }
             InvokeError::Busy => Self::AtCapacity,
             InvokeError::ConnectorBusy => Self::ConnectorBusy,
             InvokeError::Trap(detail) => {

@@ -355,6 +355,13 @@ fn classify(error: hyper_util::client::legacy::Error, connect_timeout: Duration)
         }
         source = err.source();
     }
+    // The guest and the caller get a fixed text; the operator gets the cause (refused, reset,
+    // DNS, TLS…) in the log, under the request's transaction key.
+    let cause = std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    tracing::warn!(%cause, "upstream exchange failed");
     if error.is_connect() {
         return UpstreamError::Transport("could not connect to the upstream".into());
     }

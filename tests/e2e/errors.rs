@@ -227,6 +227,40 @@ async fn a_client_that_stops_sending_is_answered_408_or_disconnected() {
     );
 }
 
+/// An upstream that cannot be reached is `502 upstream_unreachable` with a fixed message; the
+/// cause (here: connection refused) is in the gateway's log under the transaction key.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_upstream_is_502_and_its_cause_is_logged() {
+    let setup = Setup::new().await;
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let closed = setup
+        .gateway
+        .add_connection(
+            "github",
+            "ghp_closedPORTtoken1",
+            &["--identity", "ivy", "--base-url", "http://127.0.0.1:1"],
+        )
+        .await;
+    let answer = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}, "connection_key": closed}),
+        )
+        .await;
+    assert_error(&answer, 502, "upstream_unreachable");
+    let transaction = answer.headers["x-transaction-key"]
+        .to_str()
+        .expect("key")
+        .to_owned();
+    let logged = setup.gateway.output();
+    let line = logged
+        .lines()
+        .find(|line| line.contains(&transaction) && line.contains("upstream exchange failed"))
+        .unwrap_or_else(|| panic!("no log line for {transaction}:\n{logged}"));
+    assert!(line.to_lowercase().contains("refused"), "{line}");
+}
+
 /// A key scoped to other integrations gets 403 scope_not_allowed.
 #[tokio::test(flavor = "multi_thread")]
 async fn key_outside_its_scope_is_403() {
