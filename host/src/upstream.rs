@@ -298,8 +298,10 @@ impl Upstream for HttpUpstream {
     }
 }
 
-/// Wrap a stream of chunks as a request body.
-pub fn streamed_body<S, E>(chunks: S) -> RequestBody
+/// Wrap a stream of chunks as a request body. With `length` (the caller's `Content-Length`),
+/// the upstream gets that `Content-Length` instead of a chunked body, which many APIs refuse
+/// for uploads; a stream that ends short or runs long then fails the exchange.
+pub fn streamed_body<S, E>(chunks: S, length: Option<u64>) -> RequestBody
 where
     S: futures::Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: Into<BoxError> + 'static,
@@ -308,7 +310,38 @@ where
         futures::TryStreamExt::map_err(chunks, Into::into),
         http_body::Frame::data,
     );
-    http_body_util::StreamBody::new(frames).boxed_unsync()
+    let body = http_body_util::StreamBody::new(frames).boxed_unsync();
+    match length {
+        Some(length) => KnownLength { inner: body, length }.boxed_unsync(),
+        None => body,
+    }
+}
+
+/// A streamed body whose length was declared up front: its size hint is exact, so the client
+/// frames it with `Content-Length`.
+struct KnownLength {
+    inner: RequestBody,
+    length: u64,
+}
+
+impl http_body::Body for KnownLength {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.length)
+    }
 }
 
 fn empty_body() -> RequestBody {

@@ -210,6 +210,10 @@ async fn large_bodies_stream_through_and_are_scrubbed() {
     )
     .await;
     assert_eq!(answer.body["received"], 20 << 20);
+    // Streamed through, yet framed as the caller framed it: many APIs refuse chunked uploads.
+    let sent = setup.upstream_requests().pop().expect("sent");
+    assert_eq!(sent.header("content-length"), Some("20971520"));
+    assert_eq!(sent.header("transfer-encoding"), None);
 }
 
 /// A body over the passthrough cap is refused with `payload_too_large`.

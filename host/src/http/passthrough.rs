@@ -95,7 +95,12 @@ struct BodyProgress {
 }
 
 /// Counts the caller's body as it streams upstream and cuts it off past `limit` bytes.
-fn capped_body(body: Body, limit: usize, progress: Arc<BodyProgress>) -> crate::upstream::RequestBody {
+fn capped_body(
+    body: Body,
+    declared: Option<usize>,
+    limit: usize,
+    progress: Arc<BodyProgress>,
+) -> crate::upstream::RequestBody {
     let mut seen = 0usize;
     let stream = body.into_data_stream().map(move |chunk| {
         let chunk = chunk.map_err(|error| {
@@ -112,7 +117,7 @@ fn capped_body(body: Body, limit: usize, progress: Arc<BodyProgress>) -> crate::
         }
         Ok::<_, std::io::Error>(chunk)
     });
-    crate::upstream::streamed_body(stream)
+    crate::upstream::streamed_body(stream, declared.map(|length| length as u64))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -210,7 +215,7 @@ async fn run(
     let progress = Arc::new(BodyProgress::default());
     let has_body = declared.is_some_and(|length| length > 0)
         || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
-    let upstream_body = has_body.then(|| capped_body(body, limit, progress.clone()));
+    let upstream_body = has_body.then(|| capped_body(body, declared, limit, progress.clone()));
     let sent = app
         .runtime
         .passthrough(&connector, request, upstream_body, context)

@@ -190,7 +190,7 @@ async fn request_bodies_arrive_whole_or_streamed() {
     let mut streamed = request(&url, SECOND);
     streamed.method = http::Method::POST;
     let response = upstream
-        .send_streaming(streamed, Some(streamed_body(chunks)))
+        .send_streaming(streamed, Some(streamed_body(chunks, None)))
         .await
         .expect("response");
     let body: Vec<Bytes> = futures::TryStreamExt::try_collect(response.body)
