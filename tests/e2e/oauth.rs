@@ -816,13 +816,27 @@ async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_fo
     .await;
     assert_eq!(unauthenticated.code(), "unauthorized");
 
-    // Without an OAuth app the page explains instead of redirecting anywhere.
+    // Without an OAuth app no new session opens, and the page of one opened before the app
+    // was removed explains instead of redirecting anywhere.
+    let (_, url) = setup.open_session("ivan").await;
     setup
         .gateway
         .cli(&["oauth-apps", "remove", "gmail"])
         .await
         .expect("remove");
-    let (_, url) = setup.open_session("ivan").await;
+    let refused = setup
+        .api(
+            Method::POST,
+            "/v1/connect",
+            Some(json!({"integration": "gmail", "identity": "ivan"})),
+        )
+        .await;
+    assert_eq!((refused.status, refused.code()), (400, "bad_request"));
+    let message = refused.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not set up") && message.contains("no OAuth app"),
+        "{message}"
+    );
     let start = setup
         .client
         .get(format!("{url}/authorize"))

@@ -4,6 +4,8 @@ use super::super::AppState;
 use super::super::extract::{Caller, JsonBody};
 use super::super::vault::{check_identity_type, parse_base_url};
 use crate::error::ApiError;
+use crate::oauth::ClientError;
+use crate::runtime::manifest::AuthScheme;
 use crate::vault::connect_sessions::{ConnectSession, NewSession, SessionStatus};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -74,6 +76,19 @@ pub(super) async fn create_session(
         return Err(ApiError::BadRequest(
             "`identity` must be 1 to 200 characters".into(),
         ));
+    }
+    // An OAuth integration without the operator's app would fail only at the user's click:
+    // say so to the app now. (A vault failure here is the gateway's, not the app's.)
+    if matches!(connector.manifest.auth, AuthScheme::OAuth2(_))
+        && let Err(not_set_up) = super::oauth::resolve_client(&app, &connector).await?
+    {
+        if let ClientError::Vault(error) = not_set_up {
+            return Err(ApiError::Internal(error));
+        }
+        return Err(ApiError::BadRequest(format!(
+            "{} sign-in is not set up on this gateway: {not_set_up}",
+            connector.manifest.name
+        )));
     }
     if let Some(kind) = &body.identity_type {
         // The same kinds the vault API accepts, so the connection made can be filtered by it.

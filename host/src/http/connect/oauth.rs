@@ -20,7 +20,7 @@ const BROWSER_COOKIE: &str = "sluice_connect";
 pub(super) const CALLBACK_PATH: &str = "/connect/oauth/callback";
 
 /// The connector's OAuth declaration and the operator's app, put together off the executor.
-async fn resolve_client(
+pub(super) async fn resolve_client(
     app: &AppState,
     connector: &Arc<LoadedConnector>,
 ) -> anyhow::Result<Result<OAuthClient, crate::oauth::ClientError>> {
