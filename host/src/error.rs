@@ -12,8 +12,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// Longest connector-supplied message passed on to a caller.
-const MAX_CONNECTOR_MESSAGE: usize = 500;
+/// Longest message passed on to a caller (connector-supplied text, or names the caller sent).
+const MAX_MESSAGE_BYTES: usize = 500;
 
 /// Everything that can go wrong on the caller-facing API.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +231,9 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody {
             error: self.code(),
-            message: self.to_string(),
+            // Messages quote what the caller sent (a name, a value); a 20 KB name is not
+            // worth sending back whole.
+            message: bounded(self.to_string()),
             action_url,
             details,
         };
@@ -267,12 +269,12 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-/// Connector-supplied text is passed on, but bounded.
+/// Text from outside the gateway is passed on, but bounded.
 fn bounded(message: String) -> String {
-    if message.len() <= MAX_CONNECTOR_MESSAGE {
+    if message.len() <= MAX_MESSAGE_BYTES {
         return message;
     }
-    let mut cut = MAX_CONNECTOR_MESSAGE;
+    let mut cut = MAX_MESSAGE_BYTES;
     while !message.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -411,6 +413,6 @@ mod tests {
     #[test]
     fn long_connector_messages_are_bounded() {
         let error: ApiError = ConnectorError::Other("x".repeat(10_000)).into();
-        assert!(error.to_string().len() < MAX_CONNECTOR_MESSAGE + 10);
+        assert!(error.to_string().len() < MAX_MESSAGE_BYTES + 10);
     }
 }

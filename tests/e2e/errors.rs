@@ -64,6 +64,15 @@ async fn unknown_things_are_404() {
         .execute("github", "delete_everything", json!({"params": {}}))
         .await;
     assert_error(&no_endpoint, 404, "not_found");
+    // A name the caller made up is quoted back, but not at any length.
+    let long_name = "x".repeat(20_000);
+    let long = setup.execute("github", &long_name, json!({"params": {}})).await;
+    assert_error(&long, 404, "not_found");
+    assert!(
+        long.body["message"].as_str().expect("message").len() < 600,
+        "{:?}",
+        long.body
+    );
     let no_route = send(setup.client.get(format!("{}/v2/nothing", setup.gateway.url))).await;
     assert_error(&no_route, 404, "not_found");
     let wrong_method = send(setup.client.put(format!("{}/v1/echo/say", setup.gateway.url))).await;
@@ -86,7 +95,9 @@ async fn bad_bodies_and_params_are_400() {
     };
     assert_error(&send(raw("{not json")).await, 400, "bad_request");
     assert_error(&send(raw("")).await, 400, "bad_request");
-    assert_error(&send(raw("[1,2]")).await, 400, "bad_request");
+    let array = send(raw("[1,2]")).await;
+    assert_error(&array, 400, "bad_request");
+    assert_eq!(array.body["message"], "request body must be a JSON object");
     assert_error(&send(raw(r#"{"paramz": {}}"#)).await, 400, "bad_request");
     assert_error(
         &send(raw(r#"{"params": "owner=acme"}"#)).await,

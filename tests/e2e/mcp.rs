@@ -128,6 +128,26 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
         [format!("Bearer {alice_secret}"), format!("Bearer {SECRET}")]
     );
 
+    for malformed in [
+        serde_json::json!({"jsonrpc": "2.0", "id": 2}),
+        serde_json::json!({"jsonrpc": "1.0", "id": 3, "method": "ping"}),
+    ] {
+        let answer = crate::common::send(
+            setup
+                .client
+                .post(format!("{}/mcp", setup.gateway.url))
+                .bearer_auth(&setup.key)
+                .json(&malformed),
+        )
+        .await;
+        assert_eq!(
+            answer.body["error"]["code"], -32600,
+            "{malformed}: {:?}",
+            answer.body
+        );
+        assert_eq!(answer.body["id"], malformed["id"]);
+    }
+
     let unknown_choice = call("?identiy=alice").await;
     assert_eq!(
         (unknown_choice.status, unknown_choice.code()),

@@ -48,6 +48,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "request body is empty; send a JSON object".into(),
             ));
         }
+        // Every body of this API is an object; say so rather than report the first field of
+        // an array that failed to match.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest("request body must be a JSON object".into()));
+        }
         // Name the offending field: `tags: invalid type: string, expected a sequence`.
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {

@@ -72,7 +72,13 @@ async fn handle(
         return rpc_error(&Value::Null, -32600, "batches are not supported");
     }
     let id = message.get("id").cloned();
-    let method = message["method"].as_str().unwrap_or_default();
+    let (Some(method), Some("2.0")) = (message["method"].as_str(), message["jsonrpc"].as_str()) else {
+        return rpc_error(
+            id.as_ref().unwrap_or(&Value::Null),
+            -32600,
+            "invalid request: a JSON-RPC 2.0 message needs `\"jsonrpc\": \"2.0\"` and a `method`",
+        );
+    };
     let Some(id) = id else {
         // A notification (`notifications/initialized`, `notifications/cancelled`, …).
         return StatusCode::ACCEPTED.into_response();

@@ -97,7 +97,10 @@ fn active_filter(query: &Query) -> Result<Option<bool>, ApiError> {
     if query.text("active").as_deref() == Some("any") {
         return Ok(None);
     }
-    Ok(Some(query.boolean("active")?.unwrap_or(true)))
+    let active = query
+        .boolean("active")
+        .map_err(|_| ApiError::BadRequest("query parameter `active` must be true, false or any".into()))?;
+    Ok(Some(active.unwrap_or(true)))
 }
 
 /// `POST /v1/vault/connections` body. Unknown fields are refused so typos do not pass silently.
