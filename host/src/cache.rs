@@ -25,6 +25,10 @@ const MAC_LEN: usize = 32;
 pub struct ArtifactCache {
     dir: PathBuf,
     mac_key: [u8; 32],
+    /// A short fingerprint of `mac_key` in every entry's name: after a master-key rotation
+    /// (which changes the cache key) the old entries are simply not found, rather than
+    /// discarded as corrupt.
+    key_tag: String,
 }
 
 /// Where a component came from.
@@ -40,9 +44,14 @@ impl ArtifactCache {
     /// A cache in `dir` (created 0700) whose entries are authenticated with `mac_key`.
     pub fn open(dir: &Path, mac_key: [u8; 32]) -> anyhow::Result<Self> {
         create_private_dir(dir)?;
+        use sha2::Digest;
+        let fingerprint = Sha256::new_with_prefix(b"sluice cache key tag\0")
+            .chain_update(mac_key)
+            .finalize();
         Ok(Self {
             dir: dir.to_owned(),
             mac_key,
+            key_tag: hex::encode(&fingerprint[..4]),
         })
     }
 
@@ -74,8 +83,11 @@ impl ArtifactCache {
         // Fixed-key SipHash: stable for a given binary, which is what the fingerprint must be.
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        self.dir
-            .join(format!("{content_hash}-{:016x}.cwasm", hasher.finish()))
+        self.dir.join(format!(
+            "{content_hash}-{:016x}-{}.cwasm",
+            hasher.finish(),
+            self.key_tag
+        ))
     }
 
     fn mac(&self, path: &Path, artifact: &[u8]) -> HmacSha256 {
@@ -184,10 +196,27 @@ mod tests {
         let (_, origin) = cache.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
         assert_eq!(origin, Origin::Compiled, "a corrupt entry is not executed");
 
-        // An entry written with another installation's key is foreign.
+        // An entry written with another installation's key, put where this one looks, is
+        // foreign.
         let other = ArtifactCache::open(&dir.path().join("cache"), [8; 32])?;
+        std::fs::copy(cache.entry_path(&engine, "abc"), other.entry_path(&engine, "abc"))?;
         let (_, origin) = other.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
         assert_eq!(origin, Origin::Compiled, "a foreign entry is not executed");
+        Ok(())
+    }
+
+    #[test]
+    fn a_new_cache_key_leaves_the_old_keys_entries_alone() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let engine = engine();
+        let before = ArtifactCache::open(&dir.path().join("cache"), [7; 32])?;
+        before.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
+        // The master key was rotated: the cache key changed. Nothing to find, nothing corrupt.
+        let after = ArtifactCache::open(&dir.path().join("cache"), [9; 32])?;
+        let (_, origin) = after.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
+        assert_eq!(origin, Origin::Compiled);
+        let (_, origin) = before.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
+        assert_eq!(origin, Origin::Cache, "the other key's entry was not discarded");
         Ok(())
     }
 }
