@@ -154,6 +154,22 @@ async fn openapi_document_matches_the_routes() {
         }
     }
     assert!(checked >= 20, "{checked}");
+
+    // Each loaded action is an operation of its own, its body carrying the action's schema.
+    let get_repo = &paths["/v1/github/get_repo"]["post"];
+    assert_eq!(get_repo["operationId"], "github__get_repo");
+    let body = &get_repo["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["required"], json!(["params"]));
+    let params = &body["properties"]["params"];
+    assert!(
+        params["required"].as_array().is_some_and(|r| r.contains(&json!("owner"))),
+        "the action's own params schema: {params}"
+    );
+    assert_eq!(
+        get_repo["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ExecuteReply"
+    );
+    assert!(paths["/v1/vault/connections"]["post"]["responses"].get("201").is_some());
 }
 
 /// `--busy-poll-us` starts a spinner per CPU and the gateway answers as usual beside them.

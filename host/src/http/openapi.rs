@@ -1,8 +1,13 @@
 //! `GET /openapi.json`: an OpenAPI 3.1 description of the gateway's own API, generated from
-//! the route table below; a test requests every listed route through the real router, so an
-//! entry that stops matching a route fails the build.
+//! the route table below, plus one operation per loaded action (`POST /v1/github/get_repo`)
+//! whose request body carries that action's params schema, so a client generator or an agent
+//! sees every action's input. A test requests every listed route through the real router, so
+//! an entry that stops matching a route fails the build.
 
+use super::AppState;
+use crate::runtime::manifest::{EndpointInfo, Manifest};
 use axum::Json;
+use axum::extract::State;
 use serde_json::{Map, Value, json};
 
 /// One documented operation.
@@ -223,7 +228,28 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get", "/openapi.json", "operations", "none", "This document"),
 ];
 
-/// The OpenAPI document.
+/// Operations that answer `201 Created` on success.
+const CREATING: &[(&str, &str)] = &[
+    ("post", "/v1/vault/connections"),
+    ("post", "/v1/admin/keys"),
+    ("post", "/v1/connect"),
+];
+
+/// The body of an execute call, around the action's own params schema.
+fn execute_request(params_schema: Value) -> Value {
+    json!({
+        "type": "object",
+        "required": ["params"],
+        "additionalProperties": false,
+        "properties": {
+            "params": params_schema,
+            "connection_key": {"type": "string", "description": "The connection to use (also `connectionKey`)"},
+            "identity": {"type": "string", "description": "Use this identity's connection"}
+        }
+    })
+}
+
+/// The OpenAPI document of the gateway's own routes.
 pub fn document() -> Value {
     let mut paths = Map::new();
     for operation in OPERATIONS {
@@ -241,16 +267,32 @@ pub fn document() -> Value {
         let entry = paths
             .entry(operation.path.to_owned())
             .or_insert_with(|| Value::Object(Map::new()));
+        let success = if CREATING.contains(&(operation.method, operation.path)) {
+            "201"
+        } else {
+            "200"
+        };
         entry[operation.method] = json!({
             "tags": [operation.tag],
             "summary": operation.summary,
             "parameters": parameters,
             "security": security,
             "responses": {
-                "200": {"description": "Success"},
+                success: {"description": "Success"},
                 "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
             }
         });
+    }
+    // The generic execute route: any action's params.
+    if let Some(execute) = paths
+        .get_mut("/v1/{integration}/{endpoint}")
+        .and_then(|operations| operations.get_mut("post"))
+    {
+        execute["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": execute_request(json!({"type": "object"}))}}
+        });
+        execute["responses"]["200"] = execute_reply();
     }
     json!({
         "openapi": "3.1.0",
@@ -263,6 +305,14 @@ pub fn document() -> Value {
                 "adminKey": {"type": "http", "scheme": "bearer", "description": "SLUICE_ADMIN_KEY"}
             },
             "schemas": {
+                "ExecuteReply": {
+                    "type": "object",
+                    "required": ["status", "data"],
+                    "properties": {
+                        "status": {"type": "integer", "description": "The upstream's HTTP status"},
+                        "data": {"description": "The upstream's body: JSON as is, other text as a string, null when empty"}
+                    }
+                },
                 "Error": {
                     "type": "object",
                     "required": ["error", "message"],
@@ -278,7 +328,53 @@ pub fn document() -> Value {
     })
 }
 
-/// `GET /openapi.json`.
-pub async fn serve() -> Json<Value> {
-    Json(document())
+fn execute_reply() -> Value {
+    json!({
+        "description": "The upstream's answer (upstream errors are answers too: see `status`)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteReply"}}}
+    })
+}
+
+/// `POST /v1/{connector}/{action}` of one loaded action.
+fn action_operation(manifest: &Manifest, endpoint: &EndpointInfo) -> Value {
+    let examples: Map<String, Value> = endpoint
+        .examples
+        .iter()
+        .enumerate()
+        .map(|(i, (title, params))| {
+            (
+                format!("example{}", i + 1),
+                json!({"summary": title, "value": {"params": params}}),
+            )
+        })
+        .collect();
+    let mut content = json!({"schema": execute_request(endpoint.params_schema.clone())});
+    if !examples.is_empty() {
+        content["examples"] = Value::Object(examples);
+    }
+    json!({
+        "operationId": format!("{}__{}", manifest.id, endpoint.name),
+        "tags": [manifest.name],
+        "summary": endpoint.title,
+        "description": endpoint.description,
+        "security": [{"apiKey": []}, {"picaSecret": []}],
+        "requestBody": {"required": true, "content": {"application/json": content}},
+        "responses": {
+            "200": execute_reply(),
+            "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        }
+    })
+}
+
+/// `GET /openapi.json`: the gateway's routes and every loaded action (connectors come and go
+/// with hot reload, so the document is built per request).
+pub async fn serve(State(app): State<AppState>) -> Json<Value> {
+    let mut document = document();
+    for connector in app.registry.snapshot().values() {
+        for endpoint in &connector.manifest.endpoints {
+            let path = format!("/v1/{}/{}", connector.manifest.id, endpoint.name);
+            document["paths"][path] = json!({"post": action_operation(&connector.manifest, endpoint)});
+        }
+    }
+    Json(document)
 }
