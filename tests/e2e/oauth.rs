@@ -638,10 +638,13 @@ async fn the_provider_refusing_consent_fails_the_session() {
 #[tokio::test]
 async fn a_hundred_calls_on_an_expiring_token_share_one_refresh() {
     let setup = OAuthSetup::new(&["--max-in-flight-per-connector", "128"]).await;
-    // Tokens that expire within the 5-minute margin are refreshed before use.
-    setup.google.lock().expect("state").expires_in = 120;
+    // A token in the second half of its life (here a 2-second one, 1.5 s on) is refreshed
+    // before use. (A token living longer than twice the 5-minute margin would be refreshed
+    // within the margin; one living less, at half its life, not before every call.)
+    setup.google.lock().expect("state").expires_in = 2;
     setup.connect("erin").await;
     setup.google.lock().expect("state").expires_in = 3600;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let calls = (0..100).map(|_| setup.execute("list_labels", json!({"params": {}})));
     let answers = futures::future::join_all(calls).await;

@@ -162,14 +162,20 @@ async fn openapi_document_matches_the_routes() {
     assert_eq!(body["required"], json!(["params"]));
     let params = &body["properties"]["params"];
     assert!(
-        params["required"].as_array().is_some_and(|r| r.contains(&json!("owner"))),
+        params["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("owner"))),
         "the action's own params schema: {params}"
     );
     assert_eq!(
         get_repo["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/ExecuteReply"
     );
-    assert!(paths["/v1/vault/connections"]["post"]["responses"].get("201").is_some());
+    assert!(
+        paths["/v1/vault/connections"]["post"]["responses"]
+            .get("201")
+            .is_some()
+    );
 }
 
 /// `--busy-poll-us` starts a spinner per CPU and the gateway answers as usual beside them.

@@ -57,6 +57,20 @@ impl From<RefreshError> for RenewalFailure {
 
 /// A failure of the gateway's own storage during a refresh: the details go to the log, the
 /// caller gets a fixed text (a 5xx reply never carries internals).
+/// Whether a token stored at `stored_at` and expiring at `expires_at` should be refreshed at
+/// `now`: within `margin` of its expiry, or — for a token that lives less than twice the margin
+/// (some providers issue one-minute tokens) — in the second half of its life, so that it is not
+/// refreshed before every call.
+fn refresh_due(expires_at: i64, stored_at: i64, now: i64, margin: i64) -> bool {
+    let lifetime = expires_at - stored_at;
+    let margin = if lifetime > 0 {
+        margin.min(lifetime / 2)
+    } else {
+        margin
+    };
+    expires_at - now <= margin
+}
+
 fn internal(step: &str, error: &anyhow::Error) -> RefreshError {
     tracing::error!(error = %format!("{error:#}"), "{step} failed during an OAuth refresh");
     RefreshError::Unavailable(format!("{step} failed inside the gateway; see its log"))
@@ -114,7 +128,7 @@ impl TokenRefresher {
     pub fn is_expiring(&self, record: &ConnectionRecord, now: i64) -> bool {
         record
             .token_expires_at
-            .is_some_and(|at| at - now <= self.margin_seconds)
+            .is_some_and(|at| refresh_due(at, record.updated_at, now, self.margin_seconds))
     }
 
     /// Fresh tokens for `record`, refreshing at most once however many callers ask at once.
@@ -295,6 +309,19 @@ impl CredentialRenewal for ConnectionRenewal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_lived_tokens_are_refreshed_at_half_life_not_on_every_call() {
+        let margin = 300;
+        // An hour-long token: refreshed within the last five minutes.
+        assert!(!refresh_due(3600, 0, 3000, margin));
+        assert!(refresh_due(3600, 0, 3300, margin));
+        // A one-minute token stored at 0: used as is for 30 s, then refreshed.
+        assert!(!refresh_due(60, 0, 10, margin));
+        assert!(refresh_due(60, 0, 30, margin));
+        // Without a usable storage time, the margin alone decides.
+        assert!(refresh_due(60, 60, 10, margin));
+    }
 
     #[test]
     fn a_storage_failure_reaches_the_caller_as_a_fixed_text() {
