@@ -9,9 +9,11 @@ use crate::egress::AddressPolicy;
 use crate::http::{App, AppState};
 use crate::policy::Policy;
 use crate::registry::{self, Loader, Registry};
+use crate::runtime::manifest::AuthScheme;
 use crate::runtime::{Runtime, RuntimeLimits, SPARE_MAX_IDLE};
 use crate::upstream::HttpUpstream;
 use crate::vault::api_keys::{Environment, KeyOptions, Scope};
+use crate::vault::checks;
 use crate::vault::connections::NewConnection;
 use crate::vault::oauth_apps::NewOAuthApp;
 use crate::vault::{KeySource, Vault};
@@ -48,7 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             per_minute,
             store,
         }) => {
-            let vault = open_vault(&store)?;
+            let vault = open_existing_vault(&store)?;
             let options = KeyOptions {
                 environment: environment.parse()?,
                 scope: Scope::parse(&scope)?,
@@ -66,7 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(KeysCommand::List { store }) => {
-            let vault = open_vault(&store)?;
+            let vault = open_existing_vault(&store)?;
             let now = crate::vault::now();
             for key in vault.list_api_keys()? {
                 println!(
@@ -81,7 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(KeysCommand::Revoke { prefix, store }) => {
-            let vault = open_vault(&store)?;
+            let vault = open_existing_vault(&store)?;
             if !vault.revoke_api_key(&prefix)? {
                 anyhow::bail!("no active key with prefix {prefix}");
             }
@@ -92,7 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             approve(&id, &plugins, &store).await
         }
         Command::Vault(VaultCommand::RotateKey { new_key, store }) => {
-            let vault = open_vault(&store)?;
+            let vault = open_existing_vault(&store)?;
             let (key_id, count) = vault.rotate_key(new_key.as_deref())?;
             eprintln!("re-encrypted {count} secrets under the new master key (id {key_id})");
             Ok(())
@@ -104,16 +106,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             identity_type,
             base_url,
             environment,
+            plugins,
+            allow_private_upstreams,
             store,
         }) => {
-            let vault = open_vault(&store)?;
+            // The checks the vault API makes, the cheap ones first.
+            let environment = environment.parse()?;
+            if let Some(kind) = &identity_type {
+                checks::check_identity_type("--identity-type", kind).map_err(anyhow::Error::msg)?;
+            }
             let base_url = base_url
-                .map(|u| url::Url::parse(&u).with_context(|| format!("--base-url {u} is not a URL")))
+                .map(|raw| connection_base_url(&raw, allow_private_upstreams))
                 .transpose()?;
+            checks::check_secret("--secret", &secret).map_err(anyhow::Error::msg)?;
+            let vault = open_existing_vault(&store)?;
+            let auth = connector_auth(&integration, &plugins, &vault, &store).await?;
+            checks::check_secret_for(&integration, &auth, "--secret", &secret).map_err(anyhow::Error::msg)?;
             let record = vault.add_connection(
                 &NewConnection {
                     platform: integration,
-                    environment: Some(environment.parse()?),
+                    environment: Some(environment),
                     identity,
                     identity_type,
                     base_url,
@@ -156,7 +168,7 @@ fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
                 authorize_url: url("authorize-url", authorize_url)?,
                 token_url: url("token-url", token_url)?,
             };
-            let stored = open_vault(&store)?.put_oauth_app(&app)?;
+            let stored = open_existing_vault(&store)?.put_oauth_app(&app)?;
             eprintln!(
                 "registered the {} OAuth app (client id {})",
                 stored.platform, stored.client_id
@@ -164,7 +176,7 @@ fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         OAuthAppsCommand::List { store } => {
-            for app in open_vault(&store)?.list_oauth_apps()? {
+            for app in open_existing_vault(&store)?.list_oauth_apps()? {
                 println!(
                     "{}\tclient_id={}\tscopes={}\tredirect_url={}",
                     app.platform,
@@ -178,7 +190,7 @@ fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         OAuthAppsCommand::Remove { integration, store } => {
-            if !open_vault(&store)?.delete_oauth_app(&integration)? {
+            if !open_existing_vault(&store)?.delete_oauth_app(&integration)? {
                 anyhow::bail!("no OAuth app is registered for `{integration}`");
             }
             eprintln!("removed the {integration} OAuth app");
@@ -189,7 +201,7 @@ fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
 
 /// Approve the outbound hosts the component for connector `id` in `plugins` declares.
 async fn approve(id: &str, plugins: &std::path::Path, store: &StoreArgs) -> anyhow::Result<()> {
-    let vault = open_vault(store)?;
+    let vault = open_existing_vault(store)?;
     let runtime = Runtime::new(
         RuntimeLimits::default(),
         Arc::new(HttpUpstream::new(AddressPolicy::PublicOnly)?),
@@ -230,6 +242,74 @@ async fn approve(id: &str, plugins: &std::path::Path, store: &StoreArgs) -> anyh
     )
 }
 
+/// `connections add --base-url`, checked as the vault API checks `baseUrl`.
+fn connection_base_url(raw: &str, allow_private_upstreams: bool) -> anyhow::Result<url::Url> {
+    checks::parse_base_url("--base-url", raw, allow_private_upstreams).map_err(|error| {
+        let hint = if raw.starts_with("http:") && !allow_private_upstreams {
+            " (plain http is allowed with --allow-private-upstreams, for a gateway run with it)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{error}{hint}")
+    })
+}
+
+/// How connector `id` authenticates, from its component in `plugins`, loaded as `serve` loads
+/// it (compiled through the gateway's artifact cache, so usually not compiled at all) but only
+/// as far as its manifest. The file named after the connector is tried first: that is the
+/// usual layout, and a directory of large connectors is not read whole to add one credential.
+async fn connector_auth(
+    id: &str,
+    plugins: &std::path::Path,
+    vault: &Vault,
+    store: &StoreArgs,
+) -> anyhow::Result<AuthScheme> {
+    let not_found = || {
+        format!(
+            "no integration named `{id}` in the plugins directory {}: check the name, or pass the \
+             --plugins directory of your gateway (`sluice dev` serves from target/sluice-dev/connectors)",
+            plugins.display()
+        )
+    };
+    let mut files = registry::component_files(plugins).await.with_context(not_found)?;
+    if let Some(named) = files
+        .iter()
+        .position(|path| path.file_stem().is_some_and(|stem| stem == id))
+    {
+        let named = files.remove(named);
+        files.insert(0, named);
+    }
+    let limits = RuntimeLimits {
+        // Only `describe()` runs, once at a time. The gateway's memory limit is not known
+        // here: one the gateway may have raised for a large connector must not hide it.
+        max_instances: 1,
+        memory_bytes: 1 << 30,
+        ..RuntimeLimits::default()
+    };
+    let runtime = Runtime::new(limits, Arc::new(HttpUpstream::new(AddressPolicy::PublicOnly)?))?.with_cache(
+        ArtifactCache::open(&store.data_dir.join("cache"), vault.derive_key("artifact-cache"))?,
+    );
+    for path in files {
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        // A component that does not load is not served either: skip it, as `serve` does.
+        if let Ok(connector) = runtime.load(bytes, &Policy::default()).await
+            && connector.manifest.id == id
+        {
+            return Ok(connector.manifest.auth);
+        }
+    }
+    anyhow::bail!(not_found())
+}
+
+/// Shortest admin key accepted without a warning.
+const MIN_ADMIN_KEY_CHARS: usize = 16;
+
+/// The database file in a data directory.
+const DATABASE_FILE: &str = "sluice.db";
+
+/// Open (creating it on first start) the vault in the data directory: for `serve` and `dev`.
 fn open_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
     std::fs::create_dir_all(&store.data_dir)
         .with_context(|| format!("creating data directory {}", store.data_dir.display()))?;
@@ -237,10 +317,38 @@ fn open_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
         Some(key) => KeySource::Explicit(key.clone()),
         None => KeySource::File(store.data_dir.join("master.key")),
     };
-    Vault::open(&store.data_dir.join("sluice.db"), &key_source)
+    Vault::open(&store.data_dir.join(DATABASE_FILE), &key_source)
+}
+
+/// Open the vault of a gateway that has started at least once. Commands that manage keys and
+/// connections never create one: a key created in a new, empty database (a mistyped or
+/// forgotten `--data-dir`) would never work on the running gateway.
+fn open_existing_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
+    let database = store.data_dir.join(DATABASE_FILE);
+    if !database.is_file() {
+        anyhow::bail!(
+            "no Sluice database at {}: start `sluice serve` once with this --data-dir, or pass the \
+             --data-dir (SLUICE_DATA_DIR) of your gateway",
+            database.display()
+        );
+    }
+    open_vault(store)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Settings first: a mistake in them stops the start before anything is created.
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default(),
+    };
+    if let Some(key) = &args.admin_key
+        && key.trim().chars().count() < MIN_ADMIN_KEY_CHARS
+    {
+        tracing::warn!(
+            "the admin key is shorter than {MIN_ADMIN_KEY_CHARS} characters: whoever guesses it controls \
+             the gateway; use a long random one (e.g. `openssl rand -hex 32`)"
+        );
+    }
     let vault = open_vault(&args.store)?;
     if vault.count_api_keys()? == 0 {
         let created = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
@@ -268,10 +376,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         address_policy,
         ..RuntimeLimits::default()
     };
-    let policy = match &args.policy {
-        Some(path) => Policy::load(path)?,
-        None => Policy::default(),
-    };
     let upstream = Arc::new(HttpUpstream::new(address_policy)?);
     let mut runtime = Runtime::new(limits, upstream)?;
     if !args.no_cache {
@@ -293,6 +397,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     registry::load_directory(&loader, &registry, &args.plugins).await?;
     let load_millis = started.elapsed().as_millis() as u64;
+    let unknown = loader.policy.unknown_connectors(registry.snapshot().keys());
+    if !unknown.is_empty() {
+        // Not an error: the connector may be added later by hot reload. But a typo here would
+        // leave a connector without the limits meant for it.
+        tracing::warn!(
+            ?unknown,
+            "the policy has entries for connectors that are not loaded; they apply only if such a \
+             connector is added later (check the ids for typos)"
+        );
+    }
     // Held until shutdown: dropping it stops the watcher.
     let _watch = if args.no_watch {
         None

@@ -25,12 +25,14 @@ pub enum Command {
     Dev(DevArgs),
     /// Scaffold a new connector crate from the template.
     New {
-        /// Connector name: lower case letters, digits and `_`.
+        /// Connector id, as in its URLs: 1-64 of a-z, 0-9, `_` and `-`, not one the gateway's
+        /// own routes use.
         name: String,
         /// Directory to create it in.
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
-        /// Path to the `sluice-sdk` crate (default: the workspace's `sluice-sdk`).
+        /// Path to the `sluice-sdk` crate (the directory with its Cargo.toml). Needed outside the
+        /// Sluice workspace; inside it, the workspace's `sluice-sdk` is used.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -149,26 +151,32 @@ pub struct ServeArgs {
     /// Let connectors reach loopback and private-network upstreams (off by default: SSRF guard).
     #[arg(long, env = "SLUICE_ALLOW_PRIVATE_UPSTREAMS")]
     pub allow_private_upstreams: bool,
-    /// Public base URL of this gateway, used in `action_url`s. Defaults to `http://<listen>`.
-    #[arg(long, env = "SLUICE_PUBLIC_URL")]
+    /// Public base URL of this gateway (an absolute http(s) URL), used in `action_url`s.
+    /// Defaults to `http://<listen>`.
+    #[arg(long, env = "SLUICE_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
-    /// Memory limit of one connector instance, in MiB.
-    #[arg(long, env = "SLUICE_MEMORY_LIMIT_MIB", default_value_t = 64)]
+    /// Memory limit of one connector instance, in MiB (at least 4).
+    #[arg(long, env = "SLUICE_MEMORY_LIMIT_MIB", default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(MIN_MEMORY_LIMIT_MIB as u64..))]
     pub memory_limit_mib: usize,
-    /// Wall-clock limit of one connector invocation, in milliseconds (upstream calls included).
-    #[arg(long, env = "SLUICE_TIMEOUT_MS", default_value_t = 30_000)]
+    /// Wall-clock limit of one connector invocation, in milliseconds (upstream calls included;
+    /// at least 1).
+    #[arg(long, env = "SLUICE_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
-    /// Maximum concurrent connector instances.
-    #[arg(long, env = "SLUICE_MAX_INSTANCES", default_value_t = 256)]
+    /// Maximum concurrent connector instances (at least 1).
+    #[arg(long, env = "SLUICE_MAX_INSTANCES", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_instances: u32,
     /// Threads serving HTTP, each with its own single-threaded runtime and upstream connection
     /// pool; connections are dealt to them in turn. Defaults to one per CPU.
     #[arg(long, env = "SLUICE_SERVE_THREADS")]
     pub serve_threads: Option<std::num::NonZeroUsize>,
-    /// Client connections open at once; further clients wait in the listen backlog. Keep it
-    /// under the process's file-descriptor limit (`ulimit -n`).
+    /// Client connections open at once (at least 1); further clients wait in the listen
+    /// backlog. Keep it under the process's file-descriptor limit (`ulimit -n`).
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS,
-          value_parser = clap::value_parser!(usize))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
     /// How long a client connection is kept with no request in flight (also the time a client
     /// has to send a request's headers, and the longest pause allowed in sending a request
@@ -176,14 +184,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_IDLE_TIMEOUT_MS", default_value_t = crate::server::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
-    /// Admin key protecting `/v1/admin/*`; the admin API is disabled without one.
-    #[arg(long, env = "SLUICE_ADMIN_KEY", hide_env_values = true)]
+    /// Admin key protecting `/v1/admin/*` (not empty; use 16 characters or more); the admin API
+    /// is disabled without one.
+    #[arg(long, env = "SLUICE_ADMIN_KEY", hide_env_values = true, value_parser = parse_admin_key)]
     pub admin_key: Option<String>,
     /// Most connections one environment may hold (`plan_limit_reached` beyond it).
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_ENV")]
     pub max_connections_per_env: Option<u32>,
-    /// Concurrent invocations of one connector (`429 connector_busy` beyond).
-    #[arg(long, env = "SLUICE_MAX_IN_FLIGHT_PER_CONNECTOR", default_value_t = 64)]
+    /// Concurrent invocations of one connector (`429 connector_busy` beyond; at least 1).
+    #[arg(long, env = "SLUICE_MAX_IN_FLIGHT_PER_CONNECTOR", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight_per_connector: u32,
     /// Upstream requests one invocation may send.
     #[arg(long, env = "SLUICE_MAX_UPSTREAM_REQUESTS", default_value_t = 16)]
@@ -263,8 +273,8 @@ pub enum KeysCommand {
         /// A label for the key.
         #[arg(long)]
         name: Option<String>,
-        /// Expire the key after this many days.
-        #[arg(long)]
+        /// Expire the key after this many days (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         expires_in_days: Option<u32>,
         /// Calls allowed per UTC day.
         #[arg(long)]
@@ -314,8 +324,116 @@ pub enum ConnectionsCommand {
         /// Environment: test or live.
         #[arg(long = "env", default_value = "test")]
         environment: String,
+        /// Directory of connector components: the gateway's `--plugins`. The integration's
+        /// component is read from it to check the secret against its auth scheme.
+        #[arg(long, env = "SLUICE_PLUGINS", default_value = "connectors")]
+        plugins: PathBuf,
+        /// Allow a plain `http` base URL, as a gateway run with `--allow-private-upstreams` does
+        /// (otherwise it must be `https`: the credential is sent to it).
+        #[arg(long, env = "SLUICE_ALLOW_PRIVATE_UPSTREAMS")]
+        allow_private_upstreams: bool,
         /// State location.
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+/// Smallest `--memory-limit-mib` (and policy `memoryMib`). A Rust connector's linear memory
+/// starts at about 1.1 MiB (its stack and data): at 1 MiB not one connector loads, at 2 the
+/// Rust, C and JavaScript ones load and answer a small call, and a Python one needs over 8. 4
+/// leaves the smallest ones room for a real response.
+pub const MIN_MEMORY_LIMIT_MIB: usize = 4;
+
+/// `--public-url`: it prefixes every link the gateway hands out (`action_url`s, OAuth
+/// redirects), so it must be an absolute http(s) URL, without a query or fragment that the
+/// appended paths would land in.
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let example = "like https://sluice.example.com";
+    let url = url::Url::parse(raw).map_err(|e| format!("not an absolute URL ({e}); give one {example}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("must be an http or https URL with a host, {example}"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("must not have a query or fragment, {example}"));
+    }
+    Ok(raw.to_owned())
+}
+
+/// `--admin-key`: an empty one (`SLUICE_ADMIN_KEY=` in an env file) is refused. Taken as given,
+/// it would be the digest of the empty string that guards the admin API; taken as unset, the
+/// admin API would be off without a word to whoever wrote the line meaning to set it.
+fn parse_admin_key(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        return Err(
+            "the admin key is empty: set a long random one (e.g. `openssl rand -hex 32`), or unset \
+             SLUICE_ADMIN_KEY and drop --admin-key to leave the admin API disabled"
+                .into(),
+        );
+    }
+    Ok(raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn serve_refuses_settings_that_cannot_work() {
+        for (flag, value) in [
+            ("--public-url", "notaurl"),
+            ("--public-url", "/relative/path"),
+            ("--public-url", "ftp://sluice.example.com"),
+            ("--public-url", "https://sluice.example.com/?x=1"),
+            ("--max-instances", "0"),
+            ("--timeout-ms", "0"),
+            ("--memory-limit-mib", "0"),
+            ("--memory-limit-mib", "3"),
+            ("--max-in-flight-per-connector", "0"),
+            ("--max-connections", "0"),
+            ("--admin-key", ""),
+            ("--admin-key", "   "),
+        ] {
+            let error = parse(&["serve", flag, value]).expect_err(flag);
+            assert_eq!(
+                error.kind(),
+                ErrorKind::ValueValidation,
+                "{flag} {value}: {error}"
+            );
+        }
+        let error = parse(&["serve", "--admin-key", ""])
+            .expect_err("empty")
+            .to_string();
+        assert!(error.contains("the admin key is empty"), "{error}");
+        let cli = parse(&[
+            "serve",
+            "--public-url",
+            "https://sluice.example.com/",
+            "--memory-limit-mib",
+            "4",
+            "--max-instances",
+            "1",
+            "--timeout-ms",
+            "1",
+            "--admin-key",
+            "short",
+        ])
+        .expect("the smallest working settings");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.memory_limit_mib, MIN_MEMORY_LIMIT_MIB);
+        assert_eq!(args.public_url.as_deref(), Some("https://sluice.example.com/"));
+    }
+
+    #[test]
+    fn keys_expire_after_at_least_a_day() {
+        let error = parse(&["keys", "create", "--expires-in-days", "0"]).expect_err("0 days");
+        assert_eq!(error.kind(), ErrorKind::ValueValidation, "{error}");
+        assert!(parse(&["keys", "create", "--expires-in-days", "1"]).is_ok());
+    }
 }

@@ -341,33 +341,147 @@ async fn rebuild_task(mut events: mpsc::UnboundedReceiver<PathBuf>, sources: Pat
     }
 }
 
-/// Create `<sources>/<name>/` from the echo template: a crate with one `Connector` ready to edit.
-pub fn scaffold(sources: &Path, name: &str, sdk_path: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        || name.as_bytes()[0].is_ascii_digit()
-    {
-        bail!("a connector name is lower case letters, digits and `_`, starting with a letter");
+/// The lines of `[section]` in a Cargo.toml, trimmed, without blanks and comments. A line scan
+/// rather than a TOML parser: enough for the two questions [`scaffold`] asks, for files written
+/// the usual way, without a dependency.
+fn toml_section_lines<'a>(text: &'a str, section: &str) -> Vec<&'a str> {
+    let mut inside = false;
+    let mut lines = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line.trim_matches(['[', ']']).trim() == section;
+        } else if inside && !line.is_empty() && !line.starts_with('#') {
+            lines.push(line);
+        }
     }
+    lines
+}
+
+/// The key of a `key = value` line.
+fn toml_key(line: &str) -> &str {
+    line.split('=').next().unwrap_or_default().trim()
+}
+
+/// Whether the workspace a new crate under `sources` would belong to provides `sluice-sdk` (as
+/// the Sluice repository's does), so that `sluice-sdk = { workspace = true }` builds. That
+/// workspace is the nearest `Cargo.toml` above with a `[workspace]`, as cargo looks for it.
+fn workspace_provides_sdk(sources: &Path) -> anyhow::Result<bool> {
+    let sources = std::path::absolute(sources)?;
+    for dir in sources.ancestors() {
+        let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        if !text.lines().any(|line| line.trim() == "[workspace]") {
+            continue;
+        }
+        let declared = toml_section_lines(&text, "workspace.dependencies")
+            .iter()
+            .any(|line| toml_key(line) == "sluice-sdk")
+            || text
+                .lines()
+                .any(|line| line.trim() == "[workspace.dependencies.sluice-sdk]");
+        return Ok(declared);
+    }
+    Ok(false)
+}
+
+/// The `sluice-sdk` crate at `--sdk path` (relative to the current directory), as an absolute
+/// path; refused unless its Cargo.toml is that crate's.
+fn sdk_crate(path: &Path) -> anyhow::Result<PathBuf> {
+    let usage = "give the directory of the `sluice-sdk` crate (`sdk-guest` in the Sluice repository)";
+    let text = std::fs::read_to_string(path.join("Cargo.toml"))
+        .map_err(|_| anyhow::anyhow!("--sdk {}: there is no Cargo.toml there; {usage}", path.display()))?;
+    let is_sdk = toml_section_lines(&text, "package")
+        .iter()
+        .any(|line| toml_key(line) == "name" && line.contains("\"sluice-sdk\""));
+    if !is_sdk {
+        bail!(
+            "--sdk {}: its Cargo.toml is not the `sluice-sdk` crate's; {usage}",
+            path.display()
+        );
+    }
+    Ok(path.canonicalize()?)
+}
+
+/// `to` as a path relative to the directory `from` (both absolute and canonical).
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut relative = PathBuf::new();
+    for _ in common..from.len() {
+        relative.push("..");
+    }
+    relative.extend(&to[common..]);
+    relative
+}
+
+/// A Rust name for connector `id`, which may hold `-` and start with a digit: the library's
+/// name (`snake`) or the connector type's. Names Rust or cargo would refuse get a prefix.
+fn rust_name(id: &str, snake: bool) -> String {
+    const KEYWORDS: &[&str] = &[
+        "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do",
+        "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let",
+        "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "self",
+        "static", "struct", "super", "trait", "true", "try", "type", "typeof", "unsafe", "unsized", "use",
+        "virtual", "where", "while", "yield",
+    ];
+    let name: String = if snake {
+        id.replace('-', "_")
+    } else {
+        id.split(['_', '-'])
+            .map(|part| {
+                let mut chars = part.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let usable = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !KEYWORDS.contains(&name.as_str())
+        && name != "Self";
+    match (usable, snake) {
+        (true, _) => name,
+        (false, true) => format!("connector_{name}"),
+        (false, false) => format!("Connector{name}"),
+    }
+}
+
+/// Create `<sources>/<name>/` from the echo template: a crate with one `Connector` ready to edit.
+/// `name` is the connector's id, checked as the gateway checks it at load.
+pub fn scaffold(sources: &Path, name: &str, sdk_path: Option<&Path>) -> anyhow::Result<PathBuf> {
+    crate::runtime::manifest::check_connector_id(name)
+        .map_err(|reason| anyhow::anyhow!("`{name}` cannot be a connector id: {reason}"))?;
     let dir = sources.join(name);
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
+    let sdk_path = match sdk_path {
+        Some(path) => Some(sdk_crate(path)?),
+        None if workspace_provides_sdk(sources)? => None,
+        None => bail!(
+            "{} is not inside the Sluice workspace, so the new crate cannot take `sluice-sdk` from it: \
+             pass --sdk <path>, the directory of the `sluice-sdk` crate (`sdk-guest` in the Sluice \
+             repository)",
+            sources.display()
+        ),
+    };
     std::fs::create_dir_all(dir.join("src"))?;
-    let type_name: String = name
-        .split('_')
-        .map(|part| {
-            let mut chars = part.chars();
-            chars
-                .next()
-                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
-                .unwrap_or_default()
-        })
-        .collect();
+    let type_name = rust_name(name, false);
+    let lib_name = rust_name(name, true);
     let sdk = match sdk_path {
-        Some(path) => format!("{{ path = {:?} }}", path.display().to_string()),
+        Some(path) => {
+            // Relative to the new crate, where cargo resolves it, so that the two can move
+            // together (as in a repository of one's own connectors).
+            let relative = relative_path(&dir.canonicalize()?, &path);
+            let relative = relative
+                .to_str()
+                .with_context(|| format!("--sdk {} is not valid UTF-8", path.display()))?;
+            // A JSON string is a valid TOML basic string.
+            format!("{{ path = {} }}", serde_json::to_string(relative)?)
+        }
         None => "{ workspace = true }".to_owned(),
     };
     let manifest = format!(
@@ -378,7 +492,7 @@ edition = "2024"
 publish = false
 
 [lib]
-name = "{name}"
+name = "{lib_name}"
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
@@ -431,18 +545,126 @@ export_connector!({type_name});
 mod tests {
     use super::*;
 
+    /// The Sluice workspace's `sluice-sdk` crate.
+    fn sdk() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk-guest")
+    }
+
     #[test]
     fn scaffold_writes_a_crate_and_refuses_bad_names() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let created = scaffold(dir.path(), "acme_crm", None)?;
+        let created = scaffold(dir.path(), "acme_crm", Some(&sdk()))?;
         let source = std::fs::read_to_string(created.join("src/lib.rs"))?;
         assert!(source.contains("struct AcmeCrm;") && source.contains(r#"Manifest::new("acme_crm""#));
         let manifest = std::fs::read_to_string(created.join("Cargo.toml"))?;
         assert!(manifest.contains(r#"name = "acme_crm""#));
-        assert!(scaffold(dir.path(), "acme_crm", None).is_err(), "no overwrite");
-        for bad in ["", "Acme", "9lives", "a-b", "../x"] {
-            assert!(scaffold(dir.path(), bad, None).is_err(), "{bad}");
+        assert!(
+            scaffold(dir.path(), "acme_crm", Some(&sdk())).is_err(),
+            "no overwrite"
+        );
+        let long = "a".repeat(65);
+        for bad in ["", "Acme", "a b", "../x", "vault", "plugins", long.as_str()] {
+            let error = scaffold(dir.path(), bad, Some(&sdk()))
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains("cannot be a connector id"), "{bad}: {error}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn scaffold_takes_every_id_the_loader_takes() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let longest = "a".repeat(64);
+        for (id, lib, type_name) in [
+            ("acme-crm", "acme_crm", "AcmeCrm"),
+            ("9lives", "connector_9lives", "Connector9lives"),
+            ("self", "connector_self", "ConnectorSelf"),
+            ("_", "connector__", "Connector"),
+            (
+                longest.as_str(),
+                longest.as_str(),
+                &format!("A{}", "a".repeat(63)),
+            ),
+        ] {
+            let created = scaffold(dir.path(), id, Some(&sdk()))?;
+            let source = std::fs::read_to_string(created.join("src/lib.rs"))?;
+            assert!(
+                source.contains(&format!("struct {type_name};"))
+                    && source.contains(&format!(r#"Manifest::new("{id}""#)),
+                "{id}: {source}"
+            );
+            let manifest = std::fs::read_to_string(created.join("Cargo.toml"))?;
+            assert!(
+                manifest.contains(&format!("[lib]\nname = \"{lib}\"")),
+                "{id}: {manifest}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn outside_the_workspace_the_sdk_must_be_given_and_be_the_sdk() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let error = scaffold(dir.path(), "weather", None)
+            .expect_err("no sdk")
+            .to_string();
+        assert!(error.contains("pass --sdk <path>"), "{error}");
+        assert!(!dir.path().join("weather").exists(), "nothing is created");
+
+        let error = scaffold(dir.path(), "weather", Some(dir.path())).expect_err("no Cargo.toml");
+        assert!(
+            error.to_string().contains("there is no Cargo.toml there"),
+            "{error}"
+        );
+        let error = scaffold(dir.path(), "weather", Some(Path::new(env!("CARGO_MANIFEST_DIR"))));
+        assert!(
+            error
+                .expect_err("the host crate")
+                .to_string()
+                .contains("not the `sluice-sdk` crate's"),
+            "the host crate is not the SDK"
+        );
+
+        // The path is written relative to the new crate, which may be anywhere.
+        let created = scaffold(&dir.path().join("deep/er"), "weather", Some(&sdk()))?;
+        let manifest = std::fs::read_to_string(created.join("Cargo.toml"))?;
+        let line = manifest
+            .lines()
+            .find(|line| line.starts_with("sluice-sdk"))
+            .expect("sdk line");
+        let written = line.split('"').nth(1).expect("a quoted path");
+        assert!(Path::new(written).is_relative(), "{line}");
+        assert_eq!(created.join(written).canonicalize()?, sdk().canonicalize()?);
+        Ok(())
+    }
+
+    #[test]
+    fn inside_a_workspace_with_the_sdk_it_is_taken_from_there() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[workspace]\nmembers = [\"plugins/*\"]\n\n\
+             [workspace.dependencies]\nserde = \"1\"\nsluice-sdk = { path = \"sdk\" }\n",
+        )?;
+        let created = scaffold(&dir.path().join("plugins"), "weather", None)?;
+        let manifest = std::fs::read_to_string(created.join("Cargo.toml"))?;
+        assert!(
+            manifest.contains("sluice-sdk = { workspace = true }"),
+            "{manifest}"
+        );
+
+        // A workspace without the SDK (a project of one's own) does not count.
+        let other = tempfile::tempdir()?;
+        std::fs::write(
+            other.path().join("Cargo.toml"),
+            "[workspace]\nmembers = [\"*\"]\n\n[workspace.dependencies]\nserde = \"1\"\n",
+        )?;
+        assert!(scaffold(other.path(), "weather", None).is_err());
+        // This repository's workspace provides it.
+        assert!(workspace_provides_sdk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
+        )?);
         Ok(())
     }
 

@@ -15,6 +15,7 @@
 //! A policy can only tighten: limits above the global ones are capped to them, and
 //! `allowedHosts` keeps only origins the connector itself declared.
 
+use crate::config::MIN_MEMORY_LIMIT_MIB;
 use crate::egress::HostPattern;
 use crate::runtime::RuntimeLimits;
 use anyhow::Context;
@@ -68,6 +69,15 @@ impl Policy {
         let policy: Self =
             serde_json::from_str(&text).with_context(|| format!("parsing policy {}", path.display()))?;
         for (id, connector) in &policy.connectors {
+            if let Some(mib) = connector.memory_mib
+                && mib < MIN_MEMORY_LIMIT_MIB
+            {
+                anyhow::bail!(
+                    "policy {}: `memoryMib` {mib} for `{id}` is below the minimum of {MIN_MEMORY_LIMIT_MIB} \
+                     MiB, in which no connector can run",
+                    path.display()
+                );
+            }
             for host in connector
                 .allowed_hosts
                 .iter()
@@ -78,6 +88,19 @@ impl Policy {
             }
         }
         Ok(policy)
+    }
+
+    /// The connector ids the policy names that are not in `loaded`, sorted.
+    pub fn unknown_connectors<'a>(&self, loaded: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        let loaded: std::collections::HashSet<&String> = loaded.into_iter().collect();
+        let mut unknown: Vec<String> = self
+            .connectors
+            .keys()
+            .filter(|id| !loaded.contains(id))
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown
     }
 
     /// The overrides for connector `id`.
@@ -203,6 +226,20 @@ mod tests {
             r#"{"connectors": {"github": {"allowedHosts": ["api.github.com"]}}}"#,
         )?;
         assert!(Policy::load(&bad_host).is_err());
+        let too_small = dir.path().join("small.json");
+        std::fs::write(&too_small, r#"{"connectors": {"github": {"memoryMib": 1}}}"#)?;
+        let error = format!("{:#}", Policy::load(&too_small).expect_err("1 MiB"));
+        assert!(error.contains("below the minimum of 4 MiB"), "{error}");
         Ok(())
+    }
+
+    #[test]
+    fn connectors_the_policy_names_but_are_not_loaded_are_found() {
+        let policy: Policy = serde_json::from_value(serde_json::json!({
+            "connectors": {"github": {}, "gihtub": {}, "slack": {}}
+        }))
+        .expect("policy");
+        let loaded = ["github".to_owned(), "echo".to_owned()];
+        assert_eq!(policy.unknown_connectors(&loaded), ["gihtub", "slack"]);
     }
 }

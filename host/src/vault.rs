@@ -3,6 +3,7 @@
 //! - [`crypto`] — AEAD sealing, the master key, hashing.
 //! - [`api_keys`] — caller keys: creation, lookup by hash.
 //! - [`connections`] — stored credentials per platform, environment and identity.
+//! - [`checks`] — what a connection may be created with, checked alike by the API and the CLI.
 //! - [`approvals`] — the outbound hosts an operator approved per connector.
 //! - [`cache`] — API keys and connections in memory, valid while nothing changed them.
 //! - [`generation`] — how often the request path reads the credentials generation.
@@ -18,6 +19,7 @@
 pub mod api_keys;
 pub mod approvals;
 pub mod cache;
+pub mod checks;
 pub mod connect_sessions;
 pub mod connections;
 pub mod crypto;

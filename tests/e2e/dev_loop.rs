@@ -20,12 +20,13 @@ async fn served_version(gateway: &Gateway, id: &str) -> Option<String> {
 async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
     let sources = tempfile::tempdir().expect("tempdir");
-    let sdk = workspace.join("sdk-guest");
+    // An id with `-` (which is not a Rust name), and the SDK's path relative to where
+    // `sluice new` runs: the crate must build all the same.
     let scaffold = std::process::Command::new(SLUICE)
-        .args(["new", "hello", "--dir"])
+        .args(["new", "hello-dev", "--dir"])
         .arg(sources.path())
-        .arg("--sdk")
-        .arg(&sdk)
+        .args(["--sdk", "sdk-guest"])
+        .current_dir(workspace)
         .output()
         .expect("sluice new");
     assert!(
@@ -33,7 +34,7 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
         "{}",
         String::from_utf8_lossy(&scaffold.stderr)
     );
-    let krate = sources.path().join("hello");
+    let krate = sources.path().join("hello-dev");
 
     // Share compiled dependencies between runs; the crate lives outside the workspace.
     let target_dir = workspace.join("target").join("dev-loop");
@@ -51,7 +52,10 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
         },
     )
     .await;
-    assert_eq!(served_version(&gateway, "hello").await.as_deref(), Some("0.1.0"));
+    assert_eq!(
+        served_version(&gateway, "hello-dev").await.as_deref(),
+        Some("0.1.0")
+    );
 
     let manifest = krate.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest).expect("manifest");
@@ -61,7 +65,7 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
         text.replace("version = \"0.1.0\"", "version = \"0.2.0\""),
     )
     .expect("save");
-    while served_version(&gateway, "hello").await.as_deref() != Some("0.2.0") {
+    while served_version(&gateway, "hello-dev").await.as_deref() != Some("0.2.0") {
         assert!(
             saved.elapsed() < Duration::from_secs(120),
             "the change was never served"
@@ -88,7 +92,10 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
         gateway.output().contains("error"),
         "the compiler's errors are shown"
     );
-    assert_eq!(served_version(&gateway, "hello").await.as_deref(), Some("0.2.0"));
+    assert_eq!(
+        served_version(&gateway, "hello-dev").await.as_deref(),
+        Some("0.2.0")
+    );
     // Under `sluice dev` every request is shown as it happens.
     let output = gateway.output();
     assert!(

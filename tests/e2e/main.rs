@@ -4,6 +4,7 @@
 mod admin;
 mod browser;
 mod catalog;
+mod cli;
 mod common;
 mod dev_loop;
 mod durability;

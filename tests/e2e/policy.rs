@@ -192,3 +192,44 @@ async fn connection_base_urls_outside_the_policy_are_refused() {
     .await;
     assert_eq!(allowed.status, 201, "{:?}", allowed.body);
 }
+
+/// Policy entries for connectors that are not loaded (a typo, or one added later by hot
+/// reload) are named in a warning at start rather than ignored in silence.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_entries_for_connectors_not_loaded_are_warned_about() {
+    let (_dir, options) = with_policy(json!({"connectors": {
+        "gihtub": {"memoryMib": 8},
+        "echo": {"timeoutMs": 1000}
+    }}));
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], options).await;
+    let output = gateway.output();
+    let warning = output
+        .lines()
+        .find(|line| line.contains("the policy has entries for connectors that are not loaded"))
+        .unwrap_or_else(|| panic!("no warning in:\n{output}"));
+    assert!(
+        warning.contains(r#"["gihtub"]"#),
+        "names the unknown id, and only it: {warning}"
+    );
+}
+
+/// A memory cap no connector can start in is refused when the policy is read.
+#[test]
+fn a_policy_memory_cap_too_small_for_any_connector_is_refused() {
+    let (dir, _) = with_policy(json!({"connectors": {"echo": {"memoryMib": 1}}}));
+    let output = std::process::Command::new(SLUICE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--policy"])
+        .arg(dir.path().join("policy.json"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("SLUICE_MASTER_KEY")
+        .env_remove("SLUICE_ADMIN_KEY")
+        .output()
+        .expect("run sluice");
+    assert!(!output.status.success(), "the gateway started");
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("`memoryMib` 1 for `echo` is below the minimum of 4 MiB"),
+        "{error}"
+    );
+}

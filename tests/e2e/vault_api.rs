@@ -288,6 +288,8 @@ async fn bad_vault_input_is_rejected_naming_the_field() {
         ),
         (json!({"platform": "github"}), "secret"),
         (json!({"platform": "github", "secret": "  "}), "secret"),
+        // A copied token with its newline would make every later call fail upstream-side.
+        (json!({"platform": "github", "secret": "ghp_token\n"}), "secret"),
         (
             json!({"platform": "github", "secret": "x", "tags": "crm"}),
             "tags",

@@ -10,6 +10,7 @@ use super::query::Query;
 use crate::egress::AddressPolicy;
 use crate::error::ApiError;
 use crate::runtime::manifest::AuthScheme;
+use crate::vault::checks;
 use crate::vault::connections::{ConnectionFilter, ConnectionPatch, ConnectionRecord, NewConnection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,8 +19,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// Identity kinds the vault accepts.
-const IDENTITY_TYPES: &[&str] = &["user", "team", "organization", "project"];
 /// Longest free-text field.
 const MAX_TEXT: usize = 1024;
 
@@ -121,14 +120,7 @@ struct CreateBody {
 }
 
 pub(super) fn check_identity_type(kind: &str) -> Result<(), ApiError> {
-    if IDENTITY_TYPES.contains(&kind) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "`identityType` must be one of {}, not `{kind}`",
-            IDENTITY_TYPES.join(", ")
-        )))
-    }
+    checks::check_identity_type("`identityType`", kind).map_err(ApiError::BadRequest)
 }
 
 fn check_text(field: &str, value: Option<&String>) -> Result<(), ApiError> {
@@ -154,15 +146,9 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
 /// development, where plain `http` on loopback is the norm), and where the operator's policy
 /// allows: refused now rather than on every call.
 pub(super) fn parse_base_url(app: &AppState, platform: &str, raw: &str) -> Result<url::Url, ApiError> {
-    let parsed =
-        url::Url::parse(raw).map_err(|e| ApiError::BadRequest(format!("`baseUrl` is not a URL: {e}")))?;
     let plain_http_allowed = app.runtime.limits().address_policy == AddressPolicy::AllowPrivate;
-    let scheme_allowed = parsed.scheme() == "https" || (parsed.scheme() == "http" && plain_http_allowed);
-    if !scheme_allowed || parsed.host().is_none() {
-        return Err(ApiError::BadRequest(
-            "`baseUrl` must be an https URL with a host: the connection's credential is sent to it".into(),
-        ));
-    }
+    let parsed =
+        checks::parse_base_url("`baseUrl`", raw, plain_http_allowed).map_err(ApiError::BadRequest)?;
     if let Some(connector) = app.registry.get(platform) {
         connector
             .check_base_url(&parsed)
@@ -218,9 +204,7 @@ async fn create(
             }
         },
     };
-    if secret.len() > 16 << 10 {
-        return Err(ApiError::BadRequest("`secret` is longer than 16 KiB".into()));
-    }
+    checks::check_secret("`secret`", &secret).map_err(ApiError::BadRequest)?;
     let base_url = body
         .base_url
         .as_deref()
@@ -299,8 +283,8 @@ async fn update(
     if let Some(tags) = &body.tags {
         check_tags(tags)?;
     }
-    if body.secret.as_ref().is_some_and(|s| s.trim().is_empty()) {
-        return Err(ApiError::BadRequest("`secret` must not be empty".into()));
+    if let Some(secret) = &body.secret {
+        checks::check_secret("`secret`", secret).map_err(ApiError::BadRequest)?;
     }
     let base_url = match body.base_url {
         None => None,

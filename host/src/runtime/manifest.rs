@@ -129,6 +129,20 @@ const RESERVED_IDS: &[&str] = &[
     "vault",
 ];
 
+/// Why `id` cannot be a connector's id, if it cannot: the rule the loader applies to what
+/// `describe()` returns, and that `sluice new` applies to the name it is given.
+pub fn check_connector_id(id: &str) -> Result<(), String> {
+    if !is_identifier(id) {
+        return Err("must be 1-64 of a-z, 0-9, `_` and `-`".into());
+    }
+    if RESERVED_IDS.contains(&id) {
+        return Err(format!(
+            "`{id}` is taken by the gateway's own routes (/v1/{id}/...)"
+        ));
+    }
+    Ok(())
+}
+
 /// Identifiers appear in URLs and metrics labels: keep them boring.
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
@@ -140,18 +154,7 @@ fn is_identifier(s: &str) -> bool {
 impl Manifest {
     /// Validate what a connector's `describe()` returned.
     pub fn from_wit(wit: WitManifest) -> Result<Self, ManifestError> {
-        if !is_identifier(&wit.id) {
-            return Err(invalid("id", "must be 1-64 of a-z, 0-9, `_` and `-`"));
-        }
-        if RESERVED_IDS.contains(&wit.id.as_str()) {
-            return Err(invalid(
-                "id",
-                format!(
-                    "`{}` is taken by the gateway's own routes (/v1/{}/...)",
-                    wit.id, wit.id
-                ),
-            ));
-        }
+        check_connector_id(&wit.id).map_err(|reason| invalid("id", reason))?;
         if wit.version.trim().is_empty() {
             return Err(invalid("version", "must not be empty"));
         }
