@@ -311,13 +311,28 @@ const DATABASE_FILE: &str = "sluice.db";
 
 /// Open (creating it on first start) the vault in the data directory: for `serve` and `dev`.
 fn open_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
-    std::fs::create_dir_all(&store.data_dir)
-        .with_context(|| format!("creating data directory {}", store.data_dir.display()))?;
+    create_private_data_dir(&store.data_dir)?;
     let key_source = match &store.master_key {
         Some(key) => KeySource::Explicit(key.clone()),
         None => KeySource::File(store.data_dir.join("master.key")),
     };
     Vault::open(&store.data_dir.join(DATABASE_FILE), &key_source)
+}
+
+/// Create the data directory if it does not exist, readable by this user only: it holds the
+/// database (sealed secrets, key hashes, the request log) and, by default, the master key. An
+/// existing directory keeps the permissions its operator gave it.
+fn create_private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))
 }
 
 /// Open the vault of a gateway that has started at least once. Commands that manage keys and
@@ -553,4 +568,27 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_data_directory_is_private_and_an_existing_one_is_left_alone() -> anyhow::Result<()> {
+        let root = tempfile::tempdir()?;
+        let created = root.path().join("deep/sluice-data");
+        create_private_data_dir(&created)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&created)?.permissions().mode() & 0o777, 0o700);
+            let existing = root.path().join("shared");
+            std::fs::create_dir(&existing)?;
+            std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750))?;
+            create_private_data_dir(&existing)?;
+            assert_eq!(std::fs::metadata(&existing)?.permissions().mode() & 0o777, 0o750);
+        }
+        Ok(())
+    }
 }
