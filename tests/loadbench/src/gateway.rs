@@ -39,8 +39,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Create the key and connections with the CLI, then start `serve` and wait until it
-    /// listens.
+    /// Start `serve` on a new data directory, wait until it listens, and store the spec's
+    /// connections with the test key it printed.
     pub async fn start(spec: &GatewaySpec) -> anyhow::Result<Self> {
         if !spec.binary.is_file() {
             bail!(
@@ -65,31 +65,6 @@ impl Gateway {
                     component.display()
                 )
             })?;
-        }
-        let key = cli(&spec.binary, &data, &["keys", "create", "--env", "test"]).await?;
-        let key = key
-            .lines()
-            .map(str::trim)
-            .find(|line| line.starts_with("sk_"))
-            .with_context(|| format!("`sluice keys create` printed no key: {key:?}"))?
-            .to_owned();
-        for integration in &spec.integrations {
-            cli(
-                &spec.binary,
-                &data,
-                &[
-                    "connections",
-                    "add",
-                    integration,
-                    "--secret",
-                    "ghp_benchmark_token",
-                    "--base-url",
-                    &spec.upstream,
-                    "--env",
-                    "test",
-                ],
-            )
-            .await?;
         }
         let log = dir.path().join("gateway.log");
         let log_file = std::fs::File::create(&log)?;
@@ -117,7 +92,16 @@ impl Gateway {
             .with_context(|| format!("starting {}", spec.binary.display()))?;
         let pid = child.id().context("the gateway exited at once")?;
         let stdout = child.stdout.take().context("gateway stdout")?;
+        // A new data directory: the gateway creates a test key and prints it (once) before it
+        // announces where it listens. Taking it from there, and adding connections through the
+        // vault API, works alike for every gateway version an A/B run compares.
+        let printed_key = std::sync::Mutex::new(None::<String>);
         let announced = crate::announce::wait_for(BufReader::new(stdout), |line| {
+            if line.trim().starts_with("sk_test_")
+                && let Ok(mut key) = printed_key.lock()
+            {
+                *key = Some(line.trim().to_owned());
+            }
             line.strip_prefix("sluice listening on ")
                 .map(|url| url.trim().to_owned())
         })
@@ -129,6 +113,14 @@ impl Gateway {
                 tail(&log, 30)
             );
         };
+        let key = printed_key
+            .into_inner()
+            .ok()
+            .flatten()
+            .context("the gateway printed no test key on its first start")?;
+        for integration in &spec.integrations {
+            add_connection(&url, &key, integration, &spec.upstream).await?;
+        }
         Ok(Self {
             url,
             key,
@@ -178,24 +170,23 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
 }
 
 /// Run a `sluice` subcommand on `data`; its stdout, or an error with its stderr.
-async fn cli(binary: &Path, data: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(binary)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("SLUICE_MASTER_KEY")
-        .stdin(Stdio::null())
-        .output()
+/// Store a connection to `upstream` for `integration` through the vault API.
+async fn add_connection(url: &str, key: &str, integration: &str, upstream: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/vault/connections"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"platform": integration, "secret": "ghp_benchmark_token", "baseUrl": upstream}))
+        .send()
         .await
-        .with_context(|| format!("running {}", binary.display()))?;
-    if !output.status.success() {
+        .context("adding a connection")?;
+    let status = response.status();
+    if !status.is_success() {
         bail!(
-            "`sluice {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
+            "adding the {integration} connection failed ({status}): {}",
+            response.text().await.unwrap_or_default()
         );
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(())
 }
 
 fn tail(path: &Path, lines: usize) -> String {
