@@ -364,6 +364,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              the gateway; use a long random one (e.g. `openssl rand -hex 32`)"
         );
     }
+    // Bound before connectors compile (seconds on a first start): a port in use is reported
+    // at once, and clients that connect meanwhile wait in the backlog until serving starts.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
     let vault = open_vault(&args.store)?;
     if vault.count_api_keys()? == 0 {
         let created = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
@@ -441,10 +447,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "connectors loaded"
     );
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let local = listener.local_addr()?;
     let public_url = args
         .public_url
         .unwrap_or_else(|| format!("http://{local}"))

@@ -192,6 +192,35 @@ fn serve_refuses_settings_that_cannot_work() {
     );
 }
 
+/// A port in use is reported before anything else happens (connectors compile for seconds on
+/// a first start), and the data directory is not created for it.
+#[test]
+fn a_port_in_use_is_reported_at_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let plugins = dir.path().join("plugins");
+    let output = sluice(
+        &[
+            "serve",
+            "--listen",
+            &address,
+            "--data-dir",
+            data_dir.to_str().expect("UTF-8"),
+            "--plugins",
+            plugins.to_str().expect("UTF-8"),
+        ],
+        None,
+    );
+    let error = refusal(&output);
+    assert!(error.contains(&format!("binding {address}")), "{error}");
+    assert!(
+        !data_dir.exists(),
+        "nothing was created for a gateway that could not listen"
+    );
+}
+
 /// A short admin key works, with a warning at start.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_admin_key_is_warned_about() {
