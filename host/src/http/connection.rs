@@ -22,8 +22,6 @@ pub(super) async fn select(
     selector: ConnectionSelector,
 ) -> Result<(ConnectionRecord, Credential), ApiError> {
     let explicit = selector.connection_key.is_some() || selector.identity.is_some();
-    let identity = selector.identity.clone();
-    let named_key = selector.connection_key.clone();
     let platform = integration.to_owned();
     let generation = app.vault.current_generation()?;
     let selection = (
@@ -53,27 +51,27 @@ pub(super) async fn select(
         })
         .await?
         .map_err(|candidates| ambiguous(integration, &candidates))?;
-    match found {
-        Some(found) => {
-            app.vault
-                .cache()
-                .remember_connection(generation, selection, found.clone());
-            Ok(found)
-        }
+    let Some(found) = found else {
+        let (_, _, named_key, identity) = selection;
         // A key that names nothing usable is a mistake to report, not a reason to connect
         // another account.
-        None if named_key.is_some() => Err(ApiError::NotFound(format!(
-            "no active {integration} connection `{}`{} in this environment",
-            named_key.unwrap_or_default(),
-            identity
+        if let Some(key) = named_key {
+            let for_identity = identity
                 .map(|i| format!(" for identity `{i}`"))
-                .unwrap_or_default()
-        ))),
-        None => Err(ApiError::IntegrationNotConnected {
+                .unwrap_or_default();
+            return Err(ApiError::NotFound(format!(
+                "no active {integration} connection `{key}`{for_identity} in this environment"
+            )));
+        }
+        return Err(ApiError::IntegrationNotConnected {
             action_url: super::connect::action_url(app, environment, integration, identity, None).await,
             integration: integration.to_owned(),
-        }),
-    }
+        });
+    };
+    app.vault
+        .cache()
+        .remember_connection(generation, selection, found.clone());
+    Ok(found)
 }
 
 /// Without a connection key or identity, a call uses the key owner's default connection: the

@@ -110,10 +110,10 @@ fn parse_url(text: &str) -> Result<Url, HttpError> {
 /// dots or `%2E`, between `/` or `\` (a separator too in http URLs).
 fn has_dot_segment(raw: &str) -> bool {
     let path = raw.split(['?', '#']).next().unwrap_or_default();
-    path.split(['/', '\\']).any(|segment| {
-        let lower = segment.to_ascii_lowercase();
-        matches!(lower.as_str(), "." | "%2e" | ".." | ".%2e" | "%2e." | "%2e%2e")
-    })
+    // Checked on every upstream request: compared in place, without a lower-cased copy.
+    const DOT_SEGMENTS: [&str; 6] = [".", "%2e", "..", ".%2e", "%2e.", "%2e%2e"];
+    path.split(['/', '\\'])
+        .any(|segment| DOT_SEGMENTS.iter().any(|dots| segment.eq_ignore_ascii_case(dots)))
 }
 
 /// Whether `url` is `base` (a serialized URL without its trailing `/`) or lies under it.
