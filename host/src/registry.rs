@@ -98,6 +98,26 @@ impl Registry {
         removed
     }
 
+    /// Action ids of `connector` that another loaded connector's actions also have (ids join
+    /// two names that may hold `-`: `my-app` + `x` and `my` + `app_x`), with that connector.
+    pub fn shared_action_keys(&self, connector: &LoadedConnector) -> Vec<(String, String)> {
+        let snapshot = self.snapshot();
+        let others = snapshot
+            .values()
+            .filter(|c| c.manifest.id != connector.manifest.id);
+        others
+            .flat_map(|other| other.manifest.endpoints.iter().map(move |e| (other, e)))
+            .filter(|(_, theirs)| {
+                connector
+                    .manifest
+                    .endpoints
+                    .iter()
+                    .any(|ours| ours.action_key == theirs.action_key)
+            })
+            .map(|(other, theirs)| (theirs.action_key.clone(), other.manifest.id.clone()))
+            .collect()
+    }
+
     /// The connector loaded from `path`, if any.
     pub fn from_source(&self, path: &Path) -> Option<Arc<LoadedConnector>> {
         self.snapshot()
@@ -251,6 +271,9 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
                 && previous.source != connector.source
             {
                 tracing::warn!(id = %previous.manifest.id, file = %path.display(), "two files declare the same connector id; the later one wins");
+            }
+            for (action_key, other) in registry.shared_action_keys(&connector) {
+                tracing::warn!(id = %connector.manifest.id, %other, %action_key, "two connectors' actions share an action id; the catalog asks callers to name them by route");
             }
             registry.clear_failure(path);
             registry.insert(connector);

@@ -152,6 +152,82 @@ async fn tools_are_offered_in_each_format_within_the_keys_scope() {
     assert_eq!(bad.code(), "bad_request");
 }
 
+/// Tool names stay within what LLM APIs accept (1-64 of `[a-zA-Z0-9_-]`, distinct) and each
+/// calls its own action; an action id two connectors' actions share is not resolved to either.
+#[tokio::test(flavor = "multi_thread")]
+async fn awkward_names_give_valid_tools_and_no_silent_action_choice() {
+    let gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[guests::HOSTILE, guests::NAMES],
+        Options::default(),
+    )
+    .await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let get = |path: &str| send(client.get(format!("{}{path}", gateway.url)).bearer_auth(&key));
+
+    let tools = get("/v1/tools?format=openai").await;
+    let names: Vec<String> = tools.body["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+        .collect();
+    let valid = |name: &String| {
+        (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    assert!(names.iter().all(valid), "{names:?}");
+    let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+    assert_eq!(distinct.len(), names.len(), "{names:?}");
+    assert!(names.contains(&"hostile-huge__url".to_owned()), "{names:?}");
+    let long = names
+        .iter()
+        .find(|n| n.starts_with("hostile-huge__list_everything"))
+        .expect("the long action is offered")
+        .clone();
+    assert_eq!(long.len(), 64, "{long}");
+
+    // The shortened name calls the action it stands for.
+    let call = send(
+        client
+            .post(format!("{}/mcp", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": long, "arguments": {}},
+            })),
+    )
+    .await;
+    let text = call.body["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    let reply: Value = serde_json::from_str(text).unwrap_or_default();
+    assert_eq!(
+        reply["data"]["endpoint"], "list_everything_a_connector_author_might_describe_at_length",
+        "{:?}",
+        call.body
+    );
+    assert_eq!(call.body["result"]["isError"], false);
+
+    // `hostile` + `huge_url` and `hostile-huge` + `url` have the same action id.
+    let shared = get("/v1/actions/hostile-huge-url/knowledge").await;
+    assert_eq!((shared.status, shared.code()), (400, "bad_request"));
+    let message = shared.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("GET /v1/hostile/huge_url") && message.contains("GET /v1/hostile-huge/url"),
+        "{message}"
+    );
+    let by_route = get("/v1/hostile-huge/url").await;
+    assert_eq!(
+        by_route.body["action"]["platform"], "hostile-huge",
+        "{:?}",
+        by_route.body
+    );
+}
+
 /// The catalog follows a hot reload at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn catalog_follows_hot_reload() {

@@ -23,11 +23,6 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/{integration}/{endpoint}", get(endpoint_docs))
 }
 
-/// The stable action key, e.g. `github-create-issue`.
-pub fn action_key(connector: &str, endpoint: &str) -> String {
-    format!("{connector}-{}", endpoint.replace('_', "-"))
-}
-
 fn contains_ci(haystack: &str, needle: &str) -> bool {
     haystack.to_lowercase().contains(&needle.to_lowercase())
 }
@@ -85,7 +80,7 @@ async fn connectors(
 fn action_row(connector: &LoadedConnector, endpoint: &EndpointInfo) -> Value {
     json!({
         "title": endpoint.title,
-        "key": action_key(&connector.manifest.id, &endpoint.name),
+        "key": endpoint.action_key,
         "endpoint": endpoint.name,
         "method": endpoint.method,
         "path": endpoint.path,
@@ -111,7 +106,7 @@ async fn actions(
         .endpoints
         .iter()
         .filter(|e| title.as_ref().is_none_or(|t| contains_ci(&e.title, t)))
-        .filter(|e| key.as_ref().is_none_or(|k| &action_key(&platform, &e.name) == k))
+        .filter(|e| key.as_ref().is_none_or(|k| &e.action_key == k))
         .filter(|e| method.as_ref().is_none_or(|m| e.method.eq_ignore_ascii_case(m)))
         .collect();
     Ok(Json(page.of(matching, |e| action_row(&connector, e))))
@@ -121,7 +116,7 @@ async fn actions(
 fn knowledge_of(connector: &LoadedConnector, endpoint: &EndpointInfo) -> Value {
     json!({
         "action": {
-            "id": action_key(&connector.manifest.id, &endpoint.name),
+            "id": endpoint.action_key,
             "title": endpoint.title,
             "description": endpoint.description,
             "method": endpoint.method,
@@ -140,17 +135,51 @@ async fn knowledge(
     Path(action_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let snapshot = app.registry.snapshot();
-    snapshot
+    let matching: Vec<(&LoadedConnector, &EndpointInfo)> = snapshot
         .values()
-        .find_map(|c| {
-            c.manifest
-                .endpoints
+        .flat_map(|c| c.manifest.endpoints.iter().map(move |e| (&**c, e)))
+        .filter(|(_, e)| e.action_key == action_id)
+        .collect();
+    match matching.as_slice() {
+        [] => Err(ApiError::NotFound(format!("no action `{action_id}`"))),
+        [(connector, endpoint)] => Ok(Json(knowledge_of(connector, endpoint))),
+        // Ids join two names that may themselves hold `-` (`my-app` + `x` and `my` + `app_x`):
+        // rather than pick one, name them all with their unambiguous docs routes.
+        several => Err(ApiError::BadRequest(format!(
+            "action id `{action_id}` names {} actions of different connectors; ask for one by its route: {}",
+            several.len(),
+            several
                 .iter()
-                .find(|e| action_key(&c.manifest.id, &e.name) == action_id)
-                .map(|e| knowledge_of(c, e))
+                .map(|(c, e)| format!("GET /v1/{}/{}", c.manifest.id, e.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// The action the LLM tool `name` stands for, among the connectors `allows` admits.
+pub fn find_tool(
+    app: &AppState,
+    name: &str,
+    allows: impl Fn(&str) -> bool,
+) -> Option<(Arc<LoadedConnector>, String)> {
+    let is_named = |e: &&EndpointInfo| e.tool_name == name;
+    // Usually `{connector}__{endpoint}`; shortened names are searched for.
+    if let Some((integration, endpoint)) = name.split_once("__")
+        && let Some(connector) = app.registry.get(integration).filter(|c| allows(&c.manifest.id))
+        && let Some(endpoint) = connector.manifest.endpoint(endpoint).filter(is_named)
+    {
+        let endpoint = endpoint.name.clone();
+        return Some((connector, endpoint));
+    }
+    app.registry
+        .snapshot()
+        .values()
+        .filter(|c| allows(&c.manifest.id))
+        .find_map(|c| {
+            let endpoint = c.manifest.endpoints.iter().find(is_named)?;
+            Some((Arc::clone(c), endpoint.name.clone()))
         })
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no action `{action_id}`")))
 }
 
 async fn endpoint_docs(
@@ -176,7 +205,7 @@ pub fn tool_definitions(app: &AppState, allows: impl Fn(&str) -> bool, format: &
     let mut tools = Vec::new();
     for connector in snapshot.values().filter(|c| allows(&c.manifest.id)) {
         for endpoint in &connector.manifest.endpoints {
-            let name = format!("{}__{}", connector.manifest.id, endpoint.name);
+            let name = &endpoint.tool_name;
             let description = if endpoint.description.is_empty() {
                 format!("{} ({})", endpoint.title, connector.manifest.name)
             } else {
@@ -209,14 +238,4 @@ async fn tools(
     }
     let tools = tool_definitions(&app, |id| key.scope.allows(id), &format);
     Ok(Json(json!({"format": format, "tools": tools})))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::action_key;
-
-    #[test]
-    fn action_keys_are_kebab_case() {
-        assert_eq!(action_key("github", "create_issue"), "github-create-issue");
-    }
 }

@@ -108,16 +108,12 @@ async fn handle(
         }
         "tools/call" => {
             let name = params["name"].as_str().unwrap_or_default();
-            let Some((integration, endpoint)) = name.split_once("__") else {
+            let Some((connector, endpoint)) =
+                super::catalog::find_tool(&app, name, |id| key.scope.allows(id))
+            else {
                 return rpc_error(&id, -32602, &format!("unknown tool `{name}`"));
             };
-            let known = app
-                .registry
-                .get(integration)
-                .is_some_and(|c| c.manifest.endpoint(endpoint).is_some() && key.scope.allows(integration));
-            if !known {
-                return rpc_error(&id, -32602, &format!("unknown tool `{name}`"));
-            }
+            let integration = connector.manifest.id.as_str();
             let arguments = match &params["arguments"] {
                 Value::Null => json!({}),
                 other => other.clone(),
@@ -128,7 +124,7 @@ async fn handle(
                 "connection_key": choice.connection_key,
             });
             let reply =
-                super::execute::execute_for(&app, transaction_key, key, integration, endpoint, body).await;
+                super::execute::execute_for(&app, transaction_key, key, integration, &endpoint, body).await;
             let (status, text) = reply;
             let is_error = status != StatusCode::OK
                 || serde_json::from_str::<Value>(&text)

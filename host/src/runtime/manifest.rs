@@ -62,6 +62,37 @@ pub struct EndpointInfo {
     pub validator: Arc<jsonschema::Validator>,
     /// Examples: (title, params).
     pub examples: Vec<(String, serde_json::Value)>,
+    /// The catalog's id of this action, e.g. `github-create-issue` ([`action_key`]).
+    pub action_key: String,
+    /// This action's name as an LLM tool ([`tool_name`]).
+    pub tool_name: String,
+}
+
+/// The catalog's stable id of an action: the connector id and the endpoint name in kebab case,
+/// e.g. `github-create-issue`.
+pub fn action_key(connector: &str, endpoint: &str) -> String {
+    format!("{connector}-{}", endpoint.replace('_', "-"))
+}
+
+/// Longest tool name LLM APIs accept (OpenAI's and Anthropic's `^[a-zA-Z0-9_-]{1,64}$`): an
+/// agent's client sends every tool to its model, and one name over the limit fails the whole
+/// request, not just that tool.
+pub const MAX_TOOL_NAME: usize = 64;
+
+/// An action's name as an LLM tool: `{connector}__{endpoint}` (connector ids cannot contain
+/// `__`, so the first `__` splits it), or, where that is longer than [`MAX_TOOL_NAME`], its
+/// first 55 characters and 8 hex digits of a hash of the whole, which keeps distinct actions
+/// distinct.
+pub fn tool_name(connector: &str, endpoint: &str) -> String {
+    use sha2::Digest;
+    let full = format!("{connector}__{endpoint}");
+    if full.len() <= MAX_TOOL_NAME {
+        return full;
+    }
+    let digest = sha2::Sha256::digest(full.as_bytes());
+    let suffix: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    // Ids and endpoint names are ASCII, so any byte index is a character boundary.
+    format!("{}_{suffix}", &full[..MAX_TOOL_NAME - 1 - suffix.len()])
 }
 
 /// A connector's manifest after validation.
@@ -135,6 +166,10 @@ pub fn check_connector_id(id: &str) -> Result<(), String> {
     if !is_identifier(id) {
         return Err("must be 1-64 of a-z, 0-9, `_` and `-`".into());
     }
+    if id.contains("__") {
+        // Tool names join the connector id and the endpoint name with `__`.
+        return Err("must not contain `__`".into());
+    }
     if RESERVED_IDS.contains(&id) {
         return Err(format!(
             "`{id}` is taken by the gateway's own routes (/v1/{id}/...)"
@@ -187,7 +222,7 @@ impl Manifest {
                 authorize_params: o.authorize_params,
             }),
         };
-        let mut endpoints = Vec::with_capacity(wit.endpoints.len());
+        let mut endpoints: Vec<EndpointInfo> = Vec::with_capacity(wit.endpoints.len());
         let mut endpoint_index = HashMap::new();
         for endpoint in wit.endpoints {
             let field = format!("endpoints.{}", endpoint.name);
@@ -218,7 +253,19 @@ impl Manifest {
             {
                 return Err(invalid(field, "declared twice"));
             }
+            let action_key = action_key(&wit.id, &endpoint.name);
+            if let Some(twin) = endpoints.iter().find(|e| e.action_key == action_key) {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "shares the action id `{action_key}` with endpoint `{}`",
+                        twin.name
+                    ),
+                ));
+            }
             endpoints.push(EndpointInfo {
+                action_key,
+                tool_name: tool_name(&wit.id, &endpoint.name),
                 name: endpoint.name,
                 title: endpoint.title,
                 method: endpoint.method,
@@ -311,6 +358,32 @@ mod tests {
     }
 
     #[test]
+    fn tool_names_fit_llm_apis_and_stay_distinct() {
+        assert_eq!(tool_name("github", "create_issue"), "github__create_issue");
+        let exactly = "e".repeat(MAX_TOOL_NAME - "github__".len());
+        assert_eq!(tool_name("github", &exactly), format!("github__{exactly}"));
+        let long = "a".repeat(64);
+        let (first, second) = (
+            tool_name(&long, &long),
+            tool_name(&long, &format!("{}b", &long[1..])),
+        );
+        for name in [&first, &second] {
+            assert_eq!(name.len(), MAX_TOOL_NAME, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            );
+        }
+        assert_ne!(first, second, "names sharing their first 55 characters differ");
+        assert_eq!(
+            first,
+            tool_name(&long, &long),
+            "the same action always gets the same name"
+        );
+        assert_eq!(action_key("github", "create_issue"), "github-create-issue");
+    }
+
+    #[test]
     fn invalid_schemas_and_manifests_are_load_errors() {
         assert!(
             Manifest::from_wit(wit(r#"{"type": 5}"#)).is_err(),
@@ -327,6 +400,20 @@ mod tests {
             let error = Manifest::from_wit(taken).expect_err(reserved).to_string();
             assert!(error.contains("gateway's own routes"), "{error}");
         }
+        let mut doubled = wit("{}");
+        doubled.id = "my__app".into();
+        let error = Manifest::from_wit(doubled)
+            .expect_err("`__` in an id")
+            .to_string();
+        assert!(error.contains("`__`"), "{error}");
+        let mut twins = wit("{}");
+        let mut kebab = twins.endpoints[0].clone();
+        (twins.endpoints[0].name, kebab.name) = ("get_all".into(), "get-all".into());
+        twins.endpoints.push(kebab);
+        let error = Manifest::from_wit(twins)
+            .expect_err("two endpoints, one action id")
+            .to_string();
+        assert!(error.contains("action id `t-get-all`"), "{error}");
         let mut off_origin = wit("{}");
         off_origin.allowed_hosts = vec!["https://other.example.com".into()];
         assert!(
