@@ -228,6 +228,7 @@ fn http_path(c: &mut Criterion) {
             connect_session_ttl: 600,
             access_log: false,
             busy_poll: None,
+            cors_origins: Vec::new(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(

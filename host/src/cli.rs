@@ -481,6 +481,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         busy_poll: args
             .busy_poll_us
             .map(|micros| crate::busy_poll::BusyPoll::start(Duration::from_micros(micros))),
+        cors_origins: args.cors_origins,
     });
     if args.busy_poll_us.is_none()
         && let Some(hint) = crate::vcpu_idle::halting_hint()

@@ -242,6 +242,12 @@ pub struct ServeArgs {
     /// whose idle CPUs halt, paid for with otherwise idle CPU time. Off by default.
     #[arg(long, env = "SLUICE_BUSY_POLL_US")]
     pub busy_poll_us: Option<u64>,
+    /// Let web pages of this origin call the API from a browser (CORS), e.g.
+    /// `https://app.example.com`; repeat the flag (or separate with commas) for more, `*` for
+    /// any. Off by default: a key in a web page is visible to whoever loads it.
+    #[arg(long = "cors-origin", env = "SLUICE_CORS_ORIGINS", value_delimiter = ',',
+          value_parser = crate::http::cors::parse_origin)]
+    pub cors_origins: Vec<String>,
     /// State location.
     #[command(flatten)]
     pub store: StoreArgs,

@@ -10,12 +10,14 @@
 //! - [`openapi`] — the OpenAPI description of these routes.
 //! - [`mcp`] — the Model Context Protocol endpoint for AI agents.
 //! - [`passthrough`] — `ANY /v1/passthrough/{*path}`; [`logs`] — `GET /v1/logs`; [`query`] — query-string parsing and pagination.
-//! - [`extract`] — body and API-key extraction that fails with [`ApiError`]s.
+//! - [`extract`] — body and API-key extraction that fails with [`ApiError`]s; [`cors`] —
+//!   cross-origin requests from the origins the operator allows.
 
 mod admin;
 pub mod catalog;
 mod connect;
 mod connection;
+pub mod cors;
 mod execute;
 pub mod extract;
 mod health;
@@ -98,6 +100,8 @@ pub struct App {
     pub access_log: bool,
     /// Keeps the CPUs from halting while requests are in flight (`--busy-poll-us`).
     pub busy_poll: Option<Arc<crate::busy_poll::BusyPoll>>,
+    /// Origins browser apps may call from (`--cors-origin`); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 /// The transaction key of the current request, also sent as `x-transaction-key`.
@@ -108,7 +112,8 @@ pub struct TransactionKey(pub String);
 pub fn router(state: AppState) -> Router {
     let access_log = state.access_log;
     let busy_poll = state.busy_poll.clone();
-    Router::new()
+    let cors = cors::layer(&state.cors_origins);
+    let api = Router::new()
         .merge(execute::router())
         .merge(catalog::router())
         .merge(health::router())
@@ -125,7 +130,13 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(move |request, next| {
             transaction(request, next, access_log, busy_poll.clone())
         }))
-        .with_state(state)
+        .with_state(state);
+    // Outermost: preflights are answered before anything asks for a key, and every answer,
+    // the API's errors included, carries the CORS headers.
+    match cors {
+        Some(cors) => api.layer(cors),
+        None => api,
+    }
 }
 
 /// Turn a handler's result into the response, completing its request-log row (outcome,

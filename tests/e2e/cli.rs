@@ -172,6 +172,11 @@ fn serve_refuses_settings_that_cannot_work() {
         ("--timeout-ms", "0", "0 is not in 1.."),
         ("--memory-limit-mib", "0", "0 is not in 4.."),
         ("--admin-key", "", "the admin key is empty"),
+        (
+            "--cors-origin",
+            "https://app.example.com/app",
+            "more than scheme, host and port",
+        ),
     ] {
         let error = refusal(&sluice(&["serve", flag, value, "--data-dir", data_dir], None));
         assert!(

@@ -58,6 +58,86 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
     assert!(open_connections >= 1, "this very request's connection is open");
 }
 
+/// With `--cors-origin`, a page of that origin may call the API from a browser: preflights are
+/// answered without a key, and every answer (errors too) is readable by the page. Other origins,
+/// and gateways without the flag, get no CORS headers.
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_pages_of_allowed_origins_may_call_the_api() {
+    let app = "https://app.example.com";
+    let preflight = |url: &str, origin: &str| {
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, format!("{url}/v1/echo/say"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let setup = Setup::with_options(sluice_fixtures::gateway::Options {
+        extra_args: vec!["--cors-origin".into(), format!("{app},http://localhost:5173")],
+        ..Default::default()
+    })
+    .await;
+    let url = &setup.gateway.url;
+    let allowed = preflight(url, app).await.expect("preflight");
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin").as_deref(),
+        Some(app)
+    );
+    let allowed_headers = header(&allowed, "access-control-allow-headers").unwrap_or_default();
+    assert!(allowed_headers.contains("authorization"), "{allowed_headers}");
+    assert!(
+        header(&allowed, "access-control-allow-methods")
+            .unwrap_or_default()
+            .contains("POST")
+    );
+    let elsewhere = preflight(url, "https://evil.example").await.expect("preflight");
+    assert_eq!(header(&elsewhere, "access-control-allow-origin"), None);
+
+    let call = setup
+        .client
+        .post(format!("{url}/v1/echo/say"))
+        .bearer_auth(&setup.key)
+        .header("origin", app)
+        .json(&json!({"params": {}}))
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(call.status(), 200);
+    assert_eq!(header(&call, "access-control-allow-origin").as_deref(), Some(app));
+    let exposed = header(&call, "access-control-expose-headers").unwrap_or_default();
+    assert!(exposed.contains("x-transaction-key"), "{exposed}");
+    let keyless = reqwest::Client::new()
+        .post(format!("{url}/v1/echo/say"))
+        .header("origin", "http://localhost:5173")
+        .json(&json!({"params": {}}))
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(keyless.status(), 401, "the key is still required");
+    assert_eq!(
+        header(&keyless, "access-control-allow-origin").as_deref(),
+        Some("http://localhost:5173"),
+        "the page can read the error"
+    );
+
+    let without_flag = sluice_fixtures::Gateway::start(
+        std::path::Path::new(crate::common::SLUICE),
+        &[sluice_fixtures::guests::ECHO],
+        sluice_fixtures::gateway::Options::default(),
+    )
+    .await;
+    let refused = preflight(&without_flag.url, app).await.expect("preflight");
+    assert_eq!(header(&refused, "access-control-allow-origin"), None);
+}
+
 /// `--log-format json` makes every log line a JSON object, ready for a log pipeline.
 #[tokio::test(flavor = "multi_thread")]
 async fn json_log_format_emits_json_lines() {
