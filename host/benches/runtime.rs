@@ -229,6 +229,7 @@ fn http_path(c: &mut Criterion) {
             access_log: false,
             busy_poll: None,
             cors_origins: Vec::new(),
+            stopping: tokio::sync::watch::channel(false).1,
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(

@@ -461,6 +461,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.oauth_refresh_margin_secs,
         metrics.clone(),
     ));
+    let (stop_streams, stopping) = tokio::sync::watch::channel(false);
     let app = AppState::new(App {
         runtime,
         registry,
@@ -482,6 +483,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .busy_poll_us
             .map(|micros| crate::busy_poll::BusyPoll::start(Duration::from_micros(micros))),
         cors_origins: args.cors_origins,
+        stopping,
     });
     if args.busy_poll_us.is_none()
         && let Some(hint) = crate::vcpu_idle::halting_hint()
@@ -497,7 +499,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         ..crate::server::ServeOptions::default()
     };
-    crate::serve(listener, app, options, shutdown_signal()).await?;
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_streams.send(true);
+    };
+    crate::serve(listener, app, options, shutdown).await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -102,6 +102,9 @@ pub struct App {
     pub busy_poll: Option<Arc<crate::busy_poll::BusyPoll>>,
     /// Origins browser apps may call from (`--cors-origin`); none by default.
     pub cors_origins: Vec<String>,
+    /// Turns true when the gateway starts shutting down: responses that would otherwise never
+    /// end (MCP's event stream) end then, so that shutdown does not wait for them.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The transaction key of the current request, also sent as `x-transaction-key`.

@@ -11,10 +11,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 /// Loaded connectors by id, and the files that failed to load.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     current: RwLock<Arc<BTreeMap<String, Arc<LoadedConnector>>>>,
     failures: RwLock<BTreeMap<PathBuf, LoadFailure>>,
+    /// Marked changed with every swap, for whoever follows the catalog (MCP's `listChanged`).
+    changes: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            current: RwLock::default(),
+            failures: RwLock::default(),
+            changes: tokio::sync::watch::Sender::new(()),
+        }
+    }
 }
 
 /// A component file that failed to load, and why.
@@ -48,6 +60,11 @@ impl Registry {
         self.snapshot().get(id).cloned()
     }
 
+    /// Wakes whenever a connector is added, replaced or removed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changes.subscribe()
+    }
+
     /// Every loaded connector, by id.
     pub fn snapshot(&self) -> Arc<BTreeMap<String, Arc<LoadedConnector>>> {
         read(&self.current)
@@ -65,6 +82,7 @@ impl Registry {
             next.insert(connector.manifest.id.clone(), Arc::new(connector));
             std::mem::replace(current, Arc::new(next))
         });
+        self.changes.send_replace(());
         // Outside the lock: the last reference to a replaced connector tears down its compiled
         // code and spare instances, and requests looking connectors up need not wait for that.
         drop(replaced);
@@ -93,6 +111,9 @@ impl Registry {
             });
             std::mem::replace(current, Arc::new(next))
         });
+        if !removed.is_empty() {
+            self.changes.send_replace(());
+        }
         // Outside the lock, as in `insert`.
         drop(replaced);
         removed

@@ -3,29 +3,37 @@
 //! `.ci/run` installs the SDK into `target/mcp-venv` from `tests/mcp/requirements.txt`. Without
 //! it the test is skipped with a loud message, except under CI, where it must run.
 
-use crate::common::{SECRET, Setup};
+use crate::common::{SECRET, SLUICE, Setup};
 use serde_json::Value;
-use std::path::PathBuf;
+use sluice_fixtures::gateway::Options;
+use sluice_fixtures::{Gateway, guests};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+/// The Python with the MCP SDK; `None` (the test is skipped, loudly) where it is not
+/// installed, which CI does not allow.
 fn python() -> Option<PathBuf> {
     if let Ok(explicit) = std::env::var("SLUICE_TEST_PYTHON") {
         return Some(PathBuf::from(explicit));
     }
     // Not canonicalized: the venv's interpreter is a symlink that must keep its own path.
     let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-venv/bin/python");
-    venv.exists().then_some(venv)
+    if venv.exists() {
+        return Some(venv);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI must have the MCP SDK in target/mcp-venv"
+    );
+    eprintln!(
+        "SKIPPED: the MCP Python SDK is not installed; run `python3 -m venv target/mcp-venv && target/mcp-venv/bin/pip install -r tests/mcp/requirements.txt`"
+    );
+    None
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn official_mcp_client_lists_and_calls_tools() {
     let Some(python) = python() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have the MCP SDK in target/mcp-venv"
-        );
-        eprintln!(
-            "SKIPPED: the MCP Python SDK is not installed; run `python3 -m venv target/mcp-venv && target/mcp-venv/bin/pip install -r tests/mcp/requirements.txt`"
-        );
         return;
     };
     let setup = Setup::new().await;
@@ -154,11 +162,134 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
         (400, "bad_request")
     );
 
-    let get = reqwest::get(format!("{}/mcp", setup.gateway.url))
+    let keyless = reqwest::get(format!("{}/mcp", setup.gateway.url))
         .await
         .expect("get");
-    assert_eq!(get.status(), 405);
-    assert_eq!(get.headers()["allow"], "POST");
-    let body: Value = get.json().await.expect("json body");
+    assert_eq!(keyless.status(), 401, "the event stream takes the key too");
+    let delete = reqwest::Client::new()
+        .delete(format!("{}/mcp", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(delete.status(), 405, "no session to end");
+    assert_eq!(delete.headers()["allow"], "POST,GET,HEAD");
+    let body: Value = delete.json().await.expect("json body");
     assert_eq!(body["error"], "method_not_allowed");
+}
+
+/// The official client, following the server's event stream, hears
+/// `notifications/tools/list_changed` when a hot reload changes the tools its key sees, and
+/// lists the new ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_reload_tells_connected_agents_their_tools_changed() {
+    use tokio::io::AsyncBufReadExt;
+    let Some(python) = python() else {
+        return;
+    };
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp/client.py");
+    let mut client = tokio::process::Command::new(python)
+        .args([
+            script.as_os_str(),
+            gateway.url.as_ref(),
+            key.as_ref(),
+            "follow".as_ref(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the MCP client");
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let next_line = async |lines: &mut tokio::io::Lines<_>| -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the client answered in time")
+            .expect("read")
+            .unwrap_or_default();
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line:?}"))
+    };
+    let before = next_line(&mut lines).await;
+    let echo_only = before["tools"].as_array().expect("tools");
+    assert!(
+        echo_only
+            .iter()
+            .all(|t| t.as_str().is_some_and(|t| t.starts_with("echo__"))),
+        "{before}"
+    );
+
+    // The client opens its event stream on its own time: add and take away the github
+    // connector until it hears of a change (each step changes what it would list).
+    let github = gateway.plugins_dir().join("github.wasm");
+    let toggling = async {
+        loop {
+            std::fs::copy(guests::GITHUB, &github).expect("add github");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            std::fs::remove_file(&github).expect("remove github");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    let after = tokio::select! {
+        after = next_line(&mut lines) => after,
+        () = toggling => unreachable!(),
+    };
+    assert_eq!(after["notified"], true, "{after}");
+    let tools = after["tools"].as_array().expect("tools");
+    // Listed again after the change: with github's tools, or (if it was heard as taken away
+    // again already) echo's alone.
+    assert!(
+        tools.contains(&serde_json::json!("github__get_repo")) || tools == echo_only,
+        "{after}"
+    );
+}
+
+/// An open event stream does not hold up shutdown: it ends when the gateway stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn open_event_streams_end_at_shutdown() {
+    let mut gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let initialize = client
+        .post(format!("{}/mcp", gateway.url))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .send()
+        .await
+        .expect("initialize");
+    let session = initialize.headers()["mcp-session-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: Value = initialize.json().await.expect("json");
+    assert_eq!(body["result"]["capabilities"]["tools"]["listChanged"], true);
+    let mut stream = client
+        .get(format!("{}/mcp", gateway.url))
+        .bearer_auth(&key)
+        .header("mcp-session-id", &session)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("open the event stream");
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/event-stream")
+    );
+    let started = std::time::Instant::now();
+    assert!(gateway.terminate().await, "the gateway exited cleanly");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream ended");
 }

@@ -2,13 +2,15 @@
 
 Usage: client.py <gateway url> <api key>. Lists the tools, calls github__get_repo and a tool
 with bad arguments, and prints one JSON object with what it saw, for the Rust test to check.
+With a third argument `follow`: prints the tools, waits for the server's
+`notifications/tools/list_changed` and prints the tools again.
 """
 
 import asyncio
 import json
 import sys
 
-from mcp import ClientSession
+from mcp import ClientSession, types
 from mcp.client.streamable_http import streamablehttp_client
 
 
@@ -35,5 +37,29 @@ async def main(url: str, key: str) -> None:
             )
 
 
+async def follow(url: str, key: str) -> None:
+    """Print the tools, then wait for the server to say they changed and print them again."""
+    changed = asyncio.Event()
+
+    async def on_message(message) -> None:
+        if isinstance(message, types.ServerNotification) and isinstance(
+            message.root, types.ToolListChangedNotification
+        ):
+            changed.set()
+
+    headers = {"Authorization": f"Bearer {key}"}
+    async with streamablehttp_client(f"{url}/mcp", headers=headers) as (read, write, _):
+        async with ClientSession(read, write, message_handler=on_message) as session:
+            await session.initialize()
+            tools = await session.list_tools()
+            print(json.dumps({"tools": sorted(tool.name for tool in tools.tools)}), flush=True)
+            await asyncio.wait_for(changed.wait(), timeout=60)
+            tools = await session.list_tools()
+            print(json.dumps({"notified": True, "tools": sorted(tool.name for tool in tools.tools)}), flush=True)
+
+
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    if sys.argv[3:] == ["follow"]:
+        asyncio.run(follow(sys.argv[1], sys.argv[2]))
+    else:
+        asyncio.run(main(sys.argv[1], sys.argv[2]))

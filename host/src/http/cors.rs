@@ -23,6 +23,7 @@ const EXPOSED_HEADERS: &[&str] = &[
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
+    "mcp-session-id",
 ];
 
 /// A `--cors-origin` value: `*`, or an origin (`https://app.example.com`, a port if not the

@@ -1,30 +1,94 @@
-//! `POST /mcp`: the Model Context Protocol over its streamable HTTP transport, so AI agents can
-//! use every action the API key may reach as a tool. Requests are answered with single JSON
-//! responses (no server-initiated stream: `GET /mcp` is 405, which clients accept).
+//! `/mcp`: the Model Context Protocol over its streamable HTTP transport, so AI agents can use
+//! every action the API key may reach as a tool. `POST` requests are answered with single JSON
+//! responses; `GET` opens the server's event stream, which says
+//! `notifications/tools/list_changed` when a hot reload changes the tools the key sees.
 //!
 //! Methods: `initialize`, `notifications/*` (accepted), `ping`, `tools/list`, `tools/call`.
 //! A tool call runs exactly the execute path (same validation, limits, logging, connection
 //! choice — from `?identity=` / `?connection_key=` on the server URL); its reply is the tool
 //! result, with `isError` set for gateway and upstream errors.
+//!
+//! Sessions hold no state here: `initialize` hands out an `Mcp-Session-Id` (clients open the
+//! event stream only once they have one) and any id is accepted back, so every gateway
+//! behind a load balancer serves every session. `DELETE /mcp` is 405 ("nothing to end").
 
 use super::extract::{Caller, WholeBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// Protocol versions this server speaks, newest first.
 const PROTOCOL_VERSIONS: &[&str] = &["2025-06-18", "2025-03-26", "2024-11-05"];
 
 pub(super) fn router() -> Router<AppState> {
-    // Other methods get the API's JSON 405 (with `Allow: POST`), which MCP clients take as
-    // "no server-initiated stream, no session to delete".
-    Router::new().route("/mcp", post(handle))
+    // `DELETE` gets the API's JSON 405, which MCP clients take as "no session to end".
+    Router::new().route("/mcp", post(handle).get(events))
+}
+
+/// Header carrying the session id.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// How often the event stream sends a comment when there is nothing to say, so that proxies
+/// and the client's read timeout keep it open.
+const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The one event the stream sends.
+const TOOLS_CHANGED: &str = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+
+/// What the tools a key sees depend on: the connectors in its scope and their builds.
+fn visible_tools(app: &AppState, key: &crate::vault::api_keys::ApiKey) -> Vec<(String, String)> {
+    app.registry
+        .snapshot()
+        .values()
+        .filter(|c| key.scope.allows(&c.manifest.id))
+        .map(|c| (c.manifest.id.clone(), c.content_hash.clone()))
+        .collect()
+}
+
+/// `GET /mcp`: the server's event stream. It says `notifications/tools/list_changed` each time
+/// a load, reload or removal changes the connectors the key sees, and ends when the gateway
+/// shuts down (a client reconnects to another or the restarted one).
+async fn events(State(app): State<AppState>, caller: Result<Caller, ApiError>) -> Response {
+    let key = match caller {
+        Ok(Caller(key)) => key,
+        Err(error) => return error.into_response(),
+    };
+    let mut changes = app.registry.subscribe();
+    changes.mark_unchanged();
+    let seen = visible_tools(&app, &key);
+    let stopping = app.stopping.clone();
+    let stream = futures::stream::unfold(
+        (app, key, changes, stopping, seen),
+        |(app, key, mut changes, mut stopping, mut seen)| async move {
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => changed.ok()?,
+                    // Shutting down (or the signal's sender is gone): end the stream.
+                    _ = stopping.wait_for(|stop| *stop) => return None,
+                }
+                let now = visible_tools(&app, &key);
+                if now != seen {
+                    seen = now;
+                    let event = Event::default().event("message").data(TOOLS_CHANGED);
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (app, key, changes, stopping, seen),
+                    ));
+                }
+            }
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE))
+        .into_response()
 }
 
 fn rpc_result(id: &Value, result: Value) -> Response {
@@ -91,15 +155,20 @@ async fn handle(
                 .iter()
                 .find(|v| **v == requested)
                 .unwrap_or(&PROTOCOL_VERSIONS[0]);
-            rpc_result(
+            let mut response = rpc_result(
                 &id,
                 json!({
                     "protocolVersion": version,
-                    "capabilities": {"tools": {"listChanged": false}},
+                    "capabilities": {"tools": {"listChanged": true}},
                     "serverInfo": {"name": "sluice", "version": env!("CARGO_PKG_VERSION")},
                     "instructions": "Each tool runs one action of a connected API through the Sluice gateway.",
                 }),
-            )
+            );
+            let session = format!("mcp_{}", crate::vault::crypto::random_hex(16));
+            if let Ok(session) = HeaderValue::from_str(&session) {
+                response.headers_mut().insert(SESSION_HEADER, session);
+            }
+            response
         }
         "ping" => rpc_result(&id, json!({})),
         "tools/list" => {
