@@ -1,16 +1,29 @@
-//! `GET /openapi.json`: an OpenAPI 3.1 description of the gateway's own API, generated from
-//! the route table below, plus one operation per loaded action (`POST /v1/github/get_repo`)
+//! `GET /openapi.json`: an OpenAPI 3.1 document of the gateway's own API, generated from the
+//! route table below, plus one operation per loaded action (`POST /v1/github/get_repo`)
 //! whose request body carries that action's params schema, so a client generator or an agent
-//! sees every action's input. A test requests every listed route through the real router, so
-//! an entry that stops matching a route fails the build.
+//! sees every action's input.
+//!
+//! Each route says what body it takes, what it answers and which parameters it reads; the
+//! schemas live once in `components` ([`schemas`], [`params`]) and are referenced. The tests
+//! beside this file send bodies to the real router and hold the documented schemas to what the
+//! handlers accept and answer, and an end-to-end test requests every listed route, so an entry
+//! that stops matching its route fails the build.
+
+pub mod params;
+pub mod schemas;
+#[cfg(test)]
+mod tests;
 
 use super::AppState;
 use crate::runtime::manifest::{EndpointInfo, Manifest};
 use axum::Json;
 use axum::extract::State;
+use params::Param;
+use schemas::reference;
 use serde_json::{Map, Value, json};
 
 /// One documented operation.
+#[derive(Debug)]
 pub struct Operation {
     /// HTTP method, lower case.
     pub method: &'static str,
@@ -22,277 +35,454 @@ pub struct Operation {
     pub summary: &'static str,
     /// Whether it takes the caller's API key (`admin` for the admin key, `none` for neither).
     pub auth: &'static str,
+    /// What it takes in the body.
+    pub body: Option<Body>,
+    /// What it answers when it succeeds.
+    pub reply: Reply,
+    /// The query and header parameters it reads.
+    pub params: &'static [Param],
 }
 
-macro_rules! op {
-    ($method:literal, $path:literal, $tag:literal, $auth:literal, $summary:literal) => {
-        Operation {
-            method: $method,
-            path: $path,
-            tag: $tag,
-            summary: $summary,
-            auth: $auth,
+/// A request body.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// JSON matching this schema of `components/schemas`.
+    Json(&'static str),
+    /// A form post (`application/x-www-form-urlencoded`) with these fields.
+    Form(&'static str),
+    /// Anything: passed on to the upstream as it is.
+    Any,
+}
+
+/// A success reply.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    /// JSON: the status and the schema of `components/schemas`.
+    Json(&'static str, &'static str),
+    /// A JSON-RPC response, or `202` without a body for a notification.
+    JsonRpc,
+    /// An HTML page (errors are pages too).
+    Page,
+    /// A `303` redirect (errors are pages).
+    Redirect,
+    /// Text of this content type.
+    Text(&'static str),
+    /// Whatever the upstream answered.
+    Upstream,
+}
+
+/// An entry of the table: `method` `path` in group `tag`, with `auth`, answering `reply`.
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    tag: &'static str,
+    auth: &'static str,
+    summary: &'static str,
+    reply: Reply,
+) -> Operation {
+    Operation {
+        method,
+        path,
+        tag,
+        summary,
+        auth,
+        body: None,
+        reply,
+        params: &[],
+    }
+}
+
+impl Operation {
+    /// This operation, taking `body`.
+    const fn body(self, body: Body) -> Self {
+        Self {
+            body: Some(body),
+            ..self
         }
-    };
+    }
+
+    /// This operation, reading `params`.
+    const fn params(self, params: &'static [Param]) -> Self {
+        Self { params, ..self }
+    }
 }
 
 /// Every route of the API.
 pub const OPERATIONS: &[Operation] = &[
-    op!(
+    op(
         "post",
         "/v1/{integration}/{endpoint}",
         "execute",
         "key",
-        "Run an action: `{\"params\": {...}}` → `{\"status\", \"data\"}`"
-    ),
-    op!(
+        "Run an action: `{\"params\": {...}}` → `{\"status\", \"data\"}`",
+        Reply::Json("200", "ExecuteReply"),
+    )
+    .body(Body::Json("ExecuteRequest")),
+    op(
         "get",
         "/v1/{integration}/{endpoint}",
         "catalog",
         "key",
-        "Knowledge of an action (docs route)"
+        "Knowledge of an action (docs route)",
+        Reply::Json("200", "ActionKnowledge"),
     ),
-    op!(
+    op(
         "get",
         "/v1/available-connectors",
         "catalog",
         "key",
-        "Loaded connectors, filtered and paginated"
-    ),
-    op!(
+        "Loaded connectors, filtered and paginated",
+        Reply::Json("200", "ConnectorPage"),
+    )
+    .params(params::CONNECTOR_FILTERS),
+    op(
         "get",
         "/v1/available-actions/{platform}",
         "catalog",
         "key",
-        "Actions of a connector"
-    ),
-    op!(
+        "Actions of a connector",
+        Reply::Json("200", "ActionPage"),
+    )
+    .params(params::ACTION_FILTERS),
+    op(
         "get",
         "/v1/actions/{actionId}/knowledge",
         "catalog",
         "key",
-        "Everything needed to call an action"
+        "Everything needed to call an action",
+        Reply::Json("200", "ActionKnowledge"),
     ),
-    op!(
+    op(
         "get",
         "/v1/tools",
         "catalog",
         "key",
-        "Actions as LLM tool definitions (openai, anthropic, mcp)"
-    ),
-    op!("get", "/v1/vault/connections", "vault", "key", "List connections"),
-    op!(
+        "Actions as LLM tool definitions (openai, anthropic, mcp)",
+        Reply::Json("200", "ToolList"),
+    )
+    .params(params::TOOL_FORMAT),
+    op(
+        "get",
+        "/v1/vault/connections",
+        "vault",
+        "key",
+        "List connections",
+        Reply::Json("200", "ConnectionPage"),
+    )
+    .params(params::CONNECTION_FILTERS),
+    op(
         "post",
         "/v1/vault/connections",
         "vault",
         "key",
-        "Create a connection (secrets are write-only)"
-    ),
-    op!(
+        "Create a connection (secrets are write-only)",
+        Reply::Json("201", "Connection"),
+    )
+    .body(Body::Json("ConnectionCreate")),
+    op(
         "get",
         "/v1/vault/connections/{id}",
         "vault",
         "key",
-        "Read a connection"
+        "Read a connection (by id or key)",
+        Reply::Json("200", "Connection"),
     ),
-    op!(
+    op(
         "patch",
         "/v1/vault/connections/{id}",
         "vault",
         "key",
-        "Change a connection"
-    ),
-    op!(
+        "Change a connection",
+        Reply::Json("200", "Connection"),
+    )
+    .body(Body::Json("ConnectionUpdate")),
+    op(
         "delete",
         "/v1/vault/connections/{id}",
         "vault",
         "key",
-        "Delete a connection"
+        "Delete a connection",
+        Reply::Json("200", "ConnectionDeleted"),
     ),
-    op!(
+    op(
         "get",
         "/v1/passthrough/{path}",
         "passthrough",
         "key",
-        "Raw call on the connection's platform (any method)"
-    ),
-    op!(
+        "Raw call on the connection's platform (any method)",
+        Reply::Upstream,
+    )
+    .body(Body::Any)
+    .params(params::PASSTHROUGH_CONNECTION),
+    op(
         "post",
         "/mcp",
         "mcp",
         "key",
-        "Model Context Protocol (streamable HTTP)"
-    ),
-    op!(
+        "Model Context Protocol (streamable HTTP)",
+        Reply::JsonRpc,
+    )
+    .body(Body::Json("JsonRpcRequest"))
+    .params(params::MCP_CONNECTION),
+    op(
         "get",
         "/v1/logs",
         "operations",
         "key",
-        "Request log of the key's environment"
+        "Request log of the key's environment",
+        Reply::Json("200", "LogPage"),
+    )
+    .params(params::LOG_FILTERS),
+    op(
+        "get",
+        "/v1/admin/keys",
+        "admin",
+        "admin",
+        "List API keys",
+        Reply::Json("200", "ApiKeyList"),
     ),
-    op!("get", "/v1/admin/keys", "admin", "admin", "List API keys"),
-    op!(
+    op(
         "post",
         "/v1/admin/keys",
         "admin",
         "admin",
-        "Create an API key (shown once)"
-    ),
-    op!(
+        "Create an API key (shown once)",
+        Reply::Json("201", "ApiKeyCreated"),
+    )
+    .body(Body::Json("ApiKeyCreate")),
+    op(
         "delete",
         "/v1/admin/keys/{id}",
         "admin",
         "admin",
-        "Revoke an API key"
+        "Revoke an API key",
+        Reply::Json("200", "ApiKeyRevoked"),
     ),
-    op!(
+    op(
         "get",
         "/v1/plugins",
         "operations",
         "none",
-        "Loaded connectors, versions, hashes, load errors"
+        "Loaded connectors, versions, hashes, load errors",
+        Reply::Json("200", "PluginList"),
     ),
-    op!("get", "/healthz", "operations", "none", "Liveness"),
-    op!(
+    op(
+        "get",
+        "/healthz",
+        "operations",
+        "none",
+        "Liveness",
+        Reply::Json("200", "Health"),
+    ),
+    op(
         "get",
         "/readyz",
         "operations",
         "none",
-        "Readiness: database writable"
+        "Readiness: database writable (503 otherwise)",
+        Reply::Json("200", "Readiness"),
     ),
-    op!(
+    op(
         "post",
         "/v1/connect",
         "connect",
         "key",
-        "Open a connect session for an identity and integration; returns its URL"
-    ),
-    op!(
+        "Open a connect session for an identity and integration; returns its URL",
+        Reply::Json("201", "ConnectSessionCreated"),
+    )
+    .body(Body::Json("ConnectSessionCreate")),
+    op(
         "get",
         "/v1/connect/{id}",
         "connect",
         "key",
-        "A connect session's status: pending, connected, failed or expired"
+        "A connect session's status: pending, connected, failed or expired",
+        Reply::Json("200", "ConnectSession"),
     ),
-    op!(
+    op(
         "get",
         "/connect/{token}",
         "connect",
         "none",
-        "The end-user connect page (HTML)"
+        "The end-user connect page (HTML)",
+        Reply::Page,
     ),
-    op!(
+    op(
         "post",
         "/connect/{token}",
         "connect",
         "none",
-        "Submit API-key or basic-auth credentials from the connect page"
-    ),
-    op!(
+        "Submit API-key or basic-auth credentials from the connect page",
+        Reply::Page,
+    )
+    .body(Body::Form("ConnectForm")),
+    op(
         "get",
         "/connect/{token}/authorize",
         "connect",
         "none",
-        "Start the OAuth authorization-code flow (PKCE) at the provider"
+        "Start the OAuth authorization-code flow (PKCE) at the provider",
+        Reply::Redirect,
     ),
-    op!(
+    op(
         "get",
         "/connect/oauth/callback",
         "connect",
         "none",
-        "Where the OAuth provider sends the user back"
+        "Where the OAuth provider sends the user back",
+        Reply::Page,
+    )
+    .params(params::OAUTH_CALLBACK),
+    op(
+        "get",
+        "/v1/admin/oauth-apps",
+        "admin",
+        "admin",
+        "List OAuth apps",
+        Reply::Json("200", "OAuthAppList"),
     ),
-    op!("get", "/v1/admin/oauth-apps", "admin", "admin", "List OAuth apps"),
-    op!(
+    op(
         "get",
         "/v1/admin/oauth-apps/{integration}",
         "admin",
         "admin",
-        "An integration's OAuth app (without its secret)"
+        "An integration's OAuth app (without its secret)",
+        Reply::Json("200", "OAuthApp"),
     ),
-    op!(
+    op(
         "put",
         "/v1/admin/oauth-apps/{integration}",
         "admin",
         "admin",
-        "Register or replace an integration's OAuth app"
-    ),
-    op!(
+        "Register or replace an integration's OAuth app",
+        Reply::Json("200", "OAuthApp"),
+    )
+    .body(Body::Json("OAuthAppPut")),
+    op(
         "delete",
         "/v1/admin/oauth-apps/{integration}",
         "admin",
         "admin",
-        "Remove an integration's OAuth app"
+        "Remove an integration's OAuth app",
+        Reply::Json("200", "OAuthAppDeleted"),
     ),
-    op!("get", "/metrics", "operations", "none", "Prometheus metrics"),
-    op!("get", "/openapi.json", "operations", "none", "This document"),
+    op(
+        "get",
+        "/metrics",
+        "operations",
+        "none",
+        "Prometheus metrics",
+        Reply::Text("application/openmetrics-text"),
+    ),
+    op(
+        "get",
+        "/openapi.json",
+        "operations",
+        "none",
+        "This document",
+        Reply::Json("200", "OpenApiDocument"),
+    ),
 ];
 
-/// Operations that answer `201 Created` on success.
-const CREATING: &[(&str, &str)] = &[
-    ("post", "/v1/vault/connections"),
-    ("post", "/v1/admin/keys"),
-    ("post", "/v1/connect"),
-];
+/// `content` of a JSON body or reply with `schema`.
+fn json_content(schema: Value) -> Value {
+    json!({"application/json": {"schema": schema}})
+}
 
-/// The body of an execute call, around the action's own params schema.
-fn execute_request(params_schema: Value) -> Value {
-    json!({
-        "type": "object",
-        "required": ["params"],
-        "additionalProperties": false,
-        "properties": {
-            "params": params_schema,
-            "connection_key": {"type": "string", "description": "The connection to use (also `connectionKey`)"},
-            "identity": {"type": "string", "description": "Use this identity's connection"}
-        }
-    })
+/// The API's error answer, `components/responses/Error`.
+fn error_reply() -> Value {
+    json!({"$ref": "#/components/responses/Error"})
+}
+
+/// What an HTML route answers when something is wrong.
+fn error_page() -> Value {
+    json!({"description": "A page saying what went wrong", "content": {"text/html": {"schema": {"type": "string"}}}})
+}
+
+fn request_body(body: Body) -> Value {
+    match body {
+        Body::Json(schema) => json!({"required": true, "content": json_content(reference(schema))}),
+        Body::Form(schema) => json!({
+            "required": true,
+            "content": {"application/x-www-form-urlencoded": {"schema": reference(schema)}}
+        }),
+        Body::Any => json!({
+            "description": "Sent to the upstream as it is, streamed",
+            "content": {"*/*": {"schema": {}}}
+        }),
+    }
+}
+
+fn responses(reply: Reply) -> Value {
+    let api_errors = |mut responses: Value| {
+        responses["4XX"] = error_reply();
+        responses["5XX"] = error_reply();
+        responses
+    };
+    match reply {
+        Reply::Json(status, schema) => api_errors(json!({
+            status: {"description": "Success", "content": json_content(reference(schema))}
+        })),
+        Reply::JsonRpc => api_errors(json!({
+            "200": {"description": "The JSON-RPC response (errors included)", "content": json_content(reference("JsonRpcResponse"))},
+            "202": {"description": "A notification was accepted"}
+        })),
+        Reply::Page => json!({
+            "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}},
+            "default": error_page()
+        }),
+        Reply::Redirect => json!({
+            "303": {"description": "To the provider's consent page", "headers": {"Location": {"schema": {"type": "string"}}}},
+            "default": error_page()
+        }),
+        Reply::Text(content_type) => json!({
+            "200": {"description": "Success", "content": {content_type: {"schema": {"type": "string"}}}}
+        }),
+        Reply::Upstream => json!({
+            "default": {
+                "description": "The upstream's answer: its status, body and safe headers (each also as \
+                    `x-sluice-passthrough-<name>`); the gateway's own refusals take the shape of `Error`",
+                "content": {"*/*": {"schema": {}}}
+            }
+        }),
+    }
+}
+
+/// The operation object of `operation`.
+fn operation_object(operation: &Operation) -> Value {
+    let mut parameters: Vec<Value> = operation
+        .path
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    parameters.extend(operation.params.iter().map(params::render));
+    let security = match operation.auth {
+        "key" => json!([{"apiKey": []}, {"picaSecret": []}]),
+        "admin" => json!([{"adminKey": []}]),
+        _ => json!([]),
+    };
+    let mut object = json!({
+        "tags": [operation.tag],
+        "summary": operation.summary,
+        "parameters": parameters,
+        "security": security,
+        "responses": responses(operation.reply),
+    });
+    if let Some(body) = operation.body {
+        object["requestBody"] = request_body(body);
+    }
+    object
 }
 
 /// The OpenAPI document of the gateway's own routes.
 pub fn document() -> Value {
     let mut paths = Map::new();
     for operation in OPERATIONS {
-        let parameters: Vec<Value> = operation
-            .path
-            .split('/')
-            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let security = match operation.auth {
-            "key" => json!([{"apiKey": []}, {"picaSecret": []}]),
-            "admin" => json!([{"adminKey": []}]),
-            _ => json!([]),
-        };
         let entry = paths
             .entry(operation.path.to_owned())
             .or_insert_with(|| Value::Object(Map::new()));
-        let success = if CREATING.contains(&(operation.method, operation.path)) {
-            "201"
-        } else {
-            "200"
-        };
-        entry[operation.method] = json!({
-            "tags": [operation.tag],
-            "summary": operation.summary,
-            "parameters": parameters,
-            "security": security,
-            "responses": {
-                success: {"description": "Success"},
-                "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-            }
-        });
-    }
-    // The generic execute route: any action's params.
-    if let Some(execute) = paths
-        .get_mut("/v1/{integration}/{endpoint}")
-        .and_then(|operations| operations.get_mut("post"))
-    {
-        execute["requestBody"] = json!({
-            "required": true,
-            "content": {"application/json": {"schema": execute_request(json!({"type": "object"}))}}
-        });
-        execute["responses"]["200"] = execute_reply();
+        entry[operation.method] = operation_object(operation);
     }
     json!({
         "openapi": "3.1.0",
@@ -304,34 +494,15 @@ pub fn document() -> Value {
                 "picaSecret": {"type": "apiKey", "in": "header", "name": "x-pica-secret"},
                 "adminKey": {"type": "http", "scheme": "bearer", "description": "SLUICE_ADMIN_KEY"}
             },
-            "schemas": {
-                "ExecuteReply": {
-                    "type": "object",
-                    "required": ["status", "data"],
-                    "properties": {
-                        "status": {"type": "integer", "description": "The upstream's HTTP status"},
-                        "data": {"description": "The upstream's body: JSON as is, other text as a string, null when empty"}
-                    }
-                },
+            "schemas": schemas::all(),
+            "parameters": params::shared(),
+            "responses": {
                 "Error": {
-                    "type": "object",
-                    "required": ["error", "message"],
-                    "properties": {
-                        "error": {"type": "string", "description": "Stable error code"},
-                        "message": {"type": "string"},
-                        "action_url": {"type": "string"},
-                        "details": {"type": "array", "items": {"type": "object"}}
-                    }
+                    "description": "Error: `{\"error\": code, \"message\", \"action_url\"?}`",
+                    "content": json_content(reference("Error"))
                 }
             }
         }
-    })
-}
-
-fn execute_reply() -> Value {
-    json!({
-        "description": "The upstream's answer (upstream errors are answers too: see `status`)",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteReply"}}}
     })
 }
 
@@ -348,7 +519,7 @@ fn action_operation(manifest: &Manifest, endpoint: &EndpointInfo) -> Value {
             )
         })
         .collect();
-    let mut content = json!({"schema": execute_request(endpoint.params_schema.clone())});
+    let mut content = json!({"schema": schemas::execute_request(endpoint.params_schema.clone())});
     if !examples.is_empty() {
         content["examples"] = Value::Object(examples);
     }
@@ -359,10 +530,7 @@ fn action_operation(manifest: &Manifest, endpoint: &EndpointInfo) -> Value {
         "description": endpoint.description,
         "security": [{"apiKey": []}, {"picaSecret": []}],
         "requestBody": {"required": true, "content": {"application/json": content}},
-        "responses": {
-            "200": execute_reply(),
-            "default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-        }
+        "responses": responses(Reply::Json("200", "ExecuteReply"))
     })
 }
 

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 pub const DEFAULT_LIMIT: u32 = 20;
 /// Largest page size of list endpoints.
 pub const MAX_LIMIT: u32 = 100;
+/// Largest page number of list endpoints.
+pub const MAX_PAGE: u32 = 1_000_000;
 
 /// The query string as name → value (the last value wins).
 #[derive(Debug, Default)]
@@ -73,13 +75,16 @@ impl Query {
             .unwrap_or_default()
     }
 
-    /// `limit` (1..=100, default 20) and `page` (≥ 1, default 1).
+    /// `limit` (1..=[`MAX_LIMIT`], default [`DEFAULT_LIMIT`]) and `page` (1..=[`MAX_PAGE`],
+    /// default 1).
     pub fn pagination(&self) -> Result<Page, ApiError> {
         Ok(Page {
             limit: self
                 .integer("limit", 1, i64::from(MAX_LIMIT))?
                 .map_or(DEFAULT_LIMIT, |v| v as u32),
-            page: self.integer("page", 1, 1_000_000)?.map_or(1, |v| v as u32),
+            page: self
+                .integer("page", 1, i64::from(MAX_PAGE))?
+                .map_or(1, |v| v as u32),
         })
     }
 }

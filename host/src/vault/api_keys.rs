@@ -14,6 +14,9 @@ pub enum Environment {
 }
 
 impl Environment {
+    /// Every environment.
+    pub const ALL: [Self; 2] = [Self::Test, Self::Live];
+
     /// `test` or `live`.
     pub fn as_str(self) -> &'static str {
         match self {

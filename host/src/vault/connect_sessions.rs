@@ -24,6 +24,9 @@ pub enum SessionStatus {
 }
 
 impl SessionStatus {
+    /// Every status.
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Connected, Self::Failed, Self::Expired];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,0 +1,570 @@
+//! `components/schemas`: the request bodies the gateway's own routes accept and the replies
+//! they send. A request body schema says what the handler accepts: its serde struct (field
+//! names, aliases, `null` for `Option`s, `deny_unknown_fields`) and the checks the handler
+//! makes before touching anything (fixed values, lengths, which fields go together). Checks
+//! that need the gateway's state (does the integration exist, is a time in the future, may a
+//! URL receive the credential) are described, not encoded.
+//!
+//! Tests in `super::tests` send bodies to the real routes and hold each schema to them.
+
+use crate::vault::api_keys::Environment;
+use crate::vault::checks::{IDENTITY_TYPES, MAX_SECRET_BYTES};
+use crate::vault::connect_sessions::SessionStatus;
+use serde_json::{Map, Value, json};
+
+/// A `$ref` to the schema `name` of `components/schemas`.
+pub fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// `schema`, also allowing `null` (what serde accepts for an `Option`).
+fn or_null(mut schema: Value) -> Value {
+    if let Some(kind) = schema.get("type").cloned() {
+        let mut kinds = match kind {
+            Value::Array(kinds) => kinds,
+            one => vec![one],
+        };
+        kinds.push(json!("null"));
+        schema["type"] = Value::Array(kinds);
+    }
+    if let Some(Value::Array(values)) = schema.get_mut("enum") {
+        values.push(Value::Null);
+    }
+    schema
+}
+
+/// An object with these `required` fields and `properties`.
+fn object<Name: serde::Serialize>(required: &[Name], properties: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+/// An object whose every property is always there (a reply).
+fn record(properties: Value) -> Value {
+    let required: Vec<String> = properties
+        .as_object()
+        .map(|properties| properties.keys().cloned().collect())
+        .unwrap_or_default();
+    object(&required, properties)
+}
+
+/// [`object`], refusing fields it does not name (`#[serde(deny_unknown_fields)]`).
+fn closed(required: &[&str], properties: Value) -> Value {
+    let mut schema = object(required, properties);
+    schema["additionalProperties"] = json!(false);
+    schema
+}
+
+/// `schema` with one more property.
+fn with_property(mut schema: Value, name: &str, property: Value, required: bool) -> Value {
+    schema["properties"][name] = property;
+    if required && let Some(Value::Array(names)) = schema.get_mut("required") {
+        names.push(json!(name));
+    }
+    schema
+}
+
+/// `schema`, saying what absence means (`#[serde(default = …)]`).
+fn with_default(mut schema: Value, default: Value) -> Value {
+    schema["default"] = default;
+    schema
+}
+
+fn string(description: &str) -> Value {
+    json!({"type": "string", "description": description})
+}
+
+fn integer(description: &str) -> Value {
+    json!({"type": "integer", "description": description})
+}
+
+fn unix_seconds(description: &str) -> Value {
+    integer(&format!("{description} (Unix seconds)"))
+}
+
+/// A string that is not blank (`trim()` leaves something).
+fn not_blank(description: &str) -> Value {
+    json!({"type": "string", "pattern": "\\S", "description": description})
+}
+
+fn one_of(values: &[&str], description: &str) -> Value {
+    json!({"type": "string", "enum": values, "description": description})
+}
+
+fn constant(value: Value) -> Value {
+    json!({"const": value})
+}
+
+fn strings() -> Value {
+    json!({"type": "array", "items": {"type": "string"}})
+}
+
+fn environment() -> Value {
+    let names: Vec<&str> = Environment::ALL.iter().map(|e| e.as_str()).collect();
+    one_of(&names, "`test` or `live`")
+}
+
+fn identity_type() -> Value {
+    one_of(IDENTITY_TYPES, "The kind of identity")
+}
+
+/// `{"rows": [item], "total"}`: a whole list.
+fn list_of(item: &str) -> Value {
+    record(
+        json!({"rows": {"type": "array", "items": reference(item)}, "total": {"type": "integer", "minimum": 0}}),
+    )
+}
+
+/// `{"rows", "total", "pages", "page"}`: one page of a list ([`crate::http::query::Page`]).
+fn page_of(item: &str) -> Value {
+    let page = with_property(
+        list_of(item),
+        "pages",
+        json!({"type": "integer", "minimum": 0}),
+        true,
+    );
+    with_property(page, "page", json!({"type": "integer", "minimum": 1}), true)
+}
+
+/// Present, and not `null`.
+fn given(field: &str) -> Value {
+    json!({"required": [field], "properties": {field: {"not": {"type": "null"}}}})
+}
+
+/// Absent, or `null` (what serde reads as `None`).
+fn not_given(field: &str) -> Value {
+    json!({"properties": {field: {"type": "null"}}})
+}
+
+fn tags() -> Value {
+    json!({
+        "type": "array", "maxItems": 32,
+        "items": {"type": "string", "minLength": 1, "maxLength": 64},
+        "description": "At most 32 tags of 1 to 64 bytes"
+    })
+}
+
+fn text(description: &str) -> Value {
+    or_null(
+        json!({"type": "string", "maxLength": 1024, "description": format!("{description}; at most 1024 bytes")}),
+    )
+}
+
+fn secret(description: &str) -> Value {
+    or_null(json!({
+        "type": "string", "pattern": "\\S", "maxLength": MAX_SECRET_BYTES, "writeOnly": true,
+        "description": format!("{description}: not blank, at most {} KiB, no control characters (it is sent in an HTTP header)", MAX_SECRET_BYTES >> 10)
+    }))
+}
+
+fn base_url(description: &str) -> Value {
+    or_null(json!({"type": "string", "format": "uri", "description": description}))
+}
+
+/// The body of an execute call, around the action's own params schema.
+pub fn execute_request(params_schema: Value) -> Value {
+    let mut body = closed(
+        &["params"],
+        json!({
+            "params": params_schema,
+            "connection_key": or_null(string("The connection to use (also `connectionKey`)")),
+            "connectionKey": or_null(string("The same as `connection_key`")),
+            "identity": or_null(string("Use this identity's connection"))
+        }),
+    );
+    // serde takes an alias as the field itself: both spellings at once are a duplicate.
+    body["not"] = json!({"required": ["connection_key", "connectionKey"]});
+    body
+}
+
+fn connection_create() -> Value {
+    let mut body = closed(
+        &["platform"],
+        json!({
+            "platform": string("The integration: a loaded connector's id"),
+            "secret": secret("The API key or token (for basic auth, `user:password`)"),
+            "username": or_null(json!({"type": "string", "pattern": "^[^:]*$", "description": "Basic auth, with `password` instead of `secret`"})),
+            "password": or_null(string("Basic auth, with `username`")),
+            "identity": text("The end user, team, … the connection belongs to"),
+            "identityType": or_null(identity_type()),
+            "name": text("Display name"),
+            "description": text("Description"),
+            "tags": tags(),
+            "baseUrl": base_url("Where the connector's calls go instead of the integration's own origin (https, and where the operator's policy allows)")
+        }),
+    );
+    body["anyOf"] = json!([
+        {"title": "secret", "allOf": [given("secret"), not_given("username"), not_given("password")]},
+        {"title": "username and password", "allOf": [given("username"), given("password"), not_given("secret")]}
+    ]);
+    body
+}
+
+fn connection_update() -> Value {
+    closed(
+        &[],
+        json!({
+            "name": text("Display name (`null`: unchanged)"),
+            "description": text("Description (`null`: unchanged)"),
+            "tags": or_null(tags()),
+            "active": or_null(json!({"type": "boolean", "description": "Whether calls may use it"})),
+            "baseUrl": base_url("A new base URL, which needs `secret` in the same request (the credential goes there); `null` returns to the integration's own"),
+            "secret": secret("A new credential")
+        }),
+    )
+}
+
+fn connect_session_create() -> Value {
+    let mut body = closed(
+        &[],
+        json!({
+            "integration": string("The integration to connect"),
+            "platform": string("The same as `integration`"),
+            "identity": or_null(json!({"type": "string", "minLength": 1, "maxLength": 200, "description": "Whose account: the connection made belongs to this identity"})),
+            "identityType": or_null(identity_type()),
+            "connectionKey": or_null(string("Reconnect this existing connection")),
+            "baseUrl": base_url("The base URL the connection made gets (shown to the user as where the credential goes)")
+        }),
+    );
+    body["oneOf"] = json!([{"required": ["integration"]}, {"required": ["platform"]}]);
+    body
+}
+
+fn api_key_create() -> Value {
+    closed(
+        &[],
+        json!({
+            "environment": with_default(environment(), json!("test")),
+            "scope": with_default(json!({"type": "string", "pattern": "[^\\s,]", "description": "`*` or a comma-separated list of integrations"}), json!("*")),
+            "name": or_null(string("Label")),
+            "expiresAt": or_null(unix_seconds("Expiry, in the future")),
+            "dailyQuota": or_null(json!({"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "Calls per UTC day"})),
+            "perMinuteLimit": or_null(json!({"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "Calls per minute"}))
+        }),
+    )
+}
+
+fn oauth_app_put() -> Value {
+    let url = |description: &str| {
+        or_null(
+            json!({"type": "string", "format": "uri", "description": format!("{description}: an absolute http(s) URL")}),
+        )
+    };
+    closed(
+        &["clientId", "clientSecret"],
+        json!({
+            "clientId": not_blank("The app's client id at the provider"),
+            "clientSecret": {"type": "string", "pattern": "\\S", "writeOnly": true, "description": "The app's client secret (stored encrypted, never shown)"},
+            "redirectUrl": url("Where the provider sends users back (default `<public URL>/connect/oauth/callback`)"),
+            "scopes": strings(),
+            "authorizeUrl": url("Replaces the connector's authorize URL"),
+            "tokenUrl": url("Replaces the connector's token URL")
+        }),
+    )
+}
+
+fn connection() -> Value {
+    let states = ["operational", "degraded", "failed", "unknown"];
+    record(json!({
+        "id": string("Public id"),
+        "key": string("Connection key, e.g. `test::github::default::…`"),
+        "name": or_null(string("Display name")),
+        "description": or_null(string("Description")),
+        "platform": string("Integration"),
+        "environment": environment(),
+        "identity": or_null(string("Owner identity")),
+        "identityType": or_null(identity_type()),
+        "state": one_of(&states, "Health from recent upstream answers"),
+        "tags": strings(),
+        "active": {"type": "boolean"},
+        "baseUrl": or_null(string("Base URL replacing the integration's origin")),
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"}
+    }))
+}
+
+fn api_key() -> Value {
+    record(json!({
+        "id": integer("Row id"),
+        "prefix": string("The visible start of the key, e.g. `sk_test_3f9a`"),
+        "name": or_null(string("Label")),
+        "environment": environment(),
+        "scope": string("`*` or a comma-separated list of integrations"),
+        "status": one_of(&["active", "revoked", "expired"], "Whether it works"),
+        "createdAt": unix_seconds("Creation"),
+        "revokedAt": or_null(unix_seconds("Revocation")),
+        "expiresAt": or_null(unix_seconds("Expiry")),
+        "dailyQuota": or_null(integer("Calls per UTC day")),
+        "perMinuteLimit": or_null(integer("Calls per minute"))
+    }))
+}
+
+fn oauth_app() -> Value {
+    record(json!({
+        "integration": string("Integration"),
+        "clientId": string("Client id"),
+        "redirectUrl": or_null(string("Redirect URL, if not the default")),
+        "scopes": strings(),
+        "authorizeUrl": or_null(string("Authorize URL, if not the connector's")),
+        "tokenUrl": or_null(string("Token URL, if not the connector's")),
+        "createdAt": unix_seconds("Creation"),
+        "updatedAt": unix_seconds("Last change")
+    }))
+}
+
+fn connect_session() -> Value {
+    let statuses: Vec<&str> = SessionStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let session = record(json!({
+        "id": string("Public id, e.g. `cs_…`"),
+        "status": one_of(&statuses, "Where the session stands"),
+        "integration": string("Integration"),
+        "environment": environment(),
+        "identity": or_null(string("Owner identity of the connection")),
+        "identityType": or_null(identity_type()),
+        "baseUrl": or_null(string("The base URL the connection gets")),
+        "createdAt": unix_seconds("Creation"),
+        "expiresAt": unix_seconds("Expiry")
+    }));
+    let session = with_property(
+        session,
+        "connectionKey",
+        or_null(string("Once `connected`: the connection made or updated")),
+        false,
+    );
+    with_property(session, "error", or_null(string("Once `failed`: why")), false)
+}
+
+fn connector() -> Value {
+    record(json!({
+        "name": string("Display name"),
+        "key": string("Connector id"),
+        "platform": string("Connector id"),
+        "platformVersion": string("Connector version"),
+        "version": string("Connector version"),
+        "status": constant(json!("active")),
+        "active": constant(json!(true)),
+        "description": string("Description"),
+        "category": string("Category"),
+        "image": or_null(string("Icon URL")),
+        "tags": strings(),
+        "oauth": {"type": "boolean"},
+        "tools": integer("Number of actions"),
+        "contract": string("The WIT contract version it was built against")
+    }))
+}
+
+fn action() -> Value {
+    record(json!({
+        "title": string("Title"),
+        "key": string("Action key, e.g. `github-create-issue`"),
+        "endpoint": string("Endpoint name, for `POST /v1/{integration}/{endpoint}`"),
+        "method": string("Upstream HTTP method"),
+        "path": string("Upstream path"),
+        "platform": string("Connector id"),
+        "description": string("Description")
+    }))
+}
+
+fn action_knowledge() -> Value {
+    record(json!({
+        "action": record(json!({
+            "id": string("Action key"),
+            "title": string("Title"),
+            "description": string("Description"),
+            "method": string("Upstream HTTP method"),
+            "path": string("Upstream path"),
+            "platform": string("Connector id"),
+            "execute": string("How to call it, e.g. `POST /v1/github/get_repo`")
+        })),
+        "parameters": {"type": "object", "description": "The JSON Schema of `params`"},
+        "examples": {"type": "array", "items": record(json!({"title": {"type": "string"}, "params": {"type": "object"}}))}
+    }))
+}
+
+fn log_entry() -> Value {
+    record(json!({
+        "transactionKey": string("Transaction key"),
+        "createdAtMs": integer("Arrival (Unix milliseconds)"),
+        "keyPrefix": or_null(string("The API key's prefix")),
+        "environment": or_null(environment()),
+        "integration": or_null(string("Integration")),
+        "endpoint": or_null(string("Endpoint (`passthrough` for passthrough calls)")),
+        "connectionKey": or_null(string("Connection used")),
+        "httpStatus": integer("The gateway's status"),
+        "upstreamStatus": or_null(integer("The upstream's status")),
+        "outcome": string("`ok` or the error code"),
+        "durationUs": integer("Time in the gateway (µs)"),
+        "requestBytes": integer("Request size"),
+        "responseBytes": integer("Response size")
+    }))
+}
+
+fn plugin_list() -> Value {
+    let plugin = record(json!({
+        "id": string("Connector id"),
+        "name": string("Display name"),
+        "version": string("Version"),
+        "hash": string("SHA-256 of the component (hex)"),
+        "contract": string("WIT contract version"),
+        "file": or_null(string("Its file in the plugins directory")),
+        "loadedAt": unix_seconds("Load time"),
+        "state": one_of(&["loaded", "stale"], "`stale`: a newer file failed to load and this version keeps serving"),
+        "lastError": or_null(string("Why the newer file failed")),
+        "endpoints": strings()
+    }));
+    let failure =
+        record(json!({"file": string("File"), "error": string("Why it failed"), "at": unix_seconds("When")}));
+    record(json!({
+        "rows": {"type": "array", "items": plugin},
+        "total": {"type": "integer", "minimum": 0},
+        "failures": {"type": "array", "items": failure}
+    }))
+}
+
+fn error() -> Value {
+    object(
+        &["error", "message"],
+        json!({
+            "error": string("Stable error code, e.g. `bad_request`, `unauthorized`, `not_found`, `integration_not_connected`"),
+            "message": string("For people"),
+            "action_url": string("Where the user can connect or reconnect (with `integration_not_connected` and `token_expired`)"),
+            "details": {
+                "type": "array",
+                "description": "Per-field failures of params validation",
+                "items": record(json!({"pointer": string("JSON pointer into `params`"), "message": {"type": "string"}}))
+            }
+        }),
+    )
+}
+
+fn json_rpc_request() -> Value {
+    object(
+        &["jsonrpc", "method"],
+        json!({
+            "jsonrpc": constant(json!("2.0")),
+            "id": {"description": "Absent for a notification (answered `202` without a body)"},
+            "method": string("`initialize`, `ping`, `tools/list`, `tools/call` or `notifications/…`"),
+            "params": {"type": "object"}
+        }),
+    )
+}
+
+fn json_rpc_response() -> Value {
+    let mut response = object(
+        &["jsonrpc", "id"],
+        json!({
+            "jsonrpc": constant(json!("2.0")),
+            "id": {"description": "The request's id"},
+            "result": {"type": "object"},
+            "error": record(json!({"code": {"type": "integer"}, "message": {"type": "string"}}))
+        }),
+    );
+    response["oneOf"] = json!([{"required": ["result"]}, {"required": ["error"]}]);
+    response
+}
+
+/// Every schema of `components/schemas`.
+pub fn all() -> Map<String, Value> {
+    let schemas = [
+        // Request bodies.
+        ("ExecuteRequest", execute_request(json!({"type": "object"}))),
+        ("ConnectionCreate", connection_create()),
+        ("ConnectionUpdate", connection_update()),
+        ("ConnectSessionCreate", connect_session_create()),
+        ("ApiKeyCreate", api_key_create()),
+        ("OAuthAppPut", oauth_app_put()),
+        ("JsonRpcRequest", json_rpc_request()),
+        (
+            "ConnectForm",
+            object(
+                &["csrf"],
+                json!({
+                    "csrf": string("The form token from the page"),
+                    "secret": string("API key or token"),
+                    "username": string("Basic auth user (without `:`)"),
+                    "password": string("Basic auth password")
+                }),
+            ),
+        ),
+        // Replies.
+        (
+            "ExecuteReply",
+            record(json!({
+                "status": integer("The upstream's HTTP status"),
+                "data": {"description": "The upstream's body: JSON as is, other text as a string, null when empty"}
+            })),
+        ),
+        ("Connection", connection()),
+        ("ConnectionPage", page_of("Connection")),
+        (
+            "ConnectionDeleted",
+            record(
+                json!({"id": string("Public id"), "key": string("Connection key"), "deleted": constant(json!(true))}),
+            ),
+        ),
+        ("ApiKey", api_key()),
+        (
+            "ApiKeyCreated",
+            with_property(
+                api_key(),
+                "key",
+                string("The whole key: shown this once, stored only as a hash"),
+                true,
+            ),
+        ),
+        ("ApiKeyList", list_of("ApiKey")),
+        (
+            "ApiKeyRevoked",
+            record(json!({"id": string("The id from the path"), "status": constant(json!("revoked"))})),
+        ),
+        ("OAuthApp", oauth_app()),
+        ("OAuthAppList", list_of("OAuthApp")),
+        (
+            "OAuthAppDeleted",
+            record(json!({"integration": string("Integration"), "status": constant(json!("deleted"))})),
+        ),
+        ("ConnectSession", connect_session()),
+        (
+            "ConnectSessionCreated",
+            with_property(
+                connect_session(),
+                "url",
+                string("The page to send the end user to"),
+                true,
+            ),
+        ),
+        ("Connector", connector()),
+        ("ConnectorPage", page_of("Connector")),
+        ("Action", action()),
+        ("ActionPage", page_of("Action")),
+        ("ActionKnowledge", action_knowledge()),
+        (
+            "ToolList",
+            record(json!({
+                "format": one_of(&["openai", "anthropic", "mcp"], "The format asked for"),
+                "tools": {"type": "array", "items": {"type": "object"}, "description": "Tool definitions in that format"}
+            })),
+        ),
+        ("LogEntry", log_entry()),
+        ("LogPage", page_of("LogEntry")),
+        ("PluginList", plugin_list()),
+        ("Health", record(json!({"status": constant(json!("ok"))}))),
+        (
+            "Readiness",
+            record(json!({
+                "status": constant(json!("ready")),
+                "connectors": integer("Loaded connectors"),
+                "database": constant(json!("writable"))
+            })),
+        ),
+        ("JsonRpcResponse", json_rpc_response()),
+        (
+            "OpenApiDocument",
+            json!({"type": "object", "description": "An OpenAPI 3.1 document"}),
+        ),
+        ("Error", error()),
+    ];
+    schemas
+        .into_iter()
+        .map(|(name, schema)| (name.to_owned(), schema))
+        .collect()
+}
