@@ -226,6 +226,14 @@ pub const OPERATIONS: &[Operation] = &[
     .params(params::MCP_CONNECTION),
     op(
         "get",
+        "/mcp",
+        "mcp",
+        "key",
+        "MCP event stream: `notifications/tools/list_changed` after a hot reload",
+        Reply::Text("text/event-stream"),
+    ),
+    op(
+        "get",
         "/v1/logs",
         "operations",
         "key",

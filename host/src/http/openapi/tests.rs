@@ -96,6 +96,8 @@ impl Gateway {
             connect_session_ttl: 600,
             access_log: false,
             busy_poll: None,
+            cors_origins: Vec::new(),
+            stopping: tokio::sync::watch::channel(false).1,
         });
         let mut gateway = Self {
             router: router(app),
