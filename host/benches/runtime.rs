@@ -230,6 +230,7 @@ fn http_path(c: &mut Criterion) {
             busy_poll: None,
             cors_origins: Vec::new(),
             stopping: tokio::sync::watch::channel(false).1,
+            event_streams: Arc::new(tokio::sync::Semaphore::new(1)),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(

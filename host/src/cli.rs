@@ -484,6 +484,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map(|micros| crate::busy_poll::BusyPoll::start(Duration::from_micros(micros))),
         cors_origins: args.cors_origins,
         stopping,
+        event_streams: Arc::new(tokio::sync::Semaphore::new(crate::http::max_event_streams(
+            args.max_connections,
+        ))),
     });
     if args.busy_poll_us.is_none()
         && let Some(hint) = crate::vcpu_idle::halting_hint()

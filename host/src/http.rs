@@ -105,6 +105,15 @@ pub struct App {
     /// Turns true when the gateway starts shutting down: responses that would otherwise never
     /// end (MCP's event stream) end then, so that shutdown does not wait for them.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Places for MCP event streams. A stream holds its client connection for as long as the
+    /// client likes, so they may take only part of `--max-connections`: calls always find room.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many MCP event streams a gateway taking `max_connections` client connections keeps
+/// open at once: half of them.
+pub fn max_event_streams(max_connections: usize) -> usize {
+    (max_connections / 2).max(1)
 }
 
 /// The transaction key of the current request, also sent as `x-transaction-key`.

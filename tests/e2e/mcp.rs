@@ -293,3 +293,50 @@ async fn open_event_streams_end_at_shutdown() {
     .await;
     assert!(rest.is_ok(), "the stream ended");
 }
+
+/// Event streams hold their connections for as long as clients like, so they get only half of
+/// `--max-connections`: past that, `503 at_capacity`, and calls still find a connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn event_streams_leave_room_for_calls() {
+    let gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[guests::ECHO],
+        Options {
+            extra_args: vec!["--max-connections".into(), "4".into()],
+            ..Options::default()
+        },
+    )
+    .await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let open_stream = || async {
+        reqwest::Client::new()
+            .get(format!("{}/mcp", gateway.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("GET /mcp")
+    };
+    let (first, second) = (open_stream().await, open_stream().await);
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = open_stream().await;
+    assert_eq!(third.status(), 503);
+    let refusal: Value = third.json().await.expect("JSON");
+    assert_eq!(refusal["error"], "at_capacity");
+    let call = crate::common::send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/echo/say", gateway.url))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"params": {}})),
+    )
+    .await;
+    assert_eq!(call.status, 200, "{:?}", call.body);
+    drop(first);
+    let started = std::time::Instant::now();
+    while open_stream().await.status() != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a closed stream gives its place back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

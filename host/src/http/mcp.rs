@@ -55,19 +55,23 @@ fn visible_tools(app: &AppState, key: &crate::vault::api_keys::ApiKey) -> Vec<(S
 
 /// `GET /mcp`: the server's event stream. It says `notifications/tools/list_changed` each time
 /// a load, reload or removal changes the connectors the key sees, and ends when the gateway
-/// shuts down (a client reconnects to another or the restarted one).
+/// shuts down (a client reconnects to another or the restarted one). Streams take at most half
+/// of the gateway's client connections; beyond that `503 at_capacity`.
 async fn events(State(app): State<AppState>, caller: Result<Caller, ApiError>) -> Response {
     let key = match caller {
         Ok(Caller(key)) => key,
         Err(error) => return error.into_response(),
+    };
+    let Ok(place) = app.event_streams.clone().try_acquire_owned() else {
+        return ApiError::AtCapacity.into_response();
     };
     let mut changes = app.registry.subscribe();
     changes.mark_unchanged();
     let seen = visible_tools(&app, &key);
     let stopping = app.stopping.clone();
     let stream = futures::stream::unfold(
-        (app, key, changes, stopping, seen),
-        |(app, key, mut changes, mut stopping, mut seen)| async move {
+        (app, key, changes, stopping, seen, place),
+        |(app, key, mut changes, mut stopping, mut seen, place)| async move {
             loop {
                 tokio::select! {
                     changed = changes.changed() => changed.ok()?,
@@ -78,10 +82,8 @@ async fn events(State(app): State<AppState>, caller: Result<Caller, ApiError>) -
                 if now != seen {
                     seen = now;
                     let event = Event::default().event("message").data(TOOLS_CHANGED);
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(event),
-                        (app, key, changes, stopping, seen),
-                    ));
+                    let state = (app, key, changes, stopping, seen, place);
+                    return Some((Ok::<_, std::convert::Infallible>(event), state));
                 }
             }
         },

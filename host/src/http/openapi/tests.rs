@@ -98,6 +98,7 @@ impl Gateway {
             busy_poll: None,
             cors_origins: Vec::new(),
             stopping: tokio::sync::watch::channel(false).1,
+            event_streams: Arc::new(tokio::sync::Semaphore::new(1)),
         });
         let mut gateway = Self {
             router: router(app),
