@@ -6,6 +6,7 @@ use crate::config::{
     VaultCommand,
 };
 use crate::egress::AddressPolicy;
+use crate::http::vault as vault_api;
 use crate::http::{App, AppState};
 use crate::policy::Policy;
 use crate::registry::{self, Loader, Registry};
@@ -14,7 +15,7 @@ use crate::runtime::{Runtime, RuntimeLimits, SPARE_MAX_IDLE};
 use crate::upstream::HttpUpstream;
 use crate::vault::api_keys::{Environment, KeyOptions, Scope};
 use crate::vault::checks;
-use crate::vault::connections::NewConnection;
+use crate::vault::connections::{ConnectionFilter, NewConnection};
 use crate::vault::oauth_apps::NewOAuthApp;
 use crate::vault::{KeySource, Vault};
 use anyhow::Context;
@@ -137,8 +138,124 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", record.key);
             Ok(())
         }
+        Command::Connections(ConnectionsCommand::List {
+            integration,
+            identity,
+            environment,
+            json,
+            store,
+        }) => {
+            let filter = ConnectionFilter {
+                platform: integration,
+                identity,
+                ..ConnectionFilter::default()
+            };
+            list_connections(&open_existing_vault(&store)?, environment, &filter, json)
+        }
+        Command::Connections(ConnectionsCommand::Remove {
+            connection,
+            environment,
+            store,
+        }) => remove_connection(&open_existing_vault(&store)?, environment, &connection),
         Command::OauthApps(command) => oauth_apps(command),
     }
+}
+
+/// The environment `--env` names, or both.
+fn environments(chosen: Option<Environment>) -> Vec<Environment> {
+    chosen.map_or_else(|| vec![Environment::Test, Environment::Live], |one| vec![one])
+}
+
+/// `sluice connections list`: one tab-separated line per connection, or with `json` an array
+/// of connections as the vault API shows them. Records never carry a secret in the clear, and
+/// none of their sealed secrets is printed.
+fn list_connections(
+    vault: &Vault,
+    environment: Option<Environment>,
+    filter: &ConnectionFilter,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut records = Vec::new();
+    for environment in environments(environment) {
+        // One page holding every row: a single read, not pages that shift when a connection
+        // is added or removed between them.
+        records.extend(vault.list_connections(environment, filter, 1, u32::MAX)?.rows);
+    }
+    let mut out = String::new();
+    if json {
+        let rows: Vec<_> = records.iter().map(vault_api::view).collect();
+        out = serde_json::to_string_pretty(&rows)?;
+        out.push('\n');
+    } else {
+        for record in &records {
+            let cells: [&str; 8] = [
+                &record.key,
+                &record.platform,
+                record.environment.as_str(),
+                record.identity.as_deref().unwrap_or("-"),
+                record.identity_type.as_deref().unwrap_or("-"),
+                &record.state,
+                if record.active { "active" } else { "inactive" },
+                &vault_api::rfc3339(record.created_at),
+            ];
+            out += &cells.map(cell).join("\t");
+            out.push('\n');
+        }
+    }
+    print_out(&out)
+}
+
+/// A field of a tab-separated line with its control characters escaped: a tab or line break
+/// in an identity (free text in the vault API) must not split a connection across columns or
+/// lines, nor an escape sequence reach the terminal.
+fn cell(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+/// Write a listing to stdout. A reader that stops early (`| head`) ends the listing quietly,
+/// where `println!` would panic.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `sluice connections remove`: delete the connection `id_or_key` names, in `--env` or in
+/// whichever environment holds it (keys and ids are unique across both).
+fn remove_connection(vault: &Vault, environment: Option<Environment>, id_or_key: &str) -> anyhow::Result<()> {
+    for environment in environments(environment) {
+        let Some(record) = vault.get_connection(environment, id_or_key)? else {
+            continue;
+        };
+        // Deleted by its id: the record read is the one removed (or none, if it went meanwhile).
+        if vault.delete_connection(environment, &record.public_id())? {
+            eprintln!(
+                "removed connection {} ({}: {}, {}, identity {})",
+                cell(&record.key),
+                record.public_id(),
+                cell(&record.platform),
+                record.environment,
+                cell(record.identity.as_deref().unwrap_or("-"))
+            );
+            return Ok(());
+        }
+    }
+    let place = match environment {
+        Some(environment) => format!("the {environment} environment"),
+        None => "the test or live environment".into(),
+    };
+    anyhow::bail!("no connection `{}` in {place}", cell(id_or_key))
 }
 
 /// `sluice oauth-apps set | list | remove`.

@@ -1,5 +1,6 @@
 //! Command-line interface. Every flag can also be set through an environment variable.
 
+use crate::vault::api_keys::Environment;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -342,6 +343,36 @@ pub enum ConnectionsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// List connections, one per line (never their secrets): key, integration, environment,
+    /// identity, identity type, state, active or inactive, creation time.
+    List {
+        /// Only connections of this integration (connector id).
+        #[arg(long)]
+        integration: Option<String>,
+        /// Only connections of this identity.
+        #[arg(long)]
+        identity: Option<String>,
+        /// Only connections of this environment: test or live (default: both).
+        #[arg(long = "env")]
+        environment: Option<Environment>,
+        /// Print a JSON array of connections as the vault API shows them.
+        #[arg(long)]
+        json: bool,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a connection and its secret.
+    Remove {
+        /// The connection's key (`test::github::default::3f9a…`) or id (`conn_42`).
+        connection: String,
+        /// Environment of the connection: test or live (default: whichever holds it).
+        #[arg(long = "env")]
+        environment: Option<Environment>,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Smallest `--memory-limit-mib` (and policy `memoryMib`). A Rust connector's linear memory
@@ -434,6 +465,16 @@ mod tests {
         };
         assert_eq!(args.memory_limit_mib, MIN_MEMORY_LIMIT_MIB);
         assert_eq!(args.public_url.as_deref(), Some("https://sluice.example.com/"));
+    }
+
+    #[test]
+    fn connections_commands_take_only_test_or_live() {
+        for command in [&["connections", "list"][..], &["connections", "remove", "conn_1"]] {
+            let error = parse(&[command, &["--env", "prod"]].concat()).expect_err("prod");
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{error}");
+            assert!(error.to_string().contains("expected test or live"), "{error}");
+            assert!(parse(&[command, &["--env", "live"]].concat()).is_ok());
+        }
     }
 
     #[test]

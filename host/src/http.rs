@@ -27,7 +27,7 @@ pub mod openapi;
 mod passthrough;
 pub mod query;
 mod rejection;
-mod vault;
+pub(crate) mod vault;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;

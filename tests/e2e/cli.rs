@@ -3,12 +3,20 @@
 //! no gateway can run with, and a connector crate the loader would refuse are refused at once,
 //! with a message saying what to do.
 
-use crate::common::{SLUICE, send};
+use crate::common::{SECRET, SLUICE, Setup, send};
 use reqwest::Method;
+use serde_json::{Value, json};
 use sluice_fixtures::gateway::Options;
 use sluice_fixtures::{Gateway, guests};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
+
+/// Secrets of the connections the `connections list` and `remove` tests add besides
+/// [`SECRET`]; no command may print any of them.
+const ALICE_SECRET: &str = "ghp_cliALICEsecret0123456789";
+const BOB_SECRET: &str = "ghp_cliBOBsecret0123456789";
 
 /// Run the binary with `args` (and no inherited Sluice settings).
 fn sluice(args: &[&str], dir: Option<&Path>) -> Output {
@@ -139,6 +147,8 @@ fn state_commands_refuse_a_data_dir_without_a_database() {
             &["keys", "list"],
             &["keys", "revoke", "sk_test_abcd"],
             &["connections", "add", "github", "--secret", "tok"],
+            &["connections", "list"],
+            &["connections", "remove", "test::github::default::0123"],
             &["vault", "rotate-key"],
             &["oauth-apps", "list"],
             &["connectors", "approve", "github"],
@@ -299,4 +309,306 @@ fn new_checks_the_id_as_the_loader_does_and_needs_the_sdk_outside_the_workspace(
         krate.join(sdk).canonicalize().expect("the SDK path resolves"),
         workspace.join("sdk-guest").canonicalize().expect("sdk-guest")
     );
+}
+
+/// `sluice connections <args>` on the gateway's data directory, checking that it printed no
+/// connection secret, whatever it printed.
+fn connections(gateway: &Gateway, args: &[&str]) -> Output {
+    let data_dir = gateway.data_dir().to_str().expect("UTF-8");
+    let output = sluice(
+        &[&["connections"], args, &["--data-dir", data_dir]].concat(),
+        None,
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for secret in [SECRET, ALICE_SECRET, BOB_SECRET] {
+        assert!(
+            !printed.contains(secret),
+            "`connections {args:?}` printed a secret: {printed}"
+        );
+    }
+    output
+}
+
+/// What a command that must succeed printed: (stdout, stderr).
+fn success(output: &Output) -> (String, String) {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "expected success: {stderr}");
+    (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+}
+
+/// The tab-separated lines `connections list <args>` printed.
+fn listed(gateway: &Gateway, args: &[&str]) -> Vec<Vec<String>> {
+    let (stdout, _) = success(&connections(gateway, &[&["list"], args].concat()));
+    stdout
+        .lines()
+        .map(|line| line.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+/// The connection keys (first column) `connections list <args>` printed, sorted.
+fn listed_keys(gateway: &Gateway, args: &[&str]) -> Vec<String> {
+    let mut keys: Vec<_> = listed(gateway, args)
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The JSON array `connections list --json <args>` printed.
+fn listed_json(gateway: &Gateway, args: &[&str]) -> Vec<Value> {
+    let (stdout, _) = success(&connections(gateway, &[&["list", "--json"], args].concat()));
+    match serde_json::from_str(&stdout) {
+        Ok(Value::Array(items)) => items,
+        _ => panic!("not a JSON array: {stdout}"),
+    }
+}
+
+/// `connections list` shows every connection of both environments: key, integration,
+/// environment, identity, identity type, state (following the upstream's last answer), active
+/// flag and creation time, as lines or as the vault API's JSON, filtered by integration,
+/// identity and environment; and it never prints a secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_list_shows_and_filters_connections_but_never_their_secrets() {
+    let setup = Setup::new().await;
+    let gateway = &setup.gateway;
+    let default = setup.connection_key.clone();
+    let alice = gateway
+        .add_connection(
+            "github",
+            ALICE_SECRET,
+            &["--identity", "alice", "--identity-type", "user"],
+        )
+        .await;
+    let bob = gateway
+        .add_connection("github", BOB_SECRET, &["--identity", "bob", "--env", "live"])
+        .await;
+    // An upstream 401 on the default connection degrades it (off the response path: poll).
+    let revoked = json!({"params": {"owner": "acme", "repo": "revoked"}, "connection_key": default});
+    let answer = setup.execute("github", "get_repo", revoked).await;
+    assert_eq!(answer.body["status"], 401, "{:?}", answer.body);
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = listed(gateway, &[]);
+        if rows.iter().any(|row| row[0] == default && row[5] == "degraded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    assert_eq!(rows.len(), 4, "github default, hostile, alice and bob: {rows:?}");
+    assert!(rows.iter().all(|row| row.len() == 8), "{rows:?}");
+    let row = |key: &str| {
+        rows.iter()
+            .find(|row| row[0] == key)
+            .unwrap_or_else(|| panic!("{key} is not listed: {rows:?}"))
+    };
+    assert_eq!(
+        row(&alice)[1..7],
+        ["github", "test", "alice", "user", "operational", "active"]
+    );
+    assert_eq!(
+        row(&bob)[1..7],
+        ["github", "live", "bob", "-", "operational", "active"]
+    );
+    assert_eq!(
+        row(&default)[1..7],
+        ["github", "test", "-", "-", "degraded", "active"]
+    );
+    assert!(
+        rows.iter().any(|row| row[1] == "hostile" && row[2] == "test"),
+        "{rows:?}"
+    );
+
+    let mut alice_and_default = vec![alice.clone(), default.clone()];
+    alice_and_default.sort();
+    for (filter, expected) in [
+        (&["--identity", "alice"][..], vec![alice.clone()]),
+        (&["--env", "live"], vec![bob.clone()]),
+        (&["--integration", "github", "--env", "test"], alice_and_default),
+        (
+            &["--integration", "github", "--identity", "bob"],
+            vec![bob.clone()],
+        ),
+        (&["--identity", "bob", "--env", "test"], vec![]),
+        (&["--integration", "slack"], vec![]),
+    ] {
+        assert_eq!(listed_keys(gateway, filter), expected, "{filter:?}");
+    }
+
+    let items = listed_json(gateway, &[]);
+    assert_eq!(items.len(), 4, "{items:?}");
+    let vault_api_fields = BTreeSet::from([
+        "id",
+        "key",
+        "name",
+        "description",
+        "platform",
+        "environment",
+        "identity",
+        "identityType",
+        "state",
+        "tags",
+        "active",
+        "baseUrl",
+        "createdAt",
+        "updatedAt",
+    ]);
+    for item in &items {
+        let fields: BTreeSet<&str> = item
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(fields, vault_api_fields, "the vault API's fields, no secret");
+    }
+    let item = |key: &str| {
+        items
+            .iter()
+            .find(|item| item["key"] == key)
+            .unwrap_or_else(|| panic!("{key} is not listed: {items:?}"))
+    };
+    let alice_item = item(&alice);
+    assert_eq!(
+        (
+            &alice_item["platform"],
+            &alice_item["environment"],
+            &alice_item["identity"],
+            &alice_item["identityType"],
+            &alice_item["state"],
+            &alice_item["active"],
+        ),
+        (
+            &json!("github"),
+            &json!("test"),
+            &json!("alice"),
+            &json!("user"),
+            &json!("operational"),
+            &json!(true)
+        )
+    );
+    assert_eq!(
+        alice_item["createdAt"],
+        row(&alice)[7],
+        "the same time in both forms"
+    );
+    assert_eq!(
+        (&item(&default)["state"], &item(&default)["identity"]),
+        (&json!("degraded"), &Value::Null)
+    );
+    assert_eq!(item(&bob)["environment"], "live");
+    // The same object the vault API returns for it.
+    let read = setup
+        .api(Method::GET, &format!("/v1/vault/connections/{alice}"), None)
+        .await;
+    assert_eq!(&read.body, alice_item);
+
+    let bobs = listed_json(gateway, &["--env", "live", "--identity", "bob"]);
+    assert_eq!(bobs.len(), 1, "{bobs:?}");
+    assert_eq!(bobs[0]["key"], bob.as_str());
+    assert!(listed_json(gateway, &["--integration", "slack"]).is_empty());
+}
+
+/// `connections remove` deletes one connection, by key or by id, and says on stderr which; the
+/// running gateway stops using it at once and the others stay. A connection that is not there
+/// (already removed, never added, or not in the `--env` given) is refused by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_remove_deletes_one_connection_and_the_gateway_stops_using_it() {
+    let setup = Setup::new().await;
+    let gateway = &setup.gateway;
+    let removed = setup.connection_key.clone();
+    let bob = gateway
+        .add_connection("github", BOB_SECRET, &["--identity", "bob", "--env", "live"])
+        .await;
+    let call = json!({"params": {"owner": "acme", "repo": "webapp"}, "connection_key": removed});
+    let before = setup.execute("github", "get_repo", call.clone()).await;
+    assert_eq!(before.status, 200, "{:?}", before.body);
+    let upstream_calls = setup.upstream_requests().len();
+
+    let (stdout, stderr) = success(&connections(gateway, &["remove", &removed]));
+    assert_eq!(stdout, "", "the report goes to stderr");
+    assert!(
+        stderr.contains(&format!("removed connection {removed} (conn_"))
+            && stderr.contains(": github, test, identity -)"),
+        "{stderr}"
+    );
+    let remaining = listed(gateway, &[]);
+    assert_eq!(remaining.len(), 2, "hostile and bob's: {remaining:?}");
+    assert!(remaining.iter().all(|row| row[0] != removed), "{remaining:?}");
+
+    let after = setup.execute("github", "get_repo", call).await;
+    assert_eq!(
+        (after.status, after.code()),
+        (404, "not_found"),
+        "{:?}",
+        after.body
+    );
+    assert_eq!(
+        setup.upstream_requests().len(),
+        upstream_calls,
+        "nothing was sent upstream"
+    );
+    let read = setup
+        .api(Method::GET, &format!("/v1/vault/connections/{removed}"), None)
+        .await;
+    assert_eq!(read.status, 404, "{:?}", read.body);
+
+    for (args, expected) in [
+        (
+            vec!["remove", removed.as_str()],
+            format!("no connection `{removed}` in the test or live environment"),
+        ),
+        (
+            vec!["remove", "test::github::default::0123"],
+            "no connection `test::github::default::0123` in the test or live environment".into(),
+        ),
+        (
+            vec!["remove", bob.as_str(), "--env", "test"],
+            format!("no connection `{bob}` in the test environment"),
+        ),
+    ] {
+        let error = refusal(&connections(gateway, &args));
+        assert!(error.contains(&expected), "{args:?}: {error}");
+    }
+    assert_eq!(listed_keys(gateway, &["--env", "live"]), [bob.as_str()]);
+
+    let bob_id = listed_json(gateway, &["--env", "live"])[0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let (_, stderr) = success(&connections(gateway, &["remove", &bob_id, "--env", "live"]));
+    assert!(
+        stderr.contains(&format!(
+            "removed connection {bob} ({bob_id}: github, live, identity bob)"
+        )),
+        "{stderr}"
+    );
+    assert!(listed(gateway, &["--env", "live"]).is_empty());
+}
+
+/// An environment other than test or live is refused by name, before the data directory is
+/// even looked at, with a usage error rather than a panic.
+#[test]
+fn connections_list_and_remove_refuse_an_unknown_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().to_str().expect("UTF-8");
+    for command in [&["connections", "list"][..], &["connections", "remove", "conn_1"]] {
+        let output = sluice(
+            &[command, &["--env", "prod", "--data-dir", data_dir]].concat(),
+            None,
+        );
+        let error = refusal(&output);
+        assert_eq!(output.status.code(), Some(2), "a usage error: {error}");
+        assert!(
+            error.contains("invalid value 'prod' for '--env")
+                && error.contains("unknown environment `prod` (expected test or live)")
+                && !error.contains("panicked"),
+            "{command:?}: {error}"
+        );
+    }
 }

@@ -31,8 +31,9 @@ pub(super) fn router() -> Router<AppState> {
         )
 }
 
-/// A connection as the API shows it: everything but the secret.
-fn view(record: &ConnectionRecord) -> Value {
+/// A connection as the API (and `sluice connections list --json`) shows it: everything but
+/// the secret.
+pub(crate) fn view(record: &ConnectionRecord) -> Value {
     json!({
         "id": record.public_id(),
         "key": record.key,
@@ -51,7 +52,8 @@ fn view(record: &ConnectionRecord) -> Value {
     })
 }
 
-fn rfc3339(unix_seconds: i64) -> String {
+/// A time as the API shows it, e.g. `2025-01-31T12:00:00Z`.
+pub(crate) fn rfc3339(unix_seconds: i64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds.max(0) as u64);
     humantime::format_rfc3339_seconds(time).to_string()
 }
