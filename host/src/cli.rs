@@ -71,17 +71,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::List { store }) => {
             let vault = open_existing_vault(&store)?;
             let now = crate::vault::now();
+            let mut out = String::new();
             for key in vault.list_api_keys()? {
-                println!(
-                    "{}\t{}\t{}\tscope={}\t{}",
+                let name = cell(key.name.as_deref().unwrap_or_default());
+                out += &format!(
+                    "{}\t{}\t{}\tscope={}\t{name}\n",
                     key.prefix,
                     key.environment,
                     key.status(now),
                     key.scope,
-                    key.name.unwrap_or_default()
                 );
             }
-            Ok(())
+            print_out(&out)
         }
         Command::Keys(KeysCommand::Revoke { prefix, store }) => {
             let vault = open_existing_vault(&store)?;
@@ -115,6 +116,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let environment = environment.parse()?;
             if let Some(kind) = &identity_type {
                 checks::check_identity_type("--identity-type", kind).map_err(anyhow::Error::msg)?;
+            }
+            if let Some(identity) = &identity {
+                checks::check_identity("--identity", identity).map_err(anyhow::Error::msg)?;
             }
             let base_url = base_url
                 .map(|raw| connection_base_url(&raw, allow_private_upstreams))
@@ -293,18 +297,19 @@ fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         OAuthAppsCommand::List { store } => {
+            let mut out = String::new();
             for app in open_existing_vault(&store)?.list_oauth_apps()? {
-                println!(
-                    "{}\tclient_id={}\tscopes={}\tredirect_url={}",
+                out += &format!(
+                    "{}\tclient_id={}\tscopes={}\tredirect_url={}\n",
                     app.platform,
-                    app.client_id,
-                    app.scopes.join(" "),
+                    cell(&app.client_id),
+                    cell(&app.scopes.join(" ")),
                     app.redirect_url
                         .map(|u| u.to_string())
                         .unwrap_or_else(|| "(default)".into())
                 );
             }
-            Ok(())
+            print_out(&out)
         }
         OAuthAppsCommand::Remove { integration, store } => {
             if !open_existing_vault(&store)?.delete_oauth_app(&integration)? {

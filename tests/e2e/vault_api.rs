@@ -298,6 +298,20 @@ async fn bad_vault_input_is_rejected_naming_the_field() {
             json!({"platform": "github", "secret": "x", "baseUrl": "ftp://x"}),
             "baseUrl",
         ),
+        // A base URL is shown wherever the connection is: it may hold no credential itself.
+        (
+            json!({"platform": "github", "secret": "x", "baseUrl": "https://u:pw@ghe.acme.test"}),
+            "baseUrl",
+        ),
+        // An identity becomes part of the connection key that apps print and log.
+        (
+            json!({"platform": "github", "secret": "x", "identity": "alice\tadmin"}),
+            "identity",
+        ),
+        (
+            json!({"platform": "github", "secret": "x", "identity": ""}),
+            "identity",
+        ),
         (
             json!({"platform": "github", "secret": "x", "colour": "red"}),
             "colour",

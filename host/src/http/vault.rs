@@ -173,8 +173,10 @@ async fn create(
     if let Some(kind) = &body.identity_type {
         check_identity_type(kind)?;
     }
+    if let Some(identity) = &body.identity {
+        checks::check_identity("`identity`", identity).map_err(ApiError::BadRequest)?;
+    }
     for (field, value) in [
-        ("identity", body.identity.as_ref()),
         ("name", body.name.as_ref()),
         ("description", body.description.as_ref()),
     ] {

@@ -26,6 +26,24 @@ pub fn check_identity_type(field: &str, kind: &str) -> Result<(), String> {
     }
 }
 
+/// Longest identity, in bytes.
+pub const MAX_IDENTITY_BYTES: usize = 200;
+
+/// An identity (whose connection it is): 1 to [`MAX_IDENTITY_BYTES`] bytes without control
+/// characters. It becomes part of the connection key, which apps store, log and print.
+pub fn check_identity(field: &str, identity: &str) -> Result<(), String> {
+    if identity.is_empty() || identity.len() > MAX_IDENTITY_BYTES {
+        return Err(format!("{field} must be 1 to {MAX_IDENTITY_BYTES} bytes"));
+    }
+    if let Some(control) = identity.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{field} contains a control character ({}); an identity is part of the connection key",
+            control.escape_default()
+        ));
+    }
+    Ok(())
+}
+
 /// A connection's base URL. It receives the credential, so it must be `https` unless
 /// `plain_http_allowed` (a gateway that may reach private upstreams: local development, where
 /// plain `http` on loopback is the norm).
@@ -35,6 +53,14 @@ pub fn parse_base_url(field: &str, raw: &str, plain_http_allowed: bool) -> Resul
     if !scheme_allowed || parsed.host().is_none() {
         return Err(format!(
             "{field} must be an https URL with a host: the connection's credential is sent to it"
+        ));
+    }
+    // The base URL is shown wherever the connection is (API views, listings, the connect
+    // page), so it must hold no credential of its own.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "{field} must not contain a user name or password: store the credential as the \
+             connection's secret"
         ));
     }
     Ok(parsed)
@@ -112,6 +138,17 @@ mod tests {
     }
 
     #[test]
+    fn identities_are_short_printable_text() {
+        assert!(check_identity("--identity", "alice@acme.com").is_ok());
+        assert!(check_identity("--identity", "équipe 7").is_ok());
+        assert!(check_identity("--identity", &"a".repeat(MAX_IDENTITY_BYTES)).is_ok());
+        for bad in ["", "tab\there", "line\nbreak", "esc\u{1b}[31m"] {
+            assert!(check_identity("--identity", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_identity("--identity", &"a".repeat(MAX_IDENTITY_BYTES + 1)).is_err());
+    }
+
+    #[test]
     fn the_auth_scheme_decides_what_secret_fits() {
         assert!(check_secret_for("echo", &AuthScheme::None, "--secret", "x").is_err());
         assert!(check_secret_for("jira", &AuthScheme::Basic, "--secret", "alice").is_err());
@@ -128,6 +165,13 @@ mod tests {
         assert!(parse_base_url("--base-url", "ftp://files.acme.corp", true).is_err());
         let error = parse_base_url("--base-url", "not a url", true).expect_err("not a URL");
         assert!(error.starts_with("--base-url is not a URL"), "{error}");
+        let error =
+            parse_base_url("--base-url", "https://user:pw@ghe.acme.corp", false).expect_err("userinfo");
+        assert!(
+            error.contains("must not contain a user name or password"),
+            "{error}"
+        );
+        assert!(parse_base_url("--base-url", "https://token@ghe.acme.corp", false).is_err());
         assert!(check_identity_type("--identity-type", "team").is_ok());
         assert!(check_identity_type("--identity-type", "Team").is_err());
     }

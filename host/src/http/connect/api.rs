@@ -68,14 +68,8 @@ pub(super) async fn create_session(
             body.integration
         )));
     }
-    if body
-        .identity
-        .as_ref()
-        .is_some_and(|v| v.is_empty() || v.len() > 200)
-    {
-        return Err(ApiError::BadRequest(
-            "`identity` must be 1 to 200 characters".into(),
-        ));
+    if let Some(identity) = &body.identity {
+        crate::vault::checks::check_identity("`identity`", identity).map_err(ApiError::BadRequest)?;
     }
     // An OAuth integration without the operator's app would fail only at the user's click:
     // say so to the app now. (A vault failure here is the gateway's, not the app's.)

@@ -8,7 +8,7 @@
 //! Tests in `super::tests` send bodies to the real routes and hold each schema to them.
 
 use crate::vault::api_keys::Environment;
-use crate::vault::checks::{IDENTITY_TYPES, MAX_SECRET_BYTES};
+use crate::vault::checks::{IDENTITY_TYPES, MAX_IDENTITY_BYTES, MAX_SECRET_BYTES};
 use crate::vault::connect_sessions::SessionStatus;
 use serde_json::{Map, Value, json};
 
@@ -143,6 +143,17 @@ fn tags() -> Value {
     })
 }
 
+/// An identity as [`crate::vault::checks::check_identity`] takes it.
+fn identity(description: &str) -> Value {
+    or_null(json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDENTITY_BYTES,
+        "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        "description": format!("{description}; 1 to {MAX_IDENTITY_BYTES} bytes, no control characters"),
+    }))
+}
+
 fn text(description: &str) -> Value {
     or_null(
         json!({"type": "string", "maxLength": 1024, "description": format!("{description}; at most 1024 bytes")}),
@@ -184,7 +195,7 @@ fn connection_create() -> Value {
             "secret": secret("The API key or token (for basic auth, `user:password`)"),
             "username": or_null(json!({"type": "string", "pattern": "^[^:]*$", "description": "Basic auth, with `password` instead of `secret`"})),
             "password": or_null(string("Basic auth, with `username`")),
-            "identity": text("The end user, team, … the connection belongs to"),
+            "identity": identity("The end user, team, … the connection belongs to"),
             "identityType": or_null(identity_type()),
             "name": text("Display name"),
             "description": text("Description"),
@@ -219,7 +230,7 @@ fn connect_session_create() -> Value {
         json!({
             "integration": string("The integration to connect"),
             "platform": string("The same as `integration`"),
-            "identity": or_null(json!({"type": "string", "minLength": 1, "maxLength": 200, "description": "Whose account: the connection made belongs to this identity"})),
+            "identity": identity("Whose account: the connection made belongs to this identity"),
             "identityType": or_null(identity_type()),
             "connectionKey": or_null(string("Reconnect this existing connection")),
             "baseUrl": base_url("The base URL the connection made gets (shown to the user as where the credential goes)")
