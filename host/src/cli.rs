@@ -39,7 +39,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::New { name, dir, sdk } => {
             let created = crate::dev::scaffold(&dir, &name, sdk.as_deref())?;
             println!("{}", created.display());
-            eprintln!("created {}; `sluice dev` builds and serves it", created.display());
+            // `sluice dev` looks in `plugins` unless told otherwise.
+            let dev = if dir == std::path::Path::new("plugins") {
+                "sluice dev".to_owned()
+            } else {
+                format!("sluice dev --sources {}", dir.display())
+            };
+            eprintln!("created {}; `{dev}` builds and serves it", created.display());
             Ok(())
         }
         Command::Keys(KeysCommand::Create {
@@ -351,8 +357,18 @@ async fn approve(id: &str, plugins: &std::path::Path, store: &StoreArgs) -> anyh
             }
         }
         vault.approve_hosts(id, &declared)?;
+        // A touch is a change to a watching gateway, which then loads the file (its content is
+        // unchanged, so nothing else happens).
+        let touched = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+        let when = match touched {
+            Ok(()) => "a gateway watching the directory loads it within a second; otherwise send it SIGHUP",
+            Err(_) => "send the gateway SIGHUP (or restart it) to load it",
+        };
         eprintln!(
-            "approved the outbound hosts of {id} {} ({}); it loads on the next reload or restart",
+            "approved the outbound hosts of {id} {} ({}); {when}",
             connector.manifest.version,
             path.display()
         );
@@ -536,6 +552,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         policy: Arc::new(policy),
         vault: vault.clone(),
         metrics: metrics.clone(),
+        approve_command: format!(
+            "sluice connectors approve --plugins {} --data-dir {}",
+            args.plugins.display(),
+            args.store.data_dir.display()
+        ),
     };
     let started = std::time::Instant::now();
     registry::load_directory(&loader, &registry, &args.plugins).await?;
@@ -550,16 +571,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              connector is added later (check the ids for typos)"
         );
     }
-    // Held until shutdown: dropping it stops the watcher.
-    let _watch = if args.no_watch {
-        None
-    } else {
-        Some(crate::reload::watch(
-            &args.plugins,
-            loader.clone(),
-            registry.clone(),
-        )?)
-    };
+    // Held until shutdown: dropping it stops hot reload.
+    let reloader = crate::reload::start(&args.plugins, loader.clone(), registry.clone(), !args.no_watch)?;
+    spawn_rescan_on_hangup(reloader, registry.clone());
     let loaded = registry.snapshot();
     tracing::info!(
         loaded = loaded.len(),
@@ -672,6 +686,33 @@ fn spawn_log_pruning(vault: Vault, retention_days: u32) {
                 tracing::error!(error = %format!("{error:#}"), "pruning connect sessions failed")
             }
         }
+    });
+}
+
+/// On `SIGHUP`, look at every component file again (the conventional "reload" signal, where it
+/// used to end the process without a word): a connector whose hosts were just approved loads,
+/// also under `--no-watch`.
+fn spawn_rescan_on_hangup(reloader: crate::reload::Reloader, registry: Arc<Registry>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGHUP");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: looking at every connector file again");
+            if let Err(error) = reloader.rescan(&registry).await {
+                tracing::error!(error = %format!("{error:#}"), "reading the plugins directory failed");
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _kept_for_the_life_of_the_gateway = (reloader, registry);
+        std::future::pending::<()>().await
     });
 }
 

@@ -291,6 +291,11 @@ pub async fn discover_all(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
 /// The returned watcher must be kept alive.
 pub async fn start(sources: &Path, components: &Path) -> anyhow::Result<notify::RecommendedWatcher> {
     tokio::fs::create_dir_all(components).await?;
+    // The watcher reports absolute paths; connectors are found under the same absolute
+    // directory, or no event would ever match one (`--sources plugins`, the default).
+    let sources = &tokio::fs::canonicalize(sources)
+        .await
+        .with_context(|| format!("--sources {}", sources.display()))?;
     let connectors = discover_all(sources).await?;
     if connectors.is_empty() {
         eprintln!("sluice dev: no connectors under {}", sources.display());

@@ -185,6 +185,9 @@ pub struct Loader {
     pub vault: Vault,
     /// Where loads are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The command that approves a connector's hosts for this gateway, without the id (its
+    /// `--plugins` and `--data-dir`), for load errors to quote.
+    pub approve_command: String,
 }
 
 /// Largest component file loaded (a Python connector is about 19 MiB), so that a stray file in
@@ -231,9 +234,10 @@ impl Loader {
             HostCheck::Approved => Ok(connector),
             HostCheck::NeedsApproval(added) => Err(format!(
                 "{id} {} asks for outbound hosts that were never approved: +{}; \
-                 approve them with `sluice connectors approve {id}`",
+                 approve them with `{} {id}`",
                 connector.manifest.version,
-                added.join(", +")
+                added.join(", +"),
+                self.approve_command,
             )),
         }
     }
@@ -301,7 +305,11 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
             true
         }
         Err(error) => {
-            tracing::error!(file = %path.display(), %error, "connector failed to load; the previous version keeps serving");
+            if registry.from_source(path).is_some() {
+                tracing::error!(file = %path.display(), %error, "connector failed to load; the previous version keeps serving");
+            } else {
+                tracing::error!(file = %path.display(), %error, "connector failed to load");
+            }
             registry.record_failure(path, error);
             false
         }

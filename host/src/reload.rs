@@ -1,8 +1,14 @@
 //! Hot reload: the plugins directory is watched, file events are debounced (~200 ms) and
 //! handled by one serialized task, which loads changed components off the request path and
 //! swaps them in atomically. A component that fails to load never replaces a working one.
+//!
+//! Only events that can change a file count: the gateway reads each component it loads, and a
+//! read (an open, a close without writing) must not start another load, or every load would
+//! start the next one. `SIGHUP` asks for every file to be looked at again (after `sluice
+//! connectors approve`, or with `--no-watch`).
 
 use crate::registry::{self, Loader, Registry};
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,33 +20,76 @@ use tokio::sync::mpsc;
 /// written in several steps.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Keeps the watcher alive; dropping it stops hot reload.
+/// Keeps hot reload going; dropping it stops watching.
 #[derive(Debug)]
-pub struct WatchHandle {
-    _watcher: notify::RecommendedWatcher,
+pub struct Reloader {
+    _watcher: Option<notify::RecommendedWatcher>,
+    dir: PathBuf,
+    changes: mpsc::UnboundedSender<PathBuf>,
 }
 
-/// Watch `dir` and keep `registry` in step with its `*.wasm` files.
-pub fn watch(dir: &Path, loader: Loader, registry: Arc<Registry>) -> anyhow::Result<WatchHandle> {
-    let (sender, receiver) = mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        Ok(event) => {
-            for path in event.paths {
-                if path.extension().is_some_and(|ext| ext == "wasm") {
-                    let _ = sender.send(path);
-                }
-            }
+impl Reloader {
+    /// Look at every component file in the directory again, and at files that were loaded
+    /// but are gone: as if each had changed.
+    pub async fn rescan(&self, registry: &Registry) -> anyhow::Result<()> {
+        let mut paths: BTreeSet<PathBuf> = registry::component_files(&self.dir).await?.into_iter().collect();
+        paths.extend(registry.snapshot().values().filter_map(|c| c.source.clone()));
+        for path in paths {
+            let _ = self.changes.send(path);
         }
-        Err(error) => tracing::warn!(%error, "plugins directory watch error"),
-    })?;
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    tokio::spawn(reload_task(receiver, loader, registry));
-    tracing::info!(dir = %dir.display(), "watching for connector changes");
-    Ok(WatchHandle { _watcher: watcher })
+        Ok(())
+    }
+}
+
+/// Whether a file event may mean the file's content changed (or it appeared or went). Reads
+/// do not; a close after writing does (it ends a write).
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// Keep `registry` in step with the `*.wasm` files of `dir`: watch it unless `watch` is false,
+/// and take [`Reloader::rescan`] requests either way.
+pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -> anyhow::Result<Reloader> {
+    let (sender, receiver) = mpsc::unbounded_channel::<PathBuf>();
+    let watcher = if watch {
+        let events = sender.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+                Ok(event) if may_change_content(&event.kind) => {
+                    for path in event.paths {
+                        if path.extension().is_some_and(|ext| ext == "wasm") {
+                            let _ = events.send(path);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "plugins directory watch error"),
+            })?;
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        tracing::info!(dir = %dir.display(), "watching for connector changes");
+        Some(watcher)
+    } else {
+        None
+    };
+    tokio::spawn(reload_task(receiver, dir.to_owned(), loader, registry));
+    Ok(Reloader {
+        _watcher: watcher,
+        dir: dir.to_owned(),
+        changes: sender,
+    })
 }
 
 /// The one task that applies changes, so two reloads never race each other.
-async fn reload_task(mut events: mpsc::UnboundedReceiver<PathBuf>, loader: Loader, registry: Arc<Registry>) {
+async fn reload_task(
+    mut events: mpsc::UnboundedReceiver<PathBuf>,
+    dir: PathBuf,
+    loader: Loader,
+    registry: Arc<Registry>,
+) {
     while let Some(first) = events.recv().await {
         let started = Instant::now();
         let mut changed = BTreeSet::from([first]);
@@ -54,16 +103,20 @@ async fn reload_task(mut events: mpsc::UnboundedReceiver<PathBuf>, loader: Loade
             }
         }
         for path in changed {
-            apply(&loader, &registry, &path, started).await;
+            apply(&loader, &registry, &dir, &path, started).await;
         }
     }
 }
 
-async fn apply(loader: &Loader, registry: &Registry, path: &Path, started: Instant) {
+async fn apply(loader: &Loader, registry: &Registry, dir: &Path, path: &Path, started: Instant) {
     if !path.exists() {
         registry.clear_failure(path);
-        for id in registry.remove_source(path) {
+        let removed = registry.remove_source(path);
+        for id in &removed {
             tracing::info!(%id, file = %path.display(), "connector removed");
+        }
+        if !removed.is_empty() {
+            load_shadowed(loader, registry, dir).await;
         }
         return;
     }
@@ -79,5 +132,44 @@ async fn apply(loader: &Loader, registry: &Registry, path: &Path, started: Insta
             millis = started.elapsed().as_millis() as u64,
             "hot reload applied (time from first file event to serving)"
         );
+    }
+}
+
+/// After a connector's file is removed, load the files of `dir` that serve nothing: another
+/// file declaring the same id (which the removed one had shadowed) takes over, rather than the
+/// connector going away while a file still provides it.
+async fn load_shadowed(loader: &Loader, registry: &Registry, dir: &Path) {
+    let Ok(files) = registry::component_files(dir).await else {
+        return;
+    };
+    for file in files {
+        if registry.from_source(&file).is_none() && !registry.failures().contains_key(&file) {
+            registry::load_into(loader, registry, &file).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind};
+
+    #[test]
+    fn reads_are_not_changes() {
+        assert!(!may_change_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!may_change_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!may_change_content(&EventKind::Access(AccessKind::Read)));
+        assert!(may_change_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(may_change_content(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(may_change_content(&EventKind::Create(CreateKind::File)));
+        assert!(may_change_content(&EventKind::Remove(RemoveKind::File)));
     }
 }

@@ -38,15 +38,19 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
 
     // Share compiled dependencies between runs; the crate lives outside the workspace.
     let target_dir = workspace.join("target").join("dev-loop");
+    // `--sources` relative to the gateway's working directory (this test's), as with the
+    // default `--sources plugins`: file events name absolute paths all the same.
+    let here = std::env::current_dir().expect("cwd");
+    let up = "../".repeat(here.components().count() - 1);
+    let relative_sources = format!(
+        "{up}{}",
+        sources.path().display().to_string().trim_start_matches('/')
+    );
     let gateway = Gateway::start(
         Path::new(SLUICE),
         &[],
         Options {
-            command: Some(vec![
-                "dev".into(),
-                "--sources".into(),
-                sources.path().display().to_string(),
-            ]),
+            command: Some(vec!["dev".into(), "--sources".into(), relative_sources]),
             env: vec![("CARGO_TARGET_DIR".into(), target_dir.display().to_string())],
             ..Options::default()
         },

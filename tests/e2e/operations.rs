@@ -26,15 +26,7 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
             json!({"params": {"url": "https://elsewhere.invalid/"}}),
         )
         .await;
-    let text = setup
-        .client
-        .get(format!("{}/metrics", setup.gateway.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = setup.gateway.metrics().await;
     for expected in [
         r#"sluice_requests_total{integration="github",endpoint="get_repo",outcome="ok"} 1"#,
         r#"sluice_requests_total{integration="unknown",endpoint="unknown",outcome="not_found"} 3"#,

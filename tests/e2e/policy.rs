@@ -118,8 +118,22 @@ async fn widening_hosts_needs_approval() {
         .await
         .expect("approve");
     assert_eq!(diff, "+ https://extra.versioned.test:443");
-    gateway.restart().await;
-    assert_eq!(version(&gateway).await.body["data"]["version"], "2.0.0");
+    // The watching gateway loads it without a restart.
+    let approved = std::time::Instant::now();
+    while version(&gateway).await.body["data"]["version"] != "2.0.0" {
+        assert!(
+            approved.elapsed() < std::time::Duration::from_secs(10),
+            "the approved version never loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The load error named the command that works for this gateway.
+    assert!(
+        failure.contains(&format!(
+            "sluice connectors approve --plugins {plugins_dir} --data-dir"
+        )),
+        "{failure}"
+    );
 }
 
 /// The operator can restrict where connections' base URLs may point: a connection outside the

@@ -221,3 +221,96 @@ async fn restart_loads_components_from_the_cache() {
     assert_eq!(after.matches("origin=Cache").count(), 2, "{after}");
     assert_eq!(after.matches("origin=Compiled").count(), 0);
 }
+
+/// The `sluice_component_loads_total` count for `outcome`.
+async fn loads(gateway: &Gateway, outcome: &str) -> u64 {
+    let text = gateway.metrics().await;
+    let prefix = format!("sluice_component_loads_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reading a component (a backup, a checksum, the gateway's own load) is not a change, so it
+/// loads nothing; a broken file fails once, not in a loop; and when a file that shadowed another
+/// with the same connector id goes, the other one serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_changes_load_and_a_shadowed_file_takes_over() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    assert_eq!(loads(&gateway, "ok").await, 1);
+    let echo = gateway.plugins_dir().join("echo.wasm");
+    for _ in 0..5 {
+        std::fs::read(&echo).expect("read");
+    }
+    std::fs::write(gateway.plugins_dir().join("junk.wasm"), b"\0asm junk").expect("junk");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(loads(&gateway, "ok").await, 1, "reads are not changes");
+    assert_eq!(loads(&gateway, "failed").await, 1, "a broken file fails once");
+
+    // A second file declaring `echo`, loaded after the first, then removed.
+    let shadow = gateway.plugins_dir().join("zz-echo.wasm");
+    std::fs::copy(guests::ECHO, &shadow).expect("copy");
+    let started = Instant::now();
+    while loads(&gateway, "ok").await < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the second file never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::remove_file(&shadow).expect("remove");
+    let started = Instant::now();
+    loop {
+        let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
+        let file = plugins.body["rows"][0]["file"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if file == "echo.wasm" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "echo.wasm never took over: {}",
+            plugins.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let call = send(
+        client
+            .post(format!("{}/v1/echo/say", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"params": {}})),
+    )
+    .await;
+    assert_eq!(call.status, 200, "{:?}", call.body);
+}
+
+/// Under `--no-watch`, `SIGHUP` makes the gateway look at its plugins directory again (it used
+/// to end the process).
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_rescans_the_plugins_directory() {
+    let gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[],
+        Options {
+            extra_args: vec!["--no-watch".into()],
+            ..Options::default()
+        },
+    )
+    .await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    std::fs::copy(guests::VERSIONED_V1, gateway.plugins_dir().join("versioned.wasm")).expect("copy");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        version(&client, &gateway.url, &key).await.is_err(),
+        "not watching"
+    );
+    gateway.signal("HUP");
+    wait_for_version(&client, &gateway, &key, "1.0.0").await;
+    assert!(gateway.output().contains("SIGHUP"), "{}", gateway.output());
+}
