@@ -295,6 +295,10 @@ impl From<InvokeError> for ApiError {
             }
             InvokeError::Busy => Self::AtCapacity,
             InvokeError::ConnectorBusy => Self::ConnectorBusy,
+            InvokeError::TooLarge(limit) => Self::UpstreamTooLarge(format!(
+                "the connector's answer is larger than the gateway's {} MiB limit",
+                limit >> 20
+            )),
             InvokeError::Trap(detail) => {
                 tracing::warn!(%detail, "connector trapped");
                 Self::ConnectorTrap
@@ -381,6 +385,7 @@ mod tests {
                 502,
             ),
             (InvokeError::Busy.into(), "at_capacity", 503),
+            (InvokeError::TooLarge(16 << 20).into(), "payload_too_large", 502),
             (InvokeError::ConnectorBusy.into(), "connector_busy", 429),
         ];
         for (error, code, status) in cases {

@@ -331,6 +331,9 @@ pub enum InvokeError {
     /// No instance slot became free in time.
     #[error("no connector instance slot is free")]
     Busy,
+    /// The connector's answer (or what it handed the host at once) was over this many bytes.
+    #[error("the connector's answer is larger than {} MiB", .0 >> 20)]
+    TooLarge(usize),
     /// The connection's base URL is outside what the operator's policy allows.
     #[error("{0}")]
     BaseUrlNotAllowed(String),
@@ -653,7 +656,7 @@ impl Runtime {
             instance.invoke(&mut store, endpoint, params_json).await
         };
         let outcome = tokio::time::timeout(timeout, run).await;
-        let result = invoked(&store, outcome);
+        let result = invoked(&store, outcome, limits.max_response_body);
         aftermath.tear_down(store);
         result
     }
@@ -698,10 +701,12 @@ impl Runtime {
     }
 }
 
-/// What an invocation amounts to, read from its store once the guest is done.
+/// What an invocation amounts to, read from its store once the guest is done; an answer whose
+/// body is over `max_body` is refused.
 fn invoked(
     store: &Store<GuestState>,
     outcome: Result<wasmtime::Result<Result<Output, ConnectorError>>, tokio::time::error::Elapsed>,
+    max_body: usize,
 ) -> Result<Invoked, InvokeError> {
     let state = store.data();
     if let Some(failure) = state.call.renewal_failure() {
@@ -709,6 +714,7 @@ fn invoked(
     }
     match outcome {
         Err(_) => Err(InvokeError::Timeout),
+        Ok(Ok(Ok(output))) if output.body.len() > max_body => Err(InvokeError::TooLarge(max_body)),
         Ok(Ok(Ok(output))) => {
             let (upstream_time, egress_denials) = state.call.upstream_stats();
             Ok(Invoked {
@@ -719,7 +725,7 @@ fn invoked(
             })
         }
         Ok(Ok(Err(error))) => Err(InvokeError::Connector(error)),
-        Ok(Err(trap)) => Err(classify_trap(&trap, state.budget.exhausted())),
+        Ok(Err(trap)) => Err(classify_trap(&trap, state.budget.exhausted(), max_body)),
     }
 }
 
@@ -744,8 +750,11 @@ fn new_store(engine: &Engine, call: capability::CallState, limits: &RuntimeLimit
 /// Give `store` a fresh allowance of host-call copying and a deadline `deadline` from now.
 fn arm(store: &mut Store<GuestState>, limits: &RuntimeLimits, deadline: Duration) {
     // Bound what one call into the host may make it copy (a URL, headers, a body), so a
-    // guest cannot make the host allocate more than a request could legitimately carry.
-    let hostcall_fuel = limits.max_request_body + limits.max_url_bytes + limits.max_header_bytes + (64 << 10);
+    // guest cannot make the host allocate more than a request could legitimately carry. The
+    // same allowance covers `invoke`'s answer, whose body may be as large as an upstream
+    // response handed to the connector.
+    let largest_body = limits.max_request_body.max(limits.max_response_body);
+    let hostcall_fuel = largest_body + limits.max_url_bytes + limits.max_header_bytes + (64 << 10);
     store.set_hostcall_fuel(hostcall_fuel);
     // A guest still running after one to two ticks gives its serving thread back at every
     // tick from then on: requests sharing the thread keep moving while it runs, and the
@@ -840,7 +849,7 @@ impl VersionedInstance {
 }
 
 /// Decide what a trap means for the caller.
-fn classify_trap(error: &wasmtime::Error, memory_exhausted: bool) -> InvokeError {
+fn classify_trap(error: &wasmtime::Error, memory_exhausted: bool, max_body: usize) -> InvokeError {
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>()
         && *trap == wasmtime::Trap::Interrupt
     {
@@ -848,6 +857,11 @@ fn classify_trap(error: &wasmtime::Error, memory_exhausted: bool) -> InvokeError
     }
     if memory_exhausted {
         return InvokeError::MemoryLimit;
+    }
+    // wasmtime's own words for a guest handing the host more than its hostcall allowance
+    // (`arm`): an answer, or a request body, far over the limits.
+    if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") {
+        return InvokeError::TooLarge(max_body);
     }
     // The pool itself ran out (it is sized so that this should not happen): the gateway is at
     // capacity; the connector did nothing wrong.

@@ -568,11 +568,54 @@ async fn huge_body_is_stopped_before_the_host_copies_it() {
     let answer = attack_while_serving(&setup, "huge_body", json!({"count": 24})).await;
     assert_eq!(
         (answer.status, answer.code()),
-        (502, "connector_trap"),
+        (502, "payload_too_large"),
         "{:?}",
         answer.body
     );
     assert!(setup.upstream_requests().is_empty());
+}
+
+/// A connector's answer may be as large as an upstream response handed to it
+/// (`--max-response-mib`, 16 MiB by default), not only as large as a request body (8 MiB);
+/// past that it is `payload_too_large`, not a crash.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_up_to_the_response_limit_pass_and_larger_ones_are_too_large() {
+    let setup = Setup::new().await;
+    let nine = setup
+        .execute("hostile", "big_answer", json!({"params": {"count": 9}}))
+        .await;
+    assert_eq!(nine.status, 200, "{}", nine.body["error"]);
+    assert_eq!(nine.body["data"].as_str().map(str::len), Some(9 << 20));
+    let over = setup
+        .execute("hostile", "big_answer", json!({"params": {"count": 17}}))
+        .await;
+    assert_eq!(
+        (over.status, over.code()),
+        (502, "payload_too_large"),
+        "{:?}",
+        over.body["message"]
+    );
+    let message = over.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("16 MiB"), "{message}");
+
+    let small = Setup::with_options(Options {
+        extra_args: vec!["--max-response-mib".into(), "2".into()],
+        ..Options::default()
+    })
+    .await;
+    let one = small
+        .execute("hostile", "big_answer", json!({"params": {"count": 1}}))
+        .await;
+    assert_eq!(one.status, 200, "{}", one.body["error"]);
+    let three = small
+        .execute("hostile", "big_answer", json!({"params": {"count": 3}}))
+        .await;
+    assert_eq!(
+        (three.status, three.code()),
+        (502, "payload_too_large"),
+        "{:?}",
+        three.body["message"]
+    );
 }
 
 /// With every instance slot busy, a request waits briefly and then gets `at_capacity`.

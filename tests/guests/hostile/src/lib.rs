@@ -82,6 +82,7 @@ impl Connector for Hostile {
             "huge_url",
             "snoop",
             "huge_body",
+            "big_answer",
             "remember",
             "hold_handles",
         ];
@@ -165,6 +166,11 @@ impl Connector for Hostile {
                 let p: Count = params.parse()?;
                 let body = vec![b'x'; (p.count as usize) << 20];
                 Ok(sluice_sdk::http::post("/upload").body(body).send()?.into())
+            }
+            "big_answer" => {
+                // An answer of `count` MiB, made without any upstream call.
+                let p: Count = params.parse()?;
+                Ok(Output::text(200, "x".repeat((p.count as usize) << 20)))
             }
             "snoop" => {
                 // Everything WASI might leak: environment, arguments, files, stdin, sockets.
