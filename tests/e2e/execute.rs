@@ -189,8 +189,8 @@ async fn text_bodies_become_strings() {
 }
 
 /// With several connections, the caller picks one by identity or key; without either, the call
-/// uses the key owner's default (the one connection without an identity); two defaults are
-/// ambiguous, an error that lists the candidates.
+/// uses the key owner's default (the one connection without an identity), never an end user's;
+/// two defaults are ambiguous, an error that lists them.
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
     let setup = Setup::new().await;
@@ -270,12 +270,49 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
         .await;
     assert_eq!((ambiguous.status, ambiguous.code()), (400, "bad_request"));
     let message = ambiguous.body["message"].as_str().expect("message");
-    for candidate in [&alice, &setup.connection_key, &second_default] {
+    for candidate in [&setup.connection_key, &second_default] {
         assert!(message.contains(candidate.as_str()), "{message}");
     }
+    assert!(
+        !message.contains(&alice),
+        "an end user's connection is no candidate: {message}"
+    );
     assert_eq!(
         setup.upstream_requests().len(),
         4,
         "an ambiguous call sends nothing"
     );
+
+    // With alice's connection the only one left, a call that names nobody does not become
+    // alice's call.
+    for key in [&setup.connection_key, &second_default] {
+        setup
+            .gateway
+            .cli(&["connections", "remove", key])
+            .await
+            .expect("remove");
+    }
+    let nobody = setup
+        .execute("github", "get_repo", json!({"params": params}))
+        .await;
+    assert_eq!(
+        (nobody.status, nobody.code()),
+        (400, "bad_request"),
+        "{:?}",
+        nobody.body
+    );
+    let message = nobody.body["message"].as_str().expect("message");
+    assert!(
+        message.contains("pass `identity`") && !message.contains(&alice),
+        "{message}"
+    );
+    assert_eq!(setup.upstream_requests().len(), 4, "nothing was sent");
+    let named = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": params, "identity": "alice"}),
+        )
+        .await;
+    assert_eq!(named.body["status"], 200, "{:?}", named.body);
 }

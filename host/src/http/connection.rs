@@ -13,8 +13,8 @@ use crate::vault::api_keys::Environment;
 use crate::vault::connections::{ConnectionRecord, ConnectionSelector, TokenSet};
 use std::sync::Arc;
 
-/// Pick the connection: explicit key, else identity, else the key owner's default (the only
-/// connection, or the only one without an identity); decrypt its secret.
+/// Pick the connection: explicit key, else identity, else the key owner's default (the one
+/// made without an identity); decrypt its secret.
 pub(super) async fn select(
     app: &AppState,
     integration: &str,
@@ -39,8 +39,8 @@ pub(super) async fn select(
             let mut found = vault.find_connections(&platform, environment, &selector)?;
             if !explicit {
                 match owners_default(found) {
-                    Ok(default) => found = default,
-                    Err(candidates) => return Ok(Err(candidates)),
+                    Ok(default) => found = default.into_iter().collect(),
+                    Err(no_default) => return Ok(Err(no_default)),
                 }
             }
             let Some(connection) = found.pop() else {
@@ -50,7 +50,7 @@ pub(super) async fn select(
             Ok(Ok(Some((connection, credential))))
         })
         .await?
-        .map_err(|candidates| ambiguous(integration, &candidates))?;
+        .map_err(|no_default| no_default.into_error(integration))?;
     let Some(found) = found else {
         let (_, _, named_key, identity) = selection;
         // A key that names nothing usable is a mistake to report, not a reason to connect
@@ -75,19 +75,40 @@ pub(super) async fn select(
 }
 
 /// Without a connection key or identity, a call uses the key owner's default connection: the
-/// only one there is, else the only one made without an identity (its key reads
-/// `…::default::…`; connections with an identity belong to the app's end users). Several
-/// defaults are ambiguous: the error lists every candidate.
-fn owners_default(mut found: Vec<ConnectionRecord>) -> Result<Vec<ConnectionRecord>, Vec<String>> {
-    if found.len() <= 1 {
-        return Ok(found);
+/// one made without an identity (its key reads `…::default::…`). Connections made for an
+/// identity belong to the app's end users and are used only when a call names them, even when
+/// one is all there is: an app that forgets `identity` must not act as whichever user
+/// connected first. `Ok(None)`: no connection at all.
+fn owners_default(found: Vec<ConnectionRecord>) -> Result<Option<ConnectionRecord>, NoDefault> {
+    if found.is_empty() {
+        return Ok(None);
     }
-    let defaults: Vec<usize> = (0..found.len())
-        .filter(|&i| found[i].identity.is_none())
-        .collect();
-    match defaults[..] {
-        [only] => Ok(vec![found.swap_remove(only)]),
-        _ => Err(found.into_iter().map(|c| c.key).collect()),
+    let mut defaults: Vec<ConnectionRecord> = found.into_iter().filter(|c| c.identity.is_none()).collect();
+    match defaults.len() {
+        0 => Err(NoDefault::OnlyForIdentities),
+        1 => Ok(defaults.pop()),
+        _ => Err(NoDefault::Several(defaults.into_iter().map(|c| c.key).collect())),
+    }
+}
+
+/// Why a call that names no connection has none to use.
+#[derive(Debug)]
+enum NoDefault {
+    /// Every connection belongs to an identity.
+    OnlyForIdentities,
+    /// Several were made without an identity (their keys).
+    Several(Vec<String>),
+}
+
+impl NoDefault {
+    fn into_error(self, integration: &str) -> ApiError {
+        match self {
+            Self::OnlyForIdentities => ApiError::BadRequest(format!(
+                "every {integration} connection belongs to an identity, and this call names none: pass \
+                 `identity` or `connection_key` (GET /v1/vault/connections?platform={integration} lists them)"
+            )),
+            Self::Several(candidates) => ambiguous(integration, &candidates),
+        }
     }
 }
 
@@ -162,7 +183,7 @@ fn ambiguous(integration: &str, candidates: &[String]) -> ApiError {
         rest => format!(" and {rest} more: GET /v1/vault/connections?platform={integration} lists them"),
     };
     ApiError::BadRequest(format!(
-        "several {integration} connections match; pass `connection_key` or `identity` (one of: {named}{more})"
+        "several {integration} connections were made without an identity; pass `connection_key` (one of: {named}{more})"
     ))
 }
 
