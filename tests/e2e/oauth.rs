@@ -222,6 +222,9 @@ pub struct OAuthSetup {
     pub google: Google,
     pub key: String,
     pub client: reqwest::Client,
+    /// The identity [`OAuthSetup::connect`] last connected: [`OAuthSetup::execute`] acts for
+    /// it, as an app acting for its user names the user.
+    acting_for: std::sync::Mutex<Option<String>>,
 }
 
 impl OAuthSetup {
@@ -269,6 +272,7 @@ impl OAuthSetup {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
+            acting_for: std::sync::Mutex::default(),
         }
     }
 
@@ -283,7 +287,16 @@ impl OAuthSetup {
         send(request).await
     }
 
-    pub async fn execute(&self, endpoint: &str, body: Value) -> Answer {
+    /// `POST /v1/gmail/{endpoint}`, for the identity last connected unless `body` names a
+    /// connection itself.
+    pub async fn execute(&self, endpoint: &str, mut body: Value) -> Answer {
+        let acting_for = self.acting_for.lock().expect("identity").clone();
+        if let Some(identity) = acting_for
+            && body.get("identity").is_none()
+            && body.get("connection_key").is_none()
+        {
+            body["identity"] = Value::String(identity);
+        }
         self.api(Method::POST, &format!("/v1/gmail/{endpoint}"), Some(body))
             .await
     }
@@ -388,6 +401,7 @@ impl OAuthSetup {
             "{:?}",
             connection.body
         );
+        *self.acting_for.lock().expect("identity") = Some(identity.to_owned());
         key
     }
 
