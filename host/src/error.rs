@@ -295,6 +295,7 @@ impl From<InvokeError> for ApiError {
             }
             InvokeError::Busy => Self::AtCapacity,
             InvokeError::ConnectorBusy => Self::ConnectorBusy,
+            InvokeError::NotAnHttpStatus(_) => Self::ConnectorError(error.to_string()),
             InvokeError::TooLarge(limit) => Self::UpstreamTooLarge(format!(
                 "the connector's answer is larger than the gateway's {} MiB limit",
                 limit >> 20

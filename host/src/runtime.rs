@@ -331,6 +331,9 @@ pub enum InvokeError {
     /// No instance slot became free in time.
     #[error("no connector instance slot is free")]
     Busy,
+    /// The connector answered with a status that is not an HTTP status.
+    #[error("the connector answered with status {0}, which is not an HTTP status (100-599)")]
+    NotAnHttpStatus(u16),
     /// The connector's answer (or what it handed the host at once) was over this many bytes.
     #[error("the connector's answer is larger than {} MiB", .0 >> 20)]
     TooLarge(usize),
@@ -715,6 +718,9 @@ fn invoked(
     match outcome {
         Err(_) => Err(InvokeError::Timeout),
         Ok(Ok(Ok(output))) if output.body.len() > max_body => Err(InvokeError::TooLarge(max_body)),
+        Ok(Ok(Ok(output))) if !(100..=599).contains(&output.status) => {
+            Err(InvokeError::NotAnHttpStatus(output.status))
+        }
         Ok(Ok(Ok(output))) => {
             let (upstream_time, egress_denials) = state.call.upstream_stats();
             Ok(Invoked {

@@ -892,12 +892,13 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
     let html = page.text().await.expect("html");
     assert!(html.contains("type=\"password\""), "{html}");
-    // The user is told where the credential will go: the session's base URL, chosen by the app.
+    // The user is told where the credential will go: the session's base URL, chosen by the app
+    // (scheme and port included: here plain http on a loopback port).
     let destination = url::Url::parse(&upstream.url()).expect("upstream url");
     assert!(
         html.contains(&format!(
             "sent only to <b id=\"destination\">{}</b>",
-            destination.host_str().expect("host")
+            destination.origin().ascii_serialization()
         )),
         "{html}"
     );

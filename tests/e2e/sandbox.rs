@@ -575,6 +575,27 @@ async fn huge_body_is_stopped_before_the_host_copies_it() {
     assert!(setup.upstream_requests().is_empty());
 }
 
+/// A connector's status must be an HTTP status: anything else is the connector's error, not a
+/// `{"status": 999}` handed to the caller.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_status_outside_http_is_a_connector_error() {
+    let setup = Setup::new().await;
+    let created = setup
+        .execute("hostile", "odd_status", json!({"params": {"count": 201}}))
+        .await;
+    assert_eq!(created.body["status"], 201, "{:?}", created.body);
+    let odd = setup
+        .execute("hostile", "odd_status", json!({"params": {"count": 999}}))
+        .await;
+    assert_eq!(
+        (odd.status, odd.code()),
+        (502, "connector_error"),
+        "{:?}",
+        odd.body
+    );
+    assert!(odd.body["message"].as_str().unwrap_or_default().contains("999"));
+}
+
 /// A connector's answer may be as large as an upstream response handed to it
 /// (`--max-response-mib`, 16 MiB by default), not only as large as a request body (8 MiB);
 /// past that it is `payload_too_large`, not a crash.

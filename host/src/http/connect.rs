@@ -180,15 +180,16 @@ async fn connect_page(State(app): State<AppState>, Path(token): Path<String>) ->
     let manifest = &connector.manifest;
     // The user sees where the credential will be used: the application may have chosen the
     // base URL (`baseUrl` on the session), and only the user can tell whether it is right.
+    // Scheme, host and port: `http://` or an odd port is worth seeing too.
     let destination = session.base_url.as_ref().unwrap_or(&manifest.base_url);
-    let host = destination.host_str().unwrap_or_default();
+    let origin = destination.origin().ascii_serialization();
     match &manifest.auth {
         AuthScheme::OAuth2(_) => {
-            page::oauth_start(&manifest.name, host, &format!("/connect/{token}/authorize"))
+            page::oauth_start(&manifest.name, &origin, &format!("/connect/{token}/authorize"))
         }
         auth => page::credentials_form(
             &manifest.name,
-            host,
+            &origin,
             &format!("/connect/{token}"),
             &form_token(&app.vault, &token),
             &credential_fields(auth),

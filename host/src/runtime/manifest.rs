@@ -141,6 +141,9 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError
     }
 }
 
+/// The methods an endpoint may declare (it documents the upstream call in the catalog).
+const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
 /// At most this many schema violations are reported for one call.
 const MAX_REPORTED_ERRORS: usize = 20;
 
@@ -229,10 +232,42 @@ impl Manifest {
             if !is_identifier(&endpoint.name) {
                 return Err(invalid(field, "name must be 1-64 of a-z, 0-9, `_` and `-`"));
             }
-            let params_schema: serde_json::Value = serde_json::from_str(&endpoint.params_schema)
+            let method = endpoint.method.to_ascii_uppercase();
+            if !HTTP_METHODS.contains(&method.as_str()) {
+                return Err(invalid(
+                    &field,
+                    format!(
+                        "method `{}` is not one of {}",
+                        endpoint.method,
+                        HTTP_METHODS.join(", ")
+                    ),
+                ));
+            }
+            if !endpoint.path.starts_with('/') {
+                return Err(invalid(
+                    &field,
+                    format!("path `{}` must start with `/`", endpoint.path),
+                ));
+            }
+            let mut params_schema: serde_json::Value = serde_json::from_str(&endpoint.params_schema)
                 .map_err(|e| invalid(&field, format!("params-schema is not JSON: {e}")))?;
-            if !params_schema.is_object() {
+            let Some(schema) = params_schema.as_object_mut() else {
                 return Err(invalid(&field, "params-schema must be a JSON object"));
+            };
+            // `params` is always an object: say so where the schema does not (`{}`), as LLM
+            // APIs and MCP refuse a tool whose input schema is not an object's, and one such
+            // tool fails an agent's whole tool list.
+            match schema.get("type") {
+                None => {
+                    schema.insert("type".into(), "object".into());
+                }
+                Some(kind) if kind == "object" => {}
+                Some(kind) => {
+                    return Err(invalid(
+                        &field,
+                        format!("params-schema must describe an object (`params` is one), not type {kind}"),
+                    ));
+                }
             }
             // Built without remote or file resolution: a connector's schema cannot make the
             // host fetch anything.
@@ -268,7 +303,7 @@ impl Manifest {
                 tool_name: tool_name(&wit.id, &endpoint.name),
                 name: endpoint.name,
                 title: endpoint.title,
-                method: endpoint.method,
+                method,
                 path: endpoint.path,
                 description: endpoint.description,
                 params_schema,
@@ -390,6 +425,21 @@ mod tests {
             "not a valid schema"
         );
         assert!(Manifest::from_wit(wit("[1]")).is_err(), "not an object");
+        assert!(
+            Manifest::from_wit(wit(r#"{"type": "string"}"#)).is_err(),
+            "params are an object"
+        );
+        let loose = Manifest::from_wit(wit("{}")).expect("an empty schema");
+        assert_eq!(
+            loose.endpoints[0].params_schema,
+            serde_json::json!({"type": "object"})
+        );
+        let mut fetch = wit("{}");
+        fetch.endpoints[0].method = "FETCH".into();
+        assert!(Manifest::from_wit(fetch).is_err(), "not an HTTP method");
+        let mut relative = wit("{}");
+        relative.endpoints[0].path = "x".into();
+        assert!(Manifest::from_wit(relative).is_err(), "a path starts with /");
         assert!(Manifest::from_wit(wit("{")).is_err(), "not JSON");
         let mut bad_id = wit("{}");
         bad_id.id = "Bad Id".into();

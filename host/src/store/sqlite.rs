@@ -188,6 +188,7 @@ impl SqliteStore {
     /// Open (creating and migrating as needed) the database at `path`. Refuses a database
     /// written by a newer binary.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        create_private_file(path)?;
         let mut writer = open_connection(path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         // Credentials are written here: a commit is on disk before it is acknowledged.
@@ -523,6 +524,22 @@ fn lock(mutex: &Mutex<Connection>) -> anyhow::Result<MutexGuard<'_, Connection>>
         .map_err(|_| anyhow::anyhow!("a vault connection lock is poisoned"))
 }
 
+/// Create the database file, readable and writable by this user only, if it does not exist:
+/// SQLite would create it (and its `-wal` and `-shm` files, which take the database file's
+/// permissions) with the process umask, world-readable in a directory the operator made. It
+/// holds key hashes, identities and sealed secrets. An existing file keeps its permissions.
+fn create_private_file(path: &Path) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("creating database {}", path.display())),
+    }
+}
+
 fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -682,6 +699,23 @@ mod tests {
             .take_oauth_state("oauth_state_plaintext")?
             .context("attempt")?;
         assert_eq!(attempt.verifier, "pkce_plaintext");
+        Ok(())
+    }
+
+    /// In a directory anyone may read, the database and its WAL files are still this user's.
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_is_private_whatever_the_directory() -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let db = dir.path().join("sluice.db");
+        let store = SqliteStore::open(&db)?;
+        store.prune_request_logs(i64::MAX)?;
+        for file in ["sluice.db", "sluice.db-wal", "sluice.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(file))?.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}: {mode:o}");
+        }
         Ok(())
     }
 

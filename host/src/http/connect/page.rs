@@ -72,9 +72,9 @@ pub(super) fn message(status: StatusCode, title: &str, text: &str, good: bool) -
     )
 }
 
-/// The page that starts an OAuth flow: one link to the authorize step. `api_host` is where
+/// The page that starts an OAuth flow: one link to the authorize step. `api_origin` (scheme, host, port) is where
 /// the tokens will be used.
-pub(super) fn oauth_start(integration_name: &str, api_host: &str, authorize_path: &str) -> Response {
+pub(super) fn oauth_start(integration_name: &str, api_origin: &str, authorize_path: &str) -> Response {
     let name = escape(integration_name);
     render(
         StatusCode::OK,
@@ -86,7 +86,7 @@ pub(super) fn oauth_start(integration_name: &str, api_host: &str, authorize_path
              never sees them.</p>\
              <a class=\"button\" id=\"continue\" href=\"{}\">Continue to {name}</a>",
             escape(authorize_path),
-            host = escape(api_host),
+            host = escape(api_origin),
         ),
     )
 }
@@ -101,11 +101,11 @@ pub(super) struct Field {
     pub secret: bool,
 }
 
-/// The form for API-key and basic-auth integrations. `api_host` is where the credentials will
+/// The form for API-key and basic-auth integrations. `api_origin` (scheme, host, port) is where the credentials will
 /// be sent.
 pub(super) fn credentials_form(
     integration_name: &str,
-    api_host: &str,
+    api_origin: &str,
     action: &str,
     csrf: &str,
     fields: &[Field],
@@ -133,7 +133,7 @@ pub(super) fn credentials_form(
              <button class=\"button\" id=\"save\" type=\"submit\">Connect</button></form>",
             action = escape(action),
             csrf = escape(csrf),
-            host = escape(api_host),
+            host = escape(api_origin),
         ),
     )
 }

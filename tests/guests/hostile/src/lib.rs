@@ -83,6 +83,7 @@ impl Connector for Hostile {
             "snoop",
             "huge_body",
             "big_answer",
+            "odd_status",
             "remember",
             "hold_handles",
         ];
@@ -171,6 +172,11 @@ impl Connector for Hostile {
                 // An answer of `count` MiB, made without any upstream call.
                 let p: Count = params.parse()?;
                 Ok(Output::text(200, "x".repeat((p.count as usize) << 20)))
+            }
+            "odd_status" => {
+                // Answers with the status it is given, HTTP or not.
+                let p: Count = params.parse()?;
+                Ok(Output::text(p.count as u16, "odd"))
             }
             "snoop" => {
                 // Everything WASI might leak: environment, arguments, files, stdin, sockets.
