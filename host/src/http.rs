@@ -152,7 +152,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Turn a handler's result into the response, completing its request-log row (outcome,
-/// status, duration) on the way.
+/// status, duration, and the body size of a body built whole) on the way.
 fn settle(result: Result<Response, ApiError>, log: &mut RequestLog, started: Instant) -> Response {
     let response = match result {
         Ok(response) => response,
@@ -163,6 +163,9 @@ fn settle(result: Result<Response, ApiError>, log: &mut RequestLog, started: Ins
     };
     log.http_status = response.status().as_u16();
     log.duration_us = started.elapsed().as_micros() as u64;
+    log.response_bytes = axum::body::HttpBody::size_hint(response.body())
+        .exact()
+        .unwrap_or(0);
     response
 }
 

@@ -352,6 +352,9 @@ pub struct PassthroughResponse {
     pub status: u16,
     /// Upstream headers.
     pub headers: Vec<bindings::Header>,
+    /// The upstream status if the request carried the credential, so the caller can track
+    /// whether the credential still works (as [`Invoked::credential_status`]).
+    pub credential_status: Option<u16>,
     /// The body as it arrives.
     pub body: futures::stream::BoxStream<'static, Result<bytes::Bytes, crate::upstream::UpstreamError>>,
 }
@@ -475,6 +478,7 @@ impl Runtime {
         Ok(PassthroughResponse {
             status,
             headers,
+            credential_status: call.credential_status(),
             body,
         })
     }

@@ -80,6 +80,7 @@ pub fn fake_github(request: &Recorded) -> Reply {
         ("GET", "/text") => Reply::text(200, "plain words"),
         ("GET", "/teapot") => Reply::text(418, "short and stout"),
         ("GET", "/big") => Reply::text(200, &big_body()),
+        ("GET", "/sized") => Reply::text(200, &"s".repeat(SIZED_BODY_BYTES)),
         ("PUT", "/upload") => Reply::json(200, json!({"received": request.body.len()})),
         ("GET", "/redirect-same") => redirect("/echo-headers"),
         ("GET", "/redirect-loop") => redirect("/redirect-loop"),
@@ -96,6 +97,9 @@ pub fn fake_github(request: &Recorded) -> Reply {
         _ => Reply::json(404, json!({"message": "Not Found"})),
     }
 }
+
+/// Length of `GET /sized`'s body: many chunks, none of them the secret.
+pub const SIZED_BODY_BYTES: usize = 3 << 20;
 
 /// 40 MiB with the secret every ~1 KiB: more than any buffered path would take.
 pub fn big_body() -> String {
@@ -183,6 +187,36 @@ impl Setup {
             request = request.json(&body);
         }
         send(request).await
+    }
+
+    /// The connection's `state` once it is `wanted`, or the last one seen. State updates
+    /// happen off the response path, so this polls (bounded).
+    pub async fn wait_for_state(&self, connection_key: &str, wanted: &str) -> String {
+        let path = format!("/v1/vault/connections/{connection_key}");
+        let mut state = String::new();
+        for _ in 0..100 {
+            let answer = self.api(reqwest::Method::GET, &path, None).await;
+            state = answer.body["state"].as_str().unwrap_or_default().to_owned();
+            if state == wanted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        state
+    }
+
+    /// The request-log row of the call with transaction key `tx`, once the log writer (which
+    /// batches every ~100 ms) has written it; `None` if it does not appear within 5 s.
+    pub async fn log_row(&self, tx: &str) -> Option<Value> {
+        let path = format!("/v1/logs?transactionKey={tx}");
+        for _ in 0..100 {
+            let answer = self.api(reqwest::Method::GET, &path, None).await;
+            if let Some(row) = answer.body["rows"].get(0) {
+                return Some(row.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// Everything the upstream received.

@@ -1,6 +1,6 @@
 //! Passthrough: raw calls to a connection's platform with the credential injected by the host.
 
-use crate::common::{SECRET, Setup, send};
+use crate::common::{REQUEST_TIMEOUT, SECRET, SIZED_BODY_BYTES, Setup, send};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,4 +235,141 @@ async fn passthrough_body_over_the_cap_is_413() {
     .await;
     assert_eq!((answer.status, answer.code()), (413, "payload_too_large"));
     assert!(setup.upstream_requests().is_empty());
+}
+
+/// A passthrough's request-log row carries the size of the body the caller received, counted
+/// as it streamed through.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_log_row_counts_the_streamed_response_body() {
+    let setup = Setup::new().await;
+    let response = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        setup
+            .client
+            .get(format!("{}/v1/passthrough/sized", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .header("x-sluice-connection-key", &setup.connection_key)
+            .send(),
+    )
+    .await
+    .expect("in time")
+    .expect("passthrough");
+    assert_eq!(response.status(), 200);
+    let tx = transaction_key(response.headers());
+    let body = tokio::time::timeout(REQUEST_TIMEOUT, response.bytes())
+        .await
+        .expect("in time")
+        .expect("body");
+    assert_eq!(body.len(), SIZED_BODY_BYTES);
+
+    let row = setup.log_row(&tx).await.expect("the call was logged");
+    assert_eq!(row["responseBytes"], SIZED_BODY_BYTES, "{row}");
+    assert_eq!(row["outcome"], "ok", "{row}");
+    assert_eq!(
+        (row["httpStatus"].as_u64(), row["upstreamStatus"].as_u64()),
+        (Some(200), Some(200))
+    );
+    assert_eq!(row["endpoint"], "passthrough");
+    assert_eq!(row["connectionKey"], setup.connection_key.as_str());
+}
+
+/// A caller that hangs up halfway through a download still gets a row, written when the
+/// gateway gives up on it, with what was sent so far and an outcome that says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_caller_gone_midway_is_logged_with_what_was_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = Setup::new().await;
+    let address = setup.gateway.url.trim_start_matches("http://").to_owned();
+    let mut connection = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let request = format!(
+        "GET /v1/passthrough/big HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\n\
+         x-sluice-connection-key: {}\r\n\r\n",
+        setup.key, setup.connection_key
+    );
+    connection.write_all(request.as_bytes()).await.expect("write");
+    // Read the head and about 1 MiB of the 40 MiB body, then hang up.
+    let mut received = Vec::new();
+    let mut buffer = vec![0; 64 << 10];
+    while received.len() < 1 << 20 {
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, connection.read(&mut buffer))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert!(read > 0, "the gateway sent the whole body early");
+        received.extend_from_slice(&buffer[..read]);
+    }
+    drop(connection);
+    let head_end = received
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&received[..head_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let tx = head
+        .lines()
+        .find_map(|line| line.strip_prefix("x-transaction-key: "))
+        .expect("a transaction key")
+        .trim()
+        .to_owned();
+
+    let row = setup.log_row(&tx).await.expect("the abandoned call was logged");
+    assert_eq!(row["outcome"], "client_closed", "{row}");
+    let sent = row["responseBytes"].as_u64().expect("responseBytes");
+    let whole = crate::common::big_body().replace(SECRET, "[REDACTED]").len() as u64;
+    let read = (received.len() - head_end) as u64;
+    assert!(
+        // What the client read includes the chunked framing, a few bytes a chunk.
+        sent >= read * 9 / 10 && sent < whole,
+        "part of the body was sent: {sent} of {whole} bytes (the client read {read})"
+    );
+    assert_eq!(row["httpStatus"], 200, "{row}");
+    // Exactly one row, even though the body was never finished.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let rows = setup
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/logs?transactionKey={tx}"),
+            None,
+        )
+        .await;
+    assert_eq!(rows.body["total"], 1, "{:?}", rows.body);
+}
+
+/// Upstream 401s through passthrough move the connection's state as they do for execute:
+/// degraded after one, failed after three in a row, operational again after a success.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_401s_fail_the_connection_and_a_success_restores_it() {
+    let setup = Setup::new().await;
+    let call = |path: &str| {
+        send(
+            setup
+                .client
+                .get(format!("{}/v1/passthrough/{path}", setup.gateway.url))
+                .bearer_auth(&setup.key)
+                .header("x-sluice-connection-key", &setup.connection_key),
+        )
+    };
+    let rejected = call("repos/acme/revoked").await;
+    assert_eq!(rejected.status, 401, "the upstream 401 is passed through");
+    assert_eq!(
+        setup.wait_for_state(&setup.connection_key, "degraded").await,
+        "degraded"
+    );
+    for _ in 0..2 {
+        assert_eq!(call("repos/acme/revoked").await.status, 401);
+    }
+    assert_eq!(
+        setup.wait_for_state(&setup.connection_key, "failed").await,
+        "failed"
+    );
+    assert_eq!(call("repos/acme/webapp").await.status, 200);
+    assert_eq!(
+        setup.wait_for_state(&setup.connection_key, "operational").await,
+        "operational"
+    );
+}
+
+/// The transaction key a response carries.
+fn transaction_key(headers: &reqwest::header::HeaderMap) -> String {
+    headers["x-transaction-key"].to_str().expect("ascii").to_owned()
 }

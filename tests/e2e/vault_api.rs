@@ -484,31 +484,24 @@ async fn connection_limit_is_plan_limit_reached() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_state_follows_upstream_auth_failures() {
     let setup = Setup::new().await;
-    let path = format!("/v1/vault/connections/{}", setup.connection_key);
     let revoked = json!({"params": {"owner": "acme", "repo": "revoked"}});
     let answer = setup.execute("github", "get_repo", revoked.clone()).await;
     assert_eq!(answer.body["status"], 401, "the upstream 401 is passed through");
-    assert_eq!(wait_for_state(&setup, &path, "degraded").await, "degraded");
+    assert_eq!(
+        setup.wait_for_state(&setup.connection_key, "degraded").await,
+        "degraded"
+    );
     for _ in 0..2 {
         setup.execute("github", "get_repo", revoked.clone()).await;
     }
-    assert_eq!(wait_for_state(&setup, &path, "failed").await, "failed");
+    assert_eq!(
+        setup.wait_for_state(&setup.connection_key, "failed").await,
+        "failed"
+    );
     setup.get_repo().await;
-    assert_eq!(wait_for_state(&setup, &path, "operational").await, "operational");
+    assert_eq!(
+        setup.wait_for_state(&setup.connection_key, "operational").await,
+        "operational"
+    );
     setup.assert_secret_not_logged();
-}
-
-/// State updates happen off the response path: poll (bounded) until `wanted` shows up, and
-/// return the last state seen.
-async fn wait_for_state(setup: &Setup, path: &str, wanted: &str) -> String {
-    let mut state = String::new();
-    for _ in 0..100 {
-        let answer = setup.api(Method::GET, path, None).await;
-        state = answer.body["state"].as_str().unwrap_or_default().to_owned();
-        if state == wanted {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    state
 }

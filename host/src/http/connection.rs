@@ -3,6 +3,7 @@
 //! For OAuth connectors the stored secret is a token set: an access token that expires
 //! within the refresh margin is refreshed before the call (proactively), and the call gets a
 //! renewal hook so an upstream 401 triggers one refresh and one retry (reactively).
+//! How the upstream then treats the credential moves the connection's `state`.
 
 use super::AppState;
 use crate::error::ApiError;
@@ -185,6 +186,29 @@ fn ambiguous(integration: &str, candidates: &[String]) -> ApiError {
     ApiError::BadRequest(format!(
         "several {integration} connections were made without an identity; pass `connection_key` (one of: {named}{more})"
     ))
+}
+
+/// Update the connection's state from how the upstream treated its credential (execute and
+/// passthrough alike), off the response path.
+pub(super) fn track_credential_health(app: &AppState, record: ConnectionRecord, status: u16) {
+    let unauthorized = status == 401;
+    let success = (200..300).contains(&status);
+    // The common case — a healthy connection answered successfully — changes nothing, so
+    // it costs no trip to the vault's thread pool.
+    let healthy = record.consecutive_auth_failures == 0 && record.state == "operational";
+    if (!unauthorized && !success) || (success && healthy) {
+        return;
+    }
+    let vault = app.vault.clone();
+    tokio::spawn(async move {
+        let key = record.key.clone();
+        if let Err(error) = vault
+            .run(move |vault| vault.record_auth_outcome(&record, unauthorized))
+            .await
+        {
+            tracing::error!(connection = %key, error = %format!("{error:#}"), "could not update connection state");
+        }
+    });
 }
 
 #[cfg(test)]

@@ -11,9 +11,8 @@ use crate::runtime::manifest::Manifest;
 use crate::runtime::{CallContext, needs_connection};
 use crate::usage::{Limits, Refusal, Window};
 use crate::vault::api_keys::ApiKey;
-use crate::vault::connections::{ConnectionRecord, ConnectionSelector};
+use crate::vault::connections::ConnectionSelector;
 use crate::vault::logs::RequestLog;
-use axum::body::HttpBody;
 use axum::extract::{Path, State};
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
@@ -63,7 +62,6 @@ async fn execute(
     .await;
     let response = super::settle(result, &mut log, started);
     record_metrics(&app, &integration, &endpoint, &log.outcome, started.elapsed());
-    log.response_bytes = response.body().size_hint().exact().unwrap_or(0);
     app.logs.record(log);
     response
 }
@@ -195,7 +193,7 @@ async fn run(
     }
     log.upstream_status = Some(invoked.output.status);
     if let (Some(record), Some(status)) = (connection, invoked.credential_status) {
-        track_credential_health(app, record, status);
+        super::connection::track_credential_health(app, record, status);
     }
     let mut response = reply(&invoked.output);
     if let Some(window) = window {
@@ -234,29 +232,6 @@ pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>
             Refusal::DailyQuota { retry_after } => ApiError::DailyLimitReached { retry_after },
             Refusal::RateLimited { limit, retry_after } => ApiError::RateLimited { limit, retry_after },
         })
-}
-
-/// Update the connection's state from how the upstream treated its credential, off the
-/// response path.
-fn track_credential_health(app: &AppState, record: ConnectionRecord, status: u16) {
-    let unauthorized = status == 401;
-    let success = (200..300).contains(&status);
-    // The common case — a healthy connection answered successfully — changes nothing, so
-    // it costs no trip to the vault's thread pool.
-    let healthy = record.consecutive_auth_failures == 0 && record.state == "operational";
-    if (!unauthorized && !success) || (success && healthy) {
-        return;
-    }
-    let vault = app.vault.clone();
-    tokio::spawn(async move {
-        let key = record.key.clone();
-        if let Err(error) = vault
-            .run(move |vault| vault.record_auth_outcome(&record, unauthorized))
-            .await
-        {
-            tracing::error!(connection = %key, error = %format!("{error:#}"), "could not update connection state");
-        }
-    });
 }
 
 /// Count the call; unknown integrations and endpoints share one label value, so callers cannot

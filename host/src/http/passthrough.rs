@@ -4,22 +4,29 @@
 //! scrubbing of connector requests, and returns the upstream status, body and safe headers
 //! (each upstream header also as `x-sluice-passthrough-<name>`). Both bodies stream through
 //! without being buffered whole; the response is scrubbed of the credential as it streams.
+//! The call's request-log row is written when the response body has been sent (or the caller
+//! went away), with the bytes it carried; the upstream's answer moves the connection's
+//! `state` as it does for execute.
 
 use super::extract::Caller;
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
 use crate::runtime::CallContext;
 use crate::runtime::bindings::Header;
-use crate::vault::logs::RequestLog;
-use axum::body::Body;
+use crate::upstream::UpstreamError;
+use crate::vault::logs::{LogSink, RequestLog};
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::any;
 use axum::{Extension, Router};
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// The connection header, and Pica's name for it.
@@ -67,7 +74,8 @@ async fn passthrough(
 ) -> Response {
     let started = Instant::now();
     let mut log = RequestLog::begin(&transaction_key, None, "passthrough");
-    let result = run(
+    let head = method == Method::HEAD;
+    let relayed = match run(
         &app,
         transaction_key,
         caller,
@@ -77,10 +85,107 @@ async fn passthrough(
         body,
         &mut log,
     )
-    .await;
-    let response = super::settle(result, &mut log, started);
-    app.logs.record(log);
-    response
+    .await
+    {
+        Ok(relayed) => relayed,
+        Err(error) => {
+            let response = super::settle(Err(error), &mut log, started);
+            app.logs.record(log);
+            return response;
+        }
+    };
+    log.http_status = relayed.status().as_u16();
+    let row = PendingRow {
+        log,
+        sink: app.logs.clone(),
+        started,
+    };
+    if !head && carries_body(relayed.status()) {
+        return relayed.map(|body| Body::from_stream(Relay { body, row: Some(row) }));
+    }
+    // hyper drops such a body unread: nothing is sent, and the row is complete now.
+    row.record(None);
+    relayed.map(Body::from_stream)
+}
+
+/// Whether a response with `status` has a body on the wire (RFC 9110 §6.4.1).
+fn carries_body(status: StatusCode) -> bool {
+    !(status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED)
+}
+
+/// The upstream body as it arrives, scrubbed.
+type UpstreamBody = BoxStream<'static, Result<Bytes, UpstreamError>>;
+
+/// The outcome of a call whose caller went away before the whole response body was sent.
+const CLIENT_CLOSED: &str = "client_closed";
+
+/// A passthrough's request-log row, waiting for the response body to be sent.
+struct PendingRow {
+    log: RequestLog,
+    sink: LogSink,
+    started: Instant,
+}
+
+impl PendingRow {
+    /// Record the row, with `outcome` in place of `ok` if given.
+    ///
+    /// The duration runs until the body has been sent (or given up): execute's runs until the
+    /// upstream's whole answer is in and the reply built, and passthrough's upstream answer is
+    /// only all in once it has been relayed. It includes any time the caller took to read,
+    /// which cannot be told apart from the upstream's without buffering the body.
+    fn record(mut self, outcome: Option<&str>) {
+        if let Some(outcome) = outcome {
+            self.log.outcome = outcome.to_owned();
+        }
+        self.log.duration_us = self.started.elapsed().as_micros() as u64;
+        self.sink.record(self.log);
+    }
+}
+
+/// The upstream body on its way to the caller, counted. Its row is recorded exactly once:
+/// when the body ends, when the upstream breaks off (the outcome says why), or when the body
+/// is dropped unfinished, which is the server giving up on a caller that went away. The bytes
+/// counted are those handed to the server; on a disconnect some may not have reached the
+/// caller.
+struct Relay {
+    body: UpstreamBody,
+    row: Option<PendingRow>,
+}
+
+impl Relay {
+    fn finish(&mut self, outcome: Option<&str>) {
+        if let Some(row) = self.row.take() {
+            row.record(outcome);
+        }
+    }
+}
+
+impl Stream for Relay {
+    type Item = Result<Bytes, UpstreamError>;
+
+    fn poll_next(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let next = std::task::ready!(this.body.poll_next_unpin(context));
+        match &next {
+            Some(Ok(chunk)) => {
+                if let Some(row) = &mut this.row {
+                    row.log.response_bytes += chunk.len() as u64;
+                }
+            }
+            Some(Err(error)) => {
+                let error = ApiError::from(crate::runtime::capability::upstream_error(error.clone()));
+                this.finish(Some(error.code()));
+            }
+            None => this.finish(None),
+        }
+        Poll::Ready(next)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.finish(Some(CLIENT_CLOSED));
+    }
 }
 
 /// What became of the caller's body on its way upstream.
@@ -130,7 +235,7 @@ async fn run(
     headers: HeaderMap,
     body: Body,
     log: &mut RequestLog,
-) -> Result<Response, ApiError> {
+) -> Result<axum::http::Response<UpstreamBody>, ApiError> {
     let Caller(key) = caller?;
     log.key_id = Some(key.id);
     log.key_prefix = Some(key.prefix.clone());
@@ -233,9 +338,13 @@ async fn run(
     }
     let upstream = sent?;
     log.upstream_status = Some(upstream.status);
+    if let Some(status) = upstream.credential_status {
+        super::connection::track_credential_health(app, record, status);
+    }
 
     let status = StatusCode::from_u16(upstream.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = (status, Body::from_stream(upstream.body)).into_response();
+    let mut response = axum::http::Response::new(upstream.body);
+    *response.status_mut() = status;
     response.extensions_mut().insert(super::rejection::UpstreamAnswer);
     let out = response.headers_mut();
     for Header { name, value } in upstream.headers {
@@ -252,4 +361,67 @@ async fn run(
         }
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::Receiver;
+
+    fn relay(chunks: Vec<Result<Bytes, UpstreamError>>) -> (Relay, Receiver<RequestLog>) {
+        let (sink, rows) = LogSink::for_tests();
+        let row = PendingRow {
+            log: RequestLog::begin("txn_test", Some("github"), "passthrough"),
+            sink,
+            started: Instant::now(),
+        };
+        let body = futures::stream::iter(chunks).boxed();
+        (Relay { body, row: Some(row) }, rows)
+    }
+
+    fn only_row(rows: &mut Receiver<RequestLog>) -> RequestLog {
+        let row = rows.try_recv().expect("a row was recorded");
+        assert!(rows.try_recv().is_err(), "exactly one row");
+        row
+    }
+
+    #[tokio::test]
+    async fn a_body_sent_to_the_end_logs_its_bytes_once() {
+        let chunks = vec![
+            Ok(Bytes::from_static(b"hello ")),
+            Ok(Bytes::from_static(b"world")),
+        ];
+        let (mut relay, mut rows) = relay(chunks);
+        while let Some(chunk) = relay.next().await {
+            chunk.expect("a chunk");
+        }
+        drop(relay);
+        let row = only_row(&mut rows);
+        assert_eq!((row.outcome.as_str(), row.response_bytes), ("ok", 11));
+    }
+
+    #[tokio::test]
+    async fn a_body_never_polled_still_logs_once_as_client_closed() {
+        let (relay, mut rows) = relay(vec![Ok(Bytes::from_static(b"unsent"))]);
+        drop(relay);
+        let row = only_row(&mut rows);
+        assert_eq!((row.outcome.as_str(), row.response_bytes), (CLIENT_CLOSED, 0));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_breaking_off_logs_why_and_what_was_sent() {
+        let chunks = vec![
+            Ok(Bytes::from_static(b"part")),
+            Err(UpstreamError::Timeout(std::time::Duration::from_secs(1))),
+        ];
+        let (mut relay, mut rows) = relay(chunks);
+        relay.next().await;
+        assert!(relay.next().await.is_some_and(|chunk| chunk.is_err()));
+        drop(relay);
+        let row = only_row(&mut rows);
+        assert_eq!(
+            (row.outcome.as_str(), row.response_bytes),
+            ("upstream_timeout", 4)
+        );
+    }
 }

@@ -607,7 +607,7 @@ fn origin_text(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
 
-fn upstream_error(error: UpstreamError) -> HttpError {
+pub(crate) fn upstream_error(error: UpstreamError) -> HttpError {
     match error {
         UpstreamError::Denied(m) => HttpError::Denied(m),
         e @ UpstreamError::Timeout(_) => HttpError::Timeout(e.to_string()),
@@ -678,12 +678,15 @@ impl CallState {
     > {
         self.count_request()?;
         let prepared = self.prepare(request)?;
-        let (request, _) = self.finalize(&prepared)?;
+        let (request, with_credential) = self.finalize(&prepared)?;
         let response = self
             .upstream
             .send_streaming(request, body)
             .await
             .map_err(upstream_error)?;
+        if with_credential {
+            self.credential_status = Some(response.status);
+        }
         let secrets = self.secret_forms();
         let headers = response
             .headers

@@ -1,7 +1,7 @@
-//! The request log: one row per execute call, written in batches by a background thread
-//! through [`Store::insert_request_logs`] (SQLite gives it a connection of its own with
-//! `synchronous=NORMAL`: losing the last log rows on power loss is acceptable; slowing every
-//! call down to an fsync is not). Never holds params or secrets.
+//! The request log: one row per execute or passthrough call, written in batches by a
+//! background thread through [`Store::insert_request_logs`] (SQLite gives it a connection of
+//! its own with `synchronous=NORMAL`: losing the last log rows on power loss is acceptable;
+//! slowing every call down to an fsync is not). Never holds params or secrets.
 
 use super::Vault;
 use crate::store::Store;
@@ -113,6 +113,15 @@ impl LogSink {
         if self.sender.try_send(row).is_err() {
             tracing::warn!("request log queue full; a log row was dropped");
         }
+    }
+}
+
+#[cfg(test)]
+impl LogSink {
+    /// A sink whose rows a test reads from the receiver instead of a database.
+    pub(crate) fn for_tests() -> (Self, mpsc::Receiver<RequestLog>) {
+        let (sender, receiver) = mpsc::channel(16);
+        (Self { sender }, receiver)
     }
 }
 

@@ -160,7 +160,10 @@ pub const TOOL_FORMAT: &[Param] = &[query(
 pub const LOG_FILTERS: &[Param] = &[
     text("integration", "Calls of this integration"),
     text("endpoint", "Calls of this endpoint"),
-    text("outcome", "Calls with this outcome: `ok` or an error code"),
+    text(
+        "outcome",
+        "Calls with this outcome: `ok`, an error code or `client_closed`",
+    ),
     text("keyPrefix", "Calls made with the API key of this prefix"),
     text("transactionKey", "The call with this transaction key"),
     query(

@@ -402,10 +402,13 @@ fn log_entry() -> Value {
         "connectionKey": or_null(string("Connection used")),
         "httpStatus": integer("The gateway's status"),
         "upstreamStatus": or_null(integer("The upstream's status")),
-        "outcome": string("`ok` or the error code"),
-        "durationUs": integer("Time in the gateway (µs)"),
+        "outcome": string(
+            "`ok`, the error code, or `client_closed` (the caller left before a passthrough \
+             response body was all sent)"
+        ),
+        "durationUs": integer("Time in the gateway (µs); for passthrough, until the response body was sent"),
         "requestBytes": integer("Request size"),
-        "responseBytes": integer("Response size")
+        "responseBytes": integer("Response body size (for passthrough, the bytes sent to the caller)")
     }))
 }
 
