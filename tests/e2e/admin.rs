@@ -122,6 +122,13 @@ async fn execute_calls_are_logged_without_params() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let rows = rows.as_array().expect("two log rows appear");
+    let misspelt = setup.api(Method::GET, "/v1/logs?integraton=github", None).await;
+    assert_eq!((misspelt.status, misspelt.code()), (400, "bad_request"));
+    let message = misspelt.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`integraton`") && message.contains("integration"),
+        "{message}"
+    );
     let row = rows
         .iter()
         .find(|r| r["transactionKey"] == json!(tx))

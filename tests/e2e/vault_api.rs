@@ -342,6 +342,8 @@ async fn bad_vault_input_is_rejected_naming_the_field() {
         "page=0",
         "active=maybe",
         "identityType=robot",
+        // A misspelt filter is refused, not ignored (which would list every connection).
+        "platfrom=github",
     ] {
         let answer = setup
             .api(Method::GET, &format!("/v1/vault/connections?{query}"), None)

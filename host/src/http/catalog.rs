@@ -4,6 +4,7 @@
 
 use super::AppState;
 use super::extract::Caller;
+use super::openapi::params;
 use super::query::Query;
 use crate::error::ApiError;
 use crate::runtime::LoadedConnector;
@@ -36,6 +37,7 @@ async fn connectors(
     Caller(_): Caller,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
+    let query = query.only(params::CONNECTOR_FILTERS)?;
     let page = query.pagination()?;
     let (platform, key, name, category) = (
         query.text("platform"),
@@ -95,6 +97,7 @@ async fn actions(
     Path(platform): Path<String>,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
+    let query = query.only(params::ACTION_FILTERS)?;
     let page = query.pagination()?;
     let connector = app
         .registry
@@ -230,6 +233,7 @@ async fn tools(
     Caller(key): Caller,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
+    let query = query.only(params::TOOL_FORMAT)?;
     let format = query.text("format").unwrap_or_else(|| "openai".into());
     if !matches!(format.as_str(), "openai" | "anthropic" | "mcp") {
         return Err(ApiError::BadRequest(format!(

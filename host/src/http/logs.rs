@@ -19,6 +19,7 @@ async fn list(
     Caller(key): Caller,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
+    let query = query.only(super::openapi::params::LOG_FILTERS)?;
     let page = query.pagination()?;
     let filter = LogFilter {
         environment: key.environment.as_str().to_owned(),

@@ -31,6 +31,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
 }
 
 impl Query {
+    /// Refuse parameters the route does not take (`accepted`, as documented in
+    /// `/openapi.json`): a misspelt filter (`?integraton=github`) would otherwise be ignored and
+    /// the caller handed every row.
+    pub fn only(self, accepted: &[super::openapi::params::Param]) -> Result<Self, ApiError> {
+        let mut unknown: Vec<&str> = self
+            .0
+            .keys()
+            .map(String::as_str)
+            .filter(|name| accepted.iter().all(|param| param.name != *name))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(self);
+        }
+        unknown.sort_unstable();
+        let takes: Vec<&str> = accepted.iter().map(|param| param.name).collect();
+        Err(ApiError::BadRequest(format!(
+            "unknown query parameter `{}`; this route takes {}",
+            unknown.join("`, `"),
+            if takes.is_empty() {
+                "none".to_owned()
+            } else {
+                takes.join(", ")
+            }
+        )))
+    }
+
     /// A text parameter; empty values count as absent.
     pub fn text(&self, name: &str) -> Option<String> {
         self.0.get(name).filter(|v| !v.is_empty()).cloned()

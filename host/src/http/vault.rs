@@ -63,6 +63,7 @@ async fn list(
     Caller(key): Caller,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
+    let query = query.only(super::openapi::params::CONNECTION_FILTERS)?;
     let page = query.pagination()?;
     let identity_type = query.text("identityType");
     if let Some(kind) = &identity_type {
