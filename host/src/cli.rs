@@ -101,6 +101,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connectors(ConnectorsCommand::Approve { id, plugins, store }) => {
             approve(&id, &plugins, &store).await
         }
+        Command::Vault(VaultCommand::Backup { to, store }) => {
+            let vault = open_existing_vault(&store)?;
+            let key_id = vault.back_up(&to)?;
+            let key = if store.master_key.is_some() {
+                "SLUICE_MASTER_KEY".to_owned()
+            } else {
+                store.data_dir.join(MASTER_KEY_FILE).display().to_string()
+            };
+            eprintln!(
+                "backed up the vault to {}; its secrets are sealed with master key {key_id}: keep {key} \
+                 with it (after `vault rotate-key`, back up again with the new key)",
+                to.display()
+            );
+            Ok(())
+        }
         Command::Vault(VaultCommand::RotateKey { new_key, store }) => {
             let vault = open_existing_vault(&store)?;
             let (key_id, count) = vault.rotate_key(new_key.as_deref())?;
@@ -447,12 +462,15 @@ const MIN_ADMIN_KEY_CHARS: usize = 16;
 /// The database file in a data directory.
 const DATABASE_FILE: &str = "sluice.db";
 
+/// The master key file in a data directory, used unless `SLUICE_MASTER_KEY` is set.
+const MASTER_KEY_FILE: &str = "master.key";
+
 /// Open (creating it on first start) the vault in the data directory: for `serve` and `dev`.
 fn open_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
     create_private_data_dir(&store.data_dir)?;
     let key_source = match &store.master_key {
         Some(key) => KeySource::Explicit(key.clone()),
-        None => KeySource::File(store.data_dir.join("master.key")),
+        None => KeySource::File(store.data_dir.join(MASTER_KEY_FILE)),
     };
     Vault::open(&store.data_dir.join(DATABASE_FILE), &key_source)
 }

@@ -118,6 +118,16 @@ pub enum ConnectorsCommand {
 /// `sluice vault …`.
 #[derive(Debug, Subcommand)]
 pub enum VaultCommand {
+    /// Write a consistent copy of the database to a new file while gateways keep running
+    /// (keep the master key with it: the secrets in it are sealed).
+    Backup {
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        to: PathBuf,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Re-encrypt every secret under a new master key while gateways keep running.
     RotateKey {
         /// The new key (64 hex characters); generated when the key file is used.

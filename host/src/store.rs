@@ -107,6 +107,11 @@ pub trait Store: Send + Sync + 'static {
     /// Fails unless a write could be committed now (readiness checks); changes nothing.
     fn check_writable(&self) -> anyhow::Result<()>;
 
+    /// Write a consistent copy of all the data to the new file `destination` (readable by this
+    /// user only) while the store stays in use. Secrets stay sealed in it: it opens only with
+    /// the master key they were sealed with.
+    fn back_up(&self, destination: &std::path::Path) -> anyhow::Result<()>;
+
     /// The id of the primary master key recorded with the data; `None` when none was ever
     /// recorded (a new, empty store).
     fn master_key_id(&self) -> anyhow::Result<Option<String>>;

@@ -175,6 +175,14 @@ impl Vault {
         self.write(|store| store.check_writable())
     }
 
+    /// Write a consistent copy of the vault to the new file `destination` while gateways keep
+    /// running; returns the id of the master key its secrets are sealed with (the backup is
+    /// useless without that key).
+    pub fn back_up(&self, destination: &Path) -> anyhow::Result<String> {
+        self.store.back_up(destination)?;
+        Ok(self.keyring().primary().id().to_owned())
+    }
+
     /// Rotate the master key without stopping running gateways: with a key file, a new key is
     /// generated and written first in the file (old keys after it), every secret is
     /// re-encrypted under it, and the old keys are then dropped from the file. Gateways that

@@ -612,3 +612,70 @@ fn connections_list_and_remove_refuse_an_unknown_environment() {
         );
     }
 }
+
+/// `sluice vault backup` writes a complete copy of a running gateway's vault, which opens with
+/// the master key (and is readable by its owner only); it never overwrites a file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_of_a_running_gateway_opens_with_its_master_key() {
+    let setup = Setup::new().await;
+    let data_dir = setup.gateway.data_dir().to_owned();
+    let out = tempfile::tempdir().expect("tempdir");
+    let backup = out.path().join("backup.db");
+    let backed_up = sluice(
+        &[
+            "vault",
+            "backup",
+            "--to",
+            backup.to_str().expect("UTF-8"),
+            "--data-dir",
+            data_dir.to_str().expect("UTF-8"),
+        ],
+        None,
+    );
+    let said = String::from_utf8_lossy(&backed_up.stderr).into_owned();
+    assert!(backed_up.status.success(), "{said}");
+    assert!(said.contains("master.key"), "{said}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&backup).expect("backup").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
+    let again = sluice(
+        &[
+            "vault",
+            "backup",
+            "--to",
+            backup.to_str().expect("UTF-8"),
+            "--data-dir",
+            data_dir.to_str().expect("UTF-8"),
+        ],
+        None,
+    );
+    assert!(
+        refusal(&again).contains("creating"),
+        "an existing file is not overwritten"
+    );
+
+    // Restored beside its master key, the backup holds the setup's connection.
+    let restored = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&backup, restored.path().join("sluice.db")).expect("restore");
+    std::fs::copy(data_dir.join("master.key"), restored.path().join("master.key")).expect("key");
+    let listed = sluice(
+        &[
+            "connections",
+            "list",
+            "--data-dir",
+            restored.path().to_str().expect("UTF-8"),
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(stdout.contains(&setup.connection_key), "{stdout}");
+    assert!(!stdout.contains(SECRET));
+}

@@ -234,6 +234,21 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn back_up(&self, destination: &Path) -> anyhow::Result<()> {
+        // `VACUUM INTO` writes one transaction's snapshot, WAL included, into a fresh file
+        // that must not exist yet (an empty one is allowed: it is made private first).
+        new_private_file(destination).with_context(|| format!("creating {}", destination.display()))?;
+        let target = destination
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("{} is not a UTF-8 path", destination.display()))?;
+        // A connection of its own: the readers are read-only, which covers the file written
+        // too, and the writer's lock would hold up the vault's writes while the copy is made.
+        open_connection(&self.path)?
+            .execute("VACUUM INTO ?1", [target])
+            .with_context(|| format!("writing the backup to {}", destination.display()))?;
+        Ok(())
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
@@ -529,15 +544,20 @@ fn lock(mutex: &Mutex<Connection>) -> anyhow::Result<MutexGuard<'_, Connection>>
 /// permissions) with the process umask, world-readable in a directory the operator made. It
 /// holds key hashes, identities and sealed secrets. An existing file keeps its permissions.
 fn create_private_file(path: &Path) -> anyhow::Result<()> {
+    match new_private_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("creating database {}", path.display())),
+    }
+}
+
+/// Create the file `path`, which must not exist, readable and writable by this user only.
+fn new_private_file(path: &Path) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(error) => Err(error).with_context(|| format!("creating database {}", path.display())),
-    }
+    options.open(path).map(drop)
 }
 
 fn open_connection(path: &Path) -> anyhow::Result<Connection> {
