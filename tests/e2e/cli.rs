@@ -621,17 +621,11 @@ async fn a_backup_of_a_running_gateway_opens_with_its_master_key() {
     let data_dir = setup.gateway.data_dir().to_owned();
     let out = tempfile::tempdir().expect("tempdir");
     let backup = out.path().join("backup.db");
-    let backed_up = sluice(
-        &[
-            "vault",
-            "backup",
-            "--to",
-            backup.to_str().expect("UTF-8"),
-            "--data-dir",
-            data_dir.to_str().expect("UTF-8"),
-        ],
-        None,
-    );
+    let back_up = || {
+        let (to, from) = (backup.to_str().expect("UTF-8"), data_dir.to_str().expect("UTF-8"));
+        sluice(&["vault", "backup", "--to", to, "--data-dir", from], None)
+    };
+    let backed_up = back_up();
     let said = String::from_utf8_lossy(&backed_up.stderr).into_owned();
     assert!(backed_up.status.success(), "{said}");
     assert!(said.contains("master.key"), "{said}");
@@ -641,17 +635,7 @@ async fn a_backup_of_a_running_gateway_opens_with_its_master_key() {
         let mode = std::fs::metadata(&backup).expect("backup").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{mode:o}");
     }
-    let again = sluice(
-        &[
-            "vault",
-            "backup",
-            "--to",
-            backup.to_str().expect("UTF-8"),
-            "--data-dir",
-            data_dir.to_str().expect("UTF-8"),
-        ],
-        None,
-    );
+    let again = back_up();
     assert!(
         refusal(&again).contains("creating"),
         "an existing file is not overwritten"
