@@ -163,6 +163,23 @@ impl Metrics {
         text
     }
 
+    /// Count one call (execute or passthrough) and how long the gateway took. The caller
+    /// keeps the labels bounded: names from loaded connectors, or `unknown`.
+    pub fn count_call(&self, integration: &str, endpoint: &str, outcome: &str, elapsed: std::time::Duration) {
+        self.requests
+            .get_or_create(&CallLabels {
+                integration: integration.to_owned(),
+                endpoint: endpoint.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&ConnectorLabels {
+                integration: integration.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// Count a component load.
     pub fn record_load(&self, ok: bool) {
         self.loads

@@ -271,6 +271,10 @@ async fn passthrough_log_row_counts_the_streamed_response_body() {
     );
     assert_eq!(row["endpoint"], "passthrough");
     assert_eq!(row["connectionKey"], setup.connection_key.as_str());
+    // Counted in the metrics as execute calls are, under its own endpoint label.
+    let metrics = setup.gateway.metrics().await;
+    let counted = r#"sluice_requests_total{integration="github",endpoint="passthrough",outcome="ok"} 1"#;
+    assert!(metrics.contains(counted), "{metrics}");
 }
 
 /// A caller that hangs up halfway through a download still gets a row, written when the

@@ -3,7 +3,7 @@
 use super::extract::{Caller, JsonBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
-use crate::metrics::{CallLabels, ConnectorLabels};
+use crate::metrics::ConnectorLabels;
 use crate::runtime::InvokeError;
 use crate::runtime::bindings::Output;
 use crate::runtime::bindings::{ConnectorError, HttpError};
@@ -252,20 +252,7 @@ fn record_metrics(
     } else {
         ("unknown", "unknown")
     };
-    app.metrics
-        .requests
-        .get_or_create(&CallLabels {
-            integration: integration.to_owned(),
-            endpoint: endpoint.to_owned(),
-            outcome: outcome.to_owned(),
-        })
-        .inc();
-    app.metrics
-        .request_seconds
-        .get_or_create(&ConnectorLabels {
-            integration: integration.to_owned(),
-        })
-        .observe(elapsed.as_secs_f64());
+    app.metrics.count_call(integration, endpoint, outcome, elapsed);
 }
 
 /// Render `{"status": N, "data": …}`: a valid JSON body is spliced in as it is (checked, not

@@ -90,16 +90,12 @@ async fn passthrough(
         Ok(relayed) => relayed,
         Err(error) => {
             let response = super::settle(Err(error), &mut log, started);
-            app.logs.record(log);
+            PendingRow::new(&app, log, started).record(None);
             return response;
         }
     };
     log.http_status = relayed.status().as_u16();
-    let row = PendingRow {
-        log,
-        sink: app.logs.clone(),
-        started,
-    };
+    let row = PendingRow::new(&app, log, started);
     if !head && carries_body(relayed.status()) {
         return relayed.map(|body| Body::from_stream(Relay { body, row: Some(row) }));
     }
@@ -119,14 +115,34 @@ type UpstreamBody = BoxStream<'static, Result<Bytes, UpstreamError>>;
 /// The outcome of a call whose caller went away before the whole response body was sent.
 const CLIENT_CLOSED: &str = "client_closed";
 
-/// A passthrough's request-log row, waiting for the response body to be sent.
+/// A passthrough's request-log row (and its count in the metrics), waiting for the response
+/// body to be sent.
 struct PendingRow {
     log: RequestLog,
     sink: LogSink,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// The metrics label: the connection's integration if it is loaded, else `unknown`.
+    integration: String,
     started: Instant,
 }
 
 impl PendingRow {
+    fn new(app: &AppState, log: RequestLog, started: Instant) -> Self {
+        let integration = log
+            .integration
+            .as_deref()
+            .filter(|id| app.registry.get(id).is_some())
+            .unwrap_or("unknown")
+            .to_owned();
+        Self {
+            log,
+            sink: app.logs.clone(),
+            metrics: app.metrics.clone(),
+            integration,
+            started,
+        }
+    }
+
     /// Record the row, with `outcome` in place of `ok` if given.
     ///
     /// The duration runs until the body has been sent (or given up): execute's runs until the
@@ -137,7 +153,10 @@ impl PendingRow {
         if let Some(outcome) = outcome {
             self.log.outcome = outcome.to_owned();
         }
-        self.log.duration_us = self.started.elapsed().as_micros() as u64;
+        let elapsed = self.started.elapsed();
+        self.log.duration_us = elapsed.as_micros() as u64;
+        self.metrics
+            .count_call(&self.integration, "passthrough", &self.log.outcome, elapsed);
         self.sink.record(self.log);
     }
 }
@@ -373,6 +392,8 @@ mod tests {
         let row = PendingRow {
             log: RequestLog::begin("txn_test", Some("github"), "passthrough"),
             sink,
+            metrics: Arc::default(),
+            integration: "github".into(),
             started: Instant::now(),
         };
         let body = futures::stream::iter(chunks).boxed();
