@@ -92,9 +92,14 @@ pub enum ApiError {
     /// The connector exceeded its memory budget.
     #[error("the connector exceeded its memory limit")]
     ConnectorMemoryLimit,
-    /// The connector crashed.
-    #[error("the connector crashed while handling this request")]
-    ConnectorTrap,
+    /// The connector crashed. The message points at the log, never at what the connector wrote:
+    /// that is guest-controlled text (it may echo anything the connector was given).
+    #[error("the connector crashed while handling this request{}", see_log(.transaction_key))]
+    ConnectorTrap {
+        /// The request's transaction key, under which the crash and the connector's output
+        /// (its log, stdout and stderr) were logged; empty when there is none.
+        transaction_key: String,
+    },
     /// The connector reported a failure.
     #[error("{0}")]
     ConnectorError(String),
@@ -167,7 +172,7 @@ impl ApiError {
             Self::RequestTimeout(_) => "request_timeout",
             Self::ConnectorTimeout => "connector_timeout",
             Self::ConnectorMemoryLimit => "connector_memory_limit",
-            Self::ConnectorTrap => "connector_trap",
+            Self::ConnectorTrap { .. } => "connector_trap",
             Self::ConnectorError(_) => "connector_error",
             Self::EgressDenied(_) => "egress_denied",
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
@@ -199,7 +204,7 @@ impl ApiError {
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ConnectorTimeout | Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::ConnectorMemoryLimit
-            | Self::ConnectorTrap
+            | Self::ConnectorTrap { .. }
             | Self::ConnectorError(_)
             | Self::UpstreamUnreachable(_)
             | Self::UpstreamTooLarge(_)
@@ -269,6 +274,15 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+/// Where the details of a crash are: the gateway log, under the request's transaction key.
+fn see_log(transaction_key: &str) -> String {
+    if transaction_key.is_empty() {
+        String::new()
+    } else {
+        format!("; see the gateway log for transaction {transaction_key}")
+    }
+}
+
 /// Text from outside the gateway is passed on, but bounded.
 fn bounded(message: String) -> String {
     if message.len() <= MAX_MESSAGE_BYTES {
@@ -300,9 +314,12 @@ impl From<InvokeError> for ApiError {
                 "the connector's answer is larger than the gateway's {} MiB limit",
                 limit >> 20
             )),
-            InvokeError::Trap(detail) => {
+            InvokeError::Trap {
+                detail,
+                transaction_key,
+            } => {
                 tracing::warn!(%detail, "connector trapped");
-                Self::ConnectorTrap
+                Self::ConnectorTrap { transaction_key }
             }
             InvokeError::Connector(error) => error.into(),
             // Callers that can offer a reconnect link map this themselves.
@@ -381,7 +398,11 @@ mod tests {
             (InvokeError::Timeout.into(), "connector_timeout", 504),
             (InvokeError::MemoryLimit.into(), "connector_memory_limit", 502),
             (
-                InvokeError::Trap("secret detail".into()).into(),
+                InvokeError::Trap {
+                    detail: "secret detail".into(),
+                    transaction_key: "txn_1".into(),
+                }
+                .into(),
                 "connector_trap",
                 502,
             ),
@@ -410,8 +431,15 @@ mod tests {
 
     #[test]
     fn trap_and_internal_messages_hide_details() {
-        let trap: ApiError = InvokeError::Trap("wasm backtrace at 0x1234".into()).into();
-        assert!(!trap.to_string().contains("0x1234"));
+        let trap: ApiError = InvokeError::Trap {
+            detail: "wasm backtrace at 0x1234".into(),
+            transaction_key: "txn_abc".into(),
+        }
+        .into();
+        assert_eq!(
+            trap.to_string(),
+            "the connector crashed while handling this request; see the gateway log for transaction txn_abc"
+        );
         let internal = ApiError::Internal(anyhow::anyhow!("database at /secret/path is locked"));
         assert_eq!(internal.to_string(), "internal error");
     }

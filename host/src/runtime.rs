@@ -4,6 +4,7 @@
 //! - [`bindings`] — the generated types for the WIT contract.
 //! - [`manifest`] — validation of what `describe()` returns.
 //! - [`capability`] — the `http` and `log` imports the host gives each instance.
+//! - [`stdio`] — what an instance writes to stdout and stderr, which ends up in its log.
 //! - [`limits`] — the per-request memory budget.
 //! - [`contract`] — which WIT contract version a component was built against.
 //! - [`spare`] — instances prepared before the requests that will use them.
@@ -16,6 +17,7 @@ pub mod limits;
 pub mod manifest;
 mod pool;
 mod spare;
+mod stdio;
 #[cfg(test)]
 mod tests;
 
@@ -326,8 +328,13 @@ pub enum InvokeError {
     #[error("the connector is at its concurrency limit")]
     ConnectorBusy,
     /// The connector trapped (panic, unreachable, stack overflow, …).
-    #[error("the connector trapped: {0}")]
-    Trap(String),
+    #[error("the connector trapped: {detail}")]
+    Trap {
+        /// What wasmtime says about the trap (a wasm backtrace): for the log only.
+        detail: String,
+        /// The request's transaction key, under which the connector's output was logged.
+        transaction_key: String,
+    },
     /// No instance slot became free in time.
     #[error("no connector instance slot is free")]
     Busy,
@@ -387,6 +394,16 @@ pub struct GuestState {
     table: ResourceTable,
     budget: MemoryBudget,
     call: capability::CallState,
+    /// What the instance wrote to stdout and stderr.
+    output: stdio::GuestOutput,
+}
+
+impl GuestState {
+    /// Log what the instance wrote to stdout and stderr so far, as the current call's lines;
+    /// `failed`: the call trapped or was stopped.
+    fn log_output(&mut self, failed: bool) {
+        self.output.drain_into(&mut self.call, failed);
+    }
 }
 
 impl WasiView for GuestState {
@@ -427,7 +444,8 @@ impl Runtime {
         spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         // std for wasm32-wasip2 imports wasi:cli, wasi:io and friends even when unused; the
-        // WasiCtx behind them grants nothing (no preopens, env, args, sockets or stdio).
+        // WasiCtx behind them grants nothing (no preopens, env, args, sockets or stdin; stdout and
+        // stderr go to a bounded buffer that becomes the connector's log).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasmtime_to_anyhow)?;
         // Every supported contract version's imports, side by side.
         v0_2::ConnectorWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
@@ -596,7 +614,9 @@ impl Runtime {
             let instance = pre.instantiate(&mut store).await?;
             instance.describe(&mut store).await
         };
-        let wit = match tokio::time::timeout(self.limits.describe_timeout, run).await {
+        let outcome = tokio::time::timeout(self.limits.describe_timeout, run).await;
+        store.data_mut().log_output(!matches!(outcome, Ok(Ok(_))));
+        let wit = match outcome {
             Ok(Ok(manifest)) => manifest,
             Ok(Err(e)) => return Err(LoadError::Describe(format!("{e:#}"))),
             Err(_) => return Err(LoadError::Describe("timed out".into())),
@@ -663,6 +683,8 @@ impl Runtime {
             instance.invoke(&mut store, endpoint, params_json).await
         };
         let outcome = tokio::time::timeout(timeout, run).await;
+        // Whatever the outcome (a crash's message is usually the last thing on stderr).
+        store.data_mut().log_output(!matches!(outcome, Ok(Ok(_))));
         let result = invoked(&store, outcome, limits.max_response_body);
         aftermath.tear_down(store);
         result
@@ -735,22 +757,39 @@ fn invoked(
             })
         }
         Ok(Ok(Err(error))) => Err(InvokeError::Connector(error)),
-        Ok(Err(trap)) => Err(classify_trap(&trap, state.budget.exhausted(), max_body)),
+        Ok(Err(trap)) => Err(classify_trap(
+            &trap,
+            state.budget.exhausted(),
+            max_body,
+            &state.call.context().transaction_key,
+        )),
     }
 }
 
-/// A store for one instance: its WASI context grants nothing, its memory is capped by
-/// `limits`, and `call` is what its `http` and `log` imports act on.
+/// A store for one instance: its WASI context grants nothing but stdout and stderr, which go
+/// to a bounded buffer of its own (see [`stdio`]), its memory is capped by `limits`, and `call`
+/// is what its `http` and `log` imports act on.
 fn new_store(engine: &Engine, call: capability::CallState, limits: &RuntimeLimits) -> Store<GuestState> {
     // Each handle a guest holds (a pollable, a stream) lives in host memory outside its linear
     // memory cap: bound how many it may hold.
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_HANDLES_PER_INSTANCE);
+    let output = stdio::GuestOutput::default();
+    // No network through WASI sockets either (wasmtime's default, spelt out: CPython imports
+    // them, and a socket created here would be a real one, beside the egress policy).
+    let wasi = WasiCtx::builder()
+        .stdout(output.stdout())
+        .stderr(output.stderr())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
     let state = GuestState {
-        wasi: WasiCtx::builder().build(),
+        wasi,
         table,
         budget: MemoryBudget::new(limits.memory_bytes),
         call,
+        output,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.budget);
@@ -859,7 +898,12 @@ impl VersionedInstance {
 }
 
 /// Decide what a trap means for the caller.
-fn classify_trap(error: &wasmtime::Error, memory_exhausted: bool, max_body: usize) -> InvokeError {
+fn classify_trap(
+    error: &wasmtime::Error,
+    memory_exhausted: bool,
+    max_body: usize,
+    transaction_key: &str,
+) -> InvokeError {
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>()
         && *trap == wasmtime::Trap::Interrupt
     {
@@ -881,7 +925,10 @@ fn classify_trap(error: &wasmtime::Error, memory_exhausted: bool, max_body: usiz
     {
         return InvokeError::Busy;
     }
-    InvokeError::Trap(format!("{error:#}"))
+    InvokeError::Trap {
+        detail: format!("{error:#}"),
+        transaction_key: transaction_key.to_owned(),
+    }
 }
 
 fn engine_config(limits: &RuntimeLimits, budget: SlotBudget) -> wasmtime::Config {

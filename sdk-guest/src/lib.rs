@@ -140,6 +140,7 @@ pub struct __Adapter<C>(std::marker::PhantomData<C>);
 
 impl<C: Connector> bindings::exports::sluice::connector::connector::Guest for __Adapter<C> {
     fn describe() -> bindings::exports::sluice::connector::connector::Manifest {
+        log_panics();
         C::describe().into_wit()
     }
 
@@ -150,10 +151,30 @@ impl<C: Connector> bindings::exports::sluice::connector::connector::Guest for __
         bindings::exports::sluice::connector::connector::Output,
         bindings::exports::sluice::connector::connector::ConnectorError,
     > {
+        log_panics();
         C::invoke(&endpoint, Params::from_json(params_json))
             .map(Output::into_wit)
             .map_err(Error::into_wit)
     }
+}
+
+/// Send panic messages to the gateway's log, once per instance (each request gets a fresh one).
+///
+/// A panic ends the request with `connector_trap`; its message and location become one error
+/// line through [`log`], under the request's transaction key, in place of the standard
+/// library's text on stderr (several lines, logged by newer gateways only, at the end of the
+/// call).
+fn log_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info.payload_as_str().unwrap_or("Box<dyn Any>");
+            match info.location() {
+                Some(at) => log::error(&format!("panicked at {at}: {message}")),
+                None => log::error(&format!("panicked: {message}")),
+            }
+        }));
+    });
 }
 
 /// The README's connector example, compiled as a doctest so it cannot rot.

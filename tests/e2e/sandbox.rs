@@ -233,6 +233,99 @@ async fn panic_is_connector_trap_for_that_request_only() {
     );
 }
 
+fn transaction_of(answer: &crate::common::Answer) -> String {
+    answer.headers["x-transaction-key"]
+        .to_str()
+        .expect("transaction key")
+        .to_owned()
+}
+
+/// A Rust connector's panic message and location reach the gateway's log at error level, under
+/// the request's transaction key; the caller is pointed at that key, not shown the message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_message_is_logged_under_the_transaction_key() {
+    let setup = Setup::new().await;
+    let answer = setup.execute("hostile", "panic", json!({"params": {}})).await;
+    assert_eq!((answer.status, answer.code()), (502, "connector_trap"));
+    let transaction = transaction_of(&answer);
+    assert_eq!(
+        answer.body["message"],
+        format!(
+            "the connector crashed while handling this request; see the gateway log for transaction {transaction}"
+        )
+    );
+    let output = setup
+        .gateway
+        .output_with_line(&[&transaction, "deliberate panic in the middle of a request"])
+        .await;
+    let line = output
+        .lines()
+        .find(|line| line.contains("deliberate panic"))
+        .unwrap_or_default();
+    assert!(line.contains("ERROR") && line.contains("panicked at"), "{line}");
+    assert!(
+        line.contains("src/lib.rs:"),
+        "the panic's location is logged: {line}"
+    );
+}
+
+/// What a connector writes to stdout and stderr becomes its log lines under the request's
+/// transaction key; past 64 KiB it is dropped, past the line budget too, and the call still
+/// answers normally.
+#[tokio::test(flavor = "multi_thread")]
+async fn stdout_and_stderr_floods_are_capped() {
+    let setup = Setup::new().await;
+    // 2 × 2000 lines of 20 bytes: over the 64 KiB kept, and far over the 100-line budget.
+    let params = json!({"stdout": format!("out-{}", "o".repeat(15)), "stderr": format!("err-{}", "e".repeat(15)), "times": 2000});
+    let answer = attack_while_serving(&setup, "print", params).await;
+    assert_eq!(answer.body, json!({"status": 200, "data": {"printed": 2000}}));
+    let transaction = transaction_of(&answer);
+    let output = setup
+        .gateway
+        .output_with_line(&[&transaction, "the rest was dropped"])
+        .await;
+    let printed: Vec<&str> = output
+        .lines()
+        .filter(|line| line.contains("out-ooo") || line.contains("err-eee"))
+        .collect();
+    assert!(
+        !printed.is_empty() && printed.len() <= 100,
+        "{} lines kept",
+        printed.len()
+    );
+    assert!(printed.iter().all(|line| line.contains(&transaction)));
+    assert!(printed.iter().any(|line| line.contains("stream=\"stdout\"")));
+    assert!(output.contains("log budget exhausted"));
+    let kept: usize = printed.iter().map(|line| line.len()).sum();
+    assert!(kept < 100 << 10, "{kept} bytes of output logged");
+}
+
+/// Output cannot carry the credential into the log: if a connector gets hold of it (here the
+/// caller passes it in) and prints it, to stdout or, before crashing, to stderr, the log shows
+/// it scrubbed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_credential_is_scrubbed_from_stdout_and_stderr() {
+    let setup = Setup::new().await;
+    let print = |then_panic: bool| json!({"params": {"stdout": format!("out token={SECRET}"), "stderr": format!("err token={SECRET}"), "times": 1, "then_panic": then_panic}});
+    let answer = setup.execute("hostile", "print", print(false)).await;
+    assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
+    let transaction = transaction_of(&answer);
+    setup
+        .gateway
+        .output_with_line(&[&transaction, "err token=[REDACTED]", "WARN"])
+        .await;
+    let crashed = setup.execute("hostile", "print", print(true)).await;
+    assert_eq!(crashed.code(), "connector_trap");
+    assert!(!crashed.body.to_string().contains("token="), "{:?}", crashed.body);
+    let transaction = transaction_of(&crashed);
+    let output = setup
+        .gateway
+        .output_with_line(&[&transaction, "err token=[REDACTED]", "ERROR"])
+        .await;
+    assert!(output.contains("out token=[REDACTED]"));
+    setup.assert_secret_not_logged();
+}
+
 /// A request to an origin outside the allowlist is refused and never sent.
 #[tokio::test(flavor = "multi_thread")]
 async fn disallowed_host_is_denied() {

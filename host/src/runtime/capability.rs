@@ -14,6 +14,7 @@ use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use std::borrow::Cow;
 use std::sync::Arc;
 use url::Url;
 
@@ -131,6 +132,11 @@ impl CallState {
     /// Why renewing a rejected credential failed, if it did.
     pub(crate) fn renewal_failure(&self) -> Option<&crate::runtime::RenewalFailure> {
         self.renewal_failure.as_ref()
+    }
+
+    /// What the host supplied for this call.
+    pub(crate) fn context(&self) -> &CallContext {
+        &self.context
     }
 
     /// Status of the last upstream response to a request that carried the credential.
@@ -703,38 +709,78 @@ impl CallState {
     }
 }
 
-impl wit_log::Host for GuestState {
-    async fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let call = &mut self.call;
-        call.log_lines += 1;
-        if call.log_lines > call.limits.max_log_lines {
-            if call.log_lines == call.limits.max_log_lines + 1 {
-                tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, "connector log budget exhausted; further lines dropped");
-            }
-            return Ok(());
+/// One tracing event at a connector's chosen `level` (tracing wants the level spelt out).
+macro_rules! connector_event {
+    ($level:expr, $($event:tt)+) => {
+        match $level {
+            Level::Trace => tracing::trace!(target: "connector", $($event)+),
+            Level::Debug => tracing::debug!(target: "connector", $($event)+),
+            Level::Info => tracing::info!(target: "connector", $($event)+),
+            Level::Warn => tracing::warn!(target: "connector", $($event)+),
+            Level::Error => tracing::error!(target: "connector", $($event)+),
         }
-        let message = match scrub(message.as_bytes(), &call.secret_forms()) {
+    };
+}
+
+impl CallState {
+    /// Write one of the connector's log lines, attributed to it and the request: the `log`
+    /// capability's lines, and what it wrote to `stream` (stdout or stderr) once it is done.
+    /// Past the invocation's line budget lines are dropped; the credential is scrubbed, control
+    /// characters escaped and long lines truncated.
+    pub(crate) fn log_line(&mut self, level: Level, message: Cow<'_, str>, stream: Option<&'static str>) {
+        if self.log_lines_left() == 0 {
+            self.over_log_budget(1);
+            return;
+        }
+        self.log_lines += 1;
+        let message = match scrub(message.as_bytes(), &self.secret_forms()) {
             Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
-            None => message,
+            None => message.into_owned(),
         };
         // One guest line stays one line of the gateway's log: it cannot forge entries.
         let mut message = escape_controls(message);
-        if message.len() > call.limits.max_log_line_bytes {
-            let mut cut = call.limits.max_log_line_bytes;
+        if message.len() > self.limits.max_log_line_bytes {
+            let mut cut = self.limits.max_log_line_bytes;
             while !message.is_char_boundary(cut) {
                 cut -= 1;
             }
             message.truncate(cut);
             message.push_str("…[truncated]");
         }
-        let (connector, tx) = (&*call.connector_id, call.context.transaction_key.as_str());
-        match level {
-            Level::Trace => tracing::trace!(target: "connector", connector, tx, "{message}"),
-            Level::Debug => tracing::debug!(target: "connector", connector, tx, "{message}"),
-            Level::Info => tracing::info!(target: "connector", connector, tx, "{message}"),
-            Level::Warn => tracing::warn!(target: "connector", connector, tx, "{message}"),
-            Level::Error => tracing::error!(target: "connector", connector, tx, "{message}"),
+        let (connector, tx) = (&*self.connector_id, self.context.transaction_key.as_str());
+        match stream {
+            None => connector_event!(level, connector, tx, "{message}"),
+            Some(stream) => connector_event!(level, connector, tx, stream, "{message}"),
         }
+    }
+
+    /// Log lines this invocation may still write.
+    pub(crate) fn log_lines_left(&self) -> usize {
+        self.limits.max_log_lines.saturating_sub(self.log_lines) as usize
+    }
+
+    /// Count `lines` the budget had no room for; the first time, say that lines are dropped.
+    pub(crate) fn over_log_budget(&mut self, lines: usize) {
+        if lines == 0 {
+            return;
+        }
+        let before = self.log_lines;
+        self.log_lines = before.saturating_add(u32::try_from(lines).unwrap_or(u32::MAX));
+        if before <= self.limits.max_log_lines {
+            tracing::warn!(connector = %self.connector_id, tx = %self.context.transaction_key, "connector log budget exhausted; further lines dropped");
+        }
+    }
+
+    /// Say that the connector wrote `dropped` bytes to stdout and stderr past the `kept` bytes
+    /// kept of them.
+    pub(crate) fn note_dropped_output(&self, dropped: u64, kept: usize) {
+        tracing::warn!(connector = %self.connector_id, tx = %self.context.transaction_key, dropped_bytes = dropped, "connector wrote more than {} KiB to stdout and stderr; the rest was dropped", kept >> 10);
+    }
+}
+
+impl wit_log::Host for GuestState {
+    async fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.call.log_line(level, Cow::Owned(message), None);
         Ok(())
     }
 }
@@ -767,7 +813,7 @@ impl v0_1::sluice::connector::log::Host for GuestState {
 impl v0_1::sluice::connector::types::Host for GuestState {}
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::{CallContext, RuntimeLimits};
     use super::*;
 
@@ -795,7 +841,8 @@ mod tests {
         }
     }
 
-    fn call_state(auth: AuthScheme) -> CallState {
+    /// A call with the credential `s3cret-token` and the default limits.
+    pub(crate) fn call_state(auth: AuthScheme) -> CallState {
         let api = crate::egress::HostPattern::parse("https://api.example.com").expect("pattern");
         let uploads = crate::egress::HostPattern::parse("https://uploads.example.com").expect("pattern");
         let plan = EgressPlan {

@@ -2,7 +2,7 @@
 //!
 //! `call` sends whatever request the params describe, so tests can aim it at any URL or
 //! header the sandbox must refuse; the other endpoints burn CPU, memory or stack, trap, snoop
-//! on WASI, or look for what an earlier request left in memory.
+//! on WASI, flood stdout and stderr, or look for what an earlier request left in memory.
 
 use serde::Deserialize;
 use sluice_sdk::http::RequestBuilder;
@@ -25,6 +25,19 @@ struct Call {
     #[serde(default)]
     headers: Vec<(String, String)>,
     body: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Print {
+    #[serde(default)]
+    stdout: String,
+    #[serde(default)]
+    stderr: String,
+    /// How many times each line is written.
+    times: u32,
+    /// Panic once done, instead of answering.
+    #[serde(default)]
+    then_panic: bool,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +99,7 @@ impl Connector for Hostile {
             "odd_status",
             "remember",
             "hold_handles",
+            "print",
         ];
         endpoints.iter().fold(
             Manifest::new("hostile", "Hostile", env!("CARGO_PKG_VERSION"))
@@ -151,6 +165,22 @@ impl Connector for Hostile {
                     log::info(&line);
                 }
                 Output::json(200, &json!({"logged": p.count}))
+            }
+            "print" => {
+                // Whatever the caller asks for, as often as it asks: floods, credentials, crashes.
+                let p: Print = params.parse()?;
+                for _ in 0..p.times {
+                    if !p.stdout.is_empty() {
+                        println!("{}", p.stdout);
+                    }
+                    if !p.stderr.is_empty() {
+                        eprintln!("{}", p.stderr);
+                    }
+                }
+                if p.then_panic {
+                    panic!("gave up after printing");
+                }
+                Output::json(200, &json!({"printed": p.times}))
             }
             "many_calls" => {
                 let p: Count = params.parse()?;
