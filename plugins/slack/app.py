@@ -91,10 +91,14 @@ def send(method, path, query=None, body=None):
         headers.append(types.Header("content-type", "application/json; charset=utf-8"))
         data = json.dumps(body).encode()
     try:
-        return http.send(types.Request(method=method, url=url, headers=headers, body=data))
+        response = http.send(types.Request(method=method, url=url, headers=headers, body=data))
     except Err as error:
         # `http.send` raises the host's typed http-error; hand it on as such.
         raise Err(c.ConnectorError_Http(error.value))
+    if response.status == 429:
+        # The caller gets the 429 as it is; the operator sees it in the gateway's log.
+        print(f"Slack rate-limited {path}: retry after {header(response, 'retry-after')} s")
+    return response
 
 
 def header(response, name):

@@ -31,10 +31,11 @@ cp -R "$HERE/." "$WORK/"
 rm -rf "$WORK/__pycache__"
 
 TMP="$OUT/.$CONNECTOR.wasm.partial"
-# --stub-wasi: CPython's runtime imports wasi:sockets, filesystem, clocks and random; a
-# connector needs none of them at run time (the interpreter is initialised at build time), so
-# every WASI import becomes a trapping stub and the component imports only the Sluice
-# contract. The price: the hash seed is fixed at build time (no randomness is needed here).
+# No --stub-wasi: it would turn every WASI import into a trap, so `print()` and the traceback
+# of an uncaught exception would crash the call instead of reaching the gateway's log. The
+# WASI imports left (stdio, clocks, random, and CPython's socket module) are on the allow-list
+# in tests/e2e/wasi_imports.rs, and the gateway grants nothing through them: no files,
+# environment or network.
 "$VENV/bin/componentize-py" -d "$WIT_DIR" -w connector-world \
-    componentize --stub-wasi -p "$WORK" app -o "$TMP"
+    componentize -p "$WORK" app -o "$TMP"
 publish "$TMP" "$OUT/$CONNECTOR.wasm"

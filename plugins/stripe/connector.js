@@ -9,6 +9,21 @@
 // `sluice:connector/http` import, and the few byte conversions needed are below.
 
 import http from "sluice:connector/http@0.2.0";
+import log from "sluice:connector/log@0.2.0";
+
+// QuickJS has no `console`: this one writes to the gateway's log, attributed to the connector
+// and the request. (An uncaught exception reaches that log too, with its stack.)
+function text(value) {
+  if (typeof value === "string") return value;
+  if (value instanceof Error) return value.stack ? `${value}\n${value.stack}` : String(value);
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value); // a cyclic object
+  }
+}
+const logAt = (level) => (...values) => log.write(level, values.map(text).join(" "));
+globalThis.console = { debug: logAt("debug"), log: logAt("info"), info: logAt("info"), warn: logAt("warn"), error: logAt("error") };
 
 const VERSION = "0.1.0";
 
@@ -202,8 +217,12 @@ function send(method, url, { form, idempotencyKey } = {}) {
     // (`{tag: "denied", val: "..."}`); hand it back to the host as it is.
     throw new ConnectorError("http", error.payload);
   }
-  const contentType = response.headers.find((h) => h.name.toLowerCase() === "content-type");
-  return { status: response.status, contentType: contentType ? contentType.value : null, body: response.body };
+  const header = (name) => response.headers.find((h) => h.name.toLowerCase() === name)?.value ?? null;
+  if (response.status >= 400) {
+    // The answer goes back to the caller as it is; Stripe support asks for the request id.
+    console.warn(`Stripe answered ${response.status} to ${method} ${url.split("?")[0]} (request id ${header("request-id")})`);
+  }
+  return { status: response.status, contentType: header("content-type"), body: response.body };
 }
 
 function query(params, names) {

@@ -218,6 +218,16 @@ async fn slack_bad_params_are_400_and_upstream_errors_pass_through() {
         limited.body,
         json!({"status": 429, "data": {"ok": false, "error": "ratelimited"}})
     );
+    // The connector's `print()` reaches the gateway's log under the call's transaction.
+    let transaction = limited.headers["x-transaction-key"].to_str().expect("key");
+    setup
+        .gateway
+        .output_with_line(&[
+            transaction,
+            "stream=\"stdout\"",
+            "Slack rate-limited /users.info: retry after 30 s",
+        ])
+        .await;
 
     // An error envelope in the middle of a paginated walk ends it and is returned as it is.
     let bad_cursor = setup

@@ -38,11 +38,16 @@ fn customer(id: &str) -> Value {
     json!({"id": id, "object": "customer", "email": format!("{id}@example.com")})
 }
 
+/// The id Stripe gives every request, sent back in `Request-Id`.
+const REQUEST_ID: &str = "req_e2eStripeRequest";
+
 fn stripe_error(status: u16, code: &str, message: &str, param: &str) -> Reply {
-    Reply::json(
+    let mut reply = Reply::json(
         status,
         json!({"error": {"type": "invalid_request_error", "code": code, "message": message, "param": param}}),
-    )
+    );
+    reply.headers.push(("request-id".into(), REQUEST_ID.into()));
+    reply
 }
 
 /// Answers like Stripe: list objects with `has_more`, `starting_after` cursors, and
@@ -284,6 +289,16 @@ async fn stripe_bad_params_are_400_and_upstream_errors_pass_through() {
         missing.body["data"]["error"]["message"],
         "No such customer: 'cus_missing'"
     );
+    // The connector's `console.warn` reaches the gateway's log under the call's transaction.
+    let transaction = missing.headers["x-transaction-key"].to_str().expect("key");
+    setup
+        .gateway
+        .output_with_line(&[
+            transaction,
+            "WARN",
+            &format!("Stripe answered 404 to GET /v1/customers/cus_missing (request id {REQUEST_ID})"),
+        ])
+        .await;
 
     let bad_currency = setup
         .execute(
