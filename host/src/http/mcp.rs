@@ -53,6 +53,35 @@ fn visible_tools(app: &AppState, key: &crate::vault::api_keys::ApiKey) -> Vec<(S
         .collect()
 }
 
+/// One open event stream: what its key saw last, and what it waits on.
+struct Follower {
+    app: AppState,
+    key: crate::vault::api_keys::ApiKey,
+    changes: tokio::sync::watch::Receiver<()>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    seen: Vec<(String, String)>,
+    /// Its place among the gateway's event streams, given back when the stream ends.
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Follower {
+    /// Wait until the connectors the key sees change (true), or the gateway stops (false).
+    async fn next_change(&mut self) -> bool {
+        loop {
+            tokio::select! {
+                changed = self.changes.changed() => if changed.is_err() { return false },
+                // Shutting down (or the signal's sender is gone): end the stream.
+                _ = self.stopping.wait_for(|stop| *stop) => return false,
+            }
+            let now = visible_tools(&self.app, &self.key);
+            if now != self.seen {
+                self.seen = now;
+                return true;
+            }
+        }
+    }
+}
+
 /// `GET /mcp`: the server's event stream. It says `notifications/tools/list_changed` each time
 /// a load, reload or removal changes the connectors the key sees, and ends when the gateway
 /// shuts down (a client reconnects to another or the restarted one). Streams take at most half
@@ -67,27 +96,20 @@ async fn events(State(app): State<AppState>, caller: Result<Caller, ApiError>) -
     };
     let mut changes = app.registry.subscribe();
     changes.mark_unchanged();
-    let seen = visible_tools(&app, &key);
-    let stopping = app.stopping.clone();
-    let stream = futures::stream::unfold(
-        (app, key, changes, stopping, seen, place),
-        |(app, key, mut changes, mut stopping, mut seen, place)| async move {
-            loop {
-                tokio::select! {
-                    changed = changes.changed() => changed.ok()?,
-                    // Shutting down (or the signal's sender is gone): end the stream.
-                    _ = stopping.wait_for(|stop| *stop) => return None,
-                }
-                let now = visible_tools(&app, &key);
-                if now != seen {
-                    seen = now;
-                    let event = Event::default().event("message").data(TOOLS_CHANGED);
-                    let state = (app, key, changes, stopping, seen, place);
-                    return Some((Ok::<_, std::convert::Infallible>(event), state));
-                }
-            }
-        },
-    );
+    let follower = Follower {
+        seen: visible_tools(&app, &key),
+        stopping: app.stopping.clone(),
+        app,
+        key,
+        changes,
+        _place: place,
+    };
+    let stream = futures::stream::unfold(follower, |mut follower| async move {
+        follower.next_change().await.then(|| {
+            let event = Event::default().event("message").data(TOOLS_CHANGED);
+            (Ok::<_, std::convert::Infallible>(event), follower)
+        })
+    });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE))
         .into_response()
