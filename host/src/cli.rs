@@ -78,14 +78,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let vault = open_existing_vault(&store)?;
             let now = crate::vault::now();
             let mut out = String::new();
+            let limit = |value: Option<u32>| value.map_or_else(|| "-".to_owned(), |n| n.to_string());
             for key in vault.list_api_keys()? {
-                let name = cell(key.name.as_deref().unwrap_or_default());
+                let name = cell(key.name.as_deref().unwrap_or("-"));
+                let expires = key
+                    .expires_at
+                    .map_or_else(|| "never".to_owned(), crate::http::timestamps::rfc3339);
                 out += &format!(
-                    "{}\t{}\t{}\tscope={}\t{name}\n",
+                    "{}\t{}\t{}\tscope={}\texpires={expires}\tdaily={}\tper_minute={}\t{name}\n",
                     key.prefix,
                     key.environment,
                     key.status(now),
                     key.scope,
+                    limit(key.daily_quota),
+                    limit(key.per_minute_limit),
                 );
             }
             print_out(&out)
@@ -221,7 +227,7 @@ fn list_connections(
                 record.identity_type.as_deref().unwrap_or("-"),
                 &record.state,
                 if record.active { "active" } else { "inactive" },
-                &vault_api::rfc3339(record.created_at),
+                &crate::http::timestamps::rfc3339(record.created_at),
             ];
             out += &cells.map(cell).join("\t");
             out.push('\n');

@@ -15,6 +15,38 @@ use serde::Serialize;
 /// Longest message passed on to a caller (connector-supplied text, or names the caller sent).
 const MAX_MESSAGE_BYTES: usize = 500;
 
+/// Every outcome a request-log row can have: `ok`, `client_closed` (the caller left before its
+/// answer was all sent), then each code [`ApiError::code`] gives.
+pub const OUTCOMES: &[&str] = &[
+    "ok",
+    "client_closed",
+    "bad_request",
+    "unauthorized",
+    "api_key_revoked",
+    "api_key_expired",
+    "scope_not_allowed",
+    "integration_not_connected",
+    "token_expired",
+    "token_refresh_failed",
+    "plan_limit_reached",
+    "daily_limit_reached",
+    "rate_limited",
+    "not_found",
+    "method_not_allowed",
+    "payload_too_large",
+    "request_timeout",
+    "connector_timeout",
+    "connector_memory_limit",
+    "connector_trap",
+    "connector_error",
+    "egress_denied",
+    "upstream_unreachable",
+    "upstream_timeout",
+    "at_capacity",
+    "connector_busy",
+    "internal_error",
+];
+
 /// Everything that can go wrong on the caller-facing API.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -414,6 +446,94 @@ mod tests {
             assert_eq!(error.code(), code);
             assert_eq!(error.status().as_u16(), status, "{code}");
         }
+    }
+
+    /// One error of each kind. The match has no wildcard, so a new variant does not compile
+    /// until it is added here, and then to [`OUTCOMES`] if its code is new.
+    fn one_of_each() -> Vec<ApiError> {
+        let text = || String::from("x");
+        let all = vec![
+            ApiError::BadRequest(text()),
+            ApiError::InvalidParams(vec![]),
+            ApiError::Unauthorized(text()),
+            ApiError::ApiKeyRevoked,
+            ApiError::ApiKeyExpired,
+            ApiError::ScopeNotAllowed(text()),
+            ApiError::IntegrationNotConnected {
+                integration: text(),
+                action_url: text(),
+            },
+            ApiError::TokenExpired {
+                integration: text(),
+                reason: text(),
+                action_url: text(),
+            },
+            ApiError::TokenRefreshFailed(text()),
+            ApiError::PlanLimitReached(text()),
+            ApiError::DailyLimitReached { retry_after: 1 },
+            ApiError::RateLimited {
+                limit: 1,
+                retry_after: 1,
+            },
+            ApiError::NotFound(text()),
+            ApiError::MethodNotAllowed,
+            ApiError::PayloadTooLarge(text()),
+            ApiError::RequestTimeout(text()),
+            ApiError::ConnectorTimeout,
+            ApiError::ConnectorMemoryLimit,
+            ApiError::ConnectorTrap {
+                transaction_key: text(),
+            },
+            ApiError::ConnectorError(text()),
+            ApiError::EgressDenied(text()),
+            ApiError::UpstreamUnreachable(text()),
+            ApiError::UpstreamTimeout(text()),
+            ApiError::UpstreamTooLarge(text()),
+            ApiError::AtCapacity,
+            ApiError::ConnectorBusy,
+            ApiError::Internal(anyhow::anyhow!("x")),
+        ];
+        for error in &all {
+            match error {
+                ApiError::BadRequest(_)
+                | ApiError::InvalidParams(_)
+                | ApiError::Unauthorized(_)
+                | ApiError::ApiKeyRevoked
+                | ApiError::ApiKeyExpired
+                | ApiError::ScopeNotAllowed(_)
+                | ApiError::IntegrationNotConnected { .. }
+                | ApiError::TokenExpired { .. }
+                | ApiError::TokenRefreshFailed(_)
+                | ApiError::PlanLimitReached(_)
+                | ApiError::DailyLimitReached { .. }
+                | ApiError::RateLimited { .. }
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed
+                | ApiError::PayloadTooLarge(_)
+                | ApiError::RequestTimeout(_)
+                | ApiError::ConnectorTimeout
+                | ApiError::ConnectorMemoryLimit
+                | ApiError::ConnectorTrap { .. }
+                | ApiError::ConnectorError(_)
+                | ApiError::EgressDenied(_)
+                | ApiError::UpstreamUnreachable(_)
+                | ApiError::UpstreamTimeout(_)
+                | ApiError::UpstreamTooLarge(_)
+                | ApiError::AtCapacity
+                | ApiError::ConnectorBusy
+                | ApiError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn the_outcomes_are_ok_client_closed_and_exactly_the_codes_errors_give() {
+        assert_eq!(OUTCOMES[..2], ["ok", crate::vault::logs::CLIENT_CLOSED]);
+        let given: std::collections::BTreeSet<&str> = one_of_each().iter().map(ApiError::code).collect();
+        let listed: std::collections::BTreeSet<&str> = OUTCOMES[2..].iter().copied().collect();
+        assert_eq!(given, listed);
+        assert_eq!(listed.len() + 2, OUTCOMES.len(), "an outcome is listed twice");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod openapi;
 mod passthrough;
 pub mod query;
 mod rejection;
+pub(crate) mod timestamps;
 pub(crate) mod vault;
 
 use crate::error::ApiError;

@@ -10,11 +10,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-/// Loaded connectors by id, and the files that failed to load.
+/// Loaded connectors by id, the files that failed to load, and the files another file with the
+/// same connector id replaced.
 #[derive(Debug)]
 pub struct Registry {
     current: RwLock<Arc<BTreeMap<String, Arc<LoadedConnector>>>>,
     failures: RwLock<BTreeMap<PathBuf, LoadFailure>>,
+    shadowed: RwLock<BTreeMap<PathBuf, Shadowed>>,
     /// Marked changed with every swap, for whoever follows the catalog (MCP's `listChanged`).
     changes: tokio::sync::watch::Sender<()>,
 }
@@ -24,6 +26,7 @@ impl Default for Registry {
         Self {
             current: RwLock::default(),
             failures: RwLock::default(),
+            shadowed: RwLock::default(),
             changes: tokio::sync::watch::Sender::new(()),
         }
     }
@@ -37,6 +40,18 @@ pub struct LoadFailure {
     /// What went wrong.
     pub error: String,
     /// When (Unix seconds).
+    pub at: i64,
+}
+
+/// A component file that loaded but serves nothing: a later file declared the same connector
+/// id. It takes over again if that file is removed.
+#[derive(Debug, Clone)]
+pub struct Shadowed {
+    /// The file.
+    pub path: PathBuf,
+    /// The connector id both files declare.
+    pub id: String,
+    /// When it was replaced (Unix seconds).
     pub at: i64,
 }
 
@@ -74,13 +89,32 @@ impl Registry {
     /// the previous version finishes on it. If the same file used to provide another id, that
     /// one is removed in the same swap.
     pub fn insert(&self, connector: LoadedConnector) {
+        let id = connector.manifest.id.clone();
+        let source = connector.source.clone();
         let replaced = update(&self.current, |current| {
             let mut next = (**current).clone();
-            if let Some(source) = &connector.source {
-                next.retain(|id, c| id == &connector.manifest.id || c.source.as_ref() != Some(source));
+            if let Some(source) = &source {
+                next.retain(|other, c| other == &id || c.source.as_ref() != Some(source));
             }
-            next.insert(connector.manifest.id.clone(), Arc::new(connector));
-            std::mem::replace(current, Arc::new(next))
+            let previous = next.insert(id.clone(), Arc::new(connector));
+            (std::mem::replace(current, Arc::new(next)), previous)
+        });
+        let displaced = replaced.1.as_ref().and_then(|previous| previous.source.clone());
+        update(&self.shadowed, |shadowed| {
+            if let Some(source) = &source {
+                shadowed.remove(source);
+            }
+            if let Some(displaced) = displaced.filter(|displaced| Some(displaced) != source.as_ref()) {
+                let at = crate::vault::now();
+                shadowed.insert(
+                    displaced.clone(),
+                    Shadowed {
+                        path: displaced,
+                        id,
+                        at,
+                    },
+                );
+            }
         });
         self.changes.send_replace(());
         // Outside the lock: the last reference to a replaced connector tears down its compiled
@@ -99,6 +133,9 @@ impl Registry {
 
     /// Remove whatever was loaded from `path`; returns the removed ids.
     pub fn remove_source(&self, path: &Path) -> Vec<String> {
+        update(&self.shadowed, |shadowed| {
+            shadowed.remove(path);
+        });
         let mut removed = Vec::new();
         let replaced = update(&self.current, |current| {
             let mut next = (**current).clone();
@@ -149,6 +186,10 @@ impl Registry {
 
     /// Record that `path` failed to load (replacing an earlier failure of the same file).
     pub fn record_failure(&self, path: &Path, error: String) {
+        // What it held before no longer matters: it could not take over now.
+        update(&self.shadowed, |shadowed| {
+            shadowed.remove(path);
+        });
         update(&self.failures, |failures| {
             failures.insert(
                 path.to_owned(),
@@ -171,6 +212,11 @@ impl Registry {
     /// Files that failed to load, by path.
     pub fn failures(&self) -> BTreeMap<PathBuf, LoadFailure> {
         read(&self.failures)
+    }
+
+    /// Files that loaded but serve nothing, because a later file declared the same id.
+    pub fn shadowed(&self) -> BTreeMap<PathBuf, Shadowed> {
+        read(&self.shadowed)
     }
 }
 
@@ -293,9 +339,14 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
                 "connector loaded"
             );
             if let Some(previous) = registry.get(&connector.manifest.id)
-                && previous.source != connector.source
+                && let Some(previous_file) = previous.source.as_deref().filter(|file| *file != path)
             {
-                tracing::warn!(id = %previous.manifest.id, file = %path.display(), "two files declare the same connector id; the later one wins");
+                tracing::warn!(
+                    id = %previous.manifest.id,
+                    file = %path.display(),
+                    shadowed = %previous_file.display(),
+                    "two files declare the same connector id; the later one serves it, the other takes over if it is removed"
+                );
             }
             for (action_key, other) in registry.shared_action_keys(&connector) {
                 tracing::warn!(id = %connector.manifest.id, %other, %action_key, "two connectors' actions share an action id; the catalog asks callers to name them by route");

@@ -2,7 +2,7 @@
 
 use crate::common::Setup;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use sluice_fixtures::gateway::{Options, TEST_ADMIN_KEY};
 
 /// Without an admin key configured the admin API does not exist.
@@ -39,7 +39,10 @@ async fn admin_creates_lists_and_revokes_keys() {
             TEST_ADMIN_KEY,
             Method::POST,
             "/v1/admin/keys",
-            Some(json!({"environment": "live", "scope": "github", "name": "ci", "dailyQuota": 10})),
+            Some(
+                json!({"environment": "live", "scope": "github", "name": "ci", "dailyQuota": 10,
+                        "expiresAt": "2099-01-31T12:00:00Z"}),
+            ),
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -47,6 +50,14 @@ async fn admin_creates_lists_and_revokes_keys() {
     assert!(key.starts_with("sk_live_"));
     assert_eq!(created.body["scope"], "github");
     assert_eq!(created.body["dailyQuota"], 10);
+    // Times read as every other route gives them: RFC 3339 in UTC.
+    assert_eq!(created.body["expiresAt"], "2099-01-31T12:00:00Z");
+    assert_eq!(created.body["revokedAt"], Value::Null);
+    let created_at = created.body["createdAt"].as_str().unwrap_or_default();
+    assert!(
+        created_at.len() == 20 && created_at.starts_with("20") && created_at.ends_with('Z'),
+        "{created_at}"
+    );
 
     let listed = setup
         .api_as(TEST_ADMIN_KEY, Method::GET, "/v1/admin/keys", None)
@@ -81,6 +92,10 @@ async fn admin_creates_lists_and_revokes_keys() {
         json!({"environment": "prod"}),
         json!({"scope": ""}),
         json!({"expiresAt": 1}),
+        json!({"expiresAt": "2020-01-01T00:00:00Z"}),
+        json!({"expiresAt": "next tuesday"}),
+        json!({"expiresAt": "2099-01-31T12:00:00+02:00"}),
+        json!({"expiresAt": true}),
         json!({"colour": 1}),
     ] {
         let answer = setup
@@ -150,6 +165,44 @@ async fn execute_calls_are_logged_without_params() {
         .api(Method::GET, &format!("/v1/logs?transactionKey={tx}"), None)
         .await;
     assert_eq!(by_tx.body["total"], 1);
+    // A row's time in both shapes, agreeing; `since` takes either.
+    let created_at_ms = row["createdAtMs"].as_i64().expect("createdAtMs");
+    let created_at = row["createdAt"].as_str().expect("createdAt").to_owned();
+    assert!(
+        created_at.ends_with('Z') && created_at.contains('.'),
+        "{created_at}"
+    );
+    for since in [created_at_ms.to_string(), created_at.clone()] {
+        let from = setup
+            .api(
+                Method::GET,
+                &format!("/v1/logs?transactionKey={tx}&since={since}"),
+                None,
+            )
+            .await;
+        assert_eq!(from.body["total"], 1, "since={since}: {:?}", from.body);
+    }
+    let later = setup
+        .api(
+            Method::GET,
+            &format!("/v1/logs?transactionKey={tx}&since={}", created_at_ms + 1),
+            None,
+        )
+        .await;
+    assert_eq!(later.body["total"], 0, "`since` is a lower bound");
+    // A misspelt outcome is refused, naming the ones that exist, rather than matching nothing.
+    let by_outcome = setup.api(Method::GET, "/v1/logs?outcome=not_found", None).await;
+    assert_eq!(by_outcome.body["total"], 1, "{:?}", by_outcome.body);
+    for bad in ["outcome=notfound", "since=yesterday"] {
+        let refused = setup.api(Method::GET, &format!("/v1/logs?{bad}"), None).await;
+        assert_eq!((refused.status, refused.code()), (400, "bad_request"), "{bad}");
+    }
+    let unknown = setup.api(Method::GET, "/v1/logs?outcome=notfound", None).await;
+    let message = unknown.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`notfound`") && message.contains("client_closed"),
+        "{message}"
+    );
     let all = setup
         .api(Method::GET, "/v1/logs?limit=100", None)
         .await

@@ -132,6 +132,51 @@ async fn connections_add_checks_what_the_vault_api_checks() {
     assert!(zero_days.contains("--expires-in-days"), "{zero_days}");
 }
 
+/// `keys list` shows what limits a key: its expiry, daily quota and per-minute limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_list_shows_expiry_and_limits() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
+    let created = gateway
+        .cli(&[
+            "keys",
+            "create",
+            "--expires-in-days",
+            "3",
+            "--daily-quota",
+            "100",
+            "--per-minute",
+            "5",
+            "--name",
+            "nightly bot",
+        ])
+        .await
+        .expect("key created");
+    let prefix = &created[..12];
+    let listed = gateway.cli(&["keys", "list"]).await.expect("keys listed");
+    let line = listed
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("{prefix} in {listed}"));
+    let columns: Vec<&str> = line.split('\t').collect();
+    assert_eq!(columns[1..4], ["test", "active", "scope=*"], "{line}");
+    let expires = columns[4].strip_prefix("expires=").expect("an expiry column");
+    assert!(expires.ends_with('Z') && expires.len() == 20, "{line}");
+    assert_eq!(
+        columns[5..],
+        ["daily=100", "per_minute=5", "nightly bot"],
+        "{line}"
+    );
+    // The first start's key has none of these limits, nor a name.
+    let unlimited = listed
+        .lines()
+        .find(|line| !line.starts_with(prefix))
+        .expect("first key");
+    assert!(
+        unlimited.ends_with("\texpires=never\tdaily=-\tper_minute=-\t-"),
+        "{unlimited}"
+    );
+}
+
 /// Commands that manage a gateway's state never create a new, empty one: a key or connection
 /// stored there would never reach the gateway.
 #[test]

@@ -261,6 +261,20 @@ async fn only_changes_load_and_a_shadowed_file_takes_over() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The operator can see which file serves and which one waits behind it.
+    let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
+    assert_eq!(
+        plugins.body["rows"][0]["file"], "zz-echo.wasm",
+        "{}",
+        plugins.body
+    );
+    let shadowed = &plugins.body["shadowed"];
+    assert_eq!(shadowed.as_array().map(Vec::len), Some(1), "{shadowed}");
+    assert_eq!(
+        (&shadowed[0]["file"], &shadowed[0]["id"], &shadowed[0]["by"]),
+        (&json!("echo.wasm"), &json!("echo"), &json!("zz-echo.wasm")),
+        "{shadowed}"
+    );
     std::fs::remove_file(&shadow).expect("remove");
     let started = Instant::now();
     loop {
@@ -279,6 +293,8 @@ async fn only_changes_load_and_a_shadowed_file_takes_over() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
+    assert_eq!(plugins.body["shadowed"], json!([]), "{}", plugins.body);
     let call = send(
         client
             .post(format!("{}/v1/echo/say", gateway.url))

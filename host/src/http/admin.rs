@@ -3,6 +3,7 @@
 
 use super::AppState;
 use super::extract::JsonBody;
+use super::timestamps::{TimeInput, rfc3339};
 use crate::error::ApiError;
 use crate::vault::api_keys::{ApiKey, KeyOptions, Scope};
 use crate::vault::oauth_apps::{NewOAuthApp, OAuthApp};
@@ -61,9 +62,9 @@ fn view(key: &ApiKey) -> Value {
         "environment": key.environment.as_str(),
         "scope": key.scope.to_string(),
         "status": key.status(crate::vault::now()),
-        "createdAt": key.created_at,
-        "revokedAt": key.revoked_at,
-        "expiresAt": key.expires_at,
+        "createdAt": rfc3339(key.created_at),
+        "revokedAt": key.revoked_at.map(rfc3339),
+        "expiresAt": key.expires_at.map(rfc3339),
         "dailyQuota": key.daily_quota,
         "perMinuteLimit": key.per_minute_limit,
     })
@@ -83,7 +84,7 @@ struct CreateBody {
     #[serde(default = "default_scope")]
     scope: String,
     name: Option<String>,
-    expires_at: Option<i64>,
+    expires_at: Option<TimeInput>,
     daily_quota: Option<u32>,
     per_minute_limit: Option<u32>,
 }
@@ -106,14 +107,18 @@ async fn create(
         .parse()
         .map_err(|_| ApiError::BadRequest("`environment` must be test or live".into()))?;
     let scope = Scope::parse(&body.scope).map_err(|e| ApiError::BadRequest(format!("`scope`: {e}")))?;
-    if body.expires_at.is_some_and(|at| at <= crate::vault::now()) {
+    let expires_at = body
+        .expires_at
+        .map(|at| at.unix_seconds("expiresAt"))
+        .transpose()?;
+    if expires_at.is_some_and(|at| at <= crate::vault::now()) {
         return Err(ApiError::BadRequest("`expiresAt` must be in the future".into()));
     }
     let options = KeyOptions {
         environment,
         scope,
         name: body.name,
-        expires_at: body.expires_at,
+        expires_at,
         daily_quota: body.daily_quota,
         per_minute_limit: body.per_minute_limit,
     };
@@ -145,8 +150,8 @@ fn oauth_app_view(app: &OAuthApp) -> Value {
         "scopes": app.scopes,
         "authorizeUrl": app.authorize_url.as_ref().map(|u| u.as_str()),
         "tokenUrl": app.token_url.as_ref().map(|u| u.as_str()),
-        "createdAt": app.created_at,
-        "updatedAt": app.updated_at,
+        "createdAt": rfc3339(app.created_at),
+        "updatedAt": rfc3339(app.updated_at),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Liveness and the list of loaded connectors.
 
 use super::AppState;
+use super::timestamps::rfc3339;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -75,7 +76,7 @@ async fn plugins(State(app): State<AppState>) -> Json<Value> {
                 "hash": c.content_hash,
                 "contract": c.contract,
                 "file": c.source.as_deref().map(file_name),
-                "loadedAt": c.loaded_at,
+                "loadedAt": rfc3339(c.loaded_at),
                 "state": if failure.is_some() { "stale" } else { "loaded" },
                 "lastError": failure.map(|f| &f.error),
                 "endpoints": c.manifest.endpoints.iter().map(|e| &e.name).collect::<Vec<_>>(),
@@ -84,7 +85,19 @@ async fn plugins(State(app): State<AppState>) -> Json<Value> {
         .collect();
     let failures: Vec<Value> = failures
         .values()
-        .map(|f| json!({"file": file_name(&f.path), "error": f.error, "at": f.at}))
+        .map(|f| json!({"file": file_name(&f.path), "error": f.error, "at": rfc3339(f.at)}))
         .collect();
-    Json(json!({"rows": rows, "total": rows.len(), "failures": failures}))
+    let shadowed: Vec<Value> = app
+        .registry
+        .shadowed()
+        .values()
+        .map(|s| {
+            let by = connectors
+                .get(&s.id)
+                .and_then(|c| c.source.as_deref())
+                .map(file_name);
+            json!({"file": file_name(&s.path), "id": s.id, "by": by, "at": rfc3339(s.at)})
+        })
+        .collect();
+    Json(json!({"rows": rows, "total": rows.len(), "failures": failures, "shadowed": shadowed}))
 }

@@ -3,7 +3,8 @@
 use super::AppState;
 use super::extract::Caller;
 use super::query::Query;
-use crate::error::ApiError;
+use super::timestamps::{parse_rfc3339, rfc3339_millis};
+use crate::error::{ApiError, OUTCOMES};
 use crate::vault::logs::{LogFilter, ScopedReader};
 use axum::extract::State;
 use axum::routing::get;
@@ -25,10 +26,10 @@ async fn list(
         environment: key.environment.as_str().to_owned(),
         integration: query.text("integration"),
         endpoint: query.text("endpoint"),
-        outcome: query.text("outcome"),
+        outcome: outcome(&query)?,
         key_prefix: query.text("keyPrefix"),
         transaction_key: query.text("transactionKey"),
-        since_ms: query.integer("since", 0, i64::MAX)?,
+        since_ms: since_ms(&query)?,
         // A scoped key reads what concerns its integrations, as in the vault API, and its own
         // calls; other integrations' rows name connections (identities) it may not see.
         visible_to: key.scope.integrations().map(|integrations| ScopedReader {
@@ -40,5 +41,47 @@ async fn list(
         .vault
         .run(move |vault| vault.list_logs(&filter, page.page, page.limit))
         .await?;
+    // Each row also gives its time as the rest of the API does; `createdAtMs` stays for
+    // sorting and for `since`.
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|row| {
+            let created_at = rfc3339_millis(row.created_at_ms);
+            let mut view = serde_json::to_value(row).unwrap_or_default();
+            view["createdAt"] = Value::String(created_at);
+            view
+        })
+        .collect();
     Ok(Json(page.envelope(rows, total)))
+}
+
+/// The `outcome` filter: one of [`OUTCOMES`]. Anything else would match no row, and an empty
+/// list would read as "no such calls" rather than "misspelt filter".
+fn outcome(query: &Query) -> Result<Option<String>, ApiError> {
+    match query.text("outcome") {
+        Some(outcome) if !OUTCOMES.contains(&outcome.as_str()) => Err(ApiError::BadRequest(format!(
+            "query parameter `outcome` must be `ok`, `client_closed` or an error code such as \
+             `not_found` (all are listed in /openapi.json), not `{outcome}`"
+        ))),
+        outcome => Ok(outcome),
+    }
+}
+
+/// The `since` filter: Unix milliseconds or a UTC time such as `2030-01-31T12:00:00Z`.
+fn since_ms(query: &Query) -> Result<Option<i64>, ApiError> {
+    let Some(since) = query.text("since") else {
+        return Ok(None);
+    };
+    since
+        .parse::<i64>()
+        .ok()
+        .filter(|ms| *ms >= 0)
+        .or_else(|| parse_rfc3339(&since))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "query parameter `since` must be a UTC time such as `2030-01-31T12:00:00Z` or \
+                 Unix milliseconds, not `{since}`"
+            ))
+        })
 }

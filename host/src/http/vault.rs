@@ -7,6 +7,7 @@
 use super::AppState;
 use super::extract::{Caller, JsonBody};
 use super::query::Query;
+use super::timestamps::rfc3339;
 use crate::egress::AddressPolicy;
 use crate::error::ApiError;
 use crate::runtime::manifest::AuthScheme;
@@ -50,12 +51,6 @@ pub(crate) fn view(record: &ConnectionRecord) -> Value {
         "createdAt": rfc3339(record.created_at),
         "updatedAt": rfc3339(record.updated_at),
     })
-}
-
-/// A time as the API shows it, e.g. `2025-01-31T12:00:00Z`.
-pub(crate) fn rfc3339(unix_seconds: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 async fn list(

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// The outcome of a call whose caller left before its answer was all sent.
+pub const CLIENT_CLOSED: &str = "client_closed";
+
 /// One call, as logged.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

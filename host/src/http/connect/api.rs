@@ -2,6 +2,7 @@
 
 use super::super::AppState;
 use super::super::extract::{Caller, JsonBody};
+use super::super::timestamps::rfc3339;
 use super::super::vault::{check_identity_type, parse_base_url};
 use crate::error::ApiError;
 use crate::oauth::ClientError;
@@ -34,8 +35,8 @@ fn session_view(app: &AppState, session: &ConnectSession, token: Option<&str>) -
         "identity": session.identity,
         "identityType": session.identity_type,
         "baseUrl": session.base_url.as_ref().map(url::Url::as_str),
-        "createdAt": session.created_at,
-        "expiresAt": session.expires_at,
+        "createdAt": rfc3339(session.created_at),
+        "expiresAt": rfc3339(session.expires_at),
     });
     if let Some(token) = token {
         view["url"] = Value::String(format!("{}/connect/{token}", app.public_url));

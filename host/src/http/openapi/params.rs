@@ -31,6 +31,8 @@ pub enum Kind {
         /// What absence means.
         default: Option<&'static str>,
     },
+    /// A point in time: RFC 3339 in UTC, or Unix milliseconds.
+    Time,
     /// An integer within `min..=max`.
     Integer {
         /// Smallest value.
@@ -160,20 +162,20 @@ pub const TOOL_FORMAT: &[Param] = &[query(
 pub const LOG_FILTERS: &[Param] = &[
     text("integration", "Calls of this integration"),
     text("endpoint", "Calls of this endpoint"),
-    text(
+    query(
         "outcome",
-        "Calls with this outcome: `ok`, an error code or `client_closed`",
+        Kind::OneOf {
+            values: crate::error::OUTCOMES,
+            default: None,
+        },
+        "Calls with this outcome: `ok`, `client_closed` or an error code",
     ),
     text("keyPrefix", "Calls made with the API key of this prefix"),
     text("transactionKey", "The call with this transaction key"),
     query(
         "since",
-        Kind::Integer {
-            min: 0,
-            max: i64::MAX,
-            default: None,
-        },
-        "Calls at or after this time (Unix milliseconds)",
+        Kind::Time,
+        "Calls at or after this time: a UTC time such as `2030-01-31T12:00:00Z`, or Unix milliseconds",
     ),
     LIMIT,
     PAGE,
@@ -222,6 +224,10 @@ pub fn schema(kind: Kind) -> Value {
         Kind::Text => json!({"type": "string"}),
         Kind::List => json!({"type": "array", "items": {"type": "string"}}),
         Kind::Boolean => json!({"type": "boolean"}),
+        Kind::Time => json!({"anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "integer", "minimum": 0}
+        ]}),
         Kind::OneOf { values, default } => {
             let mut schema = json!({"type": "string", "enum": values});
             if let Some(default) = default {

@@ -77,8 +77,17 @@ fn integer(description: &str) -> Value {
     json!({"type": "integer", "description": description})
 }
 
-fn unix_seconds(description: &str) -> Value {
-    integer(&format!("{description} (Unix seconds)"))
+/// A time the API shows: RFC 3339 in UTC.
+fn timestamp(description: &str) -> Value {
+    json!({"type": "string", "format": "date-time", "description": description})
+}
+
+/// A time the API takes: RFC 3339 in UTC or Unix seconds.
+fn time_input(description: &str) -> Value {
+    json!({
+        "type": ["string", "integer"],
+        "description": format!("{description}: a UTC time such as `2030-01-31T12:00:00Z`, or Unix seconds")
+    })
 }
 
 /// A string that is not blank (`trim()` leaves something).
@@ -247,7 +256,7 @@ fn api_key_create() -> Value {
             "environment": with_default(environment(), json!("test")),
             "scope": with_default(json!({"type": "string", "pattern": "[^\\s,]", "description": "`*` or a comma-separated list of integrations"}), json!("*")),
             "name": or_null(string("Label")),
-            "expiresAt": or_null(unix_seconds("Expiry, in the future")),
+            "expiresAt": or_null(time_input("Expiry, in the future")),
             "dailyQuota": or_null(json!({"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "Calls per UTC day"})),
             "perMinuteLimit": or_null(json!({"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "Calls per minute"}))
         }),
@@ -288,8 +297,8 @@ fn connection() -> Value {
         "tags": strings(),
         "active": {"type": "boolean"},
         "baseUrl": or_null(string("Base URL replacing the integration's origin")),
-        "createdAt": {"type": "string", "format": "date-time"},
-        "updatedAt": {"type": "string", "format": "date-time"}
+        "createdAt": timestamp("Creation"),
+        "updatedAt": timestamp("Last change")
     }))
 }
 
@@ -301,9 +310,9 @@ fn api_key() -> Value {
         "environment": environment(),
         "scope": string("`*` or a comma-separated list of integrations"),
         "status": one_of(&["active", "revoked", "expired"], "Whether it works"),
-        "createdAt": unix_seconds("Creation"),
-        "revokedAt": or_null(unix_seconds("Revocation")),
-        "expiresAt": or_null(unix_seconds("Expiry")),
+        "createdAt": timestamp("Creation"),
+        "revokedAt": or_null(timestamp("Revocation")),
+        "expiresAt": or_null(timestamp("Expiry")),
         "dailyQuota": or_null(integer("Calls per UTC day")),
         "perMinuteLimit": or_null(integer("Calls per minute"))
     }))
@@ -317,8 +326,8 @@ fn oauth_app() -> Value {
         "scopes": strings(),
         "authorizeUrl": or_null(string("Authorize URL, if not the connector's")),
         "tokenUrl": or_null(string("Token URL, if not the connector's")),
-        "createdAt": unix_seconds("Creation"),
-        "updatedAt": unix_seconds("Last change")
+        "createdAt": timestamp("Creation"),
+        "updatedAt": timestamp("Last change")
     }))
 }
 
@@ -332,8 +341,8 @@ fn connect_session() -> Value {
         "identity": or_null(string("Owner identity of the connection")),
         "identityType": or_null(identity_type()),
         "baseUrl": or_null(string("The base URL the connection gets")),
-        "createdAt": unix_seconds("Creation"),
-        "expiresAt": unix_seconds("Expiry")
+        "createdAt": timestamp("Creation"),
+        "expiresAt": timestamp("Expiry")
     }));
     let session = with_property(
         session,
@@ -394,6 +403,7 @@ fn action_knowledge() -> Value {
 fn log_entry() -> Value {
     record(json!({
         "transactionKey": string("Transaction key"),
+        "createdAt": timestamp("Arrival, to the millisecond"),
         "createdAtMs": integer("Arrival (Unix milliseconds)"),
         "keyPrefix": or_null(string("The API key's prefix")),
         "environment": or_null(environment()),
@@ -402,7 +412,8 @@ fn log_entry() -> Value {
         "connectionKey": or_null(string("Connection used")),
         "httpStatus": integer("The gateway's status"),
         "upstreamStatus": or_null(integer("The upstream's status")),
-        "outcome": string(
+        "outcome": one_of(
+            crate::error::OUTCOMES,
             "`ok`, the error code, or `client_closed` (the caller left before a passthrough \
              response body was all sent)"
         ),
@@ -420,17 +431,28 @@ fn plugin_list() -> Value {
         "hash": string("SHA-256 of the component (hex)"),
         "contract": string("WIT contract version"),
         "file": or_null(string("Its file in the plugins directory")),
-        "loadedAt": unix_seconds("Load time"),
+        "loadedAt": timestamp("Load time"),
         "state": one_of(&["loaded", "stale"], "`stale`: a newer file failed to load and this version keeps serving"),
         "lastError": or_null(string("Why the newer file failed")),
         "endpoints": strings()
     }));
     let failure =
-        record(json!({"file": string("File"), "error": string("Why it failed"), "at": unix_seconds("When")}));
+        record(json!({"file": string("File"), "error": string("Why it failed"), "at": timestamp("When")}));
+    let shadowed = record(json!({
+        "file": string("File"),
+        "id": string("The connector id it declares"),
+        "by": or_null(string("The file serving that id instead")),
+        "at": timestamp("When it was replaced")
+    }));
     record(json!({
         "rows": {"type": "array", "items": plugin},
         "total": {"type": "integer", "minimum": 0},
-        "failures": {"type": "array", "items": failure}
+        "failures": {"type": "array", "items": failure},
+        "shadowed": {
+            "type": "array",
+            "items": shadowed,
+            "description": "Files that loaded but serve nothing: a later file declares the same id (they take over if it is removed)"
+        }
     }))
 }
 

@@ -945,6 +945,12 @@ fn good_value(schema: &Value) -> String {
     if let Some(first) = schema["enum"].get(0).and_then(Value::as_str) {
         return first.to_owned();
     }
+    if let Some(first) = schema["anyOf"].get(0) {
+        return good_value(first);
+    }
+    if schema["format"] == "date-time" {
+        return "2030-01-31T12:00:00Z".into();
+    }
     match schema["type"].as_str() {
         Some("integer") => schema["default"]
             .as_i64()
@@ -961,6 +967,14 @@ fn good_value(schema: &Value) -> String {
 fn bad_values(schema: &Value) -> Vec<String> {
     if schema.get("enum").is_some() {
         return vec!["not-a-value".into()];
+    }
+    if schema.get("anyOf").is_some() {
+        // Neither a time nor a number of milliseconds, nor a time with an offset to guess at.
+        return vec![
+            "yesterday".into(),
+            "-1".into(),
+            "2030-01-31T12:00:00+02:00".into(),
+        ];
     }
     match schema["type"].as_str() {
         Some("integer") => {
