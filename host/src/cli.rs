@@ -8,8 +8,9 @@ use crate::config::{
 use crate::egress::AddressPolicy;
 use crate::http::vault as vault_api;
 use crate::http::{App, AppState};
-use crate::policy::Policy;
+use crate::policy::{LivePolicy, Policy};
 use crate::registry::{self, Loader, Registry};
+use crate::reload::Reload;
 use crate::runtime::manifest::AuthScheme;
 use crate::runtime::{Runtime, RuntimeLimits, SPARE_MAX_IDLE};
 use crate::upstream::HttpUpstream;
@@ -514,10 +515,7 @@ fn open_existing_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Settings first: a mistake in them stops the start before anything is created.
-    let policy = match &args.policy {
-        Some(path) => Policy::load(path)?,
-        None => Policy::default(),
-    };
+    let policy = LivePolicy::load(args.policy.clone())?;
     if let Some(key) = &args.admin_key
         && key.trim().chars().count() < MIN_ADMIN_KEY_CHARS
     {
@@ -585,19 +583,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     registry::load_directory(&loader, &registry, &args.plugins).await?;
     let load_millis = started.elapsed().as_millis() as u64;
-    let unknown = loader.policy.unknown_connectors(registry.snapshot().keys());
-    if !unknown.is_empty() {
-        // Not an error: the connector may be added later by hot reload. But a typo here would
-        // leave a connector without the limits meant for it.
-        tracing::warn!(
-            ?unknown,
-            "the policy has entries for connectors that are not loaded; they apply only if such a \
-             connector is added later (check the ids for typos)"
-        );
-    }
+    warn_of_unknown_connectors(&loader.policy, &registry);
     // Held until shutdown: dropping it stops hot reload.
     let reloader = crate::reload::start(&args.plugins, loader.clone(), registry.clone(), !args.no_watch)?;
-    spawn_rescan_on_hangup(reloader, registry.clone());
+    spawn_rescan_on_hangup(reloader, loader.policy.clone(), registry.clone());
     let loaded = registry.snapshot();
     tracing::info!(
         loaded = loaded.len(),
@@ -713,10 +702,15 @@ fn spawn_log_pruning(vault: Vault, retention_days: u32) {
     });
 }
 
-/// On `SIGHUP`, look at every component file again (the conventional "reload" signal, where it
-/// used to end the process without a word): a connector whose hosts were just approved loads,
-/// also under `--no-watch`.
-fn spawn_rescan_on_hangup(reloader: crate::reload::Reloader, registry: Arc<Registry>) {
+/// On `SIGHUP` (the conventional "reload" signal), read the policy file again and look at every
+/// component file again: a connector whose hosts were just approved loads, also under
+/// `--no-watch`, and a changed policy applies without a restart. A policy file that became
+/// invalid is reported and the one in force stays.
+fn spawn_rescan_on_hangup(
+    reloader: crate::reload::Reloader,
+    policy: Arc<LivePolicy>,
+    registry: Arc<Registry>,
+) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -727,17 +721,49 @@ fn spawn_rescan_on_hangup(reloader: crate::reload::Reloader, registry: Arc<Regis
             }
         };
         while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: looking at every connector file again");
-            if let Err(error) = reloader.rescan(&registry).await {
+            // A policy applies when a connector loads: a changed one reloads them all.
+            let reload = match policy.reread() {
+                Ok(true) => {
+                    tracing::info!("SIGHUP: the policy changed; reloading every connector under it");
+                    warn_of_unknown_connectors(&policy, &registry);
+                    Reload::Everything
+                }
+                Ok(false) => {
+                    tracing::info!("SIGHUP: looking at every connector file again");
+                    Reload::Changed
+                }
+                Err(error) => {
+                    tracing::error!(
+                        error = %format!("{error:#}"),
+                        "SIGHUP: the policy file is not valid; the policy in force stays"
+                    );
+                    Reload::Changed
+                }
+            };
+            if let Err(error) = reloader.rescan(&registry, reload).await {
                 tracing::error!(error = %format!("{error:#}"), "reading the plugins directory failed");
             }
         }
     });
     #[cfg(not(unix))]
     tokio::spawn(async move {
-        let _kept_for_the_life_of_the_gateway = (reloader, registry);
+        let _kept_for_the_life_of_the_gateway = (reloader, policy, registry);
         std::future::pending::<()>().await
     });
+}
+
+/// Warn of policy entries for connectors that are not loaded. Not an error: the connector may
+/// be added later by hot reload. But a typo there would leave a connector without the limits
+/// meant for it.
+fn warn_of_unknown_connectors(policy: &LivePolicy, registry: &Registry) {
+    let unknown = policy.current().unknown_connectors(registry.snapshot().keys());
+    if !unknown.is_empty() {
+        tracing::warn!(
+            ?unknown,
+            "the policy has entries for connectors that are not loaded; they apply only if such a \
+             connector is added later (check the ids for typos)"
+        );
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

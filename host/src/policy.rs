@@ -14,6 +14,9 @@
 //!
 //! A policy can only tighten: limits above the global ones are capped to them, and
 //! `allowedHosts` keeps only origins the connector itself declared.
+//!
+//! The file is read at start and again on `SIGHUP` ([`LivePolicy`]); a policy applies when a
+//! connector loads, so a changed one reloads every connector under it.
 
 use crate::config::MIN_MEMORY_LIMIT_MIB;
 use crate::egress::HostPattern;
@@ -21,11 +24,12 @@ use crate::runtime::RuntimeLimits;
 use anyhow::Context;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The whole policy file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Policy {
     /// Overrides by connector id.
@@ -34,7 +38,7 @@ pub struct Policy {
 }
 
 /// What the operator sets for one connector.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConnectorPolicy {
     /// Linear memory cap in MiB.
@@ -66,8 +70,11 @@ impl Policy {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading policy {}", path.display()))?;
-        let policy: Self =
-            serde_json::from_str(&text).with_context(|| format!("parsing policy {}", path.display()))?;
+        // Name the field at fault (`connectors.github.timeoutMs: invalid type…`).
+        let mut deserializer = serde_json::Deserializer::from_str(&text);
+        let parsing = || format!("parsing policy {}", path.display());
+        let policy: Self = serde_path_to_error::deserialize(&mut deserializer).with_context(parsing)?;
+        deserializer.end().with_context(parsing)?;
         for (id, connector) in &policy.connectors {
             if let Some(mib) = connector.memory_mib
                 && mib < MIN_MEMORY_LIMIT_MIB
@@ -106,6 +113,54 @@ impl Policy {
     /// The overrides for connector `id`.
     pub fn for_connector(&self, id: &str) -> ConnectorPolicy {
         self.connectors.get(id).cloned().unwrap_or_default()
+    }
+}
+
+/// The policy in force, and the file it is read from again when the operator asks.
+#[derive(Debug, Default)]
+pub struct LivePolicy {
+    file: Option<PathBuf>,
+    current: RwLock<Arc<Policy>>,
+}
+
+impl LivePolicy {
+    /// Read `file` (none: the empty policy), refusing a policy that is not valid.
+    pub fn load(file: Option<PathBuf>) -> anyhow::Result<Self> {
+        let policy = match &file {
+            Some(path) => Policy::load(path)?,
+            None => Policy::default(),
+        };
+        Ok(Self {
+            file,
+            current: RwLock::new(Arc::new(policy)),
+        })
+    }
+
+    /// The policy in force.
+    pub fn current(&self) -> Arc<Policy> {
+        match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Read the file again. `Ok(true)` if the policy changed (it is in force from now on),
+    /// `Ok(false)` if not or if there is no file; an error, with the old policy still in
+    /// force, if the file no longer holds a valid policy.
+    pub fn reread(&self) -> anyhow::Result<bool> {
+        let Some(path) = &self.file else {
+            return Ok(false);
+        };
+        let policy = Policy::load(path)?;
+        let mut current = match self.current.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if **current == policy {
+            return Ok(false);
+        }
+        *current = Arc::new(policy);
+        Ok(true)
     }
 }
 
@@ -220,6 +275,19 @@ mod tests {
         let typo = dir.path().join("typo.json");
         std::fs::write(&typo, r#"{"connectors": {"github": {"memoryMB": 8}}}"#)?;
         assert!(Policy::load(&typo).is_err());
+        let wrong_type = dir.path().join("wrong-type.json");
+        std::fs::write(
+            &wrong_type,
+            r#"{"connectors": {"github": {"timeoutMs": "soon"}}}"#,
+        )?;
+        let error = format!("{:#}", Policy::load(&wrong_type).expect_err("a string"));
+        assert!(
+            error.contains("connectors.github.timeoutMs"),
+            "names the field: {error}"
+        );
+        let trailing = dir.path().join("trailing.json");
+        std::fs::write(&trailing, r#"{"connectors": {}} {"#)?;
+        assert!(Policy::load(&trailing).is_err(), "text after the policy");
         let bad_host = dir.path().join("bad.json");
         std::fs::write(
             &bad_host,
@@ -230,6 +298,27 @@ mod tests {
         std::fs::write(&too_small, r#"{"connectors": {"github": {"memoryMib": 1}}}"#)?;
         let error = format!("{:#}", Policy::load(&too_small).expect_err("1 MiB"));
         assert!(error.contains("below the minimum of 4 MiB"), "{error}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_live_policy_changes_only_to_a_valid_different_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("policy.json");
+        std::fs::write(&file, r#"{"connectors": {"github": {"memoryMib": 8}}}"#)?;
+        let live = LivePolicy::load(Some(file.clone()))?;
+        assert!(!live.reread()?, "the same policy is no change");
+        std::fs::write(&file, r#"{"connectors": {"github": {"memoryMib": 16}}}"#)?;
+        assert!(live.reread()?);
+        assert_eq!(live.current().for_connector("github").memory_mib, Some(16));
+        std::fs::write(&file, r#"{"connectors": {"github": {"memoryMib": "lots"}}}"#)?;
+        assert!(live.reread().is_err());
+        assert_eq!(
+            live.current().for_connector("github").memory_mib,
+            Some(16),
+            "an invalid file leaves the policy in force"
+        );
+        assert!(!LivePolicy::load(None)?.reread()?, "no file, nothing to read");
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! component files into connectors: compile, describe, apply the operator's policy, and
 //! check the outbound hosts against those approved.
 
-use crate::policy::Policy;
+use crate::policy::LivePolicy;
 use crate::runtime::{LoadedConnector, Runtime};
 use crate::vault::Vault;
 use crate::vault::approvals::HostCheck;
@@ -226,7 +226,7 @@ pub struct Loader {
     /// The runtime that compiles and describes components.
     pub runtime: Arc<Runtime>,
     /// The operator's policy.
-    pub policy: Arc<Policy>,
+    pub policy: Arc<LivePolicy>,
     /// Where approved hosts are kept.
     pub vault: Vault,
     /// Where loads are counted.
@@ -259,7 +259,7 @@ impl Loader {
             .map_err(|e| format!("cannot read file: {e}"))?;
         let mut connector = self
             .runtime
-            .load(bytes, &self.policy)
+            .load(bytes, &self.policy.current())
             .await
             .map_err(|e| e.to_string())?;
         connector.source = Some(path.to_owned());

@@ -5,12 +5,13 @@
 //! Only events that can change a file count: the gateway reads each component it loads, and a
 //! read (an open, a close without writing) must not start another load, or every load would
 //! start the next one. `SIGHUP` asks for every file to be looked at again (after `sluice
-//! connectors approve`, or with `--no-watch`).
+//! connectors approve`, or with `--no-watch`), and for every connector to be loaded again when
+//! the policy changed.
 
 use crate::registry::{self, Loader, Registry};
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,17 +26,27 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 pub struct Reloader {
     _watcher: Option<notify::RecommendedWatcher>,
     dir: PathBuf,
-    changes: mpsc::UnboundedSender<PathBuf>,
+    changes: mpsc::UnboundedSender<(PathBuf, Reload)>,
+}
+
+/// Which files a change loads again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reload {
+    /// Only one whose content changed (a file event, a rescan).
+    Changed,
+    /// Even one whose content is the same: what a connector is loaded under (the policy)
+    /// changed.
+    Everything,
 }
 
 impl Reloader {
     /// Look at every component file in the directory again, and at files that were loaded
     /// but are gone: as if each had changed.
-    pub async fn rescan(&self, registry: &Registry) -> anyhow::Result<()> {
+    pub async fn rescan(&self, registry: &Registry, reload: Reload) -> anyhow::Result<()> {
         let mut paths: BTreeSet<PathBuf> = registry::component_files(&self.dir).await?.into_iter().collect();
         paths.extend(registry.snapshot().values().filter_map(|c| c.source.clone()));
         for path in paths {
-            let _ = self.changes.send(path);
+            let _ = self.changes.send((path, reload));
         }
         Ok(())
     }
@@ -54,7 +65,7 @@ fn may_change_content(kind: &EventKind) -> bool {
 /// Keep `registry` in step with the `*.wasm` files of `dir`: watch it unless `watch` is false,
 /// and take [`Reloader::rescan`] requests either way.
 pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -> anyhow::Result<Reloader> {
-    let (sender, receiver) = mpsc::unbounded_channel::<PathBuf>();
+    let (sender, receiver) = mpsc::unbounded_channel::<(PathBuf, Reload)>();
     let watcher = if watch {
         let events = sender.clone();
         let mut watcher =
@@ -62,7 +73,7 @@ pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -
                 Ok(event) if may_change_content(&event.kind) => {
                     for path in event.paths {
                         if path.extension().is_some_and(|ext| ext == "wasm") {
-                            let _ = events.send(path);
+                            let _ = events.send((path, Reload::Changed));
                         }
                     }
                 }
@@ -85,30 +96,38 @@ pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -
 
 /// The one task that applies changes, so two reloads never race each other.
 async fn reload_task(
-    mut events: mpsc::UnboundedReceiver<PathBuf>,
+    mut events: mpsc::UnboundedReceiver<(PathBuf, Reload)>,
     dir: PathBuf,
     loader: Loader,
     registry: Arc<Registry>,
 ) {
-    while let Some(first) = events.recv().await {
+    while let Some((path, reload)) = events.recv().await {
         let started = Instant::now();
-        let mut changed = BTreeSet::from([first]);
+        let mut changed = BTreeMap::from([(path, reload)]);
         loop {
             match tokio::time::timeout(DEBOUNCE, events.recv()).await {
-                Ok(Some(path)) => {
-                    changed.insert(path);
+                Ok(Some((path, reload))) => {
+                    let entry = changed.entry(path).or_insert(reload);
+                    *entry = (*entry).max(reload);
                 }
                 Ok(None) => return,
                 Err(_) => break,
             }
         }
-        for path in changed {
-            apply(&loader, &registry, &dir, &path, started).await;
+        for (path, reload) in changed {
+            apply(&loader, &registry, &dir, &path, reload, started).await;
         }
     }
 }
 
-async fn apply(loader: &Loader, registry: &Registry, dir: &Path, path: &Path, started: Instant) {
+async fn apply(
+    loader: &Loader,
+    registry: &Registry,
+    dir: &Path,
+    path: &Path,
+    reload: Reload,
+    started: Instant,
+) {
     if !path.exists() {
         registry.clear_failure(path);
         let removed = registry.remove_source(path);
@@ -120,8 +139,10 @@ async fn apply(loader: &Loader, registry: &Registry, dir: &Path, path: &Path, st
         }
         return;
     }
-    // Unchanged content (a touch, or an event for a write already handled) needs no work.
-    if let (Some(current), Ok(bytes)) = (registry.from_source(path), tokio::fs::read(path).await)
+    // Unchanged content (a touch, or an event for a write already handled) needs no work,
+    // unless what connectors load under changed.
+    if reload == Reload::Changed
+        && let (Some(current), Ok(bytes)) = (registry.from_source(path), tokio::fs::read(path).await)
         && current.content_hash == crate::vault::crypto::sha256_hex(&bytes)
     {
         return;

@@ -207,6 +207,68 @@ async fn connection_base_urls_outside_the_policy_are_refused() {
     assert_eq!(allowed.status, 201, "{:?}", allowed.body);
 }
 
+/// `SIGHUP` reads the policy file again: a changed policy applies without a restart, to
+/// connectors whose files did not change; a file that became invalid is reported and the
+/// policy in force stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_applies_a_changed_policy_and_keeps_the_old_one_if_the_new_is_invalid() {
+    let (dir, options) = with_policy(json!({"connectors": {}}));
+    let policy_file = dir.path().join("policy.json");
+    let setup = Setup::with_options(options).await;
+    assert_eq!(setup.get_repo().await.status, 200, "no narrowing yet");
+
+    // Narrow github's hosts to none, as an operator cutting off a connector would.
+    let narrowed = json!({"connectors": {"github": {"allowedHosts": []}}});
+    std::fs::write(&policy_file, narrowed.to_string()).expect("write policy");
+    setup.gateway.signal("HUP");
+    let denied = eventually(|| setup.get_repo(), |answer| answer.code() == "egress_denied").await;
+    assert_eq!(denied.status, 403, "{:?}", denied.body);
+
+    // A broken file is refused; the narrowed policy stays, and the gateway keeps serving.
+    std::fs::write(
+        &policy_file,
+        r#"{"connectors": {"github": {"timeoutMs": "soon"}}}"#,
+    )
+    .expect("write");
+    setup.gateway.signal("HUP");
+    let output = setup
+        .gateway
+        .output_with_line(&["the policy file is not valid", "timeoutMs"])
+        .await;
+    assert!(output.contains("the policy in force stays"), "{output}");
+    assert_eq!(setup.get_repo().await.code(), "egress_denied");
+    assert_eq!(
+        setup.execute("echo", "say", json!({"params": {}})).await.status,
+        200
+    );
+
+    // Back to no narrowing.
+    std::fs::write(&policy_file, json!({"connectors": {}}).to_string()).expect("write policy");
+    setup.gateway.signal("HUP");
+    let allowed = eventually(|| setup.get_repo(), |answer| answer.status == 200).await;
+    assert_eq!(allowed.body["status"], 200, "{:?}", allowed.body);
+}
+
+/// The first answer of `call` that `done` accepts, within ten seconds.
+async fn eventually<F, A>(call: impl Fn() -> F, done: impl Fn(&A) -> bool) -> A
+where
+    F: std::future::Future<Output = A>,
+    A: std::fmt::Debug,
+{
+    let started = std::time::Instant::now();
+    loop {
+        let answer = call().await;
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never came: last {answer:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Policy entries for connectors that are not loaded (a typo, or one added later by hot
 /// reload) are named in a warning at start rather than ignored in silence.
 #[tokio::test(flavor = "multi_thread")]
