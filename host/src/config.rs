@@ -290,8 +290,8 @@ pub enum KeysCommand {
         /// A label for the key.
         #[arg(long)]
         name: Option<String>,
-        /// Expire the key after this many days (at least 1).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        /// Expire the key after this many days (1 to 36500, a hundred years).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
         expires_in_days: Option<u32>,
         /// Calls allowed per UTC day.
         #[arg(long)]

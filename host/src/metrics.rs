@@ -41,6 +41,15 @@ pub struct RefreshLabels {
     pub outcome: String,
 }
 
+/// Create the series of `labels` in `family` if it is new (a counter starts at zero).
+fn start_at_zero<L, M>(family: &Family<L, M>, labels: &L)
+where
+    L: Clone + std::hash::Hash + Eq,
+    M: Default,
+{
+    drop(family.get_or_create(labels));
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to ~26 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
@@ -89,6 +98,14 @@ impl Default for Metrics {
         let spare_instances = Gauge::default();
         let open_connections = Gauge::default();
         let loads = Family::<LoadLabels, Counter>::default();
+        for outcome in ["ok", "failed"] {
+            start_at_zero(
+                &loads,
+                &LoadLabels {
+                    outcome: outcome.into(),
+                },
+            );
+        }
         let egress_denied = Family::<ConnectorLabels, Counter>::default();
         let token_refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
@@ -178,6 +195,41 @@ impl Metrics {
                 integration: integration.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Start the counters a loaded connector will move at zero, so that the first event shows
+    /// as an increase: `increase(sluice_egress_denied_total[5m]) > 0` misses a series whose first
+    /// sample is already 1. Error outcomes stay unlisted (they are many, and `ok` is enough
+    /// to tell a connector's series exist).
+    pub fn start_connector_series(&self, manifest: &crate::runtime::manifest::Manifest) {
+        let integration = || manifest.id.clone();
+        for endpoint in &manifest.endpoints {
+            start_at_zero(
+                &self.requests,
+                &CallLabels {
+                    integration: integration(),
+                    endpoint: endpoint.name.clone(),
+                    outcome: "ok".into(),
+                },
+            );
+        }
+        start_at_zero(
+            &self.egress_denied,
+            &ConnectorLabels {
+                integration: integration(),
+            },
+        );
+        if matches!(manifest.auth, crate::runtime::manifest::AuthScheme::OAuth2(_)) {
+            for outcome in ["ok", "rejected", "unavailable"] {
+                start_at_zero(
+                    &self.token_refreshes,
+                    &RefreshLabels {
+                        integration: integration(),
+                        outcome: outcome.into(),
+                    },
+                );
+            }
+        }
     }
 
     /// Count a component load.

@@ -351,6 +351,7 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
             for (action_key, other) in registry.shared_action_keys(&connector) {
                 tracing::warn!(id = %connector.manifest.id, %other, %action_key, "two connectors' actions share an action id; the catalog asks callers to name them by route");
             }
+            loader.metrics.start_connector_series(&connector.manifest);
             registry.clear_failure(path);
             registry.insert(connector);
             true

@@ -256,7 +256,7 @@ static bool get_contact(json_slice params, output_t *ret, error_t *err) {
     char *id = json_get(params, "contact_id", &value) ? json_string(value) : NULL;
     if (!id || !*id) {
         free(id);
-        return bad_params(err, "`contact_id` must be a non-empty string");
+        return bad_params(err, "`contact_id` must be a non-empty string without NUL characters");
     }
     // `.` and `..` would be resolved away by URL normalisation and reach another path.
     if (strcmp(id, ".") == 0 || strcmp(id, "..") == 0) {
@@ -282,7 +282,7 @@ static bool get_contact(json_slice params, output_t *ret, error_t *err) {
         char *property = json_string(value);
         if (!property) {
             free(url.data);
-            return bad_params(err, "`id_property` must be a string");
+            return bad_params(err, "`id_property` must be a string without NUL characters");
         }
         buf_append(&url, &separator, 1);
         separator = '&';

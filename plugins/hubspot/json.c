@@ -225,6 +225,10 @@ char *json_string(json_slice value) {
                 }
             }
             if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD;  // a lone surrogate
+            if (cp == 0) {
+                free(out.data);
+                return NULL;
+            }
             put_utf8(&out, cp);
             break;
         }

@@ -25,7 +25,8 @@ bool json_get(json_slice object, const char *key, json_slice *value);
 char json_kind(json_slice value);
 
 // Decodes a JSON string value into a NUL-terminated UTF-8 string allocated with malloc.
-// Returns NULL when `value` is not a string or on an invalid escape.
+// Returns NULL when `value` is not a string, on an invalid escape, or when it holds `\u0000`
+// (which would cut the C string short: `123\u0000456` would name contact 123).
 char *json_string(json_slice value);
 
 // Calls `each(item, user)` for every element of the array `array`; returns false when

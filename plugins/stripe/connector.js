@@ -51,10 +51,13 @@ const address = {
 
 const customerId = { type: "string", pattern: "^cus_[A-Za-z0-9]+$", description: "Customer ID, e.g. cus_NffrFeUfNV2Hib" };
 
+// It goes into a header: visible ASCII only, so that a bad key is the caller's 400 rather than
+// an upstream request the host refuses to build (a 502).
 const idempotencyKey = {
   type: "string",
   minLength: 1,
   maxLength: 255,
+  pattern: "^[\\x21-\\x7e]+$",
   description: "Sent as Idempotency-Key so a retried create is not applied twice",
 };
 

@@ -96,6 +96,7 @@ async fn admin_creates_lists_and_revokes_keys() {
         json!({"expiresAt": "next tuesday"}),
         json!({"expiresAt": "2099-01-31T12:00:00+02:00"}),
         json!({"expiresAt": true}),
+        json!({"expiresAt": 253_402_300_800_i64}),
         json!({"colour": 1}),
     ] {
         let answer = setup

@@ -14,6 +14,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut setup = Setup::new().await;
     let acknowledged: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     for round in 0..5u64 {
+        let before = acknowledged.lock().expect("lock").len();
         let writers: Vec<_> = (0..4)
             .map(|writer| {
                 let client = setup.client.clone();
@@ -41,7 +42,17 @@ async fn acknowledged_writes_survive_sigkill() {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(150 + 70 * round)).await;
+        // Kill once writes are flowing (a busy machine may take a while to acknowledge the
+        // first), at a different point of the stream each round.
+        let flowing = std::time::Instant::now();
+        while acknowledged.lock().expect("lock").len() == before {
+            assert!(
+                flowing.elapsed() < Duration::from_secs(20),
+                "round {round}: no write was acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20 + 70 * round)).await;
         setup.gateway.kill_and_restart().await;
         for writer in writers {
             let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;

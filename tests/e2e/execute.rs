@@ -315,4 +315,14 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
         )
         .await;
     assert_eq!(named.body["status"], 200, "{:?}", named.body);
+    // An identity the vault API would refuse is refused here too, before it can reach a
+    // connect session (and from there a connection key): no action URL, nothing sent.
+    for bad in ["evil\u{1b}[31mX\u{7}", "", &"a".repeat(201)] {
+        let refused = setup
+            .execute("github", "get_repo", json!({"params": params, "identity": bad}))
+            .await;
+        assert_eq!((refused.status, refused.code()), (400, "bad_request"), "{bad:?}");
+        assert!(refused.body.get("action_url").is_none(), "{:?}", refused.body);
+    }
+    assert_eq!(setup.upstream_requests().len(), 5, "nothing more was sent");
 }

@@ -169,6 +169,11 @@ async fn hubspot_bad_params_are_400_and_upstream_errors_pass_through() {
         .execute("hubspot", "get_contact", json!({"contact_id": ".."}))
         .await;
     assert_bad_request(&setup, &dot_dot, 0);
+    // A NUL would end the C string early and name another contact (`123`).
+    let nul = setup
+        .execute("hubspot", "get_contact", json!({"contact_id": "123\u{0}456"}))
+        .await;
+    assert_bad_request(&setup, &nul, 0);
     let too_many = setup
         .execute("hubspot", "search_contacts", json!({"limit": 500}))
         .await;

@@ -498,6 +498,19 @@ async fn connecting_through_the_flow_stores_tokens_the_connector_never_sees() {
         .await;
     assert_eq!(injected.status, 400, "{:?}", injected.body);
     assert_eq!(injected.code(), "bad_request");
+    // So is a recipient that is no address: the schema says so, the connector need not.
+    let not_an_address = setup
+        .execute(
+            "send_email",
+            json!({"params": {"to": ["000"], "subject": "Hi", "text": "x"}}),
+        )
+        .await;
+    assert_eq!(not_an_address.status, 400, "{:?}", not_an_address.body);
+    let message = not_an_address.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("/to/0"),
+        "the schema refused it, naming the field: {message}"
+    );
 
     // The vault API shows the connection but none of its tokens.
     let shown = setup
@@ -925,6 +938,28 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
             .expect("post");
         assert_eq!(refused.status(), 403, "{fields:?} {site}");
     }
+    // What a browser would not send still gets a page, not the API's JSON: a post that is no
+    // form, and the sign-in route of an integration that connects with a key.
+    let not_a_form = client.post(&url).body("secret=x").send().await.expect("post");
+    assert_eq!(not_a_form.status(), 415);
+    assert!(
+        not_a_form.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/html"))
+    );
+    let sign_in = client
+        .get(format!("{url}/authorize"))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(sign_in.status(), 400);
+    assert!(
+        sign_in
+            .text()
+            .await
+            .expect("page")
+            .contains("connects with a key")
+    );
     let empty = client
         .post(&url)
         .form(&[("secret", "  "), ("csrf", csrf.as_str())])

@@ -15,6 +15,16 @@ async fn readyz_reports_a_writable_database() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
     let setup = Setup::new().await;
+    // A loaded connector's counters exist at zero before its first event, so that an alert on
+    // their increase sees that event.
+    let before = setup.gateway.metrics().await;
+    for zero in [
+        r#"sluice_requests_total{integration="github",endpoint="get_repo",outcome="ok"} 0"#,
+        r#"sluice_egress_denied_total{integration="hostile"} 0"#,
+        r#"sluice_component_loads_total{outcome="failed"} 0"#,
+    ] {
+        assert!(before.contains(zero), "missing `{zero}` in:\n{before}");
+    }
     setup.get_repo().await;
     for made_up in ["aaa", "bbb", "ccc"] {
         setup.execute(made_up, "x", json!({"params": {}})).await;

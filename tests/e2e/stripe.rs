@@ -278,6 +278,15 @@ async fn stripe_bad_params_are_400_and_upstream_errors_pass_through() {
         .execute("stripe", "list_customers", json!({"limit": 1000}))
         .await;
     assert_bad_request(&setup, &too_many, 0);
+    // The idempotency key becomes a header: a line break in it is the caller's mistake.
+    let bad_idempotency_key = setup
+        .execute(
+            "stripe",
+            "create_customer",
+            json!({"email": "a@example.com", "idempotency_key": "abc\n"}),
+        )
+        .await;
+    assert_bad_request(&setup, &bad_idempotency_key, 0);
 
     let missing = setup
         .execute("stripe", "get_customer", json!({"id": "cus_missing"}))

@@ -450,19 +450,25 @@ async fn keys_see_only_their_environment_and_scope() {
     assert_eq!(logs.body["total"], 0, "{:?}", logs.body);
 }
 
-/// Pica's `x-pica-secret` header works in place of the bearer key.
+/// Pica's `x-pica-secret` header works in place of the bearer key, and the `Bearer` scheme's
+/// name is case-insensitive, as HTTP has it.
 #[tokio::test(flavor = "multi_thread")]
 async fn pica_secret_header_is_an_alias() {
     let setup = Setup::new().await;
-    let answer = crate::common::send(
-        setup
-            .client
-            .get(format!("{}/v1/vault/connections", setup.gateway.url))
-            .header("x-pica-secret", &setup.key),
-    )
-    .await;
+    let url = format!("{}/v1/vault/connections", setup.gateway.url);
+    let answer = crate::common::send(setup.client.get(&url).header("x-pica-secret", &setup.key)).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert_eq!(answer.body["total"], 2);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let answer = crate::common::send(
+            setup
+                .client
+                .get(&url)
+                .header("authorization", format!("{scheme} {}", setup.key)),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{scheme}: {:?}", answer.body);
+    }
 }
 
 /// Creating past the environment's connection limit is `plan_limit_reached`.

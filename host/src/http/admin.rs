@@ -41,8 +41,7 @@ impl FromRequestParts<AppState> for Admin {
         let presented = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(super::extract::bearer_token)
             .ok_or_else(|| {
                 ApiError::Unauthorized("missing admin key: send `Authorization: Bearer <admin key>`".into())
             })?;

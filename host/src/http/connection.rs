@@ -22,6 +22,11 @@ pub(super) async fn select(
     environment: Environment,
     selector: ConnectionSelector,
 ) -> Result<(ConnectionRecord, Credential), ApiError> {
+    // The identity may reach a connect session's `action_url` and from there a connection's
+    // key: the vault API's rule applies to it here too.
+    if let Some(identity) = &selector.identity {
+        crate::vault::checks::check_identity("`identity`", identity).map_err(ApiError::BadRequest)?;
+    }
     let explicit = selector.connection_key.is_some() || selector.identity.is_some();
     let platform = integration.to_owned();
     let generation = app.vault.current_generation()?;

@@ -84,10 +84,7 @@ impl FromRequestParts<AppState> for Caller {
             parts.headers.get(axum::http::header::AUTHORIZATION),
             parts.headers.get("x-pica-secret"),
         ) {
-            (Some(header), _) => header
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))),
+            (Some(header), _) => bearer_token(header),
             (None, Some(header)) => header.to_str().ok(),
             (None, None) => {
                 return Err(ApiError::Unauthorized(
@@ -111,6 +108,14 @@ impl FromRequestParts<AppState> for Caller {
         }
         Ok(Self(key))
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme's name is
+/// case-insensitive (RFC 9110 §11.1).
+pub(super) fn bearer_token(header: &axum::http::HeaderValue) -> Option<&str> {
+    let value = header.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// The API key `presented`, from memory while no key changed, else from the vault.

@@ -397,6 +397,34 @@ fn json_content(schema: Value) -> Value {
     json!({"application/json": {"schema": schema}})
 }
 
+/// Headers every API answer carries, and those an execute call's carry under a per-minute
+/// limit (`components/headers`).
+fn answer_headers() -> Value {
+    let header = |name: &str| json!({"$ref": format!("#/components/headers/{name}")});
+    json!({
+        "x-transaction-key": header("TransactionKey"),
+        "x-ratelimit-limit": header("RateLimitLimit"),
+        "x-ratelimit-remaining": header("RateLimitRemaining"),
+        "x-ratelimit-reset": header("RateLimitReset")
+    })
+}
+
+/// `components/headers`.
+fn headers() -> Value {
+    let integer =
+        |description: &str| json!({"description": description, "schema": {"type": "integer", "minimum": 0}});
+    json!({
+        "TransactionKey": {
+            "description": "This request's transaction key (`txn_…`), also in its request-log row and log lines",
+            "schema": {"type": "string"}
+        },
+        "RateLimitLimit": integer("Calls per minute the key may make (execute calls of keys with a per-minute limit)"),
+        "RateLimitRemaining": integer("Calls left in the current minute"),
+        "RateLimitReset": integer("Seconds until the minute's window resets"),
+        "RetryAfter": integer("Seconds to wait before trying again (429, 503)")
+    })
+}
+
 /// The API's error answer, `components/responses/Error`.
 fn error_reply() -> Value {
     json!({"$ref": "#/components/responses/Error"})
@@ -429,11 +457,19 @@ fn responses(reply: Reply) -> Value {
     };
     match reply {
         Reply::Json(status, schema) => api_errors(json!({
-            status: {"description": "Success", "content": json_content(reference(schema))}
+            status: {
+                "description": "Success",
+                "headers": answer_headers(),
+                "content": json_content(reference(schema))
+            }
         })),
         Reply::JsonRpc => api_errors(json!({
-            "200": {"description": "The JSON-RPC response (errors included)", "content": json_content(reference("JsonRpcResponse"))},
-            "202": {"description": "A notification was accepted"}
+            "200": {
+                "description": "The JSON-RPC response (errors included)",
+                "headers": answer_headers(),
+                "content": json_content(reference("JsonRpcResponse"))
+            },
+            "202": {"description": "A notification was accepted", "headers": answer_headers()}
         })),
         Reply::Page => json!({
             "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}},
@@ -483,6 +519,9 @@ fn operation_object(operation: &Operation) -> Value {
     object
 }
 
+/// The methods passthrough forwards, as OpenAPI names them.
+const FORWARDED_METHODS: [&str; 6] = ["get", "post", "put", "patch", "delete", "head"];
+
 /// The OpenAPI document of the gateway's own routes.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -490,7 +529,15 @@ pub fn document() -> Value {
         let entry = paths
             .entry(operation.path.to_owned())
             .or_insert_with(|| Value::Object(Map::new()));
-        entry[operation.method] = operation_object(operation);
+        // A route answering with whatever the upstream says (passthrough) forwards every
+        // method; the table holds it once.
+        let methods = match operation.reply {
+            Reply::Upstream => &FORWARDED_METHODS[..],
+            _ => std::slice::from_ref(&operation.method),
+        };
+        for method in methods {
+            entry[*method] = operation_object(operation);
+        }
     }
     json!({
         "openapi": "3.1.0",
@@ -504,9 +551,17 @@ pub fn document() -> Value {
             },
             "schemas": schemas::all(),
             "parameters": params::shared(),
+            "headers": headers(),
             "responses": {
                 "Error": {
                     "description": "Error: `{\"error\": code, \"message\", \"action_url\"?}`",
+                    "headers": {
+                        "x-transaction-key": {"$ref": "#/components/headers/TransactionKey"},
+                        "retry-after": {"$ref": "#/components/headers/RetryAfter"},
+                        "x-ratelimit-limit": {"$ref": "#/components/headers/RateLimitLimit"},
+                        "x-ratelimit-remaining": {"$ref": "#/components/headers/RateLimitRemaining"},
+                        "x-ratelimit-reset": {"$ref": "#/components/headers/RateLimitReset"}
+                    },
                     "content": json_content(reference("Error"))
                 }
             }
@@ -546,10 +601,17 @@ fn action_operation(manifest: &Manifest, endpoint: &EndpointInfo) -> Value {
 /// with hot reload, so the document is built per request).
 pub async fn serve(State(app): State<AppState>) -> Json<Value> {
     let mut document = document();
+    // An action's own path takes precedence over the templated one, so it carries the docs
+    // route (`GET`) too, without the template's path parameters.
+    let mut knowledge = document["paths"]["/v1/{integration}/{endpoint}"]["get"].clone();
+    knowledge["parameters"] = json!([]);
     for connector in app.registry.snapshot().values() {
         for endpoint in &connector.manifest.endpoints {
             let path = format!("/v1/{}/{}", connector.manifest.id, endpoint.name);
-            document["paths"][path] = json!({"post": action_operation(&connector.manifest, endpoint)});
+            document["paths"][path] = json!({
+                "post": action_operation(&connector.manifest, endpoint),
+                "get": knowledge
+            });
         }
     }
     Json(document)

@@ -4,16 +4,20 @@
 use crate::error::ApiError;
 use std::time::{Duration, UNIX_EPOCH};
 
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z): later times are refused as
+/// inputs and shown as this one.
+pub(crate) const LATEST: i64 = 253_402_300_799;
+
 /// `unix_seconds` as `2025-01-31T12:00:00Z`.
 pub(crate) fn rfc3339(unix_seconds: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_secs(unix_seconds.max(0) as u64);
+    let time = UNIX_EPOCH + Duration::from_secs(unix_seconds.clamp(0, LATEST) as u64);
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// `unix_ms` as `2025-01-31T12:00:00.123Z`, for the request log's finer times.
 pub(crate) fn rfc3339_millis(unix_ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
+    let ms = unix_ms.clamp(0, LATEST * 1000 + 999);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
 }
 
 /// A time in a request body: an RFC 3339 string or a number of Unix seconds.
@@ -59,6 +63,9 @@ impl TimeInput {
     /// The time in Unix seconds; `field` names it in the error.
     pub(crate) fn unix_seconds(&self, field: &str) -> Result<i64, ApiError> {
         match self {
+            Self::UnixSeconds(seconds) if *seconds > LATEST => Err(ApiError::BadRequest(format!(
+                "`{field}` is after 9999-12-31T23:59:59Z ({LATEST} in Unix seconds)"
+            ))),
             Self::UnixSeconds(seconds) => Ok(*seconds),
             Self::Text(text) => parse_rfc3339(text).map(|ms| ms.div_euclid(1000)).ok_or_else(|| {
                 ApiError::BadRequest(format!(
@@ -85,8 +92,13 @@ mod tests {
     fn times_print_in_utc_with_and_without_milliseconds() {
         assert_eq!(rfc3339(1_738_324_800), "2025-01-31T12:00:00Z");
         assert_eq!(rfc3339_millis(1_738_324_800_123), "2025-01-31T12:00:00.123Z");
-        // Never a time before the epoch, whatever a row holds.
+        // Never a time before the epoch or after 9999, whatever a row holds (past 9999 the
+        // formatter fails, which `to_string` turns into a panic).
         assert_eq!(rfc3339(-5), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(LATEST), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(LATEST + 1), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_millis(i64::MAX), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]
@@ -97,6 +109,10 @@ mod tests {
             parse("\"2025-01-31T12:00:00Z\"").unix_seconds("at").ok(),
             Some(1_738_324_800)
         );
+        let error = parse("253402300800")
+            .unix_seconds("expiresAt")
+            .expect_err("year 10000");
+        assert!(error.to_string().contains("after 9999"), "{error}");
         let error = parse("\"tomorrow\"")
             .unix_seconds("expiresAt")
             .expect_err("not a time");

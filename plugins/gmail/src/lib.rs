@@ -74,7 +74,7 @@ impl Connector for Gmail {
     fn describe() -> Manifest {
         let address_list = json!({
             "type": "array",
-            "items": {"type": "string", "minLength": 3, "pattern": "^[^\\r\\n]+$"},
+            "items": {"type": "string", "minLength": 3, "pattern": "^[^\\r\\n]*@[^\\r\\n]*$", "description": "An email address, optionally with a name: `Bob <bob@example.com>`"},
         });
         Manifest::new("gmail", "Gmail", env!("CARGO_PKG_VERSION"))
             .description("Gmail API: send email, search and read messages, list labels")

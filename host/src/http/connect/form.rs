@@ -8,6 +8,7 @@ use crate::runtime::LoadedConnector;
 use crate::runtime::manifest::AuthScheme;
 use crate::vault::Vault;
 use axum::Form;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -57,8 +58,20 @@ pub(super) async fn submit_credentials(
     State(app): State<AppState>,
     Path(token): Path<String>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
+    // A person is reading: an unreadable post (not a form, too large) gets a page too.
+    let Form(form) = match form {
+        Ok(form) => form,
+        Err(rejection) => {
+            return page::message(
+                rejection.status(),
+                "Form not readable",
+                "This page takes the connect form as your browser sends it. Open the connect link again.",
+                false,
+            );
+        }
+    };
     // Browsers say where a post comes from; refuse posts another site made.
     let cross_site = headers
         .get("sec-fetch-site")

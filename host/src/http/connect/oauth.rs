@@ -46,6 +46,18 @@ pub(super) async fn start_oauth(State(app): State<AppState>, Path(token): Path<S
     };
     let client = match resolve_client(&app, &connector).await {
         Ok(Ok(client)) => client,
+        // A hand-made URL: this page's form is where its credential goes.
+        Ok(Err(crate::oauth::ClientError::NotOAuth(_))) => {
+            return page::message(
+                StatusCode::BAD_REQUEST,
+                "No sign-in here",
+                &format!(
+                    "{} connects with a key, not by signing in. Go back to the connect page and enter it there.",
+                    connector.manifest.name
+                ),
+                false,
+            );
+        }
         Ok(Err(error)) => {
             tracing::warn!(integration = %connector.manifest.id, %error, "connect flow cannot start");
             return page::message(

@@ -86,6 +86,7 @@ fn timestamp(description: &str) -> Value {
 fn time_input(description: &str) -> Value {
     json!({
         "type": ["string", "integer"],
+        "maximum": crate::http::timestamps::LATEST,
         "description": format!("{description}: a UTC time such as `2030-01-31T12:00:00Z`, or Unix seconds")
     })
 }
@@ -188,7 +189,7 @@ pub fn execute_request(params_schema: Value) -> Value {
             "params": params_schema,
             "connection_key": or_null(string("The connection to use (also `connectionKey`)")),
             "connectionKey": or_null(string("The same as `connection_key`")),
-            "identity": or_null(string("Use this identity's connection"))
+            "identity": identity("Use this identity's connection")
         }),
     );
     // serde takes an alias as the field itself: both spellings at once are a duplicate.
