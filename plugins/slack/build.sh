@@ -7,20 +7,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 . "${SLUICE_PLUGINS_LIB:-$HERE/../lib}/toolchain.sh"
 OUT="$(out_dir "$@")"
 
-command -v python3 >/dev/null || skip "python3 is not installed (needs Python >= 3.10 with venv)"
-VENV="$TOOLS_DIR/python"
-
-install_tools() {
-    # Reinstall only when requirements.txt changed since the last install.
-    if ! cmp -s "$HERE/requirements.txt" "$VENV/.installed-requirements.txt"; then
-        python3 -m venv "$VENV" || return 1
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$HERE/requirements.txt" || return 1
-        cp "$HERE/requirements.txt" "$VENV/.installed-requirements.txt"
-    fi
-}
-export -f install_tools
-export HERE VENV
-with_tools_lock bash -c install_tools || skip "could not install componentize-py into $VENV (pip install -r requirements.txt failed)"
+python_tools "$HERE"
 
 # Build from a copy: componentize-py writes __pycache__ next to the sources it imports, and a
 # write under plugins/ would make cargo rerun the test fixtures' build script every time.

@@ -8,21 +8,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 . "${SLUICE_PLUGINS_LIB:-$HERE/../lib}/toolchain.sh"
 OUT="$(out_dir "$@")"
 
-command -v node >/dev/null && command -v npm >/dev/null || skip "node and npm are not installed (needs Node.js >= 18)"
-NODE_DIR="$TOOLS_DIR/js"
-
-install_tools() {
-    # `npm ci` installs exactly what package-lock.json pins; rerun only when it changed.
-    if ! cmp -s "$HERE/package-lock.json" "$NODE_DIR/.installed-package-lock.json"; then
-        mkdir -p "$NODE_DIR" &&
-            cp "$HERE/package.json" "$HERE/package-lock.json" "$NODE_DIR/" &&
-            (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error) &&
-            cp "$HERE/package-lock.json" "$NODE_DIR/.installed-package-lock.json"
-    fi
-}
-export -f install_tools
-export HERE NODE_DIR
-with_tools_lock bash -c install_tools || skip "could not install componentize-qjs into $NODE_DIR (npm ci failed)"
+js_tools "$HERE"
 
 TMP="$OUT/.$CONNECTOR.wasm.partial"
 # --sync: the host's wasmtime runs without component-model async.
