@@ -37,9 +37,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let _sources = crate::dev::start(&args.sources, &args.serve.plugins).await?;
             serve(args.serve).await
         }
-        Command::New { name, dir, sdk } => {
-            let created = crate::dev::scaffold(&dir, &name, sdk.as_deref())?;
+        Command::New { name, dir, lang, sdk } => {
+            let scaffolded = crate::dev::scaffold(&dir, &name, lang, sdk.as_deref())?;
+            let created = scaffolded.dir;
             println!("{}", created.display());
+            for note in &scaffolded.notes {
+                eprintln!("note: {note}");
+            }
             // `sluice dev` looks in `plugins` unless told otherwise.
             let dev = if dir == std::path::Path::new("plugins") {
                 "sluice dev".to_owned()

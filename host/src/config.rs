@@ -24,7 +24,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the gateway and rebuild connector crates on save (hot reload picks them up).
     Dev(DevArgs),
-    /// Scaffold a new connector crate from the template.
+    /// Scaffold a new connector from a template: a Rust crate, or a JavaScript or Python
+    /// directory with a `build.sh`.
     New {
         /// Connector id, as in its URLs: 1-64 of a-z, 0-9, `_` and `-`, not one the gateway's
         /// own routes use.
@@ -32,6 +33,10 @@ pub enum Command {
         /// Directory to create it in.
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
+        /// The connector's language. JavaScript and Python connectors are built by their
+        /// `build.sh` with pinned tools (componentize-qjs, componentize-py) that it installs.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::dev::Language,
         /// Path to the `sluice-sdk` crate (the directory with its Cargo.toml). Needed outside the
         /// Sluice workspace; inside it, the workspace's `sluice-sdk` is used.
         #[arg(long)]

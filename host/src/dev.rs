@@ -1,6 +1,7 @@
 //! The connector developer's loop: `sluice dev` builds every connector crate under a sources
 //! directory to a component, serves them with hot reload, and rebuilds a crate whenever one of
-//! its files changes; `sluice new` scaffolds a connector crate from the template.
+//! its files changes; `sluice new` scaffolds a connector from a template: a Rust crate, or a
+//! JavaScript or Python directory with a `build.sh` (templates in `host/templates/`).
 //!
 //! Builds run `cargo build --release --target wasm32-wasip2` on the crate. Connectors in other
 //! languages (Python, JavaScript, C, ...) are directories with a `build.sh` and no
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::process::Command;
 use tokio::sync::mpsc;
+
+mod templates;
 
 /// A connector crate found under the sources directory.
 #[derive(Debug, Clone)]
@@ -367,27 +370,33 @@ fn toml_key(line: &str) -> &str {
     line.split('=').next().unwrap_or_default().trim()
 }
 
-/// Whether the workspace a new crate under `sources` would belong to provides `sluice-sdk` (as
-/// the Sluice repository's does), so that `sluice-sdk = { workspace = true }` builds. That
-/// workspace is the nearest `Cargo.toml` above with a `[workspace]`, as cargo looks for it.
-fn workspace_provides_sdk(sources: &Path) -> anyhow::Result<bool> {
+/// The cargo workspace a directory under `sources` would belong to: the nearest `Cargo.toml`
+/// above with a `[workspace]`, as cargo looks for it, with its directory.
+fn enclosing_workspace(sources: &Path) -> anyhow::Result<Option<(PathBuf, String)>> {
     let sources = std::path::absolute(sources)?;
     for dir in sources.ancestors() {
         let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
             continue;
         };
-        if !text.lines().any(|line| line.trim() == "[workspace]") {
-            continue;
+        if text.lines().any(|line| line.trim() == "[workspace]") {
+            return Ok(Some((dir.to_owned(), text)));
         }
-        let declared = toml_section_lines(&text, "workspace.dependencies")
-            .iter()
-            .any(|line| toml_key(line) == "sluice-sdk")
-            || text
-                .lines()
-                .any(|line| line.trim() == "[workspace.dependencies.sluice-sdk]");
-        return Ok(declared);
     }
-    Ok(false)
+    Ok(None)
+}
+
+/// Whether the workspace a new crate under `sources` would belong to provides `sluice-sdk` (as
+/// the Sluice repository's does), so that `sluice-sdk = { workspace = true }` builds.
+fn workspace_provides_sdk(sources: &Path) -> anyhow::Result<bool> {
+    let Some((_, text)) = enclosing_workspace(sources)? else {
+        return Ok(false);
+    };
+    Ok(toml_section_lines(&text, "workspace.dependencies")
+        .iter()
+        .any(|line| toml_key(line) == "sluice-sdk")
+        || text
+            .lines()
+            .any(|line| line.trim() == "[workspace.dependencies.sluice-sdk]"))
 }
 
 /// The `sluice-sdk` crate at `--sdk path` (relative to the current directory), as an absolute
@@ -454,15 +463,73 @@ fn rust_name(id: &str, snake: bool) -> String {
     }
 }
 
-/// Create `<sources>/<name>/` from the echo template: a crate with one `Connector` ready to edit.
-/// `name` is the connector's id, checked as the gateway checks it at load.
-pub fn scaffold(sources: &Path, name: &str, sdk_path: Option<&Path>) -> anyhow::Result<PathBuf> {
+/// The language of the connector `sluice new` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    /// A crate on `sluice-sdk`, built with cargo.
+    Rust,
+    /// An ES module built with componentize-qjs (QuickJS).
+    #[value(alias = "js")]
+    Javascript,
+    /// A module built with componentize-py.
+    #[value(alias = "py")]
+    Python,
+}
+
+impl Language {
+    /// How people write its name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rust => "Rust",
+            Self::Javascript => "JavaScript",
+            Self::Python => "Python",
+        }
+    }
+}
+
+/// What `sluice new` wrote.
+#[derive(Debug)]
+pub struct Scaffolded {
+    /// The new connector's directory.
+    pub dir: PathBuf,
+    /// What the author should know next (files written beside it, a workspace to adjust).
+    pub notes: Vec<String>,
+}
+
+/// Create `<sources>/<name>/` from the template of `language`, a connector with two example
+/// actions ready to edit. `name` is the connector's id, checked as the gateway checks it at
+/// load. Nothing that exists is overwritten.
+pub fn scaffold(
+    sources: &Path,
+    name: &str,
+    language: Language,
+    sdk_path: Option<&Path>,
+) -> anyhow::Result<Scaffolded> {
     crate::runtime::manifest::check_connector_id(name)
         .map_err(|reason| anyhow::anyhow!("`{name}` cannot be a connector id: {reason}"))?;
     let dir = sources.join(name);
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
+    if language == Language::Rust {
+        let dir = scaffold_crate(sources, name, sdk_path)?;
+        return Ok(Scaffolded {
+            dir,
+            notes: Vec::new(),
+        });
+    }
+    if sdk_path.is_some() {
+        bail!(
+            "--sdk is for Rust connectors: a {} connector does not use `sluice-sdk`",
+            language.name()
+        );
+    }
+    templates::write_script_connector(sources, name, language)
+}
+
+/// [`scaffold`] for Rust: a crate whose `Connector` is the echo template's.
+fn scaffold_crate(sources: &Path, name: &str, sdk_path: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = sources.join(name);
     let sdk_path = match sdk_path {
         Some(path) => Some(sdk_crate(path)?),
         None if workspace_provides_sdk(sources)? => None,
@@ -558,18 +625,18 @@ mod tests {
     #[test]
     fn scaffold_writes_a_crate_and_refuses_bad_names() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let created = scaffold(dir.path(), "acme_crm", Some(&sdk()))?;
+        let created = scaffold(dir.path(), "acme_crm", Language::Rust, Some(&sdk()))?.dir;
         let source = std::fs::read_to_string(created.join("src/lib.rs"))?;
         assert!(source.contains("struct AcmeCrm;") && source.contains(r#"Manifest::new("acme_crm""#));
         let manifest = std::fs::read_to_string(created.join("Cargo.toml"))?;
         assert!(manifest.contains(r#"name = "acme_crm""#));
         assert!(
-            scaffold(dir.path(), "acme_crm", Some(&sdk())).is_err(),
+            scaffold(dir.path(), "acme_crm", Language::Rust, Some(&sdk())).is_err(),
             "no overwrite"
         );
         let long = "a".repeat(65);
         for bad in ["", "Acme", "a b", "../x", "vault", "plugins", long.as_str()] {
-            let error = scaffold(dir.path(), bad, Some(&sdk()))
+            let error = scaffold(dir.path(), bad, Language::Rust, Some(&sdk()))
                 .expect_err(bad)
                 .to_string();
             assert!(error.contains("cannot be a connector id"), "{bad}: {error}");
@@ -592,7 +659,7 @@ mod tests {
                 &format!("A{}", "a".repeat(63)),
             ),
         ] {
-            let created = scaffold(dir.path(), id, Some(&sdk()))?;
+            let created = scaffold(dir.path(), id, Language::Rust, Some(&sdk()))?.dir;
             let source = std::fs::read_to_string(created.join("src/lib.rs"))?;
             assert!(
                 source.contains(&format!("struct {type_name};"))
@@ -611,18 +678,24 @@ mod tests {
     #[test]
     fn outside_the_workspace_the_sdk_must_be_given_and_be_the_sdk() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let error = scaffold(dir.path(), "weather", None)
+        let error = scaffold(dir.path(), "weather", Language::Rust, None)
             .expect_err("no sdk")
             .to_string();
         assert!(error.contains("pass --sdk <path>"), "{error}");
         assert!(!dir.path().join("weather").exists(), "nothing is created");
 
-        let error = scaffold(dir.path(), "weather", Some(dir.path())).expect_err("no Cargo.toml");
+        let error =
+            scaffold(dir.path(), "weather", Language::Rust, Some(dir.path())).expect_err("no Cargo.toml");
         assert!(
             error.to_string().contains("there is no Cargo.toml there"),
             "{error}"
         );
-        let error = scaffold(dir.path(), "weather", Some(Path::new(env!("CARGO_MANIFEST_DIR"))));
+        let error = scaffold(
+            dir.path(),
+            "weather",
+            Language::Rust,
+            Some(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        );
         assert!(
             error
                 .expect_err("the host crate")
@@ -632,7 +705,13 @@ mod tests {
         );
 
         // The path is written relative to the new crate, which may be anywhere.
-        let created = scaffold(&dir.path().join("deep/er"), "weather", Some(&sdk()))?;
+        let created = scaffold(
+            &dir.path().join("deep/er"),
+            "weather",
+            Language::Rust,
+            Some(&sdk()),
+        )?
+        .dir;
         let manifest = std::fs::read_to_string(created.join("Cargo.toml"))?;
         let line = manifest
             .lines()
@@ -652,7 +731,7 @@ mod tests {
             "[workspace]\nmembers = [\"plugins/*\"]\n\n\
              [workspace.dependencies]\nserde = \"1\"\nsluice-sdk = { path = \"sdk\" }\n",
         )?;
-        let created = scaffold(&dir.path().join("plugins"), "weather", None)?;
+        let created = scaffold(&dir.path().join("plugins"), "weather", Language::Rust, None)?.dir;
         let manifest = std::fs::read_to_string(created.join("Cargo.toml"))?;
         assert!(
             manifest.contains("sluice-sdk = { workspace = true }"),
@@ -665,7 +744,7 @@ mod tests {
             other.path().join("Cargo.toml"),
             "[workspace]\nmembers = [\"*\"]\n\n[workspace.dependencies]\nserde = \"1\"\n",
         )?;
-        assert!(scaffold(other.path(), "weather", None).is_err());
+        assert!(scaffold(other.path(), "weather", Language::Rust, None).is_err());
         // This repository's workspace provides it.
         assert!(workspace_provides_sdk(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")

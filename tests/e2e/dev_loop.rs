@@ -180,3 +180,110 @@ async fn dev_rebuilds_a_javascript_connector_on_save() {
     }
     assert_eq!(served_version(&gateway, "stripe").await.as_deref(), Some("0.2.0"));
 }
+
+/// Scaffold connector `id` in `language` with `sluice new` into a directory outside the
+/// repository, and build it with its own `build.sh` into `components`. `None` (after saying
+/// so loudly, or failing in CI) when the language's toolchain is missing.
+async fn new_script_connector(id: &str, language: &str, sources: &Path, components: &Path) -> Option<String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+    let scaffold = std::process::Command::new(SLUICE)
+        .args(["new", id, "--lang", language, "--dir"])
+        .arg(sources)
+        .output()
+        .expect("sluice new");
+    let said = String::from_utf8_lossy(&scaffold.stderr);
+    assert!(scaffold.status.success(), "{said}");
+    // Outside the repository the build helpers and the contract are written beside it.
+    assert!(said.contains("the build helpers"), "{said}");
+    assert!(sources.join("lib/wit/connector.wit").is_file());
+
+    // Only what `sluice new` wrote: no checkout's helpers or contract. The pinned tools are the
+    // ones the test fixtures installed for plugins/stripe and plugins/slack (the same pins), so
+    // nothing is downloaded.
+    let build = tokio::process::Command::new("bash")
+        .arg(sources.join(id).join("build.sh"))
+        .arg(components)
+        .env_remove("SLUICE_PLUGINS_LIB")
+        .env_remove("SLUICE_WIT_DIR")
+        .env("SLUICE_TOOLS_DIR", workspace.join("target/lang-tools"))
+        .current_dir(sources.join(id))
+        .output();
+    let build = tokio::time::timeout(Duration::from_secs(600), build)
+        .await
+        .expect("the build finishes")
+        .expect("bash build.sh");
+    let log = String::from_utf8_lossy(&build.stderr);
+    match build.status.code() {
+        Some(0) => {}
+        // The toolchain is missing: skipped loudly here, an error in CI.
+        Some(3) => return crate::languages::component(id, None).map(str::to_owned),
+        _ => panic!("building the new {language} connector failed:\n{log}"),
+    }
+    let component = components.join(format!("{id}.wasm"));
+    assert!(component.is_file(), "{log}");
+    Some(component.display().to_string())
+}
+
+/// What a connector from `sluice new --lang <language>` does out of the box, served by a real
+/// gateway: `echo` answers and logs through `console.log` / `print()`, its schema is enforced,
+/// and `get_item` reaches the upstream with the credential the host injects.
+async fn new_script_connector_runs(id: &str, language: &str, log_marker: &str) {
+    let sources = tempfile::tempdir().expect("tempdir");
+    let components = tempfile::tempdir().expect("tempdir");
+    let Some(component) = new_script_connector(id, language, sources.path(), components.path()).await else {
+        return;
+    };
+    let setup = crate::languages::Connected::start(&component, id, "sk_new_connector_secret", "", |_| {
+        sluice_fixtures::Reply::json(200, serde_json::json!({"id": "a/b", "name": "Widget"}))
+    })
+    .await;
+
+    let echoed = setup
+        .execute(id, "echo", serde_json::json!({"message": "héllo ✓"}))
+        .await;
+    assert_eq!(
+        echoed.body,
+        serde_json::json!({"status": 200, "data": {"message": "héllo ✓"}}),
+        "{}",
+        setup.gateway.output()
+    );
+    let transaction = echoed.headers["x-transaction-key"].to_str().expect("key");
+    setup
+        .gateway
+        .output_with_line(&[transaction, log_marker, &format!("{id} echoes")])
+        .await;
+
+    let refused = setup.execute(id, "echo", serde_json::json!({})).await;
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+
+    let item = setup
+        .execute(id, "get_item", serde_json::json!({"id": "a/b"}))
+        .await;
+    assert_eq!(
+        item.body,
+        serde_json::json!({"status": 200, "data": {"id": "a/b", "name": "Widget"}})
+    );
+    let sent = setup.only_request();
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str()),
+        ("GET", "/items/a%2Fb")
+    );
+    assert_eq!(
+        sent.header("authorization"),
+        Some("Bearer sk_new_connector_secret")
+    );
+}
+
+/// `sluice new --lang javascript` writes a connector that builds outside the repository and
+/// whose `console.log` reaches the gateway's log (at info level).
+#[tokio::test(flavor = "multi_thread")]
+async fn new_javascript_connector_builds_runs_and_logs() {
+    new_script_connector_runs("hello-js", "javascript", "INFO").await;
+}
+
+/// `sluice new --lang py` (the alias) writes a connector that builds outside the repository
+/// and whose `print()` reaches the gateway's log (as the connector's stdout).
+#[tokio::test(flavor = "multi_thread")]
+async fn new_python_connector_builds_runs_and_logs() {
+    new_script_connector_runs("hello_py", "py", "stream=\"stdout\"").await;
+}
