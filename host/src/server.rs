@@ -13,6 +13,7 @@
 //! yields (see `Runtime::new_store`).
 
 mod activity;
+mod linger;
 mod stalled_body;
 
 use activity::{Activity, TrackedBody};
@@ -38,7 +39,8 @@ pub struct ServeOptions {
     /// Serving threads; one per CPU when `None`.
     pub threads: Option<NonZeroUsize>,
     /// Connections open at once. Past this the acceptor waits (new clients queue in the
-    /// kernel's backlog) instead of running the process out of file descriptors.
+    /// kernel's backlog) instead of running the process out of file descriptors. A connection
+    /// keeps its place while it lingers after an early answer (see the `linger` module).
     pub max_connections: usize,
     /// How long a connection is kept with no request in flight, whatever its protocol (a client
     /// that never sends a byte, an idle keep-alive or HTTP/2 connection), the time a client has
@@ -70,7 +72,8 @@ impl Default for ServeOptions {
 type Accepted = (std::net::TcpStream, OwnedSemaphorePermit);
 
 /// Serve `router` on `listener` as `options` say until `shutdown` resolves, then let every
-/// thread drain its in-flight requests.
+/// thread drain its in-flight requests (and finish its lingering closes, at most
+/// `linger::LINGER_TIME`).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -205,6 +208,7 @@ impl ServingThread {
                 };
                 let activity = Activity::new();
                 let service = tracked(self.router.clone(), activity.clone(), self.idle_timeout);
+                let (connection, mut returned) = linger::lend(connection);
                 let serving = http
                     .serve_connection_with_upgrades(TokioIo::new(connection), service)
                     .into_owned();
@@ -212,34 +216,52 @@ impl ServingThread {
                 let open_connections = self.open_connections.clone();
                 open_connections.inc();
                 tokio::spawn(async move {
-                    tokio::pin!(serving);
-                    // Checked twice per timeout: an unused connection closes within 1.5 of it.
-                    let mut idle_check = tokio::time::interval((idle_timeout / 2).max(MIN_IDLE_CHECK));
-                    let mut closing = false;
-                    let outcome = loop {
-                        tokio::select! {
-                            outcome = serving.as_mut() => break outcome,
-                            _ = stopping.wait_for(|stop| *stop), if !closing => {
-                                serving.as_mut().graceful_shutdown();
-                                closing = true;
-                            }
-                            _ = idle_check.tick() => {
-                                if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
-                                    // Asked to close and still unused: drop it.
-                                    if closing {
-                                        break Ok(());
-                                    }
+                    // Closed for the client's slowness (its requests' heads, or no requests at
+                    // all): it gets no lingering close either.
+                    let mut cut_off = false;
+                    let outcome = {
+                        tokio::pin!(serving);
+                        // Checked twice per timeout: an unused connection closes within 1.5 of it.
+                        let mut idle_check = tokio::time::interval((idle_timeout / 2).max(MIN_IDLE_CHECK));
+                        let mut closing = false;
+                        loop {
+                            tokio::select! {
+                                outcome = serving.as_mut() => break outcome,
+                                _ = stopping.wait_for(|stop| *stop), if !closing => {
                                     serving.as_mut().graceful_shutdown();
                                     closing = true;
                                 }
+                                _ = idle_check.tick() => {
+                                    if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                                        cut_off = true;
+                                        // Asked to close and still unused: drop it.
+                                        if closing {
+                                            break Ok(());
+                                        }
+                                        serving.as_mut().graceful_shutdown();
+                                        closing = true;
+                                    }
+                                }
                             }
                         }
+                        // hyper is dropped here and hands the socket back.
                     };
-                    if let Err(error) = outcome {
+                    if let Err(error) = &outcome {
+                        cut_off |= error
+                            .downcast_ref::<hyper::Error>()
+                            .is_some_and(hyper::Error::is_timeout);
                         tracing::debug!(error = %error, "connection ended with an error");
                     }
+                    // Not after an upgrade, which keeps the socket.
+                    let mut connection = returned.try_recv().ok();
+                    if let Some(connection) = connection.as_mut()
+                        && !cut_off
+                    {
+                        linger::drain(connection).await;
+                    }
+                    // Counted as closed before the client can see it closed.
                     open_connections.dec();
-                    drop((slot, open));
+                    drop((connection, slot, open));
                 });
             }
             // In-flight requests finish; unused connections close.
@@ -352,11 +374,16 @@ mod tests {
         );
     }
 
-    /// A server with `options` answering `GET /` with `ok` and `GET /slow` with `ok` after a
-    /// second; its address and its stop switch.
+    /// A server with `options` answering `GET /` with `ok`, `GET /slow` with `ok` after a
+    /// second and `POST /refuse` with `413 too large` without reading the body; its address and
+    /// its stop switch.
     async fn start(options: ServeOptions) -> (SocketAddr, oneshot::Sender<()>) {
         let router = axum::Router::new()
             .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/refuse",
+                axum::routing::post(|| async { (http::StatusCode::PAYLOAD_TOO_LARGE, "too large") }),
+            )
             .route(
                 "/slow",
                 axum::routing::get(|| async {
@@ -388,10 +415,13 @@ mod tests {
             .to_owned()
     }
 
+    /// A client trickling its request's head is cut off, and not given a lingering close on top.
     #[tokio::test]
     async fn a_client_trickling_its_headers_is_cut_off() {
+        let open_connections = prometheus_client::metrics::gauge::Gauge::default();
         let (addr, _stop) = start(ServeOptions {
             idle_timeout: Duration::from_millis(300),
+            open_connections: open_connections.clone(),
             ..ServeOptions::default()
         })
         .await;
@@ -400,10 +430,44 @@ mod tests {
             .await
             .expect("write");
         assert!(closed_by_the_server(&mut slow).await, "open after 10 s");
+        assert!(
+            all_closed_soon(&open_connections).await,
+            "still open, and the client has not closed"
+        );
 
         // A client that sends its request in time is served.
         let mut prompt = tokio::net::TcpStream::connect(addr).await.expect("connect");
         assert_eq!(status_line(&mut prompt).await, "HTTP/1.1 200 OK");
+    }
+
+    /// Whether `open_connections` falls to 0 within a second: much sooner than a lingering
+    /// close would end for a client that does not close ([`linger::LINGER_TIMEOUT`]).
+    async fn all_closed_soon(open_connections: &prometheus_client::metrics::gauge::Gauge) -> bool {
+        for _ in 0..100 {
+            if open_connections.get() == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// A keep-alive connection its client closes is closed at once: the lingering close finds
+    /// the client's end of stream on its first read.
+    #[tokio::test]
+    async fn a_connection_its_client_closed_is_not_lingered_on() {
+        let open_connections = prometheus_client::metrics::gauge::Gauge::default();
+        let (addr, _stop) = start(ServeOptions {
+            open_connections: open_connections.clone(),
+            ..ServeOptions::default()
+        })
+        .await;
+        let mut connection = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(status_line(&mut connection).await, "HTTP/1.1 200 OK");
+        assert_eq!(status_line(&mut connection).await, "HTTP/1.1 200 OK");
+        assert_eq!(open_connections.get(), 1);
+        drop(connection);
+        assert!(all_closed_soon(&open_connections).await, "still open");
     }
 
     /// Read until the server closes `connection`; whether it did within 10 s.
@@ -499,5 +563,82 @@ mod tests {
         .await
         .expect("served once a connection closed");
         assert!(served.starts_with("HTTP/1.1 200 OK"), "{served}");
+    }
+
+    /// POST `length` bytes to `/refuse`, framed with a `content-length` or chunked, all of it
+    /// before reading anything (as a simple client does), then read the reply to the end.
+    async fn upload_then_read(addr: SocketAddr, length: usize, chunked: bool) -> std::io::Result<String> {
+        const CHUNK: usize = 64 << 10;
+        let mut connection = tokio::net::TcpStream::connect(addr).await?;
+        let framing = if chunked {
+            "transfer-encoding: chunked".to_owned()
+        } else {
+            format!("content-length: {length}")
+        };
+        let head = format!("POST /refuse HTTP/1.1\r\nhost: test\r\n{framing}\r\n\r\n");
+        connection.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; CHUNK];
+        for _ in 0..length / CHUNK {
+            if chunked {
+                connection.write_all(format!("{CHUNK:x}\r\n").as_bytes()).await?;
+            }
+            connection.write_all(&chunk).await?;
+            if chunked {
+                connection.write_all(b"\r\n").await?;
+            }
+        }
+        if chunked {
+            connection.write_all(b"0\r\n\r\n").await?;
+        }
+        let mut reply = Vec::new();
+        connection.read_to_end(&mut reply).await?;
+        Ok(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    /// A client that sends its whole body before reading gets the answer the server gave
+    /// without reading that body: the server drains the rest before it closes instead of
+    /// resetting the connection under the unread bytes (which fails the client's writes).
+    #[tokio::test]
+    async fn an_answer_given_before_the_body_was_read_reaches_a_client_still_sending_it() {
+        let (addr, _stop) = start(ServeOptions::default()).await;
+        for chunked in [false, true] {
+            let reply =
+                tokio::time::timeout(Duration::from_secs(10), upload_then_read(addr, 16 << 20, chunked))
+                    .await
+                    .expect("answered within 10 s")
+                    .unwrap_or_else(|error| panic!("chunked: {chunked}: {error}"));
+            assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
+            assert!(reply.ends_with("\r\n\r\ntoo large"), "{reply}");
+        }
+    }
+
+    /// A client that reads while it sends (reqwest, browsers) gets the early answer every time
+    /// too: without a lingering close the reset fails its writes or overtakes the answer, a race
+    /// that the first attempt may win but later ones lose.
+    #[tokio::test]
+    async fn an_early_answer_reaches_a_client_reading_while_it_sends_every_time() {
+        let (addr, _stop) = start(ServeOptions::default()).await;
+        // A new connection each time: the server closes each one after its early answer (and
+        // `/refuse`, unlike the gateway's 413, does not say so).
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        for attempt in 0..10 {
+            let sent = client
+                .post(format!("http://{addr}/refuse"))
+                .body(vec![b'x'; 16 << 20])
+                .send();
+            let response = tokio::time::timeout(Duration::from_secs(10), sent)
+                .await
+                .expect("answered within 10 s")
+                .unwrap_or_else(|error| panic!("attempt {attempt}: {error:?}"));
+            assert_eq!(response.status(), 413);
+            let body = tokio::time::timeout(Duration::from_secs(10), response.text())
+                .await
+                .expect("body within 10 s")
+                .unwrap_or_else(|error| panic!("attempt {attempt}: {error:?}"));
+            assert_eq!(body, "too large");
+        }
     }
 }
