@@ -158,41 +158,121 @@ async fn bad_bodies_and_params_are_400() {
     );
 }
 
-/// Bodies over the limit are refused before they are read whole.
+/// Bodies over the limit are refused before they are read whole, and the answer says the
+/// connection closes after it: a client that pools its connections gets every 413, from the
+/// actions and from MCP, and its next call works.
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_body_is_413() {
     let setup = Setup::new().await;
     let huge = "x".repeat(2 << 20);
-    let answer = setup
-        .execute("echo", "say", json!({"params": {"blob": huge}}))
-        .await;
-    assert_error(&answer, 413, "payload_too_large");
-    // The MCP endpoint answers in the same shape. The gateway answers before reading the rest
-    // of the body and then closes the connection, which can reset it before this client has
-    // read the answer (hyper has no lingering close): a transport error is tried again.
-    let mut attempts = 0;
-    let answer = loop {
-        attempts += 1;
+    for _ in 0..3 {
+        let answer = setup
+            .execute("echo", "say", json!({"params": {"blob": huge}}))
+            .await;
+        assert_error(&answer, 413, "payload_too_large");
+        assert_eq!(answer.headers["connection"], "close");
+        // The MCP endpoint answers in the same shape.
         let request = setup
             .client
             .post(format!("{}/mcp", setup.gateway.url))
             .bearer_auth(&setup.key)
             .body(huge.clone());
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let body: serde_json::Value = response.json().await.expect("JSON error body");
-                break (status, body);
+        let answer = send(request).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (413, "payload_too_large"),
+            "{:?}",
+            answer.body
+        );
+        assert_eq!(answer.headers["connection"], "close");
+    }
+    let after = setup.execute("echo", "say", json!({"params": {}})).await;
+    assert_eq!(after.status, 200, "{:?}", after.body);
+}
+
+/// How a test client frames a request body.
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    ContentLength,
+    Chunked,
+}
+
+/// Send `head` (a request line and headers, without the blank line) with a body of `length`
+/// bytes framed as `framing`, all of it before reading anything, then read the reply to the
+/// end: what a simple client (Python's `http.client`, a shell script) does. Panics if the
+/// connection is reset on the way.
+async fn upload_then_read(address: &str, head: &str, length: usize, framing: Framing) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CHUNK: usize = 64 << 10;
+    let mut connection = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let chunk = vec![b'x'; CHUNK];
+    let exchange = async {
+        match framing {
+            Framing::ContentLength => {
+                let head = format!("{head}content-length: {length}\r\n\r\n");
+                connection.write_all(head.as_bytes()).await?;
+                for _ in 0..length / CHUNK {
+                    connection.write_all(&chunk).await?;
+                }
             }
-            Err(error) => assert!(attempts < 5, "{error}"),
+            Framing::Chunked => {
+                let head = format!("{head}transfer-encoding: chunked\r\n\r\n");
+                connection.write_all(head.as_bytes()).await?;
+                for _ in 0..length / CHUNK {
+                    connection.write_all(format!("{CHUNK:x}\r\n").as_bytes()).await?;
+                    connection.write_all(&chunk).await?;
+                    connection.write_all(b"\r\n").await?;
+                }
+                connection.write_all(b"0\r\n\r\n").await?;
+            }
         }
+        let mut reply = Vec::new();
+        connection.read_to_end(&mut reply).await?;
+        std::io::Result::Ok(reply)
     };
-    assert_eq!(
-        (answer.0, answer.1["error"].as_str()),
-        (413, Some("payload_too_large")),
-        "{:?}",
-        answer.1
-    );
+    let reply = tokio::time::timeout(crate::common::REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{head}: no reply in time"))
+        .unwrap_or_else(|error| panic!("{head}: {error}"));
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// A client that sends a whole oversized body before it reads the reply — with a
+/// `content-length` (refused before the body is read) or chunked (refused part-way) — gets the
+/// whole `413 payload_too_large` every time, from the action, MCP, vault and passthrough
+/// routes alike: the gateway reads and discards the rest of the body before it closes the
+/// connection (a lingering close) instead of resetting it under the unread bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_sent_whole_before_reading_still_gets_its_413() {
+    let setup = Setup::with_options(sluice_fixtures::gateway::Options {
+        extra_args: vec!["--max-passthrough-body-mib".into(), "1".into()],
+        ..Default::default()
+    })
+    .await;
+    let address = setup.gateway.url.trim_start_matches("http://").to_owned();
+    let key = &setup.key;
+    let heads = [
+        format!("POST /v1/echo/say HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {key}\r\n"),
+        format!("POST /mcp HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {key}\r\n"),
+        format!("POST /v1/vault/connections HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {key}\r\n"),
+        format!(
+            "PUT /v1/passthrough/upload HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {key}\r\n\
+             x-sluice-connection-key: {}\r\n",
+            setup.connection_key
+        ),
+    ];
+    for head in &heads {
+        for framing in [Framing::ContentLength, Framing::Chunked] {
+            let reply = upload_then_read(&address, head, 16 << 20, framing).await;
+            let context = format!("{head} {framing:?}");
+            assert!(reply.starts_with("HTTP/1.1 413 "), "{context}: {reply}");
+            assert!(reply.contains("\r\nconnection: close\r\n"), "{context}: {reply}");
+            let (_, body) = reply.split_once("\r\n\r\n").unwrap_or_default();
+            let body: serde_json::Value =
+                serde_json::from_str(body).unwrap_or_else(|error| panic!("{context}: {error}: {reply}"));
+            assert_eq!(body["error"], "payload_too_large", "{context}: {reply}");
+        }
+    }
 }
 
 /// A client that stops sending its request body part-way gets `408 request_timeout` once it
