@@ -5,14 +5,16 @@
 //! answer, shuts the write side down and drops the socket; closing a socket with unread bytes
 //! in its receive buffer, or receiving more after the close, makes the kernel reset the
 //! connection, and a reset discards what the client had not read yet. The client sees
-//! "connection reset" or a broken pipe instead of the answer: always, if it sends its whole
-//! body before it reads; sometimes, if it reads while it sends.
+//! "connection reset" or a broken pipe instead of the answer: nearly always if it sends its
+//! whole body before it reads, often if it reads while it sends.
 //!
 //! So hyper only borrows the socket ([`Lent`]); when hyper drops it, it goes back to the
 //! connection's task, which shuts the write side down (the client sees the answer end) and then
 //! reads and throws away whatever the client still sends until the client closes too, within
 //! [`LINGER_TIME`] in all and [`LINGER_TIMEOUT`] for each read. A client that closed first —
-//! the usual end of a keep-alive connection — costs one read, which finds its end of stream.
+//! the usual end of a keep-alive connection — costs one read, which finds its end of stream. A
+//! connection cut off for its client's slowness (the idle timeout, the header-read timeout) is
+//! not handed to this at all: there is no answer to save.
 
 use std::io;
 use std::pin::Pin;
@@ -33,12 +35,12 @@ pub(super) const LINGER_TIME: Duration = Duration::from_secs(30);
 
 /// Longest a closing connection waits for the next bytes (nginx's `lingering_timeout`, and the
 /// same value). A client still sending has data in flight all the time; one that sends nothing
-/// for this long has read the answer or is gone. 5 s outlasts a few lost segments (TCP's
+/// for this long has read the answer or is gone. 5 s outlasts a segment lost twice (TCP's
 /// retransmission timeout starts at 1 s and doubles).
 pub(super) const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What a lingering connection reads into, allocated only once one has something to read:
-/// hyper's buffers are gone by then, so a lingering connection holds less than a serving one.
+/// What a lingering connection reads into, allocated only for one that lingers: hyper's
+/// buffers are gone by then, so a lingering connection holds less than a serving one.
 const DISCARD_BUFFER: usize = 16 << 10;
 
 /// `stream`, lent to hyper; the returned receiver gets it back when hyper drops it (not after
@@ -173,6 +175,7 @@ mod tests {
         (server, client)
     }
 
+    /// The usual end of a connection costs no waiting: the first read finds the end of stream.
     #[tokio::test(start_paused = true)]
     async fn a_client_that_closed_first_is_not_lingered_on() {
         let (mut server, client) = connected().await;
@@ -182,6 +185,8 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
+    /// A client still sending sees the answer end (the write side is shut down), may go on
+    /// sending, and the server closes as soon as the client does.
     #[tokio::test(start_paused = true)]
     async fn the_client_sees_the_answer_end_while_the_server_reads_the_rest() {
         let (mut server, mut client) = connected().await;
@@ -199,6 +204,7 @@ mod tests {
         assert!(started.elapsed() < LINGER_TIMEOUT, "{:?}", started.elapsed());
     }
 
+    /// A client that neither sends nor closes holds the connection for one read's timeout.
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_given_the_linger_timeout() {
         let (mut server, _silent) = connected().await;
@@ -207,6 +213,8 @@ mod tests {
         assert_eq!(started.elapsed(), LINGER_TIMEOUT);
     }
 
+    /// A client that never stops sending holds the connection for the whole linger time, and
+    /// not a moment longer.
     #[tokio::test(start_paused = true)]
     async fn a_client_that_keeps_sending_is_given_the_linger_time() {
         let (mut server, mut client) = connected().await;
