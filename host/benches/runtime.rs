@@ -207,11 +207,13 @@ fn http_path(c: &mut Criterion) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let logs = sluice::vault::logs::start_writer(vault.store()).expect("log writer");
+        let tasks = tokio_util::task::TaskTracker::new();
         let refresher = Arc::new(TokenRefresher::for_runtime(
             vault.clone(),
             &runtime,
             300,
             Arc::default(),
+            tasks.clone(),
         ));
         let app = AppState::new(App {
             runtime,
@@ -231,6 +233,7 @@ fn http_path(c: &mut Criterion) {
             cors_origins: Vec::new(),
             stopping: tokio::sync::watch::channel(false).1,
             event_streams: Arc::new(tokio::sync::Semaphore::new(1)),
+            tasks,
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(

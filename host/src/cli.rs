@@ -608,11 +608,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let logs = crate::vault::logs::start_writer(vault.store())?;
     spawn_log_pruning(vault.clone(), args.log_retention_days);
     spawn_spare_expiry(registry.clone());
+    let tasks = tokio_util::task::TaskTracker::new();
     let refresher = Arc::new(crate::oauth::refresh::TokenRefresher::for_runtime(
         vault.clone(),
         &runtime,
         args.oauth_refresh_margin_secs,
         metrics.clone(),
+        tasks.clone(),
     ));
     let (stop_streams, stopping) = tokio::sync::watch::channel(false);
     let app = AppState::new(App {
@@ -640,6 +642,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         event_streams: Arc::new(tokio::sync::Semaphore::new(crate::http::max_event_streams(
             args.max_connections,
         ))),
+        tasks,
     });
     if args.busy_poll_us.is_none()
         && let Some(hint) = crate::vcpu_idle::halting_hint()

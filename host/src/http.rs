@@ -109,6 +109,10 @@ pub struct App {
     /// Places for MCP event streams. A stream holds its client connection for as long as the
     /// client likes, so they may take only part of `--max-connections`: calls always find room.
     pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// Work a request starts that must not end with its caller (an OAuth refresh, a
+    /// connection's state update). Graceful shutdown waits for all of it
+    /// ([`crate::server::ServeOptions::background`]).
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// How many MCP event streams a gateway taking `max_connections` client connections keeps

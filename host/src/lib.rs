@@ -46,7 +46,7 @@ use std::future::Future;
 use tokio::net::TcpListener;
 
 /// Serve `app` on `listener` as `options` say until `shutdown` resolves, then drain in-flight
-/// requests.
+/// requests and the calls and refreshes their callers left running.
 pub async fn serve(
     listener: TcpListener,
     app: http::AppState,
@@ -55,6 +55,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let options = server::ServeOptions {
         open_connections: app.metrics.open_connections.clone(),
+        background: app.tasks.clone(),
         ..options
     };
     server::serve(listener, http::router(app), options, shutdown).await

@@ -50,6 +50,10 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// Counts the connections open now (the gateway exports it as `sluice_open_connections`).
     pub open_connections: prometheus_client::metrics::gauge::Gauge,
+    /// Work requests started on the serving threads that goes on without them (a call whose
+    /// caller went away, an OAuth refresh). On shutdown the tracker is closed, and a thread
+    /// stops only once all of it is done: stopping its runtime would drop its share.
+    pub background: tokio_util::task::TaskTracker,
 }
 
 /// Default of [`ServeOptions::max_connections`].
@@ -64,6 +68,7 @@ impl Default for ServeOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             open_connections: Default::default(),
+            background: Default::default(),
         }
     }
 }
@@ -72,8 +77,8 @@ impl Default for ServeOptions {
 type Accepted = (std::net::TcpStream, OwnedSemaphorePermit);
 
 /// Serve `router` on `listener` as `options` say until `shutdown` resolves, then let every
-/// thread drain its in-flight requests (and finish its lingering closes, at most
-/// `linger::LINGER_TIME`).
+/// thread drain its in-flight requests and the work they left running (and finish its
+/// lingering closes, at most `linger::LINGER_TIME`).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -96,6 +101,7 @@ pub async fn serve(
             idle_timeout: options.idle_timeout,
             open_connections: options.open_connections.clone(),
             stopped: stopped.clone(),
+            background: options.background.clone(),
         };
         std::thread::Builder::new()
             .name(format!("sluice-http-{index}"))
@@ -125,6 +131,7 @@ pub async fn serve(
         next = (next + 1) % handoffs.len();
     }
 
+    options.background.close();
     let _ = stop.send(true);
     drop(handoffs);
     let mut outcome = Ok(());
@@ -174,6 +181,7 @@ struct ServingThread {
     idle_timeout: Duration,
     open_connections: prometheus_client::metrics::gauge::Gauge,
     stopped: watch::Receiver<bool>,
+    background: tokio_util::task::TaskTracker,
 }
 
 impl ServingThread {
@@ -264,9 +272,11 @@ impl ServingThread {
                     drop((connection, slot, open));
                 });
             }
-            // In-flight requests finish; unused connections close.
+            // In-flight requests finish; unused connections close. Then the work left running
+            // (here or on another thread: the tracker is shared) finishes too.
             drop(open);
             all_closed.recv().await;
+            self.background.wait().await;
             pacemaker.abort();
             Ok(())
         })

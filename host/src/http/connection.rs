@@ -205,7 +205,7 @@ pub(super) fn track_credential_health(app: &AppState, record: ConnectionRecord, 
         return;
     }
     let vault = app.vault.clone();
-    tokio::spawn(async move {
+    app.tasks.spawn(async move {
         let key = record.key.clone();
         if let Err(error) = vault
             .run(move |vault| vault.record_auth_outcome(&record, unauthorized))

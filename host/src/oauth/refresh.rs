@@ -6,6 +6,10 @@
 //! and finds them already fresh — so a burst of requests on an expired token makes exactly
 //! one token request. New tokens (a rotated refresh token included) are committed to SQLite
 //! before anyone uses them.
+//!
+//! Once a caller holds the lock, its refresh runs in a task of its own: a provider that
+//! accepted the refresh token may have rotated it, and the new one must be stored even if
+//! every caller waiting for it went away meanwhile — else the connection is broken for good.
 
 use super::client::{TokenEndpoint, TokenError};
 use super::{ClientError, OAuthClient};
@@ -18,6 +22,8 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// What asks for a refresh.
 #[derive(Debug, Clone)]
@@ -84,6 +90,8 @@ pub struct TokenRefresher {
     metrics: Arc<Metrics>,
     /// One lock per connection being refreshed.
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where refreshes run; shutdown waits for them.
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for TokenRefresher {
@@ -95,14 +103,22 @@ impl std::fmt::Debug for TokenRefresher {
 }
 
 impl TokenRefresher {
-    /// A refresher that renews tokens expiring within `margin_seconds`.
-    pub fn new(vault: Vault, endpoint: TokenEndpoint, margin_seconds: i64, metrics: Arc<Metrics>) -> Self {
+    /// A refresher that renews tokens expiring within `margin_seconds`, running each refresh
+    /// as a task tracked by `tasks`.
+    pub fn new(
+        vault: Vault,
+        endpoint: TokenEndpoint,
+        margin_seconds: i64,
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+    ) -> Self {
         Self {
             vault,
             endpoint,
             margin_seconds,
             metrics,
             locks: Mutex::new(HashMap::new()),
+            tasks,
         }
     }
 
@@ -113,10 +129,11 @@ impl TokenRefresher {
         runtime: &crate::runtime::Runtime,
         margin_seconds: i64,
         metrics: Arc<Metrics>,
+        tasks: TaskTracker,
     ) -> Self {
         let limits = runtime.limits();
         let endpoint = TokenEndpoint::new(runtime.upstream(), limits.address_policy, limits.upstream_timeout);
-        Self::new(vault, endpoint, margin_seconds, metrics)
+        Self::new(vault, endpoint, margin_seconds, metrics, tasks)
     }
 
     /// The token endpoint (also used for code exchange by the connect flow).
@@ -132,19 +149,30 @@ impl TokenRefresher {
     }
 
     /// Fresh tokens for `record`, refreshing at most once however many callers ask at once.
+    ///
+    /// A caller that goes away while it waits for the connection's lock gives up its turn;
+    /// once it has the lock, the refresh runs to its end whether or not the caller waits.
     pub async fn refresh(
-        &self,
+        self: &Arc<Self>,
         integration: &str,
         declared: &OAuth2Config,
         record: &ConnectionRecord,
         trigger: Trigger,
     ) -> Result<TokenSet, RefreshError> {
-        let lock = self.lock_for(record.id);
-        let guard = lock.lock().await;
-        let result = self.refresh_locked(integration, declared, record, trigger).await;
-        drop(guard);
-        self.release(record.id, lock);
-        result
+        let turn = self.turn(record.id).await;
+        let this = self.clone();
+        let (integration, declared, record) = (integration.to_owned(), declared.clone(), record.clone());
+        let refresh = async move {
+            let result = this
+                .refresh_locked(&integration, &declared, &record, trigger)
+                .await;
+            drop(turn);
+            result
+        };
+        self.tasks
+            .spawn(refresh.in_current_span())
+            .await
+            .map_err(|error| internal("the refresh task", &error.into()))?
     }
 
     async fn refresh_locked(
@@ -242,18 +270,45 @@ impl TokenRefresher {
         }
     }
 
-    fn lock_for(&self, id: i64) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        locks.entry(id).or_default().clone()
-    }
-
-    /// Forget the connection's lock once nobody else holds or waits for it.
-    fn release(&self, id: i64, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Ours and the map's: nobody is waiting.
-        if Arc::strong_count(&lock) == 2 {
-            locks.remove(&id);
+    /// Wait for connection `id`'s turn to refresh.
+    async fn turn(self: &Arc<Self>, id: i64) -> Turn {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            locks.entry(id).or_default().clone()
+        };
+        Turn {
+            guard: Some(lock.lock_owned().await),
+            refresher: self.clone(),
+            id,
         }
+    }
+}
+
+/// A connection's turn to refresh: its lock, held until dropped, when the lock is forgotten if
+/// nobody else waits for it.
+struct Turn {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    refresher: Arc<TokenRefresher>,
+    id: i64,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let mut locks = self
+            .refresher
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The guard's and the map's: nobody is waiting (a waiter would hold a third, taken
+        // under the map's lock, which this holds).
+        if Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&guard)) == 2 {
+            locks.remove(&self.id);
+        }
+        drop(locks);
+        drop(guard);
     }
 }
 
@@ -309,6 +364,111 @@ impl CredentialRenewal for ConnectionRenewal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::{Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
+    use crate::vault::KeySource;
+    use crate::vault::connections::NewConnection;
+    use crate::vault::oauth_apps::NewOAuthApp;
+    use std::time::Duration;
+    use tokio::sync::Notify;
+
+    /// A token endpoint that rotates the refresh token, answering only once the test lets it.
+    #[derive(Default)]
+    struct HeldProvider {
+        /// Notified when a token request arrives.
+        arrived: Notify,
+        /// Lets the answer go.
+        release: Notify,
+    }
+
+    impl Upstream for HeldProvider {
+        fn send(
+            &self,
+            _request: UpstreamRequest,
+        ) -> futures::future::BoxFuture<'_, Result<UpstreamResponse, UpstreamError>> {
+            Box::pin(async move {
+                self.arrived.notify_one();
+                self.release.notified().await;
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                Ok(UpstreamResponse {
+                    status: 200,
+                    headers,
+                    body: r#"{"access_token":"at-2","refresh_token":"rt-2","expires_in":3600}"#.into(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refresh_whose_caller_went_away_still_stores_the_rotated_tokens() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vault = Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))?;
+        vault.put_oauth_app(&NewOAuthApp {
+            platform: "gmail".into(),
+            client_id: "id".into(),
+            client_secret: "secret".into(),
+            ..NewOAuthApp::default()
+        })?;
+        let tokens = TokenSet {
+            access_token: "at-1".into(),
+            refresh_token: Some("rt-1".into()),
+            expires_at: None,
+            scope: None,
+        };
+        let record = vault.add_connection(
+            &NewConnection {
+                platform: "gmail".into(),
+                secret: tokens.to_secret(),
+                ..NewConnection::default()
+            },
+            None,
+        )??;
+        let provider = Arc::new(HeldProvider::default());
+        let endpoint = TokenEndpoint::new(
+            provider.clone(),
+            crate::egress::AddressPolicy::PublicOnly,
+            Duration::from_secs(5),
+        );
+        let tasks = TaskTracker::new();
+        let refresher = Arc::new(TokenRefresher::new(
+            vault.clone(),
+            endpoint,
+            300,
+            Arc::default(),
+            tasks.clone(),
+        ));
+        let declared = OAuth2Config {
+            authorize_url: "https://accounts.example.com/auth".into(),
+            token_url: "https://oauth.example.com/token".into(),
+            scopes: Vec::new(),
+            authorize_params: Vec::new(),
+        };
+
+        // The caller goes away once the provider holds the refresh token.
+        let caller = refresher.refresh("gmail", &declared, &record, Trigger::Rejected("at-1".into()));
+        tokio::select! {
+            answer = caller => panic!("answered before the provider did: {answer:?}"),
+            () = provider.arrived.notified() => {}
+        }
+        provider.release.notify_one();
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await?;
+
+        let current = vault.connection_by_id(record.id)?.context("the connection")?;
+        let stored = vault.tokens(&current)?;
+        assert_eq!(
+            (stored.access_token.as_str(), stored.refresh_token.as_deref()),
+            ("at-2", Some("rt-2"))
+        );
+        assert!(
+            refresher.locks.lock().expect("locks").is_empty(),
+            "the lock is forgotten"
+        );
+        Ok(())
+    }
 
     #[test]
     fn short_lived_tokens_are_refreshed_at_half_life_not_on_every_call() {

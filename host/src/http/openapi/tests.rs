@@ -74,11 +74,13 @@ impl Gateway {
             .expect("API key")
             .key;
         let metrics = Arc::new(Metrics::default());
+        let tasks = tokio_util::task::TaskTracker::new();
         let refresher = Arc::new(TokenRefresher::for_runtime(
             vault.clone(),
             &runtime,
             300,
             metrics.clone(),
+            tasks.clone(),
         ));
         let logs = crate::vault::logs::start_writer(vault.store()).expect("log writer");
         let app = AppState::new(App {
@@ -99,6 +101,7 @@ impl Gateway {
             cors_origins: Vec::new(),
             stopping: tokio::sync::watch::channel(false).1,
             event_streams: Arc::new(tokio::sync::Semaphore::new(1)),
+            tasks,
         });
         let mut gateway = Self {
             router: router(app),
