@@ -206,7 +206,7 @@ fn http_path(c: &mut Criterion) {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let logs = sluice::vault::logs::start_writer(vault.store()).expect("log writer");
+        let (logs, _writer) = sluice::vault::logs::start_writer(vault.store()).expect("log writer");
         let tasks = tokio_util::task::TaskTracker::new();
         let refresher = Arc::new(TokenRefresher::for_runtime(
             vault.clone(),

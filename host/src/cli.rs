@@ -517,6 +517,9 @@ fn open_existing_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
     open_vault(store)
 }
 
+/// How long an exiting gateway waits for the request log writer's last batch.
+const LOG_WRITER_FINISH: Duration = Duration::from_secs(10);
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Settings first: a mistake in them stops the start before anything is created.
     let policy = LivePolicy::load(args.policy.clone())?;
@@ -605,7 +608,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("http://{local}"))
         .trim_end_matches('/')
         .to_owned();
-    let logs = crate::vault::logs::start_writer(vault.store())?;
+    let (logs, log_writer) = crate::vault::logs::start_writer(vault.store())?;
     spawn_log_pruning(vault.clone(), args.log_retention_days);
     spawn_spare_expiry(registry.clone());
     let tasks = tokio_util::task::TaskTracker::new();
@@ -663,6 +666,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop_streams.send(true);
     };
     crate::serve(listener, app, options, shutdown).await?;
+    // Served and drained: the last request-log rows are queued; write them before exiting.
+    if !log_writer.finish(LOG_WRITER_FINISH).await {
+        tracing::warn!("the request log writer did not finish in time; its last rows may be lost");
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }

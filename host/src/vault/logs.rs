@@ -132,10 +132,11 @@ impl LogSink {
 /// tens of thousands of requests a second; the queue holds two batches.
 const MAX_BATCH: usize = 8192;
 
-/// Start the writer into `store` (e.g. [`Vault::store`]). Rows are flushed every 100 ms.
-pub fn start_writer(store: Arc<dyn Store>) -> anyhow::Result<LogSink> {
+/// Start the writer into `store` (e.g. [`Vault::store`]). Rows are flushed every 100 ms, and
+/// once every [`LogSink`] is dropped (see [`LogWriter::finish`]).
+pub fn start_writer(store: Arc<dyn Store>) -> anyhow::Result<(LogSink, LogWriter)> {
     let (sender, mut receiver) = mpsc::channel::<RequestLog>(2 * MAX_BATCH);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("sluice-log-writer".into())
         .spawn(move || {
             let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -155,7 +156,26 @@ pub fn start_writer(store: Arc<dyn Store>) -> anyhow::Result<LogSink> {
                 batch.clear();
             }
         })?;
-    Ok(LogSink { sender })
+    Ok((LogSink { sender }, LogWriter(thread)))
+}
+
+/// The writer thread: it writes what is queued and stops once every [`LogSink`] is dropped.
+#[derive(Debug)]
+pub struct LogWriter(std::thread::JoinHandle<()>);
+
+impl LogWriter {
+    /// Wait up to `limit` for the writer to have written the last rows and stopped, so that a
+    /// process exiting after serving keeps them; whether it did.
+    pub async fn finish(self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.0.is_finished() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
 }
 
 /// Outcomes of calls that do not count against a key's daily quota: calls refused by
@@ -224,6 +244,22 @@ mod tests {
         let vault = Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))?;
         vault.store().insert_request_logs(rows)?;
         Ok((dir, vault))
+    }
+
+    #[tokio::test]
+    async fn the_writer_writes_the_last_rows_before_it_finishes() -> anyhow::Result<()> {
+        let (_dir, vault) = vault_with(&[])?;
+        let (sink, writer) = start_writer(vault.store())?;
+        sink.record(row(1_000, "ok"));
+        drop(sink);
+        assert!(writer.finish(Duration::from_secs(10)).await, "the writer stopped");
+        let filter = LogFilter {
+            environment: "test".into(),
+            ..LogFilter::default()
+        };
+        let (rows, total) = vault.list_logs(&filter, 1, 10)?;
+        assert_eq!((total, rows[0].transaction_key.as_str()), (1, "txn_1000"));
+        Ok(())
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl Gateway {
             metrics.clone(),
             tasks.clone(),
         ));
-        let logs = crate::vault::logs::start_writer(vault.store()).expect("log writer");
+        let (logs, _writer) = crate::vault::logs::start_writer(vault.store()).expect("log writer");
         let app = AppState::new(App {
             runtime,
             registry,
