@@ -12,12 +12,15 @@
 //! - [`passthrough`] — `ANY /v1/passthrough/{*path}`; [`logs`] — `GET /v1/logs`; [`query`] — query-string parsing and pagination.
 //! - [`extract`] — body and API-key extraction that fails with [`ApiError`]s; [`cors`] —
 //!   cross-origin requests from the origins the operator allows.
+//! - [`detach`] — calls running in a task of their own, so that a caller going away costs
+//!   neither the upstream exchange nor the request-log row.
 
 mod admin;
 pub mod catalog;
 mod connect;
 mod connection;
 pub mod cors;
+mod detach;
 mod execute;
 pub mod extract;
 mod health;
@@ -109,9 +112,9 @@ pub struct App {
     /// Places for MCP event streams. A stream holds its client connection for as long as the
     /// client likes, so they may take only part of `--max-connections`: calls always find room.
     pub event_streams: Arc<tokio::sync::Semaphore>,
-    /// Work a request starts that must not end with its caller (an OAuth refresh, a
-    /// connection's state update). Graceful shutdown waits for all of it
-    /// ([`crate::server::ServeOptions::background`]).
+    /// Work a request starts that must not end with its caller: each execute call runs in a
+    /// task of its own (see [`detach`]), as does an OAuth refresh. Graceful shutdown waits for
+    /// all of it ([`crate::server::ServeOptions::background`]).
     pub tasks: tokio_util::task::TaskTracker,
 }
 

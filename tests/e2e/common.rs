@@ -73,10 +73,8 @@ pub fn fake_github(request: &Recorded) -> Reply {
             reply.headers.push(("x-echo-authorization".into(), auth));
             reply
         }
-        ("GET", "/slow") => {
-            std::thread::sleep(Duration::from_millis(1500));
-            Reply::json(200, json!({"slow": true}))
-        }
+        // Waits without holding a thread of the test's runtime: a test can keep time meanwhile.
+        ("GET", "/slow") => Reply::json(200, json!({"slow": true})).after(Duration::from_millis(1500)),
         ("GET", "/text") => Reply::text(200, "plain words"),
         ("GET", "/teapot") => Reply::text(418, "short and stout"),
         ("GET", "/big") => Reply::text(200, &big_body()),
@@ -208,15 +206,33 @@ impl Setup {
     /// The request-log row of the call with transaction key `tx`, once the log writer (which
     /// batches every ~100 ms) has written it; `None` if it does not appear within 5 s.
     pub async fn log_row(&self, tx: &str) -> Option<Value> {
-        let path = format!("/v1/logs?transactionKey={tx}");
-        for _ in 0..100 {
-            let answer = self.api(reqwest::Method::GET, &path, None).await;
-            if let Some(row) = answer.body["rows"].get(0) {
-                return Some(row.clone());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
+        self.log_row_where(&format!("transactionKey={tx}")).await
+    }
+
+    /// The newest request-log row matching `query` (a `GET /v1/logs` query string), once there
+    /// is one; `None` if none appears within 5 s.
+    pub async fn log_row_where(&self, query: &str) -> Option<Value> {
+        wait_for_log_row(&self.client, &self.gateway.url, &self.key, query).await
+    }
+
+    /// A raw HTTP/1.1 request for the gateway with this setup's key: `head` is the request line
+    /// and any headers of its own, `body` is sent whole.
+    pub fn raw_request(&self, head: &str, body: &str) -> String {
+        raw_request(&self.gateway.url, &self.key, head, body)
+    }
+
+    /// Send `request`, a call that makes the fake GitHub answer `GET /slow` (in 1.5 s), and
+    /// hang up as soon as the fake has it.
+    pub async fn hang_up_during_slow_call(&self, request: &str) {
+        let reached_upstream = || self.upstream_requests().iter().any(|r| r.path == "/slow");
+        hang_up_once(&self.gateway.url, request.as_bytes(), reached_upstream).await;
+    }
+
+    /// The row of the call whose caller hung up (`client_closed`), once it is written.
+    pub async fn client_closed_row(&self) -> Value {
+        self.log_row_where("outcome=client_closed")
+            .await
+            .expect("the abandoned call was logged")
     }
 
     /// Everything the upstream received.
@@ -241,6 +257,63 @@ impl Drop for Setup {
             self.assert_secret_not_logged();
         }
     }
+}
+
+/// The newest request-log row matching `query` (a `GET /v1/logs` query string) on the gateway
+/// at `url`, read with `key`, once there is one; `None` if none appears within 5 s.
+pub async fn wait_for_log_row(client: &reqwest::Client, url: &str, key: &str, query: &str) -> Option<Value> {
+    for _ in 0..100 {
+        let answer = send(client.get(format!("{url}/v1/logs?{query}")).bearer_auth(key)).await;
+        if let Some(row) = answer.body["rows"].get(0) {
+            return Some(row.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// A raw HTTP/1.1 request for the gateway at `url` with `key`: `head` is the request line and
+/// any headers of its own, `body` is sent whole (JSON, as far as `content-type` says).
+pub fn raw_request(url: &str, key: &str, head: &str, body: &str) -> String {
+    let address = url.trim_start_matches("http://");
+    format!(
+        "{head}\r\nhost: {address}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Send `request` (raw bytes) to the gateway at `url` on a connection of its own, wait until
+/// `reached` says the call got far enough, then hang up without reading a byte of the answer.
+pub async fn hang_up_once(url: &str, request: &[u8], reached: impl Fn() -> bool) {
+    use tokio::io::AsyncWriteExt;
+    let address = url.trim_start_matches("http://");
+    let mut connection = tokio::net::TcpStream::connect(address).await.expect("connect");
+    connection.write_all(request).await.expect("write");
+    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+    while !reached() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never got far enough"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(connection);
+}
+
+/// Check the row of a call to `GET /slow` whose caller hung up before the answer: it says
+/// nothing was sent (499), and was written once the upstream's answer had come in.
+pub fn assert_ran_to_its_end_unanswered(row: &Value) {
+    assert_eq!(
+        (&row["httpStatus"], &row["upstreamStatus"], &row["responseBytes"]),
+        (&json!(499), &json!(200), &json!(0)),
+        "{row}"
+    );
+    let took = row["durationUs"].as_u64().expect("durationUs");
+    assert!(
+        took >= 1_400_000,
+        "logged after {took} µs, before the upstream answered"
+    );
 }
 
 /// Send a request with the test timeout and decode the reply.

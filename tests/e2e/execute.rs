@@ -326,3 +326,34 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
     }
     assert_eq!(setup.upstream_requests().len(), 5, "nothing more was sent");
 }
+
+/// A caller that hangs up while the connector waits on a slow upstream does not cut the call
+/// off: the upstream's answer still comes in, and the call is logged once it has, as
+/// `client_closed` (499) with the upstream's status, its log lines tagged with its transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_hanging_up_mid_call_leaves_it_running_and_logged() {
+    let setup = Setup::new().await;
+    let request = setup.raw_request(
+        "POST /v1/hostile/call HTTP/1.1",
+        r#"{"params": {"url": "/slow"}}"#,
+    );
+    setup.hang_up_during_slow_call(&request).await;
+
+    let row = setup.client_closed_row().await;
+    crate::common::assert_ran_to_its_end_unanswered(&row);
+    assert_eq!(
+        (&row["integration"], &row["endpoint"]),
+        (&json!("hostile"), &json!("call"))
+    );
+    let tx = row["transactionKey"].as_str().expect("transactionKey");
+    let output = setup.gateway.output();
+    assert!(
+        output
+            .lines()
+            .any(|line| line.contains(tx) && line.contains("connection selected")),
+        "the call's log lines carry its transaction key:\n{output}"
+    );
+    let metrics = setup.gateway.metrics().await;
+    let counted = r#"sluice_requests_total{integration="hostile",endpoint="call",outcome="client_closed"} 1"#;
+    assert!(metrics.contains(counted), "{metrics}");
+}

@@ -99,6 +99,23 @@ async fn sigterm_drains_in_flight_requests() {
     assert!(exited_cleanly, "the gateway exits 0 after draining");
 }
 
+/// SIGTERM while a call whose caller hung up is still waiting on its upstream: the gateway
+/// waits for the call to end before it exits (cleanly), and the call's row is on disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_waits_for_calls_whose_caller_left() {
+    let mut setup = Setup::new().await;
+    let request = setup.raw_request(
+        "POST /v1/hostile/call HTTP/1.1",
+        r#"{"params": {"url": "/slow"}}"#,
+    );
+    setup.hang_up_during_slow_call(&request).await;
+    assert!(setup.gateway.terminate().await, "the gateway exits 0");
+
+    setup.gateway.restart().await;
+    let row = setup.client_closed_row().await;
+    crate::common::assert_ran_to_its_end_unanswered(&row);
+}
+
 /// A component built against a contract version the host does not support is refused at load
 /// with a message naming both versions.
 #[tokio::test(flavor = "multi_thread")]

@@ -340,3 +340,24 @@ async fn event_streams_leave_room_for_calls() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An agent that hangs up while its tool call waits on a slow upstream does not cut the call
+/// off: it runs to its end and is logged as `client_closed`, as an execute call is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_call_whose_agent_hung_up_still_runs_and_is_logged() {
+    let setup = Setup::new().await;
+    let message = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "hostile__call", "arguments": {"url": "/slow"}}
+    });
+    let request = setup.raw_request("POST /mcp HTTP/1.1", &message.to_string());
+    setup.hang_up_during_slow_call(&request).await;
+
+    let row = setup.client_closed_row().await;
+    crate::common::assert_ran_to_its_end_unanswered(&row);
+    assert_eq!(
+        (&row["integration"], &row["endpoint"]),
+        (&Value::from("hostile"), &Value::from("call")),
+        "{row}"
+    );
+}

@@ -28,7 +28,12 @@ pub enum RefreshMode {
     Malformed,
     /// A valid grant, sent only after the gateway's upstream timeout.
     TooSlow,
+    /// A valid grant, sent after [`SLOW_GRANT`] (well within the upstream timeout).
+    SlowGrant,
 }
+
+/// How long [`RefreshMode::SlowGrant`] takes to answer.
+const SLOW_GRANT: Duration = Duration::from_millis(1500);
 
 /// What the fake Google remembers.
 #[derive(Debug, Default)]
@@ -103,11 +108,16 @@ fn token_endpoint(state: &mut GoogleState, request: &Recorded) -> Reply {
                 RefreshMode::ServerError => Reply::text(503, "backend unavailable"),
                 RefreshMode::Malformed => Reply::json(200, json!({"token_type": "Bearer"})),
                 RefreshMode::TooSlow => issue_tokens(state).after(Duration::from_secs(6)),
+                RefreshMode::SlowGrant
+                    if state.current_refresh.as_deref() == Some(field("refresh_token")) =>
+                {
+                    issue_tokens(state).after(SLOW_GRANT)
+                }
                 RefreshMode::InvalidGrant => oauth_error(400, "invalid_grant"),
                 RefreshMode::Grant if state.current_refresh.as_deref() == Some(field("refresh_token")) => {
                     issue_tokens(state)
                 }
-                RefreshMode::Grant => oauth_error(400, "invalid_grant"),
+                RefreshMode::Grant | RefreshMode::SlowGrant => oauth_error(400, "invalid_grant"),
             }
         }
         _ => oauth_error(400, "unsupported_grant_type"),
@@ -1045,6 +1055,51 @@ async fn a_rotated_refresh_token_survives_a_crash_right_after_the_refresh() {
     setup.revoke_access_tokens(RefreshMode::Grant);
     let after_crash = setup.execute("list_labels", json!({"params": {}})).await;
     assert_eq!(after_crash.status, 200, "{:?}", after_crash.body);
+    assert_eq!(setup.google.lock().expect("state").refresh_calls, 2);
+    setup.assert_no_secret_logged();
+}
+
+/// A caller that hangs up while the provider is still answering the refresh its call started
+/// costs nothing: once the provider answered, the new tokens are stored — the next call uses
+/// the new access token without refreshing again, and the rotated refresh token is the one
+/// kept — and the abandoned call is logged as `client_closed`.
+#[tokio::test]
+async fn a_caller_hanging_up_mid_refresh_does_not_lose_the_rotated_token() {
+    let setup = OAuthSetup::new(&[]).await;
+    setup.connect("nina").await;
+    setup.revoke_access_tokens(RefreshMode::SlowGrant);
+    let request = crate::common::raw_request(
+        &setup.gateway.url,
+        &setup.key,
+        "POST /v1/gmail/list_labels HTTP/1.1",
+        r#"{"params": {}, "identity": "nina"}"#,
+    );
+    let refreshing = || setup.google.lock().expect("state").refresh_calls == 1;
+    crate::common::hang_up_once(&setup.gateway.url, request.as_bytes(), refreshing).await;
+
+    // Logged once the refresh was answered and the call retried with the new token.
+    let row = crate::common::wait_for_log_row(
+        &setup.client,
+        &setup.gateway.url,
+        &setup.key,
+        "outcome=client_closed",
+    )
+    .await
+    .expect("the abandoned call was logged");
+    assert_eq!(row["upstreamStatus"], 200, "{row}");
+
+    setup.google.lock().expect("state").refresh_mode = RefreshMode::Grant;
+    let next = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(next.status, 200, "{:?}", next.body);
+    assert_eq!(
+        setup.google.lock().expect("state").refresh_calls,
+        1,
+        "the next call used the access token the abandoned refresh got"
+    );
+    // Only the rotated refresh token works now.
+    setup.revoke_access_tokens(RefreshMode::Grant);
+    let rotated = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
     assert_eq!(setup.google.lock().expect("state").refresh_calls, 2);
     setup.assert_no_secret_logged();
 }

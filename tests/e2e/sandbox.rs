@@ -70,8 +70,7 @@ async fn the_deadline_covers_time_spent_waiting_on_the_upstream() {
         ..Options::default()
     })
     .await;
-    // The fake upstream sleeps on one of this process's runtime threads, which could hold up a
-    // client on the same runtime: time the call from a plain thread with a plain socket.
+    // Timed from a plain thread with a plain socket, apart from this process's runtime.
     let address = setup.gateway.url.trim_start_matches("http://").to_owned();
     let key = setup.key.clone();
     let (reply, took) = std::thread::spawn(move || {

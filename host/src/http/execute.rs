@@ -1,5 +1,6 @@
 //! `POST /v1/{integration}/{endpoint}`: run one connector action for the caller.
 
+use super::detach::{self, PendingRow, Route};
 use super::extract::{Caller, JsonBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
@@ -49,20 +50,29 @@ async fn execute(
     body: Result<JsonBody<ExecuteBody>, ApiError>,
 ) -> Response {
     let started = Instant::now();
-    let mut log = RequestLog::begin(&transaction_key, Some(&integration), &endpoint);
-    let result = run(
-        &app,
-        transaction_key,
-        caller,
-        &integration,
-        &endpoint,
-        body,
-        &mut log,
-    )
-    .await;
-    let response = super::settle(result, &mut log, started);
-    record_metrics(&app, &integration, &endpoint, &log.outcome, started.elapsed());
-    app.logs.record(log);
+    let log = RequestLog::begin(&transaction_key, Some(&integration), &endpoint);
+    let mut row = PendingRow::new(&app, Route::Execute, log, started);
+    // The call runs to its end even if the caller leaves (see `detach`).
+    let task_app = app.clone();
+    let call = detach::spawn(&app, async move {
+        let result = run(
+            &task_app,
+            transaction_key,
+            caller,
+            &integration,
+            &endpoint,
+            body,
+            &mut row.log,
+        )
+        .await;
+        (result, row)
+    });
+    let (result, mut row) = match detach::join(call).await {
+        Ok(done) => done,
+        Err(response) => return response,
+    };
+    let response = super::settle(result, &mut row.log, started);
+    row.record(None);
     response
 }
 
@@ -232,27 +242,6 @@ pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>
             Refusal::DailyQuota { retry_after } => ApiError::DailyLimitReached { retry_after },
             Refusal::RateLimited { limit, retry_after } => ApiError::RateLimited { limit, retry_after },
         })
-}
-
-/// Count the call; unknown integrations and endpoints share one label value, so callers cannot
-/// grow the metrics without bound by inventing names.
-fn record_metrics(
-    app: &AppState,
-    integration: &str,
-    endpoint: &str,
-    outcome: &str,
-    elapsed: std::time::Duration,
-) {
-    let known = app
-        .registry
-        .get(integration)
-        .is_some_and(|c| c.manifest.endpoint(endpoint).is_some());
-    let (integration, endpoint) = if known {
-        (integration, endpoint)
-    } else {
-        ("unknown", "unknown")
-    };
-    app.metrics.count_call(integration, endpoint, outcome, elapsed);
 }
 
 /// Render `{"status": N, "data": …}`: a valid JSON body is spliced in as it is (checked, not

@@ -8,13 +8,14 @@
 //! went away), with the bytes it carried; the upstream's answer moves the connection's
 //! `state` as it does for execute.
 
+use super::detach::{CLIENT_CLOSED, PendingRow, Route};
 use super::extract::Caller;
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
 use crate::runtime::CallContext;
 use crate::runtime::bindings::Header;
 use crate::upstream::UpstreamError;
-use crate::vault::logs::{LogSink, RequestLog};
+use crate::vault::logs::RequestLog;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -73,7 +74,8 @@ async fn passthrough(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let mut log = RequestLog::begin(&transaction_key, None, "passthrough");
+    let log = RequestLog::begin(&transaction_key, None, "passthrough");
+    let mut row = PendingRow::new(&app, Route::Passthrough, log, started);
     let head = method == Method::HEAD;
     let relayed = match run(
         &app,
@@ -83,19 +85,18 @@ async fn passthrough(
         uri,
         headers,
         body,
-        &mut log,
+        &mut row.log,
     )
     .await
     {
         Ok(relayed) => relayed,
         Err(error) => {
-            let response = super::settle(Err(error), &mut log, started);
-            PendingRow::new(&app, log, started).record(None);
+            let response = super::settle(Err(error), &mut row.log, started);
+            row.record(None);
             return response;
         }
     };
-    log.http_status = relayed.status().as_u16();
-    let row = PendingRow::new(&app, log, started);
+    row.log.http_status = relayed.status().as_u16();
     if !head && carries_body(relayed.status()) {
         return relayed.map(|body| Body::from_stream(Relay { body, row: Some(row) }));
     }
@@ -111,55 +112,6 @@ fn carries_body(status: StatusCode) -> bool {
 
 /// The upstream body as it arrives, scrubbed.
 type UpstreamBody = BoxStream<'static, Result<Bytes, UpstreamError>>;
-
-/// The outcome of a call whose caller went away before the whole response body was sent.
-const CLIENT_CLOSED: &str = "client_closed";
-
-/// A passthrough's request-log row (and its count in the metrics), waiting for the response
-/// body to be sent.
-struct PendingRow {
-    log: RequestLog,
-    sink: LogSink,
-    metrics: Arc<crate::metrics::Metrics>,
-    /// The metrics label: the connection's integration if it is loaded, else `unknown`.
-    integration: String,
-    started: Instant,
-}
-
-impl PendingRow {
-    fn new(app: &AppState, log: RequestLog, started: Instant) -> Self {
-        let integration = log
-            .integration
-            .as_deref()
-            .filter(|id| app.registry.get(id).is_some())
-            .unwrap_or("unknown")
-            .to_owned();
-        Self {
-            log,
-            sink: app.logs.clone(),
-            metrics: app.metrics.clone(),
-            integration,
-            started,
-        }
-    }
-
-    /// Record the row, with `outcome` in place of `ok` if given.
-    ///
-    /// The duration runs until the body has been sent (or given up): execute's runs until the
-    /// upstream's whole answer is in and the reply built, and passthrough's upstream answer is
-    /// only all in once it has been relayed. It includes any time the caller took to read,
-    /// which cannot be told apart from the upstream's without buffering the body.
-    fn record(mut self, outcome: Option<&str>) {
-        if let Some(outcome) = outcome {
-            self.log.outcome = outcome.to_owned();
-        }
-        let elapsed = self.started.elapsed();
-        self.log.duration_us = elapsed.as_micros() as u64;
-        self.metrics
-            .count_call(&self.integration, "passthrough", &self.log.outcome, elapsed);
-        self.sink.record(self.log);
-    }
-}
 
 /// The upstream body on its way to the caller, counted. Its row is recorded exactly once:
 /// when the body ends, when the upstream breaks off (the outcome says why), or when the body
@@ -388,14 +340,8 @@ mod tests {
     use tokio::sync::mpsc::Receiver;
 
     fn relay(chunks: Vec<Result<Bytes, UpstreamError>>) -> (Relay, Receiver<RequestLog>) {
-        let (sink, rows) = LogSink::for_tests();
-        let row = PendingRow {
-            log: RequestLog::begin("txn_test", Some("github"), "passthrough"),
-            sink,
-            metrics: Arc::default(),
-            integration: "github".into(),
-            started: Instant::now(),
-        };
+        let log = RequestLog::begin("txn_test", Some("github"), "passthrough");
+        let (row, rows) = PendingRow::for_tests(Route::Passthrough, log);
         let body = futures::stream::iter(chunks).boxed();
         (Relay { body, row: Some(row) }, rows)
     }
@@ -426,7 +372,11 @@ mod tests {
         let (relay, mut rows) = relay(vec![Ok(Bytes::from_static(b"unsent"))]);
         drop(relay);
         let row = only_row(&mut rows);
-        assert_eq!((row.outcome.as_str(), row.response_bytes), (CLIENT_CLOSED, 0));
+        // The head went out: the row keeps its status.
+        assert_eq!(
+            (row.outcome.as_str(), row.response_bytes, row.http_status),
+            (CLIENT_CLOSED, 0, 200)
+        );
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 pub const CLIENT_CLOSED: &str = "client_closed";
 
 /// One call, as logged.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestLog {
     /// The transaction key.
