@@ -377,3 +377,61 @@ async fn passthrough_401s_fail_the_connection_and_a_success_restores_it() {
 fn transaction_key(headers: &reqwest::header::HeaderMap) -> String {
     headers["x-transaction-key"].to_str().expect("ascii").to_owned()
 }
+
+/// A caller that hangs up before the upstream answered a request it sent whole leaves the
+/// request going: the upstream's answer still comes in, and the row says `client_closed`
+/// (499: nothing was sent) with the upstream's status.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_caller_gone_before_the_answer_leaves_the_request_going() {
+    let setup = Setup::new().await;
+    let head = format!(
+        "GET /v1/passthrough/slow HTTP/1.1\r\nx-sluice-connection-key: {}",
+        setup.connection_key
+    );
+    setup
+        .hang_up_during_slow_call(&setup.raw_request(&head, ""))
+        .await;
+
+    let row = setup.client_closed_row().await;
+    crate::common::assert_ran_to_its_end_unanswered(&row);
+    assert_eq!(row["endpoint"], "passthrough");
+    assert_eq!(row["connectionKey"], setup.connection_key.as_str());
+}
+
+/// A caller that hangs up halfway through sending its body cuts the upstream request off (the
+/// upstream never gets a whole body), and the call is still logged as `client_closed`.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_caller_gone_mid_upload_cuts_the_request_off() {
+    use tokio::io::AsyncWriteExt;
+    let setup = Setup::new().await;
+    let address = setup.gateway.url.trim_start_matches("http://").to_owned();
+    let mut connection = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let whole = 1 << 20;
+    let head = format!(
+        "PUT /v1/passthrough/upload HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\n\
+         x-sluice-connection-key: {}\r\ncontent-length: {whole}\r\n\r\n",
+        setup.key, setup.connection_key
+    );
+    connection.write_all(head.as_bytes()).await.expect("write");
+    connection.write_all(&[b'u'; 64 << 10]).await.expect("write");
+    // Long enough for the gateway to start the upstream request; none of the assertions
+    // depend on how far it got.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    drop(connection);
+
+    let row = setup.client_closed_row().await;
+    assert_eq!(
+        (&row["httpStatus"], &row["upstreamStatus"]),
+        (&json!(499), &serde_json::Value::Null),
+        "{row}"
+    );
+    // A request that did not come whole is not answered either; give it the time it would take.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        setup
+            .upstream_requests()
+            .iter()
+            .all(|request| request.body.len() < whole),
+        "the upstream got the whole body"
+    );
+}

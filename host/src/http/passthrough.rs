@@ -7,8 +7,13 @@
 //! The call's request-log row is written when the response body has been sent (or the caller
 //! went away), with the bytes it carried; the upstream's answer moves the connection's
 //! `state` as it does for execute.
+//!
+//! The call runs in a task of its own (see [`super::detach`]). A caller that leaves before the
+//! upstream answered leaves the request going if its body was all in — the row then says
+//! `client_closed` with the upstream's status — and cuts it off otherwise: what it sent is not
+//! a whole request.
 
-use super::detach::{CLIENT_CLOSED, PendingRow, Route};
+use super::detach::{self, CLIENT_CLOSED, PendingRow, Route};
 use super::extract::Caller;
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
@@ -19,7 +24,7 @@ use crate::vault::logs::RequestLog;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Extension, Router};
 use futures::stream::BoxStream;
@@ -77,18 +82,41 @@ async fn passthrough(
     let log = RequestLog::begin(&transaction_key, None, "passthrough");
     let mut row = PendingRow::new(&app, Route::Passthrough, log, started);
     let head = method == Method::HEAD;
-    let relayed = match run(
-        &app,
-        transaction_key,
-        caller,
-        method,
-        uri,
-        headers,
-        body,
-        &mut row.log,
-    )
-    .await
-    {
+    let progress = Arc::new(BodyProgress::new(expects_body(&headers)));
+    // The call runs in a task of its own (see `detach`)…
+    let (task_app, task_progress) = (app.clone(), progress.clone());
+    let call = detach::spawn(&app, async move {
+        let result = run(
+            &task_app,
+            transaction_key,
+            caller,
+            method,
+            uri,
+            headers,
+            body,
+            &task_progress,
+            &mut row.log,
+        )
+        .await;
+        (result, row)
+    });
+    // …which a caller leaving before its body is all in cuts off: what it sent is not a whole
+    // request. (Its row is then recorded as the task is dropped.)
+    let _cut_off = CutOffUnlessWhole {
+        call: call.abort_handle(),
+        progress: &progress,
+    };
+    let (result, mut row) = match detach::join(call).await {
+        Ok(done) => done,
+        Err(response) => return response,
+    };
+    if progress.broke_off.load(Ordering::Relaxed) {
+        // The caller's connection broke midway through its body: it hung up. (hyper still asks
+        // for an answer, which has nowhere to go.)
+        drop(row);
+        return ApiError::BadRequest("the request body broke off before its end".into()).into_response();
+    }
+    let relayed = match result {
         Ok(relayed) => relayed,
         Err(error) => {
             let response = super::settle(Err(error), &mut row.log, started);
@@ -103,6 +131,21 @@ async fn passthrough(
     // hyper drops such a body unread: nothing is sent, and the row is complete now.
     row.record(None);
     relayed.map(Body::from_stream)
+}
+
+/// Aborts a passthrough's task when dropped before the caller's body is all in: the handler
+/// is dropped early only when its caller went away. (Aborting a finished task does nothing.)
+struct CutOffUnlessWhole<'a> {
+    call: tokio::task::AbortHandle,
+    progress: &'a BodyProgress,
+}
+
+impl Drop for CutOffUnlessWhole<'_> {
+    fn drop(&mut self) {
+        if !self.progress.whole.load(Ordering::Relaxed) {
+            self.call.abort();
+        }
+    }
 }
 
 /// Whether a response with `status` has a body on the wire (RFC 9110 §6.4.1).
@@ -162,12 +205,42 @@ impl Drop for Relay {
 /// What became of the caller's body on its way upstream.
 #[derive(Debug, Default)]
 struct BodyProgress {
+    /// The caller sends a body.
+    expected: bool,
     /// Bytes passed on so far.
     counted: AtomicU64,
+    /// All of it is in (or there is none).
+    whole: AtomicBool,
     /// It grew past the limit and was cut off.
     exceeded: AtomicBool,
     /// The caller stopped sending it.
     stalled: AtomicBool,
+    /// The caller's connection failed before its end: the caller hung up.
+    broke_off: AtomicBool,
+}
+
+impl BodyProgress {
+    fn new(expected: bool) -> Self {
+        Self {
+            expected,
+            whole: AtomicBool::new(!expected),
+            ..Self::default()
+        }
+    }
+}
+
+/// The caller's `Content-Length`, if it is a number.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// Whether the caller sends a body.
+fn expects_body(headers: &HeaderMap) -> bool {
+    declared_length(headers).is_some_and(|length| length > 0)
+        || headers.contains_key(axum::http::header::TRANSFER_ENCODING)
 }
 
 /// Counts the caller's body as it streams upstream and cuts it off past `limit` bytes.
@@ -178,21 +251,35 @@ fn capped_body(
     progress: Arc<BodyProgress>,
 ) -> crate::upstream::RequestBody {
     let mut seen = 0usize;
-    let stream = body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(|error| {
-            if crate::server::BodyStalled::found_in(&error).is_some() {
-                progress.stalled.store(true, Ordering::Relaxed);
+    let ended = progress.clone();
+    let stream = body
+        .into_data_stream()
+        .map(move |chunk| {
+            let chunk = chunk.map_err(|error| {
+                let why = match crate::server::BodyStalled::found_in(&error) {
+                    Some(_) => &progress.stalled,
+                    None => &progress.broke_off,
+                };
+                why.store(true, Ordering::Relaxed);
+                std::io::Error::other(error)
+            })?;
+            seen += chunk.len();
+            progress.counted.store(seen as u64, Ordering::Relaxed);
+            if seen > limit {
+                progress.exceeded.store(true, Ordering::Relaxed);
+                return Err(std::io::Error::other("request body over the limit"));
             }
-            std::io::Error::other(error)
-        })?;
-        seen += chunk.len();
-        progress.counted.store(seen as u64, Ordering::Relaxed);
-        if seen > limit {
-            progress.exceeded.store(true, Ordering::Relaxed);
-            return Err(std::io::Error::other("request body over the limit"));
-        }
-        Ok::<_, std::io::Error>(chunk)
-    });
+            // With a declared length the upstream client stops asking once it has that much,
+            // before the stream says it ended.
+            if declared == Some(seen) {
+                progress.whole.store(true, Ordering::Relaxed);
+            }
+            Ok::<_, std::io::Error>(chunk)
+        })
+        .chain(futures::stream::poll_fn(move |_| {
+            ended.whole.store(true, Ordering::Relaxed);
+            Poll::Ready(None)
+        }));
     crate::upstream::streamed_body(stream, declared.map(|length| length as u64))
 }
 
@@ -205,6 +292,7 @@ async fn run(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
+    progress: &Arc<BodyProgress>,
     log: &mut RequestLog,
 ) -> Result<axum::http::Response<UpstreamBody>, ApiError> {
     let Caller(key) = caller?;
@@ -214,10 +302,7 @@ async fn run(
     // Passthrough calls count against the key's quota and rate limit like actions do.
     super::execute::admit(app, &key).await?;
     let limit = app.max_passthrough_body;
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(&headers);
     if declared.is_some_and(|length| length > limit) {
         return Err(ApiError::PayloadTooLarge(format!(
             "request body is larger than {limit} bytes"
@@ -288,10 +373,9 @@ async fn run(
     super::connection::attach_credential(app, &connector.manifest, &record, credential, &mut context).await?;
     // A streamed request body cannot be replayed, so passthrough gets proactive refresh only.
     context.renewal = None;
-    let progress = Arc::new(BodyProgress::default());
-    let has_body = declared.is_some_and(|length| length > 0)
-        || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
-    let upstream_body = has_body.then(|| capped_body(body, declared, limit, progress.clone()));
+    let upstream_body = progress
+        .expected
+        .then(|| capped_body(body, declared, limit, progress.clone()));
     let sent = app
         .runtime
         .passthrough(&connector, request, upstream_body, context)
@@ -377,6 +461,67 @@ mod tests {
             (row.outcome.as_str(), row.response_bytes, row.http_status),
             (CLIENT_CLOSED, 0, 200)
         );
+    }
+
+    /// Poll `body` to its end (or first error); whether it ended without one.
+    async fn drain(mut body: crate::upstream::RequestBody) -> bool {
+        use http_body_util::BodyExt;
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return false,
+                None => return true,
+            }
+        }
+    }
+
+    fn caller_body(chunks: &[&'static str]) -> Body {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::from_static(c.as_bytes())))
+            .collect();
+        Body::from_stream(futures::stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_whole_once_its_declared_length_is_in_or_it_ended() {
+        // Declared: whole with its last byte, whether or not the stream is asked for its end.
+        let progress = Arc::new(BodyProgress::new(true));
+        let mut body = capped_body(caller_body(&["hel", "lo"]), Some(5), 100, progress.clone());
+        use http_body_util::BodyExt;
+        body.frame().await;
+        assert!(!progress.whole.load(Ordering::Relaxed), "3 of 5 bytes");
+        body.frame().await;
+        assert!(progress.whole.load(Ordering::Relaxed), "5 of 5 bytes");
+
+        // Chunked: whole when it ends.
+        let progress = Arc::new(BodyProgress::new(true));
+        let body = capped_body(caller_body(&["hel", "lo"]), None, 100, progress.clone());
+        assert!(!progress.whole.load(Ordering::Relaxed));
+        assert!(drain(body).await);
+        assert!(progress.whole.load(Ordering::Relaxed));
+        assert_eq!(progress.counted.load(Ordering::Relaxed), 5);
+
+        // Cut off past the limit: never whole.
+        let progress = Arc::new(BodyProgress::new(true));
+        let body = capped_body(caller_body(&["hel", "lo"]), None, 4, progress.clone());
+        assert!(!drain(body).await);
+        assert!(progress.exceeded.load(Ordering::Relaxed));
+        assert!(!progress.whole.load(Ordering::Relaxed));
+
+        // The caller's connection breaking: never whole, and said so.
+        let progress = Arc::new(BodyProgress::new(true));
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"hel")),
+            Err(std::io::Error::other("connection reset")),
+        ];
+        let broken = Body::from_stream(futures::stream::iter(chunks));
+        assert!(!drain(capped_body(broken, Some(5), 100, progress.clone())).await);
+        assert!(progress.broke_off.load(Ordering::Relaxed));
+        assert!(!progress.whole.load(Ordering::Relaxed) && !progress.stalled.load(Ordering::Relaxed));
+
+        // No body at all: whole from the start.
+        assert!(BodyProgress::new(false).whole.load(Ordering::Relaxed));
     }
 
     #[tokio::test]
