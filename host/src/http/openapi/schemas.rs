@@ -411,12 +411,14 @@ fn log_entry() -> Value {
         "integration": or_null(string("Integration")),
         "endpoint": or_null(string("Endpoint (`passthrough` for passthrough calls)")),
         "connectionKey": or_null(string("Connection used")),
-        "httpStatus": integer("The gateway's status"),
+        "httpStatus": integer(
+            "The gateway's status; 499 when the caller left before any of the reply was sent"
+        ),
         "upstreamStatus": or_null(integer("The upstream's status")),
         "outcome": one_of(
             crate::error::OUTCOMES,
-            "`ok`, the error code, or `client_closed` (the caller left before a passthrough \
-             response body was all sent)"
+            "`ok`, the error code, or `client_closed` (the caller left before the reply was all \
+             sent; the upstream call still ran to its end unless the caller's own body was cut off)"
         ),
         "durationUs": integer("Time in the gateway (µs); for passthrough, until the response body was sent"),
         "requestBytes": integer("Request size"),
