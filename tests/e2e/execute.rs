@@ -71,6 +71,16 @@ async fn get_issue_reads_one_issue() {
         json!({"status": 200, "data": {"number": 7, "title": "Bug", "state": "open"}})
     );
     assert_eq!(setup.upstream_requests()[0].path, "/repos/acme/webapp/issues/7");
+    // `7.0` is an integer to JSON Schema, and so to the connector (a Rust `u64` here).
+    let float = setup
+        .execute(
+            "github",
+            "get_issue",
+            json!({"params": {"owner": "acme", "repo": "webapp", "issue_number": 7.0}}),
+        )
+        .await;
+    assert_eq!(float.body["status"], 200, "{:?}", float.body);
+    assert_eq!(setup.upstream_requests()[1].path, "/repos/acme/webapp/issues/7");
 }
 
 /// create_issue POSTs a JSON body without nulls and reports the upstream's 201.

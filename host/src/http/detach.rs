@@ -24,8 +24,7 @@ use std::time::Instant;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-/// The outcome of a call whose caller went away before its reply was all sent.
-pub(super) const CLIENT_CLOSED: &str = "client_closed";
+pub(super) use crate::vault::logs::CLIENT_CLOSED;
 
 /// The gateway status logged for a call whose caller went away before any of the reply was
 /// sent: nginx's 499 (client closed request). No response ever carries it; once the head of a

@@ -143,12 +143,17 @@ async fn run(
         return Err(ApiError::BadRequest("`params` must be a JSON object".into()));
     }
     log.request_bytes = params.get().len() as u64;
-    let params_value: serde_json::Value =
+    let mut params_value: serde_json::Value =
         serde_json::from_str(params.get()).map_err(|e| ApiError::BadRequest(format!("`params`: {e}")))?;
     let violations = Manifest::validate_params(endpoint_info, &params_value);
     if !violations.is_empty() {
         return Err(ApiError::InvalidParams(violations));
     }
+    // The params go to the connector as the caller wrote them, unless a whole number came as
+    // `7.0`: the schema took it as an integer, so the connector gets it as one.
+    let rewritten =
+        Manifest::integral_numbers_as_integers(&mut params_value).then(|| params_value.to_string());
+    let params_text = rewritten.as_deref().unwrap_or(params.get());
 
     let mut context = CallContext {
         transaction_key,
@@ -170,7 +175,7 @@ async fn run(
     let invoke_started = Instant::now();
     let invoked = app
         .runtime
-        .invoke(&connector, endpoint, params.get(), context)
+        .invoke(&connector, endpoint, params_text, context)
         .await;
     let labels = ConnectorLabels {
         integration: integration.to_owned(),

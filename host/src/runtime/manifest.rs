@@ -344,6 +344,33 @@ impl Manifest {
             .collect()
     }
 
+    /// Write numbers with a zero fraction (`7.0`) as integers (`7`); whether any was. JSON
+    /// Schema counts `7.0` as an integer, so [`Self::validate_params`] lets it through, but
+    /// connectors in typed languages read an integer field strictly and would refuse it (a
+    /// client serialising a float it meant as a whole number sends exactly this).
+    pub fn integral_numbers_as_integers(params: &mut serde_json::Value) -> bool {
+        match params {
+            serde_json::Value::Number(number) => {
+                let Some(float) = number.as_f64().filter(|_| number.is_f64()) else {
+                    return false;
+                };
+                // Within ±2^53 every whole float is exact as an integer.
+                if float.fract() != 0.0 || float.abs() > 9_007_199_254_740_992.0 {
+                    return false;
+                }
+                *number = serde_json::Number::from(float as i64);
+                true
+            }
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
+                Self::integral_numbers_as_integers(item) | changed
+            }),
+            serde_json::Value::Object(fields) => fields.values_mut().fold(false, |changed, field| {
+                Self::integral_numbers_as_integers(field) | changed
+            }),
+            _ => false,
+        }
+    }
+
     /// The endpoint called `name`.
     pub fn endpoint(&self, name: &str) -> Option<&EndpointInfo> {
         self.endpoint_index.get(name).map(|&i| &self.endpoints[i])
@@ -354,6 +381,20 @@ impl Manifest {
 mod tests {
     use super::*;
     use crate::runtime::bindings::{WitEndpoint, WitManifest};
+
+    #[test]
+    fn whole_numbers_written_as_floats_become_integers_and_nothing_else_changes() {
+        let mut params = serde_json::json!({
+            "page": 7.0, "nested": [{"n": -2.0}, 1.5, "7.0"], "big": 1e300, "exact": 3
+        });
+        assert!(Manifest::integral_numbers_as_integers(&mut params));
+        assert_eq!(
+            params.to_string(),
+            r#"{"big":1e+300,"exact":3,"nested":[{"n":-2},1.5,"7.0"],"page":7}"#
+        );
+        let mut untouched = serde_json::json!({"page": 7, "ratio": 0.5, "name": "x"});
+        assert!(!Manifest::integral_numbers_as_integers(&mut untouched));
+    }
 
     fn wit(schema: &str) -> WitManifest {
         WitManifest {
