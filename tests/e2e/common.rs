@@ -316,6 +316,16 @@ pub fn assert_ran_to_its_end_unanswered(row: &Value) {
     );
 }
 
+/// A row of a call cut off when its caller hung up: nothing was sent (499) and no upstream
+/// answer had come.
+pub fn assert_cut_off_unanswered(row: &Value) {
+    assert_eq!(
+        (&row["httpStatus"], &row["upstreamStatus"], &row["responseBytes"]),
+        (&json!(499), &Value::Null, &json!(0)),
+        "{row}"
+    );
+}
+
 /// Send a request with the test timeout and decode the reply.
 pub async fn send(request: reqwest::RequestBuilder) -> Answer {
     let response = tokio::time::timeout(REQUEST_TIMEOUT, request.send())

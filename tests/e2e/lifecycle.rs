@@ -99,15 +99,16 @@ async fn sigterm_drains_in_flight_requests() {
     assert!(exited_cleanly, "the gateway exits 0 after draining");
 }
 
-/// SIGTERM while a call whose caller hung up is still waiting on its upstream: the gateway
-/// waits for the call to end before it exits (cleanly), and the call's row is on disk.
+/// SIGTERM while a passthrough call whose caller hung up is still waiting on its upstream: the
+/// gateway waits for the call to end before it exits (cleanly), and the call's row is on disk.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_waits_for_calls_whose_caller_left() {
     let mut setup = Setup::new().await;
-    let request = setup.raw_request(
-        "POST /v1/hostile/call HTTP/1.1",
-        r#"{"params": {"url": "/slow"}}"#,
+    let head = format!(
+        "GET /v1/passthrough/slow HTTP/1.1\r\nx-sluice-connection-key: {}",
+        setup.connection_key
     );
+    let request = setup.raw_request(&head, "");
     setup.hang_up_during_slow_call(&request).await;
     assert!(setup.gateway.terminate().await, "the gateway exits 0");
 

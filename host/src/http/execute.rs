@@ -1,6 +1,6 @@
 //! `POST /v1/{integration}/{endpoint}`: run one connector action for the caller.
 
-use super::detach::{self, PendingRow, Route};
+use super::detach::{PendingRow, Route};
 use super::extract::{Caller, JsonBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
@@ -51,26 +51,21 @@ async fn execute(
 ) -> Response {
     let started = Instant::now();
     let log = RequestLog::begin(&transaction_key, Some(&integration), &endpoint);
+    // If the caller leaves, hyper drops this future and with it the call (the instance, an
+    // upstream request in flight); the row then records itself as `client_closed`. Running the
+    // call in a task of its own instead, to finish it, cost 15–30% of the throughput in paired
+    // load runs (BENCHMARKS.md, ninth pass), so only passthrough and OAuth refreshes do that.
     let mut row = PendingRow::new(&app, Route::Execute, log, started);
-    // The call runs to its end even if the caller leaves (see `detach`).
-    let task_app = app.clone();
-    let call = detach::spawn(&app, async move {
-        let result = run(
-            &task_app,
-            transaction_key,
-            caller,
-            &integration,
-            &endpoint,
-            body,
-            &mut row.log,
-        )
-        .await;
-        (result, row)
-    });
-    let (result, mut row) = match detach::join(call).await {
-        Ok(done) => done,
-        Err(response) => return response,
-    };
+    let result = run(
+        &app,
+        transaction_key,
+        caller,
+        &integration,
+        &endpoint,
+        body,
+        &mut row.log,
+    )
+    .await;
     let response = super::settle(result, &mut row.log, started);
     row.record(None);
     response

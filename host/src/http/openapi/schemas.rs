@@ -418,7 +418,7 @@ fn log_entry() -> Value {
         "outcome": one_of(
             crate::error::OUTCOMES,
             "`ok`, the error code, or `client_closed` (the caller left before the reply was all \
-             sent; the upstream call still ran to its end unless the caller's own body was cut off)"
+             sent)"
         ),
         "durationUs": integer("Time in the gateway (µs); for passthrough, until the response body was sent"),
         "requestBytes": integer("Request size"),
