@@ -7,13 +7,16 @@
 use crate::runtime::InvokeError;
 use crate::runtime::bindings::{ConnectorError, HttpError};
 use axum::Json;
-use axum::http::header::{CONNECTION, RETRY_AFTER};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// Longest message passed on to a caller (connector-supplied text, or names the caller sent).
 const MAX_MESSAGE_BYTES: usize = 500;
+
+/// The code of an internal error: a bug in the gateway, details in its log.
+pub const INTERNAL_ERROR: &str = "internal_error";
 
 /// Every outcome a request-log row can have: `ok`, `client_closed` (the caller left before its
 /// answer was all sent), then each code [`ApiError::code`] gives.
@@ -212,7 +215,7 @@ impl ApiError {
             Self::UpstreamTooLarge(_) => "payload_too_large",
             Self::AtCapacity => "at_capacity",
             Self::ConnectorBusy => "connector_busy",
-            Self::Internal(_) => "internal_error",
+            Self::Internal(_) => INTERNAL_ERROR,
         }
     }
 
@@ -289,13 +292,6 @@ impl IntoResponse for ApiError {
             // Load, not the caller's allowance: worth another try a moment later.
             Self::AtCapacity | Self::ConnectorBusy => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(LOAD_RETRY_AFTER_SECONDS));
-            }
-            // Answered without reading the rest of the body: the server closes the connection
-            // after this answer (see `server::linger`), and says so, or a client that pools
-            // connections sends its next request down one that is closing. HTTP/2 has no such
-            // header (hyper leaves it out there) and no need of it: the connection stays open.
-            Self::PayloadTooLarge(_) | Self::RequestTimeout(_) => {
-                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -554,23 +550,6 @@ mod tests {
         }
         let response = ApiError::ConnectorTimeout.into_response();
         assert!(response.headers().get(RETRY_AFTER).is_none());
-    }
-
-    #[test]
-    fn refusals_before_the_body_was_read_say_the_connection_closes() {
-        for error in [
-            ApiError::PayloadTooLarge("x".into()),
-            ApiError::RequestTimeout("x".into()),
-        ] {
-            let response = error.into_response();
-            assert_eq!(
-                response.headers().get(CONNECTION).map(|v| v.as_bytes()),
-                Some(&b"close"[..])
-            );
-        }
-        // An upstream's oversized answer shares the code, not the unread request body.
-        let response = ApiError::UpstreamTooLarge("x".into()).into_response();
-        assert!(response.headers().get(CONNECTION).is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 mod activity;
 mod linger;
 mod stalled_body;
+mod unread_body;
 
 use activity::{Activity, TrackedBody};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -287,8 +288,9 @@ impl ServingThread {
 const MIN_IDLE_CHECK: Duration = Duration::from_millis(10);
 
 /// The hyper service for one connection: `router`, with each request counted in `activity`
-/// from the call until hyper drops its response body, and its body failing with
-/// [`BodyStalled`] when the client sends none of it for `idle_timeout`.
+/// from the call until hyper drops its response body, its body failing with [`BodyStalled`]
+/// when the client sends none of it for `idle_timeout`, and its answer saying
+/// `Connection: close` when it comes before the body was read (see the `unread_body` module).
 fn tracked(
     router: axum::Router,
     activity: Arc<Activity>,
@@ -301,10 +303,14 @@ fn tracked(
 > + Clone {
     hyper::service::service_fn(move |request| {
         let in_flight = activity.begin();
+        let (request, body_end) = unread_body::watch(request);
         let request = request.map(|body| StalledBodyGuard::new(body, idle_timeout));
         let call = tower::ServiceExt::oneshot(router.clone(), request);
         async move {
-            let response = call.await?;
+            let mut response = call.await?;
+            if let Some(body_end) = body_end {
+                body_end.close_unless_read(&mut response);
+            }
             Ok(response.map(|inner| TrackedBody {
                 inner,
                 _in_flight: in_flight,
@@ -385,11 +391,15 @@ mod tests {
     }
 
     /// A server with `options` answering `GET /` with `ok`, `GET /slow` with `ok` after a
-    /// second and `POST /refuse` with `413 too large` without reading the body; its address and
-    /// its stop switch.
+    /// second, `POST /refuse` with `413 too large` without reading the body and `POST /length`
+    /// with the length of the body it read; its address and its stop switch.
     async fn start(options: ServeOptions) -> (SocketAddr, oneshot::Sender<()>) {
         let router = axum::Router::new()
             .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/length",
+                axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+            )
             .route(
                 "/refuse",
                 axum::routing::post(|| async { (http::StatusCode::PAYLOAD_TOO_LARGE, "too large") }),
@@ -618,8 +628,42 @@ mod tests {
                     .expect("answered within 10 s")
                     .unwrap_or_else(|error| panic!("chunked: {chunked}: {error}"));
             assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
+            assert!(reply.contains("\r\nconnection: close\r\n"), "{reply}");
             assert!(reply.ends_with("\r\n\r\ntoo large"), "{reply}");
         }
+    }
+
+    /// Only an answer that leaves its body unread ends the connection: one whose body was read
+    /// keeps it for the next request.
+    #[tokio::test]
+    async fn an_answer_says_the_connection_closes_only_when_the_body_was_left_unread() {
+        let (addr, _stop) = start(ServeOptions::default()).await;
+        let mut connection = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        for round in 0..2 {
+            connection
+                .write_all(b"POST /length HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nhello")
+                .await
+                .expect("write");
+            let mut reply = vec![0; 1024];
+            let read = connection.read(&mut reply).await.expect("read");
+            let reply = String::from_utf8_lossy(&reply[..read]).into_owned();
+            assert!(reply.starts_with("HTTP/1.1 200 "), "round {round}: {reply}");
+            assert!(!reply.contains("connection: close"), "round {round}: {reply}");
+            assert!(reply.ends_with("\r\n\r\n5"), "round {round}: {reply}");
+        }
+        // The same small body refused unread: the answer says the connection ends, and it does.
+        connection
+            .write_all(b"POST /refuse HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .expect("write");
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), connection.read_to_end(&mut reply))
+            .await
+            .expect("closed within 10 s")
+            .expect("read");
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
+        assert!(reply.contains("\r\nconnection: close\r\n"), "{reply}");
     }
 
     /// A client that reads while it sends (reqwest, browsers) gets the early answer every time
@@ -628,8 +672,7 @@ mod tests {
     #[tokio::test]
     async fn an_early_answer_reaches_a_client_reading_while_it_sends_every_time() {
         let (addr, _stop) = start(ServeOptions::default()).await;
-        // A new connection each time: the server closes each one after its early answer (and
-        // `/refuse`, unlike the gateway's 413, does not say so).
+        // A new connection each time: the server closes each one after its early answer.
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .build()

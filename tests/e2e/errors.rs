@@ -190,6 +190,48 @@ async fn oversized_body_is_413() {
     assert_eq!(after.status, 200, "{:?}", after.body);
 }
 
+/// Any answer given before the body was read says the connection closes, not only a 413: a
+/// passthrough call with a bad key or a call to no route, with a large body, and the pooled
+/// client's next call works.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_before_a_large_body_was_read_say_the_connection_closes() {
+    let setup = Setup::new().await;
+    let body = json!({"params": {"message": "x".repeat(1 << 20)}}).to_string();
+    let refusals = [
+        (
+            format!("{}/v1/passthrough/anything", setup.gateway.url),
+            "sk_wrong_key",
+            401,
+        ),
+        (
+            format!("{}/v2/echo/say", setup.gateway.url),
+            setup.key.as_str(),
+            404,
+        ),
+    ];
+    for (url, key, status) in refusals {
+        let request = setup
+            .client
+            .post(&url)
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        let answer = send(request).await;
+        assert_eq!(answer.status, status, "{url}: {:?}", answer.body);
+        assert_eq!(answer.headers["connection"], "close", "{url}");
+        let after = setup
+            .execute("echo", "say", json!({"params": {"message": "hi"}}))
+            .await;
+        assert_eq!(after.status, 200, "{:?}", after.body);
+        assert!(
+            after
+                .headers
+                .get("connection")
+                .is_none_or(|value| value != "close")
+        );
+    }
+}
+
 /// How a test client frames a request body.
 #[derive(Debug, Clone, Copy)]
 enum Framing {
