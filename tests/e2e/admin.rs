@@ -145,6 +145,17 @@ async fn execute_calls_are_logged_without_params() {
         message.contains("`integraton`") && message.contains("integration"),
         "{message}"
     );
+    // Given twice, a filter is refused rather than one of the two guessed.
+    let twice = setup
+        .api(Method::GET, "/v1/logs?integration=github&integration=echo", None)
+        .await;
+    assert_eq!((twice.status, twice.code()), (400, "bad_request"));
+    assert!(
+        twice.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`integration`")
+    );
     let row = rows
         .iter()
         .find(|r| r["transactionKey"] == json!(tx))

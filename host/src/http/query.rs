@@ -12,7 +12,8 @@ pub const MAX_LIMIT: u32 = 100;
 /// Largest page number of list endpoints.
 pub const MAX_PAGE: u32 = 1_000_000;
 
-/// The query string as name → value (the last value wins).
+/// The query string as name → value. A parameter given twice is refused: which of the two
+/// the caller meant is a guess (a list is one value, comma-separated: `tags=a,b`).
 #[derive(Debug, Default)]
 pub struct Query(HashMap<String, String>);
 
@@ -23,9 +24,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
         let RawQuery(raw) = RawQuery::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::BadRequest("malformed query string".into()))?;
-        let map = raw
-            .map(|raw| form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
+        let mut map = HashMap::new();
+        for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned() {
+            if map.contains_key(&name) {
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter `{name}` is given more than once; send it once (a list is \
+                     one value, comma-separated: `{name}=a,b`)"
+                )));
+            }
+            map.insert(name, value);
+        }
         Ok(Self(map))
     }
 }
@@ -62,7 +70,7 @@ impl Query {
         self.0.get(name).filter(|v| !v.is_empty()).cloned()
     }
 
-    /// A `true`/`false` parameter.
+    /// A `true`/`false` parameter (`1`/`0` too); empty counts as absent.
     pub fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.0.get(name).map(String::as_str) {
             None | Some("") => Ok(None),
@@ -74,7 +82,7 @@ impl Query {
         }
     }
 
-    /// An integer parameter within `min..=max`.
+    /// An integer parameter within `min..=max`; empty counts as absent.
     pub fn integer(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
         let Some(raw) = self.0.get(name).filter(|v| !v.is_empty()) else {
             return Ok(None);
@@ -141,5 +149,41 @@ impl Page {
     pub fn envelope<T: serde::Serialize>(&self, rows: Vec<T>, total: i64) -> serde_json::Value {
         let pages = (total + i64::from(self.limit) - 1) / i64::from(self.limit);
         serde_json::json!({"rows": rows, "total": total, "pages": pages, "page": self.page})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn query_of(uri: &str) -> Result<Query, ApiError> {
+        let request = axum::http::Request::builder().uri(uri).body(()).expect("request");
+        let (mut parts, ()) = request.into_parts();
+        Query::from_request_parts(&mut parts, &()).await
+    }
+
+    #[tokio::test]
+    async fn a_parameter_given_twice_is_refused_by_name() {
+        let error = query_of("/v1/logs?limit=5&outcome=ok&limit=50")
+            .await
+            .expect_err("limit twice");
+        assert_eq!(error.code(), "bad_request");
+        assert!(
+            error.to_string().contains("`limit` is given more than once"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn values_are_decoded_and_empty_ones_count_as_absent() {
+        let query = query_of("/v1/vault/connections?tags=a%2Cb,c&name=&active=1&limit=")
+            .await
+            .expect("query");
+        assert_eq!(query.list("tags"), ["a", "b", "c"]);
+        assert_eq!(query.text("name"), None);
+        assert_eq!(query.boolean("active").expect("boolean"), Some(true));
+        assert_eq!(query.pagination().expect("page").limit, DEFAULT_LIMIT);
+        let error = query_of("/x?active=yes").await.expect("query").boolean("active");
+        assert!(error.is_err(), "`yes` is not a boolean");
     }
 }

@@ -15,14 +15,15 @@ pub enum Place {
     Header,
 }
 
-/// How the route reads the value.
+/// How the route reads the value. Whatever the kind, a parameter given empty (`?limit=`)
+/// counts as absent and one given twice is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Free text; empty counts as absent.
+    /// Free text.
     Text,
     /// A comma-separated list.
     List,
-    /// `true` or `false`.
+    /// `true` or `false` (`1` and `0` are read as the same).
     Boolean,
     /// One of fixed values.
     OneOf {
