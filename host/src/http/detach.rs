@@ -20,6 +20,7 @@ use crate::vault::logs::{LogSink, RequestLog};
 use axum::response::{IntoResponse, Response};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -69,6 +70,9 @@ pub(super) struct PendingRow {
     registry: Arc<Registry>,
     started: Instant,
     recorded: bool,
+    /// Bytes of a streamed request body received so far, read when the row records itself
+    /// after a cut-off (the call had not filled them in yet).
+    request_bytes_so_far: Option<Arc<AtomicU64>>,
 }
 
 impl PendingRow {
@@ -82,6 +86,26 @@ impl PendingRow {
             registry: app.registry.clone(),
             started,
             recorded: false,
+            request_bytes_so_far: None,
+        }
+    }
+
+    /// Take the request's byte count from `counter` should the row record itself unfinished.
+    pub(super) fn count_request_bytes_with(&mut self, counter: Arc<AtomicU64>) {
+        self.request_bytes_so_far = Some(counter);
+    }
+
+    /// Record the row of a call that panicked: an `internal_error`, as its caller is told.
+    pub(super) fn record_internal_error(&mut self) {
+        self.log.http_status = 500;
+        self.log.response_bytes = 0;
+        self.fill_in_request_bytes();
+        self.write(Some(crate::error::INTERNAL_ERROR));
+    }
+
+    fn fill_in_request_bytes(&mut self) {
+        if let Some(counter) = &self.request_bytes_so_far {
+            self.log.request_bytes = self.log.request_bytes.max(counter.load(Ordering::Relaxed));
         }
     }
 
@@ -130,6 +154,7 @@ impl Drop for PendingRow {
         if !self.recorded {
             self.log.http_status = CLIENT_CLOSED_STATUS;
             self.log.response_bytes = 0;
+            self.fill_in_request_bytes();
             self.write(Some(CLIENT_CLOSED));
         }
     }
@@ -151,6 +176,7 @@ impl PendingRow {
             registry: Arc::default(),
             started: Instant::now(),
             recorded: false,
+            request_bytes_so_far: None,
         };
         (row, rows)
     }
@@ -206,6 +232,35 @@ mod tests {
             (CLIENT_CLOSED, CLIENT_CLOSED_STATUS, Some(201), 0)
         );
         assert_eq!(written.transaction_key, "txn_test");
+    }
+
+    #[test]
+    fn a_row_cut_off_midway_through_a_streamed_body_counts_what_came() {
+        let (mut row, mut rows) = PendingRow::for_tests(
+            Route::Passthrough,
+            RequestLog::begin("txn_test", None, "passthrough"),
+        );
+        let received = Arc::new(AtomicU64::new(0));
+        row.count_request_bytes_with(received.clone());
+        received.store(65_536, Ordering::Relaxed);
+        drop(row);
+        let written = only_row(&mut rows);
+        assert_eq!(
+            (written.outcome.as_str(), written.request_bytes),
+            (CLIENT_CLOSED, 65_536)
+        );
+    }
+
+    #[test]
+    fn a_row_of_a_call_that_panicked_is_an_internal_error_written_once() {
+        let (mut row, mut rows) = execute_row();
+        row.record_internal_error();
+        drop(row);
+        let written = only_row(&mut rows);
+        assert_eq!(
+            (written.outcome.as_str(), written.http_status),
+            (crate::error::INTERNAL_ERROR, 500)
+        );
     }
 
     #[test]

@@ -28,7 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Extension, Router};
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,6 +86,8 @@ async fn passthrough(
     let progress = Arc::new(BodyProgress::new(expects_body(&headers)));
     // The call runs in a task of its own (see `detach`)…
     let (task_app, task_progress) = (app.clone(), progress.clone());
+    // A row recording itself after a cut-off still says how much of the body came.
+    row.count_request_bytes_with(progress.counted.clone());
     let call = detach::spawn(&app, async move {
         let result = run(
             &task_app,
@@ -96,8 +99,17 @@ async fn passthrough(
             body,
             &task_progress,
             &mut row.log,
-        )
-        .await;
+        );
+        let finished = AssertUnwindSafe(result).catch_unwind().await;
+        let result = match finished {
+            Ok(result) => result,
+            Err(panic) => {
+                // A bug, not the caller leaving: the row says so before the panic goes on to
+                // the handler (`detach::join` answers 500).
+                row.record_internal_error();
+                std::panic::resume_unwind(panic);
+            }
+        };
         (result, row)
     });
     // …which a caller leaving before its body is all in cuts off: what it sent is not a whole
@@ -208,7 +220,7 @@ struct BodyProgress {
     /// The caller sends a body.
     expected: bool,
     /// Bytes passed on so far.
-    counted: AtomicU64,
+    counted: Arc<AtomicU64>,
     /// All of it is in (or there is none).
     whole: AtomicBool,
     /// It grew past the limit and was cut off.
