@@ -140,6 +140,8 @@ pub(super) fn write_script_connector(
              (SLUICE_TOOLS_DIR moves them)",
             lib.display()
         ));
+    } else {
+        notes.extend(older_contract_note(&lib));
     }
     let dir = sources.join(id);
     std::fs::create_dir_all(&dir)?;
@@ -148,6 +150,23 @@ pub(super) fn write_script_connector(
     }
     notes.extend(workspace_note(sources, id)?);
     Ok(Scaffolded { dir, notes })
+}
+
+/// A note when the helpers already in `lib` carry another contract than this binary's (written
+/// by an older `sluice new`): they are left as they are, and the new connector builds against
+/// theirs. (This repository's `plugins/lib` has no `wit/`: its helpers use the repository's.)
+fn older_contract_note(lib: &Path) -> Option<String> {
+    let wit = lib.join("wit").join("connector.wit");
+    let found = std::fs::read_to_string(&wit).ok()?;
+    (found != WIT).then(|| {
+        format!(
+            "{} is not the contract this sluice speaks; the new connector builds against it. \
+             To build against this binary's, move {} aside: the next `sluice new` writes it \
+             afresh",
+            wit.display(),
+            lib.display()
+        )
+    })
 }
 
 /// Cargo refuses a workspace whose `members` glob matches a directory without a Cargo.toml
@@ -268,6 +287,25 @@ mod tests {
         assert_eq!(read(&dir.path().join("lib/toolchain.sh")), "# edited\n");
         assert_eq!(read(&py.dir.join("requirements.txt")), PY_REQUIREMENTS);
         assert!(read(&py.dir.join("app.py")).contains(r#"id="hello_py","#));
+
+        // Helpers from an older `sluice new` keep their contract, and the user is told.
+        std::fs::write(
+            dir.path().join("lib/wit/connector.wit"),
+            "package sluice:connector@0.1.0;\n",
+        )?;
+        let older = scaffold(dir.path(), "hello_old", Language::Javascript, None)?;
+        assert!(
+            older
+                .notes
+                .iter()
+                .any(|note| note.contains("is not the contract this sluice speaks")),
+            "{:?}",
+            older.notes
+        );
+        assert_eq!(
+            read(&dir.path().join("lib/wit/connector.wit")),
+            "package sluice:connector@0.1.0;\n"
+        );
         Ok(())
     }
 

@@ -59,8 +59,9 @@ pub(super) enum Route {
 }
 
 /// A call's request-log row (and its count in the metrics), recorded exactly once: by
-/// [`PendingRow::record`], or — dropped unrecorded, its caller gone before the reply — as
-/// [`CLIENT_CLOSED`] with the status [`CLIENT_CLOSED_STATUS`] and no bytes sent.
+/// [`PendingRow::record`], by [`PendingRow::record_internal_error`] when the call panicked,
+/// or — dropped unrecorded, its caller gone before the reply — as [`CLIENT_CLOSED`] with the
+/// status [`CLIENT_CLOSED_STATUS`] and no bytes sent.
 pub(super) struct PendingRow {
     /// The row as the call fills it in.
     pub(super) log: RequestLog,
