@@ -28,8 +28,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
         for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned() {
             if map.contains_key(&name) {
                 return Err(ApiError::BadRequest(format!(
-                    "query parameter `{name}` is given more than once; send it once (a list is \
-                     one value, comma-separated: `{name}=a,b`)"
+                    "query parameter `{name}` is given more than once; send it once (a list \
+                     parameter takes one comma-separated value: `tags=a,b`)"
                 )));
             }
             map.insert(name, value);
