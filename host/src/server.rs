@@ -14,14 +14,12 @@
 
 mod activity;
 mod linger;
-mod stalled_body;
-mod unread_body;
+mod request_body;
 
 use activity::{Activity, TrackedBody};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-pub use stalled_body::BodyStalled;
-use stalled_body::StalledBodyGuard;
+pub use request_body::BodyStalled;
 use std::convert::Infallible;
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -290,7 +288,7 @@ const MIN_IDLE_CHECK: Duration = Duration::from_millis(10);
 /// The hyper service for one connection: `router`, with each request counted in `activity`
 /// from the call until hyper drops its response body, its body failing with [`BodyStalled`]
 /// when the client sends none of it for `idle_timeout`, and its answer saying
-/// `Connection: close` when it comes before the body was read (see the `unread_body` module).
+/// `Connection: close` when it comes before the body was read (see the `request_body` module).
 fn tracked(
     router: axum::Router,
     activity: Arc<Activity>,
@@ -303,8 +301,7 @@ fn tracked(
 > + Clone {
     hyper::service::service_fn(move |request| {
         let in_flight = activity.begin();
-        let (request, body_end) = unread_body::watch(request);
-        let request = request.map(|body| StalledBodyGuard::new(body, idle_timeout));
+        let (request, body_end) = request_body::guard(request, idle_timeout);
         let call = tower::ServiceExt::oneshot(router.clone(), request);
         async move {
             let mut response = call.await?;
