@@ -17,8 +17,8 @@ pub struct HostPattern {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostMatch {
-    /// Exactly this host (lower-cased; IP literals in canonical form).
-    Exact(String),
+    /// Exactly this host (a domain lower-cased without a trailing dot, or an IP address).
+    Exact(Host<String>),
     /// Any strict subdomain of this domain (`*.example.com` does not match `example.com`).
     SubdomainsOf(String),
 }
@@ -57,29 +57,25 @@ impl HostPattern {
         if wildcard && !matches!(host, Host::Domain(_)) {
             return Err(fail("wildcards apply to domain names only"));
         }
-        let host = host_key(&host);
         let port = url.port_or_known_default().ok_or_else(|| fail("missing port"))?;
-        Ok(Self {
-            scheme,
-            host: if wildcard {
-                HostMatch::SubdomainsOf(host)
-            } else {
-                HostMatch::Exact(host)
-            },
-            port,
-        })
+        let host = match (wildcard, host) {
+            (true, Host::Domain(domain)) => HostMatch::SubdomainsOf(canonical_domain(domain)),
+            (_, host) => HostMatch::Exact(canonical(host)),
+        };
+        Ok(Self { scheme, host, port })
     }
 
     /// The pattern for exactly the origin of `url`.
     pub fn origin_of(url: &Url) -> Option<Self> {
         Some(Self {
             scheme: url.scheme().to_owned(),
-            host: HostMatch::Exact(host_key(&url.host()?)),
+            host: HostMatch::Exact(canonical(url.host()?)),
             port: url.port_or_known_default()?,
         })
     }
 
-    /// Whether `url` falls under this pattern.
+    /// Whether `url` falls under this pattern. Checked on every upstream request, so it
+    /// compares in place rather than building the URL's canonical host.
     pub fn matches(&self, url: &Url) -> bool {
         let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
             return false;
@@ -87,33 +83,49 @@ impl HostPattern {
         if url.scheme() != self.scheme || port != self.port {
             return false;
         }
-        let host = host_key(&host);
-        match &self.host {
-            HostMatch::Exact(allowed) => host == *allowed,
-            HostMatch::SubdomainsOf(domain) => host
-                .strip_suffix(domain.as_str())
-                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.')),
+        match (&self.host, host) {
+            (HostMatch::Exact(Host::Domain(allowed)), Host::Domain(name)) => {
+                name.trim_end_matches('.').eq_ignore_ascii_case(allowed)
+            }
+            (HostMatch::Exact(Host::Ipv4(allowed)), Host::Ipv4(ip)) => ip == *allowed,
+            (HostMatch::Exact(Host::Ipv6(allowed)), Host::Ipv6(ip)) => ip == *allowed,
+            (HostMatch::SubdomainsOf(domain), Host::Domain(name)) => {
+                is_strict_subdomain(name.trim_end_matches('.'), domain)
+            }
+            _ => false,
         }
     }
 }
 
 impl std::fmt::Display for HostPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let host = match &self.host {
-            HostMatch::Exact(host) => host.clone(),
-            HostMatch::SubdomainsOf(domain) => format!("*.{domain}"),
-        };
-        write!(f, "{}://{}:{}", self.scheme, host, self.port)
+        match &self.host {
+            HostMatch::Exact(host) => write!(f, "{}://{}:{}", self.scheme, host, self.port),
+            HostMatch::SubdomainsOf(domain) => write!(f, "{}://*.{}:{}", self.scheme, domain, self.port),
+        }
     }
 }
 
-/// Canonical text of a host: lower-case domain without a trailing dot, or the IP's display form.
-fn host_key(host: &Host<&str>) -> String {
+/// A host as patterns keep it: a domain lower-cased without a trailing dot, an IP as it is.
+fn canonical(host: Host<&str>) -> Host<String> {
     match host {
-        Host::Domain(domain) => domain.trim_end_matches('.').to_ascii_lowercase(),
-        Host::Ipv4(ip) => ip.to_string(),
-        Host::Ipv6(ip) => format!("[{ip}]"),
+        Host::Domain(domain) => Host::Domain(canonical_domain(domain)),
+        Host::Ipv4(ip) => Host::Ipv4(ip),
+        Host::Ipv6(ip) => Host::Ipv6(ip),
     }
+}
+
+fn canonical_domain(domain: &str) -> String {
+    domain.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether `name` is a subdomain of `domain` (lower-case), and not `domain` itself.
+fn is_strict_subdomain(name: &str, domain: &str) -> bool {
+    let Some(label_end) = name.len().checked_sub(domain.len() + 1) else {
+        return false;
+    };
+    let name = name.as_bytes();
+    label_end > 0 && name[label_end] == b'.' && name[label_end + 1..].eq_ignore_ascii_case(domain.as_bytes())
 }
 
 /// Whether any pattern in `allowlist` admits `url`. An empty allowlist admits nothing.
@@ -287,7 +299,12 @@ mod tests {
         let p = pattern("https://*.example.com");
         assert!(p.matches(&url("https://a.example.com/")));
         assert!(p.matches(&url("https://a.b.example.com/")));
+        assert!(
+            p.matches(&url("https://A.Example.COM./")),
+            "case and a trailing dot"
+        );
         assert!(!p.matches(&url("https://example.com/")));
+        assert!(!p.matches(&url("https://.example.com/")), "an empty label");
         assert!(!p.matches(&url("https://badexample.com/")));
         assert!(!p.matches(&url("https://example.com.evil.io/")));
     }
@@ -303,6 +320,17 @@ mod tests {
         );
         let v6 = pattern("http://[::1]:9000");
         assert!(v6.matches(&url("http://[0:0:0:0:0:0:0:1]:9000/")));
+        assert!(!v6.matches(&url("http://127.0.0.1:9000/")), "another family");
+        assert!(!pattern("https://*.example.com").matches(&url("https://127.0.0.1/")));
+    }
+
+    #[test]
+    fn patterns_display_in_canonical_form() {
+        let shown = |s: &str| pattern(s).to_string();
+        assert_eq!(shown("https://API.GitHub.com."), "https://api.github.com:443");
+        assert_eq!(shown("https://*.Example.com"), "https://*.example.com:443");
+        assert_eq!(shown("http://[0::1]:9000"), "http://[::1]:9000");
+        assert_eq!(shown("http://2130706433"), "http://127.0.0.1:80");
     }
 
     #[test]

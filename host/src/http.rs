@@ -186,7 +186,7 @@ async fn transaction(
     busy_poll: Option<Arc<crate::busy_poll::BusyPoll>>,
 ) -> Response {
     let _active = busy_poll.as_deref().map(crate::busy_poll::BusyPoll::begin);
-    let key = format!("txn_{}", crate::vault::crypto::random_hex(12));
+    let key = crate::vault::crypto::random_id("txn_", 12);
     request.extensions_mut().insert(TransactionKey(key.clone()));
     // Whatever a handler logs carries the transaction key and route. The span holds only what
     // is known up front: recording fields later costs a re-format per field on every request.

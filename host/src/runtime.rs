@@ -15,7 +15,9 @@ pub(crate) mod capability;
 pub mod contract;
 pub mod limits;
 pub mod manifest;
+mod plan;
 mod pool;
+mod scrub;
 mod spare;
 mod stdio;
 #[cfg(test)]
@@ -29,6 +31,7 @@ use bindings::{ConnectorError, Output, WitManifest, upgrade, v0_1, v0_2};
 use futures::future::BoxFuture;
 use limits::MemoryBudget;
 use manifest::{AuthScheme, Manifest};
+use plan::{CustomPlans, EgressPlan};
 use pool::SlotBudget;
 pub use spare::SPARE_MAX_IDLE;
 use spare::{Aftermath, Spare, Spares};
@@ -121,7 +124,7 @@ pub struct Credential {
     secret: Arc<str>,
     /// The spellings of the secret that are scrubbed from responses, worked out on first use and
     /// shared by every clone (a cached connection's credential is cloned for each request).
-    spellings: Arc<std::sync::OnceLock<Arc<[String]>>>,
+    forms: Arc<std::sync::OnceLock<scrub::SecretForms>>,
 }
 
 impl Credential {
@@ -129,7 +132,7 @@ impl Credential {
     pub fn new(secret: impl Into<Arc<str>>) -> Self {
         Self {
             secret: secret.into(),
-            spellings: Arc::default(),
+            forms: Arc::default(),
         }
     }
 
@@ -137,9 +140,12 @@ impl Credential {
         &self.secret
     }
 
-    /// The secret's spellings, from `derive` the first time.
-    pub(crate) fn spellings(&self, derive: impl FnOnce(&str) -> Vec<String>) -> Arc<[String]> {
-        self.spellings.get_or_init(|| derive(&self.secret).into()).clone()
+    /// The secret's spellings as sent under `auth`, worked out the first time (a credential
+    /// belongs to one connection, so `auth` is the same on every call).
+    pub(crate) fn secret_forms(&self, auth: Option<&AuthScheme>) -> scrub::SecretForms {
+        self.forms
+            .get_or_init(|| scrub::SecretForms::of(&self.secret, auth))
+            .clone()
     }
 }
 
@@ -189,50 +195,6 @@ impl fmt::Debug for CallContext {
     }
 }
 
-/// Where one invocation may send requests and where its credential goes.
-#[derive(Debug, Clone)]
-pub(crate) struct EgressPlan {
-    /// Paths starting with `/` are appended to this (no trailing slash).
-    pub base_url: String,
-    /// Origins the invocation may reach.
-    pub allowlist: Vec<HostPattern>,
-    /// The only origin that receives the credential.
-    pub credential_origin: Option<HostPattern>,
-}
-
-impl EgressPlan {
-    fn new(manifest: &Manifest, base_url_override: Option<&Url>) -> Self {
-        let default_origin = HostPattern::origin_of(&manifest.base_url);
-        let (base_url, allowlist) = match base_url_override {
-            None => (manifest.base_url.clone(), manifest.allowed_hosts.clone()),
-            Some(custom) => {
-                // The connection's base URL takes the place of the default origin; other
-                // declared origins stay as they are. If the operator's policy removed the
-                // default origin, no override brings an origin back.
-                let default_allowed = default_origin
-                    .as_ref()
-                    .is_some_and(|origin| manifest.allowed_hosts.contains(origin));
-                let mut allowlist: Vec<HostPattern> = manifest
-                    .allowed_hosts
-                    .iter()
-                    .filter(|p| Some(*p) != default_origin.as_ref())
-                    .cloned()
-                    .collect();
-                if default_allowed {
-                    allowlist.extend(HostPattern::origin_of(custom));
-                }
-                (custom.clone(), allowlist)
-            }
-        };
-        let credential_origin = HostPattern::origin_of(&base_url);
-        Self {
-            base_url: base_url.as_str().trim_end_matches('/').to_owned(),
-            allowlist,
-            credential_origin,
-        }
-    }
-}
-
 /// A compiled connector with its validated manifest, ready to be instantiated per request.
 pub struct LoadedConnector {
     /// The validated manifest, its allowed hosts narrowed by the operator's policy.
@@ -253,6 +215,8 @@ pub struct LoadedConnector {
     default_plan: Arc<EgressPlan>,
     /// Origins the operator allows connections' base URLs to point to (`None`: any).
     base_url_patterns: Option<Vec<HostPattern>>,
+    /// Plans around connections' base URLs that passed `base_url_patterns`.
+    custom_plans: CustomPlans,
     in_flight: Arc<Semaphore>,
     spares: Arc<Spares>,
 }
@@ -264,8 +228,13 @@ impl LoadedConnector {
         let Some(custom) = base_url_override else {
             return Ok(self.default_plan.clone());
         };
+        if let Some(plan) = self.custom_plans.get(custom) {
+            return Ok(plan);
+        }
         self.check_base_url(custom)?;
-        Ok(Arc::new(EgressPlan::new(&self.manifest, Some(custom))))
+        let plan = Arc::new(EgressPlan::new(&self.manifest, Some(custom)));
+        self.custom_plans.insert(custom, plan.clone());
+        Ok(plan)
     }
 
     /// Whether the operator's policy lets a connection of this connector point at `base_url`
@@ -583,6 +552,7 @@ impl Runtime {
             pre: Arc::new(pre),
             default_plan,
             base_url_patterns: connector_policy.base_url_patterns(),
+            custom_plans: CustomPlans::default(),
             spares: Arc::default(),
         })
     }

@@ -188,7 +188,7 @@ async fn handle(
                     "instructions": "Each tool runs one action of a connected API through the Sluice gateway.",
                 }),
             );
-            let session = format!("mcp_{}", crate::vault::crypto::random_hex(16));
+            let session = crate::vault::crypto::random_id("mcp_", 16);
             if let Ok(session) = HeaderValue::from_str(&session) {
                 response.headers_mut().insert(SESSION_HEADER, session);
             }

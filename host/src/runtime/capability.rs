@@ -8,6 +8,7 @@ use super::bindings::v0_2::sluice::connector::{http as wit_http, log as wit_log}
 use super::bindings::{Header, HttpError, Level, Request, Response};
 use super::bindings::{upgrade, v0_1};
 use super::manifest::AuthScheme;
+use super::scrub::{SecretForms, scrub, scrub_stream};
 use super::{CallContext, EgressPlan, GuestState, RuntimeLimits};
 use crate::egress;
 use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
@@ -17,9 +18,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::borrow::Cow;
 use std::sync::Arc;
 use url::Url;
-
-/// What is replaced for every credential value found in data handed back to the guest.
-const REDACTED: &str = "[REDACTED]";
 
 /// Per-invocation state of the capabilities.
 pub(crate) struct CallState {
@@ -420,20 +418,16 @@ impl CallState {
 
     /// Every form in which the credential might come back: worked out once per credential,
     /// plus those of credentials a renewal replaced during this call.
-    fn secret_forms(&self) -> Arc<[String]> {
+    fn secret_forms(&self) -> SecretForms {
         let Some(credential) = &self.context.credential else {
-            return NO_SECRETS.clone();
+            return SecretForms::none();
         };
         let auth = self.auth.as_ref();
-        let current = credential.spellings(|secret| spellings(secret, auth));
+        let current = credential.secret_forms(auth);
         if self.retired_secrets.is_empty() {
             return current;
         }
-        let mut forms = current.to_vec();
-        for retired in &self.retired_secrets {
-            forms.extend(spellings(retired, auth));
-        }
-        forms.into()
+        current.and_those_of(&self.retired_secrets, auth)
     }
 }
 
@@ -451,73 +445,6 @@ fn escape_controls(text: String) -> String {
             }
         })
         .collect()
-}
-
-static NO_SECRETS: std::sync::LazyLock<Arc<[String]>> = std::sync::LazyLock::new(|| Arc::from(Vec::new()));
-
-/// Every spelling of `secret`, sent under `auth`, that the scrubber looks for.
-fn spellings(secret: &str, auth: Option<&AuthScheme>) -> Vec<String> {
-    // Very short values would redact unrelated text and protect nothing.
-    if secret.len() < 6 {
-        return Vec::new();
-    }
-    let mut forms = vec![secret.to_owned()];
-    if matches!(auth, Some(AuthScheme::Basic)) {
-        forms.push(base64::engine::general_purpose::STANDARD.encode(secret));
-        if let Some((_, password)) = secret.split_once(':')
-            && password.len() >= 6
-        {
-            forms.push(password.to_owned());
-        }
-    }
-    // As the upstream may echo them: inside a URL it was sent in (query auth), or escaped in a
-    // JSON string.
-    let plain = forms.clone();
-    for form in &plain {
-        forms.extend(escaped_forms(form));
-    }
-    // Longest first: a spelling containing another is replaced whole, not around a hole.
-    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-    forms.dedup();
-    forms
-}
-
-/// The spellings of `secret` other than itself that an upstream echoing it may use: URL-encoded
-/// (as a query value, `+` for spaces; and percent-encoded in either case of hex digits) and
-/// JSON-escaped (with and without `\/` for slashes).
-fn escaped_forms(secret: &str) -> Vec<String> {
-    let form_encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    let percent_encoded = form_encoded.replace('+', "%20");
-    let lower_hex = lowercase_percent_escapes(&percent_encoded);
-    let lower_hex_form = lowercase_percent_escapes(&form_encoded);
-    let json = serde_json::to_string(secret).unwrap_or_default();
-    let json = json.trim_matches('"').to_owned();
-    let json_slashes = json.replace('/', "\\/");
-    [
-        form_encoded,
-        percent_encoded,
-        lower_hex,
-        lower_hex_form,
-        json,
-        json_slashes,
-    ]
-    .into_iter()
-    .filter(|form| form != secret)
-    .collect()
-}
-
-/// `%2B` → `%2b`: some encoders write hex digits in lower case.
-fn lowercase_percent_escapes(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('%') {
-        out.push_str(&rest[..at]);
-        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
-        out.push_str(&escape.to_ascii_lowercase());
-        rest = &rest[at + escape.len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Redirects the host follows for a connector before handing it the final response.
@@ -551,62 +478,6 @@ fn redirect_target(
         })
         .ok_or_else(|| denied("the upstream redirected to an unusable location"));
     Some(parsed)
-}
-
-/// Scrub `secrets` out of a body stream. Up to the longest secret's length minus one byte is
-/// held back at the end of each chunk, so an occurrence split across chunks is still found.
-fn scrub_stream(
-    body: futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>>,
-    secrets: Arc<[String]>,
-) -> futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>> {
-    use futures::StreamExt;
-    if secrets.is_empty() {
-        return body;
-    }
-    let keep = secrets.iter().map(String::len).max().unwrap_or(1) - 1;
-    let state = (body, Vec::<u8>::new(), secrets, false);
-    futures::stream::unfold(state, move |(mut body, mut carry, secrets, done)| async move {
-        if done {
-            return None;
-        }
-        match body.next().await {
-            Some(Ok(chunk)) => {
-                carry.extend_from_slice(&chunk);
-                let mut data = scrub(&carry, &secrets).unwrap_or(carry);
-                let cut = data.len().saturating_sub(keep);
-                let tail = data.split_off(cut);
-                Some((Ok(Bytes::from(data)), (body, tail, secrets, false)))
-            }
-            Some(Err(error)) => Some((Err(error), (body, Vec::new(), secrets, true))),
-            None => {
-                let rest = scrub(&carry, &secrets).unwrap_or(carry);
-                Some((Ok(Bytes::from(rest)), (body, Vec::new(), secrets, true)))
-            }
-        }
-    })
-    .boxed()
-}
-
-/// Replace every occurrence of each of `secrets` in `data`.
-pub(crate) fn scrub(data: &[u8], secrets: &[String]) -> Option<Vec<u8>> {
-    let mut out: Option<Vec<u8>> = None;
-    for secret in secrets {
-        let current = out.as_deref().unwrap_or(data);
-        let finder = memchr::memmem::Finder::new(secret.as_bytes());
-        if finder.find(current).is_none() {
-            continue;
-        }
-        let mut replaced = Vec::with_capacity(current.len());
-        let mut last = 0;
-        for start in finder.find_iter(current) {
-            replaced.extend_from_slice(&current[last..start]);
-            replaced.extend_from_slice(REDACTED.as_bytes());
-            last = start + secret.len();
-        }
-        replaced.extend_from_slice(&current[last..]);
-        out = Some(replaced);
-    }
-    out
 }
 
 fn origin_text(url: &Url) -> String {
@@ -817,18 +688,6 @@ pub(crate) mod tests {
     use super::super::{CallContext, RuntimeLimits};
     use super::*;
 
-    #[test]
-    fn scrub_replaces_every_occurrence_of_every_form() {
-        let secrets = vec!["ghp_secret123".to_owned(), "c2VjcmV0".to_owned()];
-        let data = b"token ghp_secret123 and ghp_secret123, b64 c2VjcmV0.";
-        let scrubbed = scrub(data, &secrets).expect("something to scrub");
-        assert_eq!(
-            String::from_utf8(scrubbed).expect("utf8"),
-            "token [REDACTED] and [REDACTED], b64 [REDACTED]."
-        );
-        assert!(scrub(b"nothing here", &secrets).is_none());
-    }
-
     struct Unreachable;
 
     impl Upstream for Unreachable {
@@ -1011,31 +870,6 @@ pub(crate) mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn streamed_bodies_are_scrubbed_across_chunk_boundaries() {
-        use futures::StreamExt;
-        let secret = "s3cret-token".to_owned();
-        let text = "a s3cret-token b s3cr".to_owned() + "et-token c";
-        // Split everywhere, including inside the secret.
-        for size in 1..text.len() {
-            let chunks: Vec<Result<Bytes, UpstreamError>> = text
-                .as_bytes()
-                .chunks(size)
-                .map(|c| Ok(Bytes::copy_from_slice(c)))
-                .collect();
-            let out: Vec<u8> =
-                scrub_stream(futures::stream::iter(chunks).boxed(), vec![secret.clone()].into())
-                    .map(|c| c.expect("chunk").to_vec())
-                    .concat()
-                    .await;
-            assert_eq!(
-                String::from_utf8(out).expect("utf8"),
-                "a [REDACTED] b [REDACTED] c",
-                "chunks of {size}"
-            );
-        }
-    }
-
     #[test]
     fn forbidden_headers_cover_credentials_framing_routing_coding_and_ranges() {
         for name in [
@@ -1068,49 +902,11 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_echoed_credential_is_scrubbed_url_encoded_or_json_escaped_too() {
-        let secret = "s3cret+abc/def= x";
-        let forms = spellings(secret, Some(&AuthScheme::Query("api_key".into())));
-        for echoed in [
-            "s3cret+abc/def= x",
-            "s3cret%2Babc%2Fdef%3D+x",
-            "s3cret%2babc%2fdef%3d+x",
-            "s3cret%2Babc%2Fdef%3D%20x",
-            "s3cret+abc\\/def= x",
-        ] {
-            let body = format!("{{\"url\": \"/items?api_key={echoed}&page=2\"}}");
-            let scrubbed = scrub(body.as_bytes(), &forms).unwrap_or_else(|| panic!("{echoed} not found"));
-            let scrubbed = String::from_utf8(scrubbed).expect("utf8");
-            assert_eq!(
-                scrubbed, "{\"url\": \"/items?api_key=[REDACTED]&page=2\"}",
-                "{echoed}"
-            );
-        }
-        // Basic credentials: the encoded header value and the password, in each spelling.
-        let forms = spellings("user:pa/ss+word", Some(&AuthScheme::Basic));
-        let basic = base64::engine::general_purpose::STANDARD.encode("user:pa/ss+word");
-        for echoed in [basic.as_str(), "pa/ss+word", "pa%2Fss%2Bword", "pa\\/ss+word"] {
-            assert!(scrub(echoed.as_bytes(), &forms).is_some(), "{echoed}");
-        }
-        assert!(spellings("short", None).is_empty(), "too short to scrub safely");
-    }
-
-    #[test]
     fn connector_log_lines_cannot_break_into_new_lines() {
         assert_eq!(
             escape_controls("done\n2026-11-29T00:00:00Z ERROR forged\r\u{1b}[31m".into()),
             "done\\n2026-11-29T00:00:00Z ERROR forged\\r\\u{1b}[31m"
         );
         assert_eq!(escape_controls("plain é".into()), "plain é");
-    }
-
-    #[test]
-    fn a_credential_works_its_spellings_out_once_for_all_its_clones() {
-        let credential = super::super::Credential::new("s3cret-token");
-        let first = credential.spellings(|secret| spellings(secret, None));
-        let again = credential
-            .clone()
-            .spellings(|_| unreachable!("already worked out"));
-        assert!(Arc::ptr_eq(&first, &again));
     }
 }

@@ -199,10 +199,16 @@ async fn a_connection_base_url_is_used_only_where_the_policy_allows_it() {
         .plan_for(Some(&url("https://github.acme.test/api/v3")))
         .expect("allowed");
     assert_eq!(plan.base_url, "https://github.acme.test/api/v3");
-    let refused = restricted
-        .plan_for(Some(&url("https://evil.example")))
-        .expect_err("outside the policy");
-    assert!(refused.contains("https://evil.example"), "{refused}");
+    let again = restricted
+        .plan_for(Some(&url("https://github.acme.test/api/v3")))
+        .expect("allowed");
+    assert!(Arc::ptr_eq(&plan, &again), "a connection's calls share one plan");
+    for _ in 0..2 {
+        let refused = restricted
+            .plan_for(Some(&url("https://evil.example")))
+            .expect_err("outside the policy, every time");
+        assert!(refused.contains("https://evil.example"), "{refused}");
+    }
     assert!(restricted.plan_for(None).is_ok(), "the connector's own origin");
 
     let unrestricted = runtime.load(bytes, &Policy::default()).await.expect("load");

@@ -116,8 +116,8 @@ fn verifier_context(session_id: i64) -> String {
 impl Vault {
     /// Create a session; returns it with the URL token (shown once, stored hashed).
     pub fn create_connect_session(&self, new: &NewSession) -> anyhow::Result<(ConnectSession, String)> {
-        let token = format!("cst_{}", crypto::random_hex(24));
-        let public_id = format!("cs_{}", crypto::random_hex(12));
+        let token = crypto::random_id("cst_", 24);
+        let public_id = crypto::random_id("cs_", 12);
         self.write(|store| {
             store.insert_connect_session(&public_id, &crypto::api_key_hash(&token), new, now())
         })?;

@@ -231,14 +231,43 @@ pub fn api_key_hash(key: &str) -> Vec<u8> {
 
 /// `n` random bytes as lower-case hex.
 pub fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    random_id("", n)
 }
+
+/// `prefix` and `n` (at most 32) random bytes in lower-case hex, e.g. a `txn_…` key: built in
+/// place, as one is made for every request.
+pub fn random_id(prefix: &str, n: usize) -> String {
+    let mut bytes = [0u8; 32];
+    let bytes = &mut bytes[..n];
+    rand::rng().fill_bytes(bytes);
+    let mut id = String::with_capacity(prefix.len() + 2 * n);
+    id.push_str(prefix);
+    for byte in bytes.iter() {
+        id.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+        id.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
+    }
+    id
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_ids_are_prefixed_lower_case_hex_and_differ() {
+        let first = random_id("txn_", 12);
+        let hex = first.strip_prefix("txn_").expect("prefix");
+        assert_eq!(hex.len(), 24);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{hex}"
+        );
+        assert_ne!(first, random_id("txn_", 12));
+        assert_eq!(random_hex(16).len(), 32);
+    }
 
     #[test]
     fn sealed_secret_opens_only_in_its_own_context() -> anyhow::Result<()> {
