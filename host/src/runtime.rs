@@ -122,9 +122,10 @@ impl Default for RuntimeLimits {
 #[derive(Clone)]
 pub struct Credential {
     secret: Arc<str>,
-    /// The spellings of the secret that are scrubbed from responses, worked out on first use and
-    /// shared by every clone (a cached connection's credential is cloned for each request).
-    forms: Arc<std::sync::OnceLock<scrub::SecretForms>>,
+    /// The spellings of the secret that are scrubbed from responses, worked out on first use
+    /// (for the scheme it was first sent under) and shared by every clone: a cached
+    /// connection's credential is cloned for each request.
+    forms: Arc<std::sync::OnceLock<(Option<AuthScheme>, scrub::SecretForms)>>,
 }
 
 impl Credential {
@@ -140,12 +141,18 @@ impl Credential {
         &self.secret
     }
 
-    /// The secret's spellings as sent under `auth`, worked out the first time (a credential
-    /// belongs to one connection, so `auth` is the same on every call).
+    /// The secret's spellings as sent under `auth`: worked out once for the scheme of its
+    /// connection's connector, and afresh in the rare call under another (a reloaded connector
+    /// that changed its scheme), so no spelling is ever missed.
     pub(crate) fn secret_forms(&self, auth: Option<&AuthScheme>) -> scrub::SecretForms {
-        self.forms
-            .get_or_init(|| scrub::SecretForms::of(&self.secret, auth))
-            .clone()
+        let (first_auth, forms) = self
+            .forms
+            .get_or_init(|| (auth.cloned(), scrub::SecretForms::of(&self.secret, auth)));
+        if first_auth.as_ref() == auth {
+            forms.clone()
+        } else {
+            scrub::SecretForms::of(&self.secret, auth)
+        }
     }
 }
 

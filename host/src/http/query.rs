@@ -4,6 +4,7 @@ use crate::error::ApiError;
 use axum::extract::{FromRequestParts, RawQuery};
 use axum::http::request::Parts;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// Default page size of list endpoints.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -26,13 +27,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
             .map_err(|_| ApiError::BadRequest("malformed query string".into()))?;
         let mut map = HashMap::new();
         for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned() {
-            if map.contains_key(&name) {
-                return Err(ApiError::BadRequest(format!(
-                    "query parameter `{name}` is given more than once; send it once (a list \
-                     parameter takes one comma-separated value: `tags=a,b`)"
-                )));
+            match map.entry(name) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(taken) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "query parameter `{}` is given more than once; send it once (a list \
+                         parameter takes one comma-separated value: `tags=a,b`)",
+                        taken.key()
+                    )));
+                }
             }
-            map.insert(name, value);
         }
         Ok(Self(map))
     }

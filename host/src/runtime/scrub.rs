@@ -266,8 +266,24 @@ mod tests {
     fn a_credential_works_its_spellings_out_once_for_all_its_clones() {
         let credential = super::super::Credential::new("s3cret-token");
         let first = credential.secret_forms(None);
-        let again = credential.clone().secret_forms(Some(&AuthScheme::Basic));
+        let again = credential.clone().secret_forms(None);
         assert!(Arc::ptr_eq(&first.0, &again.0), "worked out once, on first use");
+    }
+
+    #[test]
+    fn a_credential_sent_under_another_scheme_gets_that_schemes_spellings() {
+        let credential = super::super::Credential::new("user:pa55word");
+        let bearer = credential.secret_forms(None);
+        let encoded = base64::engine::general_purpose::STANDARD.encode("user:pa55word");
+        assert!(
+            scrub(encoded.as_bytes(), &bearer).is_none(),
+            "not a bearer spelling"
+        );
+        let basic = credential.secret_forms(Some(&AuthScheme::Basic));
+        assert!(
+            scrub(encoded.as_bytes(), &basic).is_some(),
+            "the basic scheme's encoding"
+        );
     }
 
     #[test]
