@@ -17,7 +17,8 @@ use std::sync::{Arc, LazyLock};
 /// What is replaced for every credential value found.
 const REDACTED: &str = "[REDACTED]";
 
-/// The spellings of one or more secrets, longest first, each ready to be searched for.
+/// The spellings of one or more secrets, each ready to be searched for; one secret's spellings
+/// come longest first, so a spelling containing another is replaced whole.
 #[derive(Clone)]
 pub(crate) struct SecretForms(Arc<[Finder<'static>]>);
 
