@@ -10,6 +10,16 @@ cd "$(dirname "$0")/.."
 OUT=target/wasm32-wasip2/guest
 
 cargo plugins
+# `cargo plugins` writes to Cargo's target directory. Where that is elsewhere (CARGO_TARGET_DIR
+# or `build.target-dir` set), bring the Rust components here too: one directory holds them all.
+cargo_target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+mkdir -p "$OUT"
+if [ -n "$cargo_target" ] && [ "$(realpath "$cargo_target/wasm32-wasip2/guest")" != "$(realpath "$OUT")" ]; then
+    for manifest in plugins/*/Cargo.toml; do
+        name="$(basename "$(dirname "$manifest")")"
+        cp "$cargo_target/wasm32-wasip2/guest/$name.wasm" "$OUT/"
+    done
+fi
 
 skipped=()
 failed=()
