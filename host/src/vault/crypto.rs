@@ -237,19 +237,15 @@ pub fn random_hex(n: usize) -> String {
 /// `prefix` and `n` (at most 32) random bytes in lower-case hex, e.g. a `txn_…` key: built in
 /// place, as one is made for every request.
 pub fn random_id(prefix: &str, n: usize) -> String {
-    let mut bytes = [0u8; 32];
-    let bytes = &mut bytes[..n];
+    let (mut bytes, mut digits) = ([0u8; 32], [0u8; 64]);
+    let (bytes, digits) = (&mut bytes[..n], &mut digits[..2 * n]);
     rand::rng().fill_bytes(bytes);
+    hex::encode_to_slice(bytes, digits).expect("two digits per byte");
     let mut id = String::with_capacity(prefix.len() + 2 * n);
     id.push_str(prefix);
-    for byte in bytes.iter() {
-        id.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
-        id.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
-    }
+    id.push_str(std::str::from_utf8(digits).expect("hex digits are ASCII"));
     id
 }
-
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests {
