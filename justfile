@@ -33,7 +33,7 @@ loadbench *ARGS:
     rustup target add wasm32-wasip2
     cargo plugins
     cargo build --release -p sluice -p sluice-loadbench
-    ./target/release/sluice-loadbench {{ARGS}}
+    cargo run --release -q -p sluice-loadbench -- {{ARGS}}
 
 # The load harness with every target: S (`wasmtime serve` + a wasi:http hello-world; needs
 # `cargo install --locked wasmtime-cli --version 48.0.8`) and the connectors in C, JavaScript
@@ -43,7 +43,7 @@ loadbench-all *ARGS:
     plugins/build.sh
     cargo build --profile guest --target wasm32-wasip2 -p sluice-guest-hello-http --target-dir target/hello-http
     cargo build --release -p sluice -p sluice-loadbench
-    ./target/release/sluice-loadbench --targets D,P,Pt,Px,W,S \
+    cargo run --release -q -p sluice-loadbench -- --targets D,P,Pt,Px,W,S \
         --connector 'W-c=hubspot/get_contact@target/wasm32-wasip2/guest/hubspot.wasm#{"contact_id":"bench"}' \
         --connector 'W-js=stripe/get_customer@target/wasm32-wasip2/guest/stripe.wasm#{"id":"cus_bench"}' \
         --connector 'W-py=slack/get_user@target/wasm32-wasip2/guest/slack.wasm#{"user":"U0BENCH"}' \

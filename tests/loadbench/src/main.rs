@@ -51,10 +51,12 @@ use upstream::{BodySize, FakeUpstream};
 #[derive(Debug, Parser)]
 #[command(name = "sluice-loadbench")]
 struct Args {
-    /// The `sluice` binary [default: <workspace>/target/release/sluice].
+    /// The `sluice` binary [default: the one built beside this harness, in Cargo's target
+    /// directory].
     #[arg(long)]
     sluice: Option<PathBuf>,
-    /// The GitHub connector component [default: <workspace>/target/wasm32-wasip2/guest/github.wasm].
+    /// The GitHub connector component [default: wasm32-wasip2/guest/github.wasm in Cargo's target
+    /// directory, else in <workspace>/target].
     #[arg(long)]
     component: Option<PathBuf>,
     /// An extra gateway variant: `LABEL=INTEGRATION/ENDPOINT@PATH[#PARAMS]`, e.g.
@@ -294,6 +296,26 @@ fn default_path(given: &Option<PathBuf>, relative: &str) -> PathBuf {
     }
 }
 
+/// Where Cargo put what it built beside this harness: `<target dir>/release` holds the gateway
+/// it was built with, and `<target dir>/wasm32-wasip2/guest` the Rust connectors — wherever
+/// `CARGO_TARGET_DIR` or `build.target-dir` put the target directory.
+fn built_beside_this_harness(path_in_target_dir: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let target_dir = exe.parent()?.parent()?;
+    let path = target_dir.join(path_in_target_dir);
+    path.exists().then_some(path)
+}
+
+/// `given`, else what Cargo built beside this harness, else `target/…` in the workspace.
+fn default_build_output(given: &Option<PathBuf>, path_in_target_dir: &str) -> PathBuf {
+    if given.is_none()
+        && let Some(path) = built_beside_this_harness(path_in_target_dir)
+    {
+        return path;
+    }
+    default_path(given, &format!("target/{path_in_target_dir}"))
+}
+
 fn address_of(gateway: &Gateway) -> anyhow::Result<SocketAddr> {
     let authority = gateway.url.strip_prefix("http://").unwrap_or(&gateway.url);
     authority
@@ -316,8 +338,8 @@ struct Bench {
 
 impl Bench {
     async fn start(args: Args, extra_serve_args: &[String]) -> anyhow::Result<Self> {
-        let binary = default_path(&args.sluice, "target/release/sluice");
-        let component = default_path(&args.component, "target/wasm32-wasip2/guest/github.wasm");
+        let binary = default_build_output(&args.sluice, "release/sluice");
+        let component = default_build_output(&args.component, "wasm32-wasip2/guest/github.wasm");
         if !component.is_file() {
             bail!(
                 "no GitHub connector at {}: build the connectors with `cargo plugins` (needs `rustup target add wasm32-wasip2`) or pass --component PATH",
