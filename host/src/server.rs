@@ -7,7 +7,9 @@
 //! wakes idle ones along the way; on a busy gateway that cross-CPU traffic cost more than the
 //! balancing it buys. Connections are dealt round-robin, so long-lived keep-alive clients spread
 //! evenly; the streams of one HTTP/2 connection all run on the thread it was dealt to, so a
-//! single HTTP/2 client uses one core (HTTP/1.1 clients with a connection pool use them all).
+//! single HTTP/2 client uses one core (HTTP/1.1 clients with a connection pool use them all;
+//! dealing streams to other threads cost each request a third more CPU: BENCHMARKS.md, twelfth
+//! pass).
 //! Nothing moves a busy thread's work elsewhere, so nothing may hold a thread: blocking
 //! work goes to the blocking pool, and a connector computing for longer than an epoch tick
 //! yields (see `Runtime::new_store`).

@@ -1,4 +1,5 @@
-//! The load generator: one keep-alive HTTP/1.1 connection per worker (like `wrk`).
+//! The load generator: one keep-alive HTTP/1.1 connection per worker (like `wrk`), or one
+//! HTTP/2 connection all workers multiplex their requests over (like one `h2load` client).
 //!
 //! - Closed loop: each worker sends its next request when the previous one is answered.
 //! - Fixed rate (open loop, like `wrk2`): each worker has its own schedule of intended send
@@ -14,8 +15,8 @@
 use crate::stats::Summary;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -63,6 +64,27 @@ pub struct RunSpec {
     pub duration: Duration,
     /// A request slower than this is an error.
     pub timeout: Duration,
+    /// All workers share one HTTP/2 connection (prior knowledge, no TLS) instead of each
+    /// having its own HTTP/1.1 one.
+    pub http2: bool,
+}
+
+/// Where a worker sends its requests.
+enum Connection {
+    /// The worker's own; opened on first use and after a failure.
+    Http1(Option<http1::SendRequest<Full<Bytes>>>),
+    /// One shared by every worker of the run; reopened by the first worker to find it closed.
+    Http2(Arc<tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>>),
+}
+
+impl Connection {
+    /// After a failed exchange: the next one opens a new connection (HTTP/1.1), or finds out
+    /// whether the shared one is still open (HTTP/2).
+    fn failed(&mut self) {
+        if let Self::Http1(sender) = self {
+            *sender = None;
+        }
+    }
 }
 
 /// Counts shared with an observer while a run is going on.
@@ -96,16 +118,22 @@ pub async fn run(target: &Target, spec: RunSpec, live: Arc<Live>) -> RunOutcome 
         .rate
         .map(|rate| Duration::from_secs_f64(spec.concurrency as f64 / rate.max(1e-3)));
     let target = Arc::new(target.clone());
+    let shared_http2 = Arc::new(tokio::sync::Mutex::new(None));
     let mut workers = Vec::with_capacity(spec.concurrency);
     for index in 0..spec.concurrency {
         let target = target.clone();
         let live = live.clone();
+        let connection = match spec.http2 {
+            true => Connection::Http2(shared_http2.clone()),
+            false => Connection::Http1(None),
+        };
         // Stagger the schedules so the workers' sends interleave evenly.
         let first = per_worker_interval
             .map(|interval| start + interval.mul_f64(index as f64 / spec.concurrency as f64));
         workers.push(tokio::spawn(async move {
             worker(
                 &target,
+                connection,
                 first,
                 per_worker_interval,
                 measure_from,
@@ -140,8 +168,10 @@ pub async fn run(target: &Target, spec: RunSpec, live: Arc<Live>) -> RunOutcome 
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one run's settings, passed once per worker
 async fn worker(
     target: &Target,
+    mut connection: Connection,
     first: Option<Instant>,
     interval: Option<Duration>,
     measure_from: Instant,
@@ -154,7 +184,6 @@ async fn worker(
         errors: 0,
         first_error: None,
     };
-    let mut connection: Option<SendRequest<Full<Bytes>>> = None;
     let mut intended = first;
     loop {
         let sent_at = match (intended, interval) {
@@ -204,7 +233,7 @@ async fn worker(
             }
             None => {}
             Some(error) => {
-                connection = None;
+                connection.failed();
                 if counted {
                     result.errors += 1;
                     result.first_error.get_or_insert(error);
@@ -218,31 +247,32 @@ async fn worker(
 }
 
 /// One request on the worker's connection, opening it first if needed.
-async fn exchange(target: &Target, connection: &mut Option<SendRequest<Full<Bytes>>>) -> Result<(), String> {
-    if connection.as_ref().is_none_or(|sender| sender.is_closed()) {
-        *connection = Some(connect(target.addr).await?);
-    }
-    let Some(sender) = connection.as_mut() else {
-        return Err("no connection".into());
+async fn exchange(target: &Target, connection: &mut Connection) -> Result<(), String> {
+    let request = request_for(target)?;
+    let response = match connection {
+        Connection::Http1(sender) => {
+            if sender.as_ref().is_none_or(|sender| sender.is_closed()) {
+                *sender = Some(connect_http1(target.addr).await?);
+            }
+            let Some(sender) = sender.as_mut() else {
+                return Err("no connection".into());
+            };
+            sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+            sender.send_request(request).await
+        }
+        Connection::Http2(shared) => {
+            let mut sender = {
+                let mut shared = shared.lock().await;
+                if shared.as_ref().is_none_or(|sender| sender.is_closed()) {
+                    *shared = Some(connect_http2(target.addr).await?);
+                }
+                shared.clone().ok_or("no connection")?
+            };
+            sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+            sender.send_request(request).await
+        }
     };
-    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
-    let mut request = hyper::Request::builder()
-        .method(target.method.clone())
-        .uri(&target.path)
-        .header(http::header::HOST, target.addr.to_string());
-    if let Some(authorization) = &target.authorization {
-        request = request.header(http::header::AUTHORIZATION, authorization);
-    }
-    if target.method == http::Method::POST {
-        request = request.header(http::header::CONTENT_TYPE, "application/json");
-    }
-    let request = request
-        .body(Full::new(target.body.clone()))
-        .map_err(|e| format!("request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("exchange: {e}"))?;
+    let response = response.map_err(|e| format!("exchange: {e}"))?;
     let status = response.status();
     let body = response
         .into_body()
@@ -255,6 +285,23 @@ async fn exchange(target: &Target, connection: &mut Option<SendRequest<Full<Byte
         return Err(format!("HTTP {status}: {shown}"));
     }
     check_body(target.expect, &body)
+}
+
+/// The request `target` sends.
+fn request_for(target: &Target) -> Result<hyper::Request<Full<Bytes>>, String> {
+    let mut request = hyper::Request::builder()
+        .method(target.method.clone())
+        .uri(&target.path)
+        .header(http::header::HOST, target.addr.to_string());
+    if let Some(authorization) = &target.authorization {
+        request = request.header(http::header::AUTHORIZATION, authorization);
+    }
+    if target.method == http::Method::POST {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    request
+        .body(Full::new(target.body.clone()))
+        .map_err(|e| format!("request: {e}"))
 }
 
 /// Whether `body` is what `expect` promises.
@@ -278,14 +325,26 @@ pub fn check_body(expect: Expect, body: &[u8]) -> Result<(), String> {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+async fn tcp_connect(addr: SocketAddr) -> Result<TokioIo<tokio::net::TcpStream>, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    Ok(TokioIo::new(stream))
+}
+
+async fn connect_http1(addr: SocketAddr) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+    let (sender, connection) = http1::handshake(tcp_connect(addr).await?)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn connect_http2(addr: SocketAddr) -> Result<http2::SendRequest<Full<Bytes>>, String> {
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), tcp_connect(addr).await?)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
     tokio::spawn(connection);
     Ok(sender)
 }

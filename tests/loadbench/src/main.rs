@@ -114,6 +114,11 @@ struct Args {
     /// Skip the fixed-rate runs.
     #[arg(long)]
     no_rate: bool,
+    /// In the closed-loop and fixed-rate runs, all workers multiplex their requests over one
+    /// HTTP/2 connection (prior knowledge, no TLS) instead of one HTTP/1.1 connection each; a
+    /// target that does not speak HTTP/2 that way fails every request (the fake upstream, D).
+    #[arg(long)]
+    http2: bool,
     /// A request slower than this many seconds is an error.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
@@ -509,6 +514,7 @@ impl Bench {
             warmup: Duration::from_secs_f64(self.args.warmup),
             duration: Duration::from_secs_f64(self.args.duration),
             timeout: Duration::from_secs_f64(self.args.timeout),
+            http2: self.args.http2,
         }
     }
 
@@ -907,6 +913,7 @@ async fn memory_mode(args: &Args) -> anyhow::Result<u64> {
             warmup: Duration::ZERO,
             duration: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
+            http2: false,
         },
         Arc::new(Live::default()),
     )
@@ -928,6 +935,7 @@ async fn memory_mode(args: &Args) -> anyhow::Result<u64> {
         warmup: Duration::from_millis(args.slow_ms + args.slow_ms / 2),
         duration: Duration::from_secs_f64(args.memory_secs),
         timeout: Duration::from_secs_f64(args.timeout.max(args.slow_ms as f64 / 1000.0 * 3.0)),
+        http2: false,
     };
     println!(
         "memory: {} connections, upstream delay {} ms, {} s",
@@ -1020,6 +1028,7 @@ async fn soak_mode(args: &Args, seconds: f64) -> anyhow::Result<u64> {
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs_f64(seconds),
             timeout: Duration::from_secs_f64(args.timeout),
+            http2: false,
         },
         live,
     )
