@@ -87,14 +87,21 @@ impl Registry {
 
     /// Add or replace one connector, atomically for readers: a request that already holds
     /// the previous version finishes on it. If the same file used to provide another id, that
-    /// one is removed in the same swap.
-    pub fn insert(&self, connector: LoadedConnector) {
+    /// one is removed in the same swap; returns the ids removed so.
+    pub fn insert(&self, connector: LoadedConnector) -> Vec<String> {
         let id = connector.manifest.id.clone();
         let source = connector.source.clone();
+        let mut removed = Vec::new();
         let replaced = update(&self.current, |current| {
             let mut next = (**current).clone();
             if let Some(source) = &source {
-                next.retain(|other, c| other == &id || c.source.as_ref() != Some(source));
+                next.retain(|other, c| {
+                    let keep = other == &id || c.source.as_ref() != Some(source);
+                    if !keep {
+                        removed.push(other.clone());
+                    }
+                    keep
+                });
             }
             let previous = next.insert(id.clone(), Arc::new(connector));
             (std::mem::replace(current, Arc::new(next)), previous)
@@ -120,6 +127,7 @@ impl Registry {
         // Outside the lock: the last reference to a replaced connector tears down its compiled
         // code and spare instances, and requests looking connectors up need not wait for that.
         drop(replaced);
+        removed
     }
 
     /// Drop spare instances no request has taken for `idle_for`, over every connector; how
@@ -217,6 +225,17 @@ impl Registry {
     /// Files that loaded but serve nothing, because a later file declared the same id.
     pub fn shadowed(&self) -> BTreeMap<PathBuf, Shadowed> {
         read(&self.shadowed)
+    }
+
+    /// Shadowed files whose connector id nothing serves any more: the file that shadowed each
+    /// was removed, or now declares another id.
+    pub fn orphaned_shadows(&self) -> Vec<PathBuf> {
+        let serving = self.snapshot();
+        self.shadowed()
+            .into_values()
+            .filter(|shadowed| !serving.contains_key(&shadowed.id))
+            .map(|shadowed| shadowed.path)
+            .collect()
     }
 }
 
@@ -353,7 +372,10 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
             }
             loader.metrics.start_connector_series(&connector.manifest);
             registry.clear_failure(path);
-            registry.insert(connector);
+            let id = connector.manifest.id.clone();
+            for removed in registry.insert(connector) {
+                tracing::info!(id = %removed, file = %path.display(), now = %id, "connector removed: its file now declares another connector");
+            }
             true
         }
         Err(error) => {

@@ -86,7 +86,7 @@ pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -
     } else {
         None
     };
-    tokio::spawn(reload_task(receiver, dir.to_owned(), loader, registry));
+    tokio::spawn(reload_task(receiver, loader, registry));
     Ok(Reloader {
         _watcher: watcher,
         dir: dir.to_owned(),
@@ -97,7 +97,6 @@ pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -
 /// The one task that applies changes, so two reloads never race each other.
 async fn reload_task(
     mut events: mpsc::UnboundedReceiver<(PathBuf, Reload)>,
-    dir: PathBuf,
     loader: Loader,
     registry: Arc<Registry>,
 ) {
@@ -115,36 +114,32 @@ async fn reload_task(
             }
         }
         for (path, reload) in changed {
-            apply(&loader, &registry, &dir, &path, reload, started).await;
+            apply(&loader, &registry, &path, reload, started).await;
         }
     }
 }
 
-async fn apply(
-    loader: &Loader,
-    registry: &Registry,
-    dir: &Path,
-    path: &Path,
-    reload: Reload,
-    started: Instant,
-) {
+async fn apply(loader: &Loader, registry: &Registry, path: &Path, reload: Reload, started: Instant) {
     if !path.exists() {
         registry.clear_failure(path);
         let removed = registry.remove_source(path);
         for id in &removed {
             tracing::info!(%id, file = %path.display(), "connector removed");
         }
-        if !removed.is_empty() {
-            load_shadowed(loader, registry, dir).await;
-        }
+        load_orphaned_shadows(loader, registry).await;
         return;
     }
     // Unchanged content (a touch, or an event for a write already handled) needs no work,
-    // unless what connectors load under changed.
+    // unless what connectors load under changed. A file put back as the version still serving
+    // after a failed write is no longer stale.
     if reload == Reload::Changed
         && let (Some(current), Ok(bytes)) = (registry.from_source(path), tokio::fs::read(path).await)
         && current.content_hash == crate::vault::crypto::sha256_hex(&bytes)
     {
+        if registry.failures().contains_key(path) {
+            registry.clear_failure(path);
+            tracing::info!(file = %path.display(), "the file is the version serving again; its failed load is forgotten");
+        }
         return;
     }
     if registry::load_into(loader, registry, path).await {
@@ -153,20 +148,17 @@ async fn apply(
             millis = started.elapsed().as_millis() as u64,
             "hot reload applied (time from first file event to serving)"
         );
+        // It may have stopped declaring an id another file was shadowed for.
+        load_orphaned_shadows(loader, registry).await;
     }
 }
 
-/// After a connector's file is removed, load the files of `dir` that serve nothing: another
-/// file declaring the same id (which the removed one had shadowed) takes over, rather than the
-/// connector going away while a file still provides it.
-async fn load_shadowed(loader: &Loader, registry: &Registry, dir: &Path) {
-    let Ok(files) = registry::component_files(dir).await else {
-        return;
-    };
-    for file in files {
-        if registry.from_source(&file).is_none() && !registry.failures().contains_key(&file) {
-            registry::load_into(loader, registry, &file).await;
-        }
+/// Load the shadowed files whose connector id nothing serves any more: the file declaring the
+/// same id that had shadowed one was removed or now declares another id, and the connector
+/// should not go away while a file still provides it.
+async fn load_orphaned_shadows(loader: &Loader, registry: &Registry) {
+    for file in registry.orphaned_shadows() {
+        registry::load_into(loader, registry, &file).await;
     }
 }
 

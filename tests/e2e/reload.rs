@@ -135,7 +135,8 @@ async fn hot_reload_under_load_drops_nothing() {
 }
 
 /// A garbage write or a torn (half-written) file never replaces a working version; the
-/// failure shows in `GET /v1/plugins`. Removing the file unloads the connector; a new file loads.
+/// failure shows in `GET /v1/plugins` until the file is the serving version again. Removing the
+/// file unloads the connector; a new file loads.
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_writes_keep_the_old_version_and_files_come_and_go() {
     let gateway = Gateway::start(Path::new(SLUICE), &[guests::VERSIONED_V1], Options::default()).await;
@@ -163,7 +164,23 @@ async fn broken_writes_keep_the_old_version_and_files_come_and_go() {
             "the old version serves"
         );
     }
+    // The same bytes as the version serving: nothing to load, and nothing stale any more.
     std::fs::write(&target, &good).expect("restore");
+    let started = Instant::now();
+    loop {
+        let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
+        let state = &plugins.body["rows"][0];
+        if state["state"] == "loaded" {
+            assert_eq!(state["lastError"], Value::Null, "{state}");
+            assert_eq!(plugins.body["failures"], json!([]), "{}", plugins.body);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still stale after the good file came back: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     wait_for_version(&client, &gateway, &key, "1.0.0").await;
 
     std::fs::remove_file(&target).expect("remove");
@@ -303,6 +320,85 @@ async fn only_changes_load_and_a_shadowed_file_takes_over() {
     )
     .await;
     assert_eq!(call.status, 200, "{:?}", call.body);
+}
+
+/// A file that is changed to declare another connector's id shadows that connector's own file,
+/// and its own connector goes; changed back, it serves its own again and the other file takes
+/// its connector back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_stops_shadowing_another_hands_its_connector_back() {
+    let gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[guests::ECHO, guests::VERSIONED_V1],
+        Options::default(),
+    )
+    .await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let echo_file = gateway.plugins_dir().join("echo.wasm");
+    let serving = |body: &Value| -> Vec<(String, String)> {
+        let rows = body["rows"].as_array().cloned().unwrap_or_default();
+        let mut rows: Vec<(String, String)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row["id"].as_str().unwrap_or("?").to_owned(),
+                    row["file"].as_str().unwrap_or("?").to_owned(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let wait_for = |expected: Vec<(&'static str, &'static str)>, why: &'static str| {
+        let (client, url) = (client.clone(), gateway.url.clone());
+        async move {
+            let expected: Vec<(String, String)> = expected
+                .into_iter()
+                .map(|(id, file)| (id.to_owned(), file.to_owned()))
+                .collect();
+            let started = Instant::now();
+            loop {
+                let plugins = send(client.get(format!("{url}/v1/plugins"))).await;
+                if serving(&plugins.body) == expected {
+                    return plugins.body;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{why}: {}",
+                    plugins.body
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    replace_by_rename(guests::VERSIONED_V1, &echo_file);
+    let plugins = wait_for(
+        vec![("versioned", "echo.wasm")],
+        "echo.wasm never took `versioned` over",
+    )
+    .await;
+    assert_eq!(
+        (&plugins["shadowed"][0]["file"], &plugins["shadowed"][0]["by"]),
+        (&json!("versioned.wasm"), &json!("echo.wasm")),
+        "{plugins}"
+    );
+    assert!(
+        gateway
+            .output()
+            .contains("connector removed: its file now declares another connector"),
+        "echo's removal is logged"
+    );
+
+    replace_by_rename(guests::ECHO, &echo_file);
+    let plugins = wait_for(
+        vec![("echo", "echo.wasm"), ("versioned", "versioned.wasm")],
+        "versioned.wasm never took its connector back",
+    )
+    .await;
+    assert_eq!(plugins["shadowed"], json!([]), "{plugins}");
+    assert_eq!(version(&client, &gateway.url, &key).await.as_deref(), Ok("1.0.0"));
 }
 
 /// Under `--no-watch`, `SIGHUP` makes the gateway look at its plugins directory again (it used
