@@ -65,7 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let vault = open_existing_vault(&store)?;
             let options = KeyOptions {
                 environment: environment.parse()?,
-                scope: Scope::parse(&scope)?,
+                scope: Scope::parse_new(&scope)?,
                 name,
                 expires_at: expires_in_days.map(|days| crate::vault::now() + i64::from(days) * 86_400),
                 daily_quota,
@@ -103,10 +103,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Revoke { prefix, store }) => {
             let vault = open_existing_vault(&store)?;
-            if !vault.revoke_api_key(&prefix)? {
-                anyhow::bail!("no active key with prefix {prefix}");
+            let revoked = vault.revoke_api_key(&prefix)?;
+            if revoked.is_empty() {
+                // Not echoed: it may be a whole key.
+                anyhow::bail!(
+                    "no active key matches (give the key, its prefix as `keys list` shows it, or its id)"
+                );
             }
-            eprintln!("revoked {prefix}");
+            for id in revoked {
+                eprintln!("revoked key {id}");
+            }
             Ok(())
         }
         Command::Connectors(ConnectorsCommand::Approve { id, plugins, store }) => {

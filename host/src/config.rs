@@ -204,33 +204,41 @@ pub struct ServeArgs {
     /// is disabled without one.
     #[arg(long, env = "SLUICE_ADMIN_KEY", hide_env_values = true, value_parser = parse_admin_key)]
     pub admin_key: Option<String>,
-    /// Most connections one environment may hold (`plan_limit_reached` beyond it).
-    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_ENV")]
+    /// Most connections one environment may hold (`plan_limit_reached` beyond it; at least 1).
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_ENV", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_env: Option<u32>,
     /// Concurrent invocations of one connector (`429 connector_busy` beyond; at least 1).
     #[arg(long, env = "SLUICE_MAX_IN_FLIGHT_PER_CONNECTOR", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight_per_connector: u32,
-    /// Upstream requests one invocation may send.
-    #[arg(long, env = "SLUICE_MAX_UPSTREAM_REQUESTS", default_value_t = 16)]
+    /// Upstream requests one invocation may send (at least 1).
+    #[arg(long, env = "SLUICE_MAX_UPSTREAM_REQUESTS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_upstream_requests: u32,
-    /// Time allowed for one upstream exchange, in milliseconds.
-    #[arg(long, env = "SLUICE_UPSTREAM_TIMEOUT_MS", default_value_t = 20_000)]
+    /// Time allowed for one upstream exchange, in milliseconds (at least 1).
+    #[arg(long, env = "SLUICE_UPSTREAM_TIMEOUT_MS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub upstream_timeout_ms: u64,
-    /// Refresh an OAuth access token when it expires within this many seconds.
-    #[arg(long, env = "SLUICE_OAUTH_REFRESH_MARGIN_SECS", default_value_t = 300)]
+    /// Refresh an OAuth access token when it expires within this many seconds (0 or more).
+    #[arg(long, env = "SLUICE_OAUTH_REFRESH_MARGIN_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(0..))]
     pub oauth_refresh_margin_secs: i64,
-    /// Lifetime of a connect session (the link an end user opens to connect an account).
-    #[arg(long, env = "SLUICE_CONNECT_SESSION_TTL_SECS", default_value_t = 600)]
+    /// Lifetime of a connect session (the link an end user opens to connect an account), in
+    /// seconds (at least 1).
+    #[arg(long, env = "SLUICE_CONNECT_SESSION_TTL_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub connect_session_ttl_secs: i64,
-    /// Largest upstream response body handed to a connector, in MiB.
-    #[arg(long, env = "SLUICE_MAX_RESPONSE_MIB", default_value_t = 16)]
+    /// Largest upstream response body handed to a connector, in MiB (at least 1).
+    #[arg(long, env = "SLUICE_MAX_RESPONSE_MIB", default_value_t = 16,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_response_mib: usize,
-    /// Largest request body a connector may send upstream, in MiB.
-    #[arg(long, env = "SLUICE_MAX_REQUEST_BODY_MIB", default_value_t = 8)]
+    /// Largest request body a connector may send upstream, in MiB (at least 1).
+    #[arg(long, env = "SLUICE_MAX_REQUEST_BODY_MIB", default_value_t = 8,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_request_body_mib: usize,
-    /// Largest body a caller may stream through passthrough, in MiB.
-    #[arg(long, env = "SLUICE_MAX_PASSTHROUGH_BODY_MIB", default_value_t = 64)]
+    /// Largest body a caller may stream through passthrough, in MiB (at least 1).
+    #[arg(long, env = "SLUICE_MAX_PASSTHROUGH_BODY_MIB", default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_passthrough_body_mib: usize,
     /// Log lines a connector may write per invocation (later ones are dropped).
     #[arg(long, env = "SLUICE_MAX_LOG_LINES", default_value_t = 100)]
@@ -244,8 +252,9 @@ pub struct ServeArgs {
     /// Do not keep compiled components in `<data-dir>/cache`.
     #[arg(long, env = "SLUICE_NO_CACHE")]
     pub no_cache: bool,
-    /// Days of request log kept.
-    #[arg(long, env = "SLUICE_LOG_RETENTION_DAYS", default_value_t = 30)]
+    /// Days of request log kept (at least 1).
+    #[arg(long, env = "SLUICE_LOG_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub log_retention_days: u32,
     /// Write one `request done` line per HTTP request to the process log (target
     /// `sluice::access`). Off by default: every call is already in the request log
@@ -298,11 +307,11 @@ pub enum KeysCommand {
         /// Expire the key after this many days (1 to 36500, a hundred years).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
         expires_in_days: Option<u32>,
-        /// Calls allowed per UTC day.
-        #[arg(long)]
+        /// Calls allowed per UTC day (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         daily_quota: Option<u32>,
-        /// Calls allowed per minute.
-        #[arg(long)]
+        /// Calls allowed per minute (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         per_minute: Option<u32>,
         /// State location.
         #[command(flatten)]
@@ -314,9 +323,9 @@ pub enum KeysCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Revoke the key with this visible prefix (e.g. `sk_test_3f9a`).
+    /// Revoke a key: give the key itself, its visible prefix (e.g. `sk_test_3f9a`) or its id.
     Revoke {
-        /// The key's prefix as shown at creation.
+        /// The key, its prefix as `keys list` shows it, or its id.
         prefix: String,
         /// State location.
         #[command(flatten)]

@@ -83,6 +83,10 @@ async fn admin_creates_lists_and_revokes_keys() {
         )
         .await;
     assert_eq!(revoked.body["status"], "revoked");
+    assert_eq!(
+        revoked.body["id"], created.body["id"],
+        "the key's id, a number as listed"
+    );
     let refused = setup
         .execute_as(&key, "github", "get_repo", json!({"params": {}}))
         .await;
@@ -98,6 +102,10 @@ async fn admin_creates_lists_and_revokes_keys() {
         json!({"expiresAt": true}),
         json!({"expiresAt": 253_402_300_800_i64}),
         json!({"colour": 1}),
+        json!({"scope": "GitHub"}),
+        json!({"scope": "github,Git Hub!!"}),
+        json!({"dailyQuota": 0}),
+        json!({"perMinuteLimit": 0}),
     ] {
         let answer = setup
             .api_as(TEST_ADMIN_KEY, Method::POST, "/v1/admin/keys", Some(bad.clone()))

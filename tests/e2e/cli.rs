@@ -166,6 +166,35 @@ async fn keys_list_shows_expiry_and_limits() {
         ["daily=100", "per_minute=5", "nightly bot"],
         "{line}"
     );
+    // Limits that would refuse every call, and scopes that would match no connector, are
+    // refused; a key is revoked by itself as well as by its prefix, and never echoed.
+    for (args, expected) in [
+        (&["--daily-quota", "0"][..], "0 is not in 1.."),
+        (&["--per-minute", "0"], "0 is not in 1.."),
+        (&["--scope", "GitHub"], "`GitHub` is not an integration id"),
+    ] {
+        let mut command = vec!["keys", "create"];
+        command.extend(args);
+        let error = gateway.cli(&command).await.expect_err("refused");
+        assert!(error.contains(expected), "{args:?}: {error}");
+    }
+    let doomed = gateway.cli(&["keys", "create"]).await.expect("key created");
+    let doomed = doomed.trim();
+    let revoked = gateway.cli_output(&["keys", "revoke", doomed]).await;
+    assert!(revoked.status.success(), "{revoked:?}");
+    let said = String::from_utf8_lossy(&revoked.stderr);
+    assert!(
+        said.starts_with("revoked key ") && !said.contains(doomed),
+        "{said}"
+    );
+    let listed = gateway.cli(&["keys", "list"]).await.expect("keys listed");
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with(&doomed[..12]) && line.contains("\trevoked\t")),
+        "{listed}"
+    );
+
     // The first start's key has none of these limits, nor a name.
     let unlimited = listed
         .lines()
@@ -226,6 +255,14 @@ fn serve_refuses_settings_that_cannot_work() {
         ("--max-instances", "0", "0 is not in 1.."),
         ("--timeout-ms", "0", "0 is not in 1.."),
         ("--memory-limit-mib", "0", "0 is not in 4.."),
+        ("--upstream-timeout-ms", "0", "0 is not in 1.."),
+        ("--max-upstream-requests", "0", "0 is not in 1.."),
+        ("--max-response-mib", "0", "0 is not in 1.."),
+        ("--max-request-body-mib", "0", "0 is not in 1.."),
+        ("--max-passthrough-body-mib", "0", "0 is not in 1.."),
+        ("--connect-session-ttl-secs", "0", "0 is not in 1.."),
+        ("--log-retention-days", "0", "0 is not in 1.."),
+        ("--max-connections-per-env", "0", "0 is not in 1.."),
         ("--admin-key", "", "the admin key is empty"),
         (
             "--cors-origin",

@@ -105,13 +105,23 @@ async fn create(
         .environment
         .parse()
         .map_err(|_| ApiError::BadRequest("`environment` must be test or live".into()))?;
-    let scope = Scope::parse(&body.scope).map_err(|e| ApiError::BadRequest(format!("`scope`: {e}")))?;
+    let scope = Scope::parse_new(&body.scope).map_err(|e| ApiError::BadRequest(format!("`scope`: {e}")))?;
     let expires_at = body
         .expires_at
         .map(|at| at.unix_seconds("expiresAt"))
         .transpose()?;
     if expires_at.is_some_and(|at| at <= crate::vault::now()) {
         return Err(ApiError::BadRequest("`expiresAt` must be in the future".into()));
+    }
+    for (field, limit) in [
+        ("dailyQuota", body.daily_quota),
+        ("perMinuteLimit", body.per_minute_limit),
+    ] {
+        if limit == Some(0) {
+            return Err(ApiError::BadRequest(format!(
+                "`{field}` must be at least 1 (leave it out for no limit)"
+            )));
+        }
     }
     let options = KeyOptions {
         environment,
@@ -134,10 +144,10 @@ async fn revoke(
 ) -> Result<Json<Value>, ApiError> {
     let target = id.clone();
     let revoked = app.vault.run(move |vault| vault.revoke_api_key(&target)).await?;
-    if !revoked {
+    let Some(revoked_id) = revoked.first() else {
         return Err(ApiError::NotFound(format!("no active key `{id}`")));
-    }
-    Ok(Json(json!({"id": id, "status": "revoked"})))
+    };
+    Ok(Json(json!({"id": revoked_id, "status": "revoked"})))
 }
 
 /// An OAuth app as the admin API shows it: never the client secret.

@@ -309,7 +309,7 @@ impl Store for SqliteStore {
         self.read(api_keys::list)
     }
 
-    fn revoke_api_key(&self, prefix_or_id: &str, at: i64) -> anyhow::Result<bool> {
+    fn revoke_api_key(&self, prefix_or_id: &str, at: i64) -> anyhow::Result<Vec<i64>> {
         self.write(|tx| api_keys::revoke(tx, prefix_or_id, at))
     }
 

@@ -71,6 +71,19 @@ impl Scope {
         Ok(Self::Only(ids))
     }
 
+    /// Parse a scope given for a new key: as [`Self::parse`], and every entry must be a
+    /// connector id as connectors spell them (`GitHub` would match nothing, ever). Stored
+    /// scopes are read with `parse`, so keys made before this check keep working.
+    pub fn parse_new(text: &str) -> anyhow::Result<Self> {
+        let scope = Self::parse(text)?;
+        for id in scope.integrations().unwrap_or_default() {
+            if let Err(rule) = crate::runtime::manifest::check_connector_id(id) {
+                anyhow::bail!("`{id}` is not an integration id: it {rule}");
+            }
+        }
+        Ok(scope)
+    }
+
     /// The integrations this scope is limited to (`None`: every one).
     pub fn integrations(&self) -> Option<&[String]> {
         match self {
@@ -211,9 +224,14 @@ impl Vault {
         self.store.list_api_keys()
     }
 
-    /// Revoke the key whose visible prefix or id is `prefix_or_id`. Returns whether one was revoked.
-    pub fn revoke_api_key(&self, prefix_or_id: &str) -> anyhow::Result<bool> {
-        self.write(|store| store.revoke_api_key(prefix_or_id, now()))
+    /// Revoke the active key that `named` names: the whole key as printed at creation, its
+    /// visible prefix, or its id. Returns the ids of the keys revoked (none: no active key).
+    pub fn revoke_api_key(&self, named: &str) -> anyhow::Result<Vec<i64>> {
+        let prefix_or_id = match self.find_api_key(named)? {
+            Some(key) => key.id.to_string(),
+            None => named.to_owned(),
+        };
+        self.write(|store| store.revoke_api_key(&prefix_or_id, now()))
     }
 
     /// Number of keys ever created.
@@ -252,7 +270,18 @@ mod tests {
     fn revoked_keys_are_marked() -> anyhow::Result<()> {
         let (_dir, vault) = vault()?;
         let created = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
-        assert!(vault.revoke_api_key(&created.record.prefix)?);
+        assert_eq!(vault.revoke_api_key(&created.record.prefix)?, [created.record.id]);
+        assert_eq!(
+            vault.revoke_api_key(&created.record.prefix)?,
+            [0i64; 0],
+            "already revoked"
+        );
+        let whole = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
+        assert_eq!(
+            vault.revoke_api_key(&whole.key)?,
+            [whole.record.id],
+            "by the whole key"
+        );
         assert!(
             vault
                 .find_api_key(&created.key)?
@@ -267,5 +296,14 @@ mod tests {
     fn scope_parsing() {
         assert_eq!(Scope::parse("*").ok(), Some(Scope::All));
         assert!(Scope::parse(" , ").is_err());
+        assert!(Scope::parse_new("github, hubspot").is_ok());
+        let error = Scope::parse_new("github,GitHub")
+            .expect_err("capitals")
+            .to_string();
+        assert!(
+            error.contains("`GitHub` is not an integration id: it must be"),
+            "{error}"
+        );
+        assert!(Scope::parse_new("Git Hub!!").is_err());
     }
 }

@@ -42,13 +42,15 @@ pub(super) fn list(conn: &Connection) -> anyhow::Result<Vec<ApiKey>> {
     rows.map(|row| finish(row?)).collect()
 }
 
-pub(super) fn revoke(conn: &Connection, prefix_or_id: &str, at: i64) -> anyhow::Result<bool> {
+pub(super) fn revoke(conn: &Connection, prefix_or_id: &str, at: i64) -> anyhow::Result<Vec<i64>> {
     let id: i64 = prefix_or_id.parse().unwrap_or(-1);
-    let changed = conn.execute(
-        "UPDATE api_keys SET revoked_at = ?1 WHERE (prefix = ?2 OR id = ?3) AND revoked_at IS NULL",
-        rusqlite::params![at, prefix_or_id, id],
+    let mut revoke = conn.prepare(
+        "UPDATE api_keys SET revoked_at = ?1 WHERE (prefix = ?2 OR id = ?3) AND revoked_at IS NULL RETURNING id",
     )?;
-    Ok(changed > 0)
+    let revoked = revoke
+        .query_map(rusqlite::params![at, prefix_or_id, id], |row| row.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(revoked)
 }
 
 pub(super) fn count(conn: &Connection) -> anyhow::Result<i64> {
