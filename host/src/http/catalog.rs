@@ -209,7 +209,7 @@ pub fn tool_definitions(app: &AppState, allows: impl Fn(&str) -> bool, format: &
     for connector in snapshot.values().filter(|c| allows(&c.manifest.id)) {
         for endpoint in &connector.manifest.endpoints {
             let name = &endpoint.tool_name;
-            let description = if endpoint.description.is_empty() {
+            let mut description = if endpoint.description.is_empty() {
                 format!("{} ({})", endpoint.title, connector.manifest.name)
             } else {
                 format!(
@@ -217,7 +217,10 @@ pub fn tool_definitions(app: &AppState, allows: impl Fn(&str) -> bool, format: &
                     endpoint.title, endpoint.description, connector.manifest.name
                 )
             };
-            let schema = &endpoint.params_schema;
+            let (schema, moved) = tool_input_schema(&endpoint.params_schema);
+            if let Some(moved) = moved {
+                description.push_str(&format!(" The params must also match this JSON Schema: {moved}"));
+            }
             tools.push(match format {
                 "anthropic" => json!({"name": name, "description": description, "input_schema": schema}),
                 "mcp" => json!({"name": name, "description": description, "inputSchema": schema}),
@@ -226,6 +229,34 @@ pub fn tool_definitions(app: &AppState, allows: impl Fn(&str) -> bool, format: &
         }
     }
     tools
+}
+
+/// Keywords LLM APIs refuse at the top of a tool's input schema: Anthropic's API answers
+/// "input_schema does not support oneOf, allOf, or anyOf at the top level" for the whole
+/// request, so one connector using them would break every call that lists the tools.
+const TOP_LEVEL_COMBINATORS: [&str; 3] = ["anyOf", "oneOf", "allOf"];
+
+/// `params_schema` as an LLM tool's input schema, and the top-level combinators taken out of it
+/// (as a schema of their own, for the description). The gateway still checks params against
+/// the whole schema, so a call that misses them gets a `bad_request` naming what is wrong.
+fn tool_input_schema(params_schema: &Value) -> (std::borrow::Cow<'_, Value>, Option<Value>) {
+    let Some(schema) = params_schema
+        .as_object()
+        .filter(|schema| TOP_LEVEL_COMBINATORS.iter().any(|k| schema.contains_key(*k)))
+    else {
+        return (std::borrow::Cow::Borrowed(params_schema), None);
+    };
+    let mut kept = schema.clone();
+    let mut moved = serde_json::Map::new();
+    for keyword in TOP_LEVEL_COMBINATORS {
+        if let Some(value) = kept.remove(keyword) {
+            moved.insert(keyword.to_owned(), value);
+        }
+    }
+    (
+        std::borrow::Cow::Owned(Value::Object(kept)),
+        Some(Value::Object(moved)),
+    )
 }
 
 async fn tools(
@@ -242,4 +273,42 @@ async fn tools(
     }
     let tools = tool_definitions(&app, |id| key.scope.allows(id), &format);
     Ok(Json(json!({"format": format, "tools": tools})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_combinators_move_from_a_tools_schema_to_its_description() {
+        let schema = json!({
+            "type": "object",
+            "required": ["to"],
+            "properties": {"to": {"type": "string"}, "text": {"type": "string"}, "html": {"type": "string"}},
+            "anyOf": [{"required": ["text"]}, {"required": ["html"]}],
+            "allOf": [{"not": {"required": ["cc"]}}]
+        });
+        let (tool, moved) = tool_input_schema(&schema);
+        assert_eq!(
+            tool.as_ref(),
+            &json!({
+                "type": "object",
+                "required": ["to"],
+                "properties": {"to": {"type": "string"}, "text": {"type": "string"}, "html": {"type": "string"}}
+            })
+        );
+        assert_eq!(
+            moved,
+            Some(json!({
+                "anyOf": [{"required": ["text"]}, {"required": ["html"]}],
+                "allOf": [{"not": {"required": ["cc"]}}]
+            }))
+        );
+        // Nested ones are fine where they are.
+        let nested =
+            json!({"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}, {"type": "null"}]}}});
+        let (tool, moved) = tool_input_schema(&nested);
+        assert!(matches!(tool, std::borrow::Cow::Borrowed(_)));
+        assert_eq!((tool.as_ref(), moved), (&nested, None));
+    }
 }
