@@ -325,6 +325,41 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
         )
         .await;
     assert_eq!(named.body["status"], 200, "{:?}", named.body);
+    // A second account connected for alice: naming alice no longer says which one acts.
+    let alice_again = setup
+        .gateway
+        .add_connection(
+            "github",
+            "ghp_aliceSECONDtoken55555",
+            &["--identity", "alice", "--base-url", &base_url],
+        )
+        .await;
+    let ambiguous = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": params, "identity": "alice"}),
+        )
+        .await;
+    assert_eq!((ambiguous.status, ambiguous.code()), (400, "bad_request"));
+    let message = ambiguous.body["message"].as_str().expect("message");
+    assert!(message.contains("belong to identity `alice`"), "{message}");
+    for candidate in [&alice, &alice_again] {
+        assert!(message.contains(candidate.as_str()), "{message}");
+    }
+    assert_eq!(
+        setup.upstream_requests().len(),
+        5,
+        "an ambiguous call sends nothing"
+    );
+    let by_key = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": params, "connection_key": alice_again}),
+        )
+        .await;
+    assert_eq!(by_key.body["status"], 200, "{:?}", by_key.body);
     // An identity the vault API would refuse is refused here too, before it can reach a
     // connect session (and from there a connection key): no action URL, nothing sent.
     for bad in ["evil\u{1b}[31mX\u{7}", "", &"a".repeat(201)] {
@@ -334,7 +369,7 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
         assert_eq!((refused.status, refused.code()), (400, "bad_request"), "{bad:?}");
         assert!(refused.body.get("action_url").is_none(), "{:?}", refused.body);
     }
-    assert_eq!(setup.upstream_requests().len(), 5, "nothing more was sent");
+    assert_eq!(setup.upstream_requests().len(), 6, "nothing more was sent");
 }
 
 /// A caller that hangs up while the connector waits on a slow upstream cuts the call off, and

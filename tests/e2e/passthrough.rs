@@ -98,6 +98,25 @@ async fn passthrough_errors_are_typed() {
     )
     .await;
     assert_eq!((unknown.status, unknown.code()), (404, "not_found"));
+    // A key sent as raw UTF-8 is read as such (keys made before identities were encoded in
+    // them hold it), and bytes that are not UTF-8 are named as the problem.
+    for (bytes, expected) in [
+        ("test::github::ünï::0".as_bytes(), (404, "not_found", "ünï")),
+        (b"test::\xff::0".as_slice(), (400, "bad_request", "is not UTF-8")),
+    ] {
+        let answer = send(setup.client.get(&url).bearer_auth(&setup.key).header(
+            "x-sluice-connection-key",
+            reqwest::header::HeaderValue::from_bytes(bytes).expect("obs-text is a valid header value"),
+        ))
+        .await;
+        let message = answer.body["message"].as_str().unwrap_or_default();
+        assert_eq!(
+            (answer.status, answer.code()),
+            (expected.0, expected.1),
+            "{message}"
+        );
+        assert!(message.contains(expected.2), "{message}");
+    }
     let slack_only = setup.gateway.create_key("test", "slack").await;
     let scoped = send(
         setup

@@ -48,6 +48,11 @@ pub(super) async fn select(
                     Ok(default) => found = default.into_iter().collect(),
                     Err(no_default) => return Ok(Err(no_default)),
                 }
+            } else if selector.connection_key.is_none() && found.len() > 1 {
+                // Two accounts connected for one identity: which one acts is the caller's call.
+                let identity = selector.identity.unwrap_or_default();
+                let keys = found.into_iter().map(|c| c.key).collect();
+                return Ok(Err(NoDefault::SeveralForIdentity(identity, keys)));
             }
             let Some(connection) = found.pop() else {
                 return Ok(Ok(None));
@@ -97,23 +102,30 @@ fn owners_default(found: Vec<ConnectionRecord>) -> Result<Option<ConnectionRecor
     }
 }
 
-/// Why a call that names no connection has none to use.
+/// Why a call that names no connection key has no one connection to use.
 #[derive(Debug)]
 enum NoDefault {
-    /// Every connection belongs to an identity.
+    /// It names no identity either, and every active connection belongs to one.
     OnlyForIdentities,
-    /// Several were made without an identity (their keys).
+    /// It names no identity, and several were made without one (their keys).
     Several(Vec<String>),
+    /// Several belong to the identity it names (the identity, their keys).
+    SeveralForIdentity(String, Vec<String>),
 }
 
 impl NoDefault {
     fn into_error(self, integration: &str) -> ApiError {
         match self {
             Self::OnlyForIdentities => ApiError::BadRequest(format!(
-                "every {integration} connection belongs to an identity, and this call names none: pass \
+                "every active {integration} connection belongs to an identity, and this call names none: pass \
                  `identity` or `connection_key` (GET /v1/vault/connections?platform={integration} lists them)"
             )),
-            Self::Several(candidates) => ambiguous(integration, &candidates),
+            Self::Several(candidates) => ambiguous(integration, "were made without an identity", &candidates),
+            Self::SeveralForIdentity(identity, candidates) => ambiguous(
+                integration,
+                &format!("belong to identity `{identity}`"),
+                &candidates,
+            ),
         }
     }
 }
@@ -181,15 +193,16 @@ pub(super) async fn rejected(app: &AppState, record: &ConnectionRecord, failure:
 /// Most candidate keys an ambiguous call's error names; the vault API lists them all.
 const CANDIDATES_NAMED: usize = 5;
 
-/// The error for a call that several connections could serve.
-fn ambiguous(integration: &str, candidates: &[String]) -> ApiError {
+/// The error for a call that several connections could serve, which `share` what the call
+/// named.
+fn ambiguous(integration: &str, share: &str, candidates: &[String]) -> ApiError {
     let named = candidates[..candidates.len().min(CANDIDATES_NAMED)].join(", ");
     let more = match candidates.len().saturating_sub(CANDIDATES_NAMED) {
         0 => String::new(),
         rest => format!(" and {rest} more: GET /v1/vault/connections?platform={integration} lists them"),
     };
     ApiError::BadRequest(format!(
-        "several {integration} connections were made without an identity; pass `connection_key` (one of: {named}{more})"
+        "several active {integration} connections {share}; pass `connection_key` (one of: {named}{more})"
     ))
 }
 
@@ -223,14 +236,14 @@ mod tests {
     #[test]
     fn an_ambiguous_call_names_a_few_candidates_and_where_to_find_the_rest() {
         let keys: Vec<String> = (0..8).map(|i| format!("test::github::u{i}::1")).collect();
-        let message = ambiguous("github", &keys).to_string();
+        let message = ambiguous("github", "were made without an identity", &keys).to_string();
         assert!(message.contains("test::github::u4::1"), "{message}");
         assert!(!message.contains("test::github::u5::1"), "{message}");
         assert!(
             message.contains("and 3 more: GET /v1/vault/connections?platform=github"),
             "{message}"
         );
-        let message = ambiguous("github", &keys[..2]).to_string();
+        let message = ambiguous("github", "were made without an identity", &keys[..2]).to_string();
         assert!(
             message.ends_with("(one of: test::github::u0::1, test::github::u1::1)"),
             "{message}"

@@ -323,9 +323,12 @@ async fn run(
     let connection_key = CONNECTION_HEADERS
         .iter()
         .find_map(|name| headers.get(*name))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
         .ok_or_else(|| ApiError::BadRequest("the `x-sluice-connection-key` header is required".into()))?;
+    // Keys made before identities were spelt in ASCII in them may hold UTF-8, which a client
+    // can send as raw bytes.
+    let connection_key = std::str::from_utf8(connection_key.as_bytes())
+        .map_err(|_| ApiError::BadRequest("the `x-sluice-connection-key` header is not UTF-8".into()))?
+        .to_owned();
     let environment = key.environment;
     let lookup = connection_key.clone();
     let (record, credential) = app

@@ -194,6 +194,23 @@ pub struct PlanLimitReached {
     pub limit: u32,
 }
 
+/// `identity` as it appears in a connection key, where it only helps people read the key (its
+/// random end makes it unique, and nothing parses it back): ASCII letters, digits and `-_.@+`
+/// are kept and every other character becomes `_`. The key travels in a header
+/// (`x-sluice-connection-key`, where a client cannot always send UTF-8) and in URL paths
+/// (where `/`, `?`, `%` or a space would need encoding a client may not do), and its `::`
+/// separators must be the only ones (`a::b` would read as two segments). The identity itself
+/// is stored and shown unchanged.
+fn key_segment(identity: &str) -> String {
+    identity
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' | '@' | '+' => c,
+            _ => '_',
+        })
+        .collect()
+}
+
 /// Associated data binding a ciphertext to its row and column.
 fn secret_context(key: &str) -> String {
     format!("connections/{key}/secret")
@@ -218,7 +235,9 @@ impl Vault {
             "{}::{}::{}::{}",
             environment,
             new.platform,
-            new.identity.as_deref().unwrap_or("default"),
+            new.identity
+                .as_deref()
+                .map_or_else(|| "default".to_owned(), key_segment),
             crypto::random_hex(16)
         );
         let row = NewConnectionRow {
@@ -430,6 +449,32 @@ mod tests {
 
     fn add(vault: &Vault, new: &NewConnection) -> anyhow::Result<ConnectionRecord> {
         Ok(vault.add_connection(new, None)??)
+    }
+
+    #[test]
+    fn keys_spell_identities_in_plain_ascii_and_identities_are_kept_as_they_are() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        for (identity, segment) in [
+            ("alice@example.com", "alice@example.com"),
+            ("ünï cödé", "_n__c_d_"),
+            ("a::b", "a__b"),
+            ("team/42?x=1%", "team_42_x_1_"),
+        ] {
+            let record = add(
+                &vault,
+                &new_connection("github", Environment::Test, Some(identity)),
+            )?;
+            let prefix = format!("test::github::{segment}::");
+            assert!(record.key.starts_with(&prefix), "{identity}: {}", record.key);
+            assert_eq!(record.key.matches("::").count(), 3, "{}", record.key);
+            assert!(record.key.is_ascii(), "{}", record.key);
+            assert_eq!(record.identity.as_deref(), Some(identity));
+            let found = vault
+                .get_connection(Environment::Test, &record.key)?
+                .expect("found by key");
+            assert_eq!(found.identity.as_deref(), Some(identity));
+        }
+        Ok(())
     }
 
     #[test]
