@@ -33,6 +33,7 @@ use limits::MemoryBudget;
 use manifest::{AuthScheme, Manifest};
 use plan::{CustomPlans, EgressPlan};
 use pool::SlotBudget;
+pub use scrub::SHORTEST_SCRUBBED;
 pub use spare::SPARE_MAX_IDLE;
 use spare::{Aftermath, Spare, Spares};
 use std::fmt;

@@ -60,22 +60,32 @@ async fn connections_add_checks_what_the_vault_api_checks() {
         async move { gateway.cli(&args).await }
     };
     let refused = [
-        (add("nosuch", "tok", &[]).await, "no integration named `nosuch`"),
-        (add("echo", "tok", &[]).await, "`echo` needs no credentials"),
         (
-            add("github", "tok", &["--identity-type", "robot"]).await,
+            add("nosuch", "ghp_tok123", &[]).await,
+            "no integration named `nosuch`",
+        ),
+        (
+            add("echo", "ghp_tok123", &[]).await,
+            "`echo` needs no credentials",
+        ),
+        (
+            add("github", "ghp_tok123", &["--identity-type", "robot"]).await,
             "--identity-type must be one of user, team, organization, project, not `robot`",
         ),
         (
-            add("github", "tok", &["--base-url", "notaurl"]).await,
+            add("github", "ghp_tok123", &["--base-url", "notaurl"]).await,
             "--base-url is not a URL",
         ),
         (
-            add("github", "tok", &["--base-url", "http://127.0.0.1:9"]).await,
+            add("github", "ghp_tok123", &["--base-url", "http://127.0.0.1:9"]).await,
             "--base-url must be an https URL with a host: the connection's credential is sent to it \
              (plain http is allowed with --allow-private-upstreams",
         ),
         (add("github", "   ", &[]).await, "--secret must not be empty"),
+        (
+            add("github", "abcd", &[]).await,
+            "--secret is shorter than 6 characters",
+        ),
         (
             add("github", "ghp_token\n", &[]).await,
             "--secret contains a control character (\\n) at character 10",
@@ -220,7 +230,7 @@ fn state_commands_refuse_a_data_dir_without_a_database() {
             &["keys", "create"][..],
             &["keys", "list"],
             &["keys", "revoke", "sk_test_abcd"],
-            &["connections", "add", "github", "--secret", "tok"],
+            &["connections", "add", "github", "--secret", "ghp_tok123"],
             &["connections", "list"],
             &["connections", "remove", "test::github::default::0123"],
             &["vault", "rotate-key"],

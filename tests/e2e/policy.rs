@@ -179,7 +179,7 @@ async fn connection_base_urls_outside_the_policy_are_refused() {
     let elsewhere = "https://elsewhere.example";
     let created = api(
         "/v1/vault/connections",
-        json!({"platform": "github", "secret": "ghp_x", "identity": "eve", "baseUrl": elsewhere}),
+        json!({"platform": "github", "secret": "ghp_x12345", "identity": "eve", "baseUrl": elsewhere}),
     )
     .await;
     assert_eq!(
@@ -201,7 +201,7 @@ async fn connection_base_urls_outside_the_policy_are_refused() {
     );
     let allowed = api(
         "/v1/vault/connections",
-        json!({"platform": "github", "secret": "ghp_x", "identity": "eve", "baseUrl": "https://github.acme.test"}),
+        json!({"platform": "github", "secret": "ghp_x12345", "identity": "eve", "baseUrl": "https://github.acme.test"}),
     )
     .await;
     assert_eq!(allowed.status, 201, "{:?}", allowed.body);

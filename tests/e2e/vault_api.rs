@@ -281,43 +281,45 @@ async fn a_base_url_must_be_https_unless_private_upstreams_are_allowed() {
 async fn bad_vault_input_is_rejected_naming_the_field() {
     let setup = Setup::new().await;
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"platform": "nope", "secret": "x"}), "platform"),
+        (json!({"platform": "nope", "secret": "ghp_x12345"}), "platform"),
         (
-            json!({"platform": "github", "secret": "x", "identityType": "robot"}),
+            json!({"platform": "github", "secret": "ghp_x12345", "identityType": "robot"}),
             "identityType",
         ),
         (json!({"platform": "github"}), "secret"),
         (json!({"platform": "github", "secret": "  "}), "secret"),
+        // Too short to tell apart from other text when scrubbing it from upstream answers.
+        (json!({"platform": "github", "secret": "abcd"}), "secret"),
         // A copied token with its newline would make every later call fail upstream-side.
         (json!({"platform": "github", "secret": "ghp_token\n"}), "secret"),
         (
-            json!({"platform": "github", "secret": "x", "tags": "crm"}),
+            json!({"platform": "github", "secret": "ghp_x12345", "tags": "crm"}),
             "tags",
         ),
         (
-            json!({"platform": "github", "secret": "x", "baseUrl": "ftp://x"}),
+            json!({"platform": "github", "secret": "ghp_x12345", "baseUrl": "ftp://x"}),
             "baseUrl",
         ),
         // A base URL is shown wherever the connection is: it may hold no credential itself.
         (
-            json!({"platform": "github", "secret": "x", "baseUrl": "https://u:pw@ghe.acme.test"}),
+            json!({"platform": "github", "secret": "ghp_x12345", "baseUrl": "https://u:pw@ghe.acme.test"}),
             "baseUrl",
         ),
         // An identity becomes part of the connection key that apps print and log.
         (
-            json!({"platform": "github", "secret": "x", "identity": "alice\tadmin"}),
+            json!({"platform": "github", "secret": "ghp_x12345", "identity": "alice\tadmin"}),
             "identity",
         ),
         (
-            json!({"platform": "github", "secret": "x", "identity": ""}),
+            json!({"platform": "github", "secret": "ghp_x12345", "identity": ""}),
             "identity",
         ),
         (
-            json!({"platform": "github", "secret": "x", "colour": "red"}),
+            json!({"platform": "github", "secret": "ghp_x12345", "colour": "red"}),
             "colour",
         ),
-        (json!({"platform": "echo", "secret": "x"}), "platform"),
-        (json!({"secret": "x"}), "platform"),
+        (json!({"platform": "echo", "secret": "ghp_x12345"}), "platform"),
+        (json!({"secret": "ghp_x12345"}), "platform"),
     ];
     for (body, field) in cases {
         let answer = setup
@@ -418,7 +420,7 @@ async fn keys_see_only_their_environment_and_scope() {
             &slack_only,
             Method::POST,
             "/v1/vault/connections",
-            Some(json!({"platform": "github", "secret": "x"})),
+            Some(json!({"platform": "github", "secret": "ghp_x12345"})),
         )
         .await;
     assert_eq!((create.status, create.code()), (403, "scope_not_allowed"));

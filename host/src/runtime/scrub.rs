@@ -71,17 +71,20 @@ impl fmt::Debug for SecretForms {
     }
 }
 
+/// Shortest secret (or Basic password) the scrubber looks for: shorter ones would redact
+/// unrelated text and protect little. The vault refuses shorter secrets.
+pub const SHORTEST_SCRUBBED: usize = 6;
+
 /// Every spelling of `secret`, sent under `auth`, that the scrubber looks for.
 fn spellings(secret: &str, auth: Option<&AuthScheme>) -> Vec<String> {
-    // Very short values would redact unrelated text and protect nothing.
-    if secret.len() < 6 {
+    if secret.len() < SHORTEST_SCRUBBED {
         return Vec::new();
     }
     let mut forms = vec![secret.to_owned()];
     if matches!(auth, Some(AuthScheme::Basic)) {
         forms.push(base64::engine::general_purpose::STANDARD.encode(secret));
         if let Some((_, password)) = secret.split_once(':')
-            && password.len() >= 6
+            && password.len() >= SHORTEST_SCRUBBED
         {
             forms.push(password.to_owned());
         }

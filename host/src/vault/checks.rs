@@ -51,8 +51,9 @@ pub fn parse_base_url(field: &str, raw: &str, plain_http_allowed: bool) -> Resul
     let parsed = Url::parse(raw).map_err(|e| format!("{field} is not a URL: {e}"))?;
     let scheme_allowed = parsed.scheme() == "https" || (parsed.scheme() == "http" && plain_http_allowed);
     if !scheme_allowed || parsed.host().is_none() {
+        let schemes = if plain_http_allowed { "an http or https" } else { "an https" };
         return Err(format!(
-            "{field} must be an https URL with a host: the connection's credential is sent to it"
+            "{field} must be {schemes} URL with a host: the connection's credential is sent to it"
         ));
     }
     // The base URL is shown wherever the connection is (API views, listings, the connect
@@ -66,10 +67,12 @@ pub fn parse_base_url(field: &str, raw: &str, plain_http_allowed: bool) -> Resul
     Ok(parsed)
 }
 
-/// A secret the host can send: not blank, at most [`MAX_SECRET_BYTES`], and free of control
-/// characters. The credential goes into an HTTP header (`Authorization`, or the connector's
-/// own), where a line break or NUL is not allowed: stored anyway, every later call would fail
-/// with a `connector_error` that says nothing about the secret.
+/// A secret the host can send and scrub: not blank, at least
+/// [`crate::runtime::SHORTEST_SCRUBBED`] bytes, at most [`MAX_SECRET_BYTES`], and free of
+/// control characters. The credential goes into an HTTP header (`Authorization`, or the
+/// connector's own), where a line break or NUL is not allowed: stored anyway, every later call
+/// would fail with a `connector_error` that says nothing about the secret. A shorter one could
+/// not be told apart from ordinary text, so an upstream echoing it would not have it redacted.
 pub fn check_secret(field: &str, secret: &str) -> Result<(), String> {
     if secret.trim().is_empty() {
         return Err(format!("{field} must not be empty"));
@@ -86,6 +89,13 @@ pub fn check_secret(field: &str, secret: &str) -> Result<(), String> {
              along with a token)",
             control.escape_default(),
             position + 1
+        ));
+    }
+    let shortest = crate::runtime::SHORTEST_SCRUBBED;
+    if secret.len() < shortest {
+        return Err(format!(
+            "{field} is shorter than {shortest} characters: too short to be a credential, and to \
+             be told apart from other text when it is scrubbed from upstream responses"
         ));
     }
     Ok(())
@@ -131,6 +141,8 @@ mod tests {
                 "{error}"
             );
         }
+        let error = check_secret("`secret`", "abcd").expect_err("short");
+        assert!(error.contains("shorter than 6 characters"), "{error}");
         let error = check_secret("`secret`", "token\n").expect_err("newline");
         assert!(error.contains("(\\n) at character 6"), "{error}");
         assert!(check_secret("--secret", " \t ").is_err(), "blank");
@@ -153,7 +165,7 @@ mod tests {
         assert!(check_secret_for("echo", &AuthScheme::None, "--secret", "x").is_err());
         assert!(check_secret_for("jira", &AuthScheme::Basic, "--secret", "alice").is_err());
         assert!(check_secret_for("jira", &AuthScheme::Basic, "--secret", "alice:pw").is_ok());
-        assert!(check_secret_for("github", &AuthScheme::Bearer, "--secret", "ghp_x").is_ok());
+        assert!(check_secret_for("github", &AuthScheme::Bearer, "--secret", "ghp_x12345").is_ok());
         assert!(check_secret_for("github", &AuthScheme::Bearer, "--secret", "ghp_x\n").is_err());
     }
 
@@ -162,6 +174,8 @@ mod tests {
         assert!(parse_base_url("--base-url", "https://ghe.acme.corp/api/v3", false).is_ok());
         assert!(parse_base_url("--base-url", "http://127.0.0.1:9000", false).is_err());
         assert!(parse_base_url("--base-url", "http://127.0.0.1:9000", true).is_ok());
+        let error = parse_base_url("--base-url", "ftp://127.0.0.1", true).expect_err("ftp");
+        assert!(error.starts_with("--base-url must be an http or https URL"), "{error}");
         assert!(parse_base_url("--base-url", "ftp://files.acme.corp", true).is_err());
         let error = parse_base_url("--base-url", "not a url", true).expect_err("not a URL");
         assert!(error.starts_with("--base-url is not a URL"), "{error}");

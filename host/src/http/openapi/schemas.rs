@@ -553,7 +553,7 @@ pub fn all() -> Map<String, Value> {
         ("ApiKeyList", list_of("ApiKey")),
         (
             "ApiKeyRevoked",
-            record(json!({"id": string("The id from the path"), "status": constant(json!("revoked"))})),
+            record(json!({"id": integer("Row id of the key revoked"), "status": constant(json!("revoked"))})),
         ),
         ("OAuthApp", oauth_app()),
         ("OAuthAppList", list_of("OAuthApp")),
