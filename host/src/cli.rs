@@ -199,7 +199,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             environment,
             store,
         }) => remove_connection(&open_existing_vault(&store)?, environment, &connection),
-        Command::OauthApps(command) => oauth_apps(command),
+        Command::OauthApps(command) => oauth_apps(command).await,
     }
 }
 
@@ -301,7 +301,7 @@ fn remove_connection(vault: &Vault, environment: Option<Environment>, id_or_key:
 }
 
 /// `sluice oauth-apps set | list | remove`.
-fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
+async fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
     match command {
         OAuthAppsCommand::Set {
             integration,
@@ -311,8 +311,18 @@ fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
             scopes,
             authorize_url,
             token_url,
+            plugins,
             store,
         } => {
+            // As the admin API checks: an app for a connector that does not use OAuth 2.0 (or
+            // does not exist) would never be used.
+            let vault = open_existing_vault(&store)?;
+            if !matches!(
+                connector_auth(&integration, &plugins, &vault, &store).await?,
+                AuthScheme::OAuth2(_)
+            ) {
+                anyhow::bail!("`{integration}` does not use OAuth 2.0: it takes no OAuth app");
+            }
             let url = |flag: &str, value: Option<String>| {
                 value
                     .map(|u| url::Url::parse(&u).with_context(|| format!("--{flag} {u} is not a URL")))
@@ -327,7 +337,7 @@ fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
                 authorize_url: url("authorize-url", authorize_url)?,
                 token_url: url("token-url", token_url)?,
             };
-            let stored = open_existing_vault(&store)?.put_oauth_app(&app)?;
+            let stored = vault.put_oauth_app(&app)?;
             eprintln!(
                 "registered the {} OAuth app (client id {})",
                 stored.platform, stored.client_id

@@ -84,6 +84,10 @@ pub enum OAuthAppsCommand {
         /// Token endpoint replacing the connector's.
         #[arg(long)]
         token_url: Option<String>,
+        /// Directory of connector components: the gateway's `--plugins`. The integration's
+        /// component is read from it to check that it uses OAuth 2.0.
+        #[arg(long, env = "SLUICE_PLUGINS", default_value = "connectors")]
+        plugins: PathBuf,
         /// State location.
         #[command(flatten)]
         store: StoreArgs,
@@ -346,8 +350,8 @@ pub enum ConnectionsCommand {
         /// Owner of the connection (user, team, …).
         #[arg(long)]
         identity: Option<String>,
-        /// Kind of identity: user, team, organization or project.
-        #[arg(long)]
+        /// Kind of identity: user, team, organization or project (with --identity).
+        #[arg(long, requires = "identity")]
         identity_type: Option<String>,
         /// Upstream base URL replacing the connector's default (e.g. GitHub Enterprise).
         #[arg(long)]

@@ -69,7 +69,12 @@ async fn connections_add_checks_what_the_vault_api_checks() {
             "`echo` needs no credentials",
         ),
         (
-            add("github", "ghp_tok123", &["--identity-type", "robot"]).await,
+            add(
+                "github",
+                "ghp_tok123",
+                &["--identity", "alice", "--identity-type", "robot"],
+            )
+            .await,
             "--identity-type must be one of user, team, organization, project, not `robot`",
         ),
         (
@@ -80,6 +85,10 @@ async fn connections_add_checks_what_the_vault_api_checks() {
             add("github", "ghp_tok123", &["--base-url", "http://127.0.0.1:9"]).await,
             "--base-url must be an https URL with a host: the connection's credential is sent to it \
              (plain http is allowed with --allow-private-upstreams",
+        ),
+        (
+            add("github", "ghp_tok123", &["--identity-type", "user"]).await,
+            "required arguments were not provided:\n  --identity <IDENTITY>",
         ),
         (add("github", "   ", &[]).await, "--secret must not be empty"),
         (

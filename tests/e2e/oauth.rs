@@ -269,9 +269,32 @@ impl OAuthSetup {
                 &format!("{base}/o/oauth2/v2/auth"),
                 "--token-url",
                 &format!("{base}/token"),
+                "--plugins",
+                gateway.plugins_dir().to_str().expect("UTF-8"),
             ])
             .await
             .expect("oauth-apps set");
+        // Only an OAuth connector takes an app, as the admin API says.
+        for (integration, expected) in [
+            ("github", "`github` does not use OAuth 2.0"),
+            ("nope", "no integration named `nope`"),
+        ] {
+            let refused = gateway
+                .cli(&[
+                    "oauth-apps",
+                    "set",
+                    integration,
+                    "--client-id",
+                    "id",
+                    "--client-secret",
+                    "secret",
+                    "--plugins",
+                    gateway.plugins_dir().to_str().expect("UTF-8"),
+                ])
+                .await
+                .expect_err("refused");
+            assert!(refused.contains(expected), "{refused}");
+        }
         Self {
             gateway,
             upstream,

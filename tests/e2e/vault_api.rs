@@ -286,6 +286,10 @@ async fn bad_vault_input_is_rejected_naming_the_field() {
             json!({"platform": "github", "secret": "ghp_x12345", "identityType": "robot"}),
             "identityType",
         ),
+        (
+            json!({"platform": "github", "secret": "ghp_x12345", "identityType": "user"}),
+            "identityType",
+        ),
         (json!({"platform": "github"}), "secret"),
         (json!({"platform": "github", "secret": "  "}), "secret"),
         // Too short to tell apart from other text when scrubbing it from upstream answers.

@@ -168,6 +168,12 @@ async fn create(
     }
     if let Some(kind) = &body.identity_type {
         check_identity_type(kind)?;
+        // Otherwise it would describe the key owner's own default connection.
+        if body.identity.is_none() {
+            return Err(ApiError::BadRequest(
+                "`identityType` says what kind of identity `identity` is, and `identity` is missing".into(),
+            ));
+        }
     }
     if let Some(identity) = &body.identity {
         checks::check_identity("`identity`", identity).map_err(ApiError::BadRequest)?;

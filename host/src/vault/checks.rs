@@ -51,7 +51,11 @@ pub fn parse_base_url(field: &str, raw: &str, plain_http_allowed: bool) -> Resul
     let parsed = Url::parse(raw).map_err(|e| format!("{field} is not a URL: {e}"))?;
     let scheme_allowed = parsed.scheme() == "https" || (parsed.scheme() == "http" && plain_http_allowed);
     if !scheme_allowed || parsed.host().is_none() {
-        let schemes = if plain_http_allowed { "an http or https" } else { "an https" };
+        let schemes = if plain_http_allowed {
+            "an http or https"
+        } else {
+            "an https"
+        };
         return Err(format!(
             "{field} must be {schemes} URL with a host: the connection's credential is sent to it"
         ));
@@ -175,7 +179,10 @@ mod tests {
         assert!(parse_base_url("--base-url", "http://127.0.0.1:9000", false).is_err());
         assert!(parse_base_url("--base-url", "http://127.0.0.1:9000", true).is_ok());
         let error = parse_base_url("--base-url", "ftp://127.0.0.1", true).expect_err("ftp");
-        assert!(error.starts_with("--base-url must be an http or https URL"), "{error}");
+        assert!(
+            error.starts_with("--base-url must be an http or https URL"),
+            "{error}"
+        );
         assert!(parse_base_url("--base-url", "ftp://files.acme.corp", true).is_err());
         let error = parse_base_url("--base-url", "not a url", true).expect_err("not a URL");
         assert!(error.starts_with("--base-url is not a URL"), "{error}");
