@@ -539,6 +539,13 @@ const LOG_WRITER_FINISH: Duration = Duration::from_secs(10);
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Settings first: a mistake in them stops the start before anything is created.
     let policy = LivePolicy::load(args.policy.clone())?;
+    if let Err(error) = std::fs::read_dir(&args.plugins) {
+        anyhow::bail!(
+            "cannot read the plugins directory {}: {error}; create it, or pass --plugins with the \
+             directory of your connector components (`*.wasm`)",
+            args.plugins.display()
+        );
+    }
     if let Some(key) = &args.admin_key
         && key.trim().chars().count() < MIN_ADMIN_KEY_CHARS
     {

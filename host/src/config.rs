@@ -162,8 +162,8 @@ pub struct StoreArgs {
 /// `sluice serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: an IP address and port (`localhost:PORT` means 127.0.0.1).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Directory of connector components (`*.wasm`).
     #[arg(long, env = "SLUICE_PLUGINS", default_value = "connectors")]
@@ -424,6 +424,21 @@ fn parse_public_url(raw: &str) -> Result<String, String> {
     Ok(raw.to_owned())
 }
 
+/// `--listen`: an IP address and port. `localhost` is taken as 127.0.0.1 (what operators mean
+/// by it); other names are refused rather than looked up, so that where the gateway listens
+/// does not depend on a resolver.
+fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = raw.parse() {
+        return Ok(address);
+    }
+    if let Some(port) = raw.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err("expected an IP address and port, like 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080".into())
+}
+
 /// `--admin-key`: an empty one (`SLUICE_ADMIN_KEY=` in an env file) is refused. Taken as given,
 /// it would be the digest of the empty string that guards the admin API; taken as unset, the
 /// admin API would be off without a word to whoever wrote the line meaning to set it.
@@ -486,12 +501,15 @@ mod tests {
             "1",
             "--admin-key",
             "short",
+            "--listen",
+            "localhost:9090",
         ])
         .expect("the smallest working settings");
         let Command::Serve(args) = cli.command else {
             panic!("not serve")
         };
         assert_eq!(args.memory_limit_mib, MIN_MEMORY_LIMIT_MIB);
+        assert_eq!(args.listen, SocketAddr::from(([127, 0, 0, 1], 9090)));
         assert_eq!(args.public_url.as_deref(), Some("https://sluice.example.com/"));
     }
 

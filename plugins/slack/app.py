@@ -97,7 +97,9 @@ def send(method, path, query=None, body=None):
         raise Err(c.ConnectorError_Http(error.value))
     if response.status == 429:
         # The caller gets the 429 as it is; the operator sees it in the gateway's log.
-        print(f"Slack rate-limited {path}: retry after {header(response, 'retry-after')} s")
+        retry_after = header(response, "retry-after")
+        wait = f"retry after {retry_after} s" if retry_after else "no Retry-After given"
+        print(f"Slack rate-limited {path}: {wait}")
     return response
 
 

@@ -75,6 +75,12 @@ async fn connectors_and_actions_are_listed_from_describe() {
         .api(Method::GET, "/v1/available-actions/github?limit=0", None)
         .await;
     assert_eq!(bad_limit.code(), "bad_request");
+    let bad_method = setup
+        .api(Method::GET, "/v1/available-actions/github?method=FOO", None)
+        .await;
+    assert_eq!(bad_method.code(), "bad_request");
+    let message = bad_method.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("`method` must be one of GET, POST"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

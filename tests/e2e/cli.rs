@@ -271,6 +271,12 @@ fn serve_refuses_settings_that_cannot_work() {
     let data_dir = dir.path().to_str().expect("UTF-8");
     for (flag, value, expected) in [
         ("--public-url", "notaurl", "not an absolute URL"),
+        (
+            "--listen",
+            "gateway.internal:8080",
+            "expected an IP address and port, like 127.0.0.1:8080",
+        ),
+        ("--listen", "localhost:http", "expected an IP address and port"),
         ("--max-instances", "0", "0 is not in 1.."),
         ("--timeout-ms", "0", "0 is not in 1.."),
         ("--memory-limit-mib", "0", "0 is not in 4.."),
@@ -295,6 +301,22 @@ fn serve_refuses_settings_that_cannot_work() {
             "{flag} {value}: {error}"
         );
     }
+    // A plugins directory that is not there (the default `connectors` on a first run).
+    let missing = dir.path().join("no-such-dir");
+    let error = refusal(&sluice(
+        &[
+            "serve",
+            "--plugins",
+            missing.to_str().expect("UTF-8"),
+            "--data-dir",
+            data_dir,
+        ],
+        None,
+    ));
+    assert!(
+        error.contains("cannot read the plugins directory") && error.contains("pass --plugins"),
+        "{error}"
+    );
     // An empty `SLUICE_ADMIN_KEY=` line in an env file is the same mistake.
     let output = std::process::Command::new(SLUICE)
         .args(["serve", "--data-dir", data_dir])
@@ -317,6 +339,7 @@ fn a_port_in_use_is_reported_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
     let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugins dir");
     let output = sluice(
         &[
             "serve",

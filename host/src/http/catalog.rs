@@ -8,7 +8,7 @@ use super::openapi::params;
 use super::query::Query;
 use crate::error::ApiError;
 use crate::runtime::LoadedConnector;
-use crate::runtime::manifest::{AuthScheme, EndpointInfo};
+use crate::runtime::manifest::{AuthScheme, EndpointInfo, HTTP_METHODS};
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -104,6 +104,17 @@ async fn actions(
         .get(&platform)
         .ok_or_else(|| ApiError::NotFound(format!("no integration named `{platform}`")))?;
     let (title, key, method) = (query.text("title"), query.text("key"), query.text("method"));
+    // A method no action can have is a typo to report, not a filter that matches nothing.
+    if let Some(method) = &method
+        && !HTTP_METHODS
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(method))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter `method` must be one of {}, not `{method}`",
+            HTTP_METHODS.join(", ")
+        )));
+    }
     let matching: Vec<&EndpointInfo> = connector
         .manifest
         .endpoints

@@ -142,7 +142,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError
 }
 
 /// The methods an endpoint may declare (it documents the upstream call in the catalog).
-const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+pub(crate) const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 /// At most this many schema violations are reported for one call.
 const MAX_REPORTED_ERRORS: usize = 20;
