@@ -123,6 +123,20 @@ async fn bad_bodies_and_params_are_400() {
         )
         .await;
     assert_error(&wrong_type, 400, "bad_request");
+    // A dot segment would take the upstream path elsewhere: the caller's mistake, named.
+    let dot_segment = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": ".."}}),
+        )
+        .await;
+    assert_error(&dot_segment, 400, "bad_request");
+    assert_eq!(
+        dot_segment.body["details"][0]["pointer"], "/repo",
+        "{:?}",
+        dot_segment.body
+    );
     let missing_field = setup
         .execute("github", "get_issue", json!({"params": {"owner": "acme"}}))
         .await;

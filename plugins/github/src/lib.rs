@@ -75,8 +75,10 @@ fn without_nulls(mut value: Value) -> Value {
 impl Connector for GitHub {
     fn describe() -> Manifest {
         let repo_props = json!({
-            "owner": {"type": "string", "minLength": 1, "description": "Account or organization that owns the repository"},
-            "repo": {"type": "string", "minLength": 1, "description": "Repository name without the owner"}
+            // `.` and `..` would be dot segments of the upstream path, which the host refuses
+            // to send (403 `egress_denied`): they are the caller's mistake, a 400.
+            "owner": {"type": "string", "minLength": 1, "not": {"enum": [".", ".."]}, "description": "Account or organization that owns the repository"},
+            "repo": {"type": "string", "minLength": 1, "not": {"enum": [".", ".."]}, "description": "Repository name without the owner"}
         });
         let with_repo = |extra: Value, required: &[&str]| {
             let mut properties = repo_props.clone();

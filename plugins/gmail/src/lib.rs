@@ -146,7 +146,8 @@ impl Connector for Gmail {
                         "required": ["id"],
                         "additionalProperties": false,
                         "properties": {
-                            "id": {"type": "string", "minLength": 1},
+                            // `.` and `..` would be dot segments of the upstream path.
+                            "id": {"type": "string", "minLength": 1, "not": {"enum": [".", ".."]}},
                             "format": {"type": "string", "enum": ["full", "metadata", "minimal", "raw"], "default": "full"}
                         }
                     }))
