@@ -45,6 +45,20 @@ async fn passthrough_forwards_the_call_and_injects_the_credential() {
         sent.header("x-sluice-connection-key").is_none(),
         "gateway headers stay at the gateway"
     );
+
+    // The root of the base URL is reachable too.
+    let root = setup
+        .client
+        .get(format!("{}/v1/passthrough/?page=2", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .header("x-sluice-connection-key", &setup.connection_key)
+        .send()
+        .await
+        .expect("passthrough");
+    assert!(root.headers().contains_key("x-transaction-key"));
+    let sent = setup.upstream_requests().pop().expect("sent");
+    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("GET", "/"));
+    assert_eq!(sent.query.as_deref(), Some("page=2"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

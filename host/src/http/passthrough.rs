@@ -42,6 +42,8 @@ const PREFIX: &str = "/v1/passthrough";
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/passthrough/{*path}", any(passthrough))
+        // The root of the connection's base URL (a wildcard matches no empty path).
+        .route("/v1/passthrough/", any(passthrough))
         // The body streams through with its own cap (`--max-passthrough-body-mib`).
         .layer(axum::extract::DefaultBodyLimit::disable())
 }

@@ -144,7 +144,14 @@ pub const CONNECTOR_FILTERS: &[Param] = &[
 pub const ACTION_FILTERS: &[Param] = &[
     text("title", "Actions whose title contains this, ignoring case"),
     text("key", "The action with this key, e.g. `github-create-issue`"),
-    text("method", "Actions using this HTTP method upstream, ignoring case"),
+    query(
+        "method",
+        Kind::OneOf {
+            values: crate::runtime::manifest::HTTP_METHODS,
+            default: None,
+        },
+        "Actions using this HTTP method upstream (any case)",
+    ),
     LIMIT,
     PAGE,
 ];
