@@ -275,18 +275,39 @@ impl fmt::Debug for LoadedConnector {
     }
 }
 
-/// Why a component could not be loaded.
+/// Why a component could not be loaded. Shown on one line (a log line, `lastError` in
+/// `GET /v1/plugins`): wasmtime's own messages may span several.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Not a valid component for this host (bad bytes, wrong contract, missing exports).
-    #[error("not a loadable connector component: {0}")]
+    #[error("not a loadable connector component: {}", one_line(.0))]
     Component(String),
     /// `describe()` trapped, timed out or returned an invalid manifest.
-    #[error("describe() failed: {0}")]
+    #[error("describe() failed: {}", one_line(.0))]
     Describe(String),
     /// The manifest was refused.
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
+}
+
+/// `text` with each run of whitespace that holds a line break made one space.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('\n') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut joined = String::with_capacity(text.len());
+    for (index, line) in text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .enumerate()
+    {
+        if index > 0 {
+            joined.push(' ');
+        }
+        joined.push_str(line);
+    }
+    std::borrow::Cow::Owned(joined)
 }
 
 /// Why an invocation produced no output.
@@ -501,6 +522,12 @@ impl Runtime {
     /// Compile `bytes` (off the async executor), pre-instantiate it, read its manifest, and
     /// apply the operator's `policy` for it.
     pub async fn load(&self, bytes: Vec<u8>, policy: &Policy) -> Result<LoadedConnector, LoadError> {
+        // The usual stray file (a text file, a half-written download): say so plainly.
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::Component(
+                "not a WebAssembly file (it does not start with the `\\0asm` magic number)".into(),
+            ));
+        }
         let content_hash = crate::vault::crypto::sha256_hex(&bytes);
         let engine = self.engine.clone();
         let cache = self.cache.clone();

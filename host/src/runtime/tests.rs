@@ -185,6 +185,35 @@ async fn a_compilation_past_its_deadline_fails_the_load_and_the_next_load_works(
 }
 
 #[tokio::test]
+async fn load_errors_are_one_line_and_a_file_that_is_not_webassembly_is_named_so() {
+    let (runtime, _upstream) = runtime(1);
+    let error = runtime
+        .load(b"garbage\n".to_vec(), &Policy::default())
+        .await
+        .expect_err("not WebAssembly")
+        .to_string();
+    assert_eq!(
+        error,
+        "not a loadable connector component: not a WebAssembly file (it does not start with the `\\0asm` magic number)"
+    );
+    // A core module, not a component: wasmtime's message spans lines.
+    let error = runtime
+        .load(b"\0asm\x01\0\0\0".to_vec(), &Policy::default())
+        .await
+        .expect_err("a core module")
+        .to_string();
+    assert!(
+        error.starts_with("not a loadable connector component: "),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error}");
+    assert_eq!(
+        one_line("expected=[\n    0x0,\n    0x61,\n] actual"),
+        "expected=[ 0x0, 0x61, ] actual"
+    );
+}
+
+#[tokio::test]
 async fn a_connection_base_url_is_used_only_where_the_policy_allows_it() {
     let (runtime, _upstream) = runtime(4);
     let policy: Policy = serde_json::from_value(serde_json::json!({
