@@ -71,11 +71,13 @@ pub enum ApiError {
     /// The key may not call this integration.
     #[error("this API key may not call `{0}`")]
     ScopeNotAllowed(String),
-    /// The caller has no connection for this integration.
-    #[error("no {integration} connection: connect an account first")]
+    /// The caller has no connection for this integration (for the identity the call named).
+    #[error("no {integration} connection{}: connect an account first", for_identity(identity.as_deref()))]
     IntegrationNotConnected {
         /// Integration id.
         integration: String,
+        /// The identity the call named, if it named one.
+        identity: Option<String>,
         /// Where the user can connect.
         action_url: String,
     },
@@ -184,6 +186,13 @@ fn summary(errors: &[(String, String)]) -> String {
         .map(|(pointer, message)| format!("`{pointer}`: {message}"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// ` for identity `…`` when a call named one.
+fn for_identity(identity: Option<&str>) -> String {
+    identity
+        .map(|identity| format!(" for identity `{identity}`"))
+        .unwrap_or_default()
 }
 
 impl ApiError {
@@ -464,6 +473,7 @@ mod tests {
             ApiError::ScopeNotAllowed(text()),
             ApiError::IntegrationNotConnected {
                 integration: text(),
+                identity: None,
                 action_url: text(),
             },
             ApiError::TokenExpired {

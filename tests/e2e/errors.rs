@@ -465,6 +465,25 @@ async fn missing_connection_is_403_with_action_url() {
     let page = reqwest::get(action_url).await.expect("connect page");
     assert_eq!(page.status(), 200);
     assert!(page.text().await.expect("html").contains("Connect GitHub"));
+    assert_eq!(
+        answer.body["message"], "no github connection: connect an account first",
+        "{:?}",
+        answer.body
+    );
+    // An identity without a connection is named, so the caller knows whose account is missing.
+    let for_bob = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": "bob"}),
+        )
+        .await;
+    assert_error(&for_bob, 403, "integration_not_connected");
+    assert_eq!(
+        for_bob.body["message"], "no github connection for identity `bob`: connect an account first",
+        "{:?}",
+        for_bob.body
+    );
 
     let unknown_key = setup
         .execute(

@@ -75,8 +75,10 @@ pub(super) async fn select(
             )));
         }
         return Err(ApiError::IntegrationNotConnected {
-            action_url: super::connect::action_url(app, environment, integration, identity, None).await,
+            action_url: super::connect::action_url(app, environment, integration, identity.clone(), None)
+                .await,
             integration: integration.to_owned(),
+            identity,
         });
     };
     app.vault
