@@ -14,7 +14,7 @@ use crate::reload::Reload;
 use crate::runtime::manifest::AuthScheme;
 use crate::runtime::{Runtime, RuntimeLimits, SPARE_MAX_IDLE};
 use crate::upstream::HttpUpstream;
-use crate::vault::api_keys::{Environment, KeyOptions, Scope};
+use crate::vault::api_keys::{Environment, KeyOptions, Revocation, Scope, join_ids};
 use crate::vault::checks;
 use crate::vault::connections::{ConnectionFilter, NewConnection};
 use crate::vault::oauth_apps::NewOAuthApp;
@@ -90,8 +90,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .expires_at
                     .map_or_else(|| "never".to_owned(), crate::http::timestamps::rfc3339);
                 out += &format!(
-                    "{}\t{}\t{}\tscope={}\texpires={expires}\tdaily={}\tper_minute={}\t{name}\n",
+                    "{}\tid={}\t{}\t{}\tscope={}\texpires={expires}\tdaily={}\tper_minute={}\t{name}\n",
                     key.prefix,
+                    key.id,
                     key.environment,
                     key.status(now),
                     key.scope,
@@ -101,17 +102,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             print_out(&out)
         }
-        Command::Keys(KeysCommand::Revoke { prefix, store }) => {
+        Command::Keys(KeysCommand::Revoke { key, store }) => {
             let vault = open_existing_vault(&store)?;
-            let revoked = vault.revoke_api_key(&prefix)?;
-            if revoked.is_empty() {
-                // Not echoed: it may be a whole key.
-                anyhow::bail!(
-                    "no active key matches (give the key, its prefix as `keys list` shows it, or its id)"
-                );
-            }
-            for id in revoked {
-                eprintln!("revoked key {id}");
+            // A whole key, pasted as printed at creation, names its row.
+            let prefix_or_id = match vault.find_api_key(&key)? {
+                Some(found) => found.id.to_string(),
+                None => key,
+            };
+            match vault.revoke_api_key(&prefix_or_id)? {
+                Revocation::Revoked(id) => eprintln!("revoked key {id}"),
+                // Not echoed: it may be a mistyped whole key.
+                Revocation::NoActiveKey => anyhow::bail!(
+                    "no active key matches (give the key, its prefix or its id, as `keys list` shows them)"
+                ),
+                Revocation::Ambiguous(ids) => anyhow::bail!(
+                    "several active keys have that prefix (ids {}); none was revoked: give the id or the key",
+                    join_ids(&ids)
+                ),
             }
             Ok(())
         }

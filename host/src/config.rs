@@ -329,8 +329,9 @@ pub enum KeysCommand {
     },
     /// Revoke a key: give the key itself, its visible prefix (e.g. `sk_test_3f9a`) or its id.
     Revoke {
-        /// The key, its prefix as `keys list` shows it, or its id.
-        prefix: String,
+        /// The key, its prefix or its id, as `keys list` shows them.
+        #[arg(value_name = "KEY|PREFIX|ID")]
+        key: String,
         /// State location.
         #[command(flatten)]
         store: StoreArgs,

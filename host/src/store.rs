@@ -143,8 +143,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every key, newest first.
     fn list_api_keys(&self) -> anyhow::Result<Vec<ApiKey>>;
 
-    /// Revoke at `at` the unrevoked keys whose prefix is `prefix_or_id` or whose row id it
-    /// spells; returns the ids of those revoked.
+    /// Revoke at `at` the unrevoked key whose prefix is `prefix_or_id` or whose row id it
+    /// spells, if exactly one is; returns the ids of every unrevoked key that matched.
     fn revoke_api_key(&self, prefix_or_id: &str, at: i64) -> anyhow::Result<Vec<i64>>;
 
     /// How many keys were ever created, revoked ones included.

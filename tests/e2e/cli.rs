@@ -177,16 +177,36 @@ async fn keys_list_shows_expiry_and_limits() {
         .find(|line| line.starts_with(prefix))
         .unwrap_or_else(|| panic!("{prefix} in {listed}"));
     let columns: Vec<&str> = line.split('\t').collect();
-    assert_eq!(columns[1..4], ["test", "active", "scope=*"], "{line}");
-    let expires = columns[4].strip_prefix("expires=").expect("an expiry column");
+    assert!(
+        columns[1]
+            .strip_prefix("id=")
+            .is_some_and(|id| id.parse::<i64>().is_ok()),
+        "{line}"
+    );
+    assert_eq!(columns[2..5], ["test", "active", "scope=*"], "{line}");
+    let expires = columns[5].strip_prefix("expires=").expect("an expiry column");
     assert!(expires.ends_with('Z') && expires.len() == 20, "{line}");
     assert_eq!(
-        columns[5..],
+        columns[6..],
         ["daily=100", "per_minute=5", "nightly bot"],
         "{line}"
     );
-    // Limits that would refuse every call, and scopes that would match no connector, are
-    // refused; a key is revoked by itself as well as by its prefix, and never echoed.
+    // The first start's key has none of these limits, nor a name.
+    let unlimited = listed
+        .lines()
+        .find(|line| !line.starts_with(prefix))
+        .expect("first key");
+    assert!(
+        unlimited.ends_with("\texpires=never\tdaily=-\tper_minute=-\t-"),
+        "{unlimited}"
+    );
+}
+
+/// Limits that would refuse every call, and scopes that would match no connector, are refused;
+/// a key is revoked by itself as well as by its prefix or id, and never echoed.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_that_cannot_work_are_refused_and_keys_are_revoked_by_key_prefix_or_id() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
     for (args, expected) in [
         (&["--daily-quota", "0"][..], "0 is not in 1.."),
         (&["--per-minute", "0"], "0 is not in 1.."),
@@ -197,32 +217,44 @@ async fn keys_list_shows_expiry_and_limits() {
         let error = gateway.cli(&command).await.expect_err("refused");
         assert!(error.contains(expected), "{args:?}: {error}");
     }
-    let doomed = gateway.cli(&["keys", "create"]).await.expect("key created");
-    let doomed = doomed.trim();
-    let revoked = gateway.cli_output(&["keys", "revoke", doomed]).await;
+    let status_of = |listed: &str, key: &str| -> Option<String> {
+        let line = listed.lines().find(|line| line.starts_with(&key[..12]))?;
+        line.split('\t').nth(3).map(str::to_owned)
+    };
+    let by_key = gateway.cli(&["keys", "create"]).await.expect("key created");
+    let revoked = gateway.cli_output(&["keys", "revoke", &by_key]).await;
     assert!(revoked.status.success(), "{revoked:?}");
     let said = String::from_utf8_lossy(&revoked.stderr);
     assert!(
-        said.starts_with("revoked key ") && !said.contains(doomed),
+        said.starts_with("revoked key ") && !said.contains(&by_key),
         "{said}"
     );
+    let by_id = gateway.cli(&["keys", "create"]).await.expect("key created");
     let listed = gateway.cli(&["keys", "list"]).await.expect("keys listed");
+    let id = listed
+        .lines()
+        .find(|line| line.starts_with(&by_id[..12]))
+        .and_then(|line| line.split('\t').nth(1)?.strip_prefix("id=").map(str::to_owned))
+        .expect("an id column");
+    gateway
+        .cli(&["keys", "revoke", &id])
+        .await
+        .expect("revoked by id");
+    // A mistyped key is not echoed back.
+    let mistyped = format!("{by_id}x");
+    let error = gateway
+        .cli(&["keys", "revoke", &mistyped])
+        .await
+        .expect_err("no such key");
     assert!(
-        listed
-            .lines()
-            .any(|line| line.starts_with(&doomed[..12]) && line.contains("\trevoked\t")),
-        "{listed}"
+        error.contains("no active key matches") && !error.contains(&mistyped),
+        "{error}"
     );
 
-    // The first start's key has none of these limits, nor a name.
-    let unlimited = listed
-        .lines()
-        .find(|line| !line.starts_with(prefix))
-        .expect("first key");
-    assert!(
-        unlimited.ends_with("\texpires=never\tdaily=-\tper_minute=-\t-"),
-        "{unlimited}"
-    );
+    let listed = gateway.cli(&["keys", "list"]).await.expect("keys listed");
+    for key in [&by_key, &by_id] {
+        assert_eq!(status_of(&listed, key).as_deref(), Some("revoked"), "{listed}");
+    }
 }
 
 /// Commands that manage a gateway's state never create a new, empty one: a key or connection

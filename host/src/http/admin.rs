@@ -5,7 +5,7 @@ use super::AppState;
 use super::extract::JsonBody;
 use super::timestamps::{TimeInput, rfc3339};
 use crate::error::ApiError;
-use crate::vault::api_keys::{ApiKey, KeyOptions, Scope};
+use crate::vault::api_keys::{ApiKey, KeyOptions, Revocation, Scope, join_ids};
 use crate::vault::oauth_apps::{NewOAuthApp, OAuthApp};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
@@ -143,11 +143,14 @@ async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let target = id.clone();
-    let revoked = app.vault.run(move |vault| vault.revoke_api_key(&target)).await?;
-    let Some(revoked_id) = revoked.first() else {
-        return Err(ApiError::NotFound(format!("no active key `{id}`")));
-    };
-    Ok(Json(json!({"id": revoked_id, "status": "revoked"})))
+    match app.vault.run(move |vault| vault.revoke_api_key(&target)).await? {
+        Revocation::Revoked(revoked) => Ok(Json(json!({"id": revoked, "status": "revoked"}))),
+        Revocation::NoActiveKey => Err(ApiError::NotFound(format!("no active key `{id}`"))),
+        Revocation::Ambiguous(ids) => Err(ApiError::BadRequest(format!(
+            "several active keys have the prefix `{id}` (ids {}); none was revoked: revoke by id",
+            join_ids(&ids)
+        ))),
+    }
 }
 
 /// An OAuth app as the admin API shows it: never the client secret.

@@ -110,6 +110,22 @@ impl fmt::Display for Scope {
     }
 }
 
+/// `ids` as `3, 7`, for messages.
+pub fn join_ids(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// What revoking a key by prefix or id did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The one active key that matched (its id) is revoked.
+    Revoked(i64),
+    /// No active key matched.
+    NoActiveKey,
+    /// Several active keys share the prefix (their ids); none was revoked.
+    Ambiguous(Vec<i64>),
+}
+
 /// A stored key, as found by its hash.
 #[derive(Debug, Clone)]
 pub struct ApiKey {
@@ -224,14 +240,14 @@ impl Vault {
         self.store.list_api_keys()
     }
 
-    /// Revoke the active key that `named` names: the whole key as printed at creation, its
-    /// visible prefix, or its id. Returns the ids of the keys revoked (none: no active key).
-    pub fn revoke_api_key(&self, named: &str) -> anyhow::Result<Vec<i64>> {
-        let prefix_or_id = match self.find_api_key(named)? {
-            Some(key) => key.id.to_string(),
-            None => named.to_owned(),
-        };
-        self.write(|store| store.revoke_api_key(&prefix_or_id, now()))
+    /// Revoke the active key whose visible prefix or id is `prefix_or_id`, if exactly one is.
+    pub fn revoke_api_key(&self, prefix_or_id: &str) -> anyhow::Result<Revocation> {
+        let matching = self.write(|store| store.revoke_api_key(prefix_or_id, now()))?;
+        Ok(match matching.as_slice() {
+            [] => Revocation::NoActiveKey,
+            [only] => Revocation::Revoked(*only),
+            _ => Revocation::Ambiguous(matching),
+        })
     }
 
     /// Number of keys ever created.
@@ -267,20 +283,51 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_two_active_keys_share_revokes_neither() -> anyhow::Result<()> {
+        let (dir, vault) = vault()?;
+        let first = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
+        let second = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
+        // Four hex digits of prefix: two keys share one at about 300 keys.
+        rusqlite::Connection::open(dir.path().join("db"))?.execute(
+            "UPDATE api_keys SET prefix = ?1 WHERE id = ?2",
+            rusqlite::params![first.record.prefix, second.record.id],
+        )?;
+        assert_eq!(
+            vault.revoke_api_key(&first.record.prefix)?,
+            Revocation::Ambiguous(vec![first.record.id, second.record.id])
+        );
+        for key in [&first.key, &second.key] {
+            assert_eq!(
+                vault.find_api_key(key)?.expect("found").revoked_at,
+                None,
+                "nothing revoked"
+            );
+        }
+        assert_eq!(
+            vault.revoke_api_key(&second.record.id.to_string())?,
+            Revocation::Revoked(second.record.id),
+            "by id"
+        );
+        assert_eq!(
+            vault.revoke_api_key(&first.record.prefix)?,
+            Revocation::Revoked(first.record.id),
+            "the prefix names one active key again"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn revoked_keys_are_marked() -> anyhow::Result<()> {
         let (_dir, vault) = vault()?;
         let created = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
-        assert_eq!(vault.revoke_api_key(&created.record.prefix)?, [created.record.id]);
         assert_eq!(
             vault.revoke_api_key(&created.record.prefix)?,
-            [0i64; 0],
-            "already revoked"
+            Revocation::Revoked(created.record.id)
         );
-        let whole = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
         assert_eq!(
-            vault.revoke_api_key(&whole.key)?,
-            [whole.record.id],
-            "by the whole key"
+            vault.revoke_api_key(&created.record.prefix)?,
+            Revocation::NoActiveKey,
+            "already revoked"
         );
         assert!(
             vault

@@ -116,7 +116,10 @@ mod tests {
 
         // Another process (here: another handle on the same file) revokes the key.
         let other = Vault::open(&path, &source)?;
-        assert!(!other.revoke_api_key(&created.record.prefix)?.is_empty());
+        assert_eq!(
+            other.revoke_api_key(&created.record.prefix)?,
+            crate::vault::api_keys::Revocation::Revoked(created.record.id)
+        );
         assert!(
             vault.generation()? > after_create,
             "a change by another process is seen"

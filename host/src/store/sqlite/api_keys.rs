@@ -44,13 +44,20 @@ pub(super) fn list(conn: &Connection) -> anyhow::Result<Vec<ApiKey>> {
 
 pub(super) fn revoke(conn: &Connection, prefix_or_id: &str, at: i64) -> anyhow::Result<Vec<i64>> {
     let id: i64 = prefix_or_id.parse().unwrap_or(-1);
-    let mut revoke = conn.prepare(
-        "UPDATE api_keys SET revoked_at = ?1 WHERE (prefix = ?2 OR id = ?3) AND revoked_at IS NULL RETURNING id",
+    let mut matching = conn.prepare(
+        "SELECT id FROM api_keys WHERE (prefix = ?1 OR id = ?2) AND revoked_at IS NULL ORDER BY id",
     )?;
-    let revoked = revoke
-        .query_map(rusqlite::params![at, prefix_or_id, id], |row| row.get(0))?
+    let matching = matching
+        .query_map(rusqlite::params![prefix_or_id, id], |row| row.get(0))?
         .collect::<Result<Vec<i64>, _>>()?;
-    Ok(revoked)
+    // Revoking cannot be undone: a prefix several keys share revokes none of them.
+    if let [only] = matching.as_slice() {
+        conn.execute(
+            "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2",
+            rusqlite::params![at, only],
+        )?;
+    }
+    Ok(matching)
 }
 
 pub(super) fn count(conn: &Connection) -> anyhow::Result<i64> {
