@@ -65,7 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let vault = open_existing_vault(&store)?;
             let options = KeyOptions {
                 environment: environment.parse()?,
-                scope: Scope::parse_new(&scope)?,
+                scope: Scope::parse_for_new_key(&scope)?,
                 name,
                 expires_at: expires_in_days.map(|days| crate::vault::now() + i64::from(days) * 86_400),
                 daily_quota,

@@ -189,7 +189,7 @@ fn summary(errors: &[(String, String)]) -> String {
 }
 
 /// ` for identity `…`` when a call named one.
-fn for_identity(identity: Option<&str>) -> String {
+pub(crate) fn for_identity(identity: Option<&str>) -> String {
     identity
         .map(|identity| format!(" for identity `{identity}`"))
         .unwrap_or_default()

@@ -41,6 +41,10 @@ pub struct LoadFailure {
     pub error: String,
     /// When (Unix seconds).
     pub at: i64,
+    /// SHA-256 of the bytes that failed, when they could be read: a file put back as the
+    /// version serving clears a failure of other bytes, not one of these very bytes (a load
+    /// under a changed policy that failed).
+    pub content_hash: Option<String>,
 }
 
 /// A component file that loaded but serves nothing: a later file declared the same connector
@@ -193,7 +197,7 @@ impl Registry {
     }
 
     /// Record that `path` failed to load (replacing an earlier failure of the same file).
-    pub fn record_failure(&self, path: &Path, error: String) {
+    pub fn record_failure(&self, path: &Path, error: String, content_hash: Option<String>) {
         // What it held before no longer matters: it could not take over now.
         update(&self.shadowed, |shadowed| {
             shadowed.remove(path);
@@ -205,6 +209,7 @@ impl Registry {
                     path: path.to_owned(),
                     error,
                     at: crate::vault::now(),
+                    content_hash,
                 },
             );
         });
@@ -384,10 +389,20 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
             } else {
                 tracing::error!(file = %path.display(), %error, "connector failed to load");
             }
-            registry.record_failure(path, error);
+            registry.record_failure(path, error, content_hash_of(path).await);
             false
         }
     }
+}
+
+/// SHA-256 of the file at `path`, if it can be read and is not larger than a component may be.
+async fn content_hash_of(path: &Path) -> Option<String> {
+    let size = tokio::fs::metadata(path).await.ok()?.len();
+    if size > MAX_COMPONENT_BYTES {
+        return None;
+    }
+    let bytes = tokio::fs::read(path).await.ok()?;
+    Some(crate::vault::crypto::sha256_hex(&bytes))
 }
 
 /// The `*.wasm` files directly in `dir`, sorted.

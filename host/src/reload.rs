@@ -136,7 +136,11 @@ async fn apply(loader: &Loader, registry: &Registry, path: &Path, reload: Reload
         && let (Some(current), Ok(bytes)) = (registry.from_source(path), tokio::fs::read(path).await)
         && current.content_hash == crate::vault::crypto::sha256_hex(&bytes)
     {
-        if registry.failures().contains_key(path) {
+        let failed_on_other_bytes = registry
+            .failures()
+            .get(path)
+            .is_some_and(|failure| failure.content_hash.as_ref() != Some(&current.content_hash));
+        if failed_on_other_bytes {
             registry.clear_failure(path);
             tracing::info!(file = %path.display(), "the file is the version serving again; its failed load is forgotten");
         }

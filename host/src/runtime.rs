@@ -276,7 +276,8 @@ impl fmt::Debug for LoadedConnector {
 }
 
 /// Why a component could not be loaded. Shown on one line (a log line, `lastError` in
-/// `GET /v1/plugins`): wasmtime's own messages may span several.
+/// `GET /v1/plugins`): wasmtime's own messages may span several, and a manifest error quotes
+/// what the connector declared, which could otherwise forge log lines.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Not a valid component for this host (bad bytes, wrong contract, missing exports).
@@ -286,28 +287,18 @@ pub enum LoadError {
     #[error("describe() failed: {}", one_line(.0))]
     Describe(String),
     /// The manifest was refused.
-    #[error(transparent)]
+    #[error("{}", one_line(&.0.to_string()))]
     Manifest(#[from] manifest::ManifestError),
 }
 
-/// `text` with each run of whitespace that holds a line break made one space.
-fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains('\n') {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut joined = String::with_capacity(text.len());
-    for (index, line) in text
-        .lines()
+/// `text` on one line: each run of control characters (line breaks, escapes) and the spaces
+/// around it made one space.
+fn one_line(text: &str) -> String {
+    text.split(char::is_control)
         .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .enumerate()
-    {
-        if index > 0 {
-            joined.push(' ');
-        }
-        joined.push_str(line);
-    }
-    std::borrow::Cow::Owned(joined)
+        .filter(|piece| !piece.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Why an invocation produced no output.

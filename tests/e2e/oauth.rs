@@ -859,6 +859,10 @@ async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_fo
             "bad_request",
         ),
         (
+            json!({"integration": "gmail", "identityType": "user"}),
+            "bad_request",
+        ),
+        (
             json!({"integration": "gmail", "baseUrl": "ftp://x"}),
             "bad_request",
         ),
@@ -1000,6 +1004,14 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
         .await
         .expect("post");
     assert_eq!(empty.status(), 400);
+    let short = client
+        .post(&url)
+        .form(&[("secret", "abcd"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(short.status(), 400);
+    assert!(short.text().await.expect("page").contains("too short"));
     let saved = client
         .post(&url)
         .header("sec-fetch-site", "same-origin")

@@ -105,7 +105,8 @@ async fn create(
         .environment
         .parse()
         .map_err(|_| ApiError::BadRequest("`environment` must be test or live".into()))?;
-    let scope = Scope::parse_new(&body.scope).map_err(|e| ApiError::BadRequest(format!("`scope`: {e}")))?;
+    let scope =
+        Scope::parse_for_new_key(&body.scope).map_err(|e| ApiError::BadRequest(format!("`scope`: {e}")))?;
     let expires_at = body
         .expires_at
         .map(|at| at.unix_seconds("expiresAt"))

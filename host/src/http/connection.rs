@@ -67,9 +67,7 @@ pub(super) async fn select(
         // A key that names nothing usable is a mistake to report, not a reason to connect
         // another account.
         if let Some(key) = named_key {
-            let for_identity = identity
-                .map(|i| format!(" for identity `{i}`"))
-                .unwrap_or_default();
+            let for_identity = crate::error::for_identity(identity.as_deref());
             return Err(ApiError::NotFound(format!(
                 "no active {integration} connection `{key}`{for_identity} in this environment"
             )));

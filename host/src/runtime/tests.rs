@@ -211,6 +211,11 @@ async fn load_errors_are_one_line_and_a_file_that_is_not_webassembly_is_named_so
         one_line("expected=[\n    0x0,\n    0x61,\n] actual"),
         "expected=[ 0x0, 0x61, ] actual"
     );
+    // What a connector declares is quoted in manifest errors: no forged log lines or colours.
+    assert_eq!(
+        one_line("method `GET\r\n2026-01-01 INFO forged` is not\u{1b}[31m one"),
+        "method `GET 2026-01-01 INFO forged` is not [31m one"
+    );
 }
 
 #[tokio::test]

@@ -74,7 +74,7 @@ impl Scope {
     /// Parse a scope given for a new key: as [`Self::parse`], and every entry must be a
     /// connector id as connectors spell them (`GitHub` would match nothing, ever). Stored
     /// scopes are read with `parse`, so keys made before this check keep working.
-    pub fn parse_new(text: &str) -> anyhow::Result<Self> {
+    pub fn parse_for_new_key(text: &str) -> anyhow::Result<Self> {
         let scope = Self::parse(text)?;
         for id in scope.integrations().unwrap_or_default() {
             if let Err(rule) = crate::runtime::manifest::check_connector_id(id) {
@@ -343,14 +343,14 @@ mod tests {
     fn scope_parsing() {
         assert_eq!(Scope::parse("*").ok(), Some(Scope::All));
         assert!(Scope::parse(" , ").is_err());
-        assert!(Scope::parse_new("github, hubspot").is_ok());
-        let error = Scope::parse_new("github,GitHub")
+        assert!(Scope::parse_for_new_key("github, hubspot").is_ok());
+        let error = Scope::parse_for_new_key("github,GitHub")
             .expect_err("capitals")
             .to_string();
         assert!(
             error.contains("`GitHub` is not an integration id: it must be"),
             "{error}"
         );
-        assert!(Scope::parse_new("Git Hub!!").is_err());
+        assert!(Scope::parse_for_new_key("Git Hub!!").is_err());
     }
 }

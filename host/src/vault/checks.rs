@@ -96,7 +96,7 @@ pub fn check_secret(field: &str, secret: &str) -> Result<(), String> {
         ));
     }
     let shortest = crate::runtime::SHORTEST_SCRUBBED;
-    if secret.len() < shortest {
+    if secret.chars().count() < shortest {
         return Err(format!(
             "{field} is shorter than {shortest} characters: too short to be a credential, and to \
              be told apart from other text when it is scrubbed from upstream responses"

@@ -195,17 +195,17 @@ pub struct PlanLimitReached {
 }
 
 /// `identity` as it appears in a connection key, where it only helps people read the key (its
-/// random end makes it unique, and nothing parses it back): ASCII letters, digits and `-_.@+`
+/// random end makes it unique, and nothing parses it back): ASCII letters, digits and `-_.@`
 /// are kept and every other character becomes `_`. The key travels in a header
-/// (`x-sluice-connection-key`, where a client cannot always send UTF-8) and in URL paths
-/// (where `/`, `?`, `%` or a space would need encoding a client may not do), and its `::`
-/// separators must be the only ones (`a::b` would read as two segments). The identity itself
-/// is stored and shown unchanged.
+/// (`x-sluice-connection-key`, where a client cannot always send UTF-8), in URL paths (where
+/// `/`, `?`, `%` or a space would need encoding a client may not do) and in query strings
+/// (where `+` reads as a space), and its `::` separators must be the only ones (`a::b` would
+/// read as two segments). The identity itself is stored and shown unchanged.
 fn key_segment(identity: &str) -> String {
     identity
         .chars()
         .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' | '@' | '+' => c,
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' | '@' => c,
             _ => '_',
         })
         .collect()
@@ -456,6 +456,7 @@ mod tests {
         let (_dir, vault) = vault()?;
         for (identity, segment) in [
             ("alice@example.com", "alice@example.com"),
+            ("alice+work@example.com", "alice_work@example.com"),
             ("ünï cödé", "_n__c_d_"),
             ("a::b", "a__b"),
             ("team/42?x=1%", "team_42_x_1_"),

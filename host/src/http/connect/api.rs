@@ -88,6 +88,13 @@ pub(super) async fn create_session(
     if let Some(kind) = &body.identity_type {
         // The same kinds the vault API accepts, so the connection made can be filtered by it.
         check_identity_type(kind)?;
+        // As in the vault API: it would label the key owner's own default connection (a
+        // reconnect keeps the connection's own identity).
+        if body.identity.is_none() && body.connection_key.is_none() {
+            return Err(ApiError::BadRequest(
+                "`identityType` says what kind of identity `identity` is, and `identity` is missing".into(),
+            ));
+        }
     }
     // The credential the flow stores goes with this base URL, so setting it here moves no
     // credential that already exists.

@@ -116,6 +116,14 @@ pub(super) async fn submit_credentials(
             "That value is too long or contains control characters.",
         );
     }
+    // The vault's rule: a shorter secret could not be scrubbed from upstream answers.
+    let shortest = crate::runtime::SHORTEST_SCRUBBED;
+    if secret.chars().count() < shortest {
+        return form_error(
+            &connector,
+            &format!("That value is too short: a credential has at least {shortest} characters."),
+        );
+    }
     finish(&app, &connector, session, secret, None).await
 }
 

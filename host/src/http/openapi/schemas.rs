@@ -258,8 +258,8 @@ fn api_key_create() -> Value {
             "scope": with_default(json!({"type": "string", "pattern": "[^\\s,]", "description": "`*` or a comma-separated list of integrations"}), json!("*")),
             "name": or_null(string("Label")),
             "expiresAt": or_null(time_input("Expiry, in the future")),
-            "dailyQuota": or_null(json!({"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "Calls per UTC day"})),
-            "perMinuteLimit": or_null(json!({"type": "integer", "minimum": 0, "maximum": u32::MAX, "description": "Calls per minute"}))
+            "dailyQuota": or_null(json!({"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Calls per UTC day"})),
+            "perMinuteLimit": or_null(json!({"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Calls per minute"}))
         }),
     )
 }
