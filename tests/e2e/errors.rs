@@ -170,6 +170,17 @@ async fn bad_bodies_and_params_are_400() {
         setup.upstream_requests().is_empty(),
         "nothing may be sent for bad params"
     );
+    // A byte order mark before the object is ignored, as JSON parsers may.
+    let with_bom = send(raw(
+        "\u{feff}{\"params\": {\"owner\": \"acme\", \"repo\": \"webapp\"}}",
+    ))
+    .await;
+    assert_eq!(
+        (with_bom.status, &with_bom.body["status"]),
+        (200, &json!(200)),
+        "{:?}",
+        with_bom.body
+    );
 }
 
 /// Bodies over the limit are refused before they are read whole, and the answer says the

@@ -255,6 +255,19 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
         )
         .await;
     assert_eq!((misspelt.status, misspelt.code()), (400, "bad_request"));
+    let both_spellings = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": params, "connection_key": alice, "connectionKey": alice}),
+        )
+        .await;
+    assert_eq!(
+        (both_spellings.status, both_spellings.code()),
+        (400, "bad_request")
+    );
+    let message = both_spellings.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("in one of its spellings"), "{message}");
 
     let auth: Vec<String> = setup
         .upstream_requests()

@@ -43,6 +43,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let WholeBody(bytes) = WholeBody::from_request(request, state).await?;
+        // A byte order mark some Windows tools put before UTF-8 text: JSON parsers may ignore
+        // it (RFC 8259, 8.1), and this one does.
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
         if bytes.is_empty() {
             return Err(ApiError::BadRequest(
                 "request body is empty; send a JSON object".into(),
@@ -54,10 +57,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             return Err(ApiError::BadRequest("request body must be a JSON object".into()));
         }
         // Name the offending field: `tags: invalid type: string, expected a sequence`.
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
+            // Fields with two spellings (`connection_key`, `connectionKey`) are named by one.
+            if inner.to_string().starts_with("duplicate field") {
+                return ApiError::BadRequest(format!(
+                    "invalid request body: {inner} (give each field once, in one of its spellings)"
+                ));
+            }
             if inner.is_syntax() || inner.is_eof() || path == "." {
                 ApiError::BadRequest(format!("invalid request body: {inner}"))
             } else {
