@@ -620,10 +620,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     registry::load_directory(&loader, &registry, &args.plugins).await?;
     let load_millis = started.elapsed().as_millis() as u64;
-    warn_of_unknown_connectors(&loader.policy, &registry);
+    warn_of_policy_mistakes(&loader.policy, &registry, loader.runtime.limits());
     // Held until shutdown: dropping it stops hot reload.
     let reloader = crate::reload::start(&args.plugins, loader.clone(), registry.clone(), !args.no_watch)?;
-    spawn_rescan_on_hangup(reloader, loader.policy.clone(), registry.clone());
+    spawn_rescan_on_hangup(reloader, loader.clone(), registry.clone());
     let loaded = registry.snapshot();
     tracing::info!(
         loaded = loaded.len(),
@@ -750,11 +750,8 @@ fn spawn_log_pruning(vault: Vault, retention_days: u32) {
 /// component file again: a connector whose hosts were just approved loads, also under
 /// `--no-watch`, and a changed policy applies without a restart. A policy file that became
 /// invalid is reported and the one in force stays.
-fn spawn_rescan_on_hangup(
-    reloader: crate::reload::Reloader,
-    policy: Arc<LivePolicy>,
-    registry: Arc<Registry>,
-) {
+fn spawn_rescan_on_hangup(reloader: crate::reload::Reloader, loader: Loader, registry: Arc<Registry>) {
+    let policy = loader.policy.clone();
     #[cfg(unix)]
     tokio::spawn(async move {
         let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -769,7 +766,7 @@ fn spawn_rescan_on_hangup(
             let reload = match policy.reread() {
                 Ok(true) => {
                     tracing::info!("SIGHUP: the policy changed; reloading every connector under it");
-                    warn_of_unknown_connectors(&policy, &registry);
+                    warn_of_policy_mistakes(&policy, &registry, loader.runtime.limits());
                     Reload::Everything
                 }
                 Ok(false) => {
@@ -796,16 +793,26 @@ fn spawn_rescan_on_hangup(
     });
 }
 
-/// Warn of policy entries for connectors that are not loaded. Not an error: the connector may
-/// be added later by hot reload. But a typo there would leave a connector without the limits
-/// meant for it.
-fn warn_of_unknown_connectors(policy: &LivePolicy, registry: &Registry) {
-    let unknown = policy.current().unknown_connectors(registry.snapshot().keys());
+/// Warn of what in the policy is probably not what the operator meant. Not errors: a connector
+/// may be added later by hot reload, and a limit above the gateway's is harmless. But a typo in
+/// an id would leave a connector without the limits meant for it, and a limit meant to raise the
+/// gateway's for one connector does nothing.
+fn warn_of_policy_mistakes(policy: &LivePolicy, registry: &Registry, global: &RuntimeLimits) {
+    let policy = policy.current();
+    let unknown = policy.unknown_connectors(registry.snapshot().keys());
     if !unknown.is_empty() {
         tracing::warn!(
             ?unknown,
             "the policy has entries for connectors that are not loaded; they apply only if such a \
              connector is added later (check the ids for typos)"
+        );
+    }
+    let above = policy.above_global_limits(global);
+    if !above.is_empty() {
+        tracing::warn!(
+            ?above,
+            "the policy sets limits above the gateway's own; a policy only tightens, so the \
+             gateway's apply (raise them with serve's flags)"
         );
     }
 }

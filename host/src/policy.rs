@@ -110,6 +110,23 @@ impl Policy {
         unknown
     }
 
+    /// `connector.field` of every limit set above the gateway's own, sorted: the policy can only
+    /// tighten, so those have no effect, and an operator who meant to raise one should know.
+    pub fn above_global_limits(&self, global: &RuntimeLimits) -> Vec<String> {
+        let mut above: Vec<String> = self
+            .connectors
+            .iter()
+            .flat_map(|(id, policy)| {
+                policy
+                    .above_global_limits(global)
+                    .into_iter()
+                    .map(move |field| format!("{id}.{field}"))
+            })
+            .collect();
+        above.sort();
+        above
+    }
+
     /// The overrides for connector `id`.
     pub fn for_connector(&self, id: &str) -> ConnectorPolicy {
         self.connectors.get(id).cloned().unwrap_or_default()
@@ -165,6 +182,67 @@ impl LivePolicy {
 }
 
 impl ConnectorPolicy {
+    /// The fields of this entry set above the gateway's own limit (which then applies).
+    fn above_global_limits(&self, global: &RuntimeLimits) -> Vec<&'static str> {
+        let above = |set: Option<u128>, global: u128| set.is_some_and(|set| set > global);
+        let mib = |bytes: usize| (bytes >> 20) as u128;
+        [
+            (
+                "memoryMib",
+                above(self.memory_mib.map(|v| v as u128), mib(global.memory_bytes)),
+            ),
+            (
+                "timeoutMs",
+                above(
+                    self.timeout_ms.map(u128::from),
+                    global.invocation_timeout.as_millis(),
+                ),
+            ),
+            (
+                "maxUpstreamRequests",
+                above(
+                    self.max_upstream_requests.map(u128::from),
+                    global.max_upstream_requests.into(),
+                ),
+            ),
+            (
+                "maxInFlight",
+                above(
+                    self.max_in_flight.map(u128::from),
+                    global.max_in_flight_per_connector.into(),
+                ),
+            ),
+            (
+                "upstreamTimeoutMs",
+                above(
+                    self.upstream_timeout_ms.map(u128::from),
+                    global.upstream_timeout.as_millis(),
+                ),
+            ),
+            (
+                "maxResponseMib",
+                above(
+                    self.max_response_mib.map(|v| v as u128),
+                    mib(global.max_response_body),
+                ),
+            ),
+            (
+                "maxRequestBodyMib",
+                above(
+                    self.max_request_body_mib.map(|v| v as u128),
+                    mib(global.max_request_body),
+                ),
+            ),
+            (
+                "maxLogLines",
+                above(self.max_log_lines.map(u128::from), global.max_log_lines.into()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(field, above)| above.then_some(field))
+        .collect()
+    }
+
     /// The global limits with this policy's overrides, never looser than the global ones.
     pub fn limits(&self, global: &RuntimeLimits) -> RuntimeLimits {
         let mut limits = global.clone();
@@ -242,6 +320,16 @@ mod tests {
             "cannot loosen the deadline"
         );
         assert_eq!(limits.max_upstream_requests, 4);
+        assert_eq!(policy.above_global_limits(&global), ["timeoutMs"]);
+        let file: Policy = serde_json::from_value(serde_json::json!({"connectors": {
+            "github": {"memoryMib": 4096, "maxLogLines": 1, "maxResponseMib": 1024},
+            "echo": {"maxInFlight": 1}
+        }}))
+        .expect("policy");
+        assert_eq!(
+            file.above_global_limits(&global),
+            ["github.maxResponseMib", "github.memoryMib"]
+        );
     }
 
     #[test]

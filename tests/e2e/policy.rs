@@ -275,7 +275,7 @@ where
 async fn policy_entries_for_connectors_not_loaded_are_warned_about() {
     let (_dir, options) = with_policy(json!({"connectors": {
         "gihtub": {"memoryMib": 8},
-        "echo": {"timeoutMs": 1000}
+        "echo": {"timeoutMs": 1000, "memoryMib": 100000}
     }}));
     let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], options).await;
     // `Gateway::start` returns once the start-up log (this warning included) has been read.
@@ -288,6 +288,12 @@ async fn policy_entries_for_connectors_not_loaded_are_warned_about() {
         warning.contains(r#"["gihtub"]"#),
         "names the unknown id, and only it: {warning}"
     );
+    // A limit above the gateway's own does nothing: said, not ignored in silence.
+    let loosened = output
+        .lines()
+        .find(|line| line.contains("the policy sets limits above the gateway's own"))
+        .unwrap_or_else(|| panic!("no warning in:\n{output}"));
+    assert!(loosened.contains(r#"["echo.memoryMib"]"#), "{loosened}");
 }
 
 /// A memory cap no connector can start in is refused when the policy is read.
