@@ -975,6 +975,17 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
             .expect("post");
         assert_eq!(refused.status(), 403, "{fields:?} {site}");
     }
+    // Browsers that send no Sec-Fetch-Site still say `Origin`.
+    for origin in ["https://evil.example", "null"] {
+        let refused = client
+            .post(&url)
+            .header("origin", origin)
+            .form(&[("secret", token), ("csrf", csrf.as_str())])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(refused.status(), 403, "Origin: {origin}");
+    }
     // What a browser would not send still gets a page, not the API's JSON: a post that is no
     // form, and the sign-in route of an integration that connects with a key.
     let not_a_form = client.post(&url).body("secret=x").send().await.expect("post");
@@ -1050,6 +1061,45 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
         !gateway.output().contains(token),
         "the form's secret leaked into the output"
     );
+
+    // Reconnecting zoe's connection: the page names where her connection sends the credential
+    // (its base URL, not the connector's default), and the session is hers.
+    let zoe = connections.body["rows"][0]["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    let reconnect = send(
+        client
+            .post(format!("{}/v1/connect", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"integration": "github", "connectionKey": zoe})),
+    )
+    .await;
+    assert_eq!(reconnect.status, 201, "{:?}", reconnect.body);
+    assert_eq!(reconnect.body["identity"], "zoe", "{:?}", reconnect.body);
+    let page = client
+        .get(reconnect.body["url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains(&format!(
+            "sent only to <b id=\"destination\">{}</b>",
+            base_url.origin().ascii_serialization()
+        )),
+        "{page}"
+    );
+    let someone_else = send(
+        client
+            .post(format!("{}/v1/connect", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"integration": "github", "connectionKey": zoe, "identity": "mallory"})),
+    )
+    .await;
+    assert_eq!((someone_else.status, someone_else.code()), (400, "bad_request"));
 }
 
 #[tokio::test]

@@ -294,6 +294,11 @@ async fn bad_vault_input_is_rejected_naming_the_field() {
         (json!({"platform": "github", "secret": "  "}), "secret"),
         // Too short to tell apart from other text when scrubbing it from upstream answers.
         (json!({"platform": "github", "secret": "abcd"}), "secret"),
+        // Connectors' paths are appended to it: a query or fragment would swallow them.
+        (
+            json!({"platform": "github", "secret": "ghp_x12345", "baseUrl": "https://ghe.acme.test/api?x=1"}),
+            "baseUrl",
+        ),
         // A copied token with its newline would make every later call fail upstream-side.
         (json!({"platform": "github", "secret": "ghp_token\n"}), "secret"),
         (

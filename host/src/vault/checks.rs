@@ -60,6 +60,12 @@ pub fn parse_base_url(field: &str, raw: &str, plain_http_allowed: bool) -> Resul
             "{field} must be {schemes} URL with a host: the connection's credential is sent to it"
         ));
     }
+    // Connectors' paths are joined to it: a query or fragment would swallow them.
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!(
+            "{field} must not have a query or fragment: connectors' request paths are appended to it"
+        ));
+    }
     // The base URL is shown wherever the connection is (API views, listings, the connect
     // page), so it must hold no credential of its own.
     if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -178,6 +184,10 @@ mod tests {
         assert!(parse_base_url("--base-url", "https://ghe.acme.corp/api/v3", false).is_ok());
         assert!(parse_base_url("--base-url", "http://127.0.0.1:9000", false).is_err());
         assert!(parse_base_url("--base-url", "http://127.0.0.1:9000", true).is_ok());
+        for with_more in ["https://ghe.acme.corp/api?x=1", "https://ghe.acme.corp/api#top"] {
+            let error = parse_base_url("--base-url", with_more, false).expect_err(with_more);
+            assert!(error.contains("must not have a query or fragment"), "{error}");
+        }
         let error = parse_base_url("--base-url", "ftp://127.0.0.1", true).expect_err("ftp");
         assert!(
             error.starts_with("--base-url must be an http or https URL"),

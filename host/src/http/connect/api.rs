@@ -98,29 +98,44 @@ pub(super) async fn create_session(
     }
     // The credential the flow stores goes with this base URL, so setting it here moves no
     // credential that already exists.
-    let base_url = body
+    let mut base_url = body
         .base_url
         .as_deref()
         .map(|raw| parse_base_url(&app, &body.integration, raw))
         .transpose()?;
+    let mut identity = body.identity;
     let environment = key.environment;
     if let Some(connection_key) = body.connection_key.clone() {
         let existing = app
             .vault
             .run(move |vault| vault.get_connection(environment, &connection_key))
-            .await?;
-        if existing.is_none_or(|c| c.platform != body.integration) {
-            return Err(ApiError::NotFound(format!(
-                "no {} connection `{}` in this environment",
-                body.integration,
-                body.connection_key.as_deref().unwrap_or_default()
+            .await?
+            .filter(|c| c.platform == body.integration)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "no {} connection `{}` in this environment",
+                    body.integration,
+                    body.connection_key.as_deref().unwrap_or_default()
+                ))
+            })?;
+        // A reconnect is for the connection's own identity; another would be misreported.
+        if identity.is_some() && identity != existing.identity {
+            return Err(ApiError::BadRequest(format!(
+                "`identity` is not the identity of connection `{}`: leave it out to reconnect that connection",
+                existing.key
             )));
+        }
+        identity = existing.identity;
+        // The page tells the user where the credential goes: where this connection sends it,
+        // unless the session moves it.
+        if base_url.is_none() {
+            base_url = existing.base_url;
         }
     }
     let new = NewSession {
         environment,
         platform: body.integration,
-        identity: body.identity,
+        identity,
         identity_type: body.identity_type,
         connection_key: body.connection_key,
         base_url,

@@ -54,6 +54,29 @@ pub(super) fn credential_fields(auth: &AuthScheme) -> Vec<Field> {
     }
 }
 
+/// Whether the browser says another site made this post: `Sec-Fetch-Site: cross-site`, or an
+/// `Origin` (sent with form posts by current browsers, and alone by older ones) that is `null`
+/// (an opaque origin: a sandboxed frame, a `data:` page) or is neither the gateway's public
+/// origin nor the host the request was sent to (a proxy in front may rewrite `Host`).
+fn posted_from_another_site(headers: &HeaderMap, public_url: &str) -> bool {
+    let fetch_site_says_so = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
+        return fetch_site_says_so;
+    };
+    let origin = origin.to_str().unwrap_or("null").trim_end_matches('/');
+    let public_origin = url::Url::parse(public_url).map(|url| url.origin().ascii_serialization());
+    let is_public_origin = public_origin.is_ok_and(|public| public.eq_ignore_ascii_case(origin));
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|host| host.to_str().ok());
+    let is_requested_host = origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| host.is_some_and(|host| authority.eq_ignore_ascii_case(host)));
+    fetch_site_says_so || !(is_public_origin || is_requested_host)
+}
+
 pub(super) async fn submit_credentials(
     State(app): State<AppState>,
     Path(token): Path<String>,
@@ -73,9 +96,7 @@ pub(super) async fn submit_credentials(
         }
     };
     // Browsers say where a post comes from; refuse posts another site made.
-    let cross_site = headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let cross_site = posted_from_another_site(&headers, &app.public_url);
     let expected = form_token(&app.vault, &token);
     let presented = form.get("csrf").map(String::as_str).unwrap_or_default();
     if cross_site || !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
@@ -134,4 +155,62 @@ fn form_error(connector: &LoadedConnector, text: &str) -> Response {
         &format!("{text} Go back and try again."),
         false,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, value.parse().expect("header value"));
+        }
+        headers
+    }
+
+    #[test]
+    fn a_post_another_site_made_is_told_by_fetch_metadata_or_origin() {
+        let public = "https://connect.example.com";
+        let own_host = [("host", "127.0.0.1:8080")];
+        for (pairs, cross) in [
+            (&[][..], false),
+            (&own_host[..], false),
+            (
+                &[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")][..],
+                false,
+            ),
+            // Behind a proxy that rewrote Host: the public origin.
+            (
+                &[
+                    ("host", "10.0.0.5:8080"),
+                    ("origin", "https://connect.example.com"),
+                ][..],
+                false,
+            ),
+            (
+                &[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")][..],
+                true,
+            ),
+            (&[("host", "127.0.0.1:8080"), ("origin", "null")][..], true),
+            (
+                &[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")][..],
+                true,
+            ),
+            (
+                &[
+                    ("host", "127.0.0.1:8080"),
+                    ("origin", "http://127.0.0.1:8080"),
+                    ("sec-fetch-site", "cross-site"),
+                ][..],
+                true,
+            ),
+        ] {
+            assert_eq!(
+                posted_from_another_site(&headers(pairs), public),
+                cross,
+                "{pairs:?}"
+            );
+        }
+    }
 }
