@@ -7,7 +7,7 @@
 use crate::runtime::InvokeError;
 use crate::runtime::bindings::{ConnectorError, HttpError};
 use axum::Json;
-use axum::http::header::RETRY_AFTER;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -301,6 +301,17 @@ impl IntoResponse for ApiError {
             // Load, not the caller's allowance: worth another try a moment later.
             Self::AtCapacity | Self::ConnectorBusy => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(LOAD_RETRY_AFTER_SECONDS));
+            }
+            // The gateway's own key is a bearer token (RFC 6750), which clients (MCP ones
+            // among them) look for. Not for `token_expired`: that is the upstream's grant.
+            Self::Unauthorized(_) => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::ApiKeyRevoked | Self::ApiKeyExpired => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
             }
             _ => {}
         }

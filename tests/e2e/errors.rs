@@ -30,6 +30,10 @@ async fn api_key_problems_are_401() {
 
     let missing = send(setup.client.post(&url).json(&body)).await;
     assert_error(&missing, 401, "unauthorized");
+    assert_eq!(
+        missing.headers["www-authenticate"], "Bearer",
+        "RFC 6750's challenge"
+    );
     let malformed = send(setup.client.post(&url).bearer_auth("not-a-key").json(&body)).await;
     assert_error(&malformed, 401, "unauthorized");
     let basic = send(setup.client.post(&url).basic_auth("u", Some("p")).json(&body)).await;
@@ -52,6 +56,10 @@ async fn api_key_problems_are_401() {
     tokio::time::sleep(sluice::vault::generation::CROSS_PROCESS_STALENESS).await;
     let revoked = setup.execute_as(&revoked_key, "echo", "say", body).await;
     assert_error(&revoked, 401, "api_key_revoked");
+    assert_eq!(
+        revoked.headers["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
 }
 
 /// Unknown integrations, endpoints and routes are 404 in the API's own shape; a wrong method is 405.

@@ -156,6 +156,59 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
         assert_eq!(answer.body["id"], malformed["id"]);
     }
 
+    // A connection selector in the call's params is refused, not ignored (the call would run
+    // on the default connection); so are a missing tool name and an id that is no id.
+    let nothing_more_sent = setup.upstream_requests().len();
+    for (message, code, says) in [
+        (
+            serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+                "name": "github__get_repo", "arguments": {"owner": "acme", "repo": "webapp"}, "identity": "alice"}}),
+            -32602,
+            "unknown field `identity`",
+        ),
+        (
+            serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"arguments": {}}}),
+            -32602,
+            "`params.name` must be a string",
+        ),
+        (
+            serde_json::json!({"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}),
+            -32600,
+            "`id` must be a string or a number",
+        ),
+    ] {
+        let answer = crate::common::send(
+            setup
+                .client
+                .post(format!("{}/mcp", setup.gateway.url))
+                .bearer_auth(&setup.key)
+                .json(&message),
+        )
+        .await;
+        assert_eq!(answer.body["error"]["code"], code, "{message}: {:?}", answer.body);
+        let text = answer.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(text.contains(says), "{text}");
+    }
+    assert_eq!(
+        setup.upstream_requests().len(),
+        nothing_more_sent,
+        "nothing was sent"
+    );
+    // `_meta` is protocol metadata, allowed.
+    let with_meta = crate::common::send(
+        setup
+            .client
+            .post(format!("{}/mcp", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .json(
+                &serde_json::json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {
+                "name": "github__get_repo", "arguments": {"owner": "acme", "repo": "webapp"},
+                "_meta": {"progressToken": 1}}}),
+            ),
+    )
+    .await;
+    assert_eq!(with_meta.body["result"]["isError"], false, "{:?}", with_meta.body);
+
     let unknown_choice = call("?identiy=alice").await;
     assert_eq!(
         (unknown_choice.status, unknown_choice.code()),
@@ -166,6 +219,7 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
         .await
         .expect("get");
     assert_eq!(keyless.status(), 401, "the event stream takes the key too");
+    assert_eq!(keyless.headers()["www-authenticate"], "Bearer");
     let delete = reqwest::Client::new()
         .delete(format!("{}/mcp", setup.gateway.url))
         .bearer_auth(&setup.key)

@@ -119,6 +119,9 @@ fn rpc_result(id: &Value, result: Value) -> Response {
     Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
 }
 
+/// What `tools/call` params may hold (MCP: the tool, its arguments, protocol metadata).
+const TOOL_CALL_PARAMS: [&str; 3] = ["name", "arguments", "_meta"];
+
 fn rpc_error(id: &Value, code: i64, message: &str) -> Response {
     Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response()
 }
@@ -171,6 +174,15 @@ async fn handle(
         // A notification (`notifications/initialized`, `notifications/cancelled`, …).
         return StatusCode::ACCEPTED.into_response();
     };
+    // JSON-RPC ids are strings or numbers (MCP rules out null too); an answer to another kind
+    // could not be matched to its request.
+    if !(id.is_string() || id.is_number()) {
+        return rpc_error(
+            &Value::Null,
+            -32600,
+            "invalid request: `id` must be a string or a number",
+        );
+    }
     let params = &message["params"];
     match method {
         "initialize" => {
@@ -200,7 +212,28 @@ async fn handle(
             rpc_result(&id, json!({"tools": tools}))
         }
         "tools/call" => {
-            let name = params["name"].as_str().unwrap_or_default();
+            if let Some(unknown) = params
+                .as_object()
+                .and_then(|params| params.keys().find(|k| !TOOL_CALL_PARAMS.contains(&k.as_str())))
+            {
+                // As `POST /v1/{integration}/{endpoint}` refuses unknown fields: a selector
+                // put here would otherwise be ignored and the call run on another connection.
+                return rpc_error(
+                    &id,
+                    -32602,
+                    &format!(
+                        "unknown field `{unknown}` in tools/call params (they are `name`, `arguments` and `_meta`); \
+                         the connection is chosen by the server URL: /mcp?identity=… or /mcp?connection_key=…"
+                    ),
+                );
+            }
+            let Some(name) = params["name"].as_str() else {
+                return rpc_error(
+                    &id,
+                    -32602,
+                    "`params.name` must be a string naming a tool (see tools/list)",
+                );
+            };
             let Some((connector, endpoint)) =
                 super::catalog::find_tool(&app, name, |id| key.scope.allows(id))
             else {
