@@ -72,14 +72,21 @@ pub enum ApiError {
     #[error("this API key may not call `{0}`")]
     ScopeNotAllowed(String),
     /// The caller has no connection for this integration (for the identity the call named).
-    #[error("no {integration} connection{}: connect an account first", for_identity(identity.as_deref()))]
+    #[error(
+        "no {integration} connection{}: {}",
+        for_identity(identity.as_deref()),
+        match action_url {
+            Some(_) => "connect an account first",
+            None => "connect an account first, once its sign-in is set up on this gateway (the operator registers an OAuth app)",
+        }
+    )]
     IntegrationNotConnected {
         /// Integration id.
         integration: String,
         /// The identity the call named, if it named one.
         identity: Option<String>,
-        /// Where the user can connect.
-        action_url: String,
+        /// Where the user can connect; none while no link could work.
+        action_url: Option<String>,
     },
     /// The connection's OAuth grant is gone (refresh refused or impossible): reconnect.
     #[error("the {integration} connection's authorization has expired or was revoked: {reason}")]
@@ -266,9 +273,8 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %format!("{error:#}"), "internal error");
         }
         let action_url = match &self {
-            Self::IntegrationNotConnected { action_url, .. } | Self::TokenExpired { action_url, .. } => {
-                Some(action_url.as_str())
-            }
+            Self::IntegrationNotConnected { action_url, .. } => action_url.as_deref(),
+            Self::TokenExpired { action_url, .. } => Some(action_url.as_str()),
             _ => None,
         };
         let details = match &self {
@@ -485,7 +491,7 @@ mod tests {
             ApiError::IntegrationNotConnected {
                 integration: text(),
                 identity: None,
-                action_url: text(),
+                action_url: Some(text()),
             },
             ApiError::TokenExpired {
                 integration: text(),

@@ -588,6 +588,14 @@ async fn a_state_works_once_only_in_its_browser_and_only_in_time() {
     // Another browser (no cookie) presenting the right state is refused, and burns the state.
     let stolen = setup.client.get(&callback).send().await.expect("callback");
     assert_eq!(stolen.status(), 400);
+    // The advice fits what happened: the session is spent, so a new link is needed.
+    assert!(
+        stolen
+            .text()
+            .await
+            .expect("page")
+            .contains("Ask the application for a new link")
+    );
     let replay = setup
         .client
         .get(&callback)
@@ -608,9 +616,14 @@ async fn a_state_works_once_only_in_its_browser_and_only_in_time() {
             .expect("callback");
         assert_eq!(answer.status(), 400, "{query}");
     }
-    // The session failed and says why; its link now shows that.
+    // The session failed and says why, in a sentence; its link now shows that.
     let page = setup.client.get(&url).send().await.expect("page");
     assert_eq!(page.status(), 410);
+    let text = page.text().await.expect("page");
+    assert!(
+        text.contains("The sign-in finished in a different browser than it started in. Ask the application"),
+        "{text}"
+    );
     // Unknown links and sessions.
     let unknown = setup
         .client
@@ -913,6 +926,21 @@ async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_fo
     assert_eq!(start.status(), 503);
     assert!(start.headers().get("location").is_none());
     assert!(start.text().await.expect("page").contains("not set up"));
+    // A call without a connection gets no link that could not work, and is told why.
+    let call = setup
+        .api(
+            Method::POST,
+            "/v1/gmail/list_labels",
+            Some(json!({"params": {}, "identity": "ivan"})),
+        )
+        .await;
+    assert_eq!((call.status, call.code()), (403, "integration_not_connected"));
+    assert!(call.body.get("action_url").is_none(), "{:?}", call.body);
+    let message = call.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("once its sign-in is set up on this gateway"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -51,6 +51,24 @@ pub(super) fn router() -> Router<AppState> {
         .route("/connect/{token}/authorize", get(start_oauth))
 }
 
+/// The `action_url` for a first connection to `integration`, unless no link could work: an
+/// OAuth integration whose sign-in the operator has not set up (no OAuth app) would only lead
+/// the user to a "not available" page.
+pub(super) async fn first_connect_url(
+    app: &AppState,
+    environment: Environment,
+    integration: &str,
+    identity: Option<String>,
+) -> Option<String> {
+    if let Some(connector) = app.registry.get(integration)
+        && matches!(connector.manifest.auth, AuthScheme::OAuth2(_))
+        && !matches!(oauth::resolve_client(app, &connector).await, Ok(Ok(_)))
+    {
+        return None;
+    }
+    Some(action_url(app, environment, integration, identity, None).await)
+}
+
 /// Open a session for a reconnect or first connect and return its URL, for `action_url`s.
 /// A failure to write one is logged and answered with the generic connect page, so the
 /// original error still reaches the caller.
@@ -113,10 +131,12 @@ fn finished_page(session: &ConnectSession) -> Option<Response> {
             "Connecting failed",
             &format!(
                 "{} Ask the application for a new link to try again.",
-                session
-                    .error
-                    .as_deref()
-                    .unwrap_or("The connection could not be made.")
+                as_sentence(
+                    session
+                        .error
+                        .as_deref()
+                        .unwrap_or("the connection could not be made")
+                )
             ),
             false,
         )),
@@ -159,6 +179,17 @@ async fn pending_session(
             ),
             false,
         )),
+    }
+}
+
+/// A recorded failure reason (`the provider returned …`) as a sentence of a page: capitalised,
+/// with its full stop.
+fn as_sentence(reason: &str) -> String {
+    let reason = reason.trim().trim_end_matches('.');
+    let mut chars = reason.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
     }
 }
 

@@ -73,7 +73,7 @@ pub(super) async fn select(
             )));
         }
         return Err(ApiError::IntegrationNotConnected {
-            action_url: super::connect::action_url(app, environment, integration, identity.clone(), None)
+            action_url: super::connect::first_connect_url(app, environment, integration, identity.clone())
                 .await,
             integration: integration.to_owned(),
             identity,

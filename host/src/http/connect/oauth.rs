@@ -171,7 +171,11 @@ pub(super) async fn oauth_callback(
             "the sign-in finished in a different browser than it started in",
         )
         .await;
-        return refused("This sign-in was started in another browser. Open the connect link again here.");
+        // The session is spent (a sign-in finished elsewhere could be someone else's): only a
+        // new link works.
+        return refused(
+            "This sign-in was started in another browser, so it was stopped. Ask the application for a new link and open it in the browser you sign in with.",
+        );
     }
     if let Some(error) = query.error {
         let description = query.error_description.unwrap_or_default();
