@@ -14,7 +14,7 @@ use crate::reload::Reload;
 use crate::runtime::manifest::AuthScheme;
 use crate::runtime::{Runtime, RuntimeLimits, SPARE_MAX_IDLE};
 use crate::upstream::HttpUpstream;
-use crate::vault::api_keys::{Environment, KeyOptions, Revocation, Scope, join_ids};
+use crate::vault::api_keys::{Environment, KeyOptions, Revocation, Scope, join_ids, key_name};
 use crate::vault::checks;
 use crate::vault::connections::{ConnectionFilter, NewConnection};
 use crate::vault::oauth_apps::NewOAuthApp;
@@ -66,7 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = KeyOptions {
                 environment: environment.parse()?,
                 scope: Scope::parse_for_new_key(&scope)?,
-                name,
+                name: key_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?,
                 expires_at: expires_in_days.map(|days| crate::vault::now() + i64::from(days) * 86_400),
                 daily_quota,
                 per_minute_limit: per_minute,

@@ -527,7 +527,7 @@ pub fn scaffold(
     templates::write_script_connector(sources, name, language)
 }
 
-/// [`scaffold`] for Rust: a crate whose `Connector` is the echo template's.
+/// [`scaffold`] for Rust: a crate whose `Connector` has one action, `get_item`.
 fn scaffold_crate(sources: &Path, name: &str, sdk_path: Option<&Path>) -> anyhow::Result<PathBuf> {
     let dir = sources.join(name);
     let sdk_path = match sdk_path {

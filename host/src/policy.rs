@@ -85,13 +85,30 @@ impl Policy {
                     path.display()
                 );
             }
-            for host in connector
-                .allowed_hosts
-                .iter()
-                .chain(&connector.base_urls)
-                .flatten()
-            {
-                HostPattern::parse(host).with_context(|| format!("policy for `{id}`"))?;
+            // A zero limit would refuse every call (or bound nothing): `--timeout-ms` and the
+            // other flags refuse 0 too.
+            let zero = [
+                ("timeoutMs", connector.timeout_ms == Some(0)),
+                ("maxUpstreamRequests", connector.max_upstream_requests == Some(0)),
+                ("maxInFlight", connector.max_in_flight == Some(0)),
+                ("upstreamTimeoutMs", connector.upstream_timeout_ms == Some(0)),
+                ("maxResponseMib", connector.max_response_mib == Some(0)),
+                ("maxRequestBodyMib", connector.max_request_body_mib == Some(0)),
+            ];
+            if let Some((field, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+                anyhow::bail!(
+                    "policy {}: `{field}` for `{id}` is 0, which no call can work within; leave it out \
+                     for the gateway's limit",
+                    path.display()
+                );
+            }
+            for (field, hosts) in [
+                ("allowedHosts", &connector.allowed_hosts),
+                ("baseUrls", &connector.base_urls),
+            ] {
+                for host in hosts.iter().flatten() {
+                    HostPattern::parse(host).with_context(|| format!("policy for `{id}`, `{field}`"))?;
+                }
             }
         }
         Ok(policy)
@@ -382,6 +399,17 @@ mod tests {
             r#"{"connectors": {"github": {"allowedHosts": ["api.github.com"]}}}"#,
         )?;
         assert!(Policy::load(&bad_host).is_err());
+        let bad_base_url = dir.path().join("bad-base-url.json");
+        std::fs::write(
+            &bad_base_url,
+            r#"{"connectors": {"github": {"baseUrls": ["ftp://x"]}}}"#,
+        )?;
+        let error = format!("{:#}", Policy::load(&bad_base_url).expect_err("ftp"));
+        assert!(error.contains("policy for `github`, `baseUrls`"), "{error}");
+        let zero = dir.path().join("zero.json");
+        std::fs::write(&zero, r#"{"connectors": {"echo": {"timeoutMs": 0}}}"#)?;
+        let error = format!("{:#}", Policy::load(&zero).expect_err("zero"));
+        assert!(error.contains("`timeoutMs` for `echo` is 0"), "{error}");
         let too_small = dir.path().join("small.json");
         std::fs::write(&too_small, r#"{"connectors": {"github": {"memoryMib": 1}}}"#)?;
         let error = format!("{:#}", Policy::load(&too_small).expect_err("1 MiB"));

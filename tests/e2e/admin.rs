@@ -49,7 +49,23 @@ async fn admin_creates_lists_and_revokes_keys() {
     let key = created.body["key"].as_str().expect("key").to_owned();
     assert!(key.starts_with("sk_live_"));
     assert_eq!(created.body["scope"], "github");
+    assert_eq!(created.body["name"], "ci");
     assert_eq!(created.body["dailyQuota"], 10);
+    // A blank name is no name.
+    let unnamed = setup
+        .api_as(
+            TEST_ADMIN_KEY,
+            Method::POST,
+            "/v1/admin/keys",
+            Some(json!({"name": "  "})),
+        )
+        .await;
+    assert_eq!(
+        (unnamed.status, &unnamed.body["name"]),
+        (201, &Value::Null),
+        "{:?}",
+        unnamed.body
+    );
     // Times read as every other route gives them: RFC 3339 in UTC.
     assert_eq!(created.body["expiresAt"], "2099-01-31T12:00:00Z");
     assert_eq!(created.body["revokedAt"], Value::Null);
@@ -106,6 +122,8 @@ async fn admin_creates_lists_and_revokes_keys() {
         json!({"scope": "github,Git Hub!!"}),
         json!({"dailyQuota": 0}),
         json!({"perMinuteLimit": 0}),
+        json!({"name": "x".repeat(201)}),
+        json!({"name": "line\nbreak"}),
     ] {
         let answer = setup
             .api_as(TEST_ADMIN_KEY, Method::POST, "/v1/admin/keys", Some(bad.clone()))

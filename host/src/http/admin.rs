@@ -5,7 +5,7 @@ use super::AppState;
 use super::extract::JsonBody;
 use super::timestamps::{TimeInput, rfc3339};
 use crate::error::ApiError;
-use crate::vault::api_keys::{ApiKey, KeyOptions, Revocation, Scope, join_ids};
+use crate::vault::api_keys::{ApiKey, KeyOptions, Revocation, Scope, join_ids, key_name};
 use crate::vault::oauth_apps::{NewOAuthApp, OAuthApp};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
@@ -124,10 +124,11 @@ async fn create(
             )));
         }
     }
+    let name = key_name(body.name).map_err(|e| ApiError::BadRequest(format!("`name`: {e}")))?;
     let options = KeyOptions {
         environment,
         scope,
-        name: body.name,
+        name,
         expires_at,
         daily_quota: body.daily_quota,
         per_minute_limit: body.per_minute_limit,

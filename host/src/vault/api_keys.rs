@@ -110,6 +110,27 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Longest key name, in characters: a label for a list, not a document.
+pub const MAX_KEY_NAME_CHARS: usize = 200;
+
+/// A key's name as given for a new key: a blank one is no name; a longer one than
+/// [`MAX_KEY_NAME_CHARS`], or one with control characters (it is printed in `keys list`), is
+/// refused.
+pub fn key_name(name: Option<String>) -> Result<Option<String>, String> {
+    let Some(name) = name.filter(|name| !name.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if name.chars().count() > MAX_KEY_NAME_CHARS {
+        return Err(format!(
+            "a key name may be at most {MAX_KEY_NAME_CHARS} characters"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a key name may not contain control characters".into());
+    }
+    Ok(Some(name))
+}
+
 /// `ids` as `3, 7`, for messages.
 pub fn join_ids(ids: &[i64]) -> String {
     ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")

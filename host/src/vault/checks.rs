@@ -35,6 +35,9 @@ pub fn check_identity(field: &str, identity: &str) -> Result<(), String> {
     if identity.is_empty() || identity.len() > MAX_IDENTITY_BYTES {
         return Err(format!("{field} must be 1 to {MAX_IDENTITY_BYTES} bytes"));
     }
+    if identity.trim().is_empty() {
+        return Err(format!("{field} must not be blank"));
+    }
     if let Some(control) = identity.chars().find(|c| c.is_control()) {
         return Err(format!(
             "{field} contains a control character ({}); an identity is part of the connection key",
@@ -164,7 +167,7 @@ mod tests {
         assert!(check_identity("--identity", "alice@acme.com").is_ok());
         assert!(check_identity("--identity", "équipe 7").is_ok());
         assert!(check_identity("--identity", &"a".repeat(MAX_IDENTITY_BYTES)).is_ok());
-        for bad in ["", "tab\there", "line\nbreak", "esc\u{1b}[31m"] {
+        for bad in ["", "   ", "tab\there", "line\nbreak", "esc\u{1b}[31m"] {
             assert!(check_identity("--identity", bad).is_err(), "{bad:?}");
         }
         assert!(check_identity("--identity", &"a".repeat(MAX_IDENTITY_BYTES + 1)).is_err());
