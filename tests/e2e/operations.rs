@@ -26,6 +26,10 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
         assert!(before.contains(zero), "missing `{zero}` in:\n{before}");
     }
     setup.get_repo().await;
+    let said = setup
+        .execute("echo", "say", json!({"params": {"message": "hi"}}))
+        .await;
+    assert_eq!(said.status, 200, "{:?}", said.body);
     for made_up in ["aaa", "bbb", "ccc"] {
         setup.execute(made_up, "x", json!({"params": {}})).await;
     }
@@ -45,6 +49,7 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
         "sluice_instances_in_use 0",
         "sluice_spare_instances ",
         r#"sluice_request_duration_seconds_count{integration="github"} 1"#,
+        r#"sluice_request_duration_seconds_count{integration="echo"} 1"#,
         r#"sluice_upstream_duration_seconds_count{integration="github"} 1"#,
         r#"sluice_connector_duration_seconds_bucket{le="#,
     ];
@@ -61,6 +66,11 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
     assert!(!text.contains("aaa"), "made-up names do not become labels");
+    // Echo answered without an upstream: that is no upstream duration of 0.
+    assert!(
+        !text.contains(r#"sluice_upstream_duration_seconds_count{integration="echo"}"#),
+        "{text}"
+    );
     let open_connections: i64 = text
         .lines()
         .find_map(|line| line.strip_prefix("sluice_open_connections "))

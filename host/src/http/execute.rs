@@ -191,10 +191,14 @@ async fn run(
         }
         other => other?,
     };
-    app.metrics
-        .upstream_seconds
-        .get_or_create(&labels)
-        .observe(invoked.upstream_time.as_secs_f64());
+    // Only calls that waited on an upstream: answers made without one would pull the
+    // upstream latency histogram towards zero.
+    if !invoked.upstream_time.is_zero() {
+        app.metrics
+            .upstream_seconds
+            .get_or_create(&labels)
+            .observe(invoked.upstream_time.as_secs_f64());
+    }
     if invoked.egress_denials > 0 {
         app.metrics
             .egress_denied
