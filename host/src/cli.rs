@@ -335,6 +335,9 @@ async fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
                     .map(|u| url::Url::parse(&u).with_context(|| format!("--{flag} {u} is not a URL")))
                     .transpose()
             };
+            for scope in &scopes {
+                checks::check_oauth_scope("--scope", scope).map_err(anyhow::Error::msg)?;
+            }
             let app = NewOAuthApp {
                 platform: integration,
                 client_id,

@@ -193,8 +193,7 @@ struct OAuthAppBody {
     client_id: String,
     client_secret: String,
     redirect_url: Option<String>,
-    #[serde(default)]
-    scopes: Vec<String>,
+    scopes: Option<Vec<String>>,
     authorize_url: Option<String>,
     token_url: Option<String>,
 }
@@ -233,12 +232,16 @@ async fn put_oauth_app(
             "`clientId` and `clientSecret` are required".into(),
         ));
     }
+    let scopes = body.scopes.unwrap_or_default();
+    for scope in &scopes {
+        crate::vault::checks::check_oauth_scope("`scopes` entry", scope).map_err(ApiError::BadRequest)?;
+    }
     let new = NewOAuthApp {
         platform: integration,
         client_id: body.client_id,
         client_secret: body.client_secret,
         redirect_url: absolute_url("redirectUrl", body.redirect_url)?,
-        scopes: body.scopes,
+        scopes,
         authorize_url: absolute_url("authorizeUrl", body.authorize_url)?,
         token_url: absolute_url("tokenUrl", body.token_url)?,
     };

@@ -26,6 +26,20 @@ pub fn check_identity_type(field: &str, kind: &str) -> Result<(), String> {
     }
 }
 
+/// An OAuth scope the operator adds to a connector's: one scope token of RFC 6749 (3.3),
+/// printable ASCII without spaces, `"` or `\`. Scopes are sent space-separated, so `a b` would
+/// ask for two, and an empty one for a malformed list.
+pub fn check_oauth_scope(field: &str, scope: &str) -> Result<(), String> {
+    let token_char = |b: u8| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
+    if scope.is_empty() || !scope.bytes().all(token_char) {
+        return Err(format!(
+            "{field} `{}` is not one OAuth scope: printable ASCII without spaces, `\"` or `\\`",
+            scope.escape_default()
+        ));
+    }
+    Ok(())
+}
+
 /// Longest identity, in bytes.
 pub const MAX_IDENTITY_BYTES: usize = 200;
 
@@ -171,6 +185,20 @@ mod tests {
             assert!(check_identity("--identity", bad).is_err(), "{bad:?}");
         }
         assert!(check_identity("--identity", &"a".repeat(MAX_IDENTITY_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn oauth_scopes_are_single_tokens() {
+        for good in [
+            "https://www.googleapis.com/auth/gmail.readonly",
+            "repo",
+            "offline_access",
+        ] {
+            assert!(check_oauth_scope("--scope", good).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "quote\"", "back\\slash", "tab\t", "ünï"] {
+            assert!(check_oauth_scope("--scope", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -276,7 +276,11 @@ fn oauth_app_put() -> Value {
             "clientId": not_blank("The app's client id at the provider"),
             "clientSecret": {"type": "string", "pattern": "\\S", "writeOnly": true, "description": "The app's client secret (stored encrypted, never shown)"},
             "redirectUrl": url("Where the provider sends users back (default `<public URL>/connect/oauth/callback`)"),
-            "scopes": strings(),
+            "scopes": or_null(json!({
+                "type": "array",
+                "items": {"type": "string", "pattern": "^[\\x21\\x23-\\x5b\\x5d-\\x7e]+$"},
+                "description": "Scopes requested on top of the connector's, one OAuth scope token each"
+            })),
             "authorizeUrl": url("Replaces the connector's authorize URL"),
             "tokenUrl": url("Replaces the connector's token URL")
         }),

@@ -675,6 +675,13 @@ async fn documented_request_bodies_agree_with_the_routes() {
             oauth_app,
             gmail_app,
             json!({"clientId": "a", "clientSecret": "b", "scopes": null}),
+            true,
+        ),
+        case(
+            Method::PUT,
+            oauth_app,
+            gmail_app,
+            json!({"clientId": "a", "clientSecret": "b", "scopes": ["two scopes"]}),
             false,
         ),
         // Execute, through an action's own operation (its params schema inside).
