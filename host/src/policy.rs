@@ -85,17 +85,9 @@ impl Policy {
                     path.display()
                 );
             }
-            // A zero limit would refuse every call (or bound nothing): `--timeout-ms` and the
-            // other flags refuse 0 too.
-            let zero = [
-                ("timeoutMs", connector.timeout_ms == Some(0)),
-                ("maxUpstreamRequests", connector.max_upstream_requests == Some(0)),
-                ("maxInFlight", connector.max_in_flight == Some(0)),
-                ("upstreamTimeoutMs", connector.upstream_timeout_ms == Some(0)),
-                ("maxResponseMib", connector.max_response_mib == Some(0)),
-                ("maxRequestBodyMib", connector.max_request_body_mib == Some(0)),
-            ];
-            if let Some((field, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            // A zero limit would refuse every call: `--timeout-ms` and the other flags refuse 0
+            // too. (A zero `memoryMib` is below the minimum, above.)
+            if let Some(field) = connector.zero_limit() {
                 anyhow::bail!(
                     "policy {}: `{field}` for `{id}` is 0, which no call can work within; leave it out \
                      for the gateway's limit",
@@ -199,65 +191,64 @@ impl LivePolicy {
 }
 
 impl ConnectorPolicy {
-    /// The fields of this entry set above the gateway's own limit (which then applies).
-    fn above_global_limits(&self, global: &RuntimeLimits) -> Vec<&'static str> {
-        let above = |set: Option<u128>, global: u128| set.is_some_and(|set| set > global);
-        let mib = |bytes: usize| (bytes >> 20) as u128;
+    /// Every limit this entry can set: its name in the file, the value set, and the gateway's
+    /// own, both in the file's units (MiB, milliseconds, counts).
+    fn limit_fields(&self, gateway: &RuntimeLimits) -> [(&'static str, Option<u64>, u64); 8] {
+        let mib = |bytes: usize| (bytes >> 20) as u64;
+        let millis = |time: Duration| u64::try_from(time.as_millis()).unwrap_or(u64::MAX);
+        let set = |value: Option<usize>| value.map(|v| v as u64);
         [
-            (
-                "memoryMib",
-                above(self.memory_mib.map(|v| v as u128), mib(global.memory_bytes)),
-            ),
-            (
-                "timeoutMs",
-                above(
-                    self.timeout_ms.map(u128::from),
-                    global.invocation_timeout.as_millis(),
-                ),
-            ),
+            ("memoryMib", set(self.memory_mib), mib(gateway.memory_bytes)),
+            ("timeoutMs", self.timeout_ms, millis(gateway.invocation_timeout)),
             (
                 "maxUpstreamRequests",
-                above(
-                    self.max_upstream_requests.map(u128::from),
-                    global.max_upstream_requests.into(),
-                ),
+                self.max_upstream_requests.map(u64::from),
+                gateway.max_upstream_requests.into(),
             ),
             (
                 "maxInFlight",
-                above(
-                    self.max_in_flight.map(u128::from),
-                    global.max_in_flight_per_connector.into(),
-                ),
+                self.max_in_flight.map(u64::from),
+                gateway.max_in_flight_per_connector.into(),
             ),
             (
                 "upstreamTimeoutMs",
-                above(
-                    self.upstream_timeout_ms.map(u128::from),
-                    global.upstream_timeout.as_millis(),
-                ),
+                self.upstream_timeout_ms,
+                millis(gateway.upstream_timeout),
             ),
             (
                 "maxResponseMib",
-                above(
-                    self.max_response_mib.map(|v| v as u128),
-                    mib(global.max_response_body),
-                ),
+                set(self.max_response_mib),
+                mib(gateway.max_response_body),
             ),
             (
                 "maxRequestBodyMib",
-                above(
-                    self.max_request_body_mib.map(|v| v as u128),
-                    mib(global.max_request_body),
-                ),
+                set(self.max_request_body_mib),
+                mib(gateway.max_request_body),
             ),
             (
                 "maxLogLines",
-                above(self.max_log_lines.map(u128::from), global.max_log_lines.into()),
+                self.max_log_lines.map(u64::from),
+                gateway.max_log_lines.into(),
             ),
         ]
-        .into_iter()
-        .filter_map(|(field, above)| above.then_some(field))
-        .collect()
+    }
+
+    /// The fields of this entry set above the gateway's own limit (which then applies).
+    fn above_global_limits(&self, global: &RuntimeLimits) -> Vec<&'static str> {
+        self.limit_fields(global)
+            .into_iter()
+            .filter(|(_, set, gateway)| set.is_some_and(|set| set > *gateway))
+            .map(|(field, _, _)| field)
+            .collect()
+    }
+
+    /// The first limit this entry sets to 0, within which no call could work (`maxLogLines` 0
+    /// works: the connector's log lines are dropped).
+    fn zero_limit(&self) -> Option<&'static str> {
+        self.limit_fields(&RuntimeLimits::default())
+            .into_iter()
+            .find(|(field, set, _)| *set == Some(0) && *field != "maxLogLines")
+            .map(|(field, _, _)| field)
     }
 
     /// The global limits with this policy's overrides, never looser than the global ones.
