@@ -195,7 +195,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store,
         }) => {
             let filter = ConnectionFilter {
-                platform: integration,
+                platforms: integration.into_iter().collect(),
                 identity,
                 ..ConnectionFilter::default()
             };

@@ -164,6 +164,27 @@ async fn execute_calls_are_logged_without_params() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let rows = rows.as_array().expect("two log rows appear");
+    // A filter takes a comma-separated list, as the vault API's do.
+    let endpoints_of = |answer: &crate::common::Answer| -> Vec<String> {
+        let mut endpoints: Vec<String> = answer.body["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|row| row["endpoint"].as_str().map(str::to_owned))
+            .collect();
+        endpoints.sort();
+        endpoints
+    };
+    let both = setup
+        .api(
+            Method::GET,
+            "/v1/logs?integration=echo,github&endpoint=nope,get_repo",
+            None,
+        )
+        .await;
+    assert_eq!(endpoints_of(&both), ["get_repo", "nope"], "{:?}", both.body);
+    let one = setup.api(Method::GET, "/v1/logs?endpoint=get_repo", None).await;
+    assert_eq!(endpoints_of(&one), ["get_repo"], "{:?}", one.body);
     let misspelt = setup.api(Method::GET, "/v1/logs?integraton=github", None).await;
     assert_eq!((misspelt.status, misspelt.code()), (400, "bad_request"));
     let message = misspelt.body["message"].as_str().unwrap_or_default();

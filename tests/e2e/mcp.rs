@@ -232,6 +232,89 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
     assert_eq!(body["error"], "method_not_allowed");
 }
 
+/// A JSON-RPC batch (MCP 2025-03-26) gets one array of answers in the batch's order, without
+/// the notifications'; a request naming a protocol version the server does not speak is a 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_are_answered_and_unknown_protocol_versions_refused() {
+    let setup = Setup::new().await;
+    let post = |body: Value, version: Option<&'static str>| {
+        let mut request = setup
+            .client
+            .post(format!("{}/mcp", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .json(&body);
+        if let Some(version) = version {
+            request = request.header("mcp-protocol-version", version);
+        }
+        crate::common::send(request)
+    };
+    let batch = serde_json::json!([
+        {"jsonrpc": "2.0", "id": "a", "method": "tools/call",
+         "params": {"name": "github__get_repo", "arguments": {"owner": "acme", "repo": "webapp"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {"protocolVersion": "2025-03-26"}},
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "nope"}},
+    ]);
+    let answer = post(batch, Some("2025-03-26")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let answers = answer.body.as_array().expect("an array of answers");
+    let ids: Vec<&Value> = answers.iter().map(|a| &a["id"]).collect();
+    assert_eq!(
+        ids,
+        [
+            &Value::from("a"),
+            &Value::from(2),
+            &Value::from(3),
+            &Value::from(4)
+        ]
+    );
+    assert_eq!(answers[0]["result"]["isError"], false, "{:?}", answers[0]);
+    assert_eq!(answers[1]["result"], serde_json::json!({}));
+    assert_eq!(answers[2]["error"]["code"], -32600, "initialize stands alone");
+    assert_eq!(answers[3]["error"]["code"], -32602);
+    assert_eq!(setup.upstream_requests().len(), 1, "the tool call ran once");
+
+    let only_notifications = setup
+        .client
+        .post(format!("{}/mcp", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .json(&serde_json::json!([{"jsonrpc": "2.0", "method": "notifications/initialized"}]))
+        .send()
+        .await
+        .expect("POST /mcp");
+    assert_eq!(only_notifications.status(), 202);
+    for refused in [
+        serde_json::json!([]),
+        Value::Array(vec![
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+            33
+        ]),
+    ] {
+        let answer = post(refused, None).await;
+        assert_eq!(answer.body["error"]["code"], -32600, "{:?}", answer.body);
+    }
+
+    // Versions: those the server speaks pass, others are a 400 that names the ones it speaks.
+    let ping = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    for version in ["2025-06-18", "2024-11-05"] {
+        assert_eq!(post(ping.clone(), Some(version)).await.status, 200, "{version}");
+    }
+    let unknown = post(ping, Some("2099-01-01")).await;
+    assert_eq!(unknown.status, 400, "{:?}", unknown.body);
+    let message = unknown.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("2025-06-18"), "{message}");
+    let stream = setup
+        .client
+        .get(format!("{}/mcp", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .header("mcp-protocol-version", "1999-01-01")
+        .send()
+        .await
+        .expect("GET /mcp");
+    assert_eq!(stream.status(), 400);
+}
+
 /// The official client, following the server's event stream, hears
 /// `notifications/tools/list_changed` when a hot reload changes the tools its key sees, and
 /// lists the new ones.

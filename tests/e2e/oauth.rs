@@ -860,11 +860,11 @@ async fn a_token_endpoint_that_times_out_is_a_retryable_error_that_keeps_the_con
 async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_form() {
     let setup = OAuthSetup::new(&[]).await;
     for (body, code) in [
-        (json!({"integration": "nope"}), "not_found"),
+        (json!({"integration": "nope"}), "bad_request"),
         (json!({"integration": "gmail", "bogus": 1}), "bad_request"),
         (
             json!({"integration": "gmail", "connectionKey": "test::gmail::x::1"}),
-            "not_found",
+            "bad_request",
         ),
         (json!({"integration": "gmail", "identity": ""}), "bad_request"),
         (
@@ -886,6 +886,16 @@ async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_fo
     ] {
         let answer = setup.api(Method::POST, "/v1/connect", Some(body.clone())).await;
         assert_eq!(answer.code(), code, "{body}: {:?}", answer.body);
+        // Every refusal names what was wrong; the unknown integration and connection are
+        // body fields, so they are named as such (as the vault API does).
+        if let Some(field) = body
+            .get("connectionKey")
+            .map(|_| "`connectionKey`")
+            .or_else(|| (body["integration"] == "nope").then_some("`integration`"))
+        {
+            let message = answer.body["message"].as_str().unwrap_or_default();
+            assert!(message.starts_with(field), "{body}: {message}");
+        }
     }
     let unauthenticated = send(
         setup

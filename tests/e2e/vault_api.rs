@@ -84,6 +84,17 @@ async fn connection_lifecycle_through_the_vault_api() {
         (json!(3), json!(3), json!(2))
     );
     assert_eq!(page.body["rows"].as_array().map(Vec::len), Some(1));
+    // `platform` takes a list too.
+    for (platforms, total) in [("github,hostile", 3), ("hostile", 1), ("hostile,echo", 1)] {
+        let listed = setup
+            .api(
+                Method::GET,
+                &format!("/v1/vault/connections?platform={platforms}"),
+                None,
+            )
+            .await;
+        assert_eq!(listed.body["total"], total, "{platforms}: {:?}", listed.body);
+    }
     let none = setup
         .api(Method::GET, "/v1/vault/connections?tags=crm,us", None)
         .await;
@@ -451,6 +462,16 @@ async fn keys_see_only_their_environment_and_scope() {
         listed.body
     );
     assert_eq!(listed.body["rows"][0]["platform"], "github");
+    // A list naming an integration outside the scope is refused, not quietly narrowed.
+    let outside = setup
+        .api_as(
+            &github_only,
+            Method::GET,
+            "/v1/vault/connections?platform=github,hostile",
+            None,
+        )
+        .await;
+    assert_eq!((outside.status, outside.code()), (403, "scope_not_allowed"));
     let both = format!("/v1/vault/connections?key={},nope", setup.connection_key);
     let by_keys = setup.api(Method::GET, &both, None).await;
     assert_eq!(by_keys.body["total"], 1, "{:?}", by_keys.body);

@@ -24,8 +24,8 @@ async fn list(
     let page = query.pagination()?;
     let filter = LogFilter {
         environment: key.environment.as_str().to_owned(),
-        integration: query.text("integration"),
-        endpoint: query.text("endpoint"),
+        integrations: query.list("integration"),
+        endpoints: query.list("endpoint"),
         outcome: outcome(&query)?,
         key_prefix: query.text("keyPrefix"),
         transaction_key: query.text("transactionKey"),

@@ -1,7 +1,8 @@
 //! `/mcp`: the Model Context Protocol over its streamable HTTP transport, so AI agents can use
-//! every action the API key may reach as a tool. `POST` requests are answered with single JSON
-//! responses; `GET` opens the server's event stream, which says
-//! `notifications/tools/list_changed` when a hot reload changes the tools the key sees.
+//! every action the API key may reach as a tool. `POST` requests are answered with JSON (a
+//! batch, which the 2025-03-26 revision allows, with an array); `GET` opens the server's event
+//! stream, which says `notifications/tools/list_changed` when a hot reload changes the tools
+//! the key sees. A request naming a protocol version the server does not speak is a 400.
 //!
 //! Methods: `initialize`, `notifications/*` (accepted), `ping`, `tools/list`, `tools/call`.
 //! A tool call runs exactly the execute path (same validation, limits, logging, connection
@@ -15,13 +16,15 @@
 use super::extract::{Caller, WholeBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
+use crate::vault::api_keys::ApiKey;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -86,11 +89,18 @@ impl Follower {
 /// a load, reload or removal changes the connectors the key sees, and ends when the gateway
 /// shuts down (a client reconnects to another or the restarted one). Streams take at most half
 /// of the gateway's client connections; beyond that `503 at_capacity`.
-async fn events(State(app): State<AppState>, caller: Result<Caller, ApiError>) -> Response {
+async fn events(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    caller: Result<Caller, ApiError>,
+) -> Response {
     let key = match caller {
         Ok(Caller(key)) => key,
         Err(error) => return error.into_response(),
     };
+    if let Some(refusal) = unsupported_version(&headers) {
+        return ApiError::BadRequest(refusal).into_response();
+    }
     let Ok(place) = app.event_streams.clone().try_acquire_owned() else {
         return ApiError::AtCapacity.into_response();
     };
@@ -115,15 +125,37 @@ async fn events(State(app): State<AppState>, caller: Result<Caller, ApiError>) -
         .into_response()
 }
 
-fn rpc_result(id: &Value, result: Value) -> Response {
-    Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+fn rpc_result(id: &Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
 /// What `tools/call` params may hold (MCP: the tool, its arguments, protocol metadata).
 const TOOL_CALL_PARAMS: [&str; 3] = ["name", "arguments", "_meta"];
 
-fn rpc_error(id: &Value, code: i64, message: &str) -> Response {
-    Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})).into_response()
+fn rpc_error(id: &Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// The most messages one batch may hold: each tool call in it takes an instance.
+const MAX_BATCH: usize = 32;
+
+/// How many of a batch's messages run at once.
+const BATCH_PARALLELISM: usize = 8;
+
+/// Header naming the protocol version a client negotiated (MCP 2025-06-18).
+const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// MCP (2025-06-18): a request naming a protocol version the server does not speak is a 400.
+/// Without the header a client is taken to speak 2025-03-26, as the revision says.
+fn unsupported_version(headers: &HeaderMap) -> Option<String> {
+    let named = headers.get(VERSION_HEADER)?;
+    if named.to_str().is_ok_and(|v| PROTOCOL_VERSIONS.contains(&v)) {
+        return None;
+    }
+    Some(format!(
+        "unsupported MCP-Protocol-Version: this server speaks {}",
+        PROTOCOL_VERSIONS.join(", ")
+    ))
 }
 
 /// Which connection tool calls use, from the server URL's query (`/mcp?identity=alice`): an
@@ -137,9 +169,34 @@ struct ConnectionChoice {
     connection_key: Option<String>,
 }
 
+/// What a message's answer depends on besides the message.
+struct RequestContext {
+    app: AppState,
+    transaction_key: TransactionKey,
+    key: ApiKey,
+    choice: ConnectionChoice,
+}
+
+/// The answer to one message: nothing for a notification; for `initialize`, the session id
+/// to hand out.
+struct Reply {
+    message: Value,
+    session: Option<String>,
+}
+
+impl From<Value> for Reply {
+    fn from(message: Value) -> Self {
+        Self {
+            message,
+            session: None,
+        }
+    }
+}
+
 async fn handle(
     State(app): State<AppState>,
     Extension(transaction_key): Extension<TransactionKey>,
+    headers: HeaderMap,
     caller: Result<Caller, ApiError>,
     choice: Result<Query<ConnectionChoice>, QueryRejection>,
     body: Result<WholeBody, ApiError>,
@@ -155,113 +212,171 @@ async fn handle(
         (Ok(caller), Ok(body)) => (caller, body),
         (Err(error), _) | (_, Err(error)) => return error.into_response(),
     };
+    if let Some(refusal) = unsupported_version(&headers) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(rpc_error(&Value::Null, -32600, &refusal)),
+        )
+            .into_response();
+    }
     let message: Value = match serde_json::from_slice(&body) {
         Ok(message) => message,
-        Err(error) => return rpc_error(&Value::Null, -32700, &format!("parse error: {error}")),
+        Err(error) => {
+            return Json(rpc_error(&Value::Null, -32700, &format!("parse error: {error}"))).into_response();
+        }
     };
-    if message.is_array() {
-        return rpc_error(&Value::Null, -32600, "batches are not supported");
+    let caller = RequestContext {
+        app,
+        transaction_key,
+        key,
+        choice,
+    };
+    match message {
+        Value::Array(batch) => answer_batch(&caller, batch).await,
+        message => match answer(&caller, message, false).await {
+            None => StatusCode::ACCEPTED.into_response(),
+            Some(Reply { message, session }) => {
+                let mut response = Json(message).into_response();
+                if let Some(session) = session.and_then(|s| HeaderValue::from_str(&s).ok()) {
+                    response.headers_mut().insert(SESSION_HEADER, session);
+                }
+                response
+            }
+        },
     }
+}
+
+/// A JSON-RPC batch (MCP 2025-03-26): the answers in one array, in the batch's order, without
+/// the notifications'; only notifications: `202`, as for one.
+async fn answer_batch(caller: &RequestContext, batch: Vec<Value>) -> Response {
+    if batch.is_empty() || batch.len() > MAX_BATCH {
+        let problem = format!("invalid request: a batch holds 1 to {MAX_BATCH} messages");
+        return Json(rpc_error(&Value::Null, -32600, &problem)).into_response();
+    }
+    let replies: Vec<Option<Reply>> = futures::stream::iter(batch)
+        .map(|message| answer(caller, message, true))
+        .buffered(BATCH_PARALLELISM)
+        .collect()
+        .await;
+    let answers: Vec<Value> = replies.into_iter().flatten().map(|reply| reply.message).collect();
+    if answers.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    Json(Value::Array(answers)).into_response()
+}
+
+/// Answer one message (`None` for a notification).
+async fn answer(caller: &RequestContext, message: Value, in_batch: bool) -> Option<Reply> {
     let id = message.get("id").cloned();
     let (Some(method), Some("2.0")) = (message["method"].as_str(), message["jsonrpc"].as_str()) else {
-        return rpc_error(
+        return Some(Reply::from(rpc_error(
             id.as_ref().unwrap_or(&Value::Null),
             -32600,
             "invalid request: a JSON-RPC 2.0 message needs `\"jsonrpc\": \"2.0\"` and a `method`",
-        );
+        )));
     };
-    let Some(id) = id else {
-        // A notification (`notifications/initialized`, `notifications/cancelled`, …).
-        return StatusCode::ACCEPTED.into_response();
-    };
+    // A notification (`notifications/initialized`, `notifications/cancelled`, …).
+    let id = id?;
     // JSON-RPC ids are strings or numbers (MCP rules out null too); an answer to another kind
     // could not be matched to its request.
     if !(id.is_string() || id.is_number()) {
-        return rpc_error(
+        return Some(Reply::from(rpc_error(
             &Value::Null,
             -32600,
             "invalid request: `id` must be a string or a number",
-        );
+        )));
     }
     let params = &message["params"];
-    match method {
+    let reply = match method {
+        "initialize" if in_batch => rpc_error(
+            &id,
+            -32600,
+            "invalid request: `initialize` must not be part of a batch",
+        ),
         "initialize" => {
             let requested = params["protocolVersion"].as_str().unwrap_or_default();
             let version = PROTOCOL_VERSIONS
                 .iter()
                 .find(|v| **v == requested)
                 .unwrap_or(&PROTOCOL_VERSIONS[0]);
-            let mut response = rpc_result(
-                &id,
-                json!({
-                    "protocolVersion": version,
-                    "capabilities": {"tools": {"listChanged": true}},
-                    "serverInfo": {"name": "sluice", "version": env!("CARGO_PKG_VERSION")},
-                    "instructions": "Each tool runs one action of a connected API through the Sluice gateway.",
-                }),
-            );
-            let session = crate::vault::crypto::random_id("mcp_", 16);
-            if let Ok(session) = HeaderValue::from_str(&session) {
-                response.headers_mut().insert(SESSION_HEADER, session);
-            }
-            response
+            let result = json!({
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": true}},
+                "serverInfo": {"name": "sluice", "version": env!("CARGO_PKG_VERSION")},
+                "instructions": "Each tool runs one action of a connected API through the Sluice gateway.",
+            });
+            return Some(Reply {
+                message: rpc_result(&id, result),
+                session: Some(crate::vault::crypto::random_id("mcp_", 16)),
+            });
         }
         "ping" => rpc_result(&id, json!({})),
         "tools/list" => {
-            let tools = super::catalog::tool_definitions(&app, |id| key.scope.allows(id), "mcp");
+            let key = &caller.key;
+            let tools = super::catalog::tool_definitions(&caller.app, |id| key.scope.allows(id), "mcp");
             rpc_result(&id, json!({"tools": tools}))
         }
-        "tools/call" => {
-            if let Some(unknown) = params
-                .as_object()
-                .and_then(|params| params.keys().find(|k| !TOOL_CALL_PARAMS.contains(&k.as_str())))
-            {
-                // As `POST /v1/{integration}/{endpoint}` refuses unknown fields: a selector
-                // put here would otherwise be ignored and the call run on another connection.
-                return rpc_error(
-                    &id,
-                    -32602,
-                    &format!(
-                        "unknown field `{unknown}` in tools/call params (they are `name`, `arguments` and `_meta`); \
-                         the connection is chosen by the server URL: /mcp?identity=… or /mcp?connection_key=…"
-                    ),
-                );
-            }
-            let Some(name) = params["name"].as_str() else {
-                return rpc_error(
-                    &id,
-                    -32602,
-                    "`params.name` must be a string naming a tool (see tools/list)",
-                );
-            };
-            let Some((connector, endpoint)) =
-                super::catalog::find_tool(&app, name, |id| key.scope.allows(id))
-            else {
-                return rpc_error(&id, -32602, &format!("unknown tool `{name}`"));
-            };
-            let integration = connector.manifest.id.as_str();
-            let arguments = match &params["arguments"] {
-                Value::Null => json!({}),
-                other => other.clone(),
-            };
-            let body = json!({
-                "params": arguments,
-                "identity": choice.identity,
-                "connection_key": choice.connection_key,
-            });
-            let reply =
-                super::execute::execute_for(&app, transaction_key, key, integration, &endpoint, body).await;
-            let (status, text) = reply;
-            let is_error = status != StatusCode::OK
-                || serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v["status"].as_u64())
-                    .is_some_and(|upstream| upstream >= 400);
-            rpc_result(
-                &id,
-                json!({"content": [{"type": "text", "text": text}], "isError": is_error}),
-            )
-        }
+        "tools/call" => call_tool(caller, &id, params).await,
         other => rpc_error(&id, -32601, &format!("method `{other}` not found")),
+    };
+    Some(Reply::from(reply))
+}
+
+/// `tools/call`: the tool's action, run exactly as `POST /v1/{integration}/{endpoint}` runs it.
+async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value {
+    if let Some(unknown) = params
+        .as_object()
+        .and_then(|params| params.keys().find(|k| !TOOL_CALL_PARAMS.contains(&k.as_str())))
+    {
+        // As `POST /v1/{integration}/{endpoint}` refuses unknown fields: a selector put here
+        // would otherwise be ignored and the call run on another connection.
+        return rpc_error(
+            id,
+            -32602,
+            &format!(
+                "unknown field `{unknown}` in tools/call params (they are `name`, `arguments` and `_meta`); \
+                 the connection is chosen by the server URL: /mcp?identity=… or /mcp?connection_key=…"
+            ),
+        );
     }
+    let Some(name) = params["name"].as_str() else {
+        return rpc_error(
+            id,
+            -32602,
+            "`params.name` must be a string naming a tool (see tools/list)",
+        );
+    };
+    let key = &caller.key;
+    let Some((connector, endpoint)) = super::catalog::find_tool(&caller.app, name, |id| key.scope.allows(id))
+    else {
+        return rpc_error(id, -32602, &format!("unknown tool `{name}`"));
+    };
+    let integration = connector.manifest.id.as_str();
+    let arguments = match &params["arguments"] {
+        Value::Null => json!({}),
+        other => other.clone(),
+    };
+    let body = json!({
+        "params": arguments,
+        "identity": caller.choice.identity,
+        "connection_key": caller.choice.connection_key,
+    });
+    let (status, text) = super::execute::execute_for(
+        &caller.app,
+        caller.transaction_key.clone(),
+        key.clone(),
+        integration,
+        &endpoint,
+        body,
+    )
+    .await;
+    let is_error = status != StatusCode::OK
+        || serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["status"].as_u64())
+            .is_some_and(|upstream| upstream >= 400);
+    rpc_result(
+        id,
+        json!({"content": [{"type": "text", "text": text}], "isError": is_error}),
+    )
 }

@@ -423,7 +423,11 @@ async fn run(
         let (Ok(value), false) = (HeaderValue::from_str(&value), name.is_empty()) else {
             continue;
         };
-        if let Ok(prefixed) = HeaderName::from_bytes(format!("x-sluice-passthrough-{name}").as_bytes()) {
+        // The upstream's length is the body's before scrubbing: it describes a body the
+        // caller may not get, and the difference would tell a scrubbed secret's length.
+        if name != "content-length"
+            && let Ok(prefixed) = HeaderName::from_bytes(format!("x-sluice-passthrough-{name}").as_bytes())
+        {
             out.append(prefixed, value.clone());
         }
         if returnable(&name)

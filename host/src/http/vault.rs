@@ -64,16 +64,14 @@ async fn list(
     if let Some(kind) = &identity_type {
         check_identity_type(kind)?;
     }
-    let platform = query.text("platform");
-    if let Some(platform) = &platform
-        && !key.scope.allows(platform)
-    {
-        return Err(ApiError::ScopeNotAllowed(platform.clone()));
+    let platforms = query.list("platform");
+    if let Some(outside) = platforms.iter().find(|platform| !key.scope.allows(platform)) {
+        return Err(ApiError::ScopeNotAllowed(outside.clone()));
     }
     let filter = ConnectionFilter {
         keys: query.list("key"),
         platforms_in_scope: key.scope.integrations().map(<[String]>::to_vec),
-        platform,
+        platforms,
         identity: query.text("identity"),
         identity_type,
         active: active_filter(&query)?,

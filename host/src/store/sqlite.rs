@@ -511,6 +511,14 @@ impl Store for SqliteStore {
     }
 }
 
+/// A list filter as a query parameter: a JSON array for `json_each`, or NULL (no filter) when
+/// empty.
+fn json_list(values: &[String]) -> anyhow::Result<Option<String>> {
+    Ok((!values.is_empty())
+        .then(|| serde_json::to_string(values))
+        .transpose()?)
+}
+
 fn record_master_key_id(conn: &Connection, key_id: &str) -> anyhow::Result<()> {
     conn.execute(
         "INSERT INTO meta (name, value) VALUES ('master_key_id', ?1)

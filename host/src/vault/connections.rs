@@ -163,8 +163,8 @@ pub struct ConnectionFilter {
     pub keys: Vec<String>,
     /// Only connections of these connectors (`None`: any; the caller's scope).
     pub platforms_in_scope: Option<Vec<String>>,
-    /// Connector id.
-    pub platform: Option<String>,
+    /// Any of these connector ids (none: any).
+    pub platforms: Vec<String>,
     /// Owner identity.
     pub identity: Option<String>,
     /// Identity kind.

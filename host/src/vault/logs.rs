@@ -78,10 +78,10 @@ impl RequestLog {
 pub struct LogFilter {
     /// Environment (always set from the caller's key).
     pub environment: String,
-    /// Integration.
-    pub integration: Option<String>,
-    /// Endpoint.
-    pub endpoint: Option<String>,
+    /// Any of these integrations (none: any integration).
+    pub integrations: Vec<String>,
+    /// Any of these endpoints (none: any endpoint).
+    pub endpoints: Vec<String>,
     /// Outcome code.
     pub outcome: Option<String>,
     /// Key prefix.

@@ -56,10 +56,13 @@ pub(super) async fn create_session(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Caller(key) = caller?;
     let JsonBody(body) = body?;
-    let connector = app
-        .registry
-        .get(&body.integration)
-        .ok_or_else(|| ApiError::NotFound(format!("no integration named `{}`", body.integration)))?;
+    let connector = app.registry.get(&body.integration).ok_or_else(|| {
+        // A field of the body, as in the vault API: the route itself exists.
+        ApiError::BadRequest(format!(
+            "`integration`: no integration named `{}`",
+            body.integration
+        ))
+    })?;
     if !key.scope.allows(&body.integration) {
         return Err(ApiError::ScopeNotAllowed(body.integration));
     }
@@ -112,8 +115,8 @@ pub(super) async fn create_session(
             .await?
             .filter(|c| c.platform == body.integration)
             .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "no {} connection `{}` in this environment",
+                ApiError::BadRequest(format!(
+                    "`connectionKey`: no {} connection `{}` in this environment",
                     body.integration,
                     body.connection_key.as_deref().unwrap_or_default()
                 ))

@@ -105,7 +105,7 @@ pub const CONNECTION_FILTERS: &[Param] = &[
         },
         "Connections of identities of this kind",
     ),
-    text("platform", "Connections of this integration"),
+    query("platform", Kind::List, "Connections of one of these integrations"),
     query("key", Kind::List, "Connections with one of these keys"),
     query(
         "active",
@@ -168,8 +168,8 @@ pub const TOOL_FORMAT: &[Param] = &[query(
 
 /// `GET /v1/logs`.
 pub const LOG_FILTERS: &[Param] = &[
-    text("integration", "Calls of this integration"),
-    text("endpoint", "Calls of this endpoint"),
+    query("integration", Kind::List, "Calls of one of these integrations"),
+    query("endpoint", Kind::List, "Calls of one of these endpoints"),
     query(
         "outcome",
         Kind::OneOf {

@@ -88,9 +88,8 @@ pub(super) fn list(
     limit: u32,
 ) -> anyhow::Result<ConnectionPage> {
     let tags = serde_json::to_string(&filter.tags)?;
-    let keys = (!filter.keys.is_empty())
-        .then(|| serde_json::to_string(&filter.keys))
-        .transpose()?;
+    let keys = super::json_list(&filter.keys)?;
+    let platforms = super::json_list(&filter.platforms)?;
     let in_scope = filter
         .platforms_in_scope
         .as_ref()
@@ -100,7 +99,7 @@ pub(super) fn list(
     // The scope is applied here, not to the page afterwards, so that totals and pages count
     // only what the caller may see.
     let condition = "environment = ?1
-         AND (?2 IS NULL OR key IN (SELECT value FROM json_each(?2))) AND (?3 IS NULL OR platform = ?3)
+         AND (?2 IS NULL OR key IN (SELECT value FROM json_each(?2))) AND (?3 IS NULL OR platform IN (SELECT value FROM json_each(?3)))
          AND (?4 IS NULL OR identity = ?4) AND (?5 IS NULL OR identity_type = ?5)
          AND (?6 IS NULL OR active = ?6)
          AND NOT EXISTS (SELECT 1 FROM json_each(?7) AS wanted
@@ -109,7 +108,7 @@ pub(super) fn list(
     let params = rusqlite::params![
         environment.as_str(),
         keys,
-        filter.platform,
+        platforms,
         filter.identity,
         filter.identity_type,
         filter.active,

@@ -36,7 +36,9 @@ pub(super) fn list(
     page: u32,
     limit: u32,
 ) -> anyhow::Result<(Vec<RequestLog>, i64)> {
-    let condition = "environment = ?1 AND (?2 IS NULL OR integration = ?2) AND (?3 IS NULL OR endpoint = ?3)
+    // Lists travel as JSON arrays; an empty one is no filter.
+    let condition = "environment = ?1 AND (?2 IS NULL OR integration IN (SELECT value FROM json_each(?2)))
+         AND (?3 IS NULL OR endpoint IN (SELECT value FROM json_each(?3)))
          AND (?4 IS NULL OR outcome = ?4) AND (?5 IS NULL OR key_prefix = ?5)
          AND (?6 IS NULL OR transaction_key = ?6) AND (?7 IS NULL OR created_at_ms >= ?7)
          AND (?8 IS NULL OR integration IN (SELECT value FROM json_each(?8)) OR key_id = ?9)";
@@ -45,10 +47,12 @@ pub(super) fn list(
         .as_ref()
         .map(|reader| serde_json::to_string(&reader.integrations))
         .transpose()?;
+    let integrations = super::json_list(&filter.integrations)?;
+    let endpoints = super::json_list(&filter.endpoints)?;
     let params = rusqlite::params![
         filter.environment,
-        filter.integration,
-        filter.endpoint,
+        integrations,
+        endpoints,
         filter.outcome,
         filter.key_prefix,
         filter.transaction_key,
