@@ -47,7 +47,7 @@ pub struct LoadFailure {
     pub content_hash: Option<String>,
 }
 
-/// A component file that loaded but serves nothing: a later file declared the same connector
+/// A component file that loaded but serves nothing: a file written later declared the same connector
 /// id. It takes over again if that file is removed.
 #[derive(Debug, Clone)]
 pub struct Shadowed {
@@ -227,9 +227,27 @@ impl Registry {
         read(&self.failures)
     }
 
-    /// Files that loaded but serve nothing, because a later file declared the same id.
+    /// Files that loaded but serve nothing, because a file written later declares the same id.
     pub fn shadowed(&self) -> BTreeMap<PathBuf, Shadowed> {
         read(&self.shadowed)
+    }
+
+    /// Record that `path` loaded as `id` but serves nothing: a file written later declares the
+    /// same id. Whatever `path` served before is removed; returns those ids.
+    pub fn shadow(&self, path: &Path, id: String) -> Vec<String> {
+        let removed = self.remove_source(path);
+        update(&self.shadowed, |shadowed| {
+            let at = crate::vault::now();
+            shadowed.insert(
+                path.to_owned(),
+                Shadowed {
+                    path: path.to_owned(),
+                    id,
+                    at,
+                },
+            );
+        });
+        removed
     }
 
     /// Shadowed files whose connector id nothing serves any more: the file that shadowed each
@@ -362,14 +380,28 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
                 file = %path.display(),
                 "connector loaded"
             );
-            if let Some(previous) = registry.get(&connector.manifest.id)
+            let id = connector.manifest.id.clone();
+            if let Some(previous) = registry.get(&id)
                 && let Some(previous_file) = previous.source.as_deref().filter(|file| *file != path)
             {
+                if !written_after(path, previous_file).await {
+                    tracing::warn!(
+                        %id,
+                        file = %path.display(),
+                        serving = %previous_file.display(),
+                        "two files declare the same connector id; the one written last serves it, the other takes over if it is removed"
+                    );
+                    registry.clear_failure(path);
+                    for removed in registry.shadow(path, id.clone()) {
+                        tracing::info!(id = %removed, file = %path.display(), now = %id, "connector removed: its file now declares another connector");
+                    }
+                    return false;
+                }
                 tracing::warn!(
-                    id = %previous.manifest.id,
+                    %id,
                     file = %path.display(),
                     shadowed = %previous_file.display(),
-                    "two files declare the same connector id; the later one serves it, the other takes over if it is removed"
+                    "two files declare the same connector id; the one written last serves it, the other takes over if it is removed"
                 );
             }
             for (action_key, other) in registry.shared_action_keys(&connector) {
@@ -377,7 +409,6 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
             }
             loader.metrics.start_connector_series(&connector.manifest);
             registry.clear_failure(path);
-            let id = connector.manifest.id.clone();
             for removed in registry.insert(connector) {
                 tracing::info!(id = %removed, file = %path.display(), now = %id, "connector removed: its file now declares another connector");
             }
@@ -392,6 +423,22 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
             registry.record_failure(path, error, content_hash_of(path).await);
             false
         }
+    }
+}
+
+/// Whether `candidate` was written after `serving`, two files declaring one connector id: the
+/// one written last serves, so the same file serves whether they were written while the
+/// gateway ran or before it started, and whatever order a rescan meets them in. Equal times go
+/// to the later name; a serving file that is gone (its removal on its way) loses.
+async fn written_after(candidate: &Path, serving: &Path) -> bool {
+    let modified = |path: &Path| {
+        let path = path.to_owned();
+        async move { tokio::fs::metadata(path).await.and_then(|m| m.modified()).ok() }
+    };
+    match (modified(candidate).await, modified(serving).await) {
+        (Some(candidate_at), Some(serving_at)) => (candidate_at, candidate) > (serving_at, serving),
+        (_, None) => true,
+        (None, Some(_)) => false,
     }
 }
 

@@ -152,9 +152,10 @@ async fn apply(loader: &Loader, registry: &Registry, path: &Path, reload: Reload
             millis = started.elapsed().as_millis() as u64,
             "hot reload applied (time from first file event to serving)"
         );
-        // It may have stopped declaring an id another file was shadowed for.
-        load_orphaned_shadows(loader, registry).await;
     }
+    // It may have stopped declaring an id another file was shadowed for (whether it now
+    // serves or is shadowed itself).
+    load_orphaned_shadows(loader, registry).await;
 }
 
 /// Load the shadowed files whose connector id nothing serves any more: the file declaring the

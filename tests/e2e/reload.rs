@@ -326,6 +326,88 @@ async fn only_changes_load_and_a_shadowed_file_takes_over() {
     assert_eq!(call.status, 200, "{:?}", call.body);
 }
 
+/// The file serving a connector id two files declare, as `/v1/plugins` names it.
+async fn file_serving(gateway: &Gateway, id: &str) -> String {
+    let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+    plugins.body["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|row| row["id"] == id)
+        .and_then(|row| row["file"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Of two files declaring one connector id, the one written last serves, whatever order the
+/// gateway meets them in: a rescan (`SIGHUP`) and a restart keep it (they looked at the files
+/// in name order, and the other took over), and writing the other file again hands it over.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_file_written_last_serves_across_rescans_and_restarts() {
+    let mut gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
+    // Written after `echo.wasm`, and first in name order.
+    let newer = gateway.plugins_dir().join("aa-echo.wasm");
+    std::fs::copy(guests::ECHO, &newer).expect("copy");
+    let started = Instant::now();
+    while file_serving(&gateway, "echo").await != "aa-echo.wasm" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the newer file never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let before = loads(&gateway, "ok").await;
+    gateway.signal("HUP");
+    let started = Instant::now();
+    while loads(&gateway, "ok").await == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the rescan loaded nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The rest of the rescan's batch, if any, lands within its debounce.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        file_serving(&gateway, "echo").await,
+        "aa-echo.wasm",
+        "after a rescan"
+    );
+
+    gateway.restart().await;
+    assert_eq!(
+        file_serving(&gateway, "echo").await,
+        "aa-echo.wasm",
+        "after a restart"
+    );
+    let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+    assert_eq!(
+        (
+            &plugins.body["shadowed"][0]["file"],
+            &plugins.body["shadowed"][0]["by"]
+        ),
+        (&json!("echo.wasm"), &json!("aa-echo.wasm")),
+        "{}",
+        plugins.body
+    );
+
+    // Written again (here: only its time), the other file is the one written last.
+    std::fs::File::options()
+        .write(true)
+        .open(gateway.plugins_dir().join("echo.wasm"))
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+        .expect("touch echo.wasm");
+    let started = Instant::now();
+    while file_serving(&gateway, "echo").await != "echo.wasm" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the touched file never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A file that is changed to declare another connector's id shadows that connector's own file,
 /// and its own connector goes; changed back, it serves its own again and the other file takes
 /// its connector back.

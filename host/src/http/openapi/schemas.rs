@@ -458,7 +458,7 @@ fn plugin_list() -> Value {
         "shadowed": {
             "type": "array",
             "items": shadowed,
-            "description": "Files that loaded but serve nothing: a later file declares the same id (they take over if it is removed)"
+            "description": "Files that loaded but serve nothing: a file written later declares the same id (they take over if it is removed)"
         }
     }))
 }
