@@ -209,11 +209,23 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
     .await;
     assert_eq!(with_meta.body["result"]["isError"], false, "{:?}", with_meta.body);
 
-    let unknown_choice = call("?identiy=alice").await;
-    assert_eq!(
-        (unknown_choice.status, unknown_choice.code()),
-        (400, "bad_request")
-    );
+    // The query is read as every route's is, and its refusals say so in the same words.
+    for (query, says) in [
+        (
+            "?identiy=alice",
+            "unknown query parameter `identiy`; this route takes identity",
+        ),
+        (
+            "?identity=alice&identity=bob",
+            "`identity` is given more than once",
+        ),
+        ("?connection_key=a&connectionKey=b", "give one"),
+    ] {
+        let refused = call(query).await;
+        assert_eq!((refused.status, refused.code()), (400, "bad_request"), "{query}");
+        let message = refused.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{query}: {message}");
+    }
 
     let keyless = reqwest::get(format!("{}/mcp", setup.gateway.url))
         .await

@@ -17,8 +17,7 @@ use super::extract::{Caller, WholeBody};
 use super::{AppState, TransactionKey};
 use crate::error::ApiError;
 use crate::vault::api_keys::ApiKey;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -161,12 +160,26 @@ fn unsupported_version(headers: &HeaderMap) -> Option<String> {
 /// Which connection tool calls use, from the server URL's query (`/mcp?identity=alice`): an
 /// agent acting for one user is configured with that user's URL, as the tools themselves only
 /// take the action's parameters.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct ConnectionChoice {
     identity: Option<String>,
-    #[serde(alias = "connectionKey")]
     connection_key: Option<String>,
+}
+
+impl ConnectionChoice {
+    fn from_query(query: super::query::Query) -> Result<Self, ApiError> {
+        let query = query.only(super::openapi::params::MCP_CONNECTION)?;
+        let (snake, camel) = (query.text("connection_key"), query.text("connectionKey"));
+        if snake.is_some() && camel.is_some() {
+            return Err(ApiError::BadRequest(
+                "query parameters `connection_key` and `connectionKey` are one parameter: give one".into(),
+            ));
+        }
+        Ok(Self {
+            identity: query.text("identity"),
+            connection_key: snake.or(camel),
+        })
+    }
 }
 
 /// What a message's answer depends on besides the message.
@@ -198,15 +211,12 @@ async fn handle(
     Extension(transaction_key): Extension<TransactionKey>,
     headers: HeaderMap,
     caller: Result<Caller, ApiError>,
-    choice: Result<Query<ConnectionChoice>, QueryRejection>,
+    query: Result<super::query::Query, ApiError>,
     body: Result<WholeBody, ApiError>,
 ) -> Response {
-    let Query(choice) = match choice {
+    let choice = match query.and_then(ConnectionChoice::from_query) {
         Ok(choice) => choice,
-        Err(rejection) => {
-            return ApiError::BadRequest(format!("the /mcp query: {}", rejection.body_text()))
-                .into_response();
-        }
+        Err(error) => return error.into_response(),
     };
     let (Caller(key), WholeBody(body)) = match (caller, body) {
         (Ok(caller), Ok(body)) => (caller, body),
