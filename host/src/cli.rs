@@ -546,7 +546,7 @@ fn open_existing_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
 /// How long an exiting gateway waits for the request log writer's last batch.
 const LOG_WRITER_FINISH: Duration = Duration::from_secs(10);
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     // Settings first: a mistake in them stops the start before anything is created.
     let policy = LivePolicy::load(args.policy.clone())?;
     if let Err(error) = std::fs::read_dir(&args.plugins) {
@@ -556,6 +556,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.plugins.display()
         );
     }
+    // The watcher reports absolute paths: files loaded at start must carry the same ones, or a
+    // changed file would be taken for another (`--plugins connectors` is relative).
+    args.plugins = std::fs::canonicalize(&args.plugins)
+        .with_context(|| format!("the plugins directory {}", args.plugins.display()))?;
     if let Some(key) = &args.admin_key
         && key.trim().chars().count() < MIN_ADMIN_KEY_CHARS
     {

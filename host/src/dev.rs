@@ -293,12 +293,17 @@ pub async fn discover_all(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
 /// Build every connector once, then rebuild a connector whenever a file under it changes.
 /// The returned watcher must be kept alive.
 pub async fn start(sources: &Path, components: &Path) -> anyhow::Result<notify::RecommendedWatcher> {
-    tokio::fs::create_dir_all(components).await?;
     // The watcher reports absolute paths; connectors are found under the same absolute
     // directory, or no event would ever match one (`--sources plugins`, the default).
     let sources = &tokio::fs::canonicalize(sources)
         .await
         .with_context(|| format!("--sources {}", sources.display()))?;
+    tokio::fs::create_dir_all(components).await?;
+    // Each `build.sh` runs in its connector's directory: a relative output directory (the
+    // default, `target/sluice-dev/connectors`) would land inside it.
+    let components = &tokio::fs::canonicalize(components)
+        .await
+        .with_context(|| format!("--plugins {}", components.display()))?;
     let connectors = discover_all(sources).await?;
     if connectors.is_empty() {
         eprintln!("sluice dev: no connectors under {}", sources.display());
@@ -344,8 +349,8 @@ async fn rebuild_task(mut events: mpsc::UnboundedReceiver<PathBuf>, sources: Pat
                 connector.build(&components).await;
             }
         }
-        // Drain events caused by our own build before waiting again.
-        while events.try_recv().is_ok() {}
+        // Events that came during the builds are handled next: a save made while a build ran
+        // needs a build of its own; what builds write themselves is build noise, skipped above.
     }
 }
 

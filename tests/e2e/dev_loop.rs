@@ -139,6 +139,10 @@ async fn dev_rebuilds_a_javascript_connector_on_save() {
                 "SLUICE_PLUGINS_LIB".into(),
                 workspace.join("plugins/lib").display().to_string(),
             )],
+            // Components written to a directory named relative to the gateway's working
+            // directory, as with the default `target/sluice-dev/connectors`: `build.sh` runs
+            // in the connector's directory, and must still write there.
+            relative_plugins: true,
             ..Options::default()
         },
     )
@@ -147,12 +151,18 @@ async fn dev_rebuilds_a_javascript_connector_on_save() {
 
     let source = connector.join("connector.js");
     let text = std::fs::read_to_string(&source).expect("source");
+    let version = |v: &str| {
+        text.replace(
+            r#"const VERSION = "0.1.0";"#,
+            &format!(r#"const VERSION = "{v}";"#),
+        )
+    };
     let saved = Instant::now();
-    std::fs::write(
-        &source,
-        text.replace(r#"const VERSION = "0.1.0";"#, r#"const VERSION = "0.2.0";"#),
-    )
-    .expect("save");
+    std::fs::write(&source, version("0.1.5")).expect("save");
+    // Saved again while that build runs (it starts after a 300 ms pause and takes seconds):
+    // the later save is the one served in the end.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    std::fs::write(&source, version("0.2.0")).expect("save again");
     while served_version(&gateway, "stripe").await.as_deref() != Some("0.2.0") {
         assert!(
             saved.elapsed() < Duration::from_secs(120),

@@ -339,6 +339,67 @@ async fn file_serving(gateway: &Gateway, id: &str) -> String {
         .to_owned()
 }
 
+/// A plugins directory named relative to the working directory (as in the README's quick
+/// start) hot-reloads like an absolute one: the files loaded at start are the ones the watcher
+/// reports later (they were taken for other files: a file changed to declare another id kept
+/// serving its old connector too, and a rewrite "shadowed" the file itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relative_plugins_directory_reloads_like_an_absolute_one() {
+    let gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[guests::ECHO],
+        Options {
+            relative_plugins: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let echo = gateway.plugins_dir().join("echo.wasm");
+    // Another connector's bytes in the same file.
+    let partial = gateway.plugins_dir().join(".echo.wasm.partial");
+    std::fs::copy(guests::GITHUB, &partial).expect("copy");
+    std::fs::rename(&partial, &echo).expect("rename");
+    let started = Instant::now();
+    while file_serving(&gateway, "github").await != "echo.wasm" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new connector never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
+    let ids: Vec<&Value> = plugins.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| &r["id"])
+        .collect();
+    assert_eq!(ids, [&json!("github")], "{}", plugins.body);
+    assert_eq!(
+        (&plugins.body["shadowed"], &plugins.body["failures"]),
+        (&json!([]), &json!([])),
+        "{}",
+        plugins.body
+    );
+
+    std::fs::remove_file(&echo).expect("remove");
+    let started = Instant::now();
+    loop {
+        let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
+        if plugins.body["total"] == 0 {
+            assert_eq!(plugins.body["failures"], json!([]), "{}", plugins.body);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never unloaded: {}",
+            plugins.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Of two files declaring one connector id, the one written last serves, whatever order the
 /// gateway meets them in: a rescan (`SIGHUP`) and a restart keep it (they looked at the files
 /// in name order, and the other took over), and writing the other file again hands it over.
