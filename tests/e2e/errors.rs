@@ -409,6 +409,44 @@ async fn a_client_that_stops_sending_is_answered_408_or_disconnected() {
     );
 }
 
+/// A request whose API key is missing or wrong is refused before its body is read: a caller
+/// without a key cannot hold a connection by trickling a body in (its answer waited for the
+/// whole body, and the idle timeout only bounds the pauses between bytes).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_without_a_valid_key_is_refused_before_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = Setup::new().await;
+    let address = setup.gateway.url.trim_start_matches("http://").to_owned();
+    let routes = ["POST /v1/echo/say", "POST /mcp", "POST /v1/connect"];
+    for (route, authorization) in routes
+        .iter()
+        .flat_map(|route| [(route, ""), (route, "authorization: Bearer sk_test_wrong\r\n")])
+    {
+        let mut connection = tokio::net::TcpStream::connect(&address).await.expect("connect");
+        connection
+            .write_all(
+                format!(
+                    "{route} HTTP/1.1\r\nhost: {address}\r\n{authorization}content-type: application/json\r\n\
+                     content-length: 1000000\r\n\r\n{{"
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("write");
+        let mut reply = String::new();
+        // Well within the 30 s idle timeout a trickling client would be held to.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            connection.read_to_string(&mut reply),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{route} {authorization:?}: not answered and closed within 5 s"))
+        .expect("read");
+        assert!(reply.starts_with("HTTP/1.1 401"), "{route}: {reply}");
+        assert!(reply.contains(r#""error":"unauthorized""#), "{route}: {reply}");
+    }
+}
+
 /// An upstream that cannot be reached is `502 upstream_unreachable` with a fixed message; the
 /// cause (here: connection refused) is in the gateway's log under the transaction key.
 #[tokio::test(flavor = "multi_thread")]

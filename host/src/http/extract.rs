@@ -18,6 +18,12 @@ impl<S: Send + Sync> FromRequest<S> for WholeBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if request.extensions().get::<KeyRefused>().is_some() {
+            // The handler answers with the key's refusal; the body is never read.
+            return Err(ApiError::Unauthorized(
+                "the API key was refused; the body was not read".into(),
+            ));
+        }
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(format!(
@@ -84,10 +90,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 #[derive(Debug)]
 pub struct Caller(pub ApiKey);
 
+/// Marks a request whose API key was refused, so that its body is not read: a caller
+/// without a valid key could otherwise hold a connection (and a place among
+/// `--max-connections`) for as long as it trickles a body in.
+#[derive(Debug, Clone, Copy)]
+struct KeyRefused;
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Self::authenticate(parts, app).await;
+        if caller.is_err() {
+            parts.extensions.insert(KeyRefused);
+        }
+        caller
+    }
+}
+
+impl Caller {
+    async fn authenticate(parts: &Parts, app: &AppState) -> Result<Self, ApiError> {
         // Pica's clients send the key as `x-pica-secret`; accept it as an alias.
         let presented = match (
             parts.headers.get(axum::http::header::AUTHORIZATION),
