@@ -228,11 +228,34 @@ impl HttpUpstream {
             http::header::ACCEPT_ENCODING,
             http::HeaderValue::from_static("identity"),
         );
-        match tokio::time::timeout_at(deadline, self.client().request(outgoing)).await {
-            Err(_) => Err(UpstreamError::Timeout(timeout)),
-            Ok(result) => result.map_err(|error| classify(error, self.connect_timeout)),
-        }
+        let response = match tokio::time::timeout_at(deadline, self.client().request(outgoing)).await {
+            Err(_) => return Err(UpstreamError::Timeout(timeout)),
+            Ok(result) => result.map_err(|error| classify(error, self.connect_timeout))?,
+        };
+        refuse_encoded_body(response.headers())?;
+        Ok(response)
     }
+}
+
+/// An upstream that encodes its body although asked not to (some echo services always
+/// compress) is refused: the credential could not be scrubbed from the encoded bytes, and a
+/// connector could decode them.
+fn refuse_encoded_body(headers: &http::HeaderMap) -> Result<(), UpstreamError> {
+    let encodings = headers.get_all(http::header::CONTENT_ENCODING);
+    let encoded = encodings.iter().any(|value| {
+        value.to_str().map_or(true, |text| {
+            text.split(',')
+                .any(|coding| !coding.trim().eq_ignore_ascii_case("identity"))
+        })
+    });
+    if encoded {
+        return Err(UpstreamError::Transport(
+            "the upstream sent an encoded body (Content-Encoding) although the gateway asked for none; \
+             it is refused, as the credential could not be scrubbed from it"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Upstream for HttpUpstream {

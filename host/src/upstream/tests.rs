@@ -339,3 +339,37 @@ async fn a_name_resolving_only_to_refused_addresses_is_denied() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn an_encoded_body_is_refused_as_it_could_not_be_scrubbed() {
+    let upstream = HttpUpstream::new(AddressPolicy::AllowPrivate).expect("transport");
+    let timeout = Duration::from_secs(5);
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 3\r\n\r\nabc"[..],
+        b"HTTP/1.1 200 OK\r\ncontent-encoding: identity, br\r\ncontent-length: 3\r\n\r\nabc",
+    ] {
+        // One upstream each: the fake answers one request per connection.
+        let url = |port: u16| format!("http://127.0.0.1:{port}/");
+        let whole = upstream
+            .send(request(&url(raw_upstream(reply).await), timeout))
+            .await
+            .expect_err("refused");
+        let streamed = upstream
+            .send_streaming(request(&url(raw_upstream(reply).await), timeout), None)
+            .await
+            .expect_err("refused");
+        for error in [whole, streamed] {
+            assert!(
+                matches!(&error, UpstreamError::Transport(why) if why.contains("encoded body")),
+                "{error:?}"
+            );
+        }
+    }
+    let port =
+        raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-encoding: identity\r\ncontent-length: 3\r\n\r\nabc").await;
+    let plain = upstream
+        .send(request(&format!("http://127.0.0.1:{port}/"), timeout))
+        .await
+        .expect("identity is no encoding");
+    assert_eq!(plain.body, Bytes::from_static(b"abc"));
+}
