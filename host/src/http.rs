@@ -30,6 +30,7 @@ pub mod openapi;
 mod passthrough;
 pub mod query;
 mod rejection;
+mod strict_json;
 pub(crate) mod timestamps;
 pub(crate) mod vault;
 

@@ -112,6 +112,18 @@ async fn bad_bodies_and_params_are_400() {
         400,
         "bad_request",
     );
+    // A key given twice, at any depth: the schema would see the last value, a connector
+    // reading the text may take the first.
+    for twice in [
+        r#"{"params": {"owner": "acme", "repo": "webapp", "repo": "../../admin"}}"#,
+        r#"{"params": {"owner": "acme", "repo": "webapp", "extra": {"a": 1, "a": 2}}}"#,
+    ] {
+        let refused = send(raw(twice)).await;
+        assert_error(&refused, 400, "bad_request");
+        let message = refused.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("is given twice"), "{twice}: {message}");
+    }
+    assert!(setup.upstream_requests().is_empty(), "nothing was sent");
     // A path segment that is not UTF-8: rejected before any handler runs, in the same shape.
     let not_utf8 = send(
         setup

@@ -307,6 +307,22 @@ async fn batches_are_answered_and_unknown_protocol_versions_refused() {
         assert_eq!(answer.body["error"]["code"], -32600, "{:?}", answer.body);
     }
 
+    // Arguments naming a key twice are refused, as execute's params are.
+    let twice = crate::common::send(
+        setup
+            .client
+            .post(format!("{}/mcp", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .header("content-type", "application/json")
+            .body(
+                r#"{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "github__get_repo",
+                    "arguments": {"owner": "acme", "repo": "webapp", "repo": "other"}}}"#,
+            ),
+    )
+    .await;
+    assert_eq!(twice.body["error"]["code"], -32700, "{:?}", twice.body);
+    assert_eq!(setup.upstream_requests().len(), 1, "nothing more was sent");
+
     // Versions: those the server speaks pass, others are a 400 that names the ones it speaks.
     let ping = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
     for version in ["2025-06-18", "2024-11-05"] {

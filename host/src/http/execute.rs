@@ -138,8 +138,10 @@ async fn run(
         return Err(ApiError::BadRequest("`params` must be a JSON object".into()));
     }
     log.request_bytes = params.get().len() as u64;
-    let mut params_value: serde_json::Value =
-        serde_json::from_str(params.get()).map_err(|e| ApiError::BadRequest(format!("`params`: {e}")))?;
+    // The connector gets the text, so the schema must see all of it: duplicate keys, which a
+    // `Value` would collapse to the last, are refused.
+    let mut params_value = super::strict_json::parse(params.get())
+        .map_err(|e| ApiError::BadRequest(format!("`params`: {e}")))?;
     let violations = Manifest::validate_params(endpoint_info, &params_value);
     if !violations.is_empty() {
         return Err(ApiError::InvalidParams(violations));

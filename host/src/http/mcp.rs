@@ -229,7 +229,7 @@ async fn handle(
         )
             .into_response();
     }
-    let message: Value = match serde_json::from_slice(&body) {
+    let message = match super::strict_json::parse_slice(&body) {
         Ok(message) => message,
         Err(error) => {
             return Json(rpc_error(&Value::Null, -32700, &format!("parse error: {error}"))).into_response();
