@@ -245,6 +245,11 @@ impl LoadedConnector {
         Ok(plan)
     }
 
+    /// Whether the operator's policy lists the base URLs this connector's connections may have.
+    pub fn base_urls_restricted(&self) -> bool {
+        self.base_url_patterns.is_some()
+    }
+
     /// Whether the operator's policy lets a connection of this connector point at `base_url`
     /// (else the reason): checked when a connection gets one, and again on every call.
     pub fn check_base_url(&self, base_url: &Url) -> Result<(), String> {

@@ -235,6 +235,8 @@ pub struct OAuthSetup {
     /// The identity [`OAuthSetup::connect`] last connected: [`OAuthSetup::execute`] acts for
     /// it, as an app acting for its user names the user.
     acting_for: std::sync::Mutex<Option<String>>,
+    /// Holds the policy file the gateway reads.
+    _policy: tempfile::TempDir,
 }
 
 impl OAuthSetup {
@@ -246,8 +248,16 @@ impl OAuthSetup {
         .await
     }
 
-    pub async fn with_options(options: Options) -> Self {
+    pub async fn with_options(mut options: Options) -> Self {
         let (upstream, google) = fake_google().await;
+        // Sessions send the connections they make to the fake Gmail API: an OAuth session may
+        // choose a base URL only among those the operator allows.
+        let policy = tempfile::tempdir().expect("policy dir");
+        let policy_file = policy.path().join("policy.json");
+        let allowed = json!({"connectors": {"gmail": {"baseUrls": [upstream.url()]}}});
+        std::fs::write(&policy_file, allowed.to_string()).expect("write policy");
+        options.extra_args.push("--policy".into());
+        options.extra_args.push(policy_file.display().to_string());
         let gateway = Gateway::start(
             std::path::Path::new(SLUICE),
             &[guests::GMAIL, guests::GITHUB],
@@ -306,6 +316,7 @@ impl OAuthSetup {
                 .build()
                 .expect("client"),
             acting_for: std::sync::Mutex::default(),
+            _policy: policy,
         }
     }
 
@@ -950,6 +961,51 @@ async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_fo
     assert!(
         message.contains("once its sign-in is set up on this gateway"),
         "{message}"
+    );
+}
+
+/// An OAuth session's base URL receives the user's tokens, and the app opening the session is
+/// not the user: without the operator's list of allowed base URLs, a session may not name one
+/// (API-key integrations may: the user types the secret on a page that names the host).
+#[tokio::test]
+async fn an_oauth_session_names_a_base_url_only_where_the_operator_lists_them() {
+    let gateway = Gateway::start(
+        std::path::Path::new(SLUICE),
+        &[guests::GMAIL, guests::GITHUB],
+        Options::default(),
+    )
+    .await;
+    let key = gateway.create_key("test", "*").await;
+    let open = |body: Value| {
+        send(
+            reqwest::Client::new()
+                .post(format!("{}/v1/connect", gateway.url))
+                .bearer_auth(&key)
+                .json(&body),
+        )
+    };
+    let refused =
+        open(json!({"integration": "gmail", "identity": "frank", "baseUrl": "http://127.0.0.1:9"})).await;
+    assert_eq!((refused.status, refused.code()), (400, "bad_request"));
+    let message = refused.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("`baseUrl`") && message.contains("`baseUrls` for `gmail`"),
+        "{message}"
+    );
+    let api_key =
+        open(json!({"integration": "github", "identity": "frank", "baseUrl": "http://127.0.0.1:9"})).await;
+    assert_eq!(api_key.status, 201, "{:?}", api_key.body);
+    // A URL's worth, not megabytes (it is stored and shown with the connection).
+    let long = format!("http://127.0.0.1:9/{}", "a".repeat(2100));
+    let too_long = open(json!({"integration": "github", "baseUrl": long})).await;
+    assert_eq!((too_long.status, too_long.code()), (400, "bad_request"));
+    assert!(
+        too_long.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("longer than 2048 bytes"),
+        "{:?}",
+        too_long.body
     );
 }
 

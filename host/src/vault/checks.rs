@@ -61,10 +61,17 @@ pub fn check_identity(field: &str, identity: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest base URL a connection may have.
+pub const MAX_BASE_URL_BYTES: usize = 2048;
+
 /// A connection's base URL. It receives the credential, so it must be `https` unless
 /// `plain_http_allowed` (a gateway that may reach private upstreams: local development, where
 /// plain `http` on loopback is the norm).
 pub fn parse_base_url(field: &str, raw: &str, plain_http_allowed: bool) -> Result<Url, String> {
+    // It is stored, shown and cached with every connection: a URL's worth, not megabytes.
+    if raw.len() > MAX_BASE_URL_BYTES {
+        return Err(format!("{field} is longer than {MAX_BASE_URL_BYTES} bytes"));
+    }
     let parsed = Url::parse(raw).map_err(|e| format!("{field} is not a URL: {e}"))?;
     let scheme_allowed = parsed.scheme() == "https" || (parsed.scheme() == "http" && plain_http_allowed);
     if !scheme_allowed || parsed.host().is_none() {

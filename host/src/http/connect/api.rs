@@ -75,6 +75,18 @@ pub(super) async fn create_session(
     if let Some(identity) = &body.identity {
         crate::vault::checks::check_identity("`identity`", identity).map_err(ApiError::BadRequest)?;
     }
+    // An OAuth sign-in hands the user's tokens to whatever base URL the session names, and the
+    // app choosing it is not the user: only where the operator lists the allowed ones.
+    if body.base_url.is_some()
+        && matches!(connector.manifest.auth, AuthScheme::OAuth2(_))
+        && !connector.base_urls_restricted()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "`baseUrl`: a {} sign-in's tokens go to the connection's base URL, so a session may \
+             choose one only among those the operator allows (`baseUrls` for `{}` in the policy file)",
+            connector.manifest.name, body.integration
+        )));
+    }
     // An OAuth integration without the operator's app would fail only at the user's click:
     // say so to the app now. (A vault failure here is the gateway's, not the app's.)
     if matches!(connector.manifest.auth, AuthScheme::OAuth2(_))
