@@ -16,6 +16,9 @@ async fn passthrough_forwards_the_call_and_injects_the_credential() {
         .header("x-sluice-connection-key", &setup.connection_key)
         .header("accept", "application/vnd.github+json")
         .header("x-custom", "kept")
+        // Named by `Connection`: for this hop only.
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "dropped")
         .send()
         .await
         .expect("passthrough");
@@ -41,6 +44,11 @@ async fn passthrough_forwards_the_call_and_injects_the_credential() {
     );
     assert_eq!(sent.header("accept"), Some("application/vnd.github+json"));
     assert_eq!(sent.header("x-custom"), Some("kept"));
+    assert_eq!(
+        sent.header("x-hop"),
+        None,
+        "a header `Connection` names is hop-by-hop"
+    );
     assert!(
         sent.header("x-sluice-connection-key").is_none(),
         "gateway headers stay at the gateway"
@@ -180,24 +188,31 @@ async fn passthrough_errors_are_typed() {
         )
         .await;
     let address = setup.gateway.url.trim_start_matches("http://").to_owned();
-    let mut connection = tokio::net::TcpStream::connect(&address).await.expect("connect");
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    connection
-        .write_all(
-            format!(
-                "GET /v1/passthrough/%2e%2e/%2E%2E/admin HTTP/1.1\r\nhost: {address}\r\n\
-                 authorization: Bearer {}\r\nx-sluice-connection-key: {under_a_path}\r\n\
-                 connection: close\r\n\r\n",
-                setup.key
+    // Also what upstream servers may still read as `..`: before a path parameter (Tomcat),
+    // or between encoded separators (servers that decode before resolving dots).
+    for climbing in ["%2e%2e/%2E%2E/admin", "..;/admin", "..%2fadmin", "..%5Cadmin"] {
+        let mut connection = tokio::net::TcpStream::connect(&address).await.expect("connect");
+        connection
+            .write_all(
+                format!(
+                    "GET /v1/passthrough/{climbing} HTTP/1.1\r\nhost: {address}\r\n\
+                     authorization: Bearer {}\r\nx-sluice-connection-key: {under_a_path}\r\n\
+                     connection: close\r\n\r\n",
+                    setup.key
+                )
+                .as_bytes(),
             )
-            .as_bytes(),
-        )
-        .await
-        .expect("write");
-    let mut reply = String::new();
-    connection.read_to_string(&mut reply).await.expect("read");
-    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
-    assert!(reply.contains(r#""error":"egress_denied""#), "{reply}");
+            .await
+            .expect("write");
+        let mut reply = String::new();
+        connection.read_to_string(&mut reply).await.expect("read");
+        assert!(reply.starts_with("HTTP/1.1 403"), "{climbing}: {reply}");
+        assert!(
+            reply.contains(r#""error":"egress_denied""#),
+            "{climbing}: {reply}"
+        );
+    }
     assert!(setup.upstream_requests().is_empty(), "nothing was sent upstream");
 
     // An upstream's own plain-text error comes back as it was sent, not in the gateway's shape.

@@ -367,9 +367,19 @@ async fn run(
         Some(query) => format!("{path}?{query}"),
         None => path.to_owned(),
     };
+    // Headers the caller's `Connection` names are hop-by-hop for this hop only (RFC 9110
+    // §7.6.1): a proxy does not pass them on.
+    let hop_by_hop = |name: &HeaderName| {
+        headers
+            .get_all(axum::http::header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|named| named.trim().eq_ignore_ascii_case(name.as_str()))
+    };
     let forwarded: Vec<Header> = headers
         .iter()
-        .filter(|(name, _)| forwardable(name))
+        .filter(|(name, _)| forwardable(name) && !hop_by_hop(name))
         .filter_map(|(name, value)| {
             Some(Header {
                 name: name.as_str().to_owned(),

@@ -106,13 +106,31 @@ fn parse_url(text: &str) -> Result<Url, HttpError> {
 }
 
 /// Whether the path part of `raw` has a segment URL parsing treats as `.` or `..`: spelt with
-/// dots or `%2E`, between `/` or `\` (a separator too in http URLs).
+/// dots or `%2E`, between `/` or `\` (a separator too in http URLs) — or one an upstream
+/// server may still read as such: before a `;` (path parameters: Tomcat reads `..;x` as `..`)
+/// or between an encoded `/` or `\` (servers that decode before resolving dots).
 fn has_dot_segment(raw: &str) -> bool {
     let path = raw.split(['?', '#']).next().unwrap_or_default();
-    // Checked on every upstream request: compared in place, without a lower-cased copy.
+    path.split(['/', '\\']).any(|segment| {
+        segment.split(';').any(|piece| {
+            if !piece.contains('%') {
+                return is_dot_segment(piece);
+            }
+            // Rare (an encoded character in the segment): only then a lower-cased copy.
+            let piece = piece.to_ascii_lowercase();
+            piece
+                .split("%2f")
+                .flat_map(|part| part.split("%5c"))
+                .any(is_dot_segment)
+        })
+    })
+}
+
+/// Whether `segment` is `.` or `..`, spelt with dots or `%2E`. Checked on every upstream
+/// request: compared in place, without a lower-cased copy.
+fn is_dot_segment(segment: &str) -> bool {
     const DOT_SEGMENTS: [&str; 6] = [".", "%2e", "..", ".%2e", "%2e.", "%2e%2e"];
-    path.split(['/', '\\'])
-        .any(|segment| DOT_SEGMENTS.iter().any(|dots| segment.eq_ignore_ascii_case(dots)))
+    DOT_SEGMENTS.iter().any(|dots| segment.eq_ignore_ascii_case(dots))
 }
 
 /// Whether `url` is `base` (a serialized URL without its trailing `/`) or lies under it.
@@ -775,6 +793,14 @@ pub(crate) mod tests {
             "/a/.%2e/b",
             "/a\\..\\..\\b",
             "/a/%2e",
+            // What some upstream servers still read as `..`.
+            "/..;/admin",
+            "/a/..;x=1/b",
+            "/..%2fadmin",
+            "/..%2Fadmin",
+            "/..%5cadmin",
+            "/%2e%2e%2fadmin",
+            "/a%2F..%2Fb",
         ];
         for path in dot_segments {
             let refused = call.prepare(request(path, &[]));
@@ -783,7 +809,13 @@ pub(crate) mod tests {
                 "{path}: {refused:?}"
             );
         }
-        for staying in ["/repos/a.b/..c/...", "?page=..", "/"] {
+        for staying in [
+            "/repos/a.b/..c/...",
+            "?page=..",
+            "/",
+            "/projects/group%2Fproject",
+            "/a;b/c..;d",
+        ] {
             let raw = if staying.starts_with('?') {
                 format!("/{staying}")
             } else {
