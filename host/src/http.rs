@@ -178,6 +178,22 @@ fn settle(result: Result<Response, ApiError>, log: &mut RequestLog, started: Ins
     response
 }
 
+/// A request path as the logs show it. A connect page's path holds its session's bearer token
+/// (`/connect/cst_…`), which is not written down anywhere (the vault keeps only its hash).
+struct LoggedPath<'a>(&'a str);
+
+impl std::fmt::Display for LoggedPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.strip_prefix("/connect/cst_") {
+            Some(rest) => {
+                let after_token = rest.find('/').map_or("", |at| &rest[at..]);
+                write!(f, "/connect/cst_[REDACTED]{after_token}")
+            }
+            None => f.write_str(self.0),
+        }
+    }
+}
+
 /// Give every request a transaction key, put it on the response, and with `access_log` log
 /// the outcome.
 async fn transaction(
@@ -191,8 +207,12 @@ async fn transaction(
     request.extensions_mut().insert(TransactionKey(key.clone()));
     // Whatever a handler logs carries the transaction key and route. The span holds only what
     // is known up front: recording fields later costs a re-format per field on every request.
-    let span =
-        tracing::info_span!("request", tx = %key, method = %request.method(), path = %request.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        tx = %key,
+        method = %request.method(),
+        path = %LoggedPath(request.uri().path())
+    );
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let mut response = rejection::in_api_shape(response).await;
@@ -210,4 +230,24 @@ async fn transaction(
         });
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoggedPath;
+
+    #[test]
+    fn connect_page_tokens_are_not_logged() {
+        for (path, logged) in [
+            ("/connect/cst_0123abcd", "/connect/cst_[REDACTED]"),
+            (
+                "/connect/cst_0123abcd/authorize",
+                "/connect/cst_[REDACTED]/authorize",
+            ),
+            ("/connect/oauth/callback", "/connect/oauth/callback"),
+            ("/v1/echo/say", "/v1/echo/say"),
+        ] {
+            assert_eq!(LoggedPath(path).to_string(), logged);
+        }
+    }
 }
