@@ -44,7 +44,8 @@ pub fn check_oauth_scope(field: &str, scope: &str) -> Result<(), String> {
 pub const MAX_IDENTITY_BYTES: usize = 200;
 
 /// An identity (whose connection it is): 1 to [`MAX_IDENTITY_BYTES`] bytes without control
-/// characters. It becomes part of the connection key, which apps store, log and print.
+/// characters (bidirectional formatting ones included). It becomes part of the connection key,
+/// which apps store, log and print.
 pub fn check_identity(field: &str, identity: &str) -> Result<(), String> {
     if identity.is_empty() || identity.len() > MAX_IDENTITY_BYTES {
         return Err(format!("{field} must be 1 to {MAX_IDENTITY_BYTES} bytes"));
@@ -52,13 +53,19 @@ pub fn check_identity(field: &str, identity: &str) -> Result<(), String> {
     if identity.trim().is_empty() {
         return Err(format!("{field} must not be blank"));
     }
-    if let Some(control) = identity.chars().find(|c| c.is_control()) {
+    if let Some(control) = identity.chars().find(|c| c.is_control() || is_bidi_control(*c)) {
         return Err(format!(
             "{field} contains a control character ({}); an identity is part of the connection key",
             control.escape_default()
         ));
     }
     Ok(())
+}
+
+/// Unicode's bidirectional formatting characters: printed, they reorder the text around them
+/// (`\u{202E}` shows what follows backwards), so an identity could read as another one.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The longest base URL a connection may have.
@@ -188,7 +195,19 @@ mod tests {
         assert!(check_identity("--identity", "alice@acme.com").is_ok());
         assert!(check_identity("--identity", "équipe 7").is_ok());
         assert!(check_identity("--identity", &"a".repeat(MAX_IDENTITY_BYTES)).is_ok());
-        for bad in ["", "   ", "tab\there", "line\nbreak", "esc\u{1b}[31m"] {
+        assert!(
+            check_identity("--identity", "عربي user").is_ok(),
+            "right-to-left text itself is fine"
+        );
+        for bad in [
+            "",
+            "   ",
+            "tab\there",
+            "line\nbreak",
+            "esc\u{1b}[31m",
+            "\u{202e}evil",
+            "a\u{2067}b",
+        ] {
             assert!(check_identity("--identity", bad).is_err(), "{bad:?}");
         }
         assert!(check_identity("--identity", &"a".repeat(MAX_IDENTITY_BYTES + 1)).is_err());
