@@ -617,9 +617,21 @@ impl Runtime {
         };
         let outcome = tokio::time::timeout(self.limits.describe_timeout, run).await;
         store.data_mut().log_output(!matches!(outcome, Ok(Ok(_))));
+        // A crash's own words (a panic message through `log`, an exception on stderr) are the
+        // last error line: the load error carries them, as the connector's log lines cannot say
+        // which file was loading.
+        let last_words = store.data().call.last_error_line().map(str::to_owned);
         let wit = match outcome {
             Ok(Ok(manifest)) => manifest,
-            Ok(Err(e)) => return Err(LoadError::Describe(format!("{e:#}"))),
+            Ok(Err(e)) => {
+                // A trap's kind, not wasmtime's whole backtrace of guest frames.
+                let what = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(trap) => format!("it trapped ({trap})"),
+                    None => format!("{e:#}"),
+                };
+                let said = last_words.map(|line| format!("; the connector wrote: {line}"));
+                return Err(LoadError::Describe(format!("{what}{}", said.unwrap_or_default())));
+            }
             Err(_) => return Err(LoadError::Describe("timed out".into())),
         };
         Ok(Manifest::from_wit(wit)?)

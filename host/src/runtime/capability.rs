@@ -29,6 +29,9 @@ pub(crate) struct CallState {
     auth: Option<AuthScheme>,
     requests_sent: u32,
     log_lines: u32,
+    /// The last error-level line the connector logged or wrote to stderr before crashing: its
+    /// own words for why (a panic message, an exception), which a failed load reports.
+    last_error_line: Option<String>,
     /// Status of the last response to a request that carried the credential.
     credential_status: Option<u16>,
     /// Time spent waiting for upstream responses.
@@ -61,6 +64,7 @@ impl CallState {
             auth,
             requests_sent: 0,
             log_lines: 0,
+            last_error_line: None,
             credential_status: None,
             upstream_time: std::time::Duration::ZERO,
             denials: 0,
@@ -636,11 +640,19 @@ impl CallState {
             message.truncate(cut);
             message.push_str("…[truncated]");
         }
+        if matches!(level, Level::Error) {
+            self.last_error_line = Some(message.clone());
+        }
         let (connector, tx) = (&*self.connector_id, self.context.transaction_key.as_str());
         match stream {
             None => connector_event!(level, connector, tx, "{message}"),
             Some(stream) => connector_event!(level, connector, tx, stream, "{message}"),
         }
+    }
+
+    /// The last error-level line the connector logged (see `last_error_line`).
+    pub(crate) fn last_error_line(&self) -> Option<&str> {
+        self.last_error_line.as_deref()
     }
 
     /// Log lines this invocation may still write.

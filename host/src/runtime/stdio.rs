@@ -121,7 +121,7 @@ fn emit(call: &mut CallState, stream: Stream, bytes: &[u8], level: Level, keep_t
     let lines = text
         .split('\n')
         .map(|line| line.strip_suffix('\r').unwrap_or(line))
-        .filter(|line| !line.trim().is_empty());
+        .filter(|line| !line.trim().is_empty() && !is_backtrace_hint(line));
     let total = lines.clone().count();
     let kept = total.min(call.log_lines_left());
     let skip = if keep_tail { total - kept } else { 0 };
@@ -129,6 +129,12 @@ fn emit(call: &mut CallState, stream: Stream, bytes: &[u8], level: Level, keep_t
         call.log_line(level, Cow::Borrowed(line), Some(stream.name()));
     }
     call.over_log_budget(total - kept);
+}
+
+/// Rust's panic hook ends with advice to set `RUST_BACKTRACE`, which a guest (no environment)
+/// cannot follow; the interpreters built in Rust (QuickJS, Python) write it too.
+fn is_backtrace_hint(line: &str) -> bool {
+    line.trim_start().starts_with("note: run with `RUST_BACKTRACE=")
 }
 
 fn lock(buffers: &Mutex<Buffers>) -> std::sync::MutexGuard<'_, Buffers> {

@@ -218,6 +218,26 @@ async fn load_errors_are_one_line_and_a_file_that_is_not_webassembly_is_named_so
     );
 }
 
+/// A connector that panics in `describe()` fails to load with its own words in the error (the
+/// load error is what `/v1/plugins` and the log line naming the file show), not wasmtime's
+/// backtrace of guest frames, nor Rust's advice to set an environment variable a guest lacks.
+#[tokio::test]
+async fn a_describe_that_panics_fails_the_load_with_its_message() {
+    let (runtime, _upstream) = runtime(1);
+    let bytes = std::fs::read(guests::DESCRIBE_PANICS).expect("versioned.wasm (describe-panics)");
+    let error = runtime
+        .load(bytes, &Policy::default())
+        .await
+        .expect_err("describe panics")
+        .to_string();
+    assert!(error.starts_with("describe() failed: it trapped ("), "{error}");
+    assert!(
+        error.ends_with("the connector wrote: panicked at tests/guests/versioned/src/lib.rs:13:13: describe broke on purpose"),
+        "{error}"
+    );
+    assert!(!error.contains("RUST_BACKTRACE") && error.len() < 300, "{error}");
+}
+
 #[tokio::test]
 async fn a_connection_base_url_is_used_only_where_the_policy_allows_it() {
     let (runtime, _upstream) = runtime(4);

@@ -9,6 +9,9 @@ const VERSION: &str = if cfg!(feature = "v2") { "2.0.0" } else { "1.0.0" };
 
 impl Connector for Versioned {
     fn describe() -> Manifest {
+        if cfg!(feature = "describe-panics") {
+            panic!("describe broke on purpose");
+        }
         let manifest = Manifest::new("versioned", "Versioned", VERSION)
             .base_url("https://api.versioned.test")
             .auth(Auth::None)
