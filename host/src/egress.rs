@@ -156,10 +156,22 @@ pub enum AddressPolicy {
 impl AddressPolicy {
     /// Whether the gateway may connect to `ip` under this policy.
     pub fn permits(self, ip: IpAddr) -> bool {
+        self.refusal(ip).is_none()
+    }
+
+    /// Why the gateway may not connect to `ip` under this policy, in words for the refusal
+    /// (`None`: it may). A developer whose upstream is on loopback learns the flag to pass.
+    pub fn refusal(self, ip: IpAddr) -> Option<&'static str> {
         match classify(ip) {
-            AddressClass::Public => true,
-            AddressClass::Private => self == Self::AllowPrivate,
-            AddressClass::Forbidden => false,
+            AddressClass::Public => None,
+            AddressClass::Private if self == Self::AllowPrivate => None,
+            AddressClass::Private => Some(
+                "it is private (loopback, a local network), which the gateway reaches only when \
+                 started with --allow-private-upstreams",
+            ),
+            AddressClass::Forbidden => {
+                Some("the gateway never connects there (cloud metadata, multicast, reserved ranges)")
+            }
         }
     }
 }

@@ -426,9 +426,11 @@ fn classify(error: hyper_util::client::legacy::Error, connect_timeout: Duration)
 
 /// Raised by the resolver when every address of a name is refused.
 #[derive(Debug, thiserror::Error)]
-#[error("{host} resolves only to addresses the gateway may not connect to")]
+#[error("{host} resolves only to addresses the gateway may not connect to ({why})")]
 struct AddressDenied {
     host: String,
+    /// Why the first address was refused.
+    why: &'static str,
 }
 
 /// Resolves names with the system resolver, then keeps only addresses `policy` permits.
@@ -452,10 +454,18 @@ impl tower_service::Service<Name> for PolicyResolver {
         let policy = self.policy;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let permitted: Vec<SocketAddr> = resolved.filter(|addr| policy.permits(addr.ip())).collect();
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let permitted: Vec<SocketAddr> = resolved
+                .iter()
+                .copied()
+                .filter(|addr| policy.permits(addr.ip()))
+                .collect();
             if permitted.is_empty() {
-                return Err(Box::new(AddressDenied { host }) as BoxError);
+                let why = resolved
+                    .first()
+                    .and_then(|addr| policy.refusal(addr.ip()))
+                    .unwrap_or("it resolves to no address");
+                return Err(Box::new(AddressDenied { host, why }) as BoxError);
             }
             Ok(permitted.into_iter())
         })

@@ -398,6 +398,9 @@ async fn private_upstream_is_refused_without_opt_in() {
         "{:?}",
         answer.body
     );
+    // The refusal names the way out for a developer whose upstream is on loopback.
+    let says = answer.body["message"].as_str().unwrap_or_default();
+    assert!(says.contains("--allow-private-upstreams"), "{says}");
 
     // The hostile connection's base URL is the loopback fake too: name it by `localhost`.
     let port = setup.upstream.addr.port();

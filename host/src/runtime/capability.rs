@@ -241,9 +241,11 @@ impl CallState {
             )));
         }
         if let Some(ip) = egress::ip_literal(url)
-            && !self.limits.address_policy.permits(ip)
+            && let Some(why) = self.limits.address_policy.refusal(ip)
         {
-            return Err(denied(format!("address {ip} is not reachable from the gateway")));
+            return Err(denied(format!(
+                "address {ip} is not reachable from the gateway: {why}"
+            )));
         }
         Ok(())
     }

@@ -335,7 +335,8 @@ async fn a_name_resolving_only_to_refused_addresses_is_denied() {
         .await
         .expect_err("denied");
     assert!(
-        matches!(&error, UpstreamError::Denied(message) if message.contains("localhost")),
+        matches!(&error, UpstreamError::Denied(message)
+            if message.contains("localhost") && message.contains("--allow-private-upstreams")),
         "{error:?}"
     );
 }
