@@ -28,9 +28,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Dev(mut args) => {
-            if args.serve.plugins == std::path::Path::new("connectors") {
-                args.serve.plugins = std::path::PathBuf::from("target/sluice-dev/connectors");
-            }
             // A connector author wants to see each call as it happens.
             args.serve.access_log = true;
             // Held for the life of the process: dropping it stops rebuilding on save.
@@ -457,8 +454,9 @@ async fn connector_auth(
     let not_found = || {
         format!(
             "no integration named `{id}` in the plugins directory {}: check the name, or pass the \
-             --plugins directory of your gateway (`sluice dev` serves from target/sluice-dev/connectors)",
-            plugins.display()
+             --plugins directory of your gateway (`sluice dev` serves from {})",
+            plugins.display(),
+            crate::config::DEV_COMPONENTS
         )
     };
     let mut files = registry::component_files(plugins).await.with_context(not_found)?;

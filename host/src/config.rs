@@ -284,15 +284,32 @@ pub struct ServeArgs {
 
 /// `sluice dev`.
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("plugins", |plugins| plugins
+    .default_value(DEV_COMPONENTS)
+    .help("Directory the built connector components are published to, and served from")))]
 pub struct DevArgs {
-    /// Directory whose sub-directories are connector crates.
+    /// Directory whose sub-directories are connectors: Rust crates, and directories with a
+    /// `build.sh` (JavaScript, Python, C, …).
     #[arg(long, default_value = "plugins")]
     pub sources: PathBuf,
-    /// Everything `serve` takes; `--plugins` is where built components are published
-    /// (default `target/sluice-dev/connectors`).
+    /// Everything `serve` takes.
     #[command(flatten)]
     pub serve: ServeArgs,
 }
+
+impl Command {
+    /// The log filter when `SLUICE_LOG` sets none: under `sluice dev` connectors' debug lines
+    /// too (the contract's "diagnostics for connector authors"; their target is `connector`).
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Self::Dev(_) => "info,connector=debug",
+            _ => "info",
+        }
+    }
+}
+
+/// Where `sluice dev` publishes the components it builds, unless told otherwise.
+pub const DEV_COMPONENTS: &str = "target/sluice-dev/connectors";
 
 /// `sluice keys …`.
 #[derive(Debug, Subcommand)]
@@ -461,6 +478,29 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn dev_serves_its_own_builds_by_default_and_says_so() {
+        let plugins = |args: &[&str]| match parse(args).expect("parses").command {
+            Command::Dev(dev) => dev.serve.plugins,
+            Command::Serve(serve) => serve.plugins,
+            _ => unreachable!("dev or serve"),
+        };
+        assert_eq!(plugins(&["dev"]), PathBuf::from(DEV_COMPONENTS));
+        assert_eq!(
+            plugins(&["dev", "--plugins", "connectors"]),
+            PathBuf::from("connectors")
+        );
+        assert_eq!(plugins(&["serve"]), PathBuf::from("connectors"));
+        // A connector author sees the connector's debug lines; an operator does not.
+        let filter = |args: &[&str]| parse(args).expect("parses").command.default_log_filter();
+        assert_eq!(
+            (filter(&["dev"]), filter(&["serve"])),
+            ("info,connector=debug", "info")
+        );
+        let help = parse(&["dev", "--help"]).expect_err("help").to_string();
+        assert!(help.contains(&format!("[default: {DEV_COMPONENTS}]")), "{help}");
     }
 
     #[test]
