@@ -394,7 +394,16 @@ impl From<ConnectorError> for ApiError {
     fn from(error: ConnectorError) -> Self {
         match error {
             ConnectorError::BadParams(m) => Self::BadRequest(bounded(m)),
-            ConnectorError::UnknownEndpoint(m) => Self::NotFound(bounded(m)),
+            // The host calls only endpoints the connector declared, so this is the connector
+            // contradicting itself (a `match` arm forgotten), not a caller's unknown name.
+            ConnectorError::UnknownEndpoint(m) => {
+                tracing::warn!(answer = %bounded(m), "the connector declares this endpoint but its invoke() does not handle it");
+                Self::ConnectorError(
+                    "the connector declares this endpoint but does not handle it (its invoke() answered \
+                     unknown-endpoint); its author needs to know"
+                        .into(),
+                )
+            }
             ConnectorError::Http(e) => e.into(),
             ConnectorError::Upstream(m) => {
                 Self::ConnectorError(bounded(format!("unexpected upstream answer: {m}")))
@@ -427,8 +436,8 @@ mod tests {
             (ConnectorError::BadParams("x".into()).into(), "bad_request", 400),
             (
                 ConnectorError::UnknownEndpoint("x".into()).into(),
-                "not_found",
-                404,
+                "connector_error",
+                502,
             ),
             (
                 ConnectorError::Http(HttpError::Denied("x".into())).into(),

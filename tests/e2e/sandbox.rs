@@ -299,6 +299,31 @@ async fn stdout_and_stderr_floods_are_capped() {
     assert!(kept < 100 << 10, "{kept} bytes of output logged");
 }
 
+/// An endpoint the connector declares but does not handle (a forgotten `match` arm answering
+/// unknown-endpoint) is the connector's fault, not the caller's: `502 connector_error`, and
+/// the gateway's log says so, where a 404 told the caller the endpoint did not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declared_endpoint_the_connector_does_not_handle_is_its_error() {
+    let setup = Setup::new().await;
+    let answer = setup.execute("hostile", "forgotten", json!({"params": {}})).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (502, "connector_error"),
+        "{:?}",
+        answer.body
+    );
+    let message = answer.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("declares this endpoint but does not handle it"),
+        "{message}"
+    );
+    let transaction = transaction_of(&answer);
+    setup
+        .gateway
+        .output_with_line(&[&transaction, "its invoke() does not handle it"])
+        .await;
+}
+
 /// Output cannot carry the credential into the log: if a connector gets hold of it (here the
 /// caller passes it in) and prints it, to stdout or, before crashing, to stderr, the log shows
 /// it scrubbed.

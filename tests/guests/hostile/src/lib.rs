@@ -100,6 +100,8 @@ impl Connector for Hostile {
             "remember",
             "hold_handles",
             "print",
+            // Declared, with no arm in `invoke`: a connector contradicting itself.
+            "forgotten",
         ];
         endpoints.iter().fold(
             Manifest::new("hostile", "Hostile", env!("CARGO_PKG_VERSION"))
