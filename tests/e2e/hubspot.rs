@@ -200,12 +200,25 @@ async fn hubspot_bad_params_are_400_and_upstream_errors_pass_through() {
 
     // A path-breaking ID stays inside its segment and simply is not found.
     let missing = setup
-        .execute("hubspot", "get_contact", json!({"contact_id": "../owners/1 ü"}))
+        .execute("hubspot", "get_contact", json!({"contact_id": "a/owners/1 ü"}))
         .await;
     assert_eq!(missing.body["status"], 404, "{:?}", missing.body);
     assert_eq!(missing.body["data"]["category"], "OBJECT_NOT_FOUND");
     let sent = setup.requests().pop().expect("a request");
-    assert_eq!(sent.path, "/crm/v3/objects/contacts/..%2Fowners%2F1%20%C3%BC");
+    assert_eq!(sent.path, "/crm/v3/objects/contacts/a%2Fowners%2F1%20%C3%BC");
+    // One that starts with `../` is not sent at all, encoded or not: an upstream server that
+    // decodes `%2F` before resolving dots would read it as a step up.
+    let sent_before = setup.requests().len();
+    let climbing = setup
+        .execute("hubspot", "get_contact", json!({"contact_id": "../owners/1"}))
+        .await;
+    assert_eq!(
+        (climbing.status, climbing.code()),
+        (403, "egress_denied"),
+        "{:?}",
+        climbing.body
+    );
+    assert_eq!(setup.requests().len(), sent_before, "nothing more was sent");
 }
 
 /// The host's `denied` http-error reaches the connector and comes back as `egress_denied`.

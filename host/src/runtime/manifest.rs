@@ -271,8 +271,14 @@ impl Manifest {
             }
             // Built without remote or file resolution: a connector's schema cannot make the
             // host fetch anything.
-            let validator = jsonschema::validator_for(&params_schema)
-                .map_err(|e| invalid(&field, format!("params-schema is not a valid JSON Schema: {e}")))?;
+            let validator = jsonschema::validator_for(&params_schema).map_err(|e| {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() { "/".to_owned() } else { at };
+                invalid(
+                    &field,
+                    format!("params-schema is not a valid JSON Schema: at `{at}`: {e}"),
+                )
+            })?;
             let examples = endpoint
                 .examples
                 .into_iter()
@@ -282,6 +288,27 @@ impl Manifest {
                         .map_err(|err| invalid(&field, format!("example is not JSON: {err}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            // Examples are published (catalog, OpenAPI, tool descriptions) for callers and
+            // agents to copy: one the host would refuse teaches them a failing call.
+            for (title, params) in &examples {
+                let problems: Vec<String> = validator
+                    .iter_errors(params)
+                    .take(MAX_REPORTED_ERRORS)
+                    .map(|error| {
+                        let at = error.instance_path().to_string();
+                        format!("`{}`: {error}", if at.is_empty() { "/" } else { &at })
+                    })
+                    .collect();
+                if !problems.is_empty() {
+                    return Err(invalid(
+                        &field,
+                        format!(
+                            "example `{title}` does not match the params schema: {}",
+                            problems.join("; ")
+                        ),
+                    ));
+                }
+            }
             if endpoint_index
                 .insert(endpoint.name.clone(), endpoints.len())
                 .is_some()
@@ -491,6 +518,26 @@ mod tests {
             let error = Manifest::from_wit(taken).expect_err(reserved).to_string();
             assert!(error.contains("gateway's own routes"), "{error}");
         }
+        // A schema mistake says where it is.
+        let error = Manifest::from_wit(wit(r#"{"properties": {"a": {"type": "strin"}}}"#))
+            .expect_err("an unknown type")
+            .to_string();
+        assert!(error.contains("at `/properties/a/type`"), "{error}");
+        // Examples are published for callers to copy: one the host would refuse is refused.
+        let example =
+            |params: &str| crate::runtime::bindings::v0_2::exports::sluice::connector::connector::Example {
+                title: "Item 42".into(),
+                params_json: params.into(),
+            };
+        let mut wrong_example = wit(r#"{"properties": {"id": {"type": "string"}}, "required": ["id"]}"#);
+        wrong_example.endpoints[0].examples = vec![example(r#"{"id": "42"}"#), example(r#"{"id": 42}"#)];
+        let error = Manifest::from_wit(wrong_example)
+            .expect_err("an example the schema refuses")
+            .to_string();
+        assert!(
+            error.contains("example `Item 42` does not match the params schema: `/id`: 42 is not of type"),
+            "{error}"
+        );
         let mut doubled = wit("{}");
         doubled.id = "my__app".into();
         let error = Manifest::from_wit(doubled)
