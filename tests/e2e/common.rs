@@ -76,6 +76,10 @@ pub fn fake_github(request: &Recorded) -> Reply {
         // Waits without holding a thread of the test's runtime: a test can keep time meanwhile.
         ("GET", "/slow") => Reply::json(200, json!({"slow": true})).after(Duration::from_millis(1500)),
         ("GET", "/text") => Reply::text(200, "plain words"),
+        ("GET", "/repos/acme/broken") => Reply {
+            headers: vec![("content-type".into(), "application/json".into())],
+            ..Reply::text(200, "{not json")
+        },
         ("GET", "/teapot") => Reply::text(418, "short and stout"),
         ("GET", "/big") => Reply::text(200, &big_body()),
         ("GET", "/sized") => Reply::text(200, &"s".repeat(SIZED_BODY_BYTES)),

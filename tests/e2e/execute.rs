@@ -34,6 +34,26 @@ async fn get_repo_returns_status_and_data_verbatim() {
     setup.assert_secret_not_logged();
 }
 
+/// An answer that says it is JSON but is not reaches the caller as a string (nothing is lost),
+/// and the gateway's log says why under the call's transaction key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_answer_that_is_not_json_is_a_string_and_logged() {
+    let setup = Setup::new().await;
+    let answer = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "broken"}}),
+        )
+        .await;
+    assert_eq!(answer.body, json!({"status": 200, "data": "{not json"}));
+    let tx = answer.headers["x-transaction-key"].to_str().expect("ascii");
+    setup
+        .gateway
+        .output_with_line(&[tx, "says it is JSON but its body is not"])
+        .await;
+}
+
 /// Optional params become query parameters; absent ones are not sent.
 #[tokio::test(flavor = "multi_thread")]
 async fn list_issues_sends_query_parameters() {

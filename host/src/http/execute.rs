@@ -258,6 +258,13 @@ fn reply(output: &Output) -> Response {
         media.eq_ignore_ascii_case("application/json") || media.ends_with("+json")
     });
     let embeds_json = is_json && serde_json::from_slice::<&RawValue>(&output.body).is_ok();
+    if is_json && !embeds_json && !output.body.is_empty() {
+        // The caller gets a string where it expected an object: say why, for whoever looks.
+        tracing::warn!(
+            status = output.status,
+            "the answer says it is JSON but its body is not; `data` is that body as a string"
+        );
+    }
     let mut body = Vec::with_capacity(output.body.len() + 32);
     // Writing into a Vec cannot fail.
     let _ = write!(body, "{{\"status\":{},\"data\":", output.status);
