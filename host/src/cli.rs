@@ -23,6 +23,16 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `text` as one word of a shell command line, quoted only where it needs to be, so that a
+/// printed command can be pasted as it is.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:@,%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -45,7 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let dev = if dir == std::path::Path::new("plugins") {
                 "sluice dev".to_owned()
             } else {
-                format!("sluice dev --sources {}", dir.display())
+                format!("sluice dev --sources {}", shell_word(&dir.display().to_string()))
             };
             eprintln!("created {}; `{dev}` builds and serves it", created.display());
             Ok(())
@@ -854,6 +864,15 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_paths_paste_into_a_shell_as_one_word() {
+        assert_eq!(shell_word("../conns/x_y-1"), "../conns/x_y-1");
+        assert_eq!(shell_word("sp ace/conns"), "'sp ace/conns'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("$HOME"), "'$HOME'");
+        assert_eq!(shell_word(""), "''");
+    }
 
     #[test]
     fn a_new_data_directory_is_private_and_an_existing_one_is_left_alone() -> anyhow::Result<()> {

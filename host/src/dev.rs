@@ -11,7 +11,7 @@
 
 use anyhow::{Context, bail};
 use notify::{RecursiveMode, Watcher};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::process::Command;
@@ -271,6 +271,20 @@ impl DevConnector {
         }
     }
 
+    /// The component its build publishes into `components`: the crate's library name, or for
+    /// a `build.sh` directory its own name (the contract's `<out-dir>/<name>.wasm`).
+    pub fn component(&self, components: &Path) -> PathBuf {
+        let stem = match self {
+            Self::Crate(krate) => krate.lib_name.clone(),
+            Self::Script(script) => script
+                .dir
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        components.join(format!("{stem}.wasm"))
+    }
+
     /// Build it into `components`; returns whether the build succeeded.
     pub async fn build(&self, components: &Path) -> bool {
         match self {
@@ -311,6 +325,12 @@ pub async fn start(sources: &Path, components: &Path) -> anyhow::Result<notify::
     for connector in &connectors {
         connector.build(components).await;
     }
+    // What this session built, by source directory: a directory deleted later takes its
+    // component with it (only ones built here: `--plugins` may hold other files).
+    let built: BTreeMap<PathBuf, PathBuf> = connectors
+        .iter()
+        .map(|c| (c.dir().to_owned(), c.component(components)))
+        .collect();
     let (sender, receiver) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
@@ -322,11 +342,21 @@ pub async fn start(sources: &Path, components: &Path) -> anyhow::Result<notify::
         }
     })?;
     watcher.watch(sources, RecursiveMode::Recursive)?;
-    tokio::spawn(rebuild_task(receiver, sources.to_owned(), components.to_owned()));
+    tokio::spawn(rebuild_task(
+        receiver,
+        sources.to_owned(),
+        components.to_owned(),
+        built,
+    ));
     Ok(watcher)
 }
 
-async fn rebuild_task(mut events: mpsc::UnboundedReceiver<PathBuf>, sources: PathBuf, components: PathBuf) {
+async fn rebuild_task(
+    mut events: mpsc::UnboundedReceiver<PathBuf>,
+    sources: PathBuf,
+    components: PathBuf,
+    mut built: BTreeMap<PathBuf, PathBuf>,
+) {
     while let Some(first) = events.recv().await {
         let mut changed = BTreeSet::from([first]);
         while let Ok(Some(path)) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
@@ -340,6 +370,7 @@ async fn rebuild_task(mut events: mpsc::UnboundedReceiver<PathBuf>, sources: Pat
                 continue;
             }
         };
+        remove_components_of_deleted_sources(&mut built, &connectors).await;
         for connector in connectors {
             let dir = connector.dir();
             let touched = changed
@@ -347,10 +378,38 @@ async fn rebuild_task(mut events: mpsc::UnboundedReceiver<PathBuf>, sources: Pat
                 .any(|path| path.starts_with(dir) && !is_build_noise(path, dir));
             if touched {
                 connector.build(&components).await;
+                built.insert(dir.to_owned(), connector.component(&components));
             }
         }
         // Events that came during the builds are handled next: a save made while a build ran
         // needs a build of its own; what builds write themselves is build noise, skipped above.
+    }
+}
+
+/// Remove the components built from source directories that are gone, so the gateway unloads
+/// them (they would otherwise be served until removed by hand, restarts included).
+async fn remove_components_of_deleted_sources(
+    built: &mut BTreeMap<PathBuf, PathBuf>,
+    found: &[DevConnector],
+) {
+    let gone: Vec<PathBuf> = built
+        .keys()
+        .filter(|dir| found.iter().all(|c| c.dir() != dir.as_path()))
+        .cloned()
+        .collect();
+    for dir in gone {
+        let Some(component) = built.remove(&dir) else {
+            continue;
+        };
+        match tokio::fs::remove_file(&component).await {
+            Ok(()) => eprintln!(
+                "sluice dev: {} is gone; removed {} (the gateway unloads it)",
+                dir.display(),
+                component.display()
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => eprintln!("sluice dev: could not remove {}: {error}", component.display()),
+        }
     }
 }
 

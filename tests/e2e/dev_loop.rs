@@ -189,6 +189,24 @@ async fn dev_rebuilds_a_javascript_connector_on_save() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(served_version(&gateway, "stripe").await.as_deref(), Some("0.2.0"));
+
+    // Deleting the connector's directory takes its component away too: it was served until
+    // removed by hand, restarts included.
+    std::fs::remove_dir_all(&connector).expect("delete the connector");
+    let deleted = Instant::now();
+    while served_version(&gateway, "stripe").await.is_some() {
+        assert!(
+            deleted.elapsed() < Duration::from_secs(30),
+            "the deleted connector is still served:\n{}",
+            gateway.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gateway.output().contains("is gone; removed"),
+        "{}",
+        gateway.output()
+    );
 }
 
 /// Scaffold connector `id` in `language` with `sluice new` into a directory outside the
