@@ -8,8 +8,7 @@ use crate::runtime::LoadedConnector;
 use crate::runtime::manifest::AuthScheme;
 use crate::vault::Vault;
 use axum::Form;
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use hmac::{Hmac, Mac};
@@ -81,11 +80,29 @@ pub(super) async fn submit_credentials(
     State(app): State<AppState>,
     Path(token): Path<String>,
     headers: HeaderMap,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    request: Request,
 ) -> Response {
+    let refused = || {
+        page::message(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "This form was not submitted from its own page. Open the connect link again.",
+            false,
+        )
+    };
+    // Browsers say where a post comes from; refuse posts another site made.
+    if posted_from_another_site(&headers, &app.public_url) {
+        return refused();
+    }
+    // The link must be a live session's before the body is read: a client without one could
+    // otherwise hold a connection by trickling a body in.
+    let (session, connector) = match pending_session(&app, &token).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
     // A person is reading: an unreadable post (not a form, too large) gets a page too.
-    let Form(form) = match form {
-        Ok(form) => form,
+    let form: HashMap<String, String> = match Form::from_request(request, &app).await {
+        Ok(Form(form)) => form,
         Err(rejection) => {
             return page::message(
                 rejection.status(),
@@ -95,22 +112,11 @@ pub(super) async fn submit_credentials(
             );
         }
     };
-    // Browsers say where a post comes from; refuse posts another site made.
-    let cross_site = posted_from_another_site(&headers, &app.public_url);
     let expected = form_token(&app.vault, &token);
     let presented = form.get("csrf").map(String::as_str).unwrap_or_default();
-    if cross_site || !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-        return page::message(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "This form was not submitted from its own page. Open the connect link again.",
-            false,
-        );
+    if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        return refused();
     }
-    let (session, connector) = match pending_session(&app, &token).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    };
     let auth = &connector.manifest.auth;
     if matches!(auth, AuthScheme::OAuth2(_)) {
         return page::message(
