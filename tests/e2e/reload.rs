@@ -297,23 +297,7 @@ async fn only_changes_load_and_a_shadowed_file_takes_over() {
         "{shadowed}"
     );
     std::fs::remove_file(&shadow).expect("remove");
-    let started = Instant::now();
-    loop {
-        let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
-        let file = plugins.body["rows"][0]["file"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if file == "echo.wasm" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "echo.wasm never took over: {}",
-            plugins.body
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_served_from(&gateway, "echo", "echo.wasm", "echo.wasm never took over").await;
     let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
     assert_eq!(plugins.body["shadowed"], json!([]), "{}", plugins.body);
     let call = send(
@@ -339,6 +323,15 @@ async fn file_serving(gateway: &Gateway, id: &str) -> String {
         .to_owned()
 }
 
+/// Wait (up to 10 s) until `file` serves connector `id`; `otherwise` says what went wrong.
+async fn wait_until_served_from(gateway: &Gateway, id: &str, file: &str, otherwise: &str) {
+    let started = Instant::now();
+    while file_serving(gateway, id).await != file {
+        assert!(started.elapsed() < Duration::from_secs(10), "{otherwise}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A plugins directory named relative to the working directory (as in the README's quick
 /// start) hot-reloads like an absolute one: the files loaded at start are the ones the watcher
 /// reports later (they were taken for other files: a file changed to declare another id kept
@@ -360,14 +353,7 @@ async fn a_relative_plugins_directory_reloads_like_an_absolute_one() {
     let partial = gateway.plugins_dir().join(".echo.wasm.partial");
     std::fs::copy(guests::GITHUB, &partial).expect("copy");
     std::fs::rename(&partial, &echo).expect("rename");
-    let started = Instant::now();
-    while file_serving(&gateway, "github").await != "echo.wasm" {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the new connector never loaded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_served_from(&gateway, "github", "echo.wasm", "the new connector never loaded").await;
     let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
     let ids: Vec<&Value> = plugins.body["rows"]
         .as_array()
@@ -409,14 +395,7 @@ async fn the_file_written_last_serves_across_rescans_and_restarts() {
     // Written after `echo.wasm`, and first in name order.
     let newer = gateway.plugins_dir().join("aa-echo.wasm");
     std::fs::copy(guests::ECHO, &newer).expect("copy");
-    let started = Instant::now();
-    while file_serving(&gateway, "echo").await != "aa-echo.wasm" {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the newer file never served"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_served_from(&gateway, "echo", "aa-echo.wasm", "the newer file never served").await;
 
     let before = loads(&gateway, "ok").await;
     gateway.signal("HUP");
@@ -459,14 +438,7 @@ async fn the_file_written_last_serves_across_rescans_and_restarts() {
         .open(gateway.plugins_dir().join("echo.wasm"))
         .and_then(|file| file.set_modified(std::time::SystemTime::now()))
         .expect("touch echo.wasm");
-    let started = Instant::now();
-    while file_serving(&gateway, "echo").await != "echo.wasm" {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the touched file never served"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_served_from(&gateway, "echo", "echo.wasm", "the touched file never served").await;
 }
 
 /// A file that is changed to declare another connector's id shadows that connector's own file,
