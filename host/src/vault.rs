@@ -194,7 +194,20 @@ impl Vault {
         let (new_primary, key_file) = match (&self.key_source, new_key) {
             (KeySource::File(path), None) => (crypto::MasterKey::generate(), Some(path.clone())),
             (KeySource::File(path), Some(text)) => (crypto::MasterKey::parse(text)?, Some(path.clone())),
-            (KeySource::Explicit(_), Some(text)) => (crypto::MasterKey::parse(text)?, None),
+            (KeySource::Explicit(_), Some(text)) => {
+                let new_key = crypto::MasterKey::parse(text)?;
+                // The gateways read their keys from the same variable, and could not read
+                // what this re-encrypts unless it already holds the new key.
+                if current.find(new_key.id()).is_none() {
+                    bail!(
+                        "SLUICE_MASTER_KEY does not hold the new key (id {}): gateways configured \
+                         like this could not read the secrets once re-encrypted. Configure them, and \
+                         this command, with SLUICE_MASTER_KEY=<new>,<old> first; then run it again",
+                        new_key.id()
+                    );
+                }
+                return self.reencrypt_under(new_key, None, current);
+            }
             (KeySource::Explicit(_), None) => bail!(
                 "with SLUICE_MASTER_KEY, pass --new-key and configure the gateways with \
                  SLUICE_MASTER_KEY=<new>,<old> first"
@@ -203,6 +216,18 @@ impl Vault {
         if current.find(new_primary.id()).is_some() && current.primary().id() == new_primary.id() {
             bail!("the new key is already the primary key");
         }
+        self.reencrypt_under(new_primary, key_file, current)
+    }
+
+    /// Re-encrypt every secret under `new_primary`, keeping `current`'s keys readable until
+    /// done; with `key_file`, that file holds the new key then the old ones meanwhile, and only
+    /// the new one after.
+    fn reencrypt_under(
+        &self,
+        new_primary: crypto::MasterKey,
+        key_file: Option<PathBuf>,
+        current: Keyring,
+    ) -> anyhow::Result<(String, usize)> {
         if let Some(path) = &key_file {
             let mut keys = vec![*new_primary.raw()];
             keys.extend(current.raw_keys());
@@ -299,6 +324,48 @@ mod tests {
             !key_path.exists(),
             "no new key may be made up for an existing database"
         );
+        Ok(())
+    }
+
+    /// With keys from `SLUICE_MASTER_KEY`, a rotation to a key that variable does not hold is
+    /// refused before anything changes: gateways configured the same way could not read what it
+    /// re-encrypted (every credentialed call failed). Holding both, it goes ahead.
+    #[test]
+    fn a_rotation_to_a_key_the_environment_lacks_is_refused() -> anyhow::Result<()> {
+        use crate::vault::api_keys::Environment;
+        use crate::vault::connections::NewConnection;
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("sluice.db");
+        let (old, new) = ("ab".repeat(32), "cd".repeat(32));
+        let vault = Vault::open(&db, &KeySource::Explicit(old.clone()))?;
+        let record = vault.add_connection(
+            &NewConnection {
+                platform: "github".into(),
+                environment: Some(Environment::Test),
+                secret: "ghp_rotate_me_please".into(),
+                ..NewConnection::default()
+            },
+            None,
+        )??;
+        let error = vault.rotate_key(Some(&new)).expect_err("refused").to_string();
+        assert!(
+            error.contains("SLUICE_MASTER_KEY does not hold the new key"),
+            "{error}"
+        );
+        let untouched = Vault::open(&db, &KeySource::Explicit(old.clone()))?;
+        let stored = untouched
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert_eq!(untouched.credential(&stored)?.secret(), "ghp_rotate_me_please");
+
+        let both = Vault::open(&db, &KeySource::Explicit(format!("{new},{old}")))?;
+        let (_, count) = both.rotate_key(Some(&new))?;
+        assert_eq!(count, 1);
+        let rotated = Vault::open(&db, &KeySource::Explicit(new))?;
+        let stored = rotated
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert_eq!(rotated.credential(&stored)?.secret(), "ghp_rotate_me_please");
         Ok(())
     }
 
