@@ -16,7 +16,7 @@ use crate::runtime::{Runtime, RuntimeLimits, SPARE_MAX_IDLE};
 use crate::upstream::HttpUpstream;
 use crate::vault::api_keys::{Environment, KeyOptions, Revocation, Scope, join_ids, key_name};
 use crate::vault::checks;
-use crate::vault::connections::{ConnectionFilter, NewConnection};
+use crate::vault::connections::{ConnectionFilter, ConnectionPatch, ConnectionSelector, NewConnection};
 use crate::vault::oauth_apps::NewOAuthApp;
 use crate::vault::{KeySource, Vault};
 use anyhow::Context;
@@ -162,6 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             environment,
             plugins,
             allow_private_upstreams,
+            replace,
             store,
         }) => {
             // The checks the vault API makes, the cheap ones first.
@@ -179,6 +180,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let vault = open_existing_vault(&store)?;
             let auth = connector_auth(&integration, &plugins, &vault, &store).await?;
             checks::check_secret_for(&integration, &auth, "--secret", &secret).map_err(anyhow::Error::msg)?;
+            // A second connection for the same owner would make every call that names no
+            // connection ambiguous (refused): changing a token is a replacement.
+            let selector = ConnectionSelector {
+                connection_key: None,
+                identity: identity.clone(),
+            };
+            let mut existing = vault.find_connections(&integration, environment, &selector)?;
+            // Without an identity the selector matches every identity: keep the owner's own.
+            existing.retain(|connection| connection.identity == identity);
+            let owner = identity
+                .as_deref()
+                .map_or("with no identity".to_owned(), |id| format!("for identity `{id}`"));
+            match (existing.as_slice(), replace) {
+                ([], _) => {}
+                ([current], true) => {
+                    let patch = ConnectionPatch {
+                        secret: Some(secret),
+                        base_url: base_url.map(Some),
+                        ..ConnectionPatch::default()
+                    };
+                    vault.update_connection(environment, &current.key, &patch)?;
+                    println!("{}", current.key);
+                    eprintln!("replaced the secret of {integration} connection {}", current.key);
+                    return Ok(());
+                }
+                (several, true) => anyhow::bail!(
+                    "{integration} has {} active connections {owner} in {environment} ({}): --replace \
+                     does not know which; remove the others first (`sluice connections remove`)",
+                    several.len(),
+                    several
+                        .iter()
+                        .map(|c| c.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                (several, false) => eprintln!(
+                    "warning: {integration} already has an active connection {owner} in {environment} ({}): \
+                     calls that name no connection_key will now be refused as ambiguous. To change a \
+                     token, run this with --replace instead (the key stays) and remove the new one; or \
+                     give each owner its --identity",
+                    several
+                        .iter()
+                        .map(|c| c.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
             let record = vault.add_connection(
                 &NewConnection {
                     platform: integration,

@@ -385,6 +385,11 @@ pub enum ConnectionsCommand {
         /// (otherwise it must be `https`: the credential is sent to it).
         #[arg(long, env = "SLUICE_ALLOW_PRIVATE_UPSTREAMS")]
         allow_private_upstreams: bool,
+        /// Put the secret (and base URL, if given) into the active connection this integration
+        /// already has for the identity (or for none), keeping its key, instead of adding a
+        /// second one (which makes calls that name no connection ambiguous).
+        #[arg(long)]
+        replace: bool,
         /// State location.
         #[command(flatten)]
         store: StoreArgs,

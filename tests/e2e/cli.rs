@@ -151,6 +151,64 @@ async fn connections_add_checks_what_the_vault_api_checks() {
     assert!(zero_days.contains("--expires-in-days"), "{zero_days}");
 }
 
+/// Changing a token from the command line: a second connection for the same owner is added
+/// with a warning (calls naming no connection become ambiguous), while `--replace` puts the new
+/// secret into the existing connection, whose key stays, and calls use it at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_add_replace_changes_a_token_in_place() {
+    let setup = Setup::new().await;
+    let plugins = setup.gateway.plugins_dir().to_str().expect("UTF-8").to_owned();
+    let add = |secret: &'static str, extra: &'static [&'static str]| {
+        let mut args = vec![
+            "connections",
+            "add",
+            "github",
+            "--secret",
+            secret,
+            "--plugins",
+            &plugins,
+            "--allow-private-upstreams",
+        ];
+        args.extend_from_slice(extra);
+        let gateway = &setup.gateway;
+        async move { gateway.cli_output(&args).await }
+    };
+    let replaced = add("ghp_rotated_token_2", &["--replace"]).await;
+    assert!(
+        replaced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replaced.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&replaced.stdout).trim(),
+        setup.connection_key,
+        "the key stays"
+    );
+    let answer = setup.get_repo().await;
+    assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
+    let sent = setup.upstream_requests().pop().expect("sent");
+    assert_eq!(sent.header("authorization"), Some("Bearer ghp_rotated_token_2"));
+
+    let second = add("ghp_another_token3", &[]).await;
+    assert!(second.status.success());
+    let warning = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        warning.contains("already has an active connection with no identity")
+            && warning.contains(&setup.connection_key)
+            && warning.contains("--replace"),
+        "{warning}"
+    );
+    // Now there are two: `--replace` does not guess which.
+    let ambiguous = add("ghp_third_token_4", &["--replace"]).await;
+    assert!(!ambiguous.status.success());
+    assert!(
+        String::from_utf8_lossy(&ambiguous.stderr).contains("--replace does not know which"),
+        "{}",
+        String::from_utf8_lossy(&ambiguous.stderr)
+    );
+    setup.assert_secret_not_logged();
+}
+
 /// `keys list` shows what limits a key: its expiry, daily quota and per-minute limit.
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_list_shows_expiry_and_limits() {
