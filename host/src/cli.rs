@@ -385,11 +385,16 @@ async fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
             ) {
                 anyhow::bail!("`{integration}` does not use OAuth 2.0: it takes no OAuth app");
             }
+            // The admin API's checks.
             let url = |flag: &str, value: Option<String>| {
                 value
-                    .map(|u| url::Url::parse(&u).with_context(|| format!("--{flag} {u} is not a URL")))
+                    .map(|u| checks::parse_oauth_url(&format!("--{flag}"), &u).map_err(anyhow::Error::msg))
                     .transpose()
             };
+            if client_id.trim().is_empty() {
+                anyhow::bail!("--client-id must not be empty");
+            }
+            checks::check_secret("--client-secret", &client_secret).map_err(anyhow::Error::msg)?;
             for scope in &scopes {
                 checks::check_oauth_scope("--scope", scope).map_err(anyhow::Error::msg)?;
             }
@@ -412,14 +417,17 @@ async fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
         OAuthAppsCommand::List { store } => {
             let mut out = String::new();
             for app in open_existing_vault(&store)?.list_oauth_apps()? {
+                // Where the client secret and the users' tokens go is the operator's to see.
+                let or_default =
+                    |url: Option<url::Url>| url.map_or_else(|| "(default)".to_owned(), |u| u.to_string());
                 out += &format!(
-                    "{}\tclient_id={}\tscopes={}\tredirect_url={}\n",
+                    "{}\tclient_id={}\tscopes={}\tredirect_url={}\tauthorize_url={}\ttoken_url={}\n",
                     app.platform,
                     cell(&app.client_id),
                     cell(&app.scopes.join(" ")),
-                    app.redirect_url
-                        .map(|u| u.to_string())
-                        .unwrap_or_else(|| "(default)".into())
+                    or_default(app.redirect_url),
+                    or_default(app.authorize_url),
+                    or_default(app.token_url)
                 );
             }
             print_out(&out)

@@ -178,7 +178,8 @@ async fn upstream_404_and_422_are_passed_through_as_status() {
     assert_eq!(invalid.body["data"]["message"], "Validation Failed");
 }
 
-/// Caller-supplied path parts are encoded: `../` cannot reach another upstream path.
+/// Caller-supplied path parts are encoded: `/`, `?` stay inside their segment, and a part that
+/// encoded still reads `..` to a server decoding `%2F` first is not sent at all.
 #[tokio::test(flavor = "multi_thread")]
 async fn path_params_cannot_escape_their_segment() {
     let setup = Setup::new().await;
@@ -186,12 +187,26 @@ async fn path_params_cannot_escape_their_segment() {
         .execute(
             "github",
             "get_repo",
-            json!({"params": {"owner": "../../admin", "repo": "x?y=1"}}),
+            json!({"params": {"owner": "a/b", "repo": "x?y=1"}}),
         )
         .await;
     let sent = &setup.upstream_requests()[0];
-    assert_eq!(sent.path, "/repos/..%2F..%2Fadmin/x%3Fy%3D1");
+    assert_eq!(sent.path, "/repos/a%2Fb/x%3Fy%3D1");
     assert_eq!(sent.query, None);
+    let climbing = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "../../admin", "repo": "x"}}),
+        )
+        .await;
+    assert_eq!(
+        (climbing.status, climbing.code()),
+        (403, "egress_denied"),
+        "{:?}",
+        climbing.body
+    );
+    assert_eq!(setup.upstream_requests().len(), 1, "nothing more was sent");
 }
 
 /// A connector with auth `none` runs without any connection.

@@ -284,27 +284,36 @@ impl OAuthSetup {
             ])
             .await
             .expect("oauth-apps set");
-        // Only an OAuth connector takes an app, as the admin API says.
-        for (integration, expected) in [
-            ("github", "`github` does not use OAuth 2.0"),
-            ("nope", "no integration named `nope`"),
+        // Only an OAuth connector takes an app, with the URLs and secret the admin API takes.
+        for (integration, secret, extra, expected) in [
+            ("github", "secret", &[][..], "`github` does not use OAuth 2.0"),
+            ("nope", "secret", &[], "no integration named `nope`"),
+            (
+                "gmail",
+                "secret",
+                &["--token-url", "ftp://x/token"],
+                "--token-url must be an absolute http(s) URL",
+            ),
+            ("gmail", "s", &[], "--client-secret is shorter than 6 characters"),
         ] {
-            let refused = gateway
-                .cli(&[
-                    "oauth-apps",
-                    "set",
-                    integration,
-                    "--client-id",
-                    "id",
-                    "--client-secret",
-                    "secret",
-                    "--plugins",
-                    gateway.plugins_dir().to_str().expect("UTF-8"),
-                ])
-                .await
-                .expect_err("refused");
+            let mut args = vec![
+                "oauth-apps",
+                "set",
+                integration,
+                "--client-id",
+                "id",
+                "--client-secret",
+                secret,
+                "--plugins",
+                gateway.plugins_dir().to_str().expect("UTF-8"),
+            ];
+            args.extend_from_slice(extra);
+            let refused = gateway.cli(&args).await.expect_err("refused");
             assert!(refused.contains(expected), "{refused}");
         }
+        // Where the client secret and the users' tokens go is listed.
+        let listed = gateway.cli(&["oauth-apps", "list"]).await.expect("list");
+        assert!(listed.contains(&format!("\ttoken_url={base}/token")), "{listed}");
         Self {
             gateway,
             upstream,
@@ -1322,22 +1331,27 @@ async fn operators_manage_oauth_apps_through_the_admin_api() {
     for (path, body, code) in [
         (
             "/v1/admin/oauth-apps/github",
-            json!({"clientId": "a", "clientSecret": "b"}),
+            json!({"clientId": "a", "clientSecret": "client-secret-b"}),
             "bad_request",
         ),
         (
             "/v1/admin/oauth-apps/nope",
-            json!({"clientId": "a", "clientSecret": "b"}),
+            json!({"clientId": "a", "clientSecret": "client-secret-b"}),
             "not_found",
         ),
         (
             "/v1/admin/oauth-apps/gmail",
-            json!({"clientId": "", "clientSecret": "b"}),
+            json!({"clientId": "", "clientSecret": "client-secret-b"}),
             "bad_request",
         ),
         (
             "/v1/admin/oauth-apps/gmail",
-            json!({"clientId": "a", "clientSecret": "b", "tokenUrl": "ftp://x"}),
+            json!({"clientId": "a", "clientSecret": "client-secret-b", "tokenUrl": "ftp://x"}),
+            "bad_request",
+        ),
+        (
+            "/v1/admin/oauth-apps/gmail",
+            json!({"clientId": "a", "clientSecret": "b"}),
             "bad_request",
         ),
     ] {

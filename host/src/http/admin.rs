@@ -200,11 +200,8 @@ struct OAuthAppBody {
 
 fn absolute_url(field: &str, value: Option<String>) -> Result<Option<url::Url>, ApiError> {
     value
-        .map(|text| match url::Url::parse(&text) {
-            Ok(url) if matches!(url.scheme(), "https" | "http") => Ok(url),
-            _ => Err(ApiError::BadRequest(format!(
-                "`{field}` must be an absolute http(s) URL"
-            ))),
+        .map(|text| {
+            crate::vault::checks::parse_oauth_url(&format!("`{field}`"), &text).map_err(ApiError::BadRequest)
         })
         .transpose()
 }
@@ -227,11 +224,12 @@ async fn put_oauth_app(
             "`{integration}` does not use OAuth 2.0"
         )));
     }
-    if body.client_id.trim().is_empty() || body.client_secret.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "`clientId` and `clientSecret` are required".into(),
-        ));
+    if body.client_id.trim().is_empty() {
+        return Err(ApiError::BadRequest("`clientId` is required".into()));
     }
+    // As for connections' secrets: it is sent in requests and scrubbed from what comes back.
+    crate::vault::checks::check_secret("`clientSecret`", &body.client_secret)
+        .map_err(ApiError::BadRequest)?;
     let scopes = body.scopes.unwrap_or_default();
     for scope in &scopes {
         crate::vault::checks::check_oauth_scope("`scopes` entry", scope).map_err(ApiError::BadRequest)?;

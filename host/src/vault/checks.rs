@@ -68,6 +68,18 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// One of an OAuth app's URLs (authorize, token, redirect): an absolute `http`/`https` URL with
+/// a host. The token URL receives the client secret and refresh tokens.
+pub fn parse_oauth_url(field: &str, raw: &str) -> Result<Url, String> {
+    match Url::parse(raw) {
+        Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() => Ok(url),
+        _ => Err(format!(
+            "{field} must be an absolute http(s) URL, not `{}`",
+            raw.escape_default()
+        )),
+    }
+}
+
 /// The longest base URL a connection may have.
 pub const MAX_BASE_URL_BYTES: usize = 2048;
 
