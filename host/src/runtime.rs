@@ -568,6 +568,9 @@ impl Runtime {
         if !ignored.is_empty() {
             tracing::warn!(connector = %manifest.id, ?ignored, "policy lists hosts the connector did not declare; a policy only narrows, so they are ignored");
         }
+        if allowed.is_empty() && !declared_hosts.is_empty() {
+            tracing::warn!(connector = %manifest.id, "the policy's allowedHosts leave this connector no host it declared: every request it makes is refused");
+        }
         manifest.allowed_hosts = allowed;
         let limits = Arc::new(connector_policy.limits(&self.limits));
         let default_plan = Arc::new(EgressPlan::new(&manifest, None));

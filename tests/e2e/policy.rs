@@ -152,6 +152,12 @@ async fn connection_base_urls_outside_the_policy_are_refused() {
     );
     let message = answer.body["message"].as_str().unwrap_or_default();
     assert!(message.contains("not one the operator allows"), "{message}");
+    // Counted as an egress refusal, as the connector's own refused requests are.
+    let metrics = setup.gateway.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_egress_denied_total{integration="github"} 1"#),
+        "{metrics}"
+    );
     let passthrough = send(
         setup
             .client
@@ -275,7 +281,7 @@ where
 async fn policy_entries_for_connectors_not_loaded_are_warned_about() {
     let (_dir, options) = with_policy(json!({"connectors": {
         "gihtub": {"memoryMib": 8},
-        "echo": {"timeoutMs": 1000, "memoryMib": 100000}
+        "echo": {"timeoutMs": 1000, "memoryMib": 100000, "allowedHosts": ["https://evil.example.com"]}
     }}));
     let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], options).await;
     // `Gateway::start` returns once the start-up log (this warning included) has been read.
@@ -294,6 +300,11 @@ async fn policy_entries_for_connectors_not_loaded_are_warned_about() {
         .find(|line| line.contains("the policy sets limits above the gateway's own"))
         .unwrap_or_else(|| panic!("no warning in:\n{output}"));
     assert!(loosened.contains(r#"["echo.memoryMib"]"#), "{loosened}");
+    // Hosts the connector never declared are ignored, which here leaves it none at all.
+    assert!(
+        output.contains("leave this connector no host it declared"),
+        "{output}"
+    );
 }
 
 /// A memory cap no connector can start in is refused when the policy is read.

@@ -181,7 +181,13 @@ async fn run(
         .connector_seconds
         .get_or_create(&labels)
         .observe(invoke_started.elapsed().as_secs_f64());
-    if let Err(InvokeError::Connector(ConnectorError::Http(HttpError::Denied(_)))) = &invoked {
+    // Every refusal a caller sees as `egress_denied`: the connector's request, or the
+    // connection's base URL outside the operator's `baseUrls`.
+    if let Err(
+        InvokeError::Connector(ConnectorError::Http(HttpError::Denied(_)))
+        | InvokeError::BaseUrlNotAllowed(_),
+    ) = &invoked
+    {
         app.metrics.egress_denied.get_or_create(&labels).inc();
     }
     let invoked = match invoked {
