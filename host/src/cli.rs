@@ -150,7 +150,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vault(VaultCommand::RotateKey { new_key, store }) => {
             let vault = open_existing_vault(&store)?;
             let (key_id, count) = vault.rotate_key(new_key.as_deref())?;
-            eprintln!("re-encrypted {count} secrets under the new master key (id {key_id})");
+            let secrets = if count == 1 { "secret" } else { "secrets" };
+            eprintln!("re-encrypted {count} {secrets} under the new master key (id {key_id})");
             Ok(())
         }
         Command::Connections(ConnectionsCommand::Add {
@@ -704,6 +705,14 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         "connectors loaded"
     );
 
+    if args.public_url.is_none() && local.ip().is_unspecified() {
+        tracing::warn!(
+            listen = %local,
+            "listening on every interface without --public-url: connect links, action_url and the \
+             OAuth redirect will name http://{local}, which no browser can open; pass --public-url \
+             with the address users reach this gateway at"
+        );
+    }
     let public_url = args
         .public_url
         .unwrap_or_else(|| format!("http://{local}"))

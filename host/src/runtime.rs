@@ -942,7 +942,12 @@ fn classify_trap(
         return InvokeError::Busy;
     }
     InvokeError::Trap {
-        detail: format!("{error:#}"),
+        // The cause first and on the one line tagged with the transaction key (in text logs,
+        // wasmtime's backtrace would put it on an untagged line twenty lines down).
+        detail: match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => one_line(&format!("{trap}; {error:#}")),
+            None => one_line(&format!("{error:#}")),
+        },
         transaction_key: transaction_key.to_owned(),
     }
 }

@@ -283,7 +283,10 @@ impl KeySource {
 /// Read the keyring from its source; a missing key file is created only when `may_create`.
 fn load_keyring(source: &KeySource, may_create: bool, database: &str) -> anyhow::Result<Keyring> {
     match source {
-        KeySource::Explicit(text) => Keyring::parse(text).context("SLUICE_MASTER_KEY is invalid"),
+        // It comes from `--master-key` or the variable behind it: name both.
+        KeySource::Explicit(text) => {
+            Keyring::parse(text).context("the master key (--master-key or SLUICE_MASTER_KEY) is invalid")
+        }
         KeySource::File(key_path) => {
             crypto::load_or_create_key_file(key_path, may_create)?.ok_or_else(|| {
                 anyhow::anyhow!(

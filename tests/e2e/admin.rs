@@ -252,10 +252,14 @@ async fn execute_calls_are_logged_without_params() {
     // A misspelt outcome is refused, naming the ones that exist, rather than matching nothing.
     let by_outcome = setup.api(Method::GET, "/v1/logs?outcome=not_found", None).await;
     assert_eq!(by_outcome.body["total"], 1, "{:?}", by_outcome.body);
-    for bad in ["outcome=notfound", "since=yesterday"] {
+    // Unix seconds where milliseconds belong would match every row: refused, saying so.
+    for bad in ["outcome=notfound", "since=yesterday", "since=1764500000"] {
         let refused = setup.api(Method::GET, &format!("/v1/logs?{bad}"), None).await;
         assert_eq!((refused.status, refused.code()), (400, "bad_request"), "{bad}");
     }
+    let seconds = setup.api(Method::GET, "/v1/logs?since=1764500000", None).await;
+    let message = seconds.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("looks like seconds"), "{message}");
     let unknown = setup.api(Method::GET, "/v1/logs?outcome=notfound", None).await;
     let message = unknown.body["message"].as_str().unwrap_or_default();
     assert!(

@@ -220,6 +220,21 @@ async fn connector_without_auth_needs_no_connection() {
         answer.body,
         json!({"status": 200, "data": {"message": "hi", "n": [1, 2]}})
     );
+    // A connection key it cannot use is the caller's mistake, said rather than ignored; an
+    // identity (an app acting for its user on every call) is fine.
+    let keyed = setup
+        .execute("echo", "say", json!({"params": {}, "connectionKey": "zzz"}))
+        .await;
+    assert_eq!(
+        (keyed.status, keyed.code()),
+        (400, "bad_request"),
+        "{:?}",
+        keyed.body
+    );
+    let for_user = setup
+        .execute("echo", "say", json!({"params": {}, "identity": "alice"}))
+        .await;
+    assert_eq!(for_user.status, 200, "{:?}", for_user.body);
 }
 
 /// Non-JSON upstream bodies come back as a string.

@@ -209,6 +209,12 @@ async fn deep_recursion_is_a_trap() {
         "{:?}",
         answer.body
     );
+    // The cause is on the log line tagged with the transaction, not twenty lines below it.
+    let transaction = transaction_of(&answer);
+    setup
+        .gateway
+        .output_with_line(&[&transaction, "connector trapped detail=wasm trap: "])
+        .await;
 }
 
 /// A panic mid-request is a trap for that request only; the message hides the details.

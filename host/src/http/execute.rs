@@ -167,6 +167,11 @@ async fn run(
         log.connection_key = Some(record.key.clone());
         super::connection::attach_credential(app, &connector.manifest, &record, stored, &mut context).await?;
         connection = Some(record);
+    } else if body.connection_key.is_some() {
+        // Ignoring it would hide a caller's mistake (another integration's key, a typo).
+        return Err(ApiError::BadRequest(format!(
+            "`{integration}` needs no connection, so `connection_key` is not used: leave it out"
+        )));
     }
 
     let invoke_started = Instant::now();

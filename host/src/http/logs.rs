@@ -67,11 +67,23 @@ fn outcome(query: &Query) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Unix milliseconds below this (March 1973) are taken for Unix seconds, a likelier mistake than
+/// asking for calls since 1970: as milliseconds they would match every row.
+const SMALLEST_SINCE_MS: i64 = 100_000_000_000;
+
 /// The `since` filter: Unix milliseconds or a UTC time such as `2030-01-31T12:00:00Z`.
 fn since_ms(query: &Query) -> Result<Option<i64>, ApiError> {
     let Some(since) = query.text("since") else {
         return Ok(None);
     };
+    if let Ok(number) = since.parse::<i64>()
+        && (0..SMALLEST_SINCE_MS).contains(&number)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter `since` is Unix milliseconds, and `{since}` looks like seconds: \
+             give `{since}000`, or a UTC time such as `2030-01-31T12:00:00Z`"
+        )));
+    }
     since
         .parse::<i64>()
         .ok()

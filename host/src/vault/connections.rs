@@ -186,7 +186,7 @@ pub struct ConnectionPage {
 
 /// The environment already holds as many connections as its plan allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the {environment} environment already has its limit of {limit} connections")]
+#[error("the {environment} environment already has its limit of {limit} connection(s)")]
 pub struct PlanLimitReached {
     /// The environment.
     pub environment: Environment,
