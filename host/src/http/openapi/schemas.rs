@@ -425,7 +425,7 @@ fn log_entry() -> Value {
              sent)"
         ),
         "durationUs": integer("Time in the gateway (µs); for passthrough, until the response body was sent"),
-        "requestBytes": integer("Request size"),
+        "requestBytes": integer("Bytes of `params` (execute, MCP tool calls) or of the body (passthrough)"),
         "responseBytes": integer("Response body size (for passthrough, the bytes sent to the caller)")
     }))
 }
