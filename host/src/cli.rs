@@ -897,8 +897,20 @@ fn warn_of_policy_mistakes(policy: &LivePolicy, registry: &Registry, global: &Ru
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Resolves on Ctrl-C or SIGTERM. A second one while the gateway drains ends the process at
+/// once, as an operator who asks twice means.
 async fn shutdown_signal() {
+    next_stop_signal().await;
+    tracing::info!("shutdown requested; draining in-flight requests (a second signal exits at once)");
+    tokio::spawn(async {
+        next_stop_signal().await;
+        tracing::warn!("second shutdown request: exiting without waiting for in-flight requests");
+        std::process::exit(1);
+    });
+}
+
+/// The next Ctrl-C or SIGTERM.
+async fn next_stop_signal() {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
@@ -923,7 +935,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutdown requested; draining in-flight requests");
 }
 
 #[cfg(test)]

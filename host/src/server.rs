@@ -131,6 +131,9 @@ pub async fn serve(
         }
         next = (next + 1) % handoffs.len();
     }
+    // Stop listening at once: a client connecting now is refused (and tries another gateway)
+    // rather than left in the backlog until the drain ends and then reset.
+    drop(listener);
 
     options.background.close();
     let _ = stop.send(true);

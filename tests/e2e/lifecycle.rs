@@ -93,10 +93,50 @@ async fn sigterm_drains_in_flight_requests() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let (exited_cleanly, answer) = tokio::join!(setup.gateway.terminate(), in_flight);
+    setup.gateway.signal("TERM");
+    // While it drains, it no longer listens: a new client is refused at once (and can try
+    // another gateway) rather than queued in the backlog until the drain ends.
+    let address = setup.gateway.url.trim_start_matches("http://").to_owned();
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(&address).await.is_ok() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "still accepting connections after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (exited_cleanly, answer) = tokio::join!(setup.gateway.exited_successfully(), in_flight);
     let answer = answer.expect("join");
     assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
     assert!(exited_cleanly, "the gateway exits 0 after draining");
+}
+
+/// A second SIGTERM while the gateway drains ends it at once (exit 1), without waiting for the
+/// calls still in flight: an operator who asks twice means it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_exits_at_once() {
+    let mut setup = Setup::new().await;
+    let (client, key) = (setup.client.clone(), setup.key.clone());
+    let url = format!("{}/v1/hostile/call", setup.gateway.url);
+    let in_flight = tokio::spawn(
+        client
+            .post(url)
+            .bearer_auth(&key)
+            .json(&json!({"params": {"url": "/slow"}}))
+            .send(),
+    );
+    for _ in 0..250 {
+        if !setup.upstream.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    setup.gateway.signal("TERM");
+    setup.gateway.output_with_line(&["shutdown requested"]).await;
+    assert!(!setup.gateway.terminate().await, "the second signal exits 1");
+    let cut = in_flight.await.expect("join");
+    assert!(cut.is_err(), "the call in flight was not waited for: {cut:?}");
+    assert!(setup.gateway.output().contains("second shutdown request"));
 }
 
 /// SIGTERM while a passthrough call whose caller hung up is still waiting on its upstream: the
