@@ -195,6 +195,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_or("with no identity".to_owned(), |id| format!("for identity `{id}`"));
             match (existing.as_slice(), replace) {
                 ([], _) => {}
+                ([_], true) if identity_type.is_some() => {
+                    anyhow::bail!("--replace keeps the connection's identity type; leave out --identity-type")
+                }
                 ([current], true) => {
                     let patch = ConnectionPatch {
                         secret: Some(secret),

@@ -392,9 +392,11 @@ async fn remove_components_of_deleted_sources(
     built: &mut BTreeMap<PathBuf, PathBuf>,
     found: &[DevConnector],
 ) {
+    // Gone, not merely undiscovered: a crate cargo cannot read for a moment (a half-saved
+    // Cargo.toml) is skipped by discovery, and its last good build keeps serving.
     let gone: Vec<PathBuf> = built
         .keys()
-        .filter(|dir| found.iter().all(|c| c.dir() != dir.as_path()))
+        .filter(|dir| !dir.exists() && found.iter().all(|c| c.dir() != dir.as_path()))
         .cloned()
         .collect();
     for dir in gone {

@@ -945,7 +945,8 @@ fn classify_trap(
         // The cause first and on the one line tagged with the transaction key (in text logs,
         // wasmtime's backtrace would put it on an untagged line twenty lines down).
         detail: match error.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => one_line(&format!("{trap}; {error:#}")),
+            // The guest's frames (wasmtime's backtrace) say little without its symbols.
+            Some(trap) => trap.to_string(),
             None => one_line(&format!("{error:#}")),
         },
         transaction_key: transaction_key.to_owned(),

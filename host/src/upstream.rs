@@ -69,6 +69,10 @@ pub enum UpstreamError {
     /// Connection or protocol failure.
     #[error("{0}")]
     Transport(String),
+    /// The upstream answered, in a form the gateway cannot pass on (not a failure to reach it:
+    /// the request may have been acted on, so it is not one to retry blindly).
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// A response whose body is read as it arrives (passthrough of large bodies).
@@ -242,14 +246,16 @@ impl HttpUpstream {
 /// connector could decode them.
 fn refuse_encoded_body(headers: &http::HeaderMap) -> Result<(), UpstreamError> {
     let encodings = headers.get_all(http::header::CONTENT_ENCODING);
+    // Empty list elements do not count (RFC 9110 §5.6.1).
     let encoded = encodings.iter().any(|value| {
         value.to_str().map_or(true, |text| {
             text.split(',')
-                .any(|coding| !coding.trim().eq_ignore_ascii_case("identity"))
+                .map(str::trim)
+                .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
         })
     });
     if encoded {
-        return Err(UpstreamError::Transport(
+        return Err(UpstreamError::Unusable(
             "the upstream sent an encoded body (Content-Encoding) although the gateway asked for none; \
              it is refused, as the credential could not be scrubbed from it"
                 .into(),
@@ -461,9 +467,16 @@ impl tower_service::Service<Name> for PolicyResolver {
                 .filter(|addr| policy.permits(addr.ip()))
                 .collect();
             if permitted.is_empty() {
-                let why = resolved
-                    .first()
-                    .and_then(|addr| policy.refusal(addr.ip()))
+                // The reason an operator can act on first (a private address needs a flag).
+                let reasons: Vec<&'static str> = resolved
+                    .iter()
+                    .filter_map(|addr| policy.refusal(addr.ip()))
+                    .collect();
+                let why = reasons
+                    .iter()
+                    .find(|why| why.contains("--allow-private-upstreams"))
+                    .or(reasons.first())
+                    .copied()
                     .unwrap_or("it resolves to no address");
                 return Err(Box::new(AddressDenied { host, why }) as BoxError);
             }

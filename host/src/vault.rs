@@ -200,17 +200,18 @@ impl Vault {
                 // what this re-encrypts unless it already holds the new key.
                 if current.find(new_key.id()).is_none() {
                     bail!(
-                        "SLUICE_MASTER_KEY does not hold the new key (id {}): gateways configured \
-                         like this could not read the secrets once re-encrypted. Configure them, and \
-                         this command, with SLUICE_MASTER_KEY=<new>,<old> first; then run it again",
+                        "the master key given (--master-key or SLUICE_MASTER_KEY) does not hold the new \
+                         key (id {}): gateways configured like this could not read the secrets once \
+                         re-encrypted. Configure them, and this command, with <new>,<old> first; then \
+                         run it again",
                         new_key.id()
                     );
                 }
                 return self.reencrypt_under(new_key, None, current);
             }
             (KeySource::Explicit(_), None) => bail!(
-                "with SLUICE_MASTER_KEY, pass --new-key and configure the gateways with \
-                 SLUICE_MASTER_KEY=<new>,<old> first"
+                "with the master key given (--master-key or SLUICE_MASTER_KEY), pass --new-key and \
+                 configure the gateways with <new>,<old> first"
             ),
         };
         if current.find(new_primary.id()).is_some() && current.primary().id() == new_primary.id() {
@@ -352,7 +353,7 @@ mod tests {
         )??;
         let error = vault.rotate_key(Some(&new)).expect_err("refused").to_string();
         assert!(
-            error.contains("SLUICE_MASTER_KEY does not hold the new key"),
+            error.contains("does not hold the new key"),
             "{error}"
         );
         let untouched = Vault::open(&db, &KeySource::Explicit(old.clone()))?;

@@ -307,6 +307,31 @@ async fn batches_are_answered_and_unknown_protocol_versions_refused() {
         assert_eq!(answer.body["error"]["code"], -32600, "{:?}", answer.body);
     }
 
+    // The 2025-06-18 revision has no batches.
+    let newer = post(
+        serde_json::json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]),
+        Some("2025-06-18"),
+    )
+    .await;
+    assert_eq!(newer.body["error"]["code"], -32600, "{:?}", newer.body);
+
+    // A server URL naming a connection still runs the tools that need none.
+    let keyed = crate::common::send(
+        setup
+            .client
+            .post(format!(
+                "{}/mcp?connection_key={}",
+                setup.gateway.url, setup.connection_key
+            ))
+            .bearer_auth(&setup.key)
+            .json(
+                &serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": "echo__say", "arguments": {"message": "hi"}}}),
+            ),
+    )
+    .await;
+    assert_eq!(keyed.body["result"]["isError"], false, "{:?}", keyed.body);
+
     // Arguments naming a key twice are refused, as execute's params are.
     let twice = crate::common::send(
         setup

@@ -23,7 +23,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use futures::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -135,11 +134,8 @@ fn rpc_error(id: &Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
-/// The most messages one batch may hold: each tool call in it takes an instance.
+/// The most messages one batch may hold.
 const MAX_BATCH: usize = 32;
-
-/// How many of a batch's messages run at once.
-const BATCH_PARALLELISM: usize = 8;
 
 /// Header naming the protocol version a client negotiated (MCP 2025-06-18).
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -242,6 +238,13 @@ async fn handle(
         choice,
     };
     match message {
+        // The 2025-06-18 revision dropped batches: a client that negotiated it sends none.
+        Value::Array(_) if headers.get(VERSION_HEADER).is_some_and(|v| v == "2025-06-18") => Json(rpc_error(
+            &Value::Null,
+            -32600,
+            "invalid request: MCP 2025-06-18 has no batches (2025-03-26 had)",
+        ))
+        .into_response(),
         Value::Array(batch) => answer_batch(&caller, batch).await,
         message => match answer(&caller, message, false).await {
             None => StatusCode::ACCEPTED.into_response(),
@@ -257,17 +260,18 @@ async fn handle(
 }
 
 /// A JSON-RPC batch (MCP 2025-03-26): the answers in one array, in the batch's order, without
-/// the notifications'; only notifications: `202`, as for one.
+/// the notifications'; only notifications: `202`, as for one. Its messages run one after the
+/// other, so one request holds at most one instance, as any other does; they share the
+/// request's transaction key.
 async fn answer_batch(caller: &RequestContext, batch: Vec<Value>) -> Response {
     if batch.is_empty() || batch.len() > MAX_BATCH {
         let problem = format!("invalid request: a batch holds 1 to {MAX_BATCH} messages");
         return Json(rpc_error(&Value::Null, -32600, &problem)).into_response();
     }
-    let replies: Vec<Option<Reply>> = futures::stream::iter(batch)
-        .map(|message| answer(caller, message, true))
-        .buffered(BATCH_PARALLELISM)
-        .collect()
-        .await;
+    let mut replies = Vec::with_capacity(batch.len());
+    for message in batch {
+        replies.push(answer(caller, message, true).await);
+    }
     let answers: Vec<Value> = replies.into_iter().flatten().map(|reply| reply.message).collect();
     if answers.is_empty() {
         return StatusCode::ACCEPTED.into_response();
@@ -366,10 +370,18 @@ async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value
         Value::Null => json!({}),
         other => other.clone(),
     };
+    // The server URL's connection choice applies to the tools that use a connection; a
+    // connector that needs none would refuse a connection key.
+    let connection_key = connector
+        .manifest
+        .auth
+        .needs_connection()
+        .then(|| caller.choice.connection_key.clone())
+        .flatten();
     let body = json!({
         "params": arguments,
         "identity": caller.choice.identity,
-        "connection_key": caller.choice.connection_key,
+        "connection_key": connection_key,
     });
     let (status, text) = super::execute::execute_for(
         &caller.app,

@@ -20,6 +20,9 @@ pub fn parse_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     serde_json::from_slice::<NoDuplicates>(bytes).map(|NoDuplicates(value)| value)
 }
 
+// The visitor builds `Value`s the way serde_json does without its `arbitrary_precision`
+// feature (numbers from `visit_i64`/`u64`/`f64`); with that feature numbers would arrive as
+// maps and be taken for objects, which `values_read_as_serde_json_reads_them` would catch.
 struct NoDuplicates(Value);
 
 impl<'de> Deserialize<'de> for NoDuplicates {

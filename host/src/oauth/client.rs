@@ -149,6 +149,7 @@ impl TokenEndpoint {
         let response = self.upstream.send(request).await.map_err(|error| match error {
             UpstreamError::Timeout(_) => TokenError::Unavailable("no answer in time".into()),
             UpstreamError::TooLarge(_) => TokenError::Malformed("the response is too large".into()),
+            UpstreamError::Unusable(reason) => TokenError::Malformed(reason),
             UpstreamError::Denied(reason) | UpstreamError::Transport(reason) => {
                 TokenError::Unavailable(reason)
             }

@@ -514,6 +514,7 @@ pub(crate) fn upstream_error(error: UpstreamError) -> HttpError {
         e @ UpstreamError::Timeout(_) => HttpError::Timeout(e.to_string()),
         e @ UpstreamError::TooLarge(_) => HttpError::TooLarge(e.to_string()),
         UpstreamError::Transport(m) => HttpError::Transport(m),
+        UpstreamError::Unusable(m) => HttpError::Other(m),
     }
 }
 

@@ -279,7 +279,7 @@ impl Manifest {
                     format!("params-schema is not a valid JSON Schema: at `{at}`: {e}"),
                 )
             })?;
-            let examples = endpoint
+            let mut examples = endpoint
                 .examples
                 .into_iter()
                 .map(|e| {
@@ -289,8 +289,9 @@ impl Manifest {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             // Examples are published (catalog, OpenAPI, tool descriptions) for callers and
-            // agents to copy: one the host would refuse teaches them a failing call.
-            for (title, params) in &examples {
+            // agents to copy: one the host would refuse would teach them a failing call. It is
+            // left out, loudly, rather than refusing a connector that worked before.
+            examples.retain(|(title, params)| {
                 let problems: Vec<String> = validator
                     .iter_errors(params)
                     .take(MAX_REPORTED_ERRORS)
@@ -300,15 +301,16 @@ impl Manifest {
                     })
                     .collect();
                 if !problems.is_empty() {
-                    return Err(invalid(
-                        &field,
-                        format!(
-                            "example `{title}` does not match the params schema: {}",
-                            problems.join("; ")
-                        ),
-                    ));
+                    tracing::warn!(
+                        connector = %wit.id.escape_default(),
+                        endpoint = %endpoint.name.escape_default(),
+                        example = %title.escape_default(),
+                        problems = %problems.join("; ").escape_default(),
+                        "an example its endpoint's params schema refuses is left out of the catalog"
+                    );
                 }
-            }
+                problems.is_empty()
+            });
             if endpoint_index
                 .insert(endpoint.name.clone(), endpoints.len())
                 .is_some()
@@ -531,13 +533,14 @@ mod tests {
             };
         let mut wrong_example = wit(r#"{"properties": {"id": {"type": "string"}}, "required": ["id"]}"#);
         wrong_example.endpoints[0].examples = vec![example(r#"{"id": "42"}"#), example(r#"{"id": 42}"#)];
-        let error = Manifest::from_wit(wrong_example)
-            .expect_err("an example the schema refuses")
-            .to_string();
-        assert!(
-            error.contains("example `Item 42` does not match the params schema: `/id`: 42 is not of type"),
-            "{error}"
-        );
+        wrong_example.endpoints[0].examples[1].title = "Item 43".into();
+        let loaded = Manifest::from_wit(wrong_example).expect("loads, without the refused example");
+        let titles: Vec<&str> = loaded.endpoints[0]
+            .examples
+            .iter()
+            .map(|(title, _)| title.as_str())
+            .collect();
+        assert_eq!(titles, ["Item 42"]);
         let mut doubled = wit("{}");
         doubled.id = "my__app".into();
         let error = Manifest::from_wit(doubled)

@@ -361,13 +361,14 @@ async fn an_encoded_body_is_refused_as_it_could_not_be_scrubbed() {
             .expect_err("refused");
         for error in [whole, streamed] {
             assert!(
-                matches!(&error, UpstreamError::Transport(why) if why.contains("encoded body")),
+                matches!(&error, UpstreamError::Unusable(why) if why.contains("encoded body")),
                 "{error:?}"
             );
         }
     }
     let port =
-        raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-encoding: identity\r\ncontent-length: 3\r\n\r\nabc").await;
+        raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-encoding: identity, ,\r\ncontent-length: 3\r\n\r\nabc")
+            .await;
     let plain = upstream
         .send(request(&format!("http://127.0.0.1:{port}/"), timeout))
         .await
