@@ -352,10 +352,7 @@ mod tests {
             None,
         )??;
         let error = vault.rotate_key(Some(&new)).expect_err("refused").to_string();
-        assert!(
-            error.contains("does not hold the new key"),
-            "{error}"
-        );
+        assert!(error.contains("does not hold the new key"), "{error}");
         let untouched = Vault::open(&db, &KeySource::Explicit(old.clone()))?;
         let stored = untouched
             .get_connection(Environment::Test, &record.key)?
