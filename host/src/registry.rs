@@ -384,34 +384,30 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
             if let Some(previous) = registry.get(&id)
                 && let Some(previous_file) = previous.source.as_deref().filter(|file| *file != path)
             {
-                if !written_after(path, previous_file).await {
-                    tracing::warn!(
-                        %id,
-                        file = %path.display(),
-                        serving = %previous_file.display(),
-                        "two files declare the same connector id; the one written last serves it, the other takes over if it is removed"
-                    );
-                    registry.clear_failure(path);
-                    for removed in registry.shadow(path, id.clone()) {
-                        tracing::info!(id = %removed, file = %path.display(), now = %id, "connector removed: its file now declares another connector");
-                    }
-                    return false;
-                }
+                let serves = written_after(path, previous_file).await;
+                let (serving, shadowed) = if serves {
+                    (path, previous_file)
+                } else {
+                    (previous_file, path)
+                };
                 tracing::warn!(
                     %id,
-                    file = %path.display(),
-                    shadowed = %previous_file.display(),
+                    serving = %serving.display(),
+                    shadowed = %shadowed.display(),
                     "two files declare the same connector id; the one written last serves it, the other takes over if it is removed"
                 );
+                if !serves {
+                    registry.clear_failure(path);
+                    log_removed(registry.shadow(path, id.clone()), path, &id);
+                    return false;
+                }
             }
             for (action_key, other) in registry.shared_action_keys(&connector) {
                 tracing::warn!(id = %connector.manifest.id, %other, %action_key, "two connectors' actions share an action id; the catalog asks callers to name them by route");
             }
             loader.metrics.start_connector_series(&connector.manifest);
             registry.clear_failure(path);
-            for removed in registry.insert(connector) {
-                tracing::info!(id = %removed, file = %path.display(), now = %id, "connector removed: its file now declares another connector");
-            }
+            log_removed(registry.insert(connector), path, &id);
             true
         }
         Err(error) => {
@@ -423,6 +419,13 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
             registry.record_failure(path, error, content_hash_of(path).await);
             false
         }
+    }
+}
+
+/// Log the ids `path` no longer provides now that it declares `now`.
+fn log_removed(removed: Vec<String>, path: &Path, now: &str) {
+    for id in removed {
+        tracing::info!(%id, file = %path.display(), %now, "connector removed: its file now declares another connector");
     }
 }
 

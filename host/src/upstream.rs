@@ -467,16 +467,13 @@ impl tower_service::Service<Name> for PolicyResolver {
                 .filter(|addr| policy.permits(addr.ip()))
                 .collect();
             if permitted.is_empty() {
-                // The reason an operator can act on first (a private address needs a flag).
-                let reasons: Vec<&'static str> = resolved
+                // The reason an operator can act on first: a private address needs only a flag.
+                let why = resolved
                     .iter()
-                    .filter_map(|addr| policy.refusal(addr.ip()))
-                    .collect();
-                let why = reasons
-                    .iter()
-                    .find(|why| why.contains("--allow-private-upstreams"))
-                    .or(reasons.first())
-                    .copied()
+                    .min_by_key(|addr| {
+                        crate::egress::classify(addr.ip()) != crate::egress::AddressClass::Private
+                    })
+                    .and_then(|addr| policy.refusal(addr.ip()))
                     .unwrap_or("it resolves to no address");
                 return Err(Box::new(AddressDenied { host, why }) as BoxError);
             }

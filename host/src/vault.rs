@@ -331,26 +331,28 @@ mod tests {
         Ok(())
     }
 
+    /// A test-environment GitHub connection whose secret is `ghp_rotate_me_please`.
+    fn add_github_connection(vault: &Vault) -> anyhow::Result<connections::ConnectionRecord> {
+        let new = connections::NewConnection {
+            platform: "github".into(),
+            environment: Some(api_keys::Environment::Test),
+            secret: "ghp_rotate_me_please".into(),
+            ..connections::NewConnection::default()
+        };
+        Ok(vault.add_connection(&new, None)??)
+    }
+
     /// With keys from `SLUICE_MASTER_KEY`, a rotation to a key that variable does not hold is
     /// refused before anything changes: gateways configured the same way could not read what it
     /// re-encrypted (every credentialed call failed). Holding both, it goes ahead.
     #[test]
     fn a_rotation_to_a_key_the_environment_lacks_is_refused() -> anyhow::Result<()> {
         use crate::vault::api_keys::Environment;
-        use crate::vault::connections::NewConnection;
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("sluice.db");
         let (old, new) = ("ab".repeat(32), "cd".repeat(32));
         let vault = Vault::open(&db, &KeySource::Explicit(old.clone()))?;
-        let record = vault.add_connection(
-            &NewConnection {
-                platform: "github".into(),
-                environment: Some(Environment::Test),
-                secret: "ghp_rotate_me_please".into(),
-                ..NewConnection::default()
-            },
-            None,
-        )??;
+        let record = add_github_connection(&vault)?;
         let error = vault.rotate_key(Some(&new)).expect_err("refused").to_string();
         assert!(error.contains("does not hold the new key"), "{error}");
         let untouched = Vault::open(&db, &KeySource::Explicit(old.clone()))?;
@@ -388,21 +390,12 @@ mod tests {
     #[test]
     fn rotation_reencrypts_every_secret_and_replaces_the_key_file() -> anyhow::Result<()> {
         use crate::vault::api_keys::Environment;
-        use crate::vault::connections::NewConnection;
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("sluice.db");
         let key_path = dir.path().join("master.key");
         let source = KeySource::File(key_path.clone());
         let vault = Vault::open(&db, &source)?;
-        let record = vault.add_connection(
-            &NewConnection {
-                platform: "github".into(),
-                environment: Some(Environment::Test),
-                secret: "ghp_rotate_me_please".into(),
-                ..NewConnection::default()
-            },
-            None,
-        )??;
+        let record = add_github_connection(&vault)?;
         // A second handle stands for a gateway that keeps running during the rotation.
         let running = Vault::open(&db, &source)?;
         let old_file = std::fs::read_to_string(&key_path)?;

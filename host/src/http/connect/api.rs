@@ -77,10 +77,8 @@ pub(super) async fn create_session(
     }
     // An OAuth sign-in hands the user's tokens to whatever base URL the session names, and the
     // app choosing it is not the user: only where the operator lists the allowed ones.
-    if body.base_url.is_some()
-        && matches!(connector.manifest.auth, AuthScheme::OAuth2(_))
-        && !connector.base_urls_restricted()
-    {
+    let oauth = matches!(connector.manifest.auth, AuthScheme::OAuth2(_));
+    if body.base_url.is_some() && oauth && !connector.base_urls_restricted() {
         return Err(ApiError::BadRequest(format!(
             "`baseUrl`: a {} sign-in's tokens go to the connection's base URL, so a session may \
              choose one only among those the operator allows (`baseUrls` for `{}` in the policy file)",
@@ -89,9 +87,7 @@ pub(super) async fn create_session(
     }
     // An OAuth integration without the operator's app would fail only at the user's click:
     // say so to the app now. (A vault failure here is the gateway's, not the app's.)
-    if matches!(connector.manifest.auth, AuthScheme::OAuth2(_))
-        && let Err(not_set_up) = super::oauth::resolve_client(&app, &connector).await?
-    {
+    if oauth && let Err(not_set_up) = super::oauth::resolve_client(&app, &connector).await? {
         if let ClientError::Vault(error) = not_set_up {
             return Err(ApiError::Internal(error));
         }
