@@ -765,6 +765,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     {
         tracing::info!("{hint}");
     }
+    let stop_signals = StopSignals::listen();
     // Machine-readable readiness line: tests and scripts wait for it.
     println!("sluice listening on http://{local}");
     tracing::info!(address = %local, connectors = ?loaded.keys().collect::<Vec<_>>(), "listening");
@@ -775,7 +776,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         ..crate::server::ServeOptions::default()
     };
     let shutdown = async move {
-        shutdown_signal().await;
+        stop_signals.shutdown_requested().await;
         let _ = stop_streams.send(true);
     };
     crate::serve(listener, app, options, shutdown).await?;
@@ -900,43 +901,70 @@ fn warn_of_policy_mistakes(policy: &LivePolicy, registry: &Registry, global: &Ru
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM. A second one while the gateway drains ends the process at
-/// once, as an operator who asks twice means.
-async fn shutdown_signal() {
-    next_stop_signal().await;
-    tracing::info!("shutdown requested; draining in-flight requests (a second signal exits at once)");
-    tokio::spawn(async {
-        next_stop_signal().await;
-        tracing::warn!("second shutdown request: exiting without waiting for in-flight requests");
-        std::process::exit(1);
-    });
+/// Ctrl-C and SIGTERM, listened for from the moment the gateway says it is listening. The
+/// listeners are made once and kept: a signal is only seen by a listener that existed when it
+/// arrived, so one made after the first signal could miss a quick second one.
+struct StopSignals {
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
 }
 
-/// The next Ctrl-C or SIGTERM.
-async fn next_stop_signal() {
-    let ctrl_c = async {
+impl StopSignals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen_for = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .inspect_err(|error| tracing::error!(%error, "cannot listen for {name}"))
+                    .ok()
+            };
+            Self {
+                terminate: listen_for(SignalKind::terminate(), "SIGTERM"),
+                interrupt: listen_for(SignalKind::interrupt(), "Ctrl-C"),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Resolves on Ctrl-C or SIGTERM. A second one while the gateway drains ends the process
+    /// at once, as an operator who asks twice means.
+    async fn shutdown_requested(mut self) {
+        self.next().await;
+        tracing::info!("shutdown requested; draining in-flight requests (a second signal exits at once)");
+        tokio::spawn(async move {
+            self.next().await;
+            tracing::warn!("second shutdown request: exiting without waiting for in-flight requests");
+            std::process::exit(1);
+        });
+    }
+
+    /// The next Ctrl-C or SIGTERM.
+    #[cfg(unix)]
+    async fn next(&mut self) {
+        async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = received(&mut self.terminate) => {},
+            () = received(&mut self.interrupt) => {},
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }
 
