@@ -419,6 +419,34 @@ async fn a_client_that_stops_sending_is_answered_408_or_disconnected() {
         closed.is_ok(),
         "a connection that never sent a byte was still open after 10 s"
     );
+
+    // A client that sends a byte of its body every 300 ms never pauses for the idle timeout,
+    // but that is far below the least rate a body must arrive at: answered 408 all the same.
+    let mut trickling = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let head = format!(
+        "POST /v1/echo/say HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n",
+        setup.key
+    );
+    trickling.write_all(head.as_bytes()).await.expect("write");
+    let started = std::time::Instant::now();
+    let (mut reader, mut writer) = trickling.into_split();
+    let trickle = tokio::spawn(async move {
+        while writer.write_all(b" ").await.is_ok() && started.elapsed() < std::time::Duration::from_secs(10) {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    });
+    let mut reply = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reader.read_to_string(&mut reply),
+    )
+    .await
+    .expect("answered within 10 s")
+    .expect("read");
+    trickle.abort();
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("too slowly"), "{reply}");
 }
 
 /// A request whose API key is missing or wrong is refused before its body is read: a caller

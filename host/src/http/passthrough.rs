@@ -415,7 +415,7 @@ async fn run(
     }
     if progress.stalled.load(Ordering::Relaxed) {
         return Err(ApiError::RequestTimeout(
-            "the client stopped sending its request body".into(),
+            "the client stopped sending its request body, or sent it too slowly".into(),
         ));
     }
     let upstream = sent?;

@@ -3,9 +3,12 @@
 //!
 //! **Stalls.** While a handler reads a body its request is in flight, so the connection's idle
 //! timer does not run; a client that sends its headers and then a byte now and then (slowloris
-//! on the body) would otherwise hold a connection and a handler for as long as it likes. The
-//! wait is timed only while the body is polled and has nothing: a body a slow upstream reads
-//! slowly (passthrough) is not the client's delay.
+//! on the body) would otherwise hold a connection and a handler for as long as it likes. So a
+//! body fails when the client sends nothing of it for the patience (the idle timeout), and also
+//! when all its waits together pass the patience plus one second per [`MIN_BYTES_PER_SECOND`]
+//! bytes it did send: a byte every 29 s never stalls, but it is far below any real client's
+//! rate. The wait is timed only while the body is polled and has nothing: a body a slow upstream
+//! reads slowly (passthrough) is not the client's delay.
 //!
 //! **Unread bodies.** A request refused before its handler reads the body — a bad API key, an
 //! unknown route, a rate limit, a body over the limit — leaves that body unread. hyper then
@@ -16,6 +19,7 @@
 //! module, keeps the answer itself from being lost. HTTP/2 needs none of this: an unread body
 //! ends its own stream, not the connection.
 
+use bytes::Buf;
 use hyper::body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
@@ -25,10 +29,29 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Sleep;
 
-/// The client sent none of its request body for the allowed time.
+/// The slowest average rate a client may send a request body at, once its first patience is
+/// used up (as Apache's `mod_reqtimeout` does; a phone on a poor network sends far faster).
+pub const MIN_BYTES_PER_SECOND: u64 = 500;
+
+/// The client sent its request body too slowly: none of it for the allowed time, or on average
+/// slower than [`MIN_BYTES_PER_SECOND`].
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the client sent no part of its request body for {0:?}")]
-pub struct BodyStalled(pub Duration);
+pub enum BodyStalled {
+    /// Nothing arrived for this long.
+    #[error("the client sent no part of its request body for {0:?}")]
+    Silent(Duration),
+    /// The client spent this long waiting to send this many bytes.
+    #[error(
+        "the client sent its request body too slowly ({bytes} bytes in {waited:?} of waiting; \
+         at least {MIN_BYTES_PER_SECOND} bytes per second are expected)"
+    )]
+    TooSlow {
+        /// Bytes received before the body was given up.
+        bytes: u64,
+        /// Time spent waiting for them.
+        waited: Duration,
+    },
+}
 
 impl BodyStalled {
     /// The stalled body behind `error`, if it or anything in its chain of sources is one.
@@ -53,19 +76,49 @@ impl BodyEnd {
     }
 }
 
-/// A request body failing with [`BodyStalled`] when a poll finds no data for `patience`, and
-/// noting when it has been read to its end.
+/// A request body failing with [`BodyStalled`] when a poll finds no data for `patience` or the
+/// client's waits add up to more than its rate allows, and noting when it has been read to its
+/// end.
 pub(super) struct GuardedBody<B> {
     inner: B,
     patience: Duration,
     /// Armed when a poll finds nothing, disarmed by the next frame; the common case (a body
     /// that arrived with the headers) never arms it.
-    waiting: Option<Pin<Box<Sleep>>>,
+    waiting: Option<Wait>,
+    /// Time spent in finished waits.
+    waited: Duration,
+    /// Bytes received so far.
+    received: u64,
     /// Set once the body has been read to its end; `None` when nobody asks.
     reached_end: Option<Arc<AtomicBool>>,
 }
 
+/// One wait for the client: when it began and when it runs out.
+struct Wait {
+    since: tokio::time::Instant,
+    timer: Pin<Box<Sleep>>,
+    /// Whether running out means silence (else the rate).
+    silent: bool,
+}
+
 impl<B> GuardedBody<B> {
+    /// What the client may still wait in total: the patience, plus a second per
+    /// [`MIN_BYTES_PER_SECOND`] bytes it sent, less what it has waited already.
+    fn allowance_left(&self) -> Duration {
+        let earned = Duration::from_millis(self.received.saturating_mul(1000) / MIN_BYTES_PER_SECOND);
+        (self.patience + earned).saturating_sub(self.waited)
+    }
+
+    fn start_waiting(&self) -> Wait {
+        let allowance = self.allowance_left();
+        let silent = self.patience <= allowance;
+        Wait {
+            since: tokio::time::Instant::now(),
+            timer: Box::pin(tokio::time::sleep(self.patience.min(allowance))),
+            silent,
+        }
+    }
+
     fn mark_end(&mut self) {
         if let Some(reached_end) = self.reached_end.take() {
             reached_end.store(true, Ordering::Release);
@@ -86,6 +139,8 @@ pub(super) fn guard<B: Body>(
         inner,
         patience,
         waiting: None,
+        waited: Duration::ZERO,
+        received: 0,
         reached_end,
     });
     (request, body_end)
@@ -106,7 +161,14 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(context) {
             Poll::Ready(frame) => {
-                this.waiting = None;
+                if let Some(wait) = this.waiting.take() {
+                    this.waited += wait.since.elapsed();
+                }
+                if let Some(Ok(frame)) = &frame
+                    && let Some(data) = frame.data_ref()
+                {
+                    this.received += data.remaining() as u64;
+                }
                 // At its end: no frame left, or a frame after which the body says it is done.
                 let at_end = match &frame {
                     None => true,
@@ -119,12 +181,22 @@ where
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
             Poll::Pending => {
-                let patience = this.patience;
-                let waiting = this
-                    .waiting
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(patience)));
-                match waiting.as_mut().poll(context) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(patience))))),
+                if this.waiting.is_none() {
+                    this.waiting = Some(this.start_waiting());
+                }
+                let wait = this.waiting.as_mut().expect("armed above");
+                match wait.timer.as_mut().poll(context) {
+                    Poll::Ready(()) => {
+                        let stalled = if wait.silent {
+                            BodyStalled::Silent(this.patience)
+                        } else {
+                            BodyStalled::TooSlow {
+                                bytes: this.received,
+                                waited: this.waited + wait.since.elapsed(),
+                            }
+                        };
+                        Poll::Ready(Some(Err(Box::new(stalled))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -183,16 +255,17 @@ mod tests {
     async fn data_arriving_in_time_resets_the_wait() {
         let (mut sender, body) = body_fed_by_hand();
         let trickle = tokio::spawn(async move {
+            // 20 kB every 20 s: 1 kB/s, above the minimum rate.
             for _ in 0..3 {
                 tokio::time::sleep(Duration::from_secs(20)).await;
-                sender.send(part(b"x")).await.expect("send");
+                sender.send(part(&[b'x'; 20_000])).await.expect("send");
             }
         });
         let whole = body
             .collect()
             .await
             .expect("every part came within 30 s of the last");
-        assert_eq!(whole.to_bytes(), Bytes::from_static(b"xxx"));
+        assert_eq!(whole.to_bytes().len(), 60_000);
         trickle.await.expect("sender");
     }
 
@@ -202,6 +275,49 @@ mod tests {
             body_end.close_unless_read(&mut response);
         }
         response.headers().get(http::header::CONNECTION).cloned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_trickled_below_the_minimum_rate_fails_though_it_never_stalls() {
+        let (mut sender, body) = body_fed_by_hand();
+        let trickle = tokio::spawn(async move {
+            // A byte every 20 s: each wait is within the patience, but 500 B/s it is not.
+            for _ in 0..10 {
+                if sender.send(part(b"x")).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let error = body.collect().await.expect_err("too slow");
+        let stalled = BodyStalled::found_in(error.as_ref()).expect("a stalled body");
+        assert!(
+            matches!(stalled, BodyStalled::TooSlow { bytes: 2, .. }),
+            "{stalled:?}"
+        );
+        // The patience (30 s) plus 2 ms per byte received, spent waiting.
+        assert!(
+            started.elapsed() < Duration::from_secs(31),
+            "{:?}",
+            started.elapsed()
+        );
+        trickle.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_body_that_keeps_the_minimum_rate_is_read() {
+        let (mut sender, body) = body_fed_by_hand();
+        let sent = tokio::spawn(async move {
+            // 600 bytes a second for 100 s: slow, but above the minimum rate.
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                sender.send(part(&[b'x'; 600])).await.expect("send");
+            }
+        });
+        let whole = body.collect().await.expect("read at 600 B/s").to_bytes();
+        assert_eq!(whole.len(), 60_000);
+        sent.await.expect("sender");
     }
 
     #[tokio::test]
