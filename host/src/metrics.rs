@@ -79,6 +79,8 @@ pub struct Metrics {
     pub egress_denied: Family<ConnectorLabels, Counter>,
     /// OAuth token refreshes (calls to a token endpoint) by outcome.
     pub token_refreshes: Family<RefreshLabels, Counter>,
+    /// Connections that turned `failed` (repeated 401s, or a refresh the provider refused).
+    pub connections_failed: Family<ConnectorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,6 +110,7 @@ impl Default for Metrics {
         }
         let egress_denied = Family::<ConnectorLabels, Counter>::default();
         let token_refreshes = Family::<RefreshLabels, Counter>::default();
+        let connections_failed = Family::<ConnectorLabels, Counter>::default();
         registry.register(
             "requests",
             "Execute calls by integration, endpoint and outcome",
@@ -154,6 +157,12 @@ impl Default for Metrics {
             "OAuth token refreshes by integration and outcome",
             token_refreshes.clone(),
         );
+        registry.register(
+            "connections_failed",
+            "Connections whose credential stopped working (repeated 401s or a refused token refresh); \
+             their users must reconnect",
+            connections_failed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -166,6 +175,7 @@ impl Default for Metrics {
             loads,
             egress_denied,
             token_refreshes,
+            connections_failed,
         }
     }
 }
@@ -219,6 +229,14 @@ impl Metrics {
                 integration: integration(),
             },
         );
+        if !matches!(manifest.auth, crate::runtime::manifest::AuthScheme::None) {
+            start_at_zero(
+                &self.connections_failed,
+                &ConnectorLabels {
+                    integration: integration(),
+                },
+            );
+        }
         if matches!(manifest.auth, crate::runtime::manifest::AuthScheme::OAuth2(_)) {
             for outcome in ["ok", "rejected", "unavailable"] {
                 start_at_zero(
@@ -230,6 +248,15 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    /// Count a connection that turned `failed`.
+    pub fn count_connection_failed(&self, integration: &str) {
+        self.connections_failed
+            .get_or_create(&ConnectorLabels {
+                integration: integration.to_owned(),
+            })
+            .inc();
     }
 
     /// Count a component load.

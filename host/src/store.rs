@@ -198,7 +198,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Count one more consecutive auth failure of connection `id` (read and increment in one
     /// write): its state becomes `failed` once the count reaches `failed_after`, else `degraded`.
-    fn record_auth_failure(&self, id: i64, failed_after: i64, at: i64) -> anyhow::Result<()>;
+    /// Returns whether this failure is the one that made it `failed`.
+    fn record_auth_failure(&self, id: i64, failed_after: i64, at: i64) -> anyhow::Result<bool>;
 
     /// Clear connection `id`'s auth failures and make it `operational`.
     fn record_auth_success(&self, id: i64, at: i64) -> anyhow::Result<()>;

@@ -538,10 +538,29 @@ async fn connection_state_follows_upstream_auth_failures() {
         setup.wait_for_state(&setup.connection_key, "failed").await,
         "failed"
     );
+    // The operator hears of it: a warning naming the connection, and a counter to alert on.
+    setup
+        .gateway
+        .output_with_line(&["connection failed", &setup.connection_key])
+        .await;
+    let metrics = reqwest::get(format!("{}/metrics", setup.gateway.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"sluice_connections_failed_total{integration="github"} 1"#),
+        "{metrics}"
+    );
     setup.get_repo().await;
     assert_eq!(
         setup.wait_for_state(&setup.connection_key, "operational").await,
         "operational"
     );
+    setup
+        .gateway
+        .output_with_line(&["connection works again", &setup.connection_key])
+        .await;
     setup.assert_secret_not_logged();
 }

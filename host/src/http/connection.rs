@@ -11,7 +11,7 @@ use crate::oauth::refresh::{ConnectionRenewal, RefreshError, Trigger};
 use crate::runtime::manifest::{AuthScheme, Manifest};
 use crate::runtime::{CallContext, Credential, RenewalFailure};
 use crate::vault::api_keys::Environment;
-use crate::vault::connections::{ConnectionRecord, ConnectionSelector, TokenSet};
+use crate::vault::connections::{ConnectionRecord, ConnectionSelector, HealthChange, TokenSet};
 use std::sync::Arc;
 
 /// Pick the connection: explicit key, else identity, else the key owner's default (the one
@@ -217,14 +217,30 @@ pub(super) fn track_credential_health(app: &AppState, record: ConnectionRecord, 
     if (!unauthorized && !success) || (success && healthy) {
         return;
     }
-    let vault = app.vault.clone();
+    let (vault, metrics) = (app.vault.clone(), app.metrics.clone());
     app.tasks.spawn(async move {
-        let key = record.key.clone();
-        if let Err(error) = vault
+        let (key, integration) = (record.key.clone(), record.platform.clone());
+        match vault
             .run(move |vault| vault.record_auth_outcome(&record, unauthorized))
             .await
         {
-            tracing::error!(connection = %key, error = %format!("{error:#}"), "could not update connection state");
+            Ok(HealthChange::None) => {}
+            Ok(HealthChange::Failed) => {
+                metrics.count_connection_failed(&integration);
+                tracing::warn!(
+                    %integration,
+                    connection = %key,
+                    "connection failed: the upstream refused its credential {} times in a row (401); \
+                     calls with it keep being sent, and the user should reconnect",
+                    crate::vault::connections::FAILED_AFTER_AUTH_FAILURES
+                );
+            }
+            Ok(HealthChange::Recovered) => {
+                tracing::info!(%integration, connection = %key, "connection works again: the upstream accepted its credential");
+            }
+            Err(error) => {
+                tracing::error!(connection = %key, error = %format!("{error:#}"), "could not update connection state");
+            }
         }
     });
 }

@@ -247,6 +247,7 @@ impl TokenRefresher {
             }
             Err(TokenError::Rejected(reason)) => {
                 tracing::warn!(integration, connection = %current.key, %reason, "OAuth refresh refused; the connection needs reconnecting");
+                self.metrics.count_connection_failed(integration);
                 self.mark_failed(current).await;
                 Err(RefreshError::Revoked(format!(
                     "the provider refused the refresh: {reason}"

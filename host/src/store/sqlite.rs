@@ -364,7 +364,7 @@ impl Store for SqliteStore {
         self.write(|tx| connections::delete(tx, environment, id_or_key))
     }
 
-    fn record_auth_failure(&self, id: i64, failed_after: i64, at: i64) -> anyhow::Result<()> {
+    fn record_auth_failure(&self, id: i64, failed_after: i64, at: i64) -> anyhow::Result<bool> {
         self.write(|tx| connections::record_auth_failure(tx, id, failed_after, at))
     }
 

@@ -9,7 +9,18 @@ use anyhow::Context;
 use url::Url;
 
 /// Consecutive upstream 401s after which a connection is `failed` rather than `degraded`.
-const FAILED_AFTER_AUTH_FAILURES: i64 = 3;
+pub const FAILED_AFTER_AUTH_FAILURES: i64 = 3;
+
+/// How an upstream's answer changed a connection's health, where an operator should hear of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthChange {
+    /// Nothing worth a word (including degraded: one 401 may be a blip).
+    None,
+    /// It just turned `failed`: its credential no longer works until the user reconnects.
+    Failed,
+    /// A `failed` connection worked again (its credential was fixed upstream).
+    Recovered,
+}
 
 /// A stored connection, without its secret.
 #[derive(Debug, Clone)]
@@ -338,17 +349,30 @@ impl Vault {
 
     /// Record how the upstream answered a call made with this connection's credential:
     /// repeated 401s degrade and then fail it; a success makes it operational again.
-    /// Writes only when something changes, so the hot path stays read-only.
-    pub fn record_auth_outcome(&self, record: &ConnectionRecord, unauthorized: bool) -> anyhow::Result<()> {
-        if !unauthorized && record.consecutive_auth_failures == 0 && record.state == "operational" {
-            return Ok(());
-        }
-        self.write(|store| {
-            if unauthorized {
-                store.record_auth_failure(record.id, FAILED_AFTER_AUTH_FAILURES, now())
+    /// Writes only when something changes, so the hot path stays read-only. Returns what
+    /// changed that an operator should hear about.
+    pub fn record_auth_outcome(
+        &self,
+        record: &ConnectionRecord,
+        unauthorized: bool,
+    ) -> anyhow::Result<HealthChange> {
+        if unauthorized {
+            let turned_failed =
+                self.write(|store| store.record_auth_failure(record.id, FAILED_AFTER_AUTH_FAILURES, now()))?;
+            return Ok(if turned_failed {
+                HealthChange::Failed
             } else {
-                store.record_auth_success(record.id, now())
-            }
+                HealthChange::None
+            });
+        }
+        if record.consecutive_auth_failures == 0 && record.state == "operational" {
+            return Ok(HealthChange::None);
+        }
+        self.write(|store| store.record_auth_success(record.id, now()))?;
+        Ok(if record.state == "failed" {
+            HealthChange::Recovered
+        } else {
+            HealthChange::None
         })
     }
 
@@ -641,18 +665,23 @@ mod tests {
     fn repeated_401s_fail_a_connection_and_success_restores_it() -> anyhow::Result<()> {
         let (_dir, vault) = vault()?;
         let record = add(&vault, &new_connection("github", Environment::Test, None))?;
-        vault.record_auth_outcome(&record, true)?;
+        assert_eq!(vault.record_auth_outcome(&record, true)?, HealthChange::None);
         let degraded = vault
             .get_connection(Environment::Test, &record.key)?
             .expect("exists");
         assert_eq!(degraded.state, "degraded");
-        vault.record_auth_outcome(&degraded, true)?;
-        vault.record_auth_outcome(&degraded, true)?;
+        assert_eq!(vault.record_auth_outcome(&degraded, true)?, HealthChange::None);
+        // The third in a row fails it; a fourth changes nothing more.
+        assert_eq!(vault.record_auth_outcome(&degraded, true)?, HealthChange::Failed);
+        assert_eq!(vault.record_auth_outcome(&degraded, true)?, HealthChange::None);
         let failed = vault
             .get_connection(Environment::Test, &record.key)?
             .expect("exists");
         assert_eq!(failed.state, "failed");
-        vault.record_auth_outcome(&failed, false)?;
+        assert_eq!(
+            vault.record_auth_outcome(&failed, false)?,
+            HealthChange::Recovered
+        );
         let restored = vault
             .get_connection(Environment::Test, &record.key)?
             .expect("exists");

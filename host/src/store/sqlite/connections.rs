@@ -206,15 +206,20 @@ pub(super) fn record_auth_failure(
     id: i64,
     failed_after: i64,
     at: i64,
-) -> anyhow::Result<()> {
-    conn.execute(
-        "UPDATE connections SET consecutive_auth_failures = consecutive_auth_failures + 1,
-            state = CASE WHEN consecutive_auth_failures + 1 >= ?2 THEN 'failed' ELSE 'degraded' END,
-            updated_at = ?3
-         WHERE id = ?1",
-        rusqlite::params![id, failed_after, at],
-    )?;
-    Ok(())
+) -> anyhow::Result<bool> {
+    // The count passes `failed_after` exactly once in a run of failures: that one turned it.
+    let count: Option<i64> = conn
+        .query_row(
+            "UPDATE connections SET consecutive_auth_failures = consecutive_auth_failures + 1,
+                state = CASE WHEN consecutive_auth_failures + 1 >= ?2 THEN 'failed' ELSE 'degraded' END,
+                updated_at = ?3
+             WHERE id = ?1
+             RETURNING consecutive_auth_failures",
+            rusqlite::params![id, failed_after, at],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(count == Some(failed_after))
 }
 
 pub(super) fn record_auth_success(conn: &Connection, id: i64, at: i64) -> anyhow::Result<()> {
