@@ -220,6 +220,9 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
             "`identity` is given more than once",
         ),
         ("?connection_key=a&connectionKey=b", "give one"),
+        // A URL built from an empty variable does not fall back to the owner's connection.
+        ("?identity=", "query parameter `identity` is empty"),
+        ("?connection_key=", "query parameter `connection_key` is empty"),
     ] {
         let refused = call(query).await;
         assert_eq!((refused.status, refused.code()), (400, "bad_request"), "{query}");

@@ -165,14 +165,17 @@ struct ConnectionChoice {
 impl ConnectionChoice {
     fn from_query(query: super::query::Query) -> Result<Self, ApiError> {
         let query = query.only(super::openapi::params::MCP_CONNECTION)?;
-        let (snake, camel) = (query.text("connection_key"), query.text("connectionKey"));
+        let (snake, camel) = (
+            query.selector("connection_key")?,
+            query.selector("connectionKey")?,
+        );
         if snake.is_some() && camel.is_some() {
             return Err(ApiError::BadRequest(
                 "query parameters `connection_key` and `connectionKey` are one parameter: give one".into(),
             ));
         }
         Ok(Self {
-            identity: query.text("identity"),
+            identity: query.selector("identity")?,
             connection_key: snake.or(camel),
         })
     }

@@ -76,6 +76,18 @@ impl Query {
         self.0.get(name).filter(|v| !v.is_empty()).cloned()
     }
 
+    /// A parameter choosing whose data a request touches: empty is refused, not taken as absent,
+    /// since a URL built from an empty variable (`?identity=${user}`) must not fall back to
+    /// the key owner's own connection.
+    pub fn selector(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.0.get(name) {
+            Some(value) if value.is_empty() => Err(ApiError::BadRequest(format!(
+                "query parameter `{name}` is empty: give a value or leave it out"
+            ))),
+            value => Ok(value.cloned()),
+        }
+    }
+
     /// A `true`/`false` parameter (`1`/`0` too); empty counts as absent.
     pub fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.0.get(name).map(String::as_str) {
