@@ -96,6 +96,21 @@ pub fn fake_github(request: &Recorded) -> Reply {
             redirect(&percent_encoding::percent_decode_str(to).decode_utf8_lossy())
         }
         ("GET", "/repos/acme/revoked") => Reply::json(401, json!({"message": "Bad credentials"})),
+        // GitHub's secondary rate limit, with its own `x-ratelimit-*` headers.
+        ("GET", "/rate-limited") => {
+            let mut reply = Reply::json(
+                429,
+                json!({"message": "You have exceeded a secondary rate limit"}),
+            );
+            for (name, value) in [
+                ("x-ratelimit-limit", "5000"),
+                ("x-ratelimit-remaining", "42"),
+                ("retry-after", "7"),
+            ] {
+                reply.headers.push((name.into(), value.into()));
+            }
+            reply
+        }
         _ => Reply::json(404, json!({"message": "Not Found"})),
     }
 }

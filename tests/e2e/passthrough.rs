@@ -69,6 +69,50 @@ async fn passthrough_forwards_the_call_and_injects_the_credential() {
     assert_eq!(sent.query.as_deref(), Some("page=2"));
 }
 
+/// Passthrough answers carry the key's rate-limit window under the `X-RateLimit-*` names, as
+/// action calls do; the upstream's own rate-limit headers come prefixed, so a caller never
+/// takes the upstream's calls left for the gateway's. The upstream's `Retry-After` belongs to
+/// the upstream's 429 and is relayed.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_tells_the_keys_rate_limit_not_the_upstreams() {
+    let setup = Setup::new().await;
+    let limited = setup
+        .gateway
+        .create_key_with("test", "*", &["--per-minute", "100"])
+        .await;
+    let response = setup
+        .client
+        .get(format!("{}/v1/passthrough/rate-limited", setup.gateway.url))
+        .bearer_auth(&limited)
+        .header("x-sluice-connection-key", &setup.connection_key)
+        .send()
+        .await
+        .expect("passthrough");
+    assert_eq!(response.status(), 429);
+    let headers = response.headers();
+    assert_eq!(headers["x-ratelimit-limit"], "100");
+    assert_eq!(headers.get_all("x-ratelimit-remaining").iter().count(), 1);
+    assert_eq!(headers["x-ratelimit-remaining"], "99");
+    assert_eq!(headers["x-sluice-passthrough-x-ratelimit-remaining"], "42");
+    assert_eq!(headers["x-sluice-passthrough-x-ratelimit-limit"], "5000");
+    assert_eq!(headers["retry-after"], "7");
+
+    // A key with no limit gets no rate-limit headers of the gateway's, and none unprefixed.
+    let unlimited = setup
+        .client
+        .get(format!("{}/v1/passthrough/rate-limited", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .header("x-sluice-connection-key", &setup.connection_key)
+        .send()
+        .await
+        .expect("passthrough");
+    assert!(!unlimited.headers().contains_key("x-ratelimit-remaining"));
+    assert_eq!(
+        unlimited.headers()["x-sluice-passthrough-x-ratelimit-remaining"],
+        "42"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn passthrough_passes_bodies_and_statuses_and_scrubs_echoes() {
     let setup = Setup::new().await;

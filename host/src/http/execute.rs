@@ -223,13 +223,17 @@ async fn run(
         super::connection::track_credential_health(app, record, status);
     }
     let mut response = reply(&invoked.output);
+    tell_rate_limit(window, response.headers_mut());
+    Ok(response)
+}
+
+/// The key's rate-limit window in `X-RateLimit-*` headers, when the key has a limit.
+pub(super) fn tell_rate_limit(window: Option<Window>, headers: &mut axum::http::HeaderMap) {
     if let Some(window) = window {
-        let headers = response.headers_mut();
         headers.insert("x-ratelimit-limit", HeaderValue::from(window.limit));
         headers.insert("x-ratelimit-remaining", HeaderValue::from(window.remaining));
         headers.insert("x-ratelimit-reset", HeaderValue::from(window.reset_after));
     }
-    Ok(response)
 }
 
 /// Count the call against the key's quota and rate limit.

@@ -57,7 +57,10 @@ fn forwardable(name: &HeaderName) -> bool {
         || crate::runtime::capability::is_forbidden_header(name))
 }
 
-/// Upstream headers that describe one hop, not the content.
+/// Upstream headers returned under their own names: not those that describe one hop, nor the
+/// names of the gateway's own rate-limit headers (a caller reading `X-RateLimit-Remaining`
+/// must see the key's calls left, not the upstream's; those come as
+/// `x-sluice-passthrough-x-ratelimit-remaining`).
 fn returnable(name: &str) -> bool {
     !matches!(
         name,
@@ -69,6 +72,9 @@ fn returnable(name: &str) -> bool {
             | "upgrade"
             | "content-length"
             | "set-cookie"
+            | "x-ratelimit-limit"
+            | "x-ratelimit-remaining"
+            | "x-ratelimit-reset"
     )
 }
 
@@ -314,7 +320,7 @@ async fn run(
     log.key_prefix = Some(key.prefix.clone());
     log.environment = Some(key.environment.as_str().to_owned());
     // Passthrough calls count against the key's quota and rate limit like actions do.
-    super::execute::admit(app, &key).await?;
+    let window = super::execute::admit(app, &key).await?;
     let limit = app.max_passthrough_body;
     let declared = declared_length(&headers);
     if declared.is_some_and(|length| length > limit) {
@@ -446,6 +452,7 @@ async fn run(
             out.append(name, value);
         }
     }
+    super::execute::tell_rate_limit(window, out);
     Ok(response)
 }
 
