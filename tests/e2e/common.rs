@@ -80,6 +80,12 @@ pub fn fake_github(request: &Recorded) -> Reply {
             headers: vec![("content-type".into(), "application/json".into())],
             ..Reply::text(200, "{not json")
         },
+        // A repository answer that is no text at all (every byte value once).
+        ("GET", "/repos/acme/binary") => Reply {
+            headers: vec![("content-type".into(), "application/octet-stream".into())],
+            body: (0..=255).collect(),
+            ..Reply::text(200, "")
+        },
         ("GET", "/teapot") => Reply::text(418, "short and stout"),
         ("GET", "/big") => Reply::text(200, &big_body()),
         ("GET", "/sized") => Reply::text(200, &"s".repeat(SIZED_BODY_BYTES)),

@@ -54,6 +54,27 @@ async fn a_json_answer_that_is_not_json_is_a_string_and_logged() {
         .await;
 }
 
+/// An answer that is no text reaches the caller as base64, marked so, with its content type:
+/// its bytes, not text with replacement characters.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_that_is_no_text_is_base64() {
+    use base64::Engine as _;
+    let setup = Setup::new().await;
+    let answer = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "binary"}}),
+        )
+        .await;
+    assert_eq!(answer.body["dataEncoding"], "base64", "{:?}", answer.body);
+    assert_eq!(answer.body["contentType"], "application/octet-stream");
+    let bytes = base64::prelude::BASE64_STANDARD
+        .decode(answer.body["data"].as_str().expect("a string"))
+        .expect("base64");
+    assert_eq!(bytes, (0..=255).collect::<Vec<u8>>());
+}
+
 /// Optional params become query parameters; absent ones are not sent.
 #[tokio::test(flavor = "multi_thread")]
 async fn list_issues_sends_query_parameters() {

@@ -20,6 +20,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::io::Write as _;
@@ -268,11 +270,12 @@ pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>
 /// Render `{"status": N, "data": …}`: a valid JSON body is spliced in as it is (checked, not
 /// parsed into a tree or re-serialised), an empty body is `null`, anything else a string.
 fn reply(output: &Output) -> Response {
-    let is_json = output.content_type.as_deref().is_some_and(|ct| {
-        let media = ct.split(';').next().unwrap_or("").trim();
-        media.eq_ignore_ascii_case("application/json") || media.ends_with("+json")
-    });
-    let embeds_json = is_json && serde_json::from_slice::<&RawValue>(&output.body).is_ok();
+    let content_type = output.content_type.as_deref().unwrap_or("");
+    let (media, charset) = media_and_charset(content_type);
+    let is_json = media.eq_ignore_ascii_case("application/json") || media.ends_with("+json");
+    // A byte-order mark is allowed before JSON text (RFC 8259 §8.1 lets a parser skip it).
+    let json_text = output.body.strip_prefix(UTF8_BOM).unwrap_or(&output.body);
+    let embeds_json = is_json && serde_json::from_slice::<&RawValue>(json_text).is_ok();
     if is_json && !embeds_json && !output.body.is_empty() {
         // The caller gets a string where it expected an object: say why, for whoever looks.
         tracing::warn!(
@@ -280,18 +283,65 @@ fn reply(output: &Output) -> Response {
             "the answer says it is JSON but its body is not; `data` is that body as a string"
         );
     }
-    let mut body = Vec::with_capacity(output.body.len() + 32);
+    let mut body = Vec::with_capacity(output.body.len() + 64);
     // Writing into a Vec cannot fail.
     let _ = write!(body, "{{\"status\":{},\"data\":", output.status);
-    if embeds_json {
-        body.extend_from_slice(&output.body);
+    let written = if embeds_json {
+        body.extend_from_slice(json_text);
+        Ok(())
     } else if output.body.is_empty() {
         body.extend_from_slice(b"null");
-    } else if let Err(error) = serde_json::to_writer(&mut body, &String::from_utf8_lossy(&output.body)) {
+        Ok(())
+    } else {
+        match as_text(&output.body, charset) {
+            Some(text) => serde_json::to_writer(&mut body, &text),
+            // Bytes that are no text: base64, said so, with what they are, rather than text
+            // with replacement characters the caller could not tell from the real thing.
+            None => serde_json::to_writer(&mut body, &BASE64_STANDARD.encode(&output.body)).and_then(|()| {
+                let _ = write!(body, ",\"dataEncoding\":\"base64\",\"contentType\":");
+                serde_json::to_writer(&mut body, content_type)
+            }),
+        }
+    };
+    if let Err(error) = written {
         return ApiError::Internal(error.into()).into_response();
     }
     body.push(b'}');
     ([(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A content type's media type and its `charset` parameter, if any (lower-cased).
+fn media_and_charset(content_type: &str) -> (&str, Option<String>) {
+    let mut parts = content_type.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    let charset = parts.find_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_ascii_lowercase())
+    });
+    (media, charset)
+}
+
+/// `body` as text: UTF-8 (without a byte-order mark), or ISO-8859-1 when the content type says
+/// so (each byte is the code point of the same number); `None` for bytes that are neither.
+fn as_text(body: &[u8], charset: Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+    let latin1 = matches!(
+        charset.as_deref(),
+        Some("iso-8859-1" | "latin1" | "l1" | "iso_8859-1")
+    );
+    if latin1 && !body.is_ascii() {
+        return Some(
+            body.iter()
+                .map(|&byte| char::from(byte))
+                .collect::<String>()
+                .into(),
+        );
+    }
+    let text = body.strip_prefix(UTF8_BOM).unwrap_or(body);
+    std::str::from_utf8(text).ok().map(Into::into)
 }
 
 #[cfg(test)]
@@ -314,6 +364,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bodies_that_are_not_utf8_lose_nothing() {
+        // ISO-8859-1, as its content type says: decoded, not replaced.
+        let latin1 = body_of(reply(&output(Some("text/plain; charset=ISO-8859-1"), b"caf\xE9"))).await;
+        assert_eq!(latin1, serde_json::json!({"status": 201, "data": "café"}));
+        // Bytes that are no text: base64, marked, with their content type.
+        let bytes: Vec<u8> = (0..=255).collect();
+        let binary = body_of(reply(&output(Some("application/octet-stream"), &bytes))).await;
+        assert_eq!(binary["dataEncoding"], "base64");
+        assert_eq!(binary["contentType"], "application/octet-stream");
+        let decoded = BASE64_STANDARD
+            .decode(binary["data"].as_str().expect("a string"))
+            .expect("base64");
+        assert_eq!(decoded, bytes);
+        // Text in UTF-8 stays text, whatever charset label it carries.
+        let text = body_of(reply(&output(
+            Some("text/plain; charset=utf-8"),
+            "naïve".as_bytes(),
+        )))
+        .await;
+        assert_eq!(text, serde_json::json!({"status": 201, "data": "naïve"}));
+    }
+
+    #[tokio::test]
     async fn json_bodies_are_embedded_and_others_become_strings() {
         let json = body_of(reply(&output(
             Some("application/json; charset=utf-8"),
@@ -326,6 +399,12 @@ mod tests {
         let broken = body_of(reply(&output(Some("application/json"), b"{not json"))).await;
         assert_eq!(broken, serde_json::json!({"status": 201, "data": "{not json"}));
         let empty = body_of(reply(&output(None, b""))).await;
+        let bom = body_of(reply(&output(
+            Some("application/json"),
+            b"\xEF\xBB\xBF{\"id\":7}",
+        )))
+        .await;
+        assert_eq!(bom, serde_json::json!({"status": 201, "data": {"id": 7}}));
         assert_eq!(empty, serde_json::json!({"status": 201, "data": null}));
         let spaced = body_of(reply(&output(Some("application/problem+json"), b" [1, 2]\n"))).await;
         assert_eq!(spaced, serde_json::json!({"status": 201, "data": [1, 2]}));

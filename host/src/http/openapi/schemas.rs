@@ -531,10 +531,17 @@ pub fn all() -> Map<String, Value> {
         // Replies.
         (
             "ExecuteReply",
-            record(json!({
-                "status": integer("The upstream's HTTP status"),
-                "data": {"description": "The upstream's body: JSON as is, other text as a string, null when empty"}
-            })),
+            object(
+                &["status", "data"],
+                json!({
+                    "status": integer("The upstream's HTTP status"),
+                    "data": {"description": "The upstream's body: JSON as is, other text as a string (UTF-8, or \
+                        ISO-8859-1 when its content type says so), bytes that are no text as base64, null when empty"},
+                    "dataEncoding": {"type": "string", "enum": ["base64"], "description": "Present when `data` is \
+                        the body's bytes in base64"},
+                    "contentType": string("The body's content type; present with `dataEncoding`")
+                }),
+            ),
         ),
         ("Connection", connection()),
         ("ConnectionPage", page_of("Connection")),
