@@ -156,6 +156,35 @@ async fn tools_are_offered_in_each_format_within_the_keys_scope() {
     );
     let bad = setup.api(Method::GET, "/v1/tools?format=xml", None).await;
     assert_eq!(bad.code(), "bad_request");
+
+    // The catalog keeps to the same scope: the connector list holds github alone, and another
+    // connector asked for by name is scope_not_allowed, as calling it would be.
+    let listed = setup
+        .api_as(&github_only, Method::GET, "/v1/available-connectors", None)
+        .await;
+    let keys: Vec<&str> = listed.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|row| row["key"].as_str())
+        .collect();
+    assert_eq!(keys, ["github"]);
+    for path in [
+        "/v1/available-actions/echo",
+        "/v1/echo/say",
+        "/v1/actions/echo-say/knowledge",
+    ] {
+        let refused = setup.api_as(&github_only, Method::GET, path, None).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (403, "scope_not_allowed"),
+            "{path}"
+        );
+    }
+    let allowed = setup
+        .api_as(&github_only, Method::GET, "/v1/available-actions/github", None)
+        .await;
+    assert_eq!(allowed.status, 200);
 }
 
 /// Tool names stay within what LLM APIs accept (1-64 of `[a-zA-Z0-9_-]`, distinct) and each

@@ -9,6 +9,7 @@ use super::query::Query;
 use crate::error::ApiError;
 use crate::runtime::LoadedConnector;
 use crate::runtime::manifest::{AuthScheme, EndpointInfo, HTTP_METHODS};
+use crate::vault::api_keys::ApiKey;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -32,9 +33,19 @@ fn is_oauth(connector: &LoadedConnector) -> bool {
     matches!(connector.manifest.auth, AuthScheme::OAuth2(_))
 }
 
+/// A key sees the catalog of the integrations its scope reaches, as it sees their tools: a
+/// connector outside it is `scope_not_allowed` when asked for by name, as calling it would be.
+fn within_scope(key: &ApiKey, connector: &LoadedConnector) -> Result<(), ApiError> {
+    if key.scope.allows(&connector.manifest.id) {
+        Ok(())
+    } else {
+        Err(ApiError::ScopeNotAllowed(connector.manifest.id.clone()))
+    }
+}
+
 async fn connectors(
     State(app): State<AppState>,
-    Caller(_): Caller,
+    Caller(caller): Caller,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
     let query = query.only(params::CONNECTOR_FILTERS)?;
@@ -52,6 +63,7 @@ async fn connectors(
     let snapshot = app.registry.snapshot();
     let matching: Vec<&Arc<LoadedConnector>> = snapshot
         .values()
+        .filter(|c| caller.scope.allows(&c.manifest.id))
         .filter(|c| platform.as_ref().is_none_or(|p| &c.manifest.id == p))
         .filter(|c| key.as_ref().is_none_or(|k| &c.manifest.id == k))
         .filter(|c| name.as_ref().is_none_or(|n| contains_ci(&c.manifest.name, n)))
@@ -93,7 +105,7 @@ fn action_row(connector: &LoadedConnector, endpoint: &EndpointInfo) -> Value {
 
 async fn actions(
     State(app): State<AppState>,
-    Caller(_): Caller,
+    Caller(caller): Caller,
     Path(platform): Path<String>,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
@@ -103,6 +115,7 @@ async fn actions(
         .registry
         .get(&platform)
         .ok_or_else(|| ApiError::NotFound(format!("no integration named `{platform}`")))?;
+    within_scope(&caller, &connector)?;
     let (title, key, method) = (query.text("title"), query.text("key"), query.text("method"));
     // A method no action can have is a typo to report, not a filter that matches nothing.
     if let Some(method) = &method
@@ -145,7 +158,7 @@ fn knowledge_of(connector: &LoadedConnector, endpoint: &EndpointInfo) -> Value {
 
 async fn knowledge(
     State(app): State<AppState>,
-    Caller(_): Caller,
+    Caller(key): Caller,
     Path(action_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let snapshot = app.registry.snapshot();
@@ -156,7 +169,10 @@ async fn knowledge(
         .collect();
     match matching.as_slice() {
         [] => Err(ApiError::NotFound(format!("no action `{action_id}`"))),
-        [(connector, endpoint)] => Ok(Json(knowledge_of(connector, endpoint))),
+        [(connector, endpoint)] => {
+            within_scope(&key, connector)?;
+            Ok(Json(knowledge_of(connector, endpoint)))
+        }
         // Ids join two names that may themselves hold `-` (`my-app` + `x` and `my` + `app_x`):
         // rather than pick one, name them all with their unambiguous docs routes.
         several => Err(ApiError::BadRequest(format!(
@@ -198,13 +214,14 @@ pub fn find_tool(
 
 async fn endpoint_docs(
     State(app): State<AppState>,
-    Caller(_): Caller,
+    Caller(key): Caller,
     Path((integration, endpoint)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let connector = app
         .registry
         .get(&integration)
         .ok_or_else(|| ApiError::NotFound(format!("no integration named `{integration}`")))?;
+    within_scope(&key, &connector)?;
     let info = connector.manifest.endpoint(&endpoint).ok_or_else(|| {
         ApiError::NotFound(format!(
             "integration `{integration}` has no endpoint named `{endpoint}`"
