@@ -554,3 +554,93 @@ async fn a_tool_call_whose_agent_hung_up_is_logged() {
         "{row}"
     );
 }
+
+/// What a modern MCP host reads besides names and schemas: tool titles and hints (a read says
+/// it changes nothing; nothing else claims to be harmless), structured results for 2025-06-18
+/// clients, and the transport's rules for cursors, wrong arguments and posted responses.
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_carry_hints_and_results_their_structure() {
+    let setup = Setup::new().await;
+    let post = |body: Value, version: Option<&'static str>| {
+        let mut request = setup
+            .client
+            .post(format!("{}/mcp", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .json(&body);
+        if let Some(version) = version {
+            request = request.header("mcp-protocol-version", version);
+        }
+        crate::common::send(request)
+    };
+    let listed = post(
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        Some("2025-06-18"),
+    )
+    .await;
+    let tools = listed.body["result"]["tools"].as_array().expect("tools");
+    let tool = |name: &str| {
+        tools
+            .iter()
+            .find(|tool| tool["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {tools:?}"))
+            .clone()
+    };
+    let read = tool("github__get_repo");
+    assert!(read["title"].as_str().is_some_and(|t| !t.is_empty()), "{read}");
+    assert_eq!(read["annotations"]["readOnlyHint"], true, "{read}");
+    assert_eq!(read["annotations"]["openWorldHint"], true, "{read}");
+    let write = tool("github__create_issue");
+    assert_eq!(write["annotations"]["readOnlyHint"], false, "{write}");
+    assert!(
+        write["annotations"].get("destructiveHint").is_none(),
+        "a POST is not said to be harmless: {write}"
+    );
+
+    let paged = post(
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"cursor": "zzz"}}),
+        None,
+    )
+    .await;
+    assert_eq!(paged.body["error"]["code"], -32602, "{:?}", paged.body);
+
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "github__get_repo", "arguments": {"owner": "acme", "repo": "webapp"}}});
+    let structured = post(call.clone(), Some("2025-06-18")).await;
+    let result = &structured.body["result"];
+    assert_eq!(result["structuredContent"]["status"], 200, "{result}");
+    assert_eq!(result["structuredContent"]["data"]["full_name"], "acme/webapp");
+    let text: Value =
+        serde_json::from_str(result["content"][0]["text"].as_str().expect("text")).expect("json");
+    assert_eq!(text, result["structuredContent"], "the text block says the same");
+    let older = post(call, Some("2025-03-26")).await;
+    assert!(
+        older.body["result"].get("structuredContent").is_none(),
+        "{:?}",
+        older.body
+    );
+
+    let wrong = post(
+        serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+            "params": {"name": "github__get_repo", "arguments": "x"}}),
+        None,
+    )
+    .await;
+    assert_eq!(wrong.body["error"]["code"], -32602, "{:?}", wrong.body);
+    let message = wrong.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`params.arguments` must be a JSON object"),
+        "{message}"
+    );
+
+    // A JSON-RPC response posted by the client is accepted as a notification is.
+    let response = setup
+        .client
+        .post(format!("{}/mcp", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 5, "result": {}}))
+        .send()
+        .await
+        .expect("POST /mcp");
+    assert_eq!(response.status(), 202);
+    assert_eq!(setup.upstream_requests().len(), 2, "the two calls, nothing else");
+}

@@ -251,12 +251,43 @@ pub fn tool_definitions(app: &AppState, allows: impl Fn(&str) -> bool, format: &
             }
             tools.push(match format {
                 "anthropic" => json!({"name": name, "description": description, "input_schema": schema}),
-                "mcp" => json!({"name": name, "description": description, "inputSchema": schema}),
+                "mcp" => json!({
+                    "name": name,
+                    "title": endpoint.title,
+                    "description": description,
+                    "inputSchema": schema,
+                    "annotations": tool_annotations(endpoint),
+                }),
                 _ => json!({"type": "function", "function": {"name": name, "description": description, "parameters": schema}}),
             });
         }
     }
     tools
+}
+
+/// MCP tool annotations from what the action's HTTP method says (hints a host may use to decide
+/// when to ask its user before a call; a connector could misstate its method, so they are hints,
+/// as MCP says they are). Only a read says it changes nothing. Every action reaches an outside
+/// API: an open world.
+fn tool_annotations(endpoint: &EndpointInfo) -> Value {
+    let method = endpoint.method.to_ascii_uppercase();
+    let mut annotations = json!({"title": endpoint.title, "openWorldHint": true});
+    match method.as_str() {
+        "GET" | "HEAD" => annotations["readOnlyHint"] = json!(true),
+        // Not said to be harmless: plenty of APIs delete and send with POST (Slack's
+        // `chat.delete`), so MCP's default (possibly destructive) stands.
+        "PUT" => {
+            annotations["readOnlyHint"] = json!(false);
+            annotations["idempotentHint"] = json!(true);
+        }
+        "DELETE" => {
+            annotations["readOnlyHint"] = json!(false);
+            annotations["destructiveHint"] = json!(true);
+            annotations["idempotentHint"] = json!(true);
+        }
+        _ => annotations["readOnlyHint"] = json!(false),
+    }
+    annotations
 }
 
 /// Keywords LLM APIs refuse at the top of a tool's input schema: Anthropic's API answers

@@ -187,6 +187,9 @@ struct RequestContext {
     transaction_key: TransactionKey,
     key: ApiKey,
     choice: ConnectionChoice,
+    /// Whether the client speaks 2025-06-18 (it says so in every request after `initialize`),
+    /// whose tool results may carry `structuredContent`.
+    structured_results: bool,
 }
 
 /// The answer to one message: nothing for a notification; for `initialize`, the session id
@@ -234,15 +237,17 @@ async fn handle(
             return Json(rpc_error(&Value::Null, -32700, &format!("parse error: {error}"))).into_response();
         }
     };
+    let latest = headers.get(VERSION_HEADER).is_some_and(|v| v == "2025-06-18");
     let caller = RequestContext {
         app,
         transaction_key,
         key,
         choice,
+        structured_results: latest,
     };
     match message {
         // The 2025-06-18 revision dropped batches: a client that negotiated it sends none.
-        Value::Array(_) if headers.get(VERSION_HEADER).is_some_and(|v| v == "2025-06-18") => Json(rpc_error(
+        Value::Array(_) if latest => Json(rpc_error(
             &Value::Null,
             -32600,
             "invalid request: MCP 2025-06-18 has no batches (2025-03-26 had)",
@@ -285,6 +290,14 @@ async fn answer_batch(caller: &RequestContext, batch: Vec<Value>) -> Response {
 /// Answer one message (`None` for a notification).
 async fn answer(caller: &RequestContext, message: Value, in_batch: bool) -> Option<Reply> {
     let id = message.get("id").cloned();
+    // A response to a request of the server's: this server sends none, so there is nothing to
+    // match it to, but the transport accepts it (`202`) as it accepts a notification.
+    if message.get("method").is_none()
+        && id.is_some()
+        && (message.get("result").is_some() || message.get("error").is_some())
+    {
+        return None;
+    }
     let (Some(method), Some("2.0")) = (message["method"].as_str(), message["jsonrpc"].as_str()) else {
         return Some(Reply::from(rpc_error(
             id.as_ref().unwrap_or(&Value::Null),
@@ -328,6 +341,12 @@ async fn answer(caller: &RequestContext, message: Value, in_batch: bool) -> Opti
             });
         }
         "ping" => rpc_result(&id, json!({})),
+        // Every tool comes in one page: a cursor can only be one this server never gave.
+        "tools/list" if !params["cursor"].is_null() => rpc_error(
+            &id,
+            -32602,
+            "invalid params: unknown cursor (tools/list returns every tool at once, with no nextCursor)",
+        ),
         "tools/list" => {
             let key = &caller.key;
             let tools = super::catalog::tool_definitions(&caller.app, |id| key.scope.allows(id), "mcp");
@@ -371,7 +390,14 @@ async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value
     let integration = connector.manifest.id.as_str();
     let arguments = match &params["arguments"] {
         Value::Null => json!({}),
-        other => other.clone(),
+        arguments @ Value::Object(_) => arguments.clone(),
+        _ => {
+            return rpc_error(
+                id,
+                -32602,
+                "`params.arguments` must be a JSON object (the tool's input)",
+            );
+        }
     };
     // The server URL's connection choice applies to the tools that use a connection; a
     // connector that needs none would refuse a connection key.
@@ -395,13 +421,19 @@ async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value
         body,
     )
     .await;
+    let envelope = serde_json::from_str::<Value>(&text).ok();
     let is_error = status != StatusCode::OK
-        || serde_json::from_str::<Value>(&text)
-            .ok()
+        || envelope
+            .as_ref()
             .and_then(|v| v["status"].as_u64())
             .is_some_and(|upstream| upstream >= 400);
-    rpc_result(
-        id,
-        json!({"content": [{"type": "text", "text": text}], "isError": is_error}),
-    )
+    let mut result = json!({"content": [{"type": "text", "text": text}], "isError": is_error});
+    // The same envelope as an object, for clients that read structured results; the text
+    // block stays for those that do not (as the 2025-06-18 revision asks).
+    if caller.structured_results
+        && let Some(envelope) = envelope
+    {
+        result["structuredContent"] = envelope;
+    }
+    rpc_result(id, result)
 }
