@@ -362,12 +362,18 @@ impl Manifest {
             .iter_errors(params)
             .take(MAX_REPORTED_ERRORS)
             .map(|error| {
-                let pointer = error.instance_path().to_string();
-                let pointer = if pointer.is_empty() {
-                    "/".to_owned()
-                } else {
-                    pointer
-                };
+                let mut pointer = error.instance_path().to_string();
+                // A missing property is pointed at where it should be, not at its parent: the
+                // field a caller (or an LLM) has to fill in.
+                if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind()
+                    && let Some(name) = property.as_str()
+                {
+                    pointer.push('/');
+                    pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                }
+                if pointer.is_empty() {
+                    pointer.push('/');
+                }
                 (pointer, error.to_string())
             })
             .collect()
