@@ -29,6 +29,7 @@ pub const OUTCOMES: &[&str] = &[
     "api_key_expired",
     "scope_not_allowed",
     "integration_not_connected",
+    "ambiguous_connection",
     "token_expired",
     "token_refresh_failed",
     "plan_limit_reached",
@@ -71,6 +72,15 @@ pub enum ApiError {
     /// The key may not call this integration.
     #[error("this API key may not call `{0}`")]
     ScopeNotAllowed(String),
+    /// Several connections could serve the call, or none without naming one: which account
+    /// acts is the caller's to say (`connection_key` or `identity`).
+    #[error("{message}")]
+    AmbiguousConnection {
+        /// What is ambiguous and how to choose.
+        message: String,
+        /// The keys of the connections to choose from (a few; the message says where the rest are).
+        candidates: Vec<String>,
+    },
     /// The caller has no connection for this integration (for the identity the call named).
     #[error(
         "no {integration} connection{}: {}",
@@ -179,6 +189,9 @@ struct ErrorBody<'a> {
     /// Per-field failures, for `InvalidParams`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     details: Vec<FieldError<'a>>,
+    /// Connection keys to choose from, for `AmbiguousConnection`.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    candidates: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -212,6 +225,7 @@ impl ApiError {
             Self::ApiKeyExpired => "api_key_expired",
             Self::ScopeNotAllowed(_) => "scope_not_allowed",
             Self::IntegrationNotConnected { .. } => "integration_not_connected",
+            Self::AmbiguousConnection { .. } => "ambiguous_connection",
             Self::TokenExpired { .. } => "token_expired",
             Self::TokenRefreshFailed(_) => "token_refresh_failed",
             Self::PlanLimitReached(_) => "plan_limit_reached",
@@ -238,7 +252,9 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::InvalidParams(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidParams(_) | Self::AmbiguousConnection { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Unauthorized(_) | Self::ApiKeyRevoked | Self::ApiKeyExpired | Self::TokenExpired { .. } => {
                 StatusCode::UNAUTHORIZED
             }
@@ -284,6 +300,10 @@ impl IntoResponse for ApiError {
                 .collect(),
             _ => Vec::new(),
         };
+        let candidates = match &self {
+            Self::AmbiguousConnection { candidates, .. } => candidates.as_slice(),
+            _ => &[],
+        };
         let body = ErrorBody {
             error: self.code(),
             // Messages quote what the caller sent (a name, a value); a 20 KB name is not
@@ -291,6 +311,7 @@ impl IntoResponse for ApiError {
             message: bounded(self.to_string()),
             action_url,
             details,
+            candidates,
         };
         let mut response = (self.status(), Json(body)).into_response();
         let headers = response.headers_mut();
@@ -507,6 +528,10 @@ mod tests {
                 reason: text(),
                 action_url: text(),
             },
+            ApiError::AmbiguousConnection {
+                message: text(),
+                candidates: vec![text()],
+            },
             ApiError::TokenRefreshFailed(text()),
             ApiError::PlanLimitReached(text()),
             ApiError::DailyLimitReached { retry_after: 1 },
@@ -542,6 +567,7 @@ mod tests {
                 | ApiError::ScopeNotAllowed(_)
                 | ApiError::IntegrationNotConnected { .. }
                 | ApiError::TokenExpired { .. }
+                | ApiError::AmbiguousConnection { .. }
                 | ApiError::TokenRefreshFailed(_)
                 | ApiError::PlanLimitReached(_)
                 | ApiError::DailyLimitReached { .. }

@@ -362,10 +362,21 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
     let ambiguous = setup
         .execute("github", "get_repo", json!({"params": params}))
         .await;
-    assert_eq!((ambiguous.status, ambiguous.code()), (400, "bad_request"));
+    assert_eq!(
+        (ambiguous.status, ambiguous.code()),
+        (400, "ambiguous_connection")
+    );
     let message = ambiguous.body["message"].as_str().expect("message");
     for candidate in [&setup.connection_key, &second_default] {
         assert!(message.contains(candidate.as_str()), "{message}");
+        assert!(
+            ambiguous.body["candidates"]
+                .as_array()
+                .expect("candidates")
+                .contains(&json!(candidate)),
+            "{:?}",
+            ambiguous.body
+        );
     }
     assert!(
         !message.contains(&alice),
@@ -391,14 +402,19 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
         .await;
     assert_eq!(
         (nobody.status, nobody.code()),
-        (400, "bad_request"),
+        (400, "ambiguous_connection"),
         "{:?}",
         nobody.body
     );
     let message = nobody.body["message"].as_str().expect("message");
     assert!(
-        message.contains("pass `identity`") && !message.contains(&alice),
+        message.contains("name `identity`") && !message.contains(&alice),
         "{message}"
+    );
+    assert!(
+        nobody.body.get("candidates").is_none(),
+        "end users' connections are not listed: {:?}",
+        nobody.body
     );
     assert_eq!(setup.upstream_requests().len(), 4, "nothing was sent");
     let named = setup
@@ -425,9 +441,13 @@ async fn connection_is_chosen_by_identity_or_key_else_the_owners_default() {
             json!({"params": params, "identity": "alice"}),
         )
         .await;
-    assert_eq!((ambiguous.status, ambiguous.code()), (400, "bad_request"));
+    assert_eq!(
+        (ambiguous.status, ambiguous.code()),
+        (400, "ambiguous_connection")
+    );
     let message = ambiguous.body["message"].as_str().expect("message");
     assert!(message.contains("belong to identity `alice`"), "{message}");
+    assert_eq!(ambiguous.body["candidates"].as_array().map(Vec::len), Some(2));
     for candidate in [&alice, &alice_again] {
         assert!(message.contains(candidate.as_str()), "{message}");
     }

@@ -116,10 +116,14 @@ enum NoDefault {
 impl NoDefault {
     fn into_error(self, integration: &str) -> ApiError {
         match self {
-            Self::OnlyForIdentities => ApiError::BadRequest(format!(
-                "every active {integration} connection belongs to an identity, and this call names none: pass \
-                 `identity` or `connection_key` (GET /v1/vault/connections?platform={integration} lists them)"
-            )),
+            Self::OnlyForIdentities => ApiError::AmbiguousConnection {
+                message: format!(
+                    "every active {integration} connection belongs to an identity, and this call names none: \
+                     name `identity` or `connection_key` (GET /v1/vault/connections?platform={integration} lists them)"
+                ),
+                // End users' connections may be many: the message says where they are listed.
+                candidates: Vec::new(),
+            },
             Self::Several(candidates) => ambiguous(integration, "were made without an identity", &candidates),
             Self::SeveralForIdentity(identity, candidates) => ambiguous(
                 integration,
@@ -201,9 +205,12 @@ fn ambiguous(integration: &str, share: &str, candidates: &[String]) -> ApiError 
         0 => String::new(),
         rest => format!(" and {rest} more: GET /v1/vault/connections?platform={integration} lists them"),
     };
-    ApiError::BadRequest(format!(
-        "several active {integration} connections {share}; pass `connection_key` (one of: {named}{more})"
-    ))
+    ApiError::AmbiguousConnection {
+        message: format!(
+            "several active {integration} connections {share}; name one by `connection_key` (one of: {named}{more})"
+        ),
+        candidates: candidates[..candidates.len().min(CANDIDATES_NAMED)].to_vec(),
+    }
 }
 
 /// Update the connection's state from how the upstream treated its credential (execute and

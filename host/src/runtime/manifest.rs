@@ -463,7 +463,10 @@ mod tests {
         assert!(Manifest::validate_params(endpoint, &serde_json::json!({"owner": "a", "n": 2})).is_empty());
         let errors = Manifest::validate_params(endpoint, &serde_json::json!({"n": 0}));
         let pointers: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
-        assert!(pointers.contains(&"/owner") && pointers.contains(&"/n"), "{errors:?}");
+        assert!(
+            pointers.contains(&"/owner") && pointers.contains(&"/n"),
+            "{errors:?}"
+        );
         assert!(errors.iter().any(|(_, m)| m.contains("owner")), "{errors:?}");
         Ok(())
     }

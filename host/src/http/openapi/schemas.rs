@@ -467,9 +467,19 @@ fn error() -> Value {
     object(
         &["error", "message"],
         json!({
-            "error": string("Stable error code, e.g. `bad_request`, `unauthorized`, `not_found`, `integration_not_connected`"),
+            "error": {
+                "type": "string",
+                "description": "Stable error code",
+                // Every code an error can have: the request log's outcomes but `ok` and `client_closed`.
+                "enum": &crate::error::OUTCOMES[2..],
+            },
             "message": string("For people"),
             "action_url": string("Where the user can connect or reconnect (with `integration_not_connected` and `token_expired`)"),
+            "candidates": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "With `ambiguous_connection`: keys of connections the call could name (a few)"
+            },
             "details": {
                 "type": "array",
                 "description": "Per-field failures of params validation",
