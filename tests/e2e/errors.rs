@@ -38,6 +38,11 @@ async fn api_key_problems_are_401() {
     assert_error(&malformed, 401, "unauthorized");
     let basic = send(setup.client.post(&url).basic_auth("u", Some("p")).json(&body)).await;
     assert_error(&basic, 401, "unauthorized");
+    let says = basic.body["message"].as_str().unwrap_or_default();
+    assert!(
+        says.contains("must be `Bearer sk_…`"),
+        "another scheme is named as such: {says}"
+    );
     let unknown = setup
         .execute_as("sk_test_0000000000000000", "echo", "say", body.clone())
         .await;

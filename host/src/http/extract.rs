@@ -115,7 +115,11 @@ impl Caller {
             parts.headers.get(axum::http::header::AUTHORIZATION),
             parts.headers.get("x-pica-secret"),
         ) {
-            (Some(header), _) => bearer_token(header),
+            (Some(header), _) => Some(bearer_token(header).ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "the Authorization header must be `Bearer sk_…` (the API key as a bearer token)".into(),
+                )
+            })?),
             (None, Some(header)) => header.to_str().ok(),
             (None, None) => {
                 return Err(ApiError::Unauthorized(
