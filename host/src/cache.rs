@@ -5,7 +5,13 @@
 //! configuration. A precompiled artifact is native code that wasmtime trusts, so an entry is
 //! loaded only if it carries a valid MAC made with this installation's cache key: a corrupt
 //! entry, or one this host did not write, is deleted and the component recompiled. The cache
-//! directory is created private (0700).
+//! directory is created private (0700), its entries 0600.
+//!
+//! Entries nobody has loaded for [`UNUSED_FOR`] are deleted when the cache is opened: old
+//! versions of connectors, and entries of an engine or cache key no longer in use (after an
+//! upgrade or a master-key rotation) would otherwise pile up for good. A load refreshes its
+//! entry's modification time (at most daily), which is what "used" is measured by; entries
+//! another gateway sharing the directory still uses are kept so.
 
 use anyhow::Context;
 use hmac::{Hmac, Mac};
@@ -19,6 +25,12 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Bytes of the MAC in front of every cache entry.
 const MAC_LEN: usize = 32;
+
+/// How long an entry may go unloaded before opening the cache deletes it.
+const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
+
+/// How stale an entry's modification time may get before a load refreshes it.
+const TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// An on-disk cache of precompiled components.
 #[derive(Debug, Clone)]
@@ -44,6 +56,7 @@ impl ArtifactCache {
     /// A cache in `dir` (created 0700) whose entries are authenticated with `mac_key`.
     pub fn open(dir: &Path, mac_key: [u8; 32]) -> anyhow::Result<Self> {
         create_private_dir(dir)?;
+        delete_unused_entries(dir, std::time::SystemTime::now());
         use sha2::Digest;
         let fingerprint = Sha256::new_with_prefix(b"sluice cache key tag\0")
             .chain_update(mac_key)
@@ -104,6 +117,7 @@ impl ArtifactCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).context("reading the cache entry"),
         };
+        mark_used(path);
         if data.len() < MAC_LEN {
             anyhow::bail!("the entry is truncated");
         }
@@ -121,10 +135,66 @@ impl ArtifactCache {
         let mut data = Vec::with_capacity(MAC_LEN + artifact.len());
         data.extend_from_slice(&tag);
         data.extend_from_slice(&artifact);
-        std::fs::write(&temporary, &data).context("writing the cache entry")?;
+        write_private(&temporary, &data).context("writing the cache entry")?;
         std::fs::rename(&temporary, path).context("publishing the cache entry")?;
         Ok(())
     }
+}
+
+/// Write `data` to a new file only its owner can read: the cache holds native code.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(data)
+}
+
+/// Refresh an entry's modification time, so that [`delete_unused_entries`] keeps it; once a
+/// day at most, as loads are many. Failing to is harmless (it is recompiled if deleted).
+fn mark_used(path: &Path) {
+    let now = std::time::SystemTime::now();
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return;
+    };
+    let stale = metadata
+        .modified()
+        .ok()
+        .and_then(|modified| now.duration_since(modified).ok())
+        .is_some_and(|age| age > TOUCH_AFTER);
+    if stale && let Ok(file) = std::fs::File::options().append(true).open(path) {
+        let _ = file.set_modified(now);
+    }
+}
+
+/// Delete the entries (and leftover temporary files) in `dir` not used for [`UNUSED_FOR`]
+/// before `now`; returns how many. Best effort: the cache works without it.
+fn delete_unused_entries(dir: &Path, now: std::time::SystemTime) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut deleted = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.ends_with(".cwasm") || name.contains(".tmp")) {
+            continue;
+        }
+        let unused = entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age > UNUSED_FOR);
+        if unused && std::fs::remove_file(entry.path()).is_ok() {
+            deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        tracing::info!(deleted, dir = %dir.display(), "deleted compiled artifacts unused for 14 days");
+    }
+    deleted
 }
 
 /// Load a precompiled artifact.
@@ -174,6 +244,9 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(dir.path().join("cache"))?.permissions().mode();
             assert_eq!(mode & 0o777, 0o700);
+            let entry = cache.entry_path(&engine, "abc");
+            let mode = std::fs::metadata(entry)?.permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "native code only its owner reads");
         }
         Ok(())
     }
@@ -202,6 +275,30 @@ mod tests {
         std::fs::copy(cache.entry_path(&engine, "abc"), other.entry_path(&engine, "abc"))?;
         let (_, origin) = other.load_or_compile(&engine, EMPTY_COMPONENT, "abc")?;
         assert_eq!(origin, Origin::Compiled, "a foreign entry is not executed");
+        Ok(())
+    }
+
+    #[test]
+    fn entries_unused_for_two_weeks_are_deleted_and_loads_keep_theirs() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let engine = engine();
+        let cache = ArtifactCache::open(&dir.path().join("cache"), [7; 32])?;
+        cache.load_or_compile(&engine, EMPTY_COMPONENT, "old")?;
+        cache.load_or_compile(&engine, EMPTY_COMPONENT, "used")?;
+        let long_ago = std::time::SystemTime::now() - UNUSED_FOR - std::time::Duration::from_secs(3600);
+        for name in ["old", "used"] {
+            std::fs::File::options()
+                .append(true)
+                .open(cache.entry_path(&engine, name))?
+                .set_modified(long_ago)?;
+        }
+        // A load marks its entry used again.
+        let (_, origin) = cache.load_or_compile(&engine, EMPTY_COMPONENT, "used")?;
+        assert_eq!(origin, Origin::Cache);
+        let reopened = ArtifactCache::open(&dir.path().join("cache"), [7; 32])?;
+        assert!(!reopened.entry_path(&engine, "old").exists(), "unused: deleted");
+        let (_, origin) = reopened.load_or_compile(&engine, EMPTY_COMPONENT, "used")?;
+        assert_eq!(origin, Origin::Cache, "used lately: kept");
         Ok(())
     }
 
