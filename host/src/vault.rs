@@ -83,6 +83,9 @@ impl Vault {
     pub fn with_store(store: Arc<dyn Store>, key_source: &KeySource) -> anyhow::Result<Self> {
         let recorded_key_id = store.master_key_id()?;
         let keyring = load_keyring(key_source, recorded_key_id.is_none(), &store.location())?;
+        for warning in key_setup_warnings(key_source, &keyring) {
+            tracing::warn!("{warning}");
+        }
         // Every key that sealed a stored secret must be present: refuse to start otherwise,
         // rather than fail on the first request that needs one.
         let mut needed = store.sealing_key_ids()?;
@@ -281,6 +284,37 @@ impl KeySource {
     }
 }
 
+/// What is wrong with how the master key is kept, short of refusing it (a gateway that ran
+/// with it must still start): a key that looks made up, a key file others can read.
+fn key_setup_warnings(source: &KeySource, keyring: &Keyring) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if keyring.primary().looks_made_up() {
+        warnings.push(
+            "the master key looks made up (all one byte, or a short repeated pattern): whoever guesses \
+             it reads every stored credential; rotate to a random one (`openssl rand -hex 32`, then \
+             `sluice vault rotate-key`)"
+                .to_owned(),
+        );
+    }
+    #[cfg(unix)]
+    if let KeySource::File(path) = source
+        && let Ok(metadata) = std::fs::metadata(path)
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            warnings.push(format!(
+                "the master key file {} can be read by other users of this machine (mode {mode:o}): \
+                 `chmod 600` it",
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = source;
+    warnings
+}
+
 /// Read the keyring from its source; a missing key file is created only when `may_create`.
 fn load_keyring(source: &KeySource, may_create: bool, database: &str) -> anyhow::Result<Keyring> {
     match source {
@@ -304,6 +338,38 @@ fn load_keyring(source: &KeySource, may_create: bool, database: &str) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_made_up_key_and_a_key_file_others_read_are_warned_of() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let key_path = dir.path().join("master.key");
+        let source = KeySource::File(key_path.clone());
+        let created = load_keyring(&source, true, "db")?;
+        assert!(
+            key_setup_warnings(&source, &created).is_empty(),
+            "a key file the gateway made is private and random"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644))?;
+            let warnings = key_setup_warnings(&source, &created);
+            assert!(
+                warnings.len() == 1 && warnings[0].contains("mode 644"),
+                "{warnings:?}"
+            );
+        }
+        for made_up in ["00".repeat(32), "ab".repeat(32), "deadbeef".repeat(8)] {
+            let explicit = KeySource::Explicit(made_up.clone());
+            let keyring = load_keyring(&explicit, false, "db")?;
+            let warnings = key_setup_warnings(&explicit, &keyring);
+            assert!(
+                warnings.len() == 1 && warnings[0].contains("looks made up"),
+                "{made_up}: {warnings:?}"
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn reopening_with_the_same_key_file_works() -> anyhow::Result<()> {

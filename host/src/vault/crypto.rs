@@ -58,6 +58,16 @@ impl MasterKey {
         Ok(Self::from_bytes(&bytes))
     }
 
+    /// Whether the key looks typed in rather than drawn at random: fewer than 8 distinct byte
+    /// values (`00…`, `abab…`, `deadbeef…`), which a random key has with odds of about 2^-120.
+    pub fn looks_made_up(&self) -> bool {
+        let mut seen = [false; 256];
+        for byte in self.raw {
+            seen[usize::from(byte)] = true;
+        }
+        seen.iter().filter(|seen| **seen).count() < 8
+    }
+
     /// A fresh random key.
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
