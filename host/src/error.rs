@@ -47,6 +47,7 @@ pub const OUTCOMES: &[&str] = &[
     "upstream_unreachable",
     "upstream_timeout",
     "at_capacity",
+    "connector_unavailable",
     "connector_busy",
     "internal_error",
 ];
@@ -175,6 +176,12 @@ pub enum ApiError {
     /// No instance slot is free.
     #[error("the gateway is at capacity; retry shortly")]
     AtCapacity,
+    /// The connector is installed but did not load (its new outbound hosts await approval).
+    #[error(
+        "the `{0}` connector is installed on this gateway but did not load; the operator sees why in \
+         GET /v1/plugins and the gateway's log"
+    )]
+    ConnectorUnavailable(String),
     /// A bug or an infrastructure failure; details are logged, not returned.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -244,6 +251,7 @@ impl ApiError {
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamTooLarge(_) => "payload_too_large",
             Self::AtCapacity => "at_capacity",
+            Self::ConnectorUnavailable(_) => "connector_unavailable",
             Self::ConnectorBusy => "connector_busy",
             Self::Internal(_) => INTERNAL_ERROR,
         }
@@ -276,7 +284,7 @@ impl ApiError {
             | Self::UpstreamUnreachable(_)
             | Self::UpstreamTooLarge(_)
             | Self::TokenRefreshFailed(_) => StatusCode::BAD_GATEWAY,
-            Self::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AtCapacity | Self::ConnectorUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -554,6 +562,7 @@ mod tests {
             ApiError::UpstreamTimeout(text()),
             ApiError::UpstreamTooLarge(text()),
             ApiError::AtCapacity,
+            ApiError::ConnectorUnavailable(text()),
             ApiError::ConnectorBusy,
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
@@ -585,6 +594,7 @@ mod tests {
                 | ApiError::UpstreamTimeout(_)
                 | ApiError::UpstreamTooLarge(_)
                 | ApiError::AtCapacity
+                | ApiError::ConnectorUnavailable(_)
                 | ApiError::ConnectorBusy
                 | ApiError::Internal(_) => {}
             }

@@ -119,6 +119,20 @@ pub struct App {
     pub tasks: tokio_util::task::TaskTracker,
 }
 
+impl App {
+    /// The loaded connector `id`, or why there is none: `connector_unavailable` when a file
+    /// declaring it failed to load (its new hosts await approval), else `not_found`.
+    pub(crate) fn connector(&self, id: &str) -> Result<Arc<crate::runtime::LoadedConnector>, ApiError> {
+        if let Some(connector) = self.registry.get(id) {
+            return Ok(connector);
+        }
+        if self.registry.failed_to_load(id) {
+            return Err(ApiError::ConnectorUnavailable(id.to_owned()));
+        }
+        Err(ApiError::NotFound(format!("no integration named `{id}`")))
+    }
+}
+
 /// How many MCP event streams a gateway taking `max_connections` client connections keeps
 /// open at once: half of them.
 pub fn max_event_streams(max_connections: usize) -> usize {

@@ -39,6 +39,10 @@ pub struct LoadFailure {
     pub path: PathBuf,
     /// What went wrong.
     pub error: String,
+    /// The connector id the file declares, when the failure came after the gateway read it
+    /// (hosts awaiting approval): calls to that id are told it did not load, not that it does
+    /// not exist.
+    pub id: Option<String>,
     /// When (Unix seconds).
     pub at: i64,
     /// SHA-256 of the bytes that failed, when they could be read: a file put back as the
@@ -196,8 +200,16 @@ impl Registry {
             .cloned()
     }
 
+    /// Whether connector `id` is not loaded because a file declaring it failed to load.
+    pub fn failed_to_load(&self, id: &str) -> bool {
+        read(&self.failures)
+            .values()
+            .any(|failure| failure.id.as_deref() == Some(id))
+            && self.get(id).is_none()
+    }
+
     /// Record that `path` failed to load (replacing an earlier failure of the same file).
-    pub fn record_failure(&self, path: &Path, error: String, content_hash: Option<String>) {
+    pub fn record_failure(&self, path: &Path, failed: FailedLoad, content_hash: Option<String>) {
         // What it held before no longer matters: it could not take over now.
         update(&self.shadowed, |shadowed| {
             shadowed.remove(path);
@@ -207,7 +219,8 @@ impl Registry {
                 path.to_owned(),
                 LoadFailure {
                     path: path.to_owned(),
-                    error,
+                    error: failed.error,
+                    id: failed.id,
                     at: crate::vault::now(),
                     content_hash,
                 },
@@ -282,9 +295,30 @@ pub struct Loader {
 /// the plugins directory is not read into memory whole.
 const MAX_COMPONENT_BYTES: u64 = 128 << 20;
 
+/// Why a component file did not load, and the connector id it declares when that is known.
+#[derive(Debug)]
+pub struct FailedLoad {
+    /// What went wrong, for the operator.
+    pub error: String,
+    /// The id, when the failure came after the gateway read it.
+    pub id: Option<String>,
+}
+
+impl From<String> for FailedLoad {
+    fn from(error: String) -> Self {
+        Self { error, id: None }
+    }
+}
+
+impl std::fmt::Display for FailedLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
 impl Loader {
     /// Load one component file.
-    pub async fn load_file(&self, path: &Path) -> Result<LoadedConnector, String> {
+    pub async fn load_file(&self, path: &Path) -> Result<LoadedConnector, FailedLoad> {
         let size = tokio::fs::metadata(path)
             .await
             .map_err(|e| format!("cannot read file: {e}"))?
@@ -294,7 +328,8 @@ impl Loader {
                 "the file is {} MiB; a component may be at most {} MiB",
                 size >> 20,
                 MAX_COMPONENT_BYTES >> 20
-            ));
+            )
+            .into());
         }
         let bytes = tokio::fs::read(path)
             .await
@@ -320,13 +355,16 @@ impl Loader {
                 Ok(connector)
             }
             HostCheck::Approved => Ok(connector),
-            HostCheck::NeedsApproval(added) => Err(format!(
-                "{id} {} asks for outbound hosts that were never approved: +{}; \
-                 approve them with `{} {id}`",
-                connector.manifest.version,
-                added.join(", +"),
-                self.approve_command,
-            )),
+            HostCheck::NeedsApproval(added) => Err(FailedLoad {
+                error: format!(
+                    "{id} {} asks for outbound hosts that were never approved: +{}; \
+                     approve them with `{} {id}`",
+                    connector.manifest.version,
+                    added.join(", +"),
+                    self.approve_command,
+                ),
+                id: Some(id),
+            }),
         }
     }
 }

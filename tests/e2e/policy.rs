@@ -99,11 +99,21 @@ async fn widening_hosts_needs_approval() {
 
     std::fs::copy(guests::VERSIONED_V2, gateway.plugins_dir().join("versioned.wasm")).expect("upgrade");
     gateway.restart().await;
+    // The unapproved version is not active, and callers are told it is installed but did not
+    // load (not that it does not exist); readiness counts the failure.
     let refused = version(&gateway).await;
     assert_eq!(
-        refused.code(),
-        "not_found",
-        "the unapproved version is not active"
+        (refused.status, refused.code()),
+        (503, "connector_unavailable"),
+        "{:?}",
+        refused.body
+    );
+    let ready = send(client.request(Method::GET, format!("{}/readyz", gateway.url))).await;
+    assert_eq!(
+        (ready.status, &ready.body["failed"]),
+        (200, &json!(1)),
+        "{:?}",
+        ready.body
     );
     let plugins = send(client.request(Method::GET, format!("{}/v1/plugins", gateway.url))).await;
     let failure = plugins.body["failures"][0]["error"]

@@ -212,10 +212,7 @@ async fn put_oauth_app(
     Path(integration): Path<String>,
     JsonBody(body): JsonBody<OAuthAppBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let connector = app
-        .registry
-        .get(&integration)
-        .ok_or_else(|| ApiError::NotFound(format!("no integration named `{integration}`")))?;
+    let connector = app.connector(&integration)?;
     if !matches!(
         connector.manifest.auth,
         crate::runtime::manifest::AuthScheme::OAuth2(_)

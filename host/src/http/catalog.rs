@@ -111,10 +111,7 @@ async fn actions(
 ) -> Result<Json<Value>, ApiError> {
     let query = query.only(params::ACTION_FILTERS)?;
     let page = query.pagination()?;
-    let connector = app
-        .registry
-        .get(&platform)
-        .ok_or_else(|| ApiError::NotFound(format!("no integration named `{platform}`")))?;
+    let connector = app.connector(&platform)?;
     within_scope(&caller, &connector)?;
     let (title, key, method) = (query.text("title"), query.text("key"), query.text("method"));
     // A method no action can have is a typo to report, not a filter that matches nothing.
@@ -217,10 +214,7 @@ async fn endpoint_docs(
     Caller(key): Caller,
     Path((integration, endpoint)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let connector = app
-        .registry
-        .get(&integration)
-        .ok_or_else(|| ApiError::NotFound(format!("no integration named `{integration}`")))?;
+    let connector = app.connector(&integration)?;
     within_scope(&key, &connector)?;
     let info = connector.manifest.endpoint(&endpoint).ok_or_else(|| {
         ApiError::NotFound(format!(

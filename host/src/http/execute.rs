@@ -117,10 +117,7 @@ async fn run(
     log.key_prefix = Some(key.prefix.clone());
     log.environment = Some(key.environment.as_str().to_owned());
 
-    let connector = app
-        .registry
-        .get(integration)
-        .ok_or_else(|| ApiError::NotFound(format!("no integration named `{integration}`")))?;
+    let connector = app.connector(integration)?;
     let endpoint_info = connector.manifest.endpoint(endpoint).ok_or_else(|| {
         ApiError::NotFound(format!(
             "integration `{integration}` has no endpoint named `{endpoint}`"

@@ -15,15 +15,23 @@ pub(super) fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// Ready when the database takes writes; reports how many connectors are loaded.
+/// Ready when the database takes writes; reports how many connectors are loaded and how many
+/// files failed to load. A failed file leaves the gateway ready: the other connectors serve,
+/// and calls to the one that failed say so (`connector_unavailable`); the count is there to
+/// alert on.
 async fn ready(State(app): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let writable = app.vault.run(|vault| vault.check_writable()).await;
     let connectors = app.registry.snapshot().len();
+    let failed = app.registry.failures().len();
     match writable {
-        Ok(()) => {
-            Json(json!({"status": "ready", "connectors": connectors, "database": "writable"})).into_response()
-        }
+        Ok(()) => Json(json!({
+            "status": "ready",
+            "connectors": connectors,
+            "failed": failed,
+            "database": "writable"
+        }))
+        .into_response(),
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "readiness check failed");
             (

@@ -356,10 +356,7 @@ async fn run(
     }
     log.integration = Some(record.platform.clone());
     log.connection_key = Some(record.key.clone());
-    let connector = app
-        .registry
-        .get(&record.platform)
-        .ok_or_else(|| ApiError::NotFound(format!("no integration named `{}`", record.platform)))?;
+    let connector = app.connector(&record.platform)?;
 
     // The raw (still percent-encoded) path after the prefix, and the query.
     let path = uri.path().strip_prefix(PREFIX).unwrap_or("/");
