@@ -613,6 +613,7 @@ pub fn all() -> Map<String, Value> {
             record(json!({
                 "status": constant(json!("ready")),
                 "connectors": integer("Loaded connectors"),
+                "failed": integer("Component files that failed to load (see GET /v1/plugins)"),
                 "database": constant(json!("writable"))
             })),
         ),
