@@ -298,15 +298,21 @@ const MAX_COMPONENT_BYTES: u64 = 128 << 20;
 /// Why a component file did not load, and the connector id it declares when that is known.
 #[derive(Debug)]
 pub struct FailedLoad {
-    /// What went wrong, for the operator.
+    /// What went wrong, as `GET /v1/plugins` shows it (a route without a key: no paths).
     pub error: String,
     /// The id, when the failure came after the gateway read it.
     pub id: Option<String>,
+    /// What to do about it, with this machine's paths: for the log only.
+    pub log_hint: Option<String>,
 }
 
 impl From<String> for FailedLoad {
     fn from(error: String) -> Self {
-        Self { error, id: None }
+        Self {
+            error,
+            id: None,
+            log_hint: None,
+        }
     }
 }
 
@@ -357,12 +363,12 @@ impl Loader {
             HostCheck::Approved => Ok(connector),
             HostCheck::NeedsApproval(added) => Err(FailedLoad {
                 error: format!(
-                    "{id} {} asks for outbound hosts that were never approved: +{}; \
-                     approve them with `{} {id}`",
+                    "{id} {} asks for outbound hosts that were never approved: +{}; approve them with \
+                     `sluice connectors approve {id}` (the gateway's log has the whole command)",
                     connector.manifest.version,
                     added.join(", +"),
-                    self.approve_command,
                 ),
+                log_hint: Some(format!("approve them with `{} {id}`", self.approve_command)),
                 id: Some(id),
             }),
         }
@@ -449,10 +455,11 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
             true
         }
         Err(error) => {
+            let hint = error.log_hint.as_deref().unwrap_or_default();
             if registry.from_source(path).is_some() {
-                tracing::error!(file = %path.display(), %error, "connector failed to load; the previous version keeps serving");
+                tracing::error!(file = %path.display(), %error, hint, "connector failed to load; the previous version keeps serving");
             } else {
-                tracing::error!(file = %path.display(), %error, "connector failed to load");
+                tracing::error!(file = %path.display(), %error, hint, "connector failed to load");
             }
             registry.record_failure(path, error, content_hash_of(path).await);
             false
