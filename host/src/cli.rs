@@ -78,6 +78,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 daily_quota,
                 per_minute_limit: per_minute,
             };
+            // A typo in the scope makes a key that can call nothing it was meant for. Connectors
+            // that ever loaded on this gateway have their hosts approved: warn of other names (a
+            // key may still be made before its connector is installed).
+            if let Scope::Only(ids) = &options.scope {
+                for id in ids {
+                    if vault.approved_hosts(id)?.is_none() {
+                        eprintln!(
+                            "warning: no connector `{id}` has loaded on this gateway yet; check the scope for \
+                             a typo (the key is created all the same)"
+                        );
+                    }
+                }
+            }
             let created = vault.create_api_key(&options)?;
             println!("{}", created.key);
             eprintln!(

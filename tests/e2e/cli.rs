@@ -209,6 +209,20 @@ async fn connections_add_replace_changes_a_token_in_place() {
     setup.assert_secret_not_logged();
 }
 
+/// A scope naming a connector that never loaded on this gateway (a typo, most likely) makes
+/// the key with a warning; one that did, without.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scope_naming_an_unknown_connector_is_warned_of() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
+    let typo = gateway.cli_output(&["keys", "create", "--scope", "ehco"]).await;
+    assert!(typo.status.success(), "the key is made all the same");
+    let warned = String::from_utf8_lossy(&typo.stderr);
+    assert!(warned.contains("no connector `ehco` has loaded"), "{warned}");
+    let known = gateway.cli_output(&["keys", "create", "--scope", "echo"]).await;
+    assert!(known.status.success());
+    assert!(!String::from_utf8_lossy(&known.stderr).contains("warning"));
+}
+
 /// `keys list` shows what limits a key: its expiry, daily quota and per-minute limit.
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_list_shows_expiry_and_limits() {
