@@ -41,8 +41,12 @@ static const endpoint_spec ENDPOINTS[] = {
         "\"properties\":{\"type\":\"object\",\"minProperties\":1,"
         "\"description\":\"Contact properties by internal name\","
         "\"additionalProperties\":{\"type\":[\"string\",\"number\",\"boolean\",\"null\"]},"
-        "\"properties\":{\"email\":{\"type\":\"string\"},\"firstname\":{\"type\":\"string\"},"
-        "\"lastname\":{\"type\":\"string\"},\"phone\":{\"type\":\"string\"},\"company\":{\"type\":\"string\"}}},"
+        "\"properties\":{"
+        "\"email\":{\"type\":\"string\",\"description\":\"Email address; must be unique among contacts\"},"
+        "\"firstname\":{\"type\":\"string\",\"description\":\"First name\"},"
+        "\"lastname\":{\"type\":\"string\",\"description\":\"Last name\"},"
+        "\"phone\":{\"type\":\"string\",\"description\":\"Phone number\"},"
+        "\"company\":{\"type\":\"string\",\"description\":\"Company name, as text\"}}},"
         "\"associations\":{\"type\":\"array\",\"items\":{\"type\":\"object\"},"
         "\"description\":\"Records to associate, in HubSpot's v3 shape\"}}}",
         "A new lead",
@@ -57,8 +61,9 @@ static const endpoint_spec ENDPOINTS[] = {
         "\"id_property\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9_]+$\","
         "\"description\":\"Look the contact up by this unique property, e.g. email\"},"
         "\"properties\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"pattern\":\"^[A-Za-z0-9_]+$\"},"
-        "\"description\":\"Properties to return\"},"
-        "\"archived\":{\"type\":\"boolean\",\"default\":false}}}",
+        "\"description\":\"Internal names of the properties to return; defaults to a standard set\"},"
+        "\"archived\":{\"type\":\"boolean\",\"default\":false,"
+        "\"description\":\"Read an archived (deleted) contact instead; defaults to false\"}}}",
         "By email, with names",
         "{\"contact_id\":\"jenny@example.com\",\"id_property\":\"email\",\"properties\":[\"firstname\",\"lastname\"]}",
     },
@@ -68,17 +73,32 @@ static const endpoint_spec ENDPOINTS[] = {
         "and paging (`after` from the previous page's paging.next.after).",
         "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
         "\"query\":{\"type\":\"string\",\"description\":\"Free text over default searchable properties\"},"
-        "\"filter_groups\":{\"type\":\"array\",\"maxItems\":5,\"items\":{\"type\":\"object\","
-        "\"required\":[\"filters\"],\"properties\":{\"filters\":{\"type\":\"array\",\"maxItems\":6,"
+        "\"filter_groups\":{\"type\":\"array\",\"maxItems\":5,"
+        "\"description\":\"Up to 5 filter groups; a contact matches when it matches any group\","
+        "\"items\":{\"type\":\"object\",\"required\":[\"filters\"],\"properties\":{"
+        "\"filters\":{\"type\":\"array\",\"maxItems\":6,"
+        "\"description\":\"Up to 6 filters, all of which a contact must match\","
         "\"items\":{\"type\":\"object\",\"required\":[\"propertyName\",\"operator\"],\"properties\":{"
-        "\"propertyName\":{\"type\":\"string\"},\"operator\":{\"type\":\"string\",\"enum\":[\"EQ\",\"NEQ\","
+        "\"propertyName\":{\"type\":\"string\","
+        "\"description\":\"Internal name of the property to filter on, e.g. email\"},"
+        "\"operator\":{\"type\":\"string\",\"enum\":[\"EQ\",\"NEQ\","
         "\"LT\",\"LTE\",\"GT\",\"GTE\",\"BETWEEN\",\"IN\",\"NOT_IN\",\"HAS_PROPERTY\",\"NOT_HAS_PROPERTY\","
-        "\"CONTAINS_TOKEN\",\"NOT_CONTAINS_TOKEN\"]},\"value\":{},\"highValue\":{},\"values\":{\"type\":\"array\"}}}}}}},"
-        "\"sorts\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"required\":[\"propertyName\"],"
-        "\"properties\":{\"propertyName\":{\"type\":\"string\"},\"direction\":{\"enum\":[\"ASCENDING\",\"DESCENDING\"]}}}},"
-        "\"properties\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
-        "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":200,\"default\":10},"
-        "\"after\":{\"type\":\"string\",\"description\":\"Paging cursor\"}}}",
+        "\"CONTAINS_TOKEN\",\"NOT_CONTAINS_TOKEN\"],"
+        "\"description\":\"How the property is compared with value, highValue or values\"},"
+        "\"value\":{\"description\":\"Value to compare with; CONTAINS_TOKEN takes * wildcards\"},"
+        "\"highValue\":{\"description\":\"Upper bound for BETWEEN, with value the lower bound\"},"
+        "\"values\":{\"type\":\"array\",\"description\":\"The values for IN and NOT_IN\"}}}}}}},"
+        "\"sorts\":{\"type\":\"array\",\"description\":\"Sort order of the results, by property\","
+        "\"items\":{\"type\":\"object\",\"required\":[\"propertyName\"],\"properties\":{"
+        "\"propertyName\":{\"type\":\"string\","
+        "\"description\":\"Internal name of the property to sort by, e.g. createdate\"},"
+        "\"direction\":{\"enum\":[\"ASCENDING\",\"DESCENDING\"],\"description\":\"Sort direction\"}}}},"
+        "\"properties\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},"
+        "\"description\":\"Internal names of the properties to return; defaults to a standard set\"},"
+        "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":200,\"default\":10,"
+        "\"description\":\"Contacts per page, 1 to 200; defaults to 10\"},"
+        "\"after\":{\"type\":\"string\","
+        "\"description\":\"Paging cursor: paging.next.after of the previous page\"}}}",
         "Contacts at example.com, newest first",
         "{\"filter_groups\":[{\"filters\":[{\"propertyName\":\"email\",\"operator\":\"CONTAINS_TOKEN\","
         "\"value\":\"*@example.com\"}]}],\"sorts\":[{\"propertyName\":\"createdate\",\"direction\":\"DESCENDING\"}],"

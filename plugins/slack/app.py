@@ -32,8 +32,10 @@ POST_MESSAGE_SCHEMA = {
         "text": {"type": "string", "minLength": 1, "maxLength": 40000, "description": "Message text (mrkdwn)"},
         "thread_ts": {"type": "string", "description": "Reply in the thread of this message timestamp"},
         "blocks": {"type": "array", "items": {"type": "object"}, "description": "Block Kit blocks"},
-        "unfurl_links": {"type": "boolean"},
-        "mrkdwn": {"type": "boolean"},
+        "unfurl_links": {"type": "boolean",
+                         "description": "Unfurl (preview) text-based links in the message"},
+        "mrkdwn": {"type": "boolean",
+                   "description": "Parse the text as mrkdwn (the default); false sends it as plain text"},
     },
 }
 
@@ -46,9 +48,10 @@ LIST_CHANNELS_SCHEMA = {
             "description": "Comma-separated: public_channel, private_channel, mpim, im",
             "default": "public_channel",
         },
-        "exclude_archived": {"type": "boolean", "default": False},
+        "exclude_archived": {"type": "boolean", "default": False,
+                             "description": "Leave archived channels out; defaults to false"},
         "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100,
-                  "description": "Channels per page"},
+                  "description": "Channels per page, 1 to 1000; defaults to 100"},
         "cursor": {"type": "string", "description": "Continue from this next_cursor"},
         "all_pages": {"type": "boolean", "default": False,
                       "description": f"Follow next_cursor and merge up to {MAX_PAGES} pages"},
@@ -61,7 +64,8 @@ GET_USER_SCHEMA = {
     "additionalProperties": False,
     "properties": {
         "user": {"type": "string", "minLength": 1, "description": "User ID, e.g. U0123ABCD"},
-        "include_locale": {"type": "boolean", "default": False},
+        "include_locale": {"type": "boolean", "default": False,
+                           "description": "Include the user's locale in the answer; defaults to false"},
     },
 }
 

@@ -292,3 +292,100 @@ async fn catalog_follows_hot_reload() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// `name` as a JSON Pointer reference token (RFC 6901).
+fn pointer_token(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+/// Appends to `found` the JSON Pointer (from `at`) of every property in `schema`, at any depth,
+/// that has no non-empty `description`: under `properties`, and in the schemas of `items`
+/// (and `prefixItems`), `anyOf`/`oneOf`/`allOf`, an object `additionalProperties` and `$defs`.
+fn undescribed_properties(schema: &Value, at: &str, found: &mut Vec<String>) {
+    let Some(schema) = schema.as_object() else {
+        return;
+    };
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            let here = format!("{at}/properties/{}", pointer_token(name));
+            let described = property["description"]
+                .as_str()
+                .is_some_and(|d| !d.trim().is_empty());
+            if !described {
+                found.push(here.clone());
+            }
+            undescribed_properties(property, &here, found);
+        }
+    }
+    let mut subschemas = |key: &str| match schema.get(key) {
+        Some(Value::Array(list)) => {
+            for (index, subschema) in list.iter().enumerate() {
+                undescribed_properties(subschema, &format!("{at}/{key}/{index}"), found);
+            }
+        }
+        Some(Value::Object(map)) if key == "$defs" || key == "definitions" => {
+            for (name, subschema) in map {
+                let here = format!("{at}/{key}/{}", pointer_token(name));
+                undescribed_properties(subschema, &here, found);
+            }
+        }
+        Some(subschema @ Value::Object(_)) => {
+            undescribed_properties(subschema, &format!("{at}/{key}"), found)
+        }
+        _ => {}
+    };
+    for key in [
+        "items",
+        "prefixItems",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "additionalProperties",
+        "$defs",
+        "definitions",
+    ] {
+        subschemas(key);
+    }
+}
+
+/// LLMs call actions as tools from their params schemas alone: every property of every example
+/// connector (in every language), nested ones included, says what it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_param_of_every_example_connector_is_described() {
+    let mut components = vec![guests::GITHUB, guests::GMAIL, guests::ECHO];
+    for (name, built) in [
+        ("slack", guests::SLACK),
+        ("stripe", guests::STRIPE),
+        ("hubspot", guests::HUBSPOT),
+    ] {
+        components.extend(crate::languages::component(name, built));
+    }
+    let gateway = Gateway::start(Path::new(SLUICE), &components, Options::default()).await;
+    let key = gateway.create_key("test", "*").await;
+    let client = reqwest::Client::new();
+    let get = |path: String| send(client.get(format!("{}{path}", gateway.url)).bearer_auth(&key));
+
+    let connectors = get("/v1/available-connectors?limit=100".into()).await;
+    let platforms = keys(&connectors.body["rows"], "platform");
+    assert_eq!(platforms.len(), components.len(), "{:?}", connectors.body);
+    let mut missing = Vec::new();
+    for platform in &platforms {
+        let actions = get(format!("/v1/available-actions/{platform}?limit=100")).await;
+        let endpoints = keys(&actions.body["rows"], "endpoint");
+        assert!(!endpoints.is_empty(), "{platform}: {:?}", actions.body);
+        for endpoint in endpoints {
+            let docs = get(format!("/v1/{platform}/{endpoint}")).await;
+            let schema = &docs.body["parameters"];
+            assert!(schema.is_object(), "{platform}.{endpoint}: {:?}", docs.body);
+            let mut found = Vec::new();
+            undescribed_properties(schema, "", &mut found);
+            missing.extend(found.into_iter().map(|at| format!("{platform}.{endpoint}: {at}")));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} params without a description:\n  {}",
+        missing.len(),
+        missing.join("\n  ")
+    );
+}

@@ -77,8 +77,14 @@ impl Connector for GitHub {
         let repo_props = json!({
             // `.` and `..` would be dot segments of the upstream path, which the host refuses
             // to send (403 `egress_denied`): they are the caller's mistake, a 400.
-            "owner": {"type": "string", "minLength": 1, "not": {"enum": [".", ".."]}, "description": "Account or organization that owns the repository"},
-            "repo": {"type": "string", "minLength": 1, "not": {"enum": [".", ".."]}, "description": "Repository name without the owner"}
+            "owner": {
+                "type": "string", "minLength": 1, "not": {"enum": [".", ".."]},
+                "description": "Login of the user or organization that owns the repository, e.g. `rust-lang`"
+            },
+            "repo": {
+                "type": "string", "minLength": 1, "not": {"enum": [".", ".."]},
+                "description": "Repository name without the owner, e.g. `rust`"
+            }
         });
         let with_repo = |extra: Value, required: &[&str]| {
             let mut properties = repo_props.clone();
@@ -89,8 +95,10 @@ impl Connector for GitHub {
             all_required.extend_from_slice(required);
             json!({"type": "object", "required": all_required, "properties": properties, "additionalProperties": false})
         };
-        let issue_number =
-            json!({"issue_number": {"type": "integer", "minimum": 1, "description": "The issue number"}});
+        let issue_number = json!({"issue_number": {
+            "type": "integer", "minimum": 1,
+            "description": "Number of the issue or pull request in the repository, as in its URL"
+        }});
 
         Manifest::new("github", "GitHub", env!("CARGO_PKG_VERSION"))
             .description("GitHub REST API: repositories, issues and comments")
@@ -111,10 +119,22 @@ impl Connector for GitHub {
                     .description("Lists issues (and pull requests) in a repository, newest first.")
                     .params_schema(with_repo(
                         json!({
-                            "state": {"type": "string", "enum": ["open", "closed", "all"], "default": "open"},
-                            "labels": {"type": "string", "description": "Comma-separated label names"},
-                            "per_page": {"type": "integer", "minimum": 1, "maximum": 100, "default": 30},
-                            "page": {"type": "integer", "minimum": 1, "default": 1}
+                            "state": {
+                                "type": "string", "enum": ["open", "closed", "all"], "default": "open",
+                                "description": "List open, closed or all issues; defaults to open"
+                            },
+                            "labels": {
+                                "type": "string",
+                                "description": "Comma-separated labels an issue must all have, e.g. `bug,ui`"
+                            },
+                            "per_page": {
+                                "type": "integer", "minimum": 1, "maximum": 100, "default": 30,
+                                "description": "Issues per page, 1 to 100; defaults to 30"
+                            },
+                            "page": {
+                                "type": "integer", "minimum": 1, "default": 1,
+                                "description": "Page of results to return, starting at 1"
+                            }
                         }),
                         &[],
                     ))
@@ -133,10 +153,16 @@ impl Connector for GitHub {
                     .description("Opens a new issue. Requires push access to set labels or assignees.")
                     .params_schema(with_repo(
                         json!({
-                            "title": {"type": "string", "minLength": 1},
-                            "body": {"type": "string"},
-                            "labels": {"type": "array", "items": {"type": "string"}},
-                            "assignees": {"type": "array", "items": {"type": "string"}}
+                            "title": {"type": "string", "minLength": 1, "description": "Issue title"},
+                            "body": {"type": "string", "description": "Issue text, in GitHub Markdown"},
+                            "labels": {
+                                "type": "array", "items": {"type": "string"},
+                                "description": "Names of labels to add; dropped without push access"
+                            },
+                            "assignees": {
+                                "type": "array", "items": {"type": "string"},
+                                "description": "Logins of users to assign; dropped without push access"
+                            }
                         }),
                         &["title"],
                     ))
@@ -153,7 +179,11 @@ impl Connector for GitHub {
                         {
                             let mut props = issue_number;
                             if let Value::Object(map) = &mut props {
-                                map.insert("body".into(), json!({"type": "string", "minLength": 1}));
+                                let body = json!({
+                                    "type": "string", "minLength": 1,
+                                    "description": "Comment text, in GitHub Markdown"
+                                });
+                                map.insert("body".into(), body);
                             }
                             props
                         },

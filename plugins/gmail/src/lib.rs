@@ -72,10 +72,12 @@ fn send_email(params: SendEmail) -> Result<http::RequestBuilder, Error> {
 
 impl Connector for Gmail {
     fn describe() -> Manifest {
-        let address_list = json!({
-            "type": "array",
-            "items": {"type": "string", "minLength": 3, "pattern": "^[^\\r\\n]*@[^\\r\\n]*$", "description": "An email address, optionally with a name: `Bob <bob@example.com>`"},
+        let address = json!({
+            "type": "string", "minLength": 3, "pattern": "^[^\\r\\n]*@[^\\r\\n]*$",
+            "description": "An email address, optionally with a name: `Bob <bob@example.com>`"
         });
+        let address_list =
+            |description: &str| json!({"type": "array", "items": address, "description": description});
         Manifest::new("gmail", "Gmail", env!("CARGO_PKG_VERSION"))
             .description("Gmail API: send email, search and read messages, list labels")
             .category("communication")
@@ -103,15 +105,30 @@ impl Connector for Gmail {
                         "required": ["to", "subject"],
                         "additionalProperties": false,
                         "properties": {
-                            "to": {"description": "Recipients", "minItems": 1, "maxItems": 100, "type": "array", "items": address_list["items"]},
-                            "cc": address_list,
-                            "bcc": address_list,
-                            "from": {"type": "string", "pattern": "^[^\\r\\n]+$", "description": "A send-as alias of the account; defaults to the account"},
-                            "reply_to": {"type": "string", "pattern": "^[^\\r\\n]+$"},
-                            "subject": {"type": "string", "maxLength": 998, "pattern": "^[^\\r\\n]*$"},
+                            "to": {
+                                "description": "Recipients (To), 1 to 100 addresses",
+                                "minItems": 1, "maxItems": 100, "type": "array", "items": address
+                            },
+                            "cc": address_list("Copy recipients (Cc)"),
+                            "bcc": address_list("Blind copy recipients (Bcc), not shown to the others"),
+                            "from": {
+                                "type": "string", "pattern": "^[^\\r\\n]+$",
+                                "description": "A send-as alias of the account; defaults to the account"
+                            },
+                            "reply_to": {
+                                "type": "string", "pattern": "^[^\\r\\n]+$",
+                                "description": "Where replies should go (Reply-To), if not to the sender"
+                            },
+                            "subject": {
+                                "type": "string", "maxLength": 998, "pattern": "^[^\\r\\n]*$",
+                                "description": "Subject line, one line of text"
+                            },
                             "text": {"type": "string", "description": "Plain-text body"},
                             "html": {"type": "string", "description": "HTML body"},
-                            "thread_id": {"type": "string", "description": "Send as a reply in this thread"}
+                            "thread_id": {
+                                "type": "string",
+                                "description": "Thread to add the message to: a message's `threadId`"
+                            }
                         },
                         "anyOf": [{"required": ["text"]}, {"required": ["html"]}]
                     }))
@@ -129,10 +146,22 @@ impl Connector for Gmail {
                         "additionalProperties": false,
                         "properties": {
                             "q": {"type": "string", "description": "Gmail search, e.g. `from:bob is:unread`"},
-                            "max_results": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
-                            "page_token": {"type": "string"},
-                            "label_ids": {"type": "array", "items": {"type": "string"}},
-                            "include_spam_trash": {"type": "boolean", "default": false}
+                            "max_results": {
+                                "type": "integer", "minimum": 1, "maximum": 500, "default": 100,
+                                "description": "Message ids per page, 1 to 500; defaults to 100"
+                            },
+                            "page_token": {
+                                "type": "string",
+                                "description": "`nextPageToken` of the previous page, to get the next one"
+                            },
+                            "label_ids": {
+                                "type": "array", "items": {"type": "string"},
+                                "description": "Only messages with all these label IDs, e.g. `UNREAD`"
+                            },
+                            "include_spam_trash": {
+                                "type": "boolean", "default": false,
+                                "description": "Also list messages in Spam and Trash; defaults to false"
+                            }
                         }
                     }))
                     .example("Unread from Bob", json!({"q": "from:bob@example.com is:unread", "max_results": 10})),
@@ -147,8 +176,15 @@ impl Connector for Gmail {
                         "additionalProperties": false,
                         "properties": {
                             // `.` and `..` would be dot segments of the upstream path.
-                            "id": {"type": "string", "minLength": 1, "not": {"enum": [".", ".."]}},
-                            "format": {"type": "string", "enum": ["full", "metadata", "minimal", "raw"], "default": "full"}
+                            "id": {
+                                "type": "string", "minLength": 1, "not": {"enum": [".", ".."]},
+                                "description": "Message ID, as returned by list_messages"
+                            },
+                            "format": {
+                                "type": "string", "enum": ["full", "metadata", "minimal", "raw"],
+                                "default": "full",
+                                "description": "How much to return: full, metadata (headers), minimal or raw"
+                            }
                         }
                     }))
                     .example("Headers only", json!({"id": "18c2f0a1b2c3d4e5", "format": "metadata"})),
