@@ -97,7 +97,7 @@ pub enum ApiError {
         /// The identity the call named, if it named one.
         identity: Option<String>,
         /// Where the user can connect; none while no link could work.
-        action_url: Option<String>,
+        action_url: Option<ActionUrl>,
     },
     /// The connection's OAuth grant is gone (refresh refused or impossible): reconnect.
     #[error("the {integration} connection's authorization has expired or was revoked: {reason}")]
@@ -107,7 +107,7 @@ pub enum ApiError {
         /// Why, without secrets.
         reason: String,
         /// Where the user can reconnect.
-        action_url: String,
+        action_url: ActionUrl,
     },
     /// Refreshing the connection's OAuth token failed for now (provider down, bad config).
     #[error("could not refresh the connection's OAuth token: {0}")]
@@ -187,12 +187,25 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
+/// A link where the user can connect (or reconnect) an account: a connect session's page, and
+/// that session's id, which the app polls (`GET /v1/connect/{id}`) to learn when it is done.
+#[derive(Debug, Clone)]
+pub struct ActionUrl {
+    /// The page to send the user to.
+    pub url: String,
+    /// The connect session behind it; none when no session could be opened (the generic page).
+    pub session_id: Option<String>,
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     action_url: Option<&'a str>,
+    /// The connect session behind `action_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_session_id: Option<&'a str>,
     /// Per-field failures, for `InvalidParams`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     details: Vec<FieldError<'a>>,
@@ -297,8 +310,8 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %format!("{error:#}"), "internal error");
         }
         let action_url = match &self {
-            Self::IntegrationNotConnected { action_url, .. } => action_url.as_deref(),
-            Self::TokenExpired { action_url, .. } => Some(action_url.as_str()),
+            Self::IntegrationNotConnected { action_url, .. } => action_url.as_ref(),
+            Self::TokenExpired { action_url, .. } => Some(action_url),
             _ => None,
         };
         let details = match &self {
@@ -317,7 +330,8 @@ impl IntoResponse for ApiError {
             // Messages quote what the caller sent (a name, a value); a 20 KB name is not
             // worth sending back whole.
             message: bounded(self.to_string()),
-            action_url,
+            action_url: action_url.map(|action| action.url.as_str()),
+            connect_session_id: action_url.and_then(|action| action.session_id.as_deref()),
             details,
             candidates,
         };
@@ -529,12 +543,18 @@ mod tests {
             ApiError::IntegrationNotConnected {
                 integration: text(),
                 identity: None,
-                action_url: Some(text()),
+                action_url: Some(ActionUrl {
+                    url: text(),
+                    session_id: None,
+                }),
             },
             ApiError::TokenExpired {
                 integration: text(),
                 reason: text(),
-                action_url: text(),
+                action_url: ActionUrl {
+                    url: text(),
+                    session_id: None,
+                },
             },
             ApiError::AmbiguousConnection {
                 message: text(),

@@ -294,6 +294,9 @@ pub enum LoadError {
     /// The manifest was refused.
     #[error("{}", one_line(&.0.to_string()))]
     Manifest(#[from] manifest::ManifestError),
+    /// The operator's policy leaves the connector unable to run.
+    #[error("{}", one_line(.0))]
+    Policy(String),
 }
 
 /// `text` on one line: each run of control characters (line breaks, escapes) and the spaces
@@ -561,7 +564,7 @@ impl Runtime {
             .map_err(|e| LoadError::Component(format!("{e:#}")))?;
         let pre =
             VersionedPre::new(instance_pre, contract).map_err(|e| LoadError::Component(format!("{e:#}")))?;
-        let mut manifest = self.describe(&pre).await?;
+        let mut manifest = self.describe(&pre, &self.limits).await?;
         let connector_policy = policy.for_connector(&manifest.id);
         let declared_hosts = manifest.allowed_hosts.clone();
         let (allowed, ignored) = connector_policy.narrow(&declared_hosts);
@@ -573,6 +576,17 @@ impl Runtime {
         }
         manifest.allowed_hosts = allowed;
         let limits = Arc::new(connector_policy.limits(&self.limits));
+        // A policy that gives less memory than the connector needs to start would load it and
+        // then fail every call: start it once under those limits, and refuse it now instead.
+        if limits.memory_bytes < self.limits.memory_bytes
+            && let Err(error) = self.describe(&pre, &limits).await
+        {
+            return Err(LoadError::Policy(format!(
+                "under the policy's memory limit of {} MiB the connector does not start ({error}); \
+                 raise its memoryMib",
+                limits.memory_bytes >> 20
+            )));
+        }
         let default_plan = Arc::new(EgressPlan::new(&manifest, None));
         Ok(LoadedConnector {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight_per_connector as usize)),
@@ -591,7 +605,8 @@ impl Runtime {
         })
     }
 
-    async fn describe(&self, pre: &VersionedPre) -> Result<Manifest, LoadError> {
+    /// Start the connector under `limits` and read its manifest.
+    async fn describe(&self, pre: &VersionedPre, limits: &Arc<RuntimeLimits>) -> Result<Manifest, LoadError> {
         // describe() runs with no egress at all: an empty plan allows nothing.
         let plan = Arc::new(EgressPlan {
             base_url: String::new(),
@@ -603,7 +618,7 @@ impl Runtime {
             CallContext::default(),
             plan,
             self.upstream.clone(),
-            self.limits.clone(),
+            limits.clone(),
             None,
         );
         // The semaphore is never closed.
@@ -612,13 +627,13 @@ impl Runtime {
             .acquire()
             .await
             .map_err(|_| LoadError::Describe("no instance slot for loading".into()))?;
-        let mut store = new_store(&self.engine, call, &self.limits);
-        arm(&mut store, &self.limits, self.limits.describe_timeout);
+        let mut store = new_store(&self.engine, call, limits);
+        arm(&mut store, limits, limits.describe_timeout);
         let run = async {
             let instance = pre.instantiate(&mut store).await?;
             instance.describe(&mut store).await
         };
-        let outcome = tokio::time::timeout(self.limits.describe_timeout, run).await;
+        let outcome = tokio::time::timeout(limits.describe_timeout, run).await;
         store.data_mut().log_output(!matches!(outcome, Ok(Ok(_))));
         // A crash's own words (a panic message through `log`, an exception on stderr) are the
         // last error line: the load error carries them, as the connector's log lines cannot say

@@ -578,6 +578,24 @@ async fn missing_connection_is_403_with_action_url() {
     let page = reqwest::get(action_url).await.expect("connect page");
     assert_eq!(page.status(), 200);
     assert!(page.text().await.expect("html").contains("Connect GitHub"));
+    // The app polls the link's session to learn when the user is done, then calls again.
+    let session = answer.body["connect_session_id"]
+        .as_str()
+        .expect("connect_session_id");
+    let status = setup
+        .api_as(
+            &live,
+            reqwest::Method::GET,
+            &format!("/v1/connect/{session}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status.status, &status.body["status"], &status.body["integration"]),
+        (200, &json!("pending"), &json!("github")),
+        "{:?}",
+        status.body
+    );
     assert_eq!(
         answer.body["message"], "no github connection: connect an account first",
         "{:?}",

@@ -58,6 +58,31 @@ async fn per_connector_memory_cap_applies() {
     );
 }
 
+/// A per-connector memory cap too small for the connector even to start fails its load, saying
+/// so, instead of loading it and failing every call (a Python connector needs tens of MiB).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_cap_the_connector_cannot_start_under_fails_its_load() {
+    let Some(slack) = crate::languages::component("slack", guests::SLACK) else {
+        return;
+    };
+    let (_dir, options) = with_policy(json!({"connectors": {"slack": {"memoryMib": 4}}}));
+    let gateway = Gateway::start(Path::new(SLUICE), &[slack, guests::ECHO], options).await;
+    let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+    let loaded: Vec<&str> = plugins.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|row| row["id"].as_str())
+        .collect();
+    assert_eq!(loaded, ["echo"], "{:?}", plugins.body);
+    let error = plugins.body["failures"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("under the policy's memory limit of 4 MiB the connector does not start")
+            && error.contains("raise its memoryMib"),
+        "{error}"
+    );
+}
+
 /// Narrowing a connector's hosts to none denies even its own base URL; a policy that names
 /// hosts the connector never declared does not widen anything.
 #[tokio::test(flavor = "multi_thread")]

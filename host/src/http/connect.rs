@@ -28,6 +28,7 @@ use form::{credential_fields, form_token, submit_credentials};
 use oauth::{CALLBACK_PATH, oauth_callback, start_oauth};
 
 use super::AppState;
+use crate::error::ActionUrl;
 use crate::runtime::LoadedConnector;
 use crate::runtime::manifest::AuthScheme;
 use crate::vault::Vault;
@@ -59,7 +60,7 @@ pub(super) async fn first_connect_url(
     environment: Environment,
     integration: &str,
     identity: Option<String>,
-) -> Option<String> {
+) -> Option<ActionUrl> {
     if let Some(connector) = app.registry.get(integration)
         && matches!(connector.manifest.auth, AuthScheme::OAuth2(_))
         && !matches!(oauth::resolve_client(app, &connector).await, Ok(Ok(_)))
@@ -78,7 +79,7 @@ pub(super) async fn action_url(
     integration: &str,
     identity: Option<String>,
     connection_key: Option<String>,
-) -> String {
+) -> ActionUrl {
     let new = NewSession {
         environment,
         platform: integration.to_owned(),
@@ -93,10 +94,16 @@ pub(super) async fn action_url(
         .run(move |vault| vault.create_connect_session(&new))
         .await
     {
-        Ok((_, token)) => format!("{}/connect/{token}", app.public_url),
+        Ok((session, token)) => ActionUrl {
+            url: format!("{}/connect/{token}", app.public_url),
+            session_id: Some(session.public_id),
+        },
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "could not open a connect session");
-            format!("{}/connect", app.public_url)
+            ActionUrl {
+                url: format!("{}/connect", app.public_url),
+                session_id: None,
+            }
         }
     }
 }

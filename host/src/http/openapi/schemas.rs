@@ -475,6 +475,7 @@ fn error() -> Value {
             },
             "message": string("For people"),
             "action_url": string("Where the user can connect or reconnect (with `integration_not_connected` and `token_expired`)"),
+            "connect_session_id": string("The connect session behind `action_url`: poll GET /v1/connect/{id} until it is connected"),
             "candidates": {
                 "type": "array",
                 "items": {"type": "string"},
