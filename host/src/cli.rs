@@ -142,9 +142,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Connectors(ConnectorsCommand::Approve { id, plugins, store }) => {
-            approve(&id, &plugins, &store).await
-        }
+        Command::Connectors(ConnectorsCommand::Approve {
+            id,
+            plugins,
+            dry_run,
+            store,
+        }) => approve(&id, &plugins, dry_run, &store).await,
         Command::Vault(VaultCommand::Backup { to, store }) => {
             let vault = open_existing_vault(&store)?;
             let key_id = vault.back_up(&to)?;
@@ -460,7 +463,12 @@ async fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
 }
 
 /// Approve the outbound hosts the component for connector `id` in `plugins` declares.
-async fn approve(id: &str, plugins: &std::path::Path, store: &StoreArgs) -> anyhow::Result<()> {
+async fn approve(
+    id: &str,
+    plugins: &std::path::Path,
+    dry_run: bool,
+    store: &StoreArgs,
+) -> anyhow::Result<()> {
     let vault = open_existing_vault(store)?;
     let runtime = Runtime::new(
         RuntimeLimits::default(),
@@ -487,6 +495,14 @@ async fn approve(id: &str, plugins: &std::path::Path, store: &StoreArgs) -> anyh
             if !declared.contains(host) {
                 println!("- {host}");
             }
+        }
+        if dry_run {
+            eprintln!(
+                "{id} {} ({}) asks for the hosts above; nothing was approved (--dry-run)",
+                connector.manifest.version,
+                path.display()
+            );
+            return Ok(());
         }
         vault.approve_hosts(id, &declared)?;
         // A touch is a change to a watching gateway, which then loads the file (its content is

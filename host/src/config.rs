@@ -118,6 +118,9 @@ pub enum ConnectorsCommand {
         /// Directory of connector components.
         #[arg(long, env = "SLUICE_PLUGINS", default_value = "connectors")]
         plugins: PathBuf,
+        /// Print the difference only; approve nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// State location.
         #[command(flatten)]
         store: StoreArgs,
