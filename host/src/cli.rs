@@ -36,13 +36,14 @@ fn shell_word(text: &str) -> String {
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(args, None).await,
         Command::Dev(mut args) => {
             // A connector author wants to see each call as it happens.
             args.serve.access_log = true;
+            let builds = crate::dev::BuildFailures::default();
             // Held for the life of the process: dropping it stops rebuilding on save.
-            let _sources = crate::dev::start(&args.sources, &args.serve.plugins).await?;
-            serve(args.serve).await
+            let _sources = crate::dev::start(&args.sources, &args.serve.plugins, builds.clone()).await?;
+            serve(args.serve, Some(builds)).await
         }
         Command::New { name, dir, lang, sdk } => {
             let scaffolded = crate::dev::scaffold(&dir, &name, lang, sdk.as_deref())?;
@@ -643,7 +644,8 @@ fn open_existing_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
 /// How long an exiting gateway waits for the request log writer's last batch.
 const LOG_WRITER_FINISH: Duration = Duration::from_secs(10);
 
-async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+/// Run the gateway; under `sluice dev`, `dev_builds` are the connectors whose build failed.
+async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures>) -> anyhow::Result<()> {
     // Settings first: a mistake in them stops the start before anything is created.
     let policy = LivePolicy::load(args.policy.clone())?;
     if let Err(error) = std::fs::read_dir(&args.plugins) {
@@ -778,6 +780,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         max_passthrough_body: args.max_passthrough_body_mib << 20,
         refresher,
         connect_session_ttl: args.connect_session_ttl_secs,
+        dev_builds,
         access_log: args.access_log,
         busy_poll: args
             .busy_poll_us

@@ -7,7 +7,8 @@
 //! languages (Python, JavaScript, C, ...) are directories with a `build.sh` and no
 //! `Cargo.toml`; they are built with `bash build.sh <components dir>`, the same entry point
 //! `just plugins` and the test fixtures use. A failed build prints the compiler's errors and
-//! leaves the last good component serving.
+//! leaves the last good component serving; the gateway also shows it in `GET /v1/plugins`
+//! (`builds`) until the connector builds again, for an editor or agent that reads no terminal.
 
 use anyhow::{Context, bail};
 use notify::{RecursiveMode, Watcher};
@@ -18,6 +19,73 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 mod templates;
+
+/// Most bytes of a failed build's output kept for `GET /v1/plugins` (its end: the errors).
+const MAX_BUILD_OUTPUT: usize = 8 << 10;
+
+/// A connector whose last build failed.
+#[derive(Debug, Clone)]
+pub struct BuildFailure {
+    /// Its source directory's name.
+    pub source: String,
+    /// The end of the build's output.
+    pub output: String,
+    /// When (Unix seconds).
+    pub at: i64,
+}
+
+/// The connectors whose last build failed, by source directory; shared with the gateway.
+#[derive(Debug, Clone, Default)]
+pub struct BuildFailures(std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, BuildFailure>>>);
+
+impl BuildFailures {
+    /// Note how building `dir` went.
+    fn record(&self, dir: &Path, outcome: Result<(), String>) {
+        let mut failures = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match outcome {
+            Ok(()) => {
+                failures.remove(dir);
+            }
+            Err(output) => {
+                let source = dir
+                    .file_name()
+                    .unwrap_or(dir.as_os_str())
+                    .to_string_lossy()
+                    .into_owned();
+                let output = last_bytes(&output, MAX_BUILD_OUTPUT).to_owned();
+                failures.insert(
+                    dir.to_owned(),
+                    BuildFailure {
+                        source,
+                        output,
+                        at: crate::vault::now(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forget the failures of source directories that are gone.
+    fn forget_deleted_sources(&self) {
+        let mut failures = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        failures.retain(|dir, _| dir.exists());
+    }
+
+    /// The failures now, in source order.
+    pub fn current(&self) -> Vec<BuildFailure> {
+        let failures = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        failures.values().cloned().collect()
+    }
+}
+
+/// The last `limit` bytes of `text`, from a character boundary.
+fn last_bytes(text: &str, limit: usize) -> &str {
+    let mut start = text.len().saturating_sub(limit);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
 
 /// A connector crate found under the sources directory.
 #[derive(Debug, Clone)]
@@ -140,9 +208,9 @@ pub async fn discover_scripts(sources: &Path) -> anyhow::Result<Vec<ScriptConnec
 }
 
 /// Run the connector's `build.sh` with `components` as its output directory (it publishes by
-/// rename itself). Returns whether the build succeeded; a missing toolchain is reported loudly
-/// and counts as not built.
-pub async fn build_script(connector: &ScriptConnector, components: &Path) -> bool {
+/// rename itself). Returns the build's output when it failed; a missing toolchain is reported
+/// loudly and counts as not built.
+pub async fn build_script(connector: &ScriptConnector, components: &Path) -> Result<(), String> {
     let started = std::time::Instant::now();
     let output = Command::new("bash")
         .arg(connector.dir.join("build.sh"))
@@ -153,11 +221,9 @@ pub async fn build_script(connector: &ScriptConnector, components: &Path) -> boo
     let output = match output {
         Ok(output) => output,
         Err(error) => {
-            eprintln!(
-                "sluice dev: could not run {}/build.sh: {error}",
-                connector.dir.display()
-            );
-            return false;
+            let failure = format!("could not run {}/build.sh: {error}", connector.dir.display());
+            eprintln!("sluice dev: {failure}");
+            return Err(failure);
         }
     };
     let log = String::from_utf8_lossy(&output.stderr);
@@ -168,22 +234,22 @@ pub async fn build_script(connector: &ScriptConnector, components: &Path) -> boo
                 connector.dir.display(),
                 started.elapsed().as_millis()
             );
-            true
+            Ok(())
         }
         Some(SCRIPT_SKIPPED) => {
             eprintln!(
                 "sluice dev: SKIPPED {}: its toolchain is missing\n{log}",
                 connector.dir.display()
             );
-            false
+            Err(format!("its toolchain is missing\n{log}"))
         }
         _ => {
+            let output = format!("{}{log}", String::from_utf8_lossy(&output.stdout));
             eprintln!(
-                "sluice dev: building {} failed; the last good version keeps serving\n{}{log}",
+                "sluice dev: building {} failed; the last good version keeps serving\n{output}",
                 connector.dir.display(),
-                String::from_utf8_lossy(&output.stdout)
             );
-            false
+            Err(output)
         }
     }
 }
@@ -205,8 +271,8 @@ fn cargo() -> String {
 }
 
 /// Build `krate` and publish its component into `components` (by rename, so the gateway's
-/// watcher never sees a partial file). Returns whether the build succeeded.
-pub async fn build(krate: &ConnectorCrate, components: &Path) -> bool {
+/// watcher never sees a partial file). Returns the build's output when it failed.
+pub async fn build(krate: &ConnectorCrate, components: &Path) -> Result<(), String> {
     let started = std::time::Instant::now();
     let output = Command::new(cargo())
         .args([
@@ -222,35 +288,34 @@ pub async fn build(krate: &ConnectorCrate, components: &Path) -> bool {
     let output = match output {
         Ok(output) => output,
         Err(error) => {
-            eprintln!(
-                "sluice dev: could not run cargo for {}: {error}",
-                krate.dir.display()
-            );
-            return false;
+            let failure = format!("could not run cargo for {}: {error}", krate.dir.display());
+            eprintln!("sluice dev: {failure}");
+            return Err(failure);
         }
     };
     if !output.status.success() {
+        let errors = String::from_utf8_lossy(&output.stderr).into_owned();
         eprintln!(
-            "sluice dev: building {} failed; the last good version keeps serving\n{}",
+            "sluice dev: building {} failed; the last good version keeps serving\n{errors}",
             krate.dir.display(),
-            String::from_utf8_lossy(&output.stderr)
         );
-        return false;
+        return Err(errors);
     }
     let target = components.join(format!("{}.wasm", krate.lib_name));
     let temporary = components.join(format!(".{}.wasm.partial", krate.lib_name));
     let published = tokio::fs::copy(&krate.artifact, &temporary).await.is_ok()
         && tokio::fs::rename(&temporary, &target).await.is_ok();
-    if published {
-        eprintln!(
-            "sluice dev: built {} in {} ms",
-            krate.lib_name,
-            started.elapsed().as_millis()
-        );
-    } else {
-        eprintln!("sluice dev: could not publish {}", target.display());
+    if !published {
+        let failure = format!("could not publish {}", target.display());
+        eprintln!("sluice dev: {failure}");
+        return Err(failure);
     }
-    published
+    eprintln!(
+        "sluice dev: built {} in {} ms",
+        krate.lib_name,
+        started.elapsed().as_millis()
+    );
+    Ok(())
 }
 
 /// A connector `sluice dev` builds: a Rust crate or a directory with a `build.sh`.
@@ -285,8 +350,8 @@ impl DevConnector {
         components.join(format!("{stem}.wasm"))
     }
 
-    /// Build it into `components`; returns whether the build succeeded.
-    pub async fn build(&self, components: &Path) -> bool {
+    /// Build it into `components`; returns the build's output when it failed.
+    pub async fn build(&self, components: &Path) -> Result<(), String> {
         match self {
             Self::Crate(krate) => build(krate, components).await,
             Self::Script(script) => build_script(script, components).await,
@@ -304,9 +369,13 @@ pub async fn discover_all(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
     Ok(crates.chain(scripts).collect())
 }
 
-/// Build every connector once, then rebuild a connector whenever a file under it changes.
-/// The returned watcher must be kept alive.
-pub async fn start(sources: &Path, components: &Path) -> anyhow::Result<notify::RecommendedWatcher> {
+/// Build every connector once, then rebuild a connector whenever a file under it changes,
+/// noting failed builds in `failures`. The returned watcher must be kept alive.
+pub async fn start(
+    sources: &Path,
+    components: &Path,
+    failures: BuildFailures,
+) -> anyhow::Result<notify::RecommendedWatcher> {
     // The watcher reports absolute paths; connectors are found under the same absolute
     // directory, or no event would ever match one (`--sources plugins`, the default).
     let sources = &tokio::fs::canonicalize(sources)
@@ -323,7 +392,7 @@ pub async fn start(sources: &Path, components: &Path) -> anyhow::Result<notify::
         eprintln!("sluice dev: no connectors under {}", sources.display());
     }
     for connector in &connectors {
-        connector.build(components).await;
+        failures.record(connector.dir(), connector.build(components).await);
     }
     // What this session built, by source directory: a directory deleted later takes its
     // component with it (only ones built here: `--plugins` may hold other files).
@@ -347,6 +416,7 @@ pub async fn start(sources: &Path, components: &Path) -> anyhow::Result<notify::
         sources.to_owned(),
         components.to_owned(),
         built,
+        failures,
     ));
     Ok(watcher)
 }
@@ -356,6 +426,7 @@ async fn rebuild_task(
     sources: PathBuf,
     components: PathBuf,
     mut built: BTreeMap<PathBuf, PathBuf>,
+    failures: BuildFailures,
 ) {
     while let Some(first) = events.recv().await {
         let mut changed = BTreeSet::from([first]);
@@ -371,13 +442,14 @@ async fn rebuild_task(
             }
         };
         remove_components_of_deleted_sources(&mut built, &connectors).await;
+        failures.forget_deleted_sources();
         for connector in connectors {
             let dir = connector.dir();
             let touched = changed
                 .iter()
                 .any(|path| path.starts_with(dir) && !is_build_noise(path, dir));
             if touched {
-                connector.build(&components).await;
+                failures.record(dir, connector.build(&components).await);
                 built.insert(dir.to_owned(), connector.component(&components));
             }
         }

@@ -101,6 +101,8 @@ pub struct App {
     pub refresher: Arc<TokenRefresher>,
     /// Lifetime of a connect session, in seconds.
     pub connect_session_ttl: i64,
+    /// Under `sluice dev`: connectors whose last build failed (shown in `GET /v1/plugins`).
+    pub dev_builds: Option<crate::dev::BuildFailures>,
     /// Whether every request gets a `request done` line in the process log.
     pub access_log: bool,
     /// Keeps the CPUs from halting while requests are in flight (`--busy-poll-us`).

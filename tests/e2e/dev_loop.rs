@@ -100,6 +100,33 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
         served_version(&gateway, "hello-dev").await.as_deref(),
         Some("0.2.0")
     );
+    // The failure is in /v1/plugins too, for an editor or agent that reads no terminal...
+    let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+    let failed = &plugins.body["builds"]["failed"][0];
+    assert_eq!(failed["source"], "hello-dev", "{:?}", plugins.body);
+    assert!(
+        failed["output"]
+            .as_str()
+            .is_some_and(|output| output.contains("error")),
+        "{failed}"
+    );
+    // ...until the connector builds again.
+    std::fs::write(&lib, &source).expect("mend the build");
+    let mended = Instant::now();
+    loop {
+        let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+        if plugins.body["builds"]["failed"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+        {
+            break;
+        }
+        assert!(
+            mended.elapsed() < Duration::from_secs(120),
+            "the mended build still shows as failed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Under `sluice dev` every request is shown as it happens.
     let output = gateway.output();
     assert!(

@@ -107,5 +107,14 @@ async fn plugins(State(app): State<AppState>) -> Json<Value> {
             json!({"file": file_name(&s.path), "id": s.id, "by": by, "at": rfc3339(s.at)})
         })
         .collect();
-    Json(json!({"rows": rows, "total": rows.len(), "failures": failures, "shadowed": shadowed}))
+    let mut answer = json!({"rows": rows, "total": rows.len(), "failures": failures, "shadowed": shadowed});
+    if let Some(builds) = &app.dev_builds {
+        let failed: Vec<Value> = builds
+            .current()
+            .into_iter()
+            .map(|b| json!({"source": b.source, "output": b.output, "at": rfc3339(b.at)}))
+            .collect();
+        answer["builds"] = json!({"failed": failed});
+    }
+    Json(answer)
 }

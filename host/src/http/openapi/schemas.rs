@@ -451,7 +451,12 @@ fn plugin_list() -> Value {
         "by": or_null(string("The file serving that id instead")),
         "at": timestamp("When it was replaced")
     }));
-    record(json!({
+    let build = record(json!({
+        "source": string("The connector's source directory"),
+        "output": string("The end of the build's output (the compiler's errors)"),
+        "at": timestamp("When it failed")
+    }));
+    let list = record(json!({
         "rows": {"type": "array", "items": plugin},
         "total": {"type": "integer", "minimum": 0},
         "failures": {"type": "array", "items": failure},
@@ -460,7 +465,19 @@ fn plugin_list() -> Value {
             "items": shadowed,
             "description": "Files that loaded but serve nothing: a file written later declares the same id (they take over if it is removed)"
         }
-    }))
+    }));
+    with_property(
+        list,
+        "builds",
+        json!({
+            "type": "object",
+            "description": "Under `sluice dev` only: connectors whose last build failed (the last good version keeps serving)",
+            "properties": {"failed": {"type": "array", "items": build}},
+            "required": ["failed"],
+            "additionalProperties": false
+        }),
+        false,
+    )
 }
 
 fn error() -> Value {

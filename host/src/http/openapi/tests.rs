@@ -96,6 +96,7 @@ impl Gateway {
             max_passthrough_body: 1 << 20,
             refresher,
             connect_session_ttl: 600,
+            dev_builds: None,
             access_log: false,
             busy_poll: None,
             cors_origins: Vec::new(),
