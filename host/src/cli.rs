@@ -143,6 +143,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Logs {
+            environment,
+            integrations,
+            outcome,
+            transaction_key,
+            since_minutes,
+            limit,
+            store,
+        } => {
+            let environment: Environment = environment.parse()?;
+            if let Some(outcome) = &outcome
+                && !crate::error::OUTCOMES.contains(&outcome.as_str())
+            {
+                anyhow::bail!(
+                    "--outcome must be one of {}, not `{outcome}`",
+                    crate::error::OUTCOMES.join(", ")
+                );
+            }
+            let filter = crate::vault::logs::LogFilter {
+                environment: environment.as_str().to_owned(),
+                integrations,
+                outcome,
+                transaction_key,
+                since_ms: since_minutes.map(|minutes| (crate::vault::now() - i64::from(minutes) * 60) * 1000),
+                ..Default::default()
+            };
+            let vault = open_existing_vault(&store)?;
+            let (rows, total) = vault.list_logs(&filter, 1, limit)?;
+            let mut out = String::new();
+            for row in &rows {
+                let column = |value: Option<&str>| cell(value.unwrap_or("-"));
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}/{}\t{}\t{}\tupstream={}\t{:.1}ms\tkey={}\n",
+                    crate::http::timestamps::rfc3339_millis(row.created_at_ms),
+                    row.transaction_key,
+                    row.outcome,
+                    column(row.integration.as_deref()),
+                    column(row.endpoint.as_deref()),
+                    row.http_status,
+                    column(row.connection_key.as_deref()),
+                    row.upstream_status
+                        .map_or_else(|| "-".to_owned(), |status| status.to_string()),
+                    row.duration_us as f64 / 1000.0,
+                    column(row.key_prefix.as_deref()),
+                ));
+            }
+            print!("{out}");
+            eprintln!(
+                "{} of {total} matching calls in {}",
+                rows.len(),
+                environment.as_str()
+            );
+            Ok(())
+        }
         Command::Connectors(ConnectorsCommand::Approve {
             id,
             plugins,

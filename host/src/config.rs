@@ -57,6 +57,30 @@ pub enum Command {
     /// Manage the OAuth apps (client id and secret) of OAuth integrations.
     #[command(subcommand)]
     OauthApps(OAuthAppsCommand),
+    /// Show the request log, newest call first (one line per call, tab-separated).
+    Logs {
+        /// Environment whose calls to show: `test` or `live`.
+        #[arg(long = "env", default_value = "test")]
+        environment: String,
+        /// Only calls of this integration (repeatable).
+        #[arg(long = "integration")]
+        integrations: Vec<String>,
+        /// Only calls with this outcome: `ok`, `client_closed` or an error code.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only the call with this transaction key (from its `x-transaction-key` header).
+        #[arg(long)]
+        transaction_key: Option<String>,
+        /// Only calls of the last this many minutes.
+        #[arg(long)]
+        since_minutes: Option<u32>,
+        /// Most lines shown.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// State location.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// `sluice oauth-apps …`.

@@ -223,6 +223,69 @@ async fn a_scope_naming_an_unknown_connector_is_warned_of() {
     assert!(!String::from_utf8_lossy(&known.stderr).contains("warning"));
 }
 
+/// `sluice logs` shows an operator the request log without an API key: newest first, one line
+/// per call, filtered by integration, outcome or transaction key.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_show_calls_newest_first() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let mut transactions = Vec::new();
+    for body in [
+        json!({"params": {"message": "hi"}}),
+        json!({"params": "not an object"}),
+    ] {
+        let answer = send(
+            client
+                .post(format!("{}/v1/echo/say", gateway.url))
+                .bearer_auth(&key)
+                .json(&body),
+        )
+        .await;
+        let transaction = answer.headers["x-transaction-key"].to_str().expect("ascii");
+        transactions.push(transaction.to_owned());
+    }
+    // Rows are written in batches: wait for both.
+    let started = std::time::Instant::now();
+    let listed = loop {
+        let listed = gateway
+            .cli(&["logs", "--integration", "echo"])
+            .await
+            .expect("logs");
+        if listed.lines().count() >= 2 {
+            break listed;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let lines: Vec<&str> = listed.lines().collect();
+    assert!(
+        lines[0].contains(&transactions[1]) && lines[0].contains("\tbad_request\techo/say\t400"),
+        "newest first: {listed}"
+    );
+    assert!(
+        lines[1].contains(&transactions[0]) && lines[1].contains("\tok\t"),
+        "{listed}"
+    );
+    let refused = gateway
+        .cli(&["logs", "--outcome", "bad_request"])
+        .await
+        .expect("logs");
+    assert_eq!(refused.lines().count(), 1, "{refused}");
+    let one = gateway
+        .cli(&["logs", "--transaction-key", &transactions[0]])
+        .await
+        .expect("logs");
+    assert_eq!(one.lines().count(), 1, "{one}");
+    let live = gateway.cli(&["logs", "--env", "live"]).await.expect("logs");
+    assert!(live.is_empty(), "the calls were test calls: {live}");
+    let typo = gateway
+        .cli(&["logs", "--outcome", "bad_reqest"])
+        .await
+        .expect_err("refused");
+    assert!(typo.contains("--outcome must be one of"), "{typo}");
+}
+
 /// `keys list` shows what limits a key: its expiry, daily quota and per-minute limit.
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_list_shows_expiry_and_limits() {
