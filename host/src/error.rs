@@ -28,6 +28,7 @@ pub const OUTCOMES: &[&str] = &[
     "api_key_revoked",
     "api_key_expired",
     "scope_not_allowed",
+    "origin_not_allowed",
     "integration_not_connected",
     "ambiguous_connection",
     "token_expired",
@@ -70,6 +71,12 @@ pub enum ApiError {
     /// The key is past its expiry.
     #[error("this API key has expired")]
     ApiKeyExpired,
+    /// A browser page of an origin the operator did not allow (`--cors-origin`) called `/mcp`.
+    #[error(
+        "requests from origin `{0}` are refused: MCP servers accept browser requests only from origins \
+         the operator allows (--cors-origin), which keeps DNS-rebinding pages out"
+    )]
+    OriginNotAllowed(String),
     /// The key may not call this integration.
     #[error("this API key may not call `{0}`")]
     ScopeNotAllowed(String),
@@ -244,6 +251,7 @@ impl ApiError {
             Self::ApiKeyRevoked => "api_key_revoked",
             Self::ApiKeyExpired => "api_key_expired",
             Self::ScopeNotAllowed(_) => "scope_not_allowed",
+            Self::OriginNotAllowed(_) => "origin_not_allowed",
             Self::IntegrationNotConnected { .. } => "integration_not_connected",
             Self::AmbiguousConnection { .. } => "ambiguous_connection",
             Self::TokenExpired { .. } => "token_expired",
@@ -280,6 +288,7 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             Self::ScopeNotAllowed(_)
+            | Self::OriginNotAllowed(_)
             | Self::IntegrationNotConnected { .. }
             | Self::EgressDenied(_)
             | Self::PlanLimitReached(_) => StatusCode::FORBIDDEN,
@@ -540,6 +549,7 @@ mod tests {
             ApiError::ApiKeyRevoked,
             ApiError::ApiKeyExpired,
             ApiError::ScopeNotAllowed(text()),
+            ApiError::OriginNotAllowed(text()),
             ApiError::IntegrationNotConnected {
                 integration: text(),
                 identity: None,
@@ -594,6 +604,7 @@ mod tests {
                 | ApiError::ApiKeyRevoked
                 | ApiError::ApiKeyExpired
                 | ApiError::ScopeNotAllowed(_)
+                | ApiError::OriginNotAllowed(_)
                 | ApiError::IntegrationNotConnected { .. }
                 | ApiError::TokenExpired { .. }
                 | ApiError::AmbiguousConnection { .. }

@@ -643,4 +643,29 @@ async fn tools_carry_hints_and_results_their_structure() {
         .expect("POST /mcp");
     assert_eq!(response.status(), 202);
     assert_eq!(setup.upstream_requests().len(), 2, "the two calls, nothing else");
+
+    // A browser page of an origin the operator did not allow is refused (DNS rebinding);
+    // the gateway's own origin is not.
+    let ping = serde_json::json!({"jsonrpc": "2.0", "id": 6, "method": "ping"});
+    for (origin, status) in [("http://rebound.example", 403), (setup.gateway.url.as_str(), 200)] {
+        let answer = crate::common::send(
+            setup
+                .client
+                .post(format!("{}/mcp", setup.gateway.url))
+                .bearer_auth(&setup.key)
+                .header("origin", origin)
+                .json(&ping),
+        )
+        .await;
+        assert_eq!(answer.status, status, "{origin}: {:?}", answer.body);
+    }
+    let stream = setup
+        .client
+        .get(format!("{}/mcp", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .header("origin", "http://rebound.example")
+        .send()
+        .await
+        .expect("GET /mcp");
+    assert_eq!(stream.status(), 403);
 }

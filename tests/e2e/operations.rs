@@ -135,6 +135,17 @@ async fn browser_pages_of_allowed_origins_may_call_the_api() {
     assert_eq!(header(&call, "access-control-allow-origin").as_deref(), Some(app));
     let exposed = header(&call, "access-control-expose-headers").unwrap_or_default();
     assert!(exposed.contains("x-transaction-key"), "{exposed}");
+    // An allowed origin may use MCP too (others are refused there: DNS rebinding).
+    let mcp = setup
+        .client
+        .post(format!("{url}/mcp"))
+        .bearer_auth(&setup.key)
+        .header("origin", app)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .expect("mcp");
+    assert_eq!(mcp.status(), 200);
     let keyless = reqwest::Client::new()
         .post(format!("{url}/v1/echo/say"))
         .header("origin", "http://localhost:5173")

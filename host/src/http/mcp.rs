@@ -92,6 +92,9 @@ async fn events(
     headers: HeaderMap,
     caller: Result<Caller, ApiError>,
 ) -> Response {
+    if let Err(refusal) = check_origin(&app, &headers) {
+        return refusal.into_response();
+    }
     let key = match caller {
         Ok(Caller(key)) => key,
         Err(error) => return error.into_response(),
@@ -121,6 +124,29 @@ async fn events(
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE))
         .into_response()
+}
+
+/// MCP's rule against DNS rebinding: a request that comes with an `Origin` (a browser page)
+/// is served only for an origin the operator allows with `--cors-origin`, or the gateway's own.
+/// Clients that are not browsers send no `Origin`.
+fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let own = url::Url::parse(&app.public_url)
+        .map(|url| url.origin().ascii_serialization())
+        .unwrap_or_default();
+    let allowed = origin == own
+        || app
+            .cors_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed == origin);
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::OriginNotAllowed(origin.chars().take(200).collect()))
+    }
 }
 
 fn rpc_result(id: &Value, result: Value) -> Value {
@@ -216,6 +242,9 @@ async fn handle(
     query: Result<super::query::Query, ApiError>,
     body: Result<WholeBody, ApiError>,
 ) -> Response {
+    if let Err(refusal) = check_origin(&app, &headers) {
+        return refusal.into_response();
+    }
     let choice = match query.and_then(ConnectionChoice::from_query) {
         Ok(choice) => choice,
         Err(error) => return error.into_response(),
