@@ -22,7 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
-    /// Run the gateway and rebuild connector crates on save (hot reload picks them up).
+    /// Run the gateway and rebuild connectors (crates and `build.sh` directories) on save (hot
+    /// reload picks them up).
     Dev(DevArgs),
     /// Scaffold a new connector from a template: a Rust crate, or a JavaScript or Python
     /// directory with a `build.sh`.

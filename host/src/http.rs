@@ -115,8 +115,9 @@ pub struct App {
     /// Places for MCP event streams. A stream holds its client connection for as long as the
     /// client likes, so they may take only part of `--max-connections`: calls always find room.
     pub event_streams: Arc<tokio::sync::Semaphore>,
-    /// Work a request starts that must not end with its caller: each execute and passthrough
-    /// call runs in a task of its own (see [`detach`]), as does an OAuth refresh. Graceful
+    /// Work a request starts that must not end with its caller: each passthrough call runs in
+    /// a task of its own (see [`detach`]), as do an OAuth refresh and a connection's health
+    /// update. Graceful
     /// shutdown waits for all of it ([`crate::server::ServeOptions::background`]).
     pub tasks: tokio_util::task::TaskTracker,
 }
