@@ -80,6 +80,19 @@ pub fn fake_github(request: &Recorded) -> Reply {
             headers: vec![("content-type".into(), "application/json".into())],
             ..Reply::text(200, "{not json")
         },
+        // An answer compressed although the gateway asks for none (a credential echoed in it
+        // would pass the scrubber unseen).
+        ("GET", "/repos/acme/gzipped") => Reply {
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("content-encoding".into(), "gzip".into()),
+            ],
+            body: vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3],
+            ..Reply::text(200, "")
+        },
+        ("GET", "/repos/acme/slow") => {
+            Reply::json(200, json!({"slow": true})).after(Duration::from_millis(1500))
+        }
         // A repository answer that is no text at all (every byte value once).
         ("GET", "/repos/acme/binary") => Reply {
             headers: vec![("content-type".into(), "application/octet-stream".into())],

@@ -75,6 +75,43 @@ async fn an_answer_that_is_no_text_is_base64() {
     assert_eq!(bytes, (0..=255).collect::<Vec<u8>>());
 }
 
+/// An upstream that answers too late is `504 upstream_timeout`; one that answers compressed,
+/// which the gateway never asks for, is `502 connector_error` (its body is not passed on).
+#[tokio::test(flavor = "multi_thread")]
+async fn late_and_compressed_upstream_answers_are_refused() {
+    let setup = Setup::with_options(sluice_fixtures::gateway::Options {
+        extra_args: vec!["--upstream-timeout-ms".into(), "300".into()],
+        ..Default::default()
+    })
+    .await;
+    let late = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "slow"}}),
+        )
+        .await;
+    assert_eq!(
+        (late.status, late.code()),
+        (504, "upstream_timeout"),
+        "{:?}",
+        late.body
+    );
+    let compressed = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "gzipped"}}),
+        )
+        .await;
+    assert_eq!(
+        (compressed.status, compressed.code()),
+        (502, "connector_error"),
+        "{:?}",
+        compressed.body
+    );
+}
+
 /// Optional params become query parameters; absent ones are not sent.
 #[tokio::test(flavor = "multi_thread")]
 async fn list_issues_sends_query_parameters() {
