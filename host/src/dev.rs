@@ -523,6 +523,31 @@ fn enclosing_workspace(sources: &Path) -> anyhow::Result<Option<(PathBuf, String
     Ok(None)
 }
 
+/// A new crate inside a cargo workspace that does not provide the SDK (a project of the
+/// author's own) belongs to it as cargo sees it, and cargo refuses to build a crate a workspace
+/// does not list: say what to add, rather than let the first build fail.
+fn foreign_workspace_note(sources: &Path, krate: &Path) -> anyhow::Result<Option<String>> {
+    if workspace_provides_sdk(sources)? {
+        return Ok(None);
+    }
+    let Some((workspace, text)) = enclosing_workspace(sources)? else {
+        return Ok(None);
+    };
+    let name = krate.file_name().unwrap_or_default().to_string_lossy();
+    let listed = toml_section_lines(&text, "workspace")
+        .iter()
+        .any(|line| line.contains(&*name) || line.contains('*'));
+    if listed {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{} is inside the cargo workspace of {}, which does not list it: add it to that \
+         workspace's `members` (or `exclude`), or cargo refuses to build it",
+        krate.display(),
+        workspace.join("Cargo.toml").display()
+    )))
+}
+
 /// Whether the workspace a new crate under `sources` would belong to provides `sluice-sdk` (as
 /// the Sluice repository's does), so that `sluice-sdk = { workspace = true }` builds.
 fn workspace_provides_sdk(sources: &Path) -> anyhow::Result<bool> {
@@ -651,10 +676,8 @@ pub fn scaffold(
     }
     if language == Language::Rust {
         let dir = scaffold_crate(sources, name, sdk_path)?;
-        return Ok(Scaffolded {
-            dir,
-            notes: Vec::new(),
-        });
+        let notes = foreign_workspace_note(sources, &dir)?.into_iter().collect();
+        return Ok(Scaffolded { dir, notes });
     }
     if sdk_path.is_some() {
         bail!(
@@ -858,6 +881,40 @@ mod tests {
         let written = line.split('"').nth(1).expect("a quoted path");
         assert!(Path::new(written).is_relative(), "{line}");
         assert_eq!(created.join(written).canonicalize()?, sdk().canonicalize()?);
+        Ok(())
+    }
+
+    #[test]
+    fn a_crate_made_inside_a_workspace_of_ones_own_says_to_list_it() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[workspace]\nmembers = [\"app\"]\n",
+        )?;
+        let scaffolded = scaffold(
+            &dir.path().join("connectors"),
+            "weather",
+            Language::Rust,
+            Some(&sdk()),
+        )?;
+        assert!(
+            scaffolded.notes.len() == 1 && scaffolded.notes[0].contains("which does not list it"),
+            "{:?}",
+            scaffolded.notes
+        );
+        // A workspace whose members take it in needs nothing.
+        let other = tempfile::tempdir()?;
+        std::fs::write(
+            other.path().join("Cargo.toml"),
+            "[workspace]\nmembers = [\"connectors/*\"]\n",
+        )?;
+        let scaffolded = scaffold(
+            &other.path().join("connectors"),
+            "weather",
+            Language::Rust,
+            Some(&sdk()),
+        )?;
+        assert!(scaffolded.notes.is_empty(), "{:?}", scaffolded.notes);
         Ok(())
     }
 
