@@ -7,11 +7,12 @@
 //! entry, or one this host did not write, is deleted and the component recompiled. The cache
 //! directory is created private (0700), its entries 0600.
 //!
-//! Entries nobody has loaded for [`UNUSED_FOR`] are deleted when the cache is opened: old
-//! versions of connectors, and entries of an engine or cache key no longer in use (after an
-//! upgrade or a master-key rotation) would otherwise pile up for good. A load refreshes its
-//! entry's modification time (at most daily), which is what "used" is measured by; entries
-//! another gateway sharing the directory still uses are kept so.
+//! Entries nobody has loaded for [`UNUSED_FOR`] are deleted once a starting gateway has loaded
+//! its connectors ([`ArtifactCache::delete_unused`]): old versions of connectors, and entries of
+//! an engine or cache key no longer in use (after an upgrade or a master-key rotation) would
+//! otherwise pile up for good. A load refreshes its entry's modification time (at most daily),
+//! which is what "used" is measured by, so the entries the gateway has just loaded stay however
+//! long it ran before; entries another gateway sharing the directory loaded lately stay too.
 
 use anyhow::Context;
 use hmac::{Hmac, Mac};
@@ -56,7 +57,6 @@ impl ArtifactCache {
     /// A cache in `dir` (created 0700) whose entries are authenticated with `mac_key`.
     pub fn open(dir: &Path, mac_key: [u8; 32]) -> anyhow::Result<Self> {
         create_private_dir(dir)?;
-        delete_unused_entries(dir, std::time::SystemTime::now());
         use sha2::Digest;
         let fingerprint = Sha256::new_with_prefix(b"sluice cache key tag\0")
             .chain_update(mac_key)
@@ -90,6 +90,12 @@ impl ArtifactCache {
             tracing::warn!(entry = %path.display(), error = %format!("{error:#}"), "could not write a cache entry");
         }
         Ok((component, Origin::Compiled))
+    }
+
+    /// Delete the entries nobody loaded for [`UNUSED_FOR`]; call it after loading the
+    /// connectors, whose loads mark their entries used. Returns how many.
+    pub fn delete_unused(&self) -> usize {
+        delete_unused_entries(&self.dir, std::time::SystemTime::now())
     }
 
     fn entry_path(&self, engine: &Engine, content_hash: &str) -> PathBuf {
@@ -132,6 +138,8 @@ impl ArtifactCache {
         let artifact = component.serialize().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let tag = self.mac(path, &artifact).finalize().into_bytes();
         let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        // A leftover of an earlier process with this pid would keep its own mode.
+        let _ = std::fs::remove_file(&temporary);
         let mut data = Vec::with_capacity(MAC_LEN + artifact.len());
         data.extend_from_slice(&tag);
         data.extend_from_slice(&artifact);
@@ -296,6 +304,7 @@ mod tests {
         let (_, origin) = cache.load_or_compile(&engine, EMPTY_COMPONENT, "used")?;
         assert_eq!(origin, Origin::Cache);
         let reopened = ArtifactCache::open(&dir.path().join("cache"), [7; 32])?;
+        assert_eq!(reopened.delete_unused(), 1);
         assert!(!reopened.entry_path(&engine, "old").exists(), "unused: deleted");
         let (_, origin) = reopened.load_or_compile(&engine, EMPTY_COMPONENT, "used")?;
         assert_eq!(origin, Origin::Cache, "used lately: kept");

@@ -189,7 +189,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     column(row.key_prefix.as_deref()),
                 ));
             }
-            print!("{out}");
+            print_out(&out)?;
             eprintln!(
                 "{} of {total} matching calls in {}",
                 rows.len(),
@@ -756,12 +756,14 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
     };
     let upstream = Arc::new(HttpUpstream::new(address_policy)?);
     let mut runtime = Runtime::new(limits, upstream)?;
+    let mut cache = None;
     if !args.no_cache {
-        let cache = ArtifactCache::open(
+        let opened = ArtifactCache::open(
             &args.store.data_dir.join("cache"),
             vault.derive_key("artifact-cache"),
         )?;
-        runtime = runtime.with_cache(cache);
+        runtime = runtime.with_cache(opened.clone());
+        cache = Some(opened);
     }
     let runtime = Arc::new(runtime);
     let registry = Arc::new(Registry::default());
@@ -780,6 +782,10 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
     let started = std::time::Instant::now();
     registry::load_directory(&loader, &registry, &args.plugins).await?;
     let load_millis = started.elapsed().as_millis() as u64;
+    // After the loads, which mark the entries they used: those of connectors still here stay.
+    if let Some(cache) = cache {
+        tokio::task::spawn_blocking(move || cache.delete_unused());
+    }
     warn_of_policy_mistakes(&loader.policy, &registry, loader.runtime.limits());
     // Held until shutdown: dropping it stops hot reload.
     let reloader = crate::reload::start(&args.plugins, loader.clone(), registry.clone(), !args.no_watch)?;

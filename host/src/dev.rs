@@ -52,6 +52,11 @@ impl BuildFailures {
                     .unwrap_or(dir.as_os_str())
                     .to_string_lossy()
                     .into_owned();
+                // `GET /v1/plugins` takes no key: paths are named from the sources directory.
+                let output = match dir.parent() {
+                    Some(sources) => output.replace(&format!("{}/", sources.display()), ""),
+                    None => output,
+                };
                 let output = last_bytes(&output, MAX_BUILD_OUTPUT).to_owned();
                 failures.insert(
                     dir.to_owned(),

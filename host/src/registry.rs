@@ -344,7 +344,15 @@ impl Loader {
             .runtime
             .load(bytes, &self.policy.current())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|error| FailedLoad {
+                error: error.to_string(),
+                // Known once describe() ran: calls to it are told it did not load.
+                id: match &error {
+                    crate::runtime::LoadError::Policy { id, .. } => Some(id.clone()),
+                    _ => None,
+                },
+                log_hint: None,
+            })?;
         connector.source = Some(path.to_owned());
         let id = connector.manifest.id.clone();
         let declared = hosts_for_approval(&connector);

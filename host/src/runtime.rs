@@ -294,9 +294,14 @@ pub enum LoadError {
     /// The manifest was refused.
     #[error("{}", one_line(&.0.to_string()))]
     Manifest(#[from] manifest::ManifestError),
-    /// The operator's policy leaves the connector unable to run.
-    #[error("{}", one_line(.0))]
-    Policy(String),
+    /// The operator's policy leaves connector `id` unable to run.
+    #[error("{}", one_line(message))]
+    Policy {
+        /// The connector id.
+        id: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// `text` on one line: each run of control characters (line breaks, escapes) and the spaces
@@ -581,11 +586,14 @@ impl Runtime {
         if limits.memory_bytes < self.limits.memory_bytes
             && let Err(error) = self.describe(&pre, &limits).await
         {
-            return Err(LoadError::Policy(format!(
-                "under the policy's memory limit of {} MiB the connector does not start ({error}); \
-                 raise its memoryMib",
-                limits.memory_bytes >> 20
-            )));
+            return Err(LoadError::Policy {
+                id: manifest.id.clone(),
+                message: format!(
+                    "under the policy's memory limit of {} MiB the connector does not start ({error}); \
+                     raise its memoryMib",
+                    limits.memory_bytes >> 20
+                ),
+            });
         }
         let default_plan = Arc::new(EgressPlan::new(&manifest, None));
         Ok(LoadedConnector {

@@ -197,7 +197,8 @@ pub trait Store: Send + Sync + 'static {
     fn delete_connection(&self, environment: Environment, id_or_key: &str) -> anyhow::Result<bool>;
 
     /// Count one more consecutive auth failure of connection `id` (read and increment in one
-    /// write): its state becomes `failed` once the count reaches `failed_after`, else `degraded`.
+    /// write): its state becomes `failed` once the count reaches `failed_after`, else `degraded`
+    /// (a `failed` one stays so).
     /// Returns whether this failure is the one that made it `failed`.
     fn record_auth_failure(&self, id: i64, failed_after: i64, at: i64) -> anyhow::Result<bool>;
 
@@ -214,8 +215,9 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> anyhow::Result<()>;
 
-    /// Mark connection `id` `failed`: its credential no longer works.
-    fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<()>;
+    /// Mark connection `id` `failed`: its credential no longer works. Returns whether it was
+    /// not failed before.
+    fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<bool>;
 
     /// Up to `limit` connections whose secret was sealed by a key other than `key_id`, by row
     /// id: `(row id, connection key, sealed secret)`.

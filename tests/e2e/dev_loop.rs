@@ -110,6 +110,19 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
             .is_some_and(|output| output.contains("error")),
         "{failed}"
     );
+    let sources_path = sources
+        .path()
+        .canonicalize()
+        .expect("canonical")
+        .display()
+        .to_string();
+    assert!(
+        !failed["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&sources_path),
+        "the route takes no key: no paths of the machine in it: {failed}"
+    );
     // ...until the connector builds again.
     std::fs::write(&lib, &source).expect("mend the build");
     let mended = Instant::now();

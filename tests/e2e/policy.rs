@@ -81,6 +81,21 @@ async fn a_memory_cap_the_connector_cannot_start_under_fails_its_load() {
             && error.contains("raise its memoryMib"),
         "{error}"
     );
+    // Callers are told it is installed but did not load.
+    let key = gateway.first_start_key.clone().expect("key");
+    let call = send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/slack/list_channels", gateway.url))
+            .bearer_auth(&key)
+            .json(&json!({"params": {}})),
+    )
+    .await;
+    assert_eq!(
+        (call.status, call.code()),
+        (503, "connector_unavailable"),
+        "{:?}",
+        call.body
+    );
 }
 
 /// Narrowing a connector's hosts to none denies even its own base URL; a policy that names

@@ -159,17 +159,21 @@ async fn knowledge(
     Path(action_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let snapshot = app.registry.snapshot();
-    let matching: Vec<(&LoadedConnector, &EndpointInfo)> = snapshot
+    let named: Vec<(&LoadedConnector, &EndpointInfo)> = snapshot
         .values()
         .flat_map(|c| c.manifest.endpoints.iter().map(move |e| (&**c, e)))
         .filter(|(_, e)| e.action_key == action_id)
         .collect();
+    // Actions outside the key's scope neither answer nor make an id ambiguous.
+    let (matching, outside): (Vec<_>, Vec<_>) = named
+        .into_iter()
+        .partition(|(connector, _)| key.scope.allows(&connector.manifest.id));
     match matching.as_slice() {
-        [] => Err(ApiError::NotFound(format!("no action `{action_id}`"))),
-        [(connector, endpoint)] => {
-            within_scope(&key, connector)?;
-            Ok(Json(knowledge_of(connector, endpoint)))
-        }
+        [] => match outside.first() {
+            Some((connector, _)) => Err(ApiError::ScopeNotAllowed(connector.manifest.id.clone())),
+            None => Err(ApiError::NotFound(format!("no action `{action_id}`"))),
+        },
+        [(connector, endpoint)] => Ok(Json(knowledge_of(connector, endpoint))),
         // Ids join two names that may themselves hold `-` (`my-app` + `x` and `my` + `app_x`):
         // rather than pick one, name them all with their unambiguous docs routes.
         several => Err(ApiError::BadRequest(format!(

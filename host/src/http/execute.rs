@@ -296,7 +296,7 @@ fn reply(output: &Output) -> Response {
             // with replacement characters the caller could not tell from the real thing.
             None => serde_json::to_writer(&mut body, &BASE64_STANDARD.encode(&output.body)).and_then(|()| {
                 let _ = write!(body, ",\"dataEncoding\":\"base64\",\"contentType\":");
-                serde_json::to_writer(&mut body, content_type)
+                serde_json::to_writer(&mut body, &output.content_type)
             }),
         }
     };
@@ -322,23 +322,25 @@ fn media_and_charset(content_type: &str) -> (&str, Option<String>) {
     (media, charset)
 }
 
-/// `body` as text: UTF-8 (without a byte-order mark), or ISO-8859-1 when the content type says
-/// so (each byte is the code point of the same number); `None` for bytes that are neither.
+/// `body` as text: UTF-8 (without a byte-order mark) whatever the label says (servers that
+/// label UTF-8 as Latin-1 are common, and Latin-1 text with accents is almost never valid
+/// UTF-8), else ISO-8859-1 when the content type says so (each byte is the code point of the
+/// same number); `None` for bytes that are neither.
 fn as_text(body: &[u8], charset: Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+    let text = body.strip_prefix(UTF8_BOM).unwrap_or(body);
+    if let Ok(text) = std::str::from_utf8(text) {
+        return Some(text.into());
+    }
     let latin1 = matches!(
         charset.as_deref(),
-        Some("iso-8859-1" | "latin1" | "l1" | "iso_8859-1")
+        Some("iso-8859-1" | "iso8859-1" | "iso_8859-1" | "latin1" | "l1" | "cp819" | "ibm819")
     );
-    if latin1 && !body.is_ascii() {
-        return Some(
-            body.iter()
-                .map(|&byte| char::from(byte))
-                .collect::<String>()
-                .into(),
-        );
-    }
-    let text = body.strip_prefix(UTF8_BOM).unwrap_or(body);
-    std::str::from_utf8(text).ok().map(Into::into)
+    latin1.then(|| {
+        body.iter()
+            .map(|&byte| char::from(byte))
+            .collect::<String>()
+            .into()
+    })
 }
 
 #[cfg(test)]
@@ -375,12 +377,18 @@ mod tests {
             .expect("base64");
         assert_eq!(decoded, bytes);
         // Text in UTF-8 stays text, whatever charset label it carries.
-        let text = body_of(reply(&output(
-            Some("text/plain; charset=utf-8"),
-            "naïve".as_bytes(),
-        )))
-        .await;
-        assert_eq!(text, serde_json::json!({"status": 201, "data": "naïve"}));
+        for label in ["utf-8", "ISO-8859-1"] {
+            let content_type = format!("text/plain; charset={label}");
+            let text = body_of(reply(&output(Some(&content_type), "naïve".as_bytes()))).await;
+            assert_eq!(
+                text,
+                serde_json::json!({"status": 201, "data": "naïve"}),
+                "{label}"
+            );
+        }
+        // Bytes without a content type say so with null, not an empty type.
+        let untyped = body_of(reply(&output(None, &[0xff, 0xfe, 0x00]))).await;
+        assert_eq!(untyped["contentType"], serde_json::Value::Null);
     }
 
     #[tokio::test]

@@ -247,8 +247,9 @@ impl TokenRefresher {
             }
             Err(TokenError::Rejected(reason)) => {
                 tracing::warn!(integration, connection = %current.key, %reason, "OAuth refresh refused; the connection needs reconnecting");
-                self.metrics.count_connection_failed(integration);
-                self.mark_failed(current).await;
+                if self.mark_failed(current).await {
+                    self.metrics.count_connection_failed(integration);
+                }
                 Err(RefreshError::Revoked(format!(
                     "the provider refused the refresh: {reason}"
                 )))
@@ -260,14 +261,19 @@ impl TokenRefresher {
         }
     }
 
-    async fn mark_failed(&self, record: ConnectionRecord) {
+    /// Mark the connection failed; returns whether it was not failed before.
+    async fn mark_failed(&self, record: ConnectionRecord) -> bool {
         let key = record.key.clone();
-        if let Err(error) = self
+        match self
             .vault
             .run(move |vault| vault.mark_connection_failed(&record))
             .await
         {
-            tracing::error!(connection = %key, error = %format!("{error:#}"), "could not mark the connection failed");
+            Ok(turned) => turned,
+            Err(error) => {
+                tracing::error!(connection = %key, error = %format!("{error:#}"), "could not mark the connection failed");
+                false
+            }
         }
     }
 

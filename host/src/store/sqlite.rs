@@ -382,7 +382,7 @@ impl Store for SqliteStore {
         self.write(|tx| connections::replace_secret(tx, id, sealed, token_expires_at, at))
     }
 
-    fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<()> {
+    fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<bool> {
         self.write(|tx| connections::mark_failed(tx, id, at))
     }
 

@@ -421,7 +421,8 @@ impl Vault {
     }
 
     /// Mark a connection `failed`: its credential no longer works and the user must reconnect.
-    pub fn mark_connection_failed(&self, record: &ConnectionRecord) -> anyhow::Result<()> {
+    /// Returns whether it was not failed before.
+    pub fn mark_connection_failed(&self, record: &ConnectionRecord) -> anyhow::Result<bool> {
         self.write(|store| store.mark_connection_failed(record.id, now()))
     }
 
@@ -680,6 +681,19 @@ mod tests {
         assert_eq!(failed.state, "failed");
         assert_eq!(
             vault.record_auth_outcome(&failed, false)?,
+            HealthChange::Recovered
+        );
+        // A refused refresh fails it once; 401s after that do not fail it again.
+        assert!(vault.mark_connection_failed(&record)?);
+        assert!(!vault.mark_connection_failed(&record)?, "it was failed already");
+        for _ in 0..3 {
+            assert_eq!(vault.record_auth_outcome(&record, true)?, HealthChange::None);
+        }
+        let failed_again = vault
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert_eq!(
+            vault.record_auth_outcome(&failed_again, false)?,
             HealthChange::Recovered
         );
         let restored = vault

@@ -487,8 +487,9 @@ fn error() -> Value {
             "error": {
                 "type": "string",
                 "description": "Stable error code",
-                // Every code an error can have: the request log's outcomes but `ok` and `client_closed`.
-                "enum": &crate::error::OUTCOMES[2..],
+                // Every code an error can have: the request log's outcomes but `ok` and
+                // `client_closed`, and readiness's own.
+                "enum": crate::error::OUTCOMES[2..].iter().chain(&["not_ready"]).collect::<Vec<_>>(),
             },
             "message": string("For people"),
             "action_url": string("Where the user can connect or reconnect (with `integration_not_connected` and `token_expired`)"),

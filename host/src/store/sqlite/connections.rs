@@ -207,19 +207,27 @@ pub(super) fn record_auth_failure(
     failed_after: i64,
     at: i64,
 ) -> anyhow::Result<bool> {
-    // The count passes `failed_after` exactly once in a run of failures: that one turned it.
-    let count: Option<i64> = conn
+    // Read and update in one transaction: it turned `failed` if it was not before and is now
+    // (a refused refresh may have failed it already, with no 401 counted; a 401 does not make
+    // a failed connection merely degraded).
+    let before: Option<String> = conn
+        .query_row("SELECT state FROM connections WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    let after: Option<String> = conn
         .query_row(
             "UPDATE connections SET consecutive_auth_failures = consecutive_auth_failures + 1,
-                state = CASE WHEN consecutive_auth_failures + 1 >= ?2 THEN 'failed' ELSE 'degraded' END,
+                state = CASE WHEN state = 'failed' OR consecutive_auth_failures + 1 >= ?2
+                    THEN 'failed' ELSE 'degraded' END,
                 updated_at = ?3
              WHERE id = ?1
-             RETURNING consecutive_auth_failures",
+             RETURNING state",
             rusqlite::params![id, failed_after, at],
             |row| row.get(0),
         )
         .optional()?;
-    Ok(count == Some(failed_after))
+    Ok(after.as_deref() == Some("failed") && before.as_deref() != Some("failed"))
 }
 
 pub(super) fn record_auth_success(conn: &Connection, id: i64, at: i64) -> anyhow::Result<()> {
@@ -254,12 +262,12 @@ pub(super) fn replace_secret(
     Ok(())
 }
 
-pub(super) fn mark_failed(conn: &Connection, id: i64, at: i64) -> anyhow::Result<()> {
-    conn.execute(
-        "UPDATE connections SET state = 'failed', updated_at = ?2 WHERE id = ?1",
+pub(super) fn mark_failed(conn: &Connection, id: i64, at: i64) -> anyhow::Result<bool> {
+    let changed = conn.execute(
+        "UPDATE connections SET state = 'failed', updated_at = ?2 WHERE id = ?1 AND state != 'failed'",
         rusqlite::params![id, at],
     )?;
-    Ok(())
+    Ok(changed > 0)
 }
 
 pub(super) fn sealed_with_other_keys(
