@@ -202,8 +202,9 @@ pub trait Store: Send + Sync + 'static {
     /// Returns whether this failure is the one that made it `failed`.
     fn record_auth_failure(&self, id: i64, failed_after: i64, at: i64) -> anyhow::Result<bool>;
 
-    /// Clear connection `id`'s auth failures and make it `operational`.
-    fn record_auth_success(&self, id: i64, at: i64) -> anyhow::Result<()>;
+    /// Clear connection `id`'s auth failures and make it `operational`. Returns whether it was
+    /// `failed`.
+    fn record_auth_success(&self, id: i64, at: i64) -> anyhow::Result<bool>;
 
     /// Replace connection `id`'s sealed secret and token expiry in one durable write, making it
     /// operational with no auth failures.

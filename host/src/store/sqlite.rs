@@ -368,7 +368,7 @@ impl Store for SqliteStore {
         self.write(|tx| connections::record_auth_failure(tx, id, failed_after, at))
     }
 
-    fn record_auth_success(&self, id: i64, at: i64) -> anyhow::Result<()> {
+    fn record_auth_success(&self, id: i64, at: i64) -> anyhow::Result<bool> {
         self.write(|tx| connections::record_auth_success(tx, id, at))
     }
 

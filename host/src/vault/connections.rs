@@ -368,8 +368,8 @@ impl Vault {
         if record.consecutive_auth_failures == 0 && record.state == "operational" {
             return Ok(HealthChange::None);
         }
-        self.write(|store| store.record_auth_success(record.id, now()))?;
-        Ok(if record.state == "failed" {
+        let was_failed = self.write(|store| store.record_auth_success(record.id, now()))?;
+        Ok(if was_failed {
             HealthChange::Recovered
         } else {
             HealthChange::None
@@ -695,6 +695,11 @@ mod tests {
         assert_eq!(
             vault.record_auth_outcome(&failed_again, false)?,
             HealthChange::Recovered
+        );
+        // A second success seen with the same (stale) record does not report it again.
+        assert_eq!(
+            vault.record_auth_outcome(&failed_again, false)?,
+            HealthChange::None
         );
         let restored = vault
             .get_connection(Environment::Test, &record.key)?

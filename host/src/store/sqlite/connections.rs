@@ -230,13 +230,22 @@ pub(super) fn record_auth_failure(
     Ok(after.as_deref() == Some("failed") && before.as_deref() != Some("failed"))
 }
 
-pub(super) fn record_auth_success(conn: &Connection, id: i64, at: i64) -> anyhow::Result<()> {
+pub(super) fn record_auth_success(conn: &Connection, id: i64, at: i64) -> anyhow::Result<bool> {
+    // Only the write that finds it failed says so: concurrent successes report it once.
+    let was_failed = conn
+        .query_row(
+            "SELECT state = 'failed' FROM connections WHERE id = ?1",
+            [id],
+            |row| row.get(0),
+        )
+        .optional()?
+        .unwrap_or(false);
     conn.execute(
         "UPDATE connections SET consecutive_auth_failures = 0, state = 'operational', updated_at = ?2
          WHERE id = ?1",
         rusqlite::params![id, at],
     )?;
-    Ok(())
+    Ok(was_failed)
 }
 
 pub(super) fn replace_secret(
