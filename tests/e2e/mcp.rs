@@ -252,17 +252,7 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
 #[tokio::test(flavor = "multi_thread")]
 async fn batches_are_answered_and_unknown_protocol_versions_refused() {
     let setup = Setup::new().await;
-    let post = |body: Value, version: Option<&'static str>| {
-        let mut request = setup
-            .client
-            .post(format!("{}/mcp", setup.gateway.url))
-            .bearer_auth(&setup.key)
-            .json(&body);
-        if let Some(version) = version {
-            request = request.header("mcp-protocol-version", version);
-        }
-        crate::common::send(request)
-    };
+    let post = |body: Value, version: Option<&'static str>| post_mcp(&setup, body, version);
     let batch = serde_json::json!([
         {"jsonrpc": "2.0", "id": "a", "method": "tools/call",
          "params": {"name": "github__get_repo", "arguments": {"owner": "acme", "repo": "webapp"}}},
@@ -561,17 +551,7 @@ async fn a_tool_call_whose_agent_hung_up_is_logged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tools_carry_hints_and_results_their_structure() {
     let setup = Setup::new().await;
-    let post = |body: Value, version: Option<&'static str>| {
-        let mut request = setup
-            .client
-            .post(format!("{}/mcp", setup.gateway.url))
-            .bearer_auth(&setup.key)
-            .json(&body);
-        if let Some(version) = version {
-            request = request.header("mcp-protocol-version", version);
-        }
-        crate::common::send(request)
-    };
+    let post = |body: Value, version: Option<&'static str>| post_mcp(&setup, body, version);
     let listed = post(
         serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
         Some("2025-06-18"),
@@ -668,4 +648,17 @@ async fn tools_carry_hints_and_results_their_structure() {
         .await
         .expect("GET /mcp");
     assert_eq!(stream.status(), 403);
+}
+
+/// `POST /mcp` with `body` and this setup's key, saying `version` in `MCP-Protocol-Version`.
+async fn post_mcp(setup: &Setup, body: Value, version: Option<&str>) -> crate::common::Answer {
+    let mut request = setup
+        .client
+        .post(format!("{}/mcp", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .json(&body);
+    if let Some(version) = version {
+        request = request.header("mcp-protocol-version", version);
+    }
+    crate::common::send(request).await
 }

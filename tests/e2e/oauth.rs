@@ -750,12 +750,7 @@ async fn a_hundred_calls_on_an_expiring_token_share_one_refresh() {
         1,
         "exactly one refresh for 100 concurrent calls"
     );
-    let metrics = reqwest::get(format!("{}/metrics", setup.gateway.url))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = setup.gateway.metrics().await;
     assert!(
         metrics.contains("sluice_oauth_token_refreshes_total{integration=\"gmail\",outcome=\"ok\"} 1"),
         "{metrics}"

@@ -543,12 +543,7 @@ async fn connection_state_follows_upstream_auth_failures() {
         .gateway
         .output_with_line(&["connection failed", &setup.connection_key])
         .await;
-    let metrics = reqwest::get(format!("{}/metrics", setup.gateway.url))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = setup.gateway.metrics().await;
     assert!(
         metrics.contains(r#"sluice_connections_failed_total{integration="github"} 1"#),
         "{metrics}"
