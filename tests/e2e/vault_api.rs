@@ -548,6 +548,24 @@ async fn connection_state_follows_upstream_auth_failures() {
         metrics.contains(r#"sluice_connections_failed_total{integration="github"} 1"#),
         "{metrics}"
     );
+    // Before it failed, a 401 carried no link; now the answer says where to reconnect it.
+    assert!(answer.body.get("action_url").is_none(), "{:?}", answer.body);
+    let refused = setup.execute("github", "get_repo", revoked.clone()).await;
+    assert_eq!(refused.body["status"], 401, "still the upstream's answer");
+    let link = refused.body["action_url"].as_str().expect("action_url");
+    assert!(link.contains("/connect/cst_"), "{link}");
+    let session = refused.body["connect_session_id"]
+        .as_str()
+        .expect("connect_session_id");
+    let status = setup
+        .api(reqwest::Method::GET, &format!("/v1/connect/{session}"), None)
+        .await;
+    assert_eq!(
+        (&status.body["status"], &status.body["integration"]),
+        (&json!("pending"), &json!("github")),
+        "{:?}",
+        status.body
+    );
     setup.get_repo().await;
     assert_eq!(
         setup.wait_for_state(&setup.connection_key, "operational").await,

@@ -3,7 +3,7 @@
 use super::detach::{PendingRow, Route};
 use super::extract::{Caller, JsonBody};
 use super::{AppState, TransactionKey};
-use crate::error::ApiError;
+use crate::error::{ActionUrl, ApiError};
 use crate::metrics::ConnectorLabels;
 use crate::runtime::InvokeError;
 use crate::runtime::bindings::Output;
@@ -218,10 +218,26 @@ async fn run(
             .inc_by(u64::from(invoked.egress_denials));
     }
     log.upstream_status = Some(invoked.output.status);
+    // The upstream refuses a connection that has failed already (its credential was revoked or
+    // rotated there): the answer says where the user reconnects it, as `token_expired` does
+    // for OAuth. Only then, so that one 401 (a token without a scope) opens no session.
+    let reconnect = match (&connection, invoked.credential_status) {
+        (Some(record), Some(401)) if record.state == "failed" => Some(
+            super::connect::action_url(
+                app,
+                record.environment,
+                &record.platform,
+                record.identity.clone(),
+                Some(record.key.clone()),
+            )
+            .await,
+        ),
+        _ => None,
+    };
     if let (Some(record), Some(status)) = (connection, invoked.credential_status) {
         super::connection::track_credential_health(app, record, status);
     }
-    let mut response = reply(&invoked.output);
+    let mut response = reply(&invoked.output, reconnect.as_ref());
     tell_rate_limit(window, response.headers_mut());
     Ok(response)
 }
@@ -266,7 +282,7 @@ pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>
 
 /// Render `{"status": N, "data": …}`: a valid JSON body is spliced in as it is (checked, not
 /// parsed into a tree or re-serialised), an empty body is `null`, anything else a string.
-fn reply(output: &Output) -> Response {
+fn reply(output: &Output, reconnect: Option<&ActionUrl>) -> Response {
     let content_type = output.content_type.as_deref().unwrap_or("");
     let (media, charset) = media_and_charset(content_type);
     let is_json = media.eq_ignore_ascii_case("application/json") || media.ends_with("+json");
@@ -300,6 +316,18 @@ fn reply(output: &Output) -> Response {
             }),
         }
     };
+    let written = written.and_then(|()| {
+        let Some(reconnect) = reconnect else {
+            return Ok(());
+        };
+        body.extend_from_slice(b",\"action_url\":");
+        serde_json::to_writer(&mut body, &reconnect.url)?;
+        if let Some(session) = &reconnect.session_id {
+            body.extend_from_slice(b",\"connect_session_id\":");
+            serde_json::to_writer(&mut body, session)?;
+        }
+        Ok(())
+    });
     if let Err(error) = written {
         return ApiError::Internal(error.into()).into_response();
     }
@@ -346,6 +374,10 @@ fn as_text(body: &[u8], charset: Option<String>) -> Option<std::borrow::Cow<'_, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply(output: &Output) -> Response {
+        super::reply(output, None)
+    }
 
     fn output(content_type: Option<&str>, body: &[u8]) -> Output {
         Output {

@@ -568,7 +568,9 @@ pub fn all() -> Map<String, Value> {
                         ISO-8859-1 when its content type says so), bytes that are no text as base64, null when empty"},
                     "dataEncoding": {"type": "string", "enum": ["base64"], "description": "Present when `data` is \
                         the body's bytes in base64"},
-                    "contentType": string("The body's content type; present with `dataEncoding`")
+                    "contentType": string("The body's content type; present with `dataEncoding`"),
+                    "action_url": string("When the upstream refused (401) a connection that has failed: where the user reconnects it"),
+                    "connect_session_id": string("The connect session behind `action_url`")
                 }),
             ),
         ),
