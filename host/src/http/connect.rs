@@ -34,7 +34,9 @@ use crate::runtime::manifest::AuthScheme;
 use crate::vault::Vault;
 use crate::vault::api_keys::Environment;
 use crate::vault::connect_sessions::{ConnectSession, NewSession, SessionStatus};
-use crate::vault::connections::{ConnectionPatch, ConnectionSelector, NewConnection, PlanLimitReached};
+use crate::vault::connections::{
+    ConnectionPatch, ConnectionRecord, ConnectionSelector, NewConnection, PlanLimitReached,
+};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -68,6 +70,18 @@ pub(super) async fn first_connect_url(
         return None;
     }
     Some(action_url(app, environment, integration, identity, None).await)
+}
+
+/// A session that reconnects `record` (for its identity), for an `action_url`.
+pub(super) async fn reconnect_url(app: &AppState, record: &ConnectionRecord) -> ActionUrl {
+    action_url(
+        app,
+        record.environment,
+        &record.platform,
+        record.identity.clone(),
+        Some(record.key.clone()),
+    )
+    .await
 }
 
 /// Open a session for a reconnect or first connect and return its URL, for `action_url`s.

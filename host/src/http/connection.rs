@@ -181,14 +181,7 @@ pub(super) async fn rejected(app: &AppState, record: &ConnectionRecord, failure:
         return ApiError::TokenRefreshFailed(failure.message);
     }
     ApiError::TokenExpired {
-        action_url: super::connect::action_url(
-            app,
-            record.environment,
-            &record.platform,
-            record.identity.clone(),
-            Some(record.key.clone()),
-        )
-        .await,
+        action_url: super::connect::reconnect_url(app, record).await,
         integration: record.platform.clone(),
         reason: failure.message,
     }

@@ -222,16 +222,9 @@ async fn run(
     // rotated there): the answer says where the user reconnects it, as `token_expired` does
     // for OAuth. Only then, so that one 401 (a token without a scope) opens no session.
     let reconnect = match (&connection, invoked.credential_status) {
-        (Some(record), Some(401)) if record.state == "failed" => Some(
-            super::connect::action_url(
-                app,
-                record.environment,
-                &record.platform,
-                record.identity.clone(),
-                Some(record.key.clone()),
-            )
-            .await,
-        ),
+        (Some(record), Some(401)) if record.state == "failed" => {
+            Some(super::connect::reconnect_url(app, record).await)
+        }
         _ => None,
     };
     if let (Some(record), Some(status)) = (connection, invoked.credential_status) {
