@@ -277,7 +277,7 @@ pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>
 /// parsed into a tree or re-serialised), an empty body is `null`, anything else a string.
 fn reply(output: &Output, reconnect: Option<&ActionUrl>) -> Response {
     let content_type = output.content_type.as_deref().unwrap_or("");
-    let (media, charset) = media_and_charset(content_type);
+    let media = content_type.split(';').next().unwrap_or("").trim();
     let is_json = media.eq_ignore_ascii_case("application/json") || media.ends_with("+json");
     // A byte-order mark is allowed before JSON text (RFC 8259 §8.1 lets a parser skip it).
     let json_text = output.body.strip_prefix(UTF8_BOM).unwrap_or(&output.body);
@@ -299,7 +299,7 @@ fn reply(output: &Output, reconnect: Option<&ActionUrl>) -> Response {
         body.extend_from_slice(b"null");
         Ok(())
     } else {
-        match as_text(&output.body, charset) {
+        match as_text(&output.body, content_type) {
             Some(text) => serde_json::to_writer(&mut body, &text),
             // Bytes that are no text: base64, said so, with what they are, rather than text
             // with replacement characters the caller could not tell from the real thing.
@@ -330,32 +330,40 @@ fn reply(output: &Output, reconnect: Option<&ActionUrl>) -> Response {
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// A content type's media type and its `charset` parameter, if any (lower-cased).
-fn media_and_charset(content_type: &str) -> (&str, Option<String>) {
-    let mut parts = content_type.split(';');
-    let media = parts.next().unwrap_or("").trim();
-    let charset = parts.find_map(|parameter| {
+/// The `charset` parameter of a content type, if any. Read only for bodies that are not UTF-8:
+/// the usual answer (JSON, `charset=utf-8`) never needs it.
+fn charset(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|parameter| {
         let (name, value) = parameter.split_once('=')?;
         name.trim()
             .eq_ignore_ascii_case("charset")
-            .then(|| value.trim().trim_matches('"').to_ascii_lowercase())
-    });
-    (media, charset)
+            .then(|| value.trim().trim_matches('"'))
+    })
 }
 
 /// `body` as text: UTF-8 (without a byte-order mark) whatever the label says (servers that
 /// label UTF-8 as Latin-1 are common, and Latin-1 text with accents is almost never valid
 /// UTF-8), else ISO-8859-1 when the content type says so (each byte is the code point of the
 /// same number); `None` for bytes that are neither.
-fn as_text(body: &[u8], charset: Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+fn as_text<'a>(body: &'a [u8], content_type: &str) -> Option<std::borrow::Cow<'a, str>> {
     let text = body.strip_prefix(UTF8_BOM).unwrap_or(body);
     if let Ok(text) = std::str::from_utf8(text) {
         return Some(text.into());
     }
-    let latin1 = matches!(
-        charset.as_deref(),
-        Some("iso-8859-1" | "iso8859-1" | "iso_8859-1" | "latin1" | "l1" | "cp819" | "ibm819")
-    );
+    const LATIN1_LABELS: [&str; 7] = [
+        "iso-8859-1",
+        "iso8859-1",
+        "iso_8859-1",
+        "latin1",
+        "l1",
+        "cp819",
+        "ibm819",
+    ];
+    let latin1 = charset(content_type).is_some_and(|label| {
+        LATIN1_LABELS
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(label))
+    });
     latin1.then(|| {
         body.iter()
             .map(|&byte| char::from(byte))
