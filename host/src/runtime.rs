@@ -10,6 +10,7 @@
 //! - [`spare`] — instances prepared before the requests that will use them.
 //! - [`pool`] — the pooling allocator and how its slots are shared out.
 
+mod answer_headers;
 pub mod bindings;
 pub(crate) mod capability;
 pub mod contract;
@@ -388,6 +389,10 @@ pub struct Invoked {
     pub upstream_time: Duration,
     /// Upstream requests the egress policy refused (the connector may have recovered).
     pub egress_denials: u32,
+    /// Headers of the upstream answer the connector passed on that its caller may need
+    /// (`Retry-After`, `Link`, rate limits, request ids), lower-case names; empty when the
+    /// connector's status is not the last upstream answer's.
+    pub upstream_headers: Vec<(String, String)>,
 }
 
 /// The state of one request's Store: deny-all WASI plus the host capabilities.
@@ -789,6 +794,7 @@ fn invoked(
         Ok(Ok(Ok(output))) => {
             let (upstream_time, egress_denials) = state.call.upstream_stats();
             Ok(Invoked {
+                upstream_headers: state.call.answer_headers(output.status).to_vec(),
                 output,
                 credential_status: state.call.credential_status(),
                 upstream_time,

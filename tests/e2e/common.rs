@@ -48,7 +48,14 @@ pub fn fake_github(request: &Recorded) -> Reply {
             json!({"id": 1296269, "full_name": "acme/webapp", "private": false, "default_branch": "main"}),
         ),
         ("GET", "/repos/acme/webapp/issues") => {
-            Reply::json(200, json!([{"number": 7, "title": "Bug", "state": "open"}]))
+            let mut reply = Reply::json(200, json!([{"number": 7, "title": "Bug", "state": "open"}]));
+            for (rel, page) in [("next", 2), ("last", 4)] {
+                let link = format!(
+                    "<https://api.github.com/repositories/1296269/issues?page={page}>; rel=\"{rel}\""
+                );
+                reply.headers.push(("link".into(), link));
+            }
+            reply
         }
         ("GET", "/repos/acme/webapp/issues/7") => {
             Reply::json(200, json!({"number": 7, "title": "Bug", "state": "open"}))
@@ -113,6 +120,30 @@ pub fn fake_github(request: &Recorded) -> Reply {
                 .and_then(|q| q.strip_prefix("to="))
                 .unwrap_or("/");
             redirect(&percent_encoding::percent_decode_str(to).decode_utf8_lossy())
+        }
+        // GitHub's primary rate limit on a repository read, with what a caller needs to wait
+        // (and a cookie and caching header it does not need).
+        ("GET", "/repos/acme/busy") => {
+            let mut reply = Reply::json(403, json!({"message": "API rate limit exceeded"}));
+            for (name, value) in [
+                ("x-ratelimit-limit", "5000"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1764547200"),
+                ("retry-after", "60"),
+                ("x-github-request-id", "C0DE:BEEF"),
+                ("set-cookie", "logged_in=no"),
+                ("cache-control", "no-store"),
+            ] {
+                reply.headers.push((name.into(), value.into()));
+            }
+            reply
+        }
+        // A request id that echoes the request's authorization (an upstream logging it).
+        ("GET", "/repos/acme/echoing") => {
+            let mut reply = Reply::json(200, json!({"id": 1}));
+            let echoed = format!("req-{}", request.header("authorization").unwrap_or_default());
+            reply.headers.push(("x-request-id".into(), echoed));
+            reply
         }
         ("GET", "/repos/acme/revoked") => Reply::json(401, json!({"message": "Bad credentials"})),
         // GitHub's secondary rate limit, with its own `x-ratelimit-*` headers.

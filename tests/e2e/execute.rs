@@ -112,6 +112,60 @@ async fn late_and_compressed_upstream_answers_are_refused() {
     );
 }
 
+/// An upstream's rate limit reaches the caller with what it needs to wait: the upstream's
+/// `Retry-After`, rate-limit headers and request id in `headers` (not its cookies or caching),
+/// while the gateway's own `X-RateLimit-*` stay the API key's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstreams_rate_limit_headers_reach_the_caller() {
+    let setup = Setup::new().await;
+    let answer = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "busy"}}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.body["status"], 403);
+    assert_eq!(
+        answer.body["headers"],
+        json!({
+            "x-ratelimit-limit": "5000",
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset": "1764547200",
+            "retry-after": "60",
+            "x-github-request-id": "C0DE:BEEF",
+        })
+    );
+    assert_ne!(
+        answer.headers.get("x-ratelimit-remaining").map(|v| v.as_bytes()),
+        Some(&b"0"[..]),
+        "the gateway's own rate-limit headers are the key's"
+    );
+    // An answer without such headers has no `headers` at all.
+    let plain = setup.get_repo().await;
+    assert!(plain.body.get("headers").is_none(), "{:?}", plain.body);
+}
+
+/// A header passed on to the caller is scrubbed of the credential like everything else.
+#[tokio::test(flavor = "multi_thread")]
+async fn passed_on_headers_never_carry_the_credential() {
+    let setup = Setup::new().await;
+    let answer = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "echoing"}}),
+        )
+        .await;
+    let request_id = answer.body["headers"]["x-request-id"]
+        .as_str()
+        .expect("the request id is passed on");
+    assert!(request_id.starts_with("req-Bearer "), "{request_id}");
+    assert!(!request_id.contains(SECRET), "{request_id}");
+    assert!(request_id.contains("[REDACTED]"), "{request_id}");
+}
+
 /// Optional params become query parameters; absent ones are not sent.
 #[tokio::test(flavor = "multi_thread")]
 async fn list_issues_sends_query_parameters() {
@@ -125,6 +179,12 @@ async fn list_issues_sends_query_parameters() {
         .await;
     assert_eq!(answer.body["status"], 200);
     assert_eq!(answer.body["data"][0]["number"], 7);
+    // Where the next page is: both of the upstream's `Link` headers, joined.
+    assert_eq!(
+        answer.body["headers"],
+        json!({"link": "<https://api.github.com/repositories/1296269/issues?page=2>; rel=\"next\", \
+            <https://api.github.com/repositories/1296269/issues?page=4>; rel=\"last\""})
+    );
     let sent = &setup.upstream_requests()[0];
     assert_eq!(sent.path, "/repos/acme/webapp/issues");
     assert_eq!(

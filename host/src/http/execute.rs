@@ -230,7 +230,7 @@ async fn run(
     if let (Some(record), Some(status)) = (connection, invoked.credential_status) {
         super::connection::track_credential_health(app, record, status);
     }
-    let mut response = reply(&invoked.output, reconnect.as_ref());
+    let mut response = reply(&invoked.output, &invoked.upstream_headers, reconnect.as_ref());
     tell_rate_limit(window, response.headers_mut());
     Ok(response)
 }
@@ -274,8 +274,9 @@ pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>
 }
 
 /// Render `{"status": N, "data": …}`: a valid JSON body is spliced in as it is (checked, not
-/// parsed into a tree or re-serialised), an empty body is `null`, anything else a string.
-fn reply(output: &Output, reconnect: Option<&ActionUrl>) -> Response {
+/// parsed into a tree or re-serialised), an empty body is `null`, anything else a string;
+/// `headers` (the upstream's `Retry-After`, `Link`, rate limits…) follow when there are any.
+fn reply(output: &Output, upstream_headers: &[(String, String)], reconnect: Option<&ActionUrl>) -> Response {
     let content_type = output.content_type.as_deref().unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
     let is_json = media.eq_ignore_ascii_case("application/json") || media.ends_with("+json");
@@ -309,6 +310,22 @@ fn reply(output: &Output, reconnect: Option<&ActionUrl>) -> Response {
             }),
         }
     };
+    let written = written.and_then(|()| {
+        if upstream_headers.is_empty() {
+            return Ok(());
+        }
+        body.extend_from_slice(b",\"headers\":{");
+        for (index, (name, value)) in upstream_headers.iter().enumerate() {
+            if index > 0 {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, name)?;
+            body.push(b':');
+            serde_json::to_writer(&mut body, value)?;
+        }
+        body.push(b'}');
+        Ok(())
+    });
     let written = written.and_then(|()| {
         let Some(reconnect) = reconnect else {
             return Ok(());
@@ -377,7 +394,7 @@ mod tests {
     use super::*;
 
     fn reply(output: &Output) -> Response {
-        super::reply(output, None)
+        super::reply(output, &[], None)
     }
 
     fn output(content_type: Option<&str>, body: &[u8]) -> Output {
@@ -422,6 +439,24 @@ mod tests {
         // Bytes without a content type say so with null, not an empty type.
         let untyped = body_of(reply(&output(None, &[0xff, 0xfe, 0x00]))).await;
         assert_eq!(untyped["contentType"], serde_json::Value::Null);
+    }
+
+    #[tokio::test]
+    async fn upstream_headers_follow_the_data_as_an_object() {
+        let headers = [
+            ("retry-after".to_owned(), "7".to_owned()),
+            (
+                "link".to_owned(),
+                "<https://x.test/?page=2>; rel=\"next\"".to_owned(),
+            ),
+        ];
+        let limited = super::reply(&output(Some("application/json"), b"{}"), &headers, None);
+        assert_eq!(
+            body_of(limited).await,
+            serde_json::json!({"status": 201, "data": {}, "headers": {
+                "retry-after": "7", "link": "<https://x.test/?page=2>; rel=\"next\""
+            }})
+        );
     }
 
     #[tokio::test]

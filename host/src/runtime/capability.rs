@@ -4,6 +4,7 @@
 //! copied or allocated further, policy is decided here in the host, and the credential is
 //! added only on its own origin and scrubbed from whatever comes back.
 
+use super::answer_headers::AnswerHeaders;
 use super::bindings::v0_2::sluice::connector::{http as wit_http, log as wit_log};
 use super::bindings::{Header, HttpError, Level, Request, Response};
 use super::bindings::{upgrade, v0_1};
@@ -44,6 +45,8 @@ pub(crate) struct CallState {
     retired_secrets: Vec<String>,
     /// Why renewing a rejected credential failed, if it did.
     renewal_failure: Option<crate::runtime::RenewalFailure>,
+    /// What the caller may need from the last upstream answer the guest got.
+    last_answer: Option<AnswerHeaders>,
 }
 
 impl CallState {
@@ -71,6 +74,7 @@ impl CallState {
             renewed: false,
             retired_secrets: Vec::new(),
             renewal_failure: None,
+            last_answer: None,
         }
     }
 }
@@ -162,6 +166,14 @@ impl CallState {
     /// Status of the last upstream response to a request that carried the credential.
     pub(crate) fn credential_status(&self) -> Option<u16> {
         self.credential_status
+    }
+
+    /// The headers a caller may need from the last upstream answer the guest got, if the
+    /// connector reported its `status` (see [`AnswerHeaders`]).
+    pub(crate) fn answer_headers(&self, status: u16) -> &[(String, String)] {
+        self.last_answer
+            .as_ref()
+            .map_or(&[], |answer| answer.for_status(status))
     }
 
     /// Time spent waiting for upstream responses, and requests refused by policy.
@@ -521,6 +533,8 @@ pub(crate) fn upstream_error(error: UpstreamError) -> HttpError {
 impl wit_http::Host for GuestState {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let call = &mut self.call;
+        // A failed request ends what the last answer had to say.
+        call.last_answer = None;
         let sent = match call.prepare(request) {
             Ok(prepared) => call.send_following_redirects(prepared).await,
             Err(error) => Err(error),
@@ -535,7 +549,9 @@ impl wit_http::Host for GuestState {
                 return Ok(Err(error));
             }
         };
-        Ok(Ok(call.scrubbed(response)))
+        let response = call.scrubbed(response);
+        call.last_answer = Some(AnswerHeaders::of(&response));
+        Ok(Ok(response))
     }
 }
 

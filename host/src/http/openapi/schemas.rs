@@ -569,6 +569,10 @@ pub fn all() -> Map<String, Value> {
                     "dataEncoding": {"type": "string", "enum": ["base64"], "description": "Present when `data` is \
                         the body's bytes in base64"},
                     "contentType": string("The body's content type; present with `dataEncoding`"),
+                    "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description":
+                        "The upstream answer's headers a caller may act on, by lower-case name: `retry-after`, \
+                        `link`, `x-total-count`, rate limits (`x-ratelimit-*`, `ratelimit*`) and request ids; \
+                        present when the upstream sent any and the connector passed its answer on"},
                     "action_url": string("When the upstream refused (401) a connection that has failed: where the user reconnects it"),
                     "connect_session_id": string("The connect session behind `action_url`")
                 }),
