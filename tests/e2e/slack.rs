@@ -214,9 +214,10 @@ async fn slack_bad_params_are_400_and_upstream_errors_pass_through() {
 
     let limited = setup.execute("slack", "get_user", json!({"user": "U429"})).await;
     assert_eq!(limited.status, 200);
+    // Slack's `Retry-After` reaches the caller beside the connector's answer.
     assert_eq!(
         limited.body,
-        json!({"status": 429, "data": {"ok": false, "error": "ratelimited"}})
+        json!({"status": 429, "data": {"ok": false, "error": "ratelimited"}, "headers": {"retry-after": "30"}})
     );
     // The connector's `print()` reaches the gateway's log under the call's transaction.
     let transaction = limited.headers["x-transaction-key"].to_str().expect("key");
