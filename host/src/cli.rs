@@ -895,8 +895,8 @@ fn spawn_spare_expiry(registry: Arc<Registry>) {
     });
 }
 
-/// At start and then hourly: delete request-log rows past the retention period and connect
-/// sessions that expired over a day ago.
+/// At start and then hourly: delete request-log rows past the retention period, connect
+/// sessions that expired over a day ago and replies kept for idempotency keys over a day old.
 fn spawn_log_pruning(vault: Vault, retention_days: u32) {
     tokio::spawn(async move {
         let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
@@ -917,6 +917,13 @@ fn spawn_log_pruning(vault: Vault, retention_days: u32) {
                 .await
             {
                 tracing::error!(error = %format!("{error:#}"), "pruning connect sessions failed")
+            }
+            let replies_cutoff = crate::vault::now() - crate::vault::idempotency::RETENTION_SECONDS;
+            if let Err(error) = vault
+                .run(move |vault| vault.prune_idempotent_calls(replies_cutoff))
+                .await
+            {
+                tracing::error!(error = %format!("{error:#}"), "pruning kept idempotent replies failed")
             }
         }
     });

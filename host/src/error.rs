@@ -19,10 +19,12 @@ const MAX_MESSAGE_BYTES: usize = 500;
 pub const INTERNAL_ERROR: &str = "internal_error";
 
 /// Every outcome a request-log row can have: `ok`, `client_closed` (the caller left before its
-/// answer was all sent), then each code [`ApiError::code`] gives.
+/// answer was all sent), `idempotent_replay` (a retry answered with the reply kept for its
+/// `Idempotency-Key`), then each code [`ApiError::code`] gives.
 pub const OUTCOMES: &[&str] = &[
     "ok",
     "client_closed",
+    "idempotent_replay",
     "bad_request",
     "unauthorized",
     "api_key_revoked",
@@ -50,8 +52,13 @@ pub const OUTCOMES: &[&str] = &[
     "at_capacity",
     "connector_unavailable",
     "connector_busy",
+    "idempotency_key_in_use",
+    "idempotency_key_reused",
     "internal_error",
 ];
+
+/// Every code an error can have: the outcomes but the first three, which are not errors.
+pub const ERROR_CODES: &[&str] = OUTCOMES.split_at(3).1;
 
 /// Everything that can go wrong on the caller-facing API.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +129,15 @@ pub enum ApiError {
     /// The environment's connection limit is reached.
     #[error("{0}")]
     PlanLimitReached(String),
+    /// A call with the same `Idempotency-Key` is still running.
+    #[error("a call with this Idempotency-Key is still running; retry once it has finished to get its reply")]
+    IdempotencyKeyInUse,
+    /// The `Idempotency-Key` was used in the last day for a call that asked for something else.
+    #[error(
+        "this Idempotency-Key was used in the last 24 hours for another call (another integration, action, \
+         connection or params); use a new key for a new call"
+    )]
+    IdempotencyKeyReused,
     /// The key's daily quota is used up.
     #[error("this API key's daily call quota is used up; it resets at UTC midnight")]
     DailyLimitReached {
@@ -274,6 +290,8 @@ impl ApiError {
             Self::AtCapacity => "at_capacity",
             Self::ConnectorUnavailable(_) => "connector_unavailable",
             Self::ConnectorBusy => "connector_busy",
+            Self::IdempotencyKeyInUse => "idempotency_key_in_use",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::Internal(_) => INTERNAL_ERROR,
         }
     }
@@ -296,6 +314,8 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -357,7 +377,7 @@ impl IntoResponse for ApiError {
                 headers.insert("x-ratelimit-reset", HeaderValue::from(*retry_after));
             }
             // Load, not the caller's allowance: worth another try a moment later.
-            Self::AtCapacity | Self::ConnectorBusy => {
+            Self::AtCapacity | Self::ConnectorBusy | Self::IdempotencyKeyInUse => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(LOAD_RETRY_AFTER_SECONDS));
             }
             // The gateway's own key is a bearer token (RFC 6750), which clients (MCP ones
@@ -578,6 +598,8 @@ mod tests {
                 retry_after: 1,
             },
             ApiError::NotFound(text()),
+            ApiError::IdempotencyKeyInUse,
+            ApiError::IdempotencyKeyReused,
             ApiError::MethodNotAllowed,
             ApiError::PayloadTooLarge(text()),
             ApiError::RequestTimeout(text()),
@@ -613,6 +635,8 @@ mod tests {
                 | ApiError::DailyLimitReached { .. }
                 | ApiError::RateLimited { .. }
                 | ApiError::NotFound(_)
+                | ApiError::IdempotencyKeyInUse
+                | ApiError::IdempotencyKeyReused
                 | ApiError::MethodNotAllowed
                 | ApiError::PayloadTooLarge(_)
                 | ApiError::RequestTimeout(_)
@@ -635,16 +659,27 @@ mod tests {
 
     #[test]
     fn the_outcomes_are_ok_client_closed_and_exactly_the_codes_errors_give() {
-        assert_eq!(OUTCOMES[..2], ["ok", crate::vault::logs::CLIENT_CLOSED]);
+        assert_eq!(
+            OUTCOMES[..3],
+            [
+                "ok",
+                crate::vault::logs::CLIENT_CLOSED,
+                crate::vault::logs::IDEMPOTENT_REPLAY
+            ]
+        );
         let given: std::collections::BTreeSet<&str> = one_of_each().iter().map(ApiError::code).collect();
-        let listed: std::collections::BTreeSet<&str> = OUTCOMES[2..].iter().copied().collect();
+        let listed: std::collections::BTreeSet<&str> = ERROR_CODES.iter().copied().collect();
         assert_eq!(given, listed);
-        assert_eq!(listed.len() + 2, OUTCOMES.len(), "an outcome is listed twice");
+        assert_eq!(listed.len() + 3, OUTCOMES.len(), "an outcome is listed twice");
     }
 
     #[test]
     fn refusals_for_load_say_when_to_retry() {
-        for error in [ApiError::AtCapacity, ApiError::ConnectorBusy] {
+        for error in [
+            ApiError::AtCapacity,
+            ApiError::ConnectorBusy,
+            ApiError::IdempotencyKeyInUse,
+        ] {
             let response = error.into_response();
             assert_eq!(
                 response.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),

@@ -24,6 +24,7 @@ mod detach;
 mod execute;
 pub mod extract;
 mod health;
+mod idempotency;
 mod logs;
 mod mcp;
 pub mod openapi;

@@ -96,6 +96,30 @@ pub struct TakenOAuthState {
     pub verifier: Sealed,
 }
 
+/// A kept reply of an idempotent call, as key rotation reads it.
+#[derive(Debug)]
+pub struct IdempotentRow {
+    /// The row's id.
+    pub row_id: i64,
+    /// The API key's row id.
+    pub api_key_id: i64,
+    /// The idempotency key.
+    pub key: String,
+    /// The reply, sealed.
+    pub sealed: Sealed,
+}
+
+/// What an idempotency key held when a call claimed it.
+#[derive(Debug)]
+pub struct HeldKey {
+    /// Digest of what the call under the key asked for.
+    pub fingerprint: Vec<u8>,
+    /// The gateway's HTTP status of its reply; `None` while it runs.
+    pub http_status: Option<u16>,
+    /// Its reply, sealed; `None` while it runs.
+    pub reply: Option<Sealed>,
+}
+
 /// The persistence contract of the vault; see the module docs for what every backend guarantees.
 /// Each method is one read or one write (one transaction), unless its doc says otherwise.
 pub trait Store: Send + Sync + 'static {
@@ -314,6 +338,49 @@ pub trait Store: Send + Sync + 'static {
 
     /// Record `hosts`, approved at `at`, as the approved set of `connector`, replacing any.
     fn approve_hosts(&self, connector: &str, hosts: &[String], at: i64) -> anyhow::Result<()>;
+
+    // ---- Idempotent calls (replies sealed) ----
+
+    /// In one write: claim `(api_key_id, key)` until `claimed_until` for a call with
+    /// `fingerprint` if no call holds it, if its call never finished and its claim ran out
+    /// before `now`, or if it was claimed before `expired_before` (`None`: claimed); else what
+    /// the key holds, unchanged.
+    fn claim_idempotent_call(
+        &self,
+        api_key_id: i64,
+        key: &str,
+        fingerprint: &[u8],
+        now: i64,
+        claimed_until: i64,
+        expired_before: i64,
+    ) -> anyhow::Result<Option<HeldKey>>;
+
+    /// Keep the sealed reply of the call holding `(api_key_id, key)` with `fingerprint`.
+    fn finish_idempotent_call(
+        &self,
+        api_key_id: i64,
+        key: &str,
+        fingerprint: &[u8],
+        http_status: u16,
+        reply: &Sealed,
+    ) -> anyhow::Result<()>;
+
+    /// Give up the claim of the unfinished call holding `(api_key_id, key)` with `fingerprint`.
+    fn release_idempotent_call(&self, api_key_id: i64, key: &str, fingerprint: &[u8]) -> anyhow::Result<()>;
+
+    /// Delete the calls claimed before `cutoff`; returns how many.
+    fn prune_idempotent_calls(&self, cutoff: i64) -> anyhow::Result<usize>;
+
+    /// Up to `limit` kept replies sealed by a key other than `key_id`.
+    fn idempotent_replies_sealed_with_other_keys(
+        &self,
+        key_id: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<IdempotentRow>>;
+
+    /// In one write: give each `(row id, previous key id, resealed reply)` its resealed reply,
+    /// skipping a row whose key id is no longer the previous one.
+    fn replace_idempotent_replies(&self, resealed: &[(i64, String, Sealed)]) -> anyhow::Result<()>;
 
     // ---- The request log ----
 

@@ -24,6 +24,7 @@ pub mod connect_sessions;
 pub mod connections;
 pub mod crypto;
 pub mod generation;
+pub mod idempotency;
 pub mod logs;
 pub mod oauth_apps;
 
@@ -241,6 +242,9 @@ impl Vault {
         extended.extend(&current);
         self.set_keyring(extended);
         let count = self.reencrypt_all(&new_primary)? + self.reencrypt_oauth_apps(&new_primary)?;
+        // Kept replies are no secrets of the operator's, so they are not counted, but they are
+        // sealed and must stay readable once the old keys are gone.
+        self.reencrypt_idempotent_replies(&new_primary)?;
         if let Some(path) = &key_file {
             crypto::replace_key_file(path, &[*new_primary.raw()])?;
         }
@@ -338,6 +342,17 @@ fn load_keyring(source: &KeySource, may_create: bool, database: &str) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A vault on a new database and key file in a temporary directory (kept while the
+    /// directory lives).
+    pub(super) fn temp_vault() -> anyhow::Result<(Vault, tempfile::TempDir)> {
+        let dir = tempfile::tempdir()?;
+        let vault = Vault::open(
+            &dir.path().join("sluice.db"),
+            &KeySource::File(dir.path().join("master.key")),
+        )?;
+        Ok((vault, dir))
+    }
 
     #[test]
     fn a_made_up_key_and_a_key_file_others_read_are_warned_of() -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ mod durability;
 mod errors;
 mod execute;
 mod hubspot;
+mod idempotency;
 mod languages;
 mod lifecycle;
 mod limits;

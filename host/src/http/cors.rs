@@ -24,6 +24,7 @@ const EXPOSED_HEADERS: &[&str] = &[
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
     "mcp-session-id",
+    "idempotent-replayed",
 ];
 
 /// A `--cors-origin` value: `*`, or an origin (`https://app.example.com`, a port if not the

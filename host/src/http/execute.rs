@@ -2,6 +2,7 @@
 
 use super::detach::{PendingRow, Route};
 use super::extract::{Caller, JsonBody};
+use super::idempotency::{self, IdempotencyKey};
 use super::{AppState, TransactionKey};
 use crate::error::{ActionUrl, ApiError};
 use crate::metrics::ConnectorLabels;
@@ -13,7 +14,8 @@ use crate::runtime::{CallContext, needs_connection};
 use crate::usage::{Limits, Refusal, Window};
 use crate::vault::api_keys::ApiKey;
 use crate::vault::connections::ConnectionSelector;
-use crate::vault::logs::RequestLog;
+use crate::vault::idempotency::{Claim, IdempotentRequest};
+use crate::vault::logs::{IDEMPOTENT_REPLAY, RequestLog};
 use axum::extract::{Path, State};
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
@@ -47,29 +49,130 @@ struct ExecuteBody {
 async fn execute(
     State(app): State<AppState>,
     Extension(TransactionKey(transaction_key)): Extension<TransactionKey>,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     caller: Result<Caller, ApiError>,
     Path((integration, endpoint)): Path<(String, String)>,
     body: Result<JsonBody<ExecuteBody>, ApiError>,
 ) -> Response {
+    // An `Idempotency-Key` counts only on a call that could run: a caller not authenticated or
+    // a body not understood is refused as always.
+    let (Ok(Caller(key)), Ok(JsonBody(request))) = (&caller, &body) else {
+        return call(&app, transaction_key, caller, &integration, &endpoint, body)
+            .await
+            .0;
+    };
+    let idempotent = match idempotency_key {
+        Ok(None) => {
+            return call(&app, transaction_key, caller, &integration, &endpoint, body)
+                .await
+                .0;
+        }
+        Ok(Some(idempotency_key)) => IdempotentRequest {
+            api_key_id: key.id,
+            key: idempotency_key,
+            fingerprint: idempotency::fingerprint(&[
+                Some(&integration),
+                Some(&endpoint),
+                request.connection_key.as_deref(),
+                request.identity.as_deref(),
+                request.params.as_deref().map(RawValue::get),
+            ]),
+        },
+        Err(refusal) => {
+            let key = key.clone();
+            return answer_without_running(
+                &app,
+                &transaction_key,
+                &key,
+                (&integration, &endpoint),
+                Err(refusal),
+            );
+        }
+    };
+    let key = key.clone();
+    let claim_seconds = idempotency::claim_seconds(&app);
+    let claiming = idempotent.clone();
+    let claim = app
+        .vault
+        .run(move |vault| vault.claim_idempotent_call(&claiming, claim_seconds))
+        .await;
+    let answer = match claim {
+        Ok(Claim::Claimed) => {
+            // To its end, even if the caller leaves: its retry then finds the reply kept.
+            let task_app = app.clone();
+            let task = super::detach::spawn(&app, async move {
+                let (response, connector_started) =
+                    call(&task_app, transaction_key, caller, &integration, &endpoint, body).await;
+                idempotency::keep(&task_app, idempotent, response, connector_started).await
+            });
+            return super::detach::join(task).await.unwrap_or_else(|failed| failed);
+        }
+        Ok(Claim::Finished {
+            same_request: true,
+            http_status,
+            body,
+        }) => Ok(idempotency::replay(http_status, body)),
+        Ok(Claim::Running { same_request: true }) => Err(ApiError::IdempotencyKeyInUse),
+        Ok(
+            Claim::Running { same_request: false }
+            | Claim::Finished {
+                same_request: false, ..
+            },
+        ) => Err(ApiError::IdempotencyKeyReused),
+        Err(error) => Err(ApiError::Internal(error)),
+    };
+    answer_without_running(&app, &transaction_key, &key, (&integration, &endpoint), answer)
+}
+
+/// Run the call and log it; also says whether its connector started.
+async fn call(
+    app: &AppState,
+    transaction_key: String,
+    caller: Result<Caller, ApiError>,
+    integration: &str,
+    endpoint: &str,
+    body: Result<JsonBody<ExecuteBody>, ApiError>,
+) -> (Response, bool) {
     let started = Instant::now();
-    let log = RequestLog::begin(&transaction_key, Some(&integration), &endpoint);
+    let log = RequestLog::begin(&transaction_key, Some(integration), endpoint);
     // If the caller leaves, hyper drops this future and with it the call (the instance, an
     // upstream request in flight); the row then records itself as `client_closed`. Running the
     // call in a task of its own instead, to finish it, cost 15–30% of the throughput in paired
-    // load runs (BENCHMARKS.md, ninth pass), so only passthrough and OAuth refreshes do that.
-    let mut row = PendingRow::new(&app, Route::Execute, log, started);
+    // load runs (BENCHMARKS.md, ninth pass), so only passthrough, OAuth refreshes and calls
+    // with an `Idempotency-Key` do that.
+    let mut row = PendingRow::new(app, Route::Execute, log, started);
     let result = run(
-        &app,
+        app,
         transaction_key,
         caller,
-        &integration,
-        &endpoint,
+        integration,
+        endpoint,
         body,
         &mut row.log,
     )
     .await;
     let response = super::settle(result, &mut row.log, started);
+    let connector_started = row.log.connector_started;
     row.record(None);
+    (response, connector_started)
+}
+
+/// Log and send an answer to a call with an `Idempotency-Key` that did not run: its refusal,
+/// or the reply kept for it (`idempotent_replay`).
+fn answer_without_running(
+    app: &AppState,
+    transaction_key: &str,
+    key: &ApiKey,
+    (integration, endpoint): (&str, &str),
+    answer: Result<Response, ApiError>,
+) -> Response {
+    let started = Instant::now();
+    let mut log = RequestLog::begin(transaction_key, Some(integration), endpoint);
+    log.made_with(key);
+    let replayed = answer.is_ok();
+    let mut row = PendingRow::new(app, Route::Execute, log, started);
+    let response = super::settle(answer, &mut row.log, started);
+    row.record(replayed.then_some(IDEMPOTENT_REPLAY));
     response
 }
 
@@ -90,6 +193,7 @@ pub(super) async fn execute_for(
     let response = execute(
         State(app.clone()),
         Extension(TransactionKey(transaction_key)),
+        IdempotencyKey(Ok(None)),
         Ok(Caller(key)),
         Path((integration.to_owned(), endpoint.to_owned())),
         body,
@@ -113,9 +217,7 @@ async fn run(
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let Caller(key) = caller?;
-    log.key_id = Some(key.id);
-    log.key_prefix = Some(key.prefix.clone());
-    log.environment = Some(key.environment.as_str().to_owned());
+    log.made_with(&key);
 
     let connector = app.connector(integration)?;
     let endpoint_info = connector.manifest.endpoint(endpoint).ok_or_else(|| {
@@ -178,6 +280,15 @@ async fn run(
         .runtime
         .invoke(&connector, endpoint, params_text, context)
         .await;
+    // Refused before the guest ran, or by the upstream for the credential (nothing done with
+    // it): a retry under the same `Idempotency-Key` should run, not get this answer again.
+    log.connector_started = !matches!(
+        invoked,
+        Err(InvokeError::Busy
+            | InvokeError::ConnectorBusy
+            | InvokeError::BaseUrlNotAllowed(_)
+            | InvokeError::CredentialRejected(_))
+    );
     let labels = ConnectorLabels {
         integration: integration.to_owned(),
     };

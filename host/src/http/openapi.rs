@@ -117,7 +117,8 @@ pub const OPERATIONS: &[Operation] = &[
         "Run an action: `{\"params\": {...}}` → `{\"status\", \"data\"}`",
         Reply::Json("200", "ExecuteReply"),
     )
-    .body(Body::Json("ExecuteRequest")),
+    .body(Body::Json("ExecuteRequest"))
+    .params(params::EXECUTE),
     op(
         "get",
         "/v1/{integration}/{endpoint}",
@@ -592,6 +593,7 @@ fn action_operation(manifest: &Manifest, endpoint: &EndpointInfo) -> Value {
         "summary": endpoint.title,
         "description": endpoint.description,
         "security": [{"apiKey": []}, {"picaSecret": []}],
+        "parameters": params::EXECUTE.iter().map(params::render).collect::<Vec<_>>(),
         "requestBody": {"required": true, "content": {"application/json": content}},
         "responses": responses(Reply::Json("200", "ExecuteReply"))
     })

@@ -316,9 +316,7 @@ async fn run(
     log: &mut RequestLog,
 ) -> Result<axum::http::Response<UpstreamBody>, ApiError> {
     let Caller(key) = caller?;
-    log.key_id = Some(key.id);
-    log.key_prefix = Some(key.prefix.clone());
-    log.environment = Some(key.environment.as_str().to_owned());
+    log.made_with(&key);
     // Passthrough calls count against the key's quota and rate limit like actions do.
     let window = super::execute::admit(app, &key).await?;
     let limit = app.max_passthrough_body;

@@ -16,10 +16,11 @@ mod api_keys;
 mod connect_sessions;
 mod connections;
 mod connector_hosts;
+mod idempotent_calls;
 mod oauth_apps;
 mod request_logs;
 
-use super::{ConnectionChanges, NewConnectionRow, Store, TakenOAuthState};
+use super::{ConnectionChanges, HeldKey, IdempotentRow, NewConnectionRow, Store, TakenOAuthState};
 use crate::vault::api_keys::{ApiKey, Environment, KeyOptions};
 use crate::vault::connect_sessions::{ConnectSession, NewSession};
 use crate::vault::connections::{
@@ -36,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -167,6 +168,23 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE connect_sessions ADD COLUMN base_url TEXT;
 "#,
+    // Replies to calls made with an `Idempotency-Key`, kept a day for retries; no triggers:
+    // they are not credentials.
+    r#"
+    CREATE TABLE idempotent_calls (
+        api_key_id       INTEGER NOT NULL,
+        idempotency_key  TEXT NOT NULL,
+        fingerprint      BLOB NOT NULL,
+        claimed_at       INTEGER NOT NULL,
+        claimed_until    INTEGER NOT NULL,
+        http_status      INTEGER,
+        key_id           TEXT,
+        reply_nonce      BLOB,
+        reply_ciphertext BLOB,
+        PRIMARY KEY (api_key_id, idempotency_key)
+    );
+    CREATE INDEX idempotent_calls_claimed_at ON idempotent_calls (claimed_at);
+"#,
 ];
 
 /// Reader connections; reads never wait for the writer in WAL mode.
@@ -276,8 +294,10 @@ impl Store for SqliteStore {
 
     fn sealing_key_ids(&self) -> anyhow::Result<Vec<String>> {
         self.read(|conn| {
-            let mut statement =
-                conn.prepare("SELECT key_id FROM connections UNION SELECT key_id FROM oauth_apps")?;
+            let mut statement = conn.prepare(
+                "SELECT key_id FROM connections UNION SELECT key_id FROM oauth_apps
+                 UNION SELECT key_id FROM idempotent_calls WHERE key_id IS NOT NULL",
+            )?;
             let ids = statement
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -479,6 +499,57 @@ impl Store for SqliteStore {
 
     fn prune_connect_sessions(&self, cutoff: i64) -> anyhow::Result<usize> {
         self.write(|tx| connect_sessions::prune(tx, cutoff))
+    }
+
+    fn claim_idempotent_call(
+        &self,
+        api_key_id: i64,
+        key: &str,
+        fingerprint: &[u8],
+        now: i64,
+        claimed_until: i64,
+        expired_before: i64,
+    ) -> anyhow::Result<Option<HeldKey>> {
+        let claim = idempotent_calls::Claim {
+            api_key_id,
+            key,
+            fingerprint,
+            now,
+            claimed_until,
+            expired_before,
+        };
+        self.write(|tx| idempotent_calls::claim(tx, &claim))
+    }
+
+    fn finish_idempotent_call(
+        &self,
+        api_key_id: i64,
+        key: &str,
+        fingerprint: &[u8],
+        http_status: u16,
+        reply: &Sealed,
+    ) -> anyhow::Result<()> {
+        self.write(|tx| idempotent_calls::finish(tx, api_key_id, key, fingerprint, http_status, reply))
+    }
+
+    fn release_idempotent_call(&self, api_key_id: i64, key: &str, fingerprint: &[u8]) -> anyhow::Result<()> {
+        self.write(|tx| idempotent_calls::release(tx, api_key_id, key, fingerprint))
+    }
+
+    fn prune_idempotent_calls(&self, cutoff: i64) -> anyhow::Result<usize> {
+        self.write(|tx| idempotent_calls::prune(tx, cutoff))
+    }
+
+    fn idempotent_replies_sealed_with_other_keys(
+        &self,
+        key_id: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<IdempotentRow>> {
+        self.read(|conn| idempotent_calls::sealed_with_other_keys(conn, key_id, limit))
+    }
+
+    fn replace_idempotent_replies(&self, resealed: &[(i64, String, Sealed)]) -> anyhow::Result<()> {
+        self.write(|tx| idempotent_calls::replace_sealed(tx, resealed))
     }
 
     fn approved_hosts(&self, connector: &str) -> anyhow::Result<Option<Vec<String>>> {

@@ -12,6 +12,10 @@ use tokio::sync::mpsc;
 /// The outcome of a call whose caller left before its answer was all sent.
 pub const CLIENT_CLOSED: &str = "client_closed";
 
+/// The outcome of a retry answered with the reply kept for its `Idempotency-Key` (the action
+/// did not run again).
+pub const IDEMPOTENT_REPLAY: &str = "idempotent_replay";
+
 /// One call, as logged.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -45,9 +49,20 @@ pub struct RequestLog {
     pub request_bytes: u64,
     /// Response body size.
     pub response_bytes: u64,
+    /// Whether the connector started (its upstream requests may have had effects): a call
+    /// under an `Idempotency-Key` then keeps its reply. Not logged.
+    #[serde(skip)]
+    pub connector_started: bool,
 }
 
 impl RequestLog {
+    /// Attribute the call to the API key that made it.
+    pub fn made_with(&mut self, key: &crate::vault::api_keys::ApiKey) {
+        self.key_id = Some(key.id);
+        self.key_prefix = Some(key.prefix.clone());
+        self.environment = Some(key.environment.as_str().to_owned());
+    }
+
     /// A row for a call that starts now; the handler fills in the rest as it goes.
     pub fn begin(transaction_key: &str, integration: Option<&str>, endpoint: &str) -> Self {
         let created_at_ms = std::time::SystemTime::now()
@@ -69,6 +84,7 @@ impl RequestLog {
             duration_us: 0,
             request_bytes: 0,
             response_bytes: 0,
+            connector_started: false,
         }
     }
 }
@@ -179,9 +195,12 @@ impl LogWriter {
 }
 
 /// Outcomes of calls that do not count against a key's daily quota: calls refused by
-/// authentication or by the limits, and calls of an action that does not exist or is out of
-/// the key's scope.
+/// authentication or by the limits, calls of an action that does not exist or is out of the
+/// key's scope, and retries under an `Idempotency-Key` (answered, or refused, without running).
 const NOT_COUNTED_AGAINST_QUOTA: &[&str] = &[
+    IDEMPOTENT_REPLAY,
+    "idempotency_key_in_use",
+    "idempotency_key_reused",
     "daily_limit_reached",
     "rate_limited",
     "unauthorized",
@@ -235,6 +254,7 @@ mod tests {
             duration_us: 10,
             request_bytes: 2,
             response_bytes: 20,
+            connector_started: true,
         }
     }
 

@@ -210,6 +210,16 @@ pub const OAUTH_CALLBACK: &[Param] = &[
     text("error_description", "The provider's explanation"),
 ];
 
+/// `POST /v1/{integration}/{endpoint}`.
+pub const EXECUTE: &[Param] = &[Param {
+    name: "idempotency-key",
+    place: Place::Header,
+    kind: Kind::Text,
+    description: "Run the call once: a retry with the same key and request within 24 hours gets the first \
+        call's reply (marked `idempotent-replayed: true`) instead of running the action again; 1 to 255 \
+        printable ASCII characters, per API key",
+}];
+
 /// `ANY /v1/passthrough/{path}`: the connection to call through.
 pub const PASSTHROUGH_CONNECTION: &[Param] = &[
     Param {

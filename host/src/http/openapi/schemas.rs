@@ -421,8 +421,8 @@ fn log_entry() -> Value {
         "upstreamStatus": or_null(integer("The upstream's status")),
         "outcome": one_of(
             crate::error::OUTCOMES,
-            "`ok`, the error code, or `client_closed` (the caller left before the reply was all \
-             sent)"
+            "`ok`, the error code, `client_closed` (the caller left before the reply was all \
+             sent) or `idempotent_replay` (a retry answered with the reply kept for its Idempotency-Key)"
         ),
         "durationUs": integer("Time in the gateway (µs); for passthrough, until the response body was sent"),
         "requestBytes": integer("Bytes of `params` (execute, MCP tool calls) or of the body (passthrough)"),
@@ -489,7 +489,7 @@ fn error() -> Value {
                 "description": "Stable error code",
                 // Every code an error can have: the request log's outcomes but `ok` and
                 // `client_closed`, and readiness's own.
-                "enum": crate::error::OUTCOMES[2..].iter().chain(&["not_ready"]).collect::<Vec<_>>(),
+                "enum": crate::error::ERROR_CODES.iter().chain(&["not_ready"]).collect::<Vec<_>>(),
             },
             "message": string("For people"),
             "action_url": string("Where the user can connect or reconnect (with `integration_not_connected` and `token_expired`)"),
