@@ -121,7 +121,8 @@ impl Browser {
             .await;
     }
 
-    async fn click(&self, css: &str) {
+    /// The WebDriver reference of the element matching `css`.
+    async fn element(&self, css: &str) -> String {
         let element = self
             .command(
                 Method::POST,
@@ -129,12 +130,33 @@ impl Browser {
                 Some(json!({"using": "css selector", "value": css})),
             )
             .await;
-        let id = element[ELEMENT_KEY]
+        element[ELEMENT_KEY]
             .as_str()
             .unwrap_or_else(|| panic!("no element `{css}`: {element}"))
-            .to_owned();
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
         self.command(Method::POST, &format!("/element/{id}/click"), Some(json!({})))
             .await;
+    }
+
+    /// Type `text` into the element matching `css`.
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.command(
+            Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    /// The address the browser is at.
+    async fn current_url(&self) -> String {
+        let url = self.command(Method::GET, "/url", None).await;
+        url.as_str().unwrap_or_default().to_owned()
     }
 
     /// Wait until the page's HTML contains `text`; returns it.
@@ -185,4 +207,54 @@ async fn an_end_user_connects_gmail_in_a_real_browser() {
     assert_eq!(labels.status, 200, "{:?}", labels.body);
     assert_eq!(labels.body["data"]["labels"][0]["id"], "INBOX");
     setup.assert_no_secret_logged();
+}
+
+/// An API-key integration's form, with a session that names the app's page to return to: the
+/// browser posts the key and lands back on the app (a post's redirect must pass the page's
+/// `form-action`, which only a real browser enforces), told that the account is connected.
+#[tokio::test]
+async fn an_end_user_saves_a_key_and_returns_to_the_app_in_a_real_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let setup = crate::common::Setup::new().await;
+    let app = sluice_fixtures::FakeUpstream::start(|_| {
+        sluice_fixtures::Reply::text(200, "Welcome back to the app")
+    })
+    .await;
+    let return_url = format!("{}/integrations", app.url());
+    let created = setup
+        .api(
+            Method::POST,
+            "/v1/connect",
+            Some(json!({
+                "integration": "github", "identity": "wes",
+                "baseUrl": setup.upstream.url(), "returnUrl": return_url
+            })),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+
+    browser.goto(created.body["url"].as_str().expect("url")).await;
+    browser.wait_for("Connect GitHub").await;
+    browser.type_into("#secret", "ghp_browserSECRET0987654321").await;
+    browser.click("#save").await;
+    browser.wait_for("Welcome back to the app").await;
+    let landed = url::Url::parse(&browser.current_url().await).expect("a URL");
+    browser.close().await;
+    assert_eq!(landed.path(), "/integrations");
+    let query: std::collections::HashMap<String, String> = landed.query_pairs().into_owned().collect();
+    assert_eq!(query["status"], "connected", "{landed}");
+    assert_eq!(
+        query["connectSessionId"],
+        created.body["id"].as_str().expect("id")
+    );
+    let call = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": "wes"}),
+        )
+        .await;
+    assert_eq!(call.body["status"], 200, "{:?}", call.body);
 }

@@ -379,6 +379,46 @@ impl OAuthSetup {
     /// (keeping the cookie), the provider's consent link, the callback. Returns the callback's
     /// status and page.
     pub async fn walk_flow(&self, connect_url: &str) -> (u16, String) {
+        let done = self.walk_to_the_callback(connect_url).await;
+        let status = done.status().as_u16();
+        (status, done.text().await.expect("success page"))
+    }
+
+    /// The same, for a session that returns to the app: the callback's status and `Location`.
+    pub async fn walk_flow_to_the_end(&self, connect_url: &str) -> (u16, String) {
+        let done = self.walk_to_the_callback(connect_url).await;
+        let location = done.headers().get("location").and_then(|v| v.to_str().ok());
+        (done.status().as_u16(), location.unwrap_or_default().to_owned())
+    }
+
+    /// Start the sign-in at `connect_url`, then come back from the provider refusing consent
+    /// (`error=access_denied`); returns the callback's answer.
+    pub async fn refuse_consent(&self, connect_url: &str) -> reqwest::Response {
+        let start = self
+            .client
+            .get(format!("{connect_url}/authorize"))
+            .send()
+            .await
+            .expect("start");
+        let cookie = start.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+        let provider = url::Url::parse(start.headers()["location"].to_str().expect("location")).expect("url");
+        let state = provider
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .expect("state");
+        self.client
+            .get(format!(
+                "{}/connect/oauth/callback?error=access_denied&state={state}",
+                self.gateway.url
+            ))
+            .header("cookie", cookie.split(';').next().expect("pair"))
+            .send()
+            .await
+            .expect("callback")
+    }
+
+    async fn walk_to_the_callback(&self, connect_url: &str) -> reqwest::Response {
         let page = self.client.get(connect_url).send().await.expect("connect page");
         assert_eq!(page.status(), 200);
         let html = page.text().await.expect("page");
@@ -420,15 +460,12 @@ impl OAuthSetup {
             .expect("allow link")
             .replace("&amp;", "&");
         let cookie_pair = cookie.split(';').next().expect("cookie pair").to_owned();
-        let done = self
-            .client
+        self.client
             .get(&callback)
             .header("cookie", cookie_pair)
             .send()
             .await
-            .expect("callback");
-        let status = done.status().as_u16();
-        (status, done.text().await.expect("success page"))
+            .expect("callback")
     }
 
     /// Connect `identity` through the whole flow; returns the connection key.
@@ -694,29 +731,7 @@ async fn an_expired_session_cannot_start() {
 async fn the_provider_refusing_consent_fails_the_session() {
     let setup = OAuthSetup::new(&[]).await;
     let (id, url) = setup.open_session("dave").await;
-    let start = setup
-        .client
-        .get(format!("{url}/authorize"))
-        .send()
-        .await
-        .expect("start");
-    let cookie = start.headers()["set-cookie"].to_str().expect("cookie").to_owned();
-    let provider = url::Url::parse(start.headers()["location"].to_str().expect("location")).expect("url");
-    let state = provider
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-        .expect("state");
-    let denied = setup
-        .client
-        .get(format!(
-            "{}/connect/oauth/callback?error=access_denied&state={state}",
-            setup.gateway.url
-        ))
-        .header("cookie", cookie.split(';').next().expect("pair"))
-        .send()
-        .await
-        .expect("callback");
+    let denied = setup.refuse_consent(&url).await;
     assert!(denied.text().await.expect("page").contains("access_denied"));
     let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
     assert_eq!(polled.body["status"], "failed");
@@ -725,6 +740,56 @@ async fn the_provider_refusing_consent_fails_the_session() {
             .as_str()
             .unwrap_or_default()
             .contains("access_denied")
+    );
+}
+
+/// With a `returnUrl`, the user goes back to the app when the flow ends, told how it ended
+/// (the app's own query kept), instead of being left on a page that says to close the window.
+#[tokio::test]
+async fn the_user_returns_to_the_app_when_the_flow_ends() {
+    let setup = OAuthSetup::new(&[]).await;
+    let return_url = "http://localhost:3000/settings?tab=integrations";
+    let open = |identity: &'static str| {
+        let body = json!({
+            "integration": "gmail", "identity": identity,
+            "baseUrl": setup.upstream.url(), "returnUrl": return_url
+        });
+        async {
+            let created = setup.api(Method::POST, "/v1/connect", Some(body)).await;
+            assert_eq!(created.status, 201, "{:?}", created.body);
+            assert_eq!(created.body["returnUrl"], return_url);
+            let field = |name: &str| created.body[name].as_str().expect(name).to_owned();
+            (field("id"), field("url"))
+        }
+    };
+    let back_to_app = |location: &str| {
+        let back = url::Url::parse(location).expect("a URL");
+        assert_eq!(back.origin().ascii_serialization(), "http://localhost:3000");
+        assert_eq!(back.path(), "/settings");
+        back.query_pairs()
+            .into_owned()
+            .collect::<HashMap<String, String>>()
+    };
+
+    let (id, url) = open("erin").await;
+    let denied = setup.refuse_consent(&url).await;
+    assert_eq!(denied.status(), 303);
+    let query = back_to_app(denied.headers()["location"].to_str().expect("location"));
+    assert_eq!(query["tab"], "integrations");
+    assert_eq!(query["connectSessionId"], id);
+    assert_eq!(query["status"], "failed");
+    assert!(query["error"].contains("access_denied"), "{query:?}");
+
+    let (id, url) = open("fay").await;
+    let (status, location) = setup.walk_flow_to_the_end(&url).await;
+    assert_eq!(status, 303);
+    let query = back_to_app(&location);
+    assert_eq!(query["connectSessionId"], id);
+    assert_eq!(query["status"], "connected");
+    let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
+    assert_eq!(
+        polled.body["connectionKey"].as_str(),
+        Some(query["connectionKey"].as_str())
     );
 }
 
@@ -898,6 +963,22 @@ async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_fo
             json!({"integration": "gmail", "baseUrl": "not a url"}),
             "bad_request",
         ),
+        (
+            json!({"integration": "gmail", "returnUrl": "http://app.example/done"}),
+            "bad_request",
+        ),
+        (
+            json!({"integration": "gmail", "returnUrl": "javascript:alert(1)"}),
+            "bad_request",
+        ),
+        (
+            json!({"integration": "gmail", "returnUrl": "https://user:pw@app.example/done"}),
+            "bad_request",
+        ),
+        (
+            json!({"integration": "gmail", "returnUrl": "/done"}),
+            "bad_request",
+        ),
     ] {
         let answer = setup.api(Method::POST, "/v1/connect", Some(body.clone())).await;
         assert_eq!(answer.code(), code, "{body}: {:?}", answer.body);
@@ -906,6 +987,7 @@ async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_fo
         if let Some(field) = body
             .get("connectionKey")
             .map(|_| "`connectionKey`")
+            .or_else(|| body.get("returnUrl").map(|_| "`returnUrl`"))
             .or_else(|| (body["integration"] == "nope").then_some("`integration`"))
         {
             let message = answer.body["message"].as_str().unwrap_or_default();
@@ -1013,31 +1095,142 @@ async fn an_oauth_session_names_a_base_url_only_where_the_operator_lists_them() 
     );
 }
 
+/// A gateway with the GitHub connector (an API-key integration), a fake GitHub, a key, and a
+/// client that does not follow redirects: what the connect-form tests drive.
+struct FormSetup {
+    upstream: FakeUpstream,
+    gateway: Gateway,
+    key: String,
+    client: reqwest::Client,
+}
+
+impl FormSetup {
+    async fn new() -> Self {
+        let upstream = FakeUpstream::start(crate::common::fake_github).await;
+        let gateway = Gateway::start(
+            std::path::Path::new(SLUICE),
+            &[guests::GITHUB],
+            Options::default(),
+        )
+        .await;
+        let key = gateway.create_key("test", "*").await;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self {
+            upstream,
+            gateway,
+            key,
+            client,
+        }
+    }
+
+    /// `POST /v1/connect` with `body`.
+    async fn open(&self, body: Value) -> Answer {
+        send(
+            self.client
+                .post(format!("{}/v1/connect", self.gateway.url))
+                .bearer_auth(&self.key)
+                .json(&body),
+        )
+        .await
+    }
+}
+
+/// The anti-forgery token in a connect form's HTML.
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf field")
+        .to_owned()
+}
+
+/// An API-key form whose session has a `returnUrl` sends the user back to the app once the key
+/// is saved, and its page lets the post go there (browsers hold a post's redirect to the
+/// page's `form-action`).
+#[tokio::test]
+async fn an_api_key_form_returns_the_user_to_the_app() {
+    let setup = FormSetup::new().await;
+    let created = setup
+        .open(json!({
+            "integration": "github", "identity": "uma", "baseUrl": setup.upstream.url(),
+            "returnUrl": "https://app.example/connected#done"
+        }))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let url = created.body["url"].as_str().expect("url").to_owned();
+    let page = setup.client.get(&url).send().await.expect("page");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
+    assert!(
+        policy.contains("form-action 'self' https://app.example;"),
+        "{policy}"
+    );
+    let csrf = csrf_of(&page.text().await.expect("html"));
+    let saved = setup
+        .client
+        .post(&url)
+        .form(&[("secret", "ghp_returnSECRET123456"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(saved.status(), 303);
+    let back = url::Url::parse(saved.headers()["location"].to_str().expect("location")).expect("url");
+    assert_eq!(back.origin().ascii_serialization(), "https://app.example");
+    assert_eq!(back.fragment(), Some("done"));
+    let query: HashMap<String, String> = back.query_pairs().into_owned().collect();
+    assert_eq!(query["status"], "connected");
+    assert_eq!(
+        query["connectSessionId"],
+        created.body["id"].as_str().expect("id")
+    );
+    let call = send(
+        setup
+            .client
+            .post(format!("{}/v1/github/get_repo", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .json(&json!({"params": {"owner": "acme", "repo": "webapp"}, "connection_key": query["connectionKey"]})),
+    )
+    .await;
+    assert_eq!(call.body["status"], 200, "{:?}", call.body);
+    // A page without a return URL keeps its own form target only.
+    let plain = setup
+        .open(json!({"integration": "github", "identity": "vic"}))
+        .await;
+    let plain_page = setup
+        .client
+        .get(plain.body["url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("page");
+    let policy = plain_page.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp");
+    assert!(policy.contains("form-action 'self';"), "{policy}");
+}
+
 #[tokio::test]
 async fn api_key_integrations_connect_through_a_csrf_protected_form() {
-    let upstream = FakeUpstream::start(crate::common::fake_github).await;
-    let gateway = Gateway::start(
-        std::path::Path::new(SLUICE),
-        &[guests::GITHUB],
-        Options::default(),
-    )
-    .await;
-    let key = gateway.create_key("test", "*").await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let created = send(
-        client
-            .post(format!("{}/v1/connect", gateway.url))
-            .bearer_auth(&key)
-            .json(&json!({"integration": "github", "identity": "zoe", "baseUrl": upstream.url()})),
-    )
-    .await;
+    let setup = FormSetup::new().await;
+    let FormSetup {
+        upstream,
+        gateway,
+        key,
+        client,
+    } = &setup;
+    let created = setup
+        .open(json!({"integration": "github", "identity": "zoe", "baseUrl": upstream.url()}))
+        .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let url = created.body["url"].as_str().expect("url").to_owned();
     let page = client.get(&url).send().await.expect("page");
-    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    // The form's own post must carry its origin (`no-referrer` would make it `null`); the
+    // page's address, with its token, still goes to no other site.
+    assert_eq!(page.headers()["referrer-policy"], "same-origin");
     let html = page.text().await.expect("html");
     assert!(html.contains("type=\"password\""), "{html}");
     // The user is told where the credential will go: the session's base URL, chosen by the app
@@ -1050,12 +1243,7 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
         )),
         "{html}"
     );
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("csrf field")
-        .to_owned();
+    let csrf = csrf_of(&html);
 
     let token = "ghp_formSECRETtoken987654321";
     // A post without the form token, or made by another site, is refused.
@@ -1137,7 +1325,7 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     let connections = send(
         client
             .get(format!("{}/v1/vault/connections?identity=zoe", gateway.url))
-            .bearer_auth(&key),
+            .bearer_auth(key),
     )
     .await;
     let base_url = url::Url::parse(&upstream.url()).expect("upstream URL");
@@ -1145,7 +1333,7 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     let call = send(
         client
             .post(format!("{}/v1/github/get_repo", gateway.url))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .json(&json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": "zoe"})),
     )
     .await;
@@ -1169,7 +1357,7 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     let reconnect = send(
         client
             .post(format!("{}/v1/connect", gateway.url))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .json(&json!({"integration": "github", "connectionKey": zoe})),
     )
     .await;
@@ -1193,7 +1381,7 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     let someone_else = send(
         client
             .post(format!("{}/v1/connect", gateway.url))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .json(&json!({"integration": "github", "connectionKey": zoe, "identity": "mallory"})),
     )
     .await;

@@ -11,7 +11,8 @@
 //! Protections: tokens and states are random and stored hashed; a state works once, only
 //! within the session's lifetime and only in the browser that started it; the form carries a
 //! token derived from the session and refuses cross-site posts; redirects go only to the
-//! provider's authorize URL (configuration, never request input).
+//! provider's authorize URL (configuration, never request input) and, once the flow has ended,
+//! to the `returnUrl` the app set on the session with its API key.
 
 //!
 //! Modules: [`api`] (the app-facing routes), [`form`] (API-key and basic-auth credentials),
@@ -101,6 +102,8 @@ pub(super) async fn action_url(
         identity_type: None,
         connection_key,
         base_url: None,
+        // The caller of a call did not ask for a connect flow, so it named no page to return to.
+        return_url: None,
         ttl_seconds: app.connect_session_ttl,
     };
     match app
@@ -239,13 +242,18 @@ async fn connect_page(State(app): State<AppState>, Path(token): Path<String>) ->
         AuthScheme::OAuth2(_) => {
             page::oauth_start(&manifest.name, &origin, &format!("/connect/{token}/authorize"))
         }
-        auth => page::credentials_form(
-            &manifest.name,
-            &origin,
-            &format!("/connect/{token}"),
-            &form_token(&app.vault, &token),
-            &credential_fields(auth),
-        ),
+        auth => {
+            let return_origin = session
+                .return_url
+                .as_ref()
+                .map(|url| url.origin().ascii_serialization());
+            let target = page::FormTarget {
+                action: &format!("/connect/{token}"),
+                csrf: &form_token(&app.vault, &token),
+                return_origin: return_origin.as_deref(),
+            };
+            page::credentials_form(&manifest.name, &origin, &target, &credential_fields(auth))
+        }
     }
 }
 
@@ -253,15 +261,51 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn fail(app: &AppState, session: &ConnectSession, reason: &str) {
-    let (id, reason) = (session.id, reason.to_owned());
+/// Record that `session` failed for `reason`, and send the user back to the app with it, or
+/// show `page` when the app named no page to return to.
+async fn fail(app: &AppState, session: &ConnectSession, reason: &str, page: Response) -> Response {
+    let (id, recorded) = (session.id, reason.to_owned());
     if let Err(error) = app
         .vault
-        .run(move |vault| vault.fail_connect_session(id, &reason))
+        .run(move |vault| vault.fail_connect_session(id, &recorded))
         .await
     {
         tracing::error!(error = %format!("{error:#}"), "could not record a failed connect session");
     }
+    back_to_app(session, Ended::Failed(reason), page)
+}
+
+/// How a session ended, as the app's return page is told.
+enum Ended<'a> {
+    /// With this connection key.
+    Connected(&'a str),
+    /// For this reason.
+    Failed(&'a str),
+}
+
+/// A `303` back to the app's `returnUrl` with the outcome added to its query —
+/// `connectSessionId`, `status` (`connected` or `failed`) and `connectionKey` or `error`, as
+/// `GET /v1/connect/{id}` says them — or `page` when the app named no page to return to.
+fn back_to_app(session: &ConnectSession, ended: Ended<'_>, page: Response) -> Response {
+    let Some(return_url) = &session.return_url else {
+        return page;
+    };
+    let mut target = return_url.clone();
+    {
+        let mut query = target.query_pairs_mut();
+        query.append_pair("connectSessionId", &session.public_id);
+        match ended {
+            Ended::Connected(connection_key) => {
+                query.append_pair("status", "connected");
+                query.append_pair("connectionKey", connection_key);
+            }
+            Ended::Failed(reason) => {
+                query.append_pair("status", "failed");
+                query.append_pair("error", reason);
+            }
+        }
+    }
+    page::redirect(&target)
 }
 
 /// Store the credential — updating the session's connection, or the identity's existing one,
@@ -283,21 +327,18 @@ async fn finish(
     match saved {
         Ok(Ok(connection_key)) => {
             tracing::info!(integration = %session.platform, connection = %connection_key, session = %session.public_id, "account connected");
-            page::message(
+            let page = page::message(
                 StatusCode::OK,
                 &format!("{name} connected"),
                 &format!("Your {name} account is connected. You can close this window."),
                 true,
-            )
+            );
+            back_to_app(&session, Ended::Connected(&connection_key), page)
         }
         Ok(Err(limit)) => {
-            fail(app, &session, &limit.to_string()).await;
-            page::message(
-                StatusCode::FORBIDDEN,
-                "Could not connect",
-                &limit.to_string(),
-                false,
-            )
+            let reason = limit.to_string();
+            let page = page::message(StatusCode::FORBIDDEN, "Could not connect", &reason, false);
+            fail(app, &session, &reason, page).await
         }
         Err(error) => internal_page(error),
     }

@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -184,6 +184,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (api_key_id, idempotency_key)
     );
     CREATE INDEX idempotent_calls_claimed_at ON idempotent_calls (claimed_at);
+"#,
+    r#"
+    ALTER TABLE connect_sessions ADD COLUMN return_url TEXT;
 "#,
 ];
 
@@ -750,6 +753,7 @@ mod tests {
             identity_type: None,
             connection_key: None,
             base_url: None,
+            return_url: None,
             ttl_seconds: 600,
         })?;
         assert!(vault.begin_oauth(

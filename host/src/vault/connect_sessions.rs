@@ -57,6 +57,8 @@ pub struct ConnectSession {
     pub connection_key: Option<String>,
     /// The base URL the connection gets with the credential the flow stores, if the app set one.
     pub base_url: Option<Url>,
+    /// Where the user's browser goes back to once the flow has ended, if the app set it.
+    pub return_url: Option<Url>,
     /// Stored status; see [`ConnectSession::status`].
     pub(crate) stored_status: String,
     /// Why the flow failed.
@@ -94,6 +96,8 @@ pub struct NewSession {
     pub connection_key: Option<String>,
     /// Where the connection's requests go instead of the integration's own origin.
     pub base_url: Option<Url>,
+    /// Where the user's browser goes back to once the flow has ended.
+    pub return_url: Option<Url>,
     /// Lifetime in seconds.
     pub ttl_seconds: i64,
 }
@@ -215,6 +219,7 @@ mod tests {
             identity_type: Some("user".into()),
             connection_key: None,
             base_url: None,
+            return_url: Some(Url::parse("https://app.example/back?tab=1").expect("url")),
             ttl_seconds,
         }
     }
@@ -239,6 +244,11 @@ mod tests {
         assert!(vault.take_oauth_state("state-1")?.is_none());
         let attempt = vault.take_oauth_state("state-2")?.context("first use")?;
         assert_eq!(attempt.verifier, "verifier-2");
+        // The callback knows where the user goes back to.
+        assert_eq!(
+            attempt.session.return_url.as_ref().map(Url::as_str),
+            Some("https://app.example/back?tab=1")
+        );
         assert_eq!(attempt.browser_hash, crypto::api_key_hash("browser-2"));
         assert!(
             vault.take_oauth_state("state-2")?.is_none(),

@@ -23,6 +23,7 @@ pub(super) struct CreateBody {
     identity_type: Option<String>,
     connection_key: Option<String>,
     base_url: Option<String>,
+    return_url: Option<String>,
 }
 
 fn session_view(app: &AppState, session: &ConnectSession, token: Option<&str>) -> Value {
@@ -35,6 +36,7 @@ fn session_view(app: &AppState, session: &ConnectSession, token: Option<&str>) -
         "identity": session.identity,
         "identityType": session.identity_type,
         "baseUrl": session.base_url.as_ref().map(url::Url::as_str),
+        "returnUrl": session.return_url.as_ref().map(url::Url::as_str),
         "createdAt": rfc3339(session.created_at),
         "expiresAt": rfc3339(session.expires_at),
     });
@@ -150,6 +152,7 @@ pub(super) async fn create_session(
         identity_type: body.identity_type,
         connection_key: body.connection_key,
         base_url,
+        return_url: body.return_url.as_deref().map(parse_return_url).transpose()?,
         ttl_seconds: app.connect_session_ttl,
     };
     let (session, token) = app
@@ -160,6 +163,34 @@ pub(super) async fn create_session(
         StatusCode::CREATED,
         Json(session_view(&app, &session, Some(&token))),
     ))
+}
+
+/// Longest `returnUrl` accepted.
+const MAX_RETURN_URL_BYTES: usize = 2048;
+
+/// The app's page the user returns to: `https`, or `http` on this machine (an app in
+/// development), without credentials in it — the flow's outcome is added to its query.
+fn parse_return_url(raw: &str) -> Result<url::Url, ApiError> {
+    let refuse = |why: &str| ApiError::BadRequest(format!("`returnUrl`: {why}"));
+    if raw.len() > MAX_RETURN_URL_BYTES {
+        return Err(refuse(&format!("longer than {MAX_RETURN_URL_BYTES} bytes")));
+    }
+    let url = url::Url::parse(raw).map_err(|e| refuse(&format!("not an absolute URL ({e})")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(refuse("must be an https URL (http only on localhost)")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(refuse("must not hold a user name or password"));
+    }
+    Ok(url)
 }
 
 pub(super) async fn session_status(

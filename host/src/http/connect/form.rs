@@ -53,16 +53,20 @@ pub(super) fn credential_fields(auth: &AuthScheme) -> Vec<Field> {
     }
 }
 
-/// Whether the browser says another site made this post: `Sec-Fetch-Site: cross-site`, or an
-/// `Origin` (sent with form posts by current browsers, and alone by older ones) that is `null`
-/// (an opaque origin: a sandboxed frame, a `data:` page) or is neither the gateway's public
-/// origin nor the host the request was sent to (a proxy in front may rewrite `Host`).
+/// Whether the browser says another site (or a page that is not the gateway's) made this post.
+///
+/// Browsers that send fetch metadata say it exactly: anything but `Sec-Fetch-Site:
+/// same-origin` is refused, `same-site` too (a sibling subdomain may be someone else's). Their
+/// `Origin` is not read: it is `null` on a page whose referrer policy hides the referrer.
+/// Older browsers only send `Origin`: refused when `null` (an opaque origin: a sandboxed frame,
+/// a `data:` page) or neither the gateway's public origin nor the host the request was sent to
+/// (a proxy in front may rewrite `Host`).
 fn posted_from_another_site(headers: &HeaderMap, public_url: &str) -> bool {
-    let fetch_site_says_so = headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !site.as_bytes().eq_ignore_ascii_case(b"same-origin");
+    }
     let Some(origin) = headers.get(axum::http::header::ORIGIN) else {
-        return fetch_site_says_so;
+        return false;
     };
     let origin = origin.to_str().unwrap_or("null").trim_end_matches('/');
     let public_origin = url::Url::parse(public_url).map(|url| url.origin().ascii_serialization());
@@ -73,7 +77,7 @@ fn posted_from_another_site(headers: &HeaderMap, public_url: &str) -> bool {
     let is_requested_host = origin
         .split_once("://")
         .is_some_and(|(_, authority)| host.is_some_and(|host| authority.eq_ignore_ascii_case(host)));
-    fetch_site_says_so || !(is_public_origin || is_requested_host)
+    !(is_public_origin || is_requested_host)
 }
 
 pub(super) async fn submit_credentials(
@@ -210,6 +214,20 @@ mod tests {
                     ("sec-fetch-site", "cross-site"),
                 ][..],
                 true,
+            ),
+            (
+                &[("host", "127.0.0.1:8080"), ("sec-fetch-site", "same-site")][..],
+                true,
+            ),
+            // What Chromium sends for the page's own post: the page hides its referrer, so
+            // its origin is `null`, and fetch metadata says where it comes from.
+            (
+                &[
+                    ("host", "127.0.0.1:8080"),
+                    ("origin", "null"),
+                    ("sec-fetch-site", "same-origin"),
+                ][..],
+                false,
             ),
         ] {
             assert_eq!(

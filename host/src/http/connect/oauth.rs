@@ -165,42 +165,38 @@ pub(super) async fn oauth_callback(
         )
     });
     if !same_browser {
-        fail(
-            &app,
-            &session,
-            "the sign-in finished in a different browser than it started in",
-        )
-        .await;
         // The session is spent (a sign-in finished elsewhere could be someone else's): only a
         // new link works.
-        return refused(
+        let page = refused(
             "This sign-in was started in another browser, so it was stopped. Ask the application for a new link and open it in the browser you sign in with.",
         );
+        let reason = "the sign-in finished in a different browser than it started in";
+        return fail(&app, &session, reason, page).await;
     }
     if let Some(error) = query.error {
         let description = query.error_description.unwrap_or_default();
         let reason = format!("the provider returned `{error}` {description}");
-        fail(&app, &session, reason.trim()).await;
-        return page::message(
+        let page = page::message(
             StatusCode::OK,
             "Access was not granted",
             &format!("The provider said: {error}. {description}"),
             false,
         );
+        return fail(&app, &session, reason.trim(), page).await;
     }
     let Some(code) = query.code.filter(|c| !c.is_empty()) else {
-        fail(&app, &session, "the provider sent no authorization code").await;
-        return refused("The provider sent no authorization code.");
+        let page = refused("The provider sent no authorization code.");
+        return fail(&app, &session, "the provider sent no authorization code", page).await;
     };
     let Some(connector) = app.registry.get(&session.platform) else {
-        fail(&app, &session, "the integration is no longer available").await;
-        return refused("The integration is no longer available on this gateway.");
+        let page = refused("The integration is no longer available on this gateway.");
+        return fail(&app, &session, "the integration is no longer available", page).await;
     };
     let client = match resolve_client(&app, &connector).await {
         Ok(Ok(client)) => client,
         Ok(Err(error)) => {
-            fail(&app, &session, &error.to_string()).await;
-            return refused("Sign-in is not set up on this gateway any more.");
+            let page = refused("Sign-in is not set up on this gateway any more.");
+            return fail(&app, &session, &error.to_string(), page).await;
         }
         Err(error) => return internal_page(error),
     };
@@ -213,13 +209,13 @@ pub(super) async fn oauth_callback(
         Ok(tokens) => tokens,
         Err(error) => {
             tracing::warn!(integration = %session.platform, %error, "authorization code exchange failed");
-            fail(&app, &session, &error.to_string()).await;
-            return page::message(
+            let page = page::message(
                 StatusCode::BAD_GATEWAY,
                 "Could not finish connecting",
                 &format!("{error}. Open the connect link again to retry."),
                 false,
             );
+            return fail(&app, &session, &error.to_string(), page).await;
         }
     };
     let expires_at = tokens.expires_at;

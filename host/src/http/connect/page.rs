@@ -34,6 +34,17 @@ border:0;border-radius:6px;font-size:1rem;text-decoration:none;cursor:pointer}\
 
 /// A complete page with `title` and already-escaped `body` HTML.
 pub(super) fn render(status: StatusCode, title: &str, body: &str) -> Response {
+    render_with_form_target(status, title, body, None)
+}
+
+/// The same, for a page whose form, once posted, may send the browser on to `form_target` (an
+/// origin): browsers hold a post's redirects to the page's `form-action` too.
+fn render_with_form_target(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    form_target: Option<&str>,
+) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
@@ -50,11 +61,26 @@ pub(super) fn render(status: StatusCode, title: &str, body: &str) -> Response {
     set(headers, header::REFERRER_POLICY, "no-referrer");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(
-        headers,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    let policy = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'{}; frame-ancestors 'none'; base-uri 'none'",
+        form_target.map(|origin| format!(" {origin}")).unwrap_or_default()
     );
+    if let Ok(policy) = HeaderValue::from_str(&policy) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    response
+}
+
+/// A `303 See Other` to `target` (the app's page the user returns to), with the pages' caching
+/// and referrer rules.
+pub(super) fn redirect(target: &url::Url) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(target.as_str()) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
 }
 
@@ -101,13 +127,22 @@ pub(super) struct Field {
     pub secret: bool,
 }
 
+/// Where a form posts and what it carries.
+pub(super) struct FormTarget<'a> {
+    /// The path it posts to.
+    pub action: &'a str,
+    /// Its anti-forgery token.
+    pub csrf: &'a str,
+    /// The origin of the app's page the post may redirect to, if the session has one.
+    pub return_origin: Option<&'a str>,
+}
+
 /// The form for API-key and basic-auth integrations. `api_origin` (scheme, host, port) is where the credentials will
 /// be sent.
 pub(super) fn credentials_form(
     integration_name: &str,
     api_origin: &str,
-    action: &str,
-    csrf: &str,
+    target: &FormTarget<'_>,
     fields: &[Field],
 ) -> Response {
     let name = escape(integration_name);
@@ -121,7 +156,7 @@ pub(super) fn credentials_form(
             label = escape(&field.label),
         ));
     }
-    render(
+    let mut response = render_with_form_target(
         StatusCode::OK,
         &format!("Connect {integration_name}"),
         &format!(
@@ -131,11 +166,19 @@ pub(super) fn credentials_form(
              <form method=\"post\" action=\"{action}\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{inputs}\
              <button class=\"button\" id=\"save\" type=\"submit\">Connect</button></form>",
-            action = escape(action),
-            csrf = escape(csrf),
+            action = escape(target.action),
+            csrf = escape(target.csrf),
             host = escape(api_origin),
         ),
-    )
+        target.return_origin,
+    );
+    // With `no-referrer`, browsers send `Origin: null` with the form's own post, and one
+    // without fetch metadata could not be told from a forged post. The page's address (with
+    // its token) still goes nowhere but to the gateway itself.
+    response
+        .headers_mut()
+        .insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
 }
 
 #[cfg(test)]

@@ -243,7 +243,10 @@ fn connect_session_create() -> Value {
             "identity": identity("Whose account: the connection made belongs to this identity"),
             "identityType": or_null(identity_type()),
             "connectionKey": or_null(string("Reconnect this existing connection")),
-            "baseUrl": base_url("The base URL the connection made gets (shown to the user as where the credential goes)")
+            "baseUrl": base_url("The base URL the connection made gets (shown to the user as where the credential goes)"),
+            "returnUrl": {"type": ["string", "null"], "format": "uri", "maxLength": 2048, "description":
+                "The app's page the user's browser goes back to when the flow ends (https, or http on localhost), \
+                 with `connectSessionId`, `status` and `connectionKey` or `error` added to its query"}
         }),
     );
     body["oneOf"] = json!([{"required": ["integration"]}, {"required": ["platform"]}]);
@@ -346,6 +349,7 @@ fn connect_session() -> Value {
         "identity": or_null(string("Owner identity of the connection")),
         "identityType": or_null(identity_type()),
         "baseUrl": or_null(string("The base URL the connection gets")),
+        "returnUrl": or_null(string("Where the user's browser goes back to when the flow ends")),
         "createdAt": timestamp("Creation"),
         "expiresAt": timestamp("Expiry")
     }));

@@ -10,13 +10,13 @@ use rusqlite::{Connection, OptionalExtension};
 use url::Url;
 
 const COLUMNS: &str = "id, public_id, environment, platform, identity, identity_type, connection_key, \
-     status, error, created_at, expires_at, base_url";
+     status, error, created_at, expires_at, base_url, return_url";
 
 /// How many columns [`COLUMNS`] lists; a query selecting more reads them from this index on.
-const COLUMN_COUNT: usize = 12;
+const COLUMN_COUNT: usize = 13;
 
-/// A row as stored: the session, its environment and its base URL still text.
-type RawSession = (ConnectSession, String, Option<String>);
+/// A row as stored: the session, its environment, base URL and return URL still text.
+type RawSession = (ConnectSession, String, Option<String>, Option<String>);
 
 pub(super) fn insert(
     conn: &Connection,
@@ -27,8 +27,8 @@ pub(super) fn insert(
 ) -> anyhow::Result<()> {
     conn.execute(
         "INSERT INTO connect_sessions (public_id, token_hash, environment, platform, identity,
-            identity_type, connection_key, created_at, expires_at, base_url)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            identity_type, connection_key, created_at, expires_at, base_url, return_url)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         rusqlite::params![
             public_id,
             token_hash,
@@ -39,7 +39,8 @@ pub(super) fn insert(
             new.connection_key,
             created_at,
             created_at + new.ttl_seconds,
-            new.base_url.as_ref().map(Url::as_str)
+            new.base_url.as_ref().map(Url::as_str),
+            new.return_url.as_ref().map(Url::as_str)
         ],
     )?;
     Ok(())
@@ -174,17 +175,23 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawSession> {
             created_at: row.get(9)?,
             expires_at: row.get(10)?,
             base_url: None,
+            return_url: None,
         },
         row.get(2)?,
+        row.get(COLUMN_COUNT - 2)?,
         row.get(COLUMN_COUNT - 1)?,
     ))
 }
 
-fn parse((mut session, environment, base_url): RawSession) -> anyhow::Result<ConnectSession> {
+fn parse((mut session, environment, base_url, return_url): RawSession) -> anyhow::Result<ConnectSession> {
     session.environment = environment.parse()?;
     session.base_url = base_url
         .map(|url| Url::parse(&url))
         .transpose()
         .with_context(|| format!("connect session {} has an invalid base URL", session.public_id))?;
+    session.return_url = return_url
+        .map(|url| Url::parse(&url))
+        .transpose()
+        .with_context(|| format!("connect session {} has an invalid return URL", session.public_id))?;
     Ok(session)
 }
