@@ -566,6 +566,29 @@ async fn connection_state_follows_upstream_auth_failures() {
         "{:?}",
         status.body
     );
+    // A passthrough call on it says the same in headers (its body is the upstream's).
+    let passthrough = setup
+        .client
+        .get(format!("{}/v1/passthrough/repos/acme/revoked", setup.gateway.url))
+        .bearer_auth(&setup.key)
+        .header("x-sluice-connection-key", &setup.connection_key)
+        .send()
+        .await
+        .expect("passthrough");
+    assert_eq!(passthrough.status(), 401);
+    let header = |name: &str| {
+        passthrough
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert!(
+        header("x-sluice-action-url").is_some_and(|url| url.contains("/connect/cst_")),
+        "{:?}",
+        passthrough.headers()
+    );
+    assert!(header("x-sluice-connect-session-id").is_some_and(|id| id.starts_with("cs_")));
     setup.get_repo().await;
     assert_eq!(
         setup.wait_for_state(&setup.connection_key, "operational").await,

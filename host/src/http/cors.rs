@@ -25,6 +25,8 @@ const EXPOSED_HEADERS: &[&str] = &[
     "x-ratelimit-reset",
     "mcp-session-id",
     "idempotent-replayed",
+    "x-sluice-action-url",
+    "x-sluice-connect-session-id",
 ];
 
 /// A `--cors-origin` value: `*`, or an origin (`https://app.example.com`, a port if not the

@@ -16,7 +16,7 @@
 use super::detach::{self, CLIENT_CLOSED, PendingRow, Route};
 use super::extract::Caller;
 use super::{AppState, TransactionKey};
-use crate::error::ApiError;
+use crate::error::{ActionUrl, ApiError};
 use crate::runtime::CallContext;
 use crate::runtime::bindings::Header;
 use crate::upstream::UpstreamError;
@@ -421,6 +421,12 @@ async fn run(
     }
     let upstream = sent?;
     log.upstream_status = Some(upstream.status);
+    // As on action calls: the upstream refuses a connection that has failed already, so say
+    // where the user reconnects it. In headers: the body is the upstream's own.
+    let reconnect = match upstream.credential_status {
+        Some(401) if record.state == "failed" => Some(super::connect::reconnect_url(app, &record).await),
+        _ => None,
+    };
     if let Some(status) = upstream.credential_status {
         super::connection::track_credential_health(app, record, status);
     }
@@ -448,7 +454,25 @@ async fn run(
         }
     }
     super::execute::tell_rate_limit(window, out);
+    if let Some(reconnect) = reconnect {
+        tell_reconnect(&reconnect, out);
+    }
     Ok(response)
+}
+
+/// `x-sluice-action-url` and `x-sluice-connect-session-id`: where the user reconnects the
+/// failed connection a passthrough used, and the session to poll.
+fn tell_reconnect(reconnect: &ActionUrl, headers: &mut axum::http::HeaderMap) {
+    if let Ok(url) = HeaderValue::from_str(&reconnect.url) {
+        headers.insert("x-sluice-action-url", url);
+    }
+    if let Some(session) = reconnect
+        .session_id
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        headers.insert("x-sluice-connect-session-id", session);
+    }
 }
 
 #[cfg(test)]
