@@ -486,7 +486,8 @@ fn responses(reply: Reply) -> Value {
         Reply::Upstream => json!({
             "default": {
                 "description": "The upstream's answer: its status, body and safe headers (each also as \
-                    `x-sluice-passthrough-<name>`); the gateway's own refusals take the shape of `Error`",
+                    `x-sluice-passthrough-<name>`), with `x-sluice-action-url` and `x-sluice-connect-session-id` \
+                    when it refused a connection that has failed; the gateway's own refusals take the shape of `Error`",
                 "content": {"*/*": {"schema": {}}}
             }
         }),
