@@ -10,9 +10,11 @@
 
 use super::bindings::Response;
 
-/// No more than this many headers are kept from one answer: an upstream that sends hundreds
-/// of rate-limit headers does not grow every envelope without bound.
+/// No more than this many headers, and this many bytes of names and values, are kept from one
+/// answer: an upstream that sends hundreds of rate-limit headers, or a `Link` of megabytes,
+/// does not grow every envelope without bound. Headers past the budget are left out whole.
 const MAX_HEADERS: usize = 32;
+const MAX_BYTES: usize = 16 << 10;
 
 /// The headers of one upstream answer that its caller may need, by lower-case name, values
 /// of a repeated header joined with `, ` (as HTTP allows for list headers such as `Link`).
@@ -26,10 +28,15 @@ impl AnswerHeaders {
     /// What the caller may need from `response` (already scrubbed of the credential).
     pub fn of(response: &Response) -> Self {
         let mut headers: Vec<(String, String)> = Vec::new();
+        let mut bytes = 0;
         for header in &response.headers {
             let name = header.name.as_str();
             if !is_for_the_caller(name) {
                 continue;
+            }
+            bytes += name.len() + header.value.len();
+            if bytes > MAX_BYTES {
+                break;
             }
             let full = headers.len() == MAX_HEADERS;
             match headers.last_mut() {
@@ -143,6 +150,12 @@ mod tests {
                 ("link", "<a>; rel=\"next\", <b>; rel=\"last\""),
                 ("x-total-count", "40")
             ])
+        );
+        let huge = "l".repeat(MAX_BYTES);
+        let over_budget = response(200, &[("retry-after", "1"), ("link", &huge)]);
+        assert_eq!(
+            AnswerHeaders::of(&over_budget).for_status(200),
+            owned(&[("retry-after", "1")])
         );
         let names: Vec<String> = (0..100).map(|i| format!("x-ratelimit-{i}")).collect();
         let many: Vec<(&str, &str)> = names.iter().map(|name| (name.as_str(), "1")).collect();
