@@ -422,7 +422,21 @@ pub async fn load_directory(loader: &Loader, registry: &Registry, dir: &Path) ->
 /// Returns whether a new version is now serving.
 pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> bool {
     let loaded = loader.load_file(path).await;
-    loader.metrics.record_load(loaded.is_ok());
+    let ok = loaded.is_ok();
+    let serving = swap_in(loader, registry, path, loaded).await;
+    // Counted once the registry shows the outcome: whoever reads the count finds it there.
+    loader.metrics.record_load(ok);
+    serving
+}
+
+/// Put a loaded connector in the registry (unless an older file of the same id keeps serving),
+/// or record why `path` failed; returns whether a new version is now serving.
+async fn swap_in(
+    loader: &Loader,
+    registry: &Registry,
+    path: &Path,
+    loaded: Result<LoadedConnector, FailedLoad>,
+) -> bool {
     match loaded {
         Ok(connector) => {
             tracing::info!(
