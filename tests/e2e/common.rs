@@ -138,6 +138,8 @@ pub fn fake_github(request: &Recorded) -> Reply {
             }
             reply
         }
+        // A repository answer of 1.5 MiB.
+        ("GET", "/repos/acme/large") => Reply::json(200, json!({"blob": "b".repeat(3 << 19)})),
         // A request id that echoes the request's authorization (an upstream logging it).
         ("GET", "/repos/acme/echoing") => {
             let mut reply = Reply::json(200, json!({"id": 1}));

@@ -112,6 +112,43 @@ async fn a_call_refused_before_it_ran_gives_its_key_back() {
     assert_eq!(setup.upstream_count(ISSUES), 1);
 }
 
+/// A reply the upstream gave because it refused the credential is no final word: once the
+/// user has reconnected, the retry runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_credential_keeps_nothing() {
+    let setup = Setup::new().await;
+    let revoked = json!({"params": {"owner": "acme", "repo": "revoked"}});
+    for _ in 0..2 {
+        let answer = setup.execute_once("get_repo", "revoked-1", &revoked).await;
+        assert_eq!(answer.body["status"], 401, "{:?}", answer.body);
+        assert!(answer.headers.get("idempotent-replayed").is_none());
+    }
+    assert_eq!(setup.upstream_count("/repos/acme/revoked"), 2);
+}
+
+/// A reply over 1 MiB is kept as its status only: a retry learns how the call went, and the
+/// action still does not run again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_reply_is_kept_as_its_status() {
+    let setup = Setup::new().await;
+    let large = json!({"params": {"owner": "acme", "repo": "large"}});
+    let first = setup.execute_once("get_repo", "large-1", &large).await;
+    assert_eq!(first.body["data"]["blob"].as_str().map(str::len), Some(3 << 19));
+    let retry = setup.execute_once("get_repo", "large-1", &large).await;
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    assert_eq!(retry.body["status"], 200);
+    assert_eq!(retry.body["data"], Value::Null);
+    assert!(
+        retry.body["dataOmitted"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too large to keep"),
+        "{:?}",
+        retry.body
+    );
+    assert_eq!(setup.upstream_count("/repos/acme/large"), 1);
+}
+
 /// A retry while the call runs is told to wait (409, `Retry-After`); the call runs to its end
 /// even when its caller leaves, and the next retry gets its reply.
 #[tokio::test(flavor = "multi_thread")]

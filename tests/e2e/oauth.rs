@@ -748,7 +748,8 @@ async fn the_provider_refusing_consent_fails_the_session() {
 #[tokio::test]
 async fn the_user_returns_to_the_app_when_the_flow_ends() {
     let setup = OAuthSetup::new(&[]).await;
-    let return_url = "http://localhost:3000/settings?tab=integrations";
+    // The app's own `status` is replaced by the outcome's, not followed by it.
+    let return_url = "http://localhost:3000/settings?tab=integrations&status=stale";
     let open = |identity: &'static str| {
         let body = json!({
             "integration": "gmail", "identity": identity,
@@ -766,6 +767,11 @@ async fn the_user_returns_to_the_app_when_the_flow_ends() {
         let back = url::Url::parse(location).expect("a URL");
         assert_eq!(back.origin().ascii_serialization(), "http://localhost:3000");
         assert_eq!(back.path(), "/settings");
+        assert_eq!(
+            back.query_pairs().filter(|(name, _)| name == "status").count(),
+            1,
+            "{back}"
+        );
         back.query_pairs()
             .into_owned()
             .collect::<HashMap<String, String>>()
@@ -979,6 +985,11 @@ async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_fo
             json!({"integration": "gmail", "returnUrl": "/done"}),
             "bad_request",
         ),
+        // A page's form-action cannot name an IPv6 address: browsers would stop the redirect.
+        (
+            json!({"integration": "gmail", "returnUrl": "http://[::1]:3000/done"}),
+            "bad_request",
+        ),
     ] {
         let answer = setup.api(Method::POST, "/v1/connect", Some(body.clone())).await;
         assert_eq!(answer.code(), code, "{body}: {:?}", answer.body);
@@ -1171,13 +1182,14 @@ async fn an_api_key_form_returns_the_user_to_the_app() {
         "{policy}"
     );
     let csrf = csrf_of(&page.text().await.expect("html"));
-    let saved = setup
-        .client
-        .post(&url)
-        .form(&[("secret", "ghp_returnSECRET123456"), ("csrf", csrf.as_str())])
-        .send()
-        .await
-        .expect("post");
+    let post_form = || {
+        setup
+            .client
+            .post(&url)
+            .form(&[("secret", "ghp_returnSECRET123456"), ("csrf", csrf.as_str())])
+            .send()
+    };
+    let saved = post_form().await.expect("post");
     assert_eq!(saved.status(), 303);
     let back = url::Url::parse(saved.headers()["location"].to_str().expect("location")).expect("url");
     assert_eq!(back.origin().ascii_serialization(), "https://app.example");
@@ -1197,6 +1209,10 @@ async fn an_api_key_form_returns_the_user_to_the_app() {
     )
     .await;
     assert_eq!(call.body["status"], 200, "{:?}", call.body);
+    // Posted twice (or opened again), the finished session sends the user back again.
+    let again = post_form().await.expect("post");
+    assert_eq!(again.status(), 303);
+    assert_eq!(again.headers()["location"], saved.headers()["location"]);
     // A page without a return URL keeps its own form target only.
     let plain = setup
         .open(json!({"integration": "github", "identity": "vic"}))

@@ -134,36 +134,44 @@ async fn no_session() -> Response {
     )
 }
 
-/// A page for a session that can no longer be used, or `None` if it is pending.
+/// A page for a session that can no longer be used, or `None` if it is pending. A session
+/// that ended sends the user back to the app's `returnUrl` again, if it has one (a form posted
+/// twice, the link opened again).
 fn finished_page(session: &ConnectSession) -> Option<Response> {
     match session.status(crate::vault::now()) {
         SessionStatus::Pending => None,
-        SessionStatus::Connected => Some(page::message(
-            StatusCode::OK,
-            "Already connected",
-            "This account is connected. You can close this window.",
-            true,
-        )),
+        SessionStatus::Connected => {
+            let page = page::message(
+                StatusCode::OK,
+                "Already connected",
+                "This account is connected. You can close this window.",
+                true,
+            );
+            let connection_key = session.connection_key.as_deref().unwrap_or_default();
+            Some(back_to_app(session, Ended::Connected(connection_key), page))
+        }
         SessionStatus::Expired => Some(page::message(
             StatusCode::GONE,
             "This link has expired",
             "Connect links are valid for a few minutes. Ask the application for a new one.",
             false,
         )),
-        SessionStatus::Failed => Some(page::message(
-            StatusCode::GONE,
-            "Connecting failed",
-            &format!(
-                "{} Ask the application for a new link to try again.",
-                as_sentence(
-                    session
-                        .error
-                        .as_deref()
-                        .unwrap_or("the connection could not be made")
-                )
-            ),
-            false,
-        )),
+        SessionStatus::Failed => {
+            let reason = session
+                .error
+                .as_deref()
+                .unwrap_or("the connection could not be made");
+            let page = page::message(
+                StatusCode::GONE,
+                "Connecting failed",
+                &format!(
+                    "{} Ask the application for a new link to try again.",
+                    as_sentence(reason)
+                ),
+                false,
+            );
+            Some(back_to_app(session, Ended::Failed(reason), page))
+        }
     }
 }
 
@@ -275,6 +283,9 @@ async fn fail(app: &AppState, session: &ConnectSession, reason: &str, page: Resp
     back_to_app(session, Ended::Failed(reason), page)
 }
 
+/// The query parameters that tell the app's return page how the flow ended.
+const OUTCOME_PARAMS: [&str; 4] = ["connectSessionId", "status", "connectionKey", "error"];
+
 /// How a session ended, as the app's return page is told.
 enum Ended<'a> {
     /// With this connection key.
@@ -291,8 +302,15 @@ fn back_to_app(session: &ConnectSession, ended: Ended<'_>, page: Response) -> Re
         return page;
     };
     let mut target = return_url.clone();
+    // The outcome's names replace any the app's URL has, so `status` is read as the gateway's.
+    let kept: Vec<(String, String)> = return_url
+        .query_pairs()
+        .filter(|(name, _)| !OUTCOME_PARAMS.contains(&name.as_ref()))
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
     {
         let mut query = target.query_pairs_mut();
+        query.clear().extend_pairs(&kept);
         query.append_pair("connectSessionId", &session.public_id);
         match ended {
             Ended::Connected(connection_key) => {

@@ -59,13 +59,13 @@ async fn execute(
     let (Ok(Caller(key)), Ok(JsonBody(request))) = (&caller, &body) else {
         return call(&app, transaction_key, caller, &integration, &endpoint, body)
             .await
-            .0;
+            .response;
     };
     let idempotent = match idempotency_key {
         Ok(None) => {
             return call(&app, transaction_key, caller, &integration, &endpoint, body)
                 .await
-                .0;
+                .response;
         }
         Ok(Some(idempotency_key)) => IdempotentRequest {
             api_key_id: key.id,
@@ -101,9 +101,8 @@ async fn execute(
             // To its end, even if the caller leaves: its retry then finds the reply kept.
             let task_app = app.clone();
             let task = super::detach::spawn(&app, async move {
-                let (response, connector_started) =
-                    call(&task_app, transaction_key, caller, &integration, &endpoint, body).await;
-                idempotency::keep(&task_app, idempotent, response, connector_started).await
+                let called = call(&task_app, transaction_key, caller, &integration, &endpoint, body).await;
+                idempotency::keep(&task_app, idempotent, called).await
             });
             return super::detach::join(task).await.unwrap_or_else(|failed| failed);
         }
@@ -124,7 +123,17 @@ async fn execute(
     answer_without_running(&app, &transaction_key, &key, (&integration, &endpoint), answer)
 }
 
-/// Run the call and log it; also says whether its connector started.
+/// A call's reply, and what keeping it for an `Idempotency-Key` needs to know of it.
+pub(super) struct Called {
+    /// The reply.
+    pub response: Response,
+    /// See [`RequestLog::reply_is_final`].
+    pub reply_is_final: bool,
+    /// The upstream status the connector reported, if it answered.
+    pub upstream_status: Option<u16>,
+}
+
+/// Run the call and log it.
 async fn call(
     app: &AppState,
     transaction_key: String,
@@ -132,7 +141,7 @@ async fn call(
     integration: &str,
     endpoint: &str,
     body: Result<JsonBody<ExecuteBody>, ApiError>,
-) -> (Response, bool) {
+) -> Called {
     let started = Instant::now();
     let log = RequestLog::begin(&transaction_key, Some(integration), endpoint);
     // If the caller leaves, hyper drops this future and with it the call (the instance, an
@@ -152,9 +161,13 @@ async fn call(
     )
     .await;
     let response = super::settle(result, &mut row.log, started);
-    let connector_started = row.log.connector_started;
+    let called = Called {
+        response,
+        reply_is_final: row.log.reply_is_final,
+        upstream_status: row.log.upstream_status,
+    };
     row.record(None);
-    (response, connector_started)
+    called
 }
 
 /// Log and send an answer to a call with an `Idempotency-Key` that did not run: its refusal,
@@ -282,7 +295,8 @@ async fn run(
         .await;
     // Refused before the guest ran, or by the upstream for the credential (nothing done with
     // it): a retry under the same `Idempotency-Key` should run, not get this answer again.
-    log.connector_started = !matches!(
+    // (A 401 the connector passed on is the same refusal; see below.)
+    log.reply_is_final = !matches!(
         invoked,
         Err(InvokeError::Busy
             | InvokeError::ConnectorBusy
@@ -329,6 +343,9 @@ async fn run(
             .inc_by(u64::from(invoked.egress_denials));
     }
     log.upstream_status = Some(invoked.output.status);
+    if invoked.credential_status == Some(401) {
+        log.reply_is_final = false;
+    }
     // The upstream refuses a connection that has failed already (its credential was revoked or
     // rotated there): the answer says where the user reconnects it, as `token_expired` does
     // for OAuth. Only then, so that one 401 (a token without a scope) opens no session.

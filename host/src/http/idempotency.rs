@@ -9,9 +9,10 @@
 //! runs once the cause is gone.
 
 use super::AppState;
+use super::execute::Called;
 use crate::error::ApiError;
 use crate::vault::idempotency::IdempotentRequest;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::FromRequestParts;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
@@ -83,6 +84,9 @@ pub(super) fn fingerprint(parts: &[Option<&str>]) -> [u8; 32] {
     digest.finalize().into()
 }
 
+/// Largest reply kept whole for retries.
+const MAX_KEPT_BYTES: usize = 1 << 20;
+
 /// How long a claim holds (seconds): the longest a call may wait for an instance and run.
 pub(super) fn claim_seconds(app: &AppState) -> i64 {
     let limits = app.runtime.limits();
@@ -103,15 +107,15 @@ pub(super) fn replay(http_status: u16, body: Vec<u8>) -> Response {
     (status, headers, body).into_response()
 }
 
-/// Keep `response` as the reply to `request` if its connector started, or give the key back;
-/// the caller gets `response` either way.
-pub(super) async fn keep(
-    app: &AppState,
-    request: IdempotentRequest,
-    response: Response,
-    connector_started: bool,
-) -> Response {
-    if !connector_started {
+/// Keep the reply of `called` for `request`'s retries if it is final, or give the key back; the
+/// caller gets the reply either way.
+pub(super) async fn keep(app: &AppState, request: IdempotentRequest, called: Called) -> Response {
+    let Called {
+        response,
+        reply_is_final,
+        upstream_status,
+    } = called;
+    if !reply_is_final {
         let released = app
             .vault
             .run(move |vault| vault.release_idempotent_call(&request))
@@ -131,7 +135,16 @@ pub(super) async fn keep(
         }
     };
     let status = parts.status.as_u16();
-    let kept = bytes.clone();
+    // A reply over the cap is kept as its status only: every caller could otherwise store
+    // megabytes a call for a day; the retry still learns how the call went.
+    let kept = match upstream_status {
+        Some(upstream_status) if bytes.len() > MAX_KEPT_BYTES => Bytes::from(format!(
+            "{{\"status\":{upstream_status},\"data\":null,\"dataOmitted\":\"the reply was over {} KiB, \
+             too large to keep for retries\"}}",
+            MAX_KEPT_BYTES >> 10
+        )),
+        _ => bytes.clone(),
+    };
     let finished = app
         .vault
         .run(move |vault| vault.finish_idempotent_call(&request, status, &kept))

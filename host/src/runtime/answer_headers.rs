@@ -40,10 +40,14 @@ impl AnswerHeaders {
             }
             let full = headers.len() == MAX_HEADERS;
             match headers.last_mut() {
-                // A header's values come one after another: join them.
+                // A header's values come one after another. A list (`Link`, the structured
+                // `RateLimit` fields) is joined; of another, such as `Retry-After` (an HTTP
+                // date has a comma of its own), the first value stands.
                 Some((last, value)) if last.eq_ignore_ascii_case(name) => {
-                    value.push_str(", ");
-                    value.push_str(&header.value);
+                    if is_list(name) {
+                        value.push_str(", ");
+                        value.push_str(&header.value);
+                    }
                 }
                 _ if full => break,
                 _ => headers.push((name.to_ascii_lowercase(), header.value.clone())),
@@ -63,15 +67,21 @@ impl AnswerHeaders {
 }
 
 /// Whether the caller of an action needs the upstream response header `name` (lower case, as
-/// the host hands headers over).
+/// the host hands headers over): the standard ones and the vendors' spellings of rate limits
+/// (`x-ratelimit-remaining`, `x-hubspot-ratelimit-daily`, `x-rate-limit-reset`) and request
+/// ids (`x-github-request-id`, `x-slack-req-id`, `x-amzn-requestid`, `x-correlation-id`).
 fn is_for_the_caller(name: &str) -> bool {
-    matches!(
-        name,
-        "retry-after" | "link" | "x-total-count" | "request-id" | "x-request-id"
-    ) || name.starts_with("x-ratelimit-")
-        || name.starts_with("x-rate-limit-")
-        || name.starts_with("ratelimit")
-        || name.ends_with("-request-id")
+    matches!(name, "retry-after" | "link" | "x-total-count")
+        || name.contains("ratelimit")
+        || name.contains("rate-limit")
+        || ["request-id", "requestid", "req-id", "correlation-id"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
+}
+
+/// Whether HTTP lets the values of header `name` be joined into one list.
+fn is_list(name: &str) -> bool {
+    name == "link" || name.starts_with("ratelimit")
 }
 
 #[cfg(test)]
@@ -108,6 +118,10 @@ mod tests {
                 ("content-type", "application/json"),
                 ("retry-after", "7"),
                 ("set-cookie", "session=abc"),
+                ("x-hubspot-ratelimit-daily-remaining", "249000"),
+                ("x-slack-req-id", "a1b2"),
+                ("x-amzn-requestid", "r-9"),
+                ("x-envoy-upstream-service-time", "12"),
                 ("x-ratelimit-remaining", "0"),
                 ("ratelimit-policy", "100;w=60"),
                 ("x-github-request-id", "C0DE:1"),
@@ -119,6 +133,9 @@ mod tests {
             AnswerHeaders::of(&answer).for_status(429),
             owned(&[
                 ("retry-after", "7"),
+                ("x-hubspot-ratelimit-daily-remaining", "249000"),
+                ("x-slack-req-id", "a1b2"),
+                ("x-amzn-requestid", "r-9"),
                 ("x-ratelimit-remaining", "0"),
                 ("ratelimit-policy", "100;w=60"),
                 ("x-github-request-id", "C0DE:1"),
@@ -135,20 +152,23 @@ mod tests {
     }
 
     #[test]
-    fn repeated_headers_are_joined_and_their_number_is_capped() {
+    fn lists_are_joined_other_repeats_keep_their_first_value_and_the_number_is_capped() {
         let answer = response(
             200,
             &[
                 ("link", "<a>; rel=\"next\""),
                 ("link", "<b>; rel=\"last\""),
                 ("x-total-count", "40"),
+                ("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT"),
+                ("retry-after", "120"),
             ],
         );
         assert_eq!(
             AnswerHeaders::of(&answer).for_status(200),
             owned(&[
                 ("link", "<a>; rel=\"next\", <b>; rel=\"last\""),
-                ("x-total-count", "40")
+                ("x-total-count", "40"),
+                ("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT"),
             ])
         );
         let huge = "l".repeat(MAX_BYTES);

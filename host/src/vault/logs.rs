@@ -49,10 +49,11 @@ pub struct RequestLog {
     pub request_bytes: u64,
     /// Response body size.
     pub response_bytes: u64,
-    /// Whether the connector started (its upstream requests may have had effects): a call
-    /// under an `Idempotency-Key` then keeps its reply. Not logged.
+    /// Whether the reply is the call's final word, which a call under an `Idempotency-Key`
+    /// keeps for its retries: the connector started (its upstream requests may have had
+    /// effects) and the upstream did not refuse the credential. Not logged.
     #[serde(skip)]
-    pub connector_started: bool,
+    pub reply_is_final: bool,
 }
 
 impl RequestLog {
@@ -84,7 +85,7 @@ impl RequestLog {
             duration_us: 0,
             request_bytes: 0,
             response_bytes: 0,
-            connector_started: false,
+            reply_is_final: false,
         }
     }
 }
@@ -254,7 +255,7 @@ mod tests {
             duration_us: 10,
             request_bytes: 2,
             response_bytes: 20,
-            connector_started: true,
+            reply_is_final: true,
         }
     }
 

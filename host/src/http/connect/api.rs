@@ -179,7 +179,13 @@ fn parse_return_url(raw: &str) -> Result<url::Url, ApiError> {
     let loopback = match url.host() {
         Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        // The form page must let its post go on to the return origin (`form-action`), and a
+        // Content-Security-Policy cannot name an IPv6 address: browsers would stop there.
+        Some(url::Host::Ipv6(_)) => {
+            return Err(refuse(
+                "must name a host or an IPv4 address: browsers cannot be let through to an IPv6 address",
+            ));
+        }
         None => false,
     };
     match url.scheme() {

@@ -88,7 +88,7 @@ pub(super) fn list(
                 duration_us: r.get::<_, i64>(11)? as u64,
                 request_bytes: r.get::<_, i64>(12)? as u64,
                 response_bytes: r.get::<_, i64>(13)? as u64,
-                connector_started: false,
+                reply_is_final: false,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
