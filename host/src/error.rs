@@ -456,7 +456,7 @@ impl From<InvokeError> for ApiError {
             }
             InvokeError::Connector(error) => error.into(),
             // Callers that can offer a reconnect link map this themselves.
-            InvokeError::CredentialRejected(failure) => Self::TokenRefreshFailed(failure.message),
+            InvokeError::CredentialRejected { failure, .. } => Self::TokenRefreshFailed(failure.message),
             InvokeError::BaseUrlNotAllowed(reason) => Self::EgressDenied(reason),
         }
     }

@@ -352,8 +352,14 @@ pub enum InvokeError {
     BaseUrlNotAllowed(String),
     /// The upstream rejected the credential and renewing it failed; whatever the connector
     /// made of the 401 is moot.
-    #[error("the credential was rejected and could not be renewed: {}", .0.message)]
-    CredentialRejected(RenewalFailure),
+    #[error("the credential was rejected and could not be renewed: {}", .failure.message)]
+    CredentialRejected {
+        /// Why renewing failed.
+        failure: RenewalFailure,
+        /// Whether an earlier request of the call reached the upstream (see
+        /// [`Invoked::upstream_acted`]).
+        upstream_acted: bool,
+    },
 }
 
 /// A passthrough response: status, scrubbed headers and a scrubbed body stream.
@@ -389,6 +395,9 @@ pub struct Invoked {
     pub upstream_time: Duration,
     /// Upstream requests the egress policy refused (the connector may have recovered).
     pub egress_denials: u32,
+    /// Whether a request of the call reached the upstream and was not refused for its
+    /// credential (answered otherwise, or not answered at all): the upstream may have acted.
+    pub upstream_acted: bool,
     /// Headers of the upstream answer the connector passed on that its caller may need
     /// (`Retry-After`, `Link`, rate limits, request ids), lower-case names; empty when the
     /// connector's status is not the last upstream answer's.
@@ -729,7 +738,7 @@ impl Runtime {
         let outcome = tokio::time::timeout(timeout, run).await;
         // Whatever the outcome (a crash's message is usually the last thing on stderr).
         store.data_mut().log_output(!matches!(outcome, Ok(Ok(_))));
-        let result = invoked(&store, outcome, limits.max_response_body);
+        let result = invoked(&mut store, outcome, limits.max_response_body);
         aftermath.tear_down(store);
         result
     }
@@ -777,13 +786,16 @@ impl Runtime {
 /// What an invocation amounts to, read from its store once the guest is done; an answer whose
 /// body is over `max_body` is refused.
 fn invoked(
-    store: &Store<GuestState>,
+    store: &mut Store<GuestState>,
     outcome: Result<wasmtime::Result<Result<Output, ConnectorError>>, tokio::time::error::Elapsed>,
     max_body: usize,
 ) -> Result<Invoked, InvokeError> {
-    let state = store.data();
+    let state = store.data_mut();
     if let Some(failure) = state.call.renewal_failure() {
-        return Err(InvokeError::CredentialRejected(failure.clone()));
+        return Err(InvokeError::CredentialRejected {
+            failure: failure.clone(),
+            upstream_acted: state.call.upstream_acted(),
+        });
     }
     match outcome {
         Err(_) => Err(InvokeError::Timeout),
@@ -794,11 +806,12 @@ fn invoked(
         Ok(Ok(Ok(output))) => {
             let (upstream_time, egress_denials) = state.call.upstream_stats();
             Ok(Invoked {
-                upstream_headers: state.call.answer_headers(output.status).to_vec(),
+                upstream_headers: state.call.take_answer_headers(output.status),
                 output,
                 credential_status: state.call.credential_status(),
                 upstream_time,
                 egress_denials,
+                upstream_acted: state.call.upstream_acted(),
             })
         }
         Ok(Ok(Err(error))) => Err(InvokeError::Connector(error)),

@@ -116,6 +116,8 @@ pub struct HeldKey {
     pub fingerprint: Vec<u8>,
     /// The gateway's HTTP status of its reply; `None` while it runs.
     pub http_status: Option<u16>,
+    /// The upstream status the reply reported, if it reported one.
+    pub upstream_status: Option<u16>,
     /// Its reply, sealed; `None` while it runs.
     pub reply: Option<Sealed>,
 }
@@ -355,13 +357,14 @@ pub trait Store: Send + Sync + 'static {
         expired_before: i64,
     ) -> anyhow::Result<Option<HeldKey>>;
 
-    /// Keep the sealed reply of the call holding `(api_key_id, key)` with `fingerprint`.
+    /// Keep the sealed reply of the call holding `(api_key_id, key)` with `fingerprint`, with
+    /// its `(gateway status, upstream status)`.
     fn finish_idempotent_call(
         &self,
         api_key_id: i64,
         key: &str,
         fingerprint: &[u8],
-        http_status: u16,
+        statuses: (u16, Option<u16>),
         reply: &Sealed,
     ) -> anyhow::Result<()>;
 
@@ -378,9 +381,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> anyhow::Result<Vec<IdempotentRow>>;
 
-    /// In one write: give each `(row id, previous key id, resealed reply)` its resealed reply,
-    /// skipping a row whose key id is no longer the previous one.
-    fn replace_idempotent_replies(&self, resealed: &[(i64, String, Sealed)]) -> anyhow::Result<()>;
+    /// In one write: give each `(row id, previous nonce, resealed reply)` its resealed reply,
+    /// skipping a row that no longer holds the reply read (its nonce changed).
+    fn replace_idempotent_replies(&self, resealed: &[(i64, Vec<u8>, Sealed)]) -> anyhow::Result<()>;
 
     // ---- The request log ----
 

@@ -126,7 +126,7 @@ async fn a_refused_credential_keeps_nothing() {
     assert_eq!(setup.upstream_count("/repos/acme/revoked"), 2);
 }
 
-/// A reply over 1 MiB is kept as its status only: a retry learns how the call went, and the
+/// A reply over 256 KiB is kept as its status only: a retry learns how the call went, and the
 /// action still does not run again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_reply_is_kept_as_its_status() {

@@ -985,6 +985,10 @@ async fn connect_sessions_validate_their_input_and_api_key_integrations_get_a_fo
             json!({"integration": "gmail", "returnUrl": "/done"}),
             "bad_request",
         ),
+        (
+            json!({"integration": "gmail", "returnUrl": "https://app;x.example/done"}),
+            "bad_request",
+        ),
         // A page's form-action cannot name an IPv6 address: browsers would stop the redirect.
         (
             json!({"integration": "gmail", "returnUrl": "http://[::1]:3000/done"}),

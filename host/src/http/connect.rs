@@ -136,9 +136,15 @@ async fn no_session() -> Response {
 
 /// A page for a session that can no longer be used, or `None` if it is pending. A session
 /// that ended sends the user back to the app's `returnUrl` again, if it has one (a form posted
-/// twice, the link opened again).
+/// twice, the link opened again) — only within the session's lifetime, so that an old link
+/// does not stay a redirect from the gateway's address for the day it is kept.
 fn finished_page(session: &ConnectSession) -> Option<Response> {
-    match session.status(crate::vault::now()) {
+    let now = crate::vault::now();
+    let back_to_app = |ended, page| match now < session.expires_at {
+        true => back_to_app(session, ended, page),
+        false => page,
+    };
+    match session.status(now) {
         SessionStatus::Pending => None,
         SessionStatus::Connected => {
             let page = page::message(
@@ -148,7 +154,7 @@ fn finished_page(session: &ConnectSession) -> Option<Response> {
                 true,
             );
             let connection_key = session.connection_key.as_deref().unwrap_or_default();
-            Some(back_to_app(session, Ended::Connected(connection_key), page))
+            Some(back_to_app(Ended::Connected(connection_key), page))
         }
         SessionStatus::Expired => Some(page::message(
             StatusCode::GONE,
@@ -170,7 +176,7 @@ fn finished_page(session: &ConnectSession) -> Option<Response> {
                 ),
                 false,
             );
-            Some(back_to_app(session, Ended::Failed(reason), page))
+            Some(back_to_app(Ended::Failed(reason), page))
         }
     }
 }

@@ -6,11 +6,11 @@ use super::idempotency::{self, IdempotencyKey};
 use super::{AppState, TransactionKey};
 use crate::error::{ActionUrl, ApiError};
 use crate::metrics::ConnectorLabels;
-use crate::runtime::InvokeError;
 use crate::runtime::bindings::Output;
 use crate::runtime::bindings::{ConnectorError, HttpError};
 use crate::runtime::manifest::Manifest;
 use crate::runtime::{CallContext, needs_connection};
+use crate::runtime::{InvokeError, Invoked};
 use crate::usage::{Limits, Refusal, Window};
 use crate::vault::api_keys::ApiKey;
 use crate::vault::connections::ConnectionSelector;
@@ -90,37 +90,40 @@ async fn execute(
         }
     };
     let key = key.clone();
-    let claim_seconds = idempotency::claim_seconds(&app);
-    let claiming = idempotent.clone();
-    let claim = app
-        .vault
-        .run(move |vault| vault.claim_idempotent_call(&claiming, claim_seconds))
-        .await;
-    let answer = match claim {
-        Ok(Claim::Claimed) => {
-            // To its end, even if the caller leaves: its retry then finds the reply kept.
-            let task_app = app.clone();
-            let task = super::detach::spawn(&app, async move {
-                let called = call(&task_app, transaction_key, caller, &integration, &endpoint, body).await;
-                idempotency::keep(&task_app, idempotent, called).await
-            });
-            return super::detach::join(task).await.unwrap_or_else(|failed| failed);
-        }
-        Ok(Claim::Finished {
-            same_request: true,
-            http_status,
-            body,
-        }) => Ok(idempotency::replay(http_status, body)),
-        Ok(Claim::Running { same_request: true }) => Err(ApiError::IdempotencyKeyInUse),
-        Ok(
-            Claim::Running { same_request: false }
-            | Claim::Finished {
-                same_request: false, ..
-            },
-        ) => Err(ApiError::IdempotencyKeyReused),
-        Err(error) => Err(ApiError::Internal(error)),
-    };
-    answer_without_running(&app, &transaction_key, &key, (&integration, &endpoint), answer)
+    // Claimed and run in a task of its own, to its end even if the caller leaves: its retry
+    // then finds the reply kept (a claim made here and dropped with the caller would hold the
+    // key with nothing running).
+    let task_app = app.clone();
+    let task = super::detach::spawn(&app, async move {
+        let app = task_app;
+        let claim_seconds = idempotency::claim_seconds(&app);
+        let claiming = idempotent.clone();
+        let claim = app
+            .vault
+            .run(move |vault| vault.claim_idempotent_call(&claiming, claim_seconds))
+            .await;
+        let answer = match claim {
+            Ok(Claim::Claimed) => {
+                let called = call(&app, transaction_key, caller, &integration, &endpoint, body).await;
+                return idempotency::keep(&app, idempotent, called).await;
+            }
+            Ok(Claim::Finished {
+                same_request: true,
+                http_status,
+                body,
+            }) => Ok(idempotency::replay(http_status, body)),
+            Ok(Claim::Running { same_request: true }) => Err(ApiError::IdempotencyKeyInUse),
+            Ok(
+                Claim::Running { same_request: false }
+                | Claim::Finished {
+                    same_request: false, ..
+                },
+            ) => Err(ApiError::IdempotencyKeyReused),
+            Err(error) => Err(ApiError::Internal(error)),
+        };
+        answer_without_running(&app, &transaction_key, &key, (&integration, &endpoint), answer)
+    });
+    super::detach::join(task).await.unwrap_or_else(|failed| failed)
 }
 
 /// A call's reply, and what keeping it for an `Idempotency-Key` needs to know of it.
@@ -293,16 +296,7 @@ async fn run(
         .runtime
         .invoke(&connector, endpoint, params_text, context)
         .await;
-    // Refused before the guest ran, or by the upstream for the credential (nothing done with
-    // it): a retry under the same `Idempotency-Key` should run, not get this answer again.
-    // (A 401 the connector passed on is the same refusal; see below.)
-    log.reply_is_final = !matches!(
-        invoked,
-        Err(InvokeError::Busy
-            | InvokeError::ConnectorBusy
-            | InvokeError::BaseUrlNotAllowed(_)
-            | InvokeError::CredentialRejected(_))
-    );
+    log.reply_is_final = is_final(&invoked);
     let labels = ConnectorLabels {
         integration: integration.to_owned(),
     };
@@ -320,7 +314,7 @@ async fn run(
         app.metrics.egress_denied.get_or_create(&labels).inc();
     }
     let invoked = match invoked {
-        Err(InvokeError::CredentialRejected(failure)) => {
+        Err(InvokeError::CredentialRejected { failure, .. }) => {
             let record = connection.as_ref().ok_or_else(|| {
                 ApiError::Internal(anyhow::anyhow!("a credential was renewed without a connection"))
             })?;
@@ -343,9 +337,6 @@ async fn run(
             .inc_by(u64::from(invoked.egress_denials));
     }
     log.upstream_status = Some(invoked.output.status);
-    if invoked.credential_status == Some(401) {
-        log.reply_is_final = false;
-    }
     // The upstream refuses a connection that has failed already (its credential was revoked or
     // rotated there): the answer says where the user reconnects it, as `token_expired` does
     // for OAuth. Only then, so that one 401 (a token without a scope) opens no session.
@@ -361,6 +352,19 @@ async fn run(
     let mut response = reply(&invoked.output, &invoked.upstream_headers, reconnect.as_ref());
     tell_rate_limit(window, response.headers_mut());
     Ok(response)
+}
+
+/// Whether an invocation's answer is the call's final word, which a call under an
+/// `Idempotency-Key` keeps: not when it was refused before the guest ran, nor when the upstream
+/// refused the credential before any request of the call reached it otherwise (nothing was done
+/// with it) — a retry should then run once the cause is gone, not get this answer again.
+fn is_final(invoked: &Result<Invoked, InvokeError>) -> bool {
+    match invoked {
+        Err(InvokeError::Busy | InvokeError::ConnectorBusy | InvokeError::BaseUrlNotAllowed(_)) => false,
+        Err(InvokeError::CredentialRejected { upstream_acted, .. }) => *upstream_acted,
+        Ok(invoked) if invoked.credential_status == Some(401) => invoked.upstream_acted,
+        _ => true,
+    }
 }
 
 /// The key's rate-limit window in `X-RateLimit-*` headers, when the key has a limit.
@@ -418,7 +422,11 @@ fn reply(output: &Output, upstream_headers: &[(String, String)], reconnect: Opti
             "the answer says it is JSON but its body is not; `data` is that body as a string"
         );
     }
-    let mut body = Vec::with_capacity(output.body.len() + 64);
+    let headers_len: usize = upstream_headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 8)
+        .sum();
+    let mut body = Vec::with_capacity(output.body.len() + headers_len + 64);
     // Writing into a Vec cannot fail.
     let _ = write!(body, "{{\"status\":{},\"data\":", output.status);
     let written = if embeds_json {
@@ -567,6 +575,41 @@ mod tests {
         // Bytes without a content type say so with null, not an empty type.
         let untyped = body_of(reply(&output(None, &[0xff, 0xfe, 0x00]))).await;
         assert_eq!(untyped["contentType"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_refused_credential_is_final_only_once_the_upstream_may_have_acted() {
+        let invoked = |credential_status, upstream_acted| {
+            Ok(Invoked {
+                output: output(None, b""),
+                credential_status,
+                upstream_time: std::time::Duration::ZERO,
+                egress_denials: 0,
+                upstream_acted,
+                upstream_headers: Vec::new(),
+            })
+        };
+        assert!(is_final(&invoked(Some(200), true)));
+        assert!(
+            is_final(&invoked(None, false)),
+            "no upstream request: the connector's own answer"
+        );
+        // A 401 to the only request: nothing was done; a 401 after a write: the write stands.
+        assert!(!is_final(&invoked(Some(401), false)));
+        assert!(is_final(&invoked(Some(401), true)));
+        let rejected = |upstream_acted| {
+            Err(InvokeError::CredentialRejected {
+                failure: crate::runtime::RenewalFailure {
+                    revoked: true,
+                    message: "invalid_grant".into(),
+                },
+                upstream_acted,
+            })
+        };
+        assert!(!is_final(&rejected(false)));
+        assert!(is_final(&rejected(true)));
+        assert!(!is_final(&Err(InvokeError::ConnectorBusy)));
+        assert!(is_final(&Err(InvokeError::Timeout)));
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@
 use super::AppState;
 use super::execute::Called;
 use crate::error::ApiError;
-use crate::vault::idempotency::IdempotentRequest;
+use crate::vault::idempotency::{IdempotentRequest, status_only_reply};
 use axum::body::{Body, Bytes};
 use axum::extract::FromRequestParts;
 use axum::http::header::CONTENT_TYPE;
@@ -85,7 +85,7 @@ pub(super) fn fingerprint(parts: &[Option<&str>]) -> [u8; 32] {
 }
 
 /// Largest reply kept whole for retries.
-const MAX_KEPT_BYTES: usize = 1 << 20;
+const MAX_KEPT_BYTES: usize = 256 << 10;
 
 /// How long a claim holds (seconds): the longest a call may wait for an instance and run.
 pub(super) fn claim_seconds(app: &AppState) -> i64 {
@@ -138,16 +138,18 @@ pub(super) async fn keep(app: &AppState, request: IdempotentRequest, called: Cal
     // A reply over the cap is kept as its status only: every caller could otherwise store
     // megabytes a call for a day; the retry still learns how the call went.
     let kept = match upstream_status {
-        Some(upstream_status) if bytes.len() > MAX_KEPT_BYTES => Bytes::from(format!(
-            "{{\"status\":{upstream_status},\"data\":null,\"dataOmitted\":\"the reply was over {} KiB, \
-             too large to keep for retries\"}}",
-            MAX_KEPT_BYTES >> 10
+        Some(upstream_status) if bytes.len() > MAX_KEPT_BYTES => Bytes::from(status_only_reply(
+            upstream_status,
+            &format!(
+                "the reply was over {} KiB, too large to keep for retries",
+                MAX_KEPT_BYTES >> 10
+            ),
         )),
         _ => bytes.clone(),
     };
     let finished = app
         .vault
-        .run(move |vault| vault.finish_idempotent_call(&request, status, &kept))
+        .run(move |vault| vault.finish_idempotent_call(&request, (status, upstream_status), &kept))
         .await;
     if let Err(error) = finished {
         // The caller still gets its reply; a retry after the claim runs out runs the call again.

@@ -61,8 +61,12 @@ impl AnswerHeaders {
 
     /// The headers, if the connector reported this answer's `status` (so it passed the answer
     /// on); none otherwise, since the caller's answer is then the connector's own.
-    pub fn for_status(&self, status: u16) -> &[(String, String)] {
-        if status == self.status { &self.headers } else { &[] }
+    pub fn for_status(self, status: u16) -> Vec<(String, String)> {
+        if status == self.status {
+            self.headers
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -146,9 +150,9 @@ mod tests {
 
     #[test]
     fn only_for_the_status_the_connector_reported() {
-        let answer = AnswerHeaders::of(&response(429, &[("retry-after", "7")]));
-        assert!(answer.for_status(200).is_empty());
-        assert_eq!(answer.for_status(429), owned(&[("retry-after", "7")]));
+        let answer = || AnswerHeaders::of(&response(429, &[("retry-after", "7")]));
+        assert!(answer().for_status(200).is_empty());
+        assert_eq!(answer().for_status(429), owned(&[("retry-after", "7")]));
     }
 
     #[test]

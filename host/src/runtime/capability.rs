@@ -47,6 +47,8 @@ pub(crate) struct CallState {
     renewal_failure: Option<crate::runtime::RenewalFailure>,
     /// What the caller may need from the last upstream answer the guest got.
     last_answer: Option<AnswerHeaders>,
+    /// Whether a request reached the upstream and was not refused for its credential.
+    upstream_acted: bool,
 }
 
 impl CallState {
@@ -75,6 +77,7 @@ impl CallState {
             retired_secrets: Vec::new(),
             renewal_failure: None,
             last_answer: None,
+            upstream_acted: false,
         }
     }
 }
@@ -169,11 +172,18 @@ impl CallState {
     }
 
     /// The headers a caller may need from the last upstream answer the guest got, if the
-    /// connector reported its `status` (see [`AnswerHeaders`]).
-    pub(crate) fn answer_headers(&self, status: u16) -> &[(String, String)] {
+    /// connector reported its `status` (see [`AnswerHeaders`]); taken, once the guest is done.
+    pub(crate) fn take_answer_headers(&mut self, status: u16) -> Vec<(String, String)> {
         self.last_answer
-            .as_ref()
-            .map_or(&[], |answer| answer.for_status(status))
+            .take()
+            .map(|answer| answer.for_status(status))
+            .unwrap_or_default()
+    }
+
+    /// Whether a request reached the upstream and was not refused for its credential: answered
+    /// otherwise, or not answered at all (it may have been acted on all the same).
+    pub(crate) fn upstream_acted(&self) -> bool {
+        self.upstream_acted
     }
 
     /// Time spent waiting for upstream responses, and requests refused by policy.
@@ -306,6 +316,11 @@ impl CallState {
             let sent_at = std::time::Instant::now();
             let response = self.upstream.send(request).await;
             self.upstream_time += sent_at.elapsed();
+            let refused_credential =
+                matches!(&response, Ok(answer) if with_credential && answer.status == 401);
+            if !refused_credential {
+                self.upstream_acted = true;
+            }
             let response = response.map_err(upstream_error)?;
             if with_credential {
                 self.credential_status = Some(response.status);

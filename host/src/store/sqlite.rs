@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -188,6 +188,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE connect_sessions ADD COLUMN return_url TEXT;
 "#,
+    // A kept reply's upstream status in the clear: what a retry is told when the reply cannot
+    // be opened any more (sealed with a master key since rotated away).
+    r#"
+    ALTER TABLE idempotent_calls ADD COLUMN upstream_status INTEGER;
+"#,
 ];
 
 /// Reader connections; reads never wait for the writer in WAL mode.
@@ -297,10 +302,8 @@ impl Store for SqliteStore {
 
     fn sealing_key_ids(&self) -> anyhow::Result<Vec<String>> {
         self.read(|conn| {
-            let mut statement = conn.prepare(
-                "SELECT key_id FROM connections UNION SELECT key_id FROM oauth_apps
-                 UNION SELECT key_id FROM idempotent_calls WHERE key_id IS NOT NULL",
-            )?;
+            let mut statement =
+                conn.prepare("SELECT key_id FROM connections UNION SELECT key_id FROM oauth_apps")?;
             let ids = statement
                 .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -529,10 +532,10 @@ impl Store for SqliteStore {
         api_key_id: i64,
         key: &str,
         fingerprint: &[u8],
-        http_status: u16,
+        statuses: (u16, Option<u16>),
         reply: &Sealed,
     ) -> anyhow::Result<()> {
-        self.write(|tx| idempotent_calls::finish(tx, api_key_id, key, fingerprint, http_status, reply))
+        self.write(|tx| idempotent_calls::finish(tx, api_key_id, key, fingerprint, statuses, reply))
     }
 
     fn release_idempotent_call(&self, api_key_id: i64, key: &str, fingerprint: &[u8]) -> anyhow::Result<()> {
@@ -551,7 +554,7 @@ impl Store for SqliteStore {
         self.read(|conn| idempotent_calls::sealed_with_other_keys(conn, key_id, limit))
     }
 
-    fn replace_idempotent_replies(&self, resealed: &[(i64, String, Sealed)]) -> anyhow::Result<()> {
+    fn replace_idempotent_replies(&self, resealed: &[(i64, Vec<u8>, Sealed)]) -> anyhow::Result<()> {
         self.write(|tx| idempotent_calls::replace_sealed(tx, resealed))
     }
 

@@ -20,7 +20,8 @@ pub struct IdempotentRequest {
     pub api_key_id: i64,
     /// The caller's `Idempotency-Key`.
     pub key: String,
-    /// Digest of what the call asks for (integration, action, connection, params).
+    /// Digest of what the call asks for (integration, action, `connection_key`, `identity`,
+    /// params).
     pub fingerprint: [u8; 32],
 }
 
@@ -65,21 +66,32 @@ impl Vault {
             return Ok(Claim::Claimed);
         };
         let same_request = row.fingerprint == request.fingerprint;
-        match (row.http_status, row.reply) {
-            (Some(http_status), Some(sealed)) => Ok(Claim::Finished {
-                same_request,
-                http_status,
-                body: self.open_sealed(&sealed, &reply_context(request.api_key_id, &request.key))?,
-            }),
-            _ => Ok(Claim::Running { same_request }),
-        }
+        let (Some(http_status), Some(sealed)) = (row.http_status, row.reply) else {
+            return Ok(Claim::Running { same_request });
+        };
+        let context = reply_context(request.api_key_id, &request.key);
+        let (http_status, body) = match self.open_sealed(&sealed, &context) {
+            Ok(body) => (http_status, body),
+            // Sealed by a gateway that had not yet seen a key rotation, with a key since gone:
+            // the call ran, so it does not run again; the retry gets what is known.
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), key = %request.key, "a kept idempotent reply cannot be opened");
+                unreadable_reply(http_status, row.upstream_status)
+            }
+        };
+        Ok(Claim::Finished {
+            same_request,
+            http_status,
+            body,
+        })
     }
 
-    /// Keep the reply of `request`'s call (its claim ends).
+    /// Keep the reply of `request`'s call (its claim ends); `statuses`: the gateway's HTTP
+    /// status and the upstream status the reply reported.
     pub fn finish_idempotent_call(
         &self,
         request: &IdempotentRequest,
-        http_status: u16,
+        statuses: (u16, Option<u16>),
         body: &[u8],
     ) -> anyhow::Result<()> {
         let sealed = self.seal(body, &reply_context(request.api_key_id, &request.key))?;
@@ -87,7 +99,7 @@ impl Vault {
             request.api_key_id,
             &request.key,
             &request.fingerprint,
-            http_status,
+            statuses,
             &sealed,
         )
     }
@@ -128,10 +140,30 @@ impl Vault {
             {
                 let context = reply_context(api_key_id, &key);
                 let body = self.open_sealed(&sealed, &context)?;
-                resealed.push((row_id, sealed.key_id, new_primary.seal(&body, &context)?));
+                resealed.push((row_id, sealed.nonce, new_primary.seal(&body, &context)?));
             }
             self.store.replace_idempotent_replies(&resealed)?;
             done += resealed.len();
+        }
+    }
+}
+
+/// A kept reply without its data: the upstream status, and `why` the data is not there.
+pub fn status_only_reply(upstream_status: u16, why: &str) -> Vec<u8> {
+    let why = serde_json::Value::String(why.to_owned());
+    format!("{{\"status\":{upstream_status},\"data\":null,\"dataOmitted\":{why}}}").into_bytes()
+}
+
+/// What a retry gets for a reply that cannot be opened: its upstream status if it had one, or
+/// an internal error saying that the call ran.
+fn unreadable_reply(http_status: u16, upstream_status: Option<u16>) -> (u16, Vec<u8>) {
+    const WHY: &str = "the kept reply could not be read (it was sealed with a master key this gateway no \
+                       longer has); the call ran and does not run again under this key";
+    match upstream_status {
+        Some(upstream_status) => (http_status, status_only_reply(upstream_status, WHY)),
+        None => {
+            let body = serde_json::json!({"error": crate::error::INTERNAL_ERROR, "message": WHY});
+            (500, body.to_string().into_bytes())
         }
     }
 }
@@ -168,7 +200,7 @@ mod tests {
             vault.claim_idempotent_call(&request("k1", b"b"), 60)?,
             Claim::Running { same_request: false }
         );
-        vault.finish_idempotent_call(&first, 200, b"{\"status\":201}")?;
+        vault.finish_idempotent_call(&first, (200, Some(201)), b"{\"status\":201}")?;
         assert_eq!(
             vault.claim_idempotent_call(&first, 60)?,
             Claim::Finished {
@@ -208,11 +240,59 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_that_cannot_be_opened_is_told_by_its_status() -> anyhow::Result<()> {
+        let (vault, dir) = temp_vault()?;
+        // Sealed by a gateway that had not seen a rotation yet, with a key since dropped.
+        let lost_key = crypto::Sealed {
+            key_id: "gone".into(),
+            nonce: vec![0; 24],
+            ciphertext: vec![1, 2, 3],
+        };
+        for (key, upstream_status, expected_http) in [("k5", Some(201), 200), ("k6", None, 500)] {
+            let call = request(key, b"a");
+            vault.claim_idempotent_call(&call, 60)?;
+            vault.store.finish_idempotent_call(
+                call.api_key_id,
+                &call.key,
+                &call.fingerprint,
+                (200, upstream_status),
+                &lost_key,
+            )?;
+            let Claim::Finished {
+                http_status, body, ..
+            } = vault.claim_idempotent_call(&call, 60)?
+            else {
+                panic!("the call finished");
+            };
+            let body: serde_json::Value = serde_json::from_slice(&body)?;
+            assert_eq!(http_status, expected_http, "{body}");
+            match upstream_status {
+                Some(status) => {
+                    assert_eq!(body["status"], status);
+                    assert!(
+                        body["dataOmitted"]
+                            .as_str()
+                            .is_some_and(|why| why.contains("could not be read"))
+                    );
+                }
+                None => assert_eq!(body["error"], "internal_error"),
+            }
+        }
+        // Nor does such a reply stop the gateway from starting on the database again.
+        drop(vault);
+        crate::vault::Vault::open(
+            &dir.path().join("sluice.db"),
+            &crate::vault::KeySource::File(dir.path().join("master.key")),
+        )?;
+        Ok(())
+    }
+
+    #[test]
     fn replies_are_sealed_pruned_and_survive_a_key_rotation() -> anyhow::Result<()> {
         let (vault, _dir) = temp_vault()?;
         let call = request("k4", b"a");
         vault.claim_idempotent_call(&call, 60)?;
-        vault.finish_idempotent_call(&call, 200, b"customer data")?;
+        vault.finish_idempotent_call(&call, (200, Some(201)), b"customer data")?;
         vault.rotate_key(None)?;
         assert!(matches!(
             vault.claim_idempotent_call(&call, 60)?,

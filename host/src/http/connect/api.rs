@@ -177,6 +177,15 @@ fn parse_return_url(raw: &str) -> Result<url::Url, ApiError> {
     }
     let url = url::Url::parse(raw).map_err(|e| refuse(&format!("not an absolute URL ({e})")))?;
     let loopback = match url.host() {
+        // A host name goes into the form page's Content-Security-Policy: letters, digits, `-`
+        // and `.` only (URL parsing lets more through).
+        Some(url::Host::Domain(domain))
+            if !domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+        {
+            return Err(refuse("the host name may hold only letters, digits, `-` and `.`"));
+        }
         Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         // The form page must let its post go on to the return origin (`form-action`), and a

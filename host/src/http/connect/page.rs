@@ -61,13 +61,13 @@ fn render_with_form_target(
     set(headers, header::REFERRER_POLICY, "no-referrer");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    let policy = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'{}; frame-ancestors 'none'; base-uri 'none'",
-        form_target.map(|origin| format!(" {origin}")).unwrap_or_default()
-    );
-    if let Ok(policy) = HeaderValue::from_str(&policy) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
+    const POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    let policy = form_target
+        .map(|origin| POLICY.replace("form-action 'self'", &format!("form-action 'self' {origin}")))
+        .and_then(|policy| HeaderValue::from_str(&policy).ok())
+        // Without the return origin, the post's redirect stops in the browser: never no policy.
+        .unwrap_or(HeaderValue::from_static(POLICY));
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     response
 }
 

@@ -573,7 +573,7 @@ pub fn all() -> Map<String, Value> {
                     "dataEncoding": {"type": "string", "enum": ["base64"], "description": "Present when `data` is \
                         the body's bytes in base64"},
                     "contentType": string("The body's content type; present with `dataEncoding`"),
-                    "dataOmitted": string("On a replay (`idempotent-replayed: true`) of a reply over 1 MiB: why `data` is null"),
+                    "dataOmitted": string("On a replay (`idempotent-replayed: true`) of a reply over 256 KiB, or one that can no longer be opened: why `data` is null"),
                     "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description":
                         "The upstream answer's headers a caller may act on, by lower-case name: `retry-after`, \
                         `link`, `x-total-count`, rate limits (`x-ratelimit-*`, `ratelimit*`) and request ids; \

@@ -27,7 +27,8 @@ struct Row {
 pub(super) fn claim(conn: &Connection, claim: &Claim<'_>) -> anyhow::Result<Option<HeldKey>> {
     let row = conn
         .query_row(
-            "SELECT fingerprint, http_status, key_id, reply_nonce, reply_ciphertext, claimed_at, claimed_until
+            "SELECT fingerprint, http_status, key_id, reply_nonce, reply_ciphertext, claimed_at, claimed_until,
+                    upstream_status
              FROM idempotent_calls WHERE api_key_id = ?1 AND idempotency_key = ?2",
             rusqlite::params![claim.api_key_id, claim.key],
             |r| {
@@ -44,6 +45,7 @@ pub(super) fn claim(conn: &Connection, claim: &Claim<'_>) -> anyhow::Result<Opti
                     held: HeldKey {
                         fingerprint: r.get(0)?,
                         http_status: r.get(1)?,
+                        upstream_status: r.get(7)?,
                         reply,
                     },
                     claimed_at: r.get(5)?,
@@ -80,11 +82,12 @@ pub(super) fn finish(
     api_key_id: i64,
     key: &str,
     fingerprint: &[u8],
-    http_status: u16,
+    (http_status, upstream_status): (u16, Option<u16>),
     reply: &Sealed,
 ) -> anyhow::Result<()> {
     conn.execute(
-        "UPDATE idempotent_calls SET http_status = ?4, key_id = ?5, reply_nonce = ?6, reply_ciphertext = ?7
+        "UPDATE idempotent_calls SET http_status = ?4, key_id = ?5, reply_nonce = ?6, reply_ciphertext = ?7,
+            upstream_status = ?8
          WHERE api_key_id = ?1 AND idempotency_key = ?2 AND fingerprint = ?3 AND http_status IS NULL",
         rusqlite::params![
             api_key_id,
@@ -93,7 +96,8 @@ pub(super) fn finish(
             http_status,
             reply.key_id,
             reply.nonce,
-            reply.ciphertext
+            reply.ciphertext,
+            upstream_status
         ],
     )?;
     Ok(())
@@ -143,17 +147,19 @@ pub(super) fn sealed_with_other_keys(
     Ok(rows)
 }
 
-pub(super) fn replace_sealed(conn: &Connection, resealed: &[(i64, String, Sealed)]) -> anyhow::Result<()> {
-    for (row_id, previous_key_id, sealed) in resealed {
+pub(super) fn replace_sealed(conn: &Connection, resealed: &[(i64, Vec<u8>, Sealed)]) -> anyhow::Result<()> {
+    for (row_id, previous_nonce, sealed) in resealed {
+        // The nonce, random per seal, tells the very reply read (a row id may be reused once
+        // its row was pruned).
         conn.execute(
             "UPDATE idempotent_calls SET reply_nonce = ?2, reply_ciphertext = ?3, key_id = ?4
-             WHERE rowid = ?1 AND key_id = ?5",
+             WHERE rowid = ?1 AND reply_nonce = ?5",
             rusqlite::params![
                 row_id,
                 sealed.nonce,
                 sealed.ciphertext,
                 sealed.key_id,
-                previous_key_id
+                previous_nonce
             ],
         )?;
     }
