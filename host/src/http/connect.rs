@@ -73,6 +73,20 @@ pub(super) async fn first_connect_url(
     Some(action_url(app, environment, integration, identity, None).await)
 }
 
+/// Where the user reconnects `record` when the upstream refused it (`credential_status` 401)
+/// and it has failed already (its credential was revoked or rotated there), as `token_expired`
+/// says for OAuth. Only then, so that one 401 (a token without a scope) opens no session.
+pub(super) async fn reconnect_if_failed(
+    app: &AppState,
+    record: &ConnectionRecord,
+    credential_status: Option<u16>,
+) -> Option<ActionUrl> {
+    match credential_status {
+        Some(401) if record.state == "failed" => Some(reconnect_url(app, record).await),
+        _ => None,
+    }
+}
+
 /// A session that reconnects `record` (for its identity), for an `action_url`.
 pub(super) async fn reconnect_url(app: &AppState, record: &ConnectionRecord) -> ActionUrl {
     action_url(

@@ -56,74 +56,85 @@ async fn execute(
 ) -> Response {
     // An `Idempotency-Key` counts only on a call that could run: a caller not authenticated or
     // a body not understood is refused as always.
-    let (Ok(Caller(key)), Ok(JsonBody(request))) = (&caller, &body) else {
-        return call(&app, transaction_key, caller, &integration, &endpoint, body)
-            .await
-            .response;
-    };
-    let idempotent = match idempotency_key {
-        Ok(None) => {
+    let (key, idempotent) = match (&caller, &body, idempotency_key) {
+        (Ok(Caller(key)), Ok(JsonBody(request)), Ok(Some(idempotency_key))) => {
+            let idempotent = IdempotentRequest {
+                api_key_id: key.id,
+                key: idempotency_key,
+                fingerprint: idempotency::fingerprint(&[
+                    Some(&integration),
+                    Some(&endpoint),
+                    request.connection_key.as_deref(),
+                    request.identity.as_deref(),
+                    request.params.as_deref().map(RawValue::get),
+                ]),
+            };
+            (key.clone(), idempotent)
+        }
+        (Ok(Caller(key)), Ok(_), Err(refusal)) => {
+            let names = (integration.as_str(), endpoint.as_str());
+            return answer_without_running(&app, &transaction_key, key, names, Err(refusal));
+        }
+        _ => {
             return call(&app, transaction_key, caller, &integration, &endpoint, body)
                 .await
                 .response;
         }
-        Ok(Some(idempotency_key)) => IdempotentRequest {
-            api_key_id: key.id,
-            key: idempotency_key,
-            fingerprint: idempotency::fingerprint(&[
-                Some(&integration),
-                Some(&endpoint),
-                request.connection_key.as_deref(),
-                request.identity.as_deref(),
-                request.params.as_deref().map(RawValue::get),
-            ]),
-        },
-        Err(refusal) => {
-            let key = key.clone();
-            return answer_without_running(
-                &app,
-                &transaction_key,
-                &key,
-                (&integration, &endpoint),
-                Err(refusal),
-            );
-        }
     };
-    let key = key.clone();
     // Claimed and run in a task of its own, to its end even if the caller leaves: its retry
     // then finds the reply kept (a claim made here and dropped with the caller would hold the
     // key with nothing running).
-    let task_app = app.clone();
-    let task = super::detach::spawn(&app, async move {
-        let app = task_app;
-        let claim_seconds = idempotency::claim_seconds(&app);
-        let claiming = idempotent.clone();
-        let claim = app
-            .vault
-            .run(move |vault| vault.claim_idempotent_call(&claiming, claim_seconds))
-            .await;
-        let answer = match claim {
-            Ok(Claim::Claimed) => {
-                let called = call(&app, transaction_key, caller, &integration, &endpoint, body).await;
-                return idempotency::keep(&app, idempotent, called).await;
-            }
-            Ok(Claim::Finished {
-                same_request: true,
-                http_status,
-                body,
-            }) => Ok(idempotency::replay(http_status, body)),
-            Ok(Claim::Running { same_request: true }) => Err(ApiError::IdempotencyKeyInUse),
-            Ok(
-                Claim::Running { same_request: false }
-                | Claim::Finished {
-                    same_request: false, ..
-                },
-            ) => Err(ApiError::IdempotencyKeyReused),
-            Err(error) => Err(ApiError::Internal(error)),
-        };
-        answer_without_running(&app, &transaction_key, &key, (&integration, &endpoint), answer)
-    });
+    let task = super::detach::spawn(
+        &app,
+        call_once(
+            app.clone(),
+            transaction_key,
+            key,
+            idempotent,
+            (integration, endpoint),
+            body,
+        ),
+    );
     super::detach::join(task).await.unwrap_or_else(|failed| failed)
+}
+
+/// A call under an `Idempotency-Key`: claim the key, then run the call and keep its reply, or
+/// answer from what the key holds without running it.
+async fn call_once(
+    app: AppState,
+    transaction_key: String,
+    key: ApiKey,
+    idempotent: IdempotentRequest,
+    (integration, endpoint): (String, String),
+    body: Result<JsonBody<ExecuteBody>, ApiError>,
+) -> Response {
+    let claim_seconds = idempotency::claim_seconds(&app);
+    let claiming = idempotent.clone();
+    let claim = app
+        .vault
+        .run(move |vault| vault.claim_idempotent_call(&claiming, claim_seconds))
+        .await;
+    let answer = match claim {
+        Ok(Claim::Claimed) => {
+            let caller = Ok(Caller(key));
+            let called = call(&app, transaction_key, caller, &integration, &endpoint, body).await;
+            return idempotency::keep(&app, idempotent, called).await;
+        }
+        Ok(Claim::Finished {
+            same_request: true,
+            http_status,
+            body,
+        }) => Ok(idempotency::replay(http_status, body)),
+        Ok(Claim::Running { same_request: true }) => Err(ApiError::IdempotencyKeyInUse),
+        Ok(
+            Claim::Running { same_request: false }
+            | Claim::Finished {
+                same_request: false, ..
+            },
+        ) => Err(ApiError::IdempotencyKeyReused),
+        Err(error) => Err(ApiError::Internal(error)),
+    };
+    answer_without_running(&app, &transaction_key, &key, (&integration, &endpoint), answer)
 }
 
 /// A call's reply, and what keeping it for an `Idempotency-Key` needs to know of it.
@@ -337,14 +348,9 @@ async fn run(
             .inc_by(u64::from(invoked.egress_denials));
     }
     log.upstream_status = Some(invoked.output.status);
-    // The upstream refuses a connection that has failed already (its credential was revoked or
-    // rotated there): the answer says where the user reconnects it, as `token_expired` does
-    // for OAuth. Only then, so that one 401 (a token without a scope) opens no session.
-    let reconnect = match (&connection, invoked.credential_status) {
-        (Some(record), Some(401)) if record.state == "failed" => {
-            Some(super::connect::reconnect_url(app, record).await)
-        }
-        _ => None,
+    let reconnect = match &connection {
+        Some(record) => super::connect::reconnect_if_failed(app, record, invoked.credential_status).await,
+        None => None,
     };
     if let (Some(record), Some(status)) = (connection, invoked.credential_status) {
         super::connection::track_credential_health(app, record, status);

@@ -421,12 +421,8 @@ async fn run(
     }
     let upstream = sent?;
     log.upstream_status = Some(upstream.status);
-    // As on action calls: the upstream refuses a connection that has failed already, so say
-    // where the user reconnects it. In headers: the body is the upstream's own.
-    let reconnect = match upstream.credential_status {
-        Some(401) if record.state == "failed" => Some(super::connect::reconnect_url(app, &record).await),
-        _ => None,
-    };
+    // Said in headers: the body is the upstream's own.
+    let reconnect = super::connect::reconnect_if_failed(app, &record, upstream.credential_status).await;
     if let Some(status) = upstream.credential_status {
         super::connection::track_credential_health(app, record, status);
     }
