@@ -288,14 +288,14 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- Connect sessions (tokens and states hashed, PKCE verifiers sealed) ----
 
-    /// Store a new pending session whose URL token hashes to `token_hash`; it expires
-    /// `new.ttl_seconds` after `created_at`.
+    /// Store a new pending session whose URL token hashes to `token_hash`, created at
+    /// `lifetime.0` and expiring at `lifetime.1` (Unix seconds).
     fn insert_connect_session(
         &self,
         public_id: &str,
         token_hash: &[u8],
         new: &NewSession,
-        created_at: i64,
+        lifetime: (i64, i64),
     ) -> anyhow::Result<()>;
 
     /// The session whose URL token hashes to `token_hash`.

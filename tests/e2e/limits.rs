@@ -124,16 +124,19 @@ async fn expired_key_is_api_key_expired() {
         ..Options::default()
     })
     .await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
+    let since_epoch = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+    };
+    // At least two seconds to create and use the key on a busy machine.
+    let expiry = since_epoch().as_secs() + 3;
     let created = setup
         .api_as(
             TEST_ADMIN_KEY,
             Method::POST,
             "/v1/admin/keys",
-            Some(json!({"expiresAt": now + 2})),
+            Some(json!({"expiresAt": expiry})),
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -145,7 +148,8 @@ async fn expired_key_is_api_key_expired() {
             .status,
         200
     );
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let past_expiry = std::time::Duration::from_secs(expiry) + std::time::Duration::from_millis(100);
+    tokio::time::sleep(past_expiry.saturating_sub(since_epoch())).await;
     let expired = setup.execute_as(&key, "echo", "say", json!({"params": {}})).await;
     assert_eq!((expired.status, expired.code()), (401, "api_key_expired"));
 }

@@ -461,9 +461,9 @@ impl Store for SqliteStore {
         public_id: &str,
         token_hash: &[u8],
         new: &NewSession,
-        created_at: i64,
+        lifetime: (i64, i64),
     ) -> anyhow::Result<()> {
-        self.write(|tx| connect_sessions::insert(tx, public_id, token_hash, new, created_at))
+        self.write(|tx| connect_sessions::insert(tx, public_id, token_hash, new, lifetime))
     }
 
     fn connect_session_by_token_hash(&self, token_hash: &[u8]) -> anyhow::Result<Option<ConnectSession>> {

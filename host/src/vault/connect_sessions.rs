@@ -113,6 +113,19 @@ pub struct OAuthAttempt {
     pub verifier: String,
 }
 
+/// (created, expires) for a session made now that lives `ttl_seconds`. Times are whole
+/// seconds and a session counts as expired from its expiry second on, so the expiry rounds
+/// up: rounding down would cut up to a second off the promised lifetime (all of it for a
+/// one-second TTL).
+fn lifetime_of_at_least(ttl_seconds: i64) -> (i64, i64) {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let created_at = since_epoch.as_secs() as i64;
+    let part_second = i64::from(since_epoch.subsec_nanos() > 0);
+    (created_at, created_at + ttl_seconds + part_second)
+}
+
 fn verifier_context(session_id: i64) -> String {
     format!("connect_sessions/{session_id}/verifier")
 }
@@ -122,8 +135,9 @@ impl Vault {
     pub fn create_connect_session(&self, new: &NewSession) -> anyhow::Result<(ConnectSession, String)> {
         let token = crypto::random_id("cst_", 24);
         let public_id = crypto::random_id("cs_", 12);
+        let lifetime = lifetime_of_at_least(new.ttl_seconds);
         self.write(|store| {
-            store.insert_connect_session(&public_id, &crypto::api_key_hash(&token), new, now())
+            store.insert_connect_session(&public_id, &crypto::api_key_hash(&token), new, lifetime)
         })?;
         let session = self
             .connect_session_by_token(&token)?
@@ -222,6 +236,20 @@ mod tests {
             return_url: Some(Url::parse("https://app.example/back?tab=1").expect("url")),
             ttl_seconds,
         }
+    }
+
+    #[test]
+    fn a_session_lives_at_least_its_ttl() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        let (created_at, expires_at) = lifetime_of_at_least(1);
+        assert!(created_at as f64 <= before + 1.0);
+        assert!(
+            expires_at as f64 >= before + 1.0,
+            "expiry {expires_at} cuts short a 1 s session made at {before}"
+        );
     }
 
     #[test]

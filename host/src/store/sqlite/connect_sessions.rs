@@ -23,7 +23,7 @@ pub(super) fn insert(
     public_id: &str,
     token_hash: &[u8],
     new: &NewSession,
-    created_at: i64,
+    (created_at, expires_at): (i64, i64),
 ) -> anyhow::Result<()> {
     conn.execute(
         "INSERT INTO connect_sessions (public_id, token_hash, environment, platform, identity,
@@ -38,7 +38,7 @@ pub(super) fn insert(
             new.identity_type,
             new.connection_key,
             created_at,
-            created_at + new.ttl_seconds,
+            expires_at,
             new.base_url.as_ref().map(Url::as_str),
             new.return_url.as_ref().map(Url::as_str)
         ],
