@@ -228,6 +228,7 @@ fn http_path(c: &mut Criterion) {
             max_passthrough_body: 64 << 20,
             refresher,
             connect_session_ttl: 600,
+            max_in_flight_per_key: None,
             dev_builds: None,
             access_log: false,
             busy_poll: None,

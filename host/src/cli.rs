@@ -68,6 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             expires_in_days,
             daily_quota,
             per_minute,
+            max_in_flight,
             store,
         }) => {
             let vault = open_existing_vault(&store)?;
@@ -78,6 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 expires_at: expires_in_days.map(|days| crate::vault::now() + i64::from(days) * 86_400),
                 daily_quota,
                 per_minute_limit: per_minute,
+                max_in_flight,
             };
             // A typo in the scope makes a key that can call nothing it was meant for. Connectors
             // that ever loaded on this gateway have their hosts approved: warn of other names (a
@@ -111,7 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .expires_at
                     .map_or_else(|| "never".to_owned(), crate::http::timestamps::rfc3339);
                 out += &format!(
-                    "{}\tid={}\t{}\t{}\tscope={}\texpires={expires}\tdaily={}\tper_minute={}\t{name}\n",
+                    "{}\tid={}\t{}\t{}\tscope={}\texpires={expires}\tdaily={}\tper_minute={}\tin_flight={}\t{name}\n",
                     key.prefix,
                     key.id,
                     key.environment,
@@ -119,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     key.scope,
                     limit(key.daily_quota),
                     limit(key.per_minute_limit),
+                    limit(key.max_in_flight),
                 );
             }
             print_out(&out)
@@ -840,6 +843,7 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
         max_passthrough_body: args.max_passthrough_body_mib << 20,
         refresher,
         connect_session_ttl: args.connect_session_ttl_secs,
+        max_in_flight_per_key: args.max_in_flight_per_key,
         dev_builds,
         access_log: args.access_log,
         busy_poll: args

@@ -243,6 +243,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_IN_FLIGHT_PER_CONNECTOR", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight_per_connector: u32,
+    /// Calls one API key may have in flight at once, for keys without a cap of their own
+    /// (`429 key_busy` beyond; at least 1). Off by default: one key may then take every slot
+    /// of a connector it shares with other keys.
+    #[arg(long, env = "SLUICE_MAX_IN_FLIGHT_PER_KEY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight_per_key: Option<u32>,
     /// Upstream requests one invocation may send (at least 1).
     #[arg(long, env = "SLUICE_MAX_UPSTREAM_REQUESTS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -362,6 +367,10 @@ pub enum KeysCommand {
         /// Calls allowed per minute (at least 1).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         per_minute: Option<u32>,
+        /// Calls allowed in flight at once (at least 1; `429 key_busy` beyond). Without it the
+        /// gateway's `--max-in-flight-per-key` applies, if set.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_in_flight: Option<u32>,
         /// State location.
         #[command(flatten)]
         store: StoreArgs,

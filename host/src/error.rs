@@ -38,6 +38,7 @@ pub const OUTCOMES: &[&str] = &[
     "plan_limit_reached",
     "daily_limit_reached",
     "rate_limited",
+    "key_busy",
     "not_found",
     "method_not_allowed",
     "payload_too_large",
@@ -151,6 +152,12 @@ pub enum ApiError {
         limit: u32,
         /// Seconds until the window resets.
         retry_after: i64,
+    },
+    /// The key has as many calls in flight as it may.
+    #[error("this API key has {limit} calls in flight, as many as it may at once; retry when one has ended")]
+    KeyBusy {
+        /// Calls it may have in flight.
+        limit: u32,
     },
     /// Unknown route, integration or endpoint.
     #[error("{0}")]
@@ -275,6 +282,7 @@ impl ApiError {
             Self::PlanLimitReached(_) => "plan_limit_reached",
             Self::DailyLimitReached { .. } => "daily_limit_reached",
             Self::RateLimited { .. } => "rate_limited",
+            Self::KeyBusy { .. } => "key_busy",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
@@ -310,9 +318,10 @@ impl ApiError {
             | Self::IntegrationNotConnected { .. }
             | Self::EgressDenied(_)
             | Self::PlanLimitReached(_) => StatusCode::FORBIDDEN,
-            Self::DailyLimitReached { .. } | Self::RateLimited { .. } | Self::ConnectorBusy => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::DailyLimitReached { .. }
+            | Self::RateLimited { .. }
+            | Self::KeyBusy { .. }
+            | Self::ConnectorBusy => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -377,7 +386,7 @@ impl IntoResponse for ApiError {
                 headers.insert("x-ratelimit-reset", HeaderValue::from(*retry_after));
             }
             // Load, not the caller's allowance: worth another try a moment later.
-            Self::AtCapacity | Self::ConnectorBusy | Self::IdempotencyKeyInUse => {
+            Self::AtCapacity | Self::ConnectorBusy | Self::KeyBusy { .. } | Self::IdempotencyKeyInUse => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(LOAD_RETRY_AFTER_SECONDS));
             }
             // The gateway's own key is a bearer token (RFC 6750), which clients (MCP ones
@@ -397,7 +406,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Retry-After` of a refusal for load (`at_capacity`, `connector_busy`): requests finish in
+/// `Retry-After` of a refusal for load (`at_capacity`, `connector_busy`, `key_busy`): requests finish in
 /// well under a second, so a second later the gateway has most likely caught up.
 const LOAD_RETRY_AFTER_SECONDS: u32 = 1;
 
@@ -597,6 +606,7 @@ mod tests {
                 limit: 1,
                 retry_after: 1,
             },
+            ApiError::KeyBusy { limit: 1 },
             ApiError::NotFound(text()),
             ApiError::IdempotencyKeyInUse,
             ApiError::IdempotencyKeyReused,
@@ -634,6 +644,7 @@ mod tests {
                 | ApiError::PlanLimitReached(_)
                 | ApiError::DailyLimitReached { .. }
                 | ApiError::RateLimited { .. }
+                | ApiError::KeyBusy { .. }
                 | ApiError::NotFound(_)
                 | ApiError::IdempotencyKeyInUse
                 | ApiError::IdempotencyKeyReused
@@ -678,6 +689,7 @@ mod tests {
         for error in [
             ApiError::AtCapacity,
             ApiError::ConnectorBusy,
+            ApiError::KeyBusy { limit: 2 },
             ApiError::IdempotencyKeyInUse,
         ] {
             let response = error.into_response();

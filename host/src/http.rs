@@ -102,6 +102,8 @@ pub struct App {
     pub refresher: Arc<TokenRefresher>,
     /// Lifetime of a connect session, in seconds.
     pub connect_session_ttl: i64,
+    /// Calls one API key may have in flight, for keys without a cap of their own.
+    pub max_in_flight_per_key: Option<u32>,
     /// Under `sluice dev`: connectors whose last build failed (shown in `GET /v1/plugins`).
     pub dev_builds: Option<crate::dev::BuildFailures>,
     /// Whether every request gets a `request done` line in the process log.

@@ -1,11 +1,14 @@
-//! Per-key call limits: a daily quota (resets at UTC midnight) and a per-minute rate limit.
+//! Per-key call limits: a daily quota (resets at UTC midnight), a per-minute rate limit, and
+//! a cap on calls in flight ([`in_flight`]).
 //!
 //! Counters live in memory behind one mutex, so check-and-count is atomic: N concurrent calls
 //! against a quota of Q let exactly min(N, Q) through. The daily count is seeded from the
 //! request log the first time a key is seen, so a restart does not reset it.
 
+pub mod in_flight;
+
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const DAY_SECONDS: i64 = 86_400;
 const MINUTE_SECONDS: i64 = 60;
@@ -59,6 +62,8 @@ pub struct Limits {
 #[derive(Debug, Default)]
 pub struct UsageTracker {
     keys: Mutex<HashMap<i64, KeyUsage>>,
+    /// Calls each key has in flight.
+    pub in_flight: Arc<in_flight::KeysInFlight>,
 }
 
 impl UsageTracker {

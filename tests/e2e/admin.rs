@@ -41,7 +41,7 @@ async fn admin_creates_lists_and_revokes_keys() {
             "/v1/admin/keys",
             Some(
                 json!({"environment": "live", "scope": "github", "name": "ci", "dailyQuota": 10,
-                        "expiresAt": "2099-01-31T12:00:00Z"}),
+                        "maxInFlight": 4, "expiresAt": "2099-01-31T12:00:00Z"}),
             ),
         )
         .await;
@@ -51,6 +51,7 @@ async fn admin_creates_lists_and_revokes_keys() {
     assert_eq!(created.body["scope"], "github");
     assert_eq!(created.body["name"], "ci");
     assert_eq!(created.body["dailyQuota"], 10);
+    assert_eq!(created.body["maxInFlight"], 4);
     // A blank name is no name.
     let unnamed = setup
         .api_as(
@@ -122,6 +123,8 @@ async fn admin_creates_lists_and_revokes_keys() {
         json!({"scope": "github,Git Hub!!"}),
         json!({"dailyQuota": 0}),
         json!({"perMinuteLimit": 0}),
+        json!({"maxInFlight": 0}),
+        json!({"maxInFlight": -1}),
         json!({"name": "x".repeat(201)}),
         json!({"name": "line\nbreak"}),
     ] {

@@ -286,7 +286,8 @@ async fn logs_show_calls_newest_first() {
     assert!(typo.contains("--outcome must be one of"), "{typo}");
 }
 
-/// `keys list` shows what limits a key: its expiry, daily quota and per-minute limit.
+/// `keys list` shows what limits a key: its expiry, daily quota, per-minute limit and calls in
+/// flight.
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_list_shows_expiry_and_limits() {
     let gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], Options::default()).await;
@@ -300,6 +301,8 @@ async fn keys_list_shows_expiry_and_limits() {
             "100",
             "--per-minute",
             "5",
+            "--max-in-flight",
+            "7",
             "--name",
             "nightly bot",
         ])
@@ -323,7 +326,7 @@ async fn keys_list_shows_expiry_and_limits() {
     assert!(expires.ends_with('Z') && expires.len() == 20, "{line}");
     assert_eq!(
         columns[6..],
-        ["daily=100", "per_minute=5", "nightly bot"],
+        ["daily=100", "per_minute=5", "in_flight=7", "nightly bot"],
         "{line}"
     );
     // The first start's key has none of these limits, nor a name.
@@ -332,7 +335,7 @@ async fn keys_list_shows_expiry_and_limits() {
         .find(|line| !line.starts_with(prefix))
         .expect("first key");
     assert!(
-        unlimited.ends_with("\texpires=never\tdaily=-\tper_minute=-\t-"),
+        unlimited.ends_with("\texpires=never\tdaily=-\tper_minute=-\tin_flight=-\t-"),
         "{unlimited}"
     );
 }
@@ -345,6 +348,7 @@ async fn keys_that_cannot_work_are_refused_and_keys_are_revoked_by_key_prefix_or
     for (args, expected) in [
         (&["--daily-quota", "0"][..], "0 is not in 1.."),
         (&["--per-minute", "0"], "0 is not in 1.."),
+        (&["--max-in-flight", "0"], "0 is not in 1.."),
         (&["--scope", "GitHub"], "`GitHub` is not an integration id"),
     ] {
         let mut command = vec!["keys", "create"];

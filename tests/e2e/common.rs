@@ -235,6 +235,16 @@ impl Setup {
         self.execute("github", "get_repo", params).await
     }
 
+    /// `GET /v1/passthrough{path}` on this setup's GitHub connection, with its key.
+    pub async fn passthrough_get(&self, path: &str) -> Answer {
+        let request = self
+            .client
+            .get(format!("{}/v1/passthrough{path}", self.gateway.url))
+            .bearer_auth(&self.key)
+            .header("x-sluice-connection-key", &self.connection_key);
+        send(request).await
+    }
+
     /// Call any gateway route with this setup's key.
     pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
         self.api_as(&self.key, method, path, body).await

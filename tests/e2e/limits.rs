@@ -153,3 +153,70 @@ async fn expired_key_is_api_key_expired() {
     let expired = setup.execute_as(&key, "echo", "say", json!({"params": {}})).await;
     assert_eq!((expired.status, expired.code()), (401, "api_key_expired"));
 }
+
+/// A key holds at most its share of calls in flight (the gateway's `--max-in-flight-per-key`,
+/// or the key's own cap): one over it is refused at once with `key_busy`, actions and
+/// passthrough alike, while other keys keep calling; ended calls free their places.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_over_its_calls_in_flight_is_busy_and_others_are_not() {
+    let setup = Setup::with_options(Options {
+        extra_args: vec!["--max-in-flight-per-key".into(), "2".into()],
+        ..Options::default()
+    })
+    .await;
+    let roomy = setup
+        .gateway
+        .create_key_with("test", "*", &["--max-in-flight", "3"])
+        .await;
+    let slow = json!({"params": {"owner": "acme", "repo": "slow"}});
+    let slow_calls =
+        futures::future::join_all((0..2).map(|_| setup.execute("github", "get_repo", slow.clone())));
+    let meanwhile = async {
+        // Both slow calls have reached the upstream, which holds them for 1.5 s.
+        let reached = || {
+            setup
+                .upstream_requests()
+                .iter()
+                .filter(|request| request.path == "/repos/acme/slow")
+                .count()
+        };
+        while reached() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let busy = setup.get_repo().await;
+        let passthrough = setup.passthrough_get("/repos/acme/webapp").await;
+        let other_key = setup.execute_as(&roomy, "github", "get_repo", slow.clone()).await;
+        (busy, passthrough, other_key)
+    };
+    let (slow_answers, (busy, passthrough, other_key)) = tokio::join!(slow_calls, meanwhile);
+    for answer in &slow_answers {
+        assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
+    }
+    assert_eq!((busy.status, busy.code()), (429, "key_busy"), "{:?}", busy.body);
+    assert_eq!(busy.headers["retry-after"], "1");
+    assert!(
+        busy.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2 calls in flight"),
+        "{:?}",
+        busy.body
+    );
+    assert_eq!((passthrough.status, passthrough.code()), (429, "key_busy"));
+    assert_eq!(
+        other_key.body["status"], 200,
+        "another key has places of its own: {:?}",
+        other_key.body
+    );
+    assert_eq!(
+        setup.get_repo().await.body["status"],
+        200,
+        "the slow calls have ended"
+    );
+    for endpoint in ["get_repo", "passthrough"] {
+        let row = setup
+            .log_row_where(&format!("outcome=key_busy&endpoint={endpoint}"))
+            .await;
+        assert!(row.is_some(), "a key_busy row for {endpoint}");
+    }
+}

@@ -226,14 +226,7 @@ async fn connection_base_urls_outside_the_policy_are_refused() {
         metrics.contains(r#"sluice_egress_denied_total{integration="github"} 1"#),
         "{metrics}"
     );
-    let passthrough = send(
-        setup
-            .client
-            .get(format!("{}/v1/passthrough/repos/acme/webapp", setup.gateway.url))
-            .bearer_auth(&setup.key)
-            .header("x-sluice-connection-key", &setup.connection_key),
-    )
-    .await;
+    let passthrough = setup.passthrough_get("/repos/acme/webapp").await;
     assert_eq!(passthrough.code(), "egress_denied", "{:?}", passthrough.body);
     assert!(
         setup.upstream_requests().is_empty(),

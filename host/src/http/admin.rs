@@ -66,6 +66,7 @@ fn view(key: &ApiKey) -> Value {
         "expiresAt": key.expires_at.map(rfc3339),
         "dailyQuota": key.daily_quota,
         "perMinuteLimit": key.per_minute_limit,
+        "maxInFlight": key.max_in_flight,
     })
 }
 
@@ -86,6 +87,7 @@ struct CreateBody {
     expires_at: Option<TimeInput>,
     daily_quota: Option<u32>,
     per_minute_limit: Option<u32>,
+    max_in_flight: Option<u32>,
 }
 
 fn default_environment() -> String {
@@ -117,6 +119,7 @@ async fn create(
     for (field, limit) in [
         ("dailyQuota", body.daily_quota),
         ("perMinuteLimit", body.per_minute_limit),
+        ("maxInFlight", body.max_in_flight),
     ] {
         if limit == Some(0) {
             return Err(ApiError::BadRequest(format!(
@@ -132,6 +135,7 @@ async fn create(
         expires_at,
         daily_quota: body.daily_quota,
         per_minute_limit: body.per_minute_limit,
+        max_in_flight: body.max_in_flight,
     };
     let created = app.vault.run(move |vault| vault.create_api_key(&options)).await?;
     let mut reply = view(&created.record);

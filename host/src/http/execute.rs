@@ -11,6 +11,7 @@ use crate::runtime::bindings::{ConnectorError, HttpError};
 use crate::runtime::manifest::Manifest;
 use crate::runtime::{CallContext, needs_connection};
 use crate::runtime::{InvokeError, Invoked};
+use crate::usage::in_flight::InFlightCall;
 use crate::usage::{Limits, Refusal, Window};
 use crate::vault::api_keys::ApiKey;
 use crate::vault::connections::ConnectionSelector;
@@ -257,7 +258,11 @@ async fn run(
     }
     // Limits apply to calls of actions that exist and that the key may use: a caller probing
     // names does not spend its quota (`Vault::count_calls_since` agrees after a restart).
-    let window = admit(app, &key).await?;
+    // Held until the call has ended.
+    let Admitted {
+        window,
+        in_flight: _in_flight,
+    } = admit(app, &key).await?;
     let JsonBody(body) = body?;
     let params = body
         .params
@@ -382,8 +387,32 @@ pub(super) fn tell_rate_limit(window: Option<Window>, headers: &mut axum::http::
     }
 }
 
+/// A call the key's limits let through.
+pub(super) struct Admitted {
+    /// The key's rate-limit window, to report in headers.
+    pub window: Option<Window>,
+    /// The call's place among the key's calls in flight: hold it until the call has ended.
+    pub in_flight: Option<InFlightCall>,
+}
+
+/// Let a call through the key's limits: a place among its calls in flight, then its quota and
+/// rate limit (a call refused for the first does not spend the others).
+pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Admitted, ApiError> {
+    let in_flight = match key.max_in_flight.or(app.max_in_flight_per_key) {
+        Some(limit) => Some(
+            app.usage
+                .in_flight
+                .enter(key.id, limit)
+                .ok_or(ApiError::KeyBusy { limit })?,
+        ),
+        None => None,
+    };
+    let window = count_call(app, key).await?;
+    Ok(Admitted { window, in_flight })
+}
+
 /// Count the call against the key's quota and rate limit.
-pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Option<Window>, ApiError> {
+async fn count_call(app: &AppState, key: &ApiKey) -> Result<Option<Window>, ApiError> {
     let limits = Limits {
         daily_quota: key.daily_quota,
         per_minute: key.per_minute_limit,

@@ -318,7 +318,7 @@ async fn run(
     let Caller(key) = caller?;
     log.made_with(&key);
     // Passthrough calls count against the key's quota and rate limit like actions do.
-    let window = super::execute::admit(app, &key).await?;
+    let admitted = super::execute::admit(app, &key).await?;
     let limit = app.max_passthrough_body;
     let declared = declared_length(&headers);
     if declared.is_some_and(|length| length > limit) {
@@ -428,7 +428,12 @@ async fn run(
     }
 
     let status = StatusCode::from_u16(upstream.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = axum::http::Response::new(upstream.body);
+    // The call is in flight until its body has been relayed.
+    let in_flight = admitted.in_flight;
+    let body = upstream.body.inspect(move |_| {
+        let _held = &in_flight;
+    });
+    let mut response = axum::http::Response::new(body.boxed());
     *response.status_mut() = status;
     response.extensions_mut().insert(super::rejection::UpstreamAnswer);
     let out = response.headers_mut();
@@ -449,7 +454,7 @@ async fn run(
             out.append(name, value);
         }
     }
-    super::execute::tell_rate_limit(window, out);
+    super::execute::tell_rate_limit(admitted.window, out);
     if let Some(reconnect) = reconnect {
         tell_reconnect(&reconnect, out);
     }

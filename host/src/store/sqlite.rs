@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -192,6 +192,9 @@ const MIGRATIONS: &[&str] = &[
     // be opened any more (sealed with a master key since rotated away).
     r#"
     ALTER TABLE idempotent_calls ADD COLUMN upstream_status INTEGER;
+"#,
+    r#"
+    ALTER TABLE api_keys ADD COLUMN max_in_flight INTEGER;
 "#,
 ];
 

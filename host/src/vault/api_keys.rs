@@ -170,6 +170,9 @@ pub struct ApiKey {
     pub daily_quota: Option<u32>,
     /// Calls allowed per minute, if limited.
     pub per_minute_limit: Option<u32>,
+    /// Calls allowed in flight at once, if the key has a cap of its own (else the gateway's
+    /// `--max-in-flight-per-key`, if any).
+    pub max_in_flight: Option<u32>,
 }
 
 impl ApiKey {
@@ -200,6 +203,8 @@ pub struct KeyOptions {
     pub daily_quota: Option<u32>,
     /// Calls per minute.
     pub per_minute_limit: Option<u32>,
+    /// Calls in flight at once.
+    pub max_in_flight: Option<u32>,
 }
 
 impl KeyOptions {
@@ -212,6 +217,7 @@ impl KeyOptions {
             expires_at: None,
             daily_quota: None,
             per_minute_limit: None,
+            max_in_flight: None,
         }
     }
 }
@@ -245,6 +251,7 @@ impl Vault {
                 expires_at: options.expires_at,
                 daily_quota: options.daily_quota,
                 per_minute_limit: options.per_minute_limit,
+                max_in_flight: options.max_in_flight,
             },
             key,
         })

@@ -262,7 +262,8 @@ fn api_key_create() -> Value {
             "name": or_null(string("Label")),
             "expiresAt": or_null(time_input("Expiry, in the future")),
             "dailyQuota": or_null(json!({"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Calls per UTC day"})),
-            "perMinuteLimit": or_null(json!({"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Calls per minute"}))
+            "perMinuteLimit": or_null(json!({"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Calls per minute"})),
+            "maxInFlight": or_null(json!({"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "Calls in flight at once (`429 key_busy` beyond); without it the gateway's `--max-in-flight-per-key`, if set"}))
         }),
     )
 }
@@ -322,7 +323,8 @@ fn api_key() -> Value {
         "revokedAt": or_null(timestamp("Revocation")),
         "expiresAt": or_null(timestamp("Expiry")),
         "dailyQuota": or_null(integer("Calls per UTC day")),
-        "perMinuteLimit": or_null(integer("Calls per minute"))
+        "perMinuteLimit": or_null(integer("Calls per minute")),
+        "maxInFlight": or_null(integer("Calls in flight at once; null for the gateway's default"))
     }))
 }
 

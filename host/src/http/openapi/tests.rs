@@ -96,6 +96,7 @@ impl Gateway {
             max_passthrough_body: 1 << 20,
             refresher,
             connect_session_ttl: 600,
+            max_in_flight_per_key: None,
             dev_builds: None,
             access_log: false,
             busy_poll: None,

@@ -3,7 +3,7 @@
 use crate::vault::api_keys::{ApiKey, Environment, KeyOptions, Scope};
 use rusqlite::{Connection, OptionalExtension};
 
-const COLUMNS: &str = "id, prefix, name, environment, scopes, created_at, revoked_at, expires_at, daily_quota, per_minute_limit";
+const COLUMNS: &str = "id, prefix, name, environment, scopes, created_at, revoked_at, expires_at, daily_quota, per_minute_limit, max_in_flight";
 
 pub(super) fn insert(
     conn: &Connection,
@@ -13,8 +13,9 @@ pub(super) fn insert(
     created_at: i64,
 ) -> anyhow::Result<i64> {
     conn.execute(
-        "INSERT INTO api_keys (prefix, hash, name, environment, scopes, created_at, expires_at, daily_quota, per_minute_limit)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO api_keys (prefix, hash, name, environment, scopes, created_at, expires_at, daily_quota,
+            per_minute_limit, max_in_flight)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         rusqlite::params![
             prefix,
             hash,
@@ -24,7 +25,8 @@ pub(super) fn insert(
             created_at,
             options.expires_at,
             options.daily_quota,
-            options.per_minute_limit
+            options.per_minute_limit,
+            options.max_in_flight
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -77,6 +79,7 @@ fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ApiKey, String, St
             expires_at: row.get(7)?,
             daily_quota: row.get(8)?,
             per_minute_limit: row.get(9)?,
+            max_in_flight: row.get(10)?,
         },
         row.get(3)?,
         row.get(4)?,
