@@ -151,6 +151,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             integrations,
             outcome,
             transaction_key,
+            request_id,
             since_minutes,
             limit,
             store,
@@ -169,6 +170,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 integrations,
                 outcome,
                 transaction_key,
+                request_id,
                 since_ms: since_minutes.map(|minutes| (crate::vault::now() - i64::from(minutes) * 60) * 1000),
                 ..Default::default()
             };

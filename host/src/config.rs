@@ -72,6 +72,9 @@ pub enum Command {
         /// Only the call with this transaction key (from its `x-transaction-key` header).
         #[arg(long)]
         transaction_key: Option<String>,
+        /// Only calls the caller sent with this `X-Request-Id`.
+        #[arg(long)]
+        request_id: Option<String>,
         /// Only calls of the last this many minutes.
         #[arg(long)]
         since_minutes: Option<u32>,

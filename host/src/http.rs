@@ -145,9 +145,27 @@ pub fn max_event_streams(max_connections: usize) -> usize {
     (max_connections / 2).max(1)
 }
 
-/// The transaction key of the current request, also sent as `x-transaction-key`.
-#[derive(Debug, Clone)]
-pub struct TransactionKey(pub String);
+/// The current request as logs know it.
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    /// The gateway's transaction key, also sent as `x-transaction-key`.
+    pub key: String,
+    /// The caller's own `X-Request-Id`, when it sent one fit to keep (see [`caller_request_id`]).
+    pub caller_request_id: Option<String>,
+}
+
+/// The longest `X-Request-Id` kept: room for any UUID, ULID or trace id with a prefix.
+const LONGEST_REQUEST_ID: usize = 128;
+
+/// The caller's `X-Request-Id`, if it is 1 to 128 visible ASCII characters. One that is not is
+/// left out rather than refused: an id is the caller's convenience, not worth failing its call
+/// over, and text of any other shape would not go safely into logs and headers.
+fn caller_request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get("x-request-id")?.as_bytes();
+    let fits =
+        (1..=LONGEST_REQUEST_ID).contains(&value.len()) && value.iter().all(|byte| byte.is_ascii_graphic());
+    fits.then(|| String::from_utf8_lossy(value).into_owned())
+}
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
@@ -224,20 +242,35 @@ async fn transaction(
 ) -> Response {
     let _active = busy_poll.as_deref().map(crate::busy_poll::BusyPoll::begin);
     let key = crate::vault::crypto::random_id("txn_", 12);
-    request.extensions_mut().insert(TransactionKey(key.clone()));
+    let caller_request_id = caller_request_id(request.headers());
     // Whatever a handler logs carries the transaction key and route. The span holds only what
-    // is known up front: recording fields later costs a re-format per field on every request.
+    // is known up front: recording fields later costs a re-format per field on every request
+    // (so the caller's request id, when there is one, costs only the requests that carry one).
     let span = tracing::info_span!(
         "request",
         tx = %key,
         method = %request.method(),
-        path = %LoggedPath(request.uri().path())
+        path = %LoggedPath(request.uri().path()),
+        request_id = tracing::field::Empty
     );
+    if let Some(request_id) = &caller_request_id {
+        span.record("request_id", request_id.as_str());
+    }
+    let echoed = caller_request_id
+        .as_ref()
+        .and_then(|id| HeaderValue::from_str(id).ok());
+    request.extensions_mut().insert(Transaction {
+        key: key.clone(),
+        caller_request_id,
+    });
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let mut response = rejection::in_api_shape(response).await;
     if let Ok(value) = HeaderValue::from_str(&key) {
         response.headers_mut().insert("x-transaction-key", value);
+    }
+    if let Some(request_id) = echoed {
+        response.headers_mut().insert("x-request-id", request_id);
     }
     if access_log {
         span.in_scope(|| {
@@ -254,7 +287,34 @@ async fn transaction(
 
 #[cfg(test)]
 mod tests {
-    use super::LoggedPath;
+    use super::{LoggedPath, caller_request_id};
+
+    #[test]
+    fn a_callers_request_id_is_kept_only_in_a_safe_shape() {
+        let id_of = |value: &[u8]| {
+            let mut headers = axum::http::HeaderMap::new();
+            let value = axum::http::HeaderValue::from_bytes(value).expect("header value");
+            headers.insert("x-request-id", value);
+            caller_request_id(&headers)
+        };
+        for kept in [
+            "req_01HZX",
+            "0f8c2a1e-7d3b-4c55-9e21-3b7d1f0a9c44",
+            &"x".repeat(128),
+        ] {
+            assert_eq!(id_of(kept.as_bytes()).as_deref(), Some(kept));
+        }
+        for left_out in [
+            &b""[..],
+            b"two words",
+            b"tab\there",
+            &[b'x'; 129],
+            "caf\u{e9}".as_bytes(),
+        ] {
+            assert_eq!(id_of(left_out), None, "{:?}", String::from_utf8_lossy(left_out));
+        }
+        assert_eq!(caller_request_id(&axum::http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn connect_page_tokens_are_not_logged() {

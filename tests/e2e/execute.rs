@@ -34,6 +34,52 @@ async fn get_repo_returns_status_and_data_verbatim() {
     setup.assert_secret_not_logged();
 }
 
+/// A caller's own `X-Request-Id` comes back on the answer, is kept in the call's request-log
+/// row (where it finds the call) and goes with the call's log lines; one of another shape (a
+/// space in it, too long) is left out, and the call goes ahead all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_callers_request_id_comes_back_and_finds_the_call() {
+    let setup = Setup::new().await;
+    let call = |request_id: String| {
+        let request = setup
+            .client
+            .post(format!("{}/v1/github/get_repo", setup.gateway.url))
+            .bearer_auth(&setup.key)
+            .header("x-request-id", request_id)
+            .json(&json!({"params": {"owner": "acme", "repo": "nope"}}));
+        crate::common::send(request)
+    };
+    let answer = call("app-7f3a/42".into()).await;
+    assert_eq!(answer.body["status"], 404, "{:?}", answer.body);
+    assert_eq!(answer.headers["x-request-id"], "app-7f3a/42");
+    let row = setup
+        .log_row_where("requestId=app-7f3a%2F42")
+        .await
+        .expect("the call's row, found by its request id");
+    assert_eq!(
+        (&row["requestId"], &row["transactionKey"]),
+        (
+            &json!("app-7f3a/42"),
+            &json!(answer.headers["x-transaction-key"].to_str().expect("ascii"))
+        )
+    );
+    assert!(
+        setup.gateway.output().contains(r#"request_id="app-7f3a/42""#),
+        "the gateway's log lines of the call carry it (quoted: it is the caller's text)"
+    );
+    for unfit in ["two words".to_owned(), "x".repeat(129)] {
+        let answer = call(unfit.clone()).await;
+        assert_eq!(
+            answer.body["status"], 404,
+            "the call goes ahead: {:?}",
+            answer.body
+        );
+        assert!(answer.headers.get("x-request-id").is_none(), "{unfit}");
+    }
+    let untagged = setup.get_repo().await;
+    assert!(untagged.headers.get("x-request-id").is_none());
+}
+
 /// An answer that says it is JSON but is not reaches the caller as a string (nothing is lost),
 /// and the gateway's log says why under the call's transaction key.
 #[tokio::test(flavor = "multi_thread")]

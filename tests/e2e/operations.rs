@@ -134,7 +134,10 @@ async fn browser_pages_of_allowed_origins_may_call_the_api() {
     assert_eq!(call.status(), 200);
     assert_eq!(header(&call, "access-control-allow-origin").as_deref(), Some(app));
     let exposed = header(&call, "access-control-expose-headers").unwrap_or_default();
-    assert!(exposed.contains("x-transaction-key"), "{exposed}");
+    assert!(
+        exposed.contains("x-transaction-key") && exposed.contains("x-request-id"),
+        "{exposed}"
+    );
     // An allowed origin may use MCP too (others are refused there: DNS rebinding).
     let mcp = setup
         .client

@@ -19,6 +19,7 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Response headers a page may read besides the CORS-safelisted ones.
 const EXPOSED_HEADERS: &[&str] = &[
     "x-transaction-key",
+    "x-request-id",
     "retry-after",
     "x-ratelimit-limit",
     "x-ratelimit-remaining",

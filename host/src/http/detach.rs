@@ -195,7 +195,14 @@ mod tests {
     }
 
     fn execute_row() -> (PendingRow, Receiver<RequestLog>) {
-        let mut log = RequestLog::begin("txn_test", Some("github"), "get_repo");
+        let mut log = RequestLog::begin(
+            &crate::http::Transaction {
+                key: "txn_test".into(),
+                caller_request_id: None,
+            },
+            Some("github"),
+            "get_repo",
+        );
         log.upstream_status = Some(201);
         PendingRow::for_tests(Route::Execute, log)
     }
@@ -239,7 +246,14 @@ mod tests {
     fn a_row_cut_off_midway_through_a_streamed_body_counts_what_came() {
         let (mut row, mut rows) = PendingRow::for_tests(
             Route::Passthrough,
-            RequestLog::begin("txn_test", None, "passthrough"),
+            RequestLog::begin(
+                &crate::http::Transaction {
+                    key: "txn_test".into(),
+                    caller_request_id: None,
+                },
+                None,
+                "passthrough",
+            ),
         );
         let received = Arc::new(AtomicU64::new(0));
         row.count_request_bytes_with(received.clone());
@@ -275,7 +289,14 @@ mod tests {
     fn names_no_loaded_connector_has_are_counted_as_unknown() {
         let (row, _rows) = execute_row();
         assert_eq!(row.labels(), ("unknown", "unknown"));
-        let log = RequestLog::begin("txn_test", None, "passthrough");
+        let log = RequestLog::begin(
+            &crate::http::Transaction {
+                key: "txn_test".into(),
+                caller_request_id: None,
+            },
+            None,
+            "passthrough",
+        );
         let (row, _rows) = PendingRow::for_tests(Route::Passthrough, log);
         assert_eq!(row.labels(), ("unknown", "passthrough"));
     }

@@ -3,7 +3,7 @@
 use super::detach::{PendingRow, Route};
 use super::extract::{Caller, JsonBody};
 use super::idempotency::{self, IdempotencyKey};
-use super::{AppState, TransactionKey};
+use super::{AppState, Transaction};
 use crate::error::{ActionUrl, ApiError};
 use crate::metrics::ConnectorLabels;
 use crate::runtime::bindings::Output;
@@ -49,7 +49,7 @@ struct ExecuteBody {
 
 async fn execute(
     State(app): State<AppState>,
-    Extension(TransactionKey(transaction_key)): Extension<TransactionKey>,
+    Extension(transaction): Extension<Transaction>,
     IdempotencyKey(idempotency_key): IdempotencyKey,
     caller: Result<Caller, ApiError>,
     Path((integration, endpoint)): Path<(String, String)>,
@@ -74,10 +74,10 @@ async fn execute(
         }
         (Ok(Caller(key)), Ok(_), Err(refusal)) => {
             let names = (integration.as_str(), endpoint.as_str());
-            return answer_without_running(&app, &transaction_key, key, names, Err(refusal));
+            return answer_without_running(&app, &transaction, key, names, Err(refusal));
         }
         _ => {
-            return call(&app, transaction_key, caller, &integration, &endpoint, body)
+            return call(&app, transaction, caller, &integration, &endpoint, body)
                 .await
                 .response;
         }
@@ -89,7 +89,7 @@ async fn execute(
         &app,
         call_once(
             app.clone(),
-            transaction_key,
+            transaction,
             key,
             idempotent,
             (integration, endpoint),
@@ -103,7 +103,7 @@ async fn execute(
 /// answer from what the key holds without running it.
 async fn call_once(
     app: AppState,
-    transaction_key: String,
+    transaction: Transaction,
     key: ApiKey,
     idempotent: IdempotentRequest,
     (integration, endpoint): (String, String),
@@ -118,7 +118,7 @@ async fn call_once(
     let answer = match claim {
         Ok(Claim::Claimed) => {
             let caller = Ok(Caller(key));
-            let called = call(&app, transaction_key, caller, &integration, &endpoint, body).await;
+            let called = call(&app, transaction, caller, &integration, &endpoint, body).await;
             return idempotency::keep(&app, idempotent, called).await;
         }
         Ok(Claim::Finished {
@@ -135,7 +135,7 @@ async fn call_once(
         ) => Err(ApiError::IdempotencyKeyReused),
         Err(error) => Err(ApiError::Internal(error)),
     };
-    answer_without_running(&app, &transaction_key, &key, (&integration, &endpoint), answer)
+    answer_without_running(&app, &transaction, &key, (&integration, &endpoint), answer)
 }
 
 /// A call's reply, and what keeping it for an `Idempotency-Key` needs to know of it.
@@ -151,14 +151,14 @@ pub(super) struct Called {
 /// Run the call and log it.
 async fn call(
     app: &AppState,
-    transaction_key: String,
+    transaction: Transaction,
     caller: Result<Caller, ApiError>,
     integration: &str,
     endpoint: &str,
     body: Result<JsonBody<ExecuteBody>, ApiError>,
 ) -> Called {
     let started = Instant::now();
-    let log = RequestLog::begin(&transaction_key, Some(integration), endpoint);
+    let log = RequestLog::begin(&transaction, Some(integration), endpoint);
     // If the caller leaves, hyper drops this future and with it the call (the instance, an
     // upstream request in flight); the row then records itself as `client_closed`. Running the
     // call in a task of its own instead, to finish it, cost 15–30% of the throughput in paired
@@ -167,7 +167,7 @@ async fn call(
     let mut row = PendingRow::new(app, Route::Execute, log, started);
     let result = run(
         app,
-        transaction_key,
+        transaction.key,
         caller,
         integration,
         endpoint,
@@ -189,13 +189,13 @@ async fn call(
 /// or the reply kept for it (`idempotent_replay`).
 fn answer_without_running(
     app: &AppState,
-    transaction_key: &str,
+    transaction: &Transaction,
     key: &ApiKey,
     (integration, endpoint): (&str, &str),
     answer: Result<Response, ApiError>,
 ) -> Response {
     let started = Instant::now();
-    let mut log = RequestLog::begin(transaction_key, Some(integration), endpoint);
+    let mut log = RequestLog::begin(transaction, Some(integration), endpoint);
     log.made_with(key);
     let replayed = answer.is_ok();
     let mut row = PendingRow::new(app, Route::Execute, log, started);
@@ -208,7 +208,7 @@ fn answer_without_running(
 /// same validation, limits, logging and metrics; returns the HTTP status and the reply body.
 pub(super) async fn execute_for(
     app: &AppState,
-    TransactionKey(transaction_key): TransactionKey,
+    transaction: Transaction,
     key: ApiKey,
     integration: &str,
     endpoint: &str,
@@ -220,7 +220,7 @@ pub(super) async fn execute_for(
         .map_err(|e| ApiError::BadRequest(format!("invalid arguments: {e}")));
     let response = execute(
         State(app.clone()),
-        Extension(TransactionKey(transaction_key)),
+        Extension(transaction),
         IdempotencyKey(Ok(None)),
         Ok(Caller(key)),
         Path((integration.to_owned(), endpoint.to_owned())),

@@ -29,6 +29,7 @@ async fn list(
         outcome: outcome(&query)?,
         key_prefix: query.text("keyPrefix"),
         transaction_key: query.text("transactionKey"),
+        request_id: query.text("requestId"),
         since_ms: since_ms(&query)?,
         // A scoped key reads what concerns its integrations, as in the vault API, and its own
         // calls; other integrations' rows name connections (identities) it may not see.

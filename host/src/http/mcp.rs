@@ -14,7 +14,7 @@
 //! behind a load balancer serves every session. `DELETE /mcp` is 405 ("nothing to end").
 
 use super::extract::{Caller, WholeBody};
-use super::{AppState, TransactionKey};
+use super::{AppState, Transaction};
 use crate::error::ApiError;
 use crate::vault::api_keys::ApiKey;
 use axum::extract::State;
@@ -210,7 +210,7 @@ impl ConnectionChoice {
 /// What a message's answer depends on besides the message.
 struct RequestContext {
     app: AppState,
-    transaction_key: TransactionKey,
+    transaction: Transaction,
     key: ApiKey,
     choice: ConnectionChoice,
     /// Whether the client speaks 2025-06-18 (it says so in every request after `initialize`),
@@ -236,7 +236,7 @@ impl From<Value> for Reply {
 
 async fn handle(
     State(app): State<AppState>,
-    Extension(transaction_key): Extension<TransactionKey>,
+    Extension(transaction): Extension<Transaction>,
     headers: HeaderMap,
     caller: Result<Caller, ApiError>,
     query: Result<super::query::Query, ApiError>,
@@ -269,7 +269,7 @@ async fn handle(
     let latest = headers.get(VERSION_HEADER).is_some_and(|v| v == "2025-06-18");
     let caller = RequestContext {
         app,
-        transaction_key,
+        transaction,
         key,
         choice,
         structured_results: latest,
@@ -443,7 +443,7 @@ async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value
     });
     let (status, text) = super::execute::execute_for(
         &caller.app,
-        caller.transaction_key.clone(),
+        caller.transaction.clone(),
         key.clone(),
         integration,
         &endpoint,

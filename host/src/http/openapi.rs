@@ -404,6 +404,7 @@ fn answer_headers() -> Value {
     let header = |name: &str| json!({"$ref": format!("#/components/headers/{name}")});
     json!({
         "x-transaction-key": header("TransactionKey"),
+        "x-request-id": header("RequestId"),
         "x-ratelimit-limit": header("RateLimitLimit"),
         "x-ratelimit-remaining": header("RateLimitRemaining"),
         "x-ratelimit-reset": header("RateLimitReset")
@@ -417,6 +418,10 @@ fn headers() -> Value {
     json!({
         "TransactionKey": {
             "description": "This request's transaction key (`txn_…`), also in its request-log row and log lines",
+            "schema": {"type": "string"}
+        },
+        "RequestId": {
+            "description": "The caller's own `X-Request-Id`, sent back when it is 1 to 128 visible ASCII characters (then also in the request-log row, as `requestId`, and the gateway's log lines); one of another shape is ignored",
             "schema": {"type": "string"}
         },
         "RateLimitLimit": integer("Calls per minute the key may make (execute calls of keys with a per-minute limit)"),
@@ -559,6 +564,7 @@ pub fn document() -> Value {
                     "description": "Error: `{\"error\": code, \"message\", \"action_url\"?}`",
                     "headers": {
                         "x-transaction-key": {"$ref": "#/components/headers/TransactionKey"},
+                        "x-request-id": {"$ref": "#/components/headers/RequestId"},
                         "retry-after": {"$ref": "#/components/headers/RetryAfter"},
                         "x-ratelimit-limit": {"$ref": "#/components/headers/RateLimitLimit"},
                         "x-ratelimit-remaining": {"$ref": "#/components/headers/RateLimitRemaining"},

@@ -15,7 +15,7 @@
 
 use super::detach::{self, CLIENT_CLOSED, PendingRow, Route};
 use super::extract::Caller;
-use super::{AppState, TransactionKey};
+use super::{AppState, Transaction};
 use crate::error::{ActionUrl, ApiError};
 use crate::runtime::CallContext;
 use crate::runtime::bindings::Header;
@@ -80,7 +80,7 @@ fn returnable(name: &str) -> bool {
 
 async fn passthrough(
     State(app): State<AppState>,
-    Extension(TransactionKey(transaction_key)): Extension<TransactionKey>,
+    Extension(transaction): Extension<Transaction>,
     caller: Result<Caller, ApiError>,
     method: Method,
     uri: Uri,
@@ -88,7 +88,7 @@ async fn passthrough(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let log = RequestLog::begin(&transaction_key, None, "passthrough");
+    let log = RequestLog::begin(&transaction, None, "passthrough");
     let mut row = PendingRow::new(&app, Route::Passthrough, log, started);
     let head = method == Method::HEAD;
     let progress = Arc::new(BodyProgress::new(expects_body(&headers)));
@@ -99,7 +99,7 @@ async fn passthrough(
     let call = detach::spawn(&app, async move {
         let result = run(
             &task_app,
-            transaction_key,
+            transaction.key,
             caller,
             method,
             uri,
@@ -482,7 +482,14 @@ mod tests {
     use tokio::sync::mpsc::Receiver;
 
     fn relay(chunks: Vec<Result<Bytes, UpstreamError>>) -> (Relay, Receiver<RequestLog>) {
-        let log = RequestLog::begin("txn_test", Some("github"), "passthrough");
+        let log = RequestLog::begin(
+            &crate::http::Transaction {
+                key: "txn_test".into(),
+                caller_request_id: None,
+            },
+            Some("github"),
+            "passthrough",
+        );
         let (row, rows) = PendingRow::for_tests(Route::Passthrough, log);
         let body = futures::stream::iter(chunks).boxed();
         (Relay { body, row: Some(row) }, rows)

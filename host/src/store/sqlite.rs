@@ -195,6 +195,7 @@ const MIGRATIONS: &[&str] = &[
 "#,
     r#"
     ALTER TABLE api_keys ADD COLUMN max_in_flight INTEGER;
+    ALTER TABLE request_logs ADD COLUMN request_id TEXT;
 "#,
 ];
 

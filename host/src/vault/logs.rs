@@ -22,6 +22,8 @@ pub const IDEMPOTENT_REPLAY: &str = "idempotent_replay";
 pub struct RequestLog {
     /// The transaction key.
     pub transaction_key: String,
+    /// The caller's own `X-Request-Id`, if it sent one.
+    pub request_id: Option<String>,
     /// When the call arrived (Unix milliseconds).
     pub created_at_ms: i64,
     /// The API key's row id.
@@ -65,13 +67,14 @@ impl RequestLog {
     }
 
     /// A row for a call that starts now; the handler fills in the rest as it goes.
-    pub fn begin(transaction_key: &str, integration: Option<&str>, endpoint: &str) -> Self {
+    pub fn begin(transaction: &crate::http::Transaction, integration: Option<&str>, endpoint: &str) -> Self {
         let created_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         Self {
-            transaction_key: transaction_key.to_owned(),
+            transaction_key: transaction.key.clone(),
+            request_id: transaction.caller_request_id.clone(),
             created_at_ms,
             key_id: None,
             key_prefix: None,
@@ -105,6 +108,8 @@ pub struct LogFilter {
     pub key_prefix: Option<String>,
     /// Transaction key.
     pub transaction_key: Option<String>,
+    /// The caller's `X-Request-Id`.
+    pub request_id: Option<String>,
     /// Only rows at or after this time (Unix ms).
     pub since_ms: Option<i64>,
     /// What a scoped key may see: rows of these integrations, and its own rows (`None`: all).
@@ -242,6 +247,7 @@ mod tests {
     fn row(at_ms: i64, outcome: &str) -> RequestLog {
         RequestLog {
             transaction_key: format!("txn_{at_ms}"),
+            request_id: None,
             created_at_ms: at_ms,
             key_id: Some(1),
             key_prefix: Some("sk_test_abcd".into()),
@@ -280,6 +286,24 @@ mod tests {
         };
         let (rows, total) = vault.list_logs(&filter, 1, 10)?;
         assert_eq!((total, rows[0].transaction_key.as_str()), (1, "txn_1000"));
+        Ok(())
+    }
+
+    #[test]
+    fn rows_are_found_by_the_callers_request_id() -> anyhow::Result<()> {
+        let tagged = |at_ms, id: &str| RequestLog {
+            request_id: Some(id.into()),
+            ..row(at_ms, "ok")
+        };
+        let (_dir, vault) = vault_with(&[tagged(1_000, "req-1"), row(2_000, "ok"), tagged(3_000, "req-2")])?;
+        let filter = LogFilter {
+            environment: "test".into(),
+            request_id: Some("req-1".into()),
+            ..LogFilter::default()
+        };
+        let (rows, total) = vault.list_logs(&filter, 1, 10)?;
+        assert_eq!((total, rows[0].transaction_key.as_str()), (1, "txn_1000"));
+        assert_eq!(rows[0].request_id.as_deref(), Some("req-1"));
         Ok(())
     }
 

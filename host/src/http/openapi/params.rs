@@ -180,6 +180,7 @@ pub const LOG_FILTERS: &[Param] = &[
     ),
     text("keyPrefix", "Calls made with the API key of this prefix"),
     text("transactionKey", "The call with this transaction key"),
+    text("requestId", "Calls sent with this `X-Request-Id`"),
     query(
         "since",
         Kind::Time,

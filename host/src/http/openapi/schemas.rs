@@ -414,6 +414,7 @@ fn action_knowledge() -> Value {
 fn log_entry() -> Value {
     record(json!({
         "transactionKey": string("Transaction key"),
+        "requestId": or_null(string("The caller's `X-Request-Id`, if it sent one (1 to 128 visible ASCII characters)")),
         "createdAt": timestamp("Arrival, to the millisecond"),
         "createdAtMs": integer("Arrival (Unix milliseconds)"),
         "keyPrefix": or_null(string("The API key's prefix")),

@@ -1,4 +1,4 @@
-//! The `request_logs` table: one row per execute call, never params or secrets.
+//! The `request_logs` table: one row per execute or passthrough call, never params or secrets.
 
 use crate::vault::logs::{LogFilter, RequestLog};
 use rusqlite::Connection;
@@ -6,8 +6,9 @@ use rusqlite::Connection;
 pub(super) fn insert(conn: &Connection, rows: &[RequestLog]) -> anyhow::Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO request_logs (transaction_key, created_at_ms, key_id, key_prefix, environment, integration,
-            endpoint, connection_key, http_status, upstream_status, outcome, duration_us, request_bytes, response_bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            endpoint, connection_key, http_status, upstream_status, outcome, duration_us, request_bytes, response_bytes,
+            request_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     for row in rows {
         insert.execute(rusqlite::params![
@@ -24,7 +25,8 @@ pub(super) fn insert(conn: &Connection, rows: &[RequestLog]) -> anyhow::Result<(
             row.outcome,
             row.duration_us as i64,
             row.request_bytes as i64,
-            row.response_bytes as i64
+            row.response_bytes as i64,
+            row.request_id
         ])?;
     }
     Ok(())
@@ -41,7 +43,8 @@ pub(super) fn list(
          AND (?3 IS NULL OR endpoint IN (SELECT value FROM json_each(?3)))
          AND (?4 IS NULL OR outcome = ?4) AND (?5 IS NULL OR key_prefix = ?5)
          AND (?6 IS NULL OR transaction_key = ?6) AND (?7 IS NULL OR created_at_ms >= ?7)
-         AND (?8 IS NULL OR integration IN (SELECT value FROM json_each(?8)) OR key_id = ?9)";
+         AND (?8 IS NULL OR integration IN (SELECT value FROM json_each(?8)) OR key_id = ?9)
+         AND (?10 IS NULL OR request_id = ?10)";
     let scope = filter
         .visible_to
         .as_ref()
@@ -58,7 +61,8 @@ pub(super) fn list(
         filter.transaction_key,
         filter.since_ms,
         scope,
-        filter.visible_to.as_ref().map(|reader| reader.key_id)
+        filter.visible_to.as_ref().map(|reader| reader.key_id),
+        filter.request_id
     ];
     let total: i64 = conn.query_row(
         &format!("SELECT COUNT(*) FROM request_logs WHERE {condition}"),
@@ -68,13 +72,15 @@ pub(super) fn list(
     let offset = i64::from(page.saturating_sub(1)) * i64::from(limit);
     let mut statement = conn.prepare(&format!(
         "SELECT transaction_key, created_at_ms, key_id, key_prefix, environment, integration, endpoint,
-                connection_key, http_status, upstream_status, outcome, duration_us, request_bytes, response_bytes
+                connection_key, http_status, upstream_status, outcome, duration_us, request_bytes, response_bytes,
+                request_id
          FROM request_logs WHERE {condition} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
     ))?;
     let rows = statement
         .query_map(params, |r| {
             Ok(RequestLog {
                 transaction_key: r.get(0)?,
+                request_id: r.get(14)?,
                 created_at_ms: r.get(1)?,
                 key_id: r.get(2)?,
                 key_prefix: r.get(3)?,
