@@ -970,9 +970,7 @@ fn spawn_rescan_on_hangup(reloader: crate::reload::Reloader, loader: Loader, reg
                     Reload::Changed
                 }
             };
-            if let Err(error) = reloader.rescan(&registry, reload).await {
-                tracing::error!(error = %format!("{error:#}"), "reading the plugins directory failed");
-            }
+            reloader.rescan(reload);
         }
     });
     #[cfg(not(unix))]

@@ -24,9 +24,10 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Keeps hot reload going; dropping it stops watching.
 #[derive(Debug)]
 pub struct Reloader {
-    _watcher: Option<notify::RecommendedWatcher>,
-    dir: PathBuf,
-    changes: mpsc::UnboundedSender<(PathBuf, Reload)>,
+    /// The task holds it weakly: it goes with the reloader, and with it the last sender the
+    /// task listens to.
+    _watch: Arc<Watch>,
+    changes: mpsc::UnboundedSender<Change>,
 }
 
 /// Which files a change loads again.
@@ -39,16 +40,50 @@ pub enum Reload {
     Everything,
 }
 
+/// What the reload task is told.
+#[derive(Debug)]
+enum Change {
+    /// A component file may have changed.
+    File(PathBuf, Reload),
+    /// Look at every file again, and watch the directory afresh first: it was replaced,
+    /// removed or created (an atomic deploy renames a new directory over the old one, and a
+    /// watch follows the old one wherever it goes), or `SIGHUP` asked.
+    Everything(Reload),
+}
+
+/// The watch on the plugins directory, and on its parent for the directory itself coming and
+/// going. Off under `--no-watch`.
+#[derive(Debug)]
+struct Watch {
+    watcher: Option<std::sync::Mutex<notify::RecommendedWatcher>>,
+}
+
+impl Watch {
+    /// Watch `dir` as it is now: drop a watch that followed a directory renamed away, and
+    /// watch what is at the path (nothing while it is gone: its parent's watch tells when it
+    /// is back).
+    fn rearm(&self, dir: &Path) {
+        let Some(watcher) = &self.watcher else {
+            return;
+        };
+        let mut watcher = watcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = watcher.unwatch(dir);
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => tracing::info!(dir = %dir.display(), "watching the plugins directory afresh"),
+            Err(error) => tracing::warn!(
+                dir = %dir.display(),
+                %error,
+                "the plugins directory cannot be watched (gone?); it is watched again once it is back"
+            ),
+        }
+    }
+}
+
 impl Reloader {
     /// Look at every component file in the directory again, and at files that were loaded
-    /// but are gone: as if each had changed.
-    pub async fn rescan(&self, registry: &Registry, reload: Reload) -> anyhow::Result<()> {
-        let mut paths: BTreeSet<PathBuf> = registry::component_files(&self.dir).await?.into_iter().collect();
-        paths.extend(registry.snapshot().values().filter_map(|c| c.source.clone()));
-        for path in paths {
-            let _ = self.changes.send((path, reload));
-        }
-        Ok(())
+    /// but are gone: as if each had changed. The directory is watched afresh first.
+    pub fn rescan(&self, reload: Reload) {
+        let _ = self.changes.send(Change::Everything(reload));
     }
 }
 
@@ -62,18 +97,33 @@ fn may_change_content(kind: &EventKind) -> bool {
     }
 }
 
+/// Where `dir` shows in its parent's events, and that parent: `None` for a directory with no
+/// name of its own (`/`, `..`), which cannot be swapped for another.
+fn as_seen_from_parent(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let name = dir.file_name()?;
+    let parent = match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Some((parent.join(name), parent))
+}
+
 /// Keep `registry` in step with the `*.wasm` files of `dir`: watch it unless `watch` is false,
 /// and take [`Reloader::rescan`] requests either way.
 pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -> anyhow::Result<Reloader> {
-    let (sender, receiver) = mpsc::unbounded_channel::<(PathBuf, Reload)>();
+    let (sender, receiver) = mpsc::unbounded_channel::<Change>();
     let watcher = if watch {
         let events = sender.clone();
+        let seen_from_parent = as_seen_from_parent(dir);
+        let itself = seen_from_parent.as_ref().map(|(itself, _)| itself.clone());
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) if may_change_content(&event.kind) => {
                     for path in event.paths {
-                        if path.extension().is_some_and(|ext| ext == "wasm") {
-                            let _ = events.send((path, Reload::Changed));
+                        if itself.as_ref() == Some(&path) {
+                            let _ = events.send(Change::Everything(Reload::Changed));
+                        } else if path.extension().is_some_and(|ext| ext == "wasm") {
+                            let _ = events.send(Change::File(path, Reload::Changed));
                         }
                     }
                 }
@@ -81,42 +131,100 @@ pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -
                 Err(error) => tracing::warn!(%error, "plugins directory watch error"),
             })?;
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        // Without it, reload would still work until the directory is replaced; so it is worth
+        // a warning, not a refusal to start.
+        if let Some((_, parent)) = &seen_from_parent
+            && let Err(error) = watcher.watch(parent, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(
+                parent = %parent.display(),
+                %error,
+                "cannot watch the plugins directory's parent: if the directory is replaced or removed, \
+                 send SIGHUP to watch it again"
+            );
+        }
         tracing::info!(dir = %dir.display(), "watching for connector changes");
-        Some(watcher)
+        Some(std::sync::Mutex::new(watcher))
     } else {
         None
     };
-    tokio::spawn(reload_task(receiver, loader, registry));
+    let watch = Arc::new(Watch { watcher });
+    tokio::spawn(reload_task(
+        receiver,
+        dir.to_owned(),
+        Arc::downgrade(&watch),
+        loader,
+        registry,
+    ));
     Ok(Reloader {
-        _watcher: watcher,
-        dir: dir.to_owned(),
+        _watch: watch,
         changes: sender,
     })
 }
 
 /// The one task that applies changes, so two reloads never race each other.
 async fn reload_task(
-    mut events: mpsc::UnboundedReceiver<(PathBuf, Reload)>,
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    dir: PathBuf,
+    watch: std::sync::Weak<Watch>,
     loader: Loader,
     registry: Arc<Registry>,
 ) {
-    while let Some((path, reload)) = events.recv().await {
+    while let Some(first) = changes.recv().await {
         let started = Instant::now();
-        let mut changed = BTreeMap::from([(path, reload)]);
+        let mut batch = Batch::default();
+        batch.add(first);
         loop {
-            match tokio::time::timeout(DEBOUNCE, events.recv()).await {
-                Ok(Some((path, reload))) => {
-                    let entry = changed.entry(path).or_insert(reload);
-                    *entry = (*entry).max(reload);
-                }
+            match tokio::time::timeout(DEBOUNCE, changes.recv()).await {
+                Ok(Some(change)) => batch.add(change),
                 Ok(None) => return,
                 Err(_) => break,
             }
         }
-        for (path, reload) in changed {
+        if let Some(reload) = batch.everything {
+            if let Some(watch) = watch.upgrade() {
+                watch.rearm(&dir);
+            }
+            for path in every_file(&dir, &registry).await {
+                batch.add(Change::File(path, reload));
+            }
+        }
+        for (path, reload) in batch.files {
             apply(&loader, &registry, &path, reload, started).await;
         }
     }
+}
+
+/// Changes gathered within one debounce window.
+#[derive(Debug, Default)]
+struct Batch {
+    files: BTreeMap<PathBuf, Reload>,
+    everything: Option<Reload>,
+}
+
+impl Batch {
+    fn add(&mut self, change: Change) {
+        match change {
+            Change::File(path, reload) => {
+                let entry = self.files.entry(path).or_insert(reload);
+                *entry = (*entry).max(reload);
+            }
+            Change::Everything(reload) => self.everything = self.everything.max(Some(reload)),
+        }
+    }
+}
+
+/// The directory's component files, and the files loaded from it that are gone.
+async fn every_file(dir: &Path, registry: &Registry) -> BTreeSet<PathBuf> {
+    let mut paths: BTreeSet<PathBuf> = match registry::component_files(dir).await {
+        Ok(files) => files.into_iter().collect(),
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "reading the plugins directory failed");
+            BTreeSet::new()
+        }
+    };
+    paths.extend(registry.snapshot().values().filter_map(|c| c.source.clone()));
+    paths
 }
 
 async fn apply(loader: &Loader, registry: &Registry, path: &Path, reload: Reload, started: Instant) {
@@ -171,6 +279,22 @@ async fn load_orphaned_shadows(loader: &Loader, registry: &Registry) {
 mod tests {
     use super::*;
     use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind};
+
+    #[test]
+    fn the_directory_is_looked_for_in_its_parents_events() {
+        let seen = |dir: &str| {
+            as_seen_from_parent(Path::new(dir))
+                .map(|(itself, parent)| (itself.display().to_string(), parent.display().to_string()))
+        };
+        assert_eq!(
+            seen("/srv/sluice/plugins"),
+            Some(("/srv/sluice/plugins".into(), "/srv/sluice".into()))
+        );
+        assert_eq!(seen("plugins"), Some(("./plugins".into(), ".".into())));
+        assert_eq!(seen("plugins/"), Some(("./plugins".into(), ".".into())));
+        assert_eq!(seen("/"), None);
+        assert_eq!(seen(".."), None);
+    }
 
     #[test]
     fn reads_are_not_changes() {

@@ -547,3 +547,71 @@ async fn sighup_rescans_the_plugins_directory() {
     wait_for_version(&client, &gateway, &key, "1.0.0").await;
     assert!(gateway.output().contains("SIGHUP"), "{}", gateway.output());
 }
+
+/// Replacing the whole plugins directory (an atomic deploy renames a new directory over the old
+/// one), and removing it and making it again, keep hot reload going: the gateway serves what
+/// the new directory holds and watches it, not the old one wherever it went.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_plugins_directory_is_served_and_watched() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::VERSIONED_V1], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let echo_serves = |expected: bool| {
+        let (client, url, key) = (client.clone(), gateway.url.clone(), key.clone());
+        async move {
+            let started = Instant::now();
+            loop {
+                let answer = send(
+                    client
+                        .post(format!("{url}/v1/echo/say"))
+                        .bearer_auth(&key)
+                        .json(&json!({"params": {}})),
+                )
+                .await;
+                if (answer.status == 200) == expected {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "echo serving should be {expected}: {:?}",
+                    answer.body
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let plugins = gateway.plugins_dir().to_owned();
+    let (next, old) = (plugins.with_extension("next"), plugins.with_extension("old"));
+    std::fs::create_dir(&next).expect("next directory");
+    for (source, name) in [
+        (guests::VERSIONED_V1, "versioned.wasm"),
+        (guests::ECHO, "echo.wasm"),
+    ] {
+        std::fs::copy(source, next.join(name)).expect("copy");
+    }
+    std::fs::rename(&plugins, &old).expect("move the old directory away");
+    std::fs::rename(&next, &plugins).expect("move the new one in");
+    echo_serves(true).await;
+    // Changes in the new directory are the gateway's business…
+    std::fs::remove_file(plugins.join("echo.wasm")).expect("remove echo");
+    echo_serves(false).await;
+    // …while those in the old one, wherever it went, are not.
+    std::fs::copy(guests::ECHO, old.join("echo.wasm")).expect("copy");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    echo_serves(false).await;
+    std::fs::remove_dir_all(&old).expect("remove the old directory");
+    assert_eq!(version(&client, &gateway.url, &key).await.as_deref(), Ok("1.0.0"));
+
+    std::fs::remove_dir_all(&plugins).expect("remove the directory");
+    let gone = async {
+        while version(&client, &gateway.url, &key).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("the connector goes with its file");
+    std::fs::create_dir(&plugins).expect("make it again");
+    std::fs::copy(guests::ECHO, plugins.join("echo.wasm")).expect("copy");
+    echo_serves(true).await;
+}
