@@ -32,6 +32,11 @@ pub struct PatternError {
 }
 
 impl HostPattern {
+    /// Whether requests it lets through travel unencrypted (`http`).
+    pub fn is_plain_http(&self) -> bool {
+        self.scheme == "http"
+    }
+
     /// Parse `scheme://host[:port]`; the host may start with `*.`. Paths are not allowed.
     pub fn parse(pattern: &str) -> Result<Self, PatternError> {
         let fail = |reason| PatternError {

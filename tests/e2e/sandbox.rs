@@ -1,10 +1,11 @@
 //! Hostile connectors: each attack fails for that request only, with its own error code,
 //! while well-behaved requests keep succeeding and nothing leaks.
 
-use crate::common::{SECRET, Setup};
+use crate::common::{SECRET, SLUICE, Setup, send};
 use serde_json::{Value, json};
 use sluice_fixtures::gateway::Options;
-use sluice_fixtures::{FakeUpstream, Reply};
+use sluice_fixtures::{FakeUpstream, Gateway, Reply, guests};
+use std::path::Path;
 
 fn short_deadline() -> Options {
     Options {
@@ -412,6 +413,31 @@ async fn guest_set_authorization_is_refused() {
     .await;
     assert_eq!(crlf.code(), "connector_error", "{:?}", crlf.body);
     assert!(setup.upstream_requests().is_empty());
+}
+
+/// A connector that would send its connection's credential over plain http does not load,
+/// saying why, unless the gateway may reach private upstreams (local development against
+/// fakes on loopback).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connector_sending_a_credential_over_plain_http_does_not_load() {
+    let plugins = |gateway: &Gateway| send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url)));
+    let options = Options {
+        deny_private_upstreams: true,
+        ..Options::default()
+    };
+    let production = Gateway::start(Path::new(SLUICE), &[guests::PLAIN_HTTP], options).await;
+    let listed = plugins(&production).await;
+    assert_eq!(listed.body["rows"], json!([]), "{:?}", listed.body);
+    let error = listed.body["failures"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("`http://api.versioned.test/` is plain http")
+            && error.contains("in the clear")
+            && error.contains("--allow-private-upstreams"),
+        "{error}"
+    );
+    let development = Gateway::start(Path::new(SLUICE), &[guests::PLAIN_HTTP], Options::default()).await;
+    let listed = plugins(&development).await;
+    assert_eq!(listed.body["rows"][0]["id"], "versioned", "{:?}", listed.body);
 }
 
 /// Loopback upstreams are refused unless the operator opted in, whatever the spelling.

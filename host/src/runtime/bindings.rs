@@ -24,7 +24,7 @@ pub mod v0_1 {
 }
 
 pub use self::v0_2::exports::sluice::connector::connector::{
-    AuthScheme, ConnectorError, Endpoint as WitEndpoint, Manifest as WitManifest, Output,
+    AuthScheme, ConnectorError, Endpoint as WitEndpoint, Manifest as WitManifest, Oauth2Config, Output,
 };
 pub use self::v0_2::sluice::connector::types::{Header, HttpError, Level, Request, Response};
 

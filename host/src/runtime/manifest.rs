@@ -190,6 +190,43 @@ fn is_identifier(s: &str) -> bool {
 }
 
 impl Manifest {
+    /// Refuse a manifest that would send a credential in the clear: with a credential to
+    /// inject (or, for OAuth, the operator's client secret and users' refresh tokens to send),
+    /// every origin it names must be `https`. (A gateway that may reach private upstreams
+    /// does not ask this: local development talks plain HTTP to fakes on loopback.)
+    pub fn check_credentials_travel_encrypted(&self) -> Result<(), ManifestError> {
+        if matches!(self.auth, AuthScheme::None) {
+            return Ok(());
+        }
+        let refused = |field: &str, what: &str| {
+            invalid(
+                field,
+                format!(
+                    "`{what}` is plain http, so the connection's credential would travel in the clear: \
+                     use https (plain http is allowed only on a gateway started with \
+                     --allow-private-upstreams, for local development)"
+                ),
+            )
+        };
+        if self.base_url.scheme() == "http" {
+            return Err(refused("base-url", self.base_url.as_str()));
+        }
+        if let Some(host) = self.allowed_hosts.iter().find(|host| host.is_plain_http()) {
+            return Err(refused("allowed-hosts", &host.to_string()));
+        }
+        if let AuthScheme::OAuth2(oauth) = &self.auth {
+            for (field, url) in [
+                ("authorize-url", &oauth.authorize_url),
+                ("token-url", &oauth.token_url),
+            ] {
+                if Url::parse(url).is_ok_and(|url| url.scheme() == "http") {
+                    return Err(refused(&format!("auth.oauth2.{field}"), url));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Validate what a connector's `describe()` returned.
     pub fn from_wit(wit: WitManifest) -> Result<Self, ManifestError> {
         check_connector_id(&wit.id).map_err(|reason| invalid("id", reason))?;
@@ -452,6 +489,62 @@ mod tests {
                 examples: Vec::new(),
             }],
         }
+    }
+
+    #[test]
+    fn a_credential_is_never_sent_over_plain_http() -> Result<(), ManifestError> {
+        let with = |base_url: &str, hosts: &[&str], auth: WitAuth| WitManifest {
+            base_url: base_url.into(),
+            allowed_hosts: hosts.iter().map(|host| host.to_string()).collect(),
+            auth,
+            ..wit("{}")
+        };
+        let refused_field = |manifest: WitManifest| match Manifest::from_wit(manifest)
+            .and_then(|manifest| manifest.check_credentials_travel_encrypted())
+        {
+            Err(ManifestError::Invalid { field, reason }) => {
+                assert!(reason.contains("in the clear"), "{reason}");
+                Some(field)
+            }
+            Ok(()) => None,
+        };
+        let plain = "http://api.example.com";
+        assert_eq!(
+            refused_field(with(plain, &[plain], WitAuth::Bearer)).as_deref(),
+            Some("base-url")
+        );
+        assert_eq!(
+            refused_field(with(
+                "https://api.example.com",
+                &["https://api.example.com", "http://files.example.com"],
+                WitAuth::Basic
+            ))
+            .as_deref(),
+            Some("allowed-hosts")
+        );
+        let oauth = |token_url: &str| {
+            WitAuth::Oauth2(super::super::bindings::Oauth2Config {
+                authorize_url: "https://accounts.example.com/o/authorize".into(),
+                token_url: token_url.into(),
+                scopes: Vec::new(),
+                authorize_params: Vec::new(),
+            })
+        };
+        let https = "https://api.example.com";
+        assert_eq!(
+            refused_field(with(https, &[https], oauth("HTTP://accounts.example.com/token"))).as_deref(),
+            Some("auth.oauth2.token-url")
+        );
+        assert_eq!(
+            refused_field(with(https, &[https], oauth("https://accounts.example.com/token"))),
+            None
+        );
+        assert_eq!(
+            refused_field(with(plain, &[plain], WitAuth::None)),
+            None,
+            "no credential to leak"
+        );
+        Ok(())
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One connector, two builds: v1 and v2 (feature `v2`), which also asks for one more outbound
-//! host. Its `version` endpoint answers with the version without any upstream call.
+//! host. (Feature `describe-panics` breaks it; `plain-http` makes it a bearer-token connector
+//! whose upstream is plain http.) Its `version` endpoint answers with the version without any upstream call.
 
 use sluice_sdk::{Auth, Connector, Endpoint, Error, Manifest, Output, Params, export_connector, json};
 
@@ -13,9 +14,12 @@ impl Connector for Versioned {
             panic!("describe broke on purpose");
         }
         let manifest = Manifest::new("versioned", "Versioned", VERSION)
-            .base_url("https://api.versioned.test")
-            .auth(Auth::None)
             .endpoint(Endpoint::new("version", "GET", "/version"));
+        let manifest = if cfg!(feature = "plain-http") {
+            manifest.base_url("http://api.versioned.test").auth(Auth::Bearer)
+        } else {
+            manifest.base_url("https://api.versioned.test").auth(Auth::None)
+        };
         if cfg!(feature = "v2") {
             manifest.allow_host("https://extra.versioned.test")
         } else {
