@@ -419,6 +419,9 @@ impl GuestState {
     /// `failed`: the call trapped or was stopped.
     fn log_output(&mut self, failed: bool) {
         self.output.drain_into(&mut self.call, failed);
+        if failed {
+            self.call.log_last_words();
+        }
     }
 }
 

@@ -273,6 +273,21 @@ async fn a_panic_message_is_logged_under_the_transaction_key() {
         line.contains("src/lib.rs:"),
         "the panic's location is logged: {line}"
     );
+
+    // Also when the connector had used up its log budget before it crashed.
+    let answer = setup
+        .execute("hostile", "panic", json!({"params": {"log_first": 150}}))
+        .await;
+    assert_eq!(answer.code(), "connector_trap");
+    let transaction = transaction_of(&answer);
+    let output = setup
+        .gateway
+        .output_with_line(&[&transaction, "deliberate panic", "past_log_budget=true"])
+        .await;
+    assert!(
+        output.contains("step 99") && !output.contains("step 100"),
+        "the budget held"
+    );
 }
 
 /// What a connector writes to stdout and stderr becomes its log lines under the request's

@@ -33,6 +33,9 @@ pub(crate) struct CallState {
     /// The last error-level line the connector logged or wrote to stderr before crashing: its
     /// own words for why (a panic message, an exception), which a failed load reports.
     last_error_line: Option<String>,
+    /// That line came past the log budget, so it was not written: a crash writes it after all
+    /// (see [`CallState::log_last_words`]).
+    last_error_line_dropped: bool,
     /// Status of the last response to a request that carried the credential.
     credential_status: Option<u16>,
     /// Time spent waiting for upstream responses.
@@ -70,6 +73,7 @@ impl CallState {
             requests_sent: 0,
             log_lines: 0,
             last_error_line: None,
+            last_error_line_dropped: false,
             credential_status: None,
             upstream_time: std::time::Duration::ZERO,
             denials: 0,
@@ -655,11 +659,46 @@ impl CallState {
     /// Past the invocation's line budget lines are dropped; the credential is scrubbed, control
     /// characters escaped and long lines truncated.
     pub(crate) fn log_line(&mut self, level: Level, message: Cow<'_, str>, stream: Option<&'static str>) {
-        if self.log_lines_left() == 0 {
+        let is_error = matches!(level, Level::Error);
+        let over_budget = self.log_lines_left() == 0;
+        if over_budget {
             self.over_log_budget(1);
+            // Kept aside, not written: a crash's message may come after a flood of lines.
+            if is_error {
+                self.last_error_line = Some(self.presentable(message));
+                self.last_error_line_dropped = true;
+            }
             return;
         }
         self.log_lines += 1;
+        let message = self.presentable(message);
+        if is_error {
+            self.last_error_line = Some(message.clone());
+            self.last_error_line_dropped = false;
+        }
+        let (connector, tx) = (&*self.connector_id, self.context.transaction_key.as_str());
+        match stream {
+            None => connector_event!(level, connector, tx, "{message}"),
+            Some(stream) => connector_event!(level, connector, tx, stream, "{message}"),
+        }
+    }
+
+    /// After a crash, write its own words for why if the log budget had left no room for them:
+    /// the last error-level line, typically the panic message or exception. One line over the
+    /// budget, so that "see the gateway log for transaction …" always finds why.
+    pub(crate) fn log_last_words(&mut self) {
+        if !std::mem::take(&mut self.last_error_line_dropped) {
+            return;
+        }
+        if let Some(message) = &self.last_error_line {
+            let (connector, tx) = (&*self.connector_id, self.context.transaction_key.as_str());
+            tracing::error!(target: "connector", connector, tx, past_log_budget = true, "{message}");
+        }
+    }
+
+    /// `message` as the gateway's log may show it: the credential scrubbed, control characters
+    /// escaped, and cut to the longest line allowed.
+    fn presentable(&self, message: Cow<'_, str>) -> String {
         let message = match scrub(message.as_bytes(), &self.secret_forms()) {
             Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
             None => message.into_owned(),
@@ -674,14 +713,7 @@ impl CallState {
             message.truncate(cut);
             message.push_str("…[truncated]");
         }
-        if matches!(level, Level::Error) {
-            self.last_error_line = Some(message.clone());
-        }
-        let (connector, tx) = (&*self.connector_id, self.context.transaction_key.as_str());
-        match stream {
-            None => connector_event!(level, connector, tx, "{message}"),
-            Some(stream) => connector_event!(level, connector, tx, stream, "{message}"),
-        }
+        message
     }
 
     /// The last error-level line the connector logged (see `last_error_line`).

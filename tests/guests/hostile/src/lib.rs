@@ -73,6 +73,13 @@ struct Count {
     count: u32,
 }
 
+/// `panic`'s params: log this many lines first (to use up the log budget before the crash).
+#[derive(Deserialize)]
+struct PanicAfter {
+    #[serde(default)]
+    log_first: u32,
+}
+
 fn recurse(depth: u64) -> u64 {
     // black_box keeps the optimiser from turning this into a loop.
     let frame = std::hint::black_box([depth; 16]);
@@ -159,7 +166,13 @@ impl Connector for Hostile {
                 Output::json(200, &json!({"held": held.len()}))
             }
             "recurse" => Output::json(200, &recurse(0)),
-            "panic" => panic!("deliberate panic in the middle of a request"),
+            "panic" => {
+                let p: PanicAfter = params.parse()?;
+                for step in 0..p.log_first {
+                    log::info(&format!("step {step}"));
+                }
+                panic!("deliberate panic in the middle of a request")
+            }
             "flood_log" => {
                 let p: Count = params.parse()?;
                 let line = "x".repeat(10_000);
