@@ -130,7 +130,9 @@ pub trait Store: Send + Sync + 'static {
     /// Where the data lives, for messages: a file path, or an address without credentials.
     fn location(&self) -> String;
 
-    /// Fails unless a write could be committed now (readiness checks); changes nothing.
+    /// Fails unless a write could be committed now (readiness checks). Changes nothing, unless
+    /// a write failed for want of storage (a full disk): then it commits a small write, as only
+    /// that shows the trouble is over.
     fn check_writable(&self) -> anyhow::Result<()>;
 
     /// Write a consistent copy of all the data to the new file `destination` (readable by this

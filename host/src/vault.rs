@@ -174,7 +174,8 @@ impl Vault {
         opened
     }
 
-    /// Fail unless a write transaction can be taken (for readiness checks); writes nothing.
+    /// Fail unless a write could be committed now (for readiness checks; see
+    /// [`Store::check_writable`]).
     pub fn check_writable(&self) -> anyhow::Result<()> {
         self.write(|store| store.check_writable())
     }

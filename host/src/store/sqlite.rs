@@ -212,6 +212,67 @@ pub struct SqliteStore {
     watcher: Mutex<Connection>,
     /// Writes request log batches, with `synchronous=NORMAL`.
     log_writer: Mutex<Connection>,
+    /// Why the last write failed for want of storage (a full disk, an I/O error, a file made
+    /// read-only), until a write succeeds again: readiness reports it.
+    storage_failure: StorageFailure,
+}
+
+/// The last write's storage failure, if it had one. The flag keeps a healthy write from
+/// taking the message's lock.
+#[derive(Debug, Default)]
+struct StorageFailure {
+    failing: std::sync::atomic::AtomicBool,
+    message: std::sync::Mutex<String>,
+}
+
+impl StorageFailure {
+    /// Note how a write ended.
+    fn note<T>(&self, outcome: &anyhow::Result<T>) {
+        match outcome {
+            Ok(_) if self.failing.load(Ordering::Relaxed) => {
+                self.failing.store(false, Ordering::Relaxed);
+                tracing::info!("the database takes writes again");
+            }
+            Ok(_) => {}
+            Err(error) if is_storage_failure(error) => {
+                *self
+                    .message
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = format!("{error:#}");
+                self.failing.store(true, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Why writes fail, while they do.
+    fn current(&self) -> Option<String> {
+        self.failing.load(Ordering::Relaxed).then(|| {
+            self.message
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        })
+    }
+}
+
+/// Whether `error` is the storage failing (rather than what was written being refused).
+fn is_storage_failure(error: &anyhow::Error) -> bool {
+    use rusqlite::ffi::ErrorCode;
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(failure, _)) if matches!(
+                failure.code,
+                ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::DatabaseCorrupt
+                    | ErrorCode::NotADatabase
+            )
+        )
+    })
 }
 
 impl SqliteStore {
@@ -236,6 +297,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             watcher: Mutex::new(open_reader(path)?),
             log_writer: Mutex::new(log_writer),
+            storage_failure: StorageFailure::default(),
         })
     }
 
@@ -259,7 +321,9 @@ impl SqliteStore {
 
     /// Run `f` in one write transaction on the writer and commit it.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> anyhow::Result<T>) -> anyhow::Result<T> {
-        write_on(&self.writer, f)
+        let outcome = write_on(&self.writer, f);
+        self.storage_failure.note(&outcome);
+        outcome
     }
 }
 
@@ -284,8 +348,16 @@ impl Store for SqliteStore {
     }
 
     fn check_writable(&self) -> anyhow::Result<()> {
+        // Taking the write lock writes nothing, so a full disk would pass it: after a write
+        // failed for want of storage, only a write that commits shows the trouble is over.
+        let probe = match self.storage_failure.current() {
+            Some(_) => {
+                "INSERT OR REPLACE INTO meta (name, value) VALUES ('write_probe', strftime('%s', 'now'))"
+            }
+            None => "UPDATE meta SET value = value WHERE 0",
+        };
         self.write(|tx| {
-            tx.execute("UPDATE meta SET value = value WHERE 0", [])?;
+            tx.execute(probe, [])?;
             Ok(())
         })
     }
@@ -571,7 +643,9 @@ impl Store for SqliteStore {
     }
 
     fn insert_request_logs(&self, rows: &[RequestLog]) -> anyhow::Result<()> {
-        write_on(&self.log_writer, |tx| request_logs::insert(tx, rows))
+        let outcome = write_on(&self.log_writer, |tx| request_logs::insert(tx, rows));
+        self.storage_failure.note(&outcome);
+        outcome
     }
 
     fn list_request_logs(
@@ -848,6 +922,34 @@ mod tests {
             0,
             "the request log table exists"
         );
+        Ok(())
+    }
+
+    /// A write failing for want of storage (here a database held to its size, as a full disk
+    /// would) makes readiness fail until a write succeeds; a write refused for what it holds
+    /// does not.
+    #[test]
+    fn a_full_database_is_not_ready_until_writes_work_again() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("sluice.db"))?;
+        store.check_writable()?;
+        let refused =
+            store.write(|tx| Ok(tx.execute("INSERT INTO meta (name, value) VALUES ('x', NULL)", [])?));
+        assert!(refused.is_err(), "NOT NULL");
+        store.check_writable()?;
+
+        let pages: i64 = lock(&store.writer)?.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        lock(&store.writer)?.pragma_update(None, "max_page_count", pages)?;
+        let big = "x".repeat(64 << 10);
+        let full =
+            store.write(|tx| Ok(tx.execute("INSERT INTO meta (name, value) VALUES ('big', ?1)", [&big])?));
+        let error = format!("{:#}", full.expect_err("no page left"));
+        assert!(error.contains("full"), "{error}");
+        assert_eq!(store.storage_failure.current().as_deref(), Some(error.as_str()));
+
+        lock(&store.writer)?.pragma_update(None, "max_page_count", 1 << 30)?;
+        store.check_writable()?;
+        assert_eq!(store.storage_failure.current(), None, "a write went through");
         Ok(())
     }
 

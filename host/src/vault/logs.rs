@@ -129,14 +129,28 @@ pub struct ScopedReader {
 #[derive(Debug, Clone)]
 pub struct LogSink {
     sender: mpsc::Sender<RequestLog>,
+    /// Rows dropped so far.
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LogSink {
+    fn new(sender: mpsc::Sender<RequestLog>) -> Self {
+        Self {
+            sender,
+            dropped: Arc::default(),
+        }
+    }
+
     /// Queue a row. When the queue is full the row is dropped (and counted in the log)
     /// rather than slowing callers down.
     pub fn record(&self, row: RequestLog) {
         if self.sender.try_send(row).is_err() {
-            tracing::warn!("request log queue full; a log row was dropped");
+            let dropped = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            // The 1st, 2nd, 4th, 8th… drop: a line per row would flood the log just when the
+            // writer is behind.
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "request log queue full; log rows were dropped");
+            }
         }
     }
 }
@@ -146,13 +160,21 @@ impl LogSink {
     /// A sink whose rows a test reads from the receiver instead of a database.
     pub(crate) fn for_tests() -> (Self, mpsc::Receiver<RequestLog>) {
         let (sender, receiver) = mpsc::channel(16);
-        (Self { sender }, receiver)
+        (Self::new(sender), receiver)
     }
 }
 
 /// Most rows written in one transaction. With one transaction per 100 ms this keeps up with
 /// tens of thousands of requests a second; the queue holds two batches.
 const MAX_BATCH: usize = 8192;
+
+/// Rows kept in memory while writing them fails (a full disk), to be written once it works
+/// again (about 3 MiB); past that, new rows wait in the queue, and past the queue they are
+/// dropped.
+const MAX_UNWRITTEN: usize = 4 * MAX_BATCH;
+
+/// How often writing is tried again while it fails.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Start the writer into `store` (e.g. [`Vault::store`]). Rows are flushed every 100 ms, and
 /// once every [`LogSink`] is dropped (see [`LogWriter::finish`]).
@@ -161,24 +183,76 @@ pub fn start_writer(store: Arc<dyn Store>) -> anyhow::Result<(LogSink, LogWriter
     let thread = std::thread::Builder::new()
         .name("sluice-log-writer".into())
         .spawn(move || {
-            let mut batch = Vec::with_capacity(MAX_BATCH);
-            while let Some(row) = receiver.blocking_recv() {
-                batch.push(row);
-                // Gather whatever else is already queued, then write one transaction.
-                std::thread::sleep(Duration::from_millis(100));
-                while batch.len() < MAX_BATCH {
-                    match receiver.try_recv() {
-                        Ok(row) => batch.push(row),
-                        Err(_) => break,
+            let mut unwritten = Unwritten::default();
+            loop {
+                if unwritten.rows.is_empty() {
+                    match receiver.blocking_recv() {
+                        Some(row) => unwritten.rows.push(row),
+                        None => break,
                     }
                 }
-                if let Err(error) = store.insert_request_logs(&batch) {
-                    tracing::error!(error = %format!("{error:#}"), rows = batch.len(), "writing request log rows failed");
+                // Gather whatever else is already queued, then write.
+                std::thread::sleep(if unwritten.failing {
+                    RETRY_EVERY
+                } else {
+                    Duration::from_millis(100)
+                });
+                let mut closed = false;
+                while unwritten.rows.len() < MAX_UNWRITTEN {
+                    match receiver.try_recv() {
+                        Ok(row) => unwritten.rows.push(row),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
                 }
-                batch.clear();
+                unwritten.write(store.as_ref());
+                if closed && unwritten.failing {
+                    tracing::error!(
+                        rows = unwritten.rows.len(),
+                        "the gateway stops; request log rows that could not be written are lost"
+                    );
+                    break;
+                }
             }
         })?;
-    Ok((LogSink { sender }, LogWriter(thread)))
+    Ok((LogSink::new(sender), LogWriter(thread)))
+}
+
+/// Rows the writer has taken off the queue and not written yet.
+#[derive(Debug, Default)]
+struct Unwritten {
+    rows: Vec<RequestLog>,
+    /// The last attempt failed.
+    failing: bool,
+}
+
+impl Unwritten {
+    /// Write the rows, a transaction per [`MAX_BATCH`], keeping those a failure left unwritten
+    /// for the next try.
+    fn write(&mut self, store: &dyn Store) {
+        while !self.rows.is_empty() {
+            let batch = &self.rows[..self.rows.len().min(MAX_BATCH)];
+            match store.insert_request_logs(batch) {
+                Ok(()) => {
+                    if std::mem::take(&mut self.failing) {
+                        tracing::info!("request log rows are written again; none was lost");
+                    }
+                    let written = batch.len();
+                    self.rows.drain(..written);
+                }
+                Err(error) => {
+                    if !self.failing {
+                        tracing::error!(error = %format!("{error:#}"), rows = self.rows.len(), "writing request log rows failed; they are kept and tried again every second");
+                    }
+                    self.failing = true;
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// The writer thread: it writes what is queued and stops once every [`LogSink`] is dropped.
@@ -286,6 +360,32 @@ mod tests {
         };
         let (rows, total) = vault.list_logs(&filter, 1, 10)?;
         assert_eq!((total, rows[0].transaction_key.as_str()), (1, "txn_1000"));
+        Ok(())
+    }
+
+    /// Rows that cannot be written (a full disk; here a trigger refusing them) are kept and
+    /// written once writing works again, not dropped.
+    #[tokio::test]
+    async fn rows_the_database_refused_are_written_when_it_takes_them_again() -> anyhow::Result<()> {
+        let (dir, vault) = vault_with(&[])?;
+        let database = rusqlite::Connection::open(dir.path().join("db"))?;
+        database.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON request_logs BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+        )?;
+        let (sink, writer) = start_writer(vault.store())?;
+        sink.record(row(1_000, "ok"));
+        let filter = LogFilter {
+            environment: "test".into(),
+            ..LogFilter::default()
+        };
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(vault.list_logs(&filter, 1, 10)?.1, 0, "refused so far");
+        sink.record(row(2_000, "ok"));
+        database.execute_batch("DROP TRIGGER refuse")?;
+        drop(sink);
+        assert!(writer.finish(Duration::from_secs(10)).await, "the writer stopped");
+        let (rows, total) = vault.list_logs(&filter, 1, 10)?;
+        assert_eq!(total, 2, "{rows:?}");
         Ok(())
     }
 
