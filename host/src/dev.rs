@@ -169,6 +169,16 @@ async fn describe_crate(dir: &Path) -> anyhow::Result<Option<ConnectorCrate>> {
         })
     });
     let Some(lib_name) = lib_name else {
+        // A crate using the SDK is meant to be a connector: say why it is not built.
+        let uses_the_sdk = package["dependencies"]
+            .as_array()
+            .is_some_and(|dependencies| dependencies.iter().any(|d| d["name"] == "sluice-sdk"));
+        if uses_the_sdk {
+            tracing::warn!(
+                dir = %dir.display(),
+                "this crate uses sluice-sdk but builds no component: add `[lib] crate-type = [\"cdylib\"]` to its Cargo.toml"
+            );
+        }
         return Ok(None);
     };
     let target_dir = metadata["target_directory"]

@@ -477,11 +477,16 @@ async fn swap_in(
             true
         }
         Err(error) => {
-            let hint = error.log_hint.as_deref().unwrap_or_default();
-            if registry.from_source(path).is_some() {
-                tracing::error!(file = %path.display(), %error, hint, "connector failed to load; the previous version keeps serving");
-            } else {
-                tracing::error!(file = %path.display(), %error, hint, "connector failed to load");
+            // `hint` only when there is one: an empty field on every other line reads as a
+            // hint that went missing.
+            let serving = registry.from_source(path).is_some();
+            let message = match serving {
+                true => "connector failed to load; the previous version keeps serving",
+                false => "connector failed to load",
+            };
+            match error.log_hint.as_deref() {
+                Some(hint) => tracing::error!(file = %path.display(), %error, hint, "{message}"),
+                None => tracing::error!(file = %path.display(), %error, "{message}"),
             }
             registry.record_failure(path, error, content_hash_of(path).await);
             false

@@ -667,18 +667,26 @@ impl Runtime {
         // last error line: the load error carries them, as the connector's log lines cannot say
         // which file was loading.
         let last_words = store.data().call.last_error_line().map(str::to_owned);
+        // The deadline interrupts a guest that keeps computing (a trap) and one that waits.
+        let too_long = || {
+            format!(
+                "it ran past its {} ms deadline (a loop that never ends?)",
+                limits.describe_timeout.as_millis()
+            )
+        };
         let wit = match outcome {
             Ok(Ok(manifest)) => manifest,
             Ok(Err(e)) => {
                 // A trap's kind, not wasmtime's whole backtrace of guest frames.
                 let what = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::Interrupt) => too_long(),
                     Some(trap) => format!("it trapped ({trap})"),
                     None => format!("{e:#}"),
                 };
                 let said = last_words.map(|line| format!("; the connector wrote: {line}"));
                 return Err(LoadError::Describe(format!("{what}{}", said.unwrap_or_default())));
             }
-            Err(_) => return Err(LoadError::Describe("timed out".into())),
+            Err(_) => return Err(LoadError::Describe(too_long())),
         };
         Ok(Manifest::from_wit(wit)?)
     }

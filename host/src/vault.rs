@@ -76,7 +76,16 @@ impl Vault {
     /// Refuses a database written by a newer binary, and a database that holds encrypted
     /// secrets when the master key is missing or different.
     pub fn open(path: &Path, key_source: &KeySource) -> anyhow::Result<Self> {
-        Self::with_store(Arc::new(SqliteStore::open(path)?), key_source)
+        // SQLite's own words ("file is not a database", "unable to open database file") name
+        // neither the file nor what to look at.
+        let store = SqliteStore::open(path).with_context(|| {
+            format!(
+                "opening the database {} (check that the file is a Sluice database, not damaged, \
+                 and that its directory is writable by this user)",
+                path.display()
+            )
+        })?;
+        Self::with_store(Arc::new(store), key_source)
     }
 
     /// A vault keeping its data in `store`. Refuses a store that holds secrets sealed with a

@@ -958,3 +958,24 @@ async fn a_backup_of_a_running_gateway_opens_with_its_master_key() {
     assert!(stdout.contains(&setup.connection_key), "{stdout}");
     assert!(!stdout.contains(SECRET));
 }
+
+/// A database file that is not one is named in the error, with what to check, rather than
+/// SQLite's bare "file is not a database".
+#[test]
+fn a_damaged_database_is_named_in_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = dir.path().join("sluice.db");
+    std::fs::write(
+        &database,
+        "not a database at all, but long enough to have a header......",
+    )
+    .expect("write");
+    let data_dir = dir.path().to_str().expect("UTF-8");
+    let error = refusal(&sluice(&["keys", "list", "--data-dir", data_dir], None));
+    assert!(
+        error.contains(&format!("opening the database {}", database.display()))
+            && error.contains("file is not a database")
+            && !error.contains("panicked"),
+        "{error}"
+    );
+}
