@@ -784,25 +784,8 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
             args.store.data_dir.display()
         ),
     };
-    let started = std::time::Instant::now();
-    registry::load_directory(&loader, &registry, &args.plugins).await?;
-    let load_millis = started.elapsed().as_millis() as u64;
-    // After the loads, which mark the entries they used: those of connectors still here stay.
-    if let Some(cache) = cache {
-        tokio::task::spawn_blocking(move || cache.delete_unused());
-    }
-    warn_of_policy_mistakes(&loader.policy, &registry, loader.runtime.limits());
-    // Held until shutdown: dropping it stops hot reload.
-    let reloader = crate::reload::start(&args.plugins, loader.clone(), registry.clone(), !args.no_watch)?;
-    spawn_rescan_on_hangup(reloader, loader.clone(), registry.clone());
-    let loaded = registry.snapshot();
-    tracing::info!(
-        loaded = loaded.len(),
-        failed = registry.failures().len(),
-        millis = load_millis,
-        plugins = %args.plugins.display(),
-        "connectors loaded"
-    );
+    // Loaded while the gateway already answers (see `start_loading`).
+    registry.set_starting(true);
 
     if args.public_url.is_none() && local.ip().is_unspecified() {
         tracing::warn!(
@@ -864,9 +847,16 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
         tracing::info!("{hint}");
     }
     let stop_signals = StopSignals::listen();
-    // Machine-readable readiness line: tests and scripts wait for it.
-    println!("sluice listening on http://{local}");
-    tracing::info!(address = %local, connectors = ?loaded.keys().collect::<Vec<_>>(), "listening");
+    let loading = FirstLoad {
+        loader,
+        registry: app.registry.clone(),
+        plugins: args.plugins.clone(),
+        watch: !args.no_watch,
+        cache,
+        local,
+    };
+    tokio::spawn(loading.run());
+    tracing::info!(address = %local, "accepting connections while the connectors load");
     let options = crate::server::ServeOptions {
         threads: args.serve_threads,
         max_connections: args.max_connections,
@@ -884,6 +874,63 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
     }
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The first load of the plugins directory, and what follows it: hot reload, `SIGHUP`, and the
+/// readiness line. It runs while the gateway already answers: compiling connectors takes
+/// seconds on a first start (a Python one ~8 s), and a gateway that did not answer its
+/// liveness probe (`/healthz`) or `SIGTERM` meanwhile would be killed and started again, and
+/// compile again. Until it is done the API answers `503 not_ready` (`/readyz` too).
+struct FirstLoad {
+    loader: Loader,
+    registry: Arc<Registry>,
+    plugins: std::path::PathBuf,
+    watch: bool,
+    cache: Option<ArtifactCache>,
+    local: std::net::SocketAddr,
+}
+
+impl FirstLoad {
+    async fn run(self) {
+        let Self {
+            loader,
+            registry,
+            plugins,
+            watch,
+            cache,
+            local,
+        } = self;
+        let started = std::time::Instant::now();
+        if let Err(error) = registry::load_directory(&loader, &registry, &plugins).await {
+            tracing::error!(error = %format!("{error:#}"), "reading the plugins directory failed");
+        }
+        let load_millis = started.elapsed().as_millis() as u64;
+        // After the loads, which mark the entries they used: those of connectors still here stay.
+        if let Some(cache) = cache {
+            tokio::task::spawn_blocking(move || cache.delete_unused());
+        }
+        warn_of_policy_mistakes(&loader.policy, &registry, loader.runtime.limits());
+        match crate::reload::start(&plugins, loader.clone(), registry.clone(), watch) {
+            // Held until shutdown: dropping it stops hot reload.
+            Ok(reloader) => spawn_rescan_on_hangup(reloader, loader, registry.clone()),
+            Err(error) => tracing::error!(
+                error = %format!("{error:#}"),
+                "cannot watch the plugins directory: hot reload and SIGHUP are off; restart to pick up changes"
+            ),
+        }
+        let loaded = registry.snapshot();
+        tracing::info!(
+            loaded = loaded.len(),
+            failed = registry.failures().len(),
+            millis = load_millis,
+            plugins = %plugins.display(),
+            "connectors loaded"
+        );
+        registry.set_starting(false);
+        // Machine-readable readiness line: tests and scripts wait for it.
+        println!("sluice listening on http://{local}");
+        tracing::info!(address = %local, connectors = ?loaded.keys().collect::<Vec<_>>(), "listening");
+    }
 }
 
 /// Every few seconds: drop spare instances nobody has taken for [`SPARE_MAX_IDLE`], so a

@@ -52,6 +52,7 @@ pub const OUTCOMES: &[&str] = &[
     "upstream_timeout",
     "at_capacity",
     "connector_unavailable",
+    "not_ready",
     "connector_busy",
     "idempotency_key_in_use",
     "idempotency_key_reused",
@@ -212,6 +213,9 @@ pub enum ApiError {
          GET /v1/plugins and the gateway's log"
     )]
     ConnectorUnavailable(String),
+    /// The gateway is starting: its connectors are still loading (compiling, on a first start).
+    #[error("the gateway is starting: its connectors are still loading; retry in a moment")]
+    NotReady,
     /// A bug or an infrastructure failure; details are logged, not returned.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -297,6 +301,7 @@ impl ApiError {
             Self::UpstreamTooLarge(_) => "payload_too_large",
             Self::AtCapacity => "at_capacity",
             Self::ConnectorUnavailable(_) => "connector_unavailable",
+            Self::NotReady => "not_ready",
             Self::ConnectorBusy => "connector_busy",
             Self::IdempotencyKeyInUse => "idempotency_key_in_use",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
@@ -335,7 +340,9 @@ impl ApiError {
             | Self::UpstreamUnreachable(_)
             | Self::UpstreamTooLarge(_)
             | Self::TokenRefreshFailed(_) => StatusCode::BAD_GATEWAY,
-            Self::AtCapacity | Self::ConnectorUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AtCapacity | Self::ConnectorUnavailable(_) | Self::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -386,7 +393,11 @@ impl IntoResponse for ApiError {
                 headers.insert("x-ratelimit-reset", HeaderValue::from(*retry_after));
             }
             // Load, not the caller's allowance: worth another try a moment later.
-            Self::AtCapacity | Self::ConnectorBusy | Self::KeyBusy { .. } | Self::IdempotencyKeyInUse => {
+            Self::AtCapacity
+            | Self::ConnectorBusy
+            | Self::KeyBusy { .. }
+            | Self::IdempotencyKeyInUse
+            | Self::NotReady => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(LOAD_RETRY_AFTER_SECONDS));
             }
             // The gateway's own key is a bearer token (RFC 6750), which clients (MCP ones
@@ -626,6 +637,7 @@ mod tests {
             ApiError::AtCapacity,
             ApiError::ConnectorUnavailable(text()),
             ApiError::ConnectorBusy,
+            ApiError::NotReady,
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
         for error in &all {
@@ -662,6 +674,7 @@ mod tests {
                 | ApiError::AtCapacity
                 | ApiError::ConnectorUnavailable(_)
                 | ApiError::ConnectorBusy
+                | ApiError::NotReady
                 | ApiError::Internal(_) => {}
             }
         }

@@ -47,7 +47,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
@@ -171,6 +171,7 @@ fn caller_request_id(headers: &axum::http::HeaderMap) -> Option<String> {
 pub fn router(state: AppState) -> Router {
     let access_log = state.access_log;
     let busy_poll = state.busy_poll.clone();
+    let registry = state.registry.clone();
     let cors = cors::layer(&state.cors_origins);
     let api = Router::new()
         .merge(execute::router())
@@ -186,6 +187,15 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let starting = registry.is_starting();
+            async move {
+                match starting && !served_while_starting(request.uri().path()) {
+                    true => ApiError::NotReady.into_response(),
+                    false => next.run(request).await,
+                }
+            }
+        }))
         .layer(middleware::from_fn(move |request, next| {
             transaction(request, next, access_log, busy_poll.clone())
         }))
@@ -196,6 +206,16 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => api.layer(cors),
         None => api,
     }
+}
+
+/// Routes answered while the first load of the connectors is under way: probes and the
+/// operator's views. Every other answer would depend on connectors not known yet (an action
+/// "not found", a catalog missing them), so those wait for the end of the load (`not_ready`).
+fn served_while_starting(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/v1/plugins" | "/openapi.json"
+    )
 }
 
 /// Turn a handler's result into the response, completing its request-log row (outcome,

@@ -19,6 +19,8 @@ pub struct Registry {
     shadowed: RwLock<BTreeMap<PathBuf, Shadowed>>,
     /// Marked changed with every swap, for whoever follows the catalog (MCP's `listChanged`).
     changes: tokio::sync::watch::Sender<()>,
+    /// The plugins directory is being loaded for the first time: what it holds is not known yet.
+    starting: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Registry {
@@ -28,7 +30,21 @@ impl Default for Registry {
             failures: RwLock::default(),
             shadowed: RwLock::default(),
             changes: tokio::sync::watch::Sender::new(()),
+            starting: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+}
+
+impl Registry {
+    /// Mark the first load of the plugins directory begun (`true`) or done (`false`).
+    pub fn set_starting(&self, starting: bool) {
+        self.starting
+            .store(starting, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the first load of the plugins directory is under way.
+    pub fn is_starting(&self) -> bool {
+        self.starting.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -231,3 +231,99 @@ async fn connector_built_against_the_older_contract_keeps_working() {
         "the 0.1 log import works"
     );
 }
+
+/// While the connectors load (a Python one compiles for seconds on a first start) the gateway
+/// already answers: `/healthz` is live, `/readyz` and the API say `503 not_ready` rather than
+/// "no such integration", and `SIGTERM` stops it cleanly, so that an orchestrator neither
+/// kills a starting gateway for want of an answer nor waits on one it stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_starting_gateway_answers_probes_and_stops_cleanly() {
+    use std::io::BufRead;
+    let Some(slack) = crate::languages::component("slack", guests::SLACK) else {
+        return;
+    };
+    let (plugins, data) = (
+        tempfile::tempdir().expect("plugins"),
+        tempfile::tempdir().expect("data"),
+    );
+    for (source, name) in [(slack, "slack.wasm"), (guests::ECHO, "echo.wasm")] {
+        std::fs::copy(source, plugins.path().join(name)).expect("copy");
+    }
+    let mut child = std::process::Command::new(SLUICE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-cache", "--plugins"])
+        .arg(plugins.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("SLUICE_LOG", "info")
+        .env_remove("SLUICE_MASTER_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let key = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.trim()
+                .starts_with("sk_test_")
+                .then(|| line.trim().to_owned())
+        })
+        .expect("the first start's key");
+    let (lines, stderr) = (std::sync::mpsc::channel(), child.stderr.take().expect("stderr"));
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.0.send(line);
+        }
+    });
+    let address = lines
+        .1
+        .iter()
+        .find_map(|line| {
+            line.contains("accepting connections while the connectors load")
+                .then(|| line.split("address=").nth(1).map(str::to_owned))
+                .flatten()
+        })
+        .expect("the address it answers on");
+    let url = format!("http://{address}");
+    let client = reqwest::Client::new();
+
+    let ready = send(client.get(format!("{url}/readyz"))).await;
+    assert_eq!(
+        (ready.status, ready.code()),
+        (503, "not_ready"),
+        "{:?}",
+        ready.body
+    );
+    let call = send(
+        client
+            .post(format!("{url}/v1/echo/say"))
+            .bearer_auth(&key)
+            .json(&json!({"params": {}})),
+    )
+    .await;
+    assert_eq!((call.status, call.code()), (503, "not_ready"), "{:?}", call.body);
+    assert_eq!(call.headers["retry-after"], "1");
+    let live = send(client.get(format!("{url}/healthz"))).await;
+    assert_eq!(live.body, json!({"status": "ok"}));
+    assert_eq!(
+        send(client.get(format!("{url}/readyz"))).await.status,
+        503,
+        "still loading while the probes were answered"
+    );
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stopped = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(stopped.success(), "{stopped:?}");
+    // Until the end of its stderr.
+    let said: Vec<String> = lines.1.iter().collect();
+    assert!(
+        said.iter().any(|line| line.contains("shut down cleanly")),
+        "{said:#?}"
+    );
+}

@@ -15,14 +15,22 @@ pub(super) fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// Ready when the database takes writes; reports how many connectors are loaded and how many
+/// Ready once the connectors have loaded, when the database takes writes; reports how many
+/// connectors are loaded and how many
 /// files failed to load. A failed file leaves the gateway ready: the other connectors serve,
 /// and calls to the one that failed say so (`connector_unavailable`); the count is there to
 /// alert on.
 async fn ready(State(app): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let writable = app.vault.run(|vault| vault.check_writable()).await;
     let connectors = app.registry.snapshot().len();
+    if app.registry.is_starting() {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "not_ready", "message": "the connectors are still loading", "connectors": connectors})),
+        )
+            .into_response();
+    }
+    let writable = app.vault.run(|vault| vault.check_writable()).await;
     let failed = app.registry.failures().len();
     match writable {
         Ok(()) => Json(json!({
