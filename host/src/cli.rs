@@ -156,7 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             limit,
             store,
         } => {
-            let environment: Environment = environment.parse()?;
+            let environment: Option<Environment> = environment.as_deref().map(str::parse).transpose()?;
             if let Some(outcome) = &outcome
                 && !crate::error::OUTCOMES.contains(&outcome.as_str())
             {
@@ -166,7 +166,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let filter = crate::vault::logs::LogFilter {
-                environment: environment.as_str().to_owned(),
+                environment: environment.map(|environment| environment.as_str().to_owned()),
                 integrations,
                 outcome,
                 transaction_key,
@@ -198,7 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!(
                 "{} of {total} matching calls in {}",
                 rows.len(),
-                environment.as_str()
+                environment.map_or("test and live", Environment::as_str)
             );
             Ok(())
         }

@@ -60,9 +60,9 @@ pub enum Command {
     OauthApps(OAuthAppsCommand),
     /// Show the request log, newest call first (one line per call, tab-separated).
     Logs {
-        /// Environment whose calls to show: `test` or `live`.
-        #[arg(long = "env", default_value = "test")]
-        environment: String,
+        /// Environment whose calls to show: `test` or `live` (both when left out).
+        #[arg(long = "env")]
+        environment: Option<String>,
         /// Only calls of this integration (repeatable).
         #[arg(long = "integration")]
         integrations: Vec<String>,

@@ -279,6 +279,33 @@ async fn logs_show_calls_newest_first() {
     assert_eq!(one.lines().count(), 1, "{one}");
     let live = gateway.cli(&["logs", "--env", "live"]).await.expect("logs");
     assert!(live.is_empty(), "the calls were test calls: {live}");
+    let test = gateway.cli(&["logs", "--env", "test"]).await.expect("logs");
+    assert_eq!(test.lines().count(), 2, "{test}");
+    // Without --env, both environments: a live call's transaction key is found as it is.
+    let live_key = gateway.create_key("live", "*").await;
+    let live_call = send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/echo/say", gateway.url))
+            .bearer_auth(&live_key)
+            .json(&json!({"params": {}})),
+    )
+    .await;
+    let live_transaction = live_call.headers["x-transaction-key"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let started = std::time::Instant::now();
+    loop {
+        let found = gateway
+            .cli(&["logs", "--transaction-key", &live_transaction])
+            .await
+            .expect("logs");
+        if found.lines().count() == 1 {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{found}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let typo = gateway
         .cli(&["logs", "--outcome", "bad_reqest"])
         .await

@@ -23,7 +23,7 @@ async fn list(
     let query = query.only(super::openapi::params::LOG_FILTERS)?;
     let page = query.pagination()?;
     let filter = LogFilter {
-        environment: key.environment.as_str().to_owned(),
+        environment: Some(key.environment.as_str().to_owned()),
         integrations: query.list("integration"),
         endpoints: query.list("endpoint"),
         outcome: outcome(&query)?,

@@ -96,8 +96,8 @@ impl RequestLog {
 /// Filters of `GET /v1/logs`.
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
-    /// Environment (always set from the caller's key).
-    pub environment: String,
+    /// Environment: always the caller's key's through the API; `None` (both) for the CLI.
+    pub environment: Option<String>,
     /// Any of these integrations (none: any integration).
     pub integrations: Vec<String>,
     /// Any of these endpoints (none: any endpoint).
@@ -355,7 +355,7 @@ mod tests {
         drop(sink);
         assert!(writer.finish(Duration::from_secs(10)).await, "the writer stopped");
         let filter = LogFilter {
-            environment: "test".into(),
+            environment: Some("test".into()),
             ..LogFilter::default()
         };
         let (rows, total) = vault.list_logs(&filter, 1, 10)?;
@@ -375,7 +375,7 @@ mod tests {
         let (sink, writer) = start_writer(vault.store())?;
         sink.record(row(1_000, "ok"));
         let filter = LogFilter {
-            environment: "test".into(),
+            environment: Some("test".into()),
             ..LogFilter::default()
         };
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -397,7 +397,7 @@ mod tests {
         };
         let (_dir, vault) = vault_with(&[tagged(1_000, "req-1"), row(2_000, "ok"), tagged(3_000, "req-2")])?;
         let filter = LogFilter {
-            environment: "test".into(),
+            environment: Some("test".into()),
             request_id: Some("req-1".into()),
             ..LogFilter::default()
         };
@@ -423,7 +423,7 @@ mod tests {
         assert_eq!(vault.count_calls_since(1, 1_500)?, 0);
         assert_eq!(vault.prune_logs(2_500)?, 2);
         let filter = LogFilter {
-            environment: "test".into(),
+            environment: Some("test".into()),
             ..LogFilter::default()
         };
         let (rows, total) = vault.list_logs(&filter, 1, 20)?;
@@ -445,7 +445,7 @@ mod tests {
         };
         let (_dir, vault) = vault_with(&[others_stripe, own_stripe, others_github])?;
         let filter = LogFilter {
-            environment: "test".into(),
+            environment: Some("test".into()),
             visible_to: Some(ScopedReader {
                 integrations: vec!["github".into()],
                 key_id: 1,

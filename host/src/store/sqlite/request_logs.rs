@@ -39,7 +39,7 @@ pub(super) fn list(
     limit: u32,
 ) -> anyhow::Result<(Vec<RequestLog>, i64)> {
     // Lists travel as JSON arrays; an empty one is no filter.
-    let condition = "environment = ?1 AND (?2 IS NULL OR integration IN (SELECT value FROM json_each(?2)))
+    let condition = "(?1 IS NULL OR environment = ?1) AND (?2 IS NULL OR integration IN (SELECT value FROM json_each(?2)))
          AND (?3 IS NULL OR endpoint IN (SELECT value FROM json_each(?3)))
          AND (?4 IS NULL OR outcome = ?4) AND (?5 IS NULL OR key_prefix = ?5)
          AND (?6 IS NULL OR transaction_key = ?6) AND (?7 IS NULL OR created_at_ms >= ?7)
