@@ -549,6 +549,15 @@ impl Runtime {
                 "not a WebAssembly file (it does not start with the `\\0asm` magic number)".into(),
             ));
         }
+        // The usual build mistake: a core module (version 1), which is what `wasm32-wasip1` and
+        // `wasm32-unknown-unknown` give; wasmtime's words for it name no way out.
+        if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+            return Err(LoadError::Component(
+                "a core WebAssembly module, not a component: build the connector with `--target \
+                 wasm32-wasip2` (or make a component of the module with `wasm-tools component new`)"
+                    .into(),
+            ));
+        }
         let content_hash = crate::vault::crypto::sha256_hex(&bytes);
         let engine = self.engine.clone();
         let cache = self.cache.clone();
@@ -580,10 +589,12 @@ impl Runtime {
         let contract = contract::detect(component_type.exports(&self.engine).map(|(name, _)| name))
             .map_err(|e| LoadError::Component(e.to_string()))?;
         tracing::debug!(?contract, "contract version");
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Component(format!("{e:#}")))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            LoadError::Component(format!(
+                "it imports something this gateway does not provide (a connector may import the \
+                 connector contract's `sluice:connector` interfaces and WASI 0.2's, nothing else): {e:#}"
+            ))
+        })?;
         let pre =
             VersionedPre::new(instance_pre, contract).map_err(|e| LoadError::Component(format!("{e:#}")))?;
         let mut manifest = self.describe(&pre, &self.limits).await?;

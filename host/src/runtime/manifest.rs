@@ -233,7 +233,17 @@ impl Manifest {
         if wit.version.trim().is_empty() {
             return Err(invalid("version", "must not be empty"));
         }
-        let base_url = Url::parse(&wit.base_url).map_err(|e| invalid("base-url", e.to_string()))?;
+        let base_url = Url::parse(&wit.base_url).map_err(|e| {
+            let hint = match wit.base_url.is_empty() {
+                true => "empty: the manifest must set one, e.g. `.base_url(\"https://api.example.com\")`"
+                    .to_owned(),
+                false => format!(
+                    "`{}` is not an absolute URL ({e}); give one such as `https://api.example.com`",
+                    wit.base_url
+                ),
+            };
+            invalid("base-url", hint)
+        })?;
         if !matches!(base_url.scheme(), "http" | "https") || base_url.host().is_none() {
             return Err(invalid("base-url", "must be an http(s) URL with a host"));
         }
@@ -488,6 +498,27 @@ mod tests {
                 params_schema: schema.into(),
                 examples: Vec::new(),
             }],
+        }
+    }
+
+    #[test]
+    fn a_missing_or_relative_base_url_says_what_to_give() {
+        for (base_url, says) in [
+            ("", "empty: the manifest must set one"),
+            ("api.example.com", "`api.example.com` is not an absolute URL"),
+        ] {
+            let manifest = WitManifest {
+                base_url: base_url.into(),
+                ..wit("{}")
+            };
+            let error = Manifest::from_wit(manifest)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.contains(says) && error.contains("https://api.example.com"),
+                "{error}"
+            );
         }
     }
 
