@@ -733,6 +733,16 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
     let vault = open_vault(&args.store)?;
+    // What this gateway runs with, in one line, for whoever reads the log after an incident.
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        data_dir = %args.store.data_dir.display(),
+        plugins = %args.plugins.display(),
+        admin_api = args.admin_key.is_some(),
+        policy = %args.policy.as_deref().map_or_else(|| "none".to_owned(), |path| path.display().to_string()),
+        private_upstreams = args.allow_private_upstreams,
+        "starting sluice"
+    );
     if vault.count_api_keys()? == 0 {
         let created = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
         println!(
@@ -919,6 +929,12 @@ impl FirstLoad {
             ),
         }
         let loaded = registry.snapshot();
+        if loaded.is_empty() && registry.failures().is_empty() {
+            tracing::warn!(
+                plugins = %plugins.display(),
+                "no connector components (*.wasm) in the plugins directory: there is nothing to call until one is added"
+            );
+        }
         tracing::info!(
             loaded = loaded.len(),
             failed = registry.failures().len(),

@@ -381,7 +381,9 @@ impl Loader {
         };
         match check {
             HostCheck::FirstSeen => {
-                tracing::info!(connector = %id, hosts = ?hosts_for_approval(&connector), "outbound hosts approved on first load");
+                // Joined, not a debug list: one readable value in text and JSON logs alike.
+                let hosts = hosts_for_approval(&connector).join(", ");
+                tracing::info!(connector = %id, %hosts, "outbound hosts approved on first load");
                 Ok(connector)
             }
             HostCheck::Approved => Ok(connector),

@@ -232,9 +232,11 @@ impl HttpUpstream {
             http::header::ACCEPT_ENCODING,
             http::HeaderValue::from_static("identity"),
         );
+        // For the log line of a failure (a reference-counted copy, not a new string).
+        let authority = outgoing.uri().authority().cloned();
         let response = match tokio::time::timeout_at(deadline, self.client().request(outgoing)).await {
             Err(_) => return Err(UpstreamError::Timeout(timeout)),
-            Ok(result) => result.map_err(|error| classify(error, self.connect_timeout))?,
+            Ok(result) => result.map_err(|error| classify(error, authority, self.connect_timeout))?,
         };
         refuse_encoded_body(response.headers())?;
         Ok(response)
@@ -403,7 +405,11 @@ async fn next_chunk(
 
 /// Map a client failure to a typed error, surfacing the resolver's refusal as `Denied` and a
 /// connect timeout as `Timeout`.
-fn classify(error: hyper_util::client::legacy::Error, connect_timeout: Duration) -> UpstreamError {
+fn classify(
+    error: hyper_util::client::legacy::Error,
+    upstream: Option<http::uri::Authority>,
+    connect_timeout: Duration,
+) -> UpstreamError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(err) = source {
         if let Some(denied) = err.downcast_ref::<AddressDenied>() {
@@ -423,7 +429,8 @@ fn classify(error: hyper_util::client::legacy::Error, connect_timeout: Duration)
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(": ");
-    tracing::warn!(%cause, "upstream exchange failed");
+    let upstream = upstream.as_ref().map_or("", http::uri::Authority::as_str);
+    tracing::warn!(upstream, %cause, "upstream exchange failed");
     if error.is_connect() {
         return UpstreamError::Transport("could not connect to the upstream".into());
     }

@@ -26,6 +26,18 @@ async fn first_start_prints_a_working_test_key() {
     assert_eq!(answer.body, json!({"status": 200, "data": {"ok": true}}));
     let health = send(client.get(format!("{}/healthz", gateway.url))).await;
     assert_eq!(health.body, json!({"status": "ok"}));
+    // What it runs with is in one line of its log.
+    let output = gateway.output();
+    let starting = output
+        .lines()
+        .find(|line| line.contains("starting sluice"))
+        .unwrap_or_default();
+    assert!(
+        starting.contains(&format!("version={}", env!("CARGO_PKG_VERSION")))
+            && starting.contains("admin_api=false")
+            && starting.contains("policy=none"),
+        "{output}"
+    );
 }
 
 /// Garbage in the plugins directory is refused at load; the good connectors still serve and

@@ -536,6 +536,12 @@ async fn sighup_rescans_the_plugins_directory() {
     )
     .await;
     let key = gateway.first_start_key.clone().expect("key");
+    assert!(
+        gateway
+            .output()
+            .contains("no connector components (*.wasm) in the plugins directory"),
+        "an empty directory is worth a warning"
+    );
     let client = reqwest::Client::new();
     std::fs::copy(guests::VERSIONED_V1, gateway.plugins_dir().join("versioned.wasm")).expect("copy");
     tokio::time::sleep(Duration::from_millis(500)).await;
