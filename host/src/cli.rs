@@ -453,6 +453,7 @@ async fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
             scopes,
             authorize_url,
             token_url,
+            allow_private_upstreams,
             plugins,
             store,
         } => {
@@ -471,6 +472,14 @@ async fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
                     .map(|u| checks::parse_oauth_url(&format!("--{flag}"), &u).map_err(anyhow::Error::msg))
                     .transpose()
             };
+            let provider_url = |flag: &str, value: Option<String>| {
+                value
+                    .map(|u| {
+                        checks::parse_provider_url(&format!("--{flag}"), &u, allow_private_upstreams)
+                            .map_err(anyhow::Error::msg)
+                    })
+                    .transpose()
+            };
             if client_id.trim().is_empty() {
                 anyhow::bail!("--client-id must not be empty");
             }
@@ -484,8 +493,8 @@ async fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
                 client_secret,
                 redirect_url: url("redirect-url", redirect_url)?,
                 scopes,
-                authorize_url: url("authorize-url", authorize_url)?,
-                token_url: url("token-url", token_url)?,
+                authorize_url: provider_url("authorize-url", authorize_url)?,
+                token_url: provider_url("token-url", token_url)?,
             };
             let stored = vault.put_oauth_app(&app)?;
             eprintln!(
@@ -864,8 +873,19 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
         watch: !args.no_watch,
         cache,
         local,
+        hangups: listen_for_hangups(),
     };
-    tokio::spawn(loading.run());
+    let first_load = tokio::spawn(loading.run());
+    // A gateway whose first load broke off would answer `not_ready` for ever while its
+    // liveness probe passes: better to stop, and be started again.
+    tokio::spawn(async move {
+        if let Err(failure) = first_load.await
+            && failure.is_panic()
+        {
+            tracing::error!("loading the connectors failed unexpectedly (a bug); stopping");
+            std::process::exit(1);
+        }
+    });
     tracing::info!(address = %local, "accepting connections while the connectors load");
     let options = crate::server::ServeOptions {
         threads: args.serve_threads,
@@ -898,6 +918,7 @@ struct FirstLoad {
     watch: bool,
     cache: Option<ArtifactCache>,
     local: std::net::SocketAddr,
+    hangups: Hangups,
 }
 
 impl FirstLoad {
@@ -909,6 +930,7 @@ impl FirstLoad {
             watch,
             cache,
             local,
+            hangups,
         } = self;
         let started = std::time::Instant::now();
         if let Err(error) = registry::load_directory(&loader, &registry, &plugins).await {
@@ -922,7 +944,7 @@ impl FirstLoad {
         warn_of_policy_mistakes(&loader.policy, &registry, loader.runtime.limits());
         match crate::reload::start(&plugins, loader.clone(), registry.clone(), watch) {
             // Held until shutdown: dropping it stops hot reload.
-            Ok(reloader) => spawn_rescan_on_hangup(reloader, loader, registry.clone()),
+            Ok(reloader) => spawn_rescan_on_hangup(reloader, loader, registry.clone(), hangups),
             Err(error) => tracing::error!(
                 error = %format!("{error:#}"),
                 "cannot watch the plugins directory: hot reload and SIGHUP are off; restart to pick up changes"
@@ -998,20 +1020,41 @@ fn spawn_log_pruning(vault: Vault, retention_days: u32) {
     });
 }
 
+/// `SIGHUP`, listened for from the start: its default action ends the process, and one that
+/// comes while the connectors load is acted on once they have.
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+fn listen_for_hangups() -> Hangups {
+    #[cfg(unix)]
+    return match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP");
+            None
+        }
+    };
+    #[cfg(not(unix))]
+    return ();
+}
+
 /// On `SIGHUP` (the conventional "reload" signal), read the policy file again and look at every
 /// component file again: a connector whose hosts were just approved loads, also under
 /// `--no-watch`, and a changed policy applies without a restart. A policy file that became
 /// invalid is reported and the one in force stays.
-fn spawn_rescan_on_hangup(reloader: crate::reload::Reloader, loader: Loader, registry: Arc<Registry>) {
+fn spawn_rescan_on_hangup(
+    reloader: crate::reload::Reloader,
+    loader: Loader,
+    registry: Arc<Registry>,
+    hangups: Hangups,
+) {
     let policy = loader.policy.clone();
     #[cfg(unix)]
     tokio::spawn(async move {
-        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGHUP");
-                return;
-            }
+        let Some(mut hangups) = hangups else {
+            return;
         };
         while hangups.recv().await.is_some() {
             // A policy applies when a connector loads: a changed one reloads them all.

@@ -112,6 +112,10 @@ pub enum OAuthAppsCommand {
         /// Token endpoint replacing the connector's.
         #[arg(long)]
         token_url: Option<String>,
+        /// Allow plain-http authorize and token URLs (a fake provider on loopback in local
+        /// development), as the gateway's flag of the same name does.
+        #[arg(long, env = "SLUICE_ALLOW_PRIVATE_UPSTREAMS")]
+        allow_private_upstreams: bool,
         /// Directory of connector components: the gateway's `--plugins`. The integration's
         /// component is read from it to check that it uses OAuth 2.0.
         #[arg(long, env = "SLUICE_PLUGINS", default_value = "connectors")]

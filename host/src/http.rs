@@ -212,10 +212,7 @@ pub fn router(state: AppState) -> Router {
 /// operator's views. Every other answer would depend on connectors not known yet (an action
 /// "not found", a catalog missing them), so those wait for the end of the load (`not_ready`).
 fn served_while_starting(path: &str) -> bool {
-    matches!(
-        path,
-        "/healthz" | "/readyz" | "/metrics" | "/v1/plugins" | "/openapi.json"
-    )
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v1/plugins")
 }
 
 /// Turn a handler's result into the response, completing its request-log row (outcome,

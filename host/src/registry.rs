@@ -371,6 +371,17 @@ impl Loader {
             })?;
         connector.source = Some(path.to_owned());
         let id = connector.manifest.id.clone();
+        // Here, where a connector is loaded to serve, not in the runtime: the CLI reads
+        // manifests too (to add a connection, approve hosts), which sends no credential.
+        if self.runtime.limits().address_policy == crate::egress::AddressPolicy::PublicOnly
+            && let Err(error) = connector.manifest.check_credentials_travel_encrypted()
+        {
+            return Err(FailedLoad {
+                error: error.to_string(),
+                id: Some(id),
+                log_hint: None,
+            });
+        }
         let declared = hosts_for_approval(&connector);
         let check = {
             let id = id.clone();

@@ -116,13 +116,17 @@ pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -
         let events = sender.clone();
         let seen_from_parent = as_seen_from_parent(dir);
         let itself = seen_from_parent.as_ref().map(|(itself, _)| itself.clone());
+        let watched = dir.to_owned();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) if may_change_content(&event.kind) => {
                     for path in event.paths {
                         if itself.as_ref() == Some(&path) {
                             let _ = events.send(Change::Everything(Reload::Changed));
-                        } else if path.extension().is_some_and(|ext| ext == "wasm") {
+                        } else if path.extension().is_some_and(|ext| ext == "wasm")
+                            // Not a file beside the directory, which the parent's watch sees too.
+                            && path.parent() == Some(watched.as_path())
+                        {
                             let _ = events.send(Change::File(path, Reload::Changed));
                         }
                     }

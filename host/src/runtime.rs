@@ -598,9 +598,6 @@ impl Runtime {
         let pre =
             VersionedPre::new(instance_pre, contract).map_err(|e| LoadError::Component(format!("{e:#}")))?;
         let mut manifest = self.describe(&pre, &self.limits).await?;
-        if self.limits.address_policy == AddressPolicy::PublicOnly {
-            manifest.check_credentials_travel_encrypted()?;
-        }
         let connector_policy = policy.for_connector(&manifest.id);
         let declared_hosts = manifest.allowed_hosts.clone();
         let (allowed, ignored) = connector_policy.narrow(&declared_hosts);

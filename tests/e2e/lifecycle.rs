@@ -307,6 +307,7 @@ async fn a_starting_gateway_answers_probes_and_stops_cleanly() {
         "{:?}",
         ready.body
     );
+    assert_eq!(ready.headers["retry-after"], "1");
     let call = send(
         client
             .post(format!("{url}/v1/echo/say"))
@@ -327,11 +328,18 @@ async fn a_starting_gateway_answers_probes_and_stops_cleanly() {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
+    let asked = std::time::Instant::now();
     let stopped = tokio::task::spawn_blocking(move || child.wait())
         .await
         .expect("join")
         .expect("wait");
     assert!(stopped.success(), "{stopped:?}");
+    // Not after the Python connector's compilation (seconds), which it does not wait for.
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(3),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
     // Until the end of its stderr.
     let said: Vec<String> = lines.1.iter().collect();
     assert!(

@@ -279,6 +279,7 @@ impl OAuthSetup {
                 &format!("{base}/o/oauth2/v2/auth"),
                 "--token-url",
                 &format!("{base}/token"),
+                "--allow-private-upstreams",
                 "--plugins",
                 gateway.plugins_dir().to_str().expect("UTF-8"),
             ])
@@ -293,6 +294,12 @@ impl OAuthSetup {
                 "secret",
                 &["--token-url", "ftp://x/token"],
                 "--token-url must be an absolute http(s) URL",
+            ),
+            (
+                "gmail",
+                "secret",
+                &["--token-url", "http://provider.example/token"],
+                "--token-url must be https",
             ),
             ("gmail", "s", &[], "--client-secret is shorter than 6 characters"),
         ] {

@@ -607,6 +607,12 @@ async fn a_replaced_plugins_directory_is_served_and_watched() {
     echo_serves(false).await;
     std::fs::remove_dir_all(&old).expect("remove the old directory");
     assert_eq!(version(&client, &gateway.url, &key).await.as_deref(), Ok("1.0.0"));
+    // Nor are files beside the directory, which the gateway watches the parent of.
+    let beside = plugins.with_extension("wasm");
+    std::fs::copy(guests::ECHO, &beside).expect("copy");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    echo_serves(false).await;
+    std::fs::remove_file(&beside).expect("remove");
 
     std::fs::remove_dir_all(&plugins).expect("remove the directory");
     let gone = async {

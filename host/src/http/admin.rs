@@ -210,6 +210,18 @@ fn absolute_url(field: &str, value: Option<String>) -> Result<Option<url::Url>, 
         .transpose()
 }
 
+/// An authorize or token URL: https unless the gateway may reach private upstreams.
+fn provider_url(app: &AppState, field: &str, value: Option<String>) -> Result<Option<url::Url>, ApiError> {
+    let plain_http_allowed =
+        app.runtime.limits().address_policy == crate::egress::AddressPolicy::AllowPrivate;
+    value
+        .map(|text| {
+            crate::vault::checks::parse_provider_url(&format!("`{field}`"), &text, plain_http_allowed)
+                .map_err(ApiError::BadRequest)
+        })
+        .transpose()
+}
+
 async fn put_oauth_app(
     State(app): State<AppState>,
     _: Admin,
@@ -241,8 +253,8 @@ async fn put_oauth_app(
         client_secret: body.client_secret,
         redirect_url: absolute_url("redirectUrl", body.redirect_url)?,
         scopes,
-        authorize_url: absolute_url("authorizeUrl", body.authorize_url)?,
-        token_url: absolute_url("tokenUrl", body.token_url)?,
+        authorize_url: provider_url(&app, "authorizeUrl", body.authorize_url)?,
+        token_url: provider_url(&app, "tokenUrl", body.token_url)?,
     };
     let stored = app.vault.run(move |vault| vault.put_oauth_app(&new)).await?;
     Ok(Json(oauth_app_view(&stored)))

@@ -26,6 +26,7 @@ async fn ready(State(app): State<AppState>) -> axum::response::Response {
     if app.registry.is_starting() {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
             Json(json!({"error": "not_ready", "message": "the connectors are still loading", "connectors": connectors})),
         )
             .into_response();

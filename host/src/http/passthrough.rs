@@ -176,6 +176,23 @@ fn carries_body(status: StatusCode) -> bool {
 /// The upstream body as it arrives, scrubbed.
 type UpstreamBody = BoxStream<'static, Result<Bytes, UpstreamError>>;
 
+/// `body`, holding the call's place among its key's calls in flight until it is dropped: a
+/// passthrough is in flight until its body has been relayed (or the caller left).
+fn in_flight_until_relayed(
+    body: UpstreamBody,
+    place: Option<crate::usage::in_flight::InFlightCall>,
+) -> UpstreamBody {
+    match place {
+        Some(place) => body
+            .map(move |chunk| {
+                let _held = &place;
+                chunk
+            })
+            .boxed(),
+        None => body,
+    }
+}
+
 /// The upstream body on its way to the caller, counted. Its row is recorded exactly once:
 /// when the body ends, when the upstream breaks off (the outcome says why), or when the body
 /// is dropped unfinished, which is the server giving up on a caller that went away. The bytes
@@ -428,12 +445,8 @@ async fn run(
     }
 
     let status = StatusCode::from_u16(upstream.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    // The call is in flight until its body has been relayed.
-    let in_flight = admitted.in_flight;
-    let body = upstream.body.inspect(move |_| {
-        let _held = &in_flight;
-    });
-    let mut response = axum::http::Response::new(body.boxed());
+    let body = in_flight_until_relayed(upstream.body, admitted.in_flight);
+    let mut response = axum::http::Response::new(body);
     *response.status_mut() = status;
     response.extensions_mut().insert(super::rejection::UpstreamAnswer);
     let out = response.headers_mut();

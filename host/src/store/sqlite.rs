@@ -212,9 +212,12 @@ pub struct SqliteStore {
     watcher: Mutex<Connection>,
     /// Writes request log batches, with `synchronous=NORMAL`.
     log_writer: Mutex<Connection>,
-    /// Why the last write failed for want of storage (a full disk, an I/O error, a file made
-    /// read-only), until a write succeeds again: readiness reports it.
+    /// Why the last write on `writer` failed for want of storage (a full disk, an I/O error,
+    /// a file made read-only), until a write there succeeds again: readiness reports it.
     storage_failure: StorageFailure,
+    /// The same for `log_writer`, apart: a small write on one connection going through while
+    /// the other's batches still fail must not make readiness flap.
+    log_storage_failure: StorageFailure,
 }
 
 /// The last write's storage failure, if it had one. The flag keeps a healthy write from
@@ -230,8 +233,9 @@ impl StorageFailure {
     fn note<T>(&self, outcome: &anyhow::Result<T>) {
         match outcome {
             Ok(_) if self.failing.load(Ordering::Relaxed) => {
-                self.failing.store(false, Ordering::Relaxed);
-                tracing::info!("the database takes writes again");
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the database takes writes again");
+                }
             }
             Ok(_) => {}
             Err(error) if is_storage_failure(error) => {
@@ -256,23 +260,42 @@ impl StorageFailure {
     }
 }
 
+/// The SQLite error code behind `error`, if it is one.
+fn sqlite_code(error: &anyhow::Error) -> Option<rusqlite::ffi::ErrorCode> {
+    error
+        .chain()
+        .find_map(|cause| match cause.downcast_ref::<rusqlite::Error>() {
+            Some(rusqlite::Error::SqliteFailure(failure, _)) => Some(failure.code),
+            _ => None,
+        })
+}
+
 /// Whether `error` is the storage failing (rather than what was written being refused).
 fn is_storage_failure(error: &anyhow::Error) -> bool {
     use rusqlite::ffi::ErrorCode;
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<rusqlite::Error>(),
-            Some(rusqlite::Error::SqliteFailure(failure, _)) if matches!(
-                failure.code,
-                ErrorCode::DiskFull
-                    | ErrorCode::SystemIoFailure
-                    | ErrorCode::ReadOnly
-                    | ErrorCode::CannotOpen
-                    | ErrorCode::DatabaseCorrupt
-                    | ErrorCode::NotADatabase
-            )
+    matches!(
+        sqlite_code(error),
+        Some(
+            ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
         )
-    })
+    )
+}
+
+/// Whether a write that failed with `error` may succeed if tried again unchanged: the storage
+/// failing, or another process holding the database longer than the busy timeout. (What was
+/// written being refused — a constraint, a value too big — would fail again.)
+pub fn worth_retrying(error: &anyhow::Error) -> bool {
+    use rusqlite::ffi::ErrorCode;
+    is_storage_failure(error)
+        || matches!(
+            sqlite_code(error),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
 }
 
 impl SqliteStore {
@@ -298,6 +321,7 @@ impl SqliteStore {
             watcher: Mutex::new(open_reader(path)?),
             log_writer: Mutex::new(log_writer),
             storage_failure: StorageFailure::default(),
+            log_storage_failure: StorageFailure::default(),
         })
     }
 
@@ -359,7 +383,12 @@ impl Store for SqliteStore {
         self.write(|tx| {
             tx.execute(probe, [])?;
             Ok(())
-        })
+        })?;
+        // The request log's writer tries its rows again every second while they fail.
+        match self.log_storage_failure.current() {
+            Some(failure) => bail!("writing the request log fails: {failure}"),
+            None => Ok(()),
+        }
     }
 
     fn master_key_id(&self) -> anyhow::Result<Option<String>> {
@@ -644,7 +673,7 @@ impl Store for SqliteStore {
 
     fn insert_request_logs(&self, rows: &[RequestLog]) -> anyhow::Result<()> {
         let outcome = write_on(&self.log_writer, |tx| request_logs::insert(tx, rows));
-        self.storage_failure.note(&outcome);
+        self.log_storage_failure.note(&outcome);
         outcome
     }
 
@@ -950,6 +979,26 @@ mod tests {
         lock(&store.writer)?.pragma_update(None, "max_page_count", 1 << 30)?;
         store.check_writable()?;
         assert_eq!(store.storage_failure.current(), None, "a write went through");
+
+        // The request log's writer failing keeps readiness failing, whatever small write the
+        // other connection gets through, until its own rows go in.
+        let pages: i64 = lock(&store.log_writer)?.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        lock(&store.log_writer)?.pragma_update(None, "max_page_count", pages)?;
+        let rows: Vec<RequestLog> = (0..500)
+            .map(|i| RequestLog {
+                transaction_key: format!("txn_{i:0>64}"),
+                ..RequestLog::default()
+            })
+            .collect();
+        assert!(store.insert_request_logs(&rows).is_err(), "no page left");
+        let not_ready = format!(
+            "{:#}",
+            store.check_writable().expect_err("the log cannot be written")
+        );
+        assert!(not_ready.contains("writing the request log fails"), "{not_ready}");
+        lock(&store.log_writer)?.pragma_update(None, "max_page_count", 1 << 30)?;
+        store.insert_request_logs(&rows)?;
+        store.check_writable()?;
         Ok(())
     }
 

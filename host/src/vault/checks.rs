@@ -69,7 +69,7 @@ fn is_bidi_control(c: char) -> bool {
 }
 
 /// One of an OAuth app's URLs (authorize, token, redirect): an absolute `http`/`https` URL with
-/// a host. The token URL receives the client secret and refresh tokens.
+/// a host.
 pub fn parse_oauth_url(field: &str, raw: &str) -> Result<Url, String> {
     match Url::parse(raw) {
         Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() => Ok(url),
@@ -78,6 +78,20 @@ pub fn parse_oauth_url(field: &str, raw: &str) -> Result<Url, String> {
             raw.escape_default()
         )),
     }
+}
+
+/// An OAuth app's URL at the provider (authorize, token): as [`parse_oauth_url`], and `https`
+/// unless `plain_http_allowed`, as connectors' own OAuth URLs are — the token URL receives the
+/// client secret and users' refresh tokens.
+pub fn parse_provider_url(field: &str, raw: &str, plain_http_allowed: bool) -> Result<Url, String> {
+    let url = parse_oauth_url(field, raw)?;
+    if url.scheme() == "http" && !plain_http_allowed {
+        return Err(format!(
+            "{field} must be https: the provider's endpoints receive the client secret and users' \
+             tokens (plain http only on a gateway with --allow-private-upstreams)"
+        ));
+    }
+    Ok(url)
 }
 
 /// The longest base URL a connection may have.
@@ -246,6 +260,15 @@ mod tests {
         assert!(check_secret_for("jira", &AuthScheme::Basic, "--secret", "alice:pw").is_ok());
         assert!(check_secret_for("github", &AuthScheme::Bearer, "--secret", "ghp_x12345").is_ok());
         assert!(check_secret_for("github", &AuthScheme::Bearer, "--secret", "ghp_x\n").is_err());
+    }
+
+    #[test]
+    fn provider_urls_must_be_https_unless_private_upstreams_are_allowed() {
+        let token = "http://127.0.0.1:9000/token";
+        assert!(parse_provider_url("tokenUrl", token, true).is_ok());
+        let refused = parse_provider_url("tokenUrl", token, false).expect_err("plain http");
+        assert!(refused.starts_with("tokenUrl must be https"), "{refused}");
+        assert!(parse_provider_url("tokenUrl", "https://oauth2.example.com/token", false).is_ok());
     }
 
     #[test]

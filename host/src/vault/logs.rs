@@ -146,11 +146,14 @@ impl LogSink {
     pub fn record(&self, row: RequestLog) {
         if self.sender.try_send(row).is_err() {
             let dropped = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            // The 1st, 2nd, 4th, 8th… drop: a line per row would flood the log just when the
-            // writer is behind.
+            // The 1st, 2nd, 4th, 8th… drop of an episode: a line per row would flood the log
+            // just when the writer is behind.
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "request log queue full; log rows were dropped");
             }
+        } else if self.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            // The episode is over: the next one is reported from its first drop.
+            self.dropped.store(0, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -197,7 +200,7 @@ pub fn start_writer(store: Arc<dyn Store>) -> anyhow::Result<(LogSink, LogWriter
                 } else {
                     Duration::from_millis(100)
                 });
-                let mut closed = false;
+                let mut closed = receiver.is_closed();
                 while unwritten.rows.len() < MAX_UNWRITTEN {
                     match receiver.try_recv() {
                         Ok(row) => unwritten.rows.push(row),
@@ -230,27 +233,35 @@ struct Unwritten {
 }
 
 impl Unwritten {
-    /// Write the rows, a transaction per [`MAX_BATCH`], keeping those a failure left unwritten
-    /// for the next try.
+    /// Write the rows, a transaction per [`MAX_BATCH`], keeping those the storage failing left
+    /// unwritten for the next try. A batch refused for what it holds would be refused again:
+    /// its rows are written one by one, and only those refused are dropped.
     fn write(&mut self, store: &dyn Store) {
         while !self.rows.is_empty() {
             let batch = &self.rows[..self.rows.len().min(MAX_BATCH)];
             match store.insert_request_logs(batch) {
                 Ok(()) => {
                     if std::mem::take(&mut self.failing) {
-                        tracing::info!("request log rows are written again; none was lost");
+                        tracing::info!("request log rows are written again");
                     }
-                    let written = batch.len();
-                    self.rows.drain(..written);
                 }
-                Err(error) => {
+                Err(error) if crate::store::worth_retrying(&error) => {
                     if !self.failing {
                         tracing::error!(error = %format!("{error:#}"), rows = self.rows.len(), "writing request log rows failed; they are kept and tried again every second");
                     }
                     self.failing = true;
                     return;
                 }
+                Err(error) => {
+                    let refused = batch
+                        .iter()
+                        .filter(|row| store.insert_request_logs(std::slice::from_ref(row)).is_err())
+                        .count();
+                    tracing::error!(error = %format!("{error:#}"), refused, "request log rows were refused and dropped");
+                }
             }
+            let done = batch.len();
+            self.rows.drain(..done);
         }
     }
 }
@@ -275,10 +286,13 @@ impl LogWriter {
 }
 
 /// Outcomes of calls that do not count against a key's daily quota: calls refused by
-/// authentication or by the limits, calls of an action that does not exist or is out of the
+/// authentication, by the limits (a place among the key's calls in flight included) or while the
+/// gateway started, calls of an action that does not exist or is out of the
 /// key's scope, and retries under an `Idempotency-Key` (answered, or refused, without running).
 const NOT_COUNTED_AGAINST_QUOTA: &[&str] = &[
     IDEMPOTENT_REPLAY,
+    "key_busy",
+    "not_ready",
     "idempotency_key_in_use",
     "idempotency_key_reused",
     "daily_limit_reached",
@@ -363,27 +377,49 @@ mod tests {
         Ok(())
     }
 
-    /// Rows that cannot be written (a full disk; here a trigger refusing them) are kept and
-    /// written once writing works again, not dropped.
+    /// Rows that cannot be written for now (the storage failing; here another process holding
+    /// the database past the busy timeout) are kept and written once writing works again.
     #[tokio::test]
-    async fn rows_the_database_refused_are_written_when_it_takes_them_again() -> anyhow::Result<()> {
+    async fn rows_the_database_could_not_take_are_written_when_it_can() -> anyhow::Result<()> {
         let (dir, vault) = vault_with(&[])?;
-        let database = rusqlite::Connection::open(dir.path().join("db"))?;
-        database.execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON request_logs BEGIN SELECT RAISE(ABORT, 'disk full'); END",
-        )?;
+        let other_process = rusqlite::Connection::open(dir.path().join("db"))?;
+        other_process.execute_batch("BEGIN IMMEDIATE")?;
         let (sink, writer) = start_writer(vault.store())?;
         sink.record(row(1_000, "ok"));
+        // Past the writer's 5 s busy timeout, so that its write fails.
+        tokio::time::sleep(Duration::from_millis(5_600)).await;
+        other_process.execute_batch("ROLLBACK")?;
+        sink.record(row(2_000, "ok"));
+        drop(sink);
+        assert!(writer.finish(Duration::from_secs(10)).await, "the writer stopped");
         let filter = LogFilter {
             environment: Some("test".into()),
             ..LogFilter::default()
         };
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(vault.list_logs(&filter, 1, 10)?.1, 0, "refused so far");
-        sink.record(row(2_000, "ok"));
-        database.execute_batch("DROP TRIGGER refuse")?;
+        let (rows, total) = vault.list_logs(&filter, 1, 10)?;
+        assert_eq!(total, 2, "{rows:?}");
+        Ok(())
+    }
+
+    /// A row the database refuses for what it holds would be refused again: it is dropped, and
+    /// the rows written with it are not.
+    #[tokio::test]
+    async fn a_refused_row_is_dropped_and_holds_up_no_other() -> anyhow::Result<()> {
+        let (dir, vault) = vault_with(&[])?;
+        rusqlite::Connection::open(dir.path().join("db"))?.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON request_logs WHEN NEW.outcome = 'poison'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )?;
+        let (sink, writer) = start_writer(vault.store())?;
+        for (at_ms, outcome) in [(1_000, "ok"), (2_000, "poison"), (3_000, "ok")] {
+            sink.record(row(at_ms, outcome));
+        }
         drop(sink);
         assert!(writer.finish(Duration::from_secs(10)).await, "the writer stopped");
+        let filter = LogFilter {
+            environment: Some("test".into()),
+            ..LogFilter::default()
+        };
         let (rows, total) = vault.list_logs(&filter, 1, 10)?;
         assert_eq!(total, 2, "{rows:?}");
         Ok(())
@@ -412,6 +448,8 @@ mod tests {
         let (_dir, vault) = vault_with(&[
             row(1_000, "ok"),
             row(2_000, "not_found"),
+            row(2_100, "key_busy"),
+            row(2_200, "not_ready"),
             row(3_000, "daily_limit_reached"),
         ])?;
         assert_eq!(
@@ -421,7 +459,7 @@ mod tests {
         );
         assert_eq!(vault.count_calls_since(1, 500)?, 1);
         assert_eq!(vault.count_calls_since(1, 1_500)?, 0);
-        assert_eq!(vault.prune_logs(2_500)?, 2);
+        assert_eq!(vault.prune_logs(2_500)?, 4);
         let filter = LogFilter {
             environment: Some("test".into()),
             ..LogFilter::default()
