@@ -200,15 +200,12 @@ pub fn start_writer(store: Arc<dyn Store>) -> anyhow::Result<(LogSink, LogWriter
                 } else {
                     Duration::from_millis(100)
                 });
-                let mut closed = receiver.is_closed();
+                // Closed now: what is queued is all there will be.
+                let closed = receiver.is_closed();
                 while unwritten.rows.len() < MAX_UNWRITTEN {
                     match receiver.try_recv() {
                         Ok(row) => unwritten.rows.push(row),
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
-                            closed = true;
-                            break;
-                        }
+                        Err(_) => break,
                     }
                 }
                 unwritten.write(store.as_ref());
@@ -361,18 +358,28 @@ mod tests {
         Ok((dir, vault))
     }
 
+    /// Every row of the test environment, newest first, and how many there are.
+    fn test_rows(vault: &Vault) -> anyhow::Result<(Vec<RequestLog>, i64)> {
+        let filter = LogFilter {
+            environment: Some("test".into()),
+            ..LogFilter::default()
+        };
+        vault.list_logs(&filter, 1, 20)
+    }
+
+    /// Stop the writer as the gateway does at exit: drop the sink, wait for the last rows.
+    async fn stop(sink: LogSink, writer: LogWriter) {
+        drop(sink);
+        assert!(writer.finish(Duration::from_secs(10)).await, "the writer stopped");
+    }
+
     #[tokio::test]
     async fn the_writer_writes_the_last_rows_before_it_finishes() -> anyhow::Result<()> {
         let (_dir, vault) = vault_with(&[])?;
         let (sink, writer) = start_writer(vault.store())?;
         sink.record(row(1_000, "ok"));
-        drop(sink);
-        assert!(writer.finish(Duration::from_secs(10)).await, "the writer stopped");
-        let filter = LogFilter {
-            environment: Some("test".into()),
-            ..LogFilter::default()
-        };
-        let (rows, total) = vault.list_logs(&filter, 1, 10)?;
+        stop(sink, writer).await;
+        let (rows, total) = test_rows(&vault)?;
         assert_eq!((total, rows[0].transaction_key.as_str()), (1, "txn_1000"));
         Ok(())
     }
@@ -390,13 +397,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5_600)).await;
         other_process.execute_batch("ROLLBACK")?;
         sink.record(row(2_000, "ok"));
-        drop(sink);
-        assert!(writer.finish(Duration::from_secs(10)).await, "the writer stopped");
-        let filter = LogFilter {
-            environment: Some("test".into()),
-            ..LogFilter::default()
-        };
-        let (rows, total) = vault.list_logs(&filter, 1, 10)?;
+        stop(sink, writer).await;
+        let (rows, total) = test_rows(&vault)?;
         assert_eq!(total, 2, "{rows:?}");
         Ok(())
     }
@@ -414,13 +416,8 @@ mod tests {
         for (at_ms, outcome) in [(1_000, "ok"), (2_000, "poison"), (3_000, "ok")] {
             sink.record(row(at_ms, outcome));
         }
-        drop(sink);
-        assert!(writer.finish(Duration::from_secs(10)).await, "the writer stopped");
-        let filter = LogFilter {
-            environment: Some("test".into()),
-            ..LogFilter::default()
-        };
-        let (rows, total) = vault.list_logs(&filter, 1, 10)?;
+        stop(sink, writer).await;
+        let (rows, total) = test_rows(&vault)?;
         assert_eq!(total, 2, "{rows:?}");
         Ok(())
     }
@@ -460,11 +457,7 @@ mod tests {
         assert_eq!(vault.count_calls_since(1, 500)?, 1);
         assert_eq!(vault.count_calls_since(1, 1_500)?, 0);
         assert_eq!(vault.prune_logs(2_500)?, 4);
-        let filter = LogFilter {
-            environment: Some("test".into()),
-            ..LogFilter::default()
-        };
-        let (rows, total) = vault.list_logs(&filter, 1, 20)?;
+        let (rows, total) = test_rows(&vault)?;
         assert_eq!((rows.len(), total), (1, 1));
         assert_eq!(rows[0].outcome, "daily_limit_reached");
         Ok(())
