@@ -290,15 +290,25 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- Connect sessions (tokens and states hashed, PKCE verifiers sealed) ----
 
-    /// Store a new pending session whose URL token hashes to `token_hash`, created at
-    /// `lifetime.0` and expiring at `lifetime.1` (Unix seconds).
+    /// Store a new pending session whose URL token hashes to `token.0`, with the token itself
+    /// sealed (`token.1`) when it may be handed out again; created at `lifetime.0` and
+    /// expiring at `lifetime.1` (Unix seconds).
     fn insert_connect_session(
         &self,
         public_id: &str,
-        token_hash: &[u8],
+        token: (&[u8], Option<&Sealed>),
         new: &NewSession,
         lifetime: (i64, i64),
     ) -> anyhow::Result<()>;
+
+    /// The newest pending session with a kept (sealed) token that is for what `new` is for
+    /// (environment, integration, identity, connection to reconnect; no base or return URL)
+    /// and expires after `expiring_after`, with its sealed token.
+    fn reusable_connect_session(
+        &self,
+        new: &NewSession,
+        expiring_after: i64,
+    ) -> anyhow::Result<Option<(ConnectSession, Sealed)>>;
 
     /// The session whose URL token hashes to `token_hash`.
     fn connect_session_by_token_hash(&self, token_hash: &[u8]) -> anyhow::Result<Option<ConnectSession>>;

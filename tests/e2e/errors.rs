@@ -601,6 +601,35 @@ async fn missing_connection_is_403_with_action_url() {
         "{:?}",
         answer.body
     );
+    // A retry is given the same link (one for the user to follow, not one per call); another
+    // identity, or another environment's key, gets its own.
+    let again = setup
+        .execute_as(
+            &live,
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "other"}}),
+        )
+        .await;
+    assert_error(&again, 403, "integration_not_connected");
+    assert_eq!(
+        (&again.body["action_url"], &again.body["connect_session_id"]),
+        (&answer.body["action_url"], &answer.body["connect_session_id"]),
+    );
+    let for_carol = setup
+        .execute_as(
+            &live,
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": "carol"}),
+        )
+        .await;
+    assert_error(&for_carol, 403, "integration_not_connected");
+    assert_ne!(for_carol.body["action_url"], answer.body["action_url"]);
+    assert_ne!(
+        for_carol.body["connect_session_id"],
+        answer.body["connect_session_id"]
+    );
     // An identity without a connection is named, so the caller knows whose account is missing.
     let for_bob = setup
         .execute(

@@ -99,9 +99,10 @@ pub(super) async fn reconnect_url(app: &AppState, record: &ConnectionRecord) -> 
     .await
 }
 
-/// Open a session for a reconnect or first connect and return its URL, for `action_url`s.
-/// A failure to write one is logged and answered with the generic connect page, so the
-/// original error still reaches the caller.
+/// A session for a reconnect or first connect (the one an earlier call opened for the same
+/// thing, while it has half its lifetime left), and its URL, for `action_url`s. A failure to
+/// write one is logged and answered with the generic connect page, so the original error
+/// still reaches the caller.
 pub(super) async fn action_url(
     app: &AppState,
     environment: Environment,
@@ -122,7 +123,7 @@ pub(super) async fn action_url(
     };
     match app
         .vault
-        .run(move |vault| vault.create_connect_session(&new))
+        .run(move |vault| vault.connect_session_for_action(&new))
         .await
     {
         Ok((session, token)) => ActionUrl {

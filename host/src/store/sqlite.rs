@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -196,6 +196,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE api_keys ADD COLUMN max_in_flight INTEGER;
     ALTER TABLE request_logs ADD COLUMN request_id TEXT;
+"#,
+    // The URL token of a session the gateway opened for an `action_url`, sealed, so that the
+    // next call that needs the same link is given it again instead of a new session.
+    r#"
+    ALTER TABLE connect_sessions ADD COLUMN token_nonce BLOB;
+    ALTER TABLE connect_sessions ADD COLUMN token_ciphertext BLOB;
+    ALTER TABLE connect_sessions ADD COLUMN token_key_id TEXT;
+    CREATE INDEX connect_sessions_by_owner ON connect_sessions (platform, identity);
 "#,
 ];
 
@@ -564,11 +572,19 @@ impl Store for SqliteStore {
     fn insert_connect_session(
         &self,
         public_id: &str,
-        token_hash: &[u8],
+        token: (&[u8], Option<&Sealed>),
         new: &NewSession,
         lifetime: (i64, i64),
     ) -> anyhow::Result<()> {
-        self.write(|tx| connect_sessions::insert(tx, public_id, token_hash, new, lifetime))
+        self.write(|tx| connect_sessions::insert(tx, public_id, token, new, lifetime))
+    }
+
+    fn reusable_connect_session(
+        &self,
+        new: &NewSession,
+        expiring_after: i64,
+    ) -> anyhow::Result<Option<(ConnectSession, Sealed)>> {
+        self.read(|conn| connect_sessions::reusable(conn, new, expiring_after))
     }
 
     fn connect_session_by_token_hash(&self, token_hash: &[u8]) -> anyhow::Result<Option<ConnectSession>> {

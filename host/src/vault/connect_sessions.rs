@@ -130,14 +130,58 @@ fn verifier_context(session_id: i64) -> String {
     format!("connect_sessions/{session_id}/verifier")
 }
 
+fn token_context(public_id: &str) -> String {
+    format!("connect_sessions/{public_id}/token")
+}
+
+/// What a new session keeps of its URL token.
+#[derive(Debug, Clone, Copy)]
+enum TokenKept {
+    /// Its digest only: the token is shown once, to whoever asked for the session.
+    HashOnly,
+    /// Its digest, and the token sealed, to be handed out again.
+    Sealed,
+}
+
 impl Vault {
     /// Create a session; returns it with the URL token (shown once, stored hashed).
     pub fn create_connect_session(&self, new: &NewSession) -> anyhow::Result<(ConnectSession, String)> {
+        self.insert_connect_session(new, TokenKept::HashOnly)
+    }
+
+    /// A session for an `action_url` (a call found no usable connection): the pending one
+    /// opened for the same thing by an earlier call, while it has at least half its lifetime
+    /// left, or else a new one. An agent retrying a call it cannot make so gets one link to
+    /// show its user, not one per retry, and the retries write nothing. To hand the link out
+    /// again, such a session keeps its token sealed with the master key besides its digest.
+    pub fn connect_session_for_action(&self, new: &NewSession) -> anyhow::Result<(ConnectSession, String)> {
+        let expiring_after = now() + new.ttl_seconds / 2;
+        if let Some((session, sealed)) = self.store.reusable_connect_session(new, expiring_after)? {
+            // A token sealed with a key since rotated away is no loss: open a new session.
+            if let Ok(token) = self.open_sealed(&sealed, &token_context(&session.public_id))
+                && let Ok(token) = String::from_utf8(token)
+            {
+                return Ok((session, token));
+            }
+        }
+        self.insert_connect_session(new, TokenKept::Sealed)
+    }
+
+    fn insert_connect_session(
+        &self,
+        new: &NewSession,
+        kept: TokenKept,
+    ) -> anyhow::Result<(ConnectSession, String)> {
         let token = crypto::random_id("cst_", 24);
         let public_id = crypto::random_id("cs_", 12);
+        let sealed = match kept {
+            TokenKept::HashOnly => None,
+            TokenKept::Sealed => Some(self.seal(token.as_bytes(), &token_context(&public_id))?),
+        };
         let lifetime = lifetime_of_at_least(new.ttl_seconds);
+        let token_hash = crypto::api_key_hash(&token);
         self.write(|store| {
-            store.insert_connect_session(&public_id, &crypto::api_key_hash(&token), new, lifetime)
+            store.insert_connect_session(&public_id, (&token_hash, sealed.as_ref()), new, lifetime)
         })?;
         let session = self
             .connect_session_by_token(&token)?
@@ -297,6 +341,71 @@ mod tests {
             !vault.begin_oauth(&done, "state-3", "b", "v")?,
             "a finished session cannot restart"
         );
+        Ok(())
+    }
+
+    fn action_session(identity: &str, connection_key: Option<&str>, ttl_seconds: i64) -> NewSession {
+        NewSession {
+            identity: Some(identity.into()),
+            identity_type: None,
+            connection_key: connection_key.map(str::to_owned),
+            return_url: None,
+            ..new_session(ttl_seconds)
+        }
+    }
+
+    #[test]
+    fn a_call_is_given_the_link_an_earlier_call_opened_while_it_has_half_its_life_left() -> anyhow::Result<()>
+    {
+        let (_dir, vault) = vault()?;
+        let (first, token) = vault.connect_session_for_action(&action_session("alice", None, 600))?;
+        let (again, same_token) = vault.connect_session_for_action(&action_session("alice", None, 600))?;
+        assert_eq!((&again.public_id, &same_token), (&first.public_id, &token));
+        assert_eq!(
+            vault
+                .connect_session_by_token(&same_token)?
+                .context("the link still opens its session")?
+                .public_id,
+            first.public_id
+        );
+
+        // Another identity, another connection to reconnect, another environment: other links.
+        let (bob, _) = vault.connect_session_for_action(&action_session("bob", None, 600))?;
+        let (reconnect, _) =
+            vault.connect_session_for_action(&action_session("alice", Some("test::gmail::alice::1"), 600))?;
+        let live = NewSession {
+            environment: Environment::Live,
+            ..action_session("alice", None, 600)
+        };
+        let (in_live, _) = vault.connect_session_for_action(&live)?;
+        for other in [&bob, &reconnect, &in_live] {
+            assert_ne!(other.public_id, first.public_id);
+        }
+
+        // A session with less than half a (longer) lifetime left is not handed out again.
+        let (longer, _) = vault.connect_session_for_action(&action_session("alice", None, 2000))?;
+        assert_ne!(longer.public_id, first.public_id);
+
+        // Nor is one that has ended.
+        vault.complete_connect_session(longer.id, "test::gmail::alice::1")?;
+        vault.complete_connect_session(first.id, "test::gmail::alice::1")?;
+        let (after, _) = vault.connect_session_for_action(&action_session("alice", None, 600))?;
+        assert!(after.public_id != first.public_id && after.public_id != longer.public_id);
+        Ok(())
+    }
+
+    #[test]
+    fn an_apps_session_is_never_handed_to_a_call() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        // Opened by an app for the same identity and integration, with nothing of its own set.
+        let (apps, _) = vault.create_connect_session(&action_session("alice", None, 600))?;
+        let (calls, _) = vault.connect_session_for_action(&action_session("alice", None, 600))?;
+        assert_ne!(calls.public_id, apps.public_id);
+        // A session with a return URL is the app's too, even when a call asks for the same one.
+        let with_return = new_session(600);
+        let (first, _) = vault.connect_session_for_action(&with_return)?;
+        let (second, _) = vault.connect_session_for_action(&with_return)?;
+        assert_ne!(first.public_id, second.public_id);
         Ok(())
     }
 

@@ -21,14 +21,15 @@ type RawSession = (ConnectSession, String, Option<String>, Option<String>);
 pub(super) fn insert(
     conn: &Connection,
     public_id: &str,
-    token_hash: &[u8],
+    (token_hash, sealed_token): (&[u8], Option<&Sealed>),
     new: &NewSession,
     (created_at, expires_at): (i64, i64),
 ) -> anyhow::Result<()> {
     conn.execute(
         "INSERT INTO connect_sessions (public_id, token_hash, environment, platform, identity,
-            identity_type, connection_key, created_at, expires_at, base_url, return_url)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            identity_type, connection_key, created_at, expires_at, base_url, return_url,
+            token_nonce, token_ciphertext, token_key_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         rusqlite::params![
             public_id,
             token_hash,
@@ -40,10 +41,54 @@ pub(super) fn insert(
             created_at,
             expires_at,
             new.base_url.as_ref().map(Url::as_str),
-            new.return_url.as_ref().map(Url::as_str)
+            new.return_url.as_ref().map(Url::as_str),
+            sealed_token.map(|sealed| &sealed.nonce),
+            sealed_token.map(|sealed| &sealed.ciphertext),
+            sealed_token.map(|sealed| &sealed.key_id)
         ],
     )?;
     Ok(())
+}
+
+/// Only sessions the gateway opened itself keep their token; an app's sessions (base or
+/// return URL of its choosing) are never handed to anyone else.
+pub(super) fn reusable(
+    conn: &Connection,
+    new: &NewSession,
+    expiring_after: i64,
+) -> anyhow::Result<Option<(ConnectSession, Sealed)>> {
+    if new.base_url.is_some() || new.return_url.is_some() || new.identity_type.is_some() {
+        return Ok(None);
+    }
+    let row = conn
+        .query_row(
+            &format!(
+                "SELECT {COLUMNS}, token_nonce, token_ciphertext, token_key_id FROM connect_sessions
+                 WHERE platform = ?1 AND identity IS ?2 AND environment = ?3 AND connection_key IS ?4
+                   AND identity_type IS NULL AND base_url IS NULL AND return_url IS NULL
+                   AND status = 'pending' AND expires_at > ?5 AND token_ciphertext IS NOT NULL
+                 ORDER BY expires_at DESC LIMIT 1"
+            ),
+            rusqlite::params![
+                new.platform,
+                new.identity,
+                new.environment.as_str(),
+                new.connection_key,
+                expiring_after
+            ],
+            |row| {
+                Ok((
+                    session_from_row(row)?,
+                    Sealed {
+                        nonce: row.get(COLUMN_COUNT)?,
+                        ciphertext: row.get(COLUMN_COUNT + 1)?,
+                        key_id: row.get(COLUMN_COUNT + 2)?,
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    row.map(|(raw, token)| Ok((parse(raw)?, token))).transpose()
 }
 
 pub(super) fn by_token_hash(conn: &Connection, token_hash: &[u8]) -> anyhow::Result<Option<ConnectSession>> {
