@@ -56,6 +56,7 @@ pub const OUTCOMES: &[&str] = &[
     "connector_busy",
     "idempotency_key_in_use",
     "idempotency_key_reused",
+    "storage_unavailable",
     "internal_error",
 ];
 
@@ -216,6 +217,14 @@ pub enum ApiError {
     /// The gateway is starting: its connectors are still loading (compiling, on a first start).
     #[error("the gateway is starting: its connectors are still loading; retry in a moment")]
     NotReady,
+    /// The database could not take a write (a full disk, an I/O error, another process holding
+    /// it): nothing was changed, and the same request may well succeed later. Details are
+    /// logged, not returned.
+    #[error(
+        "the gateway could not write to its database just now (its operator sees why in the log and \
+         /readyz); nothing was changed: retry later"
+    )]
+    StorageUnavailable(#[source] anyhow::Error),
     /// A bug or an infrastructure failure; details are logged, not returned.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -305,6 +314,7 @@ impl ApiError {
             Self::ConnectorBusy => "connector_busy",
             Self::IdempotencyKeyInUse => "idempotency_key_in_use",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::StorageUnavailable(_) => "storage_unavailable",
             Self::Internal(_) => INTERNAL_ERROR,
         }
     }
@@ -340,9 +350,10 @@ impl ApiError {
             | Self::UpstreamUnreachable(_)
             | Self::UpstreamTooLarge(_)
             | Self::TokenRefreshFailed(_) => StatusCode::BAD_GATEWAY,
-            Self::AtCapacity | Self::ConnectorUnavailable(_) | Self::NotReady => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::AtCapacity
+            | Self::ConnectorUnavailable(_)
+            | Self::NotReady
+            | Self::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -350,9 +361,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal(error) = &self {
+        match &self {
             // The transaction key is on the response; the request span carries it into this line.
-            tracing::error!(error = %format!("{error:#}"), "internal error");
+            Self::Internal(error) => tracing::error!(error = %format!("{error:#}"), "internal error"),
+            Self::StorageUnavailable(error) => {
+                tracing::error!(error = %format!("{error:#}"), "a write to the database failed")
+            }
+            _ => {}
         }
         let action_url = match &self {
             Self::IntegrationNotConnected { action_url, .. } => action_url.as_ref(),
@@ -411,6 +426,10 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 );
             }
+            // A full disk takes an operator: a retry a second later would only fail again.
+            Self::StorageUnavailable(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(STORAGE_RETRY_AFTER_SECONDS));
+            }
             _ => {}
         }
         response
@@ -421,9 +440,17 @@ impl IntoResponse for ApiError {
 /// well under a second, so a second later the gateway has most likely caught up.
 const LOAD_RETRY_AFTER_SECONDS: u32 = 1;
 
+/// `Retry-After` of `storage_unavailable`.
+const STORAGE_RETRY_AFTER_SECONDS: u32 = 30;
+
+/// A failure the gateway did not foresee is its own (`internal_error`), but for the database
+/// failing to take a write, which says nothing was changed and may be retried.
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> Self {
-        Self::Internal(error)
+        match crate::store::worth_retrying(&error) {
+            true => Self::StorageUnavailable(error),
+            false => Self::Internal(error),
+        }
     }
 }
 
@@ -638,6 +665,7 @@ mod tests {
             ApiError::ConnectorUnavailable(text()),
             ApiError::ConnectorBusy,
             ApiError::NotReady,
+            ApiError::StorageUnavailable(anyhow::anyhow!("x")),
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
         for error in &all {
@@ -675,6 +703,7 @@ mod tests {
                 | ApiError::ConnectorUnavailable(_)
                 | ApiError::ConnectorBusy
                 | ApiError::NotReady
+                | ApiError::StorageUnavailable(_)
                 | ApiError::Internal(_) => {}
             }
         }
@@ -713,6 +742,38 @@ mod tests {
         }
         let response = ApiError::ConnectorTimeout.into_response();
         assert!(response.headers().get(RETRY_AFTER).is_none());
+    }
+
+    /// The database refusing a write for want of room says "retry later" (503), with nothing
+    /// of the cause; one refusing what was written is the gateway's own failure (500).
+    #[test]
+    fn a_database_that_cannot_take_a_write_is_unavailable_not_broken() -> anyhow::Result<()> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        conn.execute_batch("CREATE TABLE t (v TEXT NOT NULL)")?;
+        let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        conn.pragma_update(None, "max_page_count", pages)?;
+        let full = conn
+            .execute("INSERT INTO t VALUES (?1)", ["x".repeat(64 << 10)])
+            .expect_err("no page left");
+        let error = ApiError::from(anyhow::Error::from(full).context("storing a connection"));
+        assert_eq!(error.code(), "storage_unavailable");
+        assert!(error.to_string().contains("nothing was changed"), "{error}");
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"30"[..])
+        );
+
+        let refused = conn
+            .execute("INSERT INTO t VALUES (NULL)", [])
+            .expect_err("NOT NULL");
+        let error = ApiError::from(anyhow::Error::from(refused));
+        assert_eq!(
+            (error.code(), error.to_string().as_str()),
+            (INTERNAL_ERROR, "internal error")
+        );
+        Ok(())
     }
 
     #[test]

@@ -133,7 +133,7 @@ async fn call_once(
                 same_request: false, ..
             },
         ) => Err(ApiError::IdempotencyKeyReused),
-        Err(error) => Err(ApiError::Internal(error)),
+        Err(error) => Err(ApiError::from(error)),
     };
     answer_without_running(&app, &transaction, &key, (&integration, &endpoint), answer)
 }

@@ -91,7 +91,7 @@ pub(super) async fn create_session(
     // say so to the app now. (A vault failure here is the gateway's, not the app's.)
     if oauth && let Err(not_set_up) = super::oauth::resolve_client(&app, &connector).await? {
         if let ClientError::Vault(error) = not_set_up {
-            return Err(ApiError::Internal(error));
+            return Err(ApiError::from(error));
         }
         return Err(ApiError::BadRequest(format!(
             "{} sign-in is not set up on this gateway: {not_set_up}",

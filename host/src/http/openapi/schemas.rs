@@ -494,9 +494,9 @@ fn error() -> Value {
             "error": {
                 "type": "string",
                 "description": "Stable error code",
-                // Every code an error can have: the request log's outcomes but `ok` and
-                // `client_closed`, and readiness's own.
-                "enum": crate::error::ERROR_CODES.iter().chain(&["not_ready"]).collect::<Vec<_>>(),
+                // Every code an error can have: the request log's outcomes but `ok`,
+                // `client_closed` and `idempotent_replay` (readiness's `not_ready` is one).
+                "enum": crate::error::ERROR_CODES,
             },
             "message": string("For people"),
             "action_url": string("Where the user can connect or reconnect (with `integration_not_connected` and `token_expired`)"),
