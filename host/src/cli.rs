@@ -802,6 +802,7 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
             args.plugins.display(),
             args.store.data_dir.display()
         ),
+        approve_new_hosts: dev_builds.is_some(),
     };
     // Loaded while the gateway already answers (see `start_loading`).
     registry.set_starting(true);

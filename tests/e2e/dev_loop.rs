@@ -64,6 +64,13 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
     let manifest = krate.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest).expect("manifest");
     let saved = Instant::now();
+    // The new version also moves to another host: under `sluice dev` it loads all the same (the
+    // author's own connector), with a warning that names the host.
+    let lib = krate.join("src").join("lib.rs");
+    let first_source = std::fs::read_to_string(&lib).expect("source");
+    let source = first_source.replace("https://api.example.com", "https://api.example.org");
+    assert_ne!(source, first_source, "the template's base URL moved");
+    std::fs::write(&lib, &source).expect("save the source");
     std::fs::write(
         &manifest,
         text.replace("version = \"0.1.0\"", "version = \"0.2.0\""),
@@ -72,14 +79,21 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
     while served_version(&gateway, "hello-dev").await.as_deref() != Some("0.2.0") {
         assert!(
             saved.elapsed() < Duration::from_secs(120),
-            "the change was never served"
+            "the change was never served: {}",
+            gateway.output()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("sluice dev: save to new version serving in {:?}", saved.elapsed());
+    let output = gateway.output();
+    assert!(
+        output
+            .lines()
+            .any(|line| line.contains("sluice dev approved the new outbound hosts")
+                && line.contains("+https://api.example.org")),
+        "{output}"
+    );
 
-    let lib = krate.join("src").join("lib.rs");
-    let source = std::fs::read_to_string(&lib).expect("source");
     std::fs::write(&lib, format!("{source}\nthis is not rust\n")).expect("break the build");
     let started = Instant::now();
     while !gateway
