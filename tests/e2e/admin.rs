@@ -52,6 +52,24 @@ async fn admin_creates_lists_and_revokes_keys() {
     assert_eq!(created.body["name"], "ci");
     assert_eq!(created.body["dailyQuota"], 10);
     assert_eq!(created.body["maxInFlight"], 4);
+    assert!(created.body.get("warnings").is_none(), "{:?}", created.body);
+    // A scope naming no installed connector (a typo) makes the key, with a warning.
+    let typo = setup
+        .api_as(
+            TEST_ADMIN_KEY,
+            Method::POST,
+            "/v1/admin/keys",
+            Some(json!({"scope": "github,gihtub"})),
+        )
+        .await;
+    assert_eq!(typo.status, 201, "{:?}", typo.body);
+    assert_eq!(
+        typo.body["warnings"],
+        json!([
+            "no connector `gihtub` is installed on this gateway: check the scope for a typo (the key \
+                was created all the same)"
+        ]),
+    );
     // A blank name is no name.
     let unnamed = setup
         .api_as(

@@ -128,6 +128,7 @@ async fn create(
         }
     }
     let name = key_name(body.name).map_err(|e| ApiError::BadRequest(format!("`name`: {e}")))?;
+    let warnings = scope_warnings(&app, &scope);
     let options = KeyOptions {
         environment,
         scope,
@@ -140,7 +141,27 @@ async fn create(
     let created = app.vault.run(move |vault| vault.create_api_key(&options)).await?;
     let mut reply = view(&created.record);
     reply["key"] = Value::String(created.key);
+    if !warnings.is_empty() {
+        reply["warnings"] = warnings.into();
+    }
     Ok((StatusCode::CREATED, Json(reply)))
+}
+
+/// A typo in a scope makes a key that can call nothing it was meant for; the key may still be
+/// made before its connector is installed, so an unknown name is a warning, not a refusal.
+fn scope_warnings(app: &AppState, scope: &Scope) -> Vec<String> {
+    let Scope::Only(ids) = scope else {
+        return Vec::new();
+    };
+    ids.iter()
+        .filter(|id| app.registry.get(id).is_none() && !app.registry.failed_to_load(id))
+        .map(|id| {
+            format!(
+                "no connector `{id}` is installed on this gateway: check the scope for a typo (the key \
+                 was created all the same)"
+            )
+        })
+        .collect()
 }
 
 async fn revoke(

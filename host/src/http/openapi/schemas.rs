@@ -598,10 +598,16 @@ pub fn all() -> Map<String, Value> {
         (
             "ApiKeyCreated",
             with_property(
-                api_key(),
-                "key",
-                string("The whole key: shown this once, stored only as a hash"),
-                true,
+                with_property(
+                    api_key(),
+                    "key",
+                    string("The whole key: shown this once, stored only as a hash"),
+                    true,
+                ),
+                "warnings",
+                json!({"type": "array", "items": {"type": "string"},
+                       "description": "What may be wrong with the key as made (a scope naming no installed connector); absent when nothing is"}),
+                false,
             ),
         ),
         ("ApiKeyList", list_of("ApiKey")),
