@@ -1413,6 +1413,72 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     )
     .await;
     assert_eq!((someone_else.status, someone_else.code()), (400, "bad_request"));
+    // So does a session for zoe's identity that names no base URL: it updates her connection.
+    let for_zoe = setup
+        .open(json!({"integration": "github", "identity": "zoe"}))
+        .await;
+    let page = page_of(client, &for_zoe).await;
+    assert!(
+        page.contains(&format!(
+            "sent only to <b id=\"destination\">{}</b>",
+            base_url.origin().ascii_serialization()
+        )),
+        "{page}"
+    );
+
+    // A page whose destination changed before its post (the identity got a connection with a
+    // base URL meanwhile) does not send the credential where the user was not shown.
+    let for_yara = setup
+        .open(json!({"integration": "github", "identity": "yara"}))
+        .await;
+    let page = page_of(client, &for_yara).await;
+    assert!(
+        page.contains("<b id=\"destination\">https://api.github.com</b>"),
+        "{page}"
+    );
+    let made = send(
+        client
+            .post(format!("{}/v1/vault/connections", gateway.url))
+            .bearer_auth(key)
+            .json(
+                &json!({"platform": "github", "secret": "ghp_first_key_1", "identity": "yara",
+                          "baseUrl": upstream.url()}),
+            ),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let stale = client
+        .post(for_yara.body["url"].as_str().expect("url"))
+        .form(&[
+            ("secret", "ghp_unseen_destination"),
+            ("csrf", csrf_of(&page).as_str()),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(stale.status(), 403);
+    let status = send(
+        client
+            .get(format!(
+                "{}/v1/connect/{}",
+                gateway.url,
+                for_yara.body["id"].as_str().expect("id")
+            ))
+            .bearer_auth(key),
+    )
+    .await;
+    assert_eq!(status.body["status"], "pending", "{:?}", status.body);
+}
+
+async fn page_of(client: &reqwest::Client, session: &Answer) -> String {
+    client
+        .get(session.body["url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html")
 }
 
 #[tokio::test]

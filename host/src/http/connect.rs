@@ -262,11 +262,10 @@ async fn connect_page(State(app): State<AppState>, Path(token): Path<String>) ->
         Err(page) => return page,
     };
     let manifest = &connector.manifest;
-    // The user sees where the credential will be used: the application may have chosen the
-    // base URL (`baseUrl` on the session), and only the user can tell whether it is right.
-    // Scheme, host and port: `http://` or an odd port is worth seeing too.
-    let destination = session.base_url.as_ref().unwrap_or(&manifest.base_url);
-    let origin = destination.origin().ascii_serialization();
+    let origin = match destination_origin(&app, &session, &connector).await {
+        Ok(origin) => origin,
+        Err(page) => return page,
+    };
     match &manifest.auth {
         AuthScheme::OAuth2(_) => {
             page::oauth_start(&manifest.name, &origin, &format!("/connect/{token}/authorize"))
@@ -278,12 +277,55 @@ async fn connect_page(State(app): State<AppState>, Path(token): Path<String>) ->
                 .map(|url| url.origin().ascii_serialization());
             let target = page::FormTarget {
                 action: &format!("/connect/{token}"),
-                csrf: &form_token(&app.vault, &token),
+                csrf: &form_token(&app.vault, &token, &origin),
                 return_origin: return_origin.as_deref(),
             };
             page::credentials_form(&manifest.name, &origin, &target, &credential_fields(auth))
         }
     }
+}
+
+/// Where the credential the flow stores will be used, as the page tells the user: the
+/// application may have chosen the base URL (`baseUrl` on the session), or the connection the
+/// flow updates has one of its own, and only the user can tell whether it is right. Scheme,
+/// host and port: `http://` or an odd port is worth seeing too.
+async fn destination_origin(
+    app: &AppState,
+    session: &ConnectSession,
+    connector: &LoadedConnector,
+) -> Result<String, Response> {
+    let looked_up = session.clone();
+    let updated = app
+        .vault
+        .run(move |vault| connection_to_update(vault, &looked_up))
+        .await
+        .map_err(internal_page)?;
+    let destination = session
+        .base_url
+        .as_ref()
+        .or(updated.as_ref().and_then(|record| record.base_url.as_ref()))
+        .unwrap_or(&connector.manifest.base_url);
+    Ok(destination.origin().ascii_serialization())
+}
+
+/// The connection a flow on `session` stores its credential in, if it updates one rather than
+/// making one: the connection it reconnects, or the identity's.
+fn connection_to_update(vault: &Vault, session: &ConnectSession) -> anyhow::Result<Option<ConnectionRecord>> {
+    let environment = session.environment;
+    let existing = match &session.connection_key {
+        Some(key) => vault.get_connection(environment, key)?,
+        None if session.identity.is_some() => {
+            let selector = ConnectionSelector {
+                connection_key: None,
+                identity: session.identity.clone(),
+            };
+            vault
+                .find_connections(&session.platform, environment, &selector)?
+                .pop()
+        }
+        None => None,
+    };
+    Ok(existing.filter(|c| c.platform == session.platform))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -391,20 +433,7 @@ fn save_connection(
     limit: Option<u32>,
 ) -> anyhow::Result<Result<String, PlanLimitReached>> {
     let environment = session.environment;
-    let existing = match &session.connection_key {
-        Some(key) => vault.get_connection(environment, key)?,
-        None if session.identity.is_some() => {
-            let selector = ConnectionSelector {
-                connection_key: None,
-                identity: session.identity.clone(),
-            };
-            vault
-                .find_connections(&session.platform, environment, &selector)?
-                .pop()
-        }
-        None => None,
-    };
-    let key = match existing.filter(|c| c.platform == session.platform) {
+    let key = match connection_to_update(vault, session)? {
         Some(existing) => {
             vault.store_secret(&existing, secret, token_expires_at)?;
             if let Some(base_url) = &session.base_url {

@@ -3,7 +3,7 @@
 
 use super::super::AppState;
 use super::page::{self, Field};
-use super::{constant_time_eq, finish, pending_session};
+use super::{constant_time_eq, destination_origin, finish, pending_session};
 use crate::runtime::LoadedConnector;
 use crate::runtime::manifest::AuthScheme;
 use crate::vault::Vault;
@@ -17,11 +17,16 @@ use std::collections::HashMap;
 /// Longest credential accepted from the form.
 const MAX_FORM_SECRET: usize = 16 << 10;
 
-/// The form token for a session: derived from the URL token with a key only the gateway has.
-pub(super) fn form_token(vault: &Vault, session_token: &str) -> String {
+/// The form token for a session: derived from the URL token and the destination the page
+/// named, with a key only the gateway has. Should the destination change between the page and
+/// its post (a connection made meanwhile with another base URL), the post is refused rather
+/// than the credential sent somewhere the user was not shown.
+pub(super) fn form_token(vault: &Vault, session_token: &str, destination: &str) -> String {
     let key = vault.derive_key("connect-form");
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
     mac.update(session_token.as_bytes());
+    mac.update(b"\n");
+    mac.update(destination.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
 
@@ -116,7 +121,11 @@ pub(super) async fn submit_credentials(
             );
         }
     };
-    let expected = form_token(&app.vault, &token);
+    let destination = match destination_origin(&app, &session, &connector).await {
+        Ok(origin) => origin,
+        Err(page) => return page,
+    };
+    let expected = form_token(&app.vault, &token, &destination);
     let presented = form.get("csrf").map(String::as_str).unwrap_or_default();
     if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
         return refused();
