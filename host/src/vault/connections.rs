@@ -659,6 +659,15 @@ mod tests {
                 .get_connection(Environment::Test, &record.public_id())?
                 .is_none()
         );
+        // The id of a deleted connection (here the newest, which SQLite would give again) is
+        // never anyone else's: an app that kept it finds nothing.
+        let next = add(&vault, &new_connection("github", Environment::Test, Some("dave")))?;
+        assert_ne!(next.public_id(), record.public_id());
+        assert!(
+            vault
+                .get_connection(Environment::Test, &record.public_id())?
+                .is_none()
+        );
         Ok(())
     }
 

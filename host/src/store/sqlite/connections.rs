@@ -32,10 +32,23 @@ pub(super) fn insert_within_limit(
             return Ok(Err(PlanLimitReached { environment, limit }));
         }
     }
+    // A public id (`conn_N`) is never given twice: an app that kept the id of a deleted
+    // connection must not reach whoever's connection is made next. SQLite alone would reuse
+    // the largest id once its row is deleted, so the largest ever given is kept in `meta`.
+    let id: i64 = conn.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM connections), 0),
+                    COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'last_connection_id'), 0)) + 1",
+        [],
+        |r| r.get(0),
+    )?;
     conn.execute(
-        "INSERT INTO connections (key, platform, environment, identity, identity_type, name, description,
+        "INSERT OR REPLACE INTO meta (name, value) VALUES ('last_connection_id', ?1)",
+        [id.to_string()],
+    )?;
+    conn.execute(
+        "INSERT INTO connections (id, key, platform, environment, identity, identity_type, name, description,
             tags, base_url, secret_nonce, secret_ciphertext, key_id, created_at, updated_at, token_expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)",
+         VALUES (?15, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)",
         rusqlite::params![
             row.key,
             row.platform,
@@ -50,10 +63,11 @@ pub(super) fn insert_within_limit(
             row.sealed.ciphertext,
             row.sealed.key_id,
             row.created_at,
-            row.token_expires_at
+            row.token_expires_at,
+            id
         ],
     )?;
-    Ok(Ok(conn.last_insert_rowid()))
+    Ok(Ok(id))
 }
 
 pub(super) fn find(
