@@ -248,6 +248,17 @@ pub trait Store: Send + Sync + 'static {
     /// not failed before.
     fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<bool>;
 
+    /// Mark connection `id` `failed` and give it the sealed secret `sealed`, in one write,
+    /// unless its secret is no longer the one sealed as `previous_ciphertext`. Returns whether
+    /// it was changed and not failed before.
+    fn fail_connection_with_secret(
+        &self,
+        id: i64,
+        previous_ciphertext: &[u8],
+        sealed: &Sealed,
+        at: i64,
+    ) -> anyhow::Result<bool>;
+
     /// Up to `limit` connections whose secret was sealed by a key other than `key_id`, by row
     /// id: `(row id, connection key, sealed secret)`.
     fn connections_sealed_with_other_keys(

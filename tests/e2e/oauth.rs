@@ -875,6 +875,18 @@ async fn a_refused_refresh_fails_the_connection_and_offers_a_reconnect_link() {
         "{action_url}"
     );
     assert_eq!(setup.connection_state(&key).await, "failed");
+    // The refused refresh token is not sent again: the next call is told the same, at once.
+    let refreshes = setup.google.lock().expect("state").refresh_calls;
+    let again = setup.execute("list_labels", json!({"params": {}})).await;
+    assert_eq!(
+        (again.status, again.code()),
+        (401, "token_expired"),
+        "{:?}",
+        again.body
+    );
+    assert_eq!(again.body["message"], answer.body["message"]);
+    assert!(again.body["action_url"].is_string(), "{:?}", again.body);
+    assert_eq!(setup.google.lock().expect("state").refresh_calls, refreshes);
 
     // The reconnect link updates the same connection, which then works again.
     setup.google.lock().expect("state").refresh_mode = RefreshMode::Grant;
@@ -888,6 +900,28 @@ async fn a_refused_refresh_fails_the_connection_and_offers_a_reconnect_link() {
         "the same connection was reconnected"
     );
     setup.assert_no_secret_logged();
+}
+
+/// A refresh refused while the access token still works (it is due, not expired) tells every
+/// call to reconnect: not one call 401 and the next 200 on the old token, nor another refresh.
+#[tokio::test]
+async fn a_refresh_refused_before_expiry_is_answered_alike_every_time() {
+    let setup = OAuthSetup::new(&[]).await;
+    setup.google.lock().expect("state").expires_in = 4;
+    let key = setup.connect("heidi").await;
+    setup.google.lock().expect("state").refresh_mode = RefreshMode::InvalidGrant;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..3 {
+        let answer = setup.execute("list_labels", json!({"params": {}})).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (401, "token_expired"),
+            "{:?}",
+            answer.body
+        );
+        assert_eq!(setup.connection_state(&key).await, "failed");
+    }
+    assert_eq!(setup.google.lock().expect("state").refresh_calls, 1);
 }
 
 /// Connect `identity`, make the provider answer refreshes as `mode` says, call Gmail and check

@@ -485,6 +485,7 @@ mod tests {
             refresh_token: Some("rt-secret".into()),
             expires_at: Some(10),
             scope: None,
+            refresh_refused: None,
         };
         assert!(!format!("{tokens:?}").contains("secret"));
         assert_eq!(

@@ -149,6 +149,15 @@ pub(super) async fn attach_credential(
         return Ok(());
     };
     let mut tokens = TokenSet::from_secret(stored.secret());
+    // Once the provider refused to refresh them, every call says so, with the reconnect link,
+    // until the user reconnects: not some calls answered while the access token lasts.
+    if let Some(reason) = tokens.refresh_refused {
+        let failure = RenewalFailure {
+            revoked: true,
+            message: format!("the provider refused the refresh: {reason}"),
+        };
+        return Err(rejected(app, record, failure).await);
+    }
     let now = crate::vault::now();
     if app.refresher.is_expiring(record, now) {
         match app

@@ -196,6 +196,7 @@ fn parse_response(
                 .or_else(|| previous_refresh_token.map(str::to_owned)),
             expires_at: expires_in.filter(|s| *s > 0).map(|s| now + s),
             scope: parsed.scope,
+            refresh_refused: None,
         });
     }
     if status >= 500 || status == 429 {

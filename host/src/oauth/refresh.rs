@@ -247,7 +247,14 @@ impl TokenRefresher {
             }
             Err(TokenError::Rejected(reason)) => {
                 tracing::warn!(integration, connection = %current.key, %reason, "OAuth refresh refused; the connection needs reconnecting");
-                if self.mark_failed(current).await {
+                // The refused refresh token is never sent again: calls are told to reconnect.
+                let (record, refused) = (current.clone(), reason.clone());
+                let newly_failed = self
+                    .vault
+                    .run(move |vault| vault.refresh_refused(&record, &tokens, &refused))
+                    .await
+                    .map_err(|e| internal("recording the refused refresh", &e))?;
+                if newly_failed {
                     self.metrics.count_connection_failed(integration);
                 }
                 Err(RefreshError::Revoked(format!(
@@ -424,6 +431,7 @@ mod tests {
             refresh_token: Some("rt-1".into()),
             expires_at: None,
             scope: None,
+            refresh_refused: None,
         };
         let record = vault.add_connection(
             &NewConnection {

@@ -521,6 +521,16 @@ impl Store for SqliteStore {
         self.write(|tx| connections::replace_secret(tx, id, sealed, token_expires_at, at))
     }
 
+    fn fail_connection_with_secret(
+        &self,
+        id: i64,
+        previous_ciphertext: &[u8],
+        sealed: &Sealed,
+        at: i64,
+    ) -> anyhow::Result<bool> {
+        self.write(|tx| connections::fail_with_secret(tx, id, previous_ciphertext, sealed, at))
+    }
+
     fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<bool> {
         self.write(|tx| connections::mark_failed(tx, id, at))
     }

@@ -112,6 +112,11 @@ pub struct TokenSet {
     /// Scopes granted, as the provider reported them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Why the provider refused to refresh these tokens, once it has: their refresh token is
+    /// then dropped (known bad, never sent again) and calls are told to reconnect until new
+    /// tokens replace these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_refused: Option<String>,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -132,6 +137,7 @@ impl TokenSet {
             refresh_token: None,
             expires_at: None,
             scope: None,
+            refresh_refused: None,
         })
     }
 
@@ -424,6 +430,27 @@ impl Vault {
     /// Returns whether it was not failed before.
     pub fn mark_connection_failed(&self, record: &ConnectionRecord) -> anyhow::Result<bool> {
         self.write(|store| store.mark_connection_failed(record.id, now()))
+    }
+
+    /// Record that the provider refused to refresh `tokens`, `record`'s: keep them without
+    /// their refresh token and with the reason, and mark the connection `failed`, in one write
+    /// that does nothing if the secret was replaced meanwhile (a reconnect during the refresh).
+    /// Returns whether the connection was not failed before.
+    pub fn refresh_refused(
+        &self,
+        record: &ConnectionRecord,
+        tokens: &TokenSet,
+        reason: &str,
+    ) -> anyhow::Result<bool> {
+        let kept = TokenSet {
+            refresh_token: None,
+            refresh_refused: Some(reason.to_owned()),
+            ..tokens.clone()
+        };
+        let sealed = self.seal(kept.to_secret().as_bytes(), &secret_context(&record.key))?;
+        self.write(|store| {
+            store.fail_connection_with_secret(record.id, &record.sealed.ciphertext, &sealed, now())
+        })
     }
 
     /// The connection with row id `id`, whatever its environment (for the token refresher).

@@ -293,6 +293,32 @@ pub(super) fn mark_failed(conn: &Connection, id: i64, at: i64) -> anyhow::Result
     Ok(changed > 0)
 }
 
+pub(super) fn fail_with_secret(
+    conn: &Connection,
+    id: i64,
+    previous_ciphertext: &[u8],
+    sealed: &Sealed,
+    at: i64,
+) -> anyhow::Result<bool> {
+    let was_failed: Option<bool> = conn
+        .query_row(
+            "SELECT state = 'failed' FROM connections WHERE id = ?1 AND secret_ciphertext = ?2",
+            rusqlite::params![id, previous_ciphertext],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(was_failed) = was_failed else {
+        return Ok(false);
+    };
+    conn.execute(
+        "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4, state = 'failed',
+            updated_at = ?5
+         WHERE id = ?1",
+        rusqlite::params![id, sealed.nonce, sealed.ciphertext, sealed.key_id, at],
+    )?;
+    Ok(!was_failed)
+}
+
 pub(super) fn sealed_with_other_keys(
     conn: &Connection,
     key_id: &str,
