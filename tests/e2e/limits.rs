@@ -60,10 +60,22 @@ async fn daily_quota_survives_a_restart() {
             .await;
         assert_eq!(refused.code(), code, "{integration}/{endpoint}");
     }
-    // SIGTERM flushes nothing special: the batched log writer has had its 100 ms.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let mut setup = setup;
-    setup.gateway.restart().await;
+    // Nor do passthrough calls on a connection out of the key's scope, or on none.
+    for (connection, code) in [
+        (setup.connection_key.as_str(), "scope_not_allowed"),
+        ("test::github::default::nope", "not_found"),
+    ] {
+        let refused = crate::common::send(
+            setup
+                .client
+                .get(format!("{}/v1/passthrough/repos/acme/webapp", setup.gateway.url))
+                .bearer_auth(&key)
+                .header("x-sluice-connection-key", connection),
+        )
+        .await;
+        assert_eq!(refused.code(), code, "{:?}", refused.body);
+    }
+    // The third call of the day is still allowed: none of the refusals counted.
     assert_eq!(
         setup
             .execute_as(&key, "echo", "say", json!({"params": {}}))
@@ -71,6 +83,10 @@ async fn daily_quota_survives_a_restart() {
             .status,
         200
     );
+    // SIGTERM flushes nothing special: the batched log writer has had its 100 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut setup = setup;
+    setup.gateway.restart().await;
     let over = setup.execute_as(&key, "echo", "say", json!({"params": {}})).await;
     assert_eq!((over.status, over.code()), (429, "daily_limit_reached"));
 }

@@ -334,15 +334,6 @@ async fn run(
 ) -> Result<axum::http::Response<UpstreamBody>, ApiError> {
     let Caller(key) = caller?;
     log.made_with(&key);
-    // Passthrough calls count against the key's quota and rate limit like actions do.
-    let admitted = super::execute::admit(app, &key).await?;
-    let limit = app.max_passthrough_body;
-    let declared = declared_length(&headers);
-    if declared.is_some_and(|length| length > limit) {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "request body is larger than {limit} bytes"
-        )));
-    }
     let connection_key = CONNECTION_HEADERS
         .iter()
         .find_map(|name| headers.get(*name))
@@ -366,12 +357,22 @@ async fn run(
         .await?
         .filter(|(record, _)| record.active)
         .ok_or_else(|| ApiError::NotFound(format!("no active connection `{connection_key}`")))?;
+    log.integration = Some(record.platform.clone());
     if !key.scope.allows(&record.platform) {
         return Err(ApiError::ScopeNotAllowed(record.platform));
     }
-    log.integration = Some(record.platform.clone());
     log.connection_key = Some(record.key.clone());
     let connector = app.connector(&record.platform)?;
+    // Passthrough calls count against the key's quota and rate limit like actions do, once
+    // they name a connection the key may use (as an action must exist and be in scope).
+    let admitted = super::execute::admit(app, &key).await?;
+    let limit = app.max_passthrough_body;
+    let declared = declared_length(&headers);
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "request body is larger than {limit} bytes"
+        )));
+    }
 
     // The raw (still percent-encoded) path after the prefix, and the query.
     let path = uri.path().strip_prefix(PREFIX).unwrap_or("/");
