@@ -5,6 +5,7 @@
 //! Messages are for people. Each function takes `field`, the caller's own name for the value
 //! (`` `baseUrl` `` in the API, `--base-url` on the command line), and starts its message with it.
 
+use crate::egress::AddressPolicy;
 use crate::runtime::manifest::AuthScheme;
 use url::Url;
 
@@ -130,6 +131,17 @@ pub fn parse_base_url(field: &str, raw: &str, plain_http_allowed: bool) -> Resul
             "{field} must not contain a user name or password: store the credential as the \
              connection's secret"
         ));
+    }
+    // An address every call would be refused (a cloud metadata address, or a private one on a
+    // gateway that reaches none): refused now, not on each call. Names are checked when dialled.
+    let policy = match plain_http_allowed {
+        true => AddressPolicy::AllowPrivate,
+        false => AddressPolicy::PublicOnly,
+    };
+    if let Some(ip) = crate::egress::ip_literal(&parsed)
+        && let Some(reason) = policy.refusal(ip)
+    {
+        return Err(format!("{field} names {ip}, which no call could reach: {reason}"));
     }
     Ok(parsed)
 }
@@ -295,6 +307,18 @@ mod tests {
             "{error}"
         );
         assert!(parse_base_url("--base-url", "https://token@ghe.acme.corp", false).is_err());
+        // Addresses no call could reach are refused at once: metadata always, private ones
+        // unless the gateway may reach them.
+        for (url, private_allowed) in [
+            ("http://169.254.169.254", true),
+            ("https://[fd00:ec2::254]/", true),
+            ("https://10.0.0.7", false),
+            ("https://2130706433", false),
+        ] {
+            let error = parse_base_url("`baseUrl`", url, private_allowed).expect_err(url);
+            assert!(error.contains("which no call could reach"), "{error}");
+        }
+        assert!(parse_base_url("--base-url", "https://10.0.0.7", true).is_ok());
         assert!(check_identity_type("--identity-type", "team").is_ok());
         assert!(check_identity_type("--identity-type", "Team").is_err());
     }
