@@ -165,13 +165,13 @@ pub(super) async fn oauth_callback(
         )
     });
     if !same_browser {
-        // The session is spent (a sign-in finished elsewhere could be someone else's): only a
-        // new link works.
-        let page = refused(
-            "This sign-in was started in another browser, so it was stopped. Ask the application for a new link and open it in the browser you sign in with.",
+        // Not completed: the account signed in with could be someone else's (a callback link
+        // sent to the user). The state is spent, but the session stays open: a link scanner's
+        // fetch or a second browser must not end the user's own attempt, who starts again.
+        tracing::info!(session = %session.public_id, "OAuth callback from a browser other than the one that started it refused");
+        return refused(
+            "This sign-in was started in another browser, so it was stopped. Open the connect link again in the browser you sign in with.",
         );
-        let reason = "the sign-in finished in a different browser than it started in";
-        return fail(&app, &session, reason, page).await;
     }
     if let Some(error) = query.error {
         let description = query.error_description.unwrap_or_default();
