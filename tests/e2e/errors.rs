@@ -176,6 +176,20 @@ async fn bad_bodies_and_params_are_400() {
     let mut pointers: Vec<&str> = details.iter().filter_map(|d| d["pointer"].as_str()).collect();
     pointers.sort_unstable();
     assert_eq!(pointers, ["/issue_number", "/repo"], "{details:?}");
+    // A number the connector could not take is refused by its schema, before it runs.
+    let too_large = setup
+        .execute(
+            "github",
+            "get_issue",
+            json!({"params": {"owner": "acme", "repo": "webapp", "issue_number": 1e20}}),
+        )
+        .await;
+    assert_error(&too_large, 400, "bad_request");
+    assert_eq!(
+        too_large.body["details"][0]["pointer"], "/issue_number",
+        "{:?}",
+        too_large.body
+    );
 
     let several = setup
         .execute(

@@ -95,8 +95,9 @@ impl Connector for GitHub {
             all_required.extend_from_slice(required);
             json!({"type": "object", "required": all_required, "properties": properties, "additionalProperties": false})
         };
+        // GitHub's numbers are 32-bit: a larger one could only fail, after a round trip.
         let issue_number = json!({"issue_number": {
-            "type": "integer", "minimum": 1,
+            "type": "integer", "minimum": 1, "maximum": i32::MAX,
             "description": "Number of the issue or pull request in the repository, as in its URL"
         }});
 
@@ -132,7 +133,7 @@ impl Connector for GitHub {
                                 "description": "Issues per page, 1 to 100; defaults to 30"
                             },
                             "page": {
-                                "type": "integer", "minimum": 1, "default": 1,
+                                "type": "integer", "minimum": 1, "maximum": i32::MAX, "default": 1,
                                 "description": "Page of results to return, starting at 1"
                             }
                         }),
