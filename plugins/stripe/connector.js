@@ -172,14 +172,11 @@ const ENDPOINTS = [
 
 // ---- Form encoding, as Stripe expects it ----
 
-// Percent-encode like application/x-www-form-urlencoded, but keep `[` and `]` readable in
-// keys, as Stripe's libraries do (Stripe accepts both spellings).
-function encodeKey(key) {
-  return encodeURIComponent(key).replace(/%5B/g, "[").replace(/%5D/g, "]");
-}
-
-// Flatten a value into `[key, string]` pairs: objects as `key[sub]`, arrays as `key[0]`,
-// booleans as `true`/`false`; `null` becomes an empty string, which Stripe reads as "unset".
+// Flatten a value into `[key, string]` pairs, keys already percent-encoded: objects as
+// `key[sub]`, arrays as `key[0]`, booleans as `true`/`false`; `null` becomes an empty string,
+// which Stripe reads as "unset". Each name is encoded on its own and the brackets between
+// them kept readable, as Stripe's libraries do, so a metadata key holding `]` or `[` stays one
+// key instead of opening another level.
 function flatten(prefix, value, pairs) {
   if (value === null) {
     pairs.push([prefix, ""]);
@@ -187,7 +184,8 @@ function flatten(prefix, value, pairs) {
     value.forEach((item, index) => flatten(`${prefix}[${index}]`, item, pairs));
   } else if (typeof value === "object") {
     for (const [key, item] of Object.entries(value)) {
-      flatten(prefix ? `${prefix}[${key}]` : key, item, pairs);
+      const name = encodeURIComponent(key);
+      flatten(prefix ? `${prefix}[${name}]` : name, item, pairs);
     }
   } else if (value !== undefined) {
     pairs.push([prefix, String(value)]);
@@ -197,7 +195,7 @@ function flatten(prefix, value, pairs) {
 
 function formEncode(object) {
   return flatten("", object, [])
-    .map(([key, value]) => `${encodeKey(key)}=${encodeURIComponent(value)}`)
+    .map(([key, value]) => `${key}=${encodeURIComponent(value)}`)
     .join("&");
 }
 

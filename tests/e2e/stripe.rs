@@ -174,14 +174,14 @@ async fn stripe_endpoints_send_form_encoded_requests_with_the_injected_key() {
         .execute(
             "stripe",
             "create_customer",
-            json!({"email": "jenny@example.com", "name": "Jenny Rosen & Co", "metadata": {"user_id": "42", "plan": "pro"},
+            json!({"email": "jenny@example.com", "name": "Jenny Rosen & Co", "metadata": {"user_id": "42", "plan": "pro", "odd][key": "v"},
                    "address": {"line1": "1 Main St", "country": "US"}, "idempotency_key": "create-jenny-1"}),
         )
         .await;
     assert_eq!(
         created.body,
         json!({"status": 200, "data": {"id": "cus_NEW", "object": "customer", "email": "jenny@example.com",
-               "name": "Jenny Rosen & Co", "metadata": {"user_id": "42", "plan": "pro"}}})
+               "name": "Jenny Rosen & Co", "metadata": {"user_id": "42", "plan": "pro", "odd][key": "v"}}})
     );
     let sent = setup.requests().pop().expect("a request");
     assert_eq!(
@@ -198,14 +198,17 @@ async fn stripe_endpoints_send_form_encoded_requests_with_the_injected_key() {
             ("name", "Jenny Rosen & Co"),
             ("metadata[user_id]", "42"),
             ("metadata[plan]", "pro"),
+            ("metadata[odd][key]", "v"),
             ("address[line1]", "1 Main St"),
             ("address[country]", "US"),
         ]))
     );
     let raw = String::from_utf8_lossy(&sent.body);
     assert!(
-        raw.contains("metadata[user_id]=42") && raw.contains("name=Jenny%20Rosen%20%26%20Co"),
-        "brackets stay readable, values are percent-encoded: {raw}"
+        raw.contains("metadata[user_id]=42")
+            && raw.contains("name=Jenny%20Rosen%20%26%20Co")
+            && raw.contains("metadata[odd%5D%5Bkey]=v"),
+        "brackets between names stay readable, names and values are percent-encoded: {raw}"
     );
 
     // get_customer: the ID is a path segment.
