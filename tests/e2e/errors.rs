@@ -111,6 +111,11 @@ async fn bad_bodies_and_params_are_400() {
     let array = send(raw("[1,2]")).await;
     assert_error(&array, 400, "bad_request");
     assert_eq!(array.body["message"], "request body must be a JSON object");
+    // A lone UTF-16 surrogate is named as such, not as an escape cut short.
+    let lone = send(raw(r#"{"params": {"owner": "\ud800", "repo": "x"}}"#)).await;
+    assert_error(&lone, 400, "bad_request");
+    let message = lone.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("surrogate pair"), "{message}");
     assert_error(&send(raw(r#"{"paramz": {}}"#)).await, 400, "bad_request");
     assert_error(
         &send(raw(r#"{"params": "owner=acme"}"#)).await,

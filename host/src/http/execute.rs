@@ -274,7 +274,7 @@ async fn run(
     // The connector gets the text, so the schema must see all of it: duplicate keys, which a
     // `Value` would collapse to the last, are refused.
     let mut params_value = super::strict_json::parse(params.get())
-        .map_err(|e| ApiError::BadRequest(format!("`params`: {e}")))?;
+        .map_err(|e| ApiError::BadRequest(format!("`params`: {e}{}", super::extract::hint_for(&e))))?;
     let violations = Manifest::validate_params(endpoint_info, &params_value);
     if !violations.is_empty() {
         return Err(ApiError::InvalidParams(violations));

@@ -74,15 +74,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ));
             }
             if inner.is_syntax() || inner.is_eof() || path == "." {
-                ApiError::BadRequest(format!("invalid request body: {inner}"))
+                ApiError::BadRequest(format!("invalid request body: {inner}{}", hint_for(&inner)))
             } else {
-                ApiError::BadRequest(format!("`{path}`: {inner}"))
+                ApiError::BadRequest(format!("`{path}`: {inner}{}", hint_for(&inner)))
             }
         })?;
         deserializer
             .end()
             .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
         Ok(JsonBody(value))
+    }
+}
+
+/// What serde_json's message leaves unsaid, where it misleads: a lone UTF-16 surrogate
+/// (`"\ud800"` alone) is reported as a hex escape that ended early.
+pub(super) fn hint_for(error: &serde_json::Error) -> &'static str {
+    let message = error.to_string();
+    match message.starts_with("unexpected end of hex escape") || message.starts_with("lone leading surrogate")
+    {
+        true => {
+            " (a `\\uD800`-`\\uDFFF` escape must be one half of a surrogate pair: JSON text is Unicode, \
+             and a lone half is no character)"
+        }
+        false => "",
     }
 }
 
