@@ -741,6 +741,14 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
+    let ops_listener = match args.ops_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding --ops-listen {address}"))?,
+        ),
+        None => None,
+    };
     let vault = open_vault(&args.store)?;
     // What this gateway runs with, in one line, for whoever reads the log after an incident.
     tracing::info!(
@@ -887,6 +895,9 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
             std::process::exit(1);
         }
     });
+    let ops = ops_listener
+        .map(|listener| serve_ops(listener, app.clone()))
+        .transpose()?;
     tracing::info!(address = %local, "accepting connections while the connectors load");
     let options = crate::server::ServeOptions {
         threads: args.serve_threads,
@@ -899,12 +910,32 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
         let _ = stop_streams.send(true);
     };
     crate::serve(listener, app, options, shutdown).await?;
+    // Probes answer until the API has drained; then the process is going.
+    if let Some(ops) = ops {
+        ops.abort();
+    }
     // Served and drained: the last request-log rows are queued; write them before exiting.
     if !log_writer.finish(LOG_WRITER_FINISH).await {
         tracing::warn!("the request log writer did not finish in time; its last rows may be lost");
     }
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Serve `--ops-listen`: probes and metrics on a listener of their own, on this runtime, apart
+/// from the API's connection limit and serving threads.
+fn serve_ops(
+    listener: tokio::net::TcpListener,
+    app: crate::http::AppState,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "serving /healthz, /readyz and /metrics on the ops address");
+    let router = crate::http::ops_router(app);
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "the ops address stopped serving");
+        }
+    }))
 }
 
 /// The first load of the plugins directory, and what follows it: hot reload, `SIGHUP`, and the

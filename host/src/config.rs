@@ -200,6 +200,11 @@ pub struct ServeArgs {
     /// Address to listen on: an IP address and port (`localhost:PORT` means 127.0.0.1).
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
+    /// A second address serving only `/healthz`, `/readyz` and `/metrics`, outside
+    /// `--max-connections`: probes and scrapes still get through when the API's connections are
+    /// all taken, and the port can be kept off the public network.
+    #[arg(long, env = "SLUICE_OPS_LISTEN", value_parser = parse_listen)]
+    pub ops_listen: Option<SocketAddr>,
     /// Directory of connector components (`*.wasm`).
     #[arg(long, env = "SLUICE_PLUGINS", default_value = "connectors")]
     pub plugins: PathBuf,

@@ -208,6 +208,15 @@ pub fn router(state: AppState) -> Router {
     }
 }
 
+/// What `--ops-listen` serves: probes and metrics only, no key, no CORS, nothing of the API.
+pub fn ops_router(state: AppState) -> Router {
+    health::probes()
+        .fallback(|| async {
+            ApiError::NotFound("this address serves /healthz, /readyz and /metrics only".into())
+        })
+        .with_state(state)
+}
+
 /// Routes answered while the first load of the connectors is under way: probes and the
 /// operator's views. Every other answer would depend on connectors not known yet (an action
 /// "not found", a catalog missing them), so those wait for the end of the load (`not_ready`).

@@ -321,3 +321,67 @@ async fn busy_poll_runs_beside_requests() {
         "spinners run at the lowest priority: {output}"
     );
 }
+
+/// `--ops-listen` serves the probes and metrics apart from the API's connection limit: with
+/// every API connection taken, a liveness probe still gets its answer there.
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_on_the_ops_address_answer_when_the_api_is_full() {
+    use sluice_fixtures::gateway::Options;
+    use sluice_fixtures::{Gateway, guests};
+    use tokio::io::AsyncWriteExt;
+    let gateway = Gateway::start(
+        std::path::Path::new(crate::common::SLUICE),
+        &[guests::ECHO],
+        Options {
+            extra_args: ["--max-connections", "1", "--ops-listen", "127.0.0.1:0"]
+                .map(String::from)
+                .to_vec(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let output = gateway.output();
+    let ops = output
+        .lines()
+        .find(|line| line.contains("on the ops address"))
+        .and_then(|line| line.split("address=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no ops address in:\n{output}"))
+        .to_owned();
+    // Take the API's only connection with a request that never ends its headers.
+    let main = gateway.url.trim_start_matches("http://").to_owned();
+    let mut held = tokio::net::TcpStream::connect(&main).await.expect("connect");
+    held.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    let full = reqwest::Client::new()
+        .get(format!("{}/healthz", gateway.url))
+        .timeout(std::time::Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(full.is_err(), "the API's one connection is taken: {full:?}");
+
+    let client = reqwest::Client::new();
+    let live = send(client.get(format!("http://{ops}/healthz"))).await;
+    assert_eq!((live.status, &live.body["status"]), (200, &json!("ok")));
+    let ready = send(client.get(format!("http://{ops}/readyz"))).await;
+    assert_eq!(
+        (ready.status, &ready.body["connectors"]),
+        (200, &json!(1)),
+        "{:?}",
+        ready.body
+    );
+    let metrics = client
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("sluice_open_connections 1"), "{metrics}");
+    // Nothing of the API is there.
+    let api = send(client.get(format!("http://{ops}/v1/plugins"))).await;
+    assert_eq!((api.status, api.code()), (404, "not_found"));
+    drop(held);
+}

@@ -8,9 +8,13 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 pub(super) fn router() -> Router<AppState> {
+    probes().route("/v1/plugins", get(plugins))
+}
+
+/// Liveness, readiness and metrics: what `--ops-listen` serves too.
+pub(super) fn probes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/v1/plugins", get(plugins))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
 }
