@@ -330,7 +330,34 @@ pub async fn build(krate: &ConnectorCrate, components: &Path) -> Result<(), Stri
         krate.lib_name,
         started.elapsed().as_millis()
     );
+    // A build that succeeds may still say something worth reading (an unused result, a
+    // deprecated call): the author sees it as a plain `cargo build` would have shown it.
+    let said = compiler_messages(&String::from_utf8_lossy(&output.stderr));
+    if !said.is_empty() {
+        eprintln!("{said}");
+    }
     Ok(())
+}
+
+/// Cargo's output without its progress lines (`   Compiling x`, `    Finished …`): what the
+/// compiler said, warnings with their context, if anything.
+fn compiler_messages(stderr: &str) -> String {
+    let is_progress = |line: &str| {
+        let trimmed = line.trim_start();
+        line.len() > trimmed.len()
+            && trimmed.split_once(' ').is_some_and(|(verb, _)| {
+                verb.len() > 1
+                    && verb.starts_with(|c: char| c.is_ascii_uppercase())
+                    && verb[1..].chars().all(|c| c.is_ascii_lowercase())
+            })
+    };
+    stderr
+        .lines()
+        .filter(|line| !is_progress(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_owned()
 }
 
 /// A connector `sluice dev` builds: a Rust crate or a directory with a `build.sh`.
@@ -972,6 +999,27 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert!(found[0].dir.ends_with("slack"));
         Ok(())
+    }
+
+    #[test]
+    fn a_successful_builds_warnings_are_kept_and_its_progress_lines_dropped() {
+        let stderr = "   Compiling sluice-sdk v0.1.0 (/sdk)\n   Compiling weather v0.1.0 (/w)\n\
+                      warning: unused variable: `x`\n --> src/lib.rs:3:9\n  |\n3 |     let x = 1;\n  \
+                      |         ^ help: if this is intentional, prefix it with an underscore: `_x`\n\n\
+                      warning: `weather` (lib) generated 1 warning\n    \
+                      Finished `release` profile [optimized] target(s) in 1.2s\n";
+        let said = compiler_messages(stderr);
+        assert!(said.starts_with("warning: unused variable: `x`"), "{said}");
+        assert!(
+            said.contains("--> src/lib.rs:3:9") && said.contains("generated 1 warning"),
+            "{said}"
+        );
+        assert!(
+            !said.contains("Compiling") && !said.contains("Finished"),
+            "{said}"
+        );
+        let quiet = "   Compiling weather v0.1.0 (/w)\n    Finished `release` profile in 0.4s\n";
+        assert_eq!(compiler_messages(quiet), "");
     }
 
     #[test]
