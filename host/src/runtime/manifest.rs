@@ -230,8 +230,16 @@ impl Manifest {
     /// Validate what a connector's `describe()` returned.
     pub fn from_wit(wit: WitManifest) -> Result<Self, ManifestError> {
         check_connector_id(&wit.id).map_err(|reason| invalid("id", reason))?;
-        if wit.version.trim().is_empty() {
-            return Err(invalid("version", "must not be empty"));
+        // Semantic: operators compare versions (a reload logs old → new, approvals name it),
+        // and clients may pin one.
+        if let Err(error) = semver::Version::parse(&wit.version) {
+            return Err(invalid(
+                "version",
+                format!(
+                    "`{}` is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.4.0): {error}",
+                    wit.version
+                ),
+            ));
         }
         let base_url = Url::parse(&wit.base_url).map_err(|e| {
             let hint = match wit.base_url.is_empty() {
@@ -647,6 +655,15 @@ mod tests {
         let mut bad_id = wit("{}");
         bad_id.id = "Bad Id".into();
         assert!(Manifest::from_wit(bad_id).is_err());
+        for version in ["", "1.0", "v1.2.3", "latest"] {
+            let mut unversioned = wit("{}");
+            unversioned.version = version.into();
+            let error = Manifest::from_wit(unversioned).expect_err(version).to_string();
+            assert!(error.contains("is not a semantic version"), "{error}");
+        }
+        let mut prerelease = wit("{}");
+        prerelease.version = "2.0.0-beta.1+build.5".into();
+        assert!(Manifest::from_wit(prerelease).is_ok());
         for reserved in RESERVED_IDS {
             let mut taken = wit("{}");
             taken.id = (*reserved).into();
