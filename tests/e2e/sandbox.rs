@@ -618,7 +618,6 @@ async fn every_spelling_of_loopback_is_refused_without_opt_in() {
     let spellings = [
         "127.0.0.1",
         "127.1",
-        "0.0.0.0",
         "[::1]",
         "[::ffff:127.0.0.1]",
         "2130706433",
@@ -651,6 +650,26 @@ async fn every_spelling_of_loopback_is_refused_without_opt_in() {
             answer.body
         );
     }
+    // An address never dialled, private upstreams allowed or not, cannot even be stored.
+    let plugins = format!("{}", setup.gateway.plugins_dir().display());
+    let unspecified = format!("http://0.0.0.0:{port}");
+    let refused = setup
+        .gateway
+        .cli(&[
+            "connections",
+            "add",
+            "github",
+            "--secret",
+            SECRET,
+            "--plugins",
+            &plugins,
+            "--allow-private-upstreams",
+            "--base-url",
+            &unspecified,
+        ])
+        .await
+        .expect_err("0.0.0.0 is refused");
+    assert!(refused.contains("which no call could reach"), "{refused}");
     assert!(
         setup.upstream_requests().is_empty(),
         "nothing may be sent to loopback"
