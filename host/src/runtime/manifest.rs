@@ -134,6 +134,10 @@ pub enum ManifestError {
     },
 }
 
+/// Largest a schema's compiled `pattern` may be: a pattern like `a{1000}{1000}` would otherwise
+/// take memory by the megabyte for every connector that loads it.
+const MAX_COMPILED_PATTERN_BYTES: usize = 1 << 20;
+
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
     ManifestError::Invalid {
         field: field.into(),
@@ -325,15 +329,23 @@ impl Manifest {
                 }
             }
             // Built without remote or file resolution: a connector's schema cannot make the
-            // host fetch anything.
-            let validator = jsonschema::validator_for(&params_schema).map_err(|e| {
-                let at = e.instance_path().to_string();
-                let at = if at.is_empty() { "/".to_owned() } else { at };
-                invalid(
-                    &field,
-                    format!("params-schema is not a valid JSON Schema: at `{at}`: {e}"),
+            // host fetch anything. Patterns run on the linear-time `regex` engine: a
+            // backtracking one lets a schema's `pattern` take seconds per string of a caller's
+            // params, on the thread serving requests (backreferences and look-around are
+            // refused at load instead).
+            let validator = jsonschema::options()
+                .with_pattern_options(
+                    jsonschema::PatternOptions::regex().size_limit(MAX_COMPILED_PATTERN_BYTES),
                 )
-            })?;
+                .build(&params_schema)
+                .map_err(|e| {
+                    let at = e.instance_path().to_string();
+                    let at = if at.is_empty() { "/".to_owned() } else { at };
+                    invalid(
+                        &field,
+                        format!("params-schema is not a valid JSON Schema: at `{at}`: {e}"),
+                    )
+                })?;
             let mut examples = endpoint
                 .examples
                 .into_iter()
@@ -670,6 +682,20 @@ mod tests {
             let error = Manifest::from_wit(taken).expect_err(reserved).to_string();
             assert!(error.contains("gateway's own routes"), "{error}");
         }
+        // A pattern that would backtrack (a backreference) is refused at load; others work.
+        let error = Manifest::from_wit(wit(
+            r#"{"properties": {"a": {"type": "array", "items": {"anyOf": [{"pattern": "^(a|a)*\\1$"}, {"type": "string"}]}}}}"#,
+        ))
+        .expect_err("a backreference")
+        .to_string();
+        assert!(error.contains("not a valid JSON Schema"), "{error}");
+        let patterned = Manifest::from_wit(wit(
+            r#"{"properties": {"a": {"type": "string", "pattern": "^[a-z]+-[0-9]{2,}$"}}}"#,
+        ))
+        .expect("a linear pattern loads");
+        let endpoint = &patterned.endpoints[0];
+        assert!(Manifest::validate_params(endpoint, &serde_json::json!({"a": "ab-12"})).is_empty());
+        assert!(!Manifest::validate_params(endpoint, &serde_json::json!({"a": "AB-1"})).is_empty());
         // A schema mistake says where it is.
         let error = Manifest::from_wit(wit(r#"{"properties": {"a": {"type": "strin"}}}"#))
             .expect_err("an unknown type")
