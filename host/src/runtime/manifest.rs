@@ -270,10 +270,21 @@ impl Manifest {
         let auth = match wit.auth {
             WitAuth::None => AuthScheme::None,
             WitAuth::Bearer => AuthScheme::Bearer,
-            WitAuth::Header(name) => AuthScheme::Header(
-                http::HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| invalid("auth", format!("`{name}` is not a header name")))?,
-            ),
+            WitAuth::Header(name) => {
+                let header = http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| invalid("auth", format!("`{name}` is not a header name")))?;
+                // The credential may take a credential's header, not one that routes or frames
+                // the request: a secret sent as `Host` would pick a virtual host the allowlist
+                // never named.
+                let credential_header = matches!(header.as_str(), "authorization" | "cookie");
+                if crate::runtime::capability::is_forbidden_header(&header) && !credential_header {
+                    return Err(invalid(
+                        "auth",
+                        format!("`{name}` is a header the host owns; name the API's credential header"),
+                    ));
+                }
+                AuthScheme::Header(header)
+            }
             WitAuth::Query(name) if !name.is_empty() => AuthScheme::Query(name),
             WitAuth::Query(_) => return Err(invalid("auth", "query parameter name is empty")),
             WitAuth::Basic => AuthScheme::Basic,
@@ -664,6 +675,15 @@ mod tests {
         relative.endpoints[0].path = "x".into();
         assert!(Manifest::from_wit(relative).is_err(), "a path starts with /");
         assert!(Manifest::from_wit(wit("{")).is_err(), "not JSON");
+        for owned in ["host", "Content-Length", "transfer-encoding", "x-forwarded-for"] {
+            let mut as_routing = wit("{}");
+            as_routing.auth = WitAuth::Header(owned.into());
+            let error = Manifest::from_wit(as_routing).expect_err(owned).to_string();
+            assert!(error.contains("a header the host owns"), "{error}");
+        }
+        let mut as_key = wit("{}");
+        as_key.auth = WitAuth::Header("x-api-key".into());
+        assert!(Manifest::from_wit(as_key).is_ok());
         let mut bad_id = wit("{}");
         bad_id.id = "Bad Id".into();
         assert!(Manifest::from_wit(bad_id).is_err());
