@@ -5,7 +5,7 @@
 use crate::policy::LivePolicy;
 use crate::runtime::{LoadedConnector, Runtime};
 use crate::vault::Vault;
-use crate::vault::approvals::HostCheck;
+use crate::vault::approvals::{CREDENTIAL_ENTRY, HostCheck};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -436,15 +436,25 @@ impl Loader {
 
 /// Every origin the host will talk to for a connector: its declared hosts and, for OAuth, the
 /// provider's authorize and token endpoints — the token endpoint receives the operator's client
-/// secret and users' refresh tokens, so a new version that moves it needs approval too.
+/// secret and users' refresh tokens, so a new version that moves it needs approval too — and
+/// where the credential goes (its base URL's origin): a new version that sends users'
+/// credentials to another of its allowed hosts needs approval as well.
 pub fn hosts_for_approval(connector: &LoadedConnector) -> Vec<String> {
-    let oauth = match &connector.manifest.auth {
+    let manifest = &connector.manifest;
+    let oauth = match &manifest.auth {
         crate::runtime::manifest::AuthScheme::OAuth2(config) => {
             vec![config.authorize_url.as_str(), config.token_url.as_str()]
         }
         _ => Vec::new(),
     };
-    approval_set(connector.declared_hosts.iter().map(ToString::to_string), &oauth)
+    let mut hosts = approval_set(connector.declared_hosts.iter().map(ToString::to_string), &oauth);
+    if manifest.auth.needs_connection() {
+        hosts.push(format!(
+            "{CREDENTIAL_ENTRY}{}",
+            manifest.base_url.origin().ascii_serialization()
+        ));
+    }
+    hosts
 }
 
 fn approval_set(declared: impl Iterator<Item = String>, oauth_endpoints: &[&str]) -> Vec<String> {

@@ -4,6 +4,9 @@
 
 use super::{Vault, now};
 
+/// How an approved set names where a connector sends its credential: `credential <origin>`.
+pub const CREDENTIAL_ENTRY: &str = "credential ";
+
 /// The result of checking a connector's declared hosts against the approved ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostCheck {
@@ -34,16 +37,30 @@ impl Vault {
                 Ok(HostCheck::FirstSeen)
             }
             Some(approved) => {
+                // Sets approved before the credential's destination was part of them: the one
+                // declared now is taken as approved (the version serving sends it there) and
+                // recorded, so that a later version moving it needs approval.
+                let recorded_before_credentials = !approved.iter().any(|h| h.starts_with(CREDENTIAL_ENTRY));
                 let added: Vec<String> = declared
                     .iter()
                     .filter(|h| !approved.contains(h))
+                    .filter(|h| !(recorded_before_credentials && h.starts_with(CREDENTIAL_ENTRY)))
                     .cloned()
                     .collect();
-                Ok(if added.is_empty() {
-                    HostCheck::Approved
-                } else {
-                    HostCheck::NeedsApproval(added)
-                })
+                if !added.is_empty() {
+                    return Ok(HostCheck::NeedsApproval(added));
+                }
+                if recorded_before_credentials && declared.iter().any(|h| h.starts_with(CREDENTIAL_ENTRY)) {
+                    let mut upgraded = approved;
+                    upgraded.extend(
+                        declared
+                            .iter()
+                            .filter(|h| h.starts_with(CREDENTIAL_ENTRY))
+                            .cloned(),
+                    );
+                    self.approve_hosts(connector, &upgraded)?;
+                }
+                Ok(HostCheck::Approved)
             }
         }
     }
@@ -53,6 +70,33 @@ impl Vault {
 mod tests {
     use super::*;
     use crate::vault::KeySource;
+
+    #[test]
+    fn moving_the_credential_needs_approval_once_its_destination_is_recorded() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vault = Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))?;
+        let hosts = |credential: &str| {
+            vec![
+                "https://a.example.com:443".to_owned(),
+                "https://b.example.com:443".to_owned(),
+                format!("{CREDENTIAL_ENTRY}{credential}"),
+            ]
+        };
+        // A set approved by an older gateway, without the credential's destination: the one
+        // declared now is taken and recorded.
+        vault.approve_hosts("x", &hosts("")[..2])?;
+        assert_eq!(
+            vault.check_hosts("x", &hosts("https://a.example.com"))?,
+            HostCheck::Approved
+        );
+        assert_eq!(vault.approved_hosts("x")?, Some(hosts("https://a.example.com")));
+        // A version sending it to the other allowed host waits for approval.
+        assert_eq!(
+            vault.check_hosts("x", &hosts("https://b.example.com"))?,
+            HostCheck::NeedsApproval(vec![format!("{CREDENTIAL_ENTRY}https://b.example.com")])
+        );
+        Ok(())
+    }
 
     #[test]
     fn first_sighting_is_trusted_and_widening_needs_approval() -> anyhow::Result<()> {
