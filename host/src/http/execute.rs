@@ -471,7 +471,10 @@ fn reply(output: &Output, upstream_headers: &[(String, String)], reconnect: Opti
         body.extend_from_slice(b"null");
         Ok(())
     } else {
-        match as_text(&output.body, content_type) {
+        // Text that would more than double as a JSON string (mostly control characters, six
+        // bytes each escaped) goes as bytes: a 16 MiB answer must not make a 96 MiB reply.
+        let text = as_text(&output.body, content_type).filter(|text| escaped_len(text) <= 2 * text.len());
+        match text {
             Some(text) => serde_json::to_writer(&mut body, &text),
             // Bytes that are no text: base64, said so, with what they are, rather than text
             // with replacement characters the caller could not tell from the real thing.
@@ -533,6 +536,18 @@ fn charset(content_type: &str) -> Option<&str> {
 /// label UTF-8 as Latin-1 are common, and Latin-1 text with accents is almost never valid
 /// UTF-8), else ISO-8859-1 when the content type says so (each byte is the code point of the
 /// same number); `None` for bytes that are neither.
+/// How long `text` is as a JSON string's contents: control characters take six bytes
+/// (`\u0001`) or two (`\n`), quotes and backslashes two.
+fn escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|byte| match byte {
+            b'\n' | b'\r' | b'\t' | 0x08 | 0x0c | b'"' | b'\\' => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
 fn as_text<'a>(body: &'a [u8], content_type: &str) -> Option<std::borrow::Cow<'a, str>> {
     let text = body.strip_prefix(UTF8_BOM).unwrap_or(body);
     if let Ok(text) = std::str::from_utf8(text) {
@@ -597,6 +612,14 @@ mod tests {
             .decode(binary["data"].as_str().expect("a string"))
             .expect("base64");
         assert_eq!(decoded, bytes);
+        // Text of control characters, which would grow sixfold as a JSON string, goes as bytes;
+        // text of lines and quotes, which at most doubles, stays text.
+        let controls = vec![1u8; 4096];
+        let encoded = body_of(reply(&output(Some("text/plain"), &controls))).await;
+        assert_eq!(encoded["dataEncoding"], "base64");
+        let lines = "\"a\"\n".repeat(1024);
+        let text = body_of(reply(&output(Some("text/plain"), lines.as_bytes()))).await;
+        assert_eq!(text["data"], lines.as_str());
         // Text in UTF-8 stays text, whatever charset label it carries.
         for label in ["utf-8", "ISO-8859-1"] {
             let content_type = format!("text/plain; charset={label}");
