@@ -699,14 +699,24 @@ impl CallState {
     /// `message` as the gateway's log may show it: the credential scrubbed, control characters
     /// escaped, and cut to the longest line allowed.
     fn presentable(&self, message: Cow<'_, str>) -> String {
-        let message = match scrub(message.as_bytes(), &self.secret_forms()) {
-            Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
-            None => message.into_owned(),
-        };
+        let longest_line = self.limits.max_log_line_bytes;
+        let forms = self.secret_forms();
+        // Only the start of a long line is shown: scrub and escape that much, not the
+        // megabytes a connector may send (a host call holds its serving thread meanwhile).
+        // Twice the line's length leaves room for text that scrubbing shortens.
+        let window = 2 * longest_line + forms.longest();
+        let raw = message.as_bytes();
+        let cut_short = raw.len() > window;
+        let raw = &raw[..raw.len().min(window)];
+        let mut scrubbed = scrub(raw, &forms).unwrap_or_else(|| raw.to_vec());
+        if cut_short {
+            // A spelling the window cut in two is not found whole: drop where its start could be.
+            scrubbed.truncate(scrubbed.len().saturating_sub(forms.longest()));
+        }
         // One guest line stays one line of the gateway's log: it cannot forge entries.
-        let mut message = escape_controls(message);
-        if message.len() > self.limits.max_log_line_bytes {
-            let mut cut = self.limits.max_log_line_bytes;
+        let mut message = escape_controls(String::from_utf8_lossy(&scrubbed).into_owned());
+        if cut_short || message.len() > longest_line {
+            let mut cut = longest_line.min(message.len());
             while !message.is_char_boundary(cut) {
                 cut -= 1;
             }
@@ -978,6 +988,33 @@ pub(crate) mod tests {
             redirect_target(&current, &response(307, "https://u:p@x/")),
             Some(Err(_))
         ));
+    }
+
+    #[test]
+    fn a_long_log_line_is_cut_before_it_is_scrubbed_and_no_secret_survives_the_cut() {
+        let call = call_state(AuthScheme::Bearer);
+        let longest_line = RuntimeLimits::default().max_log_line_bytes;
+        let shown = |message: String| call.presentable(Cow::Owned(message));
+        assert_eq!(shown("token s3cret-token here".into()), "token [REDACTED] here");
+        // A line of long secrets shrinks as it is scrubbed, so the cut-off end of what was
+        // looked at could show: a secret the cut split is never part of what shows.
+        let mut call = call_state(AuthScheme::Bearer);
+        let secret = format!("Zq{}", "9".repeat(58));
+        call.context.credential = Some(super::super::Credential::new(secret.as_str()));
+        for filler in 0..secret.len() {
+            let line = format!("{}{}", "a".repeat(filler), secret.repeat(200));
+            let presented = call.presentable(Cow::Owned(line));
+            assert!(presented.contains("[REDACTED]"));
+            assert!(!presented.contains("Zq"), "filler {filler}: {presented}");
+        }
+        // Megabytes of control characters are not escaped whole to show two kilobytes.
+        let flood = shown("\u{1}".repeat(8 << 20));
+        assert!(
+            flood.len() <= longest_line + "…[truncated]".len(),
+            "{}",
+            flood.len()
+        );
+        assert!(flood.starts_with("\\u{1}"));
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl SecretForms {
     }
 
     /// Length of the longest spelling (0 when there is none).
-    fn longest(&self) -> usize {
+    pub(crate) fn longest(&self) -> usize {
         self.0
             .iter()
             .map(|finder| finder.needle().len())
