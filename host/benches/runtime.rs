@@ -236,6 +236,7 @@ fn http_path(c: &mut Criterion) {
             stopping: tokio::sync::watch::channel(false).1,
             event_streams: Arc::new(tokio::sync::Semaphore::new(1)),
             tasks,
+            openapi: Default::default(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sluice::serve(

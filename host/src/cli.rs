@@ -868,6 +868,7 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
             args.max_connections,
         ))),
         tasks,
+        openapi: Default::default(),
     });
     if args.busy_poll_us.is_none()
         && let Some(hint) = crate::vcpu_idle::halting_hint()

@@ -123,6 +123,8 @@ pub struct App {
     /// update. Graceful
     /// shutdown waits for all of it ([`crate::server::ServeOptions::background`]).
     pub tasks: tokio_util::task::TaskTracker,
+    /// `/openapi.json` as last rendered, for the connectors then loaded.
+    pub openapi: openapi::Cache,
 }
 
 impl App {

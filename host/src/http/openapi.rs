@@ -16,7 +16,6 @@ mod tests;
 
 use super::AppState;
 use crate::runtime::manifest::{EndpointInfo, Manifest};
-use axum::Json;
 use axum::extract::State;
 use params::Param;
 use schemas::reference;
@@ -608,13 +607,57 @@ fn action_operation(manifest: &Manifest, endpoint: &EndpointInfo) -> Value {
 
 /// `GET /openapi.json`: the gateway's routes and every loaded action (connectors come and go
 /// with hot reload, so the document is built per request).
-pub async fn serve(State(app): State<AppState>) -> Json<Value> {
+pub async fn serve(State(app): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let connectors = app.registry.snapshot();
+    let rendered = app.openapi.rendered(&connectors, || {
+        serde_json::to_vec(&document_with(&connectors))
+            .unwrap_or_default()
+            .into()
+    });
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], rendered).into_response()
+}
+
+/// The document as last rendered, and the set of loaded connectors it was rendered for. It is
+/// rendered again only when that set changes (a load, a reload, a removal): a request for it
+/// needs no key, so it must not cost the gateway the work of rendering every action's schema.
+#[derive(Debug, Default)]
+pub struct Cache {
+    last: std::sync::Mutex<Option<(std::sync::Weak<Connectors>, bytes::Bytes)>>,
+}
+
+type Connectors = std::collections::BTreeMap<String, std::sync::Arc<crate::runtime::LoadedConnector>>;
+
+impl Cache {
+    /// The document for `connectors`: the one rendered last if it was for them, else `render`'s.
+    /// (A weak reference keeps replaced connectors from being kept alive by the cache, and
+    /// their set's address from being reused while it is held.)
+    fn rendered(
+        &self,
+        connectors: &std::sync::Arc<Connectors>,
+        render: impl FnOnce() -> bytes::Bytes,
+    ) -> bytes::Bytes {
+        let current = std::sync::Arc::downgrade(connectors);
+        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((rendered_for, document)) = last.as_ref()
+            && rendered_for.ptr_eq(&current)
+        {
+            return document.clone();
+        }
+        let document = render();
+        *last = Some((current, document.clone()));
+        document
+    }
+}
+
+/// The whole document: the gateway's routes and one operation per action of `connectors`.
+fn document_with(connectors: &Connectors) -> Value {
     let mut document = document();
     // An action's own path takes precedence over the templated one, so it carries the docs
     // route (`GET`) too, without the template's path parameters.
     let mut knowledge = document["paths"]["/v1/{integration}/{endpoint}"]["get"].clone();
     knowledge["parameters"] = json!([]);
-    for connector in app.registry.snapshot().values() {
+    for connector in connectors.values() {
         for endpoint in &connector.manifest.endpoints {
             let path = format!("/v1/{}/{}", connector.manifest.id, endpoint.name);
             document["paths"][path] = json!({
@@ -623,5 +666,5 @@ pub async fn serve(State(app): State<AppState>) -> Json<Value> {
             });
         }
     }
-    Json(document)
+    document
 }

@@ -134,6 +134,10 @@ pub enum ManifestError {
     },
 }
 
+/// Most bytes of params schemas and examples one connector may describe (the largest real
+/// APIs' connectors need a few hundred KiB).
+const MAX_DESCRIBED_BYTES: usize = 2 << 20;
+
 /// Largest a schema's compiled `pattern` may be: a pattern like `a{1000}{1000}` would otherwise
 /// take memory by the megabyte for every connector that loads it.
 const MAX_COMPILED_PATTERN_BYTES: usize = 1 << 20;
@@ -234,6 +238,23 @@ impl Manifest {
     /// Validate what a connector's `describe()` returned.
     pub fn from_wit(wit: WitManifest) -> Result<Self, ManifestError> {
         check_connector_id(&wit.id).map_err(|reason| invalid("id", reason))?;
+        // Schemas and examples are compiled, kept and served to anyone reading the catalog or
+        // /openapi.json: a describe() of megabytes would cost every one of them.
+        let described: usize = wit
+            .endpoints
+            .iter()
+            .map(|e| e.params_schema.len() + e.examples.iter().map(|x| x.params_json.len()).sum::<usize>())
+            .sum();
+        if described > MAX_DESCRIBED_BYTES {
+            return Err(invalid(
+                "endpoints",
+                format!(
+                    "its schemas and examples come to {} KiB; a connector may describe at most {} KiB",
+                    described >> 10,
+                    MAX_DESCRIBED_BYTES >> 10
+                ),
+            ));
+        }
         // Semantic: operators compare versions (a reload logs old → new, approvals name it),
         // and clients may pin one.
         if let Err(error) = semver::Version::parse(&wit.version) {
@@ -684,6 +705,10 @@ mod tests {
         let mut as_key = wit("{}");
         as_key.auth = WitAuth::Header("x-api-key".into());
         assert!(Manifest::from_wit(as_key).is_ok());
+        let mut huge = wit("{}");
+        huge.endpoints[0].params_schema = format!(r#"{{"description": "{}"}}"#, "x".repeat(3 << 20));
+        let error = Manifest::from_wit(huge).expect_err("3 MiB of schema").to_string();
+        assert!(error.contains("at most 2048 KiB"), "{error}");
         let mut bad_id = wit("{}");
         bad_id.id = "Bad Id".into();
         assert!(Manifest::from_wit(bad_id).is_err());

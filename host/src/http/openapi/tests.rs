@@ -104,6 +104,7 @@ impl Gateway {
             stopping: tokio::sync::watch::channel(false).1,
             event_streams: Arc::new(tokio::sync::Semaphore::new(1)),
             tasks,
+            openapi: Default::default(),
         });
         let mut gateway = Self {
             router: router(app),
@@ -1079,4 +1080,21 @@ async fn typed_query_parameters_are_checked_as_documented() {
         .send(&Method::POST, "/mcp", "/mcp?colour=red", Some(&ping))
         .await;
     assert_eq!(undocumented.status, 400, "{undocumented:?}");
+}
+
+/// The document is rendered once per set of loaded connectors, not once per request.
+#[test]
+fn the_document_is_rendered_again_only_when_the_connectors_change() {
+    let cache = super::Cache::default();
+    let renders = std::cell::Cell::new(0);
+    let render = || {
+        renders.set(renders.get() + 1);
+        bytes::Bytes::from(format!("render {}", renders.get()))
+    };
+    let loaded = Arc::new(std::collections::BTreeMap::new());
+    assert_eq!(cache.rendered(&loaded, render), "render 1");
+    assert_eq!(cache.rendered(&loaded, render), "render 1");
+    let reloaded = Arc::new(std::collections::BTreeMap::new());
+    assert_eq!(cache.rendered(&reloaded, render), "render 2");
+    assert_eq!(renders.get(), 2);
 }
