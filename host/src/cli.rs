@@ -554,7 +554,16 @@ async fn approve(
             continue;
         }
         let declared = registry::hosts_for_approval(&connector);
-        let previous = vault.approved_hosts(id)?.unwrap_or_default();
+        let previous: Vec<String> = vault
+            .approved_hosts(id)?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|entry| !crate::vault::approvals::is_file_entry(entry))
+            .collect();
+        let file = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for host in &declared {
             if !previous.contains(host) {
                 println!("+ {host}");
@@ -574,6 +583,8 @@ async fn approve(
             return Ok(());
         }
         vault.approve_hosts(id, &declared)?;
+        // This file serves `id` from now on, should it have been approved as another.
+        vault.approve_file(id, &file)?;
         // A touch is a change to a watching gateway, which then loads the file (its content is
         // unchanged, so nothing else happens).
         let touched = std::fs::File::options()

@@ -386,10 +386,14 @@ impl Loader {
             });
         }
         let declared = hosts_for_approval(&connector);
+        let file = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let check = {
-            let id = id.clone();
+            let (id, file) = (id.clone(), file.clone());
             self.vault
-                .run(move |vault| vault.check_hosts(&id, &declared))
+                .run(move |vault| vault.check_connector_file(&id, &declared, &file))
                 .await
                 .map_err(|e| format!("checking approved hosts: {e:#}"))?
         };
@@ -401,25 +405,41 @@ impl Loader {
                 Ok(connector)
             }
             HostCheck::Approved => Ok(connector),
-            HostCheck::NeedsApproval(added) if self.approve_new_hosts => {
+            HostCheck::FileOfAnother(_) | HostCheck::NeedsApproval(_) if self.approve_new_hosts => {
+                let added = match &check {
+                    HostCheck::NeedsApproval(added) => format!("+{}", added.join(", +")),
+                    HostCheck::FileOfAnother(other) => format!("{file}, approved as `{other}` before"),
+                    HostCheck::FirstSeen | HostCheck::Approved => String::new(),
+                };
                 let hosts = hosts_for_approval(&connector);
-                let approving = hosts.clone();
-                let id_for_vault = id.clone();
+                let (approving, id_for_vault, file_for_vault) = (hosts.clone(), id.clone(), file.clone());
                 self.vault
-                    .run(move |vault| vault.approve_hosts(&id_for_vault, &approving))
+                    .run(move |vault| {
+                        vault.approve_hosts(&id_for_vault, &approving)?;
+                        vault.approve_file(&id_for_vault, &file_for_vault)
+                    })
                     .await
                     .map_err(|e| format!("approving new hosts: {e:#}"))?;
                 // A warning: the author should see their connector reach somewhere new, and
                 // that a gateway serving it will ask its operator to approve it.
                 tracing::warn!(
                     connector = %id,
-                    added = %format!("+{}", added.join(", +")),
+                    %added,
                     hosts = %hosts.join(", "),
                     "sluice dev approved the new outbound hosts of a connector it serves (`sluice serve` \
                      waits for `sluice connectors approve`)"
                 );
                 Ok(connector)
             }
+            HostCheck::FileOfAnother(other) => Err(FailedLoad {
+                error: format!(
+                    "{file} was approved as connector `{other}` and now declares `{id}`, another connector \
+                     this gateway knows (its connections' credentials would go to this file's code): \
+                     approve it with `sluice connectors approve {id}` (the gateway's log has the whole command)"
+                ),
+                log_hint: Some(format!("approve it with `{} {id}`", self.approve_command)),
+                id: Some(id),
+            }),
             HostCheck::NeedsApproval(added) => Err(FailedLoad {
                 error: format!(
                     "{id} {} asks for outbound hosts that were never approved: +{}; approve them with \

@@ -364,6 +364,9 @@ pub trait Store: Send + Sync + 'static {
     /// Record `hosts`, approved at `at`, as the approved set of `connector`, replacing any.
     fn approve_hosts(&self, connector: &str, hosts: &[String], at: i64) -> anyhow::Result<()>;
 
+    /// Every connector's approved set, by connector id.
+    fn all_approved_hosts(&self) -> anyhow::Result<Vec<(String, Vec<String>)>>;
+
     // ---- Idempotent calls (replies sealed) ----
 
     /// In one write: claim `(api_key_id, key)` until `claimed_until` for a call with

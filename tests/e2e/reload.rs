@@ -441,9 +441,11 @@ async fn the_file_written_last_serves_across_rescans_and_restarts() {
     wait_until_served_from(&gateway, "echo", "echo.wasm", "the touched file never served").await;
 }
 
-/// A file that is changed to declare another connector's id shadows that connector's own file,
-/// and its own connector goes; changed back, it serves its own again and the other file takes
-/// its connector back.
+/// A file approved as one connector that is changed to declare another known connector's id
+/// does not take it (nor its connections' credentials) until the operator approves: it keeps
+/// serving its old version meanwhile. Approved, it shadows that connector's own file and its
+/// own connector goes; changed back (and approved back), it serves its own again and the other
+/// file takes its connector back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_that_stops_shadowing_another_hands_its_connector_back() {
     let gateway = Gateway::start(
@@ -492,7 +494,49 @@ async fn a_file_that_stops_shadowing_another_hands_its_connector_back() {
         }
     };
 
+    let plugins_dir = gateway.plugins_dir().display().to_string();
+    let approve = |id: &'static str| {
+        let (gateway, plugins_dir) = (&gateway, plugins_dir.clone());
+        async move {
+            gateway
+                .cli(&["connectors", "approve", id, "--plugins", &plugins_dir])
+                .await
+                .expect("approve")
+        }
+    };
+    let failure_of_echo_file = |id: &'static str, other: &'static str| {
+        let (client, url) = (client.clone(), gateway.url.clone());
+        async move {
+            let started = Instant::now();
+            loop {
+                let plugins = send(client.get(format!("{url}/v1/plugins"))).await;
+                let error = plugins.body["failures"][0]["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if error.contains(&format!(
+                    "approved as connector `{other}` and now declares `{id}`"
+                )) {
+                    return plugins.body;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "no refusal: {}",
+                    plugins.body
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
     replace_by_rename(guests::VERSIONED_V1, &echo_file);
+    let refused = failure_of_echo_file("versioned", "echo").await;
+    assert_eq!(
+        serving(&refused),
+        [("echo", "echo.wasm"), ("versioned", "versioned.wasm")].map(|(i, f)| (i.to_owned(), f.to_owned())),
+        "{refused}"
+    );
+    approve("versioned").await;
     let plugins = wait_for(
         vec![("versioned", "echo.wasm")],
         "echo.wasm never took `versioned` over",
@@ -513,6 +557,8 @@ async fn a_file_that_stops_shadowing_another_hands_its_connector_back() {
         .await;
 
     replace_by_rename(guests::ECHO, &echo_file);
+    failure_of_echo_file("echo", "versioned").await;
+    approve("echo").await;
     let plugins = wait_for(
         vec![("echo", "echo.wasm"), ("versioned", "versioned.wasm")],
         "versioned.wasm never took its connector back",

@@ -697,6 +697,10 @@ impl Store for SqliteStore {
         self.write(|tx| connector_hosts::approve(tx, connector, hosts, at))
     }
 
+    fn all_approved_hosts(&self) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        self.read(connector_hosts::all)
+    }
+
     fn insert_request_logs(&self, rows: &[RequestLog]) -> anyhow::Result<()> {
         let outcome = write_on(&self.log_writer, |tx| request_logs::insert(tx, rows));
         self.log_storage_failure.note(&outcome);

@@ -1,11 +1,24 @@
 //! Outbound hosts approved per connector. The first version of a connector seen is trusted
 //! with the hosts it declares; a later version that asks for more is not activated until the
 //! operator approves the difference (`sluice connectors approve <id>`).
+//!
+//! The set also names the files the connector was loaded from (`file <name>`), so that a file
+//! once approved as one connector that comes to declare another, already known, connector's id
+//! — a third party's update taking over another connector and its users' credentials — waits
+//! for approval too.
 
 use super::{Vault, now};
 
 /// How an approved set names where a connector sends its credential: `credential <origin>`.
 pub const CREDENTIAL_ENTRY: &str = "credential ";
+
+/// How an approved set names a file the connector was loaded from: `file <name>`.
+const FILE_ENTRY: &str = "file ";
+
+/// Whether `entry` of an approved set names a file, not where the connector may connect.
+pub fn is_file_entry(entry: &str) -> bool {
+    entry.starts_with(FILE_ENTRY)
+}
 
 /// The result of checking a connector's declared hosts against the approved ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +29,8 @@ pub enum HostCheck {
     Approved,
     /// These declared hosts were never approved.
     NeedsApproval(Vec<String>),
+    /// The file was approved as this other connector; its new id is a known connector's.
+    FileOfAnother(String),
 }
 
 impl Vault {
@@ -24,9 +39,67 @@ impl Vault {
         self.store.approved_hosts(connector)
     }
 
-    /// Record `hosts` as the approved set for `connector`.
+    /// Record `hosts` as the approved set for `connector`, keeping the files it was loaded from.
     pub fn approve_hosts(&self, connector: &str, hosts: &[String]) -> anyhow::Result<()> {
-        self.write(|store| store.approve_hosts(connector, hosts, now()))
+        let files: Vec<String> = self
+            .approved_hosts(connector)?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|entry| is_file_entry(entry))
+            .collect();
+        let recorded: Vec<String> = hosts.iter().cloned().chain(files).collect();
+        self.write(|store| store.approve_hosts(connector, &recorded, now()))
+    }
+
+    /// The connector whose approved set names `file`, if any.
+    fn approved_as(&self, file: &str) -> anyhow::Result<Option<String>> {
+        let entry = format!("{FILE_ENTRY}{file}");
+        Ok(self
+            .store
+            .all_approved_hosts()?
+            .into_iter()
+            .find(|(_, hosts)| hosts.contains(&entry))
+            .map(|(connector, _)| connector))
+    }
+
+    /// Record that `connector` is loaded from `file` (a name in the plugins directory), and
+    /// that no other connector is any more.
+    pub fn approve_file(&self, connector: &str, file: &str) -> anyhow::Result<()> {
+        let entry = format!("{FILE_ENTRY}{file}");
+        for (other, hosts) in self.store.all_approved_hosts()? {
+            let names_it = hosts.contains(&entry);
+            if other != connector && names_it {
+                let rest: Vec<String> = hosts.into_iter().filter(|h| *h != entry).collect();
+                self.write(|store| store.approve_hosts(&other, &rest, now()))?;
+            } else if other == connector && !names_it {
+                let mut more = hosts;
+                more.push(entry.clone());
+                self.write(|store| store.approve_hosts(connector, &more, now()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Vault::check_hosts`] for a connector loaded from `file`: also refused when the file
+    /// was approved as another connector and `connector` is one this gateway knows (it has
+    /// an approved set, and so may have connections); once accepted, the file is recorded.
+    pub fn check_connector_file(
+        &self,
+        connector: &str,
+        declared: &[String],
+        file: &str,
+    ) -> anyhow::Result<HostCheck> {
+        if let Some(other) = self.approved_as(file)?
+            && other != connector
+            && self.approved_hosts(connector)?.is_some()
+        {
+            return Ok(HostCheck::FileOfAnother(other));
+        }
+        let check = self.check_hosts(connector, declared)?;
+        if matches!(check, HostCheck::FirstSeen | HostCheck::Approved) {
+            self.approve_file(connector, file)?;
+        }
+        Ok(check)
     }
 
     /// Compare `declared` with the approved hosts of `connector`, trusting a first sighting.
@@ -51,7 +124,9 @@ impl Vault {
                     return Ok(HostCheck::NeedsApproval(added));
                 }
                 if recorded_before_credentials && declared.iter().any(|h| h.starts_with(CREDENTIAL_ENTRY)) {
-                    let mut upgraded = approved;
+                    // `approve_hosts` keeps the file entries.
+                    let mut upgraded: Vec<String> =
+                        approved.into_iter().filter(|h| !is_file_entry(h)).collect();
                     upgraded.extend(
                         declared
                             .iter()
@@ -70,6 +145,39 @@ impl Vault {
 mod tests {
     use super::*;
     use crate::vault::KeySource;
+
+    #[test]
+    fn a_file_approved_as_one_connector_does_not_become_another_known_one_unapproved() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vault = Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))?;
+        let hosts = |host: &str| vec![format!("https://{host}:443")];
+        let check = |id: &str, file: &str| vault.check_connector_file(id, &hosts(id), file);
+        assert_eq!(check("weather", "weather.wasm")?, HostCheck::FirstSeen);
+        assert_eq!(check("svc", "svc.wasm")?, HostCheck::FirstSeen);
+        // weather.wasm, updated, declares svc: svc's connections are not its to use.
+        assert_eq!(
+            check("svc", "weather.wasm")?,
+            HostCheck::FileOfAnother("weather".into())
+        );
+        // Approving the hosts again keeps the files each was loaded from.
+        vault.approve_hosts("svc", &hosts("svc"))?;
+        assert_eq!(
+            check("svc", "weather.wasm")?,
+            HostCheck::FileOfAnother("weather".into())
+        );
+        // A new file of a known connector (a version under a new name) and a file that turns
+        // into a connector never seen here are not takeovers.
+        assert_eq!(check("svc", "svc-2.wasm")?, HostCheck::Approved);
+        assert_eq!(check("brand-new", "weather.wasm")?, HostCheck::FirstSeen);
+        assert_eq!(
+            check("weather", "weather.wasm")?,
+            HostCheck::FileOfAnother("brand-new".into())
+        );
+        // Once the operator approves the file for the connector, it serves it.
+        vault.approve_file("weather", "weather.wasm")?;
+        assert_eq!(check("weather", "weather.wasm")?, HostCheck::Approved);
+        Ok(())
+    }
 
     #[test]
     fn moving_the_credential_needs_approval_once_its_destination_is_recorded() -> anyhow::Result<()> {
