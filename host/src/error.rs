@@ -217,12 +217,11 @@ pub enum ApiError {
     /// The gateway is starting: its connectors are still loading (compiling, on a first start).
     #[error("the gateway is starting: its connectors are still loading; retry in a moment")]
     NotReady,
-    /// The database could not take a write (a full disk, an I/O error, another process holding
-    /// it): nothing was changed, and the same request may well succeed later. Details are
-    /// logged, not returned.
+    /// The database failed in a way that passes (a full disk, an I/O error, another process
+    /// holding it): the same request may well succeed later. Details are logged, not returned.
     #[error(
-        "the gateway could not write to its database just now (its operator sees why in the log and \
-         /readyz); nothing was changed: retry later"
+        "the gateway could not use its database just now (its operator sees why in the log); retry \
+         later"
     )]
     StorageUnavailable(#[source] anyhow::Error),
     /// A bug or an infrastructure failure; details are logged, not returned.
@@ -444,10 +443,10 @@ const LOAD_RETRY_AFTER_SECONDS: u32 = 1;
 const STORAGE_RETRY_AFTER_SECONDS: u32 = 30;
 
 /// A failure the gateway did not foresee is its own (`internal_error`), but for the database
-/// failing to take a write, which says nothing was changed and may be retried.
+/// failing in a way that passes (full, failing storage; held by another process): worth a retry.
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> Self {
-        match crate::store::worth_retrying(&error) {
+        match crate::store::passes_by_itself(&error) {
             true => Self::StorageUnavailable(error),
             false => Self::Internal(error),
         }
@@ -757,7 +756,7 @@ mod tests {
             .expect_err("no page left");
         let error = ApiError::from(anyhow::Error::from(full).context("storing a connection"));
         assert_eq!(error.code(), "storage_unavailable");
-        assert!(error.to_string().contains("nothing was changed"), "{error}");
+        assert!(error.to_string().contains("retry later"), "{error}");
         let response = error.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(

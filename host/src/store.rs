@@ -27,7 +27,7 @@
 
 mod sqlite;
 
-pub use sqlite::{SqliteStore, worth_retrying};
+pub use sqlite::{SqliteStore, passes_by_itself, worth_retrying};
 
 use crate::vault::api_keys::{ApiKey, Environment, KeyOptions};
 use crate::vault::connect_sessions::{ConnectSession, NewSession};

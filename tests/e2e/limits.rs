@@ -38,7 +38,7 @@ async fn daily_quota_survives_a_restart() {
     let setup = Setup::new().await;
     let key = setup
         .gateway
-        .create_key_with("test", "echo", &["--daily-quota", "3"])
+        .create_key_with("test", "echo", &["--daily-quota", "4"])
         .await;
     for _ in 0..2 {
         assert_eq!(
@@ -60,22 +60,24 @@ async fn daily_quota_survives_a_restart() {
             .await;
         assert_eq!(refused.code(), code, "{integration}/{endpoint}");
     }
-    // Nor do passthrough calls on a connection out of the key's scope, or on none.
+    // Nor do passthrough calls on a connection out of the key's scope, on none, or naming none.
     for (connection, code) in [
-        (setup.connection_key.as_str(), "scope_not_allowed"),
-        ("test::github::default::nope", "not_found"),
+        (Some(setup.connection_key.as_str()), "scope_not_allowed"),
+        (Some("test::github::default::nope"), "not_found"),
+        (None, "bad_request"),
     ] {
-        let refused = crate::common::send(
-            setup
-                .client
-                .get(format!("{}/v1/passthrough/repos/acme/webapp", setup.gateway.url))
-                .bearer_auth(&key)
-                .header("x-sluice-connection-key", connection),
-        )
-        .await;
+        let call = setup
+            .client
+            .get(format!("{}/v1/passthrough/repos/acme/webapp", setup.gateway.url))
+            .bearer_auth(&key);
+        let call = match connection {
+            Some(connection) => call.header("x-sluice-connection-key", connection),
+            None => call,
+        };
+        let refused = crate::common::send(call).await;
         assert_eq!(refused.code(), code, "{:?}", refused.body);
     }
-    // The third call of the day is still allowed: none of the refusals counted.
+    // The third call of the day is still allowed: none of the refusals counted...
     assert_eq!(
         setup
             .execute_as(&key, "echo", "say", json!({"params": {}}))
@@ -87,6 +89,14 @@ async fn daily_quota_survives_a_restart() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let mut setup = setup;
     setup.gateway.restart().await;
+    // ...nor do they after a restart, which counts the three calls made: one more is allowed.
+    assert_eq!(
+        setup
+            .execute_as(&key, "echo", "say", json!({"params": {}}))
+            .await
+            .status,
+        200
+    );
     let over = setup.execute_as(&key, "echo", "say", json!({"params": {}})).await;
     assert_eq!((over.status, over.code()), (429, "daily_limit_reached"));
 }

@@ -398,21 +398,26 @@ pub(super) struct Admitted {
 /// Let a call through the key's limits: a place among its calls in flight, then its quota and
 /// rate limit (a call refused for the first does not spend the others).
 pub(super) async fn admit(app: &AppState, key: &ApiKey) -> Result<Admitted, ApiError> {
-    let in_flight = match key.max_in_flight.or(app.max_in_flight_per_key) {
-        Some(limit) => Some(
-            app.usage
-                .in_flight
-                .enter(key.id, limit)
-                .ok_or(ApiError::KeyBusy { limit })?,
-        ),
-        None => None,
-    };
+    let in_flight = enter_in_flight(app, key)?;
     let window = count_call(app, key).await?;
     Ok(Admitted { window, in_flight })
 }
 
+/// A place among the key's calls in flight, if it has a cap (`key_busy` when they are all taken).
+pub(super) fn enter_in_flight(app: &AppState, key: &ApiKey) -> Result<Option<InFlightCall>, ApiError> {
+    match key.max_in_flight.or(app.max_in_flight_per_key) {
+        Some(limit) => Ok(Some(
+            app.usage
+                .in_flight
+                .enter(key.id, limit)
+                .ok_or(ApiError::KeyBusy { limit })?,
+        )),
+        None => Ok(None),
+    }
+}
+
 /// Count the call against the key's quota and rate limit.
-async fn count_call(app: &AppState, key: &ApiKey) -> Result<Option<Window>, ApiError> {
+pub(super) async fn count_call(app: &AppState, key: &ApiKey) -> Result<Option<Window>, ApiError> {
     let limits = Limits {
         daily_quota: key.daily_quota,
         per_minute: key.per_minute_limit,
@@ -473,7 +478,9 @@ fn reply(output: &Output, upstream_headers: &[(String, String)], reconnect: Opti
     } else {
         // Text that would more than double as a JSON string (mostly control characters, six
         // bytes each escaped) goes as bytes: a 16 MiB answer must not make a 96 MiB reply.
-        let text = as_text(&output.body, content_type).filter(|text| escaped_len(text) <= 2 * text.len());
+        // (Measured against the answer's bytes: Latin-1 text grows as it becomes UTF-8 too.)
+        let text =
+            as_text(&output.body, content_type).filter(|text| escaped_len(text) <= 2 * output.body.len());
         match text {
             Some(text) => serde_json::to_writer(&mut body, &text),
             // Bytes that are no text: base64, said so, with what they are, rather than text
@@ -532,10 +539,6 @@ fn charset(content_type: &str) -> Option<&str> {
     })
 }
 
-/// `body` as text: UTF-8 (without a byte-order mark) whatever the label says (servers that
-/// label UTF-8 as Latin-1 are common, and Latin-1 text with accents is almost never valid
-/// UTF-8), else ISO-8859-1 when the content type says so (each byte is the code point of the
-/// same number); `None` for bytes that are neither.
 /// How long `text` is as a JSON string's contents: control characters take six bytes
 /// (`\u0001`) or two (`\n`), quotes and backslashes two.
 fn escaped_len(text: &str) -> usize {
@@ -548,6 +551,10 @@ fn escaped_len(text: &str) -> usize {
         .sum()
 }
 
+/// `body` as text: UTF-8 (without a byte-order mark) whatever the label says (servers that
+/// label UTF-8 as Latin-1 are common, and Latin-1 text with accents is almost never valid
+/// UTF-8), else ISO-8859-1 when the content type says so (each byte is the code point of the
+/// same number); `None` for bytes that are neither.
 fn as_text<'a>(body: &'a [u8], content_type: &str) -> Option<std::borrow::Cow<'a, str>> {
     let text = body.strip_prefix(UTF8_BOM).unwrap_or(body);
     if let Ok(text) = std::str::from_utf8(text) {

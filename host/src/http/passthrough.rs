@@ -334,6 +334,8 @@ async fn run(
 ) -> Result<axum::http::Response<UpstreamBody>, ApiError> {
     let Caller(key) = caller?;
     log.made_with(&key);
+    // First a place among the key's calls in flight: a key at its cap starts no lookups.
+    let in_flight = super::execute::enter_in_flight(app, &key)?;
     let connection_key = CONNECTION_HEADERS
         .iter()
         .find_map(|name| headers.get(*name))
@@ -345,17 +347,11 @@ async fn run(
         .to_owned();
     let environment = key.environment;
     let lookup = connection_key.clone();
-    let (record, credential) = app
+    let record = app
         .vault
-        .run(move |vault| {
-            let Some(record) = vault.get_connection(environment, &lookup)? else {
-                return Ok(None);
-            };
-            let credential = vault.credential(&record)?;
-            Ok(Some((record, credential)))
-        })
+        .run(move |vault| vault.get_connection(environment, &lookup))
         .await?
-        .filter(|(record, _)| record.active)
+        .filter(|record| record.active)
         .ok_or_else(|| ApiError::NotFound(format!("no active connection `{connection_key}`")))?;
     log.integration = Some(record.platform.clone());
     if !key.scope.allows(&record.platform) {
@@ -365,7 +361,7 @@ async fn run(
     let connector = app.connector(&record.platform)?;
     // Passthrough calls count against the key's quota and rate limit like actions do, once
     // they name a connection the key may use (as an action must exist and be in scope).
-    let admitted = super::execute::admit(app, &key).await?;
+    let window = super::execute::count_call(app, &key).await?;
     let limit = app.max_passthrough_body;
     let declared = declared_length(&headers);
     if declared.is_some_and(|length| length > limit) {
@@ -373,6 +369,9 @@ async fn run(
             "request body is larger than {limit} bytes"
         )));
     }
+    // Opened only for a call that will be made.
+    let sealed = record.clone();
+    let credential = app.vault.run(move |vault| vault.credential(&sealed)).await?;
 
     // The raw (still percent-encoded) path after the prefix, and the query.
     let path = uri.path().strip_prefix(PREFIX).unwrap_or("/");
@@ -446,7 +445,7 @@ async fn run(
     }
 
     let status = StatusCode::from_u16(upstream.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body = in_flight_until_relayed(upstream.body, admitted.in_flight);
+    let body = in_flight_until_relayed(upstream.body, in_flight);
     let mut response = axum::http::Response::new(body);
     *response.status_mut() = status;
     response.extensions_mut().insert(super::rejection::UpstreamAnswer);
@@ -468,7 +467,7 @@ async fn run(
             out.append(name, value);
         }
     }
-    super::execute::tell_rate_limit(admitted.window, out);
+    super::execute::tell_rate_limit(window, out);
     if let Some(reconnect) = reconnect {
         tell_reconnect(&reconnect, out);
     }

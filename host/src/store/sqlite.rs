@@ -306,6 +306,22 @@ pub fn worth_retrying(error: &anyhow::Error) -> bool {
         )
 }
 
+/// Whether `error` is a failure of the database that passes without anyone changing the
+/// gateway's files: storage full or failing, or another process holding the database. (A file
+/// made read-only, missing or corrupt needs its operator.)
+pub fn passes_by_itself(error: &anyhow::Error) -> bool {
+    use rusqlite::ffi::ErrorCode;
+    matches!(
+        sqlite_code(error),
+        Some(
+            ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+        )
+    )
+}
+
 impl SqliteStore {
     /// Open (creating and migrating as needed) the database at `path`. Refuses a database
     /// written by a newer binary.

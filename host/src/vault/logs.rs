@@ -284,8 +284,8 @@ impl LogWriter {
 
 /// Outcomes of calls that do not count against a key's daily quota: calls refused by
 /// authentication, by the limits (a place among the key's calls in flight included) or while the
-/// gateway started, calls of an action that does not exist or is out of the
-/// key's scope, and retries under an `Idempotency-Key` (answered, or refused, without running).
+/// gateway started, calls of an action that does not exist, is out of the key's scope or whose
+/// connector did not load, and retries under an `Idempotency-Key` (answered, or refused, without running).
 const NOT_COUNTED_AGAINST_QUOTA: &[&str] = &[
     IDEMPOTENT_REPLAY,
     "key_busy",
@@ -299,6 +299,7 @@ const NOT_COUNTED_AGAINST_QUOTA: &[&str] = &[
     "api_key_expired",
     "not_found",
     "scope_not_allowed",
+    "connector_unavailable",
 ];
 
 impl Vault {

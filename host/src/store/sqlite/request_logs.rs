@@ -107,9 +107,12 @@ pub(super) fn count_since(
     since_ms: i64,
     not_counted: &[&str],
 ) -> anyhow::Result<u64> {
+    // A passthrough call refused before it named a usable connection (its row has no
+    // connection key: a missing header) was not counted either.
     let count: i64 = conn.query_row(
         "SELECT COUNT(*) FROM request_logs WHERE key_id = ?1 AND created_at_ms >= ?2
-           AND outcome NOT IN (SELECT value FROM json_each(?3))",
+           AND outcome NOT IN (SELECT value FROM json_each(?3))
+           AND NOT (endpoint = 'passthrough' AND connection_key IS NULL AND outcome = 'bad_request')",
         rusqlite::params![key_id, since_ms, serde_json::to_string(not_counted)?],
         |r| r.get(0),
     )?;
