@@ -206,8 +206,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             id,
             plugins,
             dry_run,
+            file,
             store,
-        }) => approve(&id, &plugins, dry_run, &store).await,
+        }) => approve(&id, &plugins, file.as_deref(), dry_run, &store).await,
         Command::Vault(VaultCommand::Backup { to, store }) => {
             let vault = open_existing_vault(&store)?;
             let key_id = vault.back_up(&to)?;
@@ -531,10 +532,12 @@ async fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Approve the outbound hosts the component for connector `id` in `plugins` declares.
+/// Approve the outbound hosts the component for connector `id` in `plugins` declares (the one
+/// named `only_file`, which must be given when several declare it), and that it serves `id`.
 async fn approve(
     id: &str,
     plugins: &std::path::Path,
+    only_file: Option<&str>,
     dry_run: bool,
     store: &StoreArgs,
 ) -> anyhow::Result<()> {
@@ -543,16 +546,36 @@ async fn approve(
         RuntimeLimits::default(),
         Arc::new(HttpUpstream::new(AddressPolicy::PublicOnly)?),
     )?;
+    let file_name = |path: &std::path::Path| {
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut candidates = Vec::new();
     for path in registry::component_files(plugins).await? {
-        let Ok(connector) = runtime
-            .load(tokio::fs::read(&path).await?, &Policy::default())
-            .await
-        else {
-            continue;
-        };
-        if connector.manifest.id != id {
+        if only_file.is_some_and(|only| only != file_name(&path)) {
             continue;
         }
+        if let Ok(connector) = runtime
+            .load(tokio::fs::read(&path).await?, &Policy::default())
+            .await
+            && connector.manifest.id == id
+        {
+            candidates.push((path, connector));
+        }
+    }
+    // Approving one file of several could hand the connector to another publisher's file
+    // that claims its id: the operator names the one meant.
+    if candidates.len() > 1 {
+        let names: Vec<String> = candidates.iter().map(|(path, _)| file_name(path)).collect();
+        anyhow::bail!(
+            "{} files in {} declare connector `{id}`: {}; name the one to approve with --file",
+            names.len(),
+            plugins.display(),
+            names.join(", ")
+        );
+    }
+    if let Some((path, connector)) = candidates.pop() {
         let declared = registry::hosts_for_approval(&connector);
         let previous: Vec<String> = vault
             .approved_hosts(id)?
@@ -560,10 +583,7 @@ async fn approve(
             .into_iter()
             .filter(|entry| !crate::vault::approvals::is_file_entry(entry))
             .collect();
-        let file = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let file = file_name(&path);
         for host in &declared {
             if !previous.contains(host) {
                 println!("+ {host}");
@@ -602,10 +622,16 @@ async fn approve(
         );
         return Ok(());
     }
-    anyhow::bail!(
-        "no loadable component for connector `{id}` in {}",
-        plugins.display()
-    )
+    match only_file {
+        Some(only) => anyhow::bail!(
+            "no loadable component named {only} for connector `{id}` in {}",
+            plugins.display()
+        ),
+        None => anyhow::bail!(
+            "no loadable component for connector `{id}` in {}",
+            plugins.display()
+        ),
+    }
 }
 
 /// `connections add --base-url`, checked as the vault API checks `baseUrl`.
@@ -821,7 +847,7 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
             args.plugins.display(),
             args.store.data_dir.display()
         ),
-        approve_new_hosts: dev_builds.is_some(),
+        dev_builds: dev_builds.clone(),
     };
     // Loaded while the gateway already answers (see `start_loading`).
     registry.set_starting(true);

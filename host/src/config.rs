@@ -153,6 +153,10 @@ pub enum ConnectorsCommand {
         /// Print the difference only; approve nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The component file (its name in the plugins directory) to approve, when more than
+        /// one declares the connector.
+        #[arg(long)]
+        file: Option<String>,
         /// State location.
         #[command(flatten)]
         store: StoreArgs,

@@ -34,17 +34,26 @@ pub struct BuildFailure {
     pub at: i64,
 }
 
-/// The connectors whose last build failed, by source directory; shared with the gateway.
+/// The connectors whose last build failed, by source directory, and the components this
+/// session published; shared with the gateway.
 #[derive(Debug, Clone, Default)]
-pub struct BuildFailures(std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, BuildFailure>>>);
+pub struct BuildFailures(std::sync::Arc<std::sync::Mutex<Builds>>);
+
+#[derive(Debug, Default)]
+struct Builds {
+    failed: BTreeMap<PathBuf, BuildFailure>,
+    published: std::collections::BTreeSet<PathBuf>,
+}
 
 impl BuildFailures {
-    /// Note how building `dir` went.
-    fn record(&self, dir: &Path, outcome: Result<(), String>) {
-        let mut failures = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// Note how building `dir` into `component` went.
+    fn record(&self, dir: &Path, component: PathBuf, outcome: Result<(), String>) {
+        let mut builds = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let failures = &mut builds.failed;
         match outcome {
             Ok(()) => {
                 failures.remove(dir);
+                builds.published.insert(component);
             }
             Err(output) => {
                 let source = dir
@@ -72,14 +81,20 @@ impl BuildFailures {
 
     /// Forget the failures of source directories that are gone.
     fn forget_deleted_sources(&self) {
-        let mut failures = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        failures.retain(|dir, _| dir.exists());
+        let mut builds = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        builds.failed.retain(|dir, _| dir.exists());
     }
 
     /// The failures now, in source order.
     pub fn current(&self) -> Vec<BuildFailure> {
-        let failures = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        failures.values().cloned().collect()
+        let builds = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        builds.failed.values().cloned().collect()
+    }
+
+    /// Whether this session built and published `component` (not a file that was there).
+    pub fn published(&self, component: &Path) -> bool {
+        let builds = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        builds.published.contains(component)
     }
 }
 
@@ -434,7 +449,8 @@ pub async fn start(
         eprintln!("sluice dev: no connectors under {}", sources.display());
     }
     for connector in &connectors {
-        failures.record(connector.dir(), connector.build(components).await);
+        let outcome = connector.build(components).await;
+        failures.record(connector.dir(), connector.component(components), outcome);
     }
     // What this session built, by source directory: a directory deleted later takes its
     // component with it (only ones built here: `--plugins` may hold other files).
@@ -491,7 +507,8 @@ async fn rebuild_task(
                 .iter()
                 .any(|path| path.starts_with(dir) && !is_build_noise(path, dir));
             if touched {
-                failures.record(dir, connector.build(&components).await);
+                let outcome = connector.build(&components).await;
+                failures.record(dir, connector.component(&components), outcome);
                 built.insert(dir.to_owned(), connector.component(&components));
             }
         }

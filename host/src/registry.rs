@@ -305,9 +305,10 @@ pub struct Loader {
     /// The command that approves a connector's hosts for this gateway, without the id (its
     /// `--plugins` and `--data-dir`), for load errors to quote.
     pub approve_command: String,
-    /// Approve the outbound hosts a new version asks for instead of refusing it: under
-    /// `sluice dev`, whose connectors are the author's own, built from their sources.
-    pub approve_new_hosts: bool,
+    /// Under `sluice dev`, its builds: the outbound hosts a new version of a component it
+    /// built asks for are approved instead of refused (the author's own connector). Other
+    /// files in the directory, and a file taking over another connector's id, still wait.
+    pub dev_builds: Option<crate::dev::BuildFailures>,
 }
 
 /// Largest component file loaded (a Python connector is about 19 MiB), so that a stray file in
@@ -405,12 +406,13 @@ impl Loader {
                 Ok(connector)
             }
             HostCheck::Approved => Ok(connector),
-            HostCheck::FileOfAnother(_) | HostCheck::NeedsApproval(_) if self.approve_new_hosts => {
-                let added = match &check {
-                    HostCheck::NeedsApproval(added) => format!("+{}", added.join(", +")),
-                    HostCheck::FileOfAnother(other) => format!("{file}, approved as `{other}` before"),
-                    HostCheck::FirstSeen | HostCheck::Approved => String::new(),
-                };
+            HostCheck::NeedsApproval(added)
+                if self
+                    .dev_builds
+                    .as_ref()
+                    .is_some_and(|builds| builds.published(path)) =>
+            {
+                let added = format!("+{}", added.join(", +"));
                 let hosts = hosts_for_approval(&connector);
                 let (approving, id_for_vault, file_for_vault) = (hosts.clone(), id.clone(), file.clone());
                 self.vault
@@ -435,9 +437,13 @@ impl Loader {
                 error: format!(
                     "{file} was approved as connector `{other}` and now declares `{id}`, another connector \
                      this gateway knows (its connections' credentials would go to this file's code): \
-                     approve it with `sluice connectors approve {id}` (the gateway's log has the whole command)"
+                     approve it with `sluice connectors approve {id} --file {file}` (the gateway's log has \
+                     the whole command)"
                 ),
-                log_hint: Some(format!("approve it with `{} {id}`", self.approve_command)),
+                log_hint: Some(format!(
+                    "approve it with `{} {id} --file {file}`",
+                    self.approve_command
+                )),
                 id: Some(id),
             }),
             HostCheck::NeedsApproval(added) => Err(FailedLoad {

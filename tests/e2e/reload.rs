@@ -495,11 +495,19 @@ async fn a_file_that_stops_shadowing_another_hands_its_connector_back() {
     };
 
     let plugins_dir = gateway.plugins_dir().display().to_string();
-    let approve = |id: &'static str| {
+    let approve = |id: &'static str, file: &'static str| {
         let (gateway, plugins_dir) = (&gateway, plugins_dir.clone());
         async move {
             gateway
-                .cli(&["connectors", "approve", id, "--plugins", &plugins_dir])
+                .cli(&[
+                    "connectors",
+                    "approve",
+                    id,
+                    "--plugins",
+                    &plugins_dir,
+                    "--file",
+                    file,
+                ])
                 .await
                 .expect("approve")
         }
@@ -536,7 +544,16 @@ async fn a_file_that_stops_shadowing_another_hands_its_connector_back() {
         [("echo", "echo.wasm"), ("versioned", "versioned.wasm")].map(|(i, f)| (i.to_owned(), f.to_owned())),
         "{refused}"
     );
-    approve("versioned").await;
+    // Two files declare `versioned` now: the operator names the one approved.
+    let unnamed = gateway
+        .cli(&["connectors", "approve", "versioned", "--plugins", &plugins_dir])
+        .await
+        .expect_err("two files declare it");
+    assert!(
+        unnamed.contains("echo.wasm, versioned.wasm") && unnamed.contains("--file"),
+        "{unnamed}"
+    );
+    approve("versioned", "echo.wasm").await;
     let plugins = wait_for(
         vec![("versioned", "echo.wasm")],
         "echo.wasm never took `versioned` over",
@@ -558,7 +575,7 @@ async fn a_file_that_stops_shadowing_another_hands_its_connector_back() {
 
     replace_by_rename(guests::ECHO, &echo_file);
     failure_of_echo_file("echo", "versioned").await;
-    approve("echo").await;
+    approve("echo", "echo.wasm").await;
     let plugins = wait_for(
         vec![("echo", "echo.wasm"), ("versioned", "versioned.wasm")],
         "versioned.wasm never took its connector back",
