@@ -638,14 +638,16 @@ impl Cache {
         render: impl FnOnce() -> bytes::Bytes,
     ) -> bytes::Bytes {
         let current = std::sync::Arc::downgrade(connectors);
-        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((rendered_for, document)) = last.as_ref()
+        let lock = || self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((rendered_for, document)) = lock().as_ref()
             && rendered_for.ptr_eq(&current)
         {
             return document.clone();
         }
+        // Rendered without the lock: other requests are not held for it (two may render the
+        // same document once, after a reload).
         let document = render();
-        *last = Some((current, document.clone()));
+        *lock() = Some((current, document.clone()));
         document
     }
 }

@@ -140,7 +140,30 @@ const MAX_DESCRIBED_BYTES: usize = 2 << 20;
 
 /// Largest a schema's compiled `pattern` may be: a pattern like `a{1000}{1000}` would otherwise
 /// take memory by the megabyte for every connector that loads it.
-const MAX_COMPILED_PATTERN_BYTES: usize = 1 << 20;
+const MAX_COMPILED_PATTERN_BYTES: usize = 256 << 10;
+
+/// Most `pattern`s (and `patternProperties` keys) one connector's schemas may hold: with
+/// [`MAX_COMPILED_PATTERN_BYTES`], what its patterns may take compiled is bounded too.
+const MAX_PATTERNS: usize = 256;
+
+/// How many regular expressions `schema` holds: `pattern` strings and `patternProperties` keys.
+fn patterns_in(schema: &serde_json::Value) -> usize {
+    match schema {
+        serde_json::Value::Object(members) => members
+            .iter()
+            .map(|(name, value)| {
+                let own = match (name.as_str(), value) {
+                    ("pattern", serde_json::Value::String(_)) => 1,
+                    ("patternProperties", serde_json::Value::Object(keys)) => keys.len(),
+                    _ => 0,
+                };
+                own + patterns_in(value)
+            })
+            .sum(),
+        serde_json::Value::Array(items) => items.iter().map(patterns_in).sum(),
+        _ => 0,
+    }
+}
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
     ManifestError::Invalid {
@@ -318,6 +341,7 @@ impl Manifest {
         };
         let mut endpoints: Vec<EndpointInfo> = Vec::with_capacity(wit.endpoints.len());
         let mut endpoint_index = HashMap::new();
+        let mut patterns = 0;
         for endpoint in wit.endpoints {
             let field = format!("endpoints.{}", endpoint.name);
             if !is_identifier(&endpoint.name) {
@@ -359,6 +383,13 @@ impl Manifest {
                         format!("params-schema must describe an object (`params` is one), not type {kind}"),
                     ));
                 }
+            }
+            patterns += patterns_in(&params_schema);
+            if patterns > MAX_PATTERNS {
+                return Err(invalid(
+                    &field,
+                    format!("the connector's schemas hold more than {MAX_PATTERNS} patterns"),
+                ));
             }
             // Built without remote or file resolution: a connector's schema cannot make the
             // host fetch anything. Patterns run on the linear-time `regex` engine: a
@@ -705,6 +736,14 @@ mod tests {
         let mut as_key = wit("{}");
         as_key.auth = WitAuth::Header("x-api-key".into());
         assert!(Manifest::from_wit(as_key).is_ok());
+        let many = serde_json::json!({"properties": {
+            "a": {"type": "string", "pattern": "^a$"},
+            "b": {"patternProperties": (0..300).map(|i| (format!("^k{i}$"), serde_json::json!({}))).collect::<serde_json::Map<_, _>>()}
+        }});
+        let error = Manifest::from_wit(wit(&many.to_string()))
+            .expect_err("301 patterns")
+            .to_string();
+        assert!(error.contains("more than 256 patterns"), "{error}");
         let mut huge = wit("{}");
         huge.endpoints[0].params_schema = format!(r#"{{"description": "{}"}}"#, "x".repeat(3 << 20));
         let error = Manifest::from_wit(huge).expect_err("3 MiB of schema").to_string();
