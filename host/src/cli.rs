@@ -546,14 +546,9 @@ async fn approve(
         RuntimeLimits::default(),
         Arc::new(HttpUpstream::new(AddressPolicy::PublicOnly)?),
     )?;
-    let file_name = |path: &std::path::Path| {
-        path.file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     let mut candidates = Vec::new();
     for path in registry::component_files(plugins).await? {
-        if only_file.is_some_and(|only| only != file_name(&path)) {
+        if only_file.is_some_and(|only| only != registry::file_name(&path)) {
             continue;
         }
         if let Ok(connector) = runtime
@@ -567,7 +562,10 @@ async fn approve(
     // Approving one file of several could hand the connector to another publisher's file
     // that claims its id: the operator names the one meant.
     if candidates.len() > 1 {
-        let names: Vec<String> = candidates.iter().map(|(path, _)| file_name(path)).collect();
+        let names: Vec<String> = candidates
+            .iter()
+            .map(|(path, _)| registry::file_name(path))
+            .collect();
         anyhow::bail!(
             "{} files in {} declare connector `{id}`: {}; name the one to approve with --file",
             names.len(),
@@ -583,7 +581,7 @@ async fn approve(
             .into_iter()
             .filter(|entry| !crate::vault::approvals::is_file_entry(entry))
             .collect();
-        let file = file_name(&path);
+        let file = registry::file_name(&path);
         for host in &declared {
             if !previous.contains(host) {
                 println!("+ {host}");

@@ -387,10 +387,7 @@ impl Loader {
             });
         }
         let declared = hosts_for_approval(&connector);
-        let file = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let file = file_name(path);
         let check = {
             let (id, file) = (id.clone(), file.clone());
             self.vault
@@ -458,6 +455,14 @@ impl Loader {
             }),
         }
     }
+}
+
+/// How approvals name a component file: by its name in the plugins directory, so that a
+/// directory moved or mounted elsewhere keeps them.
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Every origin the host will talk to for a connector: its declared hosts and, for OAuth, the

@@ -579,14 +579,8 @@ async fn missing_connection_is_403_with_action_url() {
     let setup = Setup::new().await;
     // The only GitHub connection is a test one: a live key must not reach it.
     let live = setup.gateway.create_key("live", "*").await;
-    let answer = setup
-        .execute_as(
-            &live,
-            "github",
-            "get_repo",
-            json!({"params": {"owner": "acme", "repo": "webapp"}}),
-        )
-        .await;
+    let get_repo_live = |body| setup.execute_as(&live, "github", "get_repo", body);
+    let answer = get_repo_live(json!({"params": {"owner": "acme", "repo": "webapp"}})).await;
     assert_error(&answer, 403, "integration_not_connected");
     let action_url = answer.body["action_url"].as_str().expect("action_url");
     assert!(
@@ -621,28 +615,15 @@ async fn missing_connection_is_403_with_action_url() {
         answer.body
     );
     // A retry is given the same link (one for the user to follow, not one per call); another
-    // identity, or another environment's key, gets its own.
-    let again = setup
-        .execute_as(
-            &live,
-            "github",
-            "get_repo",
-            json!({"params": {"owner": "acme", "repo": "other"}}),
-        )
-        .await;
+    // identity gets its own.
+    let again = get_repo_live(json!({"params": {"owner": "acme", "repo": "other"}})).await;
     assert_error(&again, 403, "integration_not_connected");
     assert_eq!(
         (&again.body["action_url"], &again.body["connect_session_id"]),
         (&answer.body["action_url"], &answer.body["connect_session_id"]),
     );
-    let for_carol = setup
-        .execute_as(
-            &live,
-            "github",
-            "get_repo",
-            json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": "carol"}),
-        )
-        .await;
+    let for_carol =
+        get_repo_live(json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": "carol"})).await;
     assert_error(&for_carol, 403, "integration_not_connected");
     assert_ne!(for_carol.body["action_url"], answer.body["action_url"]);
     assert_ne!(

@@ -31,6 +31,11 @@ async fn daily_quota_is_exact_under_concurrency() {
     }
 }
 
+/// `echo/say` with `key`.
+async fn say(setup: &Setup, key: &str) -> crate::common::Answer {
+    setup.execute_as(key, "echo", "say", json!({"params": {}})).await
+}
+
 /// The quota survives a restart: calls already made today still count. Calls to actions that do
 /// not exist or that the key may not use count neither before nor after.
 #[tokio::test(flavor = "multi_thread")]
@@ -41,13 +46,7 @@ async fn daily_quota_survives_a_restart() {
         .create_key_with("test", "echo", &["--daily-quota", "4"])
         .await;
     for _ in 0..2 {
-        assert_eq!(
-            setup
-                .execute_as(&key, "echo", "say", json!({"params": {}}))
-                .await
-                .status,
-            200
-        );
+        assert_eq!(say(&setup, &key).await.status, 200);
     }
     for (integration, endpoint, code) in [
         ("echo", "nope", "not_found"),
@@ -78,26 +77,14 @@ async fn daily_quota_survives_a_restart() {
         assert_eq!(refused.code(), code, "{:?}", refused.body);
     }
     // The third call of the day is still allowed: none of the refusals counted...
-    assert_eq!(
-        setup
-            .execute_as(&key, "echo", "say", json!({"params": {}}))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(say(&setup, &key).await.status, 200);
     // SIGTERM flushes nothing special: the batched log writer has had its 100 ms.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let mut setup = setup;
     setup.gateway.restart().await;
     // ...nor do they after a restart, which counts the three calls made: one more is allowed.
-    assert_eq!(
-        setup
-            .execute_as(&key, "echo", "say", json!({"params": {}}))
-            .await
-            .status,
-        200
-    );
-    let over = setup.execute_as(&key, "echo", "say", json!({"params": {}})).await;
+    assert_eq!(say(&setup, &key).await.status, 200);
+    let over = say(&setup, &key).await;
     assert_eq!((over.status, over.code()), (429, "daily_limit_reached"));
 }
 
