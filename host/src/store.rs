@@ -94,6 +94,9 @@ pub struct TakenOAuthState {
     pub browser_hash: Vec<u8>,
     /// The sealed PKCE code verifier.
     pub verifier: Sealed,
+    /// The origin the credential was to be used with when the attempt started (`None`: an
+    /// attempt started before gateways recorded it).
+    pub destination: Option<String>,
 }
 
 /// A kept reply of an idempotent call, as key rotation reads it.
@@ -332,13 +335,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<Option<ConnectSession>>;
 
     /// If session `session_id` is pending and not expired at `now`, replace its OAuth attempt
-    /// (state hash, browser hash, sealed verifier) in one write; returns whether it was.
+    /// (state hash, browser hash, sealed verifier, the credential's destination origin) in one
+    /// write; returns whether it was.
     fn begin_oauth(
         &self,
         session_id: i64,
         state_hash: &[u8],
         browser_hash: &[u8],
         verifier: &Sealed,
+        destination: &str,
         now: i64,
     ) -> anyhow::Result<bool>;
 

@@ -398,34 +398,8 @@ impl OAuthSetup {
         (done.status().as_u16(), location.unwrap_or_default().to_owned())
     }
 
-    /// Start the sign-in at `connect_url`, then come back from the provider refusing consent
-    /// (`error=access_denied`); returns the callback's answer.
-    pub async fn refuse_consent(&self, connect_url: &str) -> reqwest::Response {
-        let start = self
-            .client
-            .get(format!("{connect_url}/authorize"))
-            .send()
-            .await
-            .expect("start");
-        let cookie = start.headers()["set-cookie"].to_str().expect("cookie").to_owned();
-        let provider = url::Url::parse(start.headers()["location"].to_str().expect("location")).expect("url");
-        let state = provider
-            .query_pairs()
-            .find(|(k, _)| k == "state")
-            .map(|(_, v)| v.into_owned())
-            .expect("state");
-        self.client
-            .get(format!(
-                "{}/connect/oauth/callback?error=access_denied&state={state}",
-                self.gateway.url
-            ))
-            .header("cookie", cookie.split(';').next().expect("pair"))
-            .send()
-            .await
-            .expect("callback")
-    }
-
-    async fn walk_to_the_callback(&self, connect_url: &str) -> reqwest::Response {
+    /// The sign-in link of the connect page at `connect_url`, as a browser would follow it.
+    pub async fn sign_in_link(&self, connect_url: &str) -> String {
         let page = self.client.get(connect_url).send().await.expect("connect page");
         assert_eq!(page.status(), 200);
         let html = page.text().await.expect("page");
@@ -434,13 +408,20 @@ impl OAuthSetup {
             html.contains("uses them only with <b id=\"destination\">"),
             "{html}"
         );
+        let href = html
+            .split("id=\"continue\" href=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("a sign-in link: {html}"))
+            .replace("&amp;", "&");
+        format!("{}{href}", self.gateway.url)
+    }
 
-        let start = self
-            .client
-            .get(format!("{connect_url}/authorize"))
-            .send()
-            .await
-            .expect("authorize step");
+    /// Follow the sign-in link of the page at `connect_url`: the browser-binding cookie
+    /// (`name=value`) and the provider's authorize URL it was sent to.
+    pub async fn start_sign_in(&self, connect_url: &str) -> (String, String) {
+        let link = self.sign_in_link(connect_url).await;
+        let start = self.client.get(&link).send().await.expect("authorize step");
         assert_eq!(start.status(), 303);
         let cookie = start.headers()["set-cookie"].to_str().expect("cookie").to_owned();
         assert!(
@@ -452,24 +433,56 @@ impl OAuthSetup {
             provider.starts_with(&self.upstream.url()),
             "redirects only to the provider: {provider}"
         );
+        (
+            cookie.split(';').next().expect("cookie pair").to_owned(),
+            provider,
+        )
+    }
 
-        let consent = self.client.get(&provider).send().await.expect("consent page");
+    /// Approve on the fake provider's consent page at `provider`: the callback URL it links.
+    pub async fn consent(&self, provider: &str) -> String {
+        let consent = self.client.get(provider).send().await.expect("consent page");
         assert_eq!(
             consent.status(),
             200,
             "the fake Google accepted the authorize request"
         );
         let consent = consent.text().await.expect("consent");
-        let callback = consent
+        consent
             .split("href=\"")
             .nth(1)
             .and_then(|rest| rest.split('"').next())
             .expect("allow link")
-            .replace("&amp;", "&");
-        let cookie_pair = cookie.split(';').next().expect("cookie pair").to_owned();
+            .replace("&amp;", "&")
+    }
+
+    /// Start the sign-in at `connect_url`, then come back from the provider refusing consent
+    /// (`error=access_denied`); returns the callback's answer.
+    pub async fn refuse_consent(&self, connect_url: &str) -> reqwest::Response {
+        let (cookie, provider) = self.start_sign_in(connect_url).await;
+        let provider = url::Url::parse(&provider).expect("url");
+        let state = provider
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .expect("state");
+        self.client
+            .get(format!(
+                "{}/connect/oauth/callback?error=access_denied&state={state}",
+                self.gateway.url
+            ))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("callback")
+    }
+
+    async fn walk_to_the_callback(&self, connect_url: &str) -> reqwest::Response {
+        let (cookie, provider) = self.start_sign_in(connect_url).await;
+        let callback = self.consent(&provider).await;
         self.client
             .get(&callback)
-            .header("cookie", cookie_pair)
+            .header("cookie", cookie)
             .send()
             .await
             .expect("callback")
@@ -625,29 +638,8 @@ async fn connecting_through_the_flow_stores_tokens_the_connector_never_sees() {
 async fn a_state_works_once_only_in_its_browser_and_only_in_time() {
     let setup = OAuthSetup::new(&["--connect-session-ttl-secs", "600"]).await;
     let (_, url) = setup.open_session("bob").await;
-    let start = setup
-        .client
-        .get(format!("{url}/authorize"))
-        .send()
-        .await
-        .expect("authorize");
-    let cookie = start.headers()["set-cookie"].to_str().expect("cookie").to_owned();
-    let provider = start.headers()["location"].to_str().expect("location").to_owned();
-    let consent = setup
-        .client
-        .get(&provider)
-        .send()
-        .await
-        .expect("consent")
-        .text()
-        .await
-        .expect("page");
-    let callback = consent
-        .split("href=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("link")
-        .replace("&amp;", "&");
+    let (cookie, provider) = setup.start_sign_in(&url).await;
+    let callback = setup.consent(&provider).await;
 
     // Another browser (no cookie) presenting the right state is refused, and burns the state.
     let stolen = setup.client.get(&callback).send().await.expect("callback");
@@ -663,7 +655,7 @@ async fn a_state_works_once_only_in_its_browser_and_only_in_time() {
     let replay = setup
         .client
         .get(&callback)
-        .header("cookie", cookie.split(';').next().expect("pair"))
+        .header("cookie", &cookie)
         .send()
         .await
         .expect("callback");
@@ -697,6 +689,94 @@ async fn a_state_works_once_only_in_its_browser_and_only_in_time() {
     let missing = setup.api(Method::GET, "/v1/connect/cs_nope", None).await;
     assert_eq!(missing.code(), "not_found");
     setup.assert_no_secret_logged();
+}
+
+/// Sign-in starts only from a connect page, which names where the tokens will be used, and
+/// the tokens are stored only if that still holds when the provider sends the user back.
+#[tokio::test]
+async fn sign_in_starts_from_the_page_and_stores_nothing_if_the_destination_moved() {
+    let setup = OAuthSetup::new(&[]).await;
+    // No base URL on the session: the page names Gmail's own API.
+    let created = setup
+        .api(
+            Method::POST,
+            "/v1/connect",
+            Some(json!({"integration": "gmail", "identity": "erin"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let url = created.body["url"].as_str().expect("url").to_owned();
+    let page_names = |origin: &str| format!("<b id=\"destination\">{origin}</b>");
+    let page = setup.client.get(&url).send().await.expect("page");
+    assert!(
+        page.text()
+            .await
+            .expect("html")
+            .contains(&page_names("https://gmail.googleapis.com"))
+    );
+
+    // A link straight to the sign-in (the page skipped, or its token made up) leads to the page.
+    let page_path = url.strip_prefix(&setup.gateway.url).expect("a gateway URL");
+    for query in ["", "?shown=", "?shown=00ff", "?shown=%ZZ"] {
+        let direct = setup
+            .client
+            .get(format!("{url}/authorize{query}"))
+            .send()
+            .await
+            .expect("authorize");
+        assert_eq!(direct.status(), 303, "{query}");
+        assert_eq!(direct.headers()["location"], page_path, "{query}");
+        assert!(direct.headers().get("set-cookie").is_none(), "{query}");
+    }
+
+    let (cookie, provider) = setup.start_sign_in(&url).await;
+    let callback = setup.consent(&provider).await;
+    // Meanwhile the identity got a connection of its own, with another API's base URL: the
+    // flow would store the tokens in it, to be sent where the page did not say.
+    let upstream = setup.upstream.url();
+    let made = setup
+        .api(
+            Method::POST,
+            "/v1/vault/connections",
+            Some(
+                json!({"platform": "gmail", "secret": "ya29_made_meanwhile", "identity": "erin",
+                         "baseUrl": upstream}),
+            ),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let back = setup
+        .client
+        .get(&callback)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(back.status(), 400);
+    let moved_to = url::Url::parse(&upstream)
+        .expect("url")
+        .origin()
+        .ascii_serialization();
+    let text = back.text().await.expect("page");
+    assert!(
+        text.contains("changed while you were signing in") && text.contains(&moved_to),
+        "{text}"
+    );
+    let google = setup.google.lock().expect("state").all_tokens.clone();
+    assert!(google.is_empty(), "the code was never exchanged: {google:?}");
+    let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
+    assert_eq!(polled.body["status"], "pending", "{:?}", polled.body);
+
+    // The page now names the new destination, and a sign-in from it completes, into the
+    // identity's connection.
+    let page = setup.client.get(&url).send().await.expect("page");
+    assert!(page.text().await.expect("html").contains(&page_names(&moved_to)));
+    let (status, done) = setup.walk_flow(&url).await;
+    assert_eq!(status, 200, "{done}");
+    let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
+    assert_eq!(polled.body["status"], "connected", "{:?}", polled.body);
+    assert_eq!(polled.body["connectionKey"], made.body["key"], "{:?}", made.body);
 }
 
 #[tokio::test]

@@ -3,14 +3,16 @@
 //! - `POST /v1/connect` (API key) opens a connect session for an identity and integration and
 //!   returns its URL; `GET /v1/connect/{id}` reports pending / connected / failed / expired.
 //! - `GET /connect/{token}` is the page the end user opens. For OAuth integrations it links to
-//!   `GET /connect/{token}/authorize`, which starts the authorization-code flow with `state`,
-//!   PKCE (S256) and a browser-binding cookie; the provider sends the user back to
+//!   `GET /connect/{token}/authorize?shown=…`, which starts the authorization-code flow with
+//!   `state`, PKCE (S256) and a browser-binding cookie; the provider sends the user back to
 //!   `GET /connect/oauth/callback`, which exchanges the code and stores the tokens. For API-key
 //!   and basic-auth integrations the page is a form that posts back to `POST /connect/{token}`.
 //!
 //! Protections: tokens and states are random and stored hashed; a state works once, only
-//! within the session's lifetime and only in the browser that started it; the form carries a
-//! token derived from the session and refuses cross-site posts; redirects go only to the
+//! within the session's lifetime and only in the browser that started it; the form and the
+//! sign-in link carry a token derived from the session and the destination the page named
+//! (the credential is stored only if that destination still holds, also at the OAuth
+//! callback), and cross-site posts are refused; redirects go only to the
 //! provider's authorize URL (configuration, never request input) and, once the flow has ended,
 //! to the `returnUrl` the app set on the session with its API key.
 
@@ -25,7 +27,7 @@ mod oauth;
 mod page;
 
 use api::{create_session, session_status};
-use form::{credential_fields, form_token, submit_credentials};
+use form::{credential_fields, page_token, submit_credentials};
 use oauth::{CALLBACK_PATH, oauth_callback, start_oauth};
 
 use super::AppState;
@@ -268,7 +270,12 @@ async fn connect_page(State(app): State<AppState>, Path(token): Path<String>) ->
     };
     match &manifest.auth {
         AuthScheme::OAuth2(_) => {
-            page::oauth_start(&manifest.name, &origin, &format!("/connect/{token}/authorize"))
+            let shown = page_token(&app.vault, &token, &origin);
+            page::oauth_start(
+                &manifest.name,
+                &origin,
+                &format!("/connect/{token}/authorize?shown={shown}"),
+            )
         }
         auth => {
             let return_origin = session
@@ -277,7 +284,7 @@ async fn connect_page(State(app): State<AppState>, Path(token): Path<String>) ->
                 .map(|url| url.origin().ascii_serialization());
             let target = page::FormTarget {
                 action: &format!("/connect/{token}"),
-                csrf: &form_token(&app.vault, &token, &origin),
+                csrf: &page_token(&app.vault, &token, &origin),
                 return_origin: return_origin.as_deref(),
             };
             page::credentials_form(&manifest.name, &origin, &target, &credential_fields(auth))

@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -204,6 +204,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE connect_sessions ADD COLUMN token_ciphertext BLOB;
     ALTER TABLE connect_sessions ADD COLUMN token_key_id TEXT;
     CREATE INDEX connect_sessions_by_owner ON connect_sessions (platform, identity);
+"#,
+    // Where the credential of an OAuth attempt was to be used when it started (the origin the
+    // connect page named): the callback stores the tokens only if that has not changed.
+    r#"
+    ALTER TABLE connect_sessions ADD COLUMN oauth_destination TEXT;
 "#,
 ];
 
@@ -631,10 +636,17 @@ impl Store for SqliteStore {
         state_hash: &[u8],
         browser_hash: &[u8],
         verifier: &Sealed,
+        destination: &str,
         now: i64,
     ) -> anyhow::Result<bool> {
         self.write(|tx| {
-            connect_sessions::begin_oauth(tx, session_id, state_hash, browser_hash, verifier, now)
+            let attempt = connect_sessions::NewAttempt {
+                state_hash,
+                browser_hash,
+                verifier,
+                destination,
+            };
+            connect_sessions::begin_oauth(tx, session_id, &attempt, now)
         })
     }
 
@@ -916,7 +928,8 @@ mod tests {
             &session,
             "oauth_state_plaintext",
             "browser_plaintext",
-            "pkce_plaintext"
+            "pkce_plaintext",
+            "https://gmail.googleapis.com"
         )?);
         let api_key = vault.create_api_key(&KeyOptions::new(Environment::Test, Scope::All))?;
 

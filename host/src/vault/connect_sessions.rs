@@ -111,6 +111,9 @@ pub struct OAuthAttempt {
     pub browser_hash: Vec<u8>,
     /// The PKCE code verifier.
     pub verifier: String,
+    /// The origin the tokens were to be used with when the attempt started (`None`: started
+    /// by a gateway that did not record it).
+    pub destination: Option<String>,
 }
 
 /// (created, expires) for a session made now that lives `ttl_seconds`. Times are whole
@@ -205,7 +208,8 @@ impl Vault {
     }
 
     /// Start an OAuth attempt on a pending, unexpired session: remember the `state` and the
-    /// browser binding (both hashed) and the sealed PKCE `verifier`. A new attempt replaces
+    /// browser binding (both hashed), the sealed PKCE `verifier`, and the origin the tokens are
+    /// to be used with (`destination`, as the connect page named it). A new attempt replaces
     /// the previous one, whose state stops working. Returns whether the session could start.
     pub fn begin_oauth(
         &self,
@@ -213,6 +217,7 @@ impl Vault {
         state: &str,
         browser_token: &str,
         verifier: &str,
+        destination: &str,
     ) -> anyhow::Result<bool> {
         let sealed = self.seal(verifier.as_bytes(), &verifier_context(session.id))?;
         self.write(|store| {
@@ -221,6 +226,7 @@ impl Vault {
                 &crypto::api_key_hash(state),
                 &crypto::api_key_hash(browser_token),
                 &sealed,
+                destination,
                 now(),
             )
         })
@@ -238,6 +244,7 @@ impl Vault {
             session: taken.session,
             browser_hash: taken.browser_hash,
             verifier: String::from_utf8(verifier)?,
+            destination: taken.destination,
         }))
     }
 
@@ -310,12 +317,25 @@ mod tests {
         );
         assert!(vault.connect_session_by_token("cst_unknown")?.is_none());
 
-        assert!(vault.begin_oauth(&session, "state-1", "browser-1", "verifier-1")?);
+        assert!(vault.begin_oauth(
+            &session,
+            "state-1",
+            "browser-1",
+            "verifier-1",
+            "https://one.example"
+        )?);
         // A second attempt replaces the first: its state no longer works.
-        assert!(vault.begin_oauth(&session, "state-2", "browser-2", "verifier-2")?);
+        assert!(vault.begin_oauth(
+            &session,
+            "state-2",
+            "browser-2",
+            "verifier-2",
+            "https://two.example"
+        )?);
         assert!(vault.take_oauth_state("state-1")?.is_none());
         let attempt = vault.take_oauth_state("state-2")?.context("first use")?;
         assert_eq!(attempt.verifier, "verifier-2");
+        assert_eq!(attempt.destination.as_deref(), Some("https://two.example"));
         // The callback knows where the user goes back to.
         assert_eq!(
             attempt.session.return_url.as_ref().map(Url::as_str),
@@ -338,7 +358,7 @@ mod tests {
                 .is_none()
         );
         assert!(
-            !vault.begin_oauth(&done, "state-3", "b", "v")?,
+            !vault.begin_oauth(&done, "state-3", "b", "v", "https://two.example")?,
             "a finished session cannot restart"
         );
         Ok(())
@@ -413,7 +433,7 @@ mod tests {
     fn expired_sessions_neither_start_nor_complete() -> anyhow::Result<()> {
         let (_dir, vault) = vault()?;
         let (live, _) = vault.create_connect_session(&new_session(600))?;
-        assert!(vault.begin_oauth(&live, "state", "browser", "verifier")?);
+        assert!(vault.begin_oauth(&live, "state", "browser", "verifier", "https://api.example")?);
         // The store takes the time from its caller: ask it as of the session's expiry.
         let expiry = live.expires_at;
         let store = vault.store();
@@ -425,7 +445,14 @@ mod tests {
         assert_eq!(live.status(expiry), SessionStatus::Expired);
         let verifier = vault.seal(b"v", &verifier_context(live.id))?;
         let (again, browser) = (crypto::api_key_hash("again"), crypto::api_key_hash("b"));
-        assert!(!store.begin_oauth(live.id, &again, &browser, &verifier, expiry)?);
+        assert!(!store.begin_oauth(
+            live.id,
+            &again,
+            &browser,
+            &verifier,
+            "https://api.example",
+            expiry
+        )?);
         vault.fail_connect_session(live.id, "provider said no")?;
         assert_eq!(
             vault.prune_connect_sessions(-1)?,

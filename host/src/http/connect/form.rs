@@ -17,11 +17,12 @@ use std::collections::HashMap;
 /// Longest credential accepted from the form.
 const MAX_FORM_SECRET: usize = 16 << 10;
 
-/// The form token for a session: derived from the URL token and the destination the page
-/// named, with a key only the gateway has. Should the destination change between the page and
-/// its post (a connection made meanwhile with another base URL), the post is refused rather
-/// than the credential sent somewhere the user was not shown.
-pub(super) fn form_token(vault: &Vault, session_token: &str, destination: &str) -> String {
+/// The token a connect page hands back — its form's `csrf` field, or `shown` on its sign-in
+/// link: derived from the URL token and the destination the page named, with a key only the
+/// gateway has. Should the destination change between the page and its post or sign-in (a
+/// connection made meanwhile with another base URL), the step is refused rather than the
+/// credential sent somewhere the user was not shown.
+pub(super) fn page_token(vault: &Vault, session_token: &str, destination: &str) -> String {
     let key = vault.derive_key("connect-form");
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
     mac.update(session_token.as_bytes());
@@ -125,7 +126,7 @@ pub(super) async fn submit_credentials(
         Ok(origin) => origin,
         Err(page) => return page,
     };
-    let expected = form_token(&app.vault, &token, &destination);
+    let expected = page_token(&app.vault, &token, &destination);
     let presented = form.get("csrf").map(String::as_str).unwrap_or_default();
     if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
         return refused();

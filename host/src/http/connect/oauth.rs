@@ -3,8 +3,9 @@
 //! back to `GET /connect/oauth/callback`, which exchanges the code for tokens.
 
 use super::super::AppState;
+use super::form::page_token;
 use super::page;
-use super::{constant_time_eq, fail, finish, internal_page, pending_session};
+use super::{constant_time_eq, destination_origin, fail, finish, internal_page, pending_session};
 use crate::oauth::{OAuthClient, pkce};
 use crate::runtime::LoadedConnector;
 use axum::extract::{Path, Query, State};
@@ -39,7 +40,18 @@ fn redirect_uri(app: &AppState, client: &OAuthClient) -> String {
         .unwrap_or_else(|| format!("{}{CALLBACK_PATH}", app.public_url))
 }
 
-pub(super) async fn start_oauth(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+/// What the connect page's sign-in link carries.
+#[derive(Debug, Deserialize)]
+pub(super) struct StartQuery {
+    /// The page's token for the destination it named (see [`page_token`]).
+    shown: Option<String>,
+}
+
+pub(super) async fn start_oauth(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    query: Result<Query<StartQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let (session, connector) = match pending_session(&app, &token).await {
         Ok(found) => found,
         Err(page) => return page,
@@ -72,13 +84,29 @@ pub(super) async fn start_oauth(State(app): State<AppState>, Path(token): Path<S
         }
         Err(error) => return internal_page(error),
     };
+    let destination = match destination_origin(&app, &session, &connector).await {
+        Ok(origin) => origin,
+        Err(page) => return page,
+    };
+    // Sign-in starts only from a page that named where the tokens will be used, and only while
+    // that still holds. A link straight here (the page skipped), or a page gone stale, leads to
+    // the page as it reads now.
+    let shown = query
+        .ok()
+        .and_then(|Query(query)| query.shown)
+        .unwrap_or_default();
+    let expected = page_token(&app.vault, &token, &destination);
+    if !constant_time_eq(shown.as_bytes(), expected.as_bytes()) {
+        tracing::info!(session = %session.public_id, "sign-in started without the connect page's current destination; sent to the page");
+        return see_other(&format!("/connect/{token}"));
+    }
     let state = pkce::random_token(24);
     let browser = pkce::random_token(24);
     let verifier = pkce::verifier();
     let begun = {
         let (state, browser, verifier, session) = (state.clone(), browser.clone(), verifier.clone(), session);
         app.vault
-            .run(move |vault| vault.begin_oauth(&session, &state, &browser, &verifier))
+            .run(move |vault| vault.begin_oauth(&session, &state, &browser, &verifier, &destination))
             .await
     };
     match begun {
@@ -103,17 +131,22 @@ pub(super) async fn start_oauth(State(app): State<AppState>, Path(token): Path<S
         "{BROWSER_COOKIE}={browser}; Path=/connect; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         app.connect_session_ttl
     );
+    let mut response = see_other(target.as_str());
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// A `303 See Other` to `location`, neither cached nor telling the next site where from.
+fn see_other(location: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     let headers = response.headers_mut();
-    if let (Ok(location), Ok(cookie)) = (
-        HeaderValue::from_str(target.as_str()),
-        HeaderValue::from_str(&cookie),
-    ) {
+    if let Ok(location) = HeaderValue::from_str(location) {
         headers.insert(header::LOCATION, location);
-        headers.insert(header::SET_COOKIE, cookie);
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
 }
 
@@ -192,6 +225,23 @@ pub(super) async fn oauth_callback(
         let page = refused("The integration is no longer available on this gateway.");
         return fail(&app, &session, "the integration is no longer available", page).await;
     };
+    // The page named where the tokens would be used; should that have changed while the user
+    // was signing in (a connection made meanwhile with another base URL), nothing is stored.
+    // The session stays open: the user reads the page again and decides.
+    let destination = match destination_origin(&app, &session, &connector).await {
+        Ok(origin) => origin,
+        Err(page) => return page,
+    };
+    if attempt
+        .destination
+        .as_ref()
+        .is_some_and(|started| *started != destination)
+    {
+        tracing::info!(session = %session.public_id, %destination, "OAuth callback refused: the destination changed during sign-in");
+        return refused(&format!(
+            "Where this account would be used changed while you were signing in (it is now {destination}), so nothing was stored. Open the connect link again to check it."
+        ));
+    }
     let client = match resolve_client(&app, &connector).await {
         Ok(Ok(client)) => client,
         Ok(Err(error)) => {

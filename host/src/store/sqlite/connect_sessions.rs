@@ -117,25 +117,32 @@ pub(super) fn by_public_id(
     row.map(parse).transpose()
 }
 
+/// What an OAuth attempt keeps from its start to its callback.
+pub(super) struct NewAttempt<'a> {
+    pub state_hash: &'a [u8],
+    pub browser_hash: &'a [u8],
+    pub verifier: &'a Sealed,
+    pub destination: &'a str,
+}
+
 pub(super) fn begin_oauth(
     conn: &Connection,
     session_id: i64,
-    state_hash: &[u8],
-    browser_hash: &[u8],
-    verifier: &Sealed,
+    attempt: &NewAttempt,
     now: i64,
 ) -> anyhow::Result<bool> {
     let updated = conn.execute(
         "UPDATE connect_sessions SET state_hash = ?2, browser_hash = ?3, verifier_nonce = ?4,
-            verifier_ciphertext = ?5, verifier_key_id = ?6
-         WHERE id = ?1 AND status = 'pending' AND expires_at > ?7",
+            verifier_ciphertext = ?5, verifier_key_id = ?6, oauth_destination = ?7
+         WHERE id = ?1 AND status = 'pending' AND expires_at > ?8",
         rusqlite::params![
             session_id,
-            state_hash,
-            browser_hash,
-            verifier.nonce,
-            verifier.ciphertext,
-            verifier.key_id,
+            attempt.state_hash,
+            attempt.browser_hash,
+            attempt.verifier.nonce,
+            attempt.verifier.ciphertext,
+            attempt.verifier.key_id,
+            attempt.destination,
             now
         ],
     )?;
@@ -152,7 +159,8 @@ pub(super) fn take_oauth_state(
     let row = conn
         .query_row(
             &format!(
-                "SELECT {COLUMNS}, browser_hash, verifier_nonce, verifier_ciphertext, verifier_key_id
+                "SELECT {COLUMNS}, browser_hash, verifier_nonce, verifier_ciphertext, verifier_key_id,
+                    oauth_destination
                  FROM connect_sessions WHERE state_hash = ?1 AND status = 'pending' AND expires_at > ?2"
             ),
             rusqlite::params![state_hash, now],
@@ -165,22 +173,25 @@ pub(super) fn take_oauth_state(
                         ciphertext: row.get(COLUMN_COUNT + 2)?,
                         key_id: row.get(COLUMN_COUNT + 3)?,
                     },
+                    row.get::<_, Option<String>>(COLUMN_COUNT + 4)?,
                 ))
             },
         )
         .optional()?;
-    let Some((raw, browser_hash, verifier)) = row else {
+    let Some((raw, browser_hash, verifier, destination)) = row else {
         return Ok(None);
     };
     conn.execute(
         "UPDATE connect_sessions SET state_hash = NULL, verifier_nonce = NULL,
-            verifier_ciphertext = NULL, verifier_key_id = NULL WHERE id = ?1",
+            verifier_ciphertext = NULL, verifier_key_id = NULL, oauth_destination = NULL
+         WHERE id = ?1",
         [raw.0.id],
     )?;
     Ok(Some(TakenOAuthState {
         session: parse(raw)?,
         browser_hash,
         verifier,
+        destination,
     }))
 }
 
