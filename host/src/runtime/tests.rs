@@ -243,6 +243,30 @@ async fn a_describe_that_panics_fails_the_load_with_its_message() {
     assert!(!error.contains("RUST_BACKTRACE") && error.len() < 300, "{error}");
 }
 
+/// A connector whose `describe()` never returns fails to load at its deadline, saying so; the
+/// slot it held is free again for the next load.
+#[tokio::test]
+async fn a_describe_that_never_returns_fails_the_load_at_its_deadline() {
+    let (runtime, _upstream) = runtime_with(RuntimeLimits {
+        max_instances: 1,
+        describe_timeout: Duration::from_millis(300),
+        ..RuntimeLimits::default()
+    });
+    let bytes = std::fs::read(guests::DESCRIBE_LOOPS).expect("versioned.wasm (describe-loops)");
+    for _ in 0..3 {
+        let error = runtime
+            .load(bytes.clone(), &Policy::default())
+            .await
+            .expect_err("describe loops")
+            .to_string();
+        assert_eq!(
+            error,
+            "describe() failed: it ran past its 300 ms deadline (a loop that never ends?)"
+        );
+    }
+    load(&runtime, guests::VERSIONED_V1).await;
+}
+
 #[tokio::test]
 async fn a_connection_base_url_is_used_only_where_the_policy_allows_it() {
     let (runtime, _upstream) = runtime(4);

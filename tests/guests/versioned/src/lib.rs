@@ -1,6 +1,6 @@
 //! One connector, two builds: v1 and v2 (feature `v2`), which also asks for one more outbound
-//! host. (Feature `describe-panics` breaks it; `plain-http` makes it a bearer-token connector
-//! whose upstream is plain http.) Its `version` endpoint answers with the version without any upstream call.
+//! host. (Feature `describe-panics` breaks it, `describe-loops` makes it never answer; `plain-http`
+//! makes it a bearer-token connector whose upstream is plain http.) Its `version` endpoint answers with the version without any upstream call.
 
 use sluice_sdk::{Auth, Connector, Endpoint, Error, Manifest, Output, Params, export_connector, json};
 
@@ -12,6 +12,11 @@ impl Connector for Versioned {
     fn describe() -> Manifest {
         if cfg!(feature = "describe-panics") {
             panic!("describe broke on purpose");
+        }
+        if cfg!(feature = "describe-loops") {
+            loop {
+                std::hint::spin_loop();
+            }
         }
         let manifest = Manifest::new("versioned", "Versioned", VERSION)
             .endpoint(Endpoint::new("version", "GET", "/version"));
