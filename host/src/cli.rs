@@ -256,8 +256,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .transpose()?;
             checks::check_secret("--secret", &secret).map_err(anyhow::Error::msg)?;
             let vault = open_existing_vault(&store)?;
-            let auth = connector_auth(&integration, &plugins, &vault, &store).await?;
-            checks::check_secret_for(&integration, &auth, "--secret", &secret).map_err(anyhow::Error::msg)?;
+            let address_policy = match allow_private_upstreams {
+                true => AddressPolicy::AllowPrivate,
+                false => AddressPolicy::PublicOnly,
+            };
+            let connector =
+                installed_connector(&integration, &plugins, &vault, &store, address_policy).await?;
+            checks::check_secret_for(&integration, &connector.manifest.auth, "--secret", &secret)
+                .map_err(anyhow::Error::msg)?;
+            // The gateway's policy file is not read here: where it lists `baseUrls`, the base
+            // URL may be fine after all, so this is a warning.
+            if let Some(Err(reason)) = base_url.as_ref().map(|url| connector.check_base_url(url)) {
+                eprintln!(
+                    "warning: {reason}: calls on this connection will be refused with egress_denied \
+                     unless the gateway's policy allows it"
+                );
+            }
             // A second connection for the same owner would make every call that names no
             // connection ambiguous (refused): changing a token is a replacement.
             let selector = ConnectionSelector {
@@ -461,10 +475,10 @@ async fn oauth_apps(command: OAuthAppsCommand) -> anyhow::Result<()> {
             // As the admin API checks: an app for a connector that does not use OAuth 2.0 (or
             // does not exist) would never be used.
             let vault = open_existing_vault(&store)?;
-            if !matches!(
-                connector_auth(&integration, &plugins, &vault, &store).await?,
-                AuthScheme::OAuth2(_)
-            ) {
+            let connector =
+                installed_connector(&integration, &plugins, &vault, &store, AddressPolicy::PublicOnly)
+                    .await?;
+            if !matches!(connector.manifest.auth, AuthScheme::OAuth2(_)) {
                 anyhow::bail!("`{integration}` does not use OAuth 2.0: it takes no OAuth app");
             }
             // The admin API's checks.
@@ -644,16 +658,18 @@ fn connection_base_url(raw: &str, allow_private_upstreams: bool) -> anyhow::Resu
     })
 }
 
-/// How connector `id` authenticates, from its component in `plugins`, loaded as `serve` loads
-/// it (compiled through the gateway's artifact cache, so usually not compiled at all) but only
-/// as far as its manifest. The file named after the connector is tried first: that is the
-/// usual layout, and a directory of large connectors is not read whole to add one credential.
-async fn connector_auth(
+/// Connector `id` from its component in `plugins`, loaded as `serve` loads it (compiled through
+/// the gateway's artifact cache, so usually not compiled at all), under `address_policy` and no
+/// operator policy: for what its manifest says. The file named after the connector is tried
+/// first: that is the usual layout, and a directory of large connectors is not read whole to
+/// add one credential.
+async fn installed_connector(
     id: &str,
     plugins: &std::path::Path,
     vault: &Vault,
     store: &StoreArgs,
-) -> anyhow::Result<AuthScheme> {
+    address_policy: AddressPolicy,
+) -> anyhow::Result<crate::runtime::LoadedConnector> {
     let not_found = || {
         format!(
             "no integration named `{id}` in the plugins directory {}: check the name, or pass the \
@@ -675,9 +691,10 @@ async fn connector_auth(
         // here: one the gateway may have raised for a large connector must not hide it.
         max_instances: 1,
         memory_bytes: 1 << 30,
+        address_policy,
         ..RuntimeLimits::default()
     };
-    let runtime = Runtime::new(limits, Arc::new(HttpUpstream::new(AddressPolicy::PublicOnly)?))?.with_cache(
+    let runtime = Runtime::new(limits, Arc::new(HttpUpstream::new(address_policy)?))?.with_cache(
         ArtifactCache::open(&store.data_dir.join("cache"), vault.derive_key("artifact-cache"))?,
     );
     for path in files {
@@ -688,7 +705,7 @@ async fn connector_auth(
         if let Ok(connector) = runtime.load(bytes, &Policy::default()).await
             && connector.manifest.id == id
         {
-            return Ok(connector.manifest.auth);
+            return Ok(connector);
         }
     }
     anyhow::bail!(not_found())

@@ -138,6 +138,20 @@ pub fn is_allowed(allowlist: &[HostPattern], url: &Url) -> bool {
     allowlist.iter().any(|pattern| pattern.matches(url))
 }
 
+/// Whether `url`'s host is this machine's loopback: `localhost` (or a name under it) or a
+/// loopback address.
+pub fn names_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// The IP literal in `url`'s host, if it is one. The URL parser has already turned decimal,
 /// octal and hex IPv4 spellings (`2130706433`, `0x7f000001`, `0177.0.0.1`) into addresses.
 pub fn ip_literal(url: &Url) -> Option<IpAddr> {

@@ -60,9 +60,25 @@ pub struct ConnectorPolicy {
     /// Origins the connector may reach; must be among those it declared.
     pub allowed_hosts: Option<Vec<String>>,
     /// Origins a connection's own base URL may point to (`*.` wildcards; `[]`: none, every
-    /// connection uses the connector's origin). Unset: any. A call on a connection whose base
-    /// URL is outside them is refused with `egress_denied`.
+    /// connection uses the connector's origin; `["*"]`: any). Unset: the origins the connector
+    /// declared. A call on a connection whose base URL is outside them is refused with
+    /// `egress_denied`.
     pub base_urls: Option<Vec<String>>,
+}
+
+/// What `baseUrls` says for `*`, standing alone: a connection's base URL may be anywhere.
+const ANY_BASE_URL: &str = "*";
+
+/// Where connections' own base URLs may point.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BaseUrlRule {
+    /// The operator said nothing: only to origins the connector declared, so that no API key
+    /// widens where the gateway sends requests.
+    DeclaredOrigins,
+    /// The operator listed these origins.
+    Listed(Vec<HostPattern>),
+    /// The operator lets every key choose (`["*"]`).
+    Any,
 }
 
 impl Policy {
@@ -94,13 +110,20 @@ impl Policy {
                     path.display()
                 );
             }
-            for (field, hosts) in [
-                ("allowedHosts", &connector.allowed_hosts),
-                ("baseUrls", &connector.base_urls),
-            ] {
-                for host in hosts.iter().flatten() {
-                    HostPattern::parse(host).with_context(|| format!("policy for `{id}`, `{field}`"))?;
-                }
+            let base_urls = connector.base_urls.iter().flatten();
+            if base_urls.clone().any(|url| url == ANY_BASE_URL)
+                && connector.base_urls.as_ref().map(Vec::len) != Some(1)
+            {
+                anyhow::bail!("policy for `{id}`, `baseUrls`: `*` (any base URL) stands alone");
+            }
+            let base_urls = base_urls.filter(|url| *url != ANY_BASE_URL);
+            let checked = connector
+                .allowed_hosts
+                .iter()
+                .flatten()
+                .map(|host| ("allowedHosts", host));
+            for (field, host) in checked.chain(base_urls.map(|host| ("baseUrls", host))) {
+                HostPattern::parse(host).with_context(|| format!("policy for `{id}`, `{field}`"))?;
             }
         }
         Ok(policy)
@@ -281,11 +304,15 @@ impl ConnectorPolicy {
         limits
     }
 
-    /// The origins connections' base URLs may point to, if the operator restricted them.
-    pub fn base_url_patterns(&self) -> Option<Vec<HostPattern>> {
-        self.base_urls
-            .as_ref()
-            .map(|hosts| hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect())
+    /// Where connections' base URLs may point.
+    pub fn base_url_rule(&self) -> BaseUrlRule {
+        match &self.base_urls {
+            None => BaseUrlRule::DeclaredOrigins,
+            Some(hosts) if hosts.iter().any(|h| h == ANY_BASE_URL) => BaseUrlRule::Any,
+            Some(hosts) => {
+                BaseUrlRule::Listed(hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect())
+            }
+        }
     }
 
     /// `declared` narrowed to the operator's list; origins the connector did not declare are
@@ -397,6 +424,13 @@ mod tests {
         )?;
         let error = format!("{:#}", Policy::load(&bad_base_url).expect_err("ftp"));
         assert!(error.contains("policy for `github`, `baseUrls`"), "{error}");
+        let any_and_more = dir.path().join("any-and-more.json");
+        std::fs::write(
+            &any_and_more,
+            r#"{"connectors": {"github": {"baseUrls": ["*", "https://ghe.acme.corp"]}}}"#,
+        )?;
+        let error = format!("{:#}", Policy::load(&any_and_more).expect_err("* and more"));
+        assert!(error.contains("`*` (any base URL) stands alone"), "{error}");
         let zero = dir.path().join("zero.json");
         std::fs::write(&zero, r#"{"connectors": {"echo": {"timeoutMs": 0}}}"#)?;
         let error = format!("{:#}", Policy::load(&zero).expect_err("zero"));

@@ -26,7 +26,7 @@ mod tests;
 
 use crate::cache::{ArtifactCache, Origin};
 use crate::egress::{AddressPolicy, HostPattern};
-use crate::policy::Policy;
+use crate::policy::{BaseUrlRule, Policy};
 use crate::upstream::Upstream;
 use bindings::{ConnectorError, Output, WitManifest, upgrade, v0_1, v0_2};
 use futures::future::BoxFuture;
@@ -222,9 +222,9 @@ pub struct LoadedConnector {
     pub limits: Arc<RuntimeLimits>,
     pre: Arc<VersionedPre>,
     default_plan: Arc<EgressPlan>,
-    /// Origins the operator allows connections' base URLs to point to (`None`: any).
-    base_url_patterns: Option<Vec<HostPattern>>,
-    /// Plans around connections' base URLs that passed `base_url_patterns`.
+    /// Where the operator lets connections' base URLs point.
+    base_url_rule: BaseUrlRule,
+    /// Plans around connections' base URLs that passed `base_url_rule`.
     custom_plans: CustomPlans,
     in_flight: Arc<Semaphore>,
     spares: Arc<Spares>,
@@ -246,21 +246,45 @@ impl LoadedConnector {
         Ok(plan)
     }
 
-    /// Whether the operator's policy lists the base URLs this connector's connections may have.
-    pub fn base_urls_restricted(&self) -> bool {
-        self.base_url_patterns.is_some()
+    /// Whether the operator's policy says where this connector's connections' base URLs may
+    /// point (`baseUrls`), rather than leaving them to the connector's declared origins.
+    pub fn base_urls_set_by_operator(&self) -> bool {
+        self.base_url_rule != BaseUrlRule::DeclaredOrigins
     }
 
-    /// Whether the operator's policy lets a connection of this connector point at `base_url`
-    /// (else the reason): checked when a connection gets one, and again on every call.
+    /// Whether a connection of this connector may point at `base_url` (else the reason):
+    /// checked when a connection gets one, and again on every call.
     pub fn check_base_url(&self, base_url: &Url) -> Result<(), String> {
-        match &self.base_url_patterns {
-            Some(allowed) if !crate::egress::is_allowed(allowed, base_url) => Err(format!(
+        let origin = || base_url.origin().ascii_serialization();
+        match &self.base_url_rule {
+            BaseUrlRule::Any => Ok(()),
+            BaseUrlRule::Listed(allowed) if crate::egress::is_allowed(allowed, base_url) => Ok(()),
+            BaseUrlRule::Listed(_) => Err(format!(
                 "the base URL ({}) is not one the operator allows for {}",
-                base_url.origin().ascii_serialization(),
+                origin(),
                 self.manifest.id
             )),
-            _ => Ok(()),
+            // Local development against fakes: the operator let the gateway reach private
+            // upstreams, and a fake's port is new every run.
+            BaseUrlRule::DeclaredOrigins
+                if crate::egress::is_allowed(&self.manifest.allowed_hosts, base_url)
+                    || (self.limits.address_policy == AddressPolicy::AllowPrivate
+                        && crate::egress::names_loopback(base_url)) =>
+            {
+                Ok(())
+            }
+            BaseUrlRule::DeclaredOrigins if crate::egress::names_loopback(base_url) => Err(format!(
+                "the base URL ({}) is on loopback, which connections may name only on a gateway \
+                 run with --allow-private-upstreams (local development against fakes)",
+                origin()
+            )),
+            BaseUrlRule::DeclaredOrigins => Err(format!(
+                "the base URL ({}) is not among the origins {} declares; the operator may allow \
+                 others with `baseUrls` for `{}` in the policy file",
+                origin(),
+                self.manifest.id,
+                self.manifest.id
+            )),
         }
     }
 
@@ -635,7 +659,7 @@ impl Runtime {
             limits,
             pre: Arc::new(pre),
             default_plan,
-            base_url_patterns: connector_policy.base_url_patterns(),
+            base_url_rule: connector_policy.base_url_rule(),
             custom_plans: CustomPlans::default(),
             spares: Arc::default(),
         })

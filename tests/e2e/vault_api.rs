@@ -277,14 +277,34 @@ async fn a_base_url_must_be_https_unless_private_upstreams_are_allowed() {
         )
         .await;
     assert_eq!(session.code(), "bad_request", "{:?}", session.body);
-    let secure = setup
+    // An https origin the connector does not declare needs the operator's word (`baseUrls`):
+    // no API key widens where the gateway sends requests.
+    let undeclared = setup
         .api(
             Method::POST,
             "/v1/vault/connections",
             Some(create("https://github.acme.test/api/v3")),
         )
         .await;
-    assert_eq!(secure.status, 201, "{:?}", secure.body);
+    assert_eq!(
+        (undeclared.status, undeclared.code()),
+        (400, "bad_request"),
+        "{:?}",
+        undeclared.body
+    );
+    let says = undeclared.body["message"].as_str().unwrap_or_default();
+    assert!(
+        says.contains("https://github.acme.test") && says.contains("`baseUrls` for `github`"),
+        "{says}"
+    );
+    let declared = setup
+        .api(
+            Method::POST,
+            "/v1/vault/connections",
+            Some(create("https://api.github.com/v3")),
+        )
+        .await;
+    assert_eq!(declared.status, 201, "{:?}", declared.body);
 }
 
 /// Every field is validated with a message that names it.

@@ -294,6 +294,53 @@ async fn a_connection_base_url_is_used_only_where_the_policy_allows_it() {
     }
     assert!(restricted.plan_for(None).is_ok(), "the connector's own origin");
 
-    let unrestricted = runtime.load(bytes, &Policy::default()).await.expect("load");
-    assert!(unrestricted.plan_for(Some(&url("https://evil.example"))).is_ok());
+    // Without a word from the operator, a connection may only pick among the origins the
+    // connector declared: no API key widens where the gateway sends requests.
+    let unrestricted = runtime
+        .load(bytes.clone(), &Policy::default())
+        .await
+        .expect("load");
+    let refused = unrestricted
+        .plan_for(Some(&url("https://evil.example")))
+        .expect_err("not declared");
+    assert_eq!(
+        refused,
+        "the base URL (https://evil.example) is not among the origins github declares; the operator \
+         may allow others with `baseUrls` for `github` in the policy file"
+    );
+    assert!(
+        unrestricted
+            .plan_for(Some(&url("https://api.github.com/v3")))
+            .is_ok()
+    );
+    // Loopback only where the operator let the gateway reach private upstreams (development).
+    let loopback = unrestricted
+        .plan_for(Some(&url("http://127.0.0.1:9000")))
+        .expect_err("loopback");
+    assert!(loopback.contains("--allow-private-upstreams"), "{loopback}");
+    let (development, _upstream) = runtime_with(RuntimeLimits {
+        address_policy: AddressPolicy::AllowPrivate,
+        ..RuntimeLimits::default()
+    });
+    let local = development
+        .load(bytes.clone(), &Policy::default())
+        .await
+        .expect("load");
+    for loopback in [
+        "http://127.0.0.1:9000",
+        "http://localhost:9000",
+        "http://[::1]:9000",
+    ] {
+        assert!(local.plan_for(Some(&url(loopback))).is_ok(), "{loopback}");
+    }
+    for elsewhere in ["http://10.0.0.7:9000", "https://evil.example"] {
+        assert!(local.plan_for(Some(&url(elsewhere))).is_err(), "{elsewhere}");
+    }
+    // `*` lets every key choose.
+    let open: Policy = serde_json::from_value(serde_json::json!({
+        "connectors": {"github": {"baseUrls": ["*"]}}
+    }))
+    .expect("policy");
+    let open = runtime.load(bytes, &open).await.expect("load");
+    assert!(open.plan_for(Some(&url("https://evil.example"))).is_ok());
 }

@@ -80,7 +80,7 @@ pub(super) async fn create_session(
     // An OAuth sign-in hands the user's tokens to whatever base URL the session names, and the
     // app choosing it is not the user: only where the operator lists the allowed ones.
     let oauth = matches!(connector.manifest.auth, AuthScheme::OAuth2(_));
-    if body.base_url.is_some() && oauth && !connector.base_urls_restricted() {
+    if body.base_url.is_some() && oauth && !connector.base_urls_set_by_operator() {
         return Err(ApiError::BadRequest(format!(
             "`baseUrl`: a {} sign-in's tokens go to the connection's base URL, so a session may \
              choose one only among those the operator allows (`baseUrls` for `{}` in the policy file)",

@@ -59,9 +59,14 @@ impl Gateway {
         let runtime =
             Arc::new(Runtime::new(RuntimeLimits::default(), Arc::new(NoUpstream)).expect("runtime"));
         let registry = Arc::new(Registry::default());
+        // The documented connection fields include a base URL of the operator's choosing.
+        let policy: Policy = serde_json::from_value(json!({
+            "connectors": {"github": {"baseUrls": ["https://github.acme.test"]}}
+        }))
+        .expect("policy");
         for component in [guests::ECHO, guests::GITHUB, guests::GMAIL] {
             let bytes = std::fs::read(component).expect("component file");
-            let loaded = runtime.load(bytes, &Policy::default()).await.expect("load");
+            let loaded = runtime.load(bytes, &policy).await.expect("load");
             registry.insert(loaded);
         }
         let vault = Vault::open(
