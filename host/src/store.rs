@@ -27,7 +27,7 @@
 
 mod sqlite;
 
-pub use sqlite::{SqliteStore, passes_by_itself, worth_retrying};
+pub use sqlite::{SqliteStore, held_by_another_process, passes_by_itself, worth_retrying};
 
 use crate::vault::api_keys::{ApiKey, Environment, KeyOptions};
 use crate::vault::connect_sessions::{ConnectSession, NewSession};
@@ -250,6 +250,14 @@ pub trait Store: Send + Sync + 'static {
     /// Mark connection `id` `failed`: its credential no longer works. Returns whether it was
     /// not failed before.
     fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<bool>;
+
+    /// Take connection `id`'s refresh lease until `until`, unless another holder's lasts past
+    /// `now`; returns whether it was taken. Gateways sharing the store refresh a connection one
+    /// at a time.
+    fn take_refresh_lease(&self, id: i64, now: i64, until: i64) -> anyhow::Result<bool>;
+
+    /// Give connection `id`'s refresh lease up.
+    fn release_refresh_lease(&self, id: i64) -> anyhow::Result<()>;
 
     /// Mark connection `id` `failed` and give it the sealed secret `sealed`, in one write,
     /// unless its secret is no longer the one sealed as `previous_ciphertext`. Returns whether

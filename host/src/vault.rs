@@ -76,14 +76,17 @@ impl Vault {
     /// Refuses a database written by a newer binary, and a database that holds encrypted
     /// secrets when the master key is missing or different.
     pub fn open(path: &Path, key_source: &KeySource) -> anyhow::Result<Self> {
-        // SQLite's own words ("file is not a database", "unable to open database file") name
-        // neither the file nor what to look at.
-        let store = SqliteStore::open(path).with_context(|| {
-            format!(
-                "opening the database {} (check that the file is a Sluice database, not damaged, \
-                 and that its directory is writable by this user)",
-                path.display()
-            )
+        // SQLite's own words ("file is not a database", "unable to open database file",
+        // "database is locked") name neither the file nor what to look at.
+        let store = SqliteStore::open(path).map_err(|error| {
+            let hint = if crate::store::held_by_another_process(&error) {
+                "another process held it for longer than 5 s: a backup, or another gateway \
+                 upgrading it; try again"
+            } else {
+                "check that the file is a Sluice database, not damaged, and that its directory is \
+                 writable by this user"
+            };
+            error.context(format!("opening the database {} ({hint})", path.display()))
         })?;
         Self::with_store(Arc::new(store), key_source)
     }

@@ -77,6 +77,11 @@ impl TokenEndpoint {
         }
     }
 
+    /// The longest one token request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Exchange an authorization code (with its PKCE verifier) for tokens.
     pub async fn exchange_code(
         &self,

@@ -10,6 +10,10 @@
 //! Once a caller holds the lock, its refresh runs in a task of its own: a provider that
 //! accepted the refresh token may have rotated it, and the new one must be stored even if
 //! every caller waiting for it went away meanwhile — else the connection is broken for good.
+//!
+//! Gateways sharing one database do the same between them with a lease in the database: the
+//! gateway holding a connection's lease refreshes it, the others wait for its tokens (or for
+//! the lease to run out, should that gateway have stopped).
 
 use super::client::{TokenEndpoint, TokenError};
 use super::{ClientError, OAuthClient};
@@ -76,6 +80,12 @@ fn refresh_due(expires_at: i64, stored_at: i64, now: i64, margin: i64) -> bool {
     };
     expires_at - now <= margin
 }
+
+/// How much longer than one token request a refresh lease lasts.
+const LEASE_SPARE_SECONDS: i64 = 5;
+
+/// How often a gateway waiting for another's refresh looks for its tokens.
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn internal(step: &str, error: &anyhow::Error) -> RefreshError {
     tracing::error!(error = %format!("{error:#}"), "{step} failed during an OAuth refresh");
@@ -182,32 +192,80 @@ impl TokenRefresher {
         record: &ConnectionRecord,
         trigger: Trigger,
     ) -> Result<TokenSet, RefreshError> {
-        let id = record.id;
-        let (current, tokens) = self
+        // The lease outlives the token request, so that it never ends while this gateway
+        // still waits for the provider's answer.
+        let lease_seconds = self.endpoint.timeout().as_secs() as i64 + LEASE_SPARE_SECONDS;
+        let waiting_since = std::time::Instant::now();
+        let (current, tokens, refresh_token) = loop {
+            let id = record.id;
+            let (current, tokens) = self
+                .vault
+                .run(move |vault| {
+                    let current = vault
+                        .connection_by_id(id)?
+                        .context("the connection was deleted")?;
+                    let tokens = vault.tokens(&current)?;
+                    Ok((current, tokens))
+                })
+                .await
+                .map_err(|e| internal("reading the connection's tokens", &e))?;
+            // Someone else may have refreshed while this caller waited for the lock or lease.
+            let already_fresh = match &trigger {
+                Trigger::Rejected(stale) => tokens.access_token != *stale,
+                Trigger::Expiring => !self.is_expiring(&current, crate::vault::now()),
+            };
+            if already_fresh {
+                return Ok(tokens);
+            }
+            // (A refresh another gateway saw refused dropped the refresh token.)
+            let Some(refresh_token) = tokens.refresh_token.clone() else {
+                self.mark_failed(current).await;
+                return Err(RefreshError::Revoked(
+                    "the access token is no longer valid and there is no refresh token".into(),
+                ));
+            };
+            let leased = current.clone();
+            let taken = self
+                .vault
+                .run(move |vault| vault.take_refresh_lease(&leased, lease_seconds))
+                .await
+                .map_err(|e| internal("taking the refresh lease", &e))?;
+            if taken {
+                break (current, tokens, refresh_token);
+            }
+            // Another gateway on this database is refreshing the connection. Its lease began
+            // before this wait did, so it has ended by now unless a third gateway took it.
+            if waiting_since.elapsed().as_secs() as i64 > lease_seconds {
+                return Err(RefreshError::Unavailable(
+                    "another gateway has been refreshing this connection's tokens for too long".into(),
+                ));
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        };
+        let outcome = self
+            .refresh_with_lease(integration, declared, &current, tokens, &refresh_token)
+            .await;
+        let leased = current.clone();
+        if let Err(error) = self
             .vault
-            .run(move |vault| {
-                let current = vault
-                    .connection_by_id(id)?
-                    .context("the connection was deleted")?;
-                let tokens = vault.tokens(&current)?;
-                Ok((current, tokens))
-            })
+            .run(move |vault| vault.release_refresh_lease(&leased))
             .await
-            .map_err(|e| internal("reading the connection's tokens", &e))?;
-        // Someone else may have refreshed while this caller waited for the lock.
-        let already_fresh = match &trigger {
-            Trigger::Rejected(stale) => tokens.access_token != *stale,
-            Trigger::Expiring => !self.is_expiring(&current, crate::vault::now()),
-        };
-        if already_fresh {
-            return Ok(tokens);
+        {
+            // It runs out by itself.
+            tracing::warn!(connection = %current.key, error = %format!("{error:#}"), "could not release the refresh lease");
         }
-        let Some(refresh_token) = tokens.refresh_token.clone() else {
-            self.mark_failed(current).await;
-            return Err(RefreshError::Revoked(
-                "the access token is no longer valid and there is no refresh token".into(),
-            ));
-        };
+        outcome
+    }
+
+    /// Refresh `current`'s `tokens` with `refresh_token`, holding the connection's lease.
+    async fn refresh_with_lease(
+        &self,
+        integration: &str,
+        declared: &OAuth2Config,
+        current: &ConnectionRecord,
+        tokens: TokenSet,
+        refresh_token: &str,
+    ) -> Result<TokenSet, RefreshError> {
         let vault = self.vault.clone();
         let (name, config) = (integration.to_owned(), declared.clone());
         let client = self
@@ -221,7 +279,7 @@ impl TokenRefresher {
                 other => RefreshError::Unavailable(other.to_string()),
             })?;
 
-        let outcome = self.endpoint.refresh(&client, &refresh_token).await;
+        let outcome = self.endpoint.refresh(&client, refresh_token).await;
         let label = match &outcome {
             Ok(_) => "ok",
             Err(TokenError::Rejected(_)) => "rejected",
@@ -388,6 +446,8 @@ mod tests {
     /// A token endpoint that rotates the refresh token, answering only once the test lets it.
     #[derive(Default)]
     struct HeldProvider {
+        /// Token requests received.
+        requests: std::sync::atomic::AtomicUsize,
         /// Notified when a token request arrives.
         arrived: Notify,
         /// Lets the answer go.
@@ -400,6 +460,7 @@ mod tests {
             _request: UpstreamRequest,
         ) -> futures::future::BoxFuture<'_, Result<UpstreamResponse, UpstreamError>> {
             Box::pin(async move {
+                self.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 self.arrived.notify_one();
                 self.release.notified().await;
                 let mut headers = http::HeaderMap::new();
@@ -416,10 +477,38 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_refresh_whose_caller_went_away_still_stores_the_rotated_tokens() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let vault = Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))?;
+    /// A vault on `dir`'s database, as one gateway opens it.
+    fn vault_in(dir: &tempfile::TempDir) -> anyhow::Result<Vault> {
+        Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))
+    }
+
+    /// A refresher on `vault` whose token requests go to `provider`.
+    fn refresher(vault: &Vault, provider: &Arc<HeldProvider>, tasks: &TaskTracker) -> Arc<TokenRefresher> {
+        let endpoint = TokenEndpoint::new(
+            provider.clone(),
+            crate::egress::AddressPolicy::PublicOnly,
+            Duration::from_secs(5),
+        );
+        Arc::new(TokenRefresher::new(
+            vault.clone(),
+            endpoint,
+            300,
+            Arc::default(),
+            tasks.clone(),
+        ))
+    }
+
+    fn declared() -> OAuth2Config {
+        OAuth2Config {
+            authorize_url: "https://accounts.example.com/auth".into(),
+            token_url: "https://oauth.example.com/token".into(),
+            scopes: Vec::new(),
+            authorize_params: Vec::new(),
+        }
+    }
+
+    /// An OAuth app for Gmail and a connection holding `at-1` / `rt-1`.
+    fn gmail_connection(vault: &Vault) -> anyhow::Result<ConnectionRecord> {
         vault.put_oauth_app(&NewOAuthApp {
             platform: "gmail".into(),
             client_id: "id".into(),
@@ -433,34 +522,25 @@ mod tests {
             scope: None,
             refresh_refused: None,
         };
-        let record = vault.add_connection(
+        Ok(vault.add_connection(
             &NewConnection {
                 platform: "gmail".into(),
                 secret: tokens.to_secret(),
                 ..NewConnection::default()
             },
             None,
-        )??;
+        )??)
+    }
+
+    #[tokio::test]
+    async fn a_refresh_whose_caller_went_away_still_stores_the_rotated_tokens() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vault = vault_in(&dir)?;
+        let record = gmail_connection(&vault)?;
         let provider = Arc::new(HeldProvider::default());
-        let endpoint = TokenEndpoint::new(
-            provider.clone(),
-            crate::egress::AddressPolicy::PublicOnly,
-            Duration::from_secs(5),
-        );
         let tasks = TaskTracker::new();
-        let refresher = Arc::new(TokenRefresher::new(
-            vault.clone(),
-            endpoint,
-            300,
-            Arc::default(),
-            tasks.clone(),
-        ));
-        let declared = OAuth2Config {
-            authorize_url: "https://accounts.example.com/auth".into(),
-            token_url: "https://oauth.example.com/token".into(),
-            scopes: Vec::new(),
-            authorize_params: Vec::new(),
-        };
+        let refresher = refresher(&vault, &provider, &tasks);
+        let declared = declared();
 
         // The caller goes away once the provider holds the refresh token.
         let caller = refresher.refresh("gmail", &declared, &record, Trigger::Rejected("at-1".into()));
@@ -482,6 +562,44 @@ mod tests {
             refresher.locks.lock().expect("locks").is_empty(),
             "the lock is forgotten"
         );
+        Ok(())
+    }
+
+    /// Two gateways on one database, each asked to refresh the same connection: one token
+    /// request between them (a provider rotating refresh tokens would refuse the second use of
+    /// `rt-1`, or revoke everything), and both get the new tokens.
+    #[tokio::test]
+    async fn gateways_sharing_a_database_refresh_a_connection_once() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (first_vault, second_vault) = (vault_in(&dir)?, vault_in(&dir)?);
+        let record = gmail_connection(&first_vault)?;
+        let provider = Arc::new(HeldProvider::default());
+        let tasks = TaskTracker::new();
+        let first = refresher(&first_vault, &provider, &tasks);
+        let second = refresher(&second_vault, &provider, &tasks);
+        let rejected = || Trigger::Rejected("at-1".into());
+
+        let first_call = {
+            let (first, record) = (first.clone(), record.clone());
+            tokio::spawn(async move { first.refresh("gmail", &declared(), &record, rejected()).await })
+        };
+        provider.arrived.notified().await;
+        let second_call = {
+            let (second, record) = (second.clone(), record.clone());
+            tokio::spawn(async move { second.refresh("gmail", &declared(), &record, rejected()).await })
+        };
+        // The second gateway waits for the first one's lease rather than sending `rt-1` again.
+        tokio::time::sleep(LEASE_POLL * 4).await;
+        assert_eq!(provider.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+        provider.release.notify_one();
+        for call in [first_call, second_call] {
+            let tokens = tokio::time::timeout(Duration::from_secs(10), call).await??;
+            assert_eq!(tokens.expect("refreshed").access_token, "at-2");
+        }
+        assert_eq!(provider.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The lease was given back: the next refresh may take it at once.
+        assert!(second_vault.take_refresh_lease(&record, 10)?);
+        assert!(!first_vault.take_refresh_lease(&record, 10)?, "held by the other");
         Ok(())
     }
 

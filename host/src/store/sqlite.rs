@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 12;
+const SCHEMA_VERSION: i64 = 13;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -210,6 +210,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE connect_sessions ADD COLUMN oauth_destination TEXT;
 "#,
+    // Which gateway is refreshing a connection's OAuth tokens, until when: gateways sharing
+    // the database refresh a connection one at a time (a provider that rotates refresh tokens
+    // refuses, or revokes everything on, a second use of the same one). No triggers: a lease
+    // changes no credential.
+    r#"
+    CREATE TABLE refresh_leases (
+        connection_id INTEGER PRIMARY KEY REFERENCES connections(id) ON DELETE CASCADE,
+        held_until    INTEGER NOT NULL
+    );
+"#,
 ];
 
 /// Reader connections; reads never wait for the writer in WAL mode.
@@ -303,12 +313,16 @@ fn is_storage_failure(error: &anyhow::Error) -> bool {
 /// failing, or another process holding the database longer than the busy timeout. (What was
 /// written being refused — a constraint, a value too big — would fail again.)
 pub fn worth_retrying(error: &anyhow::Error) -> bool {
+    is_storage_failure(error) || held_by_another_process(error)
+}
+
+/// Whether `error` says another connection held the database longer than the busy timeout.
+pub fn held_by_another_process(error: &anyhow::Error) -> bool {
     use rusqlite::ffi::ErrorCode;
-    is_storage_failure(error)
-        || matches!(
-            sqlite_code(error),
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-        )
+    matches!(
+        sqlite_code(error),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Whether `error` is a failure of the database that passes without anyone changing the
@@ -385,14 +399,22 @@ impl Store for SqliteStore {
         // `VACUUM INTO` writes one transaction's snapshot, WAL included, into a fresh file
         // that must not exist yet (an empty one is allowed: it is made private first).
         new_private_file(destination).with_context(|| format!("creating {}", destination.display()))?;
-        let target = destination
+        let written = destination
             .to_str()
-            .ok_or_else(|| anyhow::anyhow!("{} is not a UTF-8 path", destination.display()))?;
-        // A connection of its own: the readers are read-only, which covers the file written
-        // too, and the writer's lock would hold up the vault's writes while the copy is made.
-        open_connection(&self.path)?
-            .execute("VACUUM INTO ?1", [target])
-            .with_context(|| format!("writing the backup to {}", destination.display()))?;
+            .ok_or_else(|| anyhow::anyhow!("{} is not a UTF-8 path", destination.display()))
+            .and_then(|target| {
+                // A connection of its own: the readers are read-only, which covers the file
+                // written too, and the writer's lock would hold up the vault's writes while the
+                // copy is made.
+                open_connection(&self.path)?
+                    .execute("VACUUM INTO ?1", [target])
+                    .with_context(|| format!("writing the backup to {}", destination.display()))
+            });
+        if let Err(error) = written {
+            // A backup that failed (a full disk) must not be left to look like one.
+            let _ = std::fs::remove_file(destination);
+            return Err(error);
+        }
         Ok(())
     }
 
@@ -554,6 +576,25 @@ impl Store for SqliteStore {
 
     fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<bool> {
         self.write(|tx| connections::mark_failed(tx, id, at))
+    }
+
+    fn take_refresh_lease(&self, id: i64, now: i64, until: i64) -> anyhow::Result<bool> {
+        self.write(|tx| {
+            let taken = tx.execute(
+                "INSERT INTO refresh_leases (connection_id, held_until) VALUES (?1, ?3)
+                 ON CONFLICT (connection_id) DO UPDATE SET held_until = excluded.held_until
+                 WHERE refresh_leases.held_until <= ?2",
+                rusqlite::params![id, now, until],
+            )?;
+            Ok(taken == 1)
+        })
+    }
+
+    fn release_refresh_lease(&self, id: i64) -> anyhow::Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM refresh_leases WHERE connection_id = ?1", [id])?;
+            Ok(())
+        })
     }
 
     fn connections_sealed_with_other_keys(
@@ -824,7 +865,11 @@ fn open_reader(path: &Path) -> anyhow::Result<Connection> {
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    // Several gateways may start on one database at once (a rolling upgrade): the version is
+    // read and every migration applied in one write transaction, so that one of them upgrades
+    // the schema, all or nothing, and the others find it done.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         bail!(
             "the database {} has schema version {version}, newer than this binary supports \
@@ -832,13 +877,15 @@ fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
             path.display()
         );
     }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)
             .with_context(|| format!("migrating the database from version {from}"))?;
-        tx.pragma_update(None, "user_version", from as i64 + 1)?;
-        tx.commit()?;
     }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -1058,6 +1105,56 @@ mod tests {
         lock(&store.log_writer)?.pragma_update(None, "max_page_count", 1 << 30)?;
         store.insert_request_logs(&rows)?;
         store.check_writable()?;
+        Ok(())
+    }
+
+    /// A backup that cannot be written leaves no file behind that would pass for one.
+    #[test]
+    fn a_failed_backup_leaves_no_file() -> anyhow::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("sluice.db"))?;
+        // SQLite takes only UTF-8 paths: the copy fails once the file is made.
+        let destination = dir.path().join(std::ffi::OsStr::from_bytes(b"backup-\xff.db"));
+        let error = store.back_up(&destination).expect_err("not UTF-8");
+        assert!(error.to_string().contains("is not a UTF-8 path"), "{error}");
+        assert!(!destination.exists(), "the failed backup's file is gone");
+        store.back_up(&dir.path().join("backup.db"))?;
+        assert!(dir.path().join("backup.db").metadata()?.len() > 0);
+        Ok(())
+    }
+
+    /// Gateways starting together on one database (a rolling upgrade) upgrade it once between
+    /// them; none fails on the work another has done.
+    #[test]
+    fn gateways_opening_one_database_at_once_migrate_it_once() -> anyhow::Result<()> {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir()?;
+            let db = dir.path().join("sluice.db");
+            {
+                let conn = Connection::open(&db)?;
+                conn.execute_batch(MIGRATIONS[0])?;
+                conn.pragma_update(None, "user_version", 1)?;
+            }
+            let start = std::sync::Barrier::new(4);
+            std::thread::scope(|scope| {
+                let opened: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            SqliteStore::open(&db).map(drop)
+                        })
+                    })
+                    .collect();
+                for open in opened {
+                    open.join().expect("no panic")?;
+                }
+                anyhow::Ok(())
+            })?;
+            let version: i64 =
+                Connection::open(&db)?.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            assert_eq!(version, SCHEMA_VERSION);
+        }
         Ok(())
     }
 

@@ -453,6 +453,19 @@ impl Vault {
         })
     }
 
+    /// Take the lease on refreshing `record`'s tokens for `seconds`, unless another gateway
+    /// holds it; returns whether this one has it now.
+    pub fn take_refresh_lease(&self, record: &ConnectionRecord, seconds: i64) -> anyhow::Result<bool> {
+        // Not `write`: a lease changes no credential, so caches need not look again.
+        let at = now();
+        self.store.take_refresh_lease(record.id, at, at + seconds)
+    }
+
+    /// Give up the lease on refreshing `record`'s tokens.
+    pub fn release_refresh_lease(&self, record: &ConnectionRecord) -> anyhow::Result<()> {
+        self.store.release_refresh_lease(record.id)
+    }
+
     /// The connection with row id `id`, whatever its environment (for the token refresher).
     pub fn connection_by_id(&self, id: i64) -> anyhow::Result<Option<ConnectionRecord>> {
         self.store.connection_by_id(id)
