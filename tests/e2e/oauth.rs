@@ -939,6 +939,54 @@ async fn a_rejected_token_is_refreshed_once_and_the_call_retried() {
     setup.assert_no_secret_logged();
 }
 
+/// A passthrough request without a body is refreshed and retried once after a 401, as an
+/// action's is; one with a body (which streamed through and cannot be sent again) gets the 401.
+#[tokio::test]
+async fn a_passthrough_without_a_body_is_retried_after_a_refresh() {
+    let setup = OAuthSetup::new(&[]).await;
+    let key = setup.connect("gina").await;
+    let passthrough = |method: Method, body: Option<&'static str>| {
+        let mut request = setup
+            .client
+            .request(
+                method,
+                format!("{}/v1/passthrough/gmail/v1/users/me/labels", setup.gateway.url),
+            )
+            .bearer_auth(&setup.key)
+            .header("x-sluice-connection-key", &key);
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        async { request.send().await.expect("passthrough") }
+    };
+    let labels_requests = || {
+        setup
+            .upstream
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/gmail/v1/users/me/labels")
+            .count()
+    };
+
+    setup.revoke_access_tokens(RefreshMode::Grant);
+    let before = labels_requests();
+    let answer = passthrough(Method::GET, None).await;
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    assert_eq!(setup.google.lock().expect("state").refresh_calls, 1);
+    assert_eq!(
+        labels_requests() - before,
+        2,
+        "one rejected request and one retry"
+    );
+
+    setup.revoke_access_tokens(RefreshMode::Grant);
+    let before = labels_requests();
+    let answer = passthrough(Method::POST, Some(r#"{"name":"x"}"#)).await;
+    assert_eq!(answer.status(), 401, "the upstream's answer, as it came");
+    assert_eq!(labels_requests() - before, 1, "a streamed body is not sent twice");
+    setup.assert_no_secret_logged();
+}
+
 #[tokio::test]
 async fn a_refused_refresh_fails_the_connection_and_offers_a_reconnect_link() {
     let setup = OAuthSetup::new(&[]).await;

@@ -19,6 +19,7 @@ use super::{AppState, Transaction};
 use crate::error::{ActionUrl, ApiError};
 use crate::runtime::CallContext;
 use crate::runtime::bindings::Header;
+use crate::runtime::manifest::AuthScheme;
 use crate::upstream::UpstreamError;
 use crate::vault::logs::RequestLog;
 use axum::body::{Body, Bytes};
@@ -29,6 +30,7 @@ use axum::routing::any;
 use axum::{Extension, Router};
 use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -266,6 +268,28 @@ impl BodyProgress {
     }
 }
 
+/// `query` (raw, still percent-encoded) without the pairs named `param`, the rest as it was.
+fn without_param<'a>(query: &'a str, param: Option<&str>) -> Cow<'a, str> {
+    let Some(param) = param else {
+        return Cow::Borrowed(query);
+    };
+    let named_param = |pair: &str| {
+        url::form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .is_some_and(|(name, _)| name == param)
+    };
+    if !query.split('&').any(named_param) {
+        return Cow::Borrowed(query);
+    }
+    Cow::Owned(
+        query
+            .split('&')
+            .filter(|pair| !named_param(pair))
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
+}
+
 /// The caller's `Content-Length`, if it is a number.
 fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
@@ -381,9 +405,19 @@ async fn run(
             "the passthrough path must not start with `//`".into(),
         ));
     }
-    let url = match uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_owned(),
+    // The credential's own header and query parameter are the gateway's: a caller's are
+    // dropped, as its `Authorization` is (a connector sending them is refused instead).
+    let credential_header = match &connector.manifest.auth {
+        AuthScheme::Header(name) => Some(name),
+        _ => None,
+    };
+    let credential_param = match &connector.manifest.auth {
+        AuthScheme::Query(param) => Some(param.as_str()),
+        _ => None,
+    };
+    let url = match uri.query().map(|query| without_param(query, credential_param)) {
+        Some(query) if !query.is_empty() => format!("{path}?{query}"),
+        _ => path.to_owned(),
     };
     // Headers the caller's `Connection` names are hop-by-hop for this hop only (RFC 9110
     // §7.6.1): a proxy does not pass them on.
@@ -397,7 +431,7 @@ async fn run(
     };
     let forwarded: Vec<Header> = headers
         .iter()
-        .filter(|(name, _)| forwardable(name) && !hop_by_hop(name))
+        .filter(|(name, _)| forwardable(name) && !hop_by_hop(name) && Some(*name) != credential_header)
         .filter_map(|(name, value)| {
             Some(Header {
                 name: name.as_str().to_owned(),
@@ -416,8 +450,12 @@ async fn run(
         ..CallContext::default()
     };
     super::connection::attach_credential(app, &connector.manifest, &record, credential, &mut context).await?;
-    // A streamed request body cannot be replayed, so passthrough gets proactive refresh only.
-    context.renewal = None;
+    // A streamed request body cannot be replayed: a passthrough that sends one gets the
+    // proactive refresh only; one without a body is refreshed and retried once after a 401,
+    // as an action's request is.
+    if progress.expected {
+        context.renewal = None;
+    }
     let upstream_body = progress
         .expected
         .then(|| capped_body(body, declared, limit, progress.clone()));
@@ -600,6 +638,17 @@ mod tests {
 
         // No body at all: whole from the start.
         assert!(BodyProgress::new(false).whole.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn the_credentials_query_parameter_is_dropped_from_the_callers_query() {
+        assert_eq!(without_param("a=1&b=2", None), "a=1&b=2");
+        assert_eq!(without_param("a=1&b=2", Some("api_key")), "a=1&b=2");
+        assert_eq!(
+            without_param("api_key=mine&a=%2F&api%5Fkey=x&api_key", Some("api_key")),
+            "a=%2F"
+        );
+        assert_eq!(without_param("api_key=mine", Some("api_key")), "");
     }
 
     #[tokio::test]

@@ -236,6 +236,11 @@ impl CallState {
 
         let url = self.resolve_url(&request.url)?;
         self.check_destination(&url)?;
+        if let Some(param) = self.credential_query_param()
+            && url.query_pairs().any(|(name, _)| name == param)
+        {
+            return Err(denied(format!("query parameter `{param}` is set by the gateway")));
+        }
 
         let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
         for Header { name, value } in request.headers {
@@ -418,6 +423,14 @@ impl CallState {
 
     fn is_credential_header(&self, name: &HeaderName) -> bool {
         matches!(&self.auth, Some(AuthScheme::Header(own)) if own == name)
+    }
+
+    /// The query parameter the credential travels in, if it does.
+    fn credential_query_param(&self) -> Option<&str> {
+        match &self.auth {
+            Some(AuthScheme::Query(param)) => Some(param),
+            _ => None,
+        }
     }
 
     /// Add the credential, but only for the credential's own origin. Returns whether it did.
@@ -613,17 +626,27 @@ impl CallState {
         ),
         HttpError,
     > {
-        self.count_request()?;
         let prepared = self.prepare(request)?;
-        let (request, with_credential) = self.finalize(&prepared)?;
-        let response = self
-            .upstream
-            .send_streaming(request, body)
-            .await
-            .map_err(upstream_error)?;
-        if with_credential {
-            self.credential_status = Some(response.status);
-        }
+        // A body streams through once; without one, a rejected credential is renewed and the
+        // request sent again, once, as a connector's is.
+        let replayable = body.is_none();
+        let mut body = body;
+        let response = loop {
+            self.count_request()?;
+            let (request, with_credential) = self.finalize(&prepared)?;
+            let response = self
+                .upstream
+                .send_streaming(request, body.take())
+                .await
+                .map_err(upstream_error)?;
+            if with_credential {
+                self.credential_status = Some(response.status);
+                if response.status == 401 && replayable && self.renew_credential().await {
+                    continue;
+                }
+            }
+            break response;
+        };
         let secrets = self.secret_forms();
         let headers = response
             .headers
@@ -806,8 +829,49 @@ pub(crate) mod tests {
         }
     }
 
+    /// An API at `api.example.com` that redirects every request to `uploads.example.com`,
+    /// which answers; records what it was sent (URL and headers).
+    #[derive(Default)]
+    struct RedirectingToUploads {
+        sent: std::sync::Mutex<Vec<(Url, HeaderMap)>>,
+    }
+
+    impl Upstream for RedirectingToUploads {
+        fn send(
+            &self,
+            request: UpstreamRequest,
+        ) -> futures::future::BoxFuture<'_, Result<crate::upstream::UpstreamResponse, UpstreamError>>
+        {
+            let to_api = request.url.host_str() == Some("api.example.com");
+            self.sent
+                .lock()
+                .expect("sent")
+                .push((request.url, request.headers));
+            let mut headers = HeaderMap::new();
+            if to_api {
+                headers.insert(
+                    http::header::LOCATION,
+                    HeaderValue::from_static("https://uploads.example.com/file?a=1"),
+                );
+            }
+            let status = if to_api { 302 } else { 200 };
+            Box::pin(async move {
+                Ok(crate::upstream::UpstreamResponse {
+                    status,
+                    headers,
+                    body: Bytes::new(),
+                })
+            })
+        }
+    }
+
     /// A call with the credential `s3cret-token` and the default limits.
     pub(crate) fn call_state(auth: AuthScheme) -> CallState {
+        call_state_with(auth, Arc::new(Unreachable))
+    }
+
+    /// The same, sending through `upstream`.
+    fn call_state_with(auth: AuthScheme, upstream: Arc<dyn Upstream>) -> CallState {
         let api = crate::egress::HostPattern::parse("https://api.example.com").expect("pattern");
         let uploads = crate::egress::HostPattern::parse("https://uploads.example.com").expect("pattern");
         let plan = EgressPlan {
@@ -824,10 +888,87 @@ pub(crate) mod tests {
             "test",
             context,
             Arc::new(plan),
-            Arc::new(Unreachable),
+            upstream,
             Arc::new(RuntimeLimits::default()),
             Some(auth),
         )
+    }
+
+    /// Each scheme puts the credential where it says, with its value, on the credential's
+    /// origin; a redirect to another allowed origin gets none of it, in any form.
+    #[tokio::test]
+    async fn the_credential_goes_where_its_scheme_says_and_not_past_a_redirect() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode("s3cret-token");
+        let bearer = ("authorization", "Bearer s3cret-token".to_owned());
+        let basic = ("authorization", format!("Basic {encoded}"));
+        let header = ("x-api-key", "s3cret-token".to_owned());
+        for (auth, expected_header) in [
+            (AuthScheme::Bearer, Some(bearer)),
+            (AuthScheme::Basic, Some(basic)),
+            (
+                AuthScheme::Header(HeaderName::from_static("x-api-key")),
+                Some(header),
+            ),
+            (AuthScheme::Query("api_key".into()), None),
+        ] {
+            let upstream = Arc::new(RedirectingToUploads::default());
+            let mut call = call_state_with(auth.clone(), upstream.clone());
+            let prepared = call.prepare(request("/x", &[])).expect("prepared");
+            let answer = call.send_following_redirects(prepared).await.expect("sent");
+            assert_eq!(answer.status, 200, "{auth:?}");
+            let sent = upstream.sent.lock().expect("sent").clone();
+            let [(api_url, api_headers), (uploads_url, uploads_headers)] = sent.as_slice() else {
+                panic!("{auth:?}: two hops, got {sent:?}");
+            };
+            match &expected_header {
+                Some((name, value)) => {
+                    assert_eq!(api_headers[*name], value.as_str(), "{auth:?}");
+                    assert_eq!(api_url.query(), None, "{auth:?}");
+                }
+                None => assert_eq!(api_url.query(), Some("api_key=s3cret-token"), "{auth:?}"),
+            }
+            assert_eq!(
+                uploads_url.as_str(),
+                "https://uploads.example.com/file?a=1",
+                "{auth:?}"
+            );
+            let leaked = uploads_headers.iter().any(|(_, value)| {
+                value
+                    .to_str()
+                    .is_ok_and(|v| v.contains("s3cret") || v.contains(&encoded))
+            });
+            assert!(!leaked, "{auth:?}: {uploads_headers:?}");
+            assert!(
+                uploads_headers.get("authorization").is_none() && uploads_headers.get("x-api-key").is_none()
+            );
+        }
+    }
+
+    #[test]
+    fn a_connector_sends_at_most_the_headers_its_limits_allow() {
+        let call = call_state(AuthScheme::Bearer);
+        let limits = RuntimeLimits::default();
+        let many: Vec<(String, String)> = (0..=limits.max_request_headers)
+            .map(|i| (format!("x-h{i}"), "v".to_owned()))
+            .collect();
+        fn as_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+        }
+        let too_many = call.prepare(request("/x", &as_refs(&many)));
+        assert!(
+            matches!(&too_many, Err(HttpError::TooLarge(why)) if why.starts_with("more than")),
+            "{too_many:?}"
+        );
+        assert!(
+            call.prepare(request("/x", &as_refs(&many[1..]))).is_ok(),
+            "exactly the most"
+        );
+        let big = vec![("x-big".to_owned(), "v".repeat(limits.max_header_bytes))];
+        let too_big = call.prepare(request("/x", &as_refs(&big)));
+        assert!(
+            matches!(&too_big, Err(HttpError::TooLarge(why)) if why.starts_with("request headers larger")),
+            "{too_big:?}"
+        );
     }
 
     fn request(url: &str, headers: &[(&str, &str)]) -> Request {
@@ -930,11 +1071,19 @@ pub(crate) mod tests {
     #[test]
     fn query_and_header_credentials_cannot_be_shadowed_or_set_by_the_guest() {
         let call = call_state(AuthScheme::Query("api_key".into()));
-        let prepared = call
-            .prepare(request("/x?api_key=guest&a=1", &[]))
-            .expect("prepared");
+        let refused = call.prepare(request("/x?api_key=guest&a=1", &[]));
+        assert!(
+            matches!(&refused, Err(HttpError::Denied(why)) if why == "query parameter `api_key` is set by the gateway"),
+            "{refused:?}"
+        );
+        let prepared = call.prepare(request("/x?a=1", &[])).expect("prepared");
         let (sent, _) = call.finalize(&prepared).expect("finalized");
         assert_eq!(sent.url.query(), Some("a=1&api_key=s3cret-token"));
+        // A redirect the upstream sends with the parameter in it cannot shadow it either.
+        let mut hop = prepared.clone();
+        hop.url = Url::parse("https://api.example.com/v3/y?api_key=upstream").expect("url");
+        let (sent, _) = call.finalize(&hop).expect("finalized");
+        assert_eq!(sent.url.query(), Some("api_key=s3cret-token"));
 
         let call = call_state(AuthScheme::Header(HeaderName::from_static("x-api-key")));
         let refused = call.prepare(request("/x", &[("X-Api-Key", "guest")]));
