@@ -343,6 +343,35 @@ impl std::fmt::Display for FailedLoad {
 }
 
 impl Loader {
+    /// Whether this `sluice dev` session built and published the component at `path`.
+    fn built_by_this_dev_session(&self, path: &Path) -> bool {
+        self.dev_builds
+            .as_ref()
+            .is_some_and(|builds| builds.published(path))
+    }
+
+    /// Whether a file is recorded as serving connector `id`.
+    async fn served_by_a_file(&self, id: &str) -> Result<bool, FailedLoad> {
+        let id = id.to_owned();
+        self.vault
+            .run(move |vault| vault.served_by_a_file(&id))
+            .await
+            .map_err(|e| format!("checking approved hosts: {e:#}").into())
+    }
+
+    /// Approve `hosts` for connector `id` and record it as served from `file`: for the
+    /// author's own builds under `sluice dev`.
+    async fn approve_dev_build(&self, id: &str, file: &str, hosts: Vec<String>) -> Result<(), FailedLoad> {
+        let (id, file) = (id.to_owned(), file.to_owned());
+        self.vault
+            .run(move |vault| {
+                vault.approve_hosts(&id, &hosts)?;
+                vault.approve_file(&id, &file)
+            })
+            .await
+            .map_err(|e| format!("approving new hosts: {e:#}").into())
+    }
+
     /// Load one component file.
     pub async fn load_file(&self, path: &Path) -> Result<LoadedConnector, FailedLoad> {
         let size = tokio::fs::metadata(path)
@@ -403,22 +432,10 @@ impl Loader {
                 Ok(connector)
             }
             HostCheck::Approved => Ok(connector),
-            HostCheck::NeedsApproval(added)
-                if self
-                    .dev_builds
-                    .as_ref()
-                    .is_some_and(|builds| builds.published(path)) =>
-            {
+            HostCheck::NeedsApproval(added) if self.built_by_this_dev_session(path) => {
                 let added = format!("+{}", added.join(", +"));
                 let hosts = hosts_for_approval(&connector);
-                let (approving, id_for_vault, file_for_vault) = (hosts.clone(), id.clone(), file.clone());
-                self.vault
-                    .run(move |vault| {
-                        vault.approve_hosts(&id_for_vault, &approving)?;
-                        vault.approve_file(&id_for_vault, &file_for_vault)
-                    })
-                    .await
-                    .map_err(|e| format!("approving new hosts: {e:#}"))?;
+                self.approve_dev_build(&id, &file, hosts.clone()).await?;
                 // A warning: the author should see their connector reach somewhere new, and
                 // that a gateway serving it will ask its operator to approve it.
                 tracing::warn!(
@@ -427,6 +444,23 @@ impl Loader {
                     hosts = %hosts.join(", "),
                     "sluice dev approved the new outbound hosts of a connector it serves (`sluice serve` \
                      waits for `sluice connectors approve`)"
+                );
+                Ok(connector)
+            }
+            // The author's own build going back to an id it had (a rename undone), or to one no
+            // file serves any more: under `sluice dev` that is no takeover. A connector another
+            // file serves is still not taken over, not even by the author's build.
+            HostCheck::FileOfAnother(other)
+                if self.built_by_this_dev_session(path) && !self.served_by_a_file(&id).await? =>
+            {
+                self.approve_dev_build(&id, &file, hosts_for_approval(&connector))
+                    .await?;
+                tracing::warn!(
+                    connector = %id,
+                    %file,
+                    was = %other,
+                    "sluice dev let its own build serve a connector no other file serves (`sluice serve` \
+                     waits for `sluice connectors approve --file`)"
                 );
                 Ok(connector)
             }

@@ -162,6 +162,30 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
             .any(|line| line.contains("request done") && line.contains("/v1/plugins")),
         "{output}"
     );
+
+    // Renaming the connector and then undoing the rename serves it under each id in turn:
+    // the author's own build going back to its id is no takeover.
+    let renamed = source.replace(r#"Manifest::new("hello-dev""#, r#"Manifest::new("hello-renamed""#);
+    assert_ne!(renamed, source, "the template names its id");
+    for (text, id) in [(&renamed, "hello-renamed"), (&source, "hello-dev")] {
+        std::fs::write(&lib, text).expect("save the id");
+        let saved = Instant::now();
+        while served_version(&gateway, id).await.is_none() {
+            assert!(
+                saved.elapsed() < Duration::from_secs(120),
+                "{id} was never served: {}",
+                gateway.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        gateway
+            .output()
+            .contains("sluice dev let its own build serve a connector"),
+        "{}",
+        gateway.output()
+    );
 }
 
 /// `sluice dev` rebuilds a connector in another language (here JavaScript) through its

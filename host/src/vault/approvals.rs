@@ -62,6 +62,13 @@ impl Vault {
             .map(|(connector, _)| connector))
     }
 
+    /// Whether any file is recorded as serving `connector` now.
+    pub fn served_by_a_file(&self, connector: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .approved_hosts(connector)?
+            .is_some_and(|entries| entries.iter().any(|entry| is_file_entry(entry))))
+    }
+
     /// Record that `connector` is loaded from `file` (a name in the plugins directory), and
     /// that no other connector is any more.
     pub fn approve_file(&self, connector: &str, file: &str) -> anyhow::Result<()> {
