@@ -226,9 +226,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Vault(VaultCommand::RotateKey { new_key, store }) => {
             let vault = open_existing_vault(&store)?;
+            let old_key_id = vault.primary_key_id();
             let (key_id, count) = vault.rotate_key(new_key.as_deref())?;
             let secrets = if count == 1 { "secret" } else { "secrets" };
             eprintln!("re-encrypted {count} {secrets} under the new master key (id {key_id})");
+            if store.master_key.is_none() {
+                let key_file = store.data_dir.join(MASTER_KEY_FILE);
+                let retired = crate::vault::retired_keys_file(&key_file, &old_key_id);
+                eprintln!(
+                    "the old key is in {}: backups made before now open only with it (put it beside \
+                     them as master.key, or delete it once you keep none)",
+                    retired.display()
+                );
+            }
             Ok(())
         }
         Command::Connections(ConnectionsCommand::Add {
@@ -723,11 +733,29 @@ const MASTER_KEY_FILE: &str = "master.key";
 /// Open (creating it on first start) the vault in the data directory: for `serve` and `dev`.
 fn open_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
     create_private_data_dir(&store.data_dir)?;
+    let key_file = store.data_dir.join(MASTER_KEY_FILE);
+    let database = store.data_dir.join(DATABASE_FILE);
+    // A key without its database is what a restore that missed the database (or copied an
+    // empty file) leaves: the gateway starts anew, and every key and connection seems gone.
+    if store.master_key.is_none() && key_file.exists() && !holds_data(&database) {
+        tracing::warn!(
+            "{} exists but {} is missing or empty: starting a new, empty vault. Restoring a \
+             backup? Stop the gateway and put the backup at {}",
+            key_file.display(),
+            database.display(),
+            database.display()
+        );
+    }
     let key_source = match &store.master_key {
         Some(key) => KeySource::Explicit(key.clone()),
-        None => KeySource::File(store.data_dir.join(MASTER_KEY_FILE)),
+        None => KeySource::File(key_file),
     };
-    Vault::open(&store.data_dir.join(DATABASE_FILE), &key_source)
+    Vault::open(&database, &key_source)
+}
+
+/// Whether `database` is a file with something in it.
+fn holds_data(database: &std::path::Path) -> bool {
+    std::fs::metadata(database).is_ok_and(|metadata| metadata.is_file() && metadata.len() > 0)
 }
 
 /// Create the data directory if it does not exist, readable by this user only: it holds the
@@ -751,10 +779,10 @@ fn create_private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 /// forgotten `--data-dir`) would never work on the running gateway.
 fn open_existing_vault(store: &StoreArgs) -> anyhow::Result<Vault> {
     let database = store.data_dir.join(DATABASE_FILE);
-    if !database.is_file() {
+    if !holds_data(&database) {
         anyhow::bail!(
-            "no Sluice database at {}: start `sluice serve` once with this --data-dir, or pass the \
-             --data-dir (SLUICE_DATA_DIR) of your gateway",
+            "no Sluice database at {} (or an empty file): start `sluice serve` once with this \
+             --data-dir, or pass the --data-dir (SLUICE_DATA_DIR) of your gateway",
             database.display()
         );
     }

@@ -202,8 +202,9 @@ impl Vault {
 
     /// Rotate the master key without stopping running gateways: with a key file, a new key is
     /// generated and written first in the file (old keys after it), every secret is
-    /// re-encrypted under it, and the old keys are then dropped from the file. Gateways that
-    /// meet a secret sealed with a key they do not know reload the file. With
+    /// re-encrypted under it, and the old keys are then moved from the file to
+    /// [`retired_keys_file`] (backups made before need them; the database no longer does).
+    /// Gateways that meet a secret sealed with a key they do not know reload the file. With
     /// `SLUICE_MASTER_KEY`, `new_key` must be given and already be configured (first) on the
     /// running gateways. Returns the new key id and how many secrets were re-encrypted.
     pub fn rotate_key(&self, new_key: Option<&str>) -> anyhow::Result<(String, usize)> {
@@ -259,10 +260,19 @@ impl Vault {
         // sealed and must stay readable once the old keys are gone.
         self.reencrypt_idempotent_replies(&new_primary)?;
         if let Some(path) = &key_file {
+            // Nothing in the database is sealed with the old keys now, but backups made before
+            // are: keep them beside the key file rather than lose them with it.
+            let retired = retired_keys_file(path, current.primary().id());
+            crypto::replace_key_file(&retired, &current.raw_keys())?;
             crypto::replace_key_file(path, &[*new_primary.raw()])?;
         }
         self.set_keyring(Keyring::single(new_primary.clone()));
         Ok((new_primary.id().to_owned(), count))
+    }
+
+    /// The id of the master key that seals new secrets.
+    pub fn primary_key_id(&self) -> String {
+        self.keyring().primary().id().to_owned()
     }
 
     /// A 32-byte key for `purpose`, derived from the primary master key (e.g. to authenticate
@@ -290,6 +300,15 @@ impl Vault {
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
+}
+
+/// Where a rotation keeps the keys it replaced in `key_file`, the newest of them `old_id`:
+/// `master.key.retired-<old_id>` beside it.
+pub fn retired_keys_file(key_file: &Path, old_id: &str) -> PathBuf {
+    let name = key_file
+        .file_name()
+        .map_or_else(|| "master.key".into(), |name| name.to_string_lossy().into_owned());
+    key_file.with_file_name(format!("{name}.retired-{old_id}"))
 }
 
 impl KeySource {
@@ -493,6 +512,7 @@ mod tests {
         // A second handle stands for a gateway that keeps running during the rotation.
         let running = Vault::open(&db, &source)?;
         let old_file = std::fs::read_to_string(&key_path)?;
+        let old_id = vault.back_up(&dir.path().join("before.db"))?;
         let (new_id, count) = vault.rotate_key(None)?;
         assert_eq!(count, 1);
         let new_file = std::fs::read_to_string(&key_path)?;
@@ -502,6 +522,18 @@ mod tests {
             1,
             "old keys are dropped after re-encryption"
         );
+        // ...into a file of their own, with which a backup made before still opens.
+        let retired = retired_keys_file(&key_path, &old_id);
+        assert_eq!(std::fs::read_to_string(&retired)?, old_file);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&retired)?.permissions().mode() & 0o777, 0o600);
+        }
+        let restored = Vault::open(&dir.path().join("before.db"), &KeySource::File(retired))?;
+        let stored = restored
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert_eq!(restored.credential(&stored)?.secret(), "ghp_rotate_me_please");
         let reread = running
             .get_connection(Environment::Test, &record.key)?
             .expect("exists");

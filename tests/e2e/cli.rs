@@ -431,7 +431,11 @@ fn state_commands_refuse_a_data_dir_without_a_database() {
     let missing = dir.path().join("missing");
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).expect("empty dir");
-    for data_dir in [&missing, &empty] {
+    // A restore that copied an empty file (a backup that failed) is no database either.
+    let empty_file = dir.path().join("empty-file");
+    std::fs::create_dir(&empty_file).expect("dir");
+    std::fs::write(empty_file.join("sluice.db"), b"").expect("empty database file");
+    for data_dir in [&missing, &empty, &empty_file] {
         let data_dir = data_dir.to_str().expect("UTF-8");
         for command in [
             &["keys", "create"][..],
@@ -459,6 +463,30 @@ fn state_commands_refuse_a_data_dir_without_a_database() {
         std::fs::read_dir(&empty).expect("read").count(),
         0,
         "nothing was created in the empty one"
+    );
+    let left = std::fs::metadata(empty_file.join("sluice.db")).expect("still there");
+    assert_eq!(left.len(), 0, "the empty file was not made a database");
+}
+
+/// A data directory whose key is there but whose database is not (a restore that missed it)
+/// starts a new vault, saying so loudly rather than as if nothing were amiss.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_without_its_database_starts_a_new_vault_with_a_warning() {
+    let mut gateway = Gateway::start(Path::new(SLUICE), &[], Options::default()).await;
+    let warning = "is missing or empty: starting a new, empty vault";
+    assert!(!gateway.output().contains(warning));
+    assert!(gateway.terminate().await);
+    for file in ["sluice.db", "sluice.db-wal", "sluice.db-shm"] {
+        let _ = std::fs::remove_file(gateway.data_dir().join(file));
+    }
+    gateway.respawn().await;
+    let output = gateway.output();
+    assert!(
+        output.contains(&format!(
+            "master.key exists but {}",
+            gateway.data_dir().join("sluice.db").display()
+        )) && output.contains(warning),
+        "{output}"
     );
 }
 
