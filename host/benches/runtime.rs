@@ -226,6 +226,7 @@ fn http_path(c: &mut Criterion) {
             max_connections_per_environment: None,
             metrics: Arc::default(),
             max_passthrough_body: 64 << 20,
+            max_call_body: 1 << 20,
             refresher,
             connect_session_ttl: 600,
             max_in_flight_per_key: None,

@@ -934,6 +934,7 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
         max_connections_per_environment: args.max_connections_per_env,
         metrics,
         max_passthrough_body: args.max_passthrough_body_mib << 20,
+        max_call_body: args.max_call_body_mib << 20,
         refresher,
         connect_session_ttl: args.connect_session_ttl_secs,
         max_in_flight_per_key: args.max_in_flight_per_key,

@@ -293,6 +293,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_PASSTHROUGH_BODY_MIB", default_value_t = 64,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_passthrough_body_mib: usize,
+    /// Largest request body of an action call, MCP message or API request, in MiB (at least
+    /// 1): bounds an action's params, so raise it for actions that take files.
+    #[arg(long, env = "SLUICE_MAX_CALL_BODY_MIB", default_value_t = 1,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_call_body_mib: usize,
     /// Log lines a connector may write per invocation (later ones are dropped).
     #[arg(long, env = "SLUICE_MAX_LOG_LINES", default_value_t = 100)]
     pub max_log_lines: u32,

@@ -52,9 +52,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-/// Largest request body accepted on any route.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
-
 /// Shared state of every handler, behind one `Arc`: axum clones the state for every request
 /// (and every extractor that asks for it), and one count is cheaper than one per field.
 #[derive(Debug, Clone)]
@@ -98,6 +95,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Largest body a caller may stream through passthrough.
     pub max_passthrough_body: usize,
+    /// Largest request body of every other route (an action's params, an MCP message).
+    pub max_call_body: usize,
     /// OAuth token refresh, shared by every request.
     pub refresher: Arc<TokenRefresher>,
     /// Lifetime of a connect session, in seconds.
@@ -188,7 +187,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(state.max_call_body))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let starting = registry.is_starting();
             async move {

@@ -2,6 +2,7 @@
 
 use crate::common::{Answer, Setup, send};
 use serde_json::json;
+use sluice_fixtures::gateway::Options;
 
 fn assert_error(answer: &Answer, status: u16, code: &str) {
     assert_eq!(
@@ -260,6 +261,34 @@ async fn oversized_body_is_413() {
     }
     let after = setup.execute("echo", "say", json!({"params": {}})).await;
     assert_eq!(after.status, 200, "{:?}", after.body);
+    let says = after_refusal_message(&setup, &huge).await;
+    assert!(says.contains("--max-call-body-mib"), "{says}");
+}
+
+/// The message of the 413 a call with `blob` in its params gets.
+async fn after_refusal_message(setup: &Setup, blob: &str) -> String {
+    let answer = setup
+        .execute("echo", "say", json!({"params": {"blob": blob}}))
+        .await;
+    assert_eq!(answer.code(), "payload_too_large", "{:?}", answer.body);
+    answer.body["message"].as_str().unwrap_or_default().to_owned()
+}
+
+/// An operator whose actions take files raises the limit (`--max-call-body-mib`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_call_body_limit_is_the_operators_to_raise() {
+    let setup = Setup::with_options(Options {
+        extra_args: vec!["--max-call-body-mib".into(), "3".into()],
+        ..Options::default()
+    })
+    .await;
+    let blob = "x".repeat(2 << 20);
+    let answer = setup
+        .execute("echo", "say", json!({"params": {"blob": blob}}))
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.code());
+    let says = after_refusal_message(&setup, &"x".repeat(3 << 20)).await;
+    assert!(says.contains(&format!("larger than {} bytes", 3 << 20)), "{says}");
 }
 
 /// Any answer given before the body was read says the connection closes, not only a 413: a

@@ -14,10 +14,10 @@ use serde::de::DeserializeOwned;
 #[derive(Debug)]
 pub struct WholeBody(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for WholeBody {
+impl FromRequest<AppState> for WholeBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if request.extensions().get::<KeyRefused>().is_some() {
             // The handler answers with the key's refusal; the body is never read.
             return Err(ApiError::Unauthorized(
@@ -27,8 +27,8 @@ impl<S: Send + Sync> FromRequest<S> for WholeBody {
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(format!(
-                    "request body is larger than {} bytes",
-                    super::MAX_BODY_BYTES
+                    "request body is larger than {} bytes (the gateway's --max-call-body-mib)",
+                    state.max_call_body
                 ))
             } else if let Some(stalled) = crate::server::BodyStalled::found_in(&rejection) {
                 ApiError::RequestTimeout(stalled.to_string())
@@ -44,10 +44,10 @@ impl<S: Send + Sync> FromRequest<S> for WholeBody {
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let WholeBody(bytes) = WholeBody::from_request(request, state).await?;
         // A byte order mark some Windows tools put before UTF-8 text: JSON parsers may ignore
         // it (RFC 8259, 8.1), and this one does.

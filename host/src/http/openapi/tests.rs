@@ -99,6 +99,7 @@ impl Gateway {
             max_connections_per_environment: None,
             metrics,
             max_passthrough_body: 1 << 20,
+            max_call_body: 1 << 20,
             refresher,
             connect_session_ttl: 600,
             max_in_flight_per_key: None,
