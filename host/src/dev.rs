@@ -47,13 +47,13 @@ struct Builds {
 
 impl BuildFailures {
     /// Note how building `dir` into `component` went.
-    fn record(&self, dir: &Path, component: PathBuf, outcome: Result<(), String>) {
+    fn record(&self, dir: &Path, component: Option<PathBuf>, outcome: Result<(), String>) {
         let mut builds = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let failures = &mut builds.failed;
         match outcome {
             Ok(()) => {
                 failures.remove(dir);
-                builds.published.insert(component);
+                builds.published.extend(component);
             }
             Err(output) => {
                 let source = dir
@@ -118,8 +118,9 @@ pub struct ConnectorCrate {
     pub artifact: PathBuf,
 }
 
-/// Every directory directly under `sources` with a `Cargo.toml` and a `cdylib` target.
-pub async fn discover(sources: &Path) -> anyhow::Result<Vec<ConnectorCrate>> {
+/// Every directory directly under `sources` with a `Cargo.toml` and a `cdylib` target, and
+/// those whose `Cargo.toml` cargo cannot read (with cargo's words).
+pub async fn discover(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
     let mut crates = Vec::new();
     let mut entries = tokio::fs::read_dir(sources)
         .await
@@ -133,11 +134,14 @@ pub async fn discover(sources: &Path) -> anyhow::Result<Vec<ConnectorCrate>> {
     dirs.sort();
     for dir in dirs {
         match describe_crate(&dir).await {
-            Ok(Some(found)) => crates.push(found),
+            Ok(Some(found)) => crates.push(DevConnector::Crate(found)),
             Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(dir = %dir.display(), error = %format!("{error:#}"), "skipping a crate cargo cannot read")
-            }
+            // Reported as a failed build (for an editor or agent that reads no terminal too);
+            // a last good build keeps serving.
+            Err(error) => crates.push(DevConnector::Unreadable {
+                dir,
+                error: format!("{error:#}"),
+            }),
         }
     }
     Ok(crates)
@@ -275,9 +279,12 @@ pub async fn build_script(connector: &ScriptConnector, components: &Path) -> Res
         }
         _ => {
             let output = format!("{}{log}", String::from_utf8_lossy(&output.stdout));
+            // Build scripts name their component after their directory, by convention.
+            let name = connector.dir.file_name().unwrap_or_default().to_string_lossy();
             eprintln!(
-                "sluice dev: building {} failed; the last good version keeps serving\n{output}",
+                "sluice dev: building {} failed; {}\n{output}",
                 connector.dir.display(),
+                what_serves(&components.join(format!("{name}.wasm"))),
             );
             Err(output)
         }
@@ -326,8 +333,9 @@ pub async fn build(krate: &ConnectorCrate, components: &Path) -> Result<(), Stri
     if !output.status.success() {
         let errors = String::from_utf8_lossy(&output.stderr).into_owned();
         eprintln!(
-            "sluice dev: building {} failed; the last good version keeps serving\n{errors}",
+            "sluice dev: building {} failed; {}\n{errors}",
             krate.dir.display(),
+            what_serves(&components.join(format!("{}.wasm", krate.lib_name))),
         );
         return Err(errors);
     }
@@ -352,6 +360,15 @@ pub async fn build(krate: &ConnectorCrate, components: &Path) -> Result<(), Stri
         eprintln!("{said}");
     }
     Ok(())
+}
+
+/// What a failed build leaves serving, given the component it would have replaced.
+fn what_serves(component: &Path) -> &'static str {
+    if component.is_file() {
+        "the last good version keeps serving"
+    } else {
+        "nothing is served from it until it builds"
+    }
 }
 
 /// Cargo's output without its progress lines (`   Compiling x`, `    Finished …`): what the
@@ -382,6 +399,14 @@ pub enum DevConnector {
     Crate(ConnectorCrate),
     /// Built with its `build.sh`.
     Script(ScriptConnector),
+    /// A crate whose `Cargo.toml` cargo cannot read (a typo, a half-saved file): it cannot be
+    /// built until that is mended.
+    Unreadable {
+        /// The crate's directory.
+        dir: PathBuf,
+        /// What cargo said.
+        error: String,
+    },
 }
 
 impl DevConnector {
@@ -390,12 +415,14 @@ impl DevConnector {
         match self {
             Self::Crate(krate) => &krate.dir,
             Self::Script(script) => &script.dir,
+            Self::Unreadable { dir, .. } => dir,
         }
     }
 
     /// The component its build publishes into `components`: the crate's library name, or for
-    /// a `build.sh` directory its own name (the contract's `<out-dir>/<name>.wasm`).
-    pub fn component(&self, components: &Path) -> PathBuf {
+    /// a `build.sh` directory its own name (the contract's `<out-dir>/<name>.wasm`); none for
+    /// a crate cargo cannot read (its library's name is unknown).
+    pub fn component(&self, components: &Path) -> Option<PathBuf> {
         let stem = match self {
             Self::Crate(krate) => krate.lib_name.clone(),
             Self::Script(script) => script
@@ -403,8 +430,9 @@ impl DevConnector {
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default(),
+            Self::Unreadable { .. } => return None,
         };
-        components.join(format!("{stem}.wasm"))
+        Some(components.join(format!("{stem}.wasm")))
     }
 
     /// Build it into `components`; returns the build's output when it failed.
@@ -412,13 +440,18 @@ impl DevConnector {
         match self {
             Self::Crate(krate) => build(krate, components).await,
             Self::Script(script) => build_script(script, components).await,
+            Self::Unreadable { dir, error } => {
+                let failure = format!("cargo cannot read {}: {error}", dir.join("Cargo.toml").display());
+                eprintln!("sluice dev: cannot build {}: {failure}", dir.display());
+                Err(failure)
+            }
         }
     }
 }
 
 /// Every connector under `sources`, crates first.
 pub async fn discover_all(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
-    let crates = discover(sources).await?.into_iter().map(DevConnector::Crate);
+    let crates = discover(sources).await?.into_iter();
     let scripts = discover_scripts(sources)
         .await?
         .into_iter()
@@ -456,7 +489,7 @@ pub async fn start(
     // component with it (only ones built here: `--plugins` may hold other files).
     let built: BTreeMap<PathBuf, PathBuf> = connectors
         .iter()
-        .map(|c| (c.dir().to_owned(), c.component(components)))
+        .filter_map(|c| Some((c.dir().to_owned(), c.component(components)?)))
         .collect();
     let (sender, receiver) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -508,8 +541,11 @@ async fn rebuild_task(
                 .any(|path| path.starts_with(dir) && !is_build_noise(path, dir));
             if touched {
                 let outcome = connector.build(&components).await;
-                failures.record(dir, connector.component(&components), outcome);
-                built.insert(dir.to_owned(), connector.component(&components));
+                let component = connector.component(&components);
+                failures.record(dir, component.clone(), outcome);
+                if let Some(component) = component {
+                    built.insert(dir.to_owned(), component);
+                }
             }
         }
         // Events that came during the builds are handled next: a save made while a build ran
@@ -840,6 +876,19 @@ mod tests {
     /// The Sluice workspace's `sluice-sdk` crate.
     fn sdk() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk-guest")
+    }
+
+    #[test]
+    fn a_failed_build_says_whether_a_last_good_version_serves() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let component = dir.path().join("weather.wasm");
+        assert_eq!(
+            what_serves(&component),
+            "nothing is served from it until it builds"
+        );
+        std::fs::write(&component, b"\0asm")?;
+        assert_eq!(what_serves(&component), "the last good version keeps serving");
+        Ok(())
     }
 
     #[test]

@@ -186,6 +186,41 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
         "{}",
         gateway.output()
     );
+
+    // A Cargo.toml cargo cannot read is a failed build too, in /v1/plugins; the last good
+    // build keeps serving.
+    let good_manifest = std::fs::read_to_string(&manifest).expect("manifest");
+    std::fs::write(&manifest, format!("{good_manifest}\nthis is not toml [\n")).expect("break it");
+    let failed_output = |body: &serde_json::Value| {
+        body["builds"]["failed"]
+            .as_array()
+            .and_then(|failed| failed.iter().find(|f| f["source"] == "hello-dev"))
+            .and_then(|failed| failed["output"].as_str().map(str::to_owned))
+    };
+    let broken = Instant::now();
+    let output = loop {
+        let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+        if let Some(output) = failed_output(&plugins.body) {
+            break output;
+        }
+        assert!(broken.elapsed() < Duration::from_secs(60), "{:?}", plugins.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        output.contains("cargo cannot read hello-dev/Cargo.toml"),
+        "{output}"
+    );
+    assert!(served_version(&gateway, "hello-dev").await.is_some());
+    std::fs::write(&manifest, &good_manifest).expect("mend it");
+    let mended = Instant::now();
+    loop {
+        let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+        if failed_output(&plugins.body).is_none() {
+            break;
+        }
+        assert!(mended.elapsed() < Duration::from_secs(120), "{:?}", plugins.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `sluice dev` rebuilds a connector in another language (here JavaScript) through its
