@@ -815,6 +815,14 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
              the gateway; use a long random one (e.g. `openssl rand -hex 32`)"
         );
     }
+    if let Some(address) = args.ops_listen
+        && address == args.listen
+        && address.port() != 0
+    {
+        anyhow::bail!(
+            "--ops-listen {address} is the --listen address: give the probes and metrics an address of their own"
+        );
+    }
     // Bound before connectors compile (seconds on a first start): a port in use is reported
     // at once, and clients that connect meanwhile wait in the backlog until serving starts.
     let listener = tokio::net::TcpListener::bind(args.listen)

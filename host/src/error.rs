@@ -173,12 +173,12 @@ pub enum ApiError {
     /// The client stopped sending its request body.
     #[error("{0}")]
     RequestTimeout(String),
-    /// The connector ran past its deadline.
-    #[error("the connector did not finish in time")]
-    ConnectorTimeout,
-    /// The connector exceeded its memory budget.
-    #[error("the connector exceeded its memory limit")]
-    ConnectorMemoryLimit,
+    /// The connector ran past its deadline, this one.
+    #[error("the connector did not finish within its {} ms deadline", .0.as_millis())]
+    ConnectorTimeout(std::time::Duration),
+    /// The connector exceeded its memory budget, of this many bytes.
+    #[error("the connector exceeded its memory limit of {} MiB", .0 >> 20)]
+    ConnectorMemoryLimit(usize),
     /// The connector crashed. The message points at the log, never at what the connector wrote:
     /// that is guest-controlled text (it may echo anything the connector was given).
     #[error("the connector crashed while handling this request{}", see_log(.transaction_key))]
@@ -299,8 +299,8 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::RequestTimeout(_) => "request_timeout",
-            Self::ConnectorTimeout => "connector_timeout",
-            Self::ConnectorMemoryLimit => "connector_memory_limit",
+            Self::ConnectorTimeout(_) => "connector_timeout",
+            Self::ConnectorMemoryLimit(_) => "connector_memory_limit",
             Self::ConnectorTrap { .. } => "connector_trap",
             Self::ConnectorError(_) => "connector_error",
             Self::EgressDenied(_) => "egress_denied",
@@ -342,8 +342,8 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::ConnectorTimeout | Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::ConnectorMemoryLimit
+            Self::ConnectorTimeout(_) | Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::ConnectorMemoryLimit(_)
             | Self::ConnectorTrap { .. }
             | Self::ConnectorError(_)
             | Self::UpstreamUnreachable(_)
@@ -478,13 +478,13 @@ impl From<InvokeError> for ApiError {
     fn from(error: InvokeError) -> Self {
         match error {
             // Sandbox faults are the operator's business too: logged under the transaction key.
-            InvokeError::Timeout => {
+            InvokeError::Timeout(deadline) => {
                 tracing::warn!("connector stopped at its deadline");
-                Self::ConnectorTimeout
+                Self::ConnectorTimeout(deadline)
             }
-            InvokeError::MemoryLimit => {
+            InvokeError::MemoryLimit(bytes) => {
                 tracing::warn!("connector stopped at its memory limit");
-                Self::ConnectorMemoryLimit
+                Self::ConnectorMemoryLimit(bytes)
             }
             InvokeError::Busy => Self::AtCapacity,
             InvokeError::ConnectorBusy => Self::ConnectorBusy,
@@ -583,8 +583,16 @@ mod tests {
                 502,
             ),
             (ConnectorError::Other("x".into()).into(), "connector_error", 502),
-            (InvokeError::Timeout.into(), "connector_timeout", 504),
-            (InvokeError::MemoryLimit.into(), "connector_memory_limit", 502),
+            (
+                InvokeError::Timeout(std::time::Duration::from_secs(30)).into(),
+                "connector_timeout",
+                504,
+            ),
+            (
+                InvokeError::MemoryLimit(64 << 20).into(),
+                "connector_memory_limit",
+                502,
+            ),
             (
                 InvokeError::Trap {
                     detail: "secret detail".into(),
@@ -650,8 +658,8 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::PayloadTooLarge(text()),
             ApiError::RequestTimeout(text()),
-            ApiError::ConnectorTimeout,
-            ApiError::ConnectorMemoryLimit,
+            ApiError::ConnectorTimeout(std::time::Duration::from_secs(30)),
+            ApiError::ConnectorMemoryLimit(64 << 20),
             ApiError::ConnectorTrap {
                 transaction_key: text(),
             },
@@ -690,8 +698,8 @@ mod tests {
                 | ApiError::MethodNotAllowed
                 | ApiError::PayloadTooLarge(_)
                 | ApiError::RequestTimeout(_)
-                | ApiError::ConnectorTimeout
-                | ApiError::ConnectorMemoryLimit
+                | ApiError::ConnectorTimeout(_)
+                | ApiError::ConnectorMemoryLimit(_)
                 | ApiError::ConnectorTrap { .. }
                 | ApiError::ConnectorError(_)
                 | ApiError::EgressDenied(_)
@@ -739,7 +747,7 @@ mod tests {
                 Some(&b"1"[..])
             );
         }
-        let response = ApiError::ConnectorTimeout.into_response();
+        let response = ApiError::ConnectorTimeout(std::time::Duration::from_secs(30)).into_response();
         assert!(response.headers().get(RETRY_AFTER).is_none());
     }
 

@@ -345,12 +345,12 @@ pub enum InvokeError {
     /// The connector returned one of its typed errors.
     #[error("connector error: {0:?}")]
     Connector(ConnectorError),
-    /// The invocation ran past its deadline.
-    #[error("the connector ran past its deadline")]
-    Timeout,
-    /// The invocation exhausted its memory budget.
-    #[error("the connector exceeded its memory limit")]
-    MemoryLimit,
+    /// The invocation ran past its deadline, this one.
+    #[error("the connector ran past its {} ms deadline", .0.as_millis())]
+    Timeout(Duration),
+    /// The invocation exhausted its memory budget, of this many bytes.
+    #[error("the connector exceeded its memory limit of {} MiB", .0 >> 20)]
+    MemoryLimit(usize),
     /// The connector is already running as many invocations as its policy allows.
     #[error("the connector is at its concurrency limit")]
     ConnectorBusy,
@@ -844,7 +844,7 @@ fn invoked(
         });
     }
     match outcome {
-        Err(_) => Err(InvokeError::Timeout),
+        Err(_) => Err(InvokeError::Timeout(state.call.limits().invocation_timeout)),
         Ok(Ok(Ok(output))) if output.body.len() > max_body => Err(InvokeError::TooLarge(max_body)),
         Ok(Ok(Ok(output))) if !(100..=599).contains(&output.status) => {
             Err(InvokeError::NotAnHttpStatus(output.status))
@@ -864,6 +864,7 @@ fn invoked(
         Ok(Err(trap)) => Err(classify_trap(
             &trap,
             state.budget.exhausted(),
+            state.call.limits(),
             max_body,
             &state.call.context().transaction_key,
         )),
@@ -1005,16 +1006,17 @@ impl VersionedInstance {
 fn classify_trap(
     error: &wasmtime::Error,
     memory_exhausted: bool,
+    limits: &RuntimeLimits,
     max_body: usize,
     transaction_key: &str,
 ) -> InvokeError {
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>()
         && *trap == wasmtime::Trap::Interrupt
     {
-        return InvokeError::Timeout;
+        return InvokeError::Timeout(limits.invocation_timeout);
     }
     if memory_exhausted {
-        return InvokeError::MemoryLimit;
+        return InvokeError::MemoryLimit(limits.memory_bytes);
     }
     // wasmtime's own words for a guest handing the host more than its hostcall allowance
     // (`arm`): an answer, or a request body, far over the limits.

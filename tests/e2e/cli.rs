@@ -550,6 +550,28 @@ fn serve_refuses_settings_that_cannot_work() {
         .output()
         .expect("run sluice");
     assert!(refusal(&output).contains("the admin key is empty"));
+    // Probes on the serving address itself: an address of their own is the point.
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugins dir");
+    let error = refusal(&sluice(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:18593",
+            "--ops-listen",
+            "127.0.0.1:18593",
+            "--plugins",
+            plugins.to_str().expect("UTF-8"),
+            "--data-dir",
+            data_dir,
+        ],
+        None,
+    ));
+    assert!(
+        error.contains("--ops-listen 127.0.0.1:18593 is the --listen address"),
+        "{error}"
+    );
+    std::fs::remove_dir(&plugins).expect("remove plugins dir");
     assert!(
         std::fs::read_dir(dir.path()).expect("read").next().is_none(),
         "refused before touching the data directory"

@@ -674,7 +674,9 @@ mod tests {
         assert!(!is_final(&rejected(false)));
         assert!(is_final(&rejected(true)));
         assert!(!is_final(&Err(InvokeError::ConnectorBusy)));
-        assert!(is_final(&Err(InvokeError::Timeout)));
+        assert!(is_final(&Err(InvokeError::Timeout(
+            std::time::Duration::from_secs(30)
+        ))));
     }
 
     #[tokio::test]

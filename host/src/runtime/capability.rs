@@ -161,6 +161,11 @@ fn denied(message: impl Into<String>) -> HttpError {
 
 impl CallState {
     /// Why renewing a rejected credential failed, if it did.
+    /// The limits the call runs under.
+    pub(crate) fn limits(&self) -> &RuntimeLimits {
+        &self.limits
+    }
+
     pub(crate) fn renewal_failure(&self) -> Option<&crate::runtime::RenewalFailure> {
         self.renewal_failure.as_ref()
     }

@@ -138,6 +138,30 @@ pub enum ManifestError {
 /// APIs' connectors need a few hundred KiB).
 const MAX_DESCRIBED_BYTES: usize = 2 << 20;
 
+/// What an author can do about a schema error whose words are the validator library's own
+/// (`at`: where in the schema; `said`: the library's message), if it is one of those.
+fn schema_error_hint(at: &str, said: &str) -> Option<&'static str> {
+    if said.contains("resolve-http") || said.contains("resolve-file") || said.contains("custom resolver") {
+        return Some(
+            " (remote and file `$ref`s are never fetched: put the schema under `$defs` and refer to \
+             it as `#/$defs/…`)",
+        );
+    }
+    if said.contains("is not a \"regex\"") {
+        return Some(
+            " (patterns run on a linear-time engine: backreferences and look-around are not \
+             supported)",
+        );
+    }
+    if at.ends_with("/type") {
+        return Some(
+            " (`type` is one of \"string\", \"number\", \"integer\", \"boolean\", \"object\", \
+             \"array\", \"null\", or a list of them)",
+        );
+    }
+    None
+}
+
 /// Largest a schema's compiled `pattern` may be: a pattern like `a{1000}{1000}` would otherwise
 /// take memory by the megabyte for every connector that loads it.
 const MAX_COMPILED_PATTERN_BYTES: usize = 256 << 10;
@@ -404,9 +428,10 @@ impl Manifest {
                 .map_err(|e| {
                     let at = e.instance_path().to_string();
                     let at = if at.is_empty() { "/".to_owned() } else { at };
+                    let hint = schema_error_hint(&at, &e.to_string()).unwrap_or_default();
                     invalid(
                         &field,
-                        format!("params-schema is not a valid JSON Schema: at `{at}`: {e}"),
+                        format!("params-schema is not a valid JSON Schema: at `{at}`: {e}{hint}"),
                     )
                 })?;
             let mut examples = endpoint
@@ -702,6 +727,32 @@ mod tests {
             "the same action always gets the same name"
         );
         assert_eq!(action_key("github", "create_issue"), "github-create-issue");
+    }
+
+    #[test]
+    fn schema_errors_in_the_libraries_words_say_what_to_do() {
+        let error = |schema: serde_json::Value| {
+            Manifest::from_wit(wit(&schema.to_string()))
+                .expect_err("invalid")
+                .to_string()
+        };
+        let misspelt = error(serde_json::json!({"properties": {"a": {"type": "strng"}}}));
+        assert!(
+            misspelt.contains("at `/properties/a/type`") && misspelt.contains("`type` is one of"),
+            "{misspelt}"
+        );
+        let remote =
+            error(serde_json::json!({"properties": {"a": {"$ref": "https://schemas.example.com/a.json"}}}));
+        assert!(
+            remote.contains("never fetched: put the schema under `$defs`"),
+            "{remote}"
+        );
+        let backreference =
+            error(serde_json::json!({"properties": {"a": {"type": "string", "pattern": "(a)\\1"}}}));
+        assert!(
+            backreference.contains("backreferences and look-around are not supported"),
+            "{backreference}"
+        );
     }
 
     #[test]

@@ -222,6 +222,12 @@ const MIGRATIONS: &[&str] = &[
 "#,
 ];
 
+/// Longest a statement waits for another connection's lock before failing as busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a readiness check waits for another connection's write lock.
+const PROBE_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Reader connections; reads never wait for the writer in WAL mode.
 const READERS: usize = 4;
 
@@ -235,6 +241,10 @@ pub struct SqliteStore {
     watcher: Mutex<Connection>,
     /// Writes request log batches, with `synchronous=NORMAL`.
     log_writer: Mutex<Connection>,
+    /// Takes the write lock for readiness checks, waiting [`PROBE_BUSY_TIMEOUT`] at most: a
+    /// probe must answer within its own timeout, and behind the writer's mutex and 5 s busy
+    /// timeout it would not while another process held the database.
+    probe: Mutex<Connection>,
     /// Why the last write on `writer` failed for want of storage (a full disk, an I/O error,
     /// a file made read-only), until a write there succeeds again: readiness reports it.
     storage_failure: StorageFailure,
@@ -347,7 +357,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         create_private_file(path)?;
         let mut writer = open_connection(path)?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
+        use_wal(&writer)?;
         // Credentials are written here: a commit is on disk before it is acknowledged.
         writer.pragma_update(None, "synchronous", "FULL")?;
         migrate(&mut writer, path)?;
@@ -356,6 +366,8 @@ impl SqliteStore {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let log_writer = open_connection(path)?;
         log_writer.pragma_update(None, "synchronous", "NORMAL")?;
+        let probe = open_connection(path)?;
+        probe.busy_timeout(PROBE_BUSY_TIMEOUT)?;
         Ok(Self {
             path: path.to_owned(),
             writer: Mutex::new(writer),
@@ -363,6 +375,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             watcher: Mutex::new(open_reader(path)?),
             log_writer: Mutex::new(log_writer),
+            probe: Mutex::new(probe),
             storage_failure: StorageFailure::default(),
             log_storage_failure: StorageFailure::default(),
         })
@@ -431,10 +444,12 @@ impl Store for SqliteStore {
             }
             None => "UPDATE meta SET value = value WHERE 0",
         };
-        self.write(|tx| {
+        let outcome = write_on(&self.probe, |tx| {
             tx.execute(probe, [])?;
             Ok(())
-        })?;
+        });
+        self.storage_failure.note(&outcome);
+        outcome?;
         // The request log's writer tries its rows again every second while they fail.
         match self.log_storage_failure.current() {
             Some(failure) => bail!("writing the request log fails: {failure}"),
@@ -853,7 +868,7 @@ fn new_private_file(path: &Path) -> std::io::Result<()> {
 
 fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
 }
@@ -862,6 +877,24 @@ fn open_reader(path: &Path) -> anyhow::Result<Connection> {
     let reader = open_connection(path)?;
     reader.pragma_update(None, "query_only", "ON")?;
     Ok(reader)
+}
+
+/// Put the database in WAL mode. Switching a new database's journal takes a lock SQLite does
+/// not wait for (its busy handler is not called there): with several gateways starting on one
+/// new file, all but one are refused for a moment, so this tries again for as long as a write
+/// would wait.
+fn use_wal(conn: &Connection) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let error = match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(error) => anyhow::Error::from(error),
+        };
+        if !held_by_another_process(&error) || started.elapsed() >= BUSY_TIMEOUT {
+            return Err(error);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
@@ -1104,6 +1137,28 @@ mod tests {
         assert!(not_ready.contains("writing the request log fails"), "{not_ready}");
         lock(&store.log_writer)?.pragma_update(None, "max_page_count", 1 << 30)?;
         store.insert_request_logs(&rows)?;
+        store.check_writable()?;
+        Ok(())
+    }
+
+    /// While another process holds the database, a readiness check says so within its own
+    /// short wait, not after the 5 s a write waits; once it lets go, the check passes.
+    #[test]
+    fn readiness_answers_quickly_while_another_process_holds_the_database() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("sluice.db");
+        let store = SqliteStore::open(&db)?;
+        let mut other = Connection::open(&db)?;
+        let holding = other.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let started = std::time::Instant::now();
+        let error = store.check_writable().expect_err("held by another");
+        assert!(held_by_another_process(&error), "{error:#}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        holding.commit()?;
         store.check_writable()?;
         Ok(())
     }

@@ -192,6 +192,12 @@ pub fn load_or_create_key_file(path: &Path, may_create: bool) -> anyhow::Result<
             rand::rng().fill_bytes(&mut bytes);
             write_private_file(path, hex::encode(bytes).as_bytes())
                 .with_context(|| format!("creating master key file {}", path.display()))?;
+            // The one file whose loss loses every credential: say where it is, once.
+            tracing::info!(
+                "created the master key {} (readable by this user only); back it up apart from \
+                 the database: the stored credentials cannot be read without it",
+                path.display()
+            );
             Ok(Some(Keyring::single(MasterKey::from_bytes(&bytes))))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
