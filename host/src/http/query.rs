@@ -71,6 +71,11 @@ impl Query {
         )))
     }
 
+    /// Whether the query names `name` at all (even empty).
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
     /// A text parameter; empty values count as absent.
     pub fn text(&self, name: &str) -> Option<String> {
         self.0.get(name).filter(|v| !v.is_empty()).cloned()

@@ -58,8 +58,27 @@ async fn list(
     Caller(key): Caller,
     query: Query,
 ) -> Result<Json<Value>, ApiError> {
+    if query.has("platformVersion") {
+        return Err(ApiError::BadRequest(
+            "query parameter `platformVersion`: a connection has no version of its own; every \
+             connection of an integration runs the connector version the gateway serves (see \
+             GET /v1/available-connectors)"
+                .into(),
+        ));
+    }
     let query = query.only(super::openapi::params::CONNECTION_FILTERS)?;
     let page = query.pagination()?;
+    let ids = query
+        .list("_id")
+        .iter()
+        .map(|id| {
+            crate::vault::connections::row_id(id).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "query parameter `_id`: `{id}` is not a connection id (`conn_…`)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
     let identity_type = query.text("identityType");
     if let Some(kind) = &identity_type {
         check_identity_type(kind)?;
@@ -76,6 +95,8 @@ async fn list(
         identity_type,
         active: active_filter(&query)?,
         tags: query.list("tags"),
+        ids,
+        name: query.text("name"),
     };
     let environment = key.environment;
     let result = app

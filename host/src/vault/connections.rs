@@ -190,6 +190,10 @@ pub struct ConnectionFilter {
     pub active: Option<bool>,
     /// Every one of these tags must be present.
     pub tags: Vec<String>,
+    /// Any of these row ids (none: any).
+    pub ids: Vec<i64>,
+    /// This name.
+    pub name: Option<String>,
 }
 
 /// One page of connections.
@@ -666,6 +670,32 @@ mod tests {
         let mut expected = vec![github[0].key.clone(), stripe.key.clone()];
         expected.sort();
         assert_eq!(keys, expected);
+
+        // Pica's `_id` and `name` filters.
+        let by_ids = ConnectionFilter {
+            ids: vec![github[1].id, github[3].id],
+            ..Default::default()
+        };
+        let page = vault.list_connections(Environment::Test, &by_ids, 1, 20)?;
+        let ids: Vec<i64> = page.rows.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![github[3].id, github[1].id]);
+        vault.update_connection(
+            Environment::Test,
+            &github[2].key,
+            &ConnectionPatch {
+                name: Some("Work".into()),
+                ..Default::default()
+            },
+        )?;
+        let by_name = ConnectionFilter {
+            name: Some("Work".into()),
+            ..Default::default()
+        };
+        let page = vault.list_connections(Environment::Test, &by_name, 1, 20)?;
+        assert_eq!(
+            page.rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![github[2].id]
+        );
         Ok(())
     }
 

@@ -23,6 +23,8 @@ pub enum Kind {
     Text,
     /// A comma-separated list.
     List,
+    /// A comma-separated list of connection ids (`conn_…`).
+    ConnectionIds,
     /// `true` or `false` (`1` and `0` are read as the same).
     Boolean,
     /// One of fixed values.
@@ -116,6 +118,12 @@ pub const CONNECTION_FILTERS: &[Param] = &[
         "Active connections, inactive ones, or both (`any`)",
     ),
     query("tags", Kind::List, "Connections carrying every one of these tags"),
+    query(
+        "_id",
+        Kind::ConnectionIds,
+        "Connections with one of these ids (`conn_…`), as Pica's API names it",
+    ),
+    text("name", "Connections with this name"),
     LIMIT,
     PAGE,
 ];
@@ -242,6 +250,9 @@ pub fn schema(kind: Kind) -> Value {
     match kind {
         Kind::Text => json!({"type": "string"}),
         Kind::List => json!({"type": "array", "items": {"type": "string"}}),
+        Kind::ConnectionIds => json!({"type": "array", "items": {
+            "type": "string", "pattern": "^conn_[0-9]+$", "examples": ["conn_7"]
+        }}),
         Kind::Boolean => json!({"type": "boolean"}),
         Kind::Time => json!({"anyOf": [
             {"type": "string", "format": "date-time"},

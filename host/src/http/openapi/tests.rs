@@ -977,7 +977,10 @@ fn good_value(schema: &Value) -> String {
             .unwrap_or(0)
             .to_string(),
         Some("boolean") => "true".into(),
-        Some("array") => "a,b".into(),
+        Some("array") => match schema["items"]["examples"].get(0).and_then(Value::as_str) {
+            Some(example) => format!("{example},{example}"),
+            None => "a,b".into(),
+        },
         _ => "x".into(),
     }
 }
@@ -1007,6 +1010,7 @@ fn bad_values(schema: &Value) -> Vec<String> {
             bad
         }
         Some("boolean") => vec!["maybe".into()],
+        Some("array") if schema["items"].get("pattern").is_some() => vec!["x".into()],
         _ => Vec::new(),
     }
 }

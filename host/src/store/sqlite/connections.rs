@@ -104,6 +104,10 @@ pub(super) fn list(
     let tags = serde_json::to_string(&filter.tags)?;
     let keys = super::json_list(&filter.keys)?;
     let platforms = super::json_list(&filter.platforms)?;
+    let ids = match filter.ids.is_empty() {
+        true => None,
+        false => Some(serde_json::to_string(&filter.ids)?),
+    };
     let in_scope = filter
         .platforms_in_scope
         .as_ref()
@@ -118,7 +122,8 @@ pub(super) fn list(
          AND (?6 IS NULL OR active = ?6)
          AND NOT EXISTS (SELECT 1 FROM json_each(?7) AS wanted
                          WHERE wanted.value NOT IN (SELECT value FROM json_each(connections.tags)))
-         AND (?8 IS NULL OR platform IN (SELECT value FROM json_each(?8)))";
+         AND (?8 IS NULL OR platform IN (SELECT value FROM json_each(?8)))
+         AND (?9 IS NULL OR id IN (SELECT value FROM json_each(?9))) AND (?10 IS NULL OR name = ?10)";
     let params = rusqlite::params![
         environment.as_str(),
         keys,
@@ -128,6 +133,8 @@ pub(super) fn list(
         filter.active,
         tags,
         in_scope,
+        ids,
+        filter.name,
     ];
     let total: i64 = conn.query_row(
         &format!("SELECT COUNT(*) FROM connections WHERE {condition}"),
