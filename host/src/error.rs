@@ -75,12 +75,18 @@ pub enum ApiError {
     /// Missing or unknown API key.
     #[error("{0}")]
     Unauthorized(String),
-    /// The key was revoked.
+    /// The key was revoked; `prefix`: its visible prefix, for the request log.
     #[error("this API key has been revoked")]
-    ApiKeyRevoked,
-    /// The key is past its expiry.
+    ApiKeyRevoked {
+        /// The key's prefix (`sk_test_abcd`).
+        prefix: String,
+    },
+    /// The key is past its expiry; `prefix`: its visible prefix, for the request log.
     #[error("this API key has expired")]
-    ApiKeyExpired,
+    ApiKeyExpired {
+        /// The key's prefix.
+        prefix: String,
+    },
     /// A browser page of an origin the operator did not allow (`--cors-origin`) called `/mcp`.
     #[error(
         "requests from origin `{0}` are refused: MCP servers accept browser requests only from origins \
@@ -283,8 +289,8 @@ impl ApiError {
         match self {
             Self::BadRequest(_) | Self::InvalidParams(_) => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
-            Self::ApiKeyRevoked => "api_key_revoked",
-            Self::ApiKeyExpired => "api_key_expired",
+            Self::ApiKeyRevoked { .. } => "api_key_revoked",
+            Self::ApiKeyExpired { .. } => "api_key_expired",
             Self::ScopeNotAllowed(_) => "scope_not_allowed",
             Self::OriginNotAllowed(_) => "origin_not_allowed",
             Self::IntegrationNotConnected { .. } => "integration_not_connected",
@@ -324,9 +330,10 @@ impl ApiError {
             Self::BadRequest(_) | Self::InvalidParams(_) | Self::AmbiguousConnection { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Self::Unauthorized(_) | Self::ApiKeyRevoked | Self::ApiKeyExpired | Self::TokenExpired { .. } => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::Unauthorized(_)
+            | Self::ApiKeyRevoked { .. }
+            | Self::ApiKeyExpired { .. }
+            | Self::TokenExpired { .. } => StatusCode::UNAUTHORIZED,
             Self::ScopeNotAllowed(_)
             | Self::OriginNotAllowed(_)
             | Self::IntegrationNotConnected { .. }
@@ -419,7 +426,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::ApiKeyRevoked | Self::ApiKeyExpired => {
+            Self::ApiKeyRevoked { .. } | Self::ApiKeyExpired { .. } => {
                 headers.insert(
                     WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
@@ -472,6 +479,17 @@ fn bounded(message: String) -> String {
         cut -= 1;
     }
     format!("{}…", &message[..cut])
+}
+
+impl ApiError {
+    /// The prefix of the key this error refused as revoked or expired: the request log names
+    /// it, so that an operator can tell which revoked key is still in use.
+    pub fn refused_key_prefix(&self) -> Option<&str> {
+        match self {
+            Self::ApiKeyRevoked { prefix } | Self::ApiKeyExpired { prefix } => Some(prefix),
+            _ => None,
+        }
+    }
 }
 
 impl From<InvokeError> for ApiError {
@@ -620,8 +638,12 @@ mod tests {
             ApiError::BadRequest(text()),
             ApiError::InvalidParams(vec![]),
             ApiError::Unauthorized(text()),
-            ApiError::ApiKeyRevoked,
-            ApiError::ApiKeyExpired,
+            ApiError::ApiKeyRevoked {
+                prefix: "sk_test_abcd".into(),
+            },
+            ApiError::ApiKeyExpired {
+                prefix: "sk_test_abcd".into(),
+            },
             ApiError::ScopeNotAllowed(text()),
             ApiError::OriginNotAllowed(text()),
             ApiError::IntegrationNotConnected {
@@ -680,8 +702,8 @@ mod tests {
                 ApiError::BadRequest(_)
                 | ApiError::InvalidParams(_)
                 | ApiError::Unauthorized(_)
-                | ApiError::ApiKeyRevoked
-                | ApiError::ApiKeyExpired
+                | ApiError::ApiKeyRevoked { .. }
+                | ApiError::ApiKeyExpired { .. }
                 | ApiError::ScopeNotAllowed(_)
                 | ApiError::OriginNotAllowed(_)
                 | ApiError::IntegrationNotConnected { .. }

@@ -66,6 +66,28 @@ async fn api_key_problems_are_401() {
         revoked.headers["www-authenticate"],
         "Bearer error=\"invalid_token\""
     );
+    // The request log names the revoked key, so that its operator can tell who still uses it.
+    let transaction = revoked.headers["x-transaction-key"]
+        .to_str()
+        .expect("header")
+        .to_owned();
+    let started = std::time::Instant::now();
+    let row = loop {
+        let listed = setup
+            .gateway
+            .cli(&["logs", "--transaction-key", &transaction])
+            .await
+            .expect("logs");
+        if !listed.trim().is_empty() {
+            break listed;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no row for {transaction}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(row.contains(&format!("key={}", &revoked_key[..12])), "{row}");
 }
 
 /// Unknown integrations, endpoints and routes are 404 in the API's own shape; a wrong method is 405.

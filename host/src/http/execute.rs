@@ -244,7 +244,8 @@ async fn run(
     body: Result<JsonBody<ExecuteBody>, ApiError>,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
-    let Caller(key) = caller?;
+    let Caller(key) =
+        caller.inspect_err(|refused| log.key_prefix = refused.refused_key_prefix().map(str::to_owned))?;
     log.made_with(&key);
 
     let connector = app.connector(integration)?;

@@ -150,10 +150,10 @@ impl Caller {
             .await?
             .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
         if key.revoked_at.is_some() {
-            return Err(ApiError::ApiKeyRevoked);
+            return Err(ApiError::ApiKeyRevoked { prefix: key.prefix });
         }
         if key.expires_at.is_some_and(|at| at <= crate::vault::now()) {
-            return Err(ApiError::ApiKeyExpired);
+            return Err(ApiError::ApiKeyExpired { prefix: key.prefix });
         }
         Ok(Self(key))
     }

@@ -356,7 +356,8 @@ async fn run(
     progress: &Arc<BodyProgress>,
     log: &mut RequestLog,
 ) -> Result<axum::http::Response<UpstreamBody>, ApiError> {
-    let Caller(key) = caller?;
+    let Caller(key) =
+        caller.inspect_err(|refused| log.key_prefix = refused.refused_key_prefix().map(str::to_owned))?;
     log.made_with(&key);
     // First a place among the key's calls in flight: a key at its cap starts no lookups.
     let in_flight = super::execute::enter_in_flight(app, &key)?;
