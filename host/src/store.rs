@@ -251,13 +251,13 @@ pub trait Store: Send + Sync + 'static {
     /// not failed before.
     fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<bool>;
 
-    /// Take connection `id`'s refresh lease until `until`, unless another holder's lasts past
-    /// `now`; returns whether it was taken. Gateways sharing the store refresh a connection one
-    /// at a time.
-    fn take_refresh_lease(&self, id: i64, now: i64, until: i64) -> anyhow::Result<bool>;
+    /// Take connection `id`'s refresh lease for `holder` until `until`, unless another holder's
+    /// lasts past `now`; returns whether it was taken. Gateways sharing the store refresh a
+    /// connection one at a time.
+    fn take_refresh_lease(&self, id: i64, holder: &str, now: i64, until: i64) -> anyhow::Result<bool>;
 
-    /// Give connection `id`'s refresh lease up.
-    fn release_refresh_lease(&self, id: i64) -> anyhow::Result<()>;
+    /// Give connection `id`'s refresh lease up, if `holder` still has it.
+    fn release_refresh_lease(&self, id: i64, holder: &str) -> anyhow::Result<()>;
 
     /// Mark connection `id` `failed` and give it the sealed secret `sealed`, in one write,
     /// unless its secret is no longer the one sealed as `previous_ciphertext`. Returns whether

@@ -81,8 +81,9 @@ fn refresh_due(expires_at: i64, stored_at: i64, now: i64, margin: i64) -> bool {
     expires_at - now <= margin
 }
 
-/// How much longer than one token request a refresh lease lasts.
-const LEASE_SPARE_SECONDS: i64 = 5;
+/// How much longer than one token request a refresh lease lasts: storing the answer may wait
+/// for the database's busy timeout (5 s), and times are whole seconds.
+const LEASE_SPARE_SECONDS: i64 = 15;
 
 /// How often a gateway waiting for another's refresh looks for its tokens.
 const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -192,46 +193,39 @@ impl TokenRefresher {
         record: &ConnectionRecord,
         trigger: Trigger,
     ) -> Result<TokenSet, RefreshError> {
-        // The lease outlives the token request, so that it never ends while this gateway
-        // still waits for the provider's answer.
+        // The lease outlives the token request and the write of its answer (which may wait for
+        // the database), so that it never ends while this gateway is still at work; it names
+        // this attempt, so that giving it up never gives up another gateway's.
         let lease_seconds = self.endpoint.timeout().as_secs() as i64 + LEASE_SPARE_SECONDS;
+        let holder = super::pkce::random_token(16);
         let waiting_since = std::time::Instant::now();
-        let (current, tokens, refresh_token) = loop {
-            let id = record.id;
-            let (current, tokens) = self
-                .vault
-                .run(move |vault| {
-                    let current = vault
-                        .connection_by_id(id)?
-                        .context("the connection was deleted")?;
-                    let tokens = vault.tokens(&current)?;
-                    Ok((current, tokens))
-                })
-                .await
-                .map_err(|e| internal("reading the connection's tokens", &e))?;
+        loop {
             // Someone else may have refreshed while this caller waited for the lock or lease.
-            let already_fresh = match &trigger {
-                Trigger::Rejected(stale) => tokens.access_token != *stale,
-                Trigger::Expiring => !self.is_expiring(&current, crate::vault::now()),
-            };
-            if already_fresh {
+            let (current, tokens) = self.read_tokens(record.id).await?;
+            if self.is_fresh(&trigger, &current, &tokens) {
                 return Ok(tokens);
             }
-            // (A refresh another gateway saw refused dropped the refresh token.)
-            let Some(refresh_token) = tokens.refresh_token.clone() else {
-                self.mark_failed(current).await;
-                return Err(RefreshError::Revoked(
-                    "the access token is no longer valid and there is no refresh token".into(),
-                ));
-            };
             let leased = current.clone();
+            let lease_holder = holder.clone();
             let taken = self
                 .vault
-                .run(move |vault| vault.take_refresh_lease(&leased, lease_seconds))
+                .run(move |vault| vault.take_refresh_lease(&leased, &lease_holder, lease_seconds))
                 .await
                 .map_err(|e| internal("taking the refresh lease", &e))?;
             if taken {
-                break (current, tokens, refresh_token);
+                let outcome = self
+                    .refresh_leased(integration, declared, record.id, &trigger)
+                    .await;
+                let (leased, lease_holder) = (current.clone(), holder.clone());
+                if let Err(error) = self
+                    .vault
+                    .run(move |vault| vault.release_refresh_lease(&leased, &lease_holder))
+                    .await
+                {
+                    // It runs out by itself.
+                    tracing::warn!(connection = %current.key, error = %format!("{error:#}"), "could not release the refresh lease");
+                }
+                return outcome;
             }
             // Another gateway on this database is refreshing the connection. Its lease began
             // before this wait did, so it has ended by now unless a third gateway took it.
@@ -241,20 +235,53 @@ impl TokenRefresher {
                 ));
             }
             tokio::time::sleep(LEASE_POLL).await;
-        };
-        let outcome = self
-            .refresh_with_lease(integration, declared, &current, tokens, &refresh_token)
-            .await;
-        let leased = current.clone();
-        if let Err(error) = self
-            .vault
-            .run(move |vault| vault.release_refresh_lease(&leased))
-            .await
-        {
-            // It runs out by itself.
-            tracing::warn!(connection = %current.key, error = %format!("{error:#}"), "could not release the refresh lease");
         }
-        outcome
+    }
+
+    /// The connection with row id `id` and its tokens, as stored now.
+    async fn read_tokens(&self, id: i64) -> Result<(ConnectionRecord, TokenSet), RefreshError> {
+        self.vault
+            .run(move |vault| {
+                let current = vault
+                    .connection_by_id(id)?
+                    .context("the connection was deleted")?;
+                let tokens = vault.tokens(&current)?;
+                Ok((current, tokens))
+            })
+            .await
+            .map_err(|e| internal("reading the connection's tokens", &e))
+    }
+
+    /// Whether `tokens`, `current`'s as stored, already answer what `trigger` asked for.
+    fn is_fresh(&self, trigger: &Trigger, current: &ConnectionRecord, tokens: &TokenSet) -> bool {
+        match trigger {
+            Trigger::Rejected(stale) => tokens.access_token != *stale,
+            Trigger::Expiring => !self.is_expiring(current, crate::vault::now()),
+        }
+    }
+
+    /// Holding the lease on connection `id`: read its tokens again (a gateway whose lease ended
+    /// just before may have stored new ones), and refresh them unless they are fresh now.
+    async fn refresh_leased(
+        &self,
+        integration: &str,
+        declared: &OAuth2Config,
+        id: i64,
+        trigger: &Trigger,
+    ) -> Result<TokenSet, RefreshError> {
+        let (current, tokens) = self.read_tokens(id).await?;
+        if self.is_fresh(trigger, &current, &tokens) {
+            return Ok(tokens);
+        }
+        // (A refresh another gateway saw refused dropped the refresh token.)
+        let Some(refresh_token) = tokens.refresh_token.clone() else {
+            self.mark_failed(current).await;
+            return Err(RefreshError::Revoked(
+                "the access token is no longer valid and there is no refresh token".into(),
+            ));
+        };
+        self.refresh_with_lease(integration, declared, &current, tokens, &refresh_token)
+            .await
     }
 
     /// Refresh `current`'s `tokens` with `refresh_token`, holding the connection's lease.
@@ -583,7 +610,7 @@ mod tests {
             let (first, record) = (first.clone(), record.clone());
             tokio::spawn(async move { first.refresh("gmail", &declared(), &record, rejected()).await })
         };
-        provider.arrived.notified().await;
+        tokio::time::timeout(Duration::from_secs(10), provider.arrived.notified()).await?;
         let second_call = {
             let (second, record) = (second.clone(), record.clone());
             tokio::spawn(async move { second.refresh("gmail", &declared(), &record, rejected()).await })
@@ -597,9 +624,56 @@ mod tests {
             assert_eq!(tokens.expect("refreshed").access_token, "at-2");
         }
         assert_eq!(provider.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
-        // The lease was given back: the next refresh may take it at once.
-        assert!(second_vault.take_refresh_lease(&record, 10)?);
-        assert!(!first_vault.take_refresh_lease(&record, 10)?, "held by the other");
+        // The lease was given back: the next refresh may take it at once; it is the holder's
+        // alone to give back.
+        assert!(second_vault.take_refresh_lease(&record, "next", 10)?);
+        assert!(
+            !first_vault.take_refresh_lease(&record, "other", 10)?,
+            "held by another"
+        );
+        first_vault.release_refresh_lease(&record, "other")?;
+        assert!(
+            !first_vault.take_refresh_lease(&record, "third", 10)?,
+            "still held"
+        );
+        second_vault.release_refresh_lease(&record, "next")?;
+        assert!(first_vault.take_refresh_lease(&record, "third", 10)?);
+        Ok(())
+    }
+
+    /// A gateway that finds another's lease waits for that gateway's tokens and uses them: it
+    /// never sends the refresh token it read before they were stored.
+    #[tokio::test]
+    async fn a_gateway_waiting_for_another_uses_the_tokens_it_stored() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (other_gateway, this_gateway) = (vault_in(&dir)?, vault_in(&dir)?);
+        let record = gmail_connection(&other_gateway)?;
+        assert!(other_gateway.take_refresh_lease(&record, "other", 60)?);
+        let provider = Arc::new(HeldProvider::default());
+        let tasks = TaskTracker::new();
+        let refresher = refresher(&this_gateway, &provider, &tasks);
+        let call = {
+            let (refresher, record) = (refresher.clone(), record.clone());
+            tokio::spawn(async move {
+                refresher
+                    .refresh("gmail", &declared(), &record, Trigger::Rejected("at-1".into()))
+                    .await
+            })
+        };
+        tokio::time::sleep(LEASE_POLL * 3).await;
+        // The other gateway stores what its provider answered, then gives the lease back.
+        let rotated = TokenSet {
+            access_token: "at-other".into(),
+            refresh_token: Some("rt-other".into()),
+            expires_at: None,
+            scope: None,
+            refresh_refused: None,
+        };
+        other_gateway.store_tokens(&record, &rotated)?;
+        other_gateway.release_refresh_lease(&record, "other")?;
+        let tokens = tokio::time::timeout(Duration::from_secs(10), call).await??;
+        assert_eq!(tokens.expect("fresh").access_token, "at-other");
+        assert_eq!(provider.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
         Ok(())
     }
 

@@ -217,6 +217,7 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE refresh_leases (
         connection_id INTEGER PRIMARY KEY REFERENCES connections(id) ON DELETE CASCADE,
+        holder        TEXT NOT NULL,
         held_until    INTEGER NOT NULL
     );
 "#,
@@ -593,21 +594,25 @@ impl Store for SqliteStore {
         self.write(|tx| connections::mark_failed(tx, id, at))
     }
 
-    fn take_refresh_lease(&self, id: i64, now: i64, until: i64) -> anyhow::Result<bool> {
+    fn take_refresh_lease(&self, id: i64, holder: &str, now: i64, until: i64) -> anyhow::Result<bool> {
         self.write(|tx| {
             let taken = tx.execute(
-                "INSERT INTO refresh_leases (connection_id, held_until) VALUES (?1, ?3)
-                 ON CONFLICT (connection_id) DO UPDATE SET held_until = excluded.held_until
-                 WHERE refresh_leases.held_until <= ?2",
-                rusqlite::params![id, now, until],
+                "INSERT INTO refresh_leases (connection_id, holder, held_until) VALUES (?1, ?2, ?4)
+                 ON CONFLICT (connection_id) DO UPDATE
+                 SET holder = excluded.holder, held_until = excluded.held_until
+                 WHERE refresh_leases.held_until <= ?3",
+                rusqlite::params![id, holder, now, until],
             )?;
             Ok(taken == 1)
         })
     }
 
-    fn release_refresh_lease(&self, id: i64) -> anyhow::Result<()> {
+    fn release_refresh_lease(&self, id: i64, holder: &str) -> anyhow::Result<()> {
         self.write(|tx| {
-            tx.execute("DELETE FROM refresh_leases WHERE connection_id = ?1", [id])?;
+            tx.execute(
+                "DELETE FROM refresh_leases WHERE connection_id = ?1 AND holder = ?2",
+                rusqlite::params![id, holder],
+            )?;
             Ok(())
         })
     }

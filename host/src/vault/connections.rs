@@ -457,17 +457,23 @@ impl Vault {
         })
     }
 
-    /// Take the lease on refreshing `record`'s tokens for `seconds`, unless another gateway
-    /// holds it; returns whether this one has it now.
-    pub fn take_refresh_lease(&self, record: &ConnectionRecord, seconds: i64) -> anyhow::Result<bool> {
+    /// Take the lease on refreshing `record`'s tokens for `seconds`, as `holder` (one refresh
+    /// attempt), unless another holder's lasts; returns whether `holder` has it now.
+    pub fn take_refresh_lease(
+        &self,
+        record: &ConnectionRecord,
+        holder: &str,
+        seconds: i64,
+    ) -> anyhow::Result<bool> {
         // Not `write`: a lease changes no credential, so caches need not look again.
         let at = now();
-        self.store.take_refresh_lease(record.id, at, at + seconds)
+        self.store.take_refresh_lease(record.id, holder, at, at + seconds)
     }
 
-    /// Give up the lease on refreshing `record`'s tokens.
-    pub fn release_refresh_lease(&self, record: &ConnectionRecord) -> anyhow::Result<()> {
-        self.store.release_refresh_lease(record.id)
+    /// Give up `holder`'s lease on refreshing `record`'s tokens (if it has not run out and gone
+    /// to another holder meanwhile).
+    pub fn release_refresh_lease(&self, record: &ConnectionRecord, holder: &str) -> anyhow::Result<()> {
+        self.store.release_refresh_lease(record.id, holder)
     }
 
     /// The connection with row id `id`, whatever its environment (for the token refresher).
