@@ -134,21 +134,32 @@ pub async fn discover(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
     dirs.sort();
     for dir in dirs {
         match describe_crate(&dir).await {
-            Ok(Some(found)) => crates.push(DevConnector::Crate(found)),
-            Ok(None) => {}
+            Ok(Described::Connector(found)) => crates.push(DevConnector::Crate(found)),
+            Ok(Described::NotAConnector) => {}
             // Reported as a failed build (for an editor or agent that reads no terminal too);
             // a last good build keeps serving.
-            Err(error) => crates.push(DevConnector::Unreadable {
-                dir,
-                error: format!("{error:#}"),
-            }),
+            Ok(Described::Unreadable(error)) => crates.push(DevConnector::Unreadable { dir, error }),
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), error = %format!("{error:#}"), "skipping a crate cargo does not describe")
+            }
         }
     }
     Ok(crates)
 }
 
-/// Ask cargo for the crate's `cdylib` name and target directory.
-async fn describe_crate(dir: &Path) -> anyhow::Result<Option<ConnectorCrate>> {
+/// What cargo says of a directory with a `Cargo.toml`.
+enum Described {
+    /// A crate with a `cdylib` target: a connector.
+    Connector(ConnectorCrate),
+    /// A crate that builds no component.
+    NotAConnector,
+    /// A manifest cargo refuses to read, with its words.
+    Unreadable(String),
+}
+
+/// Ask cargo for the crate's `cdylib` name and target directory. (Errors: cargo could not be
+/// run, or describes no such crate, as for a workspace's own manifest.)
+async fn describe_crate(dir: &Path) -> anyhow::Result<Described> {
     let output = Command::new(cargo())
         .args([
             "metadata",
@@ -162,7 +173,9 @@ async fn describe_crate(dir: &Path) -> anyhow::Result<Option<ConnectorCrate>> {
         .await
         .context("running cargo metadata")?;
     if !output.status.success() {
-        bail!("{}", String::from_utf8_lossy(&output.stderr));
+        return Ok(Described::Unreadable(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
     }
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     let manifest = dir.join("Cargo.toml").canonicalize()?;
@@ -198,7 +211,7 @@ async fn describe_crate(dir: &Path) -> anyhow::Result<Option<ConnectorCrate>> {
                 "this crate uses sluice-sdk but builds no component: add `[lib] crate-type = [\"cdylib\"]` to its Cargo.toml"
             );
         }
-        return Ok(None);
+        return Ok(Described::NotAConnector);
     };
     let target_dir = metadata["target_directory"]
         .as_str()
@@ -207,7 +220,7 @@ async fn describe_crate(dir: &Path) -> anyhow::Result<Option<ConnectorCrate>> {
         .join("wasm32-wasip2")
         .join("release")
         .join(format!("{lib_name}.wasm"));
-    Ok(Some(ConnectorCrate {
+    Ok(Described::Connector(ConnectorCrate {
         dir: dir.to_owned(),
         lib_name,
         artifact,
@@ -559,8 +572,8 @@ async fn remove_components_of_deleted_sources(
     built: &mut BTreeMap<PathBuf, PathBuf>,
     found: &[DevConnector],
 ) {
-    // Gone, not merely undiscovered: a crate cargo cannot read for a moment (a half-saved
-    // Cargo.toml) is skipped by discovery, and its last good build keeps serving.
+    // Gone, not merely unreadable: a crate cargo cannot read for a moment (a half-saved
+    // Cargo.toml) is still found, as a failed build, and its last good build keeps serving.
     let gone: Vec<PathBuf> = built
         .keys()
         .filter(|dir| !dir.exists() && found.iter().all(|c| c.dir() != dir.as_path()))

@@ -397,6 +397,9 @@ pub struct PassthroughResponse {
     pub credential_status: Option<u16>,
     /// The body as it arrives.
     pub body: futures::stream::BoxStream<'static, Result<bytes::Bytes, crate::upstream::UpstreamError>>,
+    /// Why renewing the credential after the upstream refused it failed, if it did: the
+    /// caller is told that (as an action's caller is), not the upstream's 401.
+    pub renewal_failure: Option<RenewalFailure>,
 }
 
 impl fmt::Debug for PassthroughResponse {
@@ -541,6 +544,7 @@ impl Runtime {
             headers,
             credential_status: call.credential_status(),
             body,
+            renewal_failure: call.renewal_failure().cloned(),
         })
     }
 

@@ -984,6 +984,20 @@ async fn a_passthrough_without_a_body_is_retried_after_a_refresh() {
     let answer = passthrough(Method::POST, Some(r#"{"name":"x"}"#)).await;
     assert_eq!(answer.status(), 401, "the upstream's answer, as it came");
     assert_eq!(labels_requests() - before, 1, "a streamed body is not sent twice");
+
+    // A refresh the provider refuses is told as an action's caller is told it: the token
+    // expired, and where the user reconnects; not the upstream's 401.
+    setup.revoke_access_tokens(RefreshMode::InvalidGrant);
+    let answer = passthrough(Method::GET, None).await;
+    assert_eq!(answer.status(), 401);
+    let body: serde_json::Value = answer.json().await.expect("JSON");
+    assert_eq!(body["error"], "token_expired", "{body}");
+    assert!(
+        body["action_url"]
+            .as_str()
+            .is_some_and(|url| url.contains("/connect/")),
+        "{body}"
+    );
     setup.assert_no_secret_logged();
 }
 

@@ -307,12 +307,27 @@ async fn destination_origin(
         .run(move |vault| connection_to_update(vault, &looked_up))
         .await
         .map_err(internal_page)?;
-    let destination = session
+    Ok(destination_of(
+        session,
+        updated.as_ref(),
+        &connector.manifest.base_url,
+    ))
+}
+
+/// The origin a flow on `session` sends its credential to: the session's base URL, else that
+/// of the connection it updates (`updated`), else the connector's (`default`).
+fn destination_of(
+    session: &ConnectSession,
+    updated: Option<&ConnectionRecord>,
+    default: &url::Url,
+) -> String {
+    session
         .base_url
         .as_ref()
-        .or(updated.as_ref().and_then(|record| record.base_url.as_ref()))
-        .unwrap_or(&connector.manifest.base_url);
-    Ok(destination.origin().ascii_serialization())
+        .or(updated.and_then(|record| record.base_url.as_ref()))
+        .unwrap_or(default)
+        .origin()
+        .ascii_serialization()
 }
 
 /// The connection a flow on `session` stores its credential in, if it updates one rather than
@@ -398,22 +413,54 @@ fn back_to_app(session: &ConnectSession, ended: Ended<'_>, page: Response) -> Re
 
 /// Store the credential — updating the session's connection, or the identity's existing one,
 /// or creating one — mark the session connected and show the success page.
+/// What a flow stores: the credential, for the destination its page named.
+pub(super) struct Credential {
+    /// The secret (for OAuth, the token set).
+    pub secret: String,
+    /// When an OAuth access token expires.
+    pub token_expires_at: Option<i64>,
+    /// The origin the page named as where it will be used.
+    pub destination: String,
+}
+
+/// What became of storing a flow's credential.
+enum Saved {
+    /// Stored in the connection with this key.
+    Connected(String),
+    /// The environment holds as many connections as it may.
+    PlanLimit(PlanLimitReached),
+    /// The credential would now go elsewhere than the page said (to this origin): not stored.
+    DestinationMoved(String),
+}
+
 async fn finish(
     app: &AppState,
     connector: &LoadedConnector,
     session: ConnectSession,
-    secret: String,
-    token_expires_at: Option<i64>,
+    credential: Credential,
 ) -> Response {
     let limit = app.max_connections_per_environment;
     let stored_session = session.clone();
+    let default_base_url = connector.manifest.base_url.clone();
     let saved = app
         .vault
-        .run(move |vault| save_connection(vault, &stored_session, &secret, token_expires_at, limit))
+        .run(move |vault| save_connection(vault, &stored_session, &credential, &default_base_url, limit))
         .await;
     let name = &connector.manifest.name;
     match saved {
-        Ok(Ok(connection_key)) => {
+        Ok(Saved::DestinationMoved(now)) => {
+            // The session stays open: the user reads the page again and decides.
+            tracing::info!(session = %session.public_id, destination = %now, "connect flow refused: the destination changed after the page named it");
+            page::message(
+                StatusCode::CONFLICT,
+                "Not stored",
+                &format!(
+                    "Where this account would be used changed after the page named it (it is now {now}), so nothing was stored. Open the connect link again to check it."
+                ),
+                false,
+            )
+        }
+        Ok(Saved::Connected(connection_key)) => {
             tracing::info!(integration = %session.platform, connection = %connection_key, session = %session.public_id, "account connected");
             let page = page::message(
                 StatusCode::OK,
@@ -423,7 +470,7 @@ async fn finish(
             );
             back_to_app(&session, Ended::Connected(&connection_key), page)
         }
-        Ok(Err(limit)) => {
+        Ok(Saved::PlanLimit(limit)) => {
             let reason = limit.to_string();
             let page = page::message(StatusCode::FORBIDDEN, "Could not connect", &reason, false);
             fail(app, &session, &reason, page).await
@@ -432,15 +479,24 @@ async fn finish(
     }
 }
 
+/// Store `credential` for `session`, if it still goes where its page said (checked here, in
+/// the same step as the store: a connection made meanwhile with another base URL would send
+/// it elsewhere).
 fn save_connection(
     vault: &Vault,
     session: &ConnectSession,
-    secret: &str,
-    token_expires_at: Option<i64>,
+    credential: &Credential,
+    default_base_url: &url::Url,
     limit: Option<u32>,
-) -> anyhow::Result<Result<String, PlanLimitReached>> {
+) -> anyhow::Result<Saved> {
     let environment = session.environment;
-    let key = match connection_to_update(vault, session)? {
+    let updated = connection_to_update(vault, session)?;
+    let destination = destination_of(session, updated.as_ref(), default_base_url);
+    if destination != credential.destination {
+        return Ok(Saved::DestinationMoved(destination));
+    }
+    let (secret, token_expires_at) = (&credential.secret, credential.token_expires_at);
+    let key = match updated {
         Some(existing) => {
             vault.store_secret(&existing, secret, token_expires_at)?;
             if let Some(base_url) = &session.base_url {
@@ -465,18 +521,75 @@ fn save_connection(
             };
             match vault.add_connection(&new, limit)? {
                 Ok(record) => record.key,
-                Err(limit) => return Ok(Err(limit)),
+                Err(limit) => return Ok(Saved::PlanLimit(limit)),
             }
         }
     };
     vault.complete_connect_session(session.id, &key)?;
-    Ok(Ok(key))
+    Ok(Saved::Connected(key))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::vault::connections::TokenSet;
+
+    /// The destination is checked again in the step that stores the credential: a connection
+    /// made for the identity with another base URL since the page (or the sign-in) began takes
+    /// nothing, and the session stays pending.
+    #[test]
+    fn a_credential_is_stored_only_where_its_page_said() -> anyhow::Result<()> {
+        use crate::vault::KeySource;
+        use anyhow::Context;
+        let dir = tempfile::tempdir()?;
+        let vault = Vault::open(
+            &dir.path().join("sluice.db"),
+            &KeySource::Explicit("ab".repeat(32)),
+        )?;
+        let (session, _) = vault.create_connect_session(&NewSession {
+            environment: Environment::Test,
+            platform: "github".into(),
+            identity: Some("yara".into()),
+            identity_type: None,
+            connection_key: None,
+            base_url: None,
+            return_url: None,
+            ttl_seconds: 600,
+        })?;
+        let default = url::Url::parse("https://api.github.com")?;
+        let credential = Credential {
+            secret: "ghp_from_the_form".into(),
+            token_expires_at: None,
+            destination: "https://api.github.com".into(),
+        };
+        // Meanwhile: a connection of the identity's own, elsewhere.
+        let elsewhere = vault.add_connection(
+            &NewConnection {
+                platform: "github".into(),
+                identity: Some("yara".into()),
+                secret: "ghp_made_meanwhile".into(),
+                base_url: Some(url::Url::parse("https://ghe.acme.corp")?),
+                ..NewConnection::default()
+            },
+            None,
+        )??;
+        let saved = save_connection(&vault, &session, &credential, &default, None)?;
+        assert!(matches!(&saved, Saved::DestinationMoved(now) if now == "https://ghe.acme.corp"));
+        let untouched = vault.connection_by_id(elsewhere.id)?.context("connection")?;
+        assert_eq!(vault.credential(&untouched)?.secret(), "ghp_made_meanwhile");
+        let pending = vault
+            .connect_session(Environment::Test, &session.public_id)?
+            .context("session")?;
+        assert_eq!(pending.status(crate::vault::now()), SessionStatus::Pending);
+        // Where the page said it would go, it is stored.
+        let named = Credential {
+            destination: "https://ghe.acme.corp".into(),
+            ..credential
+        };
+        let saved = save_connection(&vault, &session, &named, &default, None)?;
+        assert!(matches!(&saved, Saved::Connected(key) if *key == elsewhere.key));
+        Ok(())
+    }
 
     #[test]
     fn form_tokens_compare_in_constant_time_and_exactly() {

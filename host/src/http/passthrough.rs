@@ -19,7 +19,6 @@ use super::{AppState, Transaction};
 use crate::error::{ActionUrl, ApiError};
 use crate::runtime::CallContext;
 use crate::runtime::bindings::Header;
-use crate::runtime::manifest::AuthScheme;
 use crate::upstream::UpstreamError;
 use crate::vault::logs::RequestLog;
 use axum::body::{Body, Bytes};
@@ -408,14 +407,8 @@ async fn run(
     }
     // The credential's own header and query parameter are the gateway's: a caller's are
     // dropped, as its `Authorization` is (a connector sending them is refused instead).
-    let credential_header = match &connector.manifest.auth {
-        AuthScheme::Header(name) => Some(name),
-        _ => None,
-    };
-    let credential_param = match &connector.manifest.auth {
-        AuthScheme::Query(param) => Some(param.as_str()),
-        _ => None,
-    };
+    let credential_header = connector.manifest.auth.credential_header();
+    let credential_param = connector.manifest.auth.credential_query_param();
     let url = match uri.query().map(|query| without_param(query, credential_param)) {
         Some(query) if !query.is_empty() => format!("{path}?{query}"),
         _ => path.to_owned(),
@@ -477,6 +470,9 @@ async fn run(
     }
     let upstream = sent?;
     log.upstream_status = Some(upstream.status);
+    if let Some(failure) = upstream.renewal_failure {
+        return Err(super::connection::rejected(app, &record, failure).await);
+    }
     // Said in headers: the body is the upstream's own.
     let reconnect = super::connect::reconnect_if_failed(app, &record, upstream.credential_status).await;
     if let Some(status) = upstream.credential_status {

@@ -160,12 +160,12 @@ fn denied(message: impl Into<String>) -> HttpError {
 }
 
 impl CallState {
-    /// Why renewing a rejected credential failed, if it did.
     /// The limits the call runs under.
     pub(crate) fn limits(&self) -> &RuntimeLimits {
         &self.limits
     }
 
+    /// Why renewing a rejected credential failed, if it did.
     pub(crate) fn renewal_failure(&self) -> Option<&crate::runtime::RenewalFailure> {
         self.renewal_failure.as_ref()
     }
@@ -427,15 +427,12 @@ impl CallState {
     }
 
     fn is_credential_header(&self, name: &HeaderName) -> bool {
-        matches!(&self.auth, Some(AuthScheme::Header(own)) if own == name)
+        self.auth.as_ref().and_then(AuthScheme::credential_header) == Some(name)
     }
 
     /// The query parameter the credential travels in, if it does.
     fn credential_query_param(&self) -> Option<&str> {
-        match &self.auth {
-            Some(AuthScheme::Query(param)) => Some(param),
-            _ => None,
-        }
+        self.auth.as_ref().and_then(AuthScheme::credential_query_param)
     }
 
     /// Add the credential, but only for the credential's own origin. Returns whether it did.

@@ -41,6 +41,22 @@ impl AuthScheme {
     pub fn needs_connection(&self) -> bool {
         !matches!(self, Self::None)
     }
+
+    /// The header the credential travels in, when it has one of its own (not `Authorization`).
+    pub fn credential_header(&self) -> Option<&http::HeaderName> {
+        match self {
+            Self::Header(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The query parameter the credential travels in, if it does.
+    pub fn credential_query_param(&self) -> Option<&str> {
+        match self {
+            Self::Query(param) => Some(param),
+            _ => None,
+        }
+    }
 }
 
 /// One action, with its params schema parsed once at load.
@@ -153,7 +169,8 @@ fn schema_error_hint(at: &str, said: &str) -> Option<&'static str> {
              supported)",
         );
     }
-    if at.ends_with("/type") {
+    // The keyword, not a property that happens to be named `type`.
+    if at.ends_with("/type") && !at.ends_with("/properties/type") {
         return Some(
             " (`type` is one of \"string\", \"number\", \"integer\", \"boolean\", \"object\", \
              \"array\", \"null\", or a list of them)",

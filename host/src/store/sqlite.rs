@@ -810,7 +810,17 @@ impl Store for SqliteStore {
     }
 
     fn prune_request_logs(&self, before_ms: i64) -> anyhow::Result<usize> {
-        self.write(|tx| request_logs::prune(tx, before_ms))
+        // In batches, each its own short transaction: days of rows deleted in one would hold
+        // the database's write lock for seconds, and credential writes (and readiness checks)
+        // would wait on it or fail.
+        let mut pruned = 0;
+        loop {
+            let batch = self.write(|tx| request_logs::prune(tx, before_ms))?;
+            pruned += batch;
+            if batch < request_logs::PRUNE_BATCH {
+                return Ok(pruned);
+            }
+        }
     }
 }
 
@@ -1165,6 +1175,30 @@ mod tests {
         );
         holding.commit()?;
         store.check_writable()?;
+        Ok(())
+    }
+
+    /// Old request-log rows go in batches, all of them, and newer ones stay.
+    #[test]
+    fn request_logs_are_pruned_in_batches_to_the_last_old_row() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("sluice.db"))?;
+        let old = 2 * request_logs::PRUNE_BATCH + 7;
+        store.write(|tx| {
+            tx.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 + 3)
+                 INSERT INTO request_logs (transaction_key, created_at_ms, http_status, outcome,
+                     duration_us, request_bytes, response_bytes)
+                 SELECT 'tx' || i, CASE WHEN i <= ?1 THEN 1000 ELSE 9000 END, 200, 'ok', 1, 0, 0 FROM n",
+                [old as i64],
+            )?;
+            Ok(())
+        })?;
+        assert_eq!(store.prune_request_logs(5000)?, old);
+        let left: i64 = store
+            .reader()?
+            .query_row("SELECT COUNT(*) FROM request_logs", [], |r| r.get(0))?;
+        assert_eq!(left, 3);
         Ok(())
     }
 

@@ -165,7 +165,12 @@ pub(super) async fn submit_credentials(
             &format!("That value is too short: a credential has at least {shortest} characters."),
         );
     }
-    finish(&app, &connector, session, secret, None).await
+    let credential = super::Credential {
+        secret,
+        token_expires_at: None,
+        destination,
+    };
+    finish(&app, &connector, session, credential).await
 }
 
 fn form_error(connector: &LoadedConnector, text: &str) -> Response {

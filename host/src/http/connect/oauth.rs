@@ -227,7 +227,8 @@ pub(super) async fn oauth_callback(
     };
     // The page named where the tokens would be used; should that have changed while the user
     // was signing in (a connection made meanwhile with another base URL), nothing is stored.
-    // The session stays open: the user reads the page again and decides.
+    // The session stays open: the user reads the page again and decides. (Checked here, before
+    // the code is exchanged, and again as the tokens are stored.)
     let destination = match destination_origin(&app, &session, &connector).await {
         Ok(origin) => origin,
         Err(page) => return page,
@@ -268,8 +269,12 @@ pub(super) async fn oauth_callback(
             return fail(&app, &session, &error.to_string(), page).await;
         }
     };
-    let expires_at = tokens.expires_at;
-    finish(&app, &connector, session, tokens.to_secret(), expires_at).await
+    let credential = super::Credential {
+        secret: tokens.to_secret(),
+        token_expires_at: tokens.expires_at,
+        destination: attempt.destination.unwrap_or(destination),
+    };
+    finish(&app, &connector, session, credential).await
 }
 
 #[cfg(test)]

@@ -119,6 +119,14 @@ pub(super) fn count_since(
     Ok(count as u64)
 }
 
+/// Rows [`prune`] deletes in one transaction at most.
+pub(super) const PRUNE_BATCH: usize = 5_000;
+
+/// Delete up to [`PRUNE_BATCH`] rows written before `before_ms`; returns how many.
 pub(super) fn prune(conn: &Connection, before_ms: i64) -> anyhow::Result<usize> {
-    Ok(conn.execute("DELETE FROM request_logs WHERE created_at_ms < ?1", [before_ms])?)
+    Ok(conn.execute(
+        "DELETE FROM request_logs WHERE rowid IN
+             (SELECT rowid FROM request_logs WHERE created_at_ms < ?1 LIMIT ?2)",
+        rusqlite::params![before_ms, PRUNE_BATCH as i64],
+    )?)
 }
