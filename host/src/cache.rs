@@ -92,6 +92,11 @@ impl ArtifactCache {
         Ok((component, Origin::Compiled))
     }
 
+    /// Delete the entry of the component whose SHA-256 is `content_hash`, if there is one.
+    pub fn forget(&self, engine: &Engine, content_hash: &str) {
+        let _ = std::fs::remove_file(self.entry_path(engine, content_hash));
+    }
+
     /// Delete the entries nobody loaded for [`UNUSED_FOR`]; call it after loading the
     /// connectors, whose loads mark their entries used. Returns how many.
     pub fn delete_unused(&self) -> usize {

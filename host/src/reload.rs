@@ -258,12 +258,24 @@ async fn apply(loader: &Loader, registry: &Registry, path: &Path, reload: Reload
         }
         return;
     }
+    let replaced = registry.from_source(path).map(|c| c.content_hash.clone());
     if registry::load_into(loader, registry, path).await {
         tracing::info!(
             file = %path.display(),
             millis = started.elapsed().as_millis() as u64,
             "hot reload applied (time from first file event to serving)"
         );
+        // Under `sluice dev` every save is a new version, and some toolchains never build the
+        // same bytes twice: the compiled version a save replaced goes, rather than fill the
+        // cache for days.
+        if loader.dev_builds.is_some()
+            && let Some(replaced) = replaced
+            && registry
+                .from_source(path)
+                .is_some_and(|serving| serving.content_hash != replaced)
+        {
+            loader.runtime.forget_compiled(&replaced);
+        }
     }
     // It may have stopped declaring an id another file was shadowed for (whether it now
     // serves or is shadowed itself).

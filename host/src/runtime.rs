@@ -511,6 +511,13 @@ impl Runtime {
         })
     }
 
+    /// Drop the cached compilation of the component whose SHA-256 is `content_hash`.
+    pub fn forget_compiled(&self, content_hash: &str) {
+        if let Some(cache) = &self.cache {
+            cache.forget(&self.engine, content_hash);
+        }
+    }
+
     /// Keep compiled components in `cache` across restarts.
     pub fn with_cache(mut self, cache: ArtifactCache) -> Self {
         self.cache = Some(cache);

@@ -221,6 +221,13 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
         assert!(mended.elapsed() < Duration::from_secs(120), "{:?}", plugins.body);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Each save compiled a new version; only the one serving is kept compiled.
+    let cached: Vec<_> = std::fs::read_dir(gateway.data_dir().join("cache"))
+        .expect("the cache")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
 }
 
 /// `sluice dev` rebuilds a connector in another language (here JavaScript) through its
