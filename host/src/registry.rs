@@ -555,6 +555,29 @@ pub async fn load_into(loader: &Loader, registry: &Registry, path: &Path) -> boo
     serving
 }
 
+/// The actions `new` adds (`+name`) and drops (`-name`) against `old`, if any.
+fn changed_actions(old: &LoadedConnector, new: &LoadedConnector) -> Option<String> {
+    let names = |connector: &LoadedConnector| -> Vec<String> {
+        connector
+            .manifest
+            .endpoints
+            .iter()
+            .map(|e| e.name.clone())
+            .collect()
+    };
+    action_changes(&names(old), &names(new))
+}
+
+/// `+name` for each action in `after` only, `-name` for each in `before` only.
+fn action_changes(before: &[String], after: &[String]) -> Option<String> {
+    let before: std::collections::BTreeSet<&String> = before.iter().collect();
+    let after: std::collections::BTreeSet<&String> = after.iter().collect();
+    let added = after.difference(&before).map(|name| format!("+{name}"));
+    let dropped = before.difference(&after).map(|name| format!("-{name}"));
+    let changes: Vec<String> = added.chain(dropped).collect();
+    (!changes.is_empty()).then(|| changes.join(", "))
+}
+
 /// Put a loaded connector in the registry (unless an older file of the same id keeps serving),
 /// or record why `path` failed; returns whether a new version is now serving.
 async fn swap_in(
@@ -573,6 +596,15 @@ async fn swap_in(
                 "connector loaded"
             );
             let id = connector.manifest.id.clone();
+            if connector.manifest.endpoints.is_empty() {
+                tracing::warn!(%id, "the connector declares no actions: nothing can call it");
+            }
+            if let Some(previous) = registry.get(&id)
+                && let Some(changed) = changed_actions(&previous, &connector)
+            {
+                // A caller of a renamed action gets a 404: the author should see the rename.
+                tracing::info!(%id, actions = %changed, "the new version's actions differ");
+            }
             if let Some(previous) = registry.get(&id)
                 && let Some(previous_file) = previous.source.as_deref().filter(|file| *file != path)
             {
@@ -672,6 +704,16 @@ pub async fn component_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_versions_renamed_actions_are_named() {
+        let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            action_changes(&names(&["forecast", "today"]), &names(&["get_forecast", "today"])).as_deref(),
+            Some("+get_forecast, -forecast")
+        );
+        assert_eq!(action_changes(&names(&["today"]), &names(&["today"])), None);
+    }
 
     #[test]
     fn oauth_endpoints_join_the_hosts_to_approve() {
