@@ -6,6 +6,7 @@
 
 use crate::runtime::InvokeError;
 use crate::runtime::bindings::{ConnectorError, HttpError};
+use crate::vault::api_keys::Environment;
 use axum::Json;
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
@@ -281,6 +282,23 @@ pub(crate) fn for_identity(identity: Option<&str>) -> String {
     identity
         .map(|identity| format!(" for identity `{identity}`"))
         .unwrap_or_default()
+}
+
+/// Why a connection key was not found, when its own first part says: a key of the other
+/// environment than the API key's (`live::…` asked for with a test key). Empty otherwise.
+pub(crate) fn other_environment(connection_key: &str, environment: Environment) -> String {
+    let other = match environment {
+        Environment::Test => Environment::Live,
+        Environment::Live => Environment::Test,
+    };
+    match connection_key.starts_with(&format!("{}::", other.as_str())) {
+        true => format!(
+            ": it is a {other} connection, and a {this} API key reaches {this} connections only",
+            other = other.as_str(),
+            this = environment.as_str()
+        ),
+        false => String::new(),
+    }
 }
 
 impl ApiError {

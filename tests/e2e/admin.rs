@@ -296,4 +296,14 @@ async fn execute_calls_are_logged_without_params() {
     let live = setup.gateway.create_key("live", "*").await;
     let other_env = setup.api_as(&live, Method::GET, "/v1/logs", None).await;
     assert_eq!(other_env.body["total"], 0, "logs are per environment");
+    // A test connection named with a live key is not found, and the answer says why (the
+    // key's own first part names its environment: nothing is told that the caller did not).
+    let path = format!("/v1/vault/connections/{}", setup.connection_key);
+    let crossed = setup.api_as(&live, Method::GET, &path, None).await;
+    assert_eq!((crossed.status, crossed.code()), (404, "not_found"));
+    let says = crossed.body["message"].as_str().unwrap_or_default();
+    assert!(
+        says.contains("it is a test connection, and a live API key reaches live connections only"),
+        "{says}"
+    );
 }

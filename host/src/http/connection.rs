@@ -68,8 +68,9 @@ pub(super) async fn select(
         // another account.
         if let Some(key) = named_key {
             let for_identity = crate::error::for_identity(identity.as_deref());
+            let other = crate::error::other_environment(&key, environment);
             return Err(ApiError::NotFound(format!(
-                "no active {integration} connection `{key}`{for_identity} in this environment"
+                "no active {integration} connection `{key}`{for_identity} in this environment{other}"
             )));
         }
         return Err(ApiError::IntegrationNotConnected {

@@ -376,7 +376,10 @@ async fn run(
         .run(move |vault| vault.get_connection(environment, &lookup))
         .await?
         .filter(|record| record.active)
-        .ok_or_else(|| ApiError::NotFound(format!("no active connection `{connection_key}`")))?;
+        .ok_or_else(|| {
+            let other = crate::error::other_environment(&connection_key, environment);
+            ApiError::NotFound(format!("no active connection `{connection_key}`{other}"))
+        })?;
     log.integration = Some(record.platform.clone());
     if !key.scope.allows(&record.platform) {
         return Err(ApiError::ScopeNotAllowed(record.platform));

@@ -267,7 +267,10 @@ async fn find(
         .run(move |vault| vault.get_connection(environment, &lookup))
         .await?
         .filter(|record| key.scope.allows(&record.platform))
-        .ok_or_else(|| ApiError::NotFound(format!("no connection `{id}`")))
+        .ok_or_else(|| {
+            let other = crate::error::other_environment(&id, environment);
+            ApiError::NotFound(format!("no connection `{id}`{other}"))
+        })
 }
 
 async fn read(
