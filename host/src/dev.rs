@@ -235,6 +235,21 @@ pub struct ScriptConnector {
     pub dir: PathBuf,
 }
 
+impl ScriptConnector {
+    /// The component its `build.sh` writes into `components`: named after its directory.
+    pub fn component(&self, components: &Path) -> PathBuf {
+        let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        components.join(format!("{name}.wasm"))
+    }
+}
+
+impl ConnectorCrate {
+    /// The component its build publishes into `components`: named after its library.
+    pub fn component(&self, components: &Path) -> PathBuf {
+        components.join(format!("{}.wasm", self.lib_name))
+    }
+}
+
 /// What `build.sh` exits with when its language's toolchain is missing.
 const SCRIPT_SKIPPED: i32 = 3;
 
@@ -292,12 +307,10 @@ pub async fn build_script(connector: &ScriptConnector, components: &Path) -> Res
         }
         _ => {
             let output = format!("{}{log}", String::from_utf8_lossy(&output.stdout));
-            // Build scripts name their component after their directory, by convention.
-            let name = connector.dir.file_name().unwrap_or_default().to_string_lossy();
             eprintln!(
                 "sluice dev: building {} failed; {}\n{output}",
                 connector.dir.display(),
-                what_serves(&components.join(format!("{name}.wasm"))),
+                what_serves(&connector.component(components)),
             );
             Err(output)
         }
@@ -348,11 +361,11 @@ pub async fn build(krate: &ConnectorCrate, components: &Path) -> Result<(), Stri
         eprintln!(
             "sluice dev: building {} failed; {}\n{errors}",
             krate.dir.display(),
-            what_serves(&components.join(format!("{}.wasm", krate.lib_name))),
+            what_serves(&krate.component(components)),
         );
         return Err(errors);
     }
-    let target = components.join(format!("{}.wasm", krate.lib_name));
+    let target = krate.component(components);
     let temporary = components.join(format!(".{}.wasm.partial", krate.lib_name));
     let published = tokio::fs::copy(&krate.artifact, &temporary).await.is_ok()
         && tokio::fs::rename(&temporary, &target).await.is_ok();
@@ -436,16 +449,11 @@ impl DevConnector {
     /// a `build.sh` directory its own name (the contract's `<out-dir>/<name>.wasm`); none for
     /// a crate cargo cannot read (its library's name is unknown).
     pub fn component(&self, components: &Path) -> Option<PathBuf> {
-        let stem = match self {
-            Self::Crate(krate) => krate.lib_name.clone(),
-            Self::Script(script) => script
-                .dir
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            Self::Unreadable { .. } => return None,
-        };
-        Some(components.join(format!("{stem}.wasm")))
+        match self {
+            Self::Crate(krate) => Some(krate.component(components)),
+            Self::Script(script) => Some(script.component(components)),
+            Self::Unreadable { .. } => None,
+        }
     }
 
     /// Build it into `components`; returns the build's output when it failed.

@@ -599,13 +599,15 @@ async fn swap_in(
             if connector.manifest.endpoints.is_empty() {
                 tracing::warn!(%id, "the connector declares no actions: nothing can call it");
             }
-            if let Some(previous) = registry.get(&id)
-                && let Some(changed) = changed_actions(&previous, &connector)
+            let previous = registry.get(&id);
+            if let Some(changed) = previous
+                .as_ref()
+                .and_then(|previous| changed_actions(previous, &connector))
             {
                 // A caller of a renamed action gets a 404: the author should see the rename.
                 tracing::info!(%id, actions = %changed, "the new version's actions differ");
             }
-            if let Some(previous) = registry.get(&id)
+            if let Some(previous) = previous
                 && let Some(previous_file) = previous.source.as_deref().filter(|file| *file != path)
             {
                 let serves = written_after(path, previous_file).await;

@@ -16,6 +16,29 @@ async fn served_version(gateway: &Gateway, id: &str) -> Option<String> {
         .and_then(|row| row["version"].as_str().map(str::to_owned))
 }
 
+/// The output of `source`'s failed build in `GET /v1/plugins`, once it shows (`failed`) or once
+/// it is gone (not `failed`); waits up to two minutes for that.
+async fn failed_build_output_once(gateway: &Gateway, source: &str, failed: bool) -> Option<String> {
+    let started = Instant::now();
+    loop {
+        let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
+        let output = plugins.body["builds"]["failed"]
+            .as_array()
+            .and_then(|builds| builds.iter().find(|build| build["source"] == source))
+            .and_then(|build| build["output"].as_str().map(str::to_owned));
+        if output.is_some() == failed {
+            return output;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{source}'s failed build did not {}: {:?}",
+            if failed { "show" } else { "go" },
+            plugins.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
@@ -139,21 +162,11 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
     );
     // ...until the connector builds again.
     std::fs::write(&lib, &source).expect("mend the build");
-    let mended = Instant::now();
-    loop {
-        let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
-        if plugins.body["builds"]["failed"]
-            .as_array()
-            .is_some_and(Vec::is_empty)
-        {
-            break;
-        }
-        assert!(
-            mended.elapsed() < Duration::from_secs(120),
-            "the mended build still shows as failed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        failed_build_output_once(&gateway, "hello-dev", false)
+            .await
+            .is_none()
+    );
     // Under `sluice dev` every request is shown as it happens.
     let output = gateway.output();
     assert!(
@@ -191,36 +204,19 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
     // build keeps serving.
     let good_manifest = std::fs::read_to_string(&manifest).expect("manifest");
     std::fs::write(&manifest, format!("{good_manifest}\nthis is not toml [\n")).expect("break it");
-    let failed_output = |body: &serde_json::Value| {
-        body["builds"]["failed"]
-            .as_array()
-            .and_then(|failed| failed.iter().find(|f| f["source"] == "hello-dev"))
-            .and_then(|failed| failed["output"].as_str().map(str::to_owned))
-    };
-    let broken = Instant::now();
-    let output = loop {
-        let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
-        if let Some(output) = failed_output(&plugins.body) {
-            break output;
-        }
-        assert!(broken.elapsed() < Duration::from_secs(60), "{:?}", plugins.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let output = failed_build_output_once(&gateway, "hello-dev", true).await;
     assert!(
-        output.contains("cargo cannot read hello-dev/Cargo.toml"),
-        "{output}"
+        output.is_some_and(|output| output.contains("cargo cannot read hello-dev/Cargo.toml")),
+        "{}",
+        gateway.output()
     );
     assert!(served_version(&gateway, "hello-dev").await.is_some());
     std::fs::write(&manifest, &good_manifest).expect("mend it");
-    let mended = Instant::now();
-    loop {
-        let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
-        if failed_output(&plugins.body).is_none() {
-            break;
-        }
-        assert!(mended.elapsed() < Duration::from_secs(120), "{:?}", plugins.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        failed_build_output_once(&gateway, "hello-dev", false)
+            .await
+            .is_none()
+    );
     // Each save compiled a new version; only the one serving is kept compiled.
     let cached: Vec<_> = std::fs::read_dir(gateway.data_dir().join("cache"))
         .expect("the cache")

@@ -272,21 +272,20 @@ fn without_param<'a>(query: &'a str, param: Option<&str>) -> Cow<'a, str> {
     let Some(param) = param else {
         return Cow::Borrowed(query);
     };
-    let named_param = |pair: &str| {
-        url::form_urlencoded::parse(pair.as_bytes())
-            .next()
-            .is_some_and(|(name, _)| name == param)
-    };
-    if !query.split('&').any(named_param) {
-        return Cow::Borrowed(query);
+    let pairs: Vec<&str> = query.split('&').collect();
+    let kept: Vec<&str> = pairs
+        .iter()
+        .copied()
+        .filter(|pair| {
+            url::form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .is_none_or(|(name, _)| name != param)
+        })
+        .collect();
+    match kept.len() == pairs.len() {
+        true => Cow::Borrowed(query),
+        false => Cow::Owned(kept.join("&")),
     }
-    Cow::Owned(
-        query
-            .split('&')
-            .filter(|pair| !named_param(pair))
-            .collect::<Vec<_>>()
-            .join("&"),
-    )
 }
 
 /// The caller's `Content-Length`, if it is a number.

@@ -525,6 +525,20 @@ mod tests {
         ))
     }
 
+    /// `refresher` asked, in a task of its own, for fresh tokens of `record` after the
+    /// upstream refused `at-1`.
+    fn refresh_in_task(
+        refresher: &Arc<TokenRefresher>,
+        record: &ConnectionRecord,
+    ) -> tokio::task::JoinHandle<Result<TokenSet, RefreshError>> {
+        let (refresher, record) = (refresher.clone(), record.clone());
+        tokio::spawn(async move {
+            refresher
+                .refresh("gmail", &declared(), &record, Trigger::Rejected("at-1".into()))
+                .await
+        })
+    }
+
     fn declared() -> OAuth2Config {
         OAuth2Config {
             authorize_url: "https://accounts.example.com/auth".into(),
@@ -604,17 +618,10 @@ mod tests {
         let tasks = TaskTracker::new();
         let first = refresher(&first_vault, &provider, &tasks);
         let second = refresher(&second_vault, &provider, &tasks);
-        let rejected = || Trigger::Rejected("at-1".into());
 
-        let first_call = {
-            let (first, record) = (first.clone(), record.clone());
-            tokio::spawn(async move { first.refresh("gmail", &declared(), &record, rejected()).await })
-        };
+        let first_call = refresh_in_task(&first, &record);
         tokio::time::timeout(Duration::from_secs(10), provider.arrived.notified()).await?;
-        let second_call = {
-            let (second, record) = (second.clone(), record.clone());
-            tokio::spawn(async move { second.refresh("gmail", &declared(), &record, rejected()).await })
-        };
+        let second_call = refresh_in_task(&second, &record);
         // The second gateway waits for the first one's lease rather than sending `rt-1` again.
         tokio::time::sleep(LEASE_POLL * 4).await;
         assert_eq!(provider.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -652,14 +659,7 @@ mod tests {
         let provider = Arc::new(HeldProvider::default());
         let tasks = TaskTracker::new();
         let refresher = refresher(&this_gateway, &provider, &tasks);
-        let call = {
-            let (refresher, record) = (refresher.clone(), record.clone());
-            tokio::spawn(async move {
-                refresher
-                    .refresh("gmail", &declared(), &record, Trigger::Rejected("at-1".into()))
-                    .await
-            })
-        };
+        let call = refresh_in_task(&refresher, &record);
         tokio::time::sleep(LEASE_POLL * 3).await;
         // The other gateway stores what its provider answered, then gives the lease back.
         let rotated = TokenSet {

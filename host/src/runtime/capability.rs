@@ -336,12 +336,12 @@ impl CallState {
                 self.upstream_acted = true;
             }
             let response = response.map_err(upstream_error)?;
-            if with_credential {
-                self.credential_status = Some(response.status);
-                if response.status == 401 && self.renew_credential().await {
-                    // The same hop again, once, with the renewed credential.
-                    continue;
-                }
+            if self
+                .send_again_renewed(with_credential, response.status, true)
+                .await
+            {
+                // The same hop again, once, with the renewed credential.
+                continue;
             }
             let Some(next) = redirect_target(&prepared.url, &response) else {
                 return Ok(response);
@@ -364,6 +364,18 @@ impl CallState {
             }
             prepared.url = next;
         }
+    }
+
+    /// Note the status a request answered (`status`), and whether to send it again: when it
+    /// carried the credential (`with_credential`), the upstream refused it (401), the request
+    /// can be sent again (`replayable`: no body streamed through) and the credential was
+    /// renewed.
+    async fn send_again_renewed(&mut self, with_credential: bool, status: u16, replayable: bool) -> bool {
+        if !with_credential {
+            return false;
+        }
+        self.credential_status = Some(status);
+        status == 401 && replayable && self.renew_credential().await
     }
 
     /// After a 401 on the credential: renew it once per call if the connection can be
@@ -641,11 +653,11 @@ impl CallState {
                 .send_streaming(request, body.take())
                 .await
                 .map_err(upstream_error)?;
-            if with_credential {
-                self.credential_status = Some(response.status);
-                if response.status == 401 && replayable && self.renew_credential().await {
-                    continue;
-                }
+            if self
+                .send_again_renewed(with_credential, response.status, replayable)
+                .await
+            {
+                continue;
             }
             break response;
         };
