@@ -284,9 +284,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // A second connection for the same owner would make every call that names no
             // connection ambiguous (refused): changing a token is a replacement.
+            // Of any identity type: a call that names the identity alone would find them all.
             let selector = ConnectionSelector {
                 connection_key: None,
                 identity: identity.clone(),
+                identity_type: None,
             };
             let mut existing = vault.find_connections(&integration, environment, &selector)?;
             // Without an identity the selector matches every identity: keep the owner's own.

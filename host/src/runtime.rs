@@ -3,6 +3,7 @@
 //!
 //! - [`bindings`] — the generated types for the WIT contract.
 //! - [`manifest`] — validation of what `describe()` returns.
+//! - [`schema_cost`] — the bound on the work of validating params against a schema.
 //! - [`capability`] — the `http` and `log` imports the host gives each instance.
 //! - [`stdio`] — what an instance writes to stdout and stderr, which ends up in its log.
 //! - [`limits`] — the per-request memory budget.
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod manifest;
 mod plan;
 mod pool;
+mod schema_cost;
 mod scrub;
 mod spare;
 mod stdio;

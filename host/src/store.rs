@@ -324,7 +324,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<()>;
 
     /// The newest pending session with a kept (sealed) token that is for what `new` is for
-    /// (environment, integration, identity, connection to reconnect; no base or return URL)
+    /// (environment, integration, identity and its type, connection to reconnect; no base or
+    /// return URL)
     /// and expires after `expiring_after`, with its sealed token.
     fn reusable_connect_session(
         &self,

@@ -74,8 +74,14 @@ const SCHEMAS = {
         default: 10,
         description: "Customers per page, 1 to 100; defaults to 10",
       },
-      starting_after: { ...customerId, description: "Cursor: the last customer ID of the previous page" },
-      ending_before: { ...customerId, description: "Cursor: the first customer ID of the next page" },
+      starting_after: {
+        ...customerId,
+        description: "Cursor: the last customer ID of the page you have, to fetch the page after it",
+      },
+      ending_before: {
+        ...customerId,
+        description: "Cursor: the first customer ID of the page you have, to fetch the page before it",
+      },
       email: { type: "string", description: "Only customers with exactly this email" },
     },
   },

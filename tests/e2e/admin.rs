@@ -270,6 +270,55 @@ async fn execute_calls_are_logged_without_params() {
         )
         .await;
     assert_eq!(later.body["total"], 0, "`since` is a lower bound");
+    // Paging by `before` (the last row's `id`) is not shifted by calls logged meanwhile.
+    let newest = setup
+        .api(Method::GET, "/v1/logs?integration=github&limit=1", None)
+        .await;
+    let newest_id = newest.body["rows"][0]["id"].as_i64().expect("a row id");
+    let next_page = |before: i64| {
+        let path = format!("/v1/logs?integration=github&limit=1&before={before}");
+        let setup = &setup;
+        async move { setup.api(Method::GET, &path, None).await }
+    };
+    let second = next_page(newest_id).await;
+    let older = second.body["rows"][0].clone();
+    assert!(older["id"].as_i64().expect("id") < newest_id, "{:?}", second.body);
+    let again = setup.get_repo().await;
+    let again = again.headers["x-transaction-key"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(setup.log_row(&again).await.is_some(), "the new call is logged");
+    assert_eq!(
+        next_page(newest_id).await.body["rows"][0],
+        older,
+        "the same page after a new call"
+    );
+    // Calls the upstream answered by status or class; the gateway's own refusals have none.
+    let by_upstream = |filter: &str| {
+        let path = format!("/v1/logs?integration=github&upstreamStatus={filter}&limit=100");
+        let setup = &setup;
+        async move { setup.api(Method::GET, &path, None).await }
+    };
+    let succeeded = by_upstream("2xx").await;
+    assert!(
+        succeeded.body["total"].as_i64().unwrap_or(0) >= 2,
+        "{:?}",
+        succeeded.body
+    );
+    assert!(
+        succeeded.body["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .all(|row| row["upstreamStatus"] == 200)
+    );
+    assert_eq!(by_upstream("200").await.body["total"], succeeded.body["total"]);
+    assert_eq!(by_upstream("5xx").await.body["total"], 0);
+    for bad in ["upstreamStatus=6xx", "upstreamStatus=20", "before=0", "before=x"] {
+        let refused = setup.api(Method::GET, &format!("/v1/logs?{bad}"), None).await;
+        assert_eq!((refused.status, refused.code()), (400, "bad_request"), "{bad}");
+    }
     // A misspelt outcome is refused, naming the ones that exist, rather than matching nothing.
     let by_outcome = setup.api(Method::GET, "/v1/logs?outcome=not_found", None).await;
     assert_eq!(by_outcome.body["total"], 1, "{:?}", by_outcome.body);

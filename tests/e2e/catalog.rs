@@ -49,6 +49,18 @@ async fn connectors_and_actions_are_listed_from_describe() {
         (paged.body["pages"].clone(), keys(&paged.body["rows"], "key")),
         (json!(2), vec!["hostile".to_owned()])
     );
+    // A list is one value, comma-separated, as in the vault and log filters; ids and
+    // categories match in any case.
+    for query in [
+        "platform=echo,GitHub",
+        "key=github,echo",
+        "category=Developer-Tools",
+    ] {
+        let listed = setup
+            .api(Method::GET, &format!("/v1/available-connectors?{query}"), None)
+            .await;
+        assert_eq!(keys(&listed.body["rows"], "key"), ["echo", "github"], "{query}");
+    }
 
     let actions = setup.api(Method::GET, "/v1/available-actions/github", None).await;
     assert_eq!(
@@ -69,6 +81,17 @@ async fn connectors_and_actions_are_listed_from_describe() {
         )
         .await;
     assert_eq!(keys(&posts.body["rows"], "key"), ["github-create-issue"]);
+    let two = setup
+        .api(
+            Method::GET,
+            "/v1/available-actions/github?key=github-get-issue,github-get-repo",
+            None,
+        )
+        .await;
+    assert_eq!(
+        keys(&two.body["rows"], "key"),
+        ["github-get-repo", "github-get-issue"]
+    );
     let missing = setup.api(Method::GET, "/v1/available-actions/nope", None).await;
     assert_eq!(missing.code(), "not_found");
     let bad_limit = setup
@@ -101,6 +124,10 @@ async fn knowledge_and_docs_route_describe_an_action() {
         docs.body, knowledge.body,
         "the docs route returns the same knowledge"
     );
+    let queried = setup
+        .api(Method::GET, "/v1/github/create_issue?format=yaml", None)
+        .await;
+    assert_eq!((queried.status, queried.code()), (400, "bad_request"));
     let unknown = setup
         .api(
             Method::GET,

@@ -48,6 +48,28 @@ async fn api_key_problems_are_401() {
         .execute_as("sk_test_0000000000000000", "echo", "say", body.clone())
         .await;
     assert_error(&unknown, 401, "unauthorized");
+    // Two keys in one request: which was meant is a guess, so neither acts. The same key in
+    // both headers is one key.
+    let twice = send(
+        setup
+            .client
+            .post(&url)
+            .header("authorization", format!("Bearer {}", setup.key))
+            .header("authorization", "Bearer sk_test_another")
+            .json(&body),
+    )
+    .await;
+    assert_error(&twice, 401, "unauthorized");
+    let both = |alias: &str| {
+        setup
+            .client
+            .post(&url)
+            .bearer_auth(&setup.key)
+            .header("x-pica-secret", alias)
+            .json(&body)
+    };
+    assert_error(&send(both("sk_test_another")).await, 401, "unauthorized");
+    assert_eq!(send(both(&setup.key)).await.status, 200);
 
     // A key in use (so cached in memory) revoked by another process, the CLI: refused once the
     // bounded staleness of the credentials generation has passed.
@@ -131,6 +153,23 @@ async fn bad_bodies_and_params_are_400() {
     };
     assert_error(&send(raw("{not json")).await, 400, "bad_request");
     assert_error(&send(raw("")).await, 400, "bad_request");
+    // What a call selects goes in its body: a query string would be ignored, and
+    // `?identity=alice` run on the key owner's own connection.
+    let queried = send(
+        setup
+            .client
+            .post(format!("{url}?identity=alice"))
+            .bearer_auth(&setup.key)
+            .json(&json!({"params": {"owner": "acme", "repo": "webapp"}})),
+    )
+    .await;
+    assert_error(&queried, 400, "bad_request");
+    let says = queried.body["message"].as_str().unwrap_or_default();
+    assert!(
+        says.contains("`identity`") && says.contains("in the body"),
+        "{says}"
+    );
+    assert!(setup.upstream_requests().is_empty(), "nothing ran");
     let array = send(raw("[1,2]")).await;
     assert_error(&array, 400, "bad_request");
     assert_eq!(array.body["message"], "request body must be a JSON object");

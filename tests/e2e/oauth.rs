@@ -783,9 +783,36 @@ async fn sign_in_starts_from_the_page_and_stores_nothing_if_the_destination_move
 async fn an_expired_session_cannot_start() {
     let setup = OAuthSetup::new(&["--connect-session-ttl-secs", "1"]).await;
     let (id, url) = setup.open_session("carol").await;
+    let with_return = setup
+        .api(
+            Method::POST,
+            "/v1/connect",
+            Some(json!({
+                "integration": "gmail", "identity": "carol",
+                "returnUrl": "https://app.example/back?tab=accounts"
+            })),
+        )
+        .await;
+    assert_eq!(with_return.status, 201, "{:?}", with_return.body);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let page = setup.client.get(&url).send().await.expect("page");
     assert_eq!(page.status(), 410);
+    assert!(!page.text().await.expect("page").contains("id=\"return\""));
+    // A session the app gave a page to return to offers the way back, telling the app it
+    // expired (not a redirect: an old link does not stay one to wherever its app pointed it).
+    let returning = setup
+        .client
+        .get(with_return.body["url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(returning.status(), 410);
+    let html = returning.text().await.expect("page");
+    let back = format!(
+        "id=\"return\" href=\"https://app.example/back?tab=accounts&amp;connectSessionId={}&amp;status=expired\"",
+        with_return.body["id"].as_str().expect("id")
+    );
+    assert!(html.contains(&back), "{html}");
     let start = setup
         .client
         .get(format!("{url}/authorize"))
@@ -1341,6 +1368,121 @@ fn csrf_of(html: &str) -> String {
         .and_then(|rest| rest.split('"').next())
         .expect("csrf field")
         .to_owned()
+}
+
+/// User `42` and organization `42` are two tenants: a connect flow for the user never replaces
+/// the organization's credential, and a call naming the identity's type uses that kind's
+/// connection only (one naming the identity alone cannot tell them apart).
+#[tokio::test]
+async fn one_identity_of_two_kinds_is_two_tenants() {
+    let setup = FormSetup::new().await;
+    let base_url = setup.upstream.url();
+    let api = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = setup
+            .client
+            .request(method, format!("{}{path}", setup.gateway.url))
+            .bearer_auth(&setup.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        send(request)
+    };
+    let (org_secret, user_secret) = ("ghp_orgSECRETfortytwo111", "ghp_userSECRETfortytwo222");
+    let organization = api(
+        Method::POST,
+        "/v1/vault/connections",
+        Some(json!({
+            "platform": "github", "secret": org_secret, "identity": "42",
+            "identityType": "organization", "baseUrl": base_url
+        })),
+    )
+    .await;
+    assert_eq!(organization.status, 201, "{:?}", organization.body);
+    let organization_key = organization.body["key"].as_str().expect("key").to_owned();
+
+    let created = setup
+        .open(json!({"integration": "github", "identity": "42", "identityType": "user", "baseUrl": base_url}))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let url = created.body["url"].as_str().expect("url").to_owned();
+    let html = setup
+        .client
+        .get(&url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    let saved = setup
+        .client
+        .post(&url)
+        .form(&[("secret", user_secret), ("csrf", csrf_of(&html).as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(saved.status(), 200);
+    let session_path = format!("/v1/connect/{}", created.body["id"].as_str().expect("id"));
+    let session = api(Method::GET, &session_path, None).await;
+    assert_eq!(session.body["status"], "connected", "{:?}", session.body);
+    let user_key = session.body["connectionKey"].as_str().expect("connection key");
+    assert_ne!(
+        user_key, organization_key,
+        "the user's flow made a connection of its own"
+    );
+
+    let call = |selector: Value| {
+        let mut body = json!({"params": {"owner": "acme", "repo": "webapp"}});
+        body.as_object_mut()
+            .expect("object")
+            .extend(selector.as_object().expect("selector").clone());
+        api(Method::POST, "/v1/github/get_repo", Some(body))
+    };
+    let sent_bearer = || {
+        let requests = setup.upstream.requests();
+        let last = requests.last().expect("an upstream request");
+        last.header("authorization").unwrap_or_default().to_owned()
+    };
+    let as_user = call(json!({"identity": "42", "identity_type": "user"})).await;
+    assert_eq!(as_user.body["status"], 200, "{:?}", as_user.body);
+    assert_eq!(sent_bearer(), format!("Bearer {user_secret}"));
+    // The vault API's spelling is taken too; the organization's credential is untouched.
+    let as_organization = call(json!({"identity": "42", "identityType": "organization"})).await;
+    assert_eq!(as_organization.body["status"], 200, "{:?}", as_organization.body);
+    assert_eq!(sent_bearer(), format!("Bearer {org_secret}"));
+
+    // The identity alone cannot tell the two apart; a type without an identity, or one that
+    // is no kind of owner, is a mistake; a kind with no connection yet gets a link that
+    // connects one of that kind.
+    let mut as_team = None;
+    for (selector, refusal) in [
+        (json!({"identity": "42"}), (400, "ambiguous_connection")),
+        (json!({"identity_type": "user"}), (400, "bad_request")),
+        (
+            json!({"identity": "42", "identity_type": "person"}),
+            (400, "bad_request"),
+        ),
+        (
+            json!({"identity": "42", "identity_type": "team"}),
+            (403, "integration_not_connected"),
+        ),
+    ] {
+        let answer = call(selector.clone()).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            refusal,
+            "{selector}: {:?}",
+            answer.body
+        );
+        as_team = Some(answer);
+    }
+    let as_team = as_team.expect("the last refusal");
+    let team_session = as_team.body["connect_session_id"].as_str().expect("session id");
+    let team_session = api(Method::GET, &format!("/v1/connect/{team_session}"), None).await;
+    assert_eq!(
+        (&team_session.body["identity"], &team_session.body["identityType"]),
+        (&json!("42"), &json!("team"))
+    );
 }
 
 /// An API-key form whose session has a `returnUrl` sends the user back to the app once the key

@@ -43,6 +43,13 @@ fn within_scope(key: &ApiKey, connector: &LoadedConnector) -> Result<(), ApiErro
     }
 }
 
+/// Whether `value` is one of a list filter's `wanted` values, ignoring ASCII case (ids,
+/// keys and categories are written in lower case, `Payments` means `payments`); an empty
+/// list filters nothing.
+fn any_of(wanted: &[String], value: &str) -> bool {
+    wanted.is_empty() || wanted.iter().any(|w| w.eq_ignore_ascii_case(value))
+}
+
 async fn connectors(
     State(app): State<AppState>,
     Caller(caller): Caller,
@@ -50,11 +57,11 @@ async fn connectors(
 ) -> Result<Json<Value>, ApiError> {
     let query = query.only(params::CONNECTOR_FILTERS)?;
     let page = query.pagination()?;
-    let (platform, key, name, category) = (
-        query.text("platform"),
-        query.text("key"),
+    let (platforms, keys, name, categories) = (
+        query.list("platform"),
+        query.list("key"),
         query.text("name"),
-        query.text("category"),
+        query.list("category"),
     );
     let oauth = match query.boolean("oauth")? {
         Some(oauth) => Some(oauth),
@@ -64,10 +71,10 @@ async fn connectors(
     let matching: Vec<&Arc<LoadedConnector>> = snapshot
         .values()
         .filter(|c| caller.scope.allows(&c.manifest.id))
-        .filter(|c| platform.as_ref().is_none_or(|p| &c.manifest.id == p))
-        .filter(|c| key.as_ref().is_none_or(|k| &c.manifest.id == k))
+        .filter(|c| any_of(&platforms, &c.manifest.id))
+        .filter(|c| any_of(&keys, &c.manifest.id))
         .filter(|c| name.as_ref().is_none_or(|n| contains_ci(&c.manifest.name, n)))
-        .filter(|c| category.as_ref().is_none_or(|k| &c.manifest.category == k))
+        .filter(|c| any_of(&categories, &c.manifest.category))
         .filter(|c| oauth.is_none_or(|o| is_oauth(c) == o))
         .collect();
     Ok(Json(page.of(matching, |c| {
@@ -113,7 +120,7 @@ async fn actions(
     let page = query.pagination()?;
     let connector = app.connector(&platform)?;
     within_scope(&caller, &connector)?;
-    let (title, key, method) = (query.text("title"), query.text("key"), query.text("method"));
+    let (title, keys, method) = (query.text("title"), query.list("key"), query.text("method"));
     // A method no action can have is a typo to report, not a filter that matches nothing.
     if let Some(method) = &method
         && !HTTP_METHODS
@@ -130,7 +137,7 @@ async fn actions(
         .endpoints
         .iter()
         .filter(|e| title.as_ref().is_none_or(|t| contains_ci(&e.title, t)))
-        .filter(|e| key.as_ref().is_none_or(|k| &e.action_key == k))
+        .filter(|e| any_of(&keys, &e.action_key))
         .filter(|e| method.as_ref().is_none_or(|m| e.method.eq_ignore_ascii_case(m)))
         .collect();
     Ok(Json(page.of(matching, |e| action_row(&connector, e))))
@@ -217,7 +224,10 @@ async fn endpoint_docs(
     State(app): State<AppState>,
     Caller(key): Caller,
     Path((integration, endpoint)): Path<(String, String)>,
+    query: Query,
 ) -> Result<Json<Value>, ApiError> {
+    // As every other GET route: a parameter it does not take is a mistake to report.
+    query.only(&[])?;
     let connector = app.connector(&integration)?;
     within_scope(&key, &connector)?;
     let info = connector.manifest.endpoint(&endpoint).ok_or_else(|| {

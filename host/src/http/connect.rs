@@ -65,6 +65,7 @@ pub(super) async fn first_connect_url(
     environment: Environment,
     integration: &str,
     identity: Option<String>,
+    identity_type: Option<String>,
 ) -> Option<ActionUrl> {
     if let Some(connector) = app.registry.get(integration)
         && matches!(connector.manifest.auth, AuthScheme::OAuth2(_))
@@ -72,7 +73,11 @@ pub(super) async fn first_connect_url(
     {
         return None;
     }
-    Some(action_url(app, environment, integration, identity, None).await)
+    let owner = Owner {
+        identity,
+        identity_type,
+    };
+    Some(action_url(app, environment, integration, owner, None).await)
 }
 
 /// Where the user reconnects `record` when the upstream refused it (`credential_status` 401)
@@ -91,14 +96,25 @@ pub(super) async fn reconnect_if_failed(
 
 /// A session that reconnects `record` (for its identity), for an `action_url`.
 pub(super) async fn reconnect_url(app: &AppState, record: &ConnectionRecord) -> ActionUrl {
+    let owner = Owner {
+        identity: record.identity.clone(),
+        identity_type: record.identity_type.clone(),
+    };
     action_url(
         app,
         record.environment,
         &record.platform,
-        record.identity.clone(),
+        owner,
         Some(record.key.clone()),
     )
     .await
+}
+
+/// Whom a connect session connects an account for: the identity a call named, and the kind of
+/// owner it is, if the call said.
+pub(super) struct Owner {
+    identity: Option<String>,
+    identity_type: Option<String>,
 }
 
 /// A session for a reconnect or first connect (the one an earlier call opened for the same
@@ -109,14 +125,14 @@ pub(super) async fn action_url(
     app: &AppState,
     environment: Environment,
     integration: &str,
-    identity: Option<String>,
+    owner: Owner,
     connection_key: Option<String>,
 ) -> ActionUrl {
     let new = NewSession {
         environment,
         platform: integration.to_owned(),
-        identity,
-        identity_type: None,
+        identity: owner.identity,
+        identity_type: owner.identity_type,
         connection_key,
         base_url: None,
         // The caller of a call did not ask for a connect flow, so it named no page to return to.
@@ -173,11 +189,14 @@ fn finished_page(session: &ConnectSession) -> Option<Response> {
             let connection_key = session.connection_key.as_deref().unwrap_or_default();
             Some(back_to_app(Ended::Connected(connection_key), page))
         }
-        SessionStatus::Expired => Some(page::message(
+        // Not sent back on its own: past its lifetime a link would otherwise stay a redirect
+        // from the gateway's address to wherever its app pointed it. The user is offered the
+        // way back instead, and the app is told `expired`, so it can open a new session.
+        SessionStatus::Expired => Some(page::message_with_return(
             StatusCode::GONE,
             "This link has expired",
             "Connect links are valid for a few minutes. Ask the application for a new one.",
-            false,
+            return_target(session, Ended::Expired).as_ref(),
         )),
         SessionStatus::Failed => {
             let reason = session
@@ -331,7 +350,11 @@ fn destination_of(
 }
 
 /// The connection a flow on `session` stores its credential in, if it updates one rather than
-/// making one: the connection it reconnects, or the identity's.
+/// making one: the connection it reconnects, or the one a call naming the session's identity
+/// (and its type, if the session has one) would use. A connection of another kind of owner
+/// with the same identity (organization `42` for user `42`) is another tenant's and is never
+/// updated; nor is one of several the identity has, which a call could not tell apart either:
+/// the flow then makes a connection of its own.
 fn connection_to_update(vault: &Vault, session: &ConnectSession) -> anyhow::Result<Option<ConnectionRecord>> {
     let environment = session.environment;
     let existing = match &session.connection_key {
@@ -340,10 +363,13 @@ fn connection_to_update(vault: &Vault, session: &ConnectSession) -> anyhow::Resu
             let selector = ConnectionSelector {
                 connection_key: None,
                 identity: session.identity.clone(),
+                identity_type: session.identity_type.clone(),
             };
-            vault
-                .find_connections(&session.platform, environment, &selector)?
-                .pop()
+            let mut found = vault.find_connections(&session.platform, environment, &selector)?;
+            match found.len() {
+                1 => found.pop(),
+                _ => None,
+            }
         }
         None => None,
     };
@@ -377,15 +403,23 @@ enum Ended<'a> {
     Connected(&'a str),
     /// For this reason.
     Failed(&'a str),
+    /// Unused within its lifetime.
+    Expired,
 }
 
 /// A `303` back to the app's `returnUrl` with the outcome added to its query —
 /// `connectSessionId`, `status` (`connected` or `failed`) and `connectionKey` or `error`, as
 /// `GET /v1/connect/{id}` says them — or `page` when the app named no page to return to.
 fn back_to_app(session: &ConnectSession, ended: Ended<'_>, page: Response) -> Response {
-    let Some(return_url) = &session.return_url else {
-        return page;
-    };
+    match return_target(session, ended) {
+        Some(target) => page::redirect(&target),
+        None => page,
+    }
+}
+
+/// The app's `returnUrl` with the outcome added to its query, if the session has one.
+fn return_target(session: &ConnectSession, ended: Ended<'_>) -> Option<url::Url> {
+    let return_url = session.return_url.as_ref()?;
     let mut target = return_url.clone();
     // The outcome's names replace any the app's URL has, so `status` is read as the gateway's.
     let kept: Vec<(String, String)> = return_url
@@ -406,9 +440,12 @@ fn back_to_app(session: &ConnectSession, ended: Ended<'_>, page: Response) -> Re
                 query.append_pair("status", "failed");
                 query.append_pair("error", reason);
             }
+            Ended::Expired => {
+                query.append_pair("status", "expired");
+            }
         }
     }
-    page::redirect(&target)
+    Some(target)
 }
 
 /// Store the credential — updating the session's connection, or the identity's existing one,

@@ -27,6 +27,14 @@ pub(super) async fn select(
     if let Some(identity) = &selector.identity {
         crate::vault::checks::check_identity("`identity`", identity).map_err(ApiError::BadRequest)?;
     }
+    if let Some(kind) = &selector.identity_type {
+        if selector.identity.is_none() {
+            return Err(ApiError::BadRequest(
+                "`identity_type` says what kind of owner `identity` names: give `identity` too".into(),
+            ));
+        }
+        crate::vault::checks::check_identity_type("`identity_type`", kind).map_err(ApiError::BadRequest)?;
+    }
     let explicit = selector.connection_key.is_some() || selector.identity.is_some();
     let platform = integration.to_owned();
     let generation = app.vault.current_generation()?;
@@ -35,6 +43,7 @@ pub(super) async fn select(
         environment,
         selector.connection_key.clone(),
         selector.identity.clone(),
+        selector.identity_type.clone(),
     );
     if let Some(found) = app.vault.cache().connection(generation, &selection) {
         return Ok(found);
@@ -63,7 +72,7 @@ pub(super) async fn select(
         .await?
         .map_err(|no_default| no_default.into_error(integration))?;
     let Some(found) = found else {
-        let (_, _, named_key, identity) = selection;
+        let (_, _, named_key, identity, identity_type) = selection;
         // A key that names nothing usable is a mistake to report, not a reason to connect
         // another account.
         if let Some(key) = named_key {
@@ -74,8 +83,14 @@ pub(super) async fn select(
             )));
         }
         return Err(ApiError::IntegrationNotConnected {
-            action_url: super::connect::first_connect_url(app, environment, integration, identity.clone())
-                .await,
+            action_url: super::connect::first_connect_url(
+                app,
+                environment,
+                integration,
+                identity.clone(),
+                identity_type,
+            )
+            .await,
             integration: integration.to_owned(),
             identity,
         });

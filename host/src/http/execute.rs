@@ -17,7 +17,7 @@ use crate::vault::api_keys::ApiKey;
 use crate::vault::connections::ConnectionSelector;
 use crate::vault::idempotency::{Claim, IdempotentRequest};
 use crate::vault::logs::{IDEMPOTENT_REPLAY, RequestLog};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -34,10 +34,12 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/{integration}/{endpoint}", post(execute))
 }
 
-/// The request body: `{"params": {...}, "connection_key"?: "...", "identity"?: "..."}`.
+/// The request body: `{"params": {...}, "connection_key"?: "...", "identity"?: "...",
+/// "identity_type"?: "..."}`.
 ///
 /// Unknown fields are refused: a misspelt `connection_key` ignored would run the call on
-/// another account. `connectionKey` is accepted too, as the connect and vault APIs spell it.
+/// another account. `connectionKey` and `identityType` are accepted too, as the connect and
+/// vault APIs spell them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExecuteBody {
@@ -45,6 +47,8 @@ struct ExecuteBody {
     #[serde(alias = "connectionKey")]
     connection_key: Option<String>,
     identity: Option<String>,
+    #[serde(alias = "identityType")]
+    identity_type: Option<String>,
 }
 
 async fn execute(
@@ -53,22 +57,33 @@ async fn execute(
     IdempotencyKey(idempotency_key): IdempotencyKey,
     caller: Result<Caller, ApiError>,
     Path((integration, endpoint)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     body: Result<JsonBody<ExecuteBody>, ApiError>,
 ) -> Response {
+    let body = match query {
+        Some(query) if !query.is_empty() => Err(query_refused(&query)),
+        _ => body,
+    };
     // An `Idempotency-Key` counts only on a call that could run: a caller not authenticated or
     // a body not understood is refused as always.
     let (key, idempotent) = match (&caller, &body, idempotency_key) {
         (Ok(Caller(key)), Ok(JsonBody(request)), Ok(Some(idempotency_key))) => {
+            let mut parts = vec![
+                Some(integration.as_str()),
+                Some(endpoint.as_str()),
+                request.connection_key.as_deref(),
+                request.identity.as_deref(),
+                request.params.as_deref().map(RawValue::get),
+            ];
+            // Last and only when given, so that a call without it keeps the fingerprint it had
+            // before the field existed (a retry across an upgrade is still a retry).
+            if let Some(identity_type) = &request.identity_type {
+                parts.push(Some(identity_type));
+            }
             let idempotent = IdempotentRequest {
                 api_key_id: key.id,
                 key: idempotency_key,
-                fingerprint: idempotency::fingerprint(&[
-                    Some(&integration),
-                    Some(&endpoint),
-                    request.connection_key.as_deref(),
-                    request.identity.as_deref(),
-                    request.params.as_deref().map(RawValue::get),
-                ]),
+                fingerprint: idempotency::fingerprint(&parts),
             };
             (key.clone(), idempotent)
         }
@@ -97,6 +112,20 @@ async fn execute(
         ),
     );
     super::detach::join(task).await.unwrap_or_else(|failed| failed)
+}
+
+/// A call's query string, refused as a body that is not understood is: what a call selects
+/// goes in its body, and `?identity=alice` ignored would run the call on the key owner's own
+/// connection (as `/mcp?identity=alice` would not).
+fn query_refused(query: &str) -> ApiError {
+    let names: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    ApiError::BadRequest(format!(
+        "a call takes no query parameters ({} given): name its connection in the body, as in \
+         {{\"params\": {{…}}, \"identity\": \"…\"}} or {{\"params\": {{…}}, \"connection_key\": \"…\"}}",
+        names.join(", ")
+    ))
 }
 
 /// A call under an `Idempotency-Key`: claim the key, then run the call and keep its reply, or
@@ -224,6 +253,8 @@ pub(super) async fn execute_for(
         IdempotencyKey(Ok(None)),
         Ok(Caller(key)),
         Path((integration.to_owned(), endpoint.to_owned())),
+        // The MCP URL's own query chose the connection, and is in `body` now.
+        RawQuery(None),
         body,
     )
     .await;
@@ -295,6 +326,7 @@ async fn run(
         let selector = ConnectionSelector {
             connection_key: body.connection_key,
             identity: body.identity,
+            identity_type: body.identity_type,
         };
         let (record, stored) = super::connection::select(app, integration, key.environment, selector).await?;
         tracing::debug!(connection = %record.key, version = %connector.manifest.version, "connection selected");

@@ -124,16 +124,33 @@ impl FromRequestParts<AppState> for Caller {
 
 impl Caller {
     async fn authenticate(parts: &Parts, app: &AppState) -> Result<Self, ApiError> {
+        // Which of two keys the caller meant is a guess, and the wrong one could act with
+        // another key's scope and limits.
+        let given = |name: &str| parts.headers.get_all(name).iter().count();
+        if given("authorization") > 1 || given("x-pica-secret") > 1 {
+            return Err(ApiError::Unauthorized(
+                "the API key is given more than once: send one `Authorization` header".into(),
+            ));
+        }
         // Pica's clients send the key as `x-pica-secret`; accept it as an alias.
         let presented = match (
             parts.headers.get(axum::http::header::AUTHORIZATION),
             parts.headers.get("x-pica-secret"),
         ) {
-            (Some(header), _) => Some(bearer_token(header).ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "the Authorization header must be `Bearer sk_…` (the API key as a bearer token)".into(),
-                )
-            })?),
+            (Some(header), alias) => {
+                let token = bearer_token(header).ok_or_else(|| {
+                    ApiError::Unauthorized(
+                        "the Authorization header must be `Bearer sk_…` (the API key as a bearer token)"
+                            .into(),
+                    )
+                })?;
+                if alias.is_some_and(|alias| alias.as_bytes() != token.trim().as_bytes()) {
+                    return Err(ApiError::Unauthorized(
+                        "`Authorization` and `x-pica-secret` name two different API keys: send one".into(),
+                    ));
+                }
+                Some(token)
+            }
             (None, Some(header)) => header.to_str().ok(),
             (None, None) => {
                 return Err(ApiError::Unauthorized(

@@ -31,6 +31,8 @@ async fn list(
         transaction_key: query.text("transactionKey"),
         request_id: query.text("requestId"),
         since_ms: since_ms(&query)?,
+        before_id: query.integer("before", 1, i64::MAX)?,
+        upstream_status: upstream_status(&query)?,
         // A scoped key reads what concerns its integrations, as in the vault API, and its own
         // calls; other integrations' rows name connections (identities) it may not see.
         visible_to: key.scope.integrations().map(|integrations| ScopedReader {
@@ -66,6 +68,31 @@ fn outcome(query: &Query) -> Result<Option<String>, ApiError> {
         ))),
         outcome => Ok(outcome),
     }
+}
+
+/// The `upstreamStatus` filter: one status (`404`) or a class (`5xx`), as an inclusive range.
+/// An upstream's 500 is the call's `ok` outcome (the gateway relayed it), so this is how an app
+/// finds the calls its upstreams failed.
+fn upstream_status(query: &Query) -> Result<Option<(u16, u16)>, ApiError> {
+    let Some(wanted) = query.text("upstreamStatus") else {
+        return Ok(None);
+    };
+    let class = wanted
+        .to_ascii_lowercase()
+        .strip_suffix("xx")
+        .and_then(|digit| digit.parse::<u16>().ok())
+        .filter(|digit| (1..=5).contains(digit))
+        .map(|digit| (digit * 100, digit * 100 + 99));
+    let exact = wanted
+        .parse::<u16>()
+        .ok()
+        .filter(|status| (100..=599).contains(status))
+        .map(|status| (status, status));
+    class.or(exact).map(Some).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "query parameter `upstreamStatus` must be a status such as `404` or a class such as `5xx`, not `{wanted}`"
+        ))
+    })
 }
 
 /// Unix milliseconds below this (March 1973) are taken for Unix seconds, a likelier mistake than

@@ -185,24 +185,24 @@ fn unsupported_version(headers: &HeaderMap) -> Option<String> {
 #[derive(Debug, Default)]
 struct ConnectionChoice {
     identity: Option<String>,
+    identity_type: Option<String>,
     connection_key: Option<String>,
 }
 
 impl ConnectionChoice {
     fn from_query(query: super::query::Query) -> Result<Self, ApiError> {
         let query = query.only(super::openapi::params::MCP_CONNECTION)?;
-        let (snake, camel) = (
-            query.selector("connection_key")?,
-            query.selector("connectionKey")?,
-        );
-        if snake.is_some() && camel.is_some() {
-            return Err(ApiError::BadRequest(
-                "query parameters `connection_key` and `connectionKey` are one parameter: give one".into(),
-            ));
-        }
+        // Each selector may be spelt as the execute body spells it or as the vault API does.
+        let either = |snake: &str, camel: &str| match (query.selector(snake)?, query.selector(camel)?) {
+            (Some(_), Some(_)) => Err(ApiError::BadRequest(format!(
+                "query parameters `{snake}` and `{camel}` are one parameter: give one"
+            ))),
+            (snake, camel) => Ok(snake.or(camel)),
+        };
         Ok(Self {
             identity: query.selector("identity")?,
-            connection_key: snake.or(camel),
+            identity_type: either("identity_type", "identityType")?,
+            connection_key: either("connection_key", "connectionKey")?,
         })
     }
 }
@@ -439,6 +439,7 @@ async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value
     let body = json!({
         "params": arguments,
         "identity": caller.choice.identity,
+        "identity_type": caller.choice.identity_type,
         "connection_key": connection_key,
     });
     let (status, text) = super::execute::execute_for(

@@ -303,6 +303,17 @@ impl CallState {
         Ok((request, with_credential))
     }
 
+    /// What the connector is told of a request refused before it was sent: the refusal, which
+    /// counts against the per-call cap as a sent request does, so that a connector looping on
+    /// a refused host is ended by the cap as one looping on an allowed host is (and told so,
+    /// once it is over it).
+    fn refused_before_sending(&mut self, refusal: HttpError) -> HttpError {
+        match self.count_request() {
+            Ok(()) => refusal,
+            Err(over_the_cap) => over_the_cap,
+        }
+    }
+
     /// Count one upstream request against the per-invocation cap.
     fn count_request(&mut self) -> Result<(), HttpError> {
         if self.requests_sent >= self.limits.max_upstream_requests {
@@ -532,6 +543,9 @@ fn escape_controls(text: String) -> String {
 /// Redirects the host follows for a connector before handing it the final response.
 const MAX_REDIRECTS: usize = 5;
 
+/// Refused upstream requests of one call that are written to the gateway's log.
+const LOGGED_REFUSALS_PER_CALL: u32 = 3;
+
 /// A validated guest request without the credential.
 #[derive(Debug, Clone)]
 struct Prepared {
@@ -583,14 +597,18 @@ impl wit_http::Host for GuestState {
         call.last_answer = None;
         let sent = match call.prepare(request) {
             Ok(prepared) => call.send_following_redirects(prepared).await,
-            Err(error) => Err(error),
+            Err(error) => Err(call.refused_before_sending(error)),
         };
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
                 if matches!(error, HttpError::Denied(_)) {
                     call.denials += 1;
-                    tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, ?error, "upstream request refused");
+                    // The first refusals of a call say what was refused; a connector that
+                    // keeps trying adds no more lines (the metric still counts them).
+                    if call.denials <= LOGGED_REFUSALS_PER_CALL {
+                        tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, ?error, "upstream request refused");
+                    }
                 }
                 return Ok(Err(error));
             }
@@ -956,6 +974,28 @@ pub(crate) mod tests {
                 uploads_headers.get("authorization").is_none() && uploads_headers.get("x-api-key").is_none()
             );
         }
+    }
+
+    #[test]
+    fn refused_requests_count_against_the_per_call_cap() {
+        let mut call = call_state(AuthScheme::Bearer);
+        let cap = RuntimeLimits::default().max_upstream_requests;
+        for _ in 0..cap {
+            let refused = call
+                .prepare(request("https://elsewhere.example/x", &[]))
+                .map(|_| ());
+            let Err(refusal) = refused else {
+                panic!("a host outside the allowlist is refused");
+            };
+            let told = call.refused_before_sending(refusal);
+            assert!(matches!(told, HttpError::Denied(_)), "{told:?}");
+        }
+        let refusal = HttpError::Denied("again".into());
+        let told = call.refused_before_sending(refusal);
+        assert!(
+            matches!(&told, HttpError::TooLarge(why) if why.contains("upstream requests in one call")),
+            "{told:?}"
+        );
     }
 
     #[test]

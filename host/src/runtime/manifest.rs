@@ -150,6 +150,17 @@ pub enum ManifestError {
     },
 }
 
+/// The authorization request's parameters the gateway sets itself (RFC 6749 4.1.1, RFC 7636).
+const GATEWAY_AUTHORIZE_PARAMS: [&str; 7] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
+
 /// Most bytes of params schemas and examples one connector may describe (the largest real
 /// APIs' connectors need a few hundred KiB).
 const MAX_DESCRIBED_BYTES: usize = 2 << 20;
@@ -373,12 +384,31 @@ impl Manifest {
             WitAuth::Query(name) if !name.is_empty() => AuthScheme::Query(name),
             WitAuth::Query(_) => return Err(invalid("auth", "query parameter name is empty")),
             WitAuth::Basic => AuthScheme::Basic,
-            WitAuth::Oauth2(o) => AuthScheme::OAuth2(OAuth2Config {
-                authorize_url: o.authorize_url,
-                token_url: o.token_url,
-                scopes: o.scopes,
-                authorize_params: o.authorize_params,
-            }),
+            WitAuth::Oauth2(o) => {
+                // The gateway sets the protocol's own parameters: one repeated after them would
+                // be read by a provider that takes the last value (the implicit flow, another
+                // redirect, plain PKCE, a fixed state).
+                if let Some((name, _)) = o
+                    .authorize_params
+                    .iter()
+                    .find(|(name, _)| GATEWAY_AUTHORIZE_PARAMS.contains(&name.to_ascii_lowercase().as_str()))
+                {
+                    return Err(invalid(
+                        "auth",
+                        format!(
+                            "authorize parameter `{}` is one the gateway sets; give scopes as `scopes`, and only \
+                             provider extras (such as `access_type`, `prompt`) here",
+                            name.escape_default()
+                        ),
+                    ));
+                }
+                AuthScheme::OAuth2(OAuth2Config {
+                    authorize_url: o.authorize_url,
+                    token_url: o.token_url,
+                    scopes: o.scopes,
+                    authorize_params: o.authorize_params,
+                })
+            }
         };
         let mut endpoints: Vec<EndpointInfo> = Vec::with_capacity(wit.endpoints.len());
         let mut endpoint_index = HashMap::new();
@@ -431,6 +461,10 @@ impl Manifest {
                     &field,
                     format!("the connector's schemas hold more than {MAX_PATTERNS} patterns"),
                 ));
+            }
+            // Before anything validates against it (examples, below, then every call's params).
+            if let Some(reason) = super::schema_cost::excessive(&params_schema) {
+                return Err(invalid(&field, format!("params-schema is refused: {reason}")));
             }
             // Built without remote or file resolution: a connector's schema cannot make the
             // host fetch anything. Patterns run on the linear-time `regex` engine: a
@@ -701,6 +735,58 @@ mod tests {
             "no credential to leak"
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_connector_adds_only_provider_extras_to_the_sign_in() {
+        let with_params = |params: &[(&str, &str)]| WitManifest {
+            auth: WitAuth::Oauth2(super::super::bindings::Oauth2Config {
+                authorize_url: "https://accounts.example.com/o/authorize".into(),
+                token_url: "https://accounts.example.com/token".into(),
+                scopes: vec!["read".into()],
+                authorize_params: params.iter().map(|(n, v)| ((*n).into(), (*v).into())).collect(),
+            }),
+            ..wit("{}")
+        };
+        assert!(
+            Manifest::from_wit(with_params(&[("access_type", "offline"), ("prompt", "consent")])).is_ok()
+        );
+        for name in [
+            "redirect_uri",
+            "State",
+            "response_type",
+            "code_challenge_method",
+            "client_id",
+            "scope",
+        ] {
+            match Manifest::from_wit(with_params(&[(name, "x")])) {
+                Err(ManifestError::Invalid { field, reason }) => {
+                    assert_eq!(field, "auth");
+                    assert!(reason.contains("the gateway sets"), "{reason}");
+                }
+                Ok(_) => panic!("`{name}` is the gateway's to set"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_schema_costly_to_validate_against_is_refused() {
+        let mut defs = serde_json::Map::new();
+        defs.insert("l0".into(), serde_json::json!({}));
+        for level in 1..=24 {
+            let next = format!("#/$defs/l{}", level - 1);
+            defs.insert(
+                format!("l{level}"),
+                serde_json::json!({"allOf": [{"$ref": next}, {"$ref": next}, {"$ref": next}]}),
+            );
+        }
+        let bomb = serde_json::json!({"$defs": defs, "$ref": "#/$defs/l24"});
+        match Manifest::from_wit(wit(&bomb.to_string())) {
+            Err(ManifestError::Invalid { reason, .. }) => {
+                assert!(reason.contains("params-schema is refused"), "{reason}")
+            }
+            Ok(_) => panic!("refused before any example or call is validated against it"),
+        }
     }
 
     #[test]

@@ -19,8 +19,15 @@ use std::sync::{Mutex, MutexGuard};
 /// Most entries per map; past it the map starts over.
 const MAX_ENTRIES: usize = 10_000;
 
-/// Which connection a call selected: integration, environment, connection key, identity.
-pub type SelectionKey = (String, Environment, Option<String>, Option<String>);
+/// Which connection a call selected: integration, environment, connection key, identity,
+/// identity type.
+pub type SelectionKey = (
+    String,
+    Environment,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 #[derive(Default)]
 struct Entries {

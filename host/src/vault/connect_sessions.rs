@@ -398,9 +398,17 @@ mod tests {
             ..action_session("alice", None, 600)
         };
         let (in_live, _) = vault.connect_session_for_action(&live)?;
-        for other in [&bob, &reconnect, &in_live] {
+        let as_organization = NewSession {
+            identity_type: Some("organization".into()),
+            ..action_session("alice", None, 600)
+        };
+        let (organizations, _) = vault.connect_session_for_action(&as_organization)?;
+        for other in [&bob, &reconnect, &in_live, &organizations] {
             assert_ne!(other.public_id, first.public_id);
         }
+        // A call naming the identity's type is given its own link again too.
+        let (organizations_again, _) = vault.connect_session_for_action(&as_organization)?;
+        assert_eq!(organizations_again.public_id, organizations.public_id);
 
         // A session with less than half a (longer) lifetime left is not handed out again.
         let (longer, _) = vault.connect_session_for_action(&action_session("alice", None, 2000))?;

@@ -171,6 +171,10 @@ pub struct ConnectionSelector {
     pub connection_key: Option<String>,
     /// An identity whose connection to use.
     pub identity: Option<String>,
+    /// The kind of owner `identity` names (`user`, `team`, …): with it, only a connection made
+    /// for that kind matches, so user `42` and organization `42` are two tenants; without it,
+    /// a connection of any kind (or none) does.
+    pub identity_type: Option<String>,
 }
 
 /// Filters of the vault list API; all optional and combined with AND.
@@ -618,6 +622,36 @@ mod tests {
             by_key.is_empty(),
             "a test connection is invisible to a live caller"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn an_identity_type_tells_owners_of_one_identity_apart() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        let of_type = |kind: Option<&str>| NewConnection {
+            identity_type: kind.map(Into::into),
+            ..new_connection("slack", Environment::Test, Some("42"))
+        };
+        let organization = add(&vault, &of_type(Some("organization")))?;
+        let user = add(&vault, &of_type(Some("user")))?;
+        let untyped = add(&vault, &of_type(None))?;
+        let select = |kind: Option<&str>| {
+            let selector = ConnectionSelector {
+                identity: Some("42".into()),
+                identity_type: kind.map(Into::into),
+                ..Default::default()
+            };
+            let found = vault.find_connections("slack", Environment::Test, &selector)?;
+            anyhow::Ok(found.into_iter().map(|c| c.key).collect::<Vec<_>>())
+        };
+        assert_eq!(select(Some("user"))?, std::slice::from_ref(&user.key));
+        assert_eq!(
+            select(Some("organization"))?,
+            std::slice::from_ref(&organization.key)
+        );
+        assert!(select(Some("team"))?.is_empty());
+        // Without a type, every connection of the identity matches, whatever its kind.
+        assert_eq!(select(None)?, [organization.key, user.key, untyped.key]);
         Ok(())
     }
 

@@ -20,6 +20,10 @@ pub const IDEMPOTENT_REPLAY: &str = "idempotent_replay";
 #[derive(Debug, Clone, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestLog {
+    /// The row's place in the log, in the order calls ended; set when read back (it is the
+    /// `before` cursor of `GET /v1/logs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
     /// The transaction key.
     pub transaction_key: String,
     /// The caller's own `X-Request-Id`, if it sent one.
@@ -73,6 +77,7 @@ impl RequestLog {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         Self {
+            id: None,
             transaction_key: transaction.key.clone(),
             request_id: transaction.caller_request_id.clone(),
             created_at_ms,
@@ -112,6 +117,10 @@ pub struct LogFilter {
     pub request_id: Option<String>,
     /// Only rows at or after this time (Unix ms).
     pub since_ms: Option<i64>,
+    /// Only rows logged before the row of this id (a cursor: new rows do not move it).
+    pub before_id: Option<i64>,
+    /// Only rows whose upstream status is in this range (inclusive).
+    pub upstream_status: Option<(u16, u16)>,
     /// What a scoped key may see: rows of these integrations, and its own rows (`None`: all).
     pub visible_to: Option<ScopedReader>,
 }
@@ -332,6 +341,7 @@ mod tests {
 
     fn row(at_ms: i64, outcome: &str) -> RequestLog {
         RequestLog {
+            id: None,
             transaction_key: format!("txn_{at_ms}"),
             request_id: None,
             created_at_ms: at_ms,

@@ -117,6 +117,7 @@ pub(super) async fn create_session(
         .map(|raw| parse_base_url(&app, &body.integration, raw))
         .transpose()?;
     let mut identity = body.identity;
+    let mut identity_type = body.identity_type;
     let environment = key.environment;
     if let Some(connection_key) = body.connection_key.clone() {
         let existing = app
@@ -138,7 +139,18 @@ pub(super) async fn create_session(
                 existing.key
             )));
         }
+        // A connection without a type keeps none: only one that has another is a conflict.
+        if existing.identity_type.is_some()
+            && identity_type.is_some()
+            && identity_type != existing.identity_type
+        {
+            return Err(ApiError::BadRequest(format!(
+                "`identityType` is not the identity type of connection `{}`: leave it out to reconnect that connection",
+                existing.key
+            )));
+        }
         identity = existing.identity;
+        identity_type = existing.identity_type;
         // The page tells the user where the credential goes: where this connection sends it,
         // unless the session moves it.
         if base_url.is_none() {
@@ -149,7 +161,7 @@ pub(super) async fn create_session(
         environment,
         platform: body.integration,
         identity,
-        identity_type: body.identity_type,
+        identity_type,
         connection_key: body.connection_key,
         base_url,
         return_url: body.return_url.as_deref().map(parse_return_url).transpose()?,

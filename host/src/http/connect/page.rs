@@ -98,6 +98,31 @@ pub(super) fn message(status: StatusCode, title: &str, text: &str, good: bool) -
     )
 }
 
+/// A page that says something bad happened, with a link back to the app's page `return_to`
+/// when the app named one (the link shows where it goes).
+pub(super) fn message_with_return(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    return_to: Option<&url::Url>,
+) -> Response {
+    let Some(return_to) = return_to else {
+        return message(status, title, text, false);
+    };
+    let host = return_to.host_str().unwrap_or_default();
+    render(
+        status,
+        title,
+        &format!(
+            "<h1 class=\"bad\">{}</h1><p>{}</p><a class=\"button\" id=\"return\" href=\"{}\">Back to {}</a>",
+            escape(title),
+            escape(text),
+            escape(return_to.as_str()),
+            escape(host)
+        ),
+    )
+}
+
 /// The page that starts an OAuth flow: one link to the authorize step. `api_origin` (scheme, host, port) is where
 /// the tokens will be used.
 pub(super) fn oauth_start(integration_name: &str, api_origin: &str, authorize_path: &str) -> Response {

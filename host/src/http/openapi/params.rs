@@ -27,6 +27,8 @@ pub enum Kind {
     ConnectionIds,
     /// `true` or `false` (`1` and `0` are read as the same).
     Boolean,
+    /// An HTTP status (`404`) or a class of them (`5xx`).
+    StatusOrClass,
     /// One of fixed values.
     OneOf {
         /// The values.
@@ -130,10 +132,18 @@ pub const CONNECTION_FILTERS: &[Param] = &[
 
 /// `GET /v1/available-connectors`.
 pub const CONNECTOR_FILTERS: &[Param] = &[
-    text("platform", "The connector with this id"),
-    text("key", "The connector with this id (Pica's name for it)"),
+    query("platform", Kind::List, "Connectors with one of these ids"),
+    query(
+        "key",
+        Kind::List,
+        "Connectors with one of these ids (Pica's name for it)",
+    ),
     text("name", "Connectors whose name contains this, ignoring case"),
-    text("category", "Connectors of this category"),
+    query(
+        "category",
+        Kind::List,
+        "Connectors of one of these categories, ignoring case",
+    ),
     query(
         "oauth",
         Kind::Boolean,
@@ -151,7 +161,11 @@ pub const CONNECTOR_FILTERS: &[Param] = &[
 /// `GET /v1/available-actions/{platform}`.
 pub const ACTION_FILTERS: &[Param] = &[
     text("title", "Actions whose title contains this, ignoring case"),
-    text("key", "The action with this key, e.g. `github-create-issue`"),
+    query(
+        "key",
+        Kind::List,
+        "Actions with one of these keys, e.g. `github-create-issue`",
+    ),
     query(
         "method",
         Kind::OneOf {
@@ -194,6 +208,20 @@ pub const LOG_FILTERS: &[Param] = &[
         Kind::Time,
         "Calls at or after this time: a UTC time such as `2030-01-31T12:00:00Z`, or Unix milliseconds",
     ),
+    query(
+        "before",
+        Kind::Integer {
+            min: 1,
+            max: i64::MAX,
+            default: None,
+        },
+        "Calls logged before the row with this `id`: give the last row's `id` to read the next page, which new calls do not shift (as `page` does)",
+    ),
+    query(
+        "upstreamStatus",
+        Kind::StatusOrClass,
+        "Calls whose upstream answered with this status (`404`) or class (`5xx`)",
+    ),
     LIMIT,
     PAGE,
 ];
@@ -206,6 +234,11 @@ pub const MCP_CONNECTION: &[Param] = &[
         "Tool calls use this connection (also `connectionKey`; not both)",
     ),
     text("connectionKey", "The same as `connection_key`"),
+    text(
+        "identity_type",
+        "The kind of owner `identity` is (user, team, organization, project): only a connection made for that kind is used (also `identityType`; not both)",
+    ),
+    text("identityType", "The same as `identity_type`"),
 ];
 
 /// `GET /connect/oauth/callback`: what the provider sends back.
@@ -254,6 +287,9 @@ pub fn schema(kind: Kind) -> Value {
             "type": "string", "pattern": "^conn_[0-9]+$", "examples": ["conn_7"]
         }}),
         Kind::Boolean => json!({"type": "boolean"}),
+        Kind::StatusOrClass => json!({
+            "type": "string", "pattern": "^([1-5][0-9][0-9]|[1-5][xX][xX])$", "examples": ["5xx", "404"]
+        }),
         Kind::Time => json!({"anyOf": [
             {"type": "string", "format": "date-time"},
             {"type": "integer", "minimum": 0}

@@ -189,11 +189,16 @@ pub fn execute_request(params_schema: Value) -> Value {
             "params": params_schema,
             "connection_key": or_null(string("The connection to use (also `connectionKey`)")),
             "connectionKey": or_null(string("The same as `connection_key`")),
-            "identity": identity("Use this identity's connection")
+            "identity": identity("Use this identity's connection"),
+            "identity_type": or_null(identity_type()),
+            "identityType": or_null(identity_type()),
         }),
     );
     // serde takes an alias as the field itself: both spellings at once are a duplicate.
-    body["not"] = json!({"required": ["connection_key", "connectionKey"]});
+    body["not"] = json!({"anyOf": [
+        {"required": ["connection_key", "connectionKey"]},
+        {"required": ["identity_type", "identityType"]},
+    ]});
     body
 }
 
@@ -413,6 +418,7 @@ fn action_knowledge() -> Value {
 
 fn log_entry() -> Value {
     record(json!({
+        "id": integer("The row's place in the log, in the order calls ended: `before` takes it to read the next page"),
         "transactionKey": string("Transaction key"),
         "requestId": or_null(string("The caller's `X-Request-Id`, if it sent one (1 to 128 visible ASCII characters)")),
         "createdAt": timestamp("Arrival, to the millisecond"),

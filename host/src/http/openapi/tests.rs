@@ -977,6 +977,10 @@ fn good_value(schema: &Value) -> String {
             .unwrap_or(0)
             .to_string(),
         Some("boolean") => "true".into(),
+        Some("string") if schema.get("pattern").is_some() => schema["examples"][0]
+            .as_str()
+            .expect("a patterned parameter's example")
+            .into(),
         Some("array") => match schema["items"]["examples"].get(0).and_then(Value::as_str) {
             Some(example) => format!("{example},{example}"),
             None => "a,b".into(),
@@ -1010,6 +1014,7 @@ fn bad_values(schema: &Value) -> Vec<String> {
             bad
         }
         Some("boolean") => vec!["maybe".into()],
+        Some("string") if schema.get("pattern").is_some() => vec!["x".into()],
         Some("array") if schema["items"].get("pattern").is_some() => vec!["x".into()],
         _ => Vec::new(),
     }

@@ -57,7 +57,7 @@ pub(super) fn reusable(
     new: &NewSession,
     expiring_after: i64,
 ) -> anyhow::Result<Option<(ConnectSession, Sealed)>> {
-    if new.base_url.is_some() || new.return_url.is_some() || new.identity_type.is_some() {
+    if new.base_url.is_some() || new.return_url.is_some() {
         return Ok(None);
     }
     let row = conn
@@ -65,7 +65,7 @@ pub(super) fn reusable(
             &format!(
                 "SELECT {COLUMNS}, token_nonce, token_ciphertext, token_key_id FROM connect_sessions
                  WHERE platform = ?1 AND identity IS ?2 AND environment = ?3 AND connection_key IS ?4
-                   AND identity_type IS NULL AND base_url IS NULL AND return_url IS NULL
+                   AND identity_type IS ?6 AND base_url IS NULL AND return_url IS NULL
                    AND status = 'pending' AND expires_at > ?5 AND token_ciphertext IS NOT NULL
                  ORDER BY expires_at DESC LIMIT 1"
             ),
@@ -74,7 +74,8 @@ pub(super) fn reusable(
                 new.identity,
                 new.environment.as_str(),
                 new.connection_key,
-                expiring_after
+                expiring_after,
+                new.identity_type
             ],
             |row| {
                 Ok((

@@ -80,6 +80,7 @@ pub(super) fn find(
         "SELECT {COLUMNS} FROM connections
          WHERE platform = ?1 AND environment = ?2 AND active = 1
            AND (?3 IS NULL OR key = ?3) AND (?4 IS NULL OR identity = ?4)
+           AND (?5 IS NULL OR identity_type = ?5)
          ORDER BY id"
     ))?;
     let rows = statement.query_map(
@@ -87,7 +88,8 @@ pub(super) fn find(
             platform,
             environment.as_str(),
             selector.connection_key,
-            selector.identity
+            selector.identity,
+            selector.identity_type
         ],
         record_from_row,
     )?;

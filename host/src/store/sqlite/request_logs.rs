@@ -44,7 +44,8 @@ pub(super) fn list(
          AND (?4 IS NULL OR outcome = ?4) AND (?5 IS NULL OR key_prefix = ?5)
          AND (?6 IS NULL OR transaction_key = ?6) AND (?7 IS NULL OR created_at_ms >= ?7)
          AND (?8 IS NULL OR integration IN (SELECT value FROM json_each(?8)) OR key_id = ?9)
-         AND (?10 IS NULL OR request_id = ?10)";
+         AND (?10 IS NULL OR request_id = ?10) AND (?11 IS NULL OR id < ?11)
+         AND (?12 IS NULL OR upstream_status BETWEEN ?12 AND ?13)";
     let scope = filter
         .visible_to
         .as_ref()
@@ -62,7 +63,10 @@ pub(super) fn list(
         filter.since_ms,
         scope,
         filter.visible_to.as_ref().map(|reader| reader.key_id),
-        filter.request_id
+        filter.request_id,
+        filter.before_id,
+        filter.upstream_status.map(|(low, _)| low),
+        filter.upstream_status.map(|(_, high)| high)
     ];
     let total: i64 = conn.query_row(
         &format!("SELECT COUNT(*) FROM request_logs WHERE {condition}"),
@@ -73,12 +77,13 @@ pub(super) fn list(
     let mut statement = conn.prepare(&format!(
         "SELECT transaction_key, created_at_ms, key_id, key_prefix, environment, integration, endpoint,
                 connection_key, http_status, upstream_status, outcome, duration_us, request_bytes, response_bytes,
-                request_id
+                request_id, id
          FROM request_logs WHERE {condition} ORDER BY id DESC LIMIT {limit} OFFSET {offset}"
     ))?;
     let rows = statement
         .query_map(params, |r| {
             Ok(RequestLog {
+                id: Some(r.get(15)?),
                 transaction_key: r.get(0)?,
                 request_id: r.get(14)?,
                 created_at_ms: r.get(1)?,
