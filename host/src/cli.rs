@@ -1068,7 +1068,12 @@ impl FirstLoad {
         warn_of_policy_mistakes(&loader.policy, &registry, loader.runtime.limits());
         match crate::reload::start(&plugins, loader.clone(), registry.clone(), watch) {
             // Held until shutdown: dropping it stops hot reload.
-            Ok(reloader) => spawn_rescan_on_hangup(reloader, loader, registry.clone(), hangups),
+            Ok(reloader) => {
+                // Files added, changed or removed while the first load ran were read before
+                // the watch began: look once more (unchanged files cost a hash each).
+                reloader.rescan(crate::reload::Reload::Changed);
+                spawn_rescan_on_hangup(reloader, loader, registry.clone(), hangups)
+            }
             Err(error) => tracing::error!(
                 error = %format!("{error:#}"),
                 "cannot watch the plugins directory: hot reload and SIGHUP are off; restart to pick up changes"

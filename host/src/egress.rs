@@ -56,6 +56,11 @@ impl HostPattern {
             Some(rest) => (true, rest),
             None => (false, rest),
         };
+        if rest.contains('*') {
+            return Err(fail(
+                "`*` may only begin a pattern, as in `https://*.example.com`",
+            ));
+        }
         // Let the URL parser canonicalise the host and port exactly as it will for requests.
         let url = Url::parse(&format!("{scheme}://{rest}/")).map_err(|_| fail("not a valid host"))?;
         let host = url.host().ok_or_else(|| fail("missing host"))?;
@@ -64,6 +69,14 @@ impl HostPattern {
         }
         let port = url.port_or_known_default().ok_or_else(|| fail("missing port"))?;
         let host = match (wildcard, host) {
+            // `*.com` would allow every host of a top-level domain: a connector that declares it
+            // can send its params anywhere. (A public suffix of two labels, `*.co.uk`, is not
+            // told apart without a suffix list.)
+            (true, Host::Domain(domain)) if domain.trim_end_matches('.').split('.').count() < 2 => {
+                return Err(fail(
+                    "a wildcard covers the subdomains of a registered domain (`*.example.com`), not a whole top-level domain",
+                ));
+            }
             (true, Host::Domain(domain)) => HostMatch::SubdomainsOf(canonical_domain(domain)),
             (_, host) => HostMatch::Exact(canonical(host)),
         };
@@ -373,9 +386,15 @@ mod tests {
             "https://*.1.2.3.4",
             "https://",
             "https://user@x.com",
+            "https://*",
+            "https://*.com",
+            "https://*.com.",
+            "https://api.*.example.com",
+            "https://*.*.example.com",
         ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad} should be rejected");
         }
+        assert!(HostPattern::parse("https://*.example.com").is_ok());
     }
 
     #[test]

@@ -418,9 +418,10 @@ impl Loader {
         let declared = hosts_for_approval(&connector);
         let file = file_name(path);
         let check = {
-            let (id, file) = (id.clone(), file.clone());
+            let (id, file, path) = (id.clone(), file.clone(), path.to_owned());
+            let present = move |name: &str| path.with_file_name(name).exists();
             self.vault
-                .run(move |vault| vault.check_connector_file(&id, &declared, &file))
+                .run(move |vault| vault.check_connector_file(&id, &declared, &file, present))
                 .await
                 .map_err(|e| format!("checking approved hosts: {e:#}"))?
         };
@@ -470,6 +471,18 @@ impl Loader {
                      this gateway knows (its connections' credentials would go to this file's code): \
                      approve it with `sluice connectors approve {id} --file {file}` (the gateway's log has \
                      the whole command)"
+                ),
+                log_hint: Some(format!(
+                    "approve it with `{} {id} --file {file}`",
+                    self.approve_command
+                )),
+                id: Some(id),
+            }),
+            HostCheck::SecondFile(serving) => Err(FailedLoad {
+                error: format!(
+                    "{file} declares connector `{id}`, which {serving} serves (its connections' credentials \
+                     would go to this file's code): if this file is meant to serve it, approve it with \
+                     `sluice connectors approve {id} --file {file}` (the gateway's log has the whole command)"
                 ),
                 log_hint: Some(format!(
                     "approve it with `{} {id} --file {file}`",

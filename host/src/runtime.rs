@@ -16,6 +16,7 @@ pub mod bindings;
 pub(crate) mod capability;
 pub mod contract;
 pub mod limits;
+mod log_rate;
 pub mod manifest;
 mod plan;
 mod pool;
@@ -230,6 +231,8 @@ pub struct LoadedConnector {
     custom_plans: CustomPlans,
     in_flight: Arc<Semaphore>,
     spares: Arc<Spares>,
+    /// What its calls may write to the log together.
+    log_rate: Arc<log_rate::LogRate>,
 }
 
 impl LoadedConnector {
@@ -675,6 +678,7 @@ impl Runtime {
             base_url_rule: connector_policy.base_url_rule(),
             custom_plans: CustomPlans::default(),
             spares: Arc::default(),
+            log_rate: Arc::default(),
         })
     }
 
@@ -771,7 +775,8 @@ impl Runtime {
             self.upstream.clone(),
             limits.clone(),
             Some(manifest.auth.clone()),
-        );
+        )
+        .with_log_rate(connector.log_rate.clone());
         // Whatever happens next — an answer, an error, or the caller going away mid-request —
         // the used instance is torn down and this thread's next spare built once the request is
         // over, off its path.
@@ -873,7 +878,7 @@ fn invoked(
                 upstream_acted: state.call.upstream_acted(),
             })
         }
-        Ok(Ok(Err(error))) => Err(InvokeError::Connector(error)),
+        Ok(Ok(Err(error))) => Err(InvokeError::Connector(state.call.scrubbed_error(error))),
         Ok(Err(trap)) => Err(classify_trap(
             &trap,
             state.budget.exhausted(),

@@ -189,6 +189,27 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
         let text = answer.body["error"]["message"].as_str().unwrap_or_default();
         assert!(text.contains(says), "{text}");
     }
+    // A tool outside the key's scope is named as such, not as a tool that does not exist.
+    let echo_only = setup.gateway.create_key("test", "echo").await;
+    for (tool, says) in [
+        ("github__get_repo", "outside this API key's scope"),
+        ("github__no_such_action", "unknown tool"),
+    ] {
+        let answer = crate::common::send(
+            setup
+                .client
+                .post(format!("{}/mcp", setup.gateway.url))
+                .bearer_auth(&echo_only)
+                .json(
+                    &serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+                    "name": tool, "arguments": {"owner": "acme", "repo": "webapp"}}}),
+                ),
+        )
+        .await;
+        assert_eq!(answer.body["error"]["code"], -32602, "{tool}: {:?}", answer.body);
+        let text = answer.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(text.contains(says), "{tool}: {text}");
+    }
     assert_eq!(
         setup.upstream_requests().len(),
         nothing_more_sent,
@@ -220,6 +241,7 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
             "`identity` is given more than once",
         ),
         ("?connection_key=a&connectionKey=b", "give one"),
+        ("?identity=a&identity_type=user&identityType=team", "give one"),
         // A URL built from an empty variable does not fall back to the owner's connection.
         ("?identity=", "query parameter `identity` is empty"),
         ("?connection_key=", "query parameter `connection_key` is empty"),

@@ -271,9 +271,42 @@ async fn only_changes_load_and_a_shadowed_file_takes_over() {
     assert_eq!(loads(&gateway, "ok").await, 1, "reads are not changes");
     assert_eq!(loads(&gateway, "failed").await, 1, "a broken file fails once");
 
-    // A second file declaring `echo`, loaded after the first, then removed.
+    // A second file declaring `echo` waits for the operator (it would get echo's connections),
+    // then, approved, serves until it is removed.
     let shadow = gateway.plugins_dir().join("zz-echo.wasm");
     std::fs::copy(guests::ECHO, &shadow).expect("copy");
+    let started = Instant::now();
+    let refusal = loop {
+        let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
+        let failures = plugins.body["failures"].as_array().cloned().unwrap_or_default();
+        if let Some(failure) = failures.iter().find(|f| f["file"] == "zz-echo.wasm") {
+            break failure["error"].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no refusal: {}",
+            plugins.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        refusal.contains("which echo.wasm serves") && refusal.contains("--file zz-echo.wasm"),
+        "{refusal}"
+    );
+    assert_eq!(file_serving(&gateway, "echo").await, "echo.wasm");
+    let plugins_dir = gateway.plugins_dir().display().to_string();
+    gateway
+        .cli(&[
+            "connectors",
+            "approve",
+            "echo",
+            "--plugins",
+            &plugins_dir,
+            "--file",
+            "zz-echo.wasm",
+        ])
+        .await
+        .expect("approve");
     let started = Instant::now();
     while loads(&gateway, "ok").await < 2 {
         assert!(
@@ -395,6 +428,20 @@ async fn the_file_written_last_serves_across_rescans_and_restarts() {
     // Written after `echo.wasm`, and first in name order.
     let newer = gateway.plugins_dir().join("aa-echo.wasm");
     std::fs::copy(guests::ECHO, &newer).expect("copy");
+    // A second file of a connector another file serves waits for the operator's approval.
+    let plugins_dir = gateway.plugins_dir().display().to_string();
+    gateway
+        .cli(&[
+            "connectors",
+            "approve",
+            "echo",
+            "--plugins",
+            &plugins_dir,
+            "--file",
+            "aa-echo.wasm",
+        ])
+        .await
+        .expect("approve");
     wait_until_served_from(&gateway, "echo", "aa-echo.wasm", "the newer file never served").await;
 
     let before = loads(&gateway, "ok").await;
@@ -689,4 +736,50 @@ async fn a_replaced_plugins_directory_is_served_and_watched() {
     std::fs::create_dir(&plugins).expect("make it again");
     std::fs::copy(guests::ECHO, plugins.join("echo.wasm")).expect("copy");
     echo_serves(true).await;
+}
+
+/// Files added or removed while the gateway loads its connectors at start are not missed:
+/// the directory is watched from the end of that first load, and looked at once more then.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_made_while_connectors_load_at_start_are_not_missed() {
+    let options = Options {
+        extra_args: vec!["--timeout-ms".into(), "3000".into()],
+        ..Options::default()
+    };
+    let mut gateway = Gateway::start(Path::new(SLUICE), &[guests::ECHO], options).await;
+    gateway.signal("TERM");
+    let started = Instant::now();
+    while reqwest::get(format!("{}/healthz", gateway.url)).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gateway never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A component whose describe() runs to its 3 s deadline keeps the next start loading for
+    // that long; meanwhile one file comes and another goes.
+    let plugins = gateway.plugins_dir().to_owned();
+    std::fs::copy(guests::DESCRIBE_LOOPS, plugins.join("slow.wasm")).expect("copy");
+    let meanwhile = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1000));
+        std::fs::copy(guests::GITHUB, plugins.join("github.wasm")).expect("copy");
+        std::fs::remove_file(plugins.join("echo.wasm")).expect("remove");
+    });
+    gateway.respawn().await;
+    meanwhile.join().expect("changes made");
+    wait_until_served_from(
+        &gateway,
+        "github",
+        "github.wasm",
+        "github.wasm, added during the load, never loaded",
+    )
+    .await;
+    let started = Instant::now();
+    while !file_serving(&gateway, "echo").await.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "echo.wasm, removed during the load, still serves"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -414,6 +414,15 @@ async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value
     let key = &caller.key;
     let Some((connector, endpoint)) = super::catalog::find_tool(&caller.app, name, |id| key.scope.allows(id))
     else {
+        // A tool the key may not use exists all the same (`/openapi.json` lists it): say why
+        // it cannot be called, as `403 scope_not_allowed` does for an execute call.
+        if super::catalog::find_tool(&caller.app, name, |_| true).is_some() {
+            return rpc_error(
+                id,
+                -32602,
+                &format!("tool `{name}` is outside this API key's scope (scope_not_allowed)"),
+            );
+        }
         return rpc_error(id, -32602, &format!("unknown tool `{name}`"));
     };
     let integration = connector.manifest.id.as_str();

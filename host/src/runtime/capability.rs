@@ -6,7 +6,7 @@
 
 use super::answer_headers::AnswerHeaders;
 use super::bindings::v0_2::sluice::connector::{http as wit_http, log as wit_log};
-use super::bindings::{Header, HttpError, Level, Request, Response};
+use super::bindings::{ConnectorError, Header, HttpError, Level, Request, Response};
 use super::bindings::{upgrade, v0_1};
 use super::manifest::AuthScheme;
 use super::scrub::{SecretForms, scrub, scrub_stream};
@@ -52,6 +52,8 @@ pub(crate) struct CallState {
     last_answer: Option<AnswerHeaders>,
     /// Whether a request reached the upstream and was not refused for its credential.
     upstream_acted: bool,
+    /// What the connector may write to the log across its calls (none while loading).
+    log_rate: Option<Arc<super::log_rate::LogRate>>,
 }
 
 impl CallState {
@@ -82,7 +84,14 @@ impl CallState {
             renewal_failure: None,
             last_answer: None,
             upstream_acted: false,
+            log_rate: None,
         }
+    }
+
+    /// The same, its log lines also within the connector's rate across calls.
+    pub(crate) fn with_log_rate(mut self, log_rate: Arc<super::log_rate::LogRate>) -> Self {
+        self.log_rate = Some(log_rate);
+        self
     }
 }
 
@@ -620,21 +629,35 @@ impl wit_http::Host for GuestState {
 }
 
 impl CallState {
+    /// `error`, as the connector reported it, with every form of the credential in its text
+    /// replaced: it may be relayed to the caller, who never sees the credential.
+    pub(crate) fn scrubbed_error(&self, error: ConnectorError) -> ConnectorError {
+        let secrets = self.secret_forms();
+        let clean = |text: String| match scrub(text.as_bytes(), &secrets) {
+            Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
+            None => text,
+        };
+        match error {
+            ConnectorError::BadParams(m) => ConnectorError::BadParams(clean(m)),
+            ConnectorError::UnknownEndpoint(m) => ConnectorError::UnknownEndpoint(clean(m)),
+            ConnectorError::Upstream(m) => ConnectorError::Upstream(clean(m)),
+            ConnectorError::Other(m) => ConnectorError::Other(clean(m)),
+            ConnectorError::Http(http) => ConnectorError::Http(match http {
+                HttpError::Denied(m) => HttpError::Denied(clean(m)),
+                HttpError::Timeout(m) => HttpError::Timeout(clean(m)),
+                HttpError::TooLarge(m) => HttpError::TooLarge(clean(m)),
+                HttpError::Invalid(m) => HttpError::Invalid(clean(m)),
+                HttpError::Transport(m) => HttpError::Transport(clean(m)),
+                HttpError::Other(m) => HttpError::Other(clean(m)),
+            }),
+        }
+    }
+
     /// The response with every form of the credential replaced, as the guest (or a
     /// passthrough caller) gets it.
     pub(crate) fn scrubbed(&self, response: crate::upstream::UpstreamResponse) -> Response {
         let secrets = self.secret_forms();
-        let mut headers = Vec::with_capacity(response.headers.len());
-        for (name, value) in &response.headers {
-            let value = match scrub(value.as_bytes(), &secrets) {
-                Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
-                None => String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            };
-            headers.push(Header {
-                name: name.as_str().to_owned(),
-                value,
-            });
-        }
+        let headers = scrubbed_headers(&response.headers, &secrets);
         let body = scrub(&response.body, &secrets).unwrap_or_else(|| response.body.to_vec());
         Response {
             status: response.status,
@@ -680,19 +703,25 @@ impl CallState {
             break response;
         };
         let secrets = self.secret_forms();
-        let headers = response
-            .headers
-            .iter()
-            .map(|(name, value)| Header {
-                name: name.as_str().to_owned(),
-                value: match scrub(value.as_bytes(), &secrets) {
-                    Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
-                    None => String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                },
-            })
-            .collect();
+        let headers = scrubbed_headers(&response.headers, &secrets);
         Ok((response.status, headers, scrub_stream(response.body, secrets)))
     }
+}
+
+/// An upstream answer's headers with every form of the credential replaced in their values,
+/// and without any header whose name holds one (an upstream echoing it as `x-<token>: 1`).
+fn scrubbed_headers(headers: &HeaderMap, secrets: &SecretForms) -> Vec<Header> {
+    headers
+        .iter()
+        .filter(|(name, _)| !secrets.named_in(name.as_str()))
+        .map(|(name, value)| Header {
+            name: name.as_str().to_owned(),
+            value: match scrub(value.as_bytes(), secrets) {
+                Some(scrubbed) => String::from_utf8_lossy(&scrubbed).into_owned(),
+                None => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            },
+        })
+        .collect()
 }
 
 /// One tracing event at a connector's chosen `level` (tracing wants the level spelt out).
@@ -732,6 +761,29 @@ impl CallState {
             self.last_error_line_dropped = false;
         }
         let (connector, tx) = (&*self.connector_id, self.context.transaction_key.as_str());
+        let admission = match &self.log_rate {
+            Some(rate) => rate.admit(message.len()),
+            None => super::log_rate::Admission::Write { dropped_before: 0 },
+        };
+        match admission {
+            super::log_rate::Admission::Drop => {
+                // A crash still gets its last words written (see `log_last_words`).
+                if is_error {
+                    self.last_error_line_dropped = true;
+                }
+                return;
+            }
+            super::log_rate::Admission::Write { dropped_before } if dropped_before > 0 => {
+                tracing::warn!(
+                    connector,
+                    tx,
+                    dropped_lines = dropped_before,
+                    "the connector wrote more than {} KiB of log a second across its calls; lines were dropped",
+                    super::log_rate::BYTES_PER_SECOND as u64 >> 10
+                );
+            }
+            super::log_rate::Admission::Write { .. } => {}
+        }
         match stream {
             None => connector_event!(level, connector, tx, "{message}"),
             Some(stream) => connector_event!(level, connector, tx, stream, "{message}"),
@@ -974,6 +1026,40 @@ pub(crate) mod tests {
                 uploads_headers.get("authorization").is_none() && uploads_headers.get("x-api-key").is_none()
             );
         }
+    }
+
+    #[test]
+    fn an_upstream_header_named_after_the_credential_is_dropped() {
+        let call = call_state(AuthScheme::Bearer);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-s3cret-token", HeaderValue::from_static("1"));
+        headers.insert("x-echo", HeaderValue::from_static("Bearer s3cret-token"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let kept = scrubbed_headers(&headers, &call.secret_forms());
+        let names: Vec<&str> = kept.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["x-echo", "content-type"]);
+        assert!(!kept[0].value.contains("s3cret"), "{:?}", kept[0]);
+        // In any case: names arrive in lower case whatever the credential's own case.
+        let mut upper = call_state(AuthScheme::Bearer);
+        upper.context.credential = Some(super::super::Credential::new("S3CRET-Mixed-Token"));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-s3cret-mixed-token", HeaderValue::from_static("1"));
+        assert!(scrubbed_headers(&headers, &upper.secret_forms()).is_empty());
+    }
+
+    #[test]
+    fn a_connectors_error_text_is_scrubbed_of_the_credential() {
+        let call = call_state(AuthScheme::Bearer);
+        for error in [
+            ConnectorError::Other("the token s3cret-token was refused".into()),
+            ConnectorError::Upstream("Bearer s3cret-token".into()),
+            ConnectorError::Http(HttpError::Transport("s3cret-token".into())),
+        ] {
+            let scrubbed = format!("{:?}", call.scrubbed_error(error));
+            assert!(!scrubbed.contains("s3cret"), "{scrubbed}");
+        }
+        let plain = call.scrubbed_error(ConnectorError::BadParams("`owner` is missing".into()));
+        assert!(matches!(plain, ConnectorError::BadParams(m) if m == "`owner` is missing"));
     }
 
     #[test]

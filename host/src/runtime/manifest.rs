@@ -161,13 +161,102 @@ const GATEWAY_AUTHORIZE_PARAMS: [&str; 7] = [
     "code_challenge_method",
 ];
 
-/// Most bytes of params schemas and examples one connector may describe (the largest real
-/// APIs' connectors need a few hundred KiB).
+/// Longest message of one params error, in bytes: the library's messages quote the value,
+/// which may be a whole email body.
+const MAX_PARAMS_ERROR_BYTES: usize = 300;
+
+/// What a caller is told of one way its params fail the schema. Alternatives (`anyOf`,
+/// `oneOf`) say what each would need, rather than quoting the whole value back; every
+/// message is cut to [`MAX_PARAMS_ERROR_BYTES`].
+fn params_error_message(error: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let message = match error.kind() {
+        Kind::AnyOf { context } | Kind::OneOfNotValid { context } => {
+            let keyword = match error.kind() {
+                Kind::AnyOf { .. } => "anyOf",
+                _ => "oneOf",
+            };
+            let needs: Vec<String> = context
+                .iter()
+                .take(5)
+                .enumerate()
+                .map(|(i, errors)| {
+                    let said: Vec<String> = errors.iter().take(2).map(params_error_message).collect();
+                    format!("({}) {}", i + 1, said.join(", "))
+                })
+                .collect();
+            format!(
+                "matches none of the alternatives `{keyword}` allows: {}",
+                needs.join("; ")
+            )
+        }
+        Kind::OneOfMultipleValid { .. } => {
+            "matches more than one of the alternatives `oneOf` allows; exactly one must match".to_owned()
+        }
+        Kind::Not { .. } => "matches what the schema's `not` forbids".to_owned(),
+        _ => error.to_string(),
+    };
+    cut_to(message, MAX_PARAMS_ERROR_BYTES)
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked as cut.
+fn cut_to(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push('…');
+    text
+}
+
+/// Longest name, title or category, in bytes.
+const MAX_NAME_BYTES: usize = 200;
+/// Longest description, in bytes.
+const MAX_DESCRIPTION_BYTES: usize = 8 << 10;
+
+/// Refuse text a connector publishes (in the catalog, tool lists, the connect page) that is too
+/// long or holds control characters (line breaks only where `multiline`) or bidirectional
+/// formatting characters, which would make it read as other text to a user or an operator.
+fn check_display_text(
+    field: &str,
+    text: &str,
+    max_bytes: usize,
+    multiline: bool,
+) -> Result<(), ManifestError> {
+    if text.len() > max_bytes {
+        return Err(invalid(
+            field,
+            format!("is {} bytes; at most {max_bytes} are allowed", text.len()),
+        ));
+    }
+    let allowed = |c: char| multiline && (c == '\n' || c == '\t');
+    if let Some(c) = text
+        .chars()
+        .find(|c| (c.is_control() && !allowed(*c)) || crate::vault::checks::is_bidi_control(*c))
+    {
+        return Err(invalid(
+            field,
+            format!(
+                "holds a control or text-direction character ({})",
+                c.escape_default()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Most bytes of params schemas, examples and texts one connector may describe (the largest
+/// real APIs' connectors need a few hundred KiB).
 const MAX_DESCRIBED_BYTES: usize = 2 << 20;
 
 /// What an author can do about a schema error whose words are the validator library's own
-/// (`at`: where in the schema; `said`: the library's message), if it is one of those.
-fn schema_error_hint(at: &str, said: &str) -> Option<&'static str> {
+/// (`at`: where in the schema; `said`: the library's message; `value`: what is there), if it
+/// is one of those.
+fn schema_error_hint(at: &str, said: &str, value: Option<&serde_json::Value>) -> Option<&'static str> {
     if said.contains("resolve-http") || said.contains("resolve-file") || said.contains("custom resolver") {
         return Some(
             " (remote and file `$ref`s are never fetched: put the schema under `$defs` and refer to \
@@ -175,6 +264,18 @@ fn schema_error_hint(at: &str, said: &str) -> Option<&'static str> {
         );
     }
     if said.contains("is not a \"regex\"") {
+        // The library says the same of a pattern too large once compiled as of one it cannot
+        // run: the engine itself tells them apart.
+        let pattern = value.and_then(serde_json::Value::as_str).unwrap_or_default();
+        let compiled = regex::RegexBuilder::new(pattern)
+            .size_limit(MAX_COMPILED_PATTERN_BYTES)
+            .build();
+        if let Err(regex::Error::CompiledTooBig(_)) = compiled {
+            return Some(
+                " (compiled, the pattern would take more than 256 KiB: bound its repetitions, \
+                 e.g. `{1,64}` rather than `{1,500}` around a group)",
+            );
+        }
         return Some(
             " (patterns run on a linear-time engine: backreferences and look-around are not \
              supported)",
@@ -313,21 +414,52 @@ impl Manifest {
     /// Validate what a connector's `describe()` returned.
     pub fn from_wit(wit: WitManifest) -> Result<Self, ManifestError> {
         check_connector_id(&wit.id).map_err(|reason| invalid("id", reason))?;
-        // Schemas and examples are compiled, kept and served to anyone reading the catalog or
-        // /openapi.json: a describe() of megabytes would cost every one of them.
+        // Schemas, examples and texts are compiled, kept and served to anyone reading the
+        // catalog or /openapi.json (which needs no key): a describe() of megabytes would cost
+        // every one of them.
         let described: usize = wit
             .endpoints
             .iter()
-            .map(|e| e.params_schema.len() + e.examples.iter().map(|x| x.params_json.len()).sum::<usize>())
-            .sum();
+            .map(|e| {
+                e.params_schema.len()
+                    + e.examples
+                        .iter()
+                        .map(|x| x.params_json.len() + x.title.len())
+                        .sum::<usize>()
+                    + e.title.len()
+                    + e.description.len()
+            })
+            .sum::<usize>()
+            + wit.description.len();
         if described > MAX_DESCRIBED_BYTES {
             return Err(invalid(
                 "endpoints",
                 format!(
-                    "its schemas and examples come to {} KiB; a connector may describe at most {} KiB",
+                    "its schemas, examples and texts come to {} KiB; a connector may describe at most {} KiB",
                     described >> 10,
                     MAX_DESCRIBED_BYTES >> 10
                 ),
+            ));
+        }
+        check_display_text("name", &wit.name, MAX_NAME_BYTES, false)?;
+        check_display_text("description", &wit.description, MAX_DESCRIPTION_BYTES, true)?;
+        check_display_text("category", &wit.category, MAX_NAME_BYTES, false)?;
+        for endpoint in &wit.endpoints {
+            let field = format!("endpoints.{}", endpoint.name.escape_default());
+            check_display_text(&format!("{field}.title"), &endpoint.title, MAX_NAME_BYTES, false)?;
+            check_display_text(
+                &format!("{field}.description"),
+                &endpoint.description,
+                MAX_DESCRIPTION_BYTES,
+                true,
+            )?;
+        }
+        if let Some(icon) = wit.icon_url.as_deref().filter(|icon| !icon.is_empty())
+            && !Url::parse(icon).is_ok_and(|url| url.scheme() == "https")
+        {
+            return Err(invalid(
+                "icon-url",
+                format!("`{}` is not an https URL", icon.escape_default()),
             ));
         }
         // Semantic: operators compare versions (a reload logs old → new, approvals name it),
@@ -479,7 +611,8 @@ impl Manifest {
                 .map_err(|e| {
                     let at = e.instance_path().to_string();
                     let at = if at.is_empty() { "/".to_owned() } else { at };
-                    let hint = schema_error_hint(&at, &e.to_string()).unwrap_or_default();
+                    let value = params_schema.pointer(e.instance_path().as_str());
+                    let hint = schema_error_hint(&at, &e.to_string(), value).unwrap_or_default();
                     invalid(
                         &field,
                         format!("params-schema is not a valid JSON Schema: at `{at}`: {e}{hint}"),
@@ -580,7 +713,7 @@ impl Manifest {
                 if pointer.is_empty() {
                     pointer.push('/');
                 }
-                (pointer, error.to_string())
+                (pointer, params_error_message(&error))
             })
             .collect()
     }
@@ -738,6 +871,77 @@ mod tests {
     }
 
     #[test]
+    fn params_errors_say_what_alternatives_need_without_quoting_the_params() -> Result<(), ManifestError> {
+        let manifest = Manifest::from_wit(wit(
+            r#"{"type":"object","properties":{"body":{"type":"string","maxLength":10}},"anyOf":[{"required":["text"]},{"required":["html"]}]}"#,
+        ))?;
+        let endpoint = manifest.endpoint("get").expect("endpoint");
+        let secret_body = "confidential ".repeat(1000);
+        let errors = Manifest::validate_params(endpoint, &serde_json::json!({"body": secret_body}));
+        let alternatives = errors
+            .iter()
+            .find(|(pointer, _)| pointer == "/")
+            .expect("the anyOf error");
+        assert!(
+            alternatives.1.contains("none of the alternatives `anyOf` allows")
+                && alternatives.1.contains("\"text\" is a required property")
+                && alternatives.1.contains("\"html\" is a required property"),
+            "{alternatives:?}"
+        );
+        assert!(!alternatives.1.contains("confidential"), "{alternatives:?}");
+        // Other messages quote the value, as the library words them, but only so much of it.
+        let too_long = errors
+            .iter()
+            .find(|(pointer, _)| pointer == "/body")
+            .expect("the maxLength error");
+        assert!(
+            too_long.1.len() <= MAX_PARAMS_ERROR_BYTES + '…'.len_utf8(),
+            "{too_long:?}"
+        );
+        assert!(too_long.1.ends_with('…'), "{too_long:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn published_text_is_plain_and_bounded() {
+        let refused = |manifest: WitManifest| match Manifest::from_wit(manifest) {
+            Err(ManifestError::Invalid { field, .. }) => field,
+            Ok(_) => String::new(),
+        };
+        let named = |name: &str| WitManifest {
+            name: name.into(),
+            ..wit("{}")
+        };
+        assert_eq!(refused(named("GitHub\u{202E}buHtiG")), "name");
+        assert_eq!(refused(named("two\nlines")), "name");
+        assert_eq!(refused(named(&"n".repeat(MAX_NAME_BYTES + 1))), "name");
+        assert_eq!(refused(named("GitHub (Enterprise)")), "");
+        let described = |description: &str| WitManifest {
+            description: description.into(),
+            ..wit("{}")
+        };
+        assert_eq!(
+            refused(described("First paragraph.\n\nSecond.")),
+            "",
+            "line breaks are fine here"
+        );
+        assert_eq!(refused(described("\u{1b}[31mred")), "description");
+        let mut titled = wit("{}");
+        titled.endpoints[0].title = "Get\0it".into();
+        assert_eq!(refused(titled), "endpoints.get.title");
+        for (icon, field) in [
+            ("javascript:alert(1)", "icon-url"),
+            ("https://cdn.example.com/i.svg", ""),
+        ] {
+            let manifest = WitManifest {
+                icon_url: Some(icon.into()),
+                ..wit("{}")
+            };
+            assert_eq!(refused(manifest), field, "{icon}");
+        }
+    }
+
+    #[test]
     fn a_connector_adds_only_provider_extras_to_the_sign_in() {
         let with_params = |params: &[(&str, &str)]| WitManifest {
             auth: WitAuth::Oauth2(super::super::bindings::Oauth2Config {
@@ -843,6 +1047,19 @@ mod tests {
         assert!(
             misspelt.contains("at `/properties/a/type`") && misspelt.contains("`type` is one of"),
             "{misspelt}"
+        );
+        let huge = error(
+            serde_json::json!({"properties": {"a": {"type": "string", "pattern": "^(\\w+\\s?){1,500}$"}}}),
+        );
+        assert!(
+            huge.contains("more than 256 KiB") && !huge.contains("backreferences"),
+            "{huge}"
+        );
+        let lookaround =
+            error(serde_json::json!({"properties": {"a": {"type": "string", "pattern": "^(?=a)"}}}));
+        assert!(
+            lookaround.contains("backreferences and look-around"),
+            "{lookaround}"
         );
         let remote =
             error(serde_json::json!({"properties": {"a": {"$ref": "https://schemas.example.com/a.json"}}}));

@@ -51,6 +51,21 @@ impl SecretForms {
         Self(finders.into())
     }
 
+    /// Whether a header name (lower case, as HTTP/2 and the client library make it) holds one
+    /// of the spellings in any case: such a header cannot be scrubbed into a valid name, so it
+    /// is dropped.
+    pub(crate) fn named_in(&self, name: &str) -> bool {
+        let name = name.as_bytes();
+        self.0.iter().any(|finder| {
+            let needle = finder.needle();
+            !needle.is_empty()
+                && needle.len() <= name.len()
+                && name
+                    .windows(needle.len())
+                    .any(|window| window.eq_ignore_ascii_case(needle))
+        })
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

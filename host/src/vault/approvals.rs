@@ -31,6 +31,9 @@ pub enum HostCheck {
     NeedsApproval(Vec<String>),
     /// The file was approved as this other connector; its new id is a known connector's.
     FileOfAnother(String),
+    /// The file is not recorded as serving the connector, and this file, which is, is still
+    /// there: a second file claiming a connector another file serves.
+    SecondFile(String),
 }
 
 impl Vault {
@@ -62,6 +65,16 @@ impl Vault {
             .map(|(connector, _)| connector))
     }
 
+    /// The files recorded as serving `connector`.
+    fn files_of(&self, connector: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .approved_hosts(connector)?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|entry| entry.strip_prefix(FILE_ENTRY).map(str::to_owned))
+            .collect())
+    }
+
     /// Whether any file is recorded as serving `connector` now.
     pub fn served_by_a_file(&self, connector: &str) -> anyhow::Result<bool> {
         Ok(self
@@ -89,18 +102,31 @@ impl Vault {
 
     /// [`Vault::check_hosts`] for a connector loaded from `file`: also refused when the file
     /// was approved as another connector and `connector` is one this gateway knows (it has
-    /// an approved set, and so may have connections); once accepted, the file is recorded.
+    /// an approved set, and so may have connections), or when a file recorded as serving
+    /// `connector` is still there (`present` says which files are) and this one is not
+    /// recorded: either would hand the connector's connections to code nobody approved for it.
+    /// Once accepted, the file is recorded.
     pub fn check_connector_file(
         &self,
         connector: &str,
         declared: &[String],
         file: &str,
+        present: impl Fn(&str) -> bool,
     ) -> anyhow::Result<HostCheck> {
-        if let Some(other) = self.approved_as(file)?
+        let approved_as = self.approved_as(file)?;
+        if let Some(other) = &approved_as
             && other != connector
             && self.approved_hosts(connector)?.is_some()
         {
-            return Ok(HostCheck::FileOfAnother(other));
+            return Ok(HostCheck::FileOfAnother(other.clone()));
+        }
+        if approved_as.as_deref() != Some(connector)
+            && let Some(serving) = self
+                .files_of(connector)?
+                .into_iter()
+                .find(|recorded| recorded != file && present(recorded))
+        {
+            return Ok(HostCheck::SecondFile(serving));
         }
         let check = self.check_hosts(connector, declared)?;
         if matches!(check, HostCheck::FirstSeen | HostCheck::Approved) {
@@ -158,7 +184,10 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let vault = Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))?;
         let hosts = |host: &str| vec![format!("https://{host}:443")];
-        let check = |id: &str, file: &str| vault.check_connector_file(id, &hosts(id), file);
+        let present = std::cell::RefCell::new(vec!["weather.wasm", "svc.wasm"]);
+        let check = |id: &str, file: &str| {
+            vault.check_connector_file(id, &hosts(id), file, |name| present.borrow().contains(&name))
+        };
         assert_eq!(check("weather", "weather.wasm")?, HostCheck::FirstSeen);
         assert_eq!(check("svc", "svc.wasm")?, HostCheck::FirstSeen);
         // weather.wasm, updated, declares svc: svc's connections are not its to use.
@@ -172,8 +201,14 @@ mod tests {
             check("svc", "weather.wasm")?,
             HostCheck::FileOfAnother("weather".into())
         );
-        // A new file of a known connector (a version under a new name) and a file that turns
-        // into a connector never seen here are not takeovers.
+        // A second file declaring a connector whose file is still there waits for the
+        // operator; once that file is gone, a new file of it is a version under a new name.
+        assert_eq!(
+            check("svc", "svc-2.wasm")?,
+            HostCheck::SecondFile("svc.wasm".into())
+        );
+        present.borrow_mut().retain(|name| *name != "svc.wasm");
+        // A file that turns into a connector never seen here is no takeover either.
         assert_eq!(check("svc", "svc-2.wasm")?, HostCheck::Approved);
         assert_eq!(check("brand-new", "weather.wasm")?, HostCheck::FirstSeen);
         assert_eq!(

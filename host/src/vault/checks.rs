@@ -65,7 +65,7 @@ pub fn check_identity(field: &str, identity: &str) -> Result<(), String> {
 
 /// Unicode's bidirectional formatting characters: printed, they reorder the text around them
 /// (`\u{202E}` shows what follows backwards), so an identity could read as another one.
-fn is_bidi_control(c: char) -> bool {
+pub(crate) fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
