@@ -180,6 +180,15 @@ impl Default for Metrics {
     }
 }
 
+impl crate::runtime::EgressDenials for Metrics {
+    fn count(&self, connector: &str) {
+        let labels = ConnectorLabels {
+            integration: connector.to_owned(),
+        };
+        self.egress_denied.get_or_create(&labels).inc();
+    }
+}
+
 impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {

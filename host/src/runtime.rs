@@ -194,6 +194,15 @@ pub struct CallContext {
     pub base_url_override: Option<Url>,
     /// How to renew the credential when the upstream rejects it, if it can be.
     pub renewal: Option<Arc<dyn CredentialRenewal>>,
+    /// Told of each request the connector makes that policy refuses, as it happens: counted
+    /// whatever the call comes to (a connector that probes and then traps is counted too).
+    pub egress_denials: Option<Arc<dyn EgressDenials>>,
+}
+
+/// Where refused requests are counted.
+pub trait EgressDenials: Send + Sync {
+    /// One request of `connector` was refused by policy.
+    fn count(&self, connector: &str);
 }
 
 impl fmt::Debug for CallContext {
@@ -203,6 +212,7 @@ impl fmt::Debug for CallContext {
             .field("credential", &self.credential)
             .field("base_url_override", &self.base_url_override)
             .field("renewable", &self.renewal.is_some())
+            .field("counts_egress_denials", &self.egress_denials.is_some())
             .finish()
     }
 }
@@ -425,8 +435,6 @@ pub struct Invoked {
     pub credential_status: Option<u16>,
     /// Time spent waiting for upstream responses.
     pub upstream_time: Duration,
-    /// Upstream requests the egress policy refused (the connector may have recovered).
-    pub egress_denials: u32,
     /// Whether a request of the call reached the upstream and was not refused for its
     /// credential (answered otherwise, or not answered at all): the upstream may have acted.
     pub upstream_acted: bool,
@@ -868,13 +876,12 @@ fn invoked(
             Err(InvokeError::NotAnHttpStatus(output.status))
         }
         Ok(Ok(Ok(output))) => {
-            let (upstream_time, egress_denials) = state.call.upstream_stats();
+            let upstream_time = state.call.upstream_time();
             Ok(Invoked {
                 upstream_headers: state.call.take_answer_headers(output.status),
                 output,
                 credential_status: state.call.credential_status(),
                 upstream_time,
-                egress_denials,
                 upstream_acted: state.call.upstream_acted(),
             })
         }

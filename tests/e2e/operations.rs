@@ -40,11 +40,16 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
             json!({"params": {"url": "https://elsewhere.invalid/"}}),
         )
         .await;
+    // A refusal in a call that then crashes is counted too.
+    let crashed = setup
+        .execute("hostile", "probe_then_panic", json!({"params": {}}))
+        .await;
+    assert_eq!(crashed.code(), "connector_trap", "{:?}", crashed.body);
     let expected = [
         r#"sluice_requests_total{integration="github",endpoint="get_repo",outcome="ok"} 1"#,
         r#"sluice_requests_total{integration="unknown",endpoint="unknown",outcome="not_found"} 3"#,
         r#"sluice_requests_total{integration="hostile",endpoint="call",outcome="egress_denied"} 1"#,
-        r#"sluice_egress_denied_total{integration="hostile"} 1"#,
+        r#"sluice_egress_denied_total{integration="hostile"} 2"#,
         r#"sluice_component_loads_total{outcome="ok"} 3"#,
         "sluice_instances_in_use 0",
         "sluice_spare_instances ",

@@ -7,7 +7,6 @@ use super::{AppState, Transaction};
 use crate::error::{ActionUrl, ApiError};
 use crate::metrics::ConnectorLabels;
 use crate::runtime::bindings::Output;
-use crate::runtime::bindings::{ConnectorError, HttpError};
 use crate::runtime::manifest::Manifest;
 use crate::runtime::{CallContext, needs_connection};
 use crate::runtime::{InvokeError, Invoked};
@@ -319,6 +318,7 @@ async fn run(
 
     let mut context = CallContext {
         transaction_key,
+        egress_denials: Some(app.metrics.clone()),
         ..CallContext::default()
     };
     let mut connection = None;
@@ -353,13 +353,9 @@ async fn run(
         .connector_seconds
         .get_or_create(&labels)
         .observe(invoke_started.elapsed().as_secs_f64());
-    // Every refusal a caller sees as `egress_denied`: the connector's request, or the
-    // connection's base URL outside the operator's `baseUrls`.
-    if let Err(
-        InvokeError::Connector(ConnectorError::Http(HttpError::Denied(_)))
-        | InvokeError::BaseUrlNotAllowed(_),
-    ) = &invoked
-    {
+    // The connector's refused requests are counted as they happen (see `egress_denials`
+    // above); a connection's base URL outside the operator's `baseUrls` refuses the call itself.
+    if let Err(InvokeError::BaseUrlNotAllowed(_)) = &invoked {
         app.metrics.egress_denied.get_or_create(&labels).inc();
     }
     let invoked = match invoked {
@@ -378,12 +374,6 @@ async fn run(
             .upstream_seconds
             .get_or_create(&labels)
             .observe(invoked.upstream_time.as_secs_f64());
-    }
-    if invoked.egress_denials > 0 {
-        app.metrics
-            .egress_denied
-            .get_or_create(&labels)
-            .inc_by(u64::from(invoked.egress_denials));
     }
     log.upstream_status = Some(invoked.output.status);
     let reconnect = match &connection {
@@ -682,7 +672,6 @@ mod tests {
                 output: output(None, b""),
                 credential_status,
                 upstream_time: std::time::Duration::ZERO,
-                egress_denials: 0,
                 upstream_acted,
                 upstream_headers: Vec::new(),
             })

@@ -204,9 +204,9 @@ impl CallState {
         self.upstream_acted
     }
 
-    /// Time spent waiting for upstream responses, and requests refused by policy.
-    pub(crate) fn upstream_stats(&self) -> (std::time::Duration, u32) {
-        (self.upstream_time, self.denials)
+    /// Time spent waiting for upstream responses.
+    pub(crate) fn upstream_time(&self) -> std::time::Duration {
+        self.upstream_time
     }
 
     /// Validate the guest's request — sizes, method, destination, headers — or say why not.
@@ -613,6 +613,9 @@ impl wit_http::Host for GuestState {
             Err(error) => {
                 if matches!(error, HttpError::Denied(_)) {
                     call.denials += 1;
+                    if let Some(denials) = &call.context.egress_denials {
+                        denials.count(&call.connector_id);
+                    }
                     // The first refusals of a call say what was refused; a connector that
                     // keeps trying adds no more lines (the metric still counts them).
                     if call.denials <= LOGGED_REFUSALS_PER_CALL {

@@ -107,6 +107,7 @@ impl Connector for Hostile {
             "remember",
             "hold_handles",
             "print",
+            "probe_then_panic",
             // Declared, with no arm in `invoke`: a connector contradicting itself.
             "forgotten",
         ];
@@ -143,6 +144,11 @@ impl Connector for Hostile {
                         "seen_headers": headers,
                     }),
                 )
+            }
+            "probe_then_panic" => {
+                // A refused request, then a crash: the refusal is counted all the same.
+                let refused = sluice_sdk::http::get("https://elsewhere.invalid/").send();
+                panic!("probed: {}", refused.is_err());
             }
             "spin" => {
                 let mut x: u64 = 0;
