@@ -1070,8 +1070,11 @@ impl FirstLoad {
             // Held until shutdown: dropping it stops hot reload.
             Ok(reloader) => {
                 // Files added, changed or removed while the first load ran were read before
-                // the watch began: look once more (unchanged files cost a hash each).
-                reloader.rescan(crate::reload::Reload::Changed);
+                // the watch began: look once more (unchanged files cost a hash each). Under
+                // `--no-watch` the directory is read again only on SIGHUP, as documented.
+                if watch {
+                    reloader.rescan(crate::reload::Reload::Changed);
+                }
                 spawn_rescan_on_hangup(reloader, loader, registry.clone(), hangups)
             }
             Err(error) => tracing::error!(

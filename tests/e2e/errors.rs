@@ -169,6 +169,15 @@ async fn bad_bodies_and_params_are_400() {
         says.contains("`identity`") && says.contains("in the body"),
         "{says}"
     );
+    // An empty selector is a mistake (a variable that was never set), as on `/mcp`.
+    let empty = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}, "connection_key": ""}),
+        )
+        .await;
+    assert_error(&empty, 400, "bad_request");
     assert!(setup.upstream_requests().is_empty(), "nothing ran");
     let array = send(raw("[1,2]")).await;
     assert_error(&array, 400, "bad_request");

@@ -294,19 +294,7 @@ async fn only_changes_load_and_a_shadowed_file_takes_over() {
         "{refusal}"
     );
     assert_eq!(file_serving(&gateway, "echo").await, "echo.wasm");
-    let plugins_dir = gateway.plugins_dir().display().to_string();
-    gateway
-        .cli(&[
-            "connectors",
-            "approve",
-            "echo",
-            "--plugins",
-            &plugins_dir,
-            "--file",
-            "zz-echo.wasm",
-        ])
-        .await
-        .expect("approve");
+    approve_file(&gateway, "echo", "zz-echo.wasm").await;
     let started = Instant::now();
     while loads(&gateway, "ok").await < 2 {
         assert!(
@@ -341,6 +329,23 @@ async fn only_changes_load_and_a_shadowed_file_takes_over() {
     )
     .await;
     assert_eq!(call.status, 200, "{:?}", call.body);
+}
+
+/// `sluice connectors approve <id> --file <file>` on the gateway's plugins directory.
+async fn approve_file(gateway: &Gateway, id: &str, file: &str) {
+    let plugins_dir = gateway.plugins_dir().display().to_string();
+    gateway
+        .cli(&[
+            "connectors",
+            "approve",
+            id,
+            "--plugins",
+            &plugins_dir,
+            "--file",
+            file,
+        ])
+        .await
+        .expect("approve");
 }
 
 /// The file serving a connector id two files declare, as `/v1/plugins` names it.
@@ -429,19 +434,7 @@ async fn the_file_written_last_serves_across_rescans_and_restarts() {
     let newer = gateway.plugins_dir().join("aa-echo.wasm");
     std::fs::copy(guests::ECHO, &newer).expect("copy");
     // A second file of a connector another file serves waits for the operator's approval.
-    let plugins_dir = gateway.plugins_dir().display().to_string();
-    gateway
-        .cli(&[
-            "connectors",
-            "approve",
-            "echo",
-            "--plugins",
-            &plugins_dir,
-            "--file",
-            "aa-echo.wasm",
-        ])
-        .await
-        .expect("approve");
+    approve_file(&gateway, "echo", "aa-echo.wasm").await;
     wait_until_served_from(&gateway, "echo", "aa-echo.wasm", "the newer file never served").await;
 
     let before = loads(&gateway, "ok").await;

@@ -27,6 +27,17 @@ pub(super) async fn select(
     if let Some(identity) = &selector.identity {
         crate::vault::checks::check_identity("`identity`", identity).map_err(ApiError::BadRequest)?;
     }
+    // As `/mcp?connection_key=` is: a key built from an empty variable is a mistake, not a
+    // connection that happens not to exist.
+    if selector
+        .connection_key
+        .as_deref()
+        .is_some_and(|key| key.trim().is_empty())
+    {
+        return Err(ApiError::BadRequest(
+            "`connection_key` is empty: give a connection's key or leave it out".into(),
+        ));
+    }
     if let Some(kind) = &selector.identity_type {
         if selector.identity.is_none() {
             return Err(ApiError::BadRequest(
