@@ -118,7 +118,8 @@ fn spellings(secret: &str, auth: Option<&AuthScheme>) -> Vec<String> {
 
 /// The spellings of `secret` other than itself that an upstream echoing it may use: URL-encoded
 /// (as a query value, `+` for spaces; and percent-encoded in either case of hex digits) and
-/// JSON-escaped (with and without `\/` for slashes).
+/// JSON-escaped (with and without `\/` for slashes, and with the characters .NET's and Go's
+/// encoders write as `\u` escapes by default).
 fn escaped_forms(secret: &str) -> Vec<String> {
     let form_encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
     let percent_encoded = form_encoded.replace('+', "%20");
@@ -127,6 +128,23 @@ fn escaped_forms(secret: &str) -> Vec<String> {
     let json = serde_json::to_string(secret).unwrap_or_default();
     let json = json.trim_matches('"').to_owned();
     let json_slashes = json.replace('/', "\\/");
+    // System.Text.Json escapes `+`, the HTML-sensitive characters and quotes (upper-case hex);
+    // Go's encoding/json escapes `<`, `>` and `&` (lower-case hex).
+    let dotnet = json
+        .replace("\\\"", "\\u0022")
+        .chars()
+        .map(|c| match c {
+            '+' | '<' | '>' | '&' | '\'' => format!("\\u{:04X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect::<String>();
+    let go: String = json
+        .chars()
+        .map(|c| match c {
+            '<' | '>' | '&' => format!("\\u{:04x}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
     [
         form_encoded,
         percent_encoded,
@@ -134,6 +152,8 @@ fn escaped_forms(secret: &str) -> Vec<String> {
         lower_hex_form,
         json,
         json_slashes,
+        dotnet,
+        go,
     ]
     .into_iter()
     .filter(|form| form != secret)
@@ -260,6 +280,7 @@ mod tests {
             "s3cret%2babc%2fdef%3d+x",
             "s3cret%2Babc%2Fdef%3D%20x",
             "s3cret+abc\\/def= x",
+            "s3cret\\u002Babc/def= x",
         ] {
             let body = format!("{{\"url\": \"/items?api_key={echoed}&page=2\"}}");
             let scrubbed = scrub(body.as_bytes(), &forms).unwrap_or_else(|| panic!("{echoed} not found"));
@@ -273,6 +294,13 @@ mod tests {
         let forms = SecretForms::of("user:pa/ss+word", Some(&AuthScheme::Basic));
         let basic = base64::engine::general_purpose::STANDARD.encode("user:pa/ss+word");
         for echoed in [basic.as_str(), "pa/ss+word", "pa%2Fss%2Bword", "pa\\/ss+word"] {
+            assert!(scrub(echoed.as_bytes(), &forms).is_some(), "{echoed}");
+        }
+        let forms = SecretForms::of("tok<en>&'1234", None);
+        for echoed in [
+            "tok\\u003Cen\\u003E\\u0026\\u00271234",
+            "tok\\u003cen\\u003e\\u0026'1234",
+        ] {
             assert!(scrub(echoed.as_bytes(), &forms).is_some(), "{echoed}");
         }
         assert!(
