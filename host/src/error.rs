@@ -489,14 +489,21 @@ fn see_log(transaction_key: &str) -> String {
 
 /// Text from outside the gateway is passed on, but bounded.
 fn bounded(message: String) -> String {
-    if message.len() <= MAX_MESSAGE_BYTES {
-        return message;
+    cut_to(message, MAX_MESSAGE_BYTES)
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked as cut with `…`.
+pub(crate) fn cut_to(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
     }
-    let mut cut = MAX_MESSAGE_BYTES;
-    while !message.is_char_boundary(cut) {
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}…", &message[..cut])
+    text.truncate(cut);
+    text.push('…');
+    text
 }
 
 impl ApiError {

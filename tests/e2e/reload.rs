@@ -535,23 +535,6 @@ async fn a_file_that_stops_shadowing_another_hands_its_connector_back() {
     };
 
     let plugins_dir = gateway.plugins_dir().display().to_string();
-    let approve = |id: &'static str, file: &'static str| {
-        let (gateway, plugins_dir) = (&gateway, plugins_dir.clone());
-        async move {
-            gateway
-                .cli(&[
-                    "connectors",
-                    "approve",
-                    id,
-                    "--plugins",
-                    &plugins_dir,
-                    "--file",
-                    file,
-                ])
-                .await
-                .expect("approve")
-        }
-    };
     let failure_of_echo_file = |id: &'static str, other: &'static str| {
         let (client, url) = (client.clone(), gateway.url.clone());
         async move {
@@ -593,7 +576,7 @@ async fn a_file_that_stops_shadowing_another_hands_its_connector_back() {
         unnamed.contains("echo.wasm, versioned.wasm") && unnamed.contains("--file"),
         "{unnamed}"
     );
-    approve("versioned", "echo.wasm").await;
+    approve_file(&gateway, "versioned", "echo.wasm").await;
     let plugins = wait_for(
         vec![("versioned", "echo.wasm")],
         "echo.wasm never took `versioned` over",
@@ -615,7 +598,7 @@ async fn a_file_that_stops_shadowing_another_hands_its_connector_back() {
 
     replace_by_rename(guests::ECHO, &echo_file);
     failure_of_echo_file("echo", "versioned").await;
-    approve("echo", "echo.wasm").await;
+    approve_file(&gateway, "echo", "echo.wasm").await;
     let plugins = wait_for(
         vec![("echo", "echo.wasm"), ("versioned", "versioned.wasm")],
         "versioned.wasm never took its connector back",

@@ -3,6 +3,7 @@
 use super::detach::{PendingRow, Route};
 use super::extract::{Caller, JsonBody};
 use super::idempotency::{self, IdempotencyKey};
+use super::query::Query;
 use super::{AppState, Transaction};
 use crate::error::{ActionUrl, ApiError};
 use crate::metrics::ConnectorLabels;
@@ -16,7 +17,7 @@ use crate::vault::api_keys::ApiKey;
 use crate::vault::connections::ConnectionSelector;
 use crate::vault::idempotency::{Claim, IdempotentRequest};
 use crate::vault::logs::{IDEMPOTENT_REPLAY, RequestLog};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -56,12 +57,18 @@ async fn execute(
     IdempotencyKey(idempotency_key): IdempotencyKey,
     caller: Result<Caller, ApiError>,
     Path((integration, endpoint)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    query: Result<Query, ApiError>,
     body: Result<JsonBody<ExecuteBody>, ApiError>,
 ) -> Response {
-    let body = match query {
-        Some(query) if !query.is_empty() => Err(query_refused(&query)),
-        _ => body,
+    // Refused as a body that is not understood is: what a call selects goes in its body, and
+    // `?identity=alice` ignored would run the call on the key owner's own connection (as
+    // `/mcp?identity=alice` would not).
+    let body = match query.and_then(|query| query.only(&[])) {
+        Ok(_) => body,
+        Err(ApiError::BadRequest(refused)) => Err(ApiError::BadRequest(format!(
+            "{refused}: a call names its connection in the body, as in {{\"params\": {{…}}, \"identity\": \"…\"}}"
+        ))),
+        Err(other) => Err(other),
     };
     // An `Idempotency-Key` counts only on a call that could run: a caller not authenticated or
     // a body not understood is refused as always.
@@ -111,20 +118,6 @@ async fn execute(
         ),
     );
     super::detach::join(task).await.unwrap_or_else(|failed| failed)
-}
-
-/// A call's query string, refused as a body that is not understood is: what a call selects
-/// goes in its body, and `?identity=alice` ignored would run the call on the key owner's own
-/// connection (as `/mcp?identity=alice` would not).
-fn query_refused(query: &str) -> ApiError {
-    let names: Vec<String> = form_urlencoded::parse(query.as_bytes())
-        .map(|(name, _)| format!("`{name}`"))
-        .collect();
-    ApiError::BadRequest(format!(
-        "a call takes no query parameters ({} given): name its connection in the body, as in \
-         {{\"params\": {{…}}, \"identity\": \"…\"}} or {{\"params\": {{…}}, \"connection_key\": \"…\"}}",
-        names.join(", ")
-    ))
 }
 
 /// A call under an `Idempotency-Key`: claim the key, then run the call and keep its reply, or
@@ -253,7 +246,7 @@ pub(super) async fn execute_for(
         Ok(Caller(key)),
         Path((integration.to_owned(), endpoint.to_owned())),
         // The MCP URL's own query chose the connection, and is in `body` now.
-        RawQuery(None),
+        Ok(Query::default()),
         body,
     )
     .await;

@@ -196,21 +196,7 @@ fn params_error_message(error: &jsonschema::ValidationError<'_>) -> String {
         Kind::Not { .. } => "matches what the schema's `not` forbids".to_owned(),
         _ => error.to_string(),
     };
-    cut_to(message, MAX_PARAMS_ERROR_BYTES)
-}
-
-/// `text` cut to at most `max` bytes (on a character boundary), marked as cut.
-fn cut_to(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
-    text.push('…');
-    text
+    crate::error::cut_to(message, MAX_PARAMS_ERROR_BYTES)
 }
 
 /// Longest name, title or category, in bytes.

@@ -77,9 +77,7 @@ impl Vault {
 
     /// Whether any file is recorded as serving `connector` now.
     pub fn served_by_a_file(&self, connector: &str) -> anyhow::Result<bool> {
-        Ok(self
-            .approved_hosts(connector)?
-            .is_some_and(|entries| entries.iter().any(|entry| is_file_entry(entry))))
+        Ok(!self.files_of(connector)?.is_empty())
     }
 
     /// Record that `connector` is loaded from `file` (a name in the plugins directory), and
