@@ -69,12 +69,15 @@ impl HostPattern {
         }
         let port = url.port_or_known_default().ok_or_else(|| fail("missing port"))?;
         let host = match (wildcard, host) {
-            // `*.com` would allow every host of a top-level domain: a connector that declares it
-            // can send its params anywhere. (A public suffix of two labels, `*.co.uk`, is not
-            // told apart without a suffix list.)
-            (true, Host::Domain(domain)) if domain.trim_end_matches('.').split('.').count() < 2 => {
+            // `*.com`, `*.co.uk` or `*.github.io` would allow hosts anyone can register: a
+            // connector that declares one can send its params anywhere. The public suffix list
+            // tells these apart; a name it does not know (`*.acme.corp`) counts as under a
+            // one-label suffix, as browsers treat it.
+            (true, Host::Domain(domain))
+                if psl::domain(domain.trim_end_matches('.').as_bytes()).is_none() =>
+            {
                 return Err(fail(
-                    "a wildcard covers the subdomains of a registered domain (`*.example.com`), not a whole top-level domain",
+                    "a wildcard covers the subdomains of one registrable domain (`*.example.com`), not a public suffix such as `*.com`, `*.co.uk` or `*.github.io`",
                 ));
             }
             (true, Host::Domain(domain)) => HostMatch::SubdomainsOf(canonical_domain(domain)),
@@ -389,12 +392,23 @@ mod tests {
             "https://*",
             "https://*.com",
             "https://*.com.",
+            "https://*.co.uk",
+            "https://*.CO.UK.",
+            "https://*.github.io",
+            "https://*.localhost",
             "https://api.*.example.com",
             "https://*.*.example.com",
         ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad} should be rejected");
         }
-        assert!(HostPattern::parse("https://*.example.com").is_ok());
+        for good in [
+            "https://*.example.com",
+            "https://*.example.co.uk",
+            "https://*.acme.corp",
+            "https://*.acme.test",
+        ] {
+            assert!(HostPattern::parse(good).is_ok(), "{good} should be accepted");
+        }
     }
 
     #[test]
