@@ -89,27 +89,40 @@ async fn api_key_problems_are_401() {
         "Bearer error=\"invalid_token\""
     );
     // The request log names the revoked key, so that its operator can tell who still uses it.
-    let transaction = revoked.headers["x-transaction-key"]
-        .to_str()
-        .expect("header")
-        .to_owned();
+    let row = logged_row(&setup, &revoked).await;
+    assert!(row.contains(&format!("key={}", &revoked_key[..12])), "{row}");
+    // Calls that named no known key are counted, not kept: anyone may send them, and as rows
+    // they would fill the disk. Rows are written in order, so the earlier ones are in by now.
+    let unauthorized = setup
+        .gateway
+        .cli(&["logs", "--outcome", "unauthorized"])
+        .await
+        .expect("logs");
+    assert_eq!(unauthorized.trim(), "", "no rows for keyless calls");
+    let counted = r#"sluice_requests_total{integration="echo",endpoint="say",outcome="unauthorized"} 6"#;
+    let metrics = setup.gateway.metrics().await;
+    assert!(metrics.contains(counted), "missing `{counted}` in:\n{metrics}");
+}
+
+/// The request-log row of the call that got `answer`, once the log writer has written it.
+async fn logged_row(setup: &Setup, answer: &Answer) -> String {
+    let transaction = answer.headers["x-transaction-key"].to_str().expect("header");
     let started = std::time::Instant::now();
-    let row = loop {
+    loop {
         let listed = setup
             .gateway
-            .cli(&["logs", "--transaction-key", &transaction])
+            .cli(&["logs", "--transaction-key", transaction])
             .await
             .expect("logs");
         if !listed.trim().is_empty() {
-            break listed;
+            return listed;
         }
         assert!(
             started.elapsed() < std::time::Duration::from_secs(10),
             "no row for {transaction}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
-    assert!(row.contains(&format!("key={}", &revoked_key[..12])), "{row}");
+    }
 }
 
 /// Unknown integrations, endpoints and routes are 404 in the API's own shape; a wrong method is 405.
@@ -131,6 +144,10 @@ async fn unknown_things_are_404() {
         "{:?}",
         long.body
     );
+    // Nor kept at any length in the request log.
+    let row = logged_row(&setup, &long).await;
+    assert!(row.contains(&format!("github/{}…", &long_name[..128])), "{row}");
+    assert!(row.len() < 600, "{row}");
     let no_route = send(setup.client.get(format!("{}/v2/nothing", setup.gateway.url))).await;
     assert_error(&no_route, 404, "not_found");
     let wrong_method = send(setup.client.put(format!("{}/v1/echo/say", setup.gateway.url))).await;

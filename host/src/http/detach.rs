@@ -129,7 +129,9 @@ impl PendingRow {
         let (integration, endpoint) = self.labels();
         self.metrics
             .count_call(integration, endpoint, &self.log.outcome, elapsed);
-        self.sink.record(std::mem::take(&mut self.log));
+        if self.log.is_kept() {
+            self.sink.record(std::mem::take(&mut self.log));
+        }
     }
 
     /// The metrics labels: the integration if it is loaded and, for an action, the endpoint if

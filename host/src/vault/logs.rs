@@ -70,6 +70,15 @@ impl RequestLog {
         self.environment = Some(key.environment.as_str().to_owned());
     }
 
+    /// Whether the row is kept: a call that named no key the gateway knows (no key, a made-up
+    /// one) is counted in the metrics only. Anyone can send such calls, as fast as the
+    /// network allows; kept, each would be a row for the whole retention period, and a
+    /// flood of them would fill the disk. A key refused as revoked or expired is named, so its
+    /// calls are kept (an operator wants to see a revoked key still in use).
+    pub fn is_kept(&self) -> bool {
+        self.key_prefix.is_some()
+    }
+
     /// A row for a call that starts now; the handler fills in the rest as it goes.
     pub fn begin(transaction: &crate::http::Transaction, integration: Option<&str>, endpoint: &str) -> Self {
         let created_at_ms = std::time::SystemTime::now()
@@ -84,8 +93,8 @@ impl RequestLog {
             key_id: None,
             key_prefix: None,
             environment: None,
-            integration: integration.map(str::to_owned),
-            endpoint: Some(endpoint.to_owned()),
+            integration: integration.map(logged_name),
+            endpoint: Some(logged_name(endpoint)),
             connection_key: None,
             http_status: 200,
             upstream_status: None,
@@ -310,6 +319,14 @@ const NOT_COUNTED_AGAINST_QUOTA: &[&str] = &[
     "scope_not_allowed",
     "connector_unavailable",
 ];
+
+/// Longest integration or endpoint name a row keeps: every real one is at most 64 bytes; a
+/// caller's made-up path segment of any length is cut here, so that it cannot grow the row.
+const MAX_LOGGED_NAME_BYTES: usize = 128;
+
+fn logged_name(name: &str) -> String {
+    crate::error::cut_to(name.to_owned(), MAX_LOGGED_NAME_BYTES)
+}
 
 impl Vault {
     /// One page (1-based) of log rows matching `filter`, newest first, and the total.
