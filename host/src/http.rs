@@ -112,7 +112,8 @@ pub struct App {
     /// Origins browser apps may call from (`--cors-origin`); none by default.
     pub cors_origins: Vec<String>,
     /// Turns true when the gateway starts shutting down: responses that would otherwise never
-    /// end (MCP's event stream) end then, so that shutdown does not wait for them.
+    /// end (MCP's event stream) end then, so that shutdown does not wait for them, and
+    /// readiness fails (on `--ops-listen`, which answers while the API drains).
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Places for MCP event streams. A stream holds its client connection for as long as the
     /// client likes, so they may take only part of `--max-connections`: calls always find room.

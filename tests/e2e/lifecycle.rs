@@ -86,10 +86,17 @@ async fn broken_component_is_refused_and_others_serve() {
     );
 }
 
-/// SIGTERM lets an in-flight request finish, then the process exits cleanly.
+/// SIGTERM lets an in-flight request finish, then the process exits cleanly; meanwhile the
+/// readiness probe (on the ops address, which still answers) says it is shutting down.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_in_flight_requests() {
-    let mut setup = Setup::new().await;
+    let mut setup = Setup::with_options(sluice_fixtures::gateway::Options {
+        extra_args: ["--ops-listen", "127.0.0.1:0"].map(String::from).to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let ready = format!("http://{}/readyz", setup.gateway.ops_address());
+    assert_eq!(send(setup.client.get(&ready)).await.status, 200);
     let (client, key) = (setup.client.clone(), setup.key.clone());
     let url = format!("{}/v1/hostile/call", setup.gateway.url);
     let in_flight = tokio::spawn(send(
@@ -117,6 +124,13 @@ async fn sigterm_drains_in_flight_requests() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    let draining = send(setup.client.get(&ready)).await;
+    assert_eq!(
+        (draining.status, &draining.body["message"]),
+        (503, &json!("the gateway is shutting down")),
+        "{:?}",
+        draining.body
+    );
     let (exited_cleanly, answer) = tokio::join!(setup.gateway.exited_successfully(), in_flight);
     let answer = answer.expect("join");
     assert_eq!(answer.body["status"], 200, "{:?}", answer.body);

@@ -345,14 +345,7 @@ async fn probes_on_the_ops_address_answer_when_the_api_is_full() {
         },
     )
     .await;
-    let output = gateway.output();
-    let ops = output
-        .lines()
-        .find(|line| line.contains("on the ops address"))
-        .and_then(|line| line.split("address=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no ops address in:\n{output}"))
-        .to_owned();
+    let ops = gateway.ops_address();
     // Take the API's only connection with a request that never ends its headers.
     let main = gateway.url.trim_start_matches("http://").to_owned();
     let mut held = tokio::net::TcpStream::connect(&main).await.expect("connect");

@@ -19,7 +19,8 @@ pub(super) fn probes() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// Ready once the connectors have loaded, when the database takes writes; reports how many
+/// Ready once the connectors have loaded, when the database takes writes and until shutdown
+/// begins; reports how many
 /// connectors are loaded and how many
 /// files failed to load. A failed file leaves the gateway ready: the other connectors serve,
 /// and calls to the one that failed say so (`connector_unavailable`); the count is there to
@@ -27,6 +28,14 @@ pub(super) fn probes() -> Router<AppState> {
 async fn ready(State(app): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let connectors = app.registry.snapshot().len();
+    // Shutting down: a balancer should send no more calls (the API takes no new connections).
+    if *app.stopping.borrow() {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "not_ready", "message": "the gateway is shutting down", "connectors": connectors})),
+        )
+            .into_response();
+    }
     if app.registry.is_starting() {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -235,6 +235,9 @@ const READERS: usize = 4;
 /// The vault's data in one SQLite file; see the module docs for its connections.
 pub struct SqliteStore {
     path: PathBuf,
+    /// The database file this store opened (device and inode): a file removed or replaced
+    /// under the gateway leaves its connections on the old one, which still takes writes.
+    opened_file: Option<(u64, u64)>,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -371,6 +374,7 @@ impl SqliteStore {
         probe.busy_timeout(PROBE_BUSY_TIMEOUT)?;
         Ok(Self {
             path: path.to_owned(),
+            opened_file: file_identity(path),
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
@@ -437,6 +441,13 @@ impl Store for SqliteStore {
     }
 
     fn check_writable(&self) -> anyhow::Result<()> {
+        if file_identity(&self.path) != self.opened_file {
+            bail!(
+                "the database file {} was removed or replaced while the gateway ran: restore it \
+                 and restart the gateway",
+                self.path.display()
+            );
+        }
         // Taking the write lock writes nothing, so a full disk would pass it: after a write
         // failed for want of storage, only a write that commits shows the trouble is over.
         let probe = match self.storage_failure.current() {
@@ -860,6 +871,19 @@ fn lock(mutex: &Mutex<Connection>) -> anyhow::Result<MutexGuard<'_, Connection>>
         .map_err(|_| anyhow::anyhow!("a vault connection lock is poisoned"))
 }
 
+/// The device and inode of the file at `path`, if there is one.
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|file| (file.dev(), file.ino()))
+}
+
+/// Whether there is a file at `path` (elsewhere a replaced file is not told apart).
+#[cfg(not(unix))]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|_| (0, 0))
+}
+
 /// Create the database file, readable and writable by this user only, if it does not exist:
 /// SQLite would create it (and its `-wal` and `-shm` files, which take the database file's
 /// permissions) with the process umask, world-readable in a directory the operator made. It
@@ -1152,6 +1176,27 @@ mod tests {
         assert!(not_ready.contains("writing the request log fails"), "{not_ready}");
         lock(&store.log_writer)?.pragma_update(None, "max_page_count", 1 << 30)?;
         store.insert_request_logs(&rows)?;
+        store.check_writable()?;
+        Ok(())
+    }
+
+    /// A database file removed or replaced under a running gateway makes readiness fail: its
+    /// connections would go on writing to the removed file, which no restart would see.
+    #[test]
+    fn a_removed_or_replaced_database_file_is_not_ready() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("sluice.db");
+        let store = SqliteStore::open(&db)?;
+        store.check_writable()?;
+        let moved = dir.path().join("moved.db");
+        std::fs::rename(&db, &moved)?;
+        let removed = format!("{:#}", store.check_writable().expect_err("removed"));
+        assert!(removed.contains("removed or replaced"), "{removed}");
+        std::fs::copy(&moved, &db)?;
+        let replaced = format!("{:#}", store.check_writable().expect_err("a copy"));
+        assert!(replaced.contains("removed or replaced"), "{replaced}");
+        std::fs::remove_file(&db)?;
+        std::fs::rename(&moved, &db)?;
         store.check_writable()?;
         Ok(())
     }
