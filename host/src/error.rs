@@ -43,6 +43,7 @@ pub const OUTCOMES: &[&str] = &[
     "not_found",
     "method_not_allowed",
     "payload_too_large",
+    "too_many_upstream_requests",
     "request_timeout",
     "connector_timeout",
     "connector_memory_limit",
@@ -209,6 +210,12 @@ pub enum ApiError {
     /// The upstream answer or connector request exceeded a size limit.
     #[error("{0}")]
     UpstreamTooLarge(String),
+    /// The connector needed more upstream requests than a call may make (this many).
+    #[error(
+        "the connector needed more than {0} upstream requests for this call (the gateway's \
+         --max-upstream-requests); ask for less at once (a smaller page, a narrower query)"
+    )]
+    TooManyUpstreamRequests(u32),
     /// The connector is at its own concurrency limit.
     #[error("the connector is handling as many requests as it may; retry shortly")]
     ConnectorBusy,
@@ -331,6 +338,7 @@ impl ApiError {
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamTooLarge(_) => "payload_too_large",
+            Self::TooManyUpstreamRequests(_) => "too_many_upstream_requests",
             Self::AtCapacity => "at_capacity",
             Self::ConnectorUnavailable(_) => "connector_unavailable",
             Self::NotReady => "not_ready",
@@ -373,6 +381,7 @@ impl ApiError {
             | Self::ConnectorError(_)
             | Self::UpstreamUnreachable(_)
             | Self::UpstreamTooLarge(_)
+            | Self::TooManyUpstreamRequests(_)
             | Self::TokenRefreshFailed(_) => StatusCode::BAD_GATEWAY,
             Self::AtCapacity
             | Self::ConnectorUnavailable(_)
@@ -536,6 +545,7 @@ impl From<InvokeError> for ApiError {
                 "the connector's answer is larger than the gateway's {} MiB limit",
                 limit >> 20
             )),
+            InvokeError::TooManyUpstreamRequests(cap) => Self::TooManyUpstreamRequests(cap),
             InvokeError::Trap {
                 detail,
                 transaction_key,
@@ -715,6 +725,7 @@ mod tests {
             ApiError::UpstreamUnreachable(text()),
             ApiError::UpstreamTimeout(text()),
             ApiError::UpstreamTooLarge(text()),
+            ApiError::TooManyUpstreamRequests(16),
             ApiError::AtCapacity,
             ApiError::ConnectorUnavailable(text()),
             ApiError::ConnectorBusy,
@@ -753,6 +764,7 @@ mod tests {
                 | ApiError::UpstreamUnreachable(_)
                 | ApiError::UpstreamTimeout(_)
                 | ApiError::UpstreamTooLarge(_)
+                | ApiError::TooManyUpstreamRequests(_)
                 | ApiError::AtCapacity
                 | ApiError::ConnectorUnavailable(_)
                 | ApiError::ConnectorBusy

@@ -386,6 +386,10 @@ pub enum InvokeError {
     /// The connector's answer (or what it handed the host at once) was over this many bytes.
     #[error("the connector's answer is larger than {} MiB", .0 >> 20)]
     TooLarge(usize),
+    /// The connector asked for more upstream requests than a call may make, this many, and
+    /// failed.
+    #[error("the connector needed more than {0} upstream requests")]
+    TooManyUpstreamRequests(u32),
     /// The connection's base URL is outside what the operator's policy allows.
     #[error("{0}")]
     BaseUrlNotAllowed(String),
@@ -692,12 +696,7 @@ impl Runtime {
 
     /// Start the connector under `limits` and read its manifest.
     async fn describe(&self, pre: &VersionedPre, limits: &Arc<RuntimeLimits>) -> Result<Manifest, LoadError> {
-        // describe() runs with no egress at all: an empty plan allows nothing.
-        let plan = Arc::new(EgressPlan {
-            base_url: String::new(),
-            allowlist: Vec::new(),
-            credential_origin: None,
-        });
+        let plan = Arc::new(EgressPlan::while_loading());
         let call = capability::CallState::new(
             "<loading>",
             CallContext::default(),
@@ -885,6 +884,9 @@ fn invoked(
                 upstream_acted: state.call.upstream_acted(),
             })
         }
+        Ok(Ok(Err(_))) if state.call.went_over_request_cap() => Err(InvokeError::TooManyUpstreamRequests(
+            state.call.limits().max_upstream_requests,
+        )),
         Ok(Ok(Err(error))) => Err(InvokeError::Connector(state.call.scrubbed_error(error))),
         Ok(Err(trap)) => Err(classify_trap(
             &trap,

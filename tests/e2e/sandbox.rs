@@ -520,7 +520,14 @@ async fn huge_url_is_refused() {
 async fn upstream_request_count_is_capped() {
     let setup = Setup::new().await;
     let answer = attack_while_serving(&setup, "many_calls", json!({"count": 100})).await;
-    assert_eq!(answer.code(), "payload_too_large", "{:?}", answer.body);
+    assert_eq!(
+        (answer.status, answer.code()),
+        (502, "too_many_upstream_requests"),
+        "{:?}",
+        answer.body
+    );
+    let message = answer.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("more than 16 upstream requests"), "{message}");
     assert_eq!(
         setup.upstream_requests().len(),
         16,

@@ -29,6 +29,9 @@ pub(crate) struct CallState {
     limits: Arc<RuntimeLimits>,
     auth: Option<AuthScheme>,
     requests_sent: u32,
+    /// Whether the connector asked for a request over the per-call cap: the call's failure is
+    /// then told as that (`too_many_upstream_requests`), whatever the connector made of it.
+    went_over_request_cap: bool,
     log_lines: u32,
     /// The last error-level line the connector logged or wrote to stderr before crashing: its
     /// own words for why (a panic message, an exception), which a failed load reports.
@@ -73,6 +76,7 @@ impl CallState {
             limits,
             auth,
             requests_sent: 0,
+            went_over_request_cap: false,
             log_lines: 0,
             last_error_line: None,
             last_error_line_dropped: false,
@@ -204,6 +208,11 @@ impl CallState {
         self.upstream_acted
     }
 
+    /// Whether the connector asked for more upstream requests than one call may make.
+    pub(crate) fn went_over_request_cap(&self) -> bool {
+        self.went_over_request_cap
+    }
+
     /// Time spent waiting for upstream responses.
     pub(crate) fn upstream_time(&self) -> std::time::Duration {
         self.upstream_time
@@ -279,6 +288,13 @@ impl CallState {
     /// The destination must be on the allowlist and, if an IP literal, a permitted address
     /// (names are checked when they resolve, in the transport).
     fn check_destination(&self, url: &Url) -> Result<(), HttpError> {
+        // Say why nothing goes out of describe(), rather than blame the allowlist the
+        // connector may well have declared.
+        if self.plan.is_while_loading() {
+            return Err(denied(
+                "describe() may not send upstream requests: a connector reaches its upstream from invoke() only",
+            ));
+        }
         if !egress::is_allowed(&self.plan.allowlist, url) {
             return Err(denied(format!(
                 "{} is not among this connector's allowed hosts",
@@ -326,6 +342,7 @@ impl CallState {
     /// Count one upstream request against the per-invocation cap.
     fn count_request(&mut self) -> Result<(), HttpError> {
         if self.requests_sent >= self.limits.max_upstream_requests {
+            self.went_over_request_cap = true;
             return Err(HttpError::TooLarge(format!(
                 "more than {} upstream requests in one call",
                 self.limits.max_upstream_requests
@@ -981,6 +998,26 @@ pub(crate) mod tests {
         )
     }
 
+    /// describe() sends nothing, and is told that this is why.
+    #[test]
+    fn describe_is_told_it_may_not_send() {
+        let call = CallState::new(
+            "<loading>",
+            CallContext::default(),
+            Arc::new(EgressPlan::while_loading()),
+            Arc::new(Unreachable),
+            Arc::new(RuntimeLimits::default()),
+            None,
+        );
+        let refused = call
+            .prepare(request("https://api.example.com/x", &[]))
+            .map(|_| ());
+        assert!(
+            matches!(&refused, Err(HttpError::Denied(why)) if why.starts_with("describe() may not send")),
+            "{refused:?}"
+        );
+    }
+
     /// Each scheme puts the credential where it says, with its value, on the credential's
     /// origin; a redirect to another allowed origin gets none of it, in any form.
     #[tokio::test]
@@ -1085,6 +1122,7 @@ pub(crate) mod tests {
             matches!(&told, HttpError::TooLarge(why) if why.contains("upstream requests in one call")),
             "{told:?}"
         );
+        assert!(call.went_over_request_cap());
     }
 
     #[test]

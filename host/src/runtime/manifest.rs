@@ -479,7 +479,13 @@ impl Manifest {
             .map(|h| HostPattern::parse(h).map_err(|e| invalid("allowed-hosts", e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         if !crate::egress::is_allowed(&allowed_hosts, &base_url) {
-            return Err(invalid("allowed-hosts", "must include the base URL's origin"));
+            return Err(invalid(
+                "allowed-hosts",
+                format!(
+                    "must include the base URL's origin, `{}`",
+                    base_url.origin().ascii_serialization()
+                ),
+            ));
         }
         let auth = match wit.auth {
             WitAuth::None => AuthScheme::None,

@@ -19,6 +19,20 @@ pub(crate) struct EgressPlan {
 }
 
 impl EgressPlan {
+    /// The plan of describe(), which runs with no egress at all: it allows nothing.
+    pub(super) fn while_loading() -> Self {
+        Self {
+            base_url: String::new(),
+            allowlist: Vec::new(),
+            credential_origin: None,
+        }
+    }
+
+    /// Whether this is [`EgressPlan::while_loading`]'s (only describe() has no base URL).
+    pub(super) fn is_while_loading(&self) -> bool {
+        self.base_url.is_empty()
+    }
+
     pub(super) fn new(manifest: &Manifest, base_url_override: Option<&Url>) -> Self {
         let default_origin = HostPattern::origin_of(&manifest.base_url);
         let (base_url, allowlist) = match base_url_override {

@@ -96,6 +96,18 @@ fn spellings(secret: &str, auth: Option<&AuthScheme>) -> Vec<String> {
         return Vec::new();
     }
     let mut forms = vec![secret.to_owned()];
+    // A secret stored with its scheme for a header (`Token abc…` for `Authorization: Token
+    // abc…`): an upstream that echoes the token alone echoes a credential all the same.
+    if let Some((scheme, token)) = secret.split_once(' ')
+        && !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+        && token.len() >= SHORTEST_SCRUBBED
+        && !token.contains(' ')
+    {
+        forms.push(token.to_owned());
+    }
     if matches!(auth, Some(AuthScheme::Basic)) {
         forms.push(base64::engine::general_purpose::STANDARD.encode(secret));
         if let Some((_, password)) = secret.split_once(':')
@@ -330,6 +342,23 @@ mod tests {
         assert!(
             scrub(encoded.as_bytes(), &basic).is_some(),
             "the basic scheme's encoding"
+        );
+    }
+
+    /// A secret stored with its header scheme (`Token …`) is scrubbed when the upstream
+    /// echoes the token alone too; a secret that merely holds a space is not split up.
+    #[test]
+    fn the_token_of_a_secret_stored_with_its_scheme_is_scrubbed_alone() {
+        let forms = SecretForms::of(
+            "Token rs_secret_789",
+            Some(&AuthScheme::Header(http::header::AUTHORIZATION)),
+        );
+        let scrubbed = scrub(b"invalid api key: rs_secret_789", &forms).expect("the token alone");
+        assert_eq!(scrubbed, b"invalid api key: [REDACTED]");
+        let phrase = SecretForms::of("correct horse battery", None);
+        assert!(
+            scrub(b"horse battery", &phrase).is_none(),
+            "not a scheme and a token"
         );
     }
 
