@@ -30,6 +30,10 @@ const MAC_LEN: usize = 32;
 /// How long an entry may go unloaded before opening the cache deletes it.
 const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(14 * 24 * 3600);
 
+/// How old a temporary file must be to count as a crashed write's leftover: a write takes
+/// seconds at most, and another gateway on this directory may be writing one now.
+const LEFTOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How stale an entry's modification time may get before a load refreshes it.
 const TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -148,9 +152,14 @@ impl ArtifactCache {
         let mut data = Vec::with_capacity(MAC_LEN + artifact.len());
         data.extend_from_slice(&tag);
         data.extend_from_slice(&artifact);
-        write_private(&temporary, &data).context("writing the cache entry")?;
-        std::fs::rename(&temporary, path).context("publishing the cache entry")?;
-        Ok(())
+        let written = write_private(&temporary, &data)
+            .context("writing the cache entry")
+            .and_then(|()| std::fs::rename(&temporary, path).context("publishing the cache entry"));
+        if written.is_err() {
+            // Half an entry on a full disk would take the space the database needs next.
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written
     }
 }
 
@@ -181,8 +190,8 @@ fn mark_used(path: &Path) {
     }
 }
 
-/// Delete the entries (and leftover temporary files) in `dir` not used for [`UNUSED_FOR`]
-/// before `now`; returns how many. Best effort: the cache works without it.
+/// Delete the entries in `dir` not used for [`UNUSED_FOR`] before `now`, and temporary files
+/// older than [`LEFTOVER_AFTER`]; returns how many. Best effort: the cache works without it.
 fn delete_unused_entries(dir: &Path, now: std::time::SystemTime) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -191,21 +200,25 @@ fn delete_unused_entries(dir: &Path, now: std::time::SystemTime) -> usize {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !(name.ends_with(".cwasm") || name.contains(".tmp")) {
+        let kept_for = if name.contains(".tmp") {
+            LEFTOVER_AFTER
+        } else if name.ends_with(".cwasm") {
+            UNUSED_FOR
+        } else {
             continue;
-        }
+        };
         let unused = entry
             .metadata()
             .and_then(|metadata| metadata.modified())
             .ok()
             .and_then(|modified| now.duration_since(modified).ok())
-            .is_some_and(|age| age > UNUSED_FOR);
+            .is_some_and(|age| age > kept_for);
         if unused && std::fs::remove_file(entry.path()).is_ok() {
             deleted += 1;
         }
     }
     if deleted > 0 {
-        tracing::info!(deleted, dir = %dir.display(), "deleted compiled artifacts unused for 14 days");
+        tracing::info!(deleted, dir = %dir.display(), "deleted compiled artifacts unused for 14 days and leftovers of interrupted writes");
     }
     deleted
 }
@@ -313,6 +326,42 @@ mod tests {
         assert!(!reopened.entry_path(&engine, "old").exists(), "unused: deleted");
         let (_, origin) = reopened.load_or_compile(&engine, EMPTY_COMPONENT, "used")?;
         assert_eq!(origin, Origin::Cache, "used lately: kept");
+        Ok(())
+    }
+
+    /// A write that fails leaves no temporary file behind (on a full disk it would hold the
+    /// space the database needs), and leftovers of writes a crash cut off go within the hour.
+    #[test]
+    fn failed_or_interrupted_writes_leave_nothing_behind() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let engine = engine();
+        let cache = ArtifactCache::open(&dir.path().join("cache"), [7; 32])?;
+        // The entry's place taken by a directory that is not empty: publishing fails.
+        let blocked = cache.entry_path(&engine, "blocked");
+        std::fs::create_dir(&blocked)?;
+        std::fs::write(blocked.join("x"), b"x")?;
+        let (_, origin) = cache.load_or_compile(&engine, EMPTY_COMPONENT, "blocked")?;
+        assert_eq!(origin, Origin::Compiled, "the load does not depend on the cache");
+        let temporaries = |dir: &Path| -> anyhow::Result<Vec<String>> {
+            Ok(std::fs::read_dir(dir)?
+                .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<Vec<_>>>()?
+                .into_iter()
+                .filter(|name| name.contains(".tmp"))
+                .collect())
+        };
+        assert_eq!(temporaries(&dir.path().join("cache"))?, Vec::<String>::new());
+
+        let leftover = dir.path().join("cache").join("entry.tmp4242");
+        let writing_now = dir.path().join("cache").join("entry.tmp4343");
+        std::fs::write(&leftover, b"half")?;
+        std::fs::write(&writing_now, b"half")?;
+        std::fs::File::options()
+            .append(true)
+            .open(&leftover)?
+            .set_modified(std::time::SystemTime::now() - 2 * LEFTOVER_AFTER)?;
+        assert_eq!(cache.delete_unused(), 1);
+        assert_eq!(temporaries(&dir.path().join("cache"))?, ["entry.tmp4343"]);
         Ok(())
     }
 

@@ -65,6 +65,8 @@ pub struct LoadFailure {
     /// version serving clears a failure of other bytes, not one of these very bytes (a load
     /// under a changed policy that failed).
     pub content_hash: Option<String>,
+    /// See [`FailedLoad::retry_later`].
+    pub retry_later: bool,
 }
 
 /// A component file that loaded but serves nothing: a file written later declared the same connector
@@ -239,6 +241,7 @@ impl Registry {
                     id: failed.id,
                     at: crate::vault::now(),
                     content_hash,
+                    retry_later: failed.retry_later,
                 },
             );
         });
@@ -316,7 +319,7 @@ pub struct Loader {
 const MAX_COMPONENT_BYTES: u64 = 128 << 20;
 
 /// Why a component file did not load, and the connector id it declares when that is known.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct FailedLoad {
     /// What went wrong, as `GET /v1/plugins` shows it (a route without a key: no paths).
     pub error: String,
@@ -324,14 +327,34 @@ pub struct FailedLoad {
     pub id: Option<String>,
     /// What to do about it, with this machine's paths: for the log only.
     pub log_hint: Option<String>,
+    /// The cause lies outside the file and may pass (the database could not be read or
+    /// written: a full disk): the load is tried again, see [`RETRY_LOADS_EVERY`].
+    pub retry_later: bool,
+}
+
+/// How often loads that failed for a passing cause ([`FailedLoad::retry_later`]) are tried
+/// again.
+pub const RETRY_LOADS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl FailedLoad {
+    /// A load that failed because the database failed `doing` something: tried again later.
+    fn storage(doing: &str, error: anyhow::Error) -> Self {
+        Self {
+            error: format!(
+                "{doing}: {error:#} (tried again every {} s)",
+                RETRY_LOADS_EVERY.as_secs()
+            ),
+            retry_later: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl From<String> for FailedLoad {
     fn from(error: String) -> Self {
         Self {
             error,
-            id: None,
-            log_hint: None,
+            ..Self::default()
         }
     }
 }
@@ -356,7 +379,7 @@ impl Loader {
         self.vault
             .run(move |vault| vault.served_by_a_file(&id))
             .await
-            .map_err(|e| format!("checking approved hosts: {e:#}").into())
+            .map_err(|e| FailedLoad::storage("checking approved hosts", e))
     }
 
     /// Approve `hosts` for connector `id` and record it as served from `file`: for the
@@ -369,7 +392,7 @@ impl Loader {
                 vault.approve_file(&id, &file)
             })
             .await
-            .map_err(|e| format!("approving new hosts: {e:#}").into())
+            .map_err(|e| FailedLoad::storage("approving new hosts", e))
     }
 
     /// Load one component file.
@@ -400,7 +423,7 @@ impl Loader {
                     crate::runtime::LoadError::Policy { id, .. } => Some(id.clone()),
                     _ => None,
                 },
-                log_hint: None,
+                ..FailedLoad::default()
             })?;
         connector.source = Some(path.to_owned());
         let id = connector.manifest.id.clone();
@@ -412,7 +435,7 @@ impl Loader {
             return Err(FailedLoad {
                 error: error.to_string(),
                 id: Some(id),
-                log_hint: None,
+                ..FailedLoad::default()
             });
         }
         let declared = hosts_for_approval(&connector);
@@ -423,7 +446,7 @@ impl Loader {
             self.vault
                 .run(move |vault| vault.check_connector_file(&id, &declared, &file, present))
                 .await
-                .map_err(|e| format!("checking approved hosts: {e:#}"))?
+                .map_err(|e| FailedLoad::storage("checking approved hosts", e))?
         };
         match check {
             HostCheck::FirstSeen => {
@@ -477,6 +500,7 @@ impl Loader {
                     self.approve_command
                 )),
                 id: Some(id),
+                retry_later: false,
             }),
             HostCheck::SecondFile(serving) => Err(FailedLoad {
                 error: format!(
@@ -489,6 +513,7 @@ impl Loader {
                     self.approve_command
                 )),
                 id: Some(id),
+                retry_later: false,
             }),
             HostCheck::NeedsApproval(added) => Err(FailedLoad {
                 error: format!(
@@ -499,6 +524,7 @@ impl Loader {
                 ),
                 log_hint: Some(format!("approve them with `{} {id}`", self.approve_command)),
                 id: Some(id),
+                retry_later: false,
             }),
         }
     }

@@ -153,6 +153,7 @@ pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -
         None
     };
     let watch = Arc::new(Watch { watcher });
+    tokio::spawn(retry_loads_that_may_pass(sender.downgrade(), registry.clone()));
     tokio::spawn(reload_task(
         receiver,
         dir.to_owned(),
@@ -164,6 +165,23 @@ pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -
         _watch: watch,
         changes: sender,
     })
+}
+
+/// Every [`registry::RETRY_LOADS_EVERY`], ask the reload task to load again the files whose
+/// load failed for a cause that may pass (a full disk): once it has, they serve without
+/// anyone touching them. Ends with the reloader.
+async fn retry_loads_that_may_pass(changes: mpsc::WeakUnboundedSender<Change>, registry: Arc<Registry>) {
+    let mut ticks = tokio::time::interval(registry::RETRY_LOADS_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        let Some(changes) = changes.upgrade() else {
+            return;
+        };
+        for failure in registry.failures().values().filter(|failure| failure.retry_later) {
+            let _ = changes.send(Change::File(failure.path.clone(), Reload::Changed));
+        }
+    }
 }
 
 /// The one task that applies changes, so two reloads never race each other.

@@ -759,3 +759,43 @@ async fn changes_made_while_connectors_load_at_start_are_not_missed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A load that failed because the database could not be written (here another process holds
+/// its write lock; a full disk refuses the write alike) is tried again by itself: readiness
+/// says so meanwhile, and the connector serves once the database takes writes again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_the_database_failed_is_tried_again() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let ready = format!("{}/readyz", gateway.url);
+    let db = rusqlite::Connection::open(gateway.data_dir().join("sluice.db")).expect("open db");
+    db.execute_batch("BEGIN IMMEDIATE").expect("hold the write lock");
+    // A connector seen for the first time has its hosts recorded: a write, which fails once
+    // the gateway's 5 s wait for the lock runs out.
+    std::fs::copy(guests::VERSIONED_V1, gateway.plugins_dir().join("versioned.wasm")).expect("copy");
+    let started = Instant::now();
+    loop {
+        let answer = send(client.get(&ready)).await;
+        let message = answer.body["message"].as_str().unwrap_or_default();
+        if message.contains("for want of the database") {
+            assert_eq!(answer.status, 503, "{:?}", answer.body);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "readiness never told of the failed load: {:?}",
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.execute_batch("COMMIT").expect("let go");
+    wait_for_version(&client, &gateway, &key, "1.0.0").await;
+    let answer = send(client.get(&ready)).await;
+    assert_eq!(
+        (answer.status, &answer.body["failed"]),
+        (200, &json!(0)),
+        "{:?}",
+        answer.body
+    );
+}

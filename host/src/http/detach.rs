@@ -206,7 +206,18 @@ mod tests {
             "get_repo",
         );
         log.upstream_status = Some(201);
+        log.key_prefix = Some("sk_test_abcd".into());
         PendingRow::for_tests(Route::Execute, log)
+    }
+
+    /// A call that named no known key is counted, not written: anyone can send those.
+    #[test]
+    fn a_row_of_a_caller_without_a_known_key_is_not_written() {
+        let (mut row, mut rows) = execute_row();
+        row.log.key_prefix = None;
+        row.log.http_status = 401;
+        row.record(Some("unauthorized"));
+        assert!(rows.try_recv().is_err(), "no row");
     }
 
     #[test]
@@ -257,6 +268,7 @@ mod tests {
                 "passthrough",
             ),
         );
+        row.log.key_prefix = Some("sk_test_abcd".into());
         let received = Arc::new(AtomicU64::new(0));
         row.count_request_bytes_with(received.clone());
         received.store(65_536, Ordering::Relaxed);

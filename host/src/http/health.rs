@@ -44,8 +44,22 @@ async fn ready(State(app): State<AppState>) -> axum::response::Response {
         )
             .into_response();
     }
+    let failures = app.registry.failures();
+    let failed = failures.len();
+    if failures.values().any(|failure| failure.retry_later) {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            Json(json!({
+                "error": "not_ready",
+                "message": "connectors failed to load for want of the database; their loads are tried again",
+                "connectors": connectors,
+                "failed": failed
+            })),
+        )
+            .into_response();
+    }
     let writable = app.vault.run(|vault| vault.check_writable()).await;
-    let failed = app.registry.failures().len();
     match writable {
         Ok(()) => Json(json!({
             "status": "ready",

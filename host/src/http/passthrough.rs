@@ -532,7 +532,7 @@ mod tests {
     use tokio::sync::mpsc::Receiver;
 
     fn relay(chunks: Vec<Result<Bytes, UpstreamError>>) -> (Relay, Receiver<RequestLog>) {
-        let log = RequestLog::begin(
+        let mut log = RequestLog::begin(
             &crate::http::Transaction {
                 key: "txn_test".into(),
                 caller_request_id: None,
@@ -540,6 +540,7 @@ mod tests {
             Some("github"),
             "passthrough",
         );
+        log.key_prefix = Some("sk_test_abcd".into());
         let (row, rows) = PendingRow::for_tests(Route::Passthrough, log);
         let body = futures::stream::iter(chunks).boxed();
         (Relay { body, row: Some(row) }, rows)
