@@ -877,7 +877,13 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
         ..RuntimeLimits::default()
     };
     let upstream = Arc::new(HttpUpstream::new(address_policy)?);
-    let mut runtime = Runtime::new(limits, upstream)?;
+    let mut runtime = Runtime::new(limits, upstream).with_context(|| {
+        format!(
+            "setting up {} connector instances of {} MiB (--max-instances, --memory-limit-mib): \
+             their memory is reserved up front; lower them",
+            args.max_instances, args.memory_limit_mib
+        )
+    })?;
     let mut cache = None;
     if !args.no_cache {
         let opened = ArtifactCache::open(

@@ -219,23 +219,25 @@ pub struct ServeArgs {
     /// Defaults to `http://<listen>`.
     #[arg(long, env = "SLUICE_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
-    /// Memory limit of one connector instance, in MiB (at least 4).
+    /// Memory limit of one connector instance, in MiB (4 to 4096: a 32-bit WebAssembly memory
+    /// holds at most 4 GiB).
     #[arg(long, env = "SLUICE_MEMORY_LIMIT_MIB", default_value_t = 64,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
-              .range(MIN_MEMORY_LIMIT_MIB as u64..))]
+              .range(MIN_MEMORY_LIMIT_MIB as u64..=MAX_MEMORY_LIMIT_MIB as u64))]
     pub memory_limit_mib: usize,
     /// Wall-clock limit of one connector invocation, in milliseconds (upstream calls included;
     /// at least 1).
     #[arg(long, env = "SLUICE_TIMEOUT_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
-    /// Maximum concurrent connector instances (at least 1).
+    /// Maximum concurrent connector instances (1 to 100,000; each reserves address space for
+    /// its memories up front).
     #[arg(long, env = "SLUICE_MAX_INSTANCES", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_instances: u32,
     /// Threads serving HTTP, each with its own single-threaded runtime and upstream connection
-    /// pool; connections are dealt to them in turn. Defaults to one per CPU.
-    #[arg(long, env = "SLUICE_SERVE_THREADS")]
+    /// pool; connections are dealt to them in turn. Defaults to one per CPU (1 to 1024).
+    #[arg(long, env = "SLUICE_SERVE_THREADS", value_parser = parse_serve_threads)]
     pub serve_threads: Option<std::num::NonZeroUsize>,
     /// Client connections open at once (at least 1); further clients wait in the listen
     /// backlog. Keep it under the process's file-descriptor limit (`ulimit -n`).
@@ -489,6 +491,23 @@ pub enum ConnectionsCommand {
 /// Rust, C and JavaScript ones load and answer a small call, and a Python one needs over 8. 4
 /// leaves the smallest ones room for a real response.
 pub const MIN_MEMORY_LIMIT_MIB: usize = 4;
+
+/// The most memory a connector instance may be given, in MiB: a 32-bit WebAssembly memory
+/// holds at most 4 GiB.
+pub const MAX_MEMORY_LIMIT_MIB: usize = 4096;
+
+/// Most serving threads: each holds a runtime, an upstream pool and descriptors of its own;
+/// thousands only run out of descriptors, with no gain past the CPUs.
+const MAX_SERVE_THREADS: usize = 1024;
+
+fn parse_serve_threads(raw: &str) -> Result<std::num::NonZeroUsize, String> {
+    let threads: usize = raw
+        .parse()
+        .map_err(|error| format!("not a number of threads: {error}"))?;
+    std::num::NonZeroUsize::new(threads)
+        .filter(|threads| threads.get() <= MAX_SERVE_THREADS)
+        .ok_or_else(|| format!("{threads} is not in 1..={MAX_SERVE_THREADS}"))
+}
 
 /// `--public-url`: it prefixes every link the gateway hands out (`action_url`s, OAuth
 /// redirects), so it must be an absolute http(s) URL, without a query or fragment that the

@@ -27,8 +27,16 @@ fn main() -> std::process::ExitCode {
 
 async fn run() -> std::process::ExitCode {
     let cli = sluice::config::Cli::parse();
-    let filter = EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_filter()));
+    let default_filter = || EnvFilter::new(cli.command.default_log_filter());
+    let filter = match std::env::var("SLUICE_LOG") {
+        Ok(text) => EnvFilter::try_new(&text).unwrap_or_else(|error| {
+            // Said before logging starts, so on stderr as it is: a filter silently ignored
+            // would hide the lines the operator asked for.
+            eprintln!("warning: SLUICE_LOG={text:?} is not a log filter ({error}); using the default");
+            default_filter()
+        }),
+        Err(_) => default_filter(),
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -101,17 +101,30 @@ impl Vault {
         }
         // Every key that sealed a stored secret must be present: refuse to start otherwise,
         // rather than fail on the first request that needs one.
-        let mut needed = store.sealing_key_ids()?;
-        needed.extend(recorded_key_id.clone());
-        if let Some(missing) = needed.iter().find(|id| keyring.find(id).is_none()) {
+        let sealing = store.sealing_key_ids()?;
+        if let Some(missing) = sealing.iter().find(|id| keyring.find(id).is_none()) {
             bail!(
                 "the master key does not match this database: it holds secrets sealed with key id {missing}, \
                  but the key given has id {} (set SLUICE_MASTER_KEY or restore the key file)",
                 keyring.ids().join(", ")
             );
         }
-        if recorded_key_id.as_deref() != Some(keyring.primary().id()) {
-            store.set_master_key_id(keyring.primary().id())?;
+        if let Some(recorded) = &recorded_key_id
+            && keyring.find(recorded).is_none()
+        {
+            bail!(
+                "the master key does not match this database: it was set up with key id {recorded}, \
+                 but the key given has id {} (set SLUICE_MASTER_KEY or restore the key file)",
+                keyring.ids().join(", ")
+            );
+        }
+        // The database's key moves to the primary only once nothing is sealed with another
+        // (a rotation records it itself): a command run with the keys in the other order
+        // (`<old>,<new>` after a rotation to `<new>`) must not point the database back at the
+        // old key, which gateways given only the new one would then be refused for.
+        let primary = keyring.primary().id();
+        if recorded_key_id.as_deref() != Some(primary) && sealing.iter().all(|id| id == primary) {
+            store.set_master_key_id(primary)?;
         }
         Ok(Self {
             store,
@@ -477,6 +490,9 @@ mod tests {
         let both = Vault::open(&db, &KeySource::Explicit(format!("{new},{old}")))?;
         let (_, count) = both.rotate_key(Some(&new))?;
         assert_eq!(count, 1);
+        // A command run afterwards with the keys the other way round does not point the
+        // database back at the old key.
+        drop(Vault::open(&db, &KeySource::Explicit(format!("{old},{new}")))?);
         let rotated = Vault::open(&db, &KeySource::Explicit(new))?;
         let stored = rotated
             .get_connection(Environment::Test, &record.key)?
