@@ -48,6 +48,7 @@ struct Builds {
 impl BuildFailures {
     /// Note how building `dir` into `component` went.
     fn record(&self, dir: &Path, component: Option<PathBuf>, outcome: Result<(), String>) {
+        let components = component.as_deref().and_then(Path::parent).map(Path::to_owned);
         let mut builds = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let failures = &mut builds.failed;
         match outcome {
@@ -61,11 +62,12 @@ impl BuildFailures {
                     .unwrap_or(dir.as_os_str())
                     .to_string_lossy()
                     .into_owned();
-                // `GET /v1/plugins` takes no key: paths are named from the sources directory.
-                let output = match dir.parent() {
-                    Some(sources) => output.replace(&format!("{}/", sources.display()), ""),
-                    None => output,
-                };
+                // `GET /v1/plugins` takes no key: paths are named from the sources directory,
+                // and from the components directory the gateway serves.
+                let mut output = output;
+                for root in [dir.parent(), components.as_deref()].into_iter().flatten() {
+                    output = output.replace(&format!("{}/", root.display()), "");
+                }
                 let output = last_bytes(&output, MAX_BUILD_OUTPUT).to_owned();
                 failures.insert(
                     dir.to_owned(),
@@ -269,28 +271,74 @@ pub async fn discover_scripts(sources: &Path) -> anyhow::Result<Vec<ScriptConnec
     Ok(found)
 }
 
-/// Run the connector's `build.sh` with `components` as its output directory (it publishes by
-/// rename itself). Returns the build's output when it failed; a missing toolchain is reported
-/// loudly and counts as not built.
+/// Longest a `build.sh` may run before it is stopped: the builds run one after another, and
+/// a hung one would hold every other connector's rebuild. A first Python build, installing
+/// its tools, takes a few minutes at most.
+const SCRIPT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Run the connector's `build.sh` into a staging directory of its own, then publish the one
+/// component it must write, `<its directory's name>.wasm`, into `components` by rename. A
+/// script that writes another name (a copied directory whose `build.sh` still names the
+/// original) fails, rather than overwrite another connector's component. Returns the build's
+/// output when it failed; a missing toolchain is reported loudly and counts as not built.
 pub async fn build_script(connector: &ScriptConnector, components: &Path) -> Result<(), String> {
     let started = std::time::Instant::now();
+    let component = connector.component(components);
+    let name = component
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    // Inside `components`, so that publishing is a rename; a directory, which the gateway's
+    // watch of `components` does not look into.
+    let staging = components.join(format!(".build-{}", name.trim_end_matches(".wasm")));
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    if let Err(error) = tokio::fs::create_dir_all(&staging).await {
+        let failure = format!("could not make {}: {error}", staging.display());
+        eprintln!("sluice dev: {failure}");
+        return Err(failure);
+    }
+    eprintln!("sluice dev: building {} …", connector.dir.display());
     let output = Command::new("bash")
         .arg(connector.dir.join("build.sh"))
-        .arg(components)
+        .arg(&staging)
         .current_dir(&connector.dir)
-        .output()
-        .await;
-    let output = match output {
-        Ok(output) => output,
-        Err(error) => {
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(SCRIPT_BUILD_TIMEOUT, output).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(error)) => {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
             let failure = format!("could not run {}/build.sh: {error}", connector.dir.display());
             eprintln!("sluice dev: {failure}");
             return Err(failure);
         }
+        Err(_) => {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            let failure = format!(
+                "{}/build.sh ran for {} s and was stopped: the other connectors' builds wait for it",
+                connector.dir.display(),
+                SCRIPT_BUILD_TIMEOUT.as_secs()
+            );
+            eprintln!("sluice dev: {failure}");
+            return Err(failure);
+        }
     };
+    let published = match output.status.code() {
+        Some(0) => Some(publish_staged(&staging, &name, &component).await),
+        _ => None,
+    };
+    let _ = tokio::fs::remove_dir_all(&staging).await;
     let log = String::from_utf8_lossy(&output.stderr);
     match output.status.code() {
         Some(0) => {
+            if let Some(Err(failure)) = published {
+                eprintln!(
+                    "sluice dev: building {} failed: {failure}",
+                    connector.dir.display()
+                );
+                return Err(failure);
+            }
             eprintln!(
                 "sluice dev: built {} in {} ms",
                 connector.dir.display(),
@@ -315,6 +363,32 @@ pub async fn build_script(connector: &ScriptConnector, components: &Path) -> Res
             Err(output)
         }
     }
+}
+
+/// Move the component `name` a build wrote into `staging` to `component`; say what it wrote
+/// instead when it is not there.
+async fn publish_staged(staging: &Path, name: &str, component: &Path) -> Result<(), String> {
+    let staged = staging.join(name);
+    if staged.is_file() {
+        return tokio::fs::rename(&staged, component)
+            .await
+            .map_err(|error| format!("could not publish {}: {error}", component.display()));
+    }
+    let mut written = Vec::new();
+    if let Ok(mut entries) = tokio::fs::read_dir(staging).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            written.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    written.sort();
+    let instead = match written.is_empty() {
+        true => "nothing".to_owned(),
+        false => written.join(", "),
+    };
+    Err(format!(
+        "build.sh ended well but wrote {instead}, not {name}: a build.sh writes <out-dir>/<its directory's \
+         name>.wasm (a copied build.sh may still name the connector it was copied from)"
+    ))
 }
 
 /// Whether a changed path is a build by-product rather than a source edit: cargo's `target/`,
@@ -910,6 +984,27 @@ mod tests {
         std::fs::write(&component, b"\0asm")?;
         assert_eq!(what_serves(&component), "the last good version keeps serving");
         Ok(())
+    }
+
+    /// `GET /v1/plugins` takes no key: a failed build's output names no directory of this
+    /// machine, neither the sources' nor the served components'.
+    #[test]
+    fn a_failed_builds_output_names_no_paths_of_the_machine() {
+        let failures = BuildFailures::default();
+        let output = "error at /home/me/src/todo/connector.js:3\nOutput: /srv/plugins/.build-todo/todo.wasm";
+        failures.record(
+            Path::new("/home/me/src/todo"),
+            Some(PathBuf::from("/srv/plugins/todo.wasm")),
+            Err(output.into()),
+        );
+        let shown = &failures.current()[0];
+        assert_eq!(
+            (shown.source.as_str(), shown.output.as_str()),
+            (
+                "todo",
+                "error at todo/connector.js:3\nOutput: .build-todo/todo.wasm"
+            )
+        );
     }
 
     #[test]

@@ -431,3 +431,65 @@ async fn new_javascript_connector_builds_runs_and_logs() {
 async fn new_python_connector_builds_runs_and_logs() {
     new_script_connector_runs("hello_py", "py", "stream=\"stdout\"").await;
 }
+
+/// A copied connector directory whose `build.sh` still writes the original's component fails
+/// its build, saying so, instead of overwriting the original: `sluice dev` publishes only
+/// `<directory name>.wasm` from what a script wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_script_writing_another_connectors_component_fails_and_overwrites_nothing() {
+    let sources = tempfile::tempdir().expect("tempdir");
+    let write_script = |dir: &str, writes: &str| {
+        let connector = sources.path().join(dir);
+        std::fs::create_dir_all(&connector).expect("connector dir");
+        let script = format!("cp '{}' \"$1/{writes}.wasm\"\n", sluice_fixtures::guests::ECHO);
+        std::fs::write(connector.join("build.sh"), script).expect("build.sh");
+    };
+    write_script("echo", "echo");
+    let gateway = Gateway::start(
+        Path::new(SLUICE),
+        &[],
+        Options {
+            command: Some(vec![
+                "dev".into(),
+                "--sources".into(),
+                sources.path().display().to_string(),
+            ]),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert!(
+        served_version(&gateway, "echo").await.is_some(),
+        "{}",
+        gateway.output()
+    );
+    let echo = gateway.plugins_dir().join("echo.wasm");
+    let before = std::fs::metadata(&echo)
+        .and_then(|m| m.modified())
+        .expect("echo.wasm");
+
+    write_script("copy", "echo");
+    let output = failed_build_output_once(&gateway, "copy", true)
+        .await
+        .expect("failed");
+    assert!(output.contains("wrote echo.wasm, not copy.wasm"), "{output}");
+    assert!(
+        !output.contains(&gateway.plugins_dir().display().to_string()),
+        "no paths: {output}"
+    );
+    let after = std::fs::metadata(&echo)
+        .and_then(|m| m.modified())
+        .expect("echo.wasm");
+    assert_eq!(before, after, "the original's component is untouched");
+    assert!(!gateway.plugins_dir().join("copy.wasm").exists());
+    let staged: Vec<_> = std::fs::read_dir(gateway.plugins_dir())
+        .expect("plugins")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(staged.len(), 1, "nothing left behind: {staged:?}");
+
+    // Mended, it builds as itself.
+    write_script("copy", "copy");
+    failed_build_output_once(&gateway, "copy", false).await;
+    assert!(gateway.plugins_dir().join("copy.wasm").exists());
+}

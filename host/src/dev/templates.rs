@@ -222,8 +222,12 @@ mod tests {
         let py = fill(PY_APP, "acme-crm");
         assert!(py.contains(r#"id="acme-crm","#) && py.contains(r#"name="Acme Crm","#));
         assert!(py.contains(r#"print(f"acme-crm echoes"#), "{py}");
+        // The component is named after the directory, not the id: a copy builds as itself.
         for build in [fill(JS_BUILD, "acme-crm"), fill(PY_BUILD, "acme-crm")] {
-            assert!(build.contains("\nCONNECTOR=acme-crm\n"));
+            assert!(
+                build.contains("\nCONNECTOR=\"$(basename \"$HERE\")\"\n"),
+                "{build}"
+            );
         }
         assert_eq!(title("9lives"), "9lives");
         assert_eq!(title("_"), "");

@@ -2,8 +2,9 @@
 # Build the {{id}} connector (Python) into <out-dir>/{{id}}.wasm with componentize-py, pinned in
 # requirements.txt and installed into a virtualenv in the shared tools directory. `sluice dev`
 # runs this on every save.
-CONNECTOR={{id}}
 HERE="$(cd "$(dirname "$0")" && pwd)"
+# Named after its directory, as `sluice dev` expects: a copy of the directory builds as itself.
+CONNECTOR="$(basename "$HERE")"
 # The shared helpers (../lib/toolchain.sh) also say where the contract (WIT) and the tools are.
 # shellcheck source=../lib/toolchain.sh
 . "${SLUICE_PLUGINS_LIB:-$HERE/../lib}/toolchain.sh"
