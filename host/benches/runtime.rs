@@ -234,6 +234,7 @@ fn http_path(c: &mut Criterion) {
             access_log: false,
             busy_poll: None,
             cors_origins: Vec::new(),
+            metrics_on_api: true,
             stopping: tokio::sync::watch::channel(false).1,
             event_streams: Arc::new(tokio::sync::Semaphore::new(1)),
             tasks,

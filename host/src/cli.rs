@@ -960,6 +960,7 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
             .busy_poll_us
             .map(|micros| crate::busy_poll::BusyPoll::start(Duration::from_micros(micros))),
         cors_origins: args.cors_origins,
+        metrics_on_api: args.ops_listen.is_none(),
         stopping,
         event_streams: Arc::new(tokio::sync::Semaphore::new(crate::http::max_event_streams(
             args.max_connections,

@@ -111,6 +111,9 @@ pub struct App {
     pub busy_poll: Option<Arc<crate::busy_poll::BusyPoll>>,
     /// Origins browser apps may call from (`--cors-origin`); none by default.
     pub cors_origins: Vec<String>,
+    /// Whether the API's address serves `/metrics`: not when `--ops-listen` does. Metrics name
+    /// every connector and count its calls, which the API's callers need not see.
+    pub metrics_on_api: bool,
     /// Turns true when the gateway starts shutting down: responses that would otherwise never
     /// end (MCP's event stream) end then, so that shutdown does not wait for them, and
     /// readiness fails (on `--ops-listen`, which answers while the API drains).
@@ -178,7 +181,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(execute::router())
         .merge(catalog::router())
-        .merge(health::router())
+        .merge(health::router(state.metrics_on_api))
         .merge(vault::router())
         .merge(admin::router())
         .merge(logs::router())

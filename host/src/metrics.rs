@@ -25,6 +25,13 @@ pub struct ConnectorLabels {
     pub integration: String,
 }
 
+/// Labels of the build-info gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    /// The gateway's version.
+    version: String,
+}
+
 /// Labels of a component load.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LoadLabels {
@@ -147,6 +154,17 @@ impl Default for Metrics {
             open_connections.clone(),
         );
         registry.register("component_loads", "Component loads by outcome", loads.clone());
+        // Always 1: which version runs, for dashboards and alerts across an upgrade.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        let version = BuildLabels {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        build_info.get_or_create(&version).set(1);
+        registry.register(
+            "build_info",
+            "The running gateway's version (always 1)",
+            build_info,
+        );
         registry.register(
             "egress_denied",
             "Upstream requests refused by the egress policy",

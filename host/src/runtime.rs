@@ -739,7 +739,8 @@ impl Runtime {
                     Some(trap) => format!("it trapped ({trap})"),
                     None => format!("{e:#}"),
                 };
-                let said = last_words.map(|line| format!("; the connector wrote: {line}"));
+                let said = last_words
+                    .map(|line| format!("; the connector wrote: {line}{}", describe_trap_hint(&line)));
                 return Err(LoadError::Describe(format!("{what}{}", said.unwrap_or_default())));
             }
             Err(_) => return Err(LoadError::Describe(too_long())),
@@ -895,6 +896,18 @@ fn invoked(
             max_body,
             &state.call.context().transaction_key,
         )),
+    }
+}
+
+/// What to add to the last line a connector wrote before describe() trapped, when that line
+/// names neither the field nor what it may be.
+fn describe_trap_hint(last_line: &str) -> &'static str {
+    // A JavaScript connector's manifest with a misspelt case (`auth: {tag: "apikey"}`).
+    if last_line.contains("unknown variant tag") {
+        " (a case the contract does not have: `auth`'s tag is one of none, bearer, header, query, \
+         basic, oauth2; see the WIT's variants for the others)"
+    } else {
+        ""
     }
 }
 

@@ -110,6 +110,9 @@ python_tools() {
     command -v python3 >/dev/null || skip "python3 is not installed (needs Python >= 3.10 with venv)"
     VENV="$TOOLS_DIR/python"
     with_tools_lock install_python_tools "$1" || skip "could not install componentize-py into $VENV (pip install -r requirements.txt failed)"
+    # componentize-py bundles the modules of the first python3 on PATH: the virtualenv's, not
+    # a global one (pyenv's, say) whose packages would build here and be missing elsewhere.
+    export PATH="$VENV/bin:$PATH"
 }
 
 # Publish `$1` as `$2` by rename (same directory, so the rename is atomic).

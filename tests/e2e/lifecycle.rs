@@ -97,6 +97,9 @@ async fn sigterm_drains_in_flight_requests() {
     .await;
     let ready = format!("http://{}/readyz", setup.gateway.ops_address());
     assert_eq!(send(setup.client.get(&ready)).await.status, 200);
+    // The metrics are served on the ops address only, once there is one.
+    let api_metrics = send(setup.client.get(format!("{}/metrics", setup.gateway.url))).await;
+    assert_eq!((api_metrics.status, api_metrics.code()), (404, "not_found"));
     let (client, key) = (setup.client.clone(), setup.key.clone());
     let url = format!("{}/v1/hostile/call", setup.gateway.url);
     let in_flight = tokio::spawn(send(

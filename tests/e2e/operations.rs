@@ -22,6 +22,11 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
         r#"sluice_requests_total{integration="github",endpoint="get_repo",outcome="ok"} 0"#,
         r#"sluice_egress_denied_total{integration="hostile"} 0"#,
         r#"sluice_component_loads_total{outcome="failed"} 0"#,
+        concat!(
+            r#"sluice_build_info{version=""#,
+            env!("CARGO_PKG_VERSION"),
+            r#""} 1"#
+        ),
     ] {
         assert!(before.contains(zero), "missing `{zero}` in:\n{before}");
     }

@@ -7,16 +7,25 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-pub(super) fn router() -> Router<AppState> {
-    probes().route("/v1/plugins", get(plugins))
+/// The API address's share: the probes, the list of connectors and, unless `--ops-listen`
+/// serves them, the metrics.
+pub(super) fn router(with_metrics: bool) -> Router<AppState> {
+    let router = liveness_and_readiness().route("/v1/plugins", get(plugins));
+    match with_metrics {
+        true => router.route("/metrics", get(metrics)),
+        false => router,
+    }
 }
 
-/// Liveness, readiness and metrics: what `--ops-listen` serves too.
+/// Liveness, readiness and metrics: what `--ops-listen` serves.
 pub(super) fn probes() -> Router<AppState> {
+    liveness_and_readiness().route("/metrics", get(metrics))
+}
+
+fn liveness_and_readiness() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
 }
 
 /// Ready once the connectors have loaded, when the database takes writes and until shutdown

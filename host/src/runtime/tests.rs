@@ -344,3 +344,15 @@ async fn a_connection_base_url_is_used_only_where_the_policy_allows_it() {
     let open = runtime.load(bytes, &open).await.expect("load");
     assert!(open.plan_for(Some(&url("https://evil.example"))).is_ok());
 }
+
+/// A JavaScript manifest with a misspelt case traps with a line naming neither the field nor
+/// the cases: the load error adds them; other lines are left as they are.
+#[test]
+fn a_misspelt_manifest_case_is_explained() {
+    let hint = super::describe_trap_hint("Error: unknown variant tag: apikey");
+    assert!(
+        hint.contains("none, bearer, header, query, basic, oauth2"),
+        "{hint}"
+    );
+    assert_eq!(super::describe_trap_hint("TypeError: x is undefined"), "");
+}
