@@ -626,6 +626,9 @@ async fn approve(
             );
             return Ok(());
         }
+        let hosts_change = declared.iter().any(|host| !previous.contains(host))
+            || previous.iter().any(|host| !declared.contains(host));
+        let file_changes = !vault.files_of(id)?.contains(&file);
         vault.approve_hosts(id, &declared)?;
         // This file serves `id` from now on, should it have been approved as another.
         vault.approve_file(id, &file)?;
@@ -639,8 +642,14 @@ async fn approve(
             Ok(()) => "a gateway watching the directory loads it within a second; otherwise send it SIGHUP",
             Err(_) => "send the gateway SIGHUP (or restart it) to load it",
         };
+        let what = match (hosts_change, file_changes) {
+            (true, true) => format!("approved the outbound hosts of {id}, and {file} to serve it"),
+            (true, false) => format!("approved the outbound hosts of {id}"),
+            (false, true) => format!("approved {file} to serve {id} (its hosts were approved already)"),
+            (false, false) => format!("nothing new to approve: {id}'s hosts and file were approved already"),
+        };
         eprintln!(
-            "approved the outbound hosts of {id} {} ({}); {when}",
+            "{what}: {} ({}); {when}",
             connector.manifest.version,
             path.display()
         );

@@ -202,6 +202,15 @@ async fn widening_hosts_needs_approval() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // Approving it again says there was nothing to approve.
+    let again = gateway
+        .cli_output(&["connectors", "approve", "versioned", "--plugins", &plugins_dir])
+        .await;
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        again.status.success() && said.contains("nothing new to approve"),
+        "{said}"
+    );
 }
 
 /// The operator can restrict where connections' base URLs may point: a connection outside the

@@ -66,7 +66,7 @@ impl Vault {
     }
 
     /// The files recorded as serving `connector`.
-    fn files_of(&self, connector: &str) -> anyhow::Result<Vec<String>> {
+    pub fn files_of(&self, connector: &str) -> anyhow::Result<Vec<String>> {
         Ok(self
             .approved_hosts(connector)?
             .unwrap_or_default()
