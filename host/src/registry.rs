@@ -5,7 +5,7 @@
 use crate::policy::LivePolicy;
 use crate::runtime::{LoadedConnector, Runtime};
 use crate::vault::Vault;
-use crate::vault::approvals::{CREDENTIAL_ENTRY, HostCheck};
+use crate::vault::approvals::{CREDENTIAL_ENTRY, HostCheck, PLACEMENT_ENTRY};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -541,8 +541,9 @@ pub fn file_name(path: &Path) -> String {
 /// Every origin the host will talk to for a connector: its declared hosts and, for OAuth, the
 /// provider's authorize and token endpoints — the token endpoint receives the operator's client
 /// secret and users' refresh tokens, so a new version that moves it needs approval too — and
-/// where the credential goes (its base URL's origin): a new version that sends users'
-/// credentials to another of its allowed hosts needs approval as well.
+/// where the credential goes (its base URL's origin) and how (a header, the query): a new
+/// version that sends users' credentials to another of its allowed hosts, or puts them in the
+/// URL where upstream logs keep them, needs approval as well.
 pub fn hosts_for_approval(connector: &LoadedConnector) -> Vec<String> {
     let manifest = &connector.manifest;
     let oauth = match &manifest.auth {
@@ -552,11 +553,12 @@ pub fn hosts_for_approval(connector: &LoadedConnector) -> Vec<String> {
         _ => Vec::new(),
     };
     let mut hosts = approval_set(connector.declared_hosts.iter().map(ToString::to_string), &oauth);
-    if manifest.auth.needs_connection() {
+    if let Some(placement) = manifest.auth.placement() {
         hosts.push(format!(
             "{CREDENTIAL_ENTRY}{}",
             manifest.base_url.origin().ascii_serialization()
         ));
+        hosts.push(format!("{PLACEMENT_ENTRY}{placement}"));
     }
     hosts
 }

@@ -7,6 +7,11 @@ use sluice_fixtures::gateway::Options;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// `sluice dev --sources <sources>`, as the gateway fixture's command.
+fn dev_command(sources: &Path) -> Vec<String> {
+    vec!["dev".into(), "--sources".into(), sources.display().to_string()]
+}
+
 async fn served_version(gateway: &Gateway, id: &str) -> Option<String> {
     let plugins = send(reqwest::Client::new().get(format!("{}/v1/plugins", gateway.url))).await;
     plugins.body["rows"]
@@ -244,11 +249,7 @@ async fn dev_rebuilds_a_javascript_connector_on_save() {
         Path::new(SLUICE),
         &[],
         Options {
-            command: Some(vec![
-                "dev".into(),
-                "--sources".into(),
-                sources.path().display().to_string(),
-            ]),
+            command: Some(dev_command(sources.path())),
             // The copy lives outside the repository: point it at the shared build helpers
             // (which locate the WIT and the pinned tools).
             env: vec![(
@@ -449,11 +450,7 @@ async fn a_build_script_writing_another_connectors_component_fails_and_overwrite
         Path::new(SLUICE),
         &[],
         Options {
-            command: Some(vec![
-                "dev".into(),
-                "--sources".into(),
-                sources.path().display().to_string(),
-            ]),
+            command: Some(dev_command(sources.path())),
             ..Options::default()
         },
     )

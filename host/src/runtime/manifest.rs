@@ -42,6 +42,19 @@ impl AuthScheme {
         !matches!(self, Self::None)
     }
 
+    /// Where in a request the credential travels, in words (`header x-api-key`, `query
+    /// api_key`, `authorization bearer`); none without a credential. An OAuth token travels
+    /// as a bearer token does.
+    pub fn placement(&self) -> Option<String> {
+        match self {
+            Self::None => None,
+            Self::Bearer | Self::OAuth2(_) => Some("authorization bearer".into()),
+            Self::Basic => Some("authorization basic".into()),
+            Self::Header(name) => Some(format!("header {name}")),
+            Self::Query(name) => Some(format!("query {name}")),
+        }
+    }
+
     /// The header the credential travels in, when it has one of its own (not `Authorization`).
     pub fn credential_header(&self) -> Option<&http::HeaderName> {
         match self {

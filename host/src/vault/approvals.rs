@@ -12,6 +12,14 @@ use super::{Vault, now};
 /// How an approved set names where a connector sends its credential: `credential <origin>`.
 pub const CREDENTIAL_ENTRY: &str = "credential ";
 
+/// How an approved set names how the credential travels: `credential-in header x-api-key`.
+pub const PLACEMENT_ENTRY: &str = "credential-in ";
+
+/// Kinds of entry approved sets gained after gateways had recorded sets: a set with no entry
+/// of a kind was recorded before it, and takes the one declared now as approved (the version
+/// serving does that already), so that a later version changing it needs approval.
+const LATER_KINDS: [&str; 2] = [CREDENTIAL_ENTRY, PLACEMENT_ENTRY];
+
 /// How an approved set names a file the connector was loaded from: `file <name>`.
 const FILE_ENTRY: &str = "file ";
 
@@ -141,29 +149,26 @@ impl Vault {
                 Ok(HostCheck::FirstSeen)
             }
             Some(approved) => {
-                // Sets approved before the credential's destination was part of them: the one
-                // declared now is taken as approved (the version serving sends it there) and
-                // recorded, so that a later version moving it needs approval.
-                let recorded_before_credentials = !approved.iter().any(|h| h.starts_with(CREDENTIAL_ENTRY));
+                let recorded_before: Vec<&str> = LATER_KINDS
+                    .into_iter()
+                    .filter(|kind| !approved.iter().any(|h| h.starts_with(kind)))
+                    .collect();
+                let taken_now = |h: &&String| recorded_before.iter().any(|kind| h.starts_with(kind));
                 let added: Vec<String> = declared
                     .iter()
                     .filter(|h| !approved.contains(h))
-                    .filter(|h| !(recorded_before_credentials && h.starts_with(CREDENTIAL_ENTRY)))
+                    .filter(|h| !taken_now(h))
                     .cloned()
                     .collect();
                 if !added.is_empty() {
                     return Ok(HostCheck::NeedsApproval(added));
                 }
-                if recorded_before_credentials && declared.iter().any(|h| h.starts_with(CREDENTIAL_ENTRY)) {
+                let recorded_now: Vec<&String> = declared.iter().filter(taken_now).collect();
+                if !recorded_now.is_empty() {
                     // `approve_hosts` keeps the file entries.
                     let mut upgraded: Vec<String> =
                         approved.into_iter().filter(|h| !is_file_entry(h)).collect();
-                    upgraded.extend(
-                        declared
-                            .iter()
-                            .filter(|h| h.starts_with(CREDENTIAL_ENTRY))
-                            .cloned(),
-                    );
+                    upgraded.extend(recorded_now.into_iter().cloned());
                     self.approve_hosts(connector, &upgraded)?;
                 }
                 Ok(HostCheck::Approved)
@@ -242,6 +247,33 @@ mod tests {
         assert_eq!(
             vault.check_hosts("x", &hosts("https://b.example.com"))?,
             HostCheck::NeedsApproval(vec![format!("{CREDENTIAL_ENTRY}https://b.example.com")])
+        );
+        Ok(())
+    }
+
+    /// How the credential travels is approved like where it goes: a set recorded before it was
+    /// part of approvals takes the one declared now; a version moving it from a header into
+    /// the URL's query then waits for the operator.
+    #[test]
+    fn moving_the_credential_into_the_query_needs_approval() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vault = Vault::open(&dir.path().join("db"), &KeySource::Explicit("ab".repeat(32)))?;
+        let declared = |placement: &str| {
+            vec![
+                "https://api.example.com:443".to_owned(),
+                format!("{CREDENTIAL_ENTRY}https://api.example.com"),
+                format!("{PLACEMENT_ENTRY}{placement}"),
+            ]
+        };
+        vault.approve_hosts("x", &declared("header x-api-key")[..2])?;
+        assert_eq!(
+            vault.check_hosts("x", &declared("header x-api-key"))?,
+            HostCheck::Approved
+        );
+        assert_eq!(vault.approved_hosts("x")?, Some(declared("header x-api-key")));
+        assert_eq!(
+            vault.check_hosts("x", &declared("query api_key"))?,
+            HostCheck::NeedsApproval(vec![format!("{PLACEMENT_ENTRY}query api_key")])
         );
         Ok(())
     }
