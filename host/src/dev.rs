@@ -931,6 +931,12 @@ use sluice_sdk::{{Auth, Connector, Endpoint, Error, Manifest, Output, Params, ex
 
 struct {type_name};
 
+/// What `get_item` takes; the gateway has checked params against its schema already.
+#[derive(serde::Deserialize)]
+struct GetItem {{
+    id: String,
+}}
+
 impl Connector for {type_name} {{
     fn describe() -> Manifest {{
         Manifest::new("{name}", "{type_name}", env!("CARGO_PKG_VERSION"))
@@ -940,7 +946,7 @@ impl Connector for {type_name} {{
             .endpoint(
                 Endpoint::new("get_item", "GET", "/items/{{id}}")
                     .title("Get an item")
-                    .params_schema(json!({{"type": "object", "required": ["id"], "properties": {{"id": {{"type": "string"}}}}}}))
+                    .params_schema(json!({{"type": "object", "required": ["id"], "properties": {{"id": {{"type": "string", "minLength": 1}}}}}}))
                     .example("Item 42", json!({{"id": "42"}})),
             )
     }}
@@ -948,7 +954,7 @@ impl Connector for {type_name} {{
     fn invoke(endpoint: &str, params: Params) -> Result<Output, Error> {{
         match endpoint {{
             "get_item" => {{
-                let id = params.value()?["id"].as_str().unwrap_or_default().to_owned();
+                let GetItem {{ id }} = params.parse()?;
                 Ok(http::get(format!("/items/{{}}", http::segment(&id))).send()?.into())
             }}
             other => Err(Error::unknown_endpoint(other)),
