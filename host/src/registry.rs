@@ -640,6 +640,17 @@ async fn swap_in(
             if connector.manifest.endpoints.is_empty() {
                 tracing::warn!(%id, "the connector declares no actions: nothing can call it");
             }
+            for endpoint in &connector.manifest.endpoints {
+                for at in crate::runtime::manifest::nullable_keywords(&endpoint.params_schema) {
+                    tracing::warn!(
+                        %id,
+                        action = %endpoint.name,
+                        %at,
+                        "the params schema says `nullable`, OpenAPI 3.0's keyword, which JSON Schema \
+                         ignores: null is refused there; allow it with `\"type\": [\"…\", \"null\"]`"
+                    );
+                }
+            }
             let previous = registry.get(&id);
             if let Some(changed) = previous
                 .as_ref()

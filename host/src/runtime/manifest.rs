@@ -97,6 +97,46 @@ pub struct EndpointInfo {
     pub tool_name: String,
 }
 
+/// Where `schema` says `nullable` (JSON pointers): OpenAPI 3.0's keyword, which JSON Schema
+/// ignores, so a schema pasted from an OpenAPI document refuses the `null` its author meant
+/// to allow. The loader warns of each; values that are data (`enum`, `default`, …) and the
+/// names of properties are not looked at.
+pub fn nullable_keywords(schema: &serde_json::Value) -> Vec<String> {
+    const SCHEMA_MAPS: &[&str] = &[
+        "properties",
+        "patternProperties",
+        "$defs",
+        "definitions",
+        "dependentSchemas",
+    ];
+    const DATA: &[&str] = &["enum", "const", "default", "examples", "example"];
+    fn visit(value: &serde_json::Value, pointer: String, names_schemas: bool, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(members) => {
+                for (key, member) in members {
+                    let at = format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"));
+                    if names_schemas {
+                        visit(member, at, false, found);
+                    } else if key == "nullable" {
+                        found.push(at);
+                    } else if !DATA.contains(&key.as_str()) {
+                        visit(member, at, SCHEMA_MAPS.contains(&key.as_str()), found);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    visit(item, format!("{pointer}/{index}"), false, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    visit(schema, String::new(), false, &mut found);
+    found
+}
+
 /// The catalog's stable id of an action: the connector id and the endpoint name in kebab case,
 /// e.g. `github-create-issue`.
 pub fn action_key(connector: &str, endpoint: &str) -> String {
@@ -1078,6 +1118,28 @@ mod tests {
             backreference.contains("backreferences and look-around are not supported"),
             "{backreference}"
         );
+    }
+
+    #[test]
+    fn openapis_nullable_is_found_where_a_schema_says_it() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "done": {"type": "boolean", "nullable": true},
+                "nullable": {"type": "string"},
+                "tags": {"type": "array", "items": {"anyOf": [{"type": "string", "nullable": true}]}}
+            },
+            "default": {"nullable": true},
+            "enum": [{"nullable": false}]
+        });
+        assert_eq!(
+            nullable_keywords(&schema),
+            [
+                "/properties/done/nullable",
+                "/properties/tags/items/anyOf/0/nullable"
+            ]
+        );
+        assert!(nullable_keywords(&serde_json::json!({"type": "object"})).is_empty());
     }
 
     #[test]
