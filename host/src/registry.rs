@@ -500,7 +500,7 @@ impl Loader {
                     self.approve_command
                 )),
                 id: Some(id),
-                retry_later: false,
+                ..FailedLoad::default()
             }),
             HostCheck::SecondFile(serving) => Err(FailedLoad {
                 error: format!(
@@ -513,7 +513,7 @@ impl Loader {
                     self.approve_command
                 )),
                 id: Some(id),
-                retry_later: false,
+                ..FailedLoad::default()
             }),
             HostCheck::NeedsApproval(added) => Err(FailedLoad {
                 error: format!(
@@ -524,7 +524,7 @@ impl Loader {
                 ),
                 log_hint: Some(format!("approve them with `{} {id}`", self.approve_command)),
                 id: Some(id),
-                retry_later: false,
+                ..FailedLoad::default()
             }),
         }
     }

@@ -28,12 +28,11 @@ fn liveness_and_readiness() -> Router<AppState> {
         .route("/readyz", get(ready))
 }
 
-/// Ready once the connectors have loaded, when the database takes writes and until shutdown
-/// begins; reports how many
-/// connectors are loaded and how many
-/// files failed to load. A failed file leaves the gateway ready: the other connectors serve,
-/// and calls to the one that failed say so (`connector_unavailable`); the count is there to
-/// alert on.
+/// Ready once the connectors have loaded, when the database takes writes, until shutdown
+/// begins; reports how many connectors are loaded and how many files failed to load. A failed
+/// file leaves the gateway ready: the other connectors serve, and calls to the one that failed
+/// say so (`connector_unavailable`); the count is there to alert on. A load that failed for
+/// want of the database does not: it is tried again, and the gateway is not ready till then.
 async fn ready(State(app): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let connectors = app.registry.snapshot().len();
