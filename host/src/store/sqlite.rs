@@ -889,6 +889,11 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
 /// permissions) with the process umask, world-readable in a directory the operator made. It
 /// holds key hashes, identities and sealed secrets. An existing file keeps its permissions.
 fn create_private_file(path: &Path) -> anyhow::Result<()> {
+    // Looked at first: where the directory is not this user's to write, creating would fail
+    // for that, and the error would talk of creating a file that is there.
+    if path.exists() {
+        return Ok(());
+    }
     match new_private_file(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
