@@ -284,6 +284,21 @@ impl Registry {
 
     /// Shadowed files whose connector id nothing serves any more: the file that shadowed each
     /// was removed, or now declares another id.
+    /// The files waiting behind a connector that `path` serves: loaded before `path` goes, one
+    /// takes the connector over with no moment in which calls find it missing.
+    pub fn shadowed_behind(&self, path: &Path) -> Vec<PathBuf> {
+        let serving = self.snapshot();
+        self.shadowed()
+            .into_values()
+            .filter(|shadowed| {
+                serving
+                    .get(&shadowed.id)
+                    .is_some_and(|connector| connector.source.as_deref() == Some(path))
+            })
+            .map(|shadowed| shadowed.path)
+            .collect()
+    }
+
     pub fn orphaned_shadows(&self) -> Vec<PathBuf> {
         let serving = self.snapshot();
         self.shadowed()

@@ -252,6 +252,11 @@ async fn every_file(dir: &Path, registry: &Registry) -> BTreeSet<PathBuf> {
 async fn apply(loader: &Loader, registry: &Registry, path: &Path, reload: Reload, started: Instant) {
     if !path.exists() {
         registry.clear_failure(path);
+        // A file that waited behind this one takes over first (a file written later than one
+        // that is gone wins), rather than once the connector has gone.
+        for waiting in registry.shadowed_behind(path) {
+            registry::load_into(loader, registry, &waiting).await;
+        }
         let removed = registry.remove_source(path);
         for id in &removed {
             tracing::info!(%id, file = %path.display(), "connector removed");

@@ -317,8 +317,45 @@ async fn only_changes_load_and_a_shadowed_file_takes_over() {
         (&json!("echo.wasm"), &json!("echo"), &json!("zz-echo.wasm")),
         "{shadowed}"
     );
+    // Calls go on while it is removed: the file behind it takes over with no gap.
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, key, stop) = (client.clone(), gateway.url.clone(), key.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let call = client
+                        .post(format!("{url}/v1/echo/say"))
+                        .bearer_auth(&key)
+                        .json(&json!({"params": {}}))
+                        .send()
+                        .await;
+                    statuses.push(
+                        call.map(|answer| answer.status().as_u16())
+                            .map_err(|e| e.to_string()),
+                    );
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     std::fs::remove_file(&shadow).expect("remove");
     wait_until_served_from(&gateway, "echo", "echo.wasm", "echo.wasm never took over").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        let statuses = caller.await.expect("caller");
+        assert!(
+            statuses.iter().all(|status| status == &Ok(200)),
+            "a call failed while the serving file went: {:?}",
+            statuses
+                .iter()
+                .filter(|status| *status != &Ok(200))
+                .collect::<Vec<_>>()
+        );
+    }
     let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
     assert_eq!(plugins.body["shadowed"], json!([]), "{}", plugins.body);
     let call = send(
