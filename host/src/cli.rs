@@ -618,6 +618,21 @@ async fn approve(
                 println!("- {host}");
             }
         }
+        let placement = |entries: &[String]| {
+            entries
+                .iter()
+                .find_map(|entry| entry.strip_prefix(crate::vault::approvals::PLACEMENT_ENTRY))
+                .map(str::to_owned)
+        };
+        if let (Some(before), Some(after)) = (placement(&previous), placement(&declared))
+            && before != after
+        {
+            eprintln!(
+                "note: {id} would send the credential in {after} instead of {before}; connections keep \
+                 their secrets as stored, so one stored for the old place (`Token …` for an Authorization \
+                 header, say) may need storing again (`sluice connections add {id} --replace …`)"
+            );
+        }
         if dry_run {
             eprintln!(
                 "{id} {} ({}) asks for the hosts above; nothing was approved (--dry-run)",

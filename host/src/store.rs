@@ -448,3 +448,12 @@ pub trait Store: Send + Sync + 'static {
     /// Delete the rows older than `before_ms`; returns how many.
     fn prune_request_logs(&self, before_ms: i64) -> anyhow::Result<usize>;
 }
+
+/// The database file was removed or replaced under the running gateway, whose connections go
+/// on writing to the removed one: readiness fails, saying so.
+#[derive(Debug, thiserror::Error)]
+#[error("the database file {} was removed or replaced while the gateway ran: restore it and restart the gateway", .path.display())]
+pub struct DatabaseFileReplaced {
+    /// Where the database file was.
+    pub path: std::path::PathBuf,
+}

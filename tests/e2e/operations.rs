@@ -12,6 +12,25 @@ async fn readyz_reports_a_writable_database() {
     assert_eq!(ready.body["connectors"], 3);
 }
 
+/// A database file removed under the running gateway (its connections would go on writing to
+/// the removed file) makes it not ready, saying why, and ready again once the file is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_fails_while_the_database_file_is_gone() {
+    let setup = Setup::new().await;
+    let ready = format!("{}/readyz", setup.gateway.url);
+    let db = setup.gateway.data_dir().join("sluice.db");
+    let moved = setup.gateway.data_dir().join("moved.db");
+    std::fs::rename(&db, &moved).expect("move the database away");
+    let gone = send(setup.client.get(&ready)).await;
+    assert_eq!(gone.status, 503, "{:?}", gone.body);
+    assert_eq!(
+        gone.body["message"],
+        "the database file was removed or replaced while the gateway ran: restore it and restart the gateway"
+    );
+    std::fs::rename(&moved, &db).expect("put it back");
+    assert_eq!(send(setup.client.get(&ready)).await.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
     let setup = Setup::new().await;

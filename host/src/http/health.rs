@@ -78,9 +78,16 @@ async fn ready(State(app): State<AppState>) -> axum::response::Response {
         .into_response(),
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "readiness check failed");
+            // The route takes no key: the reason, not where the file is.
+            let message = match error.downcast_ref::<crate::store::DatabaseFileReplaced>() {
+                Some(_) => {
+                    "the database file was removed or replaced while the gateway ran: restore it and restart the gateway"
+                }
+                None => "the database is not writable",
+            };
             (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "not_ready", "message": "the database is not writable", "connectors": connectors})),
+                Json(json!({"error": "not_ready", "message": message, "connectors": connectors})),
             )
                 .into_response()
         }

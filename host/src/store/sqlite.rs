@@ -442,11 +442,10 @@ impl Store for SqliteStore {
 
     fn check_writable(&self) -> anyhow::Result<()> {
         if file_identity(&self.path) != self.opened_file {
-            bail!(
-                "the database file {} was removed or replaced while the gateway ran: restore it \
-                 and restart the gateway",
-                self.path.display()
-            );
+            return Err(crate::store::DatabaseFileReplaced {
+                path: self.path.clone(),
+            }
+            .into());
         }
         // Taking the write lock writes nothing, so a full disk would pass it: after a write
         // failed for want of storage, only a write that commits shows the trouble is over.
