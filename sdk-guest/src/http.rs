@@ -93,16 +93,17 @@ impl RequestBuilder {
         }
     }
 
-    /// Append a query parameter; name and value are percent-encoded.
-    pub fn query(mut self, name: &str, value: &str) -> Self {
-        self.query.push((name.to_owned(), value.to_owned()));
+    /// Append a query parameter (a string, a number, anything `Display`); name and value are
+    /// percent-encoded.
+    pub fn query(mut self, name: &str, value: impl ToString) -> Self {
+        self.query.push((name.to_owned(), value.to_string()));
         self
     }
 
-    /// Append a query parameter only when `value` is `Some`.
+    /// Append a query parameter only when `value` is `Some`; takes what [`Self::query`] does.
     pub fn query_opt(self, name: &str, value: Option<impl ToString>) -> Self {
         match value {
-            Some(value) => self.query(name, &value.to_string()),
+            Some(value) => self.query(name, value),
             None => self,
         }
     }
@@ -215,5 +216,34 @@ impl Response {
     /// Take the raw body.
     pub fn into_bytes(self) -> Vec<u8> {
         self.body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `query` and `query_opt` take the same values: text, numbers, anything `Display`.
+    #[test]
+    fn query_takes_text_and_numbers_alike() {
+        let city = String::from("Oslo");
+        let request = super::get("/v1/forecast")
+            .query("city", &city)
+            .query("days", 3)
+            .query("units", "metric")
+            .query_opt("page", Some(2u32))
+            .query_opt("cursor", None::<&str>);
+        let pairs: Vec<(&str, &str)> = request
+            .query
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("city", "Oslo"),
+                ("days", "3"),
+                ("units", "metric"),
+                ("page", "2")
+            ]
+        );
     }
 }

@@ -43,8 +43,8 @@
 //!         match endpoint {
 //!             "forecast" => {
 //!                 let p: Forecast = params.parse()?;
-//!                 let days = p.days.unwrap_or(1).to_string();
-//!                 Ok(http::get("/v1/forecast").query("city", &p.city).query("days", &days).send()?.into())
+//!                 let days = p.days.unwrap_or(1);
+//!                 Ok(http::get("/v1/forecast").query("city", &p.city).query("days", days).send()?.into())
 //!             }
 //!             other => Err(Error::unknown_endpoint(other)),
 //!         }
