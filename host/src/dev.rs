@@ -299,36 +299,13 @@ pub async fn build_script(connector: &ScriptConnector, components: &Path) -> Res
         return Err(failure);
     }
     eprintln!("sluice dev: building {} …", connector.dir.display());
-    let output = Command::new("bash")
-        .arg(connector.dir.join("build.sh"))
-        .arg(&staging)
-        .current_dir(&connector.dir)
-        .kill_on_drop(true)
-        .output();
-    let output = match tokio::time::timeout(SCRIPT_BUILD_TIMEOUT, output).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(error)) => {
-            let _ = tokio::fs::remove_dir_all(&staging).await;
-            let failure = format!("could not run {}/build.sh: {error}", connector.dir.display());
-            eprintln!("sluice dev: {failure}");
-            return Err(failure);
-        }
-        Err(_) => {
-            let _ = tokio::fs::remove_dir_all(&staging).await;
-            let failure = format!(
-                "{}/build.sh ran for {} s and was stopped: the other connectors' builds wait for it",
-                connector.dir.display(),
-                SCRIPT_BUILD_TIMEOUT.as_secs()
-            );
-            eprintln!("sluice dev: {failure}");
-            return Err(failure);
-        }
-    };
-    let published = match output.status.code() {
-        Some(0) => Some(publish_staged(&staging, &name, &component).await),
+    let output = run_build_script(connector, &staging).await;
+    let published = match &output {
+        Ok(output) if output.status.success() => Some(publish_staged(&staging, &name, &component).await),
         _ => None,
     };
     let _ = tokio::fs::remove_dir_all(&staging).await;
+    let output = output?;
     let log = String::from_utf8_lossy(&output.stderr);
     match output.status.code() {
         Some(0) => {
@@ -358,11 +335,36 @@ pub async fn build_script(connector: &ScriptConnector, components: &Path) -> Res
             eprintln!(
                 "sluice dev: building {} failed; {}\n{output}",
                 connector.dir.display(),
-                what_serves(&connector.component(components)),
+                what_serves(&component),
             );
             Err(output)
         }
     }
+}
+
+/// Run the connector's `build.sh` into `staging`, for [`SCRIPT_BUILD_TIMEOUT`] at most; what
+/// it printed and how it ended, or why it could not run or finish.
+async fn run_build_script(
+    connector: &ScriptConnector,
+    staging: &Path,
+) -> Result<std::process::Output, String> {
+    let output = Command::new("bash")
+        .arg(connector.dir.join("build.sh"))
+        .arg(staging)
+        .current_dir(&connector.dir)
+        .kill_on_drop(true)
+        .output();
+    let failure = match tokio::time::timeout(SCRIPT_BUILD_TIMEOUT, output).await {
+        Ok(Ok(output)) => return Ok(output),
+        Ok(Err(error)) => format!("could not run {}/build.sh: {error}", connector.dir.display()),
+        Err(_) => format!(
+            "{}/build.sh ran for {} s and was stopped: the other connectors' builds wait for it",
+            connector.dir.display(),
+            SCRIPT_BUILD_TIMEOUT.as_secs()
+        ),
+    };
+    eprintln!("sluice dev: {failure}");
+    Err(failure)
 }
 
 /// Move the component `name` a build wrote into `staging` to `component`; say what it wrote

@@ -3,6 +3,7 @@
 use super::AppState;
 use super::timestamps::rfc3339;
 use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -34,41 +35,25 @@ fn liveness_and_readiness() -> Router<AppState> {
 /// say so (`connector_unavailable`); the count is there to alert on. A load that failed for
 /// want of the database does not: it is tried again, and the gateway is not ready till then.
 async fn ready(State(app): State<AppState>) -> axum::response::Response {
-    use axum::response::IntoResponse;
     let connectors = app.registry.snapshot().len();
     // Shutting down: a balancer should send no more calls (the API takes no new connections).
     if *app.stopping.borrow() {
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "not_ready", "message": "the gateway is shutting down", "connectors": connectors})),
-        )
-            .into_response();
+        return not_ready("the gateway is shutting down", connectors, None, None);
     }
     if app.registry.is_starting() {
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "1")],
-            Json(json!({"error": "not_ready", "message": "the connectors are still loading", "connectors": connectors})),
-        )
-            .into_response();
+        return not_ready("the connectors are still loading", connectors, None, Some("1"));
     }
     let failures = app.registry.failures();
     let failed = failures.len();
     if failures.values().any(|failure| failure.retry_later) {
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "5")],
-            Json(json!({
-                "error": "not_ready",
-                "message": "connectors failed to load for want of the database; their loads are tried again",
-                "connectors": connectors,
-                "failed": failed
-            })),
-        )
-            .into_response();
+        return not_ready(
+            "connectors failed to load for want of the database; their loads are tried again",
+            connectors,
+            Some(failed),
+            Some("5"),
+        );
     }
-    let writable = app.vault.run(|vault| vault.check_writable()).await;
-    match writable {
+    match app.vault.run(|vault| vault.check_writable()).await {
         Ok(()) => Json(json!({
             "status": "ready",
             "connectors": connectors,
@@ -85,13 +70,31 @@ async fn ready(State(app): State<AppState>) -> axum::response::Response {
                 }
                 None => "the database is not writable",
             };
-            (
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "not_ready", "message": message, "connectors": connectors})),
-            )
-                .into_response()
+            not_ready(message, connectors, None, None)
         }
     }
+}
+
+/// A `503 not_ready` answer saying why, with the connectors loaded (and the files failed, when
+/// that is the reason) and, when it is worth waiting, when to ask again.
+fn not_ready(
+    message: &str,
+    connectors: usize,
+    failed: Option<usize>,
+    retry_after: Option<&'static str>,
+) -> axum::response::Response {
+    let mut body = json!({"error": "not_ready", "message": message, "connectors": connectors});
+    if let Some(failed) = failed {
+        body["failed"] = json!(failed);
+    }
+    let mut response = (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static(seconds),
+        );
+    }
+    response
 }
 
 /// Prometheus text exposition.
