@@ -674,8 +674,11 @@ async fn swap_in(
                 // A caller of a renamed action gets a 404: the author should see the rename.
                 tracing::info!(%id, actions = %changed, "the new version's actions differ");
             }
+            // Two files with one id, unless the other is gone: a file renamed, whose new name
+            // simply takes over.
             if let Some(previous) = previous
                 && let Some(previous_file) = previous.source.as_deref().filter(|file| *file != path)
+                && previous_file.exists()
             {
                 let serves = written_after(path, previous_file).await;
                 let (serving, shadowed) = if serves {

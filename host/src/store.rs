@@ -364,8 +364,9 @@ pub trait Store: Send + Sync + 'static {
     /// Mark session `session_id` connected with `connection_key`; its state stops working.
     fn complete_connect_session(&self, session_id: i64, connection_key: &str) -> anyhow::Result<()>;
 
-    /// Mark session `session_id` failed with `reason`; its state stops working.
-    fn fail_connect_session(&self, session_id: i64, reason: &str) -> anyhow::Result<()>;
+    /// Mark session `session_id` failed with `code` and `reason`, if it is still pending; its
+    /// state stops working. Whether it failed here.
+    fn fail_connect_session(&self, session_id: i64, code: &str, reason: &str) -> anyhow::Result<bool>;
 
     /// Delete the sessions that expired before `cutoff`; returns how many.
     fn prune_connect_sessions(&self, cutoff: i64) -> anyhow::Result<usize>;

@@ -52,6 +52,8 @@ pub struct Vault {
     generation_memo: Arc<generation::GenerationMemo>,
     keyring: Arc<RwLock<Keyring>>,
     key_source: KeySource,
+    /// Held while a connect flow stores its credential (see [`Vault::connect_completion`]).
+    connect_completion: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -132,6 +134,7 @@ impl Vault {
             generation_memo: Arc::default(),
             keyring: Arc::new(RwLock::new(keyring)),
             key_source: key_source.clone(),
+            connect_completion: Arc::default(),
         })
     }
 

@@ -195,6 +195,19 @@ async fn bad_bodies_and_params_are_400() {
         )
         .await;
     assert_error(&empty, 400, "bad_request");
+    // So is `null` (a serialiser's missing user id), though the key owner's own connection
+    // exists and would serve a call that leaves the field out.
+    for selector in ["identity", "connection_key", "connectionKey", "identity_type"] {
+        let mut body = json!({"params": {"owner": "acme", "repo": "webapp"}});
+        body[selector] = serde_json::Value::Null;
+        let null = setup.execute("github", "get_repo", body).await;
+        assert_error(&null, 400, "bad_request");
+        let says = null.body["message"].as_str().unwrap_or_default();
+        assert!(
+            says.contains(&format!("`{selector}`")) && says.contains("null"),
+            "{says}"
+        );
+    }
     assert!(setup.upstream_requests().is_empty(), "nothing ran");
     let array = send(raw("[1,2]")).await;
     assert_error(&array, 400, "bad_request");

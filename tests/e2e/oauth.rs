@@ -50,6 +50,8 @@ pub struct GoogleState {
     /// Lifetime of issued access tokens.
     pub expires_in: i64,
     pub refresh_mode: RefreshMode,
+    /// How authorization-code grants are answered (`Grant`: as the code and verifier deserve).
+    pub code_mode: RefreshMode,
     /// Refresh grants received.
     pub refresh_calls: u32,
     /// Messages sent through the Gmail API (decoded `raw`).
@@ -93,6 +95,12 @@ fn token_endpoint(state: &mut GoogleState, request: &Recorded) -> Reply {
     }
     match field("grant_type") {
         "authorization_code" => {
+            match state.code_mode {
+                RefreshMode::ServerError => return Reply::text(503, "backend unavailable"),
+                RefreshMode::Malformed => return Reply::json(200, json!({"token_type": "Bearer"})),
+                RefreshMode::InvalidGrant => return oauth_error(400, "invalid_grant"),
+                _ => {}
+            }
             let Some((challenge, redirect_uri)) = state.codes.remove(field("code")) else {
                 return oauth_error(400, "invalid_grant");
             };
@@ -691,6 +699,46 @@ async fn a_state_works_once_only_in_its_browser_and_only_in_time() {
     setup.assert_no_secret_logged();
 }
 
+/// Two sign-ins under way in one browser (two tabs: two accounts, or a second integration)
+/// each keep their own cookie, so finishing either one works whatever the order.
+#[tokio::test]
+async fn two_sign_ins_in_one_browser_both_complete() {
+    let setup = OAuthSetup::new(&[]).await;
+    let (first_id, first_url) = setup.open_session("cy").await;
+    let (second_id, second_url) = setup.open_session("dee").await;
+    let (first_cookie, first_provider) = setup.start_sign_in(&first_url).await;
+    let (second_cookie, second_provider) = setup.start_sign_in(&second_url).await;
+    let name_of = |pair: &str| pair.split('=').next().expect("name").to_owned();
+    assert_ne!(name_of(&first_cookie), name_of(&second_cookie));
+    // The browser sends every cookie it holds for the path.
+    let jar = format!("{first_cookie}; {second_cookie}");
+    let attempts = [
+        (second_id, second_provider, &second_cookie),
+        (first_id, first_provider, &first_cookie),
+    ];
+    for (id, provider, cookie) in attempts {
+        let callback = setup.consent(&provider).await;
+        let done = setup
+            .client
+            .get(&callback)
+            .header("cookie", &jar)
+            .send()
+            .await
+            .expect("callback");
+        assert_eq!(done.status(), 200, "{id}");
+        // The spent attempt's cookie is removed, and only that one.
+        assert_eq!(done.headers().get_all("set-cookie").iter().count(), 1);
+        let removed = done.headers()["set-cookie"].to_str().expect("cookie");
+        assert!(
+            removed.starts_with(&format!("{}=;", name_of(cookie))),
+            "{removed}"
+        );
+        assert!(removed.contains("Max-Age=0"), "{removed}");
+        let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
+        assert_eq!(polled.body["status"], "connected", "{:?}", polled.body);
+    }
+}
+
 /// Sign-in starts only from a connect page, which names where the tokens will be used, and
 /// the tokens are stored only if that still holds when the provider sends the user back.
 #[tokio::test]
@@ -847,12 +895,58 @@ async fn the_provider_refusing_consent_fails_the_session() {
     assert!(denied.text().await.expect("page").contains("access_denied"));
     let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
     assert_eq!(polled.body["status"], "failed");
+    assert_eq!(polled.body["errorCode"], "authorization_refused");
     assert!(
         polled.body["error"]
             .as_str()
             .unwrap_or_default()
             .contains("access_denied")
     );
+}
+
+/// A token endpoint that is down as the user comes back leaves the session pending, so the
+/// same link works once it is back (the page says to open it again, and that is true). One
+/// that refuses the code, or answers without tokens, fails the session with a code.
+#[tokio::test]
+async fn a_code_exchange_fails_the_session_only_when_retrying_cannot_help() {
+    let setup = &OAuthSetup::new(&[]).await;
+    let set_code_mode = |mode| setup.google.lock().expect("google state").code_mode = mode;
+    let poll = |id: String| async move {
+        let polled = setup.api(Method::GET, &format!("/v1/connect/{id}"), None).await;
+        assert_eq!(polled.status, 200, "{:?}", polled.body);
+        polled.body
+    };
+
+    let (id, url) = setup.open_session("gus").await;
+    set_code_mode(RefreshMode::ServerError);
+    let (status, page) = setup.walk_flow(&url).await;
+    assert_eq!(status, 502, "{page}");
+    assert!(page.contains("Open the connect link again to retry"), "{page}");
+    assert_eq!(poll(id.clone()).await["status"], "pending");
+    set_code_mode(RefreshMode::Grant);
+    let (status, page) = setup.walk_flow(&url).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(poll(id).await["status"], "connected");
+
+    for (identity, mode) in [
+        ("hal", RefreshMode::InvalidGrant),
+        ("ida", RefreshMode::Malformed),
+    ] {
+        let (id, url) = setup.open_session(identity).await;
+        set_code_mode(mode);
+        let (status, page) = setup.walk_flow(&url).await;
+        assert_eq!(status, 502, "{mode:?}: {page}");
+        assert!(
+            page.contains("Ask the application for a new link"),
+            "{mode:?}: {page}"
+        );
+        let session = poll(id).await;
+        assert_eq!(session["status"], "failed", "{mode:?}: {session}");
+        assert_eq!(
+            session["errorCode"], "token_exchange_failed",
+            "{mode:?}: {session}"
+        );
+    }
 }
 
 /// With a `returnUrl`, the user goes back to the app when the flow ends, told how it ended
@@ -896,6 +990,7 @@ async fn the_user_returns_to_the_app_when_the_flow_ends() {
     assert_eq!(query["tab"], "integrations");
     assert_eq!(query["connectSessionId"], id);
     assert_eq!(query["status"], "failed");
+    assert_eq!(query["errorCode"], "authorization_refused");
     assert!(query["error"].contains("access_denied"), "{query:?}");
 
     let (id, url) = open("fay").await;
@@ -1763,16 +1858,8 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     )
     .await;
     assert_eq!(made.status, 201, "{:?}", made.body);
-    let stale = client
-        .post(for_yara.body["url"].as_str().expect("url"))
-        .form(&[
-            ("secret", "ghp_unseen_destination"),
-            ("csrf", csrf_of(&page).as_str()),
-        ])
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(stale.status(), 403);
+    let stale = post_secret(client, &for_yara, &page, "ghp_unseen_destination").await;
+    assert_eq!(stale, 403);
     let status = send(
         client
             .get(format!(
@@ -1784,6 +1871,155 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     )
     .await;
     assert_eq!(status.body["status"], "pending", "{:?}", status.body);
+}
+
+/// Post `secret` with the form token of `html`, the page of `session`; the response's status.
+async fn post_secret(client: &reqwest::Client, session: &Answer, html: &str, secret: &str) -> u16 {
+    client
+        .post(session.body["url"].as_str().expect("url"))
+        .form(&[("secret", secret), ("csrf", csrf_of(html).as_str())])
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
+/// Open `session`'s page and post `secret` in its form; the response's status.
+async fn connect_with(client: &reqwest::Client, session: &Answer, secret: &str) -> u16 {
+    let html = page_of(client, session).await;
+    post_secret(client, session, &html, secret).await
+}
+
+#[tokio::test]
+async fn connect_sessions_update_the_right_connection_and_can_be_cancelled() {
+    let setup = FormSetup::new().await;
+    let FormSetup {
+        upstream,
+        gateway,
+        key,
+        client,
+    } = &setup;
+    let session_url = |session: &Answer| {
+        let id = session.body["id"].as_str().expect("id");
+        format!("{}/v1/connect/{id}", gateway.url)
+    };
+    let status_of = |session: &Answer| send(client.get(session_url(session)).bearer_auth(key));
+    let cancel = |session: &Answer| send(client.delete(session_url(session)).bearer_auth(key));
+    // How many connections the vault lists for `query`.
+    let total_of = |query: &str| {
+        let listed = client
+            .get(format!("{}/v1/vault/connections?{query}", gateway.url))
+            .bearer_auth(key);
+        async move {
+            let listed = send(listed).await;
+            assert_eq!(listed.status, 200, "{:?}", listed.body);
+            listed.body["total"].clone()
+        }
+    };
+
+    // `null` is not "no identity": the app meant someone and the session must not be the key
+    // owner's.
+    let null_identity = setup
+        .open(json!({"integration": "github", "identity": null}))
+        .await;
+    assert_eq!((null_identity.status, null_identity.code()), (400, "bad_request"));
+    assert!(
+        message_of(&null_identity).contains("identity"),
+        "{:?}",
+        null_identity.body
+    );
+
+    // Two sessions without an identity both connect the key owner's one connection: the second
+    // replaces the first's credential rather than adding a connection calls could not pick.
+    let mut connection_keys = Vec::new();
+    for secret in ["ghp_ownerFIRST_123456", "ghp_ownerSECOND_123456"] {
+        let session = setup
+            .open(json!({"integration": "github", "baseUrl": upstream.url()}))
+            .await;
+        assert_eq!(session.status, 201, "{:?}", session.body);
+        assert_eq!(connect_with(client, &session, secret).await, 200);
+        let ended = status_of(&session).await;
+        assert_eq!(ended.body["status"], "connected", "{:?}", ended.body);
+        connection_keys.push(ended.body["connectionKey"].clone());
+    }
+    assert_eq!(connection_keys[0], connection_keys[1]);
+    assert_eq!(total_of("platform=github").await, 1);
+    let call = send(
+        client
+            .post(format!("{}/v1/github/get_repo", gateway.url))
+            .bearer_auth(key)
+            .json(&json!({"params": {"owner": "acme", "repo": "webapp"}})),
+    )
+    .await;
+    assert_eq!(call.body["status"], 200, "{:?}", call.body);
+    assert_eq!(
+        upstream.requests().last().and_then(|r| r.header("authorization")),
+        Some("Bearer ghp_ownerSECOND_123456")
+    );
+
+    // A reconnect link for a connection the app removed meanwhile stores nothing.
+    let owner_key = connection_keys[0].as_str().expect("key").to_owned();
+    let reconnect = setup
+        .open(json!({"integration": "github", "connectionKey": owner_key}))
+        .await;
+    assert_eq!(reconnect.status, 201, "{:?}", reconnect.body);
+    let removed = send(
+        client
+            .delete(format!("{}/v1/vault/connections/{owner_key}", gateway.url))
+            .bearer_auth(key),
+    )
+    .await;
+    assert!(removed.status < 300, "{:?}", removed.body);
+    let page = client
+        .get(reconnect.body["url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 410);
+    assert!(page.text().await.expect("html").contains("was removed"));
+    let ended = status_of(&reconnect).await;
+    assert_eq!(
+        (&ended.body["status"], &ended.body["errorCode"]),
+        (&json!("failed"), &json!("connection_removed")),
+        "{:?}",
+        ended.body
+    );
+    assert_eq!(total_of("platform=github").await, 0);
+
+    // The app can withdraw a link it handed out: the page then refuses the credential, and
+    // cancelling again, or cancelling a finished session, changes nothing.
+    let withdrawn = setup
+        .open(json!({"integration": "github", "identity": "wes", "baseUrl": upstream.url()}))
+        .await;
+    let html = page_of(client, &withdrawn).await;
+    let cancelled = cancel(&withdrawn).await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    assert_eq!(
+        (&cancelled.body["status"], &cancelled.body["errorCode"]),
+        (&json!("failed"), &json!("cancelled")),
+        "{:?}",
+        cancelled.body
+    );
+    let late = post_secret(client, &withdrawn, &html, "ghp_tooLATE_1234567").await;
+    assert_eq!(late, 410);
+    assert_eq!(cancel(&withdrawn).await.body, cancelled.body);
+    assert_eq!(total_of("identity=wes").await, 0);
+
+    let done = setup
+        .open(json!({"integration": "github", "identity": "xia", "baseUrl": upstream.url()}))
+        .await;
+    assert_eq!(connect_with(client, &done, "ghp_xiaKEY_1234567").await, 200);
+    let kept = cancel(&done).await;
+    assert_eq!(kept.body["status"], "connected", "{:?}", kept.body);
+
+    let unknown = send(
+        client
+            .delete(format!("{}/v1/connect/cs_nosuchsession", gateway.url))
+            .bearer_auth(key),
+    )
+    .await;
+    assert_eq!((unknown.status, unknown.code()), (404, "not_found"));
 }
 
 async fn page_of(client: &reqwest::Client, session: &Answer) -> String {

@@ -45,6 +45,50 @@ async fn wait_for_version(
     }
 }
 
+/// Four clients asking for the version, over and over, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Result<String, String>>>>,
+}
+
+impl Load {
+    fn start(client: &reqwest::Client, gateway: &Gateway, key: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..4)
+            .map(|_| {
+                let (client, url, key, stop) =
+                    (client.clone(), gateway.url.clone(), key.to_owned(), stop.clone());
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        answers.push(version(&client, &url, &key).await);
+                    }
+                    answers
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stop, check that every request was answered, and return the versions answered.
+    async fn stop_expecting_no_failures(self) -> Vec<Result<String, String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut answers = Vec::new();
+        for task in self.tasks {
+            answers.extend(task.await.expect("load task"));
+        }
+        let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed: {:?}",
+            failed.len(),
+            answers.len(),
+            &failed[..failed.len().min(3)]
+        );
+        answers
+    }
+}
+
 /// Replace the component the way a build tool does: write a temporary file, rename it over.
 fn replace_by_rename(source: &str, target: &Path) {
     let temporary = target.with_extension("wasm.partial");
@@ -67,19 +111,7 @@ async fn hot_reload_under_load_drops_nothing() {
     let key = gateway.first_start_key.clone().expect("key");
     let client = reqwest::Client::new();
     let target = gateway.plugins_dir().join("versioned.wasm");
-    let stop = Arc::new(AtomicBool::new(false));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, url, key, stop) = (client.clone(), gateway.url.clone(), key.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    answers.push(version(&client, &url, &key).await);
-                }
-                answers
-            })
-        })
-        .collect();
+    let load = Load::start(&client, &gateway, &key);
 
     let mut latencies = Vec::new();
     for swap in 0..20 {
@@ -99,19 +131,7 @@ async fn hot_reload_under_load_drops_nothing() {
         }
         latencies.push(wait_for_version(&client, &gateway, &key, expected).await);
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut answers = Vec::new();
-    for task in load {
-        answers.extend(task.await.expect("load task"));
-    }
-    let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        answers.len(),
-        &failed[..failed.len().min(3)]
-    );
+    let answers = load.stop_expecting_no_failures().await;
     assert!(
         answers
             .iter()
@@ -130,6 +150,42 @@ async fn hot_reload_under_load_drops_nothing() {
         "hot reload, file write to new version serving over 20 swaps under load: p50 {:?}, max {:?}, {} requests served meanwhile",
         latencies[latencies.len() / 2],
         latencies[latencies.len() - 1],
+        answers.len()
+    );
+}
+
+/// A connector's file renamed (`mv versioned.wasm x-versioned.wasm`, and back) keeps serving
+/// throughout: under load, no request finds the connector missing while it moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_file_keeps_its_connector_serving() {
+    let gateway = Gateway::start(Path::new(SLUICE), &[guests::VERSIONED_V1], Options::default()).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let load = Load::start(&client, &gateway, &key);
+    // The new name sorts after the old one, and then before it.
+    let names = ["versioned.wasm", "x-versioned.wasm"];
+    for round in 0..6 {
+        let (from, to) = (names[round % 2], names[(round + 1) % 2]);
+        let dir = gateway.plugins_dir();
+        std::fs::rename(dir.join(from), dir.join(to)).expect("rename");
+        let started = Instant::now();
+        loop {
+            let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
+            if plugins.body["rows"][0]["file"] == to && plugins.body["shadowed"] == json!([]) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{to} never took over: {}",
+                plugins.body
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let answers = load.stop_expecting_no_failures().await;
+    assert!(
+        answers.len() > 20,
+        "the load kept running ({} requests)",
         answers.len()
     );
 }

@@ -354,6 +354,11 @@ async fn bad_vault_input_is_rejected_naming_the_field() {
             json!({"platform": "github", "secret": "ghp_x12345", "identity": ""}),
             "identity",
         ),
+        // A serialiser's `null` for a user id it lost is not "the key owner's own connection".
+        (
+            json!({"platform": "github", "secret": "ghp_x12345", "identity": null}),
+            "identity",
+        ),
         (
             json!({"platform": "github", "secret": "ghp_x12345", "colour": "red"}),
             "colour",
@@ -384,8 +389,12 @@ async fn bad_vault_input_is_rejected_naming_the_field() {
         "page=0",
         "active=maybe",
         "identityType=robot",
+        "state=broken",
         // A misspelt filter is refused, not ignored (which would list every connection).
         "platfrom=github",
+        // So is an empty identity (`?identity=${user}` with no user): not every tenant's rows.
+        "identity=",
+        "identityType=",
     ] {
         let answer = setup
             .api(Method::GET, &format!("/v1/vault/connections?{query}"), None)
@@ -558,6 +567,23 @@ async fn connection_state_follows_upstream_auth_failures() {
         setup.wait_for_state(&setup.connection_key, "failed").await,
         "failed"
     );
+    // The app finds the connections whose users must connect again.
+    for (state, listed) in [("failed", true), ("operational", false)] {
+        let page = setup
+            .api(Method::GET, &format!("/v1/vault/connections?state={state}"), None)
+            .await;
+        let keys: Vec<&str> = page.body["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter_map(|row| row["key"].as_str())
+            .collect();
+        assert_eq!(
+            keys.contains(&setup.connection_key.as_str()),
+            listed,
+            "{state}: {keys:?}"
+        );
+    }
     // The operator hears of it: a warning naming the connection, and a counter to alert on.
     setup
         .gateway

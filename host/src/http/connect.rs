@@ -26,7 +26,7 @@ mod form;
 mod oauth;
 mod page;
 
-use api::{create_session, session_status};
+use api::{cancel_session, create_session, session_status};
 use form::{credential_fields, page_token, submit_credentials};
 use oauth::{CALLBACK_PATH, oauth_callback, start_oauth};
 
@@ -36,7 +36,7 @@ use crate::runtime::LoadedConnector;
 use crate::runtime::manifest::AuthScheme;
 use crate::vault::Vault;
 use crate::vault::api_keys::Environment;
-use crate::vault::connect_sessions::{ConnectSession, NewSession, SessionStatus};
+use crate::vault::connect_sessions::{ConnectSession, FailureCode, NewSession, SessionStatus};
 use crate::vault::connections::{
     ConnectionPatch, ConnectionRecord, ConnectionSelector, NewConnection, PlanLimitReached,
 };
@@ -50,7 +50,7 @@ use std::sync::Arc;
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/connect", axum::routing::post(create_session))
-        .route("/v1/connect/{id}", get(session_status))
+        .route("/v1/connect/{id}", get(session_status).delete(cancel_session))
         .route("/connect", get(no_session))
         .route(CALLBACK_PATH, get(oauth_callback))
         .route("/connect/{token}", get(connect_page).post(submit_credentials))
@@ -212,7 +212,10 @@ fn finished_page(session: &ConnectSession) -> Option<Response> {
                 ),
                 false,
             );
-            Some(back_to_app(Ended::Failed(reason), page))
+            Some(back_to_app(
+                Ended::Failed(session.error_code.as_deref(), reason),
+                page,
+            ))
         }
     }
 }
@@ -321,16 +324,35 @@ async fn destination_origin(
     connector: &LoadedConnector,
 ) -> Result<String, Response> {
     let looked_up = session.clone();
-    let updated = app
+    let target = app
         .vault
-        .run(move |vault| connection_to_update(vault, &looked_up))
+        .run(move |vault| target_of(vault, &looked_up))
         .await
         .map_err(internal_page)?;
+    let updated = match target {
+        Target::Existing(record) => Some(*record),
+        Target::New => None,
+        Target::Removed => return Err(reconnected_connection_removed(app, session).await),
+    };
     Ok(destination_of(
         session,
         updated.as_ref(),
         &connector.manifest.base_url,
     ))
+}
+
+/// End `session`, which reconnects a connection the app has removed since: storing the
+/// credential in a new connection would undo the app's disconnect.
+async fn reconnected_connection_removed(app: &AppState, session: &ConnectSession) -> Response {
+    let reason = "the connection this link reconnects was removed";
+    tracing::info!(session = %session.public_id, "connect flow refused: {reason}");
+    let page = page::message(
+        StatusCode::GONE,
+        "Could not connect",
+        "The connection this link reconnects was removed, so nothing was stored. Ask the application for a new link.",
+        false,
+    );
+    fail(app, session, FailureCode::ConnectionRemoved, reason, page).await
 }
 
 /// The origin a flow on `session` sends its credential to: the session's base URL, else that
@@ -349,60 +371,95 @@ fn destination_of(
         .ascii_serialization()
 }
 
-/// The connection a flow on `session` stores its credential in, if it updates one rather than
-/// making one: the connection it reconnects, or the one a call naming the session's identity
-/// (and its type, if the session has one) would use. A connection of another kind of owner
-/// with the same identity (organization `42` for user `42`) is another tenant's and is never
-/// updated; nor is one of several the identity has, which a call could not tell apart either:
-/// the flow then makes a connection of its own.
-fn connection_to_update(vault: &Vault, session: &ConnectSession) -> anyhow::Result<Option<ConnectionRecord>> {
+/// The connection a session's credential goes into.
+#[derive(Debug)]
+enum Target {
+    /// This one: the connection the session reconnects, or the one calls naming the session's
+    /// owner use (the identity's only connection, or the key owner's only one made without an
+    /// identity).
+    Existing(Box<ConnectionRecord>),
+    /// A new one: the owner has none, or several (a new one does not pick among them).
+    New,
+    /// None: the connection the session reconnects was removed since it began.
+    Removed,
+}
+
+/// Where a flow on `session` stores its credential: the connection it reconnects, or the one a
+/// call naming the session's owner (its identity and type, or the key's owner when it has no
+/// identity) would use. A connection of another kind of owner with the same identity
+/// (organization `42` for user `42`) is another tenant's and is never updated; nor is one of
+/// several the owner has, which a call could not tell apart either: the flow then makes a
+/// connection of its own.
+fn target_of(vault: &Vault, session: &ConnectSession) -> anyhow::Result<Target> {
     let environment = session.environment;
-    let existing = match &session.connection_key {
-        Some(key) => vault.get_connection(environment, key)?,
-        None if session.identity.is_some() => {
-            let selector = ConnectionSelector {
-                connection_key: None,
-                identity: session.identity.clone(),
-                identity_type: session.identity_type.clone(),
-            };
-            let mut found = vault.find_connections(&session.platform, environment, &selector)?;
-            match found.len() {
-                1 => found.pop(),
-                _ => None,
-            }
-        }
-        None => None,
+    if let Some(key) = &session.connection_key {
+        let existing = vault
+            .get_connection(environment, key)?
+            .filter(|c| c.platform == session.platform);
+        return Ok(existing.map_or(Target::Removed, |record| Target::Existing(Box::new(record))));
+    }
+    let selector = ConnectionSelector {
+        connection_key: None,
+        identity: session.identity.clone(),
+        identity_type: session.identity_type.clone(),
     };
-    Ok(existing.filter(|c| c.platform == session.platform))
+    let found = vault.find_connections(&session.platform, environment, &selector)?;
+    // With no identity every connection is found; only the key owner's own (made without an
+    // identity) are the ones such calls use.
+    let mut owners: Vec<ConnectionRecord> = found
+        .into_iter()
+        .filter(|c| session.identity.is_some() || c.identity.is_none())
+        .collect();
+    Ok(match (owners.pop(), owners.is_empty()) {
+        (Some(only), true) => Target::Existing(Box::new(only)),
+        _ => Target::New,
+    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Record that `session` failed for `reason`, and send the user back to the app with it, or
-/// show `page` when the app named no page to return to.
-async fn fail(app: &AppState, session: &ConnectSession, reason: &str, page: Response) -> Response {
+/// Record that `session` failed (`code`, for `reason`), and send the user back to the app with
+/// it, or show `page` when the app named no page to return to.
+async fn fail(
+    app: &AppState,
+    session: &ConnectSession,
+    code: FailureCode,
+    reason: &str,
+    page: Response,
+) -> Response {
     let (id, recorded) = (session.id, reason.to_owned());
-    if let Err(error) = app
+    match app
         .vault
-        .run(move |vault| vault.fail_connect_session(id, &recorded))
+        .run(move |vault| vault.fail_connect_session(id, code, &recorded))
         .await
     {
-        tracing::error!(error = %format!("{error:#}"), "could not record a failed connect session");
+        Ok(true) => {}
+        Ok(false) => tracing::info!(session = %session.public_id, "the connect session had ended already"),
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "could not record a failed connect session")
+        }
     }
-    back_to_app(session, Ended::Failed(reason), page)
+    back_to_app(session, Ended::Failed(Some(code.as_str()), reason), page)
 }
 
 /// The query parameters that tell the app's return page how the flow ended.
-const OUTCOME_PARAMS: [&str; 4] = ["connectSessionId", "status", "connectionKey", "error"];
+const OUTCOME_PARAMS: [&str; 5] = [
+    "connectSessionId",
+    "status",
+    "connectionKey",
+    "error",
+    "errorCode",
+];
 
 /// How a session ended, as the app's return page is told.
 enum Ended<'a> {
     /// With this connection key.
     Connected(&'a str),
-    /// For this reason.
-    Failed(&'a str),
+    /// For this reason: its code (a [`FailureCode`]'s wire name; none for sessions that
+    /// failed before codes were recorded) and message.
+    Failed(Option<&'a str>, &'a str),
     /// Unused within its lifetime.
     Expired,
 }
@@ -436,8 +493,11 @@ fn return_target(session: &ConnectSession, ended: Ended<'_>) -> Option<url::Url>
                 query.append_pair("status", "connected");
                 query.append_pair("connectionKey", connection_key);
             }
-            Ended::Failed(reason) => {
+            Ended::Failed(code, reason) => {
                 query.append_pair("status", "failed");
+                if let Some(code) = code {
+                    query.append_pair("errorCode", code);
+                }
                 query.append_pair("error", reason);
             }
             Ended::Expired => {
@@ -468,6 +528,11 @@ enum Saved {
     PlanLimit(PlanLimitReached),
     /// The credential would now go elsewhere than the page said (to this origin): not stored.
     DestinationMoved(String),
+    /// The connection the session reconnects was removed: not stored.
+    ConnectionRemoved,
+    /// The session ended while the user was at it (this is how it stands now, `None` if it
+    /// has been deleted): not stored.
+    SessionEnded(Option<Box<ConnectSession>>),
 }
 
 async fn finish(
@@ -507,10 +572,22 @@ async fn finish(
             );
             back_to_app(&session, Ended::Connected(&connection_key), page)
         }
+        Ok(Saved::ConnectionRemoved) => reconnected_connection_removed(app, &session).await,
+        Ok(Saved::SessionEnded(now)) => {
+            tracing::info!(session = %session.public_id, "connect flow ended before its credential was stored");
+            now.and_then(|now| finished_page(&now)).unwrap_or_else(|| {
+                page::message(
+                    StatusCode::GONE,
+                    "This link has expired",
+                    "Ask the application for a new one.",
+                    false,
+                )
+            })
+        }
         Ok(Saved::PlanLimit(limit)) => {
             let reason = limit.to_string();
             let page = page::message(StatusCode::FORBIDDEN, "Could not connect", &reason, false);
-            fail(app, &session, &reason, page).await
+            fail(app, &session, FailureCode::ConnectionLimitReached, &reason, page).await
         }
         Err(error) => internal_page(error),
     }
@@ -527,7 +604,16 @@ fn save_connection(
     limit: Option<u32>,
 ) -> anyhow::Result<Saved> {
     let environment = session.environment;
-    let updated = connection_to_update(vault, session)?;
+    let _one_at_a_time = vault.connect_completion();
+    match vault.connect_session(environment, &session.public_id)? {
+        Some(now) if now.status(crate::vault::now()) == SessionStatus::Pending => {}
+        now => return Ok(Saved::SessionEnded(now.map(Box::new))),
+    }
+    let updated = match target_of(vault, session)? {
+        Target::Existing(record) => Some(*record),
+        Target::New => None,
+        Target::Removed => return Ok(Saved::ConnectionRemoved),
+    };
     let destination = destination_of(session, updated.as_ref(), default_base_url);
     if destination != credential.destination {
         return Ok(Saved::DestinationMoved(destination));
@@ -569,21 +655,13 @@ fn save_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vault::KeySource;
     use crate::vault::connections::TokenSet;
+    use anyhow::Context;
 
-    /// The destination is checked again in the step that stores the credential: a connection
-    /// made for the identity with another base URL since the page (or the sign-in) began takes
-    /// nothing, and the session stays pending.
-    #[test]
-    fn a_credential_is_stored_only_where_its_page_said() -> anyhow::Result<()> {
-        use crate::vault::KeySource;
-        use anyhow::Context;
-        let dir = tempfile::tempdir()?;
-        let vault = Vault::open(
-            &dir.path().join("sluice.db"),
-            &KeySource::Explicit("ab".repeat(32)),
-        )?;
-        let (session, _) = vault.create_connect_session(&NewSession {
+    /// A GitHub connect session for identity `yara`.
+    fn yara_session() -> NewSession {
+        NewSession {
             environment: Environment::Test,
             platform: "github".into(),
             identity: Some("yara".into()),
@@ -592,13 +670,35 @@ mod tests {
             base_url: None,
             return_url: None,
             ttl_seconds: 600,
-        })?;
-        let default = url::Url::parse("https://api.github.com")?;
+        }
+    }
+
+    /// A vault in `dir` with a pending GitHub session for identity `yara`, and a credential
+    /// from its form, for GitHub's own API.
+    fn pending_github_session(
+        dir: &tempfile::TempDir,
+    ) -> anyhow::Result<(Vault, ConnectSession, Credential)> {
+        let vault = Vault::open(
+            &dir.path().join("sluice.db"),
+            &KeySource::Explicit("ab".repeat(32)),
+        )?;
+        let (session, _) = vault.create_connect_session(&yara_session())?;
         let credential = Credential {
             secret: "ghp_from_the_form".into(),
             token_expires_at: None,
             destination: "https://api.github.com".into(),
         };
+        Ok((vault, session, credential))
+    }
+
+    /// The destination is checked again in the step that stores the credential: a connection
+    /// made for the identity with another base URL since the page (or the sign-in) began takes
+    /// nothing, and the session stays pending.
+    #[test]
+    fn a_credential_is_stored_only_where_its_page_said() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (vault, session, credential) = pending_github_session(&dir)?;
+        let default = url::Url::parse("https://api.github.com")?;
         // Meanwhile: a connection of the identity's own, elsewhere.
         let elsewhere = vault.add_connection(
             &NewConnection {
@@ -625,6 +725,54 @@ mod tests {
         };
         let saved = save_connection(&vault, &session, &named, &default, None)?;
         assert!(matches!(&saved, Saved::Connected(key) if *key == elsewhere.key));
+        Ok(())
+    }
+
+    /// A credential is stored only while its session is pending: a form posted twice (the
+    /// session read as pending by both) stores one connection, and a session the app cancelled
+    /// as the user submitted stores none.
+    #[test]
+    fn a_credential_is_stored_once_and_only_into_a_pending_session() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (vault, session, credential) = pending_github_session(&dir)?;
+        let default = url::Url::parse("https://api.github.com")?;
+        // The identity has two connections already: a session without a key makes a third.
+        for secret in ["ghp_one", "ghp_two"] {
+            let new = NewConnection {
+                platform: "github".into(),
+                identity: Some("yara".into()),
+                secret: secret.into(),
+                ..NewConnection::default()
+            };
+            vault.add_connection(&new, None)??;
+        }
+        let count = || -> anyhow::Result<usize> {
+            let selector = ConnectionSelector {
+                identity: Some("yara".into()),
+                ..ConnectionSelector::default()
+            };
+            Ok(vault
+                .find_connections("github", Environment::Test, &selector)?
+                .len())
+        };
+        let first = save_connection(&vault, &session, &credential, &default, None)?;
+        assert!(matches!(first, Saved::Connected(_)));
+        let second = save_connection(&vault, &session, &credential, &default, None)?;
+        let Saved::SessionEnded(Some(now)) = second else {
+            panic!("the second post stored again")
+        };
+        assert_eq!(now.status(crate::vault::now()), SessionStatus::Connected);
+        assert_eq!(count()?, 3);
+
+        let (cancelled, _) = vault.create_connect_session(&yara_session())?;
+        assert!(vault.fail_connect_session(cancelled.id, FailureCode::Cancelled, "cancelled")?);
+        let saved = save_connection(&vault, &cancelled, &credential, &default, None)?;
+        assert!(matches!(saved, Saved::SessionEnded(Some(_))));
+        assert_eq!(count()?, 3);
+        let still = vault
+            .connect_session(Environment::Test, &cancelled.public_id)?
+            .context("session")?;
+        assert_eq!(still.status(crate::vault::now()), SessionStatus::Failed);
         Ok(())
     }
 

@@ -44,10 +44,19 @@ pub(super) fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct ExecuteBody {
     params: Option<Box<RawValue>>,
-    #[serde(alias = "connectionKey")]
+    #[serde(
+        alias = "connectionKey",
+        default,
+        deserialize_with = "super::extract::not_null"
+    )]
     connection_key: Option<String>,
+    #[serde(default, deserialize_with = "super::extract::not_null")]
     identity: Option<String>,
-    #[serde(alias = "identityType")]
+    #[serde(
+        alias = "identityType",
+        default,
+        deserialize_with = "super::extract::not_null"
+    )]
     identity_type: Option<String>,
 }
 

@@ -86,6 +86,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// For a body field that chooses whose connection a call or flow uses (`identity`,
+/// `connection_key`, …): left out is `None`, but `null` is refused. Many serialisers write a
+/// missing value as `null`; taken as "none", an end user whose id the app lost would get, or
+/// act through, the key owner's own connection.
+pub(super) fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    match <Option<T> as serde::Deserialize>::deserialize(deserializer)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom(
+            "null is not allowed here: give a value, or leave the field out",
+        )),
+    }
+}
+
 /// What serde_json's message leaves unsaid, where it misleads: a lone UTF-16 surrogate
 /// (`"\ud800"` alone) is reported as a hex escape that ended early.
 pub(super) fn hint_for(error: &serde_json::Error) -> &'static str {

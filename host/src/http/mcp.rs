@@ -445,19 +445,25 @@ async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value
         .needs_connection()
         .then(|| caller.choice.connection_key.clone())
         .flatten();
-    let body = json!({
-        "params": arguments,
-        "identity": caller.choice.identity,
-        "identity_type": caller.choice.identity_type,
-        "connection_key": connection_key,
-    });
+    // Only the selectors the server URL gave: an explicit `null` is refused by `execute`.
+    let mut body = serde_json::Map::from_iter([("params".to_owned(), arguments)]);
+    let selectors = [
+        ("identity", caller.choice.identity.clone()),
+        ("identity_type", caller.choice.identity_type.clone()),
+        ("connection_key", connection_key),
+    ];
+    for (name, value) in selectors {
+        if let Some(value) = value {
+            body.insert(name.to_owned(), Value::String(value));
+        }
+    }
     let (status, text) = super::execute::execute_for(
         &caller.app,
         caller.transaction.clone(),
         key.clone(),
         integration,
         &endpoint,
-        body,
+        Value::Object(body),
     )
     .await;
     let envelope = serde_json::from_str::<Value>(&text).ok();

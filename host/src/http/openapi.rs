@@ -308,6 +308,14 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "ConnectSession"),
     ),
     op(
+        "delete",
+        "/v1/connect/{id}",
+        "connect",
+        "key",
+        "Cancel a pending connect session (it then reads failed, errorCode cancelled); an ended one is returned as it is",
+        Reply::Json("200", "ConnectSession"),
+    ),
+    op(
         "get",
         "/connect/{token}",
         "connect",

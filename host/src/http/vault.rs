@@ -79,7 +79,8 @@ async fn list(
             })
         })
         .collect::<Result<Vec<i64>, _>>()?;
-    let identity_type = query.text("identityType");
+    // Empty is refused: `?identity=${user}` with the variable empty would list every tenant's.
+    let identity_type = query.selector("identityType")?;
     if let Some(kind) = &identity_type {
         check_identity_type(kind)?;
     }
@@ -91,12 +92,13 @@ async fn list(
         keys: query.list("key"),
         platforms_in_scope: key.scope.integrations().map(<[String]>::to_vec),
         platforms,
-        identity: query.text("identity"),
+        identity: query.selector("identity")?,
         identity_type,
         active: active_filter(&query)?,
         tags: query.list("tags"),
         ids,
         name: query.text("name"),
+        state: state_filter(&query)?,
     };
     let environment = key.environment;
     let result = app
@@ -105,6 +107,18 @@ async fn list(
         .await?;
     let rows: Vec<Value> = result.rows.iter().map(view).collect();
     Ok(Json(page.envelope(rows, result.total)))
+}
+
+/// The list's `state` filter, one of the states a connection can be in.
+fn state_filter(query: &Query) -> Result<Option<String>, ApiError> {
+    let states = super::openapi::params::CONNECTION_STATES;
+    match query.text("state") {
+        Some(state) if !states.contains(&state.as_str()) => Err(ApiError::BadRequest(format!(
+            "query parameter `state` must be one of {}",
+            states.join(", ")
+        ))),
+        state => Ok(state),
+    }
 }
 
 /// The list's `active` filter: active connections unless the caller asks otherwise, as in
@@ -127,7 +141,9 @@ struct CreateBody {
     secret: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    #[serde(default, deserialize_with = "super::extract::not_null")]
     identity: Option<String>,
+    #[serde(default, deserialize_with = "super::extract::not_null")]
     identity_type: Option<String>,
     name: Option<String>,
     description: Option<String>,

@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 13;
+const SCHEMA_VERSION: i64 = 14;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -221,6 +221,11 @@ const MIGRATIONS: &[&str] = &[
         held_until    INTEGER NOT NULL
     );
 "#,
+    // Why a connect session failed, as a stable code an app can branch on (`error` is for
+    // people). Sessions that failed before it have none.
+    r#"
+    ALTER TABLE connect_sessions ADD COLUMN error_code TEXT;
+"#,
 ];
 
 /// Longest a statement waits for another connection's lock before failing as busy.
@@ -361,6 +366,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         create_private_file(path)?;
         let mut writer = open_connection(path)?;
+        refuse_read_only(&writer, path)?;
         use_wal(&writer)?;
         // Credentials are written here: a commit is on disk before it is acknowledged.
         writer.pragma_update(None, "synchronous", "FULL")?;
@@ -729,8 +735,8 @@ impl Store for SqliteStore {
         self.write(|tx| connect_sessions::complete(tx, session_id, connection_key))
     }
 
-    fn fail_connect_session(&self, session_id: i64, reason: &str) -> anyhow::Result<()> {
-        self.write(|tx| connect_sessions::fail(tx, session_id, reason))
+    fn fail_connect_session(&self, session_id: i64, code: &str, reason: &str) -> anyhow::Result<bool> {
+        self.write(|tx| connect_sessions::fail(tx, session_id, code, reason))
     }
 
     fn prune_connect_sessions(&self, cutoff: i64) -> anyhow::Result<usize> {
@@ -916,6 +922,18 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// Refuse a database SQLite could open only for reading (a file not this user's to write):
+/// the gateway would start, then fail every write — each connection made, each call logged.
+fn refuse_read_only(conn: &Connection, path: &Path) -> anyhow::Result<()> {
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        anyhow::bail!(
+            "database {} is read-only for this user: the gateway stores connections and request logs in it, so it needs write access to the file and its directory",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn open_reader(path: &Path) -> anyhow::Result<Connection> {
     let reader = open_connection(path)?;
     reader.pragma_update(None, "query_only", "ON")?;
@@ -975,6 +993,24 @@ mod tests {
     use crate::vault::{KeySource, Vault};
     use rusqlite::types::ValueRef;
     use std::sync::Arc;
+
+    /// A database this user may only read is refused when opened (as it is for a user without
+    /// write access; root may write any file, so the read-only open is asked for here).
+    #[test]
+    fn a_database_opened_read_only_is_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("sluice.db");
+        drop(SqliteStore::open(&path)?);
+        let writable = open_connection(&path)?;
+        refuse_read_only(&writable, &path)?;
+        let read_only = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let refused = refuse_read_only(&read_only, &path).expect_err("a read-only database");
+        assert!(
+            refused.to_string().contains("is read-only for this user"),
+            "{refused}"
+        );
+        Ok(())
+    }
 
     /// Every text and blob value of every row of every table: what the database holds.
     fn every_stored_value(store: &SqliteStore) -> anyhow::Result<Vec<u8>> {

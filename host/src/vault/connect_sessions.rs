@@ -38,6 +38,56 @@ impl SessionStatus {
     }
 }
 
+/// Why a connect session failed, as `errorCode` tells the app (`error` says it for people).
+/// The codes are stable: apps branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCode {
+    /// The provider refused the authorization (the user declined, or the provider failed).
+    AuthorizationRefused,
+    /// The provider's callback carried no authorization code.
+    NoAuthorizationCode,
+    /// The provider refused to exchange the code for tokens, or answered with no tokens.
+    TokenExchangeFailed,
+    /// The integration's sign-in is not set up on the gateway (any more).
+    SignInNotSetUp,
+    /// The integration is no longer loaded.
+    IntegrationUnavailable,
+    /// The environment holds as many connections as it may.
+    ConnectionLimitReached,
+    /// The connection the session reconnects was removed.
+    ConnectionRemoved,
+    /// The app cancelled the session (`DELETE /v1/connect/{id}`).
+    Cancelled,
+}
+
+impl FailureCode {
+    /// Every code.
+    pub const ALL: [Self; 8] = [
+        Self::AuthorizationRefused,
+        Self::NoAuthorizationCode,
+        Self::TokenExchangeFailed,
+        Self::SignInNotSetUp,
+        Self::IntegrationUnavailable,
+        Self::ConnectionLimitReached,
+        Self::ConnectionRemoved,
+        Self::Cancelled,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationRefused => "authorization_refused",
+            Self::NoAuthorizationCode => "no_authorization_code",
+            Self::TokenExchangeFailed => "token_exchange_failed",
+            Self::SignInNotSetUp => "sign_in_not_set_up",
+            Self::IntegrationUnavailable => "integration_unavailable",
+            Self::ConnectionLimitReached => "connection_limit_reached",
+            Self::ConnectionRemoved => "connection_removed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// One connect session.
 #[derive(Debug, Clone)]
 pub struct ConnectSession {
@@ -63,6 +113,9 @@ pub struct ConnectSession {
     pub(crate) stored_status: String,
     /// Why the flow failed.
     pub error: Option<String>,
+    /// Why the flow failed, as a [`FailureCode`]'s wire name (none for sessions that failed
+    /// before codes were recorded).
+    pub error_code: Option<String>,
     /// Creation time (Unix seconds).
     pub created_at: i64,
     /// Expiry (Unix seconds).
@@ -248,6 +301,17 @@ impl Vault {
         }))
     }
 
+    /// The lock a connect flow holds from checking its session is still pending until the
+    /// session is marked connected: a form posted twice, or a cancel arriving as the user
+    /// submits, then cannot store a credential twice or into an ended session. (Within this
+    /// process; gateways sharing one database file can still race.)
+    pub fn connect_completion(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Nothing the lock guards can be left half done by a panic: the data is in the store.
+        self.connect_completion
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Mark a session connected with the connection it produced.
     pub fn complete_connect_session(&self, session_id: i64, connection_key: &str) -> anyhow::Result<()> {
         self.write(|store| store.complete_connect_session(session_id, connection_key))
@@ -258,9 +322,15 @@ impl Vault {
         self.write(|store| store.prune_connect_sessions(cutoff))
     }
 
-    /// Mark a session failed with a reason safe to show the end user and the app.
-    pub fn fail_connect_session(&self, session_id: i64, reason: &str) -> anyhow::Result<()> {
-        self.write(|store| store.fail_connect_session(session_id, reason))
+    /// Mark a pending session failed, with a reason safe to show the end user and the app.
+    /// Whether it failed here (`false`: it had ended already, connected or failed).
+    pub fn fail_connect_session(
+        &self,
+        session_id: i64,
+        code: FailureCode,
+        reason: &str,
+    ) -> anyhow::Result<bool> {
+        self.write(|store| store.fail_connect_session(session_id, code.as_str(), reason))
     }
 }
 
@@ -461,7 +531,15 @@ mod tests {
             "https://api.example",
             expiry
         )?);
-        vault.fail_connect_session(live.id, "provider said no")?;
+        assert!(vault.fail_connect_session(
+            live.id,
+            FailureCode::AuthorizationRefused,
+            "provider said no"
+        )?);
+        assert!(
+            !vault.fail_connect_session(live.id, FailureCode::Cancelled, "again")?,
+            "a session that ended stays as it ended"
+        );
         assert_eq!(
             vault.prune_connect_sessions(-1)?,
             0,

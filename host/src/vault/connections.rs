@@ -198,6 +198,8 @@ pub struct ConnectionFilter {
     pub ids: Vec<i64>,
     /// This name.
     pub name: Option<String>,
+    /// This health state (`operational`, `degraded`, `failed`).
+    pub state: Option<String>,
 }
 
 /// One page of connections.

@@ -1,4 +1,5 @@
-//! The app-facing half: `POST /v1/connect` opens a session, `GET /v1/connect/{id}` polls it.
+//! The app-facing half: `POST /v1/connect` opens a session, `GET /v1/connect/{id}` polls it,
+//! `DELETE /v1/connect/{id}` cancels it.
 
 use super::super::AppState;
 use super::super::extract::{Caller, JsonBody};
@@ -7,7 +8,8 @@ use super::super::vault::{check_identity_type, parse_base_url};
 use crate::error::ApiError;
 use crate::oauth::ClientError;
 use crate::runtime::manifest::AuthScheme;
-use crate::vault::connect_sessions::{ConnectSession, NewSession, SessionStatus};
+use crate::vault::api_keys::ApiKey;
+use crate::vault::connect_sessions::{ConnectSession, FailureCode, NewSession, SessionStatus};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -19,8 +21,11 @@ use serde_json::{Value, json};
 pub(super) struct CreateBody {
     #[serde(alias = "platform")]
     integration: String,
+    #[serde(default, deserialize_with = "crate::http::extract::not_null")]
     identity: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::extract::not_null")]
     identity_type: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::extract::not_null")]
     connection_key: Option<String>,
     base_url: Option<String>,
     return_url: Option<String>,
@@ -45,7 +50,10 @@ fn session_view(app: &AppState, session: &ConnectSession, token: Option<&str>) -
     }
     match status {
         SessionStatus::Connected => view["connectionKey"] = json!(session.connection_key),
-        SessionStatus::Failed => view["error"] = json!(session.error),
+        SessionStatus::Failed => {
+            view["errorCode"] = json!(session.error_code);
+            view["error"] = json!(session.error);
+        }
         _ => {}
     }
     view
@@ -226,15 +234,48 @@ pub(super) async fn session_status(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let Caller(key) = caller?;
+    let session = session_of(&app, &key, id).await?;
+    Ok(Json(session_view(&app, &session, None)))
+}
+
+/// `DELETE /v1/connect/{id}`: end a pending session, so its link stops working (the user
+/// left, or the app disconnected them meanwhile). It then reads `failed` with `errorCode`
+/// `cancelled`. A session that has ended already stays as it ended, and is returned as it is:
+/// a `connected` one made its connection, which the vault API removes.
+pub(super) async fn cancel_session(
+    State(app): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Caller(key) = caller?;
+    let session = session_of(&app, &key, id.clone()).await?;
+    if session.status(crate::vault::now()) != SessionStatus::Pending {
+        return Ok(Json(session_view(&app, &session, None)));
+    }
+    let row_id = session.id;
+    app.vault
+        .run(move |vault| {
+            vault.fail_connect_session(
+                row_id,
+                FailureCode::Cancelled,
+                "the application cancelled the session",
+            )
+        })
+        .await?;
+    tracing::info!(session = %session.public_id, "connect session cancelled");
+    let session = session_of(&app, &key, id).await?;
+    Ok(Json(session_view(&app, &session, None)))
+}
+
+/// The session `id` of the key's environment, unless its integration is outside the key's
+/// scope: such sessions are not there for this key, as connections outside it are not in
+/// its vault list.
+async fn session_of(app: &AppState, key: &ApiKey, id: String) -> Result<ConnectSession, ApiError> {
     let environment = key.environment;
     let lookup = id.clone();
-    let session = app
-        .vault
+    app.vault
         .run(move |vault| vault.connect_session(environment, &lookup))
         .await?
-        // A session for an integration outside the key's scope is not there for this key,
-        // as connections outside it are not in its vault list.
         .filter(|session| key.scope.allows(&session.platform))
-        .ok_or_else(|| ApiError::NotFound(format!("no connect session `{id}`")))?;
-    Ok(Json(session_view(&app, &session, None)))
+        .ok_or_else(|| ApiError::NotFound(format!("no connect session `{id}`")))
 }

@@ -6,16 +6,29 @@ use super::super::AppState;
 use super::form::page_token;
 use super::page;
 use super::{constant_time_eq, destination_origin, fail, finish, internal_page, pending_session};
+use crate::oauth::client::TokenError;
 use crate::oauth::{OAuthClient, pkce};
 use crate::runtime::LoadedConnector;
+use crate::vault::connect_sessions::{FailureCode, OAuthAttempt};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// The cookie that ties an OAuth attempt to the browser that started it.
-const BROWSER_COOKIE: &str = "sluice_connect";
+/// The cookies that tie OAuth attempts to the browser that started them are named this, then
+/// the start of the attempt's `state`: one per attempt, so a second flow started in another
+/// tab (another account, another integration) does not overwrite the first one's.
+const BROWSER_COOKIE_PREFIX: &str = "sluice_connect_";
+
+/// How many characters of the `state` (a random token) name an attempt's cookie: 96 bits.
+const STATE_CHARS_IN_COOKIE_NAME: usize = 16;
+
+/// The name of the browser cookie of the attempt with this `state`.
+fn browser_cookie_name(state: &str) -> String {
+    let start: String = state.chars().take(STATE_CHARS_IN_COOKIE_NAME).collect();
+    format!("{BROWSER_COOKIE_PREFIX}{start}")
+}
 
 /// Where providers send users back to, under the public URL.
 pub(super) const CALLBACK_PATH: &str = "/connect/oauth/callback";
@@ -122,20 +135,26 @@ pub(super) async fn start_oauth(
         Err(error) => return internal_page(error),
     }
     let target = client.authorization_url(&redirect_uri(&app, &client), &state, &pkce::challenge(&verifier));
+    let mut response = see_other(target.as_str());
+    set_browser_cookie(&app, &mut response, &state, &browser, app.connect_session_ttl);
+    response
+}
+
+/// Set the browser cookie of the attempt with this `state` to `value` for `max_age` seconds
+/// (`0` removes it).
+fn set_browser_cookie(app: &AppState, response: &mut Response, state: &str, value: &str, max_age: i64) {
     let secure = if app.public_url.starts_with("https://") {
         "; Secure"
     } else {
         ""
     };
     let cookie = format!(
-        "{BROWSER_COOKIE}={browser}; Path=/connect; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        app.connect_session_ttl
+        "{}={value}; Path=/connect; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        browser_cookie_name(state),
     );
-    let mut response = see_other(target.as_str());
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    response
 }
 
 /// A `303 See Other` to `location`, neither cached nor telling the next site where from.
@@ -158,15 +177,20 @@ pub(super) struct CallbackQuery {
     error_description: Option<String>,
 }
 
-fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name` the browser sent.
+fn browser_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == BROWSER_COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.to_owned())
+}
+
+fn refused(text: &str) -> Response {
+    page::message(StatusCode::BAD_REQUEST, "Sign-in not completed", text, false)
 }
 
 pub(super) async fn oauth_callback(
@@ -174,24 +198,40 @@ pub(super) async fn oauth_callback(
     headers: HeaderMap,
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let refused = |text: &str| page::message(StatusCode::BAD_REQUEST, "Sign-in not completed", text, false);
-    let Ok(Query(query)) = query else {
+    let Ok(Query(mut query)) = query else {
         return refused("The provider sent back a malformed answer.");
     };
-    let Some(state) = query.state.filter(|s| !s.is_empty() && s.len() <= 512) else {
+    let Some(state) = query.state.take().filter(|s| !s.is_empty() && s.len() <= 512) else {
         return refused("The provider's answer did not say which sign-in it belongs to.");
     };
-    let attempt = match app.vault.run(move |vault| vault.take_oauth_state(&state)).await {
-        Ok(Some(attempt)) => attempt,
-        Ok(None) => {
-            return refused(
-                "This sign-in was already completed, has expired, or is unknown. Open the connect link again.",
-            );
-        }
+    let taken = {
+        let state = state.clone();
+        app.vault.run(move |vault| vault.take_oauth_state(&state)).await
+    };
+    let mut response = match taken {
+        Ok(Some(attempt)) => complete_sign_in(&app, &headers, query, &state, attempt).await,
+        Ok(None) => refused(
+            "This sign-in was already completed, has expired, or is unknown. Open the connect link again.",
+        ),
+        // The state is not spent: the browser keeps its cookie, to load the callback again.
         Err(error) => return internal_page(error),
     };
+    // The attempt is spent however it ended: the browser need not keep its cookie.
+    set_browser_cookie(&app, &mut response, &state, "", 0);
+    response
+}
+
+/// Finish the sign-in `attempt` (its `state` taken from the store) the provider sent the
+/// browser back from with `query`.
+async fn complete_sign_in(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: CallbackQuery,
+    state: &str,
+    attempt: OAuthAttempt,
+) -> Response {
     let session = attempt.session;
-    let same_browser = browser_cookie(&headers).is_some_and(|cookie| {
+    let same_browser = browser_cookie(headers, &browser_cookie_name(state)).is_some_and(|cookie| {
         constant_time_eq(
             &crate::vault::crypto::api_key_hash(&cookie),
             &attempt.browser_hash,
@@ -215,21 +255,42 @@ pub(super) async fn oauth_callback(
             &format!("The provider said: {error}. {description}"),
             false,
         );
-        return fail(&app, &session, reason.trim(), page).await;
+        return fail(
+            app,
+            &session,
+            FailureCode::AuthorizationRefused,
+            reason.trim(),
+            page,
+        )
+        .await;
     }
     let Some(code) = query.code.filter(|c| !c.is_empty()) else {
         let page = refused("The provider sent no authorization code.");
-        return fail(&app, &session, "the provider sent no authorization code", page).await;
+        return fail(
+            app,
+            &session,
+            FailureCode::NoAuthorizationCode,
+            "the provider sent no authorization code",
+            page,
+        )
+        .await;
     };
     let Some(connector) = app.registry.get(&session.platform) else {
         let page = refused("The integration is no longer available on this gateway.");
-        return fail(&app, &session, "the integration is no longer available", page).await;
+        return fail(
+            app,
+            &session,
+            FailureCode::IntegrationUnavailable,
+            "the integration is no longer available",
+            page,
+        )
+        .await;
     };
     // The page named where the tokens would be used; should that have changed while the user
     // was signing in (a connection made meanwhile with another base URL), nothing is stored.
     // The session stays open: the user reads the page again and decides. (Checked here, before
     // the code is exchanged, and again as the tokens are stored.)
-    let destination = match destination_origin(&app, &session, &connector).await {
+    let destination = match destination_origin(app, &session, &connector).await {
         Ok(origin) => origin,
         Err(page) => return page,
     };
@@ -243,30 +304,55 @@ pub(super) async fn oauth_callback(
             "Where this account would be used changed while you were signing in (it is now {destination}), so nothing was stored. Open the connect link again to check it."
         ));
     }
-    let client = match resolve_client(&app, &connector).await {
+    let client = match resolve_client(app, &connector).await {
         Ok(Ok(client)) => client,
         Ok(Err(error)) => {
             let page = refused("Sign-in is not set up on this gateway any more.");
-            return fail(&app, &session, &error.to_string(), page).await;
+            return fail(
+                app,
+                &session,
+                FailureCode::SignInNotSetUp,
+                &error.to_string(),
+                page,
+            )
+            .await;
         }
         Err(error) => return internal_page(error),
     };
     let exchanged = app
         .refresher
         .endpoint()
-        .exchange_code(&client, &code, &redirect_uri(&app, &client), &attempt.verifier)
+        .exchange_code(&client, &code, &redirect_uri(app, &client), &attempt.verifier)
         .await;
     let tokens = match exchanged {
         Ok(tokens) => tokens,
-        Err(error) => {
-            tracing::warn!(integration = %session.platform, %error, "authorization code exchange failed");
-            let page = page::message(
+        Err(error @ TokenError::Unavailable(_)) => {
+            // The provider is down for now: the session stays open, so the user can sign in
+            // again through the same link once it is back.
+            tracing::warn!(integration = %session.platform, %error, "authorization code exchange failed; the session stays open");
+            return page::message(
                 StatusCode::BAD_GATEWAY,
                 "Could not finish connecting",
                 &format!("{error}. Open the connect link again to retry."),
                 false,
             );
-            return fail(&app, &session, &error.to_string(), page).await;
+        }
+        Err(error) => {
+            tracing::warn!(integration = %session.platform, %error, "authorization code exchange failed");
+            let page = page::message(
+                StatusCode::BAD_GATEWAY,
+                "Could not finish connecting",
+                &format!("{error}. Ask the application for a new link."),
+                false,
+            );
+            return fail(
+                app,
+                &session,
+                FailureCode::TokenExchangeFailed,
+                &error.to_string(),
+                page,
+            )
+            .await;
         }
     };
     let credential = super::Credential {
@@ -274,7 +360,7 @@ pub(super) async fn oauth_callback(
         token_expires_at: tokens.expires_at,
         destination: attempt.destination.unwrap_or(destination),
     };
-    finish(&app, &connector, session, credential).await
+    finish(app, &connector, session, credential).await
 }
 
 #[cfg(test)]
@@ -283,13 +369,18 @@ mod tests {
 
     #[test]
     fn the_browser_cookie_is_found_among_others() {
+        let name = browser_cookie_name("Qx3_-abcdefghijklmnop");
+        assert_eq!(name, "sluice_connect_Qx3_-abcdefghijk");
         let mut headers = HeaderMap::new();
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_static("a=1; sluice_connect=abc; b=2"),
+            HeaderValue::from_static("a=1; sluice_connect_other=x; sluice_connect_Qx3_-abcdefghijk=abc; b=2"),
         );
-        assert_eq!(browser_cookie(&headers).as_deref(), Some("abc"));
-        headers.insert(header::COOKIE, HeaderValue::from_static("sluice_connectx=abc"));
-        assert_eq!(browser_cookie(&headers), None);
+        assert_eq!(browser_cookie(&headers, &name).as_deref(), Some("abc"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("sluice_connect_Qx3_-abcdefghijkx=abc"),
+        );
+        assert_eq!(browser_cookie(&headers, &name), None);
     }
 }

@@ -126,9 +126,20 @@ pub const CONNECTION_FILTERS: &[Param] = &[
         "Connections with one of these ids (`conn_…`), as Pica's API names it",
     ),
     text("name", "Connections with this name"),
+    query(
+        "state",
+        Kind::OneOf {
+            values: CONNECTION_STATES,
+            default: None,
+        },
+        "Connections in this health state (`failed`: the upstream refused the credential; the user must connect again)",
+    ),
     LIMIT,
     PAGE,
 ];
+
+/// The health states a connection can be in, as its `state` shows.
+pub const CONNECTION_STATES: &[&str] = &["operational", "degraded", "failed"];
 
 /// `GET /v1/available-connectors`.
 pub const CONNECTOR_FILTERS: &[Param] = &[

@@ -9,7 +9,7 @@
 
 use crate::vault::api_keys::Environment;
 use crate::vault::checks::{IDENTITY_TYPES, MAX_IDENTITY_BYTES, MAX_SECRET_BYTES};
-use crate::vault::connect_sessions::SessionStatus;
+use crate::vault::connect_sessions::{FailureCode, SessionStatus};
 use serde_json::{Map, Value, json};
 
 /// A `$ref` to the schema `name` of `components/schemas`.
@@ -153,15 +153,16 @@ fn tags() -> Value {
     })
 }
 
-/// An identity as [`crate::vault::checks::check_identity`] takes it.
+/// An identity as [`crate::vault::checks::check_identity`] takes it. Never `null`: a caller
+/// that meant someone must not get the key owner's connection (`extract::not_null`).
 fn identity(description: &str) -> Value {
-    or_null(json!({
+    json!({
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_IDENTITY_BYTES,
         "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
         "description": format!("{description}; 1 to {MAX_IDENTITY_BYTES} bytes, no control characters"),
-    }))
+    })
 }
 
 fn text(description: &str) -> Value {
@@ -187,11 +188,11 @@ pub fn execute_request(params_schema: Value) -> Value {
         &["params"],
         json!({
             "params": params_schema,
-            "connection_key": or_null(string("The connection to use (also `connectionKey`)")),
-            "connectionKey": or_null(string("The same as `connection_key`")),
+            "connection_key": string("The connection to use (also `connectionKey`)"),
+            "connectionKey": string("The same as `connection_key`"),
             "identity": identity("Use this identity's connection"),
-            "identity_type": or_null(identity_type()),
-            "identityType": or_null(identity_type()),
+            "identity_type": identity_type(),
+            "identityType": identity_type(),
         }),
     );
     // serde takes an alias as the field itself: both spellings at once are a duplicate.
@@ -211,7 +212,7 @@ fn connection_create() -> Value {
             "username": or_null(json!({"type": "string", "pattern": "^[^:]*$", "description": "Basic auth, with `password` instead of `secret`"})),
             "password": or_null(string("Basic auth, with `username`")),
             "identity": identity("The end user, team, … the connection belongs to"),
-            "identityType": or_null(identity_type()),
+            "identityType": identity_type(),
             "name": text("Display name"),
             "description": text("Description"),
             "tags": tags(),
@@ -246,12 +247,12 @@ fn connect_session_create() -> Value {
             "integration": string("The integration to connect"),
             "platform": string("The same as `integration`"),
             "identity": identity("Whose account: the connection made belongs to this identity"),
-            "identityType": or_null(identity_type()),
-            "connectionKey": or_null(string("Reconnect this existing connection")),
+            "identityType": identity_type(),
+            "connectionKey": string("Reconnect this existing connection"),
             "baseUrl": base_url("The base URL the connection made gets (shown to the user as where the credential goes)"),
             "returnUrl": {"type": ["string", "null"], "format": "uri", "maxLength": 2048, "description":
                 "The app's page the user's browser goes back to when the flow ends (https, or http on localhost), \
-                 with `connectSessionId`, `status` and `connectionKey` or `error` added to its query"}
+                 with `connectSessionId`, `status` and `connectionKey` or `errorCode` and `error` added to its query"}
         }),
     );
     body["oneOf"] = json!([{"required": ["integration"]}, {"required": ["platform"]}]);
@@ -297,7 +298,7 @@ fn oauth_app_put() -> Value {
 }
 
 fn connection() -> Value {
-    let states = ["operational", "degraded", "failed", "unknown"];
+    let states = super::params::CONNECTION_STATES;
     record(json!({
         "id": string("Public id"),
         "key": string("Connection key, e.g. `test::github::default::…`"),
@@ -307,7 +308,7 @@ fn connection() -> Value {
         "environment": environment(),
         "identity": or_null(string("Owner identity")),
         "identityType": or_null(identity_type()),
-        "state": one_of(&states, "Health from recent upstream answers"),
+        "state": one_of(states, "Health from recent upstream answers"),
         "tags": strings(),
         "active": {"type": "boolean"},
         "baseUrl": or_null(string("Base URL replacing the integration's origin")),
@@ -366,7 +367,22 @@ fn connect_session() -> Value {
         or_null(string("Once `connected`: the connection made or updated")),
         false,
     );
-    with_property(session, "error", or_null(string("Once `failed`: why")), false)
+    let codes: Vec<&str> = FailureCode::ALL.iter().map(|c| c.as_str()).collect();
+    let session = with_property(
+        session,
+        "errorCode",
+        or_null(one_of(
+            &codes,
+            "Once `failed`: why, as a stable code (null for sessions that failed before codes were recorded)",
+        )),
+        false,
+    );
+    with_property(
+        session,
+        "error",
+        or_null(string("Once `failed`: why, for people")),
+        false,
+    )
 }
 
 fn connector() -> Value {

@@ -10,10 +10,10 @@ use rusqlite::{Connection, OptionalExtension};
 use url::Url;
 
 const COLUMNS: &str = "id, public_id, environment, platform, identity, identity_type, connection_key, \
-     status, error, created_at, expires_at, base_url, return_url";
+     status, error, created_at, expires_at, error_code, base_url, return_url";
 
 /// How many columns [`COLUMNS`] lists; a query selecting more reads them from this index on.
-const COLUMN_COUNT: usize = 13;
+const COLUMN_COUNT: usize = 14;
 
 /// A row as stored: the session, its environment, base URL and return URL still text.
 type RawSession = (ConnectSession, String, Option<String>, Option<String>);
@@ -205,12 +205,15 @@ pub(super) fn complete(conn: &Connection, session_id: i64, connection_key: &str)
     Ok(())
 }
 
-pub(super) fn fail(conn: &Connection, session_id: i64, reason: &str) -> anyhow::Result<()> {
-    conn.execute(
-        "UPDATE connect_sessions SET status = 'failed', error = ?2, state_hash = NULL WHERE id = ?1",
-        rusqlite::params![session_id, reason],
+/// Only a pending session fails: one a concurrent flow has just connected stays connected.
+/// Whether it failed here.
+pub(super) fn fail(conn: &Connection, session_id: i64, code: &str, reason: &str) -> anyhow::Result<bool> {
+    let failed = conn.execute(
+        "UPDATE connect_sessions SET status = 'failed', error_code = ?2, error = ?3, state_hash = NULL
+         WHERE id = ?1 AND status = 'pending'",
+        rusqlite::params![session_id, code, reason],
     )?;
-    Ok(())
+    Ok(failed > 0)
 }
 
 pub(super) fn prune(conn: &Connection, cutoff: i64) -> anyhow::Result<usize> {
@@ -231,6 +234,7 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawSession> {
             error: row.get(8)?,
             created_at: row.get(9)?,
             expires_at: row.get(10)?,
+            error_code: row.get(11)?,
             base_url: None,
             return_url: None,
         },

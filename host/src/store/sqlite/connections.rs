@@ -125,7 +125,8 @@ pub(super) fn list(
          AND NOT EXISTS (SELECT 1 FROM json_each(?7) AS wanted
                          WHERE wanted.value NOT IN (SELECT value FROM json_each(connections.tags)))
          AND (?8 IS NULL OR platform IN (SELECT value FROM json_each(?8)))
-         AND (?9 IS NULL OR id IN (SELECT value FROM json_each(?9))) AND (?10 IS NULL OR name = ?10)";
+         AND (?9 IS NULL OR id IN (SELECT value FROM json_each(?9))) AND (?10 IS NULL OR name = ?10)
+         AND (?11 IS NULL OR state = ?11)";
     let params = rusqlite::params![
         environment.as_str(),
         keys,
@@ -137,6 +138,7 @@ pub(super) fn list(
         in_scope,
         ids,
         filter.name,
+        filter.state,
     ];
     let total: i64 = conn.query_row(
         &format!("SELECT COUNT(*) FROM connections WHERE {condition}"),
