@@ -152,6 +152,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             outcome,
             transaction_key,
             request_id,
+            connection_keys,
             since_minutes,
             limit,
             store,
@@ -168,6 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let filter = crate::vault::logs::LogFilter {
                 environment: environment.map(|environment| environment.as_str().to_owned()),
                 integrations,
+                connection_keys,
                 outcome,
                 transaction_key,
                 request_id,

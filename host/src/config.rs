@@ -75,6 +75,9 @@ pub enum Command {
         /// Only calls the caller sent with this `X-Request-Id`.
         #[arg(long)]
         request_id: Option<String>,
+        /// Only calls made with this connection, by its key (repeatable).
+        #[arg(long = "connection-key")]
+        connection_keys: Vec<String>,
         /// Only calls of the last this many minutes.
         #[arg(long)]
         since_minutes: Option<u32>,

@@ -277,6 +277,12 @@ async fn logs_show_calls_newest_first() {
         .await
         .expect("logs");
     assert_eq!(one.lines().count(), 1, "{one}");
+    // Echo needs no connection: no call was made with one.
+    let by_connection = gateway
+        .cli(&["logs", "--connection-key", "test::echo::default::x"])
+        .await
+        .expect("logs");
+    assert!(by_connection.is_empty(), "{by_connection}");
     let live = gateway.cli(&["logs", "--env", "live"]).await.expect("logs");
     assert!(live.is_empty(), "the calls were test calls: {live}");
     let test = gateway.cli(&["logs", "--env", "test"]).await.expect("logs");

@@ -1,6 +1,7 @@
 //! The execute endpoint against a fake GitHub: what goes upstream and what comes back.
 
 use crate::common::{SECRET, Setup};
+use reqwest::Method;
 use serde_json::json;
 
 /// A read passes through the upstream status and JSON body verbatim, with the credential
@@ -63,6 +64,13 @@ async fn the_callers_request_id_comes_back_and_finds_the_call() {
             &json!(answer.headers["x-transaction-key"].to_str().expect("ascii"))
         )
     );
+    // The connection's calls are found by its key; another connection's key finds none.
+    let connection = row["connectionKey"].as_str().expect("the call's connection");
+    for (connection, calls) in [(connection, 1), ("test::github::someone_else::x", 0)] {
+        let path = format!("/v1/logs?connectionKey={connection}&requestId=app-7f3a%2F42");
+        let logs = setup.api(Method::GET, &path, None).await;
+        assert_eq!(logs.body["total"], calls, "{connection}: {:?}", logs.body);
+    }
     assert!(
         setup.gateway.output().contains(r#"request_id="app-7f3a/42""#),
         "the gateway's log lines of the call carry it (quoted: it is the caller's text)"

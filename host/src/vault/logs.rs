@@ -116,6 +116,8 @@ pub struct LogFilter {
     pub integrations: Vec<String>,
     /// Any of these endpoints (none: any endpoint).
     pub endpoints: Vec<String>,
+    /// Calls made with any of these connections (none: any connection, or none).
+    pub connection_keys: Vec<String>,
     /// Outcome code.
     pub outcome: Option<String>,
     /// Key prefix.
@@ -447,6 +449,37 @@ mod tests {
         stop(sink, writer).await;
         let (rows, total) = test_rows(&vault)?;
         assert_eq!(total, 2, "{rows:?}");
+        Ok(())
+    }
+
+    /// One tenant's calls: the rows of any of the connections named, none of another's or of
+    /// calls made without a connection.
+    #[test]
+    fn rows_are_found_by_the_connection_they_used() -> anyhow::Result<()> {
+        let with = |at_ms, key: Option<&str>| RequestLog {
+            connection_key: key.map(Into::into),
+            ..row(at_ms, "ok")
+        };
+        let (alice, bob) = ("test::github::alice::a1", "test::github::bob::b1");
+        let rows = [
+            with(1_000, Some(alice)),
+            with(2_000, Some(bob)),
+            with(3_000, None),
+            with(4_000, Some(alice)),
+        ];
+        let (_dir, vault) = vault_with(&rows)?;
+        let found = |keys: &[&str]| -> anyhow::Result<Vec<String>> {
+            let filter = LogFilter {
+                environment: Some("test".into()),
+                connection_keys: keys.iter().map(|key| (*key).to_owned()).collect(),
+                ..LogFilter::default()
+            };
+            let (rows, _) = vault.list_logs(&filter, 1, 10)?;
+            Ok(rows.into_iter().map(|row| row.transaction_key).collect())
+        };
+        assert_eq!(found(&[alice])?, ["txn_4000", "txn_1000"]);
+        assert_eq!(found(&[bob, alice])?, ["txn_4000", "txn_2000", "txn_1000"]);
+        assert_eq!(found(&[])?.len(), 4, "no filter: every row");
         Ok(())
     }
 

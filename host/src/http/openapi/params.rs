@@ -204,6 +204,11 @@ pub const LOG_FILTERS: &[Param] = &[
     query("integration", Kind::List, "Calls of one of these integrations"),
     query("endpoint", Kind::List, "Calls of one of these endpoints"),
     query(
+        "connectionKey",
+        Kind::List,
+        "Calls made with one of these connections (keys as the vault API lists them)",
+    ),
+    query(
         "outcome",
         Kind::OneOf {
             values: crate::error::OUTCOMES,

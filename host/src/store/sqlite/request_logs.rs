@@ -45,7 +45,8 @@ pub(super) fn list(
          AND (?6 IS NULL OR transaction_key = ?6) AND (?7 IS NULL OR created_at_ms >= ?7)
          AND (?8 IS NULL OR integration IN (SELECT value FROM json_each(?8)) OR key_id = ?9)
          AND (?10 IS NULL OR request_id = ?10) AND (?11 IS NULL OR id < ?11)
-         AND (?12 IS NULL OR upstream_status BETWEEN ?12 AND ?13)";
+         AND (?12 IS NULL OR upstream_status BETWEEN ?12 AND ?13)
+         AND (?14 IS NULL OR connection_key IN (SELECT value FROM json_each(?14)))";
     let scope = filter
         .visible_to
         .as_ref()
@@ -53,6 +54,7 @@ pub(super) fn list(
         .transpose()?;
     let integrations = super::json_list(&filter.integrations)?;
     let endpoints = super::json_list(&filter.endpoints)?;
+    let connection_keys = super::json_list(&filter.connection_keys)?;
     let params = rusqlite::params![
         filter.environment,
         integrations,
@@ -66,7 +68,8 @@ pub(super) fn list(
         filter.request_id,
         filter.before_id,
         filter.upstream_status.map(|(low, _)| low),
-        filter.upstream_status.map(|(_, high)| high)
+        filter.upstream_status.map(|(_, high)| high),
+        connection_keys
     ];
     let total: i64 = conn.query_row(
         &format!("SELECT COUNT(*) FROM request_logs WHERE {condition}"),
