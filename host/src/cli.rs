@@ -16,7 +16,7 @@ use crate::runtime::{Runtime, RuntimeLimits, SPARE_MAX_IDLE};
 use crate::upstream::HttpUpstream;
 use crate::vault::api_keys::{Environment, KeyOptions, Revocation, Scope, join_ids, key_name};
 use crate::vault::checks;
-use crate::vault::connections::{ConnectionFilter, ConnectionPatch, ConnectionSelector, NewConnection};
+use crate::vault::connections::{ConnectionFilter, ConnectionPatch, NewConnection};
 use crate::vault::oauth_apps::NewOAuthApp;
 use crate::vault::{KeySource, Vault};
 use anyhow::Context;
@@ -287,14 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // A second connection for the same owner would make every call that names no
             // connection ambiguous (refused): changing a token is a replacement.
             // Of any identity type: a call that names the identity alone would find them all.
-            let selector = ConnectionSelector {
-                connection_key: None,
-                identity: identity.clone(),
-                identity_type: None,
-            };
-            let mut existing = vault.find_connections(&integration, environment, &selector)?;
-            // Without an identity the selector matches every identity: keep the owner's own.
-            existing.retain(|connection| connection.identity == identity);
+            let existing = vault.owner_connections(&integration, environment, identity.as_deref())?;
             let owner = identity
                 .as_deref()
                 .map_or("with no identity".to_owned(), |id| format!("for identity `{id}`"));

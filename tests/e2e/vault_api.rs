@@ -14,6 +14,71 @@ fn assert_no_secret(answer: &Answer, secret: &str) {
     );
 }
 
+/// `replace` stores a user's new secret in the connection the user has, instead of a second
+/// one that would make calls naming only the identity ambiguous; with none it creates one, and
+/// with several it names them rather than choose.
+#[tokio::test(flavor = "multi_thread")]
+async fn replace_stores_a_new_secret_in_the_owners_connection() {
+    let setup = Setup::new().await;
+    let store = |secret: &str, extra: Value| {
+        let mut body = json!({
+            "platform": "github", "secret": secret, "identity": "rita", "replace": true,
+            "baseUrl": setup.upstream.url()
+        });
+        for (field, value) in extra.as_object().expect("fields") {
+            body[field] = value.clone();
+        }
+        setup.api(Method::POST, "/v1/vault/connections", Some(body))
+    };
+    let first = store("ghp_ritaFirstSecret1", json!({"identityType": "user"})).await;
+    assert_eq!(first.status, 201, "none yet: created {:?}", first.body);
+    let second = store("ghp_ritaSecondSecret2", json!({"tags": ["eu"]})).await;
+    assert_eq!(second.status, 200, "{:?}", second.body);
+    assert_no_secret(&second, "ghp_ritaSecondSecret2");
+    assert_eq!(
+        (
+            &second.body["key"],
+            &second.body["identityType"],
+            &second.body["tags"]
+        ),
+        (&first.body["key"], &json!("user"), &json!(["eu"]))
+    );
+    let answer = setup
+        .execute(
+            "github",
+            "get_repo",
+            json!({"params": {"owner": "acme", "repo": "webapp"}, "identity": "rita"}),
+        )
+        .await;
+    assert_eq!(answer.body["status"], 200, "{:?}", answer.body);
+    let sent = setup.upstream_requests().pop().expect("sent");
+    assert_eq!(sent.header("authorization"), Some("Bearer ghp_ritaSecondSecret2"));
+
+    let retyped = store("ghp_ritaThirdSecret3", json!({"identityType": "team"})).await;
+    assert_eq!(
+        (retyped.status, retyped.code()),
+        (400, "bad_request"),
+        "{:?}",
+        retyped.body
+    );
+    // Without `replace`, a second connection; then `replace` does not know which.
+    let another = store("ghp_ritaOtherSecret4", json!({"replace": false})).await;
+    assert_eq!(another.status, 201, "{:?}", another.body);
+    let ambiguous = store("ghp_ritaFifthSecret5", json!({})).await;
+    assert_eq!(
+        (ambiguous.status, ambiguous.code()),
+        (400, "ambiguous_connection"),
+        "{:?}",
+        ambiguous.body
+    );
+    assert_eq!(
+        ambiguous.body["candidates"].as_array().map(Vec::len),
+        Some(2),
+        "{:?}",
+        ambiguous.body
+    );
+}
+
 /// The whole life of a connection through the API, and its effect on execute.
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_lifecycle_through_the_vault_api() {

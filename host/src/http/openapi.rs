@@ -58,6 +58,8 @@ pub enum Body {
 pub enum Reply {
     /// JSON: the status and the schema of `components/schemas`.
     Json(&'static str, &'static str),
+    /// JSON of this schema: `201` for a new resource, `200` for one `replace` updated.
+    CreatedOrReplaced(&'static str),
     /// A JSON-RPC response, or `202` without a body for a notification.
     JsonRpc,
     /// An HTML page (errors are pages too).
@@ -175,8 +177,8 @@ pub const OPERATIONS: &[Operation] = &[
         "/v1/vault/connections",
         "vault",
         "key",
-        "Create a connection (secrets are write-only)",
-        Reply::Json("201", "Connection"),
+        "Create a connection (secrets are write-only), or with `replace` store the secret in the owner's",
+        Reply::CreatedOrReplaced("Connection"),
     )
     .body(Body::Json("ConnectionCreate")),
     op(
@@ -472,6 +474,18 @@ fn responses(reply: Reply) -> Value {
         Reply::Json(status, schema) => api_errors(json!({
             status: {
                 "description": "Success",
+                "headers": answer_headers(),
+                "content": json_content(reference(schema))
+            }
+        })),
+        Reply::CreatedOrReplaced(schema) => api_errors(json!({
+            "201": {
+                "description": "Created",
+                "headers": answer_headers(),
+                "content": json_content(reference(schema))
+            },
+            "200": {
+                "description": "With `replace`: the existing one, updated",
                 "headers": answer_headers(),
                 "content": json_content(reference(schema))
             }

@@ -11,6 +11,8 @@ use super::timestamps::rfc3339;
 use crate::egress::AddressPolicy;
 use crate::error::ApiError;
 use crate::runtime::manifest::AuthScheme;
+use crate::vault::Vault;
+use crate::vault::api_keys::Environment;
 use crate::vault::checks;
 use crate::vault::connections::{ConnectionFilter, ConnectionPatch, ConnectionRecord, NewConnection};
 use axum::extract::{Path, State};
@@ -150,6 +152,9 @@ struct CreateBody {
     #[serde(default)]
     tags: Vec<String>,
     base_url: Option<String>,
+    /// Store the secret in the owner's connection if it has one (see [`create`]).
+    #[serde(default)]
+    replace: bool,
 }
 
 pub(super) fn check_identity_type(kind: &str) -> Result<(), ApiError> {
@@ -264,12 +269,77 @@ async fn create(
         token_expires_at: None,
     };
     let limit = app.max_connections_per_environment;
-    let record = app
+    let replace = body.replace;
+    let stored = app
         .vault
-        .run(move |vault| vault.add_connection(&new, limit))
-        .await?
-        .map_err(|limit| ApiError::PlanLimitReached(limit.to_string()))?;
-    Ok((StatusCode::CREATED, Json(view(&record))))
+        .run(move |vault| store_connection(vault, &new, replace, limit))
+        .await??;
+    Ok(match stored {
+        Stored::Created(record) => (StatusCode::CREATED, Json(view(&record))),
+        Stored::Replaced(record) => (StatusCode::OK, Json(view(&record))),
+    })
+}
+
+/// What `POST /v1/vault/connections` did.
+enum Stored {
+    /// Made a new connection.
+    Created(ConnectionRecord),
+    /// Stored the secret in the owner's existing connection (`replace`).
+    Replaced(ConnectionRecord),
+}
+
+/// Store `new`: a new connection, or with `replace` the owner's connection if it has one (its
+/// secret replaced, and the base URL, name, description and tags given): an app storing a
+/// user's new key does not give the user a second connection, which would make calls that
+/// name only the identity ambiguous.
+fn store_connection(
+    vault: &Vault,
+    new: &NewConnection,
+    replace: bool,
+    limit: Option<u32>,
+) -> anyhow::Result<Result<Stored, ApiError>> {
+    let environment = new.environment.unwrap_or(Environment::Test);
+    let existing = match replace {
+        true => vault.owner_connections(&new.platform, environment, new.identity.as_deref())?,
+        false => Vec::new(),
+    };
+    let current = match existing.as_slice() {
+        [] => {
+            return Ok(match vault.add_connection(new, limit)? {
+                Ok(record) => Ok(Stored::Created(record)),
+                Err(limit) => Err(ApiError::PlanLimitReached(limit.to_string())),
+            });
+        }
+        [current] => current,
+        several => {
+            return Ok(Err(ApiError::AmbiguousConnection {
+                message: format!(
+                    "`replace`: the owner has {} {} connections; change the one meant with PATCH /v1/vault/connections/{{key}}",
+                    several.len(),
+                    new.platform
+                ),
+                candidates: several.iter().take(5).map(|c| c.key.clone()).collect(),
+            }));
+        }
+    };
+    if new.identity_type.is_some() && new.identity_type != current.identity_type {
+        return Ok(Err(ApiError::BadRequest(format!(
+            "`replace` keeps the connection's `identityType` ({}): leave it out",
+            current.identity_type.as_deref().unwrap_or("none")
+        ))));
+    }
+    let patch = ConnectionPatch {
+        secret: Some(new.secret.clone()),
+        base_url: new.base_url.clone().map(Some),
+        name: new.name.clone(),
+        description: new.description.clone(),
+        tags: (!new.tags.is_empty()).then(|| new.tags.clone()),
+        active: None,
+    };
+    let replaced = vault
+        .update_connection(environment, &current.key, &patch)?
+        .ok_or_else(|| anyhow::anyhow!("connection {} went while its secret was replaced", current.key))?;
+    Ok(Ok(Stored::Replaced(replaced)))
 }
 
 async fn find(

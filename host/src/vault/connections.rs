@@ -313,6 +313,25 @@ impl Vault {
         self.store.find_connections(platform, environment, selector)
     }
 
+    /// The active connections of `platform` in `environment` that `identity` owns, of any
+    /// identity type; with no identity, the key owner's own (made without one), which calls
+    /// naming no identity use. More than one makes such calls ambiguous.
+    pub fn owner_connections(
+        &self,
+        platform: &str,
+        environment: Environment,
+        identity: Option<&str>,
+    ) -> anyhow::Result<Vec<ConnectionRecord>> {
+        let selector = ConnectionSelector {
+            identity: identity.map(str::to_owned),
+            ..ConnectionSelector::default()
+        };
+        let mut found = self.find_connections(platform, environment, &selector)?;
+        // Without an identity the selector matches every identity.
+        found.retain(|connection| connection.identity.as_deref() == identity);
+        Ok(found)
+    }
+
     /// One page (1-based) of the environment's connections matching `filter`, newest first.
     pub fn list_connections(
         &self,

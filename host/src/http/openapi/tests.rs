@@ -190,17 +190,20 @@ impl Gateway {
     }
 
     /// The documented success status and JSON reply schema of `method` `template`.
-    fn success(&self, method: &Method, template: &str) -> (u16, &Value) {
+    /// The documented success replies: status and schema.
+    fn successes(&self, method: &Method, template: &str) -> Vec<(u16, &Value)> {
         let responses = self.operation(method, template)["responses"]
             .as_object()
             .expect("responses");
-        responses
+        let successes: Vec<(u16, &Value)> = responses
             .iter()
-            .find_map(|(status, response)| {
+            .filter_map(|(status, response)| {
                 let status: u16 = status.parse().ok().filter(|s| (200..300).contains(s))?;
                 Some((status, &response["content"]["application/json"]["schema"]))
             })
-            .unwrap_or_else(|| panic!("{method} {template} documents no success"))
+            .collect();
+        assert!(!successes.is_empty(), "{method} {template} documents no success");
+        successes
     }
 
     /// A validator of `schema`, which may refer to the document's components. `strict`
@@ -228,8 +231,10 @@ impl Gateway {
     /// Check that the reply of a successful call validates against the documented schema, with
     /// no undocumented field.
     fn assert_documented_reply(&self, method: &Method, template: &str, answer: &Answer) {
-        let (status, schema) = self.success(method, template);
-        assert_eq!(answer.status, status, "{method} {template} answered {answer:?}");
+        let successes = self.successes(method, template);
+        let Some((_, schema)) = successes.iter().find(|(status, _)| *status == answer.status) else {
+            panic!("{method} {template} answered {answer:?}, documented {successes:?}")
+        };
         let errors = self.errors(schema, &answer.body, true);
         assert!(
             errors.is_empty(),
@@ -436,6 +441,20 @@ async fn documented_request_bodies_agree_with_the_routes() {
             vault,
             vault,
             json!({"platform": "github", "secret": "ghp_x12345", "identityType": null}),
+            false,
+        ),
+        case(
+            Method::POST,
+            vault,
+            vault,
+            json!({"platform": "github", "secret": "ghp_x12345", "identity": "rita", "replace": true}),
+            true,
+        ),
+        case(
+            Method::POST,
+            vault,
+            vault,
+            json!({"platform": "github", "secret": "ghp_x12345", "replace": "yes"}),
             false,
         ),
         case(
@@ -821,6 +840,14 @@ async fn replies_match_their_documented_schemas() {
         Some(json!({"name": "Bob's", "baseUrl": null})),
     )
     .await;
+    let replaced = check(
+        Method::POST,
+        "/v1/vault/connections",
+        "/v1/vault/connections".into(),
+        Some(json!({"platform": "github", "secret": "ghp_replies2", "identity": "bob", "replace": true})),
+    )
+    .await;
+    assert_eq!(replaced["id"], created["id"]);
     let session = check(
         Method::POST,
         "/v1/connect",
