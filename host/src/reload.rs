@@ -212,8 +212,9 @@ async fn reload_task(
             }
         }
         // Files that are there first: a connector's file renamed (`mv a.wasm b.wasm`) loads
-        // under its new name, waiting behind the old one, and takes over as the old one goes,
-        // so the connector serves throughout instead of being removed and loaded again.
+        // under its new name and takes over from the old one, which is gone, before the old
+        // name's removal is applied (it then removes nothing): the connector serves throughout
+        // instead of being removed and loaded again.
         let (present, gone): (Vec<_>, Vec<_>) = batch.files.into_iter().partition(|(path, _)| path.exists());
         for (path, reload) in present.into_iter().chain(gone) {
             apply(&loader, &registry, &path, reload, started).await;

@@ -81,7 +81,8 @@ pub struct ConnectionChanges {
     pub active: Option<bool>,
     /// New base URL (`Some(None)` clears it).
     pub base_url: Option<Option<Url>>,
-    /// New sealed secret; also makes the connection operational with no auth failures.
+    /// New sealed secret; also makes the connection operational with no auth failures, and
+    /// forgets the old token's expiry (a secret given this way has none the gateway knows).
     pub sealed: Option<Sealed>,
 }
 
@@ -361,8 +362,9 @@ pub trait Store: Send + Sync + 'static {
     /// ever gets it. `None`: unknown, already taken, expired or no longer pending.
     fn take_oauth_state(&self, state_hash: &[u8], now: i64) -> anyhow::Result<Option<TakenOAuthState>>;
 
-    /// Mark session `session_id` connected with `connection_key`; its state stops working.
-    fn complete_connect_session(&self, session_id: i64, connection_key: &str) -> anyhow::Result<()>;
+    /// Mark session `session_id` connected with `connection_key`, if it is pending; its state
+    /// stops working. Whether it was pending.
+    fn complete_connect_session(&self, session_id: i64, connection_key: &str) -> anyhow::Result<bool>;
 
     /// Mark session `session_id` failed with `code` and `reason`, if it is still pending; its
     /// state stops working. Whether it failed here.

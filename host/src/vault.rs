@@ -52,8 +52,8 @@ pub struct Vault {
     generation_memo: Arc<generation::GenerationMemo>,
     keyring: Arc<RwLock<Keyring>>,
     key_source: KeySource,
-    /// Held while a connect flow stores its credential (see [`Vault::connect_completion`]).
-    connect_completion: Arc<std::sync::Mutex<()>>,
+    /// Held by writes that decide from what is stored (see [`Vault::owner_writes`]).
+    owner_writes: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -134,7 +134,7 @@ impl Vault {
             generation_memo: Arc::default(),
             keyring: Arc::new(RwLock::new(keyring)),
             key_source: key_source.clone(),
-            connect_completion: Arc::default(),
+            owner_writes: Arc::default(),
         })
     }
 
@@ -166,6 +166,19 @@ impl Vault {
     /// connection.
     pub fn generation(&self) -> anyhow::Result<i64> {
         self.store.credentials_generation()
+    }
+
+    /// The lock held by a write that decides from what is stored, until it has written: a
+    /// connect flow from checking its session is pending until it is marked connected (a form
+    /// posted twice, or a cancel as the user submits, then stores nothing twice or into an
+    /// ended session); a cancel; a `replace` from finding the owner's connection until it is
+    /// updated or made (two at once make one connection). Within this process: gateways
+    /// sharing one database file can still race.
+    pub fn owner_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Nothing the lock guards can be left half done by a panic: the data is in the store.
+        self.owner_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The in-memory cache of keys and connections.

@@ -71,6 +71,18 @@ async fn the_callers_request_id_comes_back_and_finds_the_call() {
         let logs = setup.api(Method::GET, &path, None).await;
         assert_eq!(logs.body["total"], calls, "{connection}: {:?}", logs.body);
     }
+    // Empty (a variable that was): refused, not every connection's calls.
+    for empty in ["", ",", "%20"] {
+        let logs = setup
+            .api(Method::GET, &format!("/v1/logs?connectionKey={empty}"), None)
+            .await;
+        assert_eq!(
+            (logs.status, logs.code()),
+            (400, "bad_request"),
+            "{empty}: {:?}",
+            logs.body
+        );
+    }
     assert!(
         setup.gateway.output().contains(r#"request_id="app-7f3a/42""#),
         "the gateway's log lines of the call carry it (quoted: it is the caller's text)"

@@ -460,6 +460,8 @@ async fn bad_vault_input_is_rejected_naming_the_field() {
         // So is an empty identity (`?identity=${user}` with no user): not every tenant's rows.
         "identity=",
         "identityType=",
+        "key=",
+        "_id=,",
     ] {
         let answer = setup
             .api(Method::GET, &format!("/v1/vault/connections?{query}"), None)

@@ -430,13 +430,23 @@ async fn fail(
     page: Response,
 ) -> Response {
     let (id, recorded) = (session.id, reason.to_owned());
-    match app
-        .vault
-        .run(move |vault| vault.fail_connect_session(id, code, &recorded))
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => tracing::info!(session = %session.public_id, "the connect session had ended already"),
+    let (environment, public_id) = (session.environment, session.public_id.clone());
+    // `None` if it failed here, else how it had ended already.
+    let ended_before = move |vault: &Vault| -> anyhow::Result<Option<ConnectSession>> {
+        if vault.fail_connect_session(id, code, &recorded)? {
+            return Ok(None);
+        }
+        vault.connect_session(environment, &public_id)
+    };
+    match app.vault.run(ended_before).await {
+        Ok(None) => {}
+        Ok(Some(ended)) => {
+            // Connected, or cancelled, meanwhile: the user and the app hear how it did end.
+            tracing::info!(session = %session.public_id, "the connect session had ended already");
+            if let Some(page) = finished_page(&ended) {
+                return page;
+            }
+        }
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "could not record a failed connect session")
         }
@@ -604,7 +614,7 @@ fn save_connection(
     limit: Option<u32>,
 ) -> anyhow::Result<Saved> {
     let environment = session.environment;
-    let _one_at_a_time = vault.connect_completion();
+    let _one_at_a_time = vault.owner_writes();
     match vault.connect_session(environment, &session.public_id)? {
         Some(now) if now.status(crate::vault::now()) == SessionStatus::Pending => {}
         now => return Ok(Saved::SessionEnded(now.map(Box::new))),
@@ -648,7 +658,11 @@ fn save_connection(
             }
         }
     };
-    vault.complete_connect_session(session.id, &key)?;
+    if !vault.complete_connect_session(session.id, &key)? {
+        // Ended by another gateway on the same database since it was checked above.
+        let now = vault.connect_session(environment, &session.public_id)?;
+        return Ok(Saved::SessionEnded(now.map(Box::new)));
+    }
     Ok(Saved::Connected(key))
 }
 
@@ -766,6 +780,8 @@ mod tests {
 
         let (cancelled, _) = vault.create_connect_session(&yara_session())?;
         assert!(vault.fail_connect_session(cancelled.id, FailureCode::Cancelled, "cancelled")?);
+        // Marking it connected (as a flow that checked it before the cancel would) fails too.
+        assert!(!vault.complete_connect_session(cancelled.id, "test::github::yara::x")?);
         let saved = save_connection(&vault, &cancelled, &credential, &default, None)?;
         assert!(matches!(saved, Saved::SessionEnded(Some(_))));
         assert_eq!(count()?, 3);

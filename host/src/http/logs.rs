@@ -26,7 +26,7 @@ async fn list(
         environment: Some(key.environment.as_str().to_owned()),
         integrations: query.list("integration"),
         endpoints: query.list("endpoint"),
-        connection_keys: query.list("connectionKey"),
+        connection_keys: query.selector_list("connectionKey")?,
         outcome: outcome(&query)?,
         key_prefix: query.text("keyPrefix"),
         transaction_key: query.text("transactionKey"),

@@ -118,6 +118,19 @@ impl Query {
         }
     }
 
+    /// A comma-separated list choosing whose data a request touches: given but naming nothing
+    /// (`?connectionKey=${key}` with the variable empty) is refused, as [`Query::selector`]
+    /// refuses, rather than taken as no filter.
+    pub fn selector_list(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        let items = self.list(name);
+        if items.is_empty() && self.has(name) {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{name}` names nothing: give a value or leave it out"
+            )));
+        }
+        Ok(items)
+    }
+
     /// A comma-separated list.
     pub fn list(&self, name: &str) -> Vec<String> {
         self.0

@@ -71,7 +71,7 @@ async fn list(
     let query = query.only(super::openapi::params::CONNECTION_FILTERS)?;
     let page = query.pagination()?;
     let ids = query
-        .list("_id")
+        .selector_list("_id")?
         .iter()
         .map(|id| {
             crate::vault::connections::row_id(id).ok_or_else(|| {
@@ -91,7 +91,7 @@ async fn list(
         return Err(ApiError::ScopeNotAllowed(outside.clone()));
     }
     let filter = ConnectionFilter {
-        keys: query.list("key"),
+        keys: query.selector_list("key")?,
         platforms_in_scope: key.scope.integrations().map(<[String]>::to_vec),
         platforms,
         identity: query.selector("identity")?,
@@ -299,6 +299,7 @@ fn store_connection(
     limit: Option<u32>,
 ) -> anyhow::Result<Result<Stored, ApiError>> {
     let environment = new.environment.unwrap_or(Environment::Test);
+    let _one_at_a_time = vault.owner_writes();
     let existing = match replace {
         true => vault.owner_connections(&new.platform, environment, new.identity.as_deref())?,
         false => Vec::new(),

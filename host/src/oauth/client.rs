@@ -23,6 +23,10 @@ pub enum TokenError {
     /// The provider could not be reached, timed out or failed (5xx): worth retrying later.
     #[error("the token endpoint is unavailable: {0}")]
     Unavailable(String),
+    /// The gateway may not send to the token endpoint (not https, an address its policy does
+    /// not permit): the operator's configuration, which retrying does not change.
+    #[error("the token endpoint may not be used: {0}")]
+    NotPermitted(String),
     /// The provider answered 2xx with something that is not a token response.
     #[error("the token endpoint answered with a malformed token response: {0}")]
     Malformed(String),
@@ -122,17 +126,15 @@ impl TokenEndpoint {
         let url = client.token_url.clone();
         let plain_http_allowed = self.policy == AddressPolicy::AllowPrivate;
         if url.scheme() != "https" && !(url.scheme() == "http" && plain_http_allowed) {
-            return Err(TokenError::Unavailable(format!(
-                "the token endpoint must use https, not `{}`",
+            return Err(TokenError::NotPermitted(format!(
+                "it must use https, not `{}`",
                 url.scheme()
             )));
         }
         if let Some(ip) = egress::ip_literal(&url)
             && !self.policy.permits(ip)
         {
-            return Err(TokenError::Unavailable(
-                "the token endpoint's address is not permitted".into(),
-            ));
+            return Err(TokenError::NotPermitted("its address is not permitted".into()));
         }
         let mut headers = http::HeaderMap::new();
         headers.insert(
@@ -155,9 +157,8 @@ impl TokenEndpoint {
             UpstreamError::Timeout(_) => TokenError::Unavailable("no answer in time".into()),
             UpstreamError::TooLarge(_) => TokenError::Malformed("the response is too large".into()),
             UpstreamError::Unusable(reason) => TokenError::Malformed(reason),
-            UpstreamError::Denied(reason) | UpstreamError::Transport(reason) => {
-                TokenError::Unavailable(reason)
-            }
+            UpstreamError::Denied(reason) => TokenError::NotPermitted(reason),
+            UpstreamError::Transport(reason) => TokenError::Unavailable(reason),
         })?;
         parse_response(
             response.status,
@@ -291,7 +292,7 @@ mod tests {
         ] {
             let outcome = strict.refresh(&client(url), "rt").await;
             assert!(
-                matches!(&outcome, Err(TokenError::Unavailable(m)) if !m.contains("must not be reached")),
+                matches!(&outcome, Err(TokenError::NotPermitted(m)) if !m.contains("must not be reached")),
                 "{url}: {outcome:?}"
             );
         }

@@ -731,7 +731,7 @@ impl Store for SqliteStore {
         self.write(|tx| connect_sessions::take_oauth_state(tx, state_hash, now))
     }
 
-    fn complete_connect_session(&self, session_id: i64, connection_key: &str) -> anyhow::Result<()> {
+    fn complete_connect_session(&self, session_id: i64, connection_key: &str) -> anyhow::Result<bool> {
         self.write(|tx| connect_sessions::complete(tx, session_id, connection_key))
     }
 

@@ -301,19 +301,9 @@ impl Vault {
         }))
     }
 
-    /// The lock a connect flow holds from checking its session is still pending until the
-    /// session is marked connected: a form posted twice, or a cancel arriving as the user
-    /// submits, then cannot store a credential twice or into an ended session. (Within this
-    /// process; gateways sharing one database file can still race.)
-    pub fn connect_completion(&self) -> std::sync::MutexGuard<'_, ()> {
-        // Nothing the lock guards can be left half done by a panic: the data is in the store.
-        self.connect_completion
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Mark a session connected with the connection it produced.
-    pub fn complete_connect_session(&self, session_id: i64, connection_key: &str) -> anyhow::Result<()> {
+    /// Mark a pending session connected with the connection it produced. Whether it was
+    /// pending.
+    pub fn complete_connect_session(&self, session_id: i64, connection_key: &str) -> anyhow::Result<bool> {
         self.write(|store| store.complete_connect_session(session_id, connection_key))
     }
 

@@ -609,6 +609,39 @@ mod tests {
         Ok(())
     }
 
+    /// A secret given through a patch (the vault API, `connections add --replace`) replaces
+    /// an OAuth token set too: the old token's expiry goes with it, or the first call would try
+    /// to refresh a token that has no refresh token, and fail the connection.
+    #[test]
+    fn a_patched_secret_forgets_the_old_tokens_expiry() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        let oauth = NewConnection {
+            token_expires_at: Some(now() + 60),
+            ..new_connection("gmail", Environment::Test, Some("ann"))
+        };
+        let record = add(&vault, &oauth)?;
+        assert!(record.token_expires_at.is_some());
+        let renamed = ConnectionPatch {
+            name: Some("Ann's".into()),
+            ..ConnectionPatch::default()
+        };
+        let kept = vault.update_connection(Environment::Test, &record.key, &renamed)?;
+        assert_eq!(
+            kept.context("connection")?.token_expires_at,
+            record.token_expires_at
+        );
+        let new_secret = ConnectionPatch {
+            secret: Some("ya29.a_plain_token".into()),
+            ..ConnectionPatch::default()
+        };
+        let replaced = vault
+            .update_connection(Environment::Test, &record.key, &new_secret)?
+            .context("connection")?;
+        assert_eq!(replaced.token_expires_at, None);
+        assert_eq!(vault.credential(&replaced)?.secret(), "ya29.a_plain_token");
+        Ok(())
+    }
+
     #[test]
     fn selection_by_environment_identity_and_key() -> anyhow::Result<()> {
         let (_dir, vault) = vault()?;

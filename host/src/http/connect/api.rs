@@ -255,6 +255,9 @@ pub(super) async fn cancel_session(
     let row_id = session.id;
     app.vault
         .run(move |vault| {
+            // Not while a flow is storing its credential: the cancel comes before (nothing is
+            // stored) or after (the session is connected and stays so).
+            let _one_at_a_time = vault.owner_writes();
             vault.fail_connect_session(
                 row_id,
                 FailureCode::Cancelled,

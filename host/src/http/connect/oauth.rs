@@ -5,7 +5,9 @@
 use super::super::AppState;
 use super::form::page_token;
 use super::page;
-use super::{constant_time_eq, destination_origin, fail, finish, internal_page, pending_session};
+use super::{
+    ConnectSession, constant_time_eq, destination_origin, fail, finish, internal_page, pending_session,
+};
 use crate::oauth::client::TokenError;
 use crate::oauth::{OAuthClient, pkce};
 use crate::runtime::LoadedConnector;
@@ -208,17 +210,25 @@ pub(super) async fn oauth_callback(
         let state = state.clone();
         app.vault.run(move |vault| vault.take_oauth_state(&state)).await
     };
-    let mut response = match taken {
-        Ok(Some(attempt)) => complete_sign_in(&app, &headers, query, &state, attempt).await,
+    match taken {
+        Ok(Some(attempt)) => {
+            let mut response = complete_sign_in(&app, &headers, query, &state, attempt).await;
+            // The attempt is spent however it ended: the browser need not keep its cookie.
+            // (Only for a state the gateway made: it names the cookie.)
+            set_browser_cookie(&app, &mut response, &state, "", 0);
+            response
+        }
         Ok(None) => refused(
             "This sign-in was already completed, has expired, or is unknown. Open the connect link again.",
         ),
         // The state is not spent: the browser keeps its cookie, to load the callback again.
-        Err(error) => return internal_page(error),
-    };
-    // The attempt is spent however it ended: the browser need not keep its cookie.
-    set_browser_cookie(&app, &mut response, &state, "", 0);
-    response
+        Err(error) => internal_page(error),
+    }
+}
+
+/// Fail `session` for the gateway's sign-in setup (`reason`), telling the user `text`.
+async fn sign_in_not_set_up(app: &AppState, session: &ConnectSession, reason: &str, text: &str) -> Response {
+    fail(app, session, FailureCode::SignInNotSetUp, reason, refused(text)).await
 }
 
 /// Finish the sign-in `attempt` (its `state` taken from the store) the provider sent the
@@ -307,15 +317,8 @@ async fn complete_sign_in(
     let client = match resolve_client(app, &connector).await {
         Ok(Ok(client)) => client,
         Ok(Err(error)) => {
-            let page = refused("Sign-in is not set up on this gateway any more.");
-            return fail(
-                app,
-                &session,
-                FailureCode::SignInNotSetUp,
-                &error.to_string(),
-                page,
-            )
-            .await;
+            let page = "Sign-in is not set up on this gateway any more.";
+            return sign_in_not_set_up(app, &session, &error.to_string(), page).await;
         }
         Err(error) => return internal_page(error),
     };
@@ -336,6 +339,11 @@ async fn complete_sign_in(
                 &format!("{error}. Open the connect link again to retry."),
                 false,
             );
+        }
+        Err(error @ TokenError::NotPermitted(_)) => {
+            tracing::warn!(integration = %session.platform, %error, "authorization code exchange not possible");
+            let page = "Sign-in is not set up correctly on this gateway. Tell the application.";
+            return sign_in_not_set_up(app, &session, &error.to_string(), page).await;
         }
         Err(error) => {
             tracing::warn!(integration = %session.platform, %error, "authorization code exchange failed");

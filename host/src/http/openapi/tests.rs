@@ -189,8 +189,7 @@ impl Gateway {
         &self.operation(method, template)["requestBody"]["content"]["application/json"]["schema"]
     }
 
-    /// The documented success status and JSON reply schema of `method` `template`.
-    /// The documented success replies: status and schema.
+    /// The documented success replies of `method` `template`: status and JSON schema.
     fn successes(&self, method: &Method, template: &str) -> Vec<(u16, &Value)> {
         let responses = self.operation(method, template)["responses"]
             .as_object()

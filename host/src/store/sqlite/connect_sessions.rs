@@ -196,13 +196,15 @@ pub(super) fn take_oauth_state(
     }))
 }
 
-pub(super) fn complete(conn: &Connection, session_id: i64, connection_key: &str) -> anyhow::Result<()> {
-    conn.execute(
+/// Only a pending session completes (one cancelled meanwhile stays cancelled). Whether it
+/// completed here.
+pub(super) fn complete(conn: &Connection, session_id: i64, connection_key: &str) -> anyhow::Result<bool> {
+    let completed = conn.execute(
         "UPDATE connect_sessions SET status = 'connected', connection_key = ?2, error = NULL,
-            state_hash = NULL WHERE id = ?1",
+            error_code = NULL, state_hash = NULL WHERE id = ?1 AND status = 'pending'",
         rusqlite::params![session_id, connection_key],
     )?;
-    Ok(())
+    Ok(completed > 0)
 }
 
 /// Only a pending session fails: one a concurrent flow has just connected stays connected.

@@ -199,6 +199,7 @@ pub(super) fn update(conn: &Connection, id: i64, changes: &ConnectionChanges, at
             key_id = CASE WHEN ?8 IS NULL THEN key_id ELSE ?10 END,
             state = CASE WHEN ?8 IS NULL THEN state ELSE 'operational' END,
             consecutive_auth_failures = CASE WHEN ?8 IS NULL THEN consecutive_auth_failures ELSE 0 END,
+            token_expires_at = CASE WHEN ?8 IS NULL THEN token_expires_at ELSE NULL END,
             updated_at = ?11
          WHERE id = ?1",
         rusqlite::params![
