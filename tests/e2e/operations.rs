@@ -31,6 +31,39 @@ async fn readyz_fails_while_the_database_file_is_gone() {
     assert_eq!(send(setup.client.get(&ready)).await.status, 200);
 }
 
+/// A database file this user cannot write is refused at start, saying so, rather than served
+/// from until the first write fails. (Made read-only with `chattr +i`, as root may write any
+/// file; skipped where this machine cannot set the attribute.)
+#[test]
+fn a_database_the_gateway_cannot_write_stops_it_at_start() {
+    let data = tempfile::tempdir().expect("data");
+    let db = data.path().join("sluice.db");
+    drop(sluice::store::SqliteStore::open(&db).expect("a database"));
+    let immutable = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&db)
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !immutable("+i") {
+        eprintln!("skipped: `chattr +i` is not available here");
+        return;
+    }
+    let started = std::process::Command::new(crate::common::SLUICE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .arg("--plugins")
+        .arg(data.path())
+        .output();
+    // Writable again before anything is asserted, so that the directory can be removed.
+    assert!(immutable("-i"), "chattr -i");
+    let started = started.expect("sluice serve");
+    let said = String::from_utf8_lossy(&started.stderr);
+    assert!(!started.status.success(), "{said}");
+    assert!(said.contains("is read-only for this user"), "{said}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
     let setup = Setup::new().await;
