@@ -287,7 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // A second connection for the same owner would make every call that names no
             // connection ambiguous (refused): changing a token is a replacement.
             // Of any identity type: a call that names the identity alone would find them all.
-            let existing = vault.owner_connections(&integration, environment, identity.as_deref())?;
+            let existing = vault.owner_connections(&integration, environment, identity.as_deref(), None)?;
             let owner = identity
                 .as_deref()
                 .map_or("with no identity".to_owned(), |id| format!("for identity `{id}`"));

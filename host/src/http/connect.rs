@@ -37,9 +37,7 @@ use crate::runtime::manifest::AuthScheme;
 use crate::vault::Vault;
 use crate::vault::api_keys::Environment;
 use crate::vault::connect_sessions::{ConnectSession, FailureCode, NewSession, SessionStatus};
-use crate::vault::connections::{
-    ConnectionPatch, ConnectionRecord, ConnectionSelector, NewConnection, PlanLimitReached,
-};
+use crate::vault::connections::{ConnectionPatch, ConnectionRecord, NewConnection, PlanLimitReached};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -398,18 +396,12 @@ fn target_of(vault: &Vault, session: &ConnectSession) -> anyhow::Result<Target> 
             .filter(|c| c.platform == session.platform);
         return Ok(existing.map_or(Target::Removed, |record| Target::Existing(Box::new(record))));
     }
-    let selector = ConnectionSelector {
-        connection_key: None,
-        identity: session.identity.clone(),
-        identity_type: session.identity_type.clone(),
-    };
-    let found = vault.find_connections(&session.platform, environment, &selector)?;
-    // With no identity every connection is found; only the key owner's own (made without an
-    // identity) are the ones such calls use.
-    let mut owners: Vec<ConnectionRecord> = found
-        .into_iter()
-        .filter(|c| session.identity.is_some() || c.identity.is_none())
-        .collect();
+    let mut owners = vault.owner_connections(
+        &session.platform,
+        environment,
+        session.identity.as_deref(),
+        session.identity_type.as_deref(),
+    )?;
     Ok(match (owners.pop(), owners.is_empty()) {
         (Some(only), true) => Target::Existing(Box::new(only)),
         _ => Target::New,
@@ -761,12 +753,8 @@ mod tests {
             vault.add_connection(&new, None)??;
         }
         let count = || -> anyhow::Result<usize> {
-            let selector = ConnectionSelector {
-                identity: Some("yara".into()),
-                ..ConnectionSelector::default()
-            };
             Ok(vault
-                .find_connections("github", Environment::Test, &selector)?
+                .owner_connections("github", Environment::Test, Some("yara"), None)?
                 .len())
         };
         let first = save_connection(&vault, &session, &credential, &default, None)?;

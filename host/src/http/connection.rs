@@ -224,7 +224,7 @@ pub(super) async fn rejected(app: &AppState, record: &ConnectionRecord, failure:
 }
 
 /// Most candidate keys an ambiguous call's error names; the vault API lists them all.
-const CANDIDATES_NAMED: usize = 5;
+pub(super) const CANDIDATES_NAMED: usize = 5;
 
 /// The error for a call that several connections could serve, which `share` what the call
 /// named.

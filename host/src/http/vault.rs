@@ -301,7 +301,7 @@ fn store_connection(
     let environment = new.environment.unwrap_or(Environment::Test);
     let _one_at_a_time = vault.owner_writes();
     let existing = match replace {
-        true => vault.owner_connections(&new.platform, environment, new.identity.as_deref())?,
+        true => vault.owner_connections(&new.platform, environment, new.identity.as_deref(), None)?,
         false => Vec::new(),
     };
     let current = match existing.as_slice() {
@@ -319,7 +319,11 @@ fn store_connection(
                     several.len(),
                     new.platform
                 ),
-                candidates: several.iter().take(5).map(|c| c.key.clone()).collect(),
+                candidates: several
+                    .iter()
+                    .take(super::connection::CANDIDATES_NAMED)
+                    .map(|c| c.key.clone())
+                    .collect(),
             }));
         }
     };

@@ -313,18 +313,20 @@ impl Vault {
         self.store.find_connections(platform, environment, selector)
     }
 
-    /// The active connections of `platform` in `environment` that `identity` owns, of any
-    /// identity type; with no identity, the key owner's own (made without one), which calls
-    /// naming no identity use. More than one makes such calls ambiguous.
+    /// The active connections of `platform` in `environment` that `identity` owns (of
+    /// `identity_type`, or of any type); with no identity, the key owner's own (made without
+    /// one), which calls naming no identity use. More than one makes such calls ambiguous.
     pub fn owner_connections(
         &self,
         platform: &str,
         environment: Environment,
         identity: Option<&str>,
+        identity_type: Option<&str>,
     ) -> anyhow::Result<Vec<ConnectionRecord>> {
         let selector = ConnectionSelector {
+            connection_key: None,
             identity: identity.map(str::to_owned),
-            ..ConnectionSelector::default()
+            identity_type: identity_type.map(str::to_owned),
         };
         let mut found = self.find_connections(platform, environment, &selector)?;
         // Without an identity the selector matches every identity.
