@@ -16,7 +16,7 @@ use crate::runtime::{Runtime, RuntimeLimits, SPARE_MAX_IDLE};
 use crate::upstream::HttpUpstream;
 use crate::vault::api_keys::{Environment, KeyOptions, Revocation, Scope, join_ids, key_name};
 use crate::vault::checks;
-use crate::vault::connections::{ConnectionFilter, ConnectionPatch, NewConnection};
+use crate::vault::connections::{ConnectionFilter, ConnectionPatch, ConnectionRecord, NewConnection};
 use crate::vault::oauth_apps::NewOAuthApp;
 use crate::vault::{KeySource, Vault};
 use anyhow::Context;
@@ -288,14 +288,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // connection ambiguous (refused): changing a token is a replacement.
             // Of any identity type: a call that names the identity alone would find them all.
             let existing = vault.owner_connections(&integration, environment, identity.as_deref(), None)?;
+            // What --replace may replace: with --identity-type, only that type's (user 42 is
+            // not organization 42, as calls naming the type tell them apart).
+            let same_owner: Vec<&ConnectionRecord> = existing
+                .iter()
+                .filter(|c| identity_type.is_none() || c.identity_type == identity_type)
+                .collect();
             let owner = identity
                 .as_deref()
                 .map_or("with no identity".to_owned(), |id| format!("for identity `{id}`"));
-            match (existing.as_slice(), replace) {
-                ([], _) => {}
-                ([_], true) if identity_type.is_some() => {
-                    anyhow::bail!("--replace keeps the connection's identity type; leave out --identity-type")
-                }
+            match (same_owner.as_slice(), replace) {
+                (_, _) if existing.is_empty() => {}
+                ([], true) => eprintln!(
+                    "warning: {integration} has an active connection {owner} of another identity type in \
+                     {environment}: calls that name the identity without its type will now be refused as ambiguous"
+                ),
                 ([current], true) => {
                     let patch = ConnectionPatch {
                         secret: Some(secret),
@@ -317,12 +324,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                (several, false) => eprintln!(
+                (_, false) => eprintln!(
                     "warning: {integration} already has an active connection {owner} in {environment} ({}): \
                      calls that name no connection_key will now be refused as ambiguous. To change a \
                      token, run this with --replace instead (the key stays) and remove the new one; or \
                      give each owner its --identity",
-                    several
+                    existing
                         .iter()
                         .map(|c| c.key.as_str())
                         .collect::<Vec<_>>()

@@ -238,13 +238,14 @@ pub trait Store: Send + Sync + 'static {
     /// `failed`.
     fn record_auth_success(&self, id: i64, at: i64) -> anyhow::Result<bool>;
 
-    /// Replace connection `id`'s sealed secret and token expiry in one durable write, making it
-    /// operational with no auth failures.
+    /// Replace connection `id`'s sealed secret and token expiry (and its base URL, if one is
+    /// given) in one durable write, making it operational with no auth failures.
     fn replace_connection_secret(
         &self,
         id: i64,
         sealed: &Sealed,
         token_expires_at: Option<i64>,
+        base_url: Option<&Url>,
         at: i64,
     ) -> anyhow::Result<()>;
 

@@ -206,6 +206,30 @@ async fn connections_add_replace_changes_a_token_in_place() {
         "{}",
         String::from_utf8_lossy(&ambiguous.stderr)
     );
+
+    // With --identity-type, --replace looks only at that type: user nora is not team nora.
+    let stdout = |output: &std::process::Output| String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let user = add(
+        "ghp_nora_user_5",
+        &["--identity", "nora", "--identity-type", "user", "--replace"],
+    )
+    .await;
+    assert!(user.status.success(), "{}", String::from_utf8_lossy(&user.stderr));
+    let team = add(
+        "ghp_nora_team_6",
+        &["--identity", "nora", "--identity-type", "team", "--replace"],
+    )
+    .await;
+    assert!(team.status.success(), "{}", String::from_utf8_lossy(&team.stderr));
+    assert_ne!(stdout(&team), stdout(&user), "a connection of its own");
+    let warning = String::from_utf8_lossy(&team.stderr);
+    assert!(warning.contains("of another identity type"), "{warning}");
+    let user_again = add(
+        "ghp_nora_user_7",
+        &["--identity", "nora", "--identity-type", "user", "--replace"],
+    )
+    .await;
+    assert_eq!(stdout(&user_again), stdout(&user), "user nora's, not team nora's");
     setup.assert_secret_not_logged();
 }
 

@@ -1824,6 +1824,30 @@ async fn api_key_integrations_connect_through_a_csrf_protected_form() {
     )
     .await;
     assert_eq!((someone_else.status, someone_else.code()), (400, "bad_request"));
+    // An inactive connection is not reconnected (calls could not use it): it is activated first.
+    let set_active = |active: bool| {
+        send(
+            client
+                .patch(format!("{}/v1/vault/connections/{zoe}", gateway.url))
+                .bearer_auth(key)
+                .json(&json!({"active": active})),
+        )
+    };
+    assert_eq!(set_active(false).await.status, 200);
+    let inactive = send(
+        client
+            .post(format!("{}/v1/connect", gateway.url))
+            .bearer_auth(key)
+            .json(&json!({"integration": "github", "connectionKey": zoe})),
+    )
+    .await;
+    assert_eq!((inactive.status, inactive.code()), (400, "bad_request"));
+    let says = inactive.body["message"].as_str().unwrap_or_default();
+    assert!(
+        says.contains("inactive") && says.contains("\"active\": true"),
+        "{says}"
+    );
+    assert_eq!(set_active(true).await.status, 200);
     // So does a session for zoe's identity that names no base URL: it updates her connection.
     let for_zoe = setup
         .open(json!({"integration": "github", "identity": "zoe"}))

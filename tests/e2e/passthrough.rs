@@ -156,6 +156,34 @@ async fn passthrough_passes_bodies_and_statuses_and_scrubs_echoes() {
     );
 }
 
+/// Over HTTP/2 a body may come with neither `Content-Length` nor `Transfer-Encoding`: it is
+/// forwarded all the same (it used to be dropped, the upstream getting an empty POST).
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_forwards_an_http2_body_sent_without_a_length() {
+    let setup = Setup::new().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let chunks = ["{\"title\":", " \"sent over h2\"}"].map(Ok::<_, std::io::Error>);
+    let answer = h2
+        .post(format!(
+            "{}/v1/passthrough/repos/acme/webapp/issues",
+            setup.gateway.url
+        ))
+        .bearer_auth(&setup.key)
+        .header("x-sluice-connection-key", &setup.connection_key)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("passthrough");
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+    assert_eq!(answer.status(), 201);
+    let sent = setup.upstream_requests().pop().expect("sent");
+    assert_eq!(sent.json(), json!({"title": "sent over h2"}));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn passthrough_errors_are_typed() {
     let setup = Setup::new().await;
@@ -176,6 +204,7 @@ async fn passthrough_errors_are_typed() {
     for (bytes, expected) in [
         ("test::github::ünï::0".as_bytes(), (404, "not_found", "ünï")),
         (b"test::\xff::0".as_slice(), (400, "bad_request", "is not UTF-8")),
+        (b"".as_slice(), (400, "bad_request", "is empty")),
     ] {
         let answer = send(setup.client.get(&url).bearer_auth(&setup.key).header(
             "x-sluice-connection-key",

@@ -16,7 +16,7 @@ fn assert_no_secret(answer: &Answer, secret: &str) {
 
 /// `replace` stores a user's new secret in the connection the user has, instead of a second
 /// one that would make calls naming only the identity ambiguous; with none it creates one, and
-/// with several it names them rather than choose.
+/// with several it names them rather than choose. An `identityType` narrows the owner.
 #[tokio::test(flavor = "multi_thread")]
 async fn replace_stores_a_new_secret_in_the_owners_connection() {
     let setup = Setup::new().await;
@@ -54,16 +54,19 @@ async fn replace_stores_a_new_secret_in_the_owners_connection() {
     let sent = setup.upstream_requests().pop().expect("sent");
     assert_eq!(sent.header("authorization"), Some("Bearer ghp_ritaSecondSecret2"));
 
-    let retyped = store("ghp_ritaThirdSecret3", json!({"identityType": "team"})).await;
+    // Team rita is another owner (as execute and the connect flow see it): `replace` naming
+    // that type makes her a connection of her own and leaves user rita's as it was.
+    let team = store("ghp_ritaTeamSecret3", json!({"identityType": "team"})).await;
+    assert_eq!(team.status, 201, "{:?}", team.body);
+    assert_ne!(team.body["key"], first.body["key"]);
+    let user_again = store("ghp_ritaFourthSecret4", json!({"identityType": "user"})).await;
     assert_eq!(
-        (retyped.status, retyped.code()),
-        (400, "bad_request"),
+        (user_again.status, &user_again.body["key"]),
+        (200, &first.body["key"]),
         "{:?}",
-        retyped.body
+        user_again.body
     );
-    // Without `replace`, a second connection; then `replace` does not know which.
-    let another = store("ghp_ritaOtherSecret4", json!({"replace": false})).await;
-    assert_eq!(another.status, 201, "{:?}", another.body);
+    // Naming no type, `replace` finds both and does not choose.
     let ambiguous = store("ghp_ritaFifthSecret5", json!({})).await;
     assert_eq!(
         (ambiguous.status, ambiguous.code()),
@@ -712,4 +715,54 @@ async fn connection_state_follows_upstream_auth_failures() {
         .output_with_line(&["connection works again", &setup.connection_key])
         .await;
     setup.assert_secret_not_logged();
+}
+
+/// A basic-auth connection's secret is `user:password` however it is given: POST takes the two
+/// fields, and PATCH refuses a secret without the colon (which would fail every call upstream
+/// with a 401) as POST does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_basic_auth_secret_is_checked_alike_on_create_and_patch() {
+    use sluice_fixtures::{Gateway, guests};
+    let gateway = Gateway::start(
+        std::path::Path::new(crate::common::SLUICE),
+        &[guests::BASIC_AUTH],
+        Options::default(),
+    )
+    .await;
+    let key = gateway.create_key("test", "*").await;
+    let api = |method: Method, path: String, body: Value| {
+        let request = reqwest::Client::new()
+            .request(method, format!("{}{path}", gateway.url))
+            .bearer_auth(&key)
+            .json(&body);
+        crate::common::send(request)
+    };
+    let created = api(
+        Method::POST,
+        "/v1/vault/connections".into(),
+        json!({"platform": "versioned", "username": "ann", "password": "first-password"}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let path = format!(
+        "/v1/vault/connections/{}",
+        created.body["key"].as_str().expect("key")
+    );
+
+    let no_colon = api(Method::PATCH, path.clone(), json!({"secret": "second-password"})).await;
+    assert_eq!(
+        (no_colon.status, no_colon.code()),
+        (400, "bad_request"),
+        "{:?}",
+        no_colon.body
+    );
+    let says = no_colon.body["message"].as_str().unwrap_or_default();
+    assert!(
+        says.contains("basic auth") && says.contains("user:password"),
+        "{says}"
+    );
+    assert_no_secret(&no_colon, "second-password");
+
+    let with_colon = api(Method::PATCH, path, json!({"secret": "ann:third-password"})).await;
+    assert_eq!(with_colon.status, 200, "{:?}", with_colon.body);
 }

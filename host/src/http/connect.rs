@@ -37,7 +37,7 @@ use crate::runtime::manifest::AuthScheme;
 use crate::vault::Vault;
 use crate::vault::api_keys::Environment;
 use crate::vault::connect_sessions::{ConnectSession, FailureCode, NewSession, SessionStatus};
-use crate::vault::connections::{ConnectionPatch, ConnectionRecord, NewConnection, PlanLimitReached};
+use crate::vault::connections::{ConnectionRecord, NewConnection, PlanLimitReached};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -623,14 +623,7 @@ fn save_connection(
     let (secret, token_expires_at) = (&credential.secret, credential.token_expires_at);
     let key = match updated {
         Some(existing) => {
-            vault.store_secret(&existing, secret, token_expires_at)?;
-            if let Some(base_url) = &session.base_url {
-                let patch = ConnectionPatch {
-                    base_url: Some(Some(base_url.clone())),
-                    ..ConnectionPatch::default()
-                };
-                vault.update_connection(environment, &existing.public_id(), &patch)?;
-            }
+            vault.store_secret(&existing, secret, token_expires_at, session.base_url.as_ref())?;
             existing.key
         }
         None => {

@@ -92,7 +92,7 @@ async fn passthrough(
     let log = RequestLog::begin(&transaction, None, "passthrough");
     let mut row = PendingRow::new(&app, Route::Passthrough, log, started);
     let head = method == Method::HEAD;
-    let progress = Arc::new(BodyProgress::new(expects_body(&headers)));
+    let progress = Arc::new(BodyProgress::new(expects_body(&body)));
     // The call runs in a task of its own (see `detach`)…
     let (task_app, task_progress) = (app.clone(), progress.clone());
     // A row recording itself after a cut-off still says how much of the body came.
@@ -296,10 +296,10 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .and_then(|v| v.parse::<usize>().ok())
 }
 
-/// Whether the caller sends a body.
-fn expects_body(headers: &HeaderMap) -> bool {
-    declared_length(headers).is_some_and(|length| length > 0)
-        || headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+/// Whether the caller sends a body. Asked of the body, not of its headers: over HTTP/2 a body
+/// may come with neither `Content-Length` nor `Transfer-Encoding`.
+fn expects_body(body: &Body) -> bool {
+    !axum::body::HttpBody::is_end_stream(body)
 }
 
 /// Counts the caller's body as it streams upstream and cuts it off past `limit` bytes.
@@ -368,6 +368,12 @@ async fn run(
     let connection_key = std::str::from_utf8(connection_key.as_bytes())
         .map_err(|_| ApiError::BadRequest("the `x-sluice-connection-key` header is not UTF-8".into()))?
         .to_owned();
+    // As execute answers an empty `connection_key`: a client that sent an unset variable.
+    if connection_key.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "the `x-sluice-connection-key` header is empty: name a connection key".into(),
+        ));
+    }
     let environment = key.environment;
     let lookup = connection_key.clone();
     let record = app

@@ -301,7 +301,14 @@ fn store_connection(
     let environment = new.environment.unwrap_or(Environment::Test);
     let _one_at_a_time = vault.owner_writes();
     let existing = match replace {
-        true => vault.owner_connections(&new.platform, environment, new.identity.as_deref(), None)?,
+        // With an `identityType` the owner is the identity of that type: user 42 is not
+        // organization 42, as execute and the connect flow tell them apart.
+        true => vault.owner_connections(
+            &new.platform,
+            environment,
+            new.identity.as_deref(),
+            new.identity_type.as_deref(),
+        )?,
         false => Vec::new(),
     };
     let current = match existing.as_slice() {
@@ -327,12 +334,6 @@ fn store_connection(
             }));
         }
     };
-    if new.identity_type.is_some() && new.identity_type != current.identity_type {
-        return Ok(Err(ApiError::BadRequest(format!(
-            "`replace` keeps the connection's `identityType` ({}): leave it out",
-            current.identity_type.as_deref().unwrap_or("none")
-        ))));
-    }
     let patch = ConnectionPatch {
         secret: Some(new.secret.clone()),
         base_url: new.base_url.clone().map(Some),
@@ -403,7 +404,15 @@ async fn update(
         check_tags(tags)?;
     }
     if let Some(secret) = &body.secret {
-        checks::check_secret("`secret`", secret).map_err(ApiError::BadRequest)?;
+        // Checked as POST checks it (`user:password` for basic auth) where the connector is
+        // loaded; a connection whose connector is gone takes any well-formed secret.
+        match app.registry.get(&record.platform) {
+            Some(connector) => {
+                checks::check_secret_for(&record.platform, &connector.manifest.auth, "`secret`", secret)
+            }
+            None => checks::check_secret("`secret`", secret),
+        }
+        .map_err(ApiError::BadRequest)?;
     }
     let base_url = match body.base_url {
         None => None,

@@ -591,9 +591,10 @@ impl Store for SqliteStore {
         id: i64,
         sealed: &Sealed,
         token_expires_at: Option<i64>,
+        base_url: Option<&url::Url>,
         at: i64,
     ) -> anyhow::Result<()> {
-        self.write(|tx| connections::replace_secret(tx, id, sealed, token_expires_at, at))
+        self.write(|tx| connections::replace_secret(tx, id, sealed, token_expires_at, base_url, at))
     }
 
     fn fail_connection_with_secret(
@@ -1066,7 +1067,7 @@ mod tests {
         };
         vault.update_connection(Environment::Test, &patched.key, &patch)?;
         let reconnected = connect("ghp_before_reconnect")??;
-        vault.store_secret(&reconnected, "ghp_reconnected_plaintext", None)?;
+        vault.store_secret(&reconnected, "ghp_reconnected_plaintext", None, None)?;
         let app = vault.put_oauth_app(&NewOAuthApp {
             platform: "gmail".into(),
             client_id: "client-id-in-the-clear".into(),

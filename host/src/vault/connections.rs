@@ -442,19 +442,23 @@ impl Vault {
     /// `synchronous=FULL`), making it operational again; a rotated refresh token is on disk
     /// before anyone uses the new access token.
     pub fn store_tokens(&self, record: &ConnectionRecord, tokens: &TokenSet) -> anyhow::Result<()> {
-        self.store_secret(record, &tokens.to_secret(), tokens.expires_at)
+        self.store_secret(record, &tokens.to_secret(), tokens.expires_at, None)
     }
 
-    /// Replace a connection's secret (and token expiry) in one durable write, making it
-    /// operational again: what a reconnect does.
+    /// Replace a connection's secret (and token expiry, and its base URL when one is given) in
+    /// one durable write, making it operational again: what a reconnect does. One write, so
+    /// that no call sends the new secret to the old base URL.
     pub fn store_secret(
         &self,
         record: &ConnectionRecord,
         secret: &str,
         token_expires_at: Option<i64>,
+        base_url: Option<&Url>,
     ) -> anyhow::Result<()> {
         let sealed = self.seal(secret.as_bytes(), &secret_context(&record.key))?;
-        self.write(|store| store.replace_connection_secret(record.id, &sealed, token_expires_at, now()))
+        self.write(|store| {
+            store.replace_connection_secret(record.id, &sealed, token_expires_at, base_url, now())
+        })
     }
 
     /// Mark a connection `failed`: its credential no longer works and the user must reconnect.
@@ -641,6 +645,37 @@ mod tests {
             .context("connection")?;
         assert_eq!(replaced.token_expires_at, None);
         assert_eq!(vault.credential(&replaced)?.secret(), "ya29.a_plain_token");
+        Ok(())
+    }
+
+    /// A reconnect to another base URL moves the secret and the URL in one write; one without
+    /// a URL keeps the connection's.
+    #[test]
+    fn a_reconnect_stores_its_base_url_with_the_secret() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        let old_origin = Url::parse("https://ghe.old.example/api/v3")?;
+        let record = add(
+            &vault,
+            &NewConnection {
+                base_url: Some(old_origin.clone()),
+                ..new_connection("github", Environment::Test, Some("ann"))
+            },
+        )?;
+        let reread = |vault: &Vault| -> anyhow::Result<ConnectionRecord> {
+            vault
+                .get_connection(Environment::Test, &record.key)?
+                .context("connection")
+        };
+        vault.store_secret(&record, "ghp_same_origin_1", None, None)?;
+        let kept = reread(&vault)?;
+        assert_eq!(kept.base_url.as_ref(), Some(&old_origin));
+        assert_eq!(vault.credential(&kept)?.secret(), "ghp_same_origin_1");
+
+        let new_origin = Url::parse("https://ghe.new.example/api/v3")?;
+        vault.store_secret(&record, "ghp_new_origin_2", None, Some(&new_origin))?;
+        let moved = reread(&vault)?;
+        assert_eq!(moved.base_url.as_ref(), Some(&new_origin));
+        assert_eq!(vault.credential(&moved)?.secret(), "ghp_new_origin_2");
         Ok(())
     }
 

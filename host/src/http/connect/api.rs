@@ -140,6 +140,15 @@ pub(super) async fn create_session(
                     body.connection_key.as_deref().unwrap_or_default()
                 ))
             })?;
+        // Calls cannot use an inactive connection, however it is reconnected: the flow would
+        // report it connected, and the calls that follow would ask for a connection again.
+        if !existing.active {
+            return Err(ApiError::BadRequest(format!(
+                "`connectionKey`: connection `{}` is inactive; activate it first (PATCH \
+                 /v1/vault/connections/{{key}} with {{\"active\": true}})",
+                existing.key
+            )));
+        }
         // A reconnect is for the connection's own identity; another would be misreported.
         if identity.is_some() && identity != existing.identity {
             return Err(ApiError::BadRequest(format!(

@@ -140,16 +140,9 @@ pub(super) async fn submit_credentials(
             false,
         );
     }
-    let value = |name: &str| form.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let secret = match auth {
-        AuthScheme::Basic => match (value("username"), value("password")) {
-            (Some(user), Some(password)) if !user.contains(':') => format!("{user}:{password}"),
-            _ => return form_error(&connector, "Enter a username (without `:`) and a password."),
-        },
-        _ => match value("secret") {
-            Some(secret) => secret.to_owned(),
-            None => return form_error(&connector, "Enter the API key."),
-        },
+    let secret = match secret_from(auth, &form) {
+        Ok(secret) => secret,
+        Err(missing) => return form_error(&connector, missing),
     };
     if secret.len() > MAX_FORM_SECRET || secret.chars().any(char::is_control) {
         return form_error(
@@ -173,6 +166,23 @@ pub(super) async fn submit_credentials(
     finish(&app, &connector, session, credential).await
 }
 
+/// The credential the form holds for `auth`, or what is missing. An API key and a user name are
+/// trimmed (a copied key often brings a space along), a password is taken as typed: spaces at
+/// its ends may be part of it.
+fn secret_from(auth: &AuthScheme, form: &HashMap<String, String>) -> Result<String, &'static str> {
+    let trimmed = |name: &str| form.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    match auth {
+        AuthScheme::Basic => {
+            let password = form.get("password").filter(|v| !v.is_empty());
+            match (trimmed("username"), password) {
+                (Some(user), Some(password)) if !user.contains(':') => Ok(format!("{user}:{password}")),
+                _ => Err("Enter a username (without `:`) and a password."),
+            }
+        }
+        _ => trimmed("secret").map(str::to_owned).ok_or("Enter the API key."),
+    }
+}
+
 fn form_error(connector: &LoadedConnector, text: &str) -> Response {
     page::message(
         StatusCode::BAD_REQUEST,
@@ -185,6 +195,31 @@ fn form_error(connector: &LoadedConnector, text: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_is_kept_as_typed_and_a_key_trimmed() {
+        let form = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let basic = form(&[("username", " ann "), ("password", " two words ")]);
+        assert_eq!(
+            secret_from(&AuthScheme::Basic, &basic).as_deref(),
+            Ok("ann: two words ")
+        );
+        let no_password = form(&[("username", "ann"), ("password", "")]);
+        assert!(secret_from(&AuthScheme::Basic, &no_password).is_err());
+        let colon_user = form(&[("username", "a:n"), ("password", "secret")]);
+        assert!(secret_from(&AuthScheme::Basic, &colon_user).is_err());
+        let key = form(&[("secret", "  ghp_copied_with_spaces \n")]);
+        assert_eq!(
+            secret_from(&AuthScheme::Bearer, &key).as_deref(),
+            Ok("ghp_copied_with_spaces")
+        );
+        assert!(secret_from(&AuthScheme::Bearer, &form(&[("secret", "   ")])).is_err());
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

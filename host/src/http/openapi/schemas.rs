@@ -217,7 +217,7 @@ fn connection_create() -> Value {
             "description": text("Description"),
             "tags": tags(),
             "baseUrl": base_url("Where the connector's calls go instead of the integration's own origin (https, and where the operator's policy allows)"),
-            "replace": {"type": "boolean", "description": "If the owner (`identity`, or the key owner without one) has an active connection of this integration, store the secret in it (and `baseUrl`, `name`, `description`, `tags` where given) instead of making a second one: `200` with it; several are a 400 `ambiguous_connection`"}
+            "replace": {"type": "boolean", "description": "If the owner (`identity` of `identityType` when given, of any type otherwise; or the key owner without an identity) has an active connection of this integration, store the secret in it (and `baseUrl`, `name`, `description`, `tags` where given) instead of making a second one: `200` with it; several are a 400 `ambiguous_connection`"}
         }),
     );
     body["anyOf"] = json!([

@@ -279,11 +279,13 @@ pub(super) fn replace_secret(
     id: i64,
     sealed: &Sealed,
     token_expires_at: Option<i64>,
+    base_url: Option<&Url>,
     at: i64,
 ) -> anyhow::Result<()> {
     conn.execute(
         "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4,
-            token_expires_at = ?5, state = 'operational', consecutive_auth_failures = 0, updated_at = ?6
+            token_expires_at = ?5, state = 'operational', consecutive_auth_failures = 0, updated_at = ?6,
+            base_url = COALESCE(?7, base_url)
          WHERE id = ?1",
         rusqlite::params![
             id,
@@ -291,7 +293,8 @@ pub(super) fn replace_secret(
             sealed.ciphertext,
             sealed.key_id,
             token_expires_at,
-            at
+            at,
+            base_url.map(Url::as_str)
         ],
     )?;
     Ok(())

@@ -1,6 +1,7 @@
 //! One connector, two builds: v1 and v2 (feature `v2`), which also asks for one more outbound
 //! host. (Feature `describe-panics` breaks it, `describe-loops` makes it never answer; `plain-http`
-//! makes it a bearer-token connector whose upstream is plain http.) Its `version` endpoint answers with the version without any upstream call.
+//! makes it a bearer-token connector whose upstream is plain http, `basic-auth` one that takes a user
+//! name and password.) Its `version` endpoint answers with the version without any upstream call.
 
 use sluice_sdk::{Auth, Connector, Endpoint, Error, Manifest, Output, Params, export_connector, json};
 
@@ -22,6 +23,8 @@ impl Connector for Versioned {
             .endpoint(Endpoint::new("version", "GET", "/version"));
         let manifest = if cfg!(feature = "plain-http") {
             manifest.base_url("http://api.versioned.test").auth(Auth::Bearer)
+        } else if cfg!(feature = "basic-auth") {
+            manifest.base_url("https://api.versioned.test").auth(Auth::Basic)
         } else {
             manifest.base_url("https://api.versioned.test").auth(Auth::None)
         };
