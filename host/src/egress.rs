@@ -216,11 +216,10 @@ impl AddressPolicy {
 pub enum AddressClass {
     /// Globally routable unicast.
     Public,
-    /// Loopback, RFC 1918, unique-local, CGNAT, link-local (but not metadata): reachable
-    /// only with the operator's opt-in.
+    /// Loopback, RFC 1918, unique-local, CGNAT: reachable only with the operator's opt-in.
     Private,
     /// Never dialled: unspecified, broadcast, multicast, documentation and reserved ranges,
-    /// and the cloud metadata addresses.
+    /// link-local ranges and the cloud metadata addresses.
     Forbidden,
 }
 
@@ -237,13 +236,11 @@ pub fn classify(ip: IpAddr) -> AddressClass {
 
 fn classify_v4(ip: Ipv4Addr) -> AddressClass {
     let [a, b, c, _] = ip.octets();
-    if ip == Ipv4Addr::new(169, 254, 169, 254)
-        || ip == Ipv4Addr::new(169, 254, 170, 2)
-        || ip == Ipv4Addr::new(100, 100, 100, 200)
-        || ip == Ipv4Addr::new(169, 254, 0, 23)
+    // Link-local 169.254.0.0/16 is where clouds put their metadata and credential services
+    // (AWS, GCP, Azure and OpenStack metadata, ECS task roles, EKS pod identity, Tencent), and
+    // no API lives there; so are Alibaba Cloud's metadata and Azure's WireServer.
+    if ip.is_link_local() || ip == Ipv4Addr::new(100, 100, 100, 200) || ip == Ipv4Addr::new(168, 63, 129, 16)
     {
-        // Cloud metadata (AWS, GCP, Azure, OpenStack; ECS task metadata; Alibaba Cloud;
-        // Tencent Cloud): credentials live there.
         return AddressClass::Forbidden;
     }
     if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || a == 0 || a >= 240 {
@@ -259,7 +256,7 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
         return AddressClass::Forbidden;
     }
     let cgnat = a == 100 && (64..128).contains(&b);
-    if ip.is_loopback() || ip.is_private() || ip.is_link_local() || cgnat {
+    if ip.is_loopback() || ip.is_private() || cgnat {
         return AddressClass::Private;
     }
     AddressClass::Public
@@ -270,8 +267,10 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     if ip.is_unspecified() || ip.is_multicast() {
         return AddressClass::Forbidden;
     }
-    // AWS's IPv6 metadata endpoint fd00:ec2::254.
-    if ip == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x254) {
+    // AWS's IPv6 metadata and credential endpoints (fd00:ec2::/32: metadata at ::254, EKS pod
+    // identity at ::23), and link-local fe80::/10 as 169.254.0.0/16 is for IPv4.
+    let link_local = (first & 0xffc0) == 0xfe80;
+    if (first, ip.segments()[1]) == (0xfd00, 0x0ec2) || link_local {
         return AddressClass::Forbidden;
     }
     // Documentation 2001:db8::/32, discard 100::/64, and other reserved space outside 2000::/3.
@@ -279,8 +278,7 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         return AddressClass::Forbidden;
     }
     let unique_local = (first & 0xfe00) == 0xfc00;
-    let link_local = (first & 0xffc0) == 0xfe80;
-    if ip.is_loopback() || unique_local || link_local {
+    if ip.is_loopback() || unique_local {
         return AddressClass::Private;
     }
     if (first & 0xe000) != 0x2000 {
@@ -451,10 +449,15 @@ mod tests {
             ("172.31.255.255", AddressClass::Private),
             ("192.168.1.1", AddressClass::Private),
             ("100.64.0.1", AddressClass::Private),
-            ("169.254.1.1", AddressClass::Private),
+            ("169.254.1.1", AddressClass::Forbidden),
+            ("169.254.170.23", AddressClass::Forbidden),
+            ("168.63.129.16", AddressClass::Forbidden),
+            ("fd00:ec2::23", AddressClass::Forbidden),
+            ("fd00:ec3::1", AddressClass::Private),
             ("::1", AddressClass::Private),
             ("fd12::1", AddressClass::Private),
-            ("fe80::1", AddressClass::Private),
+            ("fe80::1", AddressClass::Forbidden),
+            ("::ffff:169.254.170.23", AddressClass::Forbidden),
             ("::ffff:127.0.0.1", AddressClass::Private),
             ("::ffff:10.0.0.1", AddressClass::Private),
             ("::127.0.0.1", AddressClass::Private),

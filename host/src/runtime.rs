@@ -53,6 +53,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 /// hundreds of MB of host memory); connectors use a handful.
 const MAX_HANDLES_PER_INSTANCE: usize = 4096;
 
+/// Most random bytes one WASI call may ask for (seeding a hash map or a UUID takes 16 to 32).
+const MAX_RANDOM_BYTES_PER_CALL: u64 = 64 << 10;
+
 /// How often the epoch advances: how often a guest that keeps computing gives its thread back
 /// and has its deadline checked.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -928,6 +931,9 @@ fn new_store(engine: &Engine, call: capability::CallState, limits: &RuntimeLimit
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
+        // The host allocates and fills what a guest asks for in one call, outside its memory
+        // cap and without yielding: wasmtime's 64 MiB default is far more than seeding needs.
+        .max_random_size(MAX_RANDOM_BYTES_PER_CALL)
         .build();
     let state = GuestState {
         wasi,

@@ -142,6 +142,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
 const DEFAULT_ACCEPT: &str = "*/*";
 
+/// Longest upstream host (and port) written to the log: a DNS name has at most 253 bytes.
+const LOGGED_AUTHORITY_BYTES: usize = 260;
+
 impl HttpUpstream {
     /// A transport whose DNS answers are filtered through `policy`, trusting the Web PKI roots.
     pub fn new(policy: AddressPolicy) -> anyhow::Result<Self> {
@@ -429,8 +432,16 @@ fn classify(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(": ");
-    let upstream = upstream.as_ref().map_or("", http::uri::Authority::as_str);
-    tracing::warn!(upstream, %cause, "upstream exchange failed");
+    // Bounded: a connector may make up a host name of kilobytes (one failing DNS at once).
+    let upstream = crate::error::cut_to(
+        upstream
+            .as_ref()
+            .map_or("", http::uri::Authority::as_str)
+            .to_owned(),
+        LOGGED_AUTHORITY_BYTES,
+    );
+    let cause = crate::error::cut_to(cause, LOGGED_AUTHORITY_BYTES * 2);
+    tracing::warn!(%upstream, %cause, "upstream exchange failed");
     if error.is_connect() {
         return UpstreamError::Transport("could not connect to the upstream".into());
     }

@@ -708,6 +708,22 @@ async fn wasi_grants_nothing_to_snoop_on() {
     assert!(!seen.to_string().contains(SECRET));
 }
 
+/// WASI random bytes come in small amounts: a guest asking for megabytes at once (which the host
+/// would allocate and fill outside the guest's memory cap, without yielding) traps.
+#[tokio::test(flavor = "multi_thread")]
+async fn wasi_random_bytes_are_capped() {
+    let setup = Setup::new().await;
+    let small = attack_while_serving(&setup, "random_bytes", json!({"count": 32})).await;
+    assert_eq!(small.body["data"], json!({"bytes": 32}), "{:?}", small.body);
+    let huge = attack_while_serving(&setup, "random_bytes", json!({"count": 32 << 20})).await;
+    assert_eq!(
+        (huge.status, huge.code()),
+        (502, "connector_trap"),
+        "{:?}",
+        huge.body
+    );
+}
+
 /// Every request gets a fresh instance: nothing an earlier request wrote into the connector's
 /// memory (a global counter, a page of scratch memory) is there for the next one, whether the
 /// pool slot is reused one after another or many run at once.

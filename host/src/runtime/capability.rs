@@ -125,6 +125,42 @@ pub(crate) fn is_forbidden_header(name: &HeaderName) -> bool {
         || name.starts_with("x-forwarded-")
 }
 
+/// Remove every `param` pair from `url`'s query, leaving the others as they were.
+fn remove_query_param(url: &mut Url, param: &str) {
+    if !url.query_pairs().any(|(name, _)| name == param) {
+        return;
+    }
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| name != param)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
+}
+
+/// `raw` as one of the methods a connector may use (those an endpoint may declare), in any case.
+/// Not any token: `TRACE` and its kin echo the request back, `CONNECT` opens a tunnel, and a
+/// method is bounded by no other size check.
+fn upstream_method(raw: &str) -> Result<Method, HttpError> {
+    crate::runtime::manifest::HTTP_METHODS
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(raw))
+        .and_then(|known| Method::from_bytes(known.as_bytes()).ok())
+        .ok_or_else(|| {
+            let shown: String = raw.chars().take(16).collect();
+            let cut = if shown.len() < raw.len() { "…" } else { "" };
+            invalid(format!(
+                "method `{}{cut}` is not one of {}",
+                shown.escape_debug(),
+                crate::runtime::manifest::HTTP_METHODS.join(", ")
+            ))
+        })
+}
+
 fn invalid(message: impl Into<String>) -> HttpError {
     HttpError::Invalid(message.into())
 }
@@ -251,11 +287,7 @@ impl CallState {
                 limits.max_request_body
             )));
         }
-        let method = Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| invalid(format!("`{}` is not an HTTP method", request.method)))?;
-        if method == Method::CONNECT || method == Method::TRACE {
-            return Err(denied(format!("method {method} is not allowed")));
-        }
+        let method = upstream_method(&request.method)?;
 
         let url = self.resolve_url(&request.url)?;
         self.check_destination(&url)?;
@@ -389,8 +421,13 @@ impl CallState {
                 )));
             }
             hops += 1;
-            let next = next?;
+            let mut next = next?;
             self.check_destination(&next)?;
+            // A location that kept the query the credential went in must not carry it to
+            // another origin (on its own it is added again by `finalize`).
+            if let Some(param) = self.credential_query_param() {
+                remove_query_param(&mut next, param);
+            }
             // As browsers do: 303, and 301/302 after a POST, continue as a body-less GET.
             if response.status == 303
                 || (matches!(response.status, 301 | 302) && prepared.method == Method::POST)
@@ -521,15 +558,8 @@ impl CallState {
             }
             AuthScheme::Query(param) => {
                 // Drop any guest-supplied value first so the credential cannot be shadowed.
-                let kept: Vec<(String, String)> = url
-                    .query_pairs()
-                    .filter(|(k, _)| k != param.as_str())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect();
-                url.query_pairs_mut()
-                    .clear()
-                    .extend_pairs(kept)
-                    .append_pair(param, secret);
+                remove_query_param(url, param);
+                url.query_pairs_mut().append_pair(param, secret);
             }
         }
         Ok(true)
@@ -571,6 +601,9 @@ const MAX_REDIRECTS: usize = 5;
 
 /// Refused upstream requests of one call that are written to the gateway's log.
 const LOGGED_REFUSALS_PER_CALL: u32 = 3;
+
+/// Longest refusal written to the log.
+const LOGGED_REFUSAL_BYTES: usize = 512;
 
 /// A validated guest request without the credential.
 #[derive(Debug, Clone)]
@@ -635,8 +668,10 @@ impl wit_http::Host for GuestState {
                     }
                     // The first refusals of a call say what was refused; a connector that
                     // keeps trying adds no more lines (the metric still counts them).
+                    // Cut: a refusal may quote a URL of many kilobytes.
                     if call.denials <= LOGGED_REFUSALS_PER_CALL {
-                        tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, ?error, "upstream request refused");
+                        let error = crate::error::cut_to(format!("{error:?}"), LOGGED_REFUSAL_BYTES);
+                        tracing::warn!(connector = %call.connector_id, tx = %call.context.transaction_key, %error, "upstream request refused");
                     }
                 }
                 return Ok(Err(error));
@@ -947,6 +982,11 @@ pub(crate) mod tests {
         ) -> futures::future::BoxFuture<'_, Result<crate::upstream::UpstreamResponse, UpstreamError>>
         {
             let to_api = request.url.host_str() == Some("api.example.com");
+            // The location keeps the request's query, as some APIs' redirects do.
+            let location = match request.url.query() {
+                Some(query) => format!("https://uploads.example.com/file?a=1&{query}"),
+                None => "https://uploads.example.com/file?a=1".to_owned(),
+            };
             self.sent
                 .lock()
                 .expect("sent")
@@ -955,7 +995,7 @@ pub(crate) mod tests {
             if to_api {
                 headers.insert(
                     http::header::LOCATION,
-                    HeaderValue::from_static("https://uploads.example.com/file?a=1"),
+                    HeaderValue::from_str(&location).expect("location"),
                 );
             }
             let status = if to_api { 302 } else { 200 };
@@ -1287,9 +1327,19 @@ pub(crate) mod tests {
         for (url, headers) in cases {
             assert!(call.prepare(request(url, headers)).is_err(), "{url} {headers:?}");
         }
-        let mut connect = request("/x", &[]);
-        connect.method = "CONNECT".into();
-        assert!(call.prepare(connect).is_err());
+        for method in ["CONNECT", "TRACE", "trace", "TRACK", "", &"X".repeat(1 << 20)] {
+            let mut odd = request("/x", &[]);
+            odd.method = method.to_owned();
+            let refused = call.prepare(odd);
+            assert!(
+                matches!(&refused, Err(HttpError::Invalid(why)) if why.len() < 200),
+                "{:?}",
+                refused.map(|_| ())
+            );
+        }
+        let mut lower = request("/x", &[]);
+        lower.method = "post".into();
+        assert_eq!(call.prepare(lower).expect("prepared").method, Method::POST);
     }
 
     #[test]

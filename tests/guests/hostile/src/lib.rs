@@ -101,6 +101,7 @@ impl Connector for Hostile {
             "many_calls",
             "huge_url",
             "snoop",
+            "random_bytes",
             "huge_body",
             "big_answer",
             "odd_status",
@@ -250,6 +251,12 @@ impl Connector for Hostile {
                         "stdin": stdin.len(), "stdin_read": format!("{stdin_read:?}"), "socket": format!("{socket:?}"),
                     }),
                 )
+            }
+            "random_bytes" => {
+                // Asks the host for `count` random bytes at once, which the host allocates.
+                let p: Count = params.parse()?;
+                let bytes = wasip2::random::random::get_random_bytes(u64::from(p.count));
+                Output::json(200, &json!({"bytes": bytes.len()}))
             }
             "remember" => {
                 let p: Remember = params.parse()?;
