@@ -557,6 +557,7 @@ impl From<InvokeError> for ApiError {
             // Callers that can offer a reconnect link map this themselves.
             InvokeError::CredentialRejected { failure, .. } => Self::TokenRefreshFailed(failure.message),
             InvokeError::BaseUrlNotAllowed(reason) => Self::EgressDenied(reason),
+            InvokeError::SentTheCredential => Self::EgressDenied(error.to_string()),
         }
     }
 }

@@ -389,6 +389,10 @@ pub enum InvokeError {
     /// The connector's answer (or what it handed the host at once) was over this many bytes.
     #[error("the connector's answer is larger than {} MiB", .0 >> 20)]
     TooLarge(usize),
+    /// The connector put the connection's credential into an upstream request (guessed, as it
+    /// never has it), and the call was stopped.
+    #[error("the connector put the connection's credential into an upstream request; the call was stopped")]
+    SentTheCredential,
     /// The connector asked for more upstream requests than a call may make, this many, and
     /// failed.
     #[error("the connector needed more than {0} upstream requests")]
@@ -871,6 +875,10 @@ fn invoked(
             failure: failure.clone(),
             upstream_acted: state.call.upstream_acted(),
         });
+    }
+    // Whatever the connector made of the refusal: an answer would tell which guess was right.
+    if state.call.sent_the_credential() {
+        return Err(InvokeError::SentTheCredential);
     }
     match outcome {
         Err(_) => Err(InvokeError::Timeout(state.call.limits().invocation_timeout)),

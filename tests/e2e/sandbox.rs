@@ -683,6 +683,48 @@ async fn every_spelling_of_loopback_is_refused_without_opt_in() {
     );
 }
 
+/// A connector never has the credential, so one that sends it guessed it, and with answers
+/// scrubbed an upstream echoing its guesses would tell it which was right: such a request is
+/// refused and the call stopped (`egress_denied`), whatever the connector makes of it, in the
+/// body, a header or the URL alike. Wrong guesses go out as sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connector_that_guesses_the_credential_is_stopped() {
+    let setup = Setup::new().await;
+    let upload = |extra: Value| {
+        let mut params = json!({"method": "PUT", "url": "/upload", "body": "guess-1 guess-2"});
+        for (name, value) in extra.as_object().expect("fields") {
+            params[name] = value.clone();
+        }
+        setup.execute("hostile", "call", json!({ "params": params }))
+    };
+    let wrong = upload(json!({})).await;
+    assert_eq!(wrong.body["status"], 200, "{:?}", wrong.body);
+    assert_eq!(setup.upstream_requests().len(), 1);
+
+    let with_secret = format!("guess-1 {SECRET} guess-2");
+    for guessed in [
+        json!({"body": with_secret}),
+        json!({"headers": [["x-guess", with_secret]]}),
+        json!({"url": format!("/upload?q={SECRET}")}),
+    ] {
+        let answer = upload(guessed.clone()).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (403, "egress_denied"),
+            "{guessed}: {:?}",
+            answer.body
+        );
+        let says = answer.body["message"].as_str().unwrap_or_default();
+        assert!(says.contains("credential"), "{says}");
+        assert!(!answer.body.to_string().contains(SECRET));
+    }
+    assert_eq!(
+        setup.upstream_requests().len(),
+        1,
+        "no guess holding the secret was sent"
+    );
+}
+
 /// The WASI surface grants nothing: no environment, arguments, files, stdin or sockets.
 #[tokio::test(flavor = "multi_thread")]
 async fn wasi_grants_nothing_to_snoop_on() {

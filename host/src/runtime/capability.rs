@@ -55,6 +55,9 @@ pub(crate) struct CallState {
     last_answer: Option<AnswerHeaders>,
     /// Whether a request reached the upstream and was not refused for its credential.
     upstream_acted: bool,
+    /// Whether the connector put the credential (which it never has) into a request: it was
+    /// guessing, and the call is stopped (see [`CallState::holds_the_credential`]).
+    sent_the_credential: bool,
     /// What the connector may write to the log across its calls (none while loading).
     log_rate: Option<Arc<super::log_rate::LogRate>>,
 }
@@ -88,6 +91,7 @@ impl CallState {
             renewal_failure: None,
             last_answer: None,
             upstream_acted: false,
+            sent_the_credential: false,
             log_rate: None,
         }
     }
@@ -242,6 +246,48 @@ impl CallState {
     /// otherwise, or not answered at all (it may have been acted on all the same).
     pub(crate) fn upstream_acted(&self) -> bool {
         self.upstream_acted
+    }
+
+    /// Whether the connector put the credential into a request (and the call was stopped).
+    pub(crate) fn sent_the_credential(&self) -> bool {
+        self.sent_the_credential
+    }
+
+    /// Whether `prepared` (as the connector made it, before the host adds the credential)
+    /// holds a spelling of the credential, or a call already sent one. A connector never has
+    /// the credential, so it can only have guessed it; and since answers are scrubbed, an
+    /// upstream echoing a guess would tell it which guess was right. Refusing such requests,
+    /// and stopping the call, leaves it one loud yes-or-no per call instead of millions of
+    /// silent guesses per request.
+    fn holds_the_credential(&self, prepared: &Prepared) -> bool {
+        if self.sent_the_credential {
+            return true;
+        }
+        let forms = self.secret_forms();
+        !forms.is_empty()
+            && (forms.found_in(prepared.url.as_str().as_bytes())
+                || prepared
+                    .headers
+                    .values()
+                    .any(|value| forms.found_in(value.as_bytes()))
+                || prepared.body.as_ref().is_some_and(|body| forms.found_in(body)))
+    }
+
+    /// What a connector that put the credential into a request is told; the call then fails
+    /// whatever the connector makes of it (see [`CallState::sent_the_credential`]).
+    fn stopped_for_the_credential(&mut self) -> HttpError {
+        if !self.sent_the_credential {
+            self.sent_the_credential = true;
+            tracing::warn!(
+                connector = %self.connector_id,
+                tx = %self.context.transaction_key,
+                "the connector put the connection's credential into an upstream request (it never has it, so it \
+                 guessed it); the request was refused and the call stopped: review this connector"
+            );
+        }
+        denied(
+            "the request holds the connection's credential, which the gateway adds itself; the call is stopped",
+        )
     }
 
     /// Whether the connector asked for more upstream requests than one call may make.
@@ -655,6 +701,7 @@ impl wit_http::Host for GuestState {
         // A failed request ends what the last answer had to say.
         call.last_answer = None;
         let sent = match call.prepare(request) {
+            Ok(prepared) if call.holds_the_credential(&prepared) => Err(call.stopped_for_the_credential()),
             Ok(prepared) => call.send_following_redirects(prepared).await,
             Err(error) => Err(call.refused_before_sending(error)),
         };

@@ -66,6 +66,11 @@ impl SecretForms {
         })
     }
 
+    /// Whether `haystack` holds one of the spellings.
+    pub(crate) fn found_in(&self, haystack: &[u8]) -> bool {
+        self.0.iter().any(|finder| finder.find(haystack).is_some())
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
