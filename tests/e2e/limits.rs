@@ -43,7 +43,7 @@ async fn daily_quota_survives_a_restart() {
     let setup = Setup::new().await;
     let key = setup
         .gateway
-        .create_key_with("test", "echo", &["--daily-quota", "4"])
+        .create_key_with("test", "echo,hostile", &["--daily-quota", "5"])
         .await;
     for _ in 0..2 {
         assert_eq!(say(&setup, &key).await.status, 200);
@@ -76,13 +76,41 @@ async fn daily_quota_survives_a_restart() {
         let refused = crate::common::send(call).await;
         assert_eq!(refused.code(), code, "{:?}", refused.body);
     }
-    // The third call of the day is still allowed: none of the refusals counted...
+    // A malformed Idempotency-Key is refused before the limits: not counted either.
+    for _ in 0..2 {
+        let malformed = crate::common::send(
+            setup
+                .client
+                .post(format!("{}/v1/echo/say", setup.gateway.url))
+                .bearer_auth(&key)
+                .header("idempotency-key", "k".repeat(300))
+                .json(&json!({"params": {}})),
+        )
+        .await;
+        assert_eq!(malformed.code(), "bad_request", "{:?}", malformed.body);
+    }
+    // A call naming a connection that does not exist got through the limits first: counted.
+    let no_such_connection = setup
+        .execute_as(
+            &key,
+            "hostile",
+            "call",
+            json!({"params": {"url": "/text"}, "connection_key": "test::hostile::default::nope"}),
+        )
+        .await;
+    assert_eq!(
+        no_such_connection.code(),
+        "not_found",
+        "{:?}",
+        no_such_connection.body
+    );
+    // The fourth call of the day is still allowed: none of the refusals counted...
     assert_eq!(say(&setup, &key).await.status, 200);
     // SIGTERM flushes nothing special: the batched log writer has had its 100 ms.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let mut setup = setup;
     setup.gateway.restart().await;
-    // ...nor do they after a restart, which counts the three calls made: one more is allowed.
+    // ...nor do they after a restart, which counts the four calls made: one more is allowed.
     assert_eq!(say(&setup, &key).await.status, 200);
     let over = say(&setup, &key).await;
     assert_eq!((over.status, over.code()), (429, "daily_limit_reached"));

@@ -296,6 +296,7 @@ async fn run(
         window,
         in_flight: _in_flight,
     } = admit(app, &key).await?;
+    log.counted = true;
     let JsonBody(body) = body?;
     let params = body
         .params

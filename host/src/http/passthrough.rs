@@ -394,6 +394,7 @@ async fn run(
     // Passthrough calls count against the key's quota and rate limit like actions do, once
     // they name a connection the key may use (as an action must exist and be in scope).
     let window = super::execute::count_call(app, &key).await?;
+    log.counted = true;
     let limit = app.max_passthrough_body;
     let declared = declared_length(&headers);
     if declared.is_some_and(|length| length > limit) {

@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 14;
+const SCHEMA_VERSION: i64 = 15;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -225,6 +225,12 @@ const MIGRATIONS: &[&str] = &[
     // people). Sessions that failed before it have none.
     r#"
     ALTER TABLE connect_sessions ADD COLUMN error_code TEXT;
+"#,
+    // Whether a call counted against its key's quota, as it was decided when it ran (an
+    // outcome such as `not_found` or `bad_request` can come before or after that): what a
+    // restarted gateway counts again. Rows logged before it have NULL and are judged by outcome.
+    r#"
+    ALTER TABLE request_logs ADD COLUMN counted INTEGER;
 "#,
 ];
 

@@ -60,6 +60,10 @@ pub struct RequestLog {
     /// effects) and the upstream did not refuse the credential. Not logged.
     #[serde(skip)]
     pub reply_is_final: bool,
+    /// Whether the call got through the key's limits and so counted against its quota: what a
+    /// restarted gateway counts again. Not shown.
+    #[serde(skip)]
+    pub counted: bool,
 }
 
 impl RequestLog {
@@ -103,6 +107,7 @@ impl RequestLog {
             request_bytes: 0,
             response_bytes: 0,
             reply_is_final: false,
+            counted: false,
         }
     }
 }
@@ -377,6 +382,7 @@ mod tests {
             request_bytes: 2,
             response_bytes: 20,
             reply_is_final: true,
+            counted: outcome == "ok",
         }
     }
 
@@ -521,6 +527,34 @@ mod tests {
         let (rows, total) = test_rows(&vault)?;
         assert_eq!((rows.len(), total), (1, 1));
         assert_eq!(rows[0].outcome, "daily_limit_reached");
+
+        // A row says whether its call counted, whatever its outcome: a `not_found` can come
+        // after the limits (no such connection), a `bad_request` before them (a malformed header).
+        vault.store().insert_request_logs(&[
+            RequestLog {
+                counted: true,
+                ..row(4_000, "not_found")
+            },
+            RequestLog {
+                counted: false,
+                ..row(4_100, "bad_request")
+            },
+        ])?;
+        assert_eq!(vault.count_calls_since(1, 3_500)?, 1);
+        Ok(())
+    }
+
+    /// Rows logged before rows said whether they counted are judged by their outcome.
+    #[test]
+    fn rows_from_before_the_counted_column_are_judged_by_outcome() -> anyhow::Result<()> {
+        let (dir, vault) = vault_with(&[
+            row(1_000, "ok"),
+            row(2_000, "not_found"),
+            row(3_000, "bad_request"),
+        ])?;
+        rusqlite::Connection::open(dir.path().join("db"))?
+            .execute_batch("UPDATE request_logs SET counted = NULL")?;
+        assert_eq!(vault.count_calls_since(1, 0)?, 2, "`ok` and `bad_request`");
         Ok(())
     }
 

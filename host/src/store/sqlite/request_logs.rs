@@ -7,8 +7,8 @@ pub(super) fn insert(conn: &Connection, rows: &[RequestLog]) -> anyhow::Result<(
     let mut insert = conn.prepare_cached(
         "INSERT INTO request_logs (transaction_key, created_at_ms, key_id, key_prefix, environment, integration,
             endpoint, connection_key, http_status, upstream_status, outcome, duration_us, request_bytes, response_bytes,
-            request_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            request_id, counted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
     for row in rows {
         insert.execute(rusqlite::params![
@@ -26,7 +26,8 @@ pub(super) fn insert(conn: &Connection, rows: &[RequestLog]) -> anyhow::Result<(
             row.duration_us as i64,
             row.request_bytes as i64,
             row.response_bytes as i64,
-            row.request_id
+            row.request_id,
+            row.counted
         ])?;
     }
     Ok(())
@@ -103,6 +104,7 @@ pub(super) fn list(
                 request_bytes: r.get::<_, i64>(12)? as u64,
                 response_bytes: r.get::<_, i64>(13)? as u64,
                 reply_is_final: false,
+                counted: false,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -115,12 +117,15 @@ pub(super) fn count_since(
     since_ms: i64,
     not_counted: &[&str],
 ) -> anyhow::Result<u64> {
-    // A passthrough call refused before it named a usable connection (its row has no
-    // connection key: a missing header) was not counted either.
+    // A row says whether its call was counted. Rows written before they said so (`counted`
+    // NULL) are judged by their outcome: `not_counted` outcomes were not, and neither was a
+    // passthrough call refused before it named a usable connection (no connection key: a
+    // missing header).
     let count: i64 = conn.query_row(
         "SELECT COUNT(*) FROM request_logs WHERE key_id = ?1 AND created_at_ms >= ?2
-           AND outcome NOT IN (SELECT value FROM json_each(?3))
-           AND NOT (endpoint = 'passthrough' AND connection_key IS NULL AND outcome = 'bad_request')",
+           AND (counted = 1 OR (counted IS NULL
+             AND outcome NOT IN (SELECT value FROM json_each(?3))
+             AND NOT (endpoint = 'passthrough' AND connection_key IS NULL AND outcome = 'bad_request')))",
         rusqlite::params![key_id, since_ms, serde_json::to_string(not_counted)?],
         |r| r.get(0),
     )?;
