@@ -134,14 +134,18 @@ fn spellings(secret: &str, auth: Option<&AuthScheme>) -> Vec<String> {
 }
 
 /// The spellings of `secret` other than itself that an upstream echoing it may use: URL-encoded
-/// (as a query value, `+` for spaces; and percent-encoded in either case of hex digits) and
-/// JSON-escaped (with and without `\/` for slashes, and with the characters .NET's and Go's
+/// (as a query value, `+` for spaces; percent-encoded in either case of hex digits; and as
+/// Python's `quote()` and JavaScript's `encodeURIComponent` leave some characters as they are)
+/// and JSON-escaped (with and without `\/` for slashes, and with the characters .NET's and Go's
 /// encoders write as `\u` escapes by default).
 fn escaped_forms(secret: &str) -> Vec<String> {
     let form_encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
     let percent_encoded = form_encoded.replace('+', "%20");
     let lower_hex = lowercase_percent_escapes(&percent_encoded);
     let lower_hex_form = lowercase_percent_escapes(&form_encoded);
+    // Python's `urllib.parse.quote` keeps `/` and `~`; `encodeURIComponent` keeps `!~*'()`.
+    let python_quoted = percent_encoded_keeping(secret, b"_.-~/");
+    let uri_component = percent_encoded_keeping(secret, b"-_.!~*'()");
     let json = serde_json::to_string(secret).unwrap_or_default();
     let json = json.trim_matches('"').to_owned();
     let json_slashes = json.replace('/', "\\/");
@@ -167,6 +171,8 @@ fn escaped_forms(secret: &str) -> Vec<String> {
         percent_encoded,
         lower_hex,
         lower_hex_form,
+        python_quoted,
+        uri_component,
         json,
         json_slashes,
         dotnet,
@@ -175,6 +181,19 @@ fn escaped_forms(secret: &str) -> Vec<String> {
     .into_iter()
     .filter(|form| form != secret)
     .collect()
+}
+
+/// `text` percent-encoded (upper-case hex), but for ASCII letters, digits and `kept`.
+fn percent_encoded_keeping(text: &str, kept: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || kept.contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// `%2B` → `%2b`: some encoders write hex digits in lower case.
@@ -296,6 +315,8 @@ mod tests {
             "s3cret%2Babc%2Fdef%3D+x",
             "s3cret%2babc%2fdef%3d+x",
             "s3cret%2Babc%2Fdef%3D%20x",
+            // Python's quote(): `/` left as it is.
+            "s3cret%2Babc/def%3D%20x",
             "s3cret+abc\\/def= x",
             "s3cret\\u002Babc/def= x",
         ] {
@@ -320,6 +341,12 @@ mod tests {
         ] {
             assert!(scrub(echoed.as_bytes(), &forms).is_some(), "{echoed}");
         }
+        // encodeURIComponent keeps `!~*'()`, which form encoding escapes.
+        let forms = SecretForms::of("tok~en(1)* !", None);
+        assert!(
+            scrub(b"tok~en(1)*%20!".as_slice(), &forms).is_some(),
+            "encodeURIComponent"
+        );
         assert!(
             SecretForms::of("short", None).is_empty(),
             "too short to scrub safely"
