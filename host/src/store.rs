@@ -261,6 +261,19 @@ pub trait Store: Send + Sync + 'static {
     /// Give connection `id`'s refresh lease up, if `holder` still has it.
     fn release_refresh_lease(&self, id: i64, holder: &str) -> anyhow::Result<()>;
 
+    /// Give connection `id` refreshed tokens, sealed as `sealed`, with their expiry, unless its
+    /// secret is no longer the one sealed as `previous_ciphertext` (a reconnect, or another
+    /// gateway's refresh, stored newer ones). Its health is left as it is: only an upstream's
+    /// answer says whether the new token works. Returns whether it was changed.
+    fn store_refreshed_tokens(
+        &self,
+        id: i64,
+        previous_ciphertext: &[u8],
+        sealed: &Sealed,
+        token_expires_at: Option<i64>,
+        at: i64,
+    ) -> anyhow::Result<bool>;
+
     /// Mark connection `id` `failed` and give it the sealed secret `sealed`, in one write,
     /// unless its secret is no longer the one sealed as `previous_ciphertext`. Returns whether
     /// it was changed and not failed before.

@@ -56,6 +56,10 @@ pub struct GoogleState {
     pub refresh_calls: u32,
     /// Messages sent through the Gmail API (decoded `raw`).
     pub sent: Vec<String>,
+    /// The Gmail API refuses every token, fresh ones too (access removed upstream).
+    pub api_refuses_all: bool,
+    /// Grants come without a refresh token (as Google's do without offline access).
+    pub no_refresh_tokens: bool,
 }
 
 pub type Google = Arc<Mutex<GoogleState>>;
@@ -73,11 +77,12 @@ fn issue_tokens(state: &mut GoogleState) -> Reply {
     state.valid_access.insert(access.clone());
     state.current_refresh = Some(refresh.clone());
     state.all_tokens.extend([access.clone(), refresh.clone()]);
-    Reply::json(
-        200,
-        json!({"access_token": access, "refresh_token": refresh, "expires_in": state.expires_in,
-               "token_type": "Bearer", "scope": "https://www.googleapis.com/auth/gmail.send"}),
-    )
+    let mut grant = json!({"access_token": access, "refresh_token": refresh, "expires_in": state.expires_in,
+               "token_type": "Bearer", "scope": "https://www.googleapis.com/auth/gmail.send"});
+    if state.no_refresh_tokens {
+        grant.as_object_mut().map(|fields| fields.remove("refresh_token"));
+    }
+    Reply::json(200, grant)
 }
 
 fn oauth_error(status: u16, error: &str) -> Reply {
@@ -137,7 +142,7 @@ fn gmail_api(state: &mut GoogleState, request: &Recorded) -> Reply {
         .header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !state.valid_access.contains(token) {
+    if state.api_refuses_all || !state.valid_access.contains(token) {
         return Reply::json(
             401,
             json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}),
@@ -1162,6 +1167,55 @@ async fn a_refused_refresh_fails_the_connection_and_offers_a_reconnect_link() {
         "the same connection was reconnected"
     );
     setup.assert_no_secret_logged();
+}
+
+/// A grant without a refresh token is used for as long as its access token lasts: not marked
+/// failed as it nears its expiry, as there is nothing to refresh it with.
+#[tokio::test]
+async fn a_token_without_a_refresh_token_is_used_until_it_expires() {
+    let setup = OAuthSetup::new(&[]).await;
+    {
+        let mut google = setup.google.lock().expect("state");
+        google.no_refresh_tokens = true;
+        // Inside the 5-minute refresh margin from the start.
+        google.expires_in = 120;
+    }
+    let key = setup.connect("jo").await;
+    for _ in 0..2 {
+        let answer = setup.execute("list_labels", json!({"params": {}})).await;
+        assert_eq!(
+            (answer.status, &answer.body["status"]),
+            (200, &json!(200)),
+            "{:?}",
+            answer.body
+        );
+    }
+    assert_eq!(setup.connection_state(&key).await, "operational");
+    assert_eq!(setup.google.lock().expect("state").refresh_calls, 0);
+}
+
+/// An upstream that keeps refusing freshly refreshed tokens (access removed there) fails the
+/// connection after a few calls, with a reconnect link: a refresh alone does not make it look
+/// operational again.
+#[tokio::test]
+async fn a_connection_whose_refreshed_tokens_are_refused_too_fails() {
+    let setup = OAuthSetup::new(&[]).await;
+    let key = setup.connect("ivy").await;
+    setup.google.lock().expect("state").api_refuses_all = true;
+    let mut states = Vec::new();
+    for _ in 0..3 {
+        let answer = setup.execute("list_labels", json!({"params": {}})).await;
+        assert_eq!(answer.body["status"], 401, "{:?}", answer.body);
+        states.push(setup.connection_state(&key).await);
+    }
+    assert_eq!(states, ["degraded", "degraded", "failed"]);
+    assert_eq!(
+        setup.google.lock().expect("state").refresh_calls,
+        3,
+        "one refresh a call"
+    );
+    let failed = setup.execute("list_labels", json!({"params": {}})).await;
+    assert!(failed.body["action_url"].is_string(), "{:?}", failed.body);
 }
 
 /// A refresh refused while the access token still works (it is due, not expired) tells every

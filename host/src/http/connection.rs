@@ -186,7 +186,10 @@ pub(super) async fn attach_credential(
         return Err(rejected(app, record, failure).await);
     }
     let now = crate::vault::now();
-    if app.refresher.is_expiring(record, now) {
+    // Without a refresh token (a provider that gives none) there is nothing to refresh with:
+    // the token is used for as long as it lasts, and the call after that says to reconnect.
+    let can_renew = tokens.refresh_token.is_some() || record.token_expires_at.is_some_and(|at| at <= now);
+    if can_renew && app.refresher.is_expiring(record, now) {
         match app
             .refresher
             .refresh(&manifest.id, declared, record, Trigger::Expiring)

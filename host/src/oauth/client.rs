@@ -16,15 +16,23 @@ const MAX_TOKEN_RESPONSE: usize = 64 << 10;
 /// How a token request ended, when it did not produce tokens.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// The provider refused the grant (`invalid_grant`, `invalid_client`, …): retrying will
-    /// not help; the user must connect again (or the operator fix the app).
+    /// The provider refused the grant itself (`invalid_grant`, or a provider's own spelling
+    /// of it): the user must connect again, and a refused refresh token is never sent again.
     #[error("the provider refused the grant: {0}")]
     Rejected(String),
+    /// The provider refused the request for another reason (`invalid_request`,
+    /// `invalid_scope`, a code of its own): a code exchange fails, while stored tokens are
+    /// kept, as nothing says the grant is gone.
+    #[error("the provider refused the token request: {0}")]
+    Refused(String),
     /// The provider could not be reached, timed out or failed (5xx): worth retrying later.
     #[error("the token endpoint is unavailable: {0}")]
     Unavailable(String),
-    /// The gateway may not send to the token endpoint (not https, an address its policy does
-    /// not permit): the operator's configuration, which retrying does not change.
+    /// The token endpoint may not be used as configured: the gateway may not send there (not
+    /// https, an address its policy does not permit), or the provider refuses the gateway's
+    /// OAuth app (`invalid_client`, `unauthorized_client`, `unsupported_grant_type`). The
+    /// operator's configuration, which retrying does not change, and no user's fault: stored
+    /// tokens are kept.
     #[error("the token endpoint may not be used: {0}")]
     NotPermitted(String),
     /// The provider answered 2xx with something that is not a token response.
@@ -178,45 +186,93 @@ fn parse_response(
     now: i64,
 ) -> Result<TokenSet, TokenError> {
     if (200..300).contains(&status) {
-        let parsed: TokenResponse = serde_json::from_slice(body)
-            .map_err(|_| TokenError::Malformed(format!("HTTP {status} without an `access_token` in JSON")))?;
-        if parsed.access_token.is_empty() {
-            return Err(TokenError::Malformed("an empty `access_token`".into()));
-        }
-        if let Some(kind) = &parsed.token_type
-            && !kind.eq_ignore_ascii_case("bearer")
-        {
-            return Err(TokenError::Malformed(format!("unsupported token_type `{kind}`")));
-        }
-        // Some providers send `expires_in` as a string.
-        let expires_in = match &parsed.expires_in {
-            Some(serde_json::Value::Number(n)) => n.as_i64(),
-            Some(serde_json::Value::String(s)) => s.parse().ok(),
-            _ => None,
+        let Ok(parsed) = serde_json::from_slice::<TokenResponse>(body) else {
+            // GitHub and Slack refuse with a 2xx and an error object.
+            return Err(match serde_json::from_slice::<ErrorResponse>(body) {
+                Ok(error) => refusal(error),
+                Err(_) => TokenError::Malformed(format!("HTTP {status} without an `access_token` in JSON")),
+            });
         };
-        return Ok(TokenSet {
-            access_token: parsed.access_token,
-            refresh_token: parsed
-                .refresh_token
-                .filter(|t| !t.is_empty())
-                .or_else(|| previous_refresh_token.map(str::to_owned)),
-            expires_at: expires_in.filter(|s| *s > 0).map(|s| now + s),
-            scope: parsed.scope,
-            refresh_refused: None,
-        });
+        return token_set(parsed, previous_refresh_token, now);
     }
     if status >= 500 || status == 429 {
         return Err(TokenError::Unavailable(format!("HTTP {status}")));
     }
     match serde_json::from_slice::<ErrorResponse>(body) {
-        Ok(error) => {
-            let description = error
-                .error_description
-                .map(|d| format!(" ({})", d.chars().take(200).collect::<String>()))
-                .unwrap_or_default();
-            Err(TokenError::Rejected(format!("{}{description}", error.error)))
+        Ok(error) => Err(refusal(error)),
+        // Not the provider's OAuth answer (a proxy's or firewall's page, a wrong token URL, a
+        // redirect to a maintenance page): nothing says the grant is gone.
+        Err(_) => Err(TokenError::Unavailable(format!(
+            "HTTP {status} without an OAuth error"
+        ))),
+    }
+}
+
+/// Longest token lifetime taken as given (ten years): past it, `expires_in` is nonsense.
+const MAX_EXPIRES_IN: i64 = 10 * 365 * 86_400;
+
+/// The tokens of a successful answer.
+fn token_set(
+    parsed: TokenResponse,
+    previous_refresh_token: Option<&str>,
+    now: i64,
+) -> Result<TokenSet, TokenError> {
+    if parsed.access_token.is_empty() {
+        return Err(TokenError::Malformed("an empty `access_token`".into()));
+    }
+    // Types that need more than the token in a header (a signature, a proof per request).
+    // Others go as bearer tokens, as providers that name their own (Slack's `bot`) mean.
+    if let Some(kind) = &parsed.token_type
+        && ["mac", "dpop", "pop"]
+            .iter()
+            .any(|needs_more| kind.eq_ignore_ascii_case(needs_more))
+    {
+        return Err(TokenError::Malformed(format!("unsupported token_type `{kind}`")));
+    }
+    // Some providers send `expires_in` as a string, or with a fraction.
+    let seconds = |number: f64| number.is_finite().then_some(number as i64);
+    let expires_in = match &parsed.expires_in {
+        Some(serde_json::Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().and_then(seconds)),
+        Some(serde_json::Value::String(s)) => s
+            .trim()
+            .parse()
+            .ok()
+            .or_else(|| s.trim().parse().ok().and_then(seconds)),
+        _ => None,
+    };
+    Ok(TokenSet {
+        access_token: parsed.access_token,
+        refresh_token: parsed
+            .refresh_token
+            .filter(|t| !t.is_empty())
+            .or_else(|| previous_refresh_token.map(str::to_owned)),
+        expires_at: expires_in
+            .filter(|s| *s > 0)
+            .map(|s| now.saturating_add(s.min(MAX_EXPIRES_IN))),
+        scope: parsed.scope,
+        refresh_refused: None,
+    })
+}
+
+/// A provider's error answer (RFC 6749 §5.2) as what it means for the grant.
+fn refusal(error: ErrorResponse) -> TokenError {
+    let description = error
+        .error_description
+        .map(|d| format!(" ({})", d.chars().take(200).collect::<String>()))
+        .unwrap_or_default();
+    let text = format!(
+        "{}{description}",
+        error.error.chars().take(100).collect::<String>()
+    );
+    match error.error.as_str() {
+        // The standard code, and GitHub's and Slack's for a dead refresh token.
+        "invalid_grant" | "bad_refresh_token" | "invalid_refresh_token" | "token_revoked" => {
+            TokenError::Rejected(text)
         }
-        Err(_) => Err(TokenError::Rejected(format!("HTTP {status}"))),
+        "invalid_client" | "unauthorized_client" | "unsupported_grant_type" => {
+            TokenError::NotPermitted(format!("the provider refuses the gateway's OAuth app: {text}"))
+        }
+        _ => TokenError::Refused(text),
     }
 }
 
@@ -340,10 +396,34 @@ mod tests {
                 "invalid_grant (Token has been expired or revoked.)".into()
             ))
         );
+        // Only a refused grant is the user's to fix; the app's refusal is the operator's, and
+        // an answer that is no OAuth error says nothing about the grant.
+        assert!(matches!(
+            parse_response(401, br#"{"error":"invalid_client"}"#, None, 0),
+            Err(TokenError::NotPermitted(why)) if why.contains("invalid_client")
+        ));
         assert_eq!(
-            parse_response(401, b"<html>nope</html>", None, 0).err(),
-            Some(TokenError::Rejected("HTTP 401".into()))
+            parse_response(400, br#"{"error":"invalid_scope"}"#, None, 0).err(),
+            Some(TokenError::Refused("invalid_scope".into()))
         );
+        for status in [302, 401, 403, 404, 408] {
+            assert!(
+                matches!(
+                    parse_response(status, b"<html>nope</html>", None, 0),
+                    Err(TokenError::Unavailable(_))
+                ),
+                "{status}"
+            );
+        }
+        // GitHub and Slack refuse with a 200.
+        assert!(matches!(
+            parse_response(200, br#"{"error":"bad_refresh_token","error_description":"The refresh token passed is incorrect or expired."}"#, None, 0),
+            Err(TokenError::Rejected(_))
+        ));
+        assert!(matches!(
+            parse_response(200, br#"{"ok":false,"error":"invalid_refresh_token"}"#, None, 0),
+            Err(TokenError::Rejected(_))
+        ));
         assert_eq!(
             parse_response(503, b"down", None, 0).err(),
             Some(TokenError::Unavailable("HTTP 503".into()))
@@ -360,5 +440,30 @@ mod tests {
             parse_response(200, br#"{"access_token":"x","token_type":"mac"}"#, None, 0),
             Err(TokenError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn token_types_and_lifetimes_providers_really_send_are_read() {
+        let slack = parse_response(200, br#"{"access_token":"xoxb-1","token_type":"bot"}"#, None, 0);
+        assert_eq!(slack.map(|t| t.access_token).ok().as_deref(), Some("xoxb-1"));
+        let expiry = |body: &[u8]| {
+            parse_response(200, body, None, 1_000)
+                .ok()
+                .and_then(|t| t.expires_at)
+        };
+        assert_eq!(
+            expiry(br#"{"access_token":"a","expires_in":3599.5}"#),
+            Some(4_599)
+        );
+        assert_eq!(
+            expiry(br#"{"access_token":"a","expires_in":" 60 "}"#),
+            Some(1_060)
+        );
+        assert_eq!(
+            expiry(br#"{"access_token":"a","expires_in":9223372036854775807}"#),
+            Some(1_000 + MAX_EXPIRES_IN),
+            "no overflow"
+        );
+        assert_eq!(expiry(br#"{"access_token":"a","expires_in":-5}"#), None);
     }
 }

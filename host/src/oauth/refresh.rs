@@ -323,10 +323,17 @@ impl TokenRefresher {
             Ok(fresh) => {
                 let stored = fresh.clone();
                 let record = current.clone();
-                self.vault
+                let written = self
+                    .vault
                     .run(move |vault| vault.store_tokens(&record, &stored))
                     .await
                     .map_err(|e| internal("storing the new tokens", &e))?;
+                if !written {
+                    // Reconnected meanwhile (or refreshed by a gateway whose lease ran out): the
+                    // tokens stored now are the newer grant's.
+                    tracing::info!(integration, connection = %current.key, "OAuth tokens changed during the refresh; using the stored ones");
+                    return Ok(self.read_tokens(current.id).await?.1);
+                }
                 tracing::info!(integration, connection = %current.key, "OAuth access token refreshed");
                 Ok(fresh)
             }
@@ -669,7 +676,7 @@ mod tests {
             scope: None,
             refresh_refused: None,
         };
-        other_gateway.store_tokens(&record, &rotated)?;
+        assert!(other_gateway.store_tokens(&record, &rotated)?);
         other_gateway.release_refresh_lease(&record, "other")?;
         let tokens = tokio::time::timeout(Duration::from_secs(10), call).await??;
         assert_eq!(tokens.expect("fresh").access_token, "at-other");

@@ -603,6 +603,19 @@ impl Store for SqliteStore {
         self.write(|tx| connections::replace_secret(tx, id, sealed, token_expires_at, base_url, at))
     }
 
+    fn store_refreshed_tokens(
+        &self,
+        id: i64,
+        previous_ciphertext: &[u8],
+        sealed: &Sealed,
+        token_expires_at: Option<i64>,
+        at: i64,
+    ) -> anyhow::Result<bool> {
+        self.write(|tx| {
+            connections::store_refreshed_tokens(tx, id, previous_ciphertext, sealed, token_expires_at, at)
+        })
+    }
+
     fn fail_connection_with_secret(
         &self,
         id: i64,

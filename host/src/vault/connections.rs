@@ -438,11 +438,23 @@ impl Vault {
         }
     }
 
-    /// Replace an OAuth connection's tokens in one durable write (SQLite runs with
-    /// `synchronous=FULL`), making it operational again; a rotated refresh token is on disk
-    /// before anyone uses the new access token.
-    pub fn store_tokens(&self, record: &ConnectionRecord, tokens: &TokenSet) -> anyhow::Result<()> {
-        self.store_secret(record, &tokens.to_secret(), tokens.expires_at, None)
+    /// Replace an OAuth connection's refreshed tokens in one durable write (SQLite runs with
+    /// `synchronous=FULL`), so that a rotated refresh token is on disk before anyone uses the
+    /// new access token; unless its secret changed since `record` was read (a reconnect, maybe
+    /// to another account, or another gateway's refresh), whose tokens are newer. Its health
+    /// stays as it was: a refreshed token the upstream still refuses must not make a failing
+    /// connection look operational. Returns whether they were stored.
+    pub fn store_tokens(&self, record: &ConnectionRecord, tokens: &TokenSet) -> anyhow::Result<bool> {
+        let sealed = self.seal(tokens.to_secret().as_bytes(), &secret_context(&record.key))?;
+        self.write(|store| {
+            store.store_refreshed_tokens(
+                record.id,
+                &record.sealed.ciphertext,
+                &sealed,
+                tokens.expires_at,
+                now(),
+            )
+        })
     }
 
     /// Replace a connection's secret (and token expiry, and its base URL when one is given) in
@@ -645,6 +657,45 @@ mod tests {
             .context("connection")?;
         assert_eq!(replaced.token_expires_at, None);
         assert_eq!(vault.credential(&replaced)?.secret(), "ya29.a_plain_token");
+        Ok(())
+    }
+
+    /// Refreshed tokens go in only over the secret they were refreshed from (a reconnect
+    /// meanwhile wins), and leave the connection's health as it was.
+    #[test]
+    fn refreshed_tokens_replace_only_the_tokens_they_came_from() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        let record = add(&vault, &new_connection("gmail", Environment::Test, Some("ann")))?;
+        vault.record_auth_outcome(&record, true)?;
+        let tokens = |access: &str| TokenSet {
+            access_token: access.into(),
+            refresh_token: Some("rt-1".into()),
+            expires_at: Some(now() + 3600),
+            scope: None,
+            refresh_refused: None,
+        };
+        assert!(vault.store_tokens(&record, &tokens("at-refreshed"))?);
+        let refreshed = vault
+            .get_connection(Environment::Test, &record.key)?
+            .context("connection")?;
+        assert_eq!(
+            (refreshed.state.as_str(), refreshed.consecutive_auth_failures),
+            ("degraded", 1),
+            "a refreshed token has not shown it works yet"
+        );
+        assert_eq!(
+            TokenSet::from_secret(vault.credential(&refreshed)?.secret()).access_token,
+            "at-refreshed"
+        );
+        // `record` is stale now: a refresh that started from it stores nothing.
+        assert!(!vault.store_tokens(&record, &tokens("at-late"))?);
+        let kept = vault
+            .get_connection(Environment::Test, &record.key)?
+            .context("connection")?;
+        assert_eq!(
+            TokenSet::from_secret(vault.credential(&kept)?.secret()).access_token,
+            "at-refreshed"
+        );
         Ok(())
     }
 

@@ -308,6 +308,31 @@ pub(super) fn mark_failed(conn: &Connection, id: i64, at: i64) -> anyhow::Result
     Ok(changed > 0)
 }
 
+pub(super) fn store_refreshed_tokens(
+    conn: &Connection,
+    id: i64,
+    previous_ciphertext: &[u8],
+    sealed: &Sealed,
+    token_expires_at: Option<i64>,
+    at: i64,
+) -> anyhow::Result<bool> {
+    let changed = conn.execute(
+        "UPDATE connections SET secret_nonce = ?3, secret_ciphertext = ?4, key_id = ?5, token_expires_at = ?6,
+            updated_at = ?7
+         WHERE id = ?1 AND secret_ciphertext = ?2",
+        rusqlite::params![
+            id,
+            previous_ciphertext,
+            sealed.nonce,
+            sealed.ciphertext,
+            sealed.key_id,
+            token_expires_at,
+            at
+        ],
+    )?;
+    Ok(changed > 0)
+}
+
 pub(super) fn fail_with_secret(
     conn: &Connection,
     id: i64,
