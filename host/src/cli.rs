@@ -832,8 +832,9 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
         );
     }
     // The watcher reports absolute paths: files loaded at start must carry the same ones, or a
-    // changed file would be taken for another (`--plugins connectors` is relative).
-    args.plugins = std::fs::canonicalize(&args.plugins)
+    // changed file would be taken for another (`--plugins connectors` is relative). Absolute,
+    // not resolved: a symlink to a release directory is followed again when it is swapped.
+    args.plugins = std::path::absolute(&args.plugins)
         .with_context(|| format!("the plugins directory {}", args.plugins.display()))?;
     if let Some(key) = &args.admin_key
         && key.trim().chars().count() < MIN_ADMIN_KEY_CHARS

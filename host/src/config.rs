@@ -277,31 +277,31 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_UPSTREAM_TIMEOUT_MS", default_value_t = 20_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub upstream_timeout_ms: u64,
-    /// Refresh an OAuth access token when it expires within this many seconds (0 or more).
+    /// Refresh an OAuth access token when it expires within this many seconds (0 to 30 days).
     #[arg(long, env = "SLUICE_OAUTH_REFRESH_MARGIN_SECS", default_value_t = 300,
-          value_parser = clap::value_parser!(i64).range(0..))]
+          value_parser = clap::value_parser!(i64).range(0..=MAX_SECONDS_SETTING))]
     pub oauth_refresh_margin_secs: i64,
     /// Lifetime of a connect session (the link an end user opens to connect an account), in
-    /// seconds (at least 1).
+    /// seconds (1 to 30 days).
     #[arg(long, env = "SLUICE_CONNECT_SESSION_TTL_SECS", default_value_t = 600,
-          value_parser = clap::value_parser!(i64).range(1..))]
+          value_parser = clap::value_parser!(i64).range(1..=MAX_SECONDS_SETTING))]
     pub connect_session_ttl_secs: i64,
-    /// Largest upstream response body handed to a connector, in MiB (at least 1).
+    /// Largest upstream response body handed to a connector, in MiB (1 to 4096).
     #[arg(long, env = "SLUICE_MAX_RESPONSE_MIB", default_value_t = 16,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BODY_MIB))]
     pub max_response_mib: usize,
-    /// Largest request body a connector may send upstream, in MiB (at least 1).
+    /// Largest request body a connector may send upstream, in MiB (1 to 4096).
     #[arg(long, env = "SLUICE_MAX_REQUEST_BODY_MIB", default_value_t = 8,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BODY_MIB))]
     pub max_request_body_mib: usize,
-    /// Largest body a caller may stream through passthrough, in MiB (at least 1).
+    /// Largest body a caller may stream through passthrough, in MiB (1 to 1,048,576).
     #[arg(long, env = "SLUICE_MAX_PASSTHROUGH_BODY_MIB", default_value_t = 64,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_PASSTHROUGH_BODY_MIB))]
     pub max_passthrough_body_mib: usize,
-    /// Largest request body of an action call, MCP message or API request, in MiB (at least
-    /// 1): bounds an action's params, so raise it for actions that take files.
+    /// Largest request body of an action call, MCP message or API request, in MiB (1 to
+    /// 4096): bounds an action's params, so raise it for actions that take files.
     #[arg(long, env = "SLUICE_MAX_CALL_BODY_MIB", default_value_t = 1,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BODY_MIB))]
     pub max_call_body_mib: usize,
     /// Log lines a connector may write per invocation (later ones are dropped).
     #[arg(long, env = "SLUICE_MAX_LOG_LINES", default_value_t = 100)]
@@ -499,6 +499,16 @@ pub const MIN_MEMORY_LIMIT_MIB: usize = 4;
 /// holds at most 4 GiB.
 pub const MAX_MEMORY_LIMIT_MIB: usize = 4096;
 
+/// Largest body limit in MiB for what passes through a connector (4 GiB, all a 32-bit
+/// WebAssembly memory could hold) or makes up an action call.
+const MAX_BODY_MIB: u64 = 4096;
+
+/// Largest passthrough body limit in MiB (1 TiB: streamed, never held).
+const MAX_PASSTHROUGH_BODY_MIB: u64 = 1 << 20;
+
+/// Longest time setting in seconds (30 days), so that adding one to a timestamp cannot overflow.
+const MAX_SECONDS_SETTING: i64 = 30 * 86_400;
+
 /// Most serving threads: each holds a runtime, an upstream pool and descriptors of its own;
 /// thousands only run out of descriptors, with no gain past the CPUs.
 const MAX_SERVE_THREADS: usize = 1024;
@@ -646,6 +656,24 @@ mod tests {
             assert_eq!(error.kind(), ErrorKind::ValueValidation, "{error}");
             assert!(error.to_string().contains("expected test or live"), "{error}");
             assert!(parse(&[command, &["--env", "live"]].concat()).is_ok());
+        }
+    }
+
+    /// Sizes and times that would wrap when turned into bytes or added to a timestamp are
+    /// refused as settings.
+    #[test]
+    fn sizes_and_times_have_upper_bounds() {
+        for (flag, too_large, largest) in [
+            ("--max-response-mib", "17592186044416", "4096"),
+            ("--max-request-body-mib", "4097", "4096"),
+            ("--max-call-body-mib", "4097", "4096"),
+            ("--max-passthrough-body-mib", "1048577", "1048576"),
+            ("--connect-session-ttl-secs", "9223372036854775807", "2592000"),
+            ("--oauth-refresh-margin-secs", "2592001", "2592000"),
+        ] {
+            let error = parse(&["serve", flag, too_large]).expect_err(flag);
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{flag}: {error}");
+            assert!(parse(&["serve", flag, largest]).is_ok(), "{flag}");
         }
     }
 

@@ -786,7 +786,8 @@ fn relative_path(from: &Path, to: &Path) -> PathBuf {
 }
 
 /// A Rust name for connector `id`, which may hold `-` and start with a digit: the library's
-/// name (`snake`) or the connector type's. Names Rust or cargo would refuse get a prefix.
+/// name (`snake`) or the connector type's. Names Rust or cargo would refuse, and names the
+/// template uses itself, get a prefix or suffix.
 fn rust_name(id: &str, snake: bool) -> String {
     const KEYWORDS: &[&str] = &[
         "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do",
@@ -794,6 +795,39 @@ fn rust_name(id: &str, snake: bool) -> String {
         "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "self",
         "static", "struct", "super", "trait", "true", "try", "type", "typeof", "unsafe", "unsized", "use",
         "virtual", "where", "while", "yield",
+    ];
+    // What the template imports, defines or uses from the prelude: a connector type of the
+    // same name would clash with it. And the crates it builds on: a library of the same name
+    // would clash with them.
+    const TAKEN_TYPES: &[&str] = &[
+        "Auth",
+        "Connector",
+        "Endpoint",
+        "Error",
+        "Manifest",
+        "Output",
+        "Params",
+        "GetItem",
+        "Result",
+        "String",
+        "Option",
+        "Vec",
+        "Box",
+        "Ok",
+        "Err",
+        "Some",
+        "None",
+        "Self",
+    ];
+    const TAKEN_LIBRARIES: &[&str] = &[
+        "sluice_sdk",
+        "serde",
+        "serde_json",
+        "std",
+        "core",
+        "alloc",
+        "test",
+        "proc_macro",
     ];
     let name: String = if snake {
         id.replace('-', "_")
@@ -808,12 +842,18 @@ fn rust_name(id: &str, snake: bool) -> String {
             })
             .collect()
     };
-    let usable = name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && !KEYWORDS.contains(&name.as_str())
-        && name != "Self";
+    let taken = match snake {
+        true => TAKEN_LIBRARIES,
+        false => TAKEN_TYPES,
+    };
+    let starts_well = name.starts_with(|c: char| c.is_ascii_alphabetic());
+    let usable = starts_well && !KEYWORDS.contains(&name.as_str()) && !taken.contains(&name.as_str());
     match (usable, snake) {
         (true, _) => name,
         (false, true) => format!("connector_{name}"),
+        // `Connector` itself is taken: `GetItemConnector`, `UnnamedConnector` (`_`).
+        (false, false) if starts_well => format!("{name}Connector"),
+        (false, false) if name.is_empty() => "UnnamedConnector".into(),
         (false, false) => format!("Connector{name}"),
     }
 }
@@ -1044,8 +1084,14 @@ mod tests {
         for (id, lib, type_name) in [
             ("acme-crm", "acme_crm", "AcmeCrm"),
             ("9lives", "connector_9lives", "Connector9lives"),
-            ("self", "connector_self", "ConnectorSelf"),
-            ("_", "connector__", "Connector"),
+            ("self", "connector_self", "SelfConnector"),
+            ("_", "connector__", "UnnamedConnector"),
+            ("connector", "connector", "ConnectorConnector"),
+            ("get-item", "get_item", "GetItemConnector"),
+            ("result", "result", "ResultConnector"),
+            ("ok", "ok", "OkConnector"),
+            ("serde", "connector_serde", "Serde"),
+            ("sluice-sdk", "connector_sluice_sdk", "SluiceSdk"),
             (
                 longest.as_str(),
                 longest.as_str(),

@@ -278,7 +278,7 @@ impl ConnectorPolicy {
     pub fn limits(&self, global: &RuntimeLimits) -> RuntimeLimits {
         let mut limits = global.clone();
         if let Some(mib) = self.memory_mib {
-            limits.memory_bytes = (mib << 20).min(global.memory_bytes);
+            limits.memory_bytes = mib.saturating_mul(1 << 20).min(global.memory_bytes);
         }
         if let Some(ms) = self.timeout_ms {
             limits.invocation_timeout = Duration::from_millis(ms).min(global.invocation_timeout);
@@ -293,10 +293,10 @@ impl ConnectorPolicy {
             limits.upstream_timeout = Duration::from_millis(ms).min(global.upstream_timeout);
         }
         if let Some(mib) = self.max_response_mib {
-            limits.max_response_body = (mib << 20).min(global.max_response_body);
+            limits.max_response_body = mib.saturating_mul(1 << 20).min(global.max_response_body);
         }
         if let Some(mib) = self.max_request_body_mib {
-            limits.max_request_body = (mib << 20).min(global.max_request_body);
+            limits.max_request_body = mib.saturating_mul(1 << 20).min(global.max_request_body);
         }
         if let Some(lines) = self.max_log_lines {
             limits.max_log_lines = lines.min(global.max_log_lines);

@@ -412,21 +412,7 @@ impl Loader {
 
     /// Load one component file.
     pub async fn load_file(&self, path: &Path) -> Result<LoadedConnector, FailedLoad> {
-        let size = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| format!("cannot read file: {e}"))?
-            .len();
-        if size > MAX_COMPONENT_BYTES {
-            return Err(format!(
-                "the file is {} MiB; a component may be at most {} MiB",
-                size >> 20,
-                MAX_COMPONENT_BYTES >> 20
-            )
-            .into());
-        }
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| format!("cannot read file: {e}"))?;
+        let bytes = read_component(path).await?;
         let mut connector = self
             .runtime
             .load(bytes, &self.policy.current())
@@ -747,14 +733,46 @@ async fn written_after(candidate: &Path, serving: &Path) -> bool {
     }
 }
 
-/// SHA-256 of the file at `path`, if it can be read and is not larger than a component may be.
+/// SHA-256 of the file at `path`, if it can be read as a component.
 async fn content_hash_of(path: &Path) -> Option<String> {
-    let size = tokio::fs::metadata(path).await.ok()?.len();
-    if size > MAX_COMPONENT_BYTES {
-        return None;
-    }
-    let bytes = tokio::fs::read(path).await.ok()?;
+    let bytes = read_component(path).await.ok()?;
     Some(crate::vault::crypto::sha256_hex(&bytes))
+}
+
+/// The bytes of the component file at `path`, at most [`MAX_COMPONENT_BYTES`] of them. Only a
+/// regular file (or a link to one): a FIFO would block the reload task at `open`, and a device
+/// such as `/dev/zero` (whose size reads as 0) would never end.
+async fn read_component(path: &Path) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt;
+    let too_large = |size: u64| {
+        format!(
+            "the file is {} MiB; a component may be at most {} MiB",
+            size >> 20,
+            MAX_COMPONENT_BYTES >> 20
+        )
+    };
+    let metadata = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| format!("cannot read file: {e}"))?;
+    if !metadata.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if metadata.len() > MAX_COMPONENT_BYTES {
+        return Err(too_large(metadata.len()));
+    }
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot read file: {e}"))?;
+    // Bounded however the file grows meanwhile.
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("cannot read file: {e}"))?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// The `*.wasm` files directly in `dir`, sorted.
@@ -785,6 +803,37 @@ mod tests {
             Some("+get_forecast, -forecast")
         );
         assert_eq!(action_changes(&names(&["today"]), &names(&["today"])), None);
+    }
+
+    /// A FIFO or a link to a device named `*.wasm` is refused at once: reading it would block
+    /// the reload task, or never end.
+    #[tokio::test]
+    async fn only_regular_files_are_read_as_components() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let fifo = dir.path().join("fifo.wasm");
+        anyhow::ensure!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()?
+                .success(),
+            "mkfifo"
+        );
+        let zeros = dir.path().join("zeros.wasm");
+        std::os::unix::fs::symlink("/dev/zero", &zeros)?;
+        let regular = dir.path().join("regular.wasm");
+        std::fs::write(&regular, b"\0asm")?;
+        for special in [&fifo, &zeros] {
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(5), read_component(special)).await?;
+            assert_eq!(
+                read,
+                Err("it is not a regular file".to_owned()),
+                "{}",
+                special.display()
+            );
+        }
+        assert_eq!(read_component(&regular).await.as_deref(), Ok(&b"\0asm"[..]));
+        Ok(())
     }
 
     #[test]

@@ -807,6 +807,66 @@ async fn a_replaced_plugins_directory_is_served_and_watched() {
     echo_serves(true).await;
 }
 
+/// A plugins directory that is a symlink to a release, swapped for a new release's as deploys
+/// do (a new link renamed over it), serves the new release; removing the old release then
+/// changes nothing. (The gateway used to follow the link once, at start.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugins_symlink_swapped_to_a_new_release_is_followed() {
+    let releases = tempfile::tempdir().expect("releases");
+    let (v1, v2) = (releases.path().join("v1"), releases.path().join("v2"));
+    for (release, components) in [
+        (&v1, &[guests::VERSIONED_V1, guests::ECHO][..]),
+        (&v2, &[guests::VERSIONED_V1][..]),
+    ] {
+        std::fs::create_dir(release).expect("release");
+        for component in components {
+            let name = Path::new(component).file_name().expect("name");
+            std::fs::copy(component, release.join(name)).expect("copy");
+        }
+    }
+    let current = releases.path().join("current");
+    std::os::unix::fs::symlink(&v1, &current).expect("link");
+    let options = Options {
+        plugins_path: Some(current.clone()),
+        ..Options::default()
+    };
+    let gateway = Gateway::start(Path::new(SLUICE), &[], options).await;
+    let key = gateway.first_start_key.clone().expect("key");
+    let client = reqwest::Client::new();
+    let echo_status = || async {
+        send(
+            client
+                .post(format!("{}/v1/echo/say", gateway.url))
+                .bearer_auth(&key)
+                .json(&json!({"params": {}})),
+        )
+        .await
+        .status
+    };
+    assert_eq!(echo_status().await, 200);
+
+    let next = releases.path().join("current.next");
+    std::os::unix::fs::symlink(&v2, &next).expect("link");
+    std::fs::rename(&next, &current).expect("swap the link");
+    let started = Instant::now();
+    while echo_status().await == 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new release never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(version(&client, &gateway.url, &key).await.as_deref(), Ok("1.0.0"));
+
+    std::fs::remove_dir_all(&v1).expect("remove the old release");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        version(&client, &gateway.url, &key).await.as_deref(),
+        Ok("1.0.0"),
+        "the new release still serves"
+    );
+}
+
 /// Files added or removed while the gateway loads its connectors at start are not missed:
 /// the directory is watched from the end of that first load, and looked at once more then.
 #[tokio::test(flavor = "multi_thread")]

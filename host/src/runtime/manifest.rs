@@ -288,9 +288,13 @@ fn check_display_text(
     Ok(())
 }
 
-/// Most bytes of params schemas, examples and texts one connector may describe (the largest
-/// real APIs' connectors need a few hundred KiB).
+/// Most bytes of params schemas, examples, texts, names and paths one connector may describe
+/// (the largest real APIs' connectors need a few hundred KiB).
 const MAX_DESCRIBED_BYTES: usize = 2 << 20;
+
+/// Most endpoints one connector may declare (each compiles a validator and is served in the
+/// catalog; the largest real APIs have a few hundred operations).
+const MAX_ENDPOINTS: usize = 1_000;
 
 /// What an author can do about a schema error whose words are the validator library's own
 /// (`at`: where in the schema; `said`: the library's message; `value`: what is there), if it
@@ -467,9 +471,20 @@ impl Manifest {
                         .sum::<usize>()
                     + e.title.len()
                     + e.description.len()
+                    + e.path.len()
+                    + e.name.len()
             })
             .sum::<usize>()
             + wit.description.len();
+        if wit.endpoints.len() > MAX_ENDPOINTS {
+            return Err(invalid(
+                "endpoints",
+                format!(
+                    "{} endpoints; a connector may declare at most {MAX_ENDPOINTS}",
+                    wit.endpoints.len()
+                ),
+            ));
+        }
         if described > MAX_DESCRIBED_BYTES {
             return Err(invalid(
                 "endpoints",
@@ -579,6 +594,21 @@ impl Manifest {
                         ),
                     ));
                 }
+                // Checked here, not first when an end user tries to connect.
+                for (field, url) in [
+                    ("auth.oauth2.authorize-url", &o.authorize_url),
+                    ("auth.oauth2.token-url", &o.token_url),
+                ] {
+                    let absolute = url::Url::parse(url)
+                        .ok()
+                        .filter(|parsed| matches!(parsed.scheme(), "https" | "http") && parsed.has_host());
+                    if absolute.is_none() {
+                        return Err(invalid(
+                            field,
+                            format!("`{}` is not an absolute https URL", url.escape_default()),
+                        ));
+                    }
+                }
                 AuthScheme::OAuth2(OAuth2Config {
                     authorize_url: o.authorize_url,
                     token_url: o.token_url,
@@ -609,8 +639,11 @@ impl Manifest {
             if !endpoint.path.starts_with('/') {
                 return Err(invalid(
                     &field,
-                    format!("path `{}` must start with `/`", endpoint.path),
+                    format!("path `{}` must start with `/`", endpoint.path.escape_default()),
                 ));
+            }
+            if endpoint.path.chars().any(char::is_control) {
+                return Err(invalid(&field, "path holds a control character"));
             }
             let mut params_schema: serde_json::Value = serde_json::from_str(&endpoint.params_schema)
                 .map_err(|e| invalid(&field, format!("params-schema is not JSON: {e}")))?;
@@ -1164,6 +1197,32 @@ mod tests {
         let mut relative = wit("{}");
         relative.endpoints[0].path = "x".into();
         assert!(Manifest::from_wit(relative).is_err(), "a path starts with /");
+        let mut broken_path = wit("{}");
+        broken_path.endpoints[0].path = "/a\nb".into();
+        assert!(Manifest::from_wit(broken_path).is_err(), "a control character");
+        let mut crowded = wit("{}");
+        crowded.endpoints = (0..=MAX_ENDPOINTS)
+            .map(|i| WitEndpoint {
+                name: format!("e{i}"),
+                ..crowded.endpoints[0].clone()
+            })
+            .collect();
+        let error = Manifest::from_wit(crowded).expect_err("too many").to_string();
+        assert!(error.contains("at most 1000"), "{error}");
+        for (authorize_url, token_url) in [
+            ("https://accounts.example.com/auth", "oauth2.example.com/token"),
+            ("/authorize", "https://oauth2.example.com/token"),
+        ] {
+            let mut schemeless = wit("{}");
+            schemeless.auth = WitAuth::Oauth2(super::super::bindings::Oauth2Config {
+                authorize_url: authorize_url.into(),
+                token_url: token_url.into(),
+                scopes: Vec::new(),
+                authorize_params: Vec::new(),
+            });
+            let error = Manifest::from_wit(schemeless).expect_err(token_url).to_string();
+            assert!(error.contains("is not an absolute https URL"), "{error}");
+        }
         assert!(Manifest::from_wit(wit("{")).is_err(), "not JSON");
         for owned in ["host", "Content-Length", "transfer-encoding", "x-forwarded-for"] {
             let mut as_routing = wit("{}");
