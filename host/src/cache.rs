@@ -146,9 +146,13 @@ impl ArtifactCache {
     fn write_entry(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
         let artifact = component.serialize().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let tag = self.mac(path, &artifact).finalize().into_bytes();
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        // A leftover of an earlier process with this pid would keep its own mode.
-        let _ = std::fs::remove_file(&temporary);
+        // Unique to this write: processes sharing the cache (containers, all pid 1) and two
+        // compilations in one process never write into each other's file.
+        let temporary = path.with_extension(format!(
+            "tmp{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let mut data = Vec::with_capacity(MAC_LEN + artifact.len());
         data.extend_from_slice(&tag);
         data.extend_from_slice(&artifact);
@@ -167,7 +171,7 @@ impl ArtifactCache {
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(data)

@@ -574,6 +574,19 @@ pub async fn start(
     let components = &tokio::fs::canonicalize(components)
         .await
         .with_context(|| format!("--plugins {}", components.display()))?;
+    // Watched before the first builds, which may take minutes (a Python connector's): a save
+    // made meanwhile waits in the channel and is built next, not missed.
+    let (sender, receiver) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_))
+        {
+            for path in event.paths {
+                let _ = sender.send(path);
+            }
+        }
+    })?;
+    watcher.watch(sources, RecursiveMode::Recursive)?;
     let connectors = discover_all(sources).await?;
     if connectors.is_empty() {
         eprintln!("sluice dev: no connectors under {}", sources.display());
@@ -588,17 +601,6 @@ pub async fn start(
         .iter()
         .filter_map(|c| Some((c.dir().to_owned(), c.component(components)?)))
         .collect();
-    let (sender, receiver) = mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && !matches!(event.kind, notify::EventKind::Access(_))
-        {
-            for path in event.paths {
-                let _ = sender.send(path);
-            }
-        }
-    })?;
-    watcher.watch(sources, RecursiveMode::Recursive)?;
     tokio::spawn(rebuild_task(
         receiver,
         sources.to_owned(),

@@ -85,6 +85,12 @@ fn refresh_due(expires_at: i64, stored_at: i64, now: i64, margin: i64) -> bool {
 /// for the database's busy timeout (5 s), and times are whole seconds.
 const LEASE_SPARE_SECONDS: i64 = 15;
 
+/// How long a proactive refresh that failed for want of the provider (down, refusing the app,
+/// answering nonsense) is not tried again for the same tokens: their access token still works,
+/// so calls go on with it instead of sending one token request each. (Calls that queued behind
+/// a failing refresh share its failure, whatever asked for it.)
+const FAILED_REFRESH_HELD_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How often a gateway waiting for another's refresh looks for its tokens.
 const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -101,6 +107,9 @@ pub struct TokenRefresher {
     metrics: Arc<Metrics>,
     /// One lock per connection being refreshed.
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last refresh of a connection that failed for want of the provider: when, for which
+    /// access token, and why (see [`FAILED_REFRESH_HELD_FOR`]).
+    recent_failures: Mutex<HashMap<i64, RecentFailure>>,
     /// Where refreshes run; shutdown waits for them.
     tasks: TaskTracker,
 }
@@ -129,7 +138,46 @@ impl TokenRefresher {
             margin_seconds,
             metrics,
             locks: Mutex::new(HashMap::new()),
+            recent_failures: Mutex::new(HashMap::new()),
             tasks,
+        }
+    }
+
+    /// Why the last refresh of connection `id` failed, if it did for these very tokens (a
+    /// reconnect or another gateway's refresh since makes it moot) and its answer holds for a
+    /// caller that asked at `asked_at` with `trigger`: one that was waiting while it ran, or a
+    /// proactive one not long after.
+    fn recent_failure(
+        &self,
+        id: i64,
+        access_token: &str,
+        asked_at: std::time::Instant,
+        trigger: &Trigger,
+    ) -> Option<String> {
+        let failures = self.recent_failures.lock().unwrap_or_else(|p| p.into_inner());
+        let failure = failures.get(&id).filter(|f| f.access_token == access_token)?;
+        let waited_for_it = failure.at >= asked_at;
+        let held = matches!(trigger, Trigger::Expiring) && failure.at.elapsed() <= FAILED_REFRESH_HELD_FOR;
+        (waited_for_it || held).then(|| failure.reason.clone())
+    }
+
+    /// Note how the refresh of connection `id`, holding `access_token`, ended.
+    fn note_outcome(&self, id: i64, access_token: &str, outcome: &Result<TokenSet, RefreshError>) {
+        let mut failures = self.recent_failures.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Err(RefreshError::Unavailable(reason)) => {
+                failures.insert(
+                    id,
+                    RecentFailure {
+                        at: std::time::Instant::now(),
+                        access_token: access_token.to_owned(),
+                        reason: reason.clone(),
+                    },
+                );
+            }
+            _ => {
+                failures.remove(&id);
+            }
         }
     }
 
@@ -170,12 +218,13 @@ impl TokenRefresher {
         record: &ConnectionRecord,
         trigger: Trigger,
     ) -> Result<TokenSet, RefreshError> {
+        let asked_at = std::time::Instant::now();
         let turn = self.turn(record.id).await;
         let this = self.clone();
         let (integration, declared, record) = (integration.to_owned(), declared.clone(), record.clone());
         let refresh = async move {
             let result = this
-                .refresh_locked(&integration, &declared, &record, trigger)
+                .refresh_locked(&integration, &declared, &record, trigger, asked_at)
                 .await;
             drop(turn);
             result
@@ -192,6 +241,7 @@ impl TokenRefresher {
         declared: &OAuth2Config,
         record: &ConnectionRecord,
         trigger: Trigger,
+        asked_at: std::time::Instant,
     ) -> Result<TokenSet, RefreshError> {
         // The lease outlives the token request and the write of its answer (which may wait for
         // the database), so that it never ends while this gateway is still at work; it names
@@ -205,6 +255,9 @@ impl TokenRefresher {
             if self.is_fresh(&trigger, &current, &tokens) {
                 return Ok(tokens);
             }
+            if let Some(reason) = self.recent_failure(current.id, &tokens.access_token, asked_at, &trigger) {
+                return Err(RefreshError::Unavailable(reason));
+            }
             let leased = current.clone();
             let lease_holder = holder.clone();
             let taken = self
@@ -216,6 +269,7 @@ impl TokenRefresher {
                 let outcome = self
                     .refresh_leased(integration, declared, record.id, &trigger)
                     .await;
+                self.note_outcome(current.id, &tokens.access_token, &outcome);
                 let (leased, lease_holder) = (current.clone(), holder.clone());
                 if let Err(error) = self
                     .vault
@@ -390,6 +444,14 @@ impl TokenRefresher {
     }
 }
 
+/// A refresh that failed for want of the provider.
+struct RecentFailure {
+    at: std::time::Instant,
+    /// The access token it was to replace.
+    access_token: String,
+    reason: String,
+}
+
 /// A connection's turn to refresh: its lock, held until dropped, when the lock is forgotten if
 /// nobody else waits for it.
 struct Turn {
@@ -509,6 +571,97 @@ mod tests {
                 })
             })
         }
+    }
+
+    /// A token endpoint that is down: 503 to every request, which it counts.
+    #[derive(Default)]
+    struct DownProvider {
+        requests: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Upstream for DownProvider {
+        fn send(
+            &self,
+            _request: UpstreamRequest,
+        ) -> futures::future::BoxFuture<'_, Result<UpstreamResponse, UpstreamError>> {
+            self.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async {
+                Ok(UpstreamResponse {
+                    status: 503,
+                    headers: http::HeaderMap::new(),
+                    body: "down".into(),
+                })
+            })
+        }
+    }
+
+    /// After a proactive refresh failed for want of the provider, proactive ones for the same
+    /// tokens are told so for a while without a token request each (their token still works);
+    /// a call the upstream refused tries again, and a reconnect's tokens are tried at once.
+    #[tokio::test]
+    async fn a_failed_refresh_is_not_tried_again_at_once_for_the_same_tokens() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vault = vault_in(&dir)?;
+        let record = gmail_connection(&vault)?;
+        let provider = Arc::new(DownProvider::default());
+        let endpoint = TokenEndpoint::new(
+            provider.clone(),
+            crate::egress::AddressPolicy::PublicOnly,
+            Duration::from_secs(5),
+        );
+        let tasks = TaskTracker::new();
+        let refresher = Arc::new(TokenRefresher::new(
+            vault.clone(),
+            endpoint,
+            300,
+            Arc::default(),
+            tasks,
+        ));
+        let requests = || provider.requests.load(std::sync::atomic::Ordering::SeqCst);
+        // Due for a proactive refresh: it expires now.
+        let expiring = TokenSet {
+            access_token: "at-1".into(),
+            refresh_token: Some("rt-1".into()),
+            expires_at: Some(crate::vault::now()),
+            scope: None,
+            refresh_refused: None,
+        };
+        vault.store_secret(&record, &expiring.to_secret(), expiring.expires_at, None)?;
+        for _ in 0..3 {
+            let outcome = refresher
+                .refresh("gmail", &declared(), &record, Trigger::Expiring)
+                .await;
+            assert!(
+                matches!(outcome, Err(RefreshError::Unavailable(ref why)) if why.contains("503")),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(requests(), 1);
+        let rejected = refresher
+            .refresh("gmail", &declared(), &record, Trigger::Rejected("at-1".into()))
+            .await;
+        assert!(rejected.is_err());
+        assert_eq!(requests(), 2, "a refused token is worth another try");
+        // Reconnected: other tokens, tried at once.
+        vault.store_secret(
+            &record,
+            &TokenSet {
+                access_token: "at-9".into(),
+                refresh_token: Some("rt-9".into()),
+                expires_at: None,
+                scope: None,
+                refresh_refused: None,
+            }
+            .to_secret(),
+            None,
+            None,
+        )?;
+        let outcome = refresher
+            .refresh("gmail", &declared(), &record, Trigger::Rejected("at-9".into()))
+            .await;
+        assert!(outcome.is_err());
+        assert_eq!(requests(), 3);
+        Ok(())
     }
 
     /// A vault on `dir`'s database, as one gateway opens it.
