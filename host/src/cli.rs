@@ -570,21 +570,22 @@ async fn approve(
     store: &StoreArgs,
 ) -> anyhow::Result<()> {
     let vault = open_existing_vault(store)?;
-    let runtime = Runtime::new(
-        RuntimeLimits::default(),
-        Arc::new(HttpUpstream::new(AddressPolicy::PublicOnly)?),
-    )?;
+    let runtime = describing_runtime(&vault, store, AddressPolicy::PublicOnly)?;
     let mut candidates = Vec::new();
+    // Why files did not load: said when no file serves `id`, the one the operator meant
+    // among them maybe.
+    let mut failures = Vec::new();
     for path in registry::component_files(plugins).await? {
         if only_file.is_some_and(|only| only != registry::file_name(&path)) {
             continue;
         }
-        if let Ok(connector) = runtime
+        match runtime
             .load(tokio::fs::read(&path).await?, &Policy::default())
             .await
-            && connector.manifest.id == id
         {
-            candidates.push((path, connector));
+            Ok(connector) if connector.manifest.id == id => candidates.push((path, connector)),
+            Ok(_) => {}
+            Err(error) => failures.push(format!("{}: {error}", registry::file_name(&path))),
         }
     }
     // Approving one file of several could hand the connector to another publisher's file
@@ -672,16 +673,42 @@ async fn approve(
         );
         return Ok(());
     }
+    let why = match failures.is_empty() {
+        true => String::new(),
+        false => format!("; files that did not load: {}", failures.join("; ")),
+    };
     match only_file {
         Some(only) => anyhow::bail!(
-            "no loadable component named {only} for connector `{id}` in {}",
+            "no loadable component named {only} for connector `{id}` in {}{why}",
             plugins.display()
         ),
         None => anyhow::bail!(
-            "no loadable component for connector `{id}` in {}",
+            "no loadable component for connector `{id}` in {}{why}",
             plugins.display()
         ),
     }
+}
+
+/// A runtime that only reads manifests (`describe()`, one at a time), through the gateway's
+/// artifact cache (so usually compiling nothing), under `address_policy`. The gateway's memory
+/// limit is not known here: one it may have raised for a large connector must not hide it.
+fn describing_runtime(
+    vault: &Vault,
+    store: &StoreArgs,
+    address_policy: AddressPolicy,
+) -> anyhow::Result<Runtime> {
+    let limits = RuntimeLimits {
+        max_instances: 1,
+        memory_bytes: 1 << 30,
+        address_policy,
+        ..RuntimeLimits::default()
+    };
+    Ok(
+        Runtime::new(limits, Arc::new(HttpUpstream::new(address_policy)?))?.with_cache(ArtifactCache::open(
+            &store.data_dir.join("cache"),
+            vault.derive_key("artifact-cache"),
+        )?),
+    )
 }
 
 /// `connections add --base-url`, checked as the vault API checks `baseUrl`.
@@ -724,17 +751,7 @@ async fn installed_connector(
         let named = files.remove(named);
         files.insert(0, named);
     }
-    let limits = RuntimeLimits {
-        // Only `describe()` runs, once at a time. The gateway's memory limit is not known
-        // here: one the gateway may have raised for a large connector must not hide it.
-        max_instances: 1,
-        memory_bytes: 1 << 30,
-        address_policy,
-        ..RuntimeLimits::default()
-    };
-    let runtime = Runtime::new(limits, Arc::new(HttpUpstream::new(address_policy)?))?.with_cache(
-        ArtifactCache::open(&store.data_dir.join("cache"), vault.derive_key("artifact-cache"))?,
-    );
+    let runtime = describing_runtime(vault, store, address_policy)?;
     for path in files {
         let Ok(bytes) = tokio::fs::read(&path).await else {
             continue;

@@ -211,6 +211,24 @@ async fn widening_hosts_needs_approval() {
         again.status.success() && said.contains("nothing new to approve"),
         "{said}"
     );
+    // A file meant that does not load says why, not merely that there is none.
+    std::fs::copy(guests::BAD_IMPORT, gateway.plugins_dir().join("broken.wasm")).expect("copy");
+    let broken = gateway
+        .cli(&[
+            "connectors",
+            "approve",
+            "versioned",
+            "--plugins",
+            &plugins_dir,
+            "--file",
+            "broken.wasm",
+        ])
+        .await
+        .expect_err("does not load");
+    assert!(
+        broken.contains("no loadable component named broken.wasm") && broken.contains("broken.wasm: "),
+        "{broken}"
+    );
 }
 
 /// The operator can restrict where connections' base URLs may point: a connection outside the
