@@ -140,7 +140,10 @@ pub async fn discover(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
             Ok(Described::NotAConnector) => {}
             // Reported as a failed build (for an editor or agent that reads no terminal too);
             // a last good build keeps serving.
-            Ok(Described::Unreadable(error)) => crates.push(DevConnector::Unreadable { dir, error }),
+            Ok(Described::Unreadable(error)) => crates.push(DevConnector::Unbuildable {
+                why: format!("cargo cannot read {}: {error}", dir.join("Cargo.toml").display()),
+                dir,
+            }),
             Err(error) => {
                 tracing::warn!(dir = %dir.display(), error = %format!("{error:#}"), "skipping a crate cargo does not describe")
             }
@@ -501,13 +504,14 @@ pub enum DevConnector {
     Crate(ConnectorCrate),
     /// Built with its `build.sh`.
     Script(ScriptConnector),
-    /// A crate whose `Cargo.toml` cargo cannot read (a typo, a half-saved file): it cannot be
-    /// built until that is mended.
-    Unreadable {
-        /// The crate's directory.
+    /// A connector that cannot be built until it is mended: cargo cannot read its
+    /// `Cargo.toml` (a typo, a half-saved file), or it would publish the component another
+    /// source does (a crate copied as a backup keeps its library name).
+    Unbuildable {
+        /// Its directory.
         dir: PathBuf,
-        /// What cargo said.
-        error: String,
+        /// Why, for the author.
+        why: String,
     },
 }
 
@@ -517,18 +521,18 @@ impl DevConnector {
         match self {
             Self::Crate(krate) => &krate.dir,
             Self::Script(script) => &script.dir,
-            Self::Unreadable { dir, .. } => dir,
+            Self::Unbuildable { dir, .. } => dir,
         }
     }
 
     /// The component its build publishes into `components`: the crate's library name, or for
     /// a `build.sh` directory its own name (the contract's `<out-dir>/<name>.wasm`); none for
-    /// a crate cargo cannot read (its library's name is unknown).
+    /// one that cannot be built.
     pub fn component(&self, components: &Path) -> Option<PathBuf> {
         match self {
             Self::Crate(krate) => Some(krate.component(components)),
             Self::Script(script) => Some(script.component(components)),
-            Self::Unreadable { .. } => None,
+            Self::Unbuildable { .. } => None,
         }
     }
 
@@ -537,10 +541,9 @@ impl DevConnector {
         match self {
             Self::Crate(krate) => build(krate, components).await,
             Self::Script(script) => build_script(script, components).await,
-            Self::Unreadable { dir, error } => {
-                let failure = format!("cargo cannot read {}: {error}", dir.join("Cargo.toml").display());
-                eprintln!("sluice dev: cannot build {}: {failure}", dir.display());
-                Err(failure)
+            Self::Unbuildable { dir, why } => {
+                eprintln!("sluice dev: cannot build {}: {why}", dir.display());
+                Err(why.clone())
             }
         }
     }
@@ -553,7 +556,36 @@ pub async fn discover_all(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
         .await?
         .into_iter()
         .map(DevConnector::Script);
-    Ok(crates.chain(scripts).collect())
+    Ok(one_publisher_per_component(crates.chain(scripts)))
+}
+
+/// `connectors`, each component published by the first that names it: a later one (a crate
+/// copied as a backup, which keeps its library name) cannot be built, saying why, instead of
+/// overwriting the other's component with whichever built last.
+fn one_publisher_per_component(connectors: impl Iterator<Item = DevConnector>) -> Vec<DevConnector> {
+    let mut publishers: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+    connectors
+        .map(|connector| {
+            let Some(component) = connector.component(Path::new("")) else {
+                return connector;
+            };
+            match publishers.get(&component) {
+                Some(first) => DevConnector::Unbuildable {
+                    why: format!(
+                        "it would publish {} as {} does; give one of them another library name (`[lib] name` \
+                         in Cargo.toml) or directory",
+                        component.display(),
+                        first.display()
+                    ),
+                    dir: connector.dir().to_owned(),
+                },
+                None => {
+                    publishers.insert(component, connector.dir().to_owned());
+                    connector
+                }
+            }
+        })
+        .collect()
 }
 
 /// Build every connector once, then rebuild a connector whenever a file under it changes,
@@ -631,7 +663,7 @@ async fn rebuild_task(
                 continue;
             }
         };
-        remove_components_of_deleted_sources(&mut built, &connectors).await;
+        remove_components_of_deleted_sources(&mut built, &connectors, &components).await;
         failures.forget_deleted_sources();
         for connector in connectors {
             let dir = connector.dir();
@@ -657,6 +689,7 @@ async fn rebuild_task(
 async fn remove_components_of_deleted_sources(
     built: &mut BTreeMap<PathBuf, PathBuf>,
     found: &[DevConnector],
+    components: &Path,
 ) {
     // Gone, not merely unreadable: a crate cargo cannot read for a moment (a half-saved
     // Cargo.toml) is still found, as a failed build, and its last good build keeps serving.
@@ -669,6 +702,14 @@ async fn remove_components_of_deleted_sources(
         let Some(component) = built.remove(&dir) else {
             continue;
         };
+        // A source still here publishes it (the directory was renamed): its next build
+        // replaces it, and until then it keeps serving.
+        if found
+            .iter()
+            .any(|c| c.component(components).as_ref() == Some(&component))
+        {
+            continue;
+        }
         match tokio::fs::remove_file(&component).await {
             Ok(()) => eprintln!(
                 "sluice dev: {} is gone; removed {} (the gateway unloads it)",
@@ -1021,6 +1062,48 @@ mod tests {
     /// The Sluice workspace's `sluice-sdk` crate.
     fn sdk() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk-guest")
+    }
+
+    /// Two sources that would publish one component: the first keeps it, the second cannot be
+    /// built and says why.
+    #[test]
+    fn a_component_has_one_publisher() {
+        let krate = |dir: &str, lib: &str| {
+            DevConnector::Crate(ConnectorCrate {
+                dir: PathBuf::from(dir),
+                lib_name: lib.into(),
+                artifact: PathBuf::from(format!("/target/{lib}.wasm")),
+            })
+        };
+        let script = |dir: &str| {
+            DevConnector::Script(ScriptConnector {
+                dir: PathBuf::from(dir),
+            })
+        };
+        let found = one_publisher_per_component(
+            [
+                krate("/src/weather", "weather"),
+                krate("/src/weather-old", "weather"),
+                krate("/src/other", "other"),
+                script("/src/other"),
+            ]
+            .into_iter(),
+        );
+        let published: Vec<Option<PathBuf>> = found.iter().map(|c| c.component(Path::new("/out"))).collect();
+        assert_eq!(
+            published,
+            [
+                Some(PathBuf::from("/out/weather.wasm")),
+                None,
+                Some(PathBuf::from("/out/other.wasm")),
+                None
+            ]
+        );
+        let DevConnector::Unbuildable { dir, why } = &found[1] else {
+            panic!("{:?}", found[1].dir())
+        };
+        assert_eq!(dir, Path::new("/src/weather-old"));
+        assert!(why.contains("weather.wasm as /src/weather does"), "{why}");
     }
 
     #[test]
