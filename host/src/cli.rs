@@ -579,10 +579,14 @@ async fn approve(
         if only_file.is_some_and(|only| only != registry::file_name(&path)) {
             continue;
         }
-        match runtime
-            .load(tokio::fs::read(&path).await?, &Policy::default())
-            .await
-        {
+        let loaded = match registry::read_component(&path).await {
+            Ok(bytes) => runtime
+                .load(bytes, &Policy::default())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        match loaded {
             Ok(connector) if connector.manifest.id == id => candidates.push((path, connector)),
             Ok(_) => {}
             Err(error) => failures.push(format!("{}: {error}", registry::file_name(&path))),
@@ -753,7 +757,7 @@ async fn installed_connector(
     }
     let runtime = describing_runtime(vault, store, address_policy)?;
     for path in files {
-        let Ok(bytes) = tokio::fs::read(&path).await else {
+        let Ok(bytes) = registry::read_component(&path).await else {
             continue;
         };
         // A component that does not load is not served either: skip it, as `serve` does.

@@ -559,30 +559,44 @@ pub async fn discover_all(sources: &Path) -> anyhow::Result<Vec<DevConnector>> {
     Ok(one_publisher_per_component(crates.chain(scripts)))
 }
 
-/// `connectors`, each component published by the first that names it: a later one (a crate
-/// copied as a backup, which keeps its library name) cannot be built, saying why, instead of
-/// overwriting the other's component with whichever built last.
+/// `connectors`, where two or more would publish one component (a crate copied as a backup
+/// keeps its library name) none of them built, each saying why: which is the original cannot
+/// be told, and whichever built last would otherwise serve. The component already published
+/// keeps serving until the author renames or removes one.
 fn one_publisher_per_component(connectors: impl Iterator<Item = DevConnector>) -> Vec<DevConnector> {
-    let mut publishers: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+    let connectors: Vec<DevConnector> = connectors.collect();
+    let mut publishers: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for connector in &connectors {
+        if let Some(component) = connector.component(Path::new("")) {
+            publishers
+                .entry(component)
+                .or_default()
+                .push(connector.dir().to_owned());
+        }
+    }
     connectors
+        .into_iter()
         .map(|connector| {
             let Some(component) = connector.component(Path::new("")) else {
                 return connector;
             };
-            match publishers.get(&component) {
-                Some(first) => DevConnector::Unbuildable {
-                    why: format!(
-                        "it would publish {} as {} does; give one of them another library name (`[lib] name` \
-                         in Cargo.toml) or directory",
-                        component.display(),
-                        first.display()
-                    ),
-                    dir: connector.dir().to_owned(),
-                },
-                None => {
-                    publishers.insert(component, connector.dir().to_owned());
-                    connector
-                }
+            let dir = connector.dir().to_owned();
+            let others: Vec<String> = publishers[&component]
+                .iter()
+                .filter(|other| **other != dir)
+                .map(|other| other.display().to_string())
+                .collect();
+            if others.is_empty() {
+                return connector;
+            }
+            DevConnector::Unbuildable {
+                why: format!(
+                    "it would publish {} as {} does; give one of them another library name (`[lib] name` \
+                     in Cargo.toml) or directory",
+                    component.display(),
+                    others.join(" and ")
+                ),
+                dir,
             }
         })
         .collect()
@@ -1064,8 +1078,7 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk-guest")
     }
 
-    /// Two sources that would publish one component: the first keeps it, the second cannot be
-    /// built and says why.
+    /// Two sources that would publish one component: neither is built, each says why.
     #[test]
     fn a_component_has_one_publisher() {
         let krate = |dir: &str, lib: &str| {
@@ -1085,7 +1098,7 @@ mod tests {
                 krate("/src/weather", "weather"),
                 krate("/src/weather-old", "weather"),
                 krate("/src/other", "other"),
-                script("/src/other"),
+                script("/src/tool"),
             ]
             .into_iter(),
         );
@@ -1093,10 +1106,10 @@ mod tests {
         assert_eq!(
             published,
             [
-                Some(PathBuf::from("/out/weather.wasm")),
+                None,
                 None,
                 Some(PathBuf::from("/out/other.wasm")),
-                None
+                Some(PathBuf::from("/out/tool.wasm"))
             ]
         );
         let DevConnector::Unbuildable { dir, why } = &found[1] else {
@@ -1104,6 +1117,10 @@ mod tests {
         };
         assert_eq!(dir, Path::new("/src/weather-old"));
         assert!(why.contains("weather.wasm as /src/weather does"), "{why}");
+        let DevConnector::Unbuildable { why, .. } = &found[0] else {
+            panic!("{:?}", found[0].dir())
+        };
+        assert!(why.contains("weather.wasm as /src/weather-old does"), "{why}");
     }
 
     #[test]

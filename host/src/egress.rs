@@ -204,9 +204,9 @@ impl AddressPolicy {
                 "it is private (loopback, a local network), which the gateway reaches only when \
                  started with --allow-private-upstreams",
             ),
-            AddressClass::Forbidden => {
-                Some("the gateway never connects there (cloud metadata, multicast, reserved ranges)")
-            }
+            AddressClass::Forbidden => Some(
+                "the gateway never connects there (cloud metadata, link-local, multicast, reserved ranges)",
+            ),
         }
     }
 }

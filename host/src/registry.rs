@@ -742,7 +742,7 @@ async fn content_hash_of(path: &Path) -> Option<String> {
 /// The bytes of the component file at `path`, at most [`MAX_COMPONENT_BYTES`] of them. Only a
 /// regular file (or a link to one): a FIFO would block the reload task at `open`, and a device
 /// such as `/dev/zero` (whose size reads as 0) would never end.
-async fn read_component(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_component(path: &Path) -> Result<Vec<u8>, String> {
     use tokio::io::AsyncReadExt;
     let too_large = |size: u64| {
         format!(

@@ -97,6 +97,30 @@ fn may_change_content(kind: &EventKind) -> bool {
     }
 }
 
+/// `path` spelt under `dir` (the plugins directory as the operator named it), if it is an entry
+/// of `dir`. Linux reports the spelling watched; macOS's FSEvents reports the resolved one
+/// (`/private/tmp/…` for `/tmp/…`, a release's directory for the symlink naming it), which is
+/// compared by where it resolves to.
+fn respelt_in(path: &Path, dir: &Path) -> Option<PathBuf> {
+    let parent = path.parent()?;
+    if parent == dir {
+        return Some(path.to_owned());
+    }
+    let resolved = std::fs::canonicalize(dir).ok()?;
+    if parent != resolved && std::fs::canonicalize(parent).ok()? != resolved {
+        return None;
+    }
+    Some(dir.join(path.file_name()?))
+}
+
+/// Whether the event path `path` names the entry `entry`, however it is spelt (see [`respelt_in`]).
+fn same_entry(path: &Path, entry: &Path) -> bool {
+    path == entry
+        || entry
+            .parent()
+            .is_some_and(|parent| respelt_in(path, parent).as_deref() == Some(entry))
+}
+
 /// Where `dir` shows in its parent's events, and that parent: `None` for a directory with no
 /// name of its own (`/`, `..`), which cannot be swapped for another.
 fn as_seen_from_parent(dir: &Path) -> Option<(PathBuf, PathBuf)> {
@@ -121,13 +145,13 @@ pub fn start(dir: &Path, loader: Loader, registry: Arc<Registry>, watch: bool) -
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) if may_change_content(&event.kind) => {
                     for path in event.paths {
-                        if itself.as_ref() == Some(&path) {
+                        if itself.as_ref().is_some_and(|itself| same_entry(&path, itself)) {
                             let _ = events.send(Change::Everything(Reload::Changed));
                         } else if path.extension().is_some_and(|ext| ext == "wasm")
                             // Not a file beside the directory, which the parent's watch sees too.
-                            && path.parent() == Some(watched.as_path())
+                            && let Some(file) = respelt_in(&path, &watched)
                         {
-                            let _ = events.send(Change::File(path, Reload::Changed));
+                            let _ = events.send(Change::File(file, Reload::Changed));
                         }
                     }
                 }
@@ -273,7 +297,7 @@ async fn apply(loader: &Loader, registry: &Registry, path: &Path, reload: Reload
     // unless what connectors load under changed. A file put back as the version still serving
     // after a failed write is no longer stale.
     if reload == Reload::Changed
-        && let (Some(current), Ok(bytes)) = (registry.from_source(path), tokio::fs::read(path).await)
+        && let (Some(current), Ok(bytes)) = (registry.from_source(path), registry::read_component(path).await)
         && current.content_hash == crate::vault::crypto::sha256_hex(&bytes)
     {
         let failed_on_other_bytes = registry
@@ -322,6 +346,30 @@ async fn load_orphaned_shadows(loader: &Loader, registry: &Registry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Event paths spelt as the directory resolves (macOS reports them so) count as entries of
+    /// the directory as named; paths elsewhere do not.
+    #[test]
+    fn resolved_spellings_are_entries_of_the_directory_as_named() -> anyhow::Result<()> {
+        let root = tempfile::tempdir()?;
+        let real = root.path().join("releases").join("v1");
+        std::fs::create_dir_all(&real)?;
+        let named = root.path().join("current");
+        std::os::unix::fs::symlink(&real, &named)?;
+        assert_eq!(
+            respelt_in(&named.join("a.wasm"), &named),
+            Some(named.join("a.wasm"))
+        );
+        assert_eq!(
+            respelt_in(&real.join("a.wasm"), &named),
+            Some(named.join("a.wasm"))
+        );
+        assert_eq!(respelt_in(&root.path().join("a.wasm"), &named), None);
+        let resolved_root = std::fs::canonicalize(root.path())?;
+        assert!(same_entry(&resolved_root.join("current"), &named));
+        assert!(!same_entry(&resolved_root.join("other"), &named));
+        Ok(())
+    }
     use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind};
 
     #[test]

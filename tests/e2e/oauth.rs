@@ -1177,10 +1177,11 @@ async fn a_token_without_a_refresh_token_is_used_until_it_expires() {
     {
         let mut google = setup.google.lock().expect("state");
         google.no_refresh_tokens = true;
-        // Inside the 5-minute refresh margin from the start.
-        google.expires_in = 120;
+        // A 10-second token is due for a refresh in the second half of its life.
+        google.expires_in = 10;
     }
     let key = setup.connect("jo").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     for _ in 0..2 {
         let answer = setup.execute("list_labels", json!({"params": {}})).await;
         assert_eq!(

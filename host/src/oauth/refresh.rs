@@ -146,18 +146,25 @@ impl TokenRefresher {
     /// Why the last refresh of connection `id` failed, if it did for these very tokens (a
     /// reconnect or another gateway's refresh since makes it moot) and its answer holds for a
     /// caller that asked at `asked_at` with `trigger`: one that was waiting while it ran, or a
-    /// proactive one not long after.
+    /// proactive one not long after, while `current`'s access token still works.
     fn recent_failure(
         &self,
-        id: i64,
+        current: &ConnectionRecord,
         access_token: &str,
         asked_at: std::time::Instant,
         trigger: &Trigger,
     ) -> Option<String> {
         let failures = self.recent_failures.lock().unwrap_or_else(|p| p.into_inner());
-        let failure = failures.get(&id).filter(|f| f.access_token == access_token)?;
+        let failure = failures
+            .get(&current.id)
+            .filter(|f| f.access_token == access_token)?;
         let waited_for_it = failure.at >= asked_at;
-        let held = matches!(trigger, Trigger::Expiring) && failure.at.elapsed() <= FAILED_REFRESH_HELD_FOR;
+        let still_works = current
+            .token_expires_at
+            .is_some_and(|at| at > crate::vault::now());
+        let held = matches!(trigger, Trigger::Expiring)
+            && still_works
+            && failure.at.elapsed() <= FAILED_REFRESH_HELD_FOR;
         (waited_for_it || held).then(|| failure.reason.clone())
     }
 
@@ -255,7 +262,7 @@ impl TokenRefresher {
             if self.is_fresh(&trigger, &current, &tokens) {
                 return Ok(tokens);
             }
-            if let Some(reason) = self.recent_failure(current.id, &tokens.access_token, asked_at, &trigger) {
+            if let Some(reason) = self.recent_failure(&current, &tokens.access_token, asked_at, &trigger) {
                 return Err(RefreshError::Unavailable(reason));
             }
             let leased = current.clone();
@@ -618,15 +625,18 @@ mod tests {
             tasks,
         ));
         let requests = || provider.requests.load(std::sync::atomic::Ordering::SeqCst);
-        // Due for a proactive refresh: it expires now.
+        // Due for a proactive refresh (inside the margin), and still working.
         let expiring = TokenSet {
             access_token: "at-1".into(),
             refresh_token: Some("rt-1".into()),
-            expires_at: Some(crate::vault::now()),
+            expires_at: Some(crate::vault::now() + 100),
             scope: None,
             refresh_refused: None,
         };
         vault.store_secret(&record, &expiring.to_secret(), expiring.expires_at, None)?;
+        // Stored long ago, so that 100 s is within the margin (not half of a short life).
+        rusqlite::Connection::open(dir.path().join("db"))?
+            .execute("UPDATE connections SET updated_at = updated_at - 3600", [])?;
         for _ in 0..3 {
             let outcome = refresher
                 .refresh("gmail", &declared(), &record, Trigger::Expiring)

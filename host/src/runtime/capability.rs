@@ -698,6 +698,13 @@ pub(crate) fn upstream_error(error: UpstreamError) -> HttpError {
 impl wit_http::Host for GuestState {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let call = &mut self.call;
+        // The call was stopped for sending the credential: it fails whatever the connector
+        // does next, so a connector that keeps sending is ended here, not left to spin.
+        if call.sent_the_credential {
+            return Err(wasmtime::format_err!(
+                "the call was stopped: a request held the connection's credential"
+            ));
+        }
         // A failed request ends what the last answer had to say.
         call.last_answer = None;
         let sent = match call.prepare(request) {

@@ -605,7 +605,7 @@ impl Manifest {
                     if absolute.is_none() {
                         return Err(invalid(
                             field,
-                            format!("`{}` is not an absolute https URL", url.escape_default()),
+                            format!("`{}` is not an absolute http(s) URL", url.escape_default()),
                         ));
                     }
                 }
@@ -1221,7 +1221,7 @@ mod tests {
                 authorize_params: Vec::new(),
             });
             let error = Manifest::from_wit(schemeless).expect_err(token_url).to_string();
-            assert!(error.contains("is not an absolute https URL"), "{error}");
+            assert!(error.contains("is not an absolute http(s) URL"), "{error}");
         }
         assert!(Manifest::from_wit(wit("{")).is_err(), "not JSON");
         for owned in ["host", "Content-Length", "transfer-encoding", "x-forwarded-for"] {
