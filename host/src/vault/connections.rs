@@ -447,7 +447,8 @@ impl Vault {
     /// anew meanwhile (`vault rotate-key`) holds the same tokens, and does not count as changed.
     pub fn store_tokens(&self, record: &ConnectionRecord, tokens: &TokenSet) -> anyhow::Result<bool> {
         let sealed = self.seal(tokens.to_secret().as_bytes(), &secret_context(&record.key))?;
-        let refreshed_from = self.tokens(record)?.to_secret();
+        // Decrypted only if the first write finds the secret changed, which is rare.
+        let mut refreshed_from = None;
         let mut expected = record.sealed.ciphertext.clone();
         // A key rotation re-seals each secret once: a second look suffices, a third is spare.
         for _ in 0..3 {
@@ -460,7 +461,11 @@ impl Vault {
             let Some(now_stored) = self.connection_by_id(record.id)? else {
                 return Ok(false);
             };
-            if self.tokens(&now_stored)?.to_secret() != refreshed_from {
+            let before = match &refreshed_from {
+                Some(before) => before,
+                None => refreshed_from.insert(self.credential(record)?),
+            };
+            if self.credential(&now_stored)?.secret() != before.secret() {
                 return Ok(false);
             }
             expected = now_stored.sealed.ciphertext;
