@@ -220,38 +220,48 @@ pub trait Store: Send + Sync + 'static {
     /// The connection with row id `id`, whatever its environment.
     fn connection_by_id(&self, id: i64) -> anyhow::Result<Option<ConnectionRecord>>;
 
-    /// Apply `changes` to connection `id` in one write, setting `updated_at` to `at`; nothing
-    /// happens if there is no such connection.
-    fn update_connection(&self, id: i64, changes: &ConnectionChanges, at: i64) -> anyhow::Result<()>;
+    /// Apply `changes` to connection `id` in one write at `at_us` (microseconds since the epoch;
+    /// a new secret clears its health as of then); nothing happens if there is no such
+    /// connection.
+    fn update_connection(&self, id: i64, changes: &ConnectionChanges, at_us: i64) -> anyhow::Result<()>;
 
     /// Delete the connection in `environment` whose public id or key is `id_or_key`; returns
     /// whether one was deleted.
     fn delete_connection(&self, environment: Environment, id_or_key: &str) -> anyhow::Result<bool>;
 
-    /// Count one more consecutive auth failure of connection `id` (read and increment in one
-    /// write): its state becomes `failed` once the count reaches `failed_after`, else `degraded`
-    /// (a `failed` one stays so).
+    /// Count one more consecutive auth failure of connection `id`, answered to a call sent at
+    /// `sent_at_us` (read and increment in one write at `at_us`): its state becomes `failed`
+    /// once the count reaches `failed_after`, else `degraded` (a `failed` one stays so). Not
+    /// counted if a success of a later call, or a new secret, is recorded already.
     /// Returns whether this failure is the one that made it `failed`.
-    fn record_auth_failure(&self, id: i64, failed_after: i64, at: i64) -> anyhow::Result<bool>;
+    fn record_auth_failure(
+        &self,
+        id: i64,
+        failed_after: i64,
+        sent_at_us: i64,
+        at_us: i64,
+    ) -> anyhow::Result<bool>;
 
-    /// Clear connection `id`'s auth failures and make it `operational`. Returns whether it was
-    /// `failed`.
-    fn record_auth_success(&self, id: i64, at: i64) -> anyhow::Result<bool>;
+    /// Clear connection `id`'s auth failures and make it `operational`, for a success of a call
+    /// sent at `sent_at_us`, unless a 401 to a later call (or a refused refresh) is recorded
+    /// already. Returns whether it was `failed` and now is not.
+    fn record_auth_success(&self, id: i64, sent_at_us: i64, at_us: i64) -> anyhow::Result<bool>;
 
     /// Replace connection `id`'s sealed secret and token expiry (and its base URL, if one is
-    /// given) in one durable write, making it operational with no auth failures.
+    /// given) in one durable write at `at_us`, making it operational with no auth failures:
+    /// answers to calls sent before it no longer count.
     fn replace_connection_secret(
         &self,
         id: i64,
         sealed: &Sealed,
         token_expires_at: Option<i64>,
         base_url: Option<&Url>,
-        at: i64,
+        at_us: i64,
     ) -> anyhow::Result<()>;
 
-    /// Mark connection `id` `failed`: its credential no longer works. Returns whether it was
-    /// not failed before.
-    fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<bool>;
+    /// Mark connection `id` `failed` at `at_us`: its credential no longer works, whatever
+    /// calls sent before then answered. Returns whether it was not failed before.
+    fn mark_connection_failed(&self, id: i64, at_us: i64) -> anyhow::Result<bool>;
 
     /// Take connection `id`'s refresh lease for `holder` until `until`, unless another holder's
     /// lasts past `now`; returns whether it was taken. Gateways sharing the store refresh a
@@ -274,15 +284,15 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> anyhow::Result<bool>;
 
-    /// Mark connection `id` `failed` and give it the sealed secret `sealed`, in one write,
-    /// unless its secret is no longer the one sealed as `previous_ciphertext`. Returns whether
-    /// it was changed and not failed before.
+    /// Mark connection `id` `failed` and give it the sealed secret `sealed`, in one write at
+    /// `at_us`, unless its secret is no longer the one sealed as `previous_ciphertext`. Returns
+    /// whether it was changed and not failed before.
     fn fail_connection_with_secret(
         &self,
         id: i64,
         previous_ciphertext: &[u8],
         sealed: &Sealed,
-        at: i64,
+        at_us: i64,
     ) -> anyhow::Result<bool>;
 
     /// Up to `limit` connections whose secret was sealed by a key other than `key_id`, by row

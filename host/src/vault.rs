@@ -66,9 +66,15 @@ impl std::fmt::Debug for Vault {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
+    now_micros() / 1_000_000
+}
+
+/// Microseconds since the Unix epoch: when a connection's health is decided, which calls a
+/// second apart (or less) must be told apart by.
+pub fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
 

@@ -246,8 +246,15 @@ fn ambiguous(integration: &str, share: &str, candidates: &[String]) -> ApiError 
 }
 
 /// Update the connection's state from how the upstream treated its credential (execute and
-/// passthrough alike), off the response path.
-pub(super) fn track_credential_health(app: &AppState, record: ConnectionRecord, status: u16) {
+/// passthrough alike), off the response path. `sent_at_us` is when the call took the
+/// credential: updates may land out of order, and the newest call's answer is the one that
+/// holds.
+pub(super) fn track_credential_health(
+    app: &AppState,
+    record: ConnectionRecord,
+    status: u16,
+    sent_at_us: i64,
+) {
     let unauthorized = status == 401;
     let success = (200..300).contains(&status);
     // The common case — a healthy connection answered successfully — changes nothing, so
@@ -260,7 +267,7 @@ pub(super) fn track_credential_health(app: &AppState, record: ConnectionRecord, 
     app.tasks.spawn(async move {
         let (key, integration) = (record.key.clone(), record.platform.clone());
         match vault
-            .run(move |vault| vault.record_auth_outcome(&record, unauthorized))
+            .run(move |vault| vault.record_auth_outcome(&record, unauthorized, sent_at_us))
             .await
         {
             Ok(HealthChange::None) => {}

@@ -325,6 +325,9 @@ async fn run(
         ..CallContext::default()
     };
     let mut connection = None;
+    // Taken before the connection is read: an answer is then never counted against a secret
+    // stored after the one this call sent.
+    let credential_taken_at_us = crate::vault::now_micros();
     if needs_connection(&connector.manifest) {
         let selector = ConnectionSelector {
             connection_key: body.connection_key,
@@ -384,7 +387,7 @@ async fn run(
         None => None,
     };
     if let (Some(record), Some(status)) = (connection, invoked.credential_status) {
-        super::connection::track_credential_health(app, record, status);
+        super::connection::track_credential_health(app, record, status, credential_taken_at_us);
     }
     let mut response = reply(&invoked.output, &invoked.upstream_headers, reconnect.as_ref());
     tell_rate_limit(window, response.headers_mut());

@@ -376,6 +376,9 @@ async fn run(
     }
     let environment = key.environment;
     let lookup = connection_key.clone();
+    // Taken before the connection is read: an answer is then never counted against a secret
+    // stored after the one this call sent.
+    let credential_taken_at_us = crate::vault::now_micros();
     let record = app
         .vault
         .run(move |vault| vault.get_connection(environment, &lookup))
@@ -485,7 +488,7 @@ async fn run(
     // Said in headers: the body is the upstream's own.
     let reconnect = super::connect::reconnect_if_failed(app, &record, upstream.credential_status).await;
     if let Some(status) = upstream.credential_status {
-        super::connection::track_credential_health(app, record, status);
+        super::connection::track_credential_health(app, record, status, credential_taken_at_us);
     }
 
     let status = StatusCode::from_u16(upstream.status).unwrap_or(StatusCode::BAD_GATEWAY);

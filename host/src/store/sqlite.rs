@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 15;
+const SCHEMA_VERSION: i64 = 16;
 
 /// Migrations, one per version step; index `i` upgrades from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -231,6 +231,13 @@ const MIGRATIONS: &[&str] = &[
     // restarted gateway counts again. Rows logged before it have NULL and are judged by outcome.
     r#"
     ALTER TABLE request_logs ADD COLUMN counted INTEGER;
+"#,
+    // Which calls a connection's health has heard of (microseconds since the epoch): the
+    // newest success or new secret, and the newest 401 or refused refresh. An answer recorded
+    // late (health is updated off the response path) does not overrule one to a later call.
+    r#"
+    ALTER TABLE connections ADD COLUMN health_cleared_at_us INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE connections ADD COLUMN health_failed_at_us INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -576,20 +583,26 @@ impl Store for SqliteStore {
         self.read(|conn| connections::by_id(conn, id))
     }
 
-    fn update_connection(&self, id: i64, changes: &ConnectionChanges, at: i64) -> anyhow::Result<()> {
-        self.write(|tx| connections::update(tx, id, changes, at))
+    fn update_connection(&self, id: i64, changes: &ConnectionChanges, at_us: i64) -> anyhow::Result<()> {
+        self.write(|tx| connections::update(tx, id, changes, at_us))
     }
 
     fn delete_connection(&self, environment: Environment, id_or_key: &str) -> anyhow::Result<bool> {
         self.write(|tx| connections::delete(tx, environment, id_or_key))
     }
 
-    fn record_auth_failure(&self, id: i64, failed_after: i64, at: i64) -> anyhow::Result<bool> {
-        self.write(|tx| connections::record_auth_failure(tx, id, failed_after, at))
+    fn record_auth_failure(
+        &self,
+        id: i64,
+        failed_after: i64,
+        sent_at_us: i64,
+        at_us: i64,
+    ) -> anyhow::Result<bool> {
+        self.write(|tx| connections::record_auth_failure(tx, id, failed_after, sent_at_us, at_us))
     }
 
-    fn record_auth_success(&self, id: i64, at: i64) -> anyhow::Result<bool> {
-        self.write(|tx| connections::record_auth_success(tx, id, at))
+    fn record_auth_success(&self, id: i64, sent_at_us: i64, at_us: i64) -> anyhow::Result<bool> {
+        self.write(|tx| connections::record_auth_success(tx, id, sent_at_us, at_us))
     }
 
     fn replace_connection_secret(
@@ -598,9 +611,9 @@ impl Store for SqliteStore {
         sealed: &Sealed,
         token_expires_at: Option<i64>,
         base_url: Option<&url::Url>,
-        at: i64,
+        at_us: i64,
     ) -> anyhow::Result<()> {
-        self.write(|tx| connections::replace_secret(tx, id, sealed, token_expires_at, base_url, at))
+        self.write(|tx| connections::replace_secret(tx, id, sealed, token_expires_at, base_url, at_us))
     }
 
     fn store_refreshed_tokens(
@@ -621,13 +634,13 @@ impl Store for SqliteStore {
         id: i64,
         previous_ciphertext: &[u8],
         sealed: &Sealed,
-        at: i64,
+        at_us: i64,
     ) -> anyhow::Result<bool> {
-        self.write(|tx| connections::fail_with_secret(tx, id, previous_ciphertext, sealed, at))
+        self.write(|tx| connections::fail_with_secret(tx, id, previous_ciphertext, sealed, at_us))
     }
 
-    fn mark_connection_failed(&self, id: i64, at: i64) -> anyhow::Result<bool> {
-        self.write(|tx| connections::mark_failed(tx, id, at))
+    fn mark_connection_failed(&self, id: i64, at_us: i64) -> anyhow::Result<bool> {
+        self.write(|tx| connections::mark_failed(tx, id, at_us))
     }
 
     fn take_refresh_lease(&self, id: i64, holder: &str, now: i64, until: i64) -> anyhow::Result<bool> {

@@ -2,7 +2,7 @@
 
 use super::api_keys::Environment;
 use super::crypto::{self, Sealed};
-use super::{Vault, now};
+use super::{Vault, now, now_micros};
 use crate::runtime::Credential;
 use crate::store::{ConnectionChanges, NewConnectionRow};
 use anyhow::Context;
@@ -375,7 +375,7 @@ impl Vault {
                 None => None,
             },
         };
-        self.write(|store| store.update_connection(current.id, &changes, now()))?;
+        self.write(|store| store.update_connection(current.id, &changes, now_micros()))?;
         self.get_connection(environment, &current.public_id())
     }
 
@@ -384,18 +384,22 @@ impl Vault {
         self.write(|store| store.delete_connection(environment, id_or_key))
     }
 
-    /// Record how the upstream answered a call made with this connection's credential:
-    /// repeated 401s degrade and then fail it; a success makes it operational again.
-    /// Writes only when something changes, so the hot path stays read-only. Returns what
-    /// changed that an operator should hear about.
+    /// Record how the upstream answered a call made with this connection's credential, sent at
+    /// `sent_at_us` (microseconds since the epoch): repeated 401s degrade and then fail it; a
+    /// success makes it operational again. The newest call decides: an answer recorded after
+    /// one to a later call (or after a reconnect) changes nothing. Writes only when something
+    /// changes, so the hot path stays read-only. Returns what changed that an operator should
+    /// hear about.
     pub fn record_auth_outcome(
         &self,
         record: &ConnectionRecord,
         unauthorized: bool,
+        sent_at_us: i64,
     ) -> anyhow::Result<HealthChange> {
         if unauthorized {
-            let turned_failed =
-                self.write(|store| store.record_auth_failure(record.id, FAILED_AFTER_AUTH_FAILURES, now()))?;
+            let turned_failed = self.write(|store| {
+                store.record_auth_failure(record.id, FAILED_AFTER_AUTH_FAILURES, sent_at_us, now_micros())
+            })?;
             return Ok(if turned_failed {
                 HealthChange::Failed
             } else {
@@ -405,7 +409,8 @@ impl Vault {
         if record.consecutive_auth_failures == 0 && record.state == "operational" {
             return Ok(HealthChange::None);
         }
-        let was_failed = self.write(|store| store.record_auth_success(record.id, now()))?;
+        let was_failed =
+            self.write(|store| store.record_auth_success(record.id, sent_at_us, now_micros()))?;
         Ok(if was_failed {
             HealthChange::Recovered
         } else {
@@ -485,14 +490,14 @@ impl Vault {
     ) -> anyhow::Result<()> {
         let sealed = self.seal(secret.as_bytes(), &secret_context(&record.key))?;
         self.write(|store| {
-            store.replace_connection_secret(record.id, &sealed, token_expires_at, base_url, now())
+            store.replace_connection_secret(record.id, &sealed, token_expires_at, base_url, now_micros())
         })
     }
 
     /// Mark a connection `failed`: its credential no longer works and the user must reconnect.
     /// Returns whether it was not failed before.
     pub fn mark_connection_failed(&self, record: &ConnectionRecord) -> anyhow::Result<bool> {
-        self.write(|store| store.mark_connection_failed(record.id, now()))
+        self.write(|store| store.mark_connection_failed(record.id, now_micros()))
     }
 
     /// Record that the provider refused to refresh `tokens`, `record`'s: keep them without
@@ -512,7 +517,7 @@ impl Vault {
         };
         let sealed = self.seal(kept.to_secret().as_bytes(), &secret_context(&record.key))?;
         self.write(|store| {
-            store.fail_connection_with_secret(record.id, &record.sealed.ciphertext, &sealed, now())
+            store.fail_connection_with_secret(record.id, &record.sealed.ciphertext, &sealed, now_micros())
         })
     }
 
@@ -682,7 +687,7 @@ mod tests {
     fn refreshed_tokens_replace_only_the_tokens_they_came_from() -> anyhow::Result<()> {
         let (_dir, vault) = vault()?;
         let record = add(&vault, &new_connection("gmail", Environment::Test, Some("ann")))?;
-        vault.record_auth_outcome(&record, true)?;
+        vault.record_auth_outcome(&record, true, now_micros())?;
         let tokens = |access: &str| TokenSet {
             access_token: access.into(),
             refresh_token: Some("rt-1".into()),
@@ -956,39 +961,54 @@ mod tests {
     fn repeated_401s_fail_a_connection_and_success_restores_it() -> anyhow::Result<()> {
         let (_dir, vault) = vault()?;
         let record = add(&vault, &new_connection("github", Environment::Test, None))?;
-        assert_eq!(vault.record_auth_outcome(&record, true)?, HealthChange::None);
+        assert_eq!(
+            vault.record_auth_outcome(&record, true, now_micros())?,
+            HealthChange::None
+        );
         let degraded = vault
             .get_connection(Environment::Test, &record.key)?
             .expect("exists");
         assert_eq!(degraded.state, "degraded");
-        assert_eq!(vault.record_auth_outcome(&degraded, true)?, HealthChange::None);
+        assert_eq!(
+            vault.record_auth_outcome(&degraded, true, now_micros())?,
+            HealthChange::None
+        );
         // The third in a row fails it; a fourth changes nothing more.
-        assert_eq!(vault.record_auth_outcome(&degraded, true)?, HealthChange::Failed);
-        assert_eq!(vault.record_auth_outcome(&degraded, true)?, HealthChange::None);
+        assert_eq!(
+            vault.record_auth_outcome(&degraded, true, now_micros())?,
+            HealthChange::Failed
+        );
+        assert_eq!(
+            vault.record_auth_outcome(&degraded, true, now_micros())?,
+            HealthChange::None
+        );
         let failed = vault
             .get_connection(Environment::Test, &record.key)?
             .expect("exists");
         assert_eq!(failed.state, "failed");
         assert_eq!(
-            vault.record_auth_outcome(&failed, false)?,
+            vault.record_auth_outcome(&failed, false, now_micros())?,
             HealthChange::Recovered
         );
         // A refused refresh fails it once; 401s after that do not fail it again.
         assert!(vault.mark_connection_failed(&record)?);
         assert!(!vault.mark_connection_failed(&record)?, "it was failed already");
         for _ in 0..3 {
-            assert_eq!(vault.record_auth_outcome(&record, true)?, HealthChange::None);
+            assert_eq!(
+                vault.record_auth_outcome(&record, true, now_micros())?,
+                HealthChange::None
+            );
         }
         let failed_again = vault
             .get_connection(Environment::Test, &record.key)?
             .expect("exists");
         assert_eq!(
-            vault.record_auth_outcome(&failed_again, false)?,
+            vault.record_auth_outcome(&failed_again, false, now_micros())?,
             HealthChange::Recovered
         );
         // A second success seen with the same (stale) record does not report it again.
         assert_eq!(
-            vault.record_auth_outcome(&failed_again, false)?,
+            vault.record_auth_outcome(&failed_again, false, now_micros())?,
             HealthChange::None
         );
         let restored = vault
@@ -998,6 +1018,41 @@ mod tests {
             (restored.state.as_str(), restored.consecutive_auth_failures),
             ("operational", 0)
         );
+        Ok(())
+    }
+
+    /// Health is updated off the response path, so answers may be recorded out of order: the
+    /// newest call's answer holds, and a reconnect is not undone by the old secret's 401s.
+    #[test]
+    fn an_answer_recorded_late_does_not_overrule_a_newer_one() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        let record = add(&vault, &new_connection("github", Environment::Test, None))?;
+        let state = || -> anyhow::Result<(String, i64)> {
+            let now = vault
+                .get_connection(Environment::Test, &record.key)?
+                .expect("exists");
+            Ok((now.state, now.consecutive_auth_failures))
+        };
+        let (earlier, later) = (now_micros() - 1_000, now_micros());
+        vault.record_auth_outcome(&record, true, later)?;
+        let degraded = vault
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        // A success of a call sent before that 401 says nothing of the credential now.
+        vault.record_auth_outcome(&degraded, false, earlier)?;
+        assert_eq!(state()?, ("degraded".into(), 1));
+        // A success sent after it clears it; the 401 of an earlier call, recorded later, does
+        // not count again.
+        vault.record_auth_outcome(&degraded, false, later + 1)?;
+        vault.record_auth_outcome(&degraded, true, later)?;
+        assert_eq!(state()?, ("operational".into(), 0));
+        // A reconnect clears it, and the old secret's 401s of calls sent before it do not
+        // count against the new one.
+        let sent_before_the_reconnect = now_micros();
+        vault.record_auth_outcome(&record, true, sent_before_the_reconnect)?;
+        vault.store_secret(&record, "ghp_reconnected", None, None)?;
+        vault.record_auth_outcome(&record, true, sent_before_the_reconnect)?;
+        assert_eq!(state()?, ("operational".into(), 0));
         Ok(())
     }
 

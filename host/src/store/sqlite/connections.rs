@@ -182,7 +182,12 @@ pub(super) fn by_id(conn: &Connection, id: i64) -> anyhow::Result<Option<Connect
     row.map(RawRecord::parse).transpose()
 }
 
-pub(super) fn update(conn: &Connection, id: i64, changes: &ConnectionChanges, at: i64) -> anyhow::Result<()> {
+pub(super) fn update(
+    conn: &Connection,
+    id: i64,
+    changes: &ConnectionChanges,
+    at_us: i64,
+) -> anyhow::Result<()> {
     let tags = changes.tags.as_ref().map(serde_json::to_string).transpose()?;
     let base_url_given = changes.base_url.is_some();
     let base_url = changes.base_url.clone().flatten().map(|u| u.to_string());
@@ -200,7 +205,9 @@ pub(super) fn update(conn: &Connection, id: i64, changes: &ConnectionChanges, at
             state = CASE WHEN ?8 IS NULL THEN state ELSE 'operational' END,
             consecutive_auth_failures = CASE WHEN ?8 IS NULL THEN consecutive_auth_failures ELSE 0 END,
             token_expires_at = CASE WHEN ?8 IS NULL THEN token_expires_at ELSE NULL END,
-            updated_at = ?11
+            health_cleared_at_us = CASE WHEN ?8 IS NULL THEN health_cleared_at_us
+                ELSE MAX(health_cleared_at_us, ?11) END,
+            updated_at = ?11 / 1000000
          WHERE id = ?1",
         rusqlite::params![
             id,
@@ -213,7 +220,7 @@ pub(super) fn update(conn: &Connection, id: i64, changes: &ConnectionChanges, at
             sealed.map(|s| &s.nonce),
             sealed.map(|s| &s.ciphertext),
             sealed.map(|s| &s.key_id),
-            at
+            at_us
         ],
     )?;
     Ok(())
@@ -231,11 +238,13 @@ pub(super) fn record_auth_failure(
     conn: &Connection,
     id: i64,
     failed_after: i64,
-    at: i64,
+    sent_at_us: i64,
+    at_us: i64,
 ) -> anyhow::Result<bool> {
     // Read and update in one transaction: it turned `failed` if it was not before and is now
     // (a refused refresh may have failed it already, with no 401 counted; a 401 does not make
-    // a failed connection merely degraded).
+    // a failed connection merely degraded). A 401 to a call sent before the newest success or
+    // new secret says nothing of the credential now, and is not counted.
     let before: Option<String> = conn
         .query_row("SELECT state FROM connections WHERE id = ?1", [id], |row| {
             row.get(0)
@@ -246,18 +255,25 @@ pub(super) fn record_auth_failure(
             "UPDATE connections SET consecutive_auth_failures = consecutive_auth_failures + 1,
                 state = CASE WHEN state = 'failed' OR consecutive_auth_failures + 1 >= ?2
                     THEN 'failed' ELSE 'degraded' END,
-                updated_at = ?3
-             WHERE id = ?1
+                health_failed_at_us = MAX(health_failed_at_us, ?3),
+                updated_at = ?4 / 1000000
+             WHERE id = ?1 AND ?3 >= health_cleared_at_us
              RETURNING state",
-            rusqlite::params![id, failed_after, at],
+            rusqlite::params![id, failed_after, sent_at_us, at_us],
             |row| row.get(0),
         )
         .optional()?;
     Ok(after.as_deref() == Some("failed") && before.as_deref() != Some("failed"))
 }
 
-pub(super) fn record_auth_success(conn: &Connection, id: i64, at: i64) -> anyhow::Result<bool> {
-    // Only the write that finds it failed says so: concurrent successes report it once.
+pub(super) fn record_auth_success(
+    conn: &Connection,
+    id: i64,
+    sent_at_us: i64,
+    at_us: i64,
+) -> anyhow::Result<bool> {
+    // Only the write that finds it failed says so: concurrent successes report it once. A
+    // success of a call sent before the newest 401 (or refused refresh) does not clear it.
     let was_failed = conn
         .query_row(
             "SELECT state = 'failed' FROM connections WHERE id = ?1",
@@ -266,12 +282,13 @@ pub(super) fn record_auth_success(conn: &Connection, id: i64, at: i64) -> anyhow
         )
         .optional()?
         .unwrap_or(false);
-    conn.execute(
-        "UPDATE connections SET consecutive_auth_failures = 0, state = 'operational', updated_at = ?2
-         WHERE id = ?1",
-        rusqlite::params![id, at],
+    let changed = conn.execute(
+        "UPDATE connections SET consecutive_auth_failures = 0, state = 'operational',
+            health_cleared_at_us = MAX(health_cleared_at_us, ?2), updated_at = ?3 / 1000000
+         WHERE id = ?1 AND ?2 >= health_failed_at_us",
+        rusqlite::params![id, sent_at_us, at_us],
     )?;
-    Ok(was_failed)
+    Ok(was_failed && changed > 0)
 }
 
 pub(super) fn replace_secret(
@@ -280,11 +297,12 @@ pub(super) fn replace_secret(
     sealed: &Sealed,
     token_expires_at: Option<i64>,
     base_url: Option<&Url>,
-    at: i64,
+    at_us: i64,
 ) -> anyhow::Result<()> {
     conn.execute(
         "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4,
-            token_expires_at = ?5, state = 'operational', consecutive_auth_failures = 0, updated_at = ?6,
+            token_expires_at = ?5, state = 'operational', consecutive_auth_failures = 0,
+            health_cleared_at_us = MAX(health_cleared_at_us, ?6), updated_at = ?6 / 1000000,
             base_url = COALESCE(?7, base_url)
          WHERE id = ?1",
         rusqlite::params![
@@ -293,17 +311,19 @@ pub(super) fn replace_secret(
             sealed.ciphertext,
             sealed.key_id,
             token_expires_at,
-            at,
+            at_us,
             base_url.map(Url::as_str)
         ],
     )?;
     Ok(())
 }
 
-pub(super) fn mark_failed(conn: &Connection, id: i64, at: i64) -> anyhow::Result<bool> {
+pub(super) fn mark_failed(conn: &Connection, id: i64, at_us: i64) -> anyhow::Result<bool> {
     let changed = conn.execute(
-        "UPDATE connections SET state = 'failed', updated_at = ?2 WHERE id = ?1 AND state != 'failed'",
-        rusqlite::params![id, at],
+        "UPDATE connections SET state = 'failed', health_failed_at_us = MAX(health_failed_at_us, ?2),
+            updated_at = ?2 / 1000000
+         WHERE id = ?1 AND state != 'failed'",
+        rusqlite::params![id, at_us],
     )?;
     Ok(changed > 0)
 }
@@ -338,7 +358,7 @@ pub(super) fn fail_with_secret(
     id: i64,
     previous_ciphertext: &[u8],
     sealed: &Sealed,
-    at: i64,
+    at_us: i64,
 ) -> anyhow::Result<bool> {
     let was_failed: Option<bool> = conn
         .query_row(
@@ -352,9 +372,9 @@ pub(super) fn fail_with_secret(
     };
     conn.execute(
         "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4, state = 'failed',
-            updated_at = ?5
+            health_failed_at_us = MAX(health_failed_at_us, ?5), updated_at = ?5 / 1000000
          WHERE id = ?1",
-        rusqlite::params![id, sealed.nonce, sealed.ciphertext, sealed.key_id, at],
+        rusqlite::params![id, sealed.nonce, sealed.ciphertext, sealed.key_id, at_us],
     )?;
     Ok(!was_failed)
 }
