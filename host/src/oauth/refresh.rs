@@ -211,7 +211,7 @@ impl TokenRefresher {
     pub fn is_expiring(&self, record: &ConnectionRecord, now: i64) -> bool {
         record
             .token_expires_at
-            .is_some_and(|at| refresh_due(at, record.updated_at, now, self.margin_seconds))
+            .is_some_and(|at| refresh_due(at, record.secret_stored_at, now, self.margin_seconds))
     }
 
     /// Fresh tokens for `record`, refreshing at most once however many callers ask at once.
@@ -541,7 +541,8 @@ mod tests {
     use super::*;
     use crate::upstream::{Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
     use crate::vault::KeySource;
-    use crate::vault::connections::NewConnection;
+    use crate::vault::api_keys::Environment;
+    use crate::vault::connections::{ConnectionPatch, NewConnection};
     use crate::vault::oauth_apps::NewOAuthApp;
     use std::time::Duration;
     use tokio::sync::Notify;
@@ -635,8 +636,10 @@ mod tests {
         };
         vault.store_secret(&record, &expiring.to_secret(), expiring.expires_at, None)?;
         // Stored long ago, so that 100 s is within the margin (not half of a short life).
-        rusqlite::Connection::open(dir.path().join("db"))?
-            .execute("UPDATE connections SET updated_at = updated_at - 3600", [])?;
+        rusqlite::Connection::open(dir.path().join("db"))?.execute(
+            "UPDATE connections SET secret_stored_at = secret_stored_at - 3600",
+            [],
+        )?;
         for _ in 0..3 {
             let outcome = refresher
                 .refresh("gmail", &declared(), &record, Trigger::Expiring)
@@ -858,6 +861,41 @@ mod tests {
         assert!(refresh_due(60, 0, 30, margin));
         // Without a usable storage time, the margin alone decides.
         assert!(refresh_due(60, 60, 10, margin));
+    }
+
+    /// How long a token lives is counted from when it was stored, not from the connection's
+    /// last change: renaming it or a 401 does not put a proactive refresh off.
+    #[test]
+    fn a_tokens_life_is_counted_from_when_it_was_stored() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vault = vault_in(&dir)?;
+        let record = gmail_connection(&vault)?;
+        let tokens = TokenSet {
+            access_token: "at-1".into(),
+            refresh_token: Some("rt-1".into()),
+            expires_at: Some(crate::vault::now() + 100),
+            scope: None,
+            refresh_refused: None,
+        };
+        vault.store_secret(&record, &tokens.to_secret(), tokens.expires_at, None)?;
+        // Issued an hour ago: its last 100 s are within the 300 s margin.
+        rusqlite::Connection::open(dir.path().join("db"))?.execute(
+            "UPDATE connections SET secret_stored_at = secret_stored_at - 3600",
+            [],
+        )?;
+        let renamed = ConnectionPatch {
+            name: Some("renamed".into()),
+            ..ConnectionPatch::default()
+        };
+        vault.update_connection(Environment::Test, &record.key, &renamed)?;
+        vault.record_auth_outcome(&record, true, crate::vault::now_micros())?;
+        let now_stored = vault
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        let (tasks, provider) = (TaskTracker::new(), Arc::new(HeldProvider::default()));
+        let refresher = refresher(&vault, &provider, &tasks);
+        assert!(refresher.is_expiring(&now_stored, crate::vault::now()));
+        Ok(())
     }
 
     #[test]

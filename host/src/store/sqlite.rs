@@ -235,9 +235,14 @@ const MIGRATIONS: &[&str] = &[
     // Which calls a connection's health has heard of (microseconds since the epoch): the
     // newest success or new secret, and the newest 401 or refused refresh. An answer recorded
     // late (health is updated off the response path) does not overrule one to a later call.
+    // And when its secret was stored.
     r#"
     ALTER TABLE connections ADD COLUMN health_cleared_at_us INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE connections ADD COLUMN health_failed_at_us INTEGER NOT NULL DEFAULT 0;
+    -- When the secret (an OAuth token set) was stored, which says how long a token lives:
+    -- `updated_at` also moves with renames and health changes.
+    ALTER TABLE connections ADD COLUMN secret_stored_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE connections SET secret_stored_at = updated_at;
 "#,
 ];
 

@@ -57,6 +57,9 @@ pub struct ConnectionRecord {
     pub created_at: i64,
     /// Last change (Unix seconds).
     pub updated_at: i64,
+    /// When its secret was last stored (Unix seconds): for OAuth, when its tokens were issued,
+    /// which with their expiry says how long they live.
+    pub secret_stored_at: i64,
     /// The secret, sealed.
     pub(crate) sealed: Sealed,
 }
@@ -299,6 +302,7 @@ impl Vault {
             token_expires_at: row.token_expires_at,
             created_at: row.created_at,
             updated_at: row.created_at,
+            secret_stored_at: row.created_at,
             sealed: row.sealed,
         }))
     }

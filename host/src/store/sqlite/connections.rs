@@ -12,7 +12,7 @@ use url::Url;
 
 const COLUMNS: &str = "id, key, platform, environment, identity, identity_type, name, description, tags, \
      base_url, state, active, consecutive_auth_failures, created_at, updated_at, secret_nonce, secret_ciphertext, key_id, \
-     token_expires_at";
+     token_expires_at, secret_stored_at";
 
 /// Insert `row` unless `limit` is given and the environment already holds that many; the
 /// caller runs this in one write transaction, so the count cannot go stale before the insert.
@@ -47,8 +47,9 @@ pub(super) fn insert_within_limit(
     )?;
     conn.execute(
         "INSERT INTO connections (id, key, platform, environment, identity, identity_type, name, description,
-            tags, base_url, secret_nonce, secret_ciphertext, key_id, created_at, updated_at, token_expires_at)
-         VALUES (?15, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)",
+            tags, base_url, secret_nonce, secret_ciphertext, key_id, created_at, updated_at, token_expires_at,
+            secret_stored_at)
+         VALUES (?15, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?13)",
         rusqlite::params![
             row.key,
             row.platform,
@@ -205,6 +206,7 @@ pub(super) fn update(
             state = CASE WHEN ?8 IS NULL THEN state ELSE 'operational' END,
             consecutive_auth_failures = CASE WHEN ?8 IS NULL THEN consecutive_auth_failures ELSE 0 END,
             token_expires_at = CASE WHEN ?8 IS NULL THEN token_expires_at ELSE NULL END,
+            secret_stored_at = CASE WHEN ?8 IS NULL THEN secret_stored_at ELSE ?11 / 1000000 END,
             health_cleared_at_us = CASE WHEN ?8 IS NULL THEN health_cleared_at_us
                 ELSE MAX(health_cleared_at_us, ?11) END,
             updated_at = ?11 / 1000000
@@ -303,7 +305,7 @@ pub(super) fn replace_secret(
         "UPDATE connections SET secret_nonce = ?2, secret_ciphertext = ?3, key_id = ?4,
             token_expires_at = ?5, state = 'operational', consecutive_auth_failures = 0,
             health_cleared_at_us = MAX(health_cleared_at_us, ?6), updated_at = ?6 / 1000000,
-            base_url = COALESCE(?7, base_url)
+            secret_stored_at = ?6 / 1000000, base_url = COALESCE(?7, base_url)
          WHERE id = ?1",
         rusqlite::params![
             id,
@@ -338,7 +340,7 @@ pub(super) fn store_refreshed_tokens(
 ) -> anyhow::Result<bool> {
     let changed = conn.execute(
         "UPDATE connections SET secret_nonce = ?3, secret_ciphertext = ?4, key_id = ?5, token_expires_at = ?6,
-            updated_at = ?7
+            updated_at = ?7, secret_stored_at = ?7
          WHERE id = ?1 AND secret_ciphertext = ?2",
         rusqlite::params![
             id,
@@ -446,6 +448,7 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         ciphertext: row.get(16)?,
         key_id: row.get(17)?,
         token_expires_at: row.get(18)?,
+        secret_stored_at: row.get(19)?,
     })
 }
 
@@ -470,6 +473,7 @@ struct RawRecord {
     ciphertext: Vec<u8>,
     key_id: String,
     token_expires_at: Option<i64>,
+    secret_stored_at: i64,
 }
 
 impl RawRecord {
@@ -496,6 +500,7 @@ impl RawRecord {
             token_expires_at: self.token_expires_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            secret_stored_at: self.secret_stored_at,
             sealed: Sealed {
                 key_id: self.key_id,
                 nonce: self.nonce,
