@@ -81,6 +81,17 @@ fn refresh_due(expires_at: i64, stored_at: i64, now: i64, margin: i64) -> bool {
     expires_at - now <= margin
 }
 
+/// Whether tokens this gateway could not store answer what `trigger` asked for at `now`: not
+/// the token the upstream refused, and one that has not expired. (Not refreshed before their
+/// expiry: they are refreshed from only once they must be, and stored first if they can be.)
+fn unsaved_tokens_serve(tokens: &TokenSet, trigger: &Trigger, now: i64) -> bool {
+    let unexpired = tokens.expires_at.is_none_or(|at| at > now);
+    match trigger {
+        Trigger::Rejected(stale) => tokens.access_token != *stale && unexpired,
+        Trigger::Expiring => unexpired,
+    }
+}
+
 /// How much longer than one token request a refresh lease lasts: storing the answer may wait
 /// for the database's busy timeout (5 s), and times are whole seconds.
 const LEASE_SPARE_SECONDS: i64 = 15;
@@ -110,6 +121,8 @@ pub struct TokenRefresher {
     /// The last refresh of a connection that failed for want of the provider: when, for which
     /// access token, and why (see [`FAILED_REFRESH_HELD_FOR`]).
     recent_failures: Mutex<HashMap<i64, RecentFailure>>,
+    /// Tokens a provider issued that the database refused to store (see [`UnsavedTokens`]).
+    unsaved: Mutex<HashMap<i64, UnsavedTokens>>,
     /// Where refreshes run; shutdown waits for them.
     tasks: TaskTracker,
 }
@@ -139,6 +152,7 @@ impl TokenRefresher {
             metrics,
             locks: Mutex::new(HashMap::new()),
             recent_failures: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(HashMap::new()),
             tasks,
         }
     }
@@ -330,7 +344,17 @@ impl TokenRefresher {
         id: i64,
         trigger: &Trigger,
     ) -> Result<TokenSet, RefreshError> {
-        let (current, tokens) = self.read_tokens(id).await?;
+        let (mut current, mut tokens) = self.read_tokens(id).await?;
+        if let Some(unsaved) = self.unsaved_tokens_of(&current) {
+            if self.store_unsaved(&current, &unsaved).await {
+                (current, tokens) = self.read_tokens(id).await?;
+            } else if unsaved_tokens_serve(&unsaved.tokens, trigger, crate::vault::now()) {
+                return Ok(unsaved.tokens);
+            } else {
+                // Refreshed from what is unsaved; stored, if it can be, over what is stored.
+                tokens = unsaved.tokens;
+            }
+        }
         if self.is_fresh(trigger, &current, &tokens) {
             return Ok(tokens);
         }
@@ -384,11 +408,22 @@ impl TokenRefresher {
             Ok(fresh) => {
                 let stored = fresh.clone();
                 let record = current.clone();
-                let written = self
+                let written = match self
                     .vault
                     .run(move |vault| vault.store_tokens(&record, &stored))
                     .await
-                    .map_err(|e| internal("storing the new tokens", &e))?;
+                {
+                    Ok(written) => written,
+                    Err(error) => {
+                        // The provider may have retired the stored refresh token: keep these
+                        // and go on with them rather than lose the connection.
+                        tracing::error!(integration, connection = %current.key, error = %format!("{error:#}"),
+                            "could not store refreshed OAuth tokens; this gateway keeps them in memory and stores them before the connection's next refresh");
+                        self.keep_unsaved(current, &fresh);
+                        return Ok(fresh);
+                    }
+                };
+                self.forget_unsaved(current.id);
                 if !written {
                     // Reconnected meanwhile (or refreshed by a gateway whose lease ran out): the
                     // tokens stored now are the newer grant's.
@@ -421,6 +456,58 @@ impl TokenRefresher {
         }
     }
 
+    /// Tokens of `current` that this gateway refreshed but could not store, if they were
+    /// refreshed from what is stored now (otherwise they are moot, and forgotten).
+    fn unsaved_tokens_of(&self, current: &ConnectionRecord) -> Option<UnsavedTokens> {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = unsaved.remove(&current.id)?;
+        if kept.refreshed_from != current.sealed.ciphertext {
+            return None;
+        }
+        let copy = UnsavedTokens {
+            refreshed_from: kept.refreshed_from.clone(),
+            tokens: kept.tokens.clone(),
+        };
+        unsaved.insert(current.id, kept);
+        Some(copy)
+    }
+
+    fn keep_unsaved(&self, refreshed_from: &ConnectionRecord, tokens: &TokenSet) {
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        unsaved.insert(
+            refreshed_from.id,
+            UnsavedTokens {
+                refreshed_from: refreshed_from.sealed.ciphertext.clone(),
+                tokens: tokens.clone(),
+            },
+        );
+    }
+
+    fn forget_unsaved(&self, id: i64) {
+        self.unsaved.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Try again to store `unsaved` over `current`; returns whether that is settled (stored,
+    /// or moot as the stored secret changed), which forgets them.
+    async fn store_unsaved(&self, current: &ConnectionRecord, unsaved: &UnsavedTokens) -> bool {
+        let (record, tokens) = (current.clone(), unsaved.tokens.clone());
+        match self
+            .vault
+            .run(move |vault| vault.store_tokens(&record, &tokens))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(connection = %current.key, "stored the refreshed OAuth tokens kept in memory");
+                self.forget_unsaved(current.id);
+                true
+            }
+            Err(error) => {
+                tracing::error!(connection = %current.key, error = %format!("{error:#}"), "still cannot store refreshed OAuth tokens; using them from memory");
+                false
+            }
+        }
+    }
+
     /// Mark the connection failed; returns whether it was not failed before.
     async fn mark_failed(&self, record: ConnectionRecord) -> bool {
         let key = record.key.clone();
@@ -449,6 +536,16 @@ impl TokenRefresher {
             id,
         }
     }
+}
+
+/// Tokens a refresh got that could not be stored (the database refused the write: full disk,
+/// locked past its busy timeout). A provider that rotates refresh tokens has retired the one
+/// stored, so they are kept, and stored before anything else is done for the connection.
+struct UnsavedTokens {
+    /// The stored secret they were refreshed from, sealed: they are moot once it changes (a
+    /// reconnect, another gateway's refresh).
+    refreshed_from: Vec<u8>,
+    tokens: TokenSet,
 }
 
 /// A refresh that failed for want of the provider.
@@ -776,6 +873,45 @@ mod tests {
             refresher.locks.lock().expect("locks").is_empty(),
             "the lock is forgotten"
         );
+        Ok(())
+    }
+
+    /// Tokens the database refused to store are not lost (the provider retired `rt-1`): the
+    /// call goes on with them, later refreshes use them without a token request, and they
+    /// are stored once the database takes writes again.
+    #[tokio::test]
+    async fn refreshed_tokens_the_database_refused_are_kept_and_stored_later() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vault = vault_in(&dir)?;
+        let record = gmail_connection(&vault)?;
+        let provider = Arc::new(HeldProvider::default());
+        let tasks = TaskTracker::new();
+        let refresher = refresher(&vault, &provider, &tasks);
+        let database = rusqlite::Connection::open(dir.path().join("db"))?;
+        database.execute_batch(
+            "CREATE TRIGGER refuse_secrets BEFORE UPDATE OF secret_ciphertext ON connections
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+        )?;
+        let stored = || -> anyhow::Result<(String, Option<String>)> {
+            let current = vault.connection_by_id(record.id)?.context("the connection")?;
+            let tokens = vault.tokens(&current)?;
+            Ok((tokens.access_token, tokens.refresh_token))
+        };
+
+        let first = refresh_in_task(&refresher, &record);
+        tokio::time::timeout(Duration::from_secs(10), provider.arrived.notified()).await?;
+        provider.release.notify_one();
+        assert_eq!(first.await??.access_token, "at-2", "the call goes on");
+        assert_eq!(stored()?, ("at-1".into(), Some("rt-1".into())), "not stored yet");
+        let again = refresh_in_task(&refresher, &record).await??;
+        assert_eq!(again.access_token, "at-2", "served from memory");
+
+        database.execute_batch("DROP TRIGGER refuse_secrets")?;
+        let settled = refresh_in_task(&refresher, &record).await??;
+        assert_eq!(settled.access_token, "at-2");
+        assert_eq!(stored()?, ("at-2".into(), Some("rt-2".into())), "stored at last");
+        assert_eq!(provider.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(refresher.unsaved.lock().expect("unsaved").is_empty());
         Ok(())
     }
 
