@@ -15,6 +15,11 @@ pub const SECRET: &str = "ghp_e2eSECRETtoken0123456789";
 /// Upper bound for any single request in a test.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest a test waits for the gateway's background work (the request-log writer, health
+/// updates, reloads) to show: CI runs the suite on two loaded cores. Polling stops as soon as
+/// the work shows, so a passing test does not wait for it.
+pub const BACKGROUND_WORK: Duration = Duration::from_secs(20);
+
 /// A gateway, a fake GitHub, an API key with `*` scope and a connection to the fake.
 pub struct Setup {
     pub gateway: Gateway,
@@ -82,6 +87,8 @@ pub fn fake_github(request: &Recorded) -> Reply {
         }
         // Waits without holding a thread of the test's runtime: a test can keep time meanwhile.
         ("GET", "/slow") => Reply::json(200, json!({"slow": true})).after(Duration::from_millis(1500)),
+        // For a test that must do several things while a call is in flight, on a loaded machine.
+        ("GET", "/slower") => Reply::json(200, json!({"slow": true})).after(Duration::from_secs(6)),
         ("GET", "/text") => Reply::text(200, "plain words"),
         ("GET", "/repos/acme/broken") => Reply {
             headers: vec![("content-type".into(), "application/json".into())],
@@ -268,30 +275,46 @@ impl Setup {
         send(request).await
     }
 
+    /// Once the gateway's metrics hold `line` (a whole line, e.g. `sluice_instances_in_use 1`):
+    /// for a test that must act while a call holds an instance.
+    pub async fn wait_for_metric(&self, line: &str) {
+        let deadline = tokio::time::Instant::now() + BACKGROUND_WORK;
+        loop {
+            let metrics = self.gateway.metrics().await;
+            if metrics.lines().any(|held| held == line) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no metrics line `{line}`:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The connection's `state` once it is `wanted`, or the last one seen. State updates
     /// happen off the response path, so this polls (bounded).
     pub async fn wait_for_state(&self, connection_key: &str, wanted: &str) -> String {
         let path = format!("/v1/vault/connections/{connection_key}");
-        let mut state = String::new();
-        for _ in 0..100 {
+        let deadline = tokio::time::Instant::now() + BACKGROUND_WORK;
+        loop {
             let answer = self.api(reqwest::Method::GET, &path, None).await;
-            state = answer.body["state"].as_str().unwrap_or_default().to_owned();
-            if state == wanted {
-                break;
+            let state = answer.body["state"].as_str().unwrap_or_default().to_owned();
+            if state == wanted || tokio::time::Instant::now() >= deadline {
+                return state;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        state
     }
 
     /// The request-log row of the call with transaction key `tx`, once the log writer (which
-    /// batches every ~100 ms) has written it; `None` if it does not appear within 5 s.
+    /// batches every ~100 ms) has written it; `None` if it does not appear within [`BACKGROUND_WORK`].
     pub async fn log_row(&self, tx: &str) -> Option<Value> {
         self.log_row_where(&format!("transactionKey={tx}")).await
     }
 
     /// The newest request-log row matching `query` (a `GET /v1/logs` query string), once there
-    /// is one; `None` if none appears within 5 s.
+    /// is one; `None` if none appears within [`BACKGROUND_WORK`].
     pub async fn log_row_where(&self, query: &str) -> Option<Value> {
         wait_for_log_row(&self.client, &self.gateway.url, &self.key, query).await
     }
@@ -341,16 +364,20 @@ impl Drop for Setup {
 }
 
 /// The newest request-log row matching `query` (a `GET /v1/logs` query string) on the gateway
-/// at `url`, read with `key`, once there is one; `None` if none appears within 5 s.
+/// at `url`, read with `key`, once there is one; `None` if none appears within
+/// [`BACKGROUND_WORK`].
 pub async fn wait_for_log_row(client: &reqwest::Client, url: &str, key: &str, query: &str) -> Option<Value> {
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + BACKGROUND_WORK;
+    loop {
         let answer = send(client.get(format!("{url}/v1/logs?{query}")).bearer_auth(key)).await;
         if let Some(row) = answer.body["rows"].get(0) {
             return Some(row.clone());
         }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    None
 }
 
 /// A raw HTTP/1.1 request for the gateway at `url` with `key`: `head` is the request line and

@@ -576,7 +576,8 @@ async fn a_client_that_stops_sending_is_answered_408_or_disconnected() {
         "a connection that never sent a byte was still open after 10 s"
     );
 
-    // A client that sends a byte of its body every 300 ms never pauses for the idle timeout,
+    // A client that sends a byte of its body every 100 ms never pauses for the idle timeout
+    // (500 ms: wide enough for a scheduling stall on a loaded machine),
     // but that is far below the least rate a body must arrive at: answered 408 all the same.
     let mut trickling = tokio::net::TcpStream::connect(&address).await.expect("connect");
     let head = format!(
@@ -589,7 +590,7 @@ async fn a_client_that_stops_sending_is_answered_408_or_disconnected() {
     let (mut reader, mut writer) = trickling.into_split();
     let trickle = tokio::spawn(async move {
         while writer.write_all(b" ").await.is_ok() && started.elapsed() < std::time::Duration::from_secs(10) {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     });
     let mut reply = String::new();

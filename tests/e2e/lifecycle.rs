@@ -106,13 +106,15 @@ async fn sigterm_drains_in_flight_requests() {
         client
             .post(url)
             .bearer_auth(&key)
-            .json(&json!({"params": {"url": "/slow"}})),
+            .json(&json!({"params": {"url": "/slower"}})),
     ));
     // Wait until the slow request has reached the upstream.
-    for _ in 0..250 {
-        if !setup.upstream.requests().is_empty() {
-            break;
-        }
+    let deadline = std::time::Instant::now() + crate::common::BACKGROUND_WORK;
+    while setup.upstream.requests().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the upstream"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     setup.gateway.signal("TERM");
@@ -151,13 +153,15 @@ async fn a_second_sigterm_exits_at_once() {
         client
             .post(url)
             .bearer_auth(&key)
-            .json(&json!({"params": {"url": "/slow"}}))
+            .json(&json!({"params": {"url": "/slower"}}))
             .send(),
     );
-    for _ in 0..250 {
-        if !setup.upstream.requests().is_empty() {
-            break;
-        }
+    let deadline = std::time::Instant::now() + crate::common::BACKGROUND_WORK;
+    while setup.upstream.requests().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the upstream"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     setup.gateway.signal("TERM");

@@ -9,7 +9,12 @@ use sluice_fixtures::gateway::{Options, TEST_ADMIN_KEY};
 /// refused with `daily_limit_reached` and a `Retry-After` until UTC midnight.
 #[tokio::test(flavor = "multi_thread")]
 async fn daily_quota_is_exact_under_concurrency() {
-    let setup = Setup::new().await;
+    // Room for all 200 at once: only the quota may refuse a call here.
+    let setup = Setup::with_options(Options {
+        extra_args: vec!["--max-in-flight-per-connector".into(), "256".into()],
+        ..Options::default()
+    })
+    .await;
     let key = setup
         .gateway
         .create_key_with("test", "*", &["--daily-quota", "100"])
@@ -170,8 +175,8 @@ async fn expired_key_is_api_key_expired() {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
     };
-    // At least two seconds to create and use the key on a busy machine.
-    let expiry = since_epoch().as_secs() + 3;
+    // At least five seconds to create and use the key on a busy machine.
+    let expiry = since_epoch().as_secs() + 6;
     let created = setup
         .api_as(
             TEST_ADMIN_KEY,

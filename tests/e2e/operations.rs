@@ -119,8 +119,7 @@ async fn metrics_count_calls_by_outcome_without_unbounded_labels() {
     // scrape may still count it in use.
     let started = std::time::Instant::now();
     let mut text = setup.gateway.metrics().await;
-    while !expected.iter().all(|e| text.contains(e)) && started.elapsed() < std::time::Duration::from_secs(5)
-    {
+    while !expected.iter().all(|e| text.contains(e)) && started.elapsed() < crate::common::BACKGROUND_WORK {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         text = setup.gateway.metrics().await;
     }
@@ -244,7 +243,11 @@ async fn json_log_format_emits_json_lines() {
     })
     .await;
     setup.execute("echo", "say", json!({"params": {}})).await;
-    let output = setup.gateway.output();
+    // Logged as the answer goes out, and read from the process's stderr apart from it.
+    let output = setup
+        .gateway
+        .output_with_line(&["sluice::access", "/v1/echo/say", "txn_"])
+        .await;
     let log_lines: Vec<&str> = output.lines().filter(|l| l.starts_with('{')).collect();
     assert!(log_lines.len() > 3, "{output}");
     for line in &log_lines {

@@ -29,7 +29,7 @@ async fn connector_over_its_in_flight_limit_is_busy() {
     let setup = Setup::with_options(options).await;
     let first = setup.execute("hostile", "spin", json!({"params": {}}));
     let second = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        setup.wait_for_metric("sluice_instances_in_use 1").await;
         let busy = setup.execute("hostile", "spin", json!({"params": {}})).await;
         let echo = setup.execute("echo", "say", json!({"params": {"x": 1}})).await;
         (busy, echo)

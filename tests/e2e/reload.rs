@@ -206,7 +206,8 @@ async fn broken_writes_keep_the_old_version_and_files_come_and_go() {
         std::fs::write(&target, &broken).expect("write broken");
         // Each write's own failure: the second finds the row stale from the first already.
         let mut state = Value::Null;
-        for _ in 0..200 {
+        let deadline = tokio::time::Instant::now() + crate::common::BACKGROUND_WORK;
+        while tokio::time::Instant::now() < deadline {
             let plugins = send(client.get(format!("{}/v1/plugins", gateway.url))).await;
             state = plugins.body["rows"][0].clone();
             if state["state"] == "stale" && state["lastError"] != previous_error {
@@ -324,6 +325,10 @@ async fn only_changes_load_and_a_shadowed_file_takes_over() {
     }
     std::fs::write(gateway.plugins_dir().join("junk.wasm"), b"\0asm junk").expect("junk");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = Instant::now() + crate::common::BACKGROUND_WORK;
+    while loads(&gateway, "failed").await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(loads(&gateway, "ok").await, 1, "reads are not changes");
     assert_eq!(loads(&gateway, "failed").await, 1, "a broken file fails once");
 

@@ -76,7 +76,7 @@ async fn the_deadline_covers_time_spent_waiting_on_the_upstream() {
     let key = setup.key.clone();
     let (reply, took) = std::thread::spawn(move || {
         use std::io::{Read, Write};
-        let body = r#"{"params": {"url": "/slow"}}"#;
+        let body = r#"{"params": {"url": "/slower"}}"#;
         let started = std::time::Instant::now();
         let mut connection = std::net::TcpStream::connect(&address).expect("connect");
         write!(
@@ -95,8 +95,8 @@ async fn the_deadline_covers_time_spent_waiting_on_the_upstream() {
     assert!(reply.starts_with("HTTP/1.1 504"), "{reply}");
     assert!(reply.contains(r#""error":"connector_timeout""#), "{reply}");
     assert!(
-        took < std::time::Duration::from_millis(1400),
-        "answered after {took:?}, when the upstream did (1.5 s)"
+        took < std::time::Duration::from_secs(4),
+        "answered after {took:?}, near when the upstream did (6 s)"
     );
 }
 
@@ -903,7 +903,7 @@ async fn full_instance_pool_is_at_capacity() {
     let setup = Setup::with_options(spin_for_four_seconds_with("--max-instances", "1")).await;
     let spin = setup.execute("hostile", "spin", json!({"params": {}}));
     let queued = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        setup.wait_for_metric("sluice_instances_in_use 1").await;
         setup.execute("echo", "say", json!({"params": {}})).await
     };
     let (spin, queued) = tokio::join!(spin, queued);
