@@ -678,7 +678,10 @@ async fn an_unreachable_upstream_is_502_and_its_cause_is_logged() {
         .to_str()
         .expect("key")
         .to_owned();
-    let logged = setup.gateway.output();
+    let logged = setup
+        .gateway
+        .output_with_line(&[&transaction, "upstream exchange failed"])
+        .await;
     let line = logged
         .lines()
         .find(|line| line.contains(&transaction) && line.contains("upstream exchange failed"))

@@ -357,7 +357,7 @@ async fn a_starting_gateway_answers_probes_and_stops_cleanly() {
     assert!(stopped.success(), "{stopped:?}");
     // Not after the Python connector's compilation (seconds), which it does not wait for.
     assert!(
-        asked.elapsed() < std::time::Duration::from_secs(3),
+        asked.elapsed() < std::time::Duration::from_secs(6),
         "stopped after {:?}",
         asked.elapsed()
     );
@@ -366,5 +366,9 @@ async fn a_starting_gateway_answers_probes_and_stops_cleanly() {
     assert!(
         said.iter().any(|line| line.contains("shut down cleanly")),
         "{said:#?}"
+    );
+    assert!(
+        !said.iter().any(|line| line.contains("connectors loaded")),
+        "it waited for the first load to end: {said:#?}"
     );
 }
