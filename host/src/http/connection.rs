@@ -247,8 +247,8 @@ fn ambiguous(integration: &str, share: &str, candidates: &[String]) -> ApiError 
 
 /// Update the connection's state from how the upstream treated its credential (execute and
 /// passthrough alike), off the response path. `sent_at_us` is when the call took the
-/// credential: updates may land out of order, and the newest call's answer is the one that
-/// holds.
+/// credential: updates may land out of order, and an answer to an earlier call does not
+/// overrule one recorded for a later call.
 pub(super) fn track_credential_health(
     app: &AppState,
     record: ConnectionRecord,

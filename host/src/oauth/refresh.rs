@@ -273,19 +273,37 @@ impl TokenRefresher {
         loop {
             // Someone else may have refreshed while this caller waited for the lock or lease.
             let (current, tokens) = self.read_tokens(record.id).await?;
-            if self.is_fresh(&trigger, &current, &tokens) {
+            // Tokens kept in memory are newer than the stored ones, which then answer nothing.
+            let kept = self.unsaved_tokens_of(&current);
+            let now = crate::vault::now();
+            let kept_serve = kept
+                .as_ref()
+                .filter(|kept| unsaved_tokens_serve(&kept.tokens, &trigger, now));
+            if kept.is_none() && self.is_fresh(&trigger, &current, &tokens) {
                 return Ok(tokens);
+            }
+            // The database refused them a moment ago: not asked again by every call.
+            if let Some(kept) = kept_serve.filter(|kept| kept.store_failed_at.elapsed() < UNSAVED_STORE_RETRY)
+            {
+                return Ok(kept.tokens.clone());
             }
             if let Some(reason) = self.recent_failure(&current, &tokens.access_token, asked_at, &trigger) {
                 return Err(RefreshError::Unavailable(reason));
             }
             let leased = current.clone();
             let lease_holder = holder.clone();
-            let taken = self
+            let taken = match self
                 .vault
                 .run(move |vault| vault.take_refresh_lease(&leased, &lease_holder, lease_seconds))
                 .await
-                .map_err(|e| internal("taking the refresh lease", &e))?;
+            {
+                Ok(taken) => taken,
+                Err(error) => match kept_serve {
+                    // A database that refuses writes refuses the lease too: kept tokens serve.
+                    Some(kept) => return Ok(kept.tokens.clone()),
+                    None => return Err(internal("taking the refresh lease", &error)),
+                },
+            };
             if taken {
                 let outcome = self
                     .refresh_leased(integration, declared, record.id, &trigger)
@@ -345,17 +363,19 @@ impl TokenRefresher {
         trigger: &Trigger,
     ) -> Result<TokenSet, RefreshError> {
         let (mut current, mut tokens) = self.read_tokens(id).await?;
+        let mut refresh_kept = false;
         if let Some(unsaved) = self.unsaved_tokens_of(&current) {
             if self.store_unsaved(&current, &unsaved).await {
                 (current, tokens) = self.read_tokens(id).await?;
             } else if unsaved_tokens_serve(&unsaved.tokens, trigger, crate::vault::now()) {
                 return Ok(unsaved.tokens);
             } else {
-                // Refreshed from what is unsaved; stored, if it can be, over what is stored.
+                // Refreshed from what is kept; stored, if it can be, over what is stored.
                 tokens = unsaved.tokens;
+                refresh_kept = true;
             }
         }
-        if self.is_fresh(trigger, &current, &tokens) {
+        if !refresh_kept && self.is_fresh(trigger, &current, &tokens) {
             return Ok(tokens);
         }
         // (A refresh another gateway saw refused dropped the refresh token.)
@@ -467,6 +487,7 @@ impl TokenRefresher {
         let copy = UnsavedTokens {
             refreshed_from: kept.refreshed_from.clone(),
             tokens: kept.tokens.clone(),
+            store_failed_at: kept.store_failed_at,
         };
         unsaved.insert(current.id, kept);
         Some(copy)
@@ -479,6 +500,7 @@ impl TokenRefresher {
             UnsavedTokens {
                 refreshed_from: refreshed_from.sealed.ciphertext.clone(),
                 tokens: tokens.clone(),
+                store_failed_at: std::time::Instant::now(),
             },
         );
     }
@@ -503,6 +525,10 @@ impl TokenRefresher {
             }
             Err(error) => {
                 tracing::error!(connection = %current.key, error = %format!("{error:#}"), "still cannot store refreshed OAuth tokens; using them from memory");
+                let mut kept = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(kept) = kept.get_mut(&current.id) {
+                    kept.store_failed_at = std::time::Instant::now();
+                }
                 false
             }
         }
@@ -546,7 +572,13 @@ struct UnsavedTokens {
     /// reconnect, another gateway's refresh).
     refreshed_from: Vec<u8>,
     tokens: TokenSet,
+    /// When the database last refused them.
+    store_failed_at: std::time::Instant,
 }
+
+/// How long after the database refused kept tokens calls are served them without asking it
+/// again (each try may wait for its busy timeout).
+const UNSAVED_STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A refresh that failed for want of the provider.
 struct RecentFailure {
@@ -905,8 +937,28 @@ mod tests {
         assert_eq!(stored()?, ("at-1".into(), Some("rt-1".into())), "not stored yet");
         let again = refresh_in_task(&refresher, &record).await??;
         assert_eq!(again.access_token, "at-2", "served from memory");
+        // Past the pause before the database is asked again; it refuses the lease too (a full
+        // disk refuses every write): still served from memory.
+        let pause_over = || {
+            let mut kept = refresher.unsaved.lock().expect("unsaved");
+            let kept = kept.get_mut(&record.id).expect("kept");
+            kept.store_failed_at = std::time::Instant::now()
+                .checked_sub(UNSAVED_STORE_RETRY)
+                .expect("uptime");
+        };
+        pause_over();
+        database.execute_batch(
+            "CREATE TRIGGER refuse_leases BEFORE INSERT ON refresh_leases
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+        )?;
+        let no_lease = refresh_in_task(&refresher, &record).await??;
+        assert_eq!(
+            no_lease.access_token, "at-2",
+            "served from memory without a lease"
+        );
 
-        database.execute_batch("DROP TRIGGER refuse_secrets")?;
+        database.execute_batch("DROP TRIGGER refuse_secrets; DROP TRIGGER refuse_leases;")?;
+        pause_over();
         let settled = refresh_in_task(&refresher, &record).await??;
         assert_eq!(settled.access_token, "at-2");
         assert_eq!(stored()?, ("at-2".into(), Some("rt-2".into())), "stored at last");

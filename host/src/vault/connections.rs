@@ -390,10 +390,11 @@ impl Vault {
 
     /// Record how the upstream answered a call made with this connection's credential, sent at
     /// `sent_at_us` (microseconds since the epoch): repeated 401s degrade and then fail it; a
-    /// success makes it operational again. The newest call decides: an answer recorded after
-    /// one to a later call (or after a reconnect) changes nothing. Writes only when something
-    /// changes, so the hot path stays read-only. Returns what changed that an operator should
-    /// hear about.
+    /// success makes it operational again. An answer recorded after one to a later call (or
+    /// after a reconnect) changes nothing. Writes only when something changes, so the hot path
+    /// stays read-only: a success on a connection that was healthy when the call began is not
+    /// written, and a 401 recorded late after it still degrades the connection until the next
+    /// success. Returns what changed that an operator should hear about.
     pub fn record_auth_outcome(
         &self,
         record: &ConnectionRecord,
@@ -1057,6 +1058,18 @@ mod tests {
         vault.store_secret(&record, "ghp_reconnected", None, None)?;
         vault.record_auth_outcome(&record, true, sent_before_the_reconnect)?;
         assert_eq!(state()?, ("operational".into(), 0));
+        // A refused refresh on a connection that 401s failed already still counts: a success
+        // of a call sent before it does not make the connection operational.
+        for _ in 0..3 {
+            vault.record_auth_outcome(&record, true, now_micros())?;
+        }
+        let sent_before_the_refusal = now_micros();
+        assert!(!vault.mark_connection_failed(&record)?, "failed already");
+        let failed = vault
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        vault.record_auth_outcome(&failed, false, sent_before_the_refusal)?;
+        assert_eq!(state()?.0, "failed");
         Ok(())
     }
 

@@ -321,13 +321,22 @@ pub(super) fn replace_secret(
 }
 
 pub(super) fn mark_failed(conn: &Connection, id: i64, at_us: i64) -> anyhow::Result<bool> {
-    let changed = conn.execute(
+    // The time is recorded even on a connection 401s failed already: a success of a call sent
+    // before this must not make it operational.
+    let was_failed: Option<bool> = conn
+        .query_row(
+            "SELECT state = 'failed' FROM connections WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    conn.execute(
         "UPDATE connections SET state = 'failed', health_failed_at_us = MAX(health_failed_at_us, ?2),
             updated_at = ?2 / 1000000
-         WHERE id = ?1 AND state != 'failed'",
+         WHERE id = ?1",
         rusqlite::params![id, at_us],
     )?;
-    Ok(changed > 0)
+    Ok(was_failed == Some(false))
 }
 
 pub(super) fn store_refreshed_tokens(
