@@ -22,7 +22,6 @@ use crate::runtime::manifest::OAuth2Config;
 use crate::runtime::{Credential, CredentialRenewal, RenewalFailure};
 use crate::vault::Vault;
 use crate::vault::connections::{ConnectionRecord, TokenSet};
-use anyhow::Context;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -333,16 +332,25 @@ impl TokenRefresher {
 
     /// The connection with row id `id` and its tokens, as stored now.
     async fn read_tokens(&self, id: i64) -> Result<(ConnectionRecord, TokenSet), RefreshError> {
-        self.vault
+        let found = self
+            .vault
             .run(move |vault| {
-                let current = vault
-                    .connection_by_id(id)?
-                    .context("the connection was deleted")?;
+                let Some(current) = vault.connection_by_id(id)? else {
+                    return Ok(None);
+                };
                 let tokens = vault.tokens(&current)?;
-                Ok((current, tokens))
+                Ok(Some((current, tokens)))
             })
             .await
-            .map_err(|e| internal("reading the connection's tokens", &e))
+            .map_err(|e| internal("reading the connection's tokens", &e))?;
+        found.ok_or_else(|| {
+            // Nothing is kept for it any more.
+            self.forget_unsaved(id);
+            internal(
+                "reading the connection's tokens",
+                &anyhow::anyhow!("the connection was deleted"),
+            )
+        })
     }
 
     /// Whether `tokens`, `current`'s as stored, already answer what `trigger` asked for.
@@ -673,6 +681,7 @@ mod tests {
     use crate::vault::api_keys::Environment;
     use crate::vault::connections::{ConnectionPatch, NewConnection};
     use crate::vault::oauth_apps::NewOAuthApp;
+    use anyhow::Context;
     use std::time::Duration;
     use tokio::sync::Notify;
 
@@ -919,21 +928,12 @@ mod tests {
         let provider = Arc::new(HeldProvider::default());
         let tasks = TaskTracker::new();
         let refresher = refresher(&vault, &provider, &tasks);
-        let database = rusqlite::Connection::open(dir.path().join("db"))?;
-        database.execute_batch(
-            "CREATE TRIGGER refuse_secrets BEFORE UPDATE OF secret_ciphertext ON connections
-             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-        )?;
+        let database = refresh_refused_by_the_database(&dir, &refresher, &provider, &record).await?;
         let stored = || -> anyhow::Result<(String, Option<String>)> {
             let current = vault.connection_by_id(record.id)?.context("the connection")?;
             let tokens = vault.tokens(&current)?;
             Ok((tokens.access_token, tokens.refresh_token))
         };
-
-        let first = refresh_in_task(&refresher, &record);
-        tokio::time::timeout(Duration::from_secs(10), provider.arrived.notified()).await?;
-        provider.release.notify_one();
-        assert_eq!(first.await??.access_token, "at-2", "the call goes on");
         assert_eq!(stored()?, ("at-1".into(), Some("rt-1".into())), "not stored yet");
         let again = refresh_in_task(&refresher, &record).await??;
         assert_eq!(again.access_token, "at-2", "served from memory");
@@ -965,6 +965,44 @@ mod tests {
         assert_eq!(provider.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert!(refresher.unsaved.lock().expect("unsaved").is_empty());
         Ok(())
+    }
+
+    /// Tokens kept for a connection that is deleted meanwhile are forgotten at its next refresh.
+    #[tokio::test]
+    async fn kept_tokens_of_a_deleted_connection_are_forgotten() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vault = vault_in(&dir)?;
+        let record = gmail_connection(&vault)?;
+        let provider = Arc::new(HeldProvider::default());
+        let tasks = TaskTracker::new();
+        let refresher = refresher(&vault, &provider, &tasks);
+        refresh_refused_by_the_database(&dir, &refresher, &provider, &record).await?;
+        assert_eq!(refresher.unsaved.lock().expect("unsaved").len(), 1);
+        assert!(vault.delete_connection(Environment::Test, &record.key)?);
+        assert!(refresh_in_task(&refresher, &record).await?.is_err());
+        assert!(refresher.unsaved.lock().expect("unsaved").is_empty());
+        Ok(())
+    }
+
+    /// Make `dir`'s database refuse to store secrets, and have `refresher` refresh `record`'s
+    /// tokens: it answers `at-2`, kept in memory. Returns the connection holding the refusal
+    /// (a trigger), on which a test may drop it.
+    async fn refresh_refused_by_the_database(
+        dir: &tempfile::TempDir,
+        refresher: &Arc<TokenRefresher>,
+        provider: &HeldProvider,
+        record: &ConnectionRecord,
+    ) -> anyhow::Result<rusqlite::Connection> {
+        let database = rusqlite::Connection::open(dir.path().join("db"))?;
+        database.execute_batch(
+            "CREATE TRIGGER refuse_secrets BEFORE UPDATE OF secret_ciphertext ON connections
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+        )?;
+        let first = refresh_in_task(refresher, record);
+        tokio::time::timeout(Duration::from_secs(10), provider.arrived.notified()).await?;
+        provider.release.notify_one();
+        assert_eq!(first.await??.access_token, "at-2", "the call goes on");
+        Ok(database)
     }
 
     /// Two gateways on one database, each asked to refresh the same connection: one token
