@@ -130,7 +130,9 @@ pub(super) fn write_script_connector(
         );
     }
     let mut notes = Vec::new();
+    let mut new_directories = vec![id];
     if write_lib {
+        new_directories.push(LIB);
         std::fs::create_dir_all(lib.join("wit"))?;
         write_new(&lib.join("toolchain.sh"), TOOLCHAIN, false)?;
         write_new(&lib.join("wit").join("connector.wit"), WIT, false)?;
@@ -148,7 +150,7 @@ pub(super) fn write_script_connector(
     for (name, contents, executable) in files(id, language) {
         write_new(&dir.join(name), &contents, executable)?;
     }
-    notes.extend(workspace_note(sources, id)?);
+    notes.extend(exclude_from_workspace(sources, &new_directories)?);
     Ok(Scaffolded { dir, notes })
 }
 
@@ -170,8 +172,10 @@ fn older_contract_note(lib: &Path) -> Option<String> {
 }
 
 /// Cargo refuses a workspace whose `members` glob matches a directory without a Cargo.toml
-/// (as `plugins/*` in this repository matches a new `plugins/<id>`): say what to exclude.
-fn workspace_note(sources: &Path, id: &str) -> anyhow::Result<Option<String>> {
+/// (as `plugins/*` in this repository matches a new `plugins/<id>`): add the new directories
+/// to the workspace's `exclude` (keeping the file's layout and comments), and say so. If the
+/// file cannot be changed, say what to add by hand.
+fn exclude_from_workspace(sources: &Path, directories: &[&str]) -> anyhow::Result<Option<String>> {
     let Some((root, text)) = enclosing_workspace(sources)? else {
         return Ok(None);
     };
@@ -182,15 +186,61 @@ fn workspace_note(sources: &Path, id: &str) -> anyhow::Result<Option<String>> {
         return Ok(None);
     };
     let relative = relative.to_string_lossy().replace('\\', "/");
-    let glob = format!("\"{relative}/*\"");
-    let member = format!("\"{relative}/{id}\"");
-    if !text.contains(&glob) || text.contains(&member) {
+    let glob = format!("{relative}/*");
+    let manifest = root.join("Cargo.toml");
+    let mut document: toml_edit::DocumentMut = match text.parse() {
+        Ok(document) => document,
+        Err(_) => return Ok(None),
+    };
+    let Some(workspace) = document.get_mut("workspace").and_then(|w| w.as_table_like_mut()) else {
+        return Ok(None);
+    };
+    let strings = |key: &str, workspace: &dyn toml_edit::TableLike| -> Vec<String> {
+        workspace
+            .get(key)
+            .and_then(|item| item.as_array())
+            .map(|array| {
+                array
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if !strings("members", workspace).contains(&glob) {
         return Ok(None);
     }
+    let excluded = strings("exclude", workspace);
+    let missing: Vec<String> = directories
+        .iter()
+        .map(|directory| format!("{relative}/{directory}"))
+        .filter(|member| !excluded.contains(member))
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let exclude = workspace
+        .entry("exclude")
+        .or_insert_with(|| toml_edit::value(toml_edit::Array::new()));
+    let Some(exclude) = exclude.as_array_mut() else {
+        return Ok(None);
+    };
+    for member in &missing {
+        exclude.push(member.as_str());
+    }
+    let listed = missing.join("\", \"");
+    if let Err(error) = std::fs::write(&manifest, document.to_string()) {
+        return Ok(Some(format!(
+            "could not add \"{listed}\" to the workspace's `exclude` in {} ({error}): add it by \
+             hand, or cargo refuses to build the workspace (its members, \"{glob}\", take every \
+             directory there for a crate)",
+            manifest.display()
+        )));
+    }
     Ok(Some(format!(
-        "the workspace's members ({glob} in {}) take every directory there for a crate: add \
-         {member} to its `exclude`, or cargo refuses to build the workspace",
-        root.join("Cargo.toml").display()
+        "added \"{listed}\" to the workspace's `exclude` in {}: its members (\"{glob}\") take \
+         every directory there for a crate",
+        manifest.display()
     )))
 }
 
@@ -358,7 +408,7 @@ mod tests {
     }
 
     /// Under this repository's `plugins/`, a new connector uses `plugins/lib` as the others do,
-    /// and the author is told to exclude it from the `plugins/*` workspace members.
+    /// and is excluded from the `plugins/*` workspace members (cargo would refuse the workspace).
     #[test]
     fn inside_the_repository_the_shared_helpers_are_used() -> anyhow::Result<()> {
         let workspace = tempfile::tempdir()?;
@@ -376,7 +426,30 @@ mod tests {
         );
         assert_eq!(read(&plugins.join("lib/toolchain.sh")), "# the repository's\n");
         assert_eq!(created.notes.len(), 1, "{:?}", created.notes);
-        assert!(created.notes[0].contains("add \"plugins/hello\" to its `exclude`"));
+        assert!(
+            created.notes[0].contains("added \"plugins/hello\" to the workspace's `exclude`"),
+            "{:?}",
+            created.notes
+        );
+        assert_eq!(
+            read(&workspace.path().join("Cargo.toml")),
+            "[workspace]\nmembers = [\"plugins/*\"]\nexclude = [\"plugins/lib\", \"plugins/hello\"]\n"
+        );
+        // A workspace without an `exclude` gets one, for the connector and the new helpers.
+        let bare = tempfile::tempdir()?;
+        std::fs::write(
+            bare.path().join("Cargo.toml"),
+            "# kept\n[workspace]\nmembers = [\"connectors/*\"]\n",
+        )?;
+        let connectors = bare.path().join("connectors");
+        std::fs::create_dir_all(&connectors)?;
+        scaffold(&connectors, "hello", Language::Python, None)?;
+        let manifest = read(&bare.path().join("Cargo.toml"));
+        assert!(manifest.starts_with("# kept\n[workspace]\n"), "{manifest}");
+        assert!(
+            manifest.contains("exclude = [\"connectors/hello\", \"connectors/lib\"]"),
+            "{manifest}"
+        );
         Ok(())
     }
 }
