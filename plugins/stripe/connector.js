@@ -234,8 +234,10 @@ function send(method, url, { form, idempotencyKey } = {}) {
     response = http.send({ method, url, headers, body });
   } catch (error) {
     // A failed import call throws an Error whose `payload` is the host's typed http-error
-    // (`{tag: "denied", val: "..."}`); hand it back to the host as it is.
-    throw new ConnectorError("http", error.payload);
+    // (`{tag: "denied", val: "..."}`); hand it back to the host as it is. Anything else is a
+    // mistake of this code: thrown on, so its own message is what the log shows.
+    if (error && error.payload !== undefined) throw new ConnectorError("http", error.payload);
+    throw error;
   }
   const header = (name) => response.headers.find((h) => h.name.toLowerCase() === name)?.value ?? null;
   if (response.status >= 400) {

@@ -66,7 +66,9 @@ impl std::error::Error for HttpError {}
 pub enum Error {
     /// The params were missing, of the wrong type or inconsistent (caller sees `bad_request`).
     BadParams(String),
-    /// The endpoint is not one this connector offers (caller sees `not_found`).
+    /// The endpoint is not one this connector offers. The host calls only the endpoints
+    /// `describe` declares, so returning this is a bug of the connector: the caller sees
+    /// `502 connector_error`.
     UnknownEndpoint(String),
     /// An upstream request failed before any response.
     Http(HttpError),
@@ -125,5 +127,14 @@ impl std::error::Error for Error {}
 impl From<HttpError> for Error {
     fn from(error: HttpError) -> Self {
         Self::Http(error)
+    }
+}
+
+/// So that `?` works on `serde_json` calls in an action too: building or reading JSON the
+/// connector made itself (upstream answers are read with [`crate::http::Response::json`],
+/// which says what it expected).
+impl From<serde_json::Error> for Error {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Other(format!("JSON: {error}"))
     }
 }

@@ -196,7 +196,19 @@ impl Response {
             .map(|h| h.value.as_str())
     }
 
-    /// The body deserialized from JSON; a body that does not fit `T` is [`Error::Upstream`].
+    /// Every value of header `name` (case-insensitive), in the order the upstream sent them:
+    /// for a header that may come more than once, such as `link`.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+
+    /// The body deserialized from JSON; a body that does not fit `T` is [`Error::Upstream`]
+    /// (`502 connector_error` for the caller). An upstream's error answer rarely fits the type
+    /// of its success: check [`Response::is_success`] first and hand an error back as it is
+    /// (`return Ok(response.into())`), so that the caller sees the upstream's own status.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(&self.body)
             .map_err(|e| Error::upstream(format!("response body is not the expected JSON: {e}")))
@@ -244,6 +256,41 @@ mod tests {
                 ("units", "metric"),
                 ("page", "2")
             ]
+        );
+    }
+
+    /// A header sent more than once is read whole; `header` gives its first value.
+    #[test]
+    fn every_value_of_a_repeated_header_is_read() {
+        let header = |name: &str, value: &str| super::Header {
+            name: name.into(),
+            value: value.into(),
+        };
+        let response = super::Response {
+            status: 200,
+            headers: vec![
+                header("Link", "<https://api.example.com/items?page=2>; rel=\"next\""),
+                header("content-type", "application/json"),
+                header("link", "<https://api.example.com/items?page=9>; rel=\"last\""),
+            ],
+            body: Vec::new(),
+        };
+        let links: Vec<&str> = response.header_values("LINK").collect();
+        assert_eq!(links.len(), 2, "{links:?}");
+        assert!(links[1].contains("rel=\"last\""));
+        assert_eq!(response.header("link"), Some(links[0]));
+    }
+
+    /// `?` takes a `serde_json` error in an action.
+    #[test]
+    fn a_json_error_converts_with_question_mark() {
+        fn parse(text: &str) -> Result<serde_json::Value, crate::Error> {
+            Ok(serde_json::from_str(text)?)
+        }
+        let error = parse("{").expect_err("not JSON");
+        assert!(
+            matches!(&error, crate::Error::Other(message) if message.starts_with("JSON: ")),
+            "{error:?}"
         );
     }
 }

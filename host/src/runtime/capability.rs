@@ -170,7 +170,14 @@ fn invalid(message: impl Into<String>) -> HttpError {
 }
 
 fn parse_url(text: &str) -> Result<Url, HttpError> {
-    Url::parse(text).map_err(|e| invalid(format!("invalid URL: {e}")))
+    Url::parse(text).map_err(|error| match error {
+        // `items/7` rather than `/items/7`: say how a path is written.
+        url::ParseError::RelativeUrlWithoutBase => invalid(
+            "invalid URL: a path must start with `/` (it is resolved against the base URL), \
+             anything else must be an absolute URL",
+        ),
+        other => invalid(format!("invalid URL: {other}")),
+    })
 }
 
 /// Whether the path part of `raw` has a segment URL parsing treats as `.` or `..`: spelt with
@@ -1090,6 +1097,21 @@ pub(crate) mod tests {
             Arc::new(RuntimeLimits::default()),
             Some(auth),
         )
+    }
+
+    /// A path written without its leading `/` is told how paths are written.
+    #[test]
+    fn a_relative_path_is_told_to_start_with_a_slash() {
+        let refused = parse_url("items/7").map(|_| ());
+        assert!(
+            matches!(&refused, Err(HttpError::Invalid(why)) if why.contains("a path must start with `/`")),
+            "{refused:?}"
+        );
+        let other = parse_url("https://exa mple.com/").map(|_| ());
+        assert!(
+            matches!(&other, Err(HttpError::Invalid(why)) if why.starts_with("invalid URL: invalid")),
+            "{other:?}"
+        );
     }
 
     /// describe() sends nothing, and is told that this is why.

@@ -1053,7 +1053,7 @@ mod tests {
         assert_eq!(state()?, ("operational".into(), 0));
         // A reconnect clears it, and the old secret's 401s of calls sent before it do not
         // count against the new one.
-        let sent_before_the_reconnect = now_micros();
+        let sent_before_the_reconnect = now_micros() - 1;
         vault.record_auth_outcome(&record, true, sent_before_the_reconnect)?;
         vault.store_secret(&record, "ghp_reconnected", None, None)?;
         vault.record_auth_outcome(&record, true, sent_before_the_reconnect)?;
@@ -1063,7 +1063,7 @@ mod tests {
         for _ in 0..3 {
             vault.record_auth_outcome(&record, true, now_micros())?;
         }
-        let sent_before_the_refusal = now_micros();
+        let sent_before_the_refusal = now_micros() - 1;
         assert!(!vault.mark_connection_failed(&record)?, "failed already");
         let failed = vault
             .get_connection(Environment::Test, &record.key)?

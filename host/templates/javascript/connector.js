@@ -43,8 +43,10 @@ function send(method, url) {
   try {
     response = http.send({ method, url, headers: [{ name: "accept", value: "application/json" }], body: null });
   } catch (error) {
-    // `error.payload` is the host's typed http-error (`{tag: "denied", val: "..."}`).
-    throw new ConnectorError("http", error.payload);
+    // The host's refusal carries its typed http-error as `error.payload` (`{tag: "denied",
+    // val: "..."}`); anything else is a mistake of this code, thrown on as it is.
+    if (error && error.payload !== undefined) throw new ConnectorError("http", error.payload);
+    throw error;
   }
   const type = response.headers.find((h) => h.name.toLowerCase() === "content-type");
   // The upstream's status and body go back to the caller as they are.
