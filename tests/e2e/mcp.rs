@@ -346,6 +346,60 @@ async fn batches_are_answered_and_unknown_protocol_versions_refused() {
     )
     .await;
     assert_eq!(keyed.body["result"]["isError"], false, "{:?}", keyed.body);
+    // It lists and runs only the tools its connection can serve: a GitHub connection's URL
+    // offers no tool of another integration that needs a connection, and refuses a call of one
+    // (rather than run it on a connection no call of it could use).
+    let keyed_post = |message: Value| {
+        crate::common::send(
+            setup
+                .client
+                .post(format!(
+                    "{}/mcp?connection_key={}",
+                    setup.gateway.url, setup.connection_key
+                ))
+                .bearer_auth(&setup.key)
+                .json(&message),
+        )
+    };
+    let listed = keyed_post(serde_json::json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"})).await;
+    let names: Vec<&str> = listed.body["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|tool| tool["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"github__get_repo") && names.contains(&"echo__say"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|name| name.starts_with("hostile__")),
+        "{names:?}"
+    );
+    let everything = post(
+        serde_json::json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"}),
+        None,
+    )
+    .await;
+    assert!(
+        everything.body["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .any(|tool| tool["name"] == "hostile__call"),
+        "without a connection key every tool is listed"
+    );
+    let other = keyed_post(
+        serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "hostile__call", "arguments": {"url": "/slow"}}}),
+    )
+    .await;
+    assert_eq!(other.body["error"]["code"], -32602, "{:?}", other.body);
+    let message = other.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("uses a hostile connection") && message.contains("names a github connection"),
+        "{message}"
+    );
 
     // Arguments naming a key twice are refused, as execute's params are.
     let twice = crate::common::send(

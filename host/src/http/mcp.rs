@@ -378,13 +378,46 @@ async fn answer(caller: &RequestContext, message: Value, in_batch: bool) -> Opti
         ),
         "tools/list" => {
             let key = &caller.key;
-            let tools = super::catalog::tool_definitions(&caller.app, |id| key.scope.allows(id), "mcp");
+            let bound = bound_integration(caller).await;
+            let tools = super::catalog::tool_definitions(
+                &caller.app,
+                |id| key.scope.allows(id) && serves(&caller.app, bound.as_deref(), id),
+                "mcp",
+            );
             rpc_result(&id, json!({"tools": tools}))
         }
         "tools/call" => call_tool(caller, &id, params).await,
         other => rpc_error(&id, -32601, &format!("method `{other}` not found")),
     };
     Some(Reply::from(reply))
+}
+
+/// The integration whose connection the server URL's `?connection_key=` names, if it names
+/// one that exists: a connection key is one integration's, so the URL serves that
+/// integration's tools and those that need no connection.
+async fn bound_integration(caller: &RequestContext) -> Option<String> {
+    let key = caller.choice.connection_key.clone()?;
+    let environment = caller.key.environment;
+    let found = caller
+        .app
+        .vault
+        .run(move |vault| vault.get_connection(environment, &key))
+        .await;
+    found.ok().flatten().map(|record| record.platform)
+}
+
+/// Whether a server URL bound to `bound`'s connection (if any) serves connector `id`'s tools.
+fn serves(app: &AppState, bound: Option<&str>, id: &str) -> bool {
+    match bound {
+        None => true,
+        Some(bound) => {
+            bound == id
+                || app
+                    .registry
+                    .get(id)
+                    .is_some_and(|connector| !connector.manifest.auth.needs_connection())
+        }
+    }
 }
 
 /// `tools/call`: the tool's action, run exactly as `POST /v1/{integration}/{endpoint}` runs it.
@@ -426,6 +459,22 @@ async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value
         return rpc_error(id, -32602, &format!("unknown tool `{name}`"));
     };
     let integration = connector.manifest.id.as_str();
+    if let Some(bound) = bound_integration(caller).await
+        && !serves(&caller.app, Some(&bound), integration)
+    {
+        // tools/list did not offer it: say what the URL serves rather than run the call on a
+        // connection of another integration (which no call could use).
+        return rpc_error(
+            id,
+            -32602,
+            &format!(
+                "tool `{name}` uses a {integration} connection, and this server URL names a {bound} \
+                 connection (connection_key): it serves {bound}'s tools and those needing no \
+                 connection. For {integration}'s, add a server whose URL names a {integration} \
+                 connection, or use /mcp?identity=…"
+            ),
+        );
+    }
     let arguments = match &params["arguments"] {
         Value::Null => json!({}),
         arguments @ Value::Object(_) => arguments.clone(),
