@@ -400,6 +400,10 @@ pub fn check_connector_id(id: &str) -> Result<(), String> {
         // Tool names join the connector id and the endpoint name with `__`.
         return Err("must not contain `__`".into());
     }
+    if id.ends_with('_') {
+        // `crm_` + `list` would be the tool `crm___list`, which is `crm`'s `_list` too.
+        return Err("must not end with `_` (tool names join it to an action's name with `__`)".into());
+    }
     if RESERVED_IDS.contains(&id) {
         return Err(format!(
             "`{id}` is taken by the gateway's own routes (/v1/{id}/...)"
@@ -1304,6 +1308,13 @@ mod tests {
             .expect_err("`__` in an id")
             .to_string();
         assert!(error.contains("`__`"), "{error}");
+        // `crm_`'s `list` and `crm`'s `_list` would be one tool, `crm___list`.
+        let mut trailing = wit("{}");
+        trailing.id = "crm_".into();
+        let error = Manifest::from_wit(trailing)
+            .expect_err("an id ending in `_`")
+            .to_string();
+        assert!(error.contains("must not end with `_`"), "{error}");
         let mut twins = wit("{}");
         let mut kebab = twins.endpoints[0].clone();
         (twins.endpoints[0].name, kebab.name) = ("get_all".into(), "get-all".into());

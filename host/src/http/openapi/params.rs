@@ -338,8 +338,8 @@ fn object(param: &Param) -> Value {
         "description": param.description,
         "schema": schema(param.kind),
     });
-    if param.kind == Kind::List {
-        // `tags=a,b`: one value, comma-separated.
+    if matches!(param.kind, Kind::List | Kind::ConnectionIds) {
+        // `tags=a,b`: one value, comma-separated (a repeated parameter is refused).
         object["style"] = json!("form");
         object["explode"] = json!(false);
     }
