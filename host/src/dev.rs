@@ -1187,7 +1187,7 @@ mod tests {
             ("acme-crm", "acme_crm", "AcmeCrm"),
             ("9lives", "connector_9lives", "Connector9lives"),
             ("self", "connector_self", "SelfConnector"),
-            ("_", "connector__", "UnnamedConnector"),
+            ("-", "connector__", "UnnamedConnector"),
             ("connector", "connector", "ConnectorConnector"),
             ("get-item", "get_item", "GetItemConnector"),
             ("result", "result", "ResultConnector"),

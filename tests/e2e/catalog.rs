@@ -214,7 +214,8 @@ async fn tools_are_offered_in_each_format_within_the_keys_scope() {
     assert_eq!(allowed.status, 200);
 }
 
-/// Tool names stay within what LLM APIs accept (1-64 of `[a-zA-Z0-9_-]`, distinct) and each
+/// Tool names stay within what LLM APIs accept (1-64 of `[a-zA-Z0-9_-]`, distinct), with room
+/// for an MCP client's prefix (at most 48), and each
 /// calls its own action; an action id two connectors' actions share is not resolved to either.
 #[tokio::test(flavor = "multi_thread")]
 async fn awkward_names_give_valid_tools_and_no_silent_action_choice() {
@@ -236,7 +237,7 @@ async fn awkward_names_give_valid_tools_and_no_silent_action_choice() {
         .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
         .collect();
     let valid = |name: &String| {
-        (1..=64).contains(&name.len())
+        (1..=48).contains(&name.len())
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -250,7 +251,7 @@ async fn awkward_names_give_valid_tools_and_no_silent_action_choice() {
         .find(|n| n.starts_with("hostile-huge__list_everything"))
         .expect("the long action is offered")
         .clone();
-    assert_eq!(long.len(), 64, "{long}");
+    assert_eq!(long.len(), 48, "{long}");
 
     // The shortened name calls the action it stands for.
     let call = send(

@@ -143,14 +143,16 @@ pub fn action_key(connector: &str, endpoint: &str) -> String {
     format!("{connector}-{}", endpoint.replace('_', "-"))
 }
 
-/// Longest tool name LLM APIs accept (OpenAI's and Anthropic's `^[a-zA-Z0-9_-]{1,64}$`): an
-/// agent's client sends every tool to its model, and one name over the limit fails the whole
-/// request, not just that tool.
-pub const MAX_TOOL_NAME: usize = 64;
+/// Longest tool name this gateway gives. LLM APIs accept 64 characters (OpenAI's and
+/// Anthropic's `^[a-zA-Z0-9_-]{1,64}$`), and an agent's client sends every tool to its model,
+/// where one name over the limit fails the whole request, not just that tool; but MCP clients
+/// put their own prefix before a server's names (Claude Code's `mcp__{server}__`, 13 characters
+/// for a server named `sluice`), so 16 are left for that.
+pub const MAX_TOOL_NAME: usize = 48;
 
 /// An action's name as an LLM tool: `{connector}__{endpoint}` (connector ids cannot contain
 /// `__`, so the first `__` splits it), or, where that is longer than [`MAX_TOOL_NAME`], its
-/// first 55 characters and 8 hex digits of a hash of the whole, which keeps distinct actions
+/// first 39 characters and 8 hex digits of a hash of the whole, which keeps distinct actions
 /// distinct.
 pub fn tool_name(connector: &str, endpoint: &str) -> String {
     use sha2::Digest;
@@ -1109,7 +1111,7 @@ mod tests {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             );
         }
-        assert_ne!(first, second, "names sharing their first 55 characters differ");
+        assert_ne!(first, second, "names sharing their first 39 characters differ");
         assert_eq!(
             first,
             tool_name(&long, &long),
