@@ -611,7 +611,16 @@ fn action_operation(manifest: &Manifest, endpoint: &EndpointInfo) -> Value {
             )
         })
         .collect();
-    let mut content = json!({"schema": schemas::execute_request(endpoint.params_schema.clone())});
+    // Embedded under the operation, the schema's own `#/$defs/…` would point into this
+    // document's root: each local reference is made to point where the schema now is.
+    let path = format!("/v1/{}/{}", manifest.id, endpoint.name);
+    let embedded_at = format!(
+        "#/paths/{}/post/requestBody/content/application~1json/schema/properties/params",
+        pointer_token(&path)
+    );
+    let mut params_schema = endpoint.params_schema.clone();
+    rebase_local_refs(&mut params_schema, &embedded_at);
+    let mut content = json!({"schema": schemas::execute_request(params_schema)});
     if !examples.is_empty() {
         content["examples"] = Value::Object(examples);
     }
@@ -625,6 +634,31 @@ fn action_operation(manifest: &Manifest, endpoint: &EndpointInfo) -> Value {
         "requestBody": {"required": true, "content": {"application/json": content}},
         "responses": responses(Reply::Json("200", "ExecuteReply"))
     })
+}
+
+/// `text` as one JSON Pointer token (RFC 6901: `~` is `~0`, `/` is `~1`).
+fn pointer_token(text: &str) -> String {
+    text.replace('~', "~0").replace('/', "~1")
+}
+
+/// Make every local `$ref` in `schema` (`#`, `#/$defs/X`) point below `base` (a URI fragment
+/// pointer to where `schema` is placed in a larger document). Other references are left alone:
+/// the loader accepts only local ones.
+fn rebase_local_refs(schema: &mut Value, base: &str) {
+    match schema {
+        Value::Object(object) => {
+            for (name, value) in object.iter_mut() {
+                match value {
+                    Value::String(reference) if name == "$ref" && reference.starts_with('#') => {
+                        *reference = format!("{base}{}", &reference[1..]);
+                    }
+                    other => rebase_local_refs(other, base),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| rebase_local_refs(item, base)),
+        _ => {}
+    }
 }
 
 /// `GET /openapi.json`: the gateway's routes and every loaded action (connectors come and go

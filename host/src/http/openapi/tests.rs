@@ -1163,3 +1163,72 @@ fn the_document_is_rendered_again_only_when_the_connectors_change() {
     assert_eq!(cache.rendered(&reloaded, render), "render 2");
     assert_eq!(renders.get(), 2);
 }
+
+/// A params schema with `$defs` (as pydantic writes them) keeps its references resolvable
+/// once embedded in the document: they point where the schema is, not at the document's root.
+#[test]
+fn an_embedded_params_schema_keeps_its_local_references() {
+    use crate::runtime::bindings::{AuthScheme, WitEndpoint, WitManifest};
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "home": {"$ref": "#/$defs/Address"},
+            "work": {"anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}]},
+            "next": {"$ref": "#"}
+        },
+        "$defs": {"Address": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    });
+    let manifest = crate::runtime::manifest::Manifest::from_wit(WitManifest {
+        id: "crm".into(),
+        name: "CRM".into(),
+        version: "1.0.0".into(),
+        description: String::new(),
+        category: "test".into(),
+        icon_url: None,
+        base_url: "https://api.example.com".into(),
+        allowed_hosts: vec!["https://api.example.com".into()],
+        auth: AuthScheme::Bearer,
+        endpoints: vec![WitEndpoint {
+            name: "add_contact".into(),
+            title: "Add a contact".into(),
+            method: "POST".into(),
+            path: "/contacts".into(),
+            description: String::new(),
+            params_schema: schema.to_string(),
+            examples: Vec::new(),
+        }],
+    })
+    .expect("loads");
+    let operation = super::action_operation(&manifest, &manifest.endpoints[0]);
+    let document = json!({"paths": {"/v1/crm/add_contact": {"post": operation}}});
+    let mut references = Vec::new();
+    collect_refs(&document, &mut references);
+    // (The gateway's own components are checked with the whole document elsewhere.)
+    references.retain(|reference| !reference.starts_with("#/components/"));
+    assert_eq!(references.len(), 3, "{references:?}");
+    for reference in references {
+        let target = document.pointer(&reference[1..]);
+        assert!(target.is_some(), "`{reference}` does not resolve");
+    }
+    let params =
+        "/paths/~1v1~1crm~1add_contact/post/requestBody/content/application~1json/schema/properties/params";
+    assert_eq!(
+        document.pointer(params).map(|p| &p["$defs"]),
+        Some(&schema["$defs"])
+    );
+}
+
+fn collect_refs(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(object) => {
+            for (name, value) in object {
+                match value.as_str() {
+                    Some(reference) if name == "$ref" => found.push(reference.to_owned()),
+                    _ => collect_refs(value, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_refs(item, found)),
+        _ => {}
+    }
+}
