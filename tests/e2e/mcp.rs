@@ -267,6 +267,26 @@ async fn the_server_url_chooses_the_connection_tool_calls_use() {
     assert_eq!(delete.headers()["allow"], "POST,GET,HEAD");
     let body: Value = delete.json().await.expect("json body");
     assert_eq!(body["error"], "method_not_allowed");
+
+    // With a second connection made without an identity, a URL naming none is ambiguous: the
+    // model is told that the server's URL chooses, not its arguments (which it cannot use).
+    setup
+        .gateway
+        .add_connection("github", "ghp_secondDefault123", &[])
+        .await;
+    let ambiguous = call("").await;
+    assert_eq!(ambiguous.body["result"]["isError"], true, "{:?}", ambiguous.body);
+    let text = ambiguous.body["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    let refusal: Value = serde_json::from_str(text).expect("the error envelope");
+    assert_eq!(refusal["error"], "ambiguous_connection", "{text}");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Over MCP the connection is chosen by the server URL")),
+        "{text}"
+    );
 }
 
 /// A JSON-RPC batch (MCP 2025-03-26) gets one array of answers in the batch's order, without

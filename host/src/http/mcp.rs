@@ -515,7 +515,25 @@ async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value
         Value::Object(body),
     )
     .await;
-    let envelope = serde_json::from_str::<Value>(&text).ok();
+    let mut envelope = serde_json::from_str::<Value>(&text).ok();
+    let mut text = text;
+    if status != StatusCode::OK
+        && let Some(refusal) = envelope.as_mut()
+        && matches!(
+            refusal["error"].as_str(),
+            Some("ambiguous_connection" | "integration_not_connected")
+        )
+        && let Some(message) = refusal["message"].as_str()
+    {
+        // Said for execute's callers, who name a connection in the body; a model can only
+        // change the arguments, which cannot choose one, and would try again and again.
+        refusal["message"] = Value::String(format!(
+            "{message}. Over MCP the connection is chosen by the server URL (/mcp?connection_key=… \
+             or /mcp?identity=…), not by the tool's arguments: the user must set it in this \
+             server's configuration"
+        ));
+        text = refusal.to_string();
+    }
     let is_error = status != StatusCode::OK
         || envelope
             .as_ref()
