@@ -999,6 +999,7 @@ async fn serve(mut args: ServeArgs, dev_builds: Option<crate::dev::BuildFailures
         metrics,
         max_passthrough_body: args.max_passthrough_body_mib << 20,
         max_call_body: args.max_call_body_mib << 20,
+        max_tool_result: args.max_tool_result_kib << 10,
         refresher,
         connect_session_ttl: args.connect_session_ttl_secs,
         max_in_flight_per_key: args.max_in_flight_per_key,

@@ -303,6 +303,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_CALL_BODY_MIB", default_value_t = 1,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BODY_MIB))]
     pub max_call_body_mib: usize,
+    /// Longest MCP tool result text, in KiB (1 to 16,384): what an agent's model reads of an
+    /// answer; past it the text is cut and says so (the execute API is not affected).
+    #[arg(long, env = "SLUICE_MAX_TOOL_RESULT_KIB", default_value_t = 100,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_TOOL_RESULT_KIB))]
+    pub max_tool_result_kib: usize,
     /// Log lines a connector may write per invocation (later ones are dropped).
     #[arg(long, env = "SLUICE_MAX_LOG_LINES", default_value_t = 100)]
     pub max_log_lines: u32,
@@ -505,6 +510,8 @@ const MAX_BODY_MIB: u64 = 4096;
 
 /// Largest passthrough body limit in MiB (1 TiB: streamed, never held).
 const MAX_PASSTHROUGH_BODY_MIB: u64 = 1 << 20;
+/// Upper bound of `--max-tool-result-kib`: the largest upstream answer (16 MiB) whole.
+const MAX_TOOL_RESULT_KIB: u64 = 16 << 10;
 
 /// Longest time setting in seconds (30 days), so that adding one to a timestamp cannot overflow.
 const MAX_SECONDS_SETTING: i64 = 30 * 86_400;
@@ -668,6 +675,7 @@ mod tests {
             ("--max-request-body-mib", "4097", "4096"),
             ("--max-call-body-mib", "4097", "4096"),
             ("--max-passthrough-body-mib", "1048577", "1048576"),
+            ("--max-tool-result-kib", "16385", "16384"),
             ("--connect-session-ttl-secs", "9223372036854775807", "2592000"),
             ("--oauth-refresh-margin-secs", "2592001", "2592000"),
         ] {

@@ -97,6 +97,8 @@ pub struct App {
     pub max_passthrough_body: usize,
     /// Largest request body of every other route (an action's params, an MCP message).
     pub max_call_body: usize,
+    /// Longest text of an MCP tool result, in bytes.
+    pub max_tool_result: usize,
     /// OAuth token refresh, shared by every request.
     pub refresher: Arc<TokenRefresher>,
     /// Lifetime of a connect session, in seconds.

@@ -620,6 +620,54 @@ async fn event_streams_leave_room_for_calls() {
     }
 }
 
+/// A tool result longer than `--max-tool-result-kib` is cut for the model and says so, without
+/// its structured copy; a shorter one is whole. The execute API answers in full all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_tool_result_is_cut_for_the_model() {
+    let setup = Setup::with_options(Options {
+        extra_args: vec!["--max-tool-result-kib".into(), "1".into()],
+        ..Options::default()
+    })
+    .await;
+    let say = |message: String| {
+        post_mcp(
+            &setup,
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "echo__say", "arguments": {"message": message}}}),
+            Some("2025-06-18"),
+        )
+    };
+    let short = say("hi".into()).await;
+    assert!(
+        short.body["result"]["structuredContent"].is_object(),
+        "{:?}",
+        short.body
+    );
+    let long_message = "é".repeat(2000);
+    let long = say(long_message.clone()).await;
+    let text = long.body["result"]["content"][0]["text"].as_str().expect("text");
+    let (kept, note) = text
+        .split_once("\n[cut by the gateway: ")
+        .expect("says it was cut");
+    assert!(kept.len() <= 1024 && kept.len() > 1000, "{}", kept.len());
+    assert!(note.contains("--max-tool-result-kib"), "{note}");
+    assert!(
+        long.body["result"].get("structuredContent").is_none(),
+        "{:?}",
+        long.body["result"]
+    );
+    assert_eq!(long.body["result"]["isError"], false);
+    let whole = setup
+        .execute(
+            "echo",
+            "say",
+            serde_json::json!({"params": {"message": long_message}}),
+        )
+        .await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body.to_string().len() > 4000, "execute is not cut");
+}
+
 /// An agent that hangs up while its tool call waits on a slow upstream still leaves a row,
 /// `client_closed`, as an execute call does.
 #[tokio::test(flavor = "multi_thread")]

@@ -539,13 +539,38 @@ async fn call_tool(caller: &RequestContext, id: &Value, params: &Value) -> Value
             .as_ref()
             .and_then(|v| v["status"].as_u64())
             .is_some_and(|upstream| upstream >= 400);
+    let limit = caller.app.max_tool_result;
+    let whole = text.len() <= limit;
+    let text = if whole {
+        text
+    } else {
+        cut_for_the_model(&text, limit)
+    };
     let mut result = json!({"content": [{"type": "text", "text": text}], "isError": is_error});
     // The same envelope as an object, for clients that read structured results; the text
-    // block stays for those that do not (as the 2025-06-18 revision asks).
+    // block stays for those that do not (as the 2025-06-18 revision asks). Not for an answer
+    // too long for the model: that would send it whole after all.
     if caller.structured_results
+        && whole
         && let Some(envelope) = envelope
     {
         result["structuredContent"] = envelope;
     }
     rpc_result(id, result)
+}
+
+/// The first `limit` bytes of a tool result's `text` (at a character boundary), and a line
+/// saying it was cut: an agent's model reads the result, and an answer of megabytes would fill
+/// its context (or be refused by its client) rather than help.
+fn cut_for_the_model(text: &str, limit: usize) -> String {
+    let mut end = limit.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n[cut by the gateway: the answer is {} bytes, the first {end} are above \
+         (--max-tool-result-kib); ask for less, e.g. a smaller page or fewer fields]",
+        &text[..end],
+        text.len()
+    )
 }

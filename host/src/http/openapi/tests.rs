@@ -100,6 +100,7 @@ impl Gateway {
             metrics,
             max_passthrough_body: 1 << 20,
             max_call_body: 1 << 20,
+            max_tool_result: 100 << 10,
             refresher,
             connect_session_ttl: 600,
             max_in_flight_per_key: None,
