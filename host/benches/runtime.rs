@@ -227,6 +227,7 @@ fn http_path(c: &mut Criterion) {
             metrics: Arc::default(),
             max_passthrough_body: 64 << 20,
             max_call_body: 1 << 20,
+            max_tool_result: 100 << 10,
             refresher,
             connect_session_ttl: 600,
             max_in_flight_per_key: None,
