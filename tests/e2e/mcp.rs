@@ -559,6 +559,11 @@ async fn open_event_streams_end_at_shutdown() {
             .unwrap_or_default()
             .starts_with("text/event-stream")
     );
+    assert_eq!(
+        stream.headers()["x-accel-buffering"],
+        "no",
+        "proxies pass events on at once"
+    );
     let started = std::time::Instant::now();
     assert!(gateway.terminate().await, "the gateway exited cleanly");
     assert!(

@@ -121,9 +121,14 @@ async fn events(
             (Ok::<_, std::convert::Infallible>(event), follower)
         })
     });
-    Sse::new(stream)
+    let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(STREAM_KEEP_ALIVE))
-        .into_response()
+        .into_response();
+    // Behind nginx (which buffers by default) a small event could wait in its buffer for good.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
 }
 
 /// MCP's rule against DNS rebinding: a request that comes with an `Origin` (a browser page)
