@@ -24,6 +24,8 @@ use serde_json::{Map, Value, json};
 /// One documented operation.
 #[derive(Debug)]
 pub struct Operation {
+    /// `operationId`: what generated clients name their method (unique, stable).
+    pub id: &'static str,
     /// HTTP method, lower case.
     pub method: &'static str,
     /// Path template in OpenAPI syntax.
@@ -72,8 +74,10 @@ pub enum Reply {
     Upstream,
 }
 
-/// An entry of the table: `method` `path` in group `tag`, with `auth`, answering `reply`.
+/// An entry of the table: operation `id` is `method` `path` in group `tag`, with `auth`,
+/// answering `reply`.
 const fn op(
+    id: &'static str,
     method: &'static str,
     path: &'static str,
     tag: &'static str,
@@ -82,6 +86,7 @@ const fn op(
     reply: Reply,
 ) -> Operation {
     Operation {
+        id,
         method,
         path,
         tag,
@@ -111,6 +116,7 @@ impl Operation {
 /// Every route of the API.
 pub const OPERATIONS: &[Operation] = &[
     op(
+        "executeAction",
         "post",
         "/v1/{integration}/{endpoint}",
         "execute",
@@ -121,6 +127,7 @@ pub const OPERATIONS: &[Operation] = &[
     .body(Body::Json("ExecuteRequest"))
     .params(params::EXECUTE),
     op(
+        "getActionDocs",
         "get",
         "/v1/{integration}/{endpoint}",
         "catalog",
@@ -129,6 +136,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "ActionKnowledge"),
     ),
     op(
+        "listConnectors",
         "get",
         "/v1/available-connectors",
         "catalog",
@@ -138,6 +146,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .params(params::CONNECTOR_FILTERS),
     op(
+        "listActions",
         "get",
         "/v1/available-actions/{platform}",
         "catalog",
@@ -147,6 +156,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .params(params::ACTION_FILTERS),
     op(
+        "getActionKnowledge",
         "get",
         "/v1/actions/{actionId}/knowledge",
         "catalog",
@@ -155,6 +165,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "ActionKnowledge"),
     ),
     op(
+        "listTools",
         "get",
         "/v1/tools",
         "catalog",
@@ -164,6 +175,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .params(params::TOOL_FORMAT),
     op(
+        "listConnections",
         "get",
         "/v1/vault/connections",
         "vault",
@@ -173,6 +185,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .params(params::CONNECTION_FILTERS),
     op(
+        "createConnection",
         "post",
         "/v1/vault/connections",
         "vault",
@@ -182,6 +195,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .body(Body::Json("ConnectionCreate")),
     op(
+        "getConnection",
         "get",
         "/v1/vault/connections/{id}",
         "vault",
@@ -190,6 +204,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "Connection"),
     ),
     op(
+        "updateConnection",
         "patch",
         "/v1/vault/connections/{id}",
         "vault",
@@ -199,6 +214,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .body(Body::Json("ConnectionUpdate")),
     op(
+        "deleteConnection",
         "delete",
         "/v1/vault/connections/{id}",
         "vault",
@@ -207,6 +223,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "ConnectionDeleted"),
     ),
     op(
+        "passthrough",
         "get",
         "/v1/passthrough/{path}",
         "passthrough",
@@ -217,6 +234,7 @@ pub const OPERATIONS: &[Operation] = &[
     .body(Body::Any)
     .params(params::PASSTHROUGH_CONNECTION),
     op(
+        "mcpMessage",
         "post",
         "/mcp",
         "mcp",
@@ -227,6 +245,7 @@ pub const OPERATIONS: &[Operation] = &[
     .body(Body::Json("JsonRpcRequest"))
     .params(params::MCP_CONNECTION),
     op(
+        "mcpEvents",
         "get",
         "/mcp",
         "mcp",
@@ -235,6 +254,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Text("text/event-stream"),
     ),
     op(
+        "listLogs",
         "get",
         "/v1/logs",
         "operations",
@@ -244,6 +264,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .params(params::LOG_FILTERS),
     op(
+        "listApiKeys",
         "get",
         "/v1/admin/keys",
         "admin",
@@ -252,6 +273,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "ApiKeyList"),
     ),
     op(
+        "createApiKey",
         "post",
         "/v1/admin/keys",
         "admin",
@@ -261,6 +283,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .body(Body::Json("ApiKeyCreate")),
     op(
+        "revokeApiKey",
         "delete",
         "/v1/admin/keys/{id}",
         "admin",
@@ -269,6 +292,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "ApiKeyRevoked"),
     ),
     op(
+        "listPlugins",
         "get",
         "/v1/plugins",
         "operations",
@@ -277,6 +301,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "PluginList"),
     ),
     op(
+        "liveness",
         "get",
         "/healthz",
         "operations",
@@ -285,6 +310,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "Health"),
     ),
     op(
+        "readiness",
         "get",
         "/readyz",
         "operations",
@@ -293,6 +319,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "Readiness"),
     ),
     op(
+        "createConnectSession",
         "post",
         "/v1/connect",
         "connect",
@@ -302,6 +329,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .body(Body::Json("ConnectSessionCreate")),
     op(
+        "getConnectSession",
         "get",
         "/v1/connect/{id}",
         "connect",
@@ -310,6 +338,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "ConnectSession"),
     ),
     op(
+        "cancelConnectSession",
         "delete",
         "/v1/connect/{id}",
         "connect",
@@ -318,6 +347,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "ConnectSession"),
     ),
     op(
+        "connectPage",
         "get",
         "/connect/{token}",
         "connect",
@@ -326,6 +356,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Page,
     ),
     op(
+        "submitConnectForm",
         "post",
         "/connect/{token}",
         "connect",
@@ -335,6 +366,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .body(Body::Form("ConnectForm")),
     op(
+        "startConnectAuthorization",
         "get",
         "/connect/{token}/authorize",
         "connect",
@@ -343,6 +375,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Redirect,
     ),
     op(
+        "connectOAuthCallback",
         "get",
         "/connect/oauth/callback",
         "connect",
@@ -352,6 +385,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .params(params::OAUTH_CALLBACK),
     op(
+        "listOAuthApps",
         "get",
         "/v1/admin/oauth-apps",
         "admin",
@@ -360,6 +394,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "OAuthAppList"),
     ),
     op(
+        "getOAuthApp",
         "get",
         "/v1/admin/oauth-apps/{integration}",
         "admin",
@@ -368,6 +403,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "OAuthApp"),
     ),
     op(
+        "putOAuthApp",
         "put",
         "/v1/admin/oauth-apps/{integration}",
         "admin",
@@ -377,6 +413,7 @@ pub const OPERATIONS: &[Operation] = &[
     )
     .body(Body::Json("OAuthAppPut")),
     op(
+        "deleteOAuthApp",
         "delete",
         "/v1/admin/oauth-apps/{integration}",
         "admin",
@@ -385,6 +422,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Json("200", "OAuthAppDeleted"),
     ),
     op(
+        "metrics",
         "get",
         "/metrics",
         "operations",
@@ -393,6 +431,7 @@ pub const OPERATIONS: &[Operation] = &[
         Reply::Text("application/openmetrics-text"),
     ),
     op(
+        "openApiDocument",
         "get",
         "/openapi.json",
         "operations",
@@ -535,6 +574,7 @@ fn operation_object(operation: &Operation) -> Value {
         _ => json!([]),
     };
     let mut object = json!({
+        "operationId": operation.id,
         "tags": [operation.tag],
         "summary": operation.summary,
         "parameters": parameters,
@@ -564,7 +604,13 @@ pub fn document() -> Value {
             _ => std::slice::from_ref(&operation.method),
         };
         for method in methods {
-            entry[*method] = operation_object(operation);
+            let mut object = operation_object(operation);
+            if methods.len() > 1 {
+                // One id per operation: `passthroughGet`, `passthroughPost`, …
+                let (first, rest) = method.split_at(1);
+                object["operationId"] = json!(format!("{}{}{rest}", operation.id, first.to_uppercase()));
+            }
+            entry[*method] = object;
         }
     }
     json!({
@@ -718,9 +764,15 @@ fn document_with(connectors: &Connectors) -> Value {
     for connector in connectors.values() {
         for endpoint in &connector.manifest.endpoints {
             let path = format!("/v1/{}/{}", connector.manifest.id, endpoint.name);
+            let mut docs = knowledge.clone();
+            // (Ids are lower case: `getActionDocs__…` is no action's `{id}__{name}`.)
+            docs["operationId"] = json!(format!(
+                "getActionDocs__{}__{}",
+                connector.manifest.id, endpoint.name
+            ));
             document["paths"][path] = json!({
                 "post": action_operation(&connector.manifest, endpoint),
-                "get": knowledge
+                "get": docs
             });
         }
     }

@@ -309,6 +309,18 @@ async fn the_document_is_whole_and_its_schemas_are_valid() {
         assert!(schema.is_object(), "{name}");
     }
     let paths = document["paths"].as_object().expect("paths");
+    // Every operation has an id, and no two share one (generated clients name methods so).
+    let ids: Vec<&str> = paths
+        .values()
+        .flat_map(|operations| operations.as_object().expect("operations").values())
+        .map(|operation| operation["operationId"].as_str().expect("operationId"))
+        .collect();
+    let distinct: std::collections::BTreeSet<&&str> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+    assert!(
+        ids.contains(&"listConnections") && ids.contains(&"passthroughDelete"),
+        "{ids:?}"
+    );
     for (path, operations) in paths {
         let named: Vec<&str> = path
             .split('/')
