@@ -434,7 +434,15 @@ async fn batches_are_answered_and_unknown_protocol_versions_refused() {
             ),
     )
     .await;
-    assert_eq!(twice.body["error"]["code"], -32700, "{:?}", twice.body);
+    // Answered with its id: the client knows which request it was.
+    assert_eq!(
+        (&twice.body["error"]["code"], &twice.body["id"]),
+        (&serde_json::json!(-32602), &serde_json::json!(9)),
+        "{:?}",
+        twice.body
+    );
+    let twice_said = twice.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(twice_said.contains("repo"), "{twice_said}");
     assert_eq!(setup.upstream_requests().len(), 1, "nothing more was sent");
 
     // Versions: those the server speaks pass, others are a 400 that names the ones it speaks.

@@ -268,7 +268,19 @@ async fn handle(
     let message = match super::strict_json::parse_slice(&body) {
         Ok(message) => message,
         Err(error) => {
-            return Json(rpc_error(&Value::Null, -32700, &format!("parse error: {error}"))).into_response();
+            // JSON that parses but names a key twice (its arguments, most likely) is refused as
+            // execute refuses such params, answering its id: a client can tell which request
+            // it was, rather than wait on it until its timeout.
+            let id = serde_json::from_slice::<Value>(&body).ok().and_then(|lax| {
+                lax.get("id")
+                    .filter(|id| id.is_string() || id.is_number())
+                    .cloned()
+            });
+            return Json(match id {
+                Some(id) => rpc_error(&id, -32602, &format!("invalid params: {error}")),
+                None => rpc_error(&Value::Null, -32700, &format!("parse error: {error}")),
+            })
+            .into_response();
         }
     };
     let latest = headers.get(VERSION_HEADER).is_some_and(|v| v == "2025-06-18");
