@@ -59,6 +59,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 format!("sluice dev --sources {}", shell_word(&dir.display().to_string()))
             };
             eprintln!("created {}; `{dev}` builds and serves it", created.display());
+            // The templates' actions take a bearer token: the first call needs a connection,
+            // stored where `sluice dev` publishes the components.
+            eprintln!(
+                "its actions take a bearer token: `sluice connections add {name} --secret … \
+                 --plugins target/sluice-dev/connectors` stores one for the calls"
+            );
             Ok(())
         }
         Command::Keys(KeysCommand::Create {
