@@ -545,9 +545,10 @@ fn responses(reply: Reply) -> Value {
             "303": {"description": "To the provider's consent page", "headers": {"Location": {"schema": {"type": "string"}}}},
             "default": error_page()
         }),
-        Reply::Text(content_type) => json!({
+        // (`GET /mcp` refuses a wrong key or version as every route does.)
+        Reply::Text(content_type) => api_errors(json!({
             "200": {"description": "Success", "content": {content_type: {"schema": {"type": "string"}}}}
-        }),
+        })),
         Reply::Upstream => json!({
             "default": {
                 "description": "The upstream's answer: its status, body and safe headers (each also as \

@@ -539,7 +539,7 @@ fn error() -> Value {
 }
 
 fn json_rpc_request() -> Value {
-    object(
+    let message = object(
         &["jsonrpc", "method"],
         json!({
             "jsonrpc": constant(json!("2.0")),
@@ -547,7 +547,16 @@ fn json_rpc_request() -> Value {
             "method": string("`initialize`, `ping`, `tools/list`, `tools/call` or `notifications/…`"),
             "params": {"type": "object"}
         }),
-    )
+    );
+    json!({"oneOf": [message, batch(&message)]})
+}
+
+/// A JSON-RPC batch of `message`s: MCP 2025-03-26 only (2025-06-18 dropped batches).
+fn batch(message: &Value) -> Value {
+    json!({
+        "type": "array", "items": message, "minItems": 1, "maxItems": 32,
+        "description": "A batch (MCP 2025-03-26 only): the answers come in one array, in its order, without those of notifications"
+    })
 }
 
 fn json_rpc_response() -> Value {
@@ -561,7 +570,7 @@ fn json_rpc_response() -> Value {
         }),
     );
     response["oneOf"] = json!([{"required": ["result"]}, {"required": ["error"]}]);
-    response
+    json!({"oneOf": [response, batch(&response)]})
 }
 
 /// Every schema of `components/schemas`.
