@@ -633,6 +633,38 @@ async fn event_streams_leave_room_for_calls() {
     }
 }
 
+/// An open event stream ends once its key is revoked (it is looked up again every few
+/// seconds): a stream does not outlive its key, nor keep its place among the streams.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_stream_ends_when_its_key_is_revoked() {
+    let setup = Setup::new().await;
+    let key = setup.gateway.create_key("test", "*").await;
+    let open = || {
+        reqwest::Client::new()
+            .get(format!("{}/mcp", setup.gateway.url))
+            .bearer_auth(&key)
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let mut stream = open().await.expect("open the event stream");
+    assert_eq!(stream.status(), 200);
+    setup
+        .gateway
+        .cli(&["keys", "revoke", &key])
+        .await
+        .expect("revoked");
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its key");
+    assert_eq!(
+        open().await.expect("answered").status(),
+        401,
+        "the key no longer opens one"
+    );
+}
+
 /// A tool result longer than `--max-tool-result-kib` is cut for the model and says so, without
 /// its structured copy; a shorter one is whole. The execute API answers in full all the same.
 #[tokio::test(flavor = "multi_thread")]

@@ -201,6 +201,25 @@ pub(super) fn bearer_token(header: &axum::http::HeaderValue) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
+/// The API key a request presents (as `Authorization: Bearer` or `x-pica-secret`), unchecked.
+pub(super) fn presented_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    match headers.get(axum::http::header::AUTHORIZATION) {
+        Some(header) => bearer_token(header),
+        None => headers.get("x-pica-secret").and_then(|v| v.to_str().ok()),
+    }
+    .map(|key| key.trim().to_owned())
+}
+
+/// Whether the API key `presented` is still one calls may use: not revoked, not expired.
+pub(super) async fn key_still_valid(app: &AppState, presented: String) -> bool {
+    match lookup_api_key(app, presented).await {
+        Ok(Some(key)) => key.revoked_at.is_none() && key.expires_at.is_none_or(|at| at > crate::vault::now()),
+        Ok(None) => false,
+        // The database could not say: the key was valid when the stream opened.
+        Err(_) => true,
+    }
+}
+
 /// The API key `presented`, from memory while no key changed, else from the vault.
 async fn lookup_api_key(app: &AppState, presented: String) -> anyhow::Result<Option<ApiKey>> {
     let generation = app.vault.current_generation()?;

@@ -54,10 +54,15 @@ fn visible_tools(app: &AppState, key: &crate::vault::api_keys::ApiKey) -> Vec<(S
         .collect()
 }
 
+/// How often an open event stream looks whether its key was revoked or expired meanwhile.
+const KEY_RECHECK: Duration = Duration::from_secs(5);
+
 /// One open event stream: what its key saw last, and what it waits on.
 struct Follower {
     app: AppState,
     key: crate::vault::api_keys::ApiKey,
+    /// The key as the client presented it, to look it up again (see [`KEY_RECHECK`]).
+    presented: String,
     changes: tokio::sync::watch::Receiver<()>,
     stopping: tokio::sync::watch::Receiver<bool>,
     seen: Vec<(String, String)>,
@@ -66,13 +71,21 @@ struct Follower {
 }
 
 impl Follower {
-    /// Wait until the connectors the key sees change (true), or the gateway stops (false).
+    /// Wait until the connectors the key sees change (true), or the gateway stops or the key
+    /// is revoked or expires (false: a stream does not outlive its key).
     async fn next_change(&mut self) -> bool {
         loop {
-            tokio::select! {
-                changed = self.changes.changed() => if changed.is_err() { return false },
+            let recheck = tokio::select! {
+                changed = self.changes.changed() => if changed.is_err() { return false } else { false },
                 // Shutting down (or the signal's sender is gone): end the stream.
                 _ = self.stopping.wait_for(|stop| *stop) => return false,
+                () = tokio::time::sleep(KEY_RECHECK) => true,
+            };
+            if recheck {
+                if !super::extract::key_still_valid(&self.app, self.presented.clone()).await {
+                    return false;
+                }
+                continue;
             }
             let now = visible_tools(&self.app, &self.key);
             if now != self.seen {
@@ -102,6 +115,10 @@ async fn events(
     if let Some(refusal) = unsupported_version(&headers) {
         return ApiError::BadRequest(refusal).into_response();
     }
+    let Some(presented) = super::extract::presented_key(&headers) else {
+        return ApiError::Unauthorized("missing API key: send `Authorization: Bearer sk_…`".into())
+            .into_response();
+    };
     let Ok(place) = app.event_streams.clone().try_acquire_owned() else {
         return ApiError::AtCapacity.into_response();
     };
@@ -112,6 +129,7 @@ async fn events(
         stopping: app.stopping.clone(),
         app,
         key,
+        presented,
         changes,
         _place: place,
     };
