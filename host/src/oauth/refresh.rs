@@ -765,19 +765,7 @@ mod tests {
         ));
         let requests = || provider.requests.load(std::sync::atomic::Ordering::SeqCst);
         // Due for a proactive refresh (inside the margin), and still working.
-        let expiring = TokenSet {
-            access_token: "at-1".into(),
-            refresh_token: Some("rt-1".into()),
-            expires_at: Some(crate::vault::now() + 100),
-            scope: None,
-            refresh_refused: None,
-        };
-        vault.store_secret(&record, &expiring.to_secret(), expiring.expires_at, None)?;
-        // Stored long ago, so that 100 s is within the margin (not half of a short life).
-        rusqlite::Connection::open(dir.path().join("db"))?.execute(
-            "UPDATE connections SET secret_stored_at = secret_stored_at - 3600",
-            [],
-        )?;
+        store_tokens_issued_an_hour_ago(&dir, &vault, &record)?;
         for _ in 0..3 {
             let outcome = refresher
                 .refresh("gmail", &declared(), &record, Trigger::Expiring)
@@ -812,6 +800,29 @@ mod tests {
             .await;
         assert!(outcome.is_err());
         assert_eq!(requests(), 3);
+        Ok(())
+    }
+
+    /// Give `record` tokens `at-1` / `rt-1` that expire in 100 s and were stored an hour ago:
+    /// their last 100 s are within the 300 s margin (not half of a short life), so they are
+    /// due for a proactive refresh, and still work.
+    fn store_tokens_issued_an_hour_ago(
+        dir: &tempfile::TempDir,
+        vault: &Vault,
+        record: &ConnectionRecord,
+    ) -> anyhow::Result<()> {
+        let tokens = TokenSet {
+            access_token: "at-1".into(),
+            refresh_token: Some("rt-1".into()),
+            expires_at: Some(crate::vault::now() + 100),
+            scope: None,
+            refresh_refused: None,
+        };
+        vault.store_secret(record, &tokens.to_secret(), tokens.expires_at, None)?;
+        rusqlite::Connection::open(dir.path().join("db"))?.execute(
+            "UPDATE connections SET secret_stored_at = secret_stored_at - 3600",
+            [],
+        )?;
         Ok(())
     }
 
@@ -1096,19 +1107,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let vault = vault_in(&dir)?;
         let record = gmail_connection(&vault)?;
-        let tokens = TokenSet {
-            access_token: "at-1".into(),
-            refresh_token: Some("rt-1".into()),
-            expires_at: Some(crate::vault::now() + 100),
-            scope: None,
-            refresh_refused: None,
-        };
-        vault.store_secret(&record, &tokens.to_secret(), tokens.expires_at, None)?;
-        // Issued an hour ago: its last 100 s are within the 300 s margin.
-        rusqlite::Connection::open(dir.path().join("db"))?.execute(
-            "UPDATE connections SET secret_stored_at = secret_stored_at - 3600",
-            [],
-        )?;
+        store_tokens_issued_an_hour_ago(&dir, &vault, &record)?;
         let renamed = ConnectionPatch {
             name: Some("renamed".into()),
             ..ConnectionPatch::default()
