@@ -1062,6 +1062,22 @@ impl Connector for {type_name} {{
 }}
 
 export_connector!({type_name});
+
+/// Run natively with `cargo test`: `sluice_sdk::testing` answers in place of the upstream.
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use sluice_sdk::testing;
+
+    #[test]
+    fn get_item_asks_for_the_item_and_hands_back_the_answer() {{
+        let run = testing::run::<{type_name}>("get_item", json!({{"id": "a/42"}}), |_| {{
+            testing::Reply::json(200, json!({{"id": "a/42", "name": "Widget"}}))
+        }});
+        assert_eq!(run.sent[0].path(), "/items/a%2F42");
+        assert_eq!((run.status(), run.data()["name"].as_str()), (200, Some("Widget")));
+    }}
+}}
 "#
     );
     std::fs::write(dir.join("Cargo.toml"), manifest)?;

@@ -33,7 +33,7 @@ impl HttpError {
         }
     }
 
-    fn into_wit(self) -> WitHttpError {
+    pub(crate) fn into_wit(self) -> WitHttpError {
         match self {
             Self::Denied(m) => WitHttpError::Denied(m),
             Self::Timeout(m) => WitHttpError::Timeout(m),

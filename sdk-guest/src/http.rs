@@ -16,8 +16,12 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(target_arch = "wasm32")]
 use crate::bindings::sluice::connector::http::send;
+// Natively (a connector's unit tests) requests go to the fake upstream of `testing::run`.
 use crate::bindings::sluice::connector::types::{Header, Request};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::testing::send;
 use crate::{Error, HttpError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -66,6 +66,8 @@ pub mod log;
 mod manifest;
 mod output;
 mod params;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use error::{Error, HttpError};
 pub use manifest::{Auth, Endpoint, Manifest, OAuth2};

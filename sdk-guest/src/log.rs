@@ -2,8 +2,12 @@
 //!
 //! The gateway may truncate long lines and drop lines past a per-request budget.
 
+#[cfg(target_arch = "wasm32")]
 use crate::bindings::sluice::connector::log::write;
+// Natively (a connector's unit tests) lines go to `testing::run`'s record, or to stderr.
 use crate::bindings::sluice::connector::types::Level;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::testing::write;
 
 /// Log a diagnostic line.
 pub fn debug(message: &str) {

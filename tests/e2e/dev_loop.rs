@@ -44,17 +44,19 @@ async fn failed_build_output_once(gateway: &Gateway, source: &str, failed: bool)
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
-    let sources = tempfile::tempdir().expect("tempdir");
-    // An id with `-` (which is not a Rust name), and the SDK's path relative to where
-    // `sluice new` runs: the crate must build all the same.
+/// The repository's root.
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace")
+}
+
+/// `sluice new <id>` (Rust) in `sources`, run from the repository with `--sdk sdk-guest`: the
+/// SDK's path relative to where `sluice new` runs. Returns the crate's directory.
+fn new_rust_connector(id: &str, sources: &Path) -> std::path::PathBuf {
     let scaffold = std::process::Command::new(SLUICE)
-        .args(["new", "hello-dev", "--dir"])
-        .arg(sources.path())
+        .args(["new", id, "--dir"])
+        .arg(sources)
         .args(["--sdk", "sdk-guest"])
-        .current_dir(workspace)
+        .current_dir(workspace())
         .output()
         .expect("sluice new");
     assert!(
@@ -62,7 +64,15 @@ async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
         "{}",
         String::from_utf8_lossy(&scaffold.stderr)
     );
-    let krate = sources.path().join("hello-dev");
+    sources.join(id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_rebuilds_on_save_and_keeps_the_last_good_build() {
+    let workspace = workspace();
+    let sources = tempfile::tempdir().expect("tempdir");
+    // An id with `-` (which is not a Rust name): the crate must build all the same.
+    let krate = new_rust_connector("hello-dev", sources.path());
 
     // Share compiled dependencies between runs; the crate lives outside the workspace.
     let target_dir = workspace.join("target").join("dev-loop");
@@ -238,7 +248,7 @@ async fn dev_rebuilds_a_javascript_connector_on_save() {
     if crate::languages::component("stripe", sluice_fixtures::guests::STRIPE).is_none() {
         return;
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+    let workspace = workspace();
     let sources = tempfile::tempdir().expect("tempdir");
     let connector = sources.path().join("stripe");
     std::fs::create_dir(&connector).expect("connector dir");
@@ -326,11 +336,35 @@ async fn dev_rebuilds_a_javascript_connector_on_save() {
     );
 }
 
+/// The crate `sluice new` writes comes with a unit test that runs natively with `cargo test`,
+/// against `sluice_sdk::testing`'s fake upstream: no gateway, no WebAssembly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_rust_connectors_own_test_passes_with_cargo_test() {
+    let sources = tempfile::tempdir().expect("tempdir");
+    let krate = new_rust_connector("unit-tested", sources.path());
+    let test = tokio::process::Command::new(env!("CARGO"))
+        .args(["test", "--quiet"])
+        .env("CARGO_TARGET_DIR", workspace().join("target").join("dev-loop"))
+        .current_dir(krate)
+        .output();
+    let test = tokio::time::timeout(Duration::from_secs(600), test)
+        .await
+        .expect("cargo test finishes")
+        .expect("cargo test");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert!(test.status.success(), "{printed}");
+    assert!(printed.contains("1 passed"), "the template's test ran: {printed}");
+}
+
 /// Scaffold connector `id` in `language` with `sluice new` into a directory outside the
 /// repository, and build it with its own `build.sh` into `components`. `None` (after saying
 /// so loudly, or failing in CI) when the language's toolchain is missing.
 async fn new_script_connector(id: &str, language: &str, sources: &Path, components: &Path) -> Option<String> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+    let workspace = workspace();
     let scaffold = std::process::Command::new(SLUICE)
         .args(["new", id, "--lang", language, "--dir"])
         .arg(sources)

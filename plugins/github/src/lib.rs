@@ -235,3 +235,68 @@ impl Connector for GitHub {
 }
 
 export_connector!(GitHub);
+
+/// Unit tests against a fake GitHub with `sluice_sdk::testing`, natively (`cargo test`).
+#[cfg(test)]
+mod tests {
+    use super::GitHub;
+    use sluice_sdk::testing::{Reply, run};
+    use sluice_sdk::{Error, json};
+
+    #[test]
+    fn a_name_cannot_leave_its_path_segment() {
+        let run = run::<GitHub>("get_repo", json!({"owner": "acme", "repo": "../../user"}), |_| {
+            Reply::json(404, json!({"message": "Not Found"}))
+        });
+        assert_eq!(run.sent[0].path(), "/repos/acme/..%2F..%2Fuser");
+        assert_eq!(run.status(), 404, "the upstream's status passes through");
+    }
+
+    #[test]
+    fn list_issues_sends_only_the_filters_given_with_githubs_media_type() {
+        let run = run::<GitHub>(
+            "list_issues",
+            json!({"owner": "acme", "repo": "webapp", "state": "open", "per_page": 5}),
+            |_| Reply::json(200, json!([{"number": 7}])),
+        );
+        let sent = &run.sent[0];
+        assert_eq!(sent.path(), "/repos/acme/webapp/issues");
+        assert_eq!(
+            (sent.query("state"), sent.query("per_page"), sent.query("labels")),
+            (Some("open".into()), Some("5".into()), None)
+        );
+        assert_eq!(sent.header("accept"), Some("application/vnd.github+json"));
+        assert_eq!(run.data(), json!([{"number": 7}]));
+    }
+
+    #[test]
+    fn create_issue_leaves_out_what_the_caller_did_not_give() {
+        let run = run::<GitHub>(
+            "create_issue",
+            json!({"owner": "acme", "repo": "webapp", "title": "Bug", "labels": ["bug"]}),
+            |request| Reply::json(201, json!({"number": 8, "title": request.json()["title"]})),
+        );
+        let sent = &run.sent[0];
+        assert_eq!(
+            (sent.method.as_str(), sent.path()),
+            ("POST", "/repos/acme/webapp/issues")
+        );
+        assert_eq!(sent.json(), json!({"title": "Bug", "labels": ["bug"]}));
+        assert_eq!((run.status(), run.data()["number"].as_u64()), (201, Some(8)));
+    }
+
+    #[test]
+    fn a_wrong_params_type_is_bad_params_and_sends_nothing() {
+        let run = run::<GitHub>(
+            "get_issue",
+            json!({"owner": "acme", "repo": "webapp", "issue_number": "seven"}),
+            |_| panic!("nothing should be sent"),
+        );
+        assert!(
+            matches!(run.error(), Error::BadParams(m) if m.contains("issue_number")),
+            "{:?}",
+            run.result
+        );
+        assert!(run.sent.is_empty());
+    }
+}
