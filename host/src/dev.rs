@@ -948,7 +948,7 @@ pub struct Scaffolded {
     pub notes: Vec<String>,
 }
 
-/// Create `<sources>/<name>/` from the template of `language`, a connector with two example
+/// Create `<sources>/<name>/` from the template of `language`, a connector with example
 /// actions ready to edit. `name` is the connector's id, checked as the gateway checks it at
 /// load. Nothing that exists is overwritten.
 pub fn scaffold(

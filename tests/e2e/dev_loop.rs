@@ -405,7 +405,8 @@ async fn new_script_connector(id: &str, language: &str, sources: &Path, componen
 
 /// What a connector from `sluice new --lang <language>` does out of the box, served by a real
 /// gateway: `echo` answers and logs through `console.log` / `print()`, its schema is enforced,
-/// and `get_item` reaches the upstream with the credential the host injects.
+/// `get_item` reaches the upstream with the credential the host injects and its optional query
+/// parameter, and `create_item` sends its JSON body.
 async fn new_script_connector_runs(id: &str, language: &str, log_marker: &str) {
     let sources = tempfile::tempdir().expect("tempdir");
     let components = tempfile::tempdir().expect("tempdir");
@@ -444,13 +445,38 @@ async fn new_script_connector_runs(id: &str, language: &str, log_marker: &str) {
     );
     let sent = setup.only_request();
     assert_eq!(
-        (sent.method.as_str(), sent.path.as_str()),
-        ("GET", "/items/a%2Fb")
+        (sent.method.as_str(), sent.path.as_str(), sent.query.as_deref()),
+        ("GET", "/items/a%2Fb", None),
+        "no query parameter without `fields`"
     );
     assert_eq!(
         sent.header("authorization"),
         Some("Bearer sk_new_connector_secret")
     );
+
+    let fields = setup
+        .execute(
+            id,
+            "get_item",
+            serde_json::json!({"id": "7", "fields": "name,size & more"}),
+        )
+        .await;
+    assert_eq!(fields.status, 200, "{:?}", fields.body);
+    let created = setup
+        .execute(id, "create_item", serde_json::json!({"name": "Widget ✓"}))
+        .await;
+    assert_eq!(created.status, 200, "{:?}", created.body);
+    let requests = setup.requests();
+    let [_, with_fields, create] = requests.as_slice() else {
+        panic!("three requests: {requests:#?}");
+    };
+    assert_eq!(
+        (with_fields.path.as_str(), with_fields.query.as_deref()),
+        ("/items/7", Some("fields=name%2Csize%20%26%20more"))
+    );
+    assert_eq!((create.method.as_str(), create.path.as_str()), ("POST", "/items"));
+    assert_eq!(create.header("content-type"), Some("application/json"));
+    assert_eq!(create.json(), serde_json::json!({"name": "Widget ✓"}));
 }
 
 /// `sluice new --lang javascript` writes a connector that builds outside the repository and

@@ -1,6 +1,6 @@
 // The {{id}} connector, in JavaScript: `build.sh` turns this file into a WebAssembly component
 // with componentize-qjs (QuickJS). Start by describing the API it talks to (baseUrl,
-// allowedHosts, auth), then replace the two example actions with real ones.
+// allowedHosts, auth), then replace the example actions with real ones.
 //
 // The gateway checks each call's params against the action's JSON Schema before `invoke` runs,
 // and adds the connection's credential to every request sent through `http.send`: this code
@@ -37,11 +37,22 @@ class ConnectorError {
 }
 
 // Send one request through the host. `url` is a path, resolved against the connection's base
-// URL, or an absolute URL on one of `allowedHosts`.
-function send(method, url) {
+// URL, or an absolute URL on one of `allowedHosts`. `query` is an object of query parameters
+// (those `undefined` or `null` are left out); `json` is sent as the JSON body.
+function send(method, url, { query, json } = {}) {
+  const pairs = Object.entries(query ?? {})
+    .filter(([, value]) => value !== undefined && value !== null)
+    .map(([name, value]) => `${encodeURIComponent(name)}=${encodeURIComponent(String(value))}`);
+  if (pairs.length > 0) url += (url.includes("?") ? "&" : "?") + pairs.join("&");
+  const headers = [{ name: "accept", value: "application/json" }];
+  let body = null;
+  if (json !== undefined) {
+    headers.push({ name: "content-type", value: "application/json" });
+    body = utf8(JSON.stringify(json));
+  }
   let response;
   try {
-    response = http.send({ method, url, headers: [{ name: "accept", value: "application/json" }], body: null });
+    response = http.send({ method, url, headers, body });
   } catch (error) {
     // The host's refusal carries its typed http-error as `error.payload` (`{tag: "denied",
     // val: "..."}`); anything else is a mistake of this code, thrown on as it is.
@@ -93,12 +104,31 @@ const ACTIONS = {
       type: "object",
       required: ["id"],
       additionalProperties: false,
-      properties: { id: { type: "string", minLength: 1 } },
+      properties: {
+        id: { type: "string", minLength: 1 },
+        fields: { type: "string", description: "Comma-separated fields to return" },
+      },
     },
     examples: [["Item 42", { id: "42" }]],
     run(params) {
       // Percent-encode whatever the caller puts in a path segment.
-      return send("GET", `/items/${encodeURIComponent(params.id)}`);
+      return send("GET", `/items/${encodeURIComponent(params.id)}`, { query: { fields: params.fields } });
+    },
+  },
+  create_item: {
+    title: "Create an item",
+    method: "POST",
+    path: "/items",
+    description: "Creates an item in the upstream API.",
+    schema: {
+      type: "object",
+      required: ["name"],
+      additionalProperties: false,
+      properties: { name: { type: "string", minLength: 1 } },
+    },
+    examples: [["A widget", { name: "Widget" }]],
+    run(params) {
+      return send("POST", "/items", { json: { name: params.name } });
     },
   },
 };

@@ -1,6 +1,6 @@
 """The {{id}} connector, in Python: `build.sh` turns this module into a WebAssembly component
 with componentize-py. Start by describing the API it talks to (base_url, allowed_hosts, auth),
-then replace the two example actions with real ones.
+then replace the example actions with real ones.
 
 The gateway checks each call's params against the action's JSON Schema before `invoke` runs,
 and adds the connection's credential to every request sent through `http.send`: this code never
@@ -11,7 +11,7 @@ is in the component.
 """
 
 import json
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -31,7 +31,17 @@ GET_ITEM_SCHEMA = {
     "type": "object",
     "required": ["id"],
     "additionalProperties": False,
-    "properties": {"id": {"type": "string", "minLength": 1}},
+    "properties": {
+        "id": {"type": "string", "minLength": 1},
+        "fields": {"type": "string", "description": "Comma-separated fields to return"},
+    },
+}
+
+CREATE_ITEM_SCHEMA = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {"name": {"type": "string", "minLength": 1}},
 }
 
 
@@ -47,10 +57,19 @@ def endpoint(name, title, method, path, description, schema, examples):
     )
 
 
-def send(method, url):
+def send(method, url, query=None, json_body=None):
     """Send one request through the host. `url` is a path, resolved against the connection's
-    base URL, or an absolute URL on one of `allowed_hosts`."""
-    request = types.Request(method=method, url=url, headers=[types.Header("accept", "application/json")], body=None)
+    base URL, or an absolute URL on one of `allowed_hosts`. `query` is a dict of query
+    parameters (those that are None are left out); `json_body` is sent as the JSON body."""
+    pairs = [(name, value) for name, value in (query or {}).items() if value is not None]
+    if pairs:
+        url += ("&" if "?" in url else "?") + urlencode(pairs, quote_via=quote)
+    headers = [types.Header("accept", "application/json")]
+    body = None
+    if json_body is not None:
+        headers.append(types.Header("content-type", "application/json"))
+        body = json.dumps(json_body).encode()
+    request = types.Request(method=method, url=url, headers=headers, body=body)
     try:
         response = http.send(request)
     except Err as error:
@@ -84,6 +103,11 @@ class Connector(exports.Connector):
                     "Fetches one item from the upstream API.",
                     GET_ITEM_SCHEMA, [("Item 42", {"id": "42"})],
                 ),
+                endpoint(
+                    "create_item", "Create an item", "POST", "/items",
+                    "Creates an item in the upstream API.",
+                    CREATE_ITEM_SCHEMA, [("A widget", {"name": "Widget"})],
+                ),
             ],
         )
 
@@ -101,5 +125,7 @@ class Connector(exports.Connector):
             return c.Output(status=200, content_type="application/json", body=body)
         if endpoint == "get_item":
             # Percent-encode whatever the caller puts in a path segment.
-            return send("GET", "/items/" + quote(params["id"], safe=""))
+            return send("GET", "/items/" + quote(params["id"], safe=""), query={"fields": params.get("fields")})
+        if endpoint == "create_item":
+            return send("POST", "/items", json_body={"name": params["name"]})
         raise Err(c.ConnectorError_UnknownEndpoint(endpoint))
