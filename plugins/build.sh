@@ -9,6 +9,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/wasm32-wasip2/guest
 
+# The file stem of the component a crate builds: its `[lib] name`, else its package name with
+# `-` as `_` (as cargo names it). `sluice new acme-crm` writes a crate whose library is
+# `acme_crm`, in directory `acme-crm`.
+library_name() {
+    awk '
+        /^[[:space:]]*\[/ { section = $0; gsub(/[[:space:]]/, "", section) }
+        /^[[:space:]]*name[[:space:]]*=/ {
+            value = $0
+            sub(/^[^=]*=[[:space:]]*"/, "", value)
+            sub(/".*/, "", value)
+            if (section == "[lib]") lib = value
+            if (section == "[package]") package = value
+        }
+        END {
+            if (lib == "") { lib = package; gsub(/-/, "_", lib) }
+            print lib
+        }' "$1"
+}
+
 cargo plugins
 # `cargo plugins` writes to Cargo's target directory. Where that is elsewhere (CARGO_TARGET_DIR
 # or `build.target-dir` set), bring the Rust components here too: one directory holds them all.
@@ -16,8 +35,7 @@ cargo_target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"targe
 mkdir -p "$OUT"
 if [ -n "$cargo_target" ] && [ "$(realpath "$cargo_target/wasm32-wasip2/guest")" != "$(realpath "$OUT")" ]; then
     for manifest in plugins/*/Cargo.toml; do
-        name="$(basename "$(dirname "$manifest")")"
-        cp "$cargo_target/wasm32-wasip2/guest/$name.wasm" "$OUT/"
+        cp "$cargo_target/wasm32-wasip2/guest/$(library_name "$manifest").wasm" "$OUT/"
     done
 fi
 

@@ -183,14 +183,19 @@ impl Caller {
         let key = lookup_api_key(app, presented)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
-        if key.revoked_at.is_some() {
-            return Err(ApiError::ApiKeyRevoked { prefix: key.prefix });
-        }
-        if key.expires_at.is_some_and(|at| at <= crate::vault::now()) {
-            return Err(ApiError::ApiKeyExpired { prefix: key.prefix });
-        }
-        Ok(Self(key))
+        still_usable(key).map(Self)
     }
+}
+
+/// `key`, unless it is revoked or expired (the error a caller presenting it gets).
+fn still_usable(key: ApiKey) -> Result<ApiKey, ApiError> {
+    if key.revoked_at.is_some() {
+        return Err(ApiError::ApiKeyRevoked { prefix: key.prefix });
+    }
+    if key.expires_at.is_some_and(|at| at <= crate::vault::now()) {
+        return Err(ApiError::ApiKeyExpired { prefix: key.prefix });
+    }
+    Ok(key)
 }
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme's name is
@@ -213,7 +218,7 @@ pub(super) fn presented_key(headers: &axum::http::HeaderMap) -> Option<String> {
 /// Whether the API key `presented` is still one calls may use: not revoked, not expired.
 pub(super) async fn key_still_valid(app: &AppState, presented: String) -> bool {
     match lookup_api_key(app, presented).await {
-        Ok(Some(key)) => key.revoked_at.is_none() && key.expires_at.is_none_or(|at| at > crate::vault::now()),
+        Ok(Some(key)) => still_usable(key).is_ok(),
         Ok(None) => false,
         // The database could not say: the key was valid when the stream opened.
         Err(_) => true,
