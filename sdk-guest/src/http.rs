@@ -157,6 +157,10 @@ impl RequestBuilder {
     /// Send the request through the gateway and wait for the upstream response.
     ///
     /// Any HTTP status is a successful send; check [`Response::status`] yourself.
+    ///
+    /// # Panics
+    ///
+    /// Natively (a unit test), outside [`crate::testing::run`]: there is no gateway to send it.
     pub fn send(self) -> Result<Response, HttpError> {
         let request = Request {
             url: self.url(),

@@ -120,6 +120,26 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The connector's id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The endpoints' names, in order.
+    pub(crate) fn endpoint_names(&self) -> impl Iterator<Item = &str> {
+        self.endpoints.iter().map(|endpoint| endpoint.name.as_str())
+    }
+
+    /// Each endpoint's examples: (endpoint name, example title, params).
+    pub(crate) fn examples(&self) -> impl Iterator<Item = (&str, &str, &Value)> {
+        self.endpoints.iter().flat_map(|endpoint| {
+            endpoint
+                .examples
+                .iter()
+                .map(|(title, params)| (endpoint.name.as_str(), title.as_str(), params))
+        })
+    }
+
     /// A manifest for connector `id` (lower case, used in URLs), display `name` and `version`
     /// (pass `env!("CARGO_PKG_VERSION")`).
     pub fn new(id: &str, name: &str, version: &str) -> Self {

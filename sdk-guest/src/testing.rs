@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use sluice_sdk::testing::{self, Reply};
-//! use sluice_sdk::{Connector, Error, Manifest, Output, Params, http, json};
+//! use sluice_sdk::{Connector, Endpoint, Error, Manifest, Output, Params, http, json};
 //!
 //! struct Weather;
 //!
@@ -18,7 +18,7 @@
 //!
 //! impl Connector for Weather {
 //!     fn describe() -> Manifest {
-//!         Manifest::new("weather", "Weather", "0.1.0")
+//!         Manifest::new("weather", "Weather", "0.1.0").endpoint(Endpoint::new("forecast", "GET", "/v1/forecast"))
 //!     }
 //!
 //!     fn invoke(endpoint: &str, params: Params) -> Result<Output, Error> {
@@ -36,11 +36,17 @@
 //! assert_eq!(run.sent[0].query("city").as_deref(), Some("Oslo"));
 //! ```
 //!
-//! The fake stands in for the upstream only. What the gateway itself does is not done here:
-//! checking params against the action's schema, resolving a path against the base URL,
+//! [`examples`] lists the examples `describe` gives, to run each one.
+//!
+//! The fake stands in for the upstream only. What the gateway itself does is not done here
+//! (beyond refusing to run an action `describe` does not declare, which the gateway never
+//! calls): checking params against the action's schema, resolving a path against the base URL,
 //! the allowed-hosts and header rules, injecting the credential, following redirects and the
 //! size and time limits. A request is recorded as the connector wrote it (a path stays a
 //! path); `sluice dev` runs the connector in the real gateway for the rest.
+//!
+//! The closure owns what it uses (`move`), as it outlives the call that installs it: what it
+//! was asked is in [`Run::sent`], in order. It cannot send requests itself.
 //!
 //! Available on native targets only: in the component, requests go to the gateway.
 
@@ -48,7 +54,7 @@ use crate::bindings::sluice::connector::types::{
     Header, HttpError as WitHttpError, Level as WitLevel, Request, Response,
 };
 use crate::{Connector, Error, HttpError, Output, Params, Value};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// A request the connector sent, as it wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +77,19 @@ impl Sent {
 
     /// The first value of query parameter `name`, percent-decoded.
     pub fn query(&self, name: &str) -> Option<String> {
-        let (_, query) = self.url.split_once('?')?;
+        self.query_all(name).into_iter().next()
+    }
+
+    /// Every value of query parameter `name`, percent-decoded, in order.
+    pub fn query_all(&self, name: &str) -> Vec<String> {
+        let without_fragment = self.url.split_once('#').map_or(self.url.as_str(), |(url, _)| url);
+        let Some((_, query)) = without_fragment.split_once('?') else {
+            return Vec::new();
+        };
         form_urlencoded::parse(query.as_bytes())
-            .find(|(key, _)| key == name)
+            .filter(|(key, _)| key == name)
             .map(|(_, value)| value.into_owned())
+            .collect()
     }
 
     /// The first value of header `name` (case-insensitive).
@@ -83,6 +98,16 @@ impl Sent {
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
+    }
+
+    /// The body as UTF-8 text (empty when there is none). Panics when it is not UTF-8.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(self.body.as_deref().unwrap_or_default()).unwrap_or_else(|error| {
+            panic!(
+                "{} {} sent a body that is not UTF-8: {error}",
+                self.method, self.url
+            )
+        })
     }
 
     /// The body read as JSON. Panics, saying what was sent, when there is none or it is not
@@ -141,18 +166,29 @@ impl Reply {
         }))
     }
 
+    /// A response with `status`, no body and no headers (a `204`, say).
+    pub fn status(status: u16) -> Self {
+        Self(Ok(Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }))
+    }
+
     /// No response: `send` returns `error` (e.g. `HttpError::Timeout`).
     pub fn fail(error: HttpError) -> Self {
         Self(Err(error))
     }
 
-    /// Add a response header (a name may be given more than once, as `link` is).
+    /// Add a response header (a name may be given more than once, as `link` is). Panics on a
+    /// [`Reply::fail`], which has no response to carry it.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        if let Ok(response) = &mut self.0 {
-            response.headers.push(Header {
+        match &mut self.0 {
+            Ok(response) => response.headers.push(Header {
                 name: name.into(),
                 value: value.into(),
-            });
+            }),
+            Err(error) => panic!("a failed reply ({error}) has no headers"),
         }
         self
     }
@@ -211,16 +247,31 @@ impl Run {
         self.output().status
     }
 
-    /// The output's body read as JSON, the caller's `data`; panics if the action failed or
-    /// its body is not JSON.
+    /// The caller's `data`, as the gateway makes it of the output: a JSON body (media type
+    /// `application/json` or `…+json`) as that JSON, an empty body as `null`, anything else
+    /// as a string (the gateway sends bytes that are no UTF-8 text as base64; here they are
+    /// read lossily). Panics if the action failed.
     pub fn data(&self) -> Value {
-        let body = &self.output().body;
-        serde_json::from_slice(body).unwrap_or_else(|error| {
-            panic!(
-                "the output is not JSON ({error}): {:?}",
-                String::from_utf8_lossy(body)
-            )
-        })
+        let output = self.output();
+        let media = output
+            .content_type
+            .as_deref()
+            .and_then(|content_type| content_type.split(';').next())
+            .unwrap_or_default()
+            .trim();
+        let is_json = media.eq_ignore_ascii_case("application/json") || media.ends_with("+json");
+        let json_text = output.body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&output.body);
+        match serde_json::from_slice(json_text) {
+            Ok(value) if is_json => value,
+            _ if output.body.is_empty() => Value::Null,
+            _ => Value::String(String::from_utf8_lossy(&output.body).into_owned()),
+        }
+    }
+
+    /// The output's body as UTF-8 text; panics if the action failed or the body is no text.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.output().body)
+            .unwrap_or_else(|error| panic!("the output is not UTF-8 text: {error}"))
     }
 
     /// The action's error; panics if it succeeded.
@@ -232,13 +283,27 @@ impl Run {
     }
 }
 
-/// Run action `endpoint` of connector `C` with `params`, `upstream` answering every request it
-/// sends, on this thread.
+/// Run action `endpoint` of connector `C` with `params` (a JSON object, as the gateway always
+/// passes), `upstream` answering every request it sends, on this thread. Panics if `describe`
+/// does not declare `endpoint`: the gateway would never call it.
 pub fn run<C: Connector>(
     endpoint: &str,
     params: Value,
     upstream: impl FnMut(&Sent) -> Reply + 'static,
 ) -> Run {
+    let manifest = C::describe();
+    if !manifest.endpoint_names().any(|name| name == endpoint) {
+        let declared: Vec<&str> = manifest.endpoint_names().collect();
+        panic!(
+            "`{endpoint}` is not an endpoint {}'s describe() declares, so the gateway never calls it \
+             (declared: {declared:?})",
+            manifest.id()
+        );
+    }
+    assert!(
+        params.is_object(),
+        "params must be a JSON object, as the gateway always passes: {params}"
+    );
     let installed = Installed::new(Box::new(upstream));
     let result = C::invoke(endpoint, Params::from_json(params.to_string()));
     let fake = installed.finish();
@@ -247,6 +312,15 @@ pub fn run<C: Connector>(
         sent: fake.sent,
         logs: fake.logs,
     }
+}
+
+/// Every example `C::describe()` gives: (endpoint, example title, params). Running each with
+/// [`run`] checks that the examples callers and agents are shown still work.
+pub fn examples<C: Connector>() -> Vec<(String, String, Value)> {
+    C::describe()
+        .examples()
+        .map(|(endpoint, title, params)| (endpoint.to_owned(), title.to_owned(), params.clone()))
+        .collect()
 }
 
 /// The fake of the [`run`] under way on this thread.
@@ -258,6 +332,8 @@ struct Fake {
 
 thread_local! {
     static FAKE: RefCell<Option<Fake>> = const { RefCell::new(None) };
+    /// Whether the fake's closure is answering now (the fake is out of `FAKE` meanwhile).
+    static ANSWERING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Installs a fake for this thread and removes it when dropped, a panicking test included, so
@@ -268,7 +344,7 @@ impl Installed {
     fn new(upstream: Box<dyn FnMut(&Sent) -> Reply>) -> Self {
         FAKE.with_borrow_mut(|fake| {
             assert!(
-                fake.is_none(),
+                fake.is_none() && !ANSWERING.get(),
                 "sluice_sdk::testing::run called inside another run"
             );
             *fake = Some(Fake {
@@ -288,6 +364,7 @@ impl Installed {
 impl Drop for Installed {
     fn drop(&mut self) {
         FAKE.with_borrow_mut(|fake| *fake = None);
+        ANSWERING.set(false);
     }
 }
 
@@ -296,12 +373,20 @@ pub(crate) fn send(request: &Request) -> Result<Response, WitHttpError> {
     let sent = Sent::from_wit(request);
     // Taken out while it answers, so that the test's closure may do anything, even log.
     let Some(mut fake) = FAKE.with_borrow_mut(Option::take) else {
+        if ANSWERING.get() {
+            panic!(
+                "{} {} was sent by the fake upstream's closure: it answers requests, it cannot send them",
+                sent.method, sent.url
+            );
+        }
         panic!(
             "{} {} was sent outside sluice_sdk::testing::run: natively there is no gateway to send it",
             sent.method, sent.url
         );
     };
+    ANSWERING.set(true);
     let reply = (fake.upstream)(&sent);
+    ANSWERING.set(false);
     fake.sent.push(sent);
     FAKE.with_borrow_mut(|slot| *slot = Some(fake));
     reply.0.map_err(HttpError::into_wit)
@@ -324,8 +409,8 @@ pub(crate) fn write(level: WitLevel, message: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Level, Reply, run};
-    use crate::{Connector, Error, HttpError, Manifest, Output, Params, http, json, log};
+    use super::{Level, Reply, examples, run};
+    use crate::{Connector, Endpoint, Error, HttpError, Manifest, Output, Params, http, json, log};
 
     #[derive(serde::Deserialize)]
     struct NewTask {
@@ -338,6 +423,13 @@ mod tests {
     impl Connector for Tasks {
         fn describe() -> Manifest {
             Manifest::new("tasks", "Tasks", "0.1.0")
+                .endpoint(Endpoint::new("all_tasks", "GET", "/tasks"))
+                .endpoint(
+                    Endpoint::new("create_task", "POST", "/tasks")
+                        .example("A task", json!({"title": "Write"})),
+                )
+                .endpoint(Endpoint::new("delete_task", "DELETE", "/tasks/{id}"))
+                .endpoint(Endpoint::new("summary", "GET", "/"))
         }
 
         fn invoke(endpoint: &str, params: Params) -> Result<Output, Error> {
@@ -358,9 +450,70 @@ mod tests {
                     let created = http::post("/tasks").json(&json!({"title": title}))?.send()?;
                     Ok(created.into())
                 }
+                "delete_task" => Ok(http::delete("/tasks/1").send()?.into()),
+                "summary" => Ok(Output::text(200, "123")),
                 other => Err(Error::unknown_endpoint(other)),
             }
         }
+    }
+
+    /// `data` is what the caller gets: JSON only where the media type says so, an empty body
+    /// `null`, anything else a string.
+    #[test]
+    fn data_is_made_as_the_gateway_makes_it() {
+        let deleted = run::<Tasks>("delete_task", json!({}), |_| Reply::status(204));
+        assert_eq!((deleted.status(), deleted.data()), (204, json!(null)));
+        let summary = run::<Tasks>("summary", json!({}), |_| unreachable!());
+        assert_eq!((summary.data(), summary.text()), (json!("123"), "123"));
+        let text = run::<Tasks>("create_task", json!({"title": "x"}), |_| Reply::text(201, "{}"));
+        assert_eq!(
+            text.data(),
+            json!("{}"),
+            "text that looks like JSON is still text"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "is not an endpoint tasks's describe() declares")]
+    fn an_undeclared_endpoint_is_refused_as_the_gateway_never_calls_it() {
+        run::<Tasks>("all_task", json!({}), |_| Reply::status(200));
+    }
+
+    #[test]
+    #[should_panic(expected = "params must be a JSON object")]
+    fn params_that_are_no_object_are_refused() {
+        run::<Tasks>("all_tasks", json!([]), |_| Reply::status(200));
+    }
+
+    #[test]
+    fn every_example_runs() {
+        let all = examples::<Tasks>();
+        assert_eq!(all.len(), 1, "{all:?}");
+        for (endpoint, title, params) in all {
+            let run = run::<Tasks>(&endpoint, params, |_| Reply::json(201, json!({})));
+            assert_eq!(run.status(), 201, "{title}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "was sent by the fake upstream's closure")]
+    fn the_closure_cannot_send_requests_itself() {
+        run::<Tasks>("delete_task", json!({}), |_| {
+            let _ = http::get("/elsewhere").send();
+            Reply::status(204)
+        });
+    }
+
+    #[test]
+    fn repeated_query_parameters_and_a_fragment_are_read_apart() {
+        let sent = super::Sent {
+            method: "GET".into(),
+            url: "/search?tag=a&tag=b%20c#top".into(),
+            headers: Vec::new(),
+            body: None,
+        };
+        assert_eq!(sent.query_all("tag"), ["a", "b c"]);
+        assert_eq!((sent.path(), sent.query("missing")), ("/search", None));
     }
 
     #[test]
@@ -422,6 +575,12 @@ mod tests {
             run::<Tasks>("all_tasks", json!({}), |_| panic!("the test's own assertion"))
         });
         assert!(panicked.is_err());
+        let outside = std::panic::catch_unwind(|| http::get("/tasks").send());
+        let message = outside
+            .expect_err("no fake is left")
+            .downcast::<String>()
+            .expect("text");
+        assert!(message.contains("outside sluice_sdk::testing::run"), "{message}");
         let run = run::<Tasks>("all_tasks", json!({}), |_| Reply::json(200, json!([])));
         assert_eq!(run.data(), json!([]));
     }

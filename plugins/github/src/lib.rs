@@ -240,7 +240,7 @@ export_connector!(GitHub);
 #[cfg(test)]
 mod tests {
     use super::GitHub;
-    use sluice_sdk::testing::{Reply, run};
+    use sluice_sdk::testing::{self, Reply, run};
     use sluice_sdk::{Error, json};
 
     #[test]
@@ -283,6 +283,18 @@ mod tests {
         );
         assert_eq!(sent.json(), json!({"title": "Bug", "labels": ["bug"]}));
         assert_eq!((run.status(), run.data()["number"].as_u64()), (201, Some(8)));
+    }
+
+    /// The examples callers and agents are shown each make one request of their endpoint.
+    #[test]
+    fn every_example_sends_one_request() {
+        let examples = testing::examples::<GitHub>();
+        assert_eq!(examples.len(), 5);
+        for (endpoint, title, params) in examples {
+            let run = run::<GitHub>(&endpoint, params, |_| Reply::json(200, json!({})));
+            assert_eq!((run.status(), run.sent.len()), (200, 1), "{endpoint}: {title}");
+            assert!(run.sent[0].path().starts_with("/repos/"), "{endpoint}: {title}");
+        }
     }
 
     #[test]
