@@ -20,8 +20,11 @@
 //! - **Atomic methods stay atomic**: where a method's doc says one write (the plan-limit check
 //!   and insert, taking an OAuth state, replacing a secret, re-encrypting a batch), the backend
 //!   commits it as one transaction, durably, before returning.
-//! - **The store never reads the clock.** Times (Unix seconds unless named `_ms`) come in as
-//!   arguments, so expiry and timestamps follow the vault's clock, whatever the backend.
+//! - **The store has no clock of its own.** Times (Unix seconds unless named `_ms`) come in as
+//!   arguments, so expiry and timestamps follow the vault's clock, whatever the backend. A
+//!   write whose time orders it against calls in flight (connection health) takes the vault's
+//!   clock instead ([`Clock`]) and reads it once it holds the write lock: a time read before
+//!   waiting for the lock would date the write earlier than calls that read the old row.
 //!
 //! Methods block; async callers reach them through [`Vault::run`](crate::vault::Vault::run).
 
@@ -126,6 +129,9 @@ pub struct HeldKey {
     pub reply: Option<Sealed>,
 }
 
+/// The vault's clock in microseconds since the epoch, read by the store inside a write.
+pub type Clock = fn() -> i64;
+
 /// The persistence contract of the vault; see the module docs for what every backend guarantees.
 /// Each method is one read or one write (one transaction), unless its doc says otherwise.
 pub trait Store: Send + Sync + 'static {
@@ -220,17 +226,17 @@ pub trait Store: Send + Sync + 'static {
     /// The connection with row id `id`, whatever its environment.
     fn connection_by_id(&self, id: i64) -> anyhow::Result<Option<ConnectionRecord>>;
 
-    /// Apply `changes` to connection `id` in one write at `at_us` (microseconds since the epoch;
-    /// a new secret clears its health as of then); nothing happens if there is no such
+    /// Apply `changes` to connection `id` in one write at the time `clock`
+    /// reads (a new secret clears its health as of then); nothing happens if there is no such
     /// connection.
-    fn update_connection(&self, id: i64, changes: &ConnectionChanges, at_us: i64) -> anyhow::Result<()>;
+    fn update_connection(&self, id: i64, changes: &ConnectionChanges, clock: Clock) -> anyhow::Result<()>;
 
     /// Delete the connection in `environment` whose public id or key is `id_or_key`; returns
     /// whether one was deleted.
     fn delete_connection(&self, environment: Environment, id_or_key: &str) -> anyhow::Result<bool>;
 
     /// Count one more consecutive auth failure of connection `id`, answered to a call sent at
-    /// `sent_at_us` (read and increment in one write at `at_us`): its state becomes `failed`
+    /// `sent_at_us` (read and increment in one write, at the time `clock` reads): its state becomes `failed`
     /// once the count reaches `failed_after`, else `degraded` (a `failed` one stays so). Not
     /// counted if a success of a later call, or a new secret, is recorded already.
     /// Returns whether this failure is the one that made it `failed`.
@@ -239,16 +245,16 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         failed_after: i64,
         sent_at_us: i64,
-        at_us: i64,
+        clock: Clock,
     ) -> anyhow::Result<bool>;
 
     /// Clear connection `id`'s auth failures and make it `operational`, for a success of a call
     /// sent at `sent_at_us`, unless a 401 to a later call (or a refused refresh) is recorded
     /// already. Returns whether it was `failed` and now is not.
-    fn record_auth_success(&self, id: i64, sent_at_us: i64, at_us: i64) -> anyhow::Result<bool>;
+    fn record_auth_success(&self, id: i64, sent_at_us: i64, clock: Clock) -> anyhow::Result<bool>;
 
     /// Replace connection `id`'s sealed secret and token expiry (and its base URL, if one is
-    /// given) in one durable write at `at_us`, making it operational with no auth failures:
+    /// given) in one durable write at the time `clock` reads, making it operational with no auth failures:
     /// answers to calls sent before it no longer count.
     fn replace_connection_secret(
         &self,
@@ -256,12 +262,12 @@ pub trait Store: Send + Sync + 'static {
         sealed: &Sealed,
         token_expires_at: Option<i64>,
         base_url: Option<&Url>,
-        at_us: i64,
+        clock: Clock,
     ) -> anyhow::Result<()>;
 
-    /// Mark connection `id` `failed` at `at_us`: its credential no longer works, whatever
+    /// Mark connection `id` `failed` at the time `clock` reads: its credential no longer works, whatever
     /// calls sent before then answered. Returns whether it was not failed before.
-    fn mark_connection_failed(&self, id: i64, at_us: i64) -> anyhow::Result<bool>;
+    fn mark_connection_failed(&self, id: i64, clock: Clock) -> anyhow::Result<bool>;
 
     /// Take connection `id`'s refresh lease for `holder` until `until`, unless another holder's
     /// lasts past `now`; returns whether it was taken. Gateways sharing the store refresh a
@@ -285,14 +291,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<bool>;
 
     /// Mark connection `id` `failed` and give it the sealed secret `sealed`, in one write at
-    /// `at_us`, unless its secret is no longer the one sealed as `previous_ciphertext`. Returns
+    /// the time `clock` reads, unless its secret is no longer the one sealed as `previous_ciphertext`. Returns
     /// whether it was changed and not failed before.
     fn fail_connection_with_secret(
         &self,
         id: i64,
         previous_ciphertext: &[u8],
         sealed: &Sealed,
-        at_us: i64,
+        clock: Clock,
     ) -> anyhow::Result<bool>;
 
     /// Up to `limit` connections whose secret was sealed by a key other than `key_id`, by row

@@ -20,7 +20,7 @@ mod idempotent_calls;
 mod oauth_apps;
 mod request_logs;
 
-use super::{ConnectionChanges, HeldKey, IdempotentRow, NewConnectionRow, Store, TakenOAuthState};
+use super::{Clock, ConnectionChanges, HeldKey, IdempotentRow, NewConnectionRow, Store, TakenOAuthState};
 use crate::vault::api_keys::{ApiKey, Environment, KeyOptions};
 use crate::vault::connect_sessions::{ConnectSession, NewSession};
 use crate::vault::connections::{
@@ -588,8 +588,8 @@ impl Store for SqliteStore {
         self.read(|conn| connections::by_id(conn, id))
     }
 
-    fn update_connection(&self, id: i64, changes: &ConnectionChanges, at_us: i64) -> anyhow::Result<()> {
-        self.write(|tx| connections::update(tx, id, changes, at_us))
+    fn update_connection(&self, id: i64, changes: &ConnectionChanges, clock: Clock) -> anyhow::Result<()> {
+        self.write(|tx| connections::update(tx, id, changes, clock()))
     }
 
     fn delete_connection(&self, environment: Environment, id_or_key: &str) -> anyhow::Result<bool> {
@@ -601,13 +601,13 @@ impl Store for SqliteStore {
         id: i64,
         failed_after: i64,
         sent_at_us: i64,
-        at_us: i64,
+        clock: Clock,
     ) -> anyhow::Result<bool> {
-        self.write(|tx| connections::record_auth_failure(tx, id, failed_after, sent_at_us, at_us))
+        self.write(|tx| connections::record_auth_failure(tx, id, failed_after, sent_at_us, clock()))
     }
 
-    fn record_auth_success(&self, id: i64, sent_at_us: i64, at_us: i64) -> anyhow::Result<bool> {
-        self.write(|tx| connections::record_auth_success(tx, id, sent_at_us, at_us))
+    fn record_auth_success(&self, id: i64, sent_at_us: i64, clock: Clock) -> anyhow::Result<bool> {
+        self.write(|tx| connections::record_auth_success(tx, id, sent_at_us, clock()))
     }
 
     fn replace_connection_secret(
@@ -616,9 +616,9 @@ impl Store for SqliteStore {
         sealed: &Sealed,
         token_expires_at: Option<i64>,
         base_url: Option<&url::Url>,
-        at_us: i64,
+        clock: Clock,
     ) -> anyhow::Result<()> {
-        self.write(|tx| connections::replace_secret(tx, id, sealed, token_expires_at, base_url, at_us))
+        self.write(|tx| connections::replace_secret(tx, id, sealed, token_expires_at, base_url, clock()))
     }
 
     fn store_refreshed_tokens(
@@ -639,13 +639,13 @@ impl Store for SqliteStore {
         id: i64,
         previous_ciphertext: &[u8],
         sealed: &Sealed,
-        at_us: i64,
+        clock: Clock,
     ) -> anyhow::Result<bool> {
-        self.write(|tx| connections::fail_with_secret(tx, id, previous_ciphertext, sealed, at_us))
+        self.write(|tx| connections::fail_with_secret(tx, id, previous_ciphertext, sealed, clock()))
     }
 
-    fn mark_connection_failed(&self, id: i64, at_us: i64) -> anyhow::Result<bool> {
-        self.write(|tx| connections::mark_failed(tx, id, at_us))
+    fn mark_connection_failed(&self, id: i64, clock: Clock) -> anyhow::Result<bool> {
+        self.write(|tx| connections::mark_failed(tx, id, clock()))
     }
 
     fn take_refresh_lease(&self, id: i64, holder: &str, now: i64, until: i64) -> anyhow::Result<bool> {

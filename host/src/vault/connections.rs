@@ -379,7 +379,7 @@ impl Vault {
                 None => None,
             },
         };
-        self.write(|store| store.update_connection(current.id, &changes, now_micros()))?;
+        self.write(|store| store.update_connection(current.id, &changes, now_micros))?;
         self.get_connection(environment, &current.public_id())
     }
 
@@ -403,7 +403,7 @@ impl Vault {
     ) -> anyhow::Result<HealthChange> {
         if unauthorized {
             let turned_failed = self.write(|store| {
-                store.record_auth_failure(record.id, FAILED_AFTER_AUTH_FAILURES, sent_at_us, now_micros())
+                store.record_auth_failure(record.id, FAILED_AFTER_AUTH_FAILURES, sent_at_us, now_micros)
             })?;
             return Ok(if turned_failed {
                 HealthChange::Failed
@@ -414,8 +414,7 @@ impl Vault {
         if record.consecutive_auth_failures == 0 && record.state == "operational" {
             return Ok(HealthChange::None);
         }
-        let was_failed =
-            self.write(|store| store.record_auth_success(record.id, sent_at_us, now_micros()))?;
+        let was_failed = self.write(|store| store.record_auth_success(record.id, sent_at_us, now_micros))?;
         Ok(if was_failed {
             HealthChange::Recovered
         } else {
@@ -495,14 +494,14 @@ impl Vault {
     ) -> anyhow::Result<()> {
         let sealed = self.seal(secret.as_bytes(), &secret_context(&record.key))?;
         self.write(|store| {
-            store.replace_connection_secret(record.id, &sealed, token_expires_at, base_url, now_micros())
+            store.replace_connection_secret(record.id, &sealed, token_expires_at, base_url, now_micros)
         })
     }
 
     /// Mark a connection `failed`: its credential no longer works and the user must reconnect.
     /// Returns whether it was not failed before.
     pub fn mark_connection_failed(&self, record: &ConnectionRecord) -> anyhow::Result<bool> {
-        self.write(|store| store.mark_connection_failed(record.id, now_micros()))
+        self.write(|store| store.mark_connection_failed(record.id, now_micros))
     }
 
     /// Record that the provider refused to refresh `tokens`, `record`'s: keep them without
@@ -522,7 +521,7 @@ impl Vault {
         };
         let sealed = self.seal(kept.to_secret().as_bytes(), &secret_context(&record.key))?;
         self.write(|store| {
-            store.fail_connection_with_secret(record.id, &record.sealed.ciphertext, &sealed, now_micros())
+            store.fail_connection_with_secret(record.id, &record.sealed.ciphertext, &sealed, now_micros)
         })
     }
 
@@ -1070,6 +1069,32 @@ mod tests {
             .expect("exists");
         vault.record_auth_outcome(&failed, false, sent_before_the_refusal)?;
         assert_eq!(state()?.0, "failed");
+        Ok(())
+    }
+
+    /// A reconnect that waits for the write lock (another gateway, or a backup, holds it) is
+    /// dated when it writes, not when it began: a call that read the old secret meanwhile and
+    /// got a 401 does not degrade the new secret.
+    #[test]
+    fn a_reconnect_waiting_for_the_write_lock_is_dated_when_it_writes() -> anyhow::Result<()> {
+        let (dir, vault) = vault()?;
+        let record = add(&vault, &new_connection("github", Environment::Test, None))?;
+        let mut other = rusqlite::Connection::open(dir.path().join("db"))?;
+        let holding = other.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let sent_while_it_waited = std::thread::scope(|scope| -> anyhow::Result<i64> {
+            let reconnect = scope.spawn(|| vault.store_secret(&record, "ghp_reconnected", None, None));
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let sent = now_micros();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            holding.commit()?;
+            reconnect.join().expect("the reconnect did not panic")?;
+            Ok(sent)
+        })?;
+        vault.record_auth_outcome(&record, true, sent_while_it_waited)?;
+        let now = vault
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert_eq!((now.state.as_str(), now.consecutive_auth_failures), ("operational", 0));
         Ok(())
     }
 
