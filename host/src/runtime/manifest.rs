@@ -840,6 +840,40 @@ mod tests {
     use super::*;
     use crate::runtime::bindings::{WitEndpoint, WitManifest};
 
+    /// The connector authors' guide states the loader's rules with this code's numbers and
+    /// names (docs/connectors/README.md, "What the gateway checks when it loads a connector").
+    #[test]
+    fn the_authors_guide_states_the_loaders_limits() {
+        let guide = include_str!("../../../docs/connectors/README.md");
+        let section = guide
+            .split("## What the gateway checks when it loads a connector")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("the guide has the section");
+        let thousands = |n: usize| {
+            let digits = n.to_string();
+            match digits.len() > 3 {
+                true => format!("{},{}", &digits[..digits.len() - 3], &digits[digits.len() - 3..]),
+                false => digits,
+            }
+        };
+        let mut stated: Vec<String> = vec![
+            format!("at most {} bytes", MAX_NAME_BYTES),
+            format!("at most {} KiB", MAX_DESCRIPTION_BYTES >> 10),
+            format!("at most {} MiB", MAX_DESCRIBED_BYTES >> 20),
+            format!("at most {},", thousands(MAX_ENDPOINTS)),
+            format!("at most {} regular", MAX_PATTERNS),
+        ];
+        stated.extend(RESERVED_IDS.iter().map(|id| format!("`{id}`")));
+        stated.extend(HTTP_METHODS.iter().map(|method| format!("`{method}`")));
+        stated.extend(GATEWAY_AUTHORIZE_PARAMS.iter().map(|param| format!("`{param}`")));
+        let missing: Vec<&String> = stated
+            .iter()
+            .filter(|text| !section.contains(text.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "the guide does not say {missing:?}");
+    }
+
     #[test]
     fn whole_numbers_written_as_floats_become_integers_and_nothing_else_changes() {
         let mut params = serde_json::json!({

@@ -1094,7 +1094,10 @@ mod tests {
         let now = vault
             .get_connection(Environment::Test, &record.key)?
             .expect("exists");
-        assert_eq!((now.state.as_str(), now.consecutive_auth_failures), ("operational", 0));
+        assert_eq!(
+            (now.state.as_str(), now.consecutive_auth_failures),
+            ("operational", 0)
+        );
         Ok(())
     }
 
