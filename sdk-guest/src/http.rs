@@ -213,6 +213,20 @@ impl Response {
             .map(|h| h.value.as_str())
     }
 
+    /// The target of the first web link (RFC 8288 `Link` headers, repeated ones included) whose
+    /// `rel` names `rel` (case-insensitive), as the upstream wrote it: `response.link("next")`
+    /// is the next page's URL of APIs that page this way (GitHub, GitLab, Shopify and many
+    /// more). An absolute URL on the connection's host can be sent as it is.
+    pub fn link(&self, rel: &str) -> Option<&str> {
+        self.header_values("link")
+            .flat_map(web_links)
+            .find(|(_, rels)| {
+                rels.split_ascii_whitespace()
+                    .any(|name| name.eq_ignore_ascii_case(rel))
+            })
+            .map(|(target, _)| target)
+    }
+
     /// The body deserialized from JSON; a body that does not fit `T` is [`Error::Upstream`]
     /// (`502 connector_error` for the caller). An upstream's error answer rarely fits the type
     /// of its success: check [`Response::is_success`] first and hand an error back as it is
@@ -237,6 +251,43 @@ impl Response {
     pub fn into_bytes(self) -> Vec<u8> {
         self.body
     }
+}
+
+/// Each link of one `Link` header value: its target (between `<` and `>`, commas and all) and
+/// its `rel` (the first one, quotes removed; empty without one).
+fn web_links(value: &str) -> Vec<(&str, &str)> {
+    let mut links = Vec::new();
+    let mut rest = value;
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('>') else {
+            break;
+        };
+        let target = &after[..close];
+        let params = &after[close + 1..];
+        // The link's parameters run to the next comma outside a quoted string.
+        let mut quoted = false;
+        let end = params
+            .char_indices()
+            .find(|&(_, c)| {
+                quoted ^= c == '"';
+                c == ',' && !quoted
+            })
+            .map_or(params.len(), |(at, _)| at);
+        let rel = params[..end]
+            .split(';')
+            .filter_map(|param| {
+                let (name, value) = param.split_once('=')?;
+                name.trim()
+                    .eq_ignore_ascii_case("rel")
+                    .then(|| value.trim().trim_matches('"'))
+            })
+            .next()
+            .unwrap_or_default();
+        links.push((target, rel));
+        rest = &params[end..];
+    }
+    links
 }
 
 #[cfg(test)]
@@ -287,6 +338,41 @@ mod tests {
         assert_eq!(links.len(), 2, "{links:?}");
         assert!(links[1].contains("rel=\"last\""));
         assert_eq!(response.header("link"), Some(links[0]));
+    }
+
+    /// Links are found by relation across one header or several, with commas inside targets
+    /// and quoted parameters, unquoted and multi-valued `rel`s and any case.
+    #[test]
+    fn links_are_found_by_their_relation() {
+        let header = |value: &str| super::Header {
+            name: "Link".into(),
+            value: value.into(),
+        };
+        let response = super::Response {
+            status: 200,
+            headers: vec![
+                header(
+                    "<https://api.example.com/items?ids=1,2&page=2>; rel=\"next\"; title=\"a, b; c\", \
+                     <https://api.example.com/items?page=1>; REL=First",
+                ),
+                header("<https://api.example.com/items?page=9>; rel=\"last payment\""),
+                header("<https://api.example.com/about>"),
+            ],
+            body: Vec::new(),
+        };
+        assert_eq!(
+            response.link("next"),
+            Some("https://api.example.com/items?ids=1,2&page=2")
+        );
+        assert_eq!(
+            response.link("first"),
+            Some("https://api.example.com/items?page=1")
+        );
+        assert_eq!(
+            response.link("Payment"),
+            Some("https://api.example.com/items?page=9")
+        );
+        assert_eq!((response.link("prev"), response.link("")), (None, None));
     }
 
     /// `?` takes a `serde_json` error in an action.

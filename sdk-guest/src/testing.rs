@@ -440,7 +440,7 @@ mod tests {
                     while let Some(url) = next.take() {
                         let page = http::get(url).send()?;
                         tasks.extend(page.json::<Vec<crate::Value>>()?);
-                        next = page.header("x-next").map(str::to_owned);
+                        next = page.link("next").map(str::to_owned);
                     }
                     log::info(&format!("{} tasks", tasks.len()));
                     Output::json(200, &tasks)
@@ -520,7 +520,9 @@ mod tests {
     fn requests_go_to_the_fake_in_order_and_logs_are_kept() {
         let run = run::<Tasks>("all_tasks", json!({}), |request| {
             match request.query("page").as_deref() {
-                Some("1") => Reply::json(200, json!([{"id": 1}])).header("x-next", "/tasks?page=2"),
+                Some("1") => {
+                    Reply::json(200, json!([{"id": 1}])).header("link", "</tasks?page=2>; rel=\"next\"")
+                }
                 _ => Reply::json(200, json!([{"id": 2}])),
             }
         });
