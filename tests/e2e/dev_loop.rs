@@ -52,10 +52,16 @@ fn workspace() -> &'static Path {
 /// `sluice new <id>` (Rust) in `sources`, run from the repository with `--sdk sdk-guest`: the
 /// SDK's path relative to where `sluice new` runs. Returns the crate's directory.
 fn new_rust_connector(id: &str, sources: &Path) -> std::path::PathBuf {
+    sluice_new(id, sources, &["--sdk", "sdk-guest"])
+}
+
+/// `sluice new <id> --dir <sources> <args>`, run from the repository; returns the new
+/// connector's directory.
+fn sluice_new(id: &str, sources: &Path, args: &[&str]) -> std::path::PathBuf {
     let scaffold = std::process::Command::new(SLUICE)
         .args(["new", id, "--dir"])
         .arg(sources)
-        .args(["--sdk", "sdk-guest"])
+        .args(args)
         .current_dir(workspace())
         .output()
         .expect("sluice new");
@@ -342,22 +348,49 @@ async fn dev_rebuilds_a_javascript_connector_on_save() {
 async fn a_new_rust_connectors_own_test_passes_with_cargo_test() {
     let sources = tempfile::tempdir().expect("tempdir");
     let krate = new_rust_connector("unit-tested", sources.path());
-    let test = tokio::process::Command::new(env!("CARGO"))
-        .args(["test", "--quiet"])
+    let mut test = tokio::process::Command::new(env!("CARGO"));
+    test.args(["test", "--quiet"])
         .env("CARGO_TARGET_DIR", workspace().join("target").join("dev-loop"))
-        .current_dir(krate)
-        .output();
-    let test = tokio::time::timeout(Duration::from_secs(600), test)
+        .current_dir(krate);
+    let printed = run_to_success(test, Duration::from_secs(600)).await;
+    assert!(printed.contains("1 passed"), "the template's test ran: {printed}");
+}
+
+/// Run `command` to its end within `limit`; its stdout and stderr, once it succeeded.
+async fn run_to_success(mut command: tokio::process::Command, limit: Duration) -> String {
+    let output = tokio::time::timeout(limit, command.output())
         .await
-        .expect("cargo test finishes")
-        .expect("cargo test");
+        .expect("the command finishes")
+        .expect("the command runs");
     let printed = format!(
         "{}{}",
-        String::from_utf8_lossy(&test.stdout),
-        String::from_utf8_lossy(&test.stderr)
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
-    assert!(test.status.success(), "{printed}");
-    assert!(printed.contains("1 passed"), "the template's test ran: {printed}");
+    assert!(output.status.success(), "{printed}");
+    printed
+}
+
+/// The JavaScript connector `sluice new` writes comes with unit tests that `npm test` runs
+/// under `node --test`, against the fake gateway in its `testing/`: no build, no gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_javascript_connectors_own_tests_pass_with_npm_test() {
+    let npm_runs = std::process::Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if crate::languages::component("JavaScript (npm)", npm_runs.then_some("")).is_none() {
+        return;
+    }
+    let sources = tempfile::tempdir().expect("tempdir");
+    let connector = sluice_new("unit-tested-js", sources.path(), &["--lang", "javascript"]);
+    let mut test = tokio::process::Command::new("npm");
+    test.args(["test", "--silent"]).current_dir(connector);
+    let printed = run_to_success(test, Duration::from_secs(120)).await;
+    assert!(
+        printed.contains("# pass 3"),
+        "the template's tests ran: {printed}"
+    );
 }
 
 /// Scaffold connector `id` in `language` with `sluice new` into a directory outside the

@@ -19,6 +19,10 @@ use std::path::Path;
 const JS_CONNECTOR: &str = include_str!("../../templates/javascript/connector.js");
 const JS_PACKAGE: &str = include_str!("../../templates/javascript/package.json");
 const JS_BUILD: &str = include_str!("../../templates/javascript/build.sh");
+const JS_TEST: &str = include_str!("../../templates/javascript/connector.test.mjs");
+const JS_TESTING_HOST: &str = include_str!("../../templates/javascript/testing/host.mjs");
+const JS_TESTING_HOOKS: &str = include_str!("../../templates/javascript/testing/hooks.mjs");
+const JS_TESTING_REGISTER: &str = include_str!("../../templates/javascript/testing/register.mjs");
 /// The tools `plugins/stripe` pins; only the root package's name changes.
 const STRIPE_LOCK: &str = include_str!("../../../plugins/stripe/package-lock.json");
 const PY_APP: &str = include_str!("../../templates/python/app.py");
@@ -76,6 +80,10 @@ fn files(id: &str, language: Language) -> Vec<(&'static str, String, bool)> {
             ("package.json", fill(JS_PACKAGE, id), false),
             ("package-lock.json", javascript_lock(id), false),
             ("build.sh", fill(JS_BUILD, id), true),
+            ("connector.test.mjs", JS_TEST.to_owned(), false),
+            ("testing/host.mjs", JS_TESTING_HOST.to_owned(), false),
+            ("testing/hooks.mjs", JS_TESTING_HOOKS.to_owned(), false),
+            ("testing/register.mjs", JS_TESTING_REGISTER.to_owned(), false),
         ],
         Language::Python => vec![
             ("app.py", fill(PY_APP, id), false),
@@ -148,7 +156,11 @@ pub(super) fn write_script_connector(
     let dir = sources.join(id);
     std::fs::create_dir_all(&dir)?;
     for (name, contents, executable) in files(id, language) {
-        write_new(&dir.join(name), &contents, executable)?;
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        write_new(&path, &contents, executable)?;
     }
     notes.extend(exclude_from_workspace(sources, &new_directories)?);
     Ok(Scaffolded { dir, notes })
