@@ -265,9 +265,12 @@ pub trait Store: Send + Sync + 'static {
         clock: Clock,
     ) -> anyhow::Result<()>;
 
-    /// Mark connection `id` `failed` at the time `clock` reads: its credential no longer works, whatever
-    /// calls sent before then answered. Returns whether it was not failed before.
-    fn mark_connection_failed(&self, id: i64, clock: Clock) -> anyhow::Result<bool>;
+    /// Mark connection `id` `failed` at the time `clock` reads: its credential no longer works,
+    /// whatever calls sent before then answered. Nothing happens if its secret is no longer the
+    /// one sealed as `secret_ciphertext` (a reconnect meanwhile). Returns whether it was not
+    /// failed before and is now.
+    fn mark_connection_failed(&self, id: i64, secret_ciphertext: &[u8], clock: Clock)
+    -> anyhow::Result<bool>;
 
     /// Take connection `id`'s refresh lease for `holder` until `until`, unless another holder's
     /// lasts past `now`; returns whether it was taken. Gateways sharing the store refresh a

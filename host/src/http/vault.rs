@@ -457,6 +457,8 @@ async fn remove(
     app.vault
         .run(move |vault| vault.delete_connection(environment, &public_id))
         .await?;
+    // Refreshed tokens this gateway kept for it (the database refused them) go with it.
+    app.refresher.forget_connection(record.id);
     Ok(Json(
         json!({"id": record.public_id(), "key": record.key, "deleted": true}),
     ))

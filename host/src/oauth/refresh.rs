@@ -273,7 +273,7 @@ impl TokenRefresher {
             // Someone else may have refreshed while this caller waited for the lock or lease.
             let (current, tokens) = self.read_tokens(record.id).await?;
             // Tokens kept in memory are newer than the stored ones, which then answer nothing.
-            let kept = self.unsaved_tokens_of(&current);
+            let kept = self.unsaved_tokens_of(&current, &tokens);
             let now = crate::vault::now();
             let kept_serve = kept
                 .as_ref()
@@ -298,8 +298,12 @@ impl TokenRefresher {
             {
                 Ok(taken) => taken,
                 Err(error) => match kept_serve {
-                    // A database that refuses writes refuses the lease too: kept tokens serve.
-                    Some(kept) => return Ok(kept.tokens.clone()),
+                    // A database that refuses writes refuses the lease too: kept tokens serve,
+                    // and the next calls do not wait on it again at once.
+                    Some(kept) => {
+                        self.note_store_refused(current.id);
+                        return Ok(kept.tokens.clone());
+                    }
                     None => return Err(internal("taking the refresh lease", &error)),
                 },
             };
@@ -372,9 +376,11 @@ impl TokenRefresher {
     ) -> Result<TokenSet, RefreshError> {
         let (mut current, mut tokens) = self.read_tokens(id).await?;
         let mut refresh_kept = false;
-        if let Some(unsaved) = self.unsaved_tokens_of(&current) {
+        let mut stored = tokens.clone();
+        if let Some(unsaved) = self.unsaved_tokens_of(&current, &tokens) {
             if self.store_unsaved(&current, &unsaved).await {
                 (current, tokens) = self.read_tokens(id).await?;
+                stored = tokens.clone();
             } else if unsaved_tokens_serve(&unsaved.tokens, trigger, crate::vault::now()) {
                 return Ok(unsaved.tokens);
             } else {
@@ -393,16 +399,18 @@ impl TokenRefresher {
                 "the access token is no longer valid and there is no refresh token".into(),
             ));
         };
-        self.refresh_with_lease(integration, declared, &current, tokens, &refresh_token)
+        self.refresh_with_lease(integration, declared, (&current, &stored), tokens, &refresh_token)
             .await
     }
 
-    /// Refresh `current`'s `tokens` with `refresh_token`, holding the connection's lease.
+    /// Refresh `tokens` with `refresh_token`, holding the connection's lease; `current` and
+    /// `as_stored` are the connection and its tokens as stored (`tokens` may be newer ones kept in
+    /// memory).
     async fn refresh_with_lease(
         &self,
         integration: &str,
         declared: &OAuth2Config,
-        current: &ConnectionRecord,
+        (current, as_stored): (&ConnectionRecord, &TokenSet),
         tokens: TokenSet,
         refresh_token: &str,
     ) -> Result<TokenSet, RefreshError> {
@@ -447,7 +455,7 @@ impl TokenRefresher {
                         // and go on with them rather than lose the connection.
                         tracing::error!(integration, connection = %current.key, error = %format!("{error:#}"),
                             "could not store refreshed OAuth tokens; this gateway keeps them in memory and stores them before the connection's next refresh");
-                        self.keep_unsaved(current, &fresh);
+                        self.keep_unsaved(current.id, as_stored, &fresh);
                         return Ok(fresh);
                     }
                 };
@@ -485,11 +493,13 @@ impl TokenRefresher {
     }
 
     /// Tokens of `current` that this gateway refreshed but could not store, if they were
-    /// refreshed from what is stored now (otherwise they are moot, and forgotten).
-    fn unsaved_tokens_of(&self, current: &ConnectionRecord) -> Option<UnsavedTokens> {
+    /// refreshed from `stored`, its tokens as stored now (otherwise they are moot, and
+    /// forgotten). Compared as tokens, not as sealed bytes: a master-key rotation re-seals the
+    /// stored ones.
+    fn unsaved_tokens_of(&self, current: &ConnectionRecord, stored: &TokenSet) -> Option<UnsavedTokens> {
         let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
         let kept = unsaved.remove(&current.id)?;
-        if kept.refreshed_from != current.sealed.ciphertext {
+        if kept.refreshed_from != *stored {
             return None;
         }
         let copy = UnsavedTokens {
@@ -501,12 +511,12 @@ impl TokenRefresher {
         Some(copy)
     }
 
-    fn keep_unsaved(&self, refreshed_from: &ConnectionRecord, tokens: &TokenSet) {
+    fn keep_unsaved(&self, id: i64, refreshed_from: &TokenSet, tokens: &TokenSet) {
         let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
         unsaved.insert(
-            refreshed_from.id,
+            id,
             UnsavedTokens {
-                refreshed_from: refreshed_from.sealed.ciphertext.clone(),
+                refreshed_from: refreshed_from.clone(),
                 tokens: tokens.clone(),
                 store_failed_at: std::time::Instant::now(),
             },
@@ -515,6 +525,25 @@ impl TokenRefresher {
 
     fn forget_unsaved(&self, id: i64) {
         self.unsaved.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Forget what this gateway holds for connection `id`, deleted: tokens it kept unsaved and
+    /// the last refresh failure.
+    pub fn forget_connection(&self, id: i64) {
+        self.forget_unsaved(id);
+        self.recent_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Note that the database refused a write for connection `id` just now, so that calls are
+    /// served its kept tokens for a while without asking it again.
+    fn note_store_refused(&self, id: i64) {
+        let mut kept = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(kept) = kept.get_mut(&id) {
+            kept.store_failed_at = std::time::Instant::now();
+        }
     }
 
     /// Try again to store `unsaved` over `current`; returns whether that is settled (stored,
@@ -533,10 +562,7 @@ impl TokenRefresher {
             }
             Err(error) => {
                 tracing::error!(connection = %current.key, error = %format!("{error:#}"), "still cannot store refreshed OAuth tokens; using them from memory");
-                let mut kept = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(kept) = kept.get_mut(&current.id) {
-                    kept.store_failed_at = std::time::Instant::now();
-                }
+                self.note_store_refused(current.id);
                 false
             }
         }
@@ -576,9 +602,9 @@ impl TokenRefresher {
 /// locked past its busy timeout). A provider that rotates refresh tokens has retired the one
 /// stored, so they are kept, and stored before anything else is done for the connection.
 struct UnsavedTokens {
-    /// The stored secret they were refreshed from, sealed: they are moot once it changes (a
+    /// The stored tokens they were refreshed from: they are moot once those change (a
     /// reconnect, another gateway's refresh).
-    refreshed_from: Vec<u8>,
+    refreshed_from: TokenSet,
     tokens: TokenSet,
     /// When the database last refused them.
     store_failed_at: std::time::Instant,
@@ -967,6 +993,11 @@ mod tests {
             no_lease.access_token, "at-2",
             "served from memory without a lease"
         );
+        let paused_again = refresher.unsaved.lock().expect("unsaved")[&record.id]
+            .store_failed_at
+            .elapsed()
+            < UNSAVED_STORE_RETRY;
+        assert!(paused_again, "the refused lease starts another pause");
 
         database.execute_batch("DROP TRIGGER refuse_secrets; DROP TRIGGER refuse_leases;")?;
         pause_over();
@@ -975,6 +1006,45 @@ mod tests {
         assert_eq!(stored()?, ("at-2".into(), Some("rt-2".into())), "stored at last");
         assert_eq!(provider.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert!(refresher.unsaved.lock().expect("unsaved").is_empty());
+        Ok(())
+    }
+
+    /// A master-key rotation re-seals the stored tokens kept ones were refreshed from; they
+    /// are still theirs: stored at the next refresh, with no second token request (which would
+    /// send the retired `rt-1`).
+    #[tokio::test]
+    async fn kept_tokens_outlive_a_master_key_rotation() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (old, new) = ("ab".repeat(32), "cd".repeat(32));
+        let path = dir.path().join("db");
+        let vault = Vault::open(&path, &KeySource::Explicit(format!("{old},{new}")))?;
+        let record = gmail_connection(&vault)?;
+        let provider = Arc::new(HeldProvider::default());
+        let tasks = TaskTracker::new();
+        let refresher = refresher(&vault, &provider, &tasks);
+        let database = refresh_refused_by_the_database(&dir, &refresher, &provider, &record).await?;
+        database.execute_batch("DROP TRIGGER refuse_secrets;")?;
+        let rotating = Vault::open(&path, &KeySource::Explicit(format!("{new},{old}")))?;
+        assert_eq!(
+            rotating.reencrypt_all(&crate::vault::crypto::MasterKey::parse(&new)?)?,
+            1
+        );
+        refresher
+            .unsaved
+            .lock()
+            .expect("unsaved")
+            .get_mut(&record.id)
+            .expect("kept")
+            .store_failed_at = std::time::Instant::now()
+            .checked_sub(UNSAVED_STORE_RETRY)
+            .expect("uptime");
+        let settled = tokio::time::timeout(Duration::from_secs(10), refresh_in_task(&refresher, &record))
+            .await
+            .context("no second token request")???;
+        assert_eq!(settled.access_token, "at-2");
+        let current = vault.connection_by_id(record.id)?.context("the connection")?;
+        assert_eq!(vault.tokens(&current)?.refresh_token.as_deref(), Some("rt-2"));
+        assert_eq!(provider.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
         Ok(())
     }
 

@@ -644,8 +644,13 @@ impl Store for SqliteStore {
         self.write(|tx| connections::fail_with_secret(tx, id, previous_ciphertext, sealed, clock()))
     }
 
-    fn mark_connection_failed(&self, id: i64, clock: Clock) -> anyhow::Result<bool> {
-        self.write(|tx| connections::mark_failed(tx, id, clock()))
+    fn mark_connection_failed(
+        &self,
+        id: i64,
+        secret_ciphertext: &[u8],
+        clock: Clock,
+    ) -> anyhow::Result<bool> {
+        self.write(|tx| connections::mark_failed(tx, id, secret_ciphertext, clock()))
     }
 
     fn take_refresh_lease(&self, id: i64, holder: &str, now: i64, until: i64) -> anyhow::Result<bool> {

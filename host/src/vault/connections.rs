@@ -102,7 +102,7 @@ pub struct NewConnection {
 }
 
 /// What an OAuth connection stores as its secret: the tokens, sealed together as JSON.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenSet {
     /// The access token sent upstream.
     pub access_token: String,
@@ -498,10 +498,11 @@ impl Vault {
         })
     }
 
-    /// Mark a connection `failed`: its credential no longer works and the user must reconnect.
-    /// Returns whether it was not failed before.
+    /// Mark a connection `failed`: its credential, `record`'s, no longer works and the user
+    /// must reconnect. Nothing happens if the secret was replaced since `record` was read (a
+    /// reconnect). Returns whether it was not failed before and is now.
     pub fn mark_connection_failed(&self, record: &ConnectionRecord) -> anyhow::Result<bool> {
-        self.write(|store| store.mark_connection_failed(record.id, now_micros))
+        self.write(|store| store.mark_connection_failed(record.id, &record.sealed.ciphertext, now_micros))
     }
 
     /// Record that the provider refused to refresh `tokens`, `record`'s: keep them without
@@ -1063,12 +1064,31 @@ mod tests {
             vault.record_auth_outcome(&record, true, now_micros())?;
         }
         let sent_before_the_refusal = now_micros() - 1;
-        assert!(!vault.mark_connection_failed(&record)?, "failed already");
+        let reconnected = vault
+            .get_connection(Environment::Test, &record.key)?
+            .expect("exists");
+        assert!(!vault.mark_connection_failed(&reconnected)?, "failed already");
         let failed = vault
             .get_connection(Environment::Test, &record.key)?
             .expect("exists");
         vault.record_auth_outcome(&failed, false, sent_before_the_refusal)?;
         assert_eq!(state()?.0, "failed");
+        Ok(())
+    }
+
+    /// Marking a connection failed from a record read before a reconnect does nothing: the
+    /// new secret is not the one that stopped working.
+    #[test]
+    fn a_reconnect_is_not_marked_failed_for_the_old_secret() -> anyhow::Result<()> {
+        let (_dir, vault) = vault()?;
+        let stale = add(&vault, &new_connection("github", Environment::Test, None))?;
+        vault.store_secret(&stale, "ghp_reconnected", None, None)?;
+        assert!(!vault.mark_connection_failed(&stale)?);
+        let now = vault
+            .get_connection(Environment::Test, &stale.key)?
+            .expect("exists");
+        assert_eq!(now.state, "operational");
+        assert!(vault.mark_connection_failed(&now)?, "the current secret can be");
         Ok(())
     }
 

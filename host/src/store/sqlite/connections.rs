@@ -320,21 +320,26 @@ pub(super) fn replace_secret(
     Ok(())
 }
 
-pub(super) fn mark_failed(conn: &Connection, id: i64, at_us: i64) -> anyhow::Result<bool> {
+pub(super) fn mark_failed(
+    conn: &Connection,
+    id: i64,
+    secret_ciphertext: &[u8],
+    at_us: i64,
+) -> anyhow::Result<bool> {
     // The time is recorded even on a connection 401s failed already: a success of a call sent
     // before this must not make it operational.
     let was_failed: Option<bool> = conn
         .query_row(
-            "SELECT state = 'failed' FROM connections WHERE id = ?1",
-            [id],
+            "SELECT state = 'failed' FROM connections WHERE id = ?1 AND secret_ciphertext = ?2",
+            rusqlite::params![id, secret_ciphertext],
             |r| r.get(0),
         )
         .optional()?;
     conn.execute(
         "UPDATE connections SET state = 'failed', health_failed_at_us = MAX(health_failed_at_us, ?2),
             updated_at = ?2 / 1000000
-         WHERE id = ?1",
-        rusqlite::params![id, at_us],
+         WHERE id = ?1 AND secret_ciphertext = ?3",
+        rusqlite::params![id, at_us, secret_ciphertext],
     )?;
     Ok(was_failed == Some(false))
 }
