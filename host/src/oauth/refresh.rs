@@ -247,6 +247,7 @@ impl TokenRefresher {
                 .refresh_locked(&integration, &declared, &record, trigger, asked_at)
                 .await;
             drop(turn);
+            this.store_kept_tokens_in_background(record.id);
             result
         };
         self.tasks
@@ -506,6 +507,7 @@ impl TokenRefresher {
             refreshed_from: kept.refreshed_from.clone(),
             tokens: kept.tokens.clone(),
             store_failed_at: kept.store_failed_at,
+            retrying: kept.retrying,
         };
         unsaved.insert(current.id, kept);
         Some(copy)
@@ -513,12 +515,15 @@ impl TokenRefresher {
 
     fn keep_unsaved(&self, id: i64, refreshed_from: &TokenSet, tokens: &TokenSet) {
         let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+        // A task storing the ones these replace goes on with these.
+        let retrying = unsaved.get(&id).is_some_and(|kept| kept.retrying);
         unsaved.insert(
             id,
             UnsavedTokens {
                 refreshed_from: refreshed_from.clone(),
                 tokens: tokens.clone(),
                 store_failed_at: std::time::Instant::now(),
+                retrying,
             },
         );
     }
@@ -584,6 +589,48 @@ impl TokenRefresher {
         }
     }
 
+    /// If this gateway keeps unsaved tokens for connection `id`, try to store them every
+    /// [`UNSAVED_STORE_RETRY`] until they are stored or moot, whether or not calls come: the
+    /// sooner they are stored, the shorter the time another gateway on this database could
+    /// refresh with the refresh token they replaced, or a restart could lose them. One such
+    /// task per connection; it is not waited for at shutdown.
+    fn store_kept_tokens_in_background(self: &Arc<Self>, id: i64) {
+        {
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            match unsaved.get_mut(&id) {
+                Some(kept) if !kept.retrying => kept.retrying = true,
+                _ => return,
+            }
+        }
+        let this = self.clone();
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(UNSAVED_STORE_RETRY).await;
+                    let turn = this.turn(id).await;
+                    // A connection that cannot be read now is tried again; a deleted one, or
+                    // tokens moot, are forgotten by these calls.
+                    if let Ok((current, stored)) = this.read_tokens(id).await
+                        && let Some(kept) = this.unsaved_tokens_of(&current, &stored)
+                    {
+                        this.store_unsaved(&current, &kept).await;
+                    }
+                    drop(turn);
+                    // Done once nothing is kept; tokens kept anew meanwhile are tried next.
+                    if !this
+                        .unsaved
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains_key(&id)
+                    {
+                        return;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
     /// Wait for connection `id`'s turn to refresh.
     async fn turn(self: &Arc<Self>, id: i64) -> Turn {
         let lock = {
@@ -608,6 +655,8 @@ struct UnsavedTokens {
     tokens: TokenSet,
     /// When the database last refused them.
     store_failed_at: std::time::Instant,
+    /// Whether a background task tries to store them.
+    retrying: bool,
 }
 
 /// How long after the database refused kept tokens calls are served them without asking it
@@ -961,11 +1010,7 @@ mod tests {
     async fn refreshed_tokens_the_database_refused_are_kept_and_stored_later() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let vault = vault_in(&dir)?;
-        let record = gmail_connection(&vault)?;
-        let provider = Arc::new(HeldProvider::default());
-        let tasks = TaskTracker::new();
-        let refresher = refresher(&vault, &provider, &tasks);
-        let database = refresh_refused_by_the_database(&dir, &refresher, &provider, &record).await?;
+        let (record, provider, refresher, database) = kept_tokens(&dir, &vault).await?;
         let stored = || -> anyhow::Result<(String, Option<String>)> {
             let current = vault.connection_by_id(record.id)?.context("the connection")?;
             let tokens = vault.tokens(&current)?;
@@ -976,12 +1021,13 @@ mod tests {
         assert_eq!(again.access_token, "at-2", "served from memory");
         // Past the pause before the database is asked again; it refuses the lease too (a full
         // disk refuses every write): still served from memory.
+        // (Unless the background task stored them meanwhile, as it may on a slow machine.)
         let pause_over = || {
-            let mut kept = refresher.unsaved.lock().expect("unsaved");
-            let kept = kept.get_mut(&record.id).expect("kept");
-            kept.store_failed_at = std::time::Instant::now()
-                .checked_sub(UNSAVED_STORE_RETRY)
-                .expect("uptime");
+            if let Some(kept) = refresher.unsaved.lock().expect("unsaved").get_mut(&record.id) {
+                kept.store_failed_at = std::time::Instant::now()
+                    .checked_sub(UNSAVED_STORE_RETRY)
+                    .expect("uptime");
+            }
         };
         pause_over();
         database.execute_batch(
@@ -1009,6 +1055,28 @@ mod tests {
         Ok(())
     }
 
+    /// Kept tokens are stored once the database takes writes again, with no call asking for
+    /// the connection meanwhile.
+    #[tokio::test]
+    async fn kept_tokens_are_stored_in_the_background() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let vault = vault_in(&dir)?;
+        let (record, provider, refresher, database) = kept_tokens(&dir, &vault).await?;
+        database.execute_batch("DROP TRIGGER refuse_secrets;")?;
+        let stored_access_token = || -> anyhow::Result<String> {
+            let current = vault.connection_by_id(record.id)?.context("the connection")?;
+            Ok(vault.tokens(&current)?.access_token)
+        };
+        let deadline = tokio::time::Instant::now() + UNSAVED_STORE_RETRY * 4;
+        let kept = || refresher.unsaved.lock().expect("unsaved").len();
+        while stored_access_token()? != "at-2" || kept() != 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never stored");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(provider.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+        Ok(())
+    }
+
     /// A master-key rotation re-seals the stored tokens kept ones were refreshed from; they
     /// are still theirs: stored at the next refresh, with no second token request (which would
     /// send the retired `rt-1`).
@@ -1018,26 +1086,18 @@ mod tests {
         let (old, new) = ("ab".repeat(32), "cd".repeat(32));
         let path = dir.path().join("db");
         let vault = Vault::open(&path, &KeySource::Explicit(format!("{old},{new}")))?;
-        let record = gmail_connection(&vault)?;
-        let provider = Arc::new(HeldProvider::default());
-        let tasks = TaskTracker::new();
-        let refresher = refresher(&vault, &provider, &tasks);
-        let database = refresh_refused_by_the_database(&dir, &refresher, &provider, &record).await?;
+        let (record, provider, refresher, database) = kept_tokens(&dir, &vault).await?;
         database.execute_batch("DROP TRIGGER refuse_secrets;")?;
         let rotating = Vault::open(&path, &KeySource::Explicit(format!("{new},{old}")))?;
         assert_eq!(
             rotating.reencrypt_all(&crate::vault::crypto::MasterKey::parse(&new)?)?,
             1
         );
-        refresher
-            .unsaved
-            .lock()
-            .expect("unsaved")
-            .get_mut(&record.id)
-            .expect("kept")
-            .store_failed_at = std::time::Instant::now()
-            .checked_sub(UNSAVED_STORE_RETRY)
-            .expect("uptime");
+        if let Some(kept) = refresher.unsaved.lock().expect("unsaved").get_mut(&record.id) {
+            kept.store_failed_at = std::time::Instant::now()
+                .checked_sub(UNSAVED_STORE_RETRY)
+                .expect("uptime");
+        }
         let settled = tokio::time::timeout(Duration::from_secs(10), refresh_in_task(&refresher, &record))
             .await
             .context("no second token request")???;
@@ -1053,11 +1113,7 @@ mod tests {
     async fn kept_tokens_of_a_deleted_connection_are_forgotten() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let vault = vault_in(&dir)?;
-        let record = gmail_connection(&vault)?;
-        let provider = Arc::new(HeldProvider::default());
-        let tasks = TaskTracker::new();
-        let refresher = refresher(&vault, &provider, &tasks);
-        refresh_refused_by_the_database(&dir, &refresher, &provider, &record).await?;
+        let (record, _provider, refresher, _database) = kept_tokens(&dir, &vault).await?;
         assert_eq!(refresher.unsaved.lock().expect("unsaved").len(), 1);
         assert!(vault.delete_connection(Environment::Test, &record.key)?);
         assert!(refresh_in_task(&refresher, &record).await?.is_err());
@@ -1068,22 +1124,31 @@ mod tests {
     /// Make `dir`'s database refuse to store secrets, and have `refresher` refresh `record`'s
     /// tokens: it answers `at-2`, kept in memory. Returns the connection holding the refusal
     /// (a trigger), on which a test may drop it.
-    async fn refresh_refused_by_the_database(
-        dir: &tempfile::TempDir,
-        refresher: &Arc<TokenRefresher>,
-        provider: &HeldProvider,
-        record: &ConnectionRecord,
-    ) -> anyhow::Result<rusqlite::Connection> {
+    /// A Gmail connection on `vault` whose refresh the database refused to store (the
+    /// refresher keeps `at-2`/`rt-2` unsaved): the connection, the token endpoint, the
+    /// refresher, and a database connection whose trigger refuses secrets.
+    type Kept = (
+        ConnectionRecord,
+        Arc<HeldProvider>,
+        Arc<TokenRefresher>,
+        rusqlite::Connection,
+    );
+
+    async fn kept_tokens(dir: &tempfile::TempDir, vault: &Vault) -> anyhow::Result<Kept> {
+        let record = gmail_connection(vault)?;
+        let provider = Arc::new(HeldProvider::default());
+        let tasks = TaskTracker::new();
+        let refresher = refresher(vault, &provider, &tasks);
         let database = rusqlite::Connection::open(dir.path().join("db"))?;
         database.execute_batch(
             "CREATE TRIGGER refuse_secrets BEFORE UPDATE OF secret_ciphertext ON connections
              BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
         )?;
-        let first = refresh_in_task(refresher, record);
+        let first = refresh_in_task(&refresher, &record);
         tokio::time::timeout(Duration::from_secs(10), provider.arrived.notified()).await?;
         provider.release.notify_one();
         assert_eq!(first.await??.access_token, "at-2", "the call goes on");
-        Ok(database)
+        Ok((record, provider, refresher, database))
     }
 
     /// Two gateways on one database, each asked to refresh the same connection: one token
