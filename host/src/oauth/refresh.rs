@@ -499,18 +499,14 @@ impl TokenRefresher {
     /// stored ones.
     fn unsaved_tokens_of(&self, current: &ConnectionRecord, stored: &TokenSet) -> Option<UnsavedTokens> {
         let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
-        let kept = unsaved.remove(&current.id)?;
-        if kept.refreshed_from != *stored {
-            return None;
+        match unsaved.get(&current.id) {
+            Some(kept) if kept.refreshed_from == *stored => Some(kept.clone()),
+            Some(_) => {
+                unsaved.remove(&current.id);
+                None
+            }
+            None => None,
         }
-        let copy = UnsavedTokens {
-            refreshed_from: kept.refreshed_from.clone(),
-            tokens: kept.tokens.clone(),
-            store_failed_at: kept.store_failed_at,
-            retrying: kept.retrying,
-        };
-        unsaved.insert(current.id, kept);
-        Some(copy)
     }
 
     fn keep_unsaved(&self, id: i64, refreshed_from: &TokenSet, tokens: &TokenSet) {
@@ -648,6 +644,7 @@ impl TokenRefresher {
 /// Tokens a refresh got that could not be stored (the database refused the write: full disk,
 /// locked past its busy timeout). A provider that rotates refresh tokens has retired the one
 /// stored, so they are kept, and stored before anything else is done for the connection.
+#[derive(Clone)]
 struct UnsavedTokens {
     /// The stored tokens they were refreshed from: they are moot once those change (a
     /// reconnect, another gateway's refresh).

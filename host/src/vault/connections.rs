@@ -595,6 +595,12 @@ mod tests {
         Ok(vault.add_connection(new, None)??)
     }
 
+    /// The state and consecutive auth failures of test connection `key`, as stored now.
+    fn health(vault: &Vault, key: &str) -> anyhow::Result<(String, i64)> {
+        let now = vault.get_connection(Environment::Test, key)?.expect("exists");
+        Ok((now.state, now.consecutive_auth_failures))
+    }
+
     #[test]
     fn keys_spell_identities_in_plain_ascii_and_identities_are_kept_as_they_are() -> anyhow::Result<()> {
         let (_dir, vault) = vault()?;
@@ -1016,13 +1022,7 @@ mod tests {
             vault.record_auth_outcome(&failed_again, false, now_micros())?,
             HealthChange::None
         );
-        let restored = vault
-            .get_connection(Environment::Test, &record.key)?
-            .expect("exists");
-        assert_eq!(
-            (restored.state.as_str(), restored.consecutive_auth_failures),
-            ("operational", 0)
-        );
+        assert_eq!(health(&vault, &record.key)?, ("operational".into(), 0));
         Ok(())
     }
 
@@ -1111,13 +1111,7 @@ mod tests {
             Ok(sent)
         })?;
         vault.record_auth_outcome(&record, true, sent_while_it_waited)?;
-        let now = vault
-            .get_connection(Environment::Test, &record.key)?
-            .expect("exists");
-        assert_eq!(
-            (now.state.as_str(), now.consecutive_auth_failures),
-            ("operational", 0)
-        );
+        assert_eq!(health(&vault, &record.key)?, ("operational".into(), 0));
         Ok(())
     }
 
